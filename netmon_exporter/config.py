@@ -1,0 +1,505 @@
+"""Configuration: YAML decoded into frozen, typed dataclasses, validated all at once.
+
+Every field carries its documentation, range and whether it can change without a
+restart in its dataclass metadata; :func:`load_config` reports **every** problem
+with its key path (``capture.min_age_seconds: 400 is above the maximum 300``).
+This module imports nothing else of ours.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``errors`` lists every problem with its key path."""
+
+    def __init__(self, errors: list[str], source: str = "") -> None:
+        self.errors = errors
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(where + "; ".join(errors))
+
+
+def _f(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+       choices: tuple[str, ...] | None = None, restart: bool = False,
+       must_exist: bool = False, factory: bool = False) -> Any:
+    meta = {"help": help, "min": min, "max": max, "choices": choices, "restart": restart,
+            "must_exist": must_exist}
+    if factory:
+        return field(default_factory=default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    directory: Path = _f(Path("./captures"), "Watched directory where rotated captures arrive.",
+                         must_exist=True)
+    patterns: tuple[str, ...] = _f(("*.pcap", "*.pcapng", "*.pcap.gz", "*.csv"),
+                                   "Glob patterns of files to process (pcap, pcapng, gzip, flow CSV).")
+    recursive: bool = _f(False, "Also watch subdirectories.")
+    min_age_seconds: float = _f(10.0, "A file is ready once its mtime is this old and its size "
+                                "stopped changing.", min=0, max=300)
+    after_processing: str = _f("keep", "What to do with a processed capture.",
+                               choices=("keep", "move", "delete"))
+    done_directory: Path = _f(Path("./captures/done"),
+                              "Where processed files go when after_processing is move.")
+    source_pattern: str = _f(r"^(?P<source>.*?)[-_.]?\d+(\.pcap|\.pcapng|\.pcap\.gz|\.csv)$",
+                             "Regex whose 'source' group names a rotation series; files of one "
+                             "series are processed in time order and flows carried across them.")
+    shard_index: int = _f(0, "This instance's shard (0-based) when several instances share one "
+                          "directory.", min=0, max=255)
+    shard_count: int = _f(1, "Number of instances sharing the directory; each file belongs to "
+                          "exactly one shard by a stable hash of its name.", min=1, max=256)
+
+
+@dataclass(frozen=True)
+class ProcessingConfig:
+    interval_seconds: float = _f(30.0, "Rescan and housekeeping period.", min=10, max=3600)
+    workers: int = _f(2, "Worker processes that parse captures.", min=1, max=16)
+    parallel: bool = _f(True, "Process several files at once (false: one at a time).")
+    batch_size: int = _f(8, "Files dispatched per scheduling round.", min=1, max=10000)
+    max_retries: int = _f(3, "Retries of a failing file before it is quarantined.", min=0, max=10)
+    retry_delay_seconds: float = _f(5.0, "First retry delay; doubles each retry, with jitter.",
+                                    min=1, max=60)
+    file_timeout_seconds: float = _f(300.0, "A worker taking longer on one file is killed.",
+                                     min=1, max=86400)
+    shutdown_timeout_seconds: float = _f(30.0, "On SIGTERM, time allowed to finish in-flight "
+                                         "files before they are handed back.", min=0, max=3600)
+
+
+@dataclass(frozen=True)
+class FlowsConfig:
+    idle_timeout_seconds: float = _f(120.0, "A flow with no packet for this long ends.",
+                                     min=1, max=86400)
+    active_timeout_seconds: float = _f(3600.0, "A flow is cut after being open this long.",
+                                       min=1, max=86400)
+    activity_timeout_seconds: float = _f(5.0, "Gap that separates active from idle periods "
+                                         "(CICFlowMeter's activity timeout).", min=0.001, max=3600)
+    carry_across_files: bool = _f(True, "Continue flows that cross a rotation boundary into the "
+                                  "next file of the same series.")
+
+
+@dataclass(frozen=True)
+class WindowsConfig:
+    length_seconds: float = _f(60.0, "Window length; windows are aligned to wall-clock multiples.",
+                               min=1, max=86400)
+    max_windows: int = _f(100, "Window reports kept (older ones are pruned).", min=1, max=1000)
+    top_talkers: int = _f(10, "Top-N talkers listed per window report.", min=0, max=100)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    directory: Path = _f(Path("./output"), "Flow CSVs, window reports and quarantine live here.")
+    flows_csv: bool = _f(True, "Write one CICFlowMeter-compatible CSV per processed capture.")
+    retention_hours: float = _f(168.0, "Flow CSVs older than this are deleted (0 keeps all).",
+                                min=0, max=87600)
+    max_flow_csv_files: int = _f(1000, "At most this many flow CSVs are kept (0: no limit).",
+                                 min=0, max=1000000)
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    directory: Path = _f(Path("./state"), "The ledger and the models live here.", restart=True)
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    error_ratio_threshold: float = _f(0.2, "Health degrades when this share of recent files "
+                                      "failed.", min=0, max=1)
+    backlog_growth_intervals: int = _f(5, "Health degrades when the backlog grew over this many "
+                                       "consecutive intervals.", min=1, max=1000)
+    max_lag_seconds: float = _f(600.0, "Health degrades when the oldest waiting file has been "
+                                "ready this long.", min=1, max=86400)
+
+
+@dataclass(frozen=True)
+class PortScanConfig:
+    enabled: bool = _f(True, "Vertical scan: one source probing many ports of one host.")
+    min_ports: int = _f(15, "Distinct destination ports on one host (Zeek default 15).", min=2,
+                        max=65535)
+    horizon_seconds: float = _f(300.0, "Evidence is accumulated over this many seconds.", min=1,
+                                max=86400)
+    severity: str = _f("warning", "Severity of detections.", choices=("info", "warning", "critical"))
+
+
+@dataclass(frozen=True)
+class AddressSweepConfig:
+    enabled: bool = _f(True, "Horizontal scan: one source probing one port on many hosts.")
+    min_hosts: int = _f(25, "Distinct destination hosts on one port (Zeek default 25).", min=2,
+                        max=1000000)
+    horizon_seconds: float = _f(300.0, "Evidence is accumulated over this many seconds.", min=1,
+                                max=86400)
+    severity: str = _f("warning", "Severity of detections.", choices=("info", "warning", "critical"))
+
+
+@dataclass(frozen=True)
+class FloodConfig:
+    enabled: bool = _f(True, "Detect this flood.")
+    min_packets_per_second: float = _f(1000.0, "Packets per second towards one victim.", min=1,
+                                       max=1e9)
+    min_sources: int = _f(1, "Distinct sources needed (spoofed floods use many).", min=1,
+                          max=1000000)
+    severity: str = _f("critical", "Severity of detections.",
+                       choices=("info", "warning", "critical"))
+
+
+@dataclass(frozen=True)
+class SynFloodConfig:
+    enabled: bool = _f(True, "Many half-open connections to one victim.")
+    min_half_open: int = _f(200, "Unanswered or reset SYNs towards one victim in a window.",
+                            min=1, max=100000000)
+    min_ratio: float = _f(0.8, "Share of the victim's TCP flows that are half-open.", min=0, max=1)
+    severity: str = _f("critical", "Severity of detections.",
+                       choices=("info", "warning", "critical"))
+
+
+@dataclass(frozen=True)
+class BruteForceConfig:
+    enabled: bool = _f(True, "Many short connections from one source to a login service.")
+    ports: tuple[int, ...] = _f((21, 22, 23, 25, 110, 143, 465, 587, 993, 995, 3389),
+                                "Login service ports (FTP, SSH, Telnet, SMTP, POP3, IMAP, RDP).")
+    min_attempts: int = _f(5, "Connection attempts (ET rules: 5 SSH attempts in 120 s).", min=2,
+                           max=1000000)
+    horizon_seconds: float = _f(120.0, "Attempts are counted over this many seconds.", min=1,
+                                max=86400)
+    max_flow_packets: int = _f(40, "Flows with more packets are sessions, not attempts.", min=1,
+                               max=1000000)
+    severity: str = _f("warning", "Severity of detections.", choices=("info", "warning", "critical"))
+
+
+@dataclass(frozen=True)
+class DnsTunnelConfig:
+    enabled: bool = _f(True, "Long, high-entropy query names; many unique subdomains of one domain.")
+    min_qname_length: int = _f(40, "Query names at least this long count as suspicious.", min=1,
+                               max=255)
+    min_entropy: float = _f(3.5, "Shannon entropy (bits/char) above which a name is suspicious.",
+                            min=0, max=8)
+    min_unique_subdomains: int = _f(50, "Distinct subdomains of one domain from one source.",
+                                    min=2, max=1000000)
+    severity: str = _f("warning", "Severity of detections.", choices=("info", "warning", "critical"))
+
+
+@dataclass(frozen=True)
+class BeaconConfig:
+    enabled: bool = _f(True, "A host contacting one peer at regular intervals with similar sizes.")
+    min_connections: int = _f(8, "Connections needed before regularity is judged.", min=3,
+                              max=1000000)
+    max_interval_cv: float = _f(0.1, "Largest coefficient of variation of the intervals.", min=0,
+                                max=10)
+    max_size_cv: float = _f(0.2, "Largest coefficient of variation of the bytes sent.", min=0,
+                            max=10)
+    horizon_seconds: float = _f(3600.0, "History kept per pair.", min=10, max=604800)
+    severity: str = _f("warning", "Severity of detections.", choices=("info", "warning", "critical"))
+
+
+@dataclass(frozen=True)
+class DetectorsConfig:
+    port_scan: PortScanConfig = _f(PortScanConfig, "Vertical port scan.", factory=True)
+    address_sweep: AddressSweepConfig = _f(AddressSweepConfig, "Horizontal scan / ICMP sweep.",
+                                           factory=True)
+    syn_flood: SynFloodConfig = _f(SynFloodConfig, "SYN flood.", factory=True)
+    udp_flood: FloodConfig = _f(FloodConfig, "UDP flood.", factory=True)
+    icmp_flood: FloodConfig = _f(FloodConfig, "ICMP flood.", factory=True)
+    brute_force: BruteForceConfig = _f(BruteForceConfig, "Login brute force.", factory=True)
+    dns_tunnel: DnsTunnelConfig = _f(DnsTunnelConfig, "DNS tunnelling.", factory=True)
+    beacon: BeaconConfig = _f(BeaconConfig, "Beaconing.", factory=True)
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    anomaly_path: str = _f("", "Anomaly model (.skops) from 'netmon-exporter train --baseline'; "
+                           "empty: none. Relative paths are under state.directory.")
+    classifier_path: str = _f("", "Classifier (.skops) from 'train --labelled'; empty: none.")
+    anomaly_threshold: float = _f(0.6, "Anomaly score (0-1) above which a flow is anomalous.",
+                                  min=0, max=1)
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    enabled: bool = _f(False, "Ask an OpenAI-compatible endpoint for a summary of each window.")
+    url: str = _f("http://127.0.0.1:11434/v1", "Base URL (Ollama, vLLM, llama.cpp, hosted).")
+    model: str = _f("llama3.2", "Model name.")
+    api_key_env: str = _f("NETMON_LLM_API_KEY", "Environment variable holding the API key "
+                          "(never logged); empty or unset: no key sent.")
+    timeout_seconds: float = _f(20.0, "Per-request timeout.", min=1, max=600)
+    max_retries: int = _f(2, "Retries with backoff before the templated summary is used.", min=0,
+                          max=10)
+    max_tokens: int = _f(300, "Upper bound on the summary's length in tokens.", min=16, max=8192)
+
+
+@dataclass(frozen=True)
+class AlertmanagerConfig:
+    urls: tuple[str, ...] = _f((), "Alertmanager base URLs; empty: detections are not pushed.")
+    timeout_seconds: float = _f(10.0, "Per-request timeout.", min=1, max=300)
+    resend_interval_seconds: float = _f(60.0, "Active detections are re-sent this often.", min=5,
+                                        max=86400)
+    resolve_after_seconds: float = _f(300.0, "A detection not seen again for this long is "
+                                      "resolved.", min=10, max=86400)
+    max_alerts_per_push: int = _f(200, "Upper bound of alerts in one push.", min=1, max=100000)
+
+
+@dataclass(frozen=True)
+class Config:
+    capture: CaptureConfig = _f(CaptureConfig, "Where captures come from.", factory=True)
+    processing: ProcessingConfig = _f(ProcessingConfig, "How files are processed.", factory=True)
+    flows: FlowsConfig = _f(FlowsConfig, "Flow building.", factory=True)
+    windows: WindowsConfig = _f(WindowsConfig, "Time windows.", factory=True)
+    output: OutputConfig = _f(OutputConfig, "Outputs.", factory=True)
+    state: StateConfig = _f(StateConfig, "Durable state.", factory=True)
+    health: HealthConfig = _f(HealthConfig, "Health thresholds.", factory=True)
+    detectors: DetectorsConfig = _f(DetectorsConfig, "Explainable detectors.", factory=True)
+    models: ModelsConfig = _f(ModelsConfig, "scikit-learn models.", factory=True)
+    llm: LLMConfig = _f(LLMConfig, "Window summaries.", factory=True)
+    alertmanager: AlertmanagerConfig = _f(AlertmanagerConfig, "Detection alerts.", factory=True)
+
+
+# --------------------------------------------------------------------------- decoding
+
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+               Path: "a path"}
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return repr(v) if isinstance(v, str) else str(v)
+
+
+def _decode_scalar(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        errors.append(f"{path}: {_fmt(value)} is not a boolean (use true or false)")
+        return None
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        errors.append(f"{path}: {_fmt(value)} is not an integer")
+        return None
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if math.isnan(value) or math.isinf(value):
+                errors.append(f"{path}: {value} is not a finite number")
+                return None
+            return float(value)
+        errors.append(f"{path}: {_fmt(value)} is not a number")
+        return None
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        errors.append(f"{path}: {_fmt(value)} is not a string")
+        return None
+    if tp is Path:
+        if isinstance(value, str) and value.strip():
+            if "\x00" in value:
+                errors.append(f"{path}: contains a NUL byte")
+                return None
+            return Path(value)
+        errors.append(f"{path}: {_fmt(value)} is not a path")
+        return None
+    raise TypeError(f"unsupported config type {tp!r}")
+
+
+def _check_range(value: Any, meta: Mapping[str, Any], path: str, errors: list[str]) -> None:
+    lo, hi, choices = meta.get("min"), meta.get("max"), meta.get("choices")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if lo is not None and value < lo:
+            errors.append(f"{path}: {_fmt(value)} is below the minimum {_fmt(lo)}")
+        elif hi is not None and value > hi:
+            errors.append(f"{path}: {_fmt(value)} is above the maximum {_fmt(hi)}")
+    if choices is not None and value not in choices:
+        errors.append(f"{path}: {_fmt(value)} is not one of {', '.join(choices)}")
+
+
+def _decode(cls: type, data: Any, path: str, errors: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        errors.append(f"{path or '<root>'}: expected a mapping, got {type(data).__name__}")
+        return cls()
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            where = f"{path}.{key}" if path else str(key)
+            errors.append(f"{where}: unknown key (allowed: {', '.join(sorted(known))})")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        sub = f"{path}.{f.name}" if path else f.name
+        tp = hints[f.name]
+        value = data[f.name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = _decode(tp, value, sub, errors)
+            continue
+        origin = typing.get_origin(tp)
+        if origin is tuple:
+            (item_tp, _) = typing.get_args(tp)
+            if value is None:
+                value = []
+            if not isinstance(value, list):
+                errors.append(f"{sub}: expected a list, got {_fmt(value)}")
+                continue
+            items = []
+            before = len(errors)
+            for i, item in enumerate(value):
+                decoded = _decode_scalar(item_tp, item, f"{sub}[{i}]", errors)
+                if decoded is not None and item_tp is int:
+                    _check_range(decoded, {"min": 0, "max": 65535}, f"{sub}[{i}]", errors)
+                items.append(decoded)
+            if len(errors) == before:
+                kwargs[f.name] = tuple(items)
+            continue
+        if origin in (types.UnionType, typing.Union):
+            raise TypeError("optional config fields are not supported")
+        if value is None:
+            errors.append(f"{sub}: must not be empty")
+            continue
+        decoded = _decode_scalar(tp, value, sub, errors)
+        if decoded is None:
+            continue
+        _check_range(decoded, f.metadata, sub, errors)
+        kwargs[f.name] = decoded
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # pragma: no cover - guarded by the checks above
+        errors.append(f"{path or '<root>'}: {exc}")
+        return cls()
+
+
+def _resolve_paths(cfg: Config, base: Path) -> Config:
+    """Make relative paths relative to the config file's directory."""
+    def rel(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p)
+
+    return dataclasses.replace(
+        cfg,
+        capture=dataclasses.replace(cfg.capture, directory=rel(cfg.capture.directory),
+                                    done_directory=rel(cfg.capture.done_directory)),
+        output=dataclasses.replace(cfg.output, directory=rel(cfg.output.directory)),
+        state=dataclasses.replace(cfg.state, directory=rel(cfg.state.directory)),
+    )
+
+
+def _semantic_checks(cfg: Config, errors: list[str]) -> None:
+    import re
+
+    c = cfg.capture
+    if not c.directory.is_dir():
+        errors.append(f"capture.directory: {c.directory} does not exist or is not a directory "
+                      "(create it or point to the directory your capture tool writes to)")
+    elif not os.access(c.directory, os.R_OK | os.X_OK):
+        errors.append(f"capture.directory: {c.directory} is not readable")
+    if not c.patterns:
+        errors.append("capture.patterns: must list at least one pattern")
+    for i, p in enumerate(c.patterns):
+        if "/" in p or p.startswith(".."):
+            errors.append(f"capture.patterns[{i}]: {p!r} must be a file name pattern, not a path")
+    try:
+        if "source" not in re.compile(c.source_pattern).groupindex:
+            errors.append("capture.source_pattern: needs a named group (?P<source>...)")
+    except re.error as exc:
+        errors.append(f"capture.source_pattern: invalid regular expression ({exc})")
+    if c.shard_index >= c.shard_count:
+        errors.append(f"capture.shard_index: {c.shard_index} must be below capture.shard_count "
+                      f"({c.shard_count})")
+    if c.after_processing == "move" and c.done_directory.resolve() == c.directory.resolve():
+        errors.append("capture.done_directory: must differ from capture.directory")
+    for name, p in (("output.directory", cfg.output.directory),
+                    ("state.directory", cfg.state.directory)):
+        existing = p
+        while not existing.exists() and existing.parent != existing:
+            existing = existing.parent
+        if existing.exists() and not existing.is_dir():
+            errors.append(f"{name}: {existing} exists and is not a directory")
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            errors.append(f"{name}: {existing} is not writable")
+    if cfg.flows.active_timeout_seconds < cfg.flows.idle_timeout_seconds:
+        errors.append(f"flows.active_timeout_seconds: {_fmt(cfg.flows.active_timeout_seconds)} "
+                      f"must not be below flows.idle_timeout_seconds "
+                      f"({_fmt(cfg.flows.idle_timeout_seconds)})")
+    for i, url in enumerate(cfg.alertmanager.urls):
+        if not url.startswith(("http://", "https://")):
+            errors.append(f"alertmanager.urls[{i}]: {url!r} must start with http:// or https://")
+    if cfg.llm.enabled and not cfg.llm.url.startswith(("http://", "https://")):
+        errors.append(f"llm.url: {cfg.llm.url!r} must start with http:// or https://")
+    for key in ("anomaly_path", "classifier_path"):
+        value = getattr(cfg.models, key)
+        if value and "\x00" in value:
+            errors.append(f"models.{key}: contains a NUL byte")
+
+
+def parse_config(text: str, *, base_dir: Path | None = None, source: str = "",
+                 check_paths: bool = True) -> Config:
+    """Decode and validate YAML text; raise :class:`ConfigError` listing every problem."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"<root>: invalid YAML{where}: {problem}"], source) from None
+    errors: list[str] = []
+    cfg = _decode(Config, data, "", errors)
+    if errors:
+        raise ConfigError(errors, source)
+    cfg = _resolve_paths(cfg, base_dir or Path.cwd())
+    if check_paths:
+        _semantic_checks(cfg, errors)
+    if errors:
+        raise ConfigError(errors, source)
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str], *, check_paths: bool = True) -> Config:
+    """Read and validate a config file; relative paths in it are relative to its directory."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"<file>: {p} does not exist"], str(p)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"<file>: cannot read {p}: {exc}"], str(p)) from None
+    return parse_config(text, base_dir=p.resolve().parent, source=str(p), check_paths=check_paths)
+
+
+def restart_required_changes(old: Config, new: Config) -> list[str]:
+    """List key paths that changed but only take effect after a restart."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        for f in dataclasses.fields(a):
+            va, vb = getattr(a, f.name), getattr(b, f.name)
+            sub = f"{path}.{f.name}" if path else f.name
+            if dataclasses.is_dataclass(va):
+                walk(va, vb, sub)
+            elif va != vb and f.metadata.get("restart"):
+                out.append(sub)
+
+    walk(old, new, "")
+    return out
+
+
+def iter_settings(cls: type = Config, path: str = "") -> typing.Iterator[tuple[str, Any, dict]]:
+    """Yield (key path, default, metadata) for every leaf setting (used for docs and tests)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        sub = f"{path}.{f.name}" if path else f.name
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from iter_settings(tp, sub)
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            yield sub, default, dict(f.metadata)

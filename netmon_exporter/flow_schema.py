@@ -1,0 +1,205 @@
+"""The flow record: the one data shape every stage after the flow engine consumes.
+
+A batch of flows is a :class:`FlowBatch`: a dict of equal-length numpy columns.
+Key columns have fixed internal names and dtypes; feature columns use the
+CICFlowMeter (Java, "CICFlowMeter-V4" short header) CSV names and are float64,
+with NaN meaning "missing in the source" (e.g. a flow CSV that lacks the column).
+
+Addresses are 16-byte ``V16`` values (network order; IPv4 as IPv4-mapped IPv6,
+``::ffff:a.b.c.d``) so that grouping with ``np.unique``/``argsort`` is fast and
+exact. Use :func:`addrs_to_str` / :func:`str_to_addrs` at the edges only.
+
+Units follow CICFlowMeter for compatibility: durations and inter-arrival times
+in **microseconds**, rates per second, lengths in bytes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+ADDR_DTYPE = np.dtype("V16")
+_V4_PREFIX = b"\x00" * 10 + b"\xff\xff"
+
+# Key / identity columns (internal names, fixed dtypes).
+KEY_COLUMNS: dict[str, np.dtype] = {
+    "src_ip": ADDR_DTYPE,        # client: sender of the first packet seen
+    "dst_ip": ADDR_DTYPE,
+    "src_port": np.dtype(np.uint16),   # 0 for protocols without ports
+    "dst_port": np.dtype(np.uint16),   # ICMP: (type << 8 | code) of the first packet
+    "protocol": np.dtype(np.uint8),    # IANA protocol number (6, 17, 1, 58, ...)
+    "first_ts": np.dtype(np.float64),  # epoch seconds of the first packet
+    "last_ts": np.dtype(np.float64),   # epoch seconds of the last packet
+}
+
+# CICFlowMeter (Java) feature columns, in CSV order, without the identity
+# columns (Flow ID, Src IP, Src Port, Dst IP, Dst Port, Protocol, Timestamp)
+# and without Label. All float64.
+CIC_FEATURES: tuple[str, ...] = (
+    "Flow Duration", "Tot Fwd Pkts", "Tot Bwd Pkts", "TotLen Fwd Pkts", "TotLen Bwd Pkts",
+    "Fwd Pkt Len Max", "Fwd Pkt Len Min", "Fwd Pkt Len Mean", "Fwd Pkt Len Std",
+    "Bwd Pkt Len Max", "Bwd Pkt Len Min", "Bwd Pkt Len Mean", "Bwd Pkt Len Std",
+    "Flow Byts/s", "Flow Pkts/s",
+    "Flow IAT Mean", "Flow IAT Std", "Flow IAT Max", "Flow IAT Min",
+    "Fwd IAT Tot", "Fwd IAT Mean", "Fwd IAT Std", "Fwd IAT Max", "Fwd IAT Min",
+    "Bwd IAT Tot", "Bwd IAT Mean", "Bwd IAT Std", "Bwd IAT Max", "Bwd IAT Min",
+    "Fwd PSH Flags", "Bwd PSH Flags", "Fwd URG Flags", "Bwd URG Flags",
+    "Fwd Header Len", "Bwd Header Len", "Fwd Pkts/s", "Bwd Pkts/s",
+    "Pkt Len Min", "Pkt Len Max", "Pkt Len Mean", "Pkt Len Std", "Pkt Len Var",
+    "FIN Flag Cnt", "SYN Flag Cnt", "RST Flag Cnt", "PSH Flag Cnt", "ACK Flag Cnt",
+    "URG Flag Cnt", "CWE Flag Count", "ECE Flag Cnt",
+    "Down/Up Ratio", "Pkt Size Avg", "Fwd Seg Size Avg", "Bwd Seg Size Avg",
+    "Fwd Byts/b Avg", "Fwd Pkts/b Avg", "Fwd Blk Rate Avg",
+    "Bwd Byts/b Avg", "Bwd Pkts/b Avg", "Bwd Blk Rate Avg",
+    "Subflow Fwd Pkts", "Subflow Fwd Byts", "Subflow Bwd Pkts", "Subflow Bwd Byts",
+    "Init Fwd Win Byts", "Init Bwd Win Byts", "Fwd Act Data Pkts", "Fwd Seg Size Min",
+    "Active Mean", "Active Std", "Active Max", "Active Min",
+    "Idle Mean", "Idle Std", "Idle Max", "Idle Min",
+)
+
+# Extra per-flow columns that detection needs and CICFlowMeter lacks. float64,
+# NaN when unknown (e.g. from a flow CSV).
+EXTRA_FEATURES: tuple[str, ...] = (
+    "fwd_syn_cnt", "bwd_syn_cnt", "fwd_fin_cnt", "bwd_fin_cnt",
+    "fwd_rst_cnt", "bwd_rst_cnt",
+    "icmp_type", "icmp_code",
+    # DNS (flows to/from port 53 or 5353); NaN for non-DNS flows.
+    "dns_queries",          # number of DNS queries (QR=0 messages) seen
+    "dns_qname_len",        # length of the (first) query name, bytes
+    "dns_qname_labels",     # number of labels in it
+    "dns_qname_entropy",    # Shannon entropy (bits/char) of the name's characters
+    "dns_nxdomain",         # number of responses with RCODE 3
+)
+
+# Object columns (Python str) that some flows carry; "" when absent.
+STRING_COLUMNS: tuple[str, ...] = (
+    "dns_qname",   # the first query name, lower-case, no trailing dot
+    "label",       # ground-truth label from a labelled flow CSV, "" otherwise
+)
+
+FEATURE_COLUMNS: tuple[str, ...] = CIC_FEATURES + EXTRA_FEATURES
+
+
+@dataclass(frozen=True)
+class FlowBatch:
+    """A batch of flows as equal-length columns (see module docstring)."""
+
+    columns: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        for col in self.columns.values():
+            return int(len(col))
+        return 0
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.columns
+
+    def take(self, index: np.ndarray) -> FlowBatch:
+        """Return the rows selected by a boolean mask or an index array."""
+        return FlowBatch({k: v[index] for k, v in self.columns.items()})
+
+    @staticmethod
+    def empty() -> FlowBatch:
+        return make_batch(0)
+
+    @staticmethod
+    def concat(batches: Sequence[FlowBatch]) -> FlowBatch:
+        """Concatenate batches; columns missing from some batches are filled as missing."""
+        batches = [b for b in batches if len(b)]
+        if not batches:
+            return FlowBatch.empty()
+        if len(batches) == 1:
+            return batches[0]
+        names: list[str] = []
+        for b in batches:
+            for k in b.columns:
+                if k not in names:
+                    names.append(k)
+        out: dict[str, np.ndarray] = {}
+        for k in names:
+            parts = []
+            for b in batches:
+                if k in b.columns:
+                    parts.append(b.columns[k])
+                else:
+                    parts.append(_missing_column(k, len(b)))
+            out[k] = np.concatenate(parts)
+        return FlowBatch(out)
+
+
+def _missing_column(name: str, n: int) -> np.ndarray:
+    if name in KEY_COLUMNS:
+        return np.zeros(n, dtype=KEY_COLUMNS[name])
+    if name in STRING_COLUMNS:
+        return np.full(n, "", dtype=object)
+    return np.full(n, np.nan, dtype=np.float64)
+
+
+def make_batch(n: int, **columns: np.ndarray | Iterable[object]) -> FlowBatch:
+    """Build a complete batch of ``n`` flows; columns not given are missing (NaN/0/"")."""
+    out: dict[str, np.ndarray] = {}
+    for name in (*KEY_COLUMNS, *FEATURE_COLUMNS, *STRING_COLUMNS):
+        out[name] = _missing_column(name, n)
+    for name, values in columns.items():
+        if name in KEY_COLUMNS:
+            arr = np.asarray(values, dtype=KEY_COLUMNS[name])
+        elif name in STRING_COLUMNS:
+            arr = np.asarray(list(values) if not isinstance(values, np.ndarray) else values,
+                             dtype=object)
+        else:
+            arr = np.asarray(values, dtype=np.float64)
+        if arr.shape != (n,):
+            raise ValueError(f"column {name!r} has shape {arr.shape}, expected ({n},)")
+        out[name] = arr
+    return FlowBatch(out)
+
+
+def str_to_addrs(values: Iterable[str]) -> np.ndarray:
+    """Convert textual IPv4/IPv6 addresses to ``V16`` (invalid ones become all-zero)."""
+    raw = bytearray()
+    for v in values:
+        try:
+            ip = ipaddress.ip_address(str(v).strip())
+        except ValueError:
+            raw += bytes(16)
+            continue
+        raw += (_V4_PREFIX + ip.packed) if ip.version == 4 else ip.packed
+    return np.frombuffer(bytes(raw), dtype=ADDR_DTYPE).copy()
+
+
+def addr_to_str(value: np.void | bytes) -> str:
+    """Format one ``V16`` address (IPv4-mapped shown as dotted quad)."""
+    b = bytes(value)
+    if b[:12] == _V4_PREFIX:
+        return str(ipaddress.IPv4Address(b[12:]))
+    return str(ipaddress.IPv6Address(b))
+
+
+def addrs_to_str(values: np.ndarray) -> list[str]:
+    """Format an array of ``V16`` addresses (vectorised for IPv4)."""
+    if len(values) == 0:
+        return []
+    raw = np.frombuffer(values.tobytes(), dtype=np.uint8).reshape(-1, 16)
+    is_v4 = (raw[:, :12] == np.frombuffer(_V4_PREFIX, dtype=np.uint8)).all(axis=1)
+    out: list[str] = [""] * len(values)
+    if is_v4.any():
+        q = raw[is_v4, 12:].astype(np.uint32)
+        strs = np.char.add(np.char.add(np.char.add(np.char.add(np.char.add(np.char.add(
+            q[:, 0].astype(str), "."), q[:, 1].astype(str)), "."), q[:, 2].astype(str)), "."),
+            q[:, 3].astype(str))
+        for i, s in zip(np.flatnonzero(is_v4), strs.tolist(), strict=True):
+            out[i] = s
+    for i in np.flatnonzero(~is_v4):
+        out[i] = str(ipaddress.IPv6Address(raw[i].tobytes()))
+    return out
+
+
+def v4(a: str) -> bytes:
+    """Return the 16-byte mapped form of an IPv4 address (for tests and fixtures)."""
+    return _V4_PREFIX + ipaddress.IPv4Address(a).packed

@@ -1,0 +1,236 @@
+"""Every metric of netmon-exporter: names, help, labels and buckets, in one place.
+
+Metrics are registered on a registry that is passed in (never the global one).
+Label values come from the small closed sets below and are pre-initialised to 0
+so that dashboards and ``rate()`` see every series from the first scrape.
+Stages return plain results; only the daemon (main process) records them here.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from . import __version__
+
+NAMESPACE = "netmon"
+
+# Closed label sets ---------------------------------------------------------------
+PROTOCOLS = ("tcp", "udp", "icmp", "icmpv6", "other")
+FILE_KINDS = ("pcap", "pcapng", "csv")
+FAIL_REASONS = ("format", "truncated", "io", "timeout", "worker_crash", "too_large", "internal")
+SKIP_REASONS = ("non_ip", "truncated", "malformed", "unsupported_link")
+ERROR_CATEGORIES = ("parse", "io", "ledger", "model", "llm", "alertmanager", "config", "internal")
+RETRY_STAGES = ("parse", "llm", "alertmanager")
+DETECTORS = ("port_scan", "address_sweep", "syn_flood", "udp_flood", "icmp_flood",
+             "brute_force", "dns_tunnel", "beacon", "anomaly", "classifier")
+SEVERITIES = ("info", "warning", "critical")
+HEALTH_STATES = ("healthy", "degraded", "unhealthy")
+HEALTH_CHECKS = ("capture_directory", "state_storage", "output_storage", "keeping_up",
+                 "error_ratio", "llm", "alertmanager")
+DEFAULT_CLASSES = ("benign", "anomalous")
+MODEL_KINDS = ("anomaly", "classifier")
+
+_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_LAG_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+_SIZE_BUCKETS = (1e3, 1e4, 1e5, 1e6, 1e7, 5e7, 1e8, 5e8, 1e9, 4e9)
+_SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Handles on every metric; built once per registry by :func:`build_metrics`."""
+
+    registry: CollectorRegistry
+    # identity and health
+    build_info: Info
+    up: Gauge
+    health_state: Gauge
+    health_check: Gauge
+    last_activity: Gauge
+    last_success: Gauge
+    backlog: Gauge
+    in_progress: Gauge
+    workers_busy: Gauge
+    # work done
+    files_processed: Counter
+    files_failed: Counter
+    files_quarantined: Counter
+    files_skipped_duplicate: Counter
+    retries: Counter
+    errors: Counter
+    packets: Counter
+    bytes: Counter
+    packets_skipped: Counter
+    ip_fragments: Counter
+    flows: Counter
+    flow_csv_rows: Counter
+    windows_processed: Counter
+    windows_kept: Gauge
+    flows_analysed: Counter
+    detections: Counter
+    detections_active: Gauge
+    classifications: Counter
+    anomaly_score: Histogram
+    alerts_sent: Counter
+    alerts_failed: Counter
+    llm_summaries: Counter
+    llm_failed: Counter
+    top_talker_bytes: Gauge
+    # time taken
+    file_seconds: Histogram
+    file_size: Histogram
+    file_lag: Histogram
+    window_seconds: Histogram
+    llm_seconds: Histogram
+    alertmanager_seconds: Histogram
+    # config and models
+    reload_successful: Gauge
+    reload_success_ts: Gauge
+    reloads: Counter
+    reloads_failed: Counter
+    setting: dict[str, Gauge]
+    model_info: Gauge
+
+
+# Active settings exported as gauges: metric suffix -> (help, config attribute path)
+SETTINGS: dict[str, tuple[str, str]] = {
+    "interval_seconds": ("Active rescan and housekeeping interval.", "processing.interval_seconds"),
+    "max_windows": ("Active number of window reports kept.", "windows.max_windows"),
+    "min_age_seconds": ("Active minimum capture age before processing.", "capture.min_age_seconds"),
+    "workers": ("Active number of worker processes.", "processing.workers"),
+    "max_retries": ("Active retries before quarantine.", "processing.max_retries"),
+    "retry_delay_seconds": ("Active first retry delay.", "processing.retry_delay_seconds"),
+    "parallel": ("1 if files are processed in parallel.", "processing.parallel"),
+    "batch_size": ("Active files dispatched per round.", "processing.batch_size"),
+    "file_timeout_seconds": ("Active per-file timeout.", "processing.file_timeout_seconds"),
+    "window_length_seconds": ("Active window length.", "windows.length_seconds"),
+}
+
+
+def build_metrics(registry: CollectorRegistry) -> Metrics:
+    """Create and register every metric on ``registry``, with label values pre-initialised."""
+    ns = NAMESPACE
+    r = registry
+
+    def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+        return Counter(name, doc, labels, namespace=ns, registry=r)
+
+    def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+        return Gauge(name, doc, labels, namespace=ns, registry=r)
+
+    def hist(name: str, doc: str, buckets: tuple[float, ...], labels: tuple[str, ...] = ()) -> Histogram:
+        return Histogram(name, doc, labels, namespace=ns, registry=r, buckets=buckets)
+
+    m = Metrics(
+        registry=r,
+        build_info=Info("build", "Build and runtime versions of netmon-exporter.", namespace=ns,
+                        registry=r),
+        up=gauge("up", "1 when the processor is healthy or degraded, 0 when unhealthy."),
+        health_state=gauge("health_state", "Current health state (1 for the active state).",
+                           ("state",)),
+        health_check=gauge("health_check_ok", "1 when the named health check passes, else 0.",
+                           ("check",)),
+        last_activity=gauge("last_activity_timestamp_seconds",
+                            "Unix time of the last file picked up for processing."),
+        last_success=gauge("last_success_timestamp_seconds",
+                           "Unix time of the last file processed successfully."),
+        backlog=gauge("backlog_files", "Files seen and waiting to be processed."),
+        in_progress=gauge("files_in_progress", "Files being processed right now."),
+        workers_busy=gauge("workers_busy", "Worker processes busy with a file."),
+        files_processed=counter("files_processed", "Files processed successfully.", ("kind",)),
+        files_failed=counter("files_failed", "File processing attempts that failed.",
+                             ("kind", "reason")),
+        files_quarantined=counter("files_quarantined",
+                                  "Files moved to quarantine after exhausting retries.",
+                                  ("kind", "reason")),
+        files_skipped_duplicate=counter("files_skipped_duplicate",
+                                        "Files skipped because the ledger already has them done."),
+        retries=counter("retries", "Retries scheduled, by stage.", ("stage",)),
+        errors=counter("errors", "Errors, by category.", ("category",)),
+        packets=counter("packets", "Packets parsed, by transport protocol.", ("protocol",)),
+        bytes=counter("bytes", "Bytes on the wire (original length), by transport protocol.",
+                      ("protocol",)),
+        packets_skipped=counter("packets_skipped", "Packets not turned into flows, by reason.",
+                                ("reason",)),
+        ip_fragments=counter("ip_fragments", "IPv4/IPv6 fragments seen."),
+        flows=counter("flows", "Flows completed, by transport protocol.", ("protocol",)),
+        flow_csv_rows=counter("flow_csv_rows", "Rows written to flow CSV files."),
+        windows_processed=counter("windows_processed", "Time windows closed and reported."),
+        windows_kept=gauge("windows_kept", "Window reports currently kept on disk."),
+        flows_analysed=counter("flows_analysed", "Flows passed through detectors and models."),
+        detections=counter("detections", "Detections raised, by detector and severity.",
+                           ("detector", "severity")),
+        detections_active=gauge("detections_active",
+                                "Detections currently active (not yet resolved).", ("detector",)),
+        classifications=counter("classifications", "Flows classified, by class.", ("class",)),
+        anomaly_score=hist("anomaly_score", "Anomaly scores of analysed flows (0 normal, 1 "
+                           "anomalous).", _SCORE_BUCKETS),
+        alerts_sent=counter("alerts_sent", "Alerts accepted by Alertmanager."),
+        alerts_failed=counter("alerts_failed", "Alerts that could not be delivered."),
+        llm_summaries=counter("llm_summaries", "Window summaries written by the LLM."),
+        llm_failed=counter("llm_summaries_failed",
+                           "Window summaries the LLM failed to write (templated one used)."),
+        top_talker_bytes=gauge("top_talker_bytes",
+                               "Bytes sent by the top talkers of the last window (bounded by "
+                               "windows.top_talkers).", ("rank", "address")),
+        file_seconds=hist("file_processing_seconds", "Time to process one file, by kind.",
+                          _SECONDS_BUCKETS, ("kind",)),
+        file_size=hist("file_size_bytes", "Size of processed files, by kind.", _SIZE_BUCKETS,
+                       ("kind",)),
+        file_lag=hist("file_lag_seconds", "Time from a file being ready to it being processed.",
+                      _LAG_BUCKETS),
+        window_seconds=hist("window_processing_seconds",
+                            "Time to analyse and report one window.", _SECONDS_BUCKETS),
+        llm_seconds=hist("llm_request_seconds", "Duration of LLM summary requests.",
+                         _SECONDS_BUCKETS),
+        alertmanager_seconds=hist("alertmanager_push_seconds",
+                                  "Duration of pushes to Alertmanager.", _SECONDS_BUCKETS),
+        reload_successful=gauge("config_last_reload_successful",
+                                "1 if the last configuration reload succeeded."),
+        reload_success_ts=gauge("config_last_reload_success_timestamp_seconds",
+                                "Unix time of the last successful configuration reload."),
+        reloads=counter("config_reloads", "Configuration reloads attempted."),
+        reloads_failed=counter("config_reload_failures", "Configuration reloads that failed."),
+        setting={name: gauge(f"config_{name}", doc) for name, (doc, _) in SETTINGS.items()},
+        model_info=gauge("model_info", "Loaded model (1), with its metadata as labels.",
+                         ("kind", "algorithm", "version", "trained_at", "digest")),
+    )
+    _preinitialise(m)
+    import numpy
+
+    m.build_info.info({"version": __version__, "python_version": platform.python_version(),
+                       "numpy_version": numpy.__version__})
+    return m
+
+
+def _preinitialise(m: Metrics) -> None:
+    for kind in FILE_KINDS:
+        m.files_processed.labels(kind)
+        m.file_seconds.labels(kind)
+        m.file_size.labels(kind)
+        for reason in FAIL_REASONS:
+            m.files_failed.labels(kind, reason)
+            m.files_quarantined.labels(kind, reason)
+    for stage in RETRY_STAGES:
+        m.retries.labels(stage)
+    for cat in ERROR_CATEGORIES:
+        m.errors.labels(cat)
+    for proto in PROTOCOLS:
+        m.packets.labels(proto)
+        m.bytes.labels(proto)
+        m.flows.labels(proto)
+    for reason in SKIP_REASONS:
+        m.packets_skipped.labels(reason)
+    for det in DETECTORS:
+        m.detections_active.labels(det)
+        for sev in SEVERITIES:
+            m.detections.labels(det, sev)
+    for cls in DEFAULT_CLASSES:
+        m.classifications.labels(cls)
+    for state in HEALTH_STATES:
+        m.health_state.labels(state)
+    for check in HEALTH_CHECKS:
+        m.health_check.labels(check)
