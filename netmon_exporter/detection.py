@@ -1,0 +1,36 @@
+"""The detection record shared by detectors, models, window reports and alerting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One finding: who did what to whom in which window, and the evidence for it.
+
+    ``detector`` and ``severity`` come from the closed sets in ``metrics.DETECTORS``
+    and ``metrics.SEVERITIES``; ``source`` and ``target`` are free text (addresses,
+    ``addr:port``, a domain) and must never become metric labels.
+    """
+
+    detector: str
+    severity: str
+    source: str
+    target: str
+    window_start: float          # epoch seconds
+    window_end: float
+    evidence: dict[str, Any] = field(default_factory=dict)   # the counts that crossed thresholds
+    summary: str = ""            # one human sentence
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """Identity used to de-duplicate and to resolve alerts across windows."""
+        return (self.detector, self.source, self.target)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"detector": self.detector, "severity": self.severity, "source": self.source,
+                "target": self.target, "window_start": self.window_start,
+                "window_end": self.window_end, "evidence": dict(self.evidence),
+                "summary": self.summary}
