@@ -123,45 +123,72 @@ class HealthConfig:
                                 "ready this long.", min=1, max=86400)
 
 
+_SEV = ("info", "warning", "critical")
+
+
 @dataclass(frozen=True)
 class PortScanConfig:
     enabled: bool = _f(True, "Vertical scan: one source probing many ports of one host.")
-    min_ports: int = _f(15, "Distinct destination ports on one host (Zeek default 15).", min=2,
+    min_ports: int = _f(15, "Distinct probed ports on one host (Zeek default 15).", min=2,
                         max=65535)
-    horizon_seconds: float = _f(300.0, "Evidence is accumulated over this many seconds.", min=1,
-                                max=86400)
-    severity: str = _f("warning", "Severity of detections.", choices=("info", "warning", "critical"))
+    horizon_seconds: float = _f(300.0, "Probes are accumulated over this many seconds, so slow "
+                                "scans spread over several windows are found.", min=1, max=86400)
+    max_state_rows: int = _f(1_000_000, "Upper bound of probes remembered across windows "
+                             "(oldest dropped first).", min=1000, max=100_000_000)
+    severity: str = _f("warning", "Severity of detections.", choices=_SEV)
 
 
 @dataclass(frozen=True)
 class AddressSweepConfig:
-    enabled: bool = _f(True, "Horizontal scan: one source probing one port on many hosts.")
-    min_hosts: int = _f(25, "Distinct destination hosts on one port (Zeek default 25).", min=2,
+    enabled: bool = _f(True, "Horizontal scan: one source probing one port (or ICMP echo) on "
+                       "many hosts.")
+    min_hosts: int = _f(25, "Distinct probed hosts on one port (Zeek default 25).", min=2,
                         max=1000000)
-    horizon_seconds: float = _f(300.0, "Evidence is accumulated over this many seconds.", min=1,
+    horizon_seconds: float = _f(300.0, "Probes are accumulated over this many seconds.", min=1,
                                 max=86400)
-    severity: str = _f("warning", "Severity of detections.", choices=("info", "warning", "critical"))
+    max_state_rows: int = _f(1_000_000, "Upper bound of probes remembered across windows.",
+                             min=1000, max=100_000_000)
+    severity: str = _f("warning", "Severity of detections.", choices=_SEV)
 
 
 @dataclass(frozen=True)
 class FloodConfig:
     enabled: bool = _f(True, "Detect this flood.")
-    min_packets_per_second: float = _f(1000.0, "Packets per second towards one victim.", min=1,
+    min_packets_per_second: float = _f(1000.0, "Packets per second towards one victim, over the "
+                                       "time its flows were active (at least 1 s).", min=1,
                                        max=1e9)
+    min_packets: int = _f(2000, "Packets towards the victim in the window.", min=1,
+                          max=1_000_000_000)
+    max_response_ratio: float = _f(0.2, "Largest ratio of the victim's reply packets to the "
+                                   "packets it received (floods go unanswered; 1 disables).",
+                                   min=0, max=1)
     min_sources: int = _f(1, "Distinct sources needed (spoofed floods use many).", min=1,
                           max=1000000)
-    severity: str = _f("critical", "Severity of detections.",
-                       choices=("info", "warning", "critical"))
+    severity: str = _f("critical", "Severity of detections.", choices=_SEV)
+
+
+@dataclass(frozen=True)
+class IcmpFloodConfig:
+    enabled: bool = _f(True, "Detect ICMP/ICMPv6 floods.")
+    min_packets_per_second: float = _f(500.0, "ICMP packets per second towards one victim, over "
+                                       "the time its flows were active (at least 1 s).", min=1,
+                                       max=1e9)
+    min_packets: int = _f(1000, "ICMP packets towards the victim in the window.", min=1,
+                          max=1_000_000_000)
+    min_sources: int = _f(1, "Distinct sources needed.", min=1, max=1000000)
+    severity: str = _f("critical", "Severity of detections.", choices=_SEV)
 
 
 @dataclass(frozen=True)
 class SynFloodConfig:
-    enabled: bool = _f(True, "Many half-open connections to one victim.")
-    min_half_open: int = _f(200, "Unanswered or reset SYNs towards one victim in a window.",
-                            min=1, max=100000000)
-    min_ratio: float = _f(0.8, "Share of the victim's TCP flows that are half-open.", min=0, max=1)
-    severity: str = _f("critical", "Severity of detections.",
-                       choices=("info", "warning", "critical"))
+    enabled: bool = _f(True, "Many half-open connections to one victim port.")
+    min_half_open: int = _f(200, "Half-open (SYN without the client's ACK) connections towards "
+                            "one victim port in a window.", min=1, max=100000000)
+    min_ratio: float = _f(0.8, "Share of the victim port's TCP flows that are half-open.", min=0,
+                          max=1)
+    spoofed_min_sources: int = _f(50, "With at least this many sources the flood is reported "
+                                  "as spoofed (source 'many').", min=2, max=100000000)
+    severity: str = _f("critical", "Severity of detections.", choices=_SEV)
 
 
 @dataclass(frozen=True)
@@ -175,7 +202,9 @@ class BruteForceConfig:
                                 max=86400)
     max_flow_packets: int = _f(40, "Flows with more packets are sessions, not attempts.", min=1,
                                max=1000000)
-    severity: str = _f("warning", "Severity of detections.", choices=("info", "warning", "critical"))
+    max_state_rows: int = _f(1_000_000, "Upper bound of attempts remembered across windows.",
+                             min=1000, max=100_000_000)
+    severity: str = _f("warning", "Severity of detections.", choices=_SEV)
 
 
 @dataclass(frozen=True)
@@ -185,9 +214,15 @@ class DnsTunnelConfig:
                                max=255)
     min_entropy: float = _f(3.5, "Shannon entropy (bits/char) above which a name is suspicious.",
                             min=0, max=8)
-    min_unique_subdomains: int = _f(50, "Distinct subdomains of one domain from one source.",
+    min_unique_subdomains: int = _f(50, "Distinct names under one domain from one source.",
                                     min=2, max=1000000)
-    severity: str = _f("warning", "Severity of detections.", choices=("info", "warning", "critical"))
+    min_suspicious_share: float = _f(0.5, "Share of those names that must be long and "
+                                     "high-entropy.", min=0, max=1)
+    horizon_seconds: float = _f(600.0, "Names are accumulated over this many seconds.", min=1,
+                                max=86400)
+    max_state_rows: int = _f(1_000_000, "Upper bound of names remembered across windows.",
+                             min=1000, max=100_000_000)
+    severity: str = _f("warning", "Severity of detections.", choices=_SEV)
 
 
 @dataclass(frozen=True)
@@ -199,8 +234,12 @@ class BeaconConfig:
                                 max=10)
     max_size_cv: float = _f(0.2, "Largest coefficient of variation of the bytes sent.", min=0,
                             max=10)
+    min_interval_seconds: float = _f(5.0, "Shorter mean intervals are bursts, not beacons.",
+                                     min=0, max=86400)
     horizon_seconds: float = _f(3600.0, "History kept per pair.", min=10, max=604800)
-    severity: str = _f("warning", "Severity of detections.", choices=("info", "warning", "critical"))
+    max_state_rows: int = _f(1_000_000, "Upper bound of connections remembered across windows.",
+                             min=1000, max=100_000_000)
+    severity: str = _f("warning", "Severity of detections.", choices=_SEV)
 
 
 @dataclass(frozen=True)
@@ -210,7 +249,7 @@ class DetectorsConfig:
                                            factory=True)
     syn_flood: SynFloodConfig = _f(SynFloodConfig, "SYN flood.", factory=True)
     udp_flood: FloodConfig = _f(FloodConfig, "UDP flood.", factory=True)
-    icmp_flood: FloodConfig = _f(FloodConfig, "ICMP flood.", factory=True)
+    icmp_flood: IcmpFloodConfig = _f(IcmpFloodConfig, "ICMP flood.", factory=True)
     brute_force: BruteForceConfig = _f(BruteForceConfig, "Login brute force.", factory=True)
     dns_tunnel: DnsTunnelConfig = _f(DnsTunnelConfig, "DNS tunnelling.", factory=True)
     beacon: BeaconConfig = _f(BeaconConfig, "Beaconing.", factory=True)
@@ -223,6 +262,13 @@ class ModelsConfig:
     classifier_path: str = _f("", "Classifier (.skops) from 'train --labelled'; empty: none.")
     anomaly_threshold: float = _f(0.6, "Anomaly score (0-1) above which a flow is anomalous.",
                                   min=0, max=1)
+    anomaly_min_flows: int = _f(20, "A source with at least this many anomalous flows in a "
+                                "window raises an 'anomaly' detection (0: never).", min=0,
+                                max=100000000)
+    classifier_min_flows: int = _f(10, "A source with at least this many flows of one "
+                                   "non-benign class raises a 'classifier' detection (0: never).",
+                                   min=0, max=100000000)
+    severity: str = _f("warning", "Severity of model detections.", choices=_SEV)
 
 
 @dataclass(frozen=True)
@@ -271,6 +317,8 @@ _TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a 
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
     return repr(v) if isinstance(v, str) else str(v)

@@ -1,0 +1,108 @@
+"""Render the documented default config.yaml and the Markdown reference from the schema.
+
+Run ``python -m netmon_exporter.config_docs`` to regenerate ``config.yaml`` and
+``docs/configuration.md``; a test checks both are up to date, so the shipped
+file documents every key with its default and range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+
+_HEADER = """\
+# netmon-exporter configuration.
+#
+# Every key is optional; the value shown is the default. Relative paths are
+# relative to this file. Validate with:
+#   netmon-exporter --config.file=config.yaml --config.check
+# Apply changes without a restart: kill -HUP <pid>, or curl -X POST http://HOST:9864/-/reload
+# (keys marked "restart" are only read at start-up). Listen address, telemetry path,
+# web config (TLS, basic auth) and logging are command-line flags (see --help).
+"""
+
+
+def _yaml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, Path):
+        s = str(v)
+        return s if s.startswith(("/", ".")) else "./" + s
+    if isinstance(v, tuple):
+        return "[" + ", ".join(_yaml_value(x) for x in v) + "]"
+    if isinstance(v, float):
+        return str(int(v)) if v.is_integer() else repr(v)
+    if isinstance(v, str):
+        return "'" + v.replace("'", "''") + "'" if v else '""'
+    return str(v)
+
+
+def _range(meta: dict[str, Any]) -> str:
+    parts = []
+    if meta.get("choices"):
+        parts.append(" | ".join(meta["choices"]))
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None or hi is not None:
+        fmt = _yaml_value
+        parts.append(f"{fmt(lo) if lo is not None else ''}–{fmt(hi) if hi is not None else ''}")
+    if meta.get("restart"):
+        parts.append("restart")
+    return f" [{', '.join(parts)}]" if parts else ""
+
+
+def render_yaml(cls: type = Config, indent: int = 0) -> str:
+    out = [_HEADER] if indent == 0 else []
+    hints = typing.get_type_hints(cls)
+    pad = "  " * indent
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        meta = dict(f.metadata)
+        if dataclasses.is_dataclass(tp):
+            if indent == 0:
+                out.append("")
+            out.append(f"{pad}{f.name}:  # {meta['help']}")
+            out.append(render_yaml(tp, indent + 1))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        out.append(f"{pad}# {meta['help']}{_range(meta)}")
+        out.append(f"{pad}{f.name}: {_yaml_value(default)}")
+    return "\n".join(out)
+
+
+def render_markdown() -> str:
+    rows = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
+
+    def walk(cls: type, path: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            sub = f"{path}.{f.name}" if path else f.name
+            meta = dict(f.metadata)
+            if dataclasses.is_dataclass(tp):
+                walk(tp, sub)
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            allowed = _range(meta).strip(" []")
+            rows.append(f"| `{sub}` | `{_yaml_value(default)}` | {allowed} | "
+                        f"{meta['help'].replace('|', '/')} |")
+
+    walk(Config, "")
+    return ("# Configuration reference\n\nGenerated from `netmon_exporter/config.py` by "
+            "`python -m netmon_exporter.config_docs`; do not edit by hand.\n\n"
+            "Ranges are inclusive. `restart`: only read at start-up (a reload logs and reports "
+            "that a restart is needed).\n\n" + "\n".join(rows) + "\n")
+
+
+def main() -> None:
+    root = Path(__file__).resolve().parent.parent
+    (root / "config.yaml").write_text(render_yaml() + "\n", encoding="utf-8")
+    (root / "docs").mkdir(exist_ok=True)
+    (root / "docs" / "configuration.md").write_text(render_markdown(), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

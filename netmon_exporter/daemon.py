@@ -1,0 +1,465 @@
+"""The long-running daemon: flags, config reload, HTTP, and the main event loop.
+
+Data flows one way: ingest (watcher, ledger, workers) emits file events; the main
+loop records them, feeds flows into windows, analyses closed windows, hands
+reports to the reporter thread (LLM summary + JSON) and detections to the
+alert pusher thread. A slow LLM or a dead Alertmanager never blocks this loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import hashlib
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+
+from . import __version__, recording
+from .config import Config, ConfigError, load_config, restart_required_changes
+from .health import HealthInputs, HealthReport, evaluate
+from .http_server import Endpoints, HttpServer, ReloadOutcome
+from .logging_setup import FORMATS, LEVELS, setup_logging
+from .metrics import Metrics, build_metrics
+from .pipeline import FlowSettings
+from .web_config import WebConfigError, load_web_config
+
+log = logging.getLogger("netmon_exporter")
+
+DEFAULT_PORT = 9864
+HEALTH_PERIOD_SECONDS = 1.0
+RECENT_FILES = 50  # files considered for the error ratio
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="netmon-exporter",
+        description="Process rotated packet captures and flow CSVs into flows, detections and "
+                    "Prometheus metrics. Sub-commands: flows, train, evaluate "
+                    "(netmon-exporter COMMAND --help).")
+    p.add_argument("--config.file", dest="config_file", default="config.yaml",
+                   help="Configuration file (default: %(default)s).")
+    p.add_argument("--config.check", dest="config_check", action="store_true",
+                   help="Validate the configuration, print OK or every error, and exit.")
+    p.add_argument("--web.listen-address", dest="listen_address", default=f":{DEFAULT_PORT}",
+                   help="Address to listen on (default: %(default)s; port 0 picks a free one).")
+    p.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics",
+                   help="Path under which to expose metrics (default: %(default)s).")
+    p.add_argument("--web.config.file", dest="web_config_file", default="",
+                   help="exporter-toolkit web config file for TLS and basic auth.")
+    p.add_argument("--log.level", dest="log_level", default="info", choices=LEVELS)
+    p.add_argument("--log.format", dest="log_format", default="logfmt", choices=FORMATS)
+    p.add_argument("--version", action="version", version=f"netmon-exporter {__version__}")
+    return p
+
+
+# ----------------------------------------------------------------------------- config
+
+@dataclass
+class ConfigHolder:
+    """SafeConfig: reloads are requested anywhere but validated and swapped in one place."""
+
+    path: Path
+    config: Config
+    digest: str
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def load(cls, path: Path) -> ConfigHolder:
+        cfg = load_config(path)
+        return cls(path, cfg, _digest(path))
+
+    def try_reload(self) -> tuple[Config | None, ReloadOutcome]:
+        """Validate the file; return the new config (None if unchanged or invalid)."""
+        with self.lock:
+            try:
+                digest = _digest(self.path)
+            except OSError as exc:
+                return None, ReloadOutcome(False, f"cannot read {self.path}: {exc}")
+            if digest == self.digest:
+                return None, ReloadOutcome(True, "configuration unchanged")
+            try:
+                new = load_config(self.path)
+            except ConfigError as exc:
+                return None, ReloadOutcome(False, "; ".join(exc.errors))
+            restart = tuple(restart_required_changes(self.config, new))
+            self.config, self.digest = new, digest
+            msg = "configuration reloaded"
+            if restart:
+                msg += "; these changes need a restart to take effect: " + ", ".join(restart)
+            return new, ReloadOutcome(True, msg, restart)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def flow_settings(cfg: Config) -> FlowSettings:
+    f = cfg.flows
+    return FlowSettings(idle_timeout_seconds=f.idle_timeout_seconds,
+                        active_timeout_seconds=f.active_timeout_seconds,
+                        activity_timeout_seconds=f.activity_timeout_seconds,
+                        carry_across_files=f.carry_across_files)
+
+
+# ----------------------------------------------------------------------------- daemon
+
+class Daemon:
+    """Wires the stages together and runs the main loop."""
+
+    def __init__(self, holder: ConfigHolder, metrics: Metrics, telemetry_path: str) -> None:
+        from .alerting import AlertPusher
+        from .analysis import Analyzer
+        from .ingest.service import IngestService
+        from .summarise import Summariser
+        from .window import WindowAggregator
+
+        self.holder = holder
+        self.m = metrics
+        self.telemetry_path = telemetry_path
+        cfg = holder.config
+        self.stop_event = threading.Event()
+        self.reload_requests: queue.Queue[concurrent.futures.Future[ReloadOutcome] | None] = \
+            queue.Queue()
+        self.ready = False
+        self._health = HealthReport("healthy", ())
+        self._recent: deque[bool] = deque(maxlen=RECENT_FILES)  # True = failure
+        self._last_flows_wall = time.time()
+        self.ingest = IngestService(cfg)
+        self.aggregator = WindowAggregator(cfg.windows, cfg.output.directory / "windows")
+        self.analyzer = Analyzer(cfg.detectors, cfg.models, cfg.state.directory)
+        self.summariser = Summariser(cfg.llm)
+        self.pusher = AlertPusher(cfg.alertmanager)
+        self._llm_error: str | None = None
+        self._am_error: str | None = None
+        self._reporter = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="reporter")
+        self._pending_reports: deque[concurrent.futures.Future[None]] = deque()
+        self._pusher_thread = threading.Thread(target=self._push_loop, name="alert-pusher",
+                                               daemon=True)
+
+    # -- lifecycle
+    def start(self) -> None:
+        recording.record_settings(self.m, self.holder.config)
+        recording.record_models(self.m, self.analyzer.model_info())
+        self.m.reload_successful.set(1)
+        self.m.reload_success_ts.set(time.time())
+        self.ingest.start()
+        self._pusher_thread.start()
+        self.update_health()
+        self.ready = True
+
+    def run(self) -> None:
+        next_health = 0.0
+        while not self.stop_event.is_set():
+            self._serve_reloads()
+            for event in self.ingest.poll_events(timeout=0.2):
+                try:
+                    self._handle(event)
+                except Exception:  # one bad event must not stop the daemon
+                    log.exception("failed to handle ingest event", extra={"event": type(event)
+                                                                          .__name__})
+                    self.m.errors.labels("internal").inc()
+            now = time.monotonic()
+            if now >= next_health:
+                next_health = now + HEALTH_PERIOD_SECONDS
+                self._housekeeping()
+
+    def shutdown(self) -> None:
+        cfg = self.holder.config
+        self.ready = False
+        log.info("shutting down", extra={"timeout_seconds": cfg.processing.shutdown_timeout_seconds})
+        deadline = time.monotonic() + cfg.processing.shutdown_timeout_seconds
+        self.ingest.stop(timeout=cfg.processing.shutdown_timeout_seconds)
+        # Results that arrived while stopping are still recorded.
+        for event in self.ingest.poll_events(timeout=0):
+            self._handle(event)
+        self._reporter.shutdown(wait=True, cancel_futures=False) if time.monotonic() < deadline \
+            else self._reporter.shutdown(wait=False, cancel_futures=True)
+        self._serve_reloads(final=True)
+
+    # -- reload
+    def request_reload(self) -> concurrent.futures.Future[ReloadOutcome]:
+        fut: concurrent.futures.Future[ReloadOutcome] = concurrent.futures.Future()
+        self.reload_requests.put(fut)
+        return fut
+
+    def _serve_reloads(self, final: bool = False) -> None:
+        while True:
+            try:
+                fut = self.reload_requests.get_nowait()
+            except queue.Empty:
+                return
+            if fut is None:
+                continue
+            if final:
+                fut.set_result(ReloadOutcome(False, "shutting down"))
+                continue
+            fut.set_result(self._reload())
+
+    def _reload(self) -> ReloadOutcome:
+        self.m.reloads.inc()
+        new, outcome = self.holder.try_reload()
+        if not outcome.ok:
+            self.m.reloads_failed.inc()
+            self.m.reload_successful.set(0)
+            self.m.errors.labels("config").inc()
+            log.error("configuration reload failed; keeping the old configuration",
+                      extra={"file": str(self.holder.path), "err": outcome.message})
+            return outcome
+        if new is not None:
+            self._apply(new)
+            for key in outcome.restart_required:
+                log.warning("setting changed but needs a restart", extra={"key": key})
+        self.m.reload_successful.set(1)
+        self.m.reload_success_ts.set(time.time())
+        log.info(outcome.message, extra={"file": str(self.holder.path)})
+        return outcome
+
+    def _apply(self, cfg: Config) -> None:
+        self.ingest.apply_config(cfg)
+        self.aggregator.reconfigure(cfg.windows)
+        self.analyzer.reload(cfg.detectors, cfg.models)
+        self.summariser = type(self.summariser)(cfg.llm)
+        self.pusher.reconfigure(cfg.alertmanager)
+        recording.record_settings(self.m, cfg)
+        recording.record_models(self.m, self.analyzer.model_info())
+
+    # -- events
+    def _handle(self, event: Any) -> None:
+        from .ingest import service as ev
+
+        m = self.m
+        if isinstance(event, ev.FileStarted):
+            m.last_activity.set(time.time())
+        elif isinstance(event, ev.FileDone):
+            recording.record_file_done(m, event.result, event.kind, event.lag_seconds)
+            self._recent.append(False)
+            self._add_flows(event.result.flows)
+        elif isinstance(event, ev.FileFailed):
+            recording.record_file_failed(m, event.kind, event.reason)
+            m.errors.labels(event.category).inc()
+            if event.will_retry:
+                m.retries.labels("parse").inc()
+            else:
+                self._recent.append(True)
+            log.warning("file failed", extra={"file": event.path, "reason": event.reason,
+                                              "attempt": event.attempt,
+                                              "will_retry": event.will_retry,
+                                              "err": event.message})
+        elif isinstance(event, ev.FileQuarantined):
+            recording.record_quarantined(m, event.kind, event.reason)
+            log.error("file quarantined", extra={"file": event.path, "reason": event.reason,
+                                                 "err": event.message})
+        elif isinstance(event, ev.CarryFlushed):
+            recording.record_flows(m, event.flows)
+            self._add_flows(event.flows)
+        elif isinstance(event, ev.IngestError):
+            m.errors.labels(event.category).inc()
+            log.error("ingest error", extra={"category": event.category, "err": event.message})
+
+    def _add_flows(self, flows: Any) -> None:
+        if len(flows):
+            self._last_flows_wall = time.time()
+        for window in self.aggregator.add(flows):
+            self._close_window(window)
+
+    def _close_window(self, window: Any) -> None:
+        analysis = self.analyzer.analyse(window.flows, window.start, window.end)
+        recording.record_analysis(self.m, analysis)
+        self.pusher.observe(analysis.detections, time.time())
+        self._pending_reports.append(self._reporter.submit(self._report, window, analysis))
+
+    def _report(self, window: Any, analysis: Any) -> None:
+        report = self.aggregator.report_dict(window, analysis)
+        result = self.summariser.summarise(report)
+        self.m.llm_seconds.observe(result.seconds) if result.source == "llm" or result.error \
+            else None
+        if result.source == "llm":
+            self.m.llm_summaries.inc()
+            self._llm_error = None
+        elif self.holder.config.llm.enabled:
+            self.m.llm_failed.inc()
+            self.m.errors.labels("llm").inc()
+            self._llm_error = result.error or "LLM unavailable"
+        if result.attempts > 1:
+            self.m.retries.labels("llm").inc(result.attempts - 1)
+        self.aggregator.write_report(window, analysis, result.text)
+        recording.record_top_talkers(self.m, report.get("top_talkers", []),
+                                     self.holder.config.windows.top_talkers)
+        self.m.windows_kept.set(self.aggregator.reports_kept())
+
+    # -- alerts
+    def _push_loop(self) -> None:
+        while not self.stop_event.wait(1.0):
+            self._push_once()
+        self._push_once()
+
+    def _push_once(self) -> None:
+        now = time.time()
+        try:
+            recording.record_active_detections(self.m, self.pusher.active_by_detector(now))
+            if not self.pusher.due(now):
+                return
+            result = self.pusher.push(now)
+        except Exception as exc:  # the pusher thread must survive anything
+            log.exception("alert push crashed")
+            self._am_error = str(exc)
+            self.m.errors.labels("alertmanager").inc()
+            return
+        self.m.alertmanager_seconds.observe(result.seconds)
+        self.m.alerts_sent.inc(result.sent)
+        if result.failed:
+            self.m.alerts_failed.inc(result.failed)
+            self.m.errors.labels("alertmanager").inc()
+            self.m.retries.labels("alertmanager").inc()
+            self._am_error = "; ".join(result.errors)[:300] or "push failed"
+            log.warning("alertmanager push failed", extra={"err": self._am_error})
+        elif result.sent:
+            self._am_error = None
+
+    # -- health and housekeeping
+    def _housekeeping(self) -> None:
+        cfg = self.holder.config
+        idle = time.time() - self._last_flows_wall
+        if idle > max(2 * cfg.windows.length_seconds, cfg.processing.interval_seconds):
+            for window in self.aggregator.flush_idle():
+                self._close_window(window)
+        while self._pending_reports and self._pending_reports[0].done():
+            fut = self._pending_reports.popleft()
+            if fut.exception() is not None:
+                log.error("window report failed", exc_info=fut.exception())
+                self.m.errors.labels("io").inc()
+        self.update_health()
+
+    def update_health(self) -> HealthReport:
+        cfg = self.holder.config
+        st = self.ingest.status()
+        self.m.backlog.set(st.backlog)
+        self.m.in_progress.set(st.in_progress)
+        self.m.workers_busy.set(st.in_progress)
+        report = evaluate(HealthInputs(
+            capture_directory=cfg.capture.directory,
+            state_directory=cfg.state.directory,
+            output_directory=cfg.output.directory,
+            ledger_error=st.ledger_error,
+            backlog_growth_streak=st.backlog_growth_streak,
+            backlog_growth_limit=cfg.health.backlog_growth_intervals,
+            oldest_ready_age_seconds=st.oldest_ready_age_seconds,
+            max_lag_seconds=cfg.health.max_lag_seconds,
+            recent_files=len(self._recent),
+            recent_failures=sum(self._recent),
+            error_ratio_threshold=cfg.health.error_ratio_threshold,
+            llm_enabled=cfg.llm.enabled,
+            llm_error=self._llm_error,
+            alertmanager_enabled=bool(cfg.alertmanager.urls),
+            alertmanager_error=self._am_error,
+        ))
+        if report.state != self._health.state:
+            failing = {c.name: c.reason for c in report.checks if not c.ok}
+            log.log(logging.INFO if report.state == "healthy" else logging.WARNING,
+                    "health state changed", extra={"from": self._health.state,
+                                                   "to": report.state, "failing": failing})
+        self._health = report
+        recording.record_health(self.m, report)
+        return report
+
+    @property
+    def health(self) -> HealthReport:
+        return self._health
+
+
+# ----------------------------------------------------------------------------- entry point
+
+def check_config(path: str) -> int:
+    """--config.check: print OK or every error; exit 0 or 1."""
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        print(f"FAILED: {exc.source or path}", file=sys.stderr)
+        for err in exc.errors:
+            print(f"  {err}", file=sys.stderr)
+        return 1
+    print(f"OK: {path} is valid")
+    return 0
+
+
+def run_daemon(argv: list[str]) -> int:
+    args = build_arg_parser().parse_args(argv)
+    if args.config_check:
+        return check_config(args.config_file)
+    setup_logging(args.log_level, args.log_format)
+    try:
+        holder = ConfigHolder.load(Path(args.config_file))
+        web = load_web_config(args.web_config_file)
+    except ConfigError as exc:
+        log.error("invalid configuration; not starting",
+                  extra={"file": exc.source or args.config_file, "errors": exc.errors})
+        for err in exc.errors:
+            print(f"config error: {err}", file=sys.stderr)
+        return 1
+    except WebConfigError as exc:
+        log.error("invalid web config; not starting", extra={"err": str(exc)})
+        return 1
+    if not args.telemetry_path.startswith("/") or args.telemetry_path in (
+            "/", "/health", "/-/healthy", "/-/ready", "/-/reload"):
+        log.error("--web.telemetry-path must be an absolute path not used by another endpoint",
+                  extra={"path": args.telemetry_path})
+        return 1
+
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    metrics = build_metrics(registry)
+    daemon = Daemon(holder, metrics, args.telemetry_path)
+
+    def reload_from_http() -> ReloadOutcome:
+        try:
+            return daemon.request_reload().result(timeout=60)
+        except concurrent.futures.TimeoutError:
+            return ReloadOutcome(False, "reload timed out")
+
+    endpoints = Endpoints(registry=registry, health=lambda: daemon.health,
+                          ready=lambda: daemon.ready, reload=reload_from_http,
+                          telemetry_path=args.telemetry_path)
+    try:
+        server = HttpServer(args.listen_address, endpoints, web)
+    except (OSError, ValueError) as exc:
+        log.error("cannot listen", extra={"address": args.listen_address, "err": str(exc)})
+        return 1
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if signum == signal.SIGHUP:
+            log.info("SIGHUP received, reloading configuration")
+            daemon.request_reload()
+        else:
+            log.info("stop signal received", extra={"signal": signal.Signals(signum).name})
+            daemon.stop_event.set()
+
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+
+    server.start()
+    log.info("Listening on", extra={"address": server.address, "scheme": server.scheme,
+                                    "telemetry_path": args.telemetry_path})
+    log.info("starting netmon-exporter", extra={"version": __version__, "pid": os.getpid(),
+                                                "config": str(holder.path)})
+    try:
+        daemon.start()
+        daemon.run()
+    finally:
+        daemon.stop_event.set()
+        daemon.shutdown()
+        server.stop()
+        log.info("stopped")
+    return 0

@@ -1,0 +1,143 @@
+"""Turn the plain results of the stages into metric updates (main process only)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from .config import Config
+from .flow_schema import FlowBatch
+from .health import HealthReport
+from .metrics import (
+    DETECTORS,
+    FAIL_REASONS,
+    FILE_KINDS,
+    HEALTH_STATES,
+    PROTOCOLS,
+    SETTINGS,
+    SEVERITIES,
+    SKIP_REASONS,
+    Metrics,
+)
+
+_PROTO_NUM = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
+
+
+def _label(value: str, allowed: tuple[str, ...], fallback: str) -> str:
+    return value if value in allowed else fallback
+
+
+def protocol_counts(flows: FlowBatch) -> dict[str, int]:
+    """Count flows by protocol label (closed set)."""
+    if not len(flows):
+        return {}
+    nums, counts = np.unique(flows["protocol"], return_counts=True)
+    out: dict[str, int] = {}
+    for n, c in zip(nums.tolist(), counts.tolist(), strict=True):
+        key = _PROTO_NUM.get(int(n), "other")
+        out[key] = out.get(key, 0) + int(c)
+    return out
+
+
+def record_flows(m: Metrics, flows: FlowBatch) -> None:
+    for proto, n in protocol_counts(flows).items():
+        m.flows.labels(proto).inc(n)
+
+
+def record_file_done(m: Metrics, result: Any, kind: str, lag_seconds: float | None) -> None:
+    """Record a successfully processed file (a pipeline.FileResult)."""
+    kind = _label(kind, FILE_KINDS, "pcap")
+    m.files_processed.labels(kind).inc()
+    m.file_seconds.labels(kind).observe(max(0.0, float(result.seconds)))
+    m.file_size.labels(kind).observe(max(0, int(result.size_bytes)))
+    if lag_seconds is not None:
+        m.file_lag.observe(max(0.0, float(lag_seconds)))
+    for proto, n in (result.packets_by_protocol or {}).items():
+        m.packets.labels(_label(proto, PROTOCOLS, "other")).inc(int(n))
+    for proto, n in (result.bytes_by_protocol or {}).items():
+        m.bytes.labels(_label(proto, PROTOCOLS, "other")).inc(int(n))
+    for reason, n in (result.skipped_by_reason or {}).items():
+        m.packets_skipped.labels(_label(reason, SKIP_REASONS, "malformed")).inc(int(n))
+    if result.ip_fragments:
+        m.ip_fragments.inc(int(result.ip_fragments))
+    if result.csv_rows:
+        m.flow_csv_rows.inc(int(result.csv_rows))
+    record_flows(m, result.flows)
+    m.last_success.set(time.time())
+
+
+def record_file_failed(m: Metrics, kind: str, reason: str) -> None:
+    m.files_failed.labels(_label(kind, FILE_KINDS, "pcap"),
+                          _label(reason, FAIL_REASONS, "internal")).inc()
+
+
+def record_quarantined(m: Metrics, kind: str, reason: str) -> None:
+    m.files_quarantined.labels(_label(kind, FILE_KINDS, "pcap"),
+                               _label(reason, FAIL_REASONS, "internal")).inc()
+
+
+def record_analysis(m: Metrics, analysis: Any) -> None:
+    """Record a window's analysis (analysis.WindowAnalysis)."""
+    m.windows_processed.inc()
+    m.window_seconds.observe(float(analysis.seconds))
+    m.flows_analysed.inc(int(analysis.flows_analysed))
+    for d in analysis.detections:
+        m.detections.labels(_label(d.detector, DETECTORS, "anomaly"),
+                            _label(d.severity, SEVERITIES, "warning")).inc()
+    for cls, n in (analysis.class_counts or {}).items():
+        m.classifications.labels(str(cls)[:64]).inc(int(n))
+    scores = np.asarray(analysis.anomaly_scores, dtype=np.float64)
+    if scores.size:
+        _observe_many(m, scores)
+
+
+def _observe_many(m: Metrics, values: np.ndarray) -> None:
+    # Histogram.observe per value is slow for 100k flows: bucket with numpy and add in bulk.
+    hist = m.anomaly_score
+    bounds = np.asarray(hist._upper_bounds, dtype=np.float64)  # noqa: SLF001 - no public API
+    idx = np.searchsorted(bounds, values, side="left")
+    counts = np.bincount(idx, minlength=len(bounds))
+    with hist._lock:  # noqa: SLF001
+        for i, c in enumerate(counts.tolist()):
+            if c:
+                hist._buckets[i].inc(c)  # noqa: SLF001
+        hist._sum.inc(float(values.sum()))  # noqa: SLF001
+
+
+def record_active_detections(m: Metrics, active: Mapping[str, int]) -> None:
+    for det in DETECTORS:
+        m.detections_active.labels(det).set(active.get(det, 0))
+
+
+def record_top_talkers(m: Metrics, talkers: Iterable[Mapping[str, Any]], limit: int) -> None:
+    """Replace the bounded top-talker series with the last window's."""
+    m.top_talker_bytes.clear()
+    for rank, t in enumerate(list(talkers)[:limit], start=1):
+        m.top_talker_bytes.labels(str(rank), str(t.get("address", ""))[:45]).set(
+            float(t.get("bytes", 0)))
+
+
+def record_health(m: Metrics, report: HealthReport) -> None:
+    for state in HEALTH_STATES:
+        m.health_state.labels(state).set(1 if state == report.state else 0)
+    for c in report.checks:
+        m.health_check.labels(c.name).set(1 if c.ok else 0)
+    m.up.set(0 if report.state == "unhealthy" else 1)
+
+
+def record_settings(m: Metrics, cfg: Config) -> None:
+    for name, (_, path) in SETTINGS.items():
+        section, key = path.split(".")
+        value = getattr(getattr(cfg, section), key)
+        m.setting[name].set(float(value))
+
+
+def record_models(m: Metrics, models: Iterable[Mapping[str, str]]) -> None:
+    m.model_info.clear()
+    for info in models:
+        m.model_info.labels(info.get("kind", ""), info.get("algorithm", ""),
+                            info.get("version", ""), info.get("trained_at", ""),
+                            info.get("digest", "")[:16]).set(1)
