@@ -1,0 +1,42 @@
+# netmon-exporter: the two commands a new user needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+LISTEN ?= :9864
+
+.PHONY: run test venv system-deps lint typecheck dashboards config-docs bench bench-detection clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+## run: the exporter on the bundled sample captures, serving http://localhost:9864/metrics
+run: $(STAMP)
+	mkdir -p captures
+	cp -p -n samples/*.pcap samples/*.pcapng captures/ 2>/dev/null || true
+	$(VENV)/bin/netmon-exporter --config.file=config.yaml --web.listen-address=$(LISTEN)
+
+## test: the whole test suite, including the integration tests on real Prometheus/Alertmanager
+test: $(STAMP) system-deps
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check netmon_exporter tests bench grafana
+	$(VENV)/bin/ruff format --check netmon_exporter
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy netmon_exporter
+
+config-docs: $(STAMP)
+	$(PY) -m netmon_exporter.config_docs
+
+clean:
+	rm -rf $(VENV) captures output state .pytest_cache
