@@ -165,6 +165,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Broken clients (plain HTTP on a TLS port, resets) are not our errors.
+        log.debug("http connection error", exc_info=True,
+                  extra={"client": str(client_address[0])})
+
 
 def parse_listen_address(addr: str) -> tuple[str, int]:
     """Split ``host:port`` / ``:port`` / ``[::1]:port``; raise ValueError with a clear reason."""

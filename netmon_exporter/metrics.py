@@ -93,6 +93,7 @@ class Metrics:
     reloads_failed: Counter
     setting: dict[str, Gauge]
     model_info: Gauge
+    model_loaded: Gauge
 
 
 # Active settings exported as gauges: metric suffix -> (help, config attribute path)
@@ -197,6 +198,8 @@ def build_metrics(registry: CollectorRegistry) -> Metrics:
         setting={name: gauge(f"config_{name}", doc) for name, (doc, _) in SETTINGS.items()},
         model_info=gauge("model_info", "Loaded model (1), with its metadata as labels.",
                          ("kind", "algorithm", "version", "trained_at", "digest")),
+        model_loaded=gauge("model_loaded", "1 if a model of this kind is loaded, else 0.",
+                           ("kind",)),
     )
     _preinitialise(m)
     import numpy
@@ -234,3 +237,5 @@ def _preinitialise(m: Metrics) -> None:
         m.health_state.labels(state)
     for check in HEALTH_CHECKS:
         m.health_check.labels(check)
+    for kind in MODEL_KINDS:
+        m.model_loaded.labels(kind)

@@ -16,6 +16,7 @@ from .metrics import (
     FAIL_REASONS,
     FILE_KINDS,
     HEALTH_STATES,
+    MODEL_KINDS,
     PROTOCOLS,
     SETTINGS,
     SEVERITIES,
@@ -137,6 +138,10 @@ def record_settings(m: Metrics, cfg: Config) -> None:
 
 def record_models(m: Metrics, models: Iterable[Mapping[str, str]]) -> None:
     m.model_info.clear()
+    models = list(models)
+    loaded = {info.get("kind", "") for info in models}
+    for kind in MODEL_KINDS:
+        m.model_loaded.labels(kind).set(1 if kind in loaded else 0)
     for info in models:
         m.model_info.labels(info.get("kind", ""), info.get("algorithm", ""),
                             info.get("version", ""), info.get("trained_at", ""),

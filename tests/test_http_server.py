@@ -1,0 +1,213 @@
+"""The HTTP endpoints on a real socket (port 0), including TLS and basic auth."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import ssl
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import bcrypt
+import pytest
+from prometheus_client import CollectorRegistry
+
+from netmon_exporter.health import CheckResult, HealthReport
+from netmon_exporter.http_server import Endpoints, HttpServer, ReloadOutcome, parse_listen_address
+from netmon_exporter.metrics import build_metrics
+from netmon_exporter.web_config import WebConfig, WebConfigError, load_web_config
+
+
+class State:
+    def __init__(self) -> None:
+        self.health = HealthReport("healthy", (CheckResult("capture_directory", True, True,
+                                                           "ok"),))
+        self.ready = True
+        self.reloads = 0
+        self.reload_result = ReloadOutcome(True, "configuration reloaded")
+
+    def reload(self) -> ReloadOutcome:
+        self.reloads += 1
+        return self.reload_result
+
+
+def serve(state: State, web: WebConfig | None = None,
+          path: str = "/metrics") -> tuple[HttpServer, str]:
+    registry = CollectorRegistry()
+    build_metrics(registry)
+    ep = Endpoints(registry=registry, health=lambda: state.health, ready=lambda: state.ready,
+                   reload=state.reload, telemetry_path=path)
+    server = HttpServer("127.0.0.1:0", ep, web or WebConfig())
+    server.start()
+    return server, f"{server.scheme}://{server.address}"
+
+
+@pytest.fixture
+def plain() -> Iterator[tuple[State, str]]:
+    state = State()
+    server, base = serve(state)
+    yield state, base
+    server.stop()
+
+
+def fetch(url: str, method: str = "GET", headers: dict[str, str] | None = None,
+          context: ssl.SSLContext | None = None) -> tuple[int, str, dict[str, str]]:
+    req = urllib.request.Request(url, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10, context=context) as resp:
+            return resp.status, resp.read().decode(), dict(resp.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(), dict(err.headers)
+
+
+def test_metrics_endpoint_serves_catalogue(plain: tuple[State, str]) -> None:
+    _, base = plain
+    code, body, headers = fetch(base + "/metrics")
+    assert code == 200
+    assert "netmon_files_processed_total" in body
+    assert headers["Content-Type"].startswith("text/plain")
+
+
+def test_openmetrics_is_negotiated(plain: tuple[State, str]) -> None:
+    _, base = plain
+    code, body, headers = fetch(base + "/metrics",
+                                headers={"Accept": "application/openmetrics-text"})
+    assert code == 200 and headers["Content-Type"].startswith("application/openmetrics-text")
+    assert body.rstrip().endswith("# EOF")
+
+
+def test_health_json_and_status_codes(plain: tuple[State, str]) -> None:
+    state, base = plain
+    code, body, _ = fetch(base + "/health")
+    assert code == 200 and json.loads(body)["state"] == "healthy"
+    state.health = HealthReport("degraded", (CheckResult("keeping_up", False, False, "slow"),))
+    code, body, _ = fetch(base + "/health")
+    assert code == 200 and json.loads(body)["checks"]["keeping_up"]["reason"] == "slow"
+    state.health = HealthReport("unhealthy", (CheckResult("capture_directory", False, True,
+                                                          "gone"),))
+    code, body, _ = fetch(base + "/health")
+    assert code == 503 and json.loads(body)["state"] == "unhealthy"
+
+
+def test_liveness_readiness(plain: tuple[State, str]) -> None:
+    state, base = plain
+    assert fetch(base + "/-/healthy")[0] == 200
+    assert fetch(base + "/-/ready")[0] == 200
+    state.ready = False
+    assert fetch(base + "/-/ready")[0] == 503
+
+
+def test_reload_is_post_only_and_reports_failures(plain: tuple[State, str]) -> None:
+    state, base = plain
+    code, _, headers = fetch(base + "/-/reload")
+    assert code == 405 and "POST" in headers["Allow"]
+    assert state.reloads == 0
+    code, body, _ = fetch(base + "/-/reload", method="POST")
+    assert code == 200 and json.loads(body)["status"] == "success"
+    state.reload_result = ReloadOutcome(False, "capture.min_age_seconds: 400 is above the "
+                                               "maximum 300")
+    code, body, _ = fetch(base + "/-/reload", method="POST")
+    assert code == 500
+    assert "capture.min_age_seconds" in json.loads(body)["message"]
+    assert state.reloads == 2
+
+
+def test_restart_required_is_reported(plain: tuple[State, str]) -> None:
+    state, base = plain
+    state.reload_result = ReloadOutcome(True, "reloaded", ("state.directory",))
+    code, body, _ = fetch(base + "/-/reload", method="POST")
+    assert code == 200 and json.loads(body)["restart_required"] == ["state.directory"]
+
+
+def test_landing_page_and_404(plain: tuple[State, str]) -> None:
+    _, base = plain
+    code, body, _ = fetch(base + "/")
+    assert code == 200 and 'href="/metrics"' in body and 'href="/health"' in body
+    assert fetch(base + "/admin")[0] == 404
+    assert fetch(base + "/metrics", method="DELETE")[0] == 405
+
+
+def test_custom_telemetry_path() -> None:
+    state = State()
+    server, base = serve(state, path="/prom")
+    try:
+        assert fetch(base + "/prom")[0] == 200
+        assert fetch(base + "/metrics")[0] == 404
+        assert 'href="/prom"' in fetch(base + "/")[1]
+    finally:
+        server.stop()
+
+
+def test_parse_listen_address() -> None:
+    assert parse_listen_address(":9864") == ("0.0.0.0", 9864)
+    assert parse_listen_address("127.0.0.1:0") == ("127.0.0.1", 0)
+    assert parse_listen_address("[::1]:9000") == ("::1", 9000)
+    with pytest.raises(ValueError):
+        parse_listen_address("localhost")
+
+
+# ---------------------------------------------------------------- TLS and basic auth
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(d / "server.key"), "-out", str(d / "server.crt")],
+                   check=True, capture_output=True, timeout=60)
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    (d / "web.yml").write_text(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        f"basic_auth_users:\n  alice: '{hashed}'\n"
+        "http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n")
+    return d
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not installed")
+def test_tls_and_basic_auth(tls_files: Path) -> None:
+    web = load_web_config(str(tls_files / "web.yml"))
+    state = State()
+    server, base = serve(state, web)
+    ctx = ssl.create_default_context(cafile=str(tls_files / "server.crt"))
+    try:
+        assert base.startswith("https://")
+        code, _, headers = fetch(base + "/metrics", context=ctx)
+        assert code == 401 and "Basic" in headers["WWW-Authenticate"]
+        import base64
+
+        bad = base64.b64encode(b"alice:wrong").decode()
+        assert fetch(base + "/metrics", headers={"Authorization": f"Basic {bad}"},
+                     context=ctx)[0] == 401
+        good = base64.b64encode(b"alice:s3cret").decode()
+        code, body, headers = fetch(base + "/metrics", headers={"Authorization": f"Basic {good}"},
+                                    context=ctx)
+        assert code == 200 and "netmon_up" in body
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            fetch(base.replace("https://", "http://") + "/metrics")
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_web_config_is_accepted_by_promtool(tls_files: Path) -> None:
+    proc = subprocess.run(["promtool", "check", "web-config", str(tls_files / "web.yml")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_web_config_errors(tmp_path: Path) -> None:
+    f = tmp_path / "web.yml"
+    f.write_text("basic_auth_users:\n  bob: plaintext\n")
+    with pytest.raises(WebConfigError, match="bcrypt"):
+        load_web_config(str(f))
+    f.write_text("tls_server_config:\n  cert_file: x.crt\n")
+    with pytest.raises(WebConfigError, match="key_file"):
+        load_web_config(str(f))
+    f.write_text("tls_config: {}\n")
+    with pytest.raises(WebConfigError, match="unknown keys"):
+        load_web_config(str(f))
+    assert load_web_config("").ssl_context is None
