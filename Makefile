@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 LISTEN ?= :9864
 
-.PHONY: run test venv system-deps lint typecheck dashboards config-docs bench bench-detection clean
+.PHONY: run test venv system-deps lint typecheck dashboards docs bench bench-detection clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy netmon_exporter
 
-config-docs: $(STAMP)
-	$(PY) -m netmon_exporter.config_docs
+docs: $(STAMP)
+	$(PY) -m netmon_exporter.reference_docs
 
 clean:
 	rm -rf $(VENV) captures output state .pytest_cache

@@ -10,7 +10,7 @@ import pytest
 
 from netmon_exporter.config import Config, ConfigError, iter_settings, load_config, parse_config
 from netmon_exporter.config import restart_required_changes
-from netmon_exporter.config_docs import render_markdown, render_yaml
+from netmon_exporter.reference_docs import render_markdown, render_metrics_markdown, render_yaml
 
 CONFIGS = Path(__file__).parent / "configs"
 ROOT = Path(__file__).parent.parent
@@ -50,6 +50,7 @@ def test_shipped_config_is_valid_and_equals_defaults(tmp_path: Path) -> None:
 def test_shipped_config_and_reference_are_generated_from_the_schema() -> None:
     assert (ROOT / "config.yaml").read_text(encoding="utf-8") == render_yaml() + "\n"
     assert (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8") == render_markdown()
+    assert (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8") == render_metrics_markdown()
 
 
 def test_every_setting_is_documented_with_help() -> None:

@@ -1,8 +1,8 @@
-"""Render the documented default config.yaml and the Markdown reference from the schema.
+"""Render config.yaml and the configuration and metric references from the code.
 
-Run ``python -m netmon_exporter.config_docs`` to regenerate ``config.yaml`` and
-``docs/configuration.md``; a test checks both are up to date, so the shipped
-file documents every key with its default and range.
+Run ``python -m netmon_exporter.reference_docs`` (``make docs``) to regenerate
+``config.yaml``, ``docs/configuration.md`` and ``docs/metrics.md``; a test checks
+they are up to date, so the shipped files document every key and every metric.
 """
 
 from __future__ import annotations
@@ -92,9 +92,35 @@ def render_markdown() -> str:
 
     walk(Config, "")
     return ("# Configuration reference\n\nGenerated from `netmon_exporter/config.py` by "
-            "`python -m netmon_exporter.config_docs`; do not edit by hand.\n\n"
+            "`python -m netmon_exporter.reference_docs`; do not edit by hand.\n\n"
             "Ranges are inclusive. `restart`: only read at start-up (a reload logs and reports "
             "that a restart is needed).\n\n" + "\n".join(rows) + "\n")
+
+
+def render_metrics_markdown() -> str:
+    from prometheus_client import CollectorRegistry
+
+    from .metrics import build_metrics
+
+    registry = CollectorRegistry()
+    build_metrics(registry)
+    rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    for family in registry.collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        if family.type == "info":
+            name = family.name + "_info"
+        labels: set[str] = set()
+        for sample in family.samples:
+            labels.update(k for k in sample.labels if k not in ("le",))
+        if family.type == "info":
+            labels = {"version", "python_version", "numpy_version"}
+        shown = ", ".join(f"`{x}`" for x in sorted(labels))
+        rows.append(f"| `{name}` | {family.type} | {shown} | {family.documentation} |")
+    return ("# Metric reference\n\nGenerated from `netmon_exporter/metrics.py` by "
+            "`python -m netmon_exporter.reference_docs`; do not edit by hand. Label values come "
+            "from closed sets defined there and are pre-initialised to 0. Besides these, the "
+            "standard `process_*` (uptime: `process_start_time_seconds`), `python_info` and "
+            "`python_gc_*` metrics are exported.\n\n" + "\n".join(rows) + "\n")
 
 
 def main() -> None:
@@ -102,6 +128,7 @@ def main() -> None:
     (root / "config.yaml").write_text(render_yaml() + "\n", encoding="utf-8")
     (root / "docs").mkdir(exist_ok=True)
     (root / "docs" / "configuration.md").write_text(render_markdown(), encoding="utf-8")
+    (root / "docs" / "metrics.md").write_text(render_metrics_markdown(), encoding="utf-8")
 
 
 if __name__ == "__main__":
