@@ -1,0 +1,130 @@
+"""The real daemon: catalogue on /metrics, reload by SIGHUP and HTTP, clean shutdown."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .daemon_process import DaemonProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "samples"
+
+CONFIG = """\
+capture:
+  directory: captures
+  min_age_seconds: 0
+processing:
+  interval_seconds: 10
+  workers: 1
+output:
+  directory: out
+state:
+  directory: state
+"""
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    (tmp_path / "captures").mkdir()
+    (tmp_path / "config.yaml").write_text(CONFIG)
+    return tmp_path
+
+
+@pytest.fixture
+def daemon(site: Path) -> Iterator[DaemonProcess]:
+    d = DaemonProcess(site / "config.yaml").start()
+    yield d
+    d.kill()
+
+
+def test_metrics_catalogue_and_promtool(daemon: DaemonProcess) -> None:
+    code, body = daemon.get("/metrics")
+    assert code == 200
+    for name in ("netmon_up 1.0", "netmon_config_last_reload_successful 1.0",
+                 'netmon_health_state{state="healthy"} 1.0', "process_start_time_seconds",
+                 "netmon_config_workers 1.0", "netmon_build_info{"):
+        assert name in body, name
+    if shutil.which("promtool"):
+        proc = subprocess.run(["promtool", "check", "metrics"], input=body, text=True,
+                              capture_output=True, timeout=60)
+        assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
+    code, health = daemon.get("/health")
+    assert code == 200 and json.loads(health)["state"] == "healthy"
+
+
+def test_sighup_with_bad_config_keeps_old_one(daemon: DaemonProcess, site: Path) -> None:
+    cfg = site / "config.yaml"
+    cfg.write_text(CONFIG.replace("min_age_seconds: 0", "min_age_seconds: 400"))
+    before = daemon.metric("netmon_config_reload_failures_total")
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for(lambda: daemon.metric("netmon_config_last_reload_successful") == 0,
+                    what="reload failure gauge")
+    assert daemon.metric("netmon_config_reload_failures_total") == (before or 0) + 1
+    assert any("capture.min_age_seconds: 400 is above the maximum 300" in line
+               for line in daemon.lines), daemon.log_text()
+    assert daemon.proc is not None and daemon.proc.poll() is None
+    assert daemon.metric("netmon_config_min_age_seconds") == 0  # old config in force
+    # Fix it and reload over HTTP: now a real change (workers 1 -> 2) is applied.
+    cfg.write_text(CONFIG.replace("workers: 1", "workers: 2"))
+    code, body = daemon.get("/-/reload", method="POST")
+    assert code == 200, body
+    assert json.loads(body)["status"] == "success"
+    assert daemon.metric("netmon_config_last_reload_successful") == 1
+    assert daemon.metric("netmon_config_workers") == 2
+    assert daemon.metric("netmon_config_last_reload_success_timestamp_seconds") > time.time() - 60
+
+
+def test_http_reload_failure_answers_500_with_reason(daemon: DaemonProcess, site: Path) -> None:
+    (site / "config.yaml").write_text(CONFIG + "bogus: 1\n")
+    code, body = daemon.get("/-/reload", method="POST")
+    assert code == 500
+    assert "bogus: unknown key" in json.loads(body)["message"]
+    assert daemon.get("/-/reload")[0] == 405
+
+
+def test_unchanged_reload_is_a_noop(daemon: DaemonProcess) -> None:
+    code, body = daemon.get("/-/reload", method="POST")
+    assert code == 200 and "unchanged" in json.loads(body)["message"]
+
+
+def test_restart_only_setting_is_reported(daemon: DaemonProcess, site: Path) -> None:
+    (site / "config.yaml").write_text(CONFIG.replace("directory: state", "directory: state2"))
+    code, body = daemon.get("/-/reload", method="POST")
+    assert code == 200
+    assert json.loads(body)["restart_required"] == ["state.directory"]
+    assert any("needs a restart" in line and "state.directory" in line for line in daemon.lines)
+
+
+def test_sigterm_exits_zero_promptly(daemon: DaemonProcess) -> None:
+    start = time.monotonic()
+    assert daemon.stop(signal.SIGTERM, timeout=40) == 0
+    assert time.monotonic() - start < 40
+    assert any('msg=stopped' in line for line in daemon.lines), daemon.log_text()
+
+
+def test_bad_config_at_startup_exits_1(site: Path) -> None:
+    (site / "config.yaml").write_text(CONFIG.replace("workers: 1", "workers: 99"))
+    d = DaemonProcess(site / "config.yaml")
+    proc = subprocess.run(d.args, capture_output=True, text=True, timeout=60, cwd=site)
+    assert proc.returncode == 1
+    assert "processing.workers: 99 is above the maximum 16" in proc.stderr
+
+
+def test_processes_sample_captures(daemon: DaemonProcess, site: Path) -> None:
+    for name in ("icmp.pcap", "tcp-handshake-reorder.pcap", "dns-edns-ecs.pcap"):
+        shutil.copy(SAMPLES / name, site / "captures" / name)
+    daemon.wait_for(lambda: daemon.metric("netmon_files_processed_total", {"kind": "pcap"}) == 3,
+                    timeout=60, what="3 files processed")
+    assert daemon.metric("netmon_packets_total", {"protocol": "tcp"}) > 0
+    assert daemon.metric("netmon_packets_total", {"protocol": "icmp"}) > 0
+    assert daemon.metric("netmon_flows_total", {"protocol": "udp"}) > 0
+    assert daemon.metric("netmon_last_success_timestamp_seconds") > 0
+    assert list((site / "out").rglob("*.csv")), "flow CSVs written"
