@@ -1,0 +1,130 @@
+"""Where files go after processing: kept, moved, deleted or quarantined; old outputs pruned."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+QUARANTINE_DIR = "quarantine"
+FLOWS_DIR = "flows"
+
+_WHAT_TO_DO = {
+    "format": "The file is not a pcap, pcapng or flow CSV this version can read. Check what "
+              "wrote it; if it is a valid capture, report it with the file attached.",
+    "truncated": "The file ends in the middle of a record. If the capture tool was still "
+                 "writing it, raise capture.min_age_seconds; otherwise the file is damaged.",
+    "io": "The file could not be read (permissions, disk or network file system errors).",
+    "timeout": "Processing took longer than processing.file_timeout_seconds; raise it for very "
+               "large files, or report the file if it is small.",
+    "worker_crash": "The worker process died while reading the file (memory limit or a crash "
+                    "in a native library). Report the file.",
+    "too_large": "The file needed more memory than available; split it or add memory.",
+    "internal": "An unexpected error in netmon-exporter. Report it with the message above.",
+}
+
+
+def after_processing(path: Path, action: str, done_directory: Path,
+                     capture_directory: Path) -> Path | None:
+    """Keep, move or delete a processed file; return where it is now (None: deleted).
+
+    Moves keep the path relative to the capture directory, so rotation
+    subdirectories survive and equal names in different folders do not clash.
+    """
+    if action == "keep":
+        return path
+    if action == "delete":
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return None
+    if action != "move":
+        raise ValueError(f"unknown after_processing action {action!r}")
+    try:
+        rel = path.relative_to(capture_directory)
+    except ValueError:
+        rel = Path(path.name)
+    target = _free_name(done_directory / rel)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(path), str(target))
+    return target
+
+
+@dataclass(frozen=True)
+class QuarantineNote:
+    path: str
+    kind: str
+    reason: str
+    message: str
+    attempts: int
+    when: float
+
+
+def quarantine(path: Path, output_directory: Path, note: QuarantineNote) -> Path:
+    """Move ``path`` into ``output/quarantine/`` with a ``<name>.reason`` file beside it.
+
+    The reason file is written first (atomically), so a crash in between leaves
+    an explanation rather than an unexplained capture.
+    """
+    qdir = output_directory / QUARANTINE_DIR
+    qdir.mkdir(parents=True, exist_ok=True)
+    target = _free_name(qdir / path.name)
+    reason_file = target.with_name(target.name + ".reason")
+    when = dt.datetime.fromtimestamp(note.when, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    text = (
+        f"file: {note.path}\n"
+        f"kind: {note.kind}\n"
+        f"quarantined_at: {when}\n"
+        f"reason: {note.reason}\n"
+        f"attempts: {note.attempts}\n"
+        f"error: {note.message}\n"
+        f"what_to_do: {_WHAT_TO_DO.get(note.reason, _WHAT_TO_DO['internal'])}\n"
+        "to retry: move the file back into the capture directory (it is then a new file)\n"
+    )
+    tmp = reason_file.with_name(f".{reason_file.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, reason_file)
+    if path.exists():
+        shutil.move(str(path), str(target))
+    return target
+
+
+def _free_name(target: Path) -> Path:
+    if not target.exists():
+        return target
+    for i in range(1, 100000):
+        candidate = target.with_name(f"{target.name}.{i}")
+        if not candidate.exists():
+            return candidate
+    raise FileExistsError(f"no free name for {target}")
+
+
+def prune_flow_csvs(directory: Path, *, now: float, retention_hours: float,
+                    max_files: int) -> list[Path]:
+    """Delete flow CSVs older than the retention or beyond the newest ``max_files``.
+
+    0 disables either limit. Returns the deleted paths.
+    """
+    try:
+        entries = [(e.stat().st_mtime, Path(e.path)) for e in os.scandir(directory)
+                   if e.is_file() and e.name.endswith(".csv") and not e.name.startswith(".")]
+    except FileNotFoundError:
+        return []
+    entries.sort()
+    doomed: list[Path] = []
+    if retention_hours > 0:
+        cutoff = now - retention_hours * 3600
+        doomed = [p for t, p in entries if t < cutoff]
+        entries = [(t, p) for t, p in entries if t >= cutoff]
+    if max_files > 0 and len(entries) > max_files:
+        doomed += [p for _, p in entries[: len(entries) - max_files]]
+    deleted = []
+    for p in doomed:
+        try:
+            p.unlink()
+            deleted.append(p)
+        except FileNotFoundError:
+            pass
+    return deleted

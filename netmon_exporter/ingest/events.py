@@ -1,0 +1,116 @@
+"""What ingestion tells the daemon: frozen events and a status snapshot.
+
+The ingest service never touches metrics; the daemon turns these events into
+metric updates, window aggregation and health. Events of one file arrive in
+order (started, failed..., done or quarantined).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..flow_schema import FlowBatch
+from ..pipeline import FileResult
+
+
+@dataclass(frozen=True)
+class FileStarted:
+    """A file was handed to a worker (``attempt`` counts from 1)."""
+
+    path: str
+    kind: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class FileDone:
+    """A file was processed and recorded as done in the ledger (exactly once)."""
+
+    result: FileResult          # ``carry`` is stripped: the ledger keeps it
+    kind: str                   # one of metrics.FILE_KINDS
+    lag_seconds: float          # from ready (age gate passed) to done
+    attempts: int               # attempts it took, the successful one included
+
+
+@dataclass(frozen=True)
+class FileFailed:
+    """One attempt failed; ``will_retry`` False means the file is being quarantined."""
+
+    path: str
+    kind: str
+    reason: str                 # one of metrics.FAIL_REASONS
+    message: str
+    attempt: int
+    will_retry: bool
+    category: str               # one of metrics.ERROR_CATEGORIES
+    retry_in_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class FileQuarantined:
+    """A file exhausted its retries and was moved to the quarantine directory."""
+
+    path: str                   # where it was found
+    kind: str
+    reason: str                 # one of metrics.FAIL_REASONS (of the last attempt)
+    message: str
+    quarantine_path: str = ""   # where it is now ("" if it could not be moved)
+
+
+@dataclass(frozen=True)
+class FileSkipped:
+    """A file the ledger already has as done (or quarantined) was found again.
+
+    Happens after a crash between recording a file as done and moving or
+    deleting it; the pending after-processing action is completed, nothing is
+    counted again.
+    """
+
+    path: str
+    kind: str
+    state: str                  # "done" or "quarantined"
+
+
+@dataclass(frozen=True)
+class CarryFlushed:
+    """Flows held open across a rotation ended because no next file came in time."""
+
+    flows: FlowBatch
+    series: str = ""
+
+
+@dataclass(frozen=True)
+class IngestError:
+    """Something outside a single file went wrong (directory, ledger, moving files)."""
+
+    category: str               # one of metrics.ERROR_CATEGORIES
+    message: str
+
+
+Event = FileStarted | FileDone | FileFailed | FileQuarantined | FileSkipped | CarryFlushed | \
+    IngestError
+
+
+@dataclass(frozen=True)
+class IngestStatus:
+    """A snapshot of ingestion for health, gauges and ``/health``."""
+
+    backlog: int = 0                        # ready or waiting for a retry
+    in_progress: int = 0                    # handed to a worker
+    not_ready: int = 0                      # seen, still being written or too young
+    workers: int = 0                        # worker processes alive
+    oldest_ready_age_seconds: float = 0.0   # how long the oldest ready file has waited
+    backlog_growth_streak: int = 0          # consecutive intervals the backlog grew
+    directory_ok: bool = True
+    directory_error: str | None = None
+    ledger_ok: bool = True
+    ledger_error: str | None = None
+    watching: bool = False                  # filesystem events arrive (else rescans only)
+    watch_error: str | None = None
+    recent_done: int = 0                    # files done in the last RECENT_SECONDS
+    recent_quarantined: int = 0             # files quarantined in the last RECENT_SECONDS
+    recent_failed_attempts: int = 0         # failed attempts (retried or not), same window
+    last_activity_timestamp: float | None = None
+    last_success_timestamp: float | None = None
+    carried_series: int = 0                 # rotation series holding open flows
+    running: bool = False

@@ -1,0 +1,354 @@
+"""The durable record of every file: SQLite in WAL mode, one row per file identity.
+
+A file is identified by its path plus device, inode, size and mtime, so a file
+renamed, or replaced under the same name, is a new file. States:
+
+- ``seen``: ready (age gate passed), waiting for a worker;
+- ``in_progress``: handed to a worker (back to ``seen`` at the next start-up,
+  so work interrupted by a crash or ``kill -9`` is redone);
+- ``failed``: an attempt failed, ``next_retry`` says when to try again;
+- ``done``: processed; never processed again;
+- ``quarantined``: retries exhausted, moved aside;
+- ``gone``: disappeared before it was processed.
+
+The open flows carried from one file of a rotation series to the next are
+stored in the same transaction as that file's ``done`` mark, so a crash can
+neither lose them nor count them twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .age_gate import Identity
+
+LEDGER_FILE = "ledger.sqlite3"
+LOCK_FILE = "ledger.lock"
+SCHEMA_VERSION = 1
+
+SEEN, IN_PROGRESS, FAILED, DONE, QUARANTINED, GONE = (
+    "seen", "in_progress", "failed", "done", "quarantined", "gone")
+FINAL_STATES = (DONE, QUARANTINED)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    id          INTEGER PRIMARY KEY,
+    path        TEXT    NOT NULL,
+    dev         INTEGER NOT NULL,
+    ino         INTEGER NOT NULL,
+    size        INTEGER NOT NULL,
+    mtime_ns    INTEGER NOT NULL,
+    series      TEXT,
+    kind        TEXT    NOT NULL,
+    state       TEXT    NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    next_retry  REAL,
+    reason      TEXT,
+    message     TEXT,
+    ready_at    REAL    NOT NULL,
+    updated_at  REAL    NOT NULL,
+    summary     TEXT,
+    UNIQUE (path, dev, ino, size, mtime_ns)
+);
+CREATE INDEX IF NOT EXISTS files_state ON files (state);
+CREATE TABLE IF NOT EXISTS carry (
+    series      TEXT PRIMARY KEY,
+    blob        BLOB    NOT NULL,
+    file_id     INTEGER NOT NULL,
+    updated_at  REAL    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class LedgerError(Exception):
+    """The ledger cannot be opened or written (reason is user-facing)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    path: str
+    identity: Identity
+    series: str | None
+    kind: str
+    state: str
+    attempts: int
+    next_retry: float | None
+    reason: str | None
+    message: str | None
+    ready_at: float
+
+
+@dataclass(frozen=True)
+class Totals:
+    """What the ledger says has been committed, for seeding counters after a restart."""
+
+    done_by_kind: dict[str, int]
+    quarantined_by_kind_reason: dict[tuple[str, str], int]
+    packets_by_protocol: dict[str, int]
+    bytes_by_protocol: dict[str, int]
+    flows: int
+    csv_rows: int
+
+
+_COLUMNS = ("id, path, dev, ino, size, mtime_ns, series, kind, state, attempts, next_retry, "
+            "reason, message, ready_at")
+
+
+def _entry(row: tuple[Any, ...]) -> Entry:
+    return Entry(id=row[0], path=row[1], identity=Identity(row[2], row[3], row[4], row[5]),
+                 series=row[6], kind=row[7], state=row[8], attempts=row[9], next_retry=row[10],
+                 reason=row[11], message=row[12], ready_at=row[13])
+
+
+class Ledger:
+    """One process's handle on the ledger (use from a single thread).
+
+    An exclusive lock file keeps two instances from sharing a state directory.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise LedgerError(f"cannot create the ledger in {directory}: {exc}") from exc
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(self._lock_fd)
+            raise LedgerError(f"{directory} is in use by another netmon-exporter instance "
+                              "(give each instance its own state.directory)") from exc
+        try:
+            self._db = sqlite3.connect(directory / LEDGER_FILE, timeout=10,
+                                       isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                             (str(SCHEMA_VERSION),))
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if int(row[0]) != SCHEMA_VERSION:
+                raise LedgerError(f"{directory / LEDGER_FILE} has schema version {row[0]}, "
+                                  f"this version understands {SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            self.close()
+            raise LedgerError(f"cannot open {directory / LEDGER_FILE}: {exc}") from exc
+        except LedgerError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        db = getattr(self, "_db", None)
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+            self._db = None  # type: ignore[assignment]
+        if getattr(self, "_lock_fd", None) is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None  # type: ignore[assignment]
+
+    # -- transactions
+    def _tx(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return out
+        except sqlite3.Error as exc:
+            raise LedgerError(f"ledger write failed: {exc}") from exc
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise LedgerError(f"ledger read failed: {exc}") from exc
+
+    # -- start-up
+    def requeue_in_progress(self) -> int:
+        """Hand back work interrupted by a crash; return how many files."""
+        return int(self._tx(lambda db: db.execute(
+            "UPDATE files SET state=? WHERE state=?", (SEEN, IN_PROGRESS)).rowcount))
+
+    # -- lookups
+    def lookup(self, path: str, ident: Identity) -> Entry | None:
+        rows = self._query(f"SELECT {_COLUMNS} FROM files WHERE path=? AND dev=? AND ino=? AND "
+                           "size=? AND mtime_ns=?", (path, *ident))
+        return _entry(rows[0]) if rows else None
+
+    def get(self, entry_id: int) -> Entry | None:
+        rows = self._query(f"SELECT {_COLUMNS} FROM files WHERE id=?", (entry_id,))
+        return _entry(rows[0]) if rows else None
+
+    def entries(self, states: Iterable[str] | None = None) -> list[Entry]:
+        if states is None:
+            return [_entry(r) for r in self._query(f"SELECT {_COLUMNS} FROM files ORDER BY id")]
+        st = tuple(states)
+        marks = ",".join("?" * len(st))
+        return [_entry(r) for r in self._query(
+            f"SELECT {_COLUMNS} FROM files WHERE state IN ({marks}) ORDER BY id", st)]
+
+    def counts(self) -> dict[str, int]:
+        return {s: n for s, n in self._query("SELECT state, COUNT(*) FROM files GROUP BY state")}
+
+    # -- transitions
+    def record_ready(self, items: Iterable[tuple[str, Identity, str | None, str]],
+                     now: float) -> list[Entry]:
+        """Insert ``seen`` rows for new ready files (path, identity, series, kind).
+
+        Known identities are returned as they are; one transaction for the batch.
+        """
+        def fn(db: sqlite3.Connection) -> list[Entry]:
+            out = []
+            for path, ident, series, kind in items:
+                db.execute("INSERT OR IGNORE INTO files (path, dev, ino, size, mtime_ns, series, "
+                           "kind, state, ready_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                           (path, *ident, series, kind, SEEN, now, now))
+                db.execute("UPDATE files SET state=?, updated_at=? WHERE path=? AND dev=? AND "
+                           "ino=? AND size=? AND mtime_ns=? AND state IN (?,?)",
+                           (SEEN, now, path, *ident, GONE, IN_PROGRESS))
+                row = db.execute(f"SELECT {_COLUMNS} FROM files WHERE path=? AND dev=? AND "
+                                 "ino=? AND size=? AND mtime_ns=?", (path, *ident)).fetchone()
+                out.append(_entry(row))
+            return out
+        return list(self._tx(fn))
+
+    def mark_in_progress(self, entry_id: int, now: float) -> None:
+        self._tx(lambda db: db.execute("UPDATE files SET state=?, updated_at=? WHERE id=?",
+                                       (IN_PROGRESS, now, entry_id)))
+
+    def mark_seen(self, entry_id: int, now: float) -> None:
+        """Hand a file back (shutdown before it finished)."""
+        self._tx(lambda db: db.execute(
+            "UPDATE files SET state=?, updated_at=? WHERE id=? AND state=?",
+            (SEEN, now, entry_id, IN_PROGRESS)))
+
+    def mark_done(self, entry_id: int, now: float, *, series: str | None = None,
+                  carry: bytes | None = None, update_carry: bool = False,
+                  summary: dict[str, Any] | None = None) -> None:
+        """Record success and, in the same transaction, the series' new carry.
+
+        ``update_carry``: replace the series' carry with ``carry`` (None deletes it).
+        """
+        def fn(db: sqlite3.Connection) -> None:
+            cur = db.execute("UPDATE files SET state=?, updated_at=?, next_retry=NULL, "
+                             "summary=? WHERE id=? AND state != ?",
+                             (DONE, now, json.dumps(summary) if summary else None, entry_id,
+                              DONE))
+            if cur.rowcount != 1:
+                raise LedgerError(f"file {entry_id} is not in the ledger or already done")
+            if update_carry and series is not None:
+                if carry is None:
+                    db.execute("DELETE FROM carry WHERE series=?", (series,))
+                else:
+                    db.execute("INSERT OR REPLACE INTO carry VALUES (?,?,?,?)",
+                               (series, carry, entry_id, now))
+        self._tx(fn)
+
+    def mark_failed(self, entry_id: int, now: float, reason: str, message: str,
+                    next_retry: float) -> int:
+        """Count a failed attempt; return the attempts so far."""
+        def fn(db: sqlite3.Connection) -> int:
+            db.execute("UPDATE files SET state=?, attempts=attempts+1, next_retry=?, reason=?, "
+                       "message=?, updated_at=? WHERE id=?",
+                       (FAILED, next_retry, reason, message[:4000], now, entry_id))
+            row = db.execute("SELECT attempts FROM files WHERE id=?", (entry_id,)).fetchone()
+            return int(row[0]) if row else 0
+        return int(self._tx(fn))
+
+    def mark_quarantined(self, entry_id: int, now: float, reason: str, message: str,
+                         count_attempt: bool = True) -> int:
+        def fn(db: sqlite3.Connection) -> int:
+            db.execute("UPDATE files SET state=?, attempts=attempts+?, next_retry=NULL, reason=?, "
+                       "message=?, updated_at=? WHERE id=?",
+                       (QUARANTINED, 1 if count_attempt else 0, reason, message[:4000], now,
+                        entry_id))
+            row = db.execute("SELECT attempts FROM files WHERE id=?", (entry_id,)).fetchone()
+            return int(row[0]) if row else 0
+        return int(self._tx(fn))
+
+    def mark_gone(self, entry_id: int, now: float) -> None:
+        self._tx(lambda db: db.execute(
+            "UPDATE files SET state=?, updated_at=? WHERE id=? AND state IN (?,?)",
+            (GONE, now, entry_id, SEEN, FAILED)))
+
+    # -- carried flows
+    def carries(self) -> dict[str, float]:
+        """Series holding carried flows -> when they were stored."""
+        return {s: t for s, t in self._query("SELECT series, updated_at FROM carry")}
+
+    def get_carry(self, series: str) -> bytes | None:
+        rows = self._query("SELECT blob FROM carry WHERE series=?", (series,))
+        return bytes(rows[0][0]) if rows else None
+
+    def drop_carry(self, series: str) -> None:
+        self._tx(lambda db: db.execute("DELETE FROM carry WHERE series=?", (series,)))
+
+    # -- housekeeping
+    def prune(self, older_than: float, exists: Callable[[str], bool], limit: int = 1000) -> int:
+        """Forget finished files last touched before ``older_than`` that no longer exist."""
+        rows = self._query("SELECT id, path FROM files WHERE state IN (?,?,?) AND updated_at < ? "
+                           "ORDER BY updated_at LIMIT ?",
+                           (DONE, QUARANTINED, GONE, older_than, limit))
+        ids = [(i,) for i, p in rows if not exists(p)]
+        if ids:
+            self._tx(lambda db: db.executemany("DELETE FROM files WHERE id=?", ids))
+        return len(ids)
+
+    def totals(self) -> Totals:
+        """Sum what was committed (see :func:`read_totals` for other threads)."""
+        done: dict[str, int] = {}
+        quarantined: dict[tuple[str, str], int] = {}
+        packets: dict[str, int] = {}
+        byts: dict[str, int] = {}
+        flows = rows_total = 0
+        for kind, n in self._query("SELECT kind, COUNT(*) FROM files WHERE state=? GROUP BY kind",
+                                   (DONE,)):
+            done[kind] = n
+        for kind, reason, n in self._query("SELECT kind, reason, COUNT(*) FROM files WHERE "
+                                           "state=? GROUP BY kind, reason", (QUARANTINED,)):
+            quarantined[(kind, reason or "internal")] = n
+        for (text,) in self._query("SELECT summary FROM files WHERE state=? AND summary IS NOT "
+                                   "NULL", (DONE,)):
+            try:
+                s = json.loads(text)
+            except ValueError:
+                continue
+            for k, v in (s.get("packets") or {}).items():
+                packets[k] = packets.get(k, 0) + int(v)
+            for k, v in (s.get("bytes") or {}).items():
+                byts[k] = byts.get(k, 0) + int(v)
+            flows += int(s.get("flows", 0))
+            rows_total += int(s.get("csv_rows", 0))
+        return Totals(done, quarantined, packets, byts, flows, rows_total)
+
+
+def read_totals(directory: Path) -> Totals | None:
+    """Read committed totals from any thread (a separate read-only connection); None if absent."""
+    path = directory / LEDGER_FILE
+    if not path.exists():
+        return None
+    reader = Ledger.__new__(Ledger)
+    try:
+        reader._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        reader._lock_fd = None
+        return reader.totals()
+    except (sqlite3.Error, LedgerError):
+        return None
+    finally:
+        reader.close()

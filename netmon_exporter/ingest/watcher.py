@@ -1,0 +1,167 @@
+"""Find capture files: watchdog events for speed, directory scans for completeness.
+
+Events only say "look at this path soon"; the scan (at start-up and every
+interval) is what guarantees nothing is missed on file systems without events
+(NFS, SMB) and that files present before start-up are found.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import logging
+import os
+import re
+import threading
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+log = logging.getLogger("netmon_exporter.ingest")
+
+_KIND_SUFFIXES = ((".pcapng.gz", "pcapng"), (".pcapng", "pcapng"), (".csv.gz", "csv"),
+                  (".csv", "csv"))
+
+
+def matches(name: str, patterns: Sequence[str]) -> bool:
+    """Return whether a file name matches one of the glob patterns (case-sensitive)."""
+    if name.startswith("."):
+        return False  # hidden and temporary files (".name.tmp") of writers
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def in_shard(name: str, shard_index: int, shard_count: int) -> bool:
+    """Return whether this instance owns the file (a stable hash of its name)."""
+    if shard_count <= 1:
+        return True
+    return zlib.crc32(name.encode("utf-8", "surrogateescape")) % shard_count == shard_index
+
+
+def file_kind(name: str) -> str:
+    """Guess the kind (metrics.FILE_KINDS) from the name; the parser has the last word."""
+    lower = name.lower()
+    for suffix, kind in _KIND_SUFFIXES:
+        if lower.endswith(suffix):
+            return kind
+    return "pcap"
+
+
+def series_of(name: str, pattern: re.Pattern[str] | None) -> str | None:
+    """Return the rotation series a file belongs to, or None if it stands alone."""
+    if pattern is None:
+        return None
+    m = pattern.match(name)
+    if m is None:
+        return None
+    try:
+        source = m.group("source")
+    except IndexError:
+        return None
+    return source if source is not None else None
+
+
+def scan(directory: Path, *, recursive: bool, patterns: Sequence[str],
+         excluded: Sequence[Path] = ()) -> Iterator[tuple[str, os.stat_result]]:
+    """Yield (path, stat) of every regular file matching the patterns.
+
+    Raises OSError if ``directory`` itself cannot be listed; unreadable
+    subdirectories are skipped. ``excluded`` directories (done, quarantine,
+    output, state) are never entered.
+    """
+    skip = {os.path.realpath(p) for p in excluded}
+    stack = [str(directory)]
+    first = True
+    while stack:
+        current = stack.pop()
+        try:
+            it = os.scandir(current)
+        except OSError:
+            if first:
+                raise
+            continue
+        first = False
+        with it:
+            for entry in it:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        if recursive and os.path.realpath(entry.path) not in skip:
+                            stack.append(entry.path)
+                        continue
+                    if not entry.is_file(follow_symlinks=True):
+                        continue
+                    if not matches(entry.name, patterns):
+                        continue
+                    yield entry.path, entry.stat(follow_symlinks=True)
+                except OSError:
+                    continue  # vanished between listing and stat
+
+
+class Watcher:
+    """A watchdog observer that reports changed paths to a callback.
+
+    ``on_path(path)`` is called from the observer thread for every created,
+    modified, closed or moved-in file; ``on_path(None)`` asks for a full scan
+    (a directory appeared, or the observer lost track).
+    """
+
+    def __init__(self, directory: Path, recursive: bool,
+                 on_path: Callable[[str | None], None]) -> None:
+        self.directory = directory
+        self.recursive = recursive
+        self._on_path = on_path
+        self._observer: object | None = None
+        self._lock = threading.Lock()
+        self.error: str | None = None
+
+    @property
+    def running(self) -> bool:
+        obs = self._observer
+        return obs is not None and obs.is_alive()  # type: ignore[attr-defined]
+
+    def start(self) -> bool:
+        """Start the observer; on failure remember why and return False (scans still work)."""
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        on_path = self._on_path
+
+        class _Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                if event.event_type in ("opened", "closed_no_write"):
+                    return
+                if event.is_directory:
+                    if event.event_type in ("created", "moved"):
+                        on_path(None)
+                    return
+                dest = getattr(event, "dest_path", "")
+                path = dest or event.src_path
+                on_path(os.fsdecode(path))
+
+        with self._lock:
+            self._stop_locked()
+            observer = Observer()
+            try:
+                observer.schedule(_Handler(), str(self.directory), recursive=self.recursive)
+                observer.start()
+            except (OSError, RuntimeError) as exc:
+                self.error = (f"cannot watch {self.directory} ({exc}); relying on rescans every "
+                              "interval")
+                log.warning("filesystem events unavailable", extra={"err": self.error})
+                with contextlib.suppress(Exception):  # best effort on a half-started observer
+                    observer.stop()
+                return False
+            self._observer = observer
+            self.error = None
+            return True
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop_locked()
+
+    def _stop_locked(self) -> None:
+        obs = self._observer
+        self._observer = None
+        if obs is None:
+            return
+        obs.stop()  # type: ignore[attr-defined]
+        obs.join(timeout=5)  # type: ignore[attr-defined]

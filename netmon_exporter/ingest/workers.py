@@ -1,0 +1,306 @@
+"""Worker processes that run the per-file pipeline and can be killed.
+
+Each worker is its own process with its own pipe, handling one file at a time,
+so a hung or runaway parse can be killed (SIGKILL) at its deadline and replaced
+without touching the others (``concurrent.futures.ProcessPoolExecutor`` cannot
+kill one task). Workers are forked from a forkserver (safe with the daemon's
+threads, cheap to replace) and die with it when the daemon dies, even by
+``kill -9``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..pipeline import CaptureFormatError, FileResult, FlowSettings
+
+log = logging.getLogger("netmon_exporter.ingest")
+
+ProcessFn = Callable[..., FileResult]
+
+_CTX = multiprocessing.get_context("forkserver")
+_CTX.set_forkserver_preload(["netmon_exporter.pipeline", "netmon_exporter.ingest.workers"])
+
+
+@dataclass(frozen=True)
+class Task:
+    """One file to process (plain, picklable values)."""
+
+    key: int                     # ledger entry id
+    path: str
+    settings: FlowSettings
+    carry: bytes | None
+    csv_dir: str | None
+    final: bool
+    timeout_seconds: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a task: a result, or a failure reason and message."""
+
+    task: Task
+    result: FileResult | None = None
+    reason: str = ""             # metrics.FAIL_REASONS when failed
+    message: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class _Worker:
+    proc: Any
+    conn: multiprocessing.connection.Connection
+    task: Task | None = None
+    started: float = 0.0
+    retiring: bool = False
+    ident: int = field(default=0)
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL us when our parent (the forkserver) exits."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    parent = os.getppid()
+
+    def watch() -> None:  # fallback where prctl is missing
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def worker_main(conn: multiprocessing.connection.Connection, process: ProcessFn) -> None:
+    """Run tasks from ``conn`` until it closes; report each outcome back."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the daemon, which decides
+    _die_with_parent()
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            result = process(Path(task.path), task.settings, carry=task.carry,
+                             csv_dir=Path(task.csv_dir) if task.csv_dir else None,
+                             final=task.final)
+            msg: tuple[Any, ...] = ("ok", result)
+        except CaptureFormatError as exc:
+            msg = ("fail", exc.reason, str(exc))
+        except MemoryError:
+            msg = ("fail", "too_large", "ran out of memory while processing the file")
+        except OSError as exc:
+            msg = ("fail", "io", f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a bug on one file must not kill the worker
+            tb = traceback.extract_tb(exc.__traceback__)
+            where = f" at {tb[-1].filename}:{tb[-1].lineno}" if tb else ""
+            msg = ("fail", "internal", f"{type(exc).__name__}: {exc}{where}")
+        msg = (*msg, time.perf_counter() - t0)
+        try:
+            conn.send(msg)
+        except (BrokenPipeError, EOFError):
+            return
+        except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result
+            conn.send(("fail", "internal", f"cannot return the result: {exc}",
+                       time.perf_counter() - t0))
+
+
+class WorkerPool:
+    """A resizable set of worker processes, each running at most one task."""
+
+    def __init__(self, process: ProcessFn, size: int) -> None:
+        self._process = process
+        self._target = max(1, size)
+        self._workers: list[_Worker] = []
+        self._ids = itertools.count(1)
+        self._spawn_blocked_until = 0.0
+        self.spawn_error: str | None = None
+
+    # -- size
+    @property
+    def target(self) -> int:
+        return self._target
+
+    def resize(self, size: int) -> None:
+        """Change the number of workers; busy ones retire only after their file."""
+        self._target = max(1, size)
+        self._reconcile()
+
+    def alive(self) -> int:
+        return sum(1 for w in self._workers if not w.retiring)
+
+    def busy(self) -> list[Task]:
+        return [w.task for w in self._workers if w.task is not None]
+
+    def idle(self) -> int:
+        self._reconcile()
+        return sum(1 for w in self._workers if w.task is None and not w.retiring)
+
+    def _reconcile(self) -> None:
+        active = [w for w in self._workers if not w.retiring]
+        excess = len(active) - self._target
+        if excess > 0:
+            for w in sorted(active, key=lambda w: w.task is not None):
+                if excess == 0:
+                    break
+                w.retiring = True
+                excess -= 1
+                if w.task is None:
+                    self._retire(w)
+        while sum(1 for w in self._workers if not w.retiring) < self._target:
+            if time.monotonic() < self._spawn_blocked_until:
+                return
+            try:
+                self._workers.append(self._spawn())
+            except Exception as exc:  # noqa: BLE001 - e.g. out of processes or memory
+                self.spawn_error = f"cannot start a worker process: {exc!r}"
+                log.error("cannot start a worker process", extra={"err": str(exc)})
+                self._spawn_blocked_until = time.monotonic() + 5.0
+                return
+            self.spawn_error = None
+
+    def _spawn(self) -> _Worker:
+        parent, child = _CTX.Pipe(duplex=True)
+        proc = _CTX.Process(target=worker_main, args=(child, self._process),
+                            name="netmon-worker", daemon=True)
+        proc.start()
+        child.close()
+        return _Worker(proc=proc, conn=parent, ident=next(self._ids))
+
+    def _retire(self, w: _Worker, kill: bool = False) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            if not kill:
+                w.conn.send(None)
+        with contextlib.suppress(OSError):
+            w.conn.close()
+        if kill and w.proc.is_alive():
+            w.proc.kill()
+        w.proc.join(timeout=2 if not kill else 5)
+        if w.proc.is_alive():
+            w.proc.kill()
+            w.proc.join(timeout=5)
+        if w in self._workers:
+            self._workers.remove(w)
+
+    # -- work
+    def submit(self, task: Task) -> None:
+        """Give ``task`` to an idle worker (the caller checked :meth:`idle`)."""
+        for w in self._workers:
+            if w.task is None and not w.retiring:
+                try:
+                    w.conn.send(task)
+                except (OSError, ValueError):
+                    self._retire(w, kill=True)
+                    self._reconcile()
+                    return self.submit(task)
+                w.task = task
+                w.started = time.monotonic()
+                return
+        raise RuntimeError("no idle worker")
+
+    def wait(self, timeout: float, wake: Sequence[Any] = ()) -> list[Outcome]:
+        """Wait up to ``timeout`` for results, crashes or a ``wake`` fd; return outcomes."""
+        conns = {w.conn: w for w in self._workers if w.task is not None}
+        sentinels = {w.proc.sentinel: w for w in self._workers}
+        ready = multiprocessing.connection.wait([*conns, *sentinels, *wake], timeout)
+        outcomes: list[Outcome] = []
+        for obj in ready:
+            w = conns.get(obj)  # type: ignore[call-overload]
+            if w is not None and w in self._workers:
+                outcome = self._receive(w)
+                if outcome is not None:
+                    outcomes.append(outcome)
+        for obj in ready:
+            w = sentinels.get(obj)  # type: ignore[call-overload]
+            if w is not None and w in self._workers:
+                outcomes.extend(self._reap(w))
+        outcomes.extend(self.check_timeouts())
+        self._reconcile()
+        return outcomes
+
+    def _receive(self, w: _Worker) -> Outcome | None:
+        task = w.task
+        try:
+            msg = w.conn.recv()
+        except (EOFError, OSError):
+            return None  # the sentinel tells us it died
+        except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be unpickled here
+            msg = ("fail", "internal", f"cannot read the worker's result: {exc}",
+                   time.monotonic() - w.started)
+        w.task = None
+        if task is None:
+            return None
+        if w.retiring:
+            self._retire(w)
+        if msg[0] == "ok":
+            return Outcome(task, result=msg[1], seconds=msg[2])
+        return Outcome(task, reason=msg[1], message=msg[2], seconds=msg[3])
+
+    def _reap(self, w: _Worker) -> list[Outcome]:
+        """A worker process ended: fail its task (if any) and forget it."""
+        if w.task is not None and w.conn.poll():
+            got = self._receive(w)  # it answered before dying
+            if got is not None:
+                self._retire(w, kill=True)
+                return [got]
+        task = w.task
+        w.proc.join(timeout=1)
+        code = w.proc.exitcode
+        self._retire(w, kill=True)
+        if task is None:
+            return []
+        how = f"killed by signal {-code}" if code is not None and code < 0 else \
+            f"exited with status {code}"
+        return [Outcome(task, reason="worker_crash",
+                        message=f"worker process {how} while processing the file",
+                        seconds=time.monotonic() - w.started)]
+
+    def check_timeouts(self) -> list[Outcome]:
+        now = time.monotonic()
+        out = []
+        for w in list(self._workers):
+            if w.task is None or now - w.started < w.task.timeout_seconds:
+                continue
+            task = w.task
+            self._retire(w, kill=True)
+            out.append(Outcome(task, reason="timeout",
+                               message=f"killed after {task.timeout_seconds:g}s (processing."
+                                       "file_timeout_seconds); the worker was replaced",
+                               seconds=now - w.started))
+        return out
+
+    def shutdown(self, timeout: float, on_outcome: Callable[[Outcome], None]) -> list[Task]:
+        """Let busy workers finish within ``timeout``, then kill them; return unfinished tasks."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        self._target = 0
+        while any(w.task is not None for w in self._workers):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            for outcome in self.wait(min(left, 0.2)):
+                on_outcome(outcome)
+        unfinished = [w.task for w in self._workers if w.task is not None]
+        for w in list(self._workers):
+            self._retire(w, kill=w.task is not None)
+        return unfinished
