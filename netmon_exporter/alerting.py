@@ -63,10 +63,10 @@ _DETECTOR_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 class UrlOutcome:
     """What one Alertmanager did with this push."""
 
-    url: str                  # credentials removed
-    accepted: int             # alerts it accepted
-    failed: int               # alerts it did not accept
-    status: int | None        # HTTP status of the last request (None: no answer)
+    url: str  # credentials removed
+    accepted: int  # alerts it accepted
+    failed: int  # alerts it did not accept
+    status: int | None  # HTTP status of the last request (None: no answer)
     seconds: float
     error: str | None = None
 
@@ -107,8 +107,8 @@ class _Entry:
     first_seen: float
     last_seen: float
     resolved_at: float | None = None
-    generation: int = 0               # bumped whenever Alertmanager must hear about a change
-    delivered: int = -1               # generation last accepted by an Alertmanager
+    generation: int = 0  # bumped whenever Alertmanager must hear about a change
+    delivered: int = -1  # generation last accepted by an Alertmanager
 
 
 @dataclass(frozen=True)
@@ -127,13 +127,19 @@ class AlertPusher:
     ``observe`` never waits for a slow Alertmanager.
     """
 
-    def __init__(self, cfg: AlertmanagerConfig, session: requests.Session | None = None,
-                 clock: Callable[[], float] = time.time, external_url: str = "",
-                 max_active: int = DEFAULT_MAX_ACTIVE) -> None:
+    def __init__(
+        self,
+        cfg: AlertmanagerConfig,
+        session: requests.Session | None = None,
+        clock: Callable[[], float] = time.time,
+        external_url: str = "",
+        max_active: int = DEFAULT_MAX_ACTIVE,
+    ) -> None:
         self._cfg = cfg
         self._urls = tuple(u.rstrip("/") for u in cfg.urls)
-        self._sessions = {u: session if session is not None else requests.Session()
-                          for u in self._urls}
+        self._sessions = {
+            u: session if session is not None else requests.Session() for u in self._urls
+        }
         self._clock = clock
         self._external_url = external_url
         self._max_active = max(1, max_active)
@@ -171,29 +177,33 @@ class AlertPusher:
             self._evicted_since_push += evicted
             self.evicted_total += evicted
         if evicted:
-            log.warning("Alert active set full (%d): evicted %d least recently seen detection(s); "
-                        "Alertmanager resolves them when their endsAt passes",
-                        self._max_active, evicted)
+            log.warning(
+                "Alert active set full (%d): evicted %d least recently seen detection(s); "
+                "Alertmanager resolves them when their endsAt passes",
+                self._max_active,
+                evicted,
+            )
         return evicted
 
     def _observe_one(self, det: Detection, now: float) -> None:
         entry = self._active.get(det.key)
         if entry is None:
-            self._active[det.key] = _Entry(det, det.severity, build_labels(det, det.severity),
-                                           first_seen=now, last_seen=now)
+            self._active[det.key] = _Entry(
+                det, det.severity, build_labels(det, det.severity), first_seen=now, last_seen=now
+            )
             return
         self._active.move_to_end(det.key)
         entry.detection = det
         entry.last_seen = max(entry.last_seen, now)
         if entry.resolved_at is not None:
-            entry.resolved_at = None          # back before the resolution went out
+            entry.resolved_at = None  # back before the resolution went out
             entry.generation += 1
         if _SEVERITY_RANK.get(det.severity, -1) > _SEVERITY_RANK.get(entry.severity, -1):
             # A new severity is a new label set for Alertmanager: end the old one.
             if entry.delivered >= 0:
                 old = self._alert(entry, now, resolved=True)
                 self._superseded.append(_Pending(old, None, 0, True))
-                del self._superseded[:-self._max_active]
+                del self._superseded[: -self._max_active]
             entry.severity = det.severity
             entry.labels = build_labels(det, det.severity)
             entry.generation += 1
@@ -220,8 +230,10 @@ class AlertPusher:
                 return True
             if not self._active:
                 return False
-            return (self._last_ok_at is None
-                    or now - self._last_ok_at >= self._cfg.resend_interval_seconds)
+            return (
+                self._last_ok_at is None
+                or now - self._last_ok_at >= self._cfg.resend_interval_seconds
+            )
 
     # ---------------------------------------------------------------- pushing
 
@@ -234,34 +246,55 @@ class AlertPusher:
             if not pending or not self._urls:
                 return PushResult(0, 0, time.monotonic() - started, evicted=evicted)
             size = self._cfg.max_alerts_per_push
-            batches = [pending[i:i + size] for i in range(0, len(pending), size)]
+            batches = [pending[i : i + size] for i in range(0, len(pending), size)]
             bodies = [_encode([p.alert for p in batch]) for batch in batches]
             if len(self._urls) == 1:
                 per_url = [self._send_all(self._urls[0], bodies, batches)]
             else:
-                with ThreadPoolExecutor(max_workers=len(self._urls),
-                                        thread_name_prefix="alertmanager-push") as pool:
-                    per_url = list(pool.map(lambda u: self._send_all(u, bodies, batches),
-                                            self._urls))
-            accepted = [any(accepted_batches[i] for _, accepted_batches in per_url)
-                        for i in range(len(batches))]
+                with ThreadPoolExecutor(
+                    max_workers=len(self._urls), thread_name_prefix="alertmanager-push"
+                ) as pool:
+                    per_url = list(
+                        pool.map(lambda u: self._send_all(u, bodies, batches), self._urls)
+                    )
+            accepted = [
+                any(accepted_batches[i] for _, accepted_batches in per_url)
+                for i in range(len(batches))
+            ]
             self._apply(now, batches, accepted)
             sent = sum(len(b) for b, ok in zip(batches, accepted, strict=True) if ok)
-            resolved = sum(1 for b, ok in zip(batches, accepted, strict=True) if ok
-                           for p in b if p.resolved)
+            resolved = sum(
+                1 for b, ok in zip(batches, accepted, strict=True) if ok for p in b if p.resolved
+            )
             outcomes = tuple(outcome for outcome, _ in per_url)
             errors = [o.error for o in outcomes if o.error]
             for o in outcomes:
                 if not o.ok:
                     self.failures_by_url[o.url] = self.failures_by_url.get(o.url, 0) + 1
-            result = PushResult(sent, len(pending) - sent, time.monotonic() - started, errors,
-                                outcomes, resolved, evicted, retries)
+            result = PushResult(
+                sent,
+                len(pending) - sent,
+                time.monotonic() - started,
+                errors,
+                outcomes,
+                resolved,
+                evicted,
+                retries,
+            )
         if result.failed:
-            log.warning("Alertmanager push: %d of %d alert(s) not delivered: %s",
-                        result.failed, len(pending), "; ".join(errors))
+            log.warning(
+                "Alertmanager push: %d of %d alert(s) not delivered: %s",
+                result.failed,
+                len(pending),
+                "; ".join(errors),
+            )
         else:
-            log.debug("Alertmanager push: %d alert(s) delivered (%d resolved) in %.3fs",
-                      sent, resolved, result.seconds)
+            log.debug(
+                "Alertmanager push: %d alert(s) delivered (%d resolved) in %.3fs",
+                sent,
+                resolved,
+                result.seconds,
+            )
         return result
 
     def _snapshot(self, now: float) -> tuple[list[_Pending], int, int]:
@@ -269,12 +302,14 @@ class AlertPusher:
             self._resolve_stale(now)
             pending = list(self._superseded)
             self._superseded = []
-            entries = sorted(self._active.items(),
-                             key=lambda kv: (kv[1].resolved_at is None, kv[1].first_seen))
+            entries = sorted(
+                self._active.items(), key=lambda kv: (kv[1].resolved_at is None, kv[1].first_seen)
+            )
             for key, entry in entries:
                 resolved = entry.resolved_at is not None
-                pending.append(_Pending(self._alert(entry, now, resolved), key,
-                                        entry.generation, resolved))
+                pending.append(
+                    _Pending(self._alert(entry, now, resolved), key, entry.generation, resolved)
+                )
             evicted, self._evicted_since_push = self._evicted_since_push, 0
             retries = 1 if self._consecutive_failures else 0
         return pending, evicted, retries
@@ -293,19 +328,22 @@ class AlertPusher:
                     entry.delivered = p.generation
                     if p.resolved:
                         del self._active[p.key]
-            del self._superseded[:-self._max_active]
+            del self._superseded[: -self._max_active]
             if all(accepted):
                 self._last_ok_at = now
                 self._consecutive_failures = 0
                 self._next_retry_at = None
             else:
                 self._consecutive_failures += 1
-                wait = min(self._cfg.resend_interval_seconds,
-                           RETRY_BASE_SECONDS * 2 ** (self._consecutive_failures - 1))
+                wait = min(
+                    self._cfg.resend_interval_seconds,
+                    RETRY_BASE_SECONDS * 2 ** (self._consecutive_failures - 1),
+                )
                 self._next_retry_at = now + wait
 
-    def _send_all(self, url: str, bodies: list[bytes],
-                  batches: list[list[_Pending]]) -> tuple[UrlOutcome, list[bool]]:
+    def _send_all(
+        self, url: str, bodies: list[bytes], batches: list[list[_Pending]]
+    ) -> tuple[UrlOutcome, list[bool]]:
         started = time.monotonic()
         endpoint = url + "/api/v2/alerts"
         where = redact_url(endpoint)
@@ -315,26 +353,34 @@ class AlertPusher:
         for i, body in enumerate(bodies):
             status, error = self._post(self._sessions[url], endpoint, where, body)
             if error is not None:
-                break            # the rest would most likely fail the same way
+                break  # the rest would most likely fail the same way
             accepted_batches[i] = True
         accepted = sum(len(b) for b, ok in zip(batches, accepted_batches, strict=True) if ok)
         total = sum(len(b) for b in batches)
-        outcome = UrlOutcome(redact_url(url), accepted, total - accepted, status,
-                             time.monotonic() - started, error)
+        outcome = UrlOutcome(
+            redact_url(url), accepted, total - accepted, status, time.monotonic() - started, error
+        )
         return outcome, accepted_batches
 
-    def _post(self, session: requests.Session, endpoint: str, where: str,
-              body: bytes) -> tuple[int | None, str | None]:
+    def _post(
+        self, session: requests.Session, endpoint: str, where: str, body: bytes
+    ) -> tuple[int | None, str | None]:
         timeout = self._cfg.timeout_seconds
         try:
             resp = session.post(
-                endpoint, data=body, timeout=(timeout, timeout), allow_redirects=False,
-                headers={"Content-Type": "application/json"})
+                endpoint,
+                data=body,
+                timeout=(timeout, timeout),
+                allow_redirects=False,
+                headers={"Content-Type": "application/json"},
+            )
         except requests.Timeout:
             return None, f"{where}: no answer within {timeout:g}s"
         except requests.ConnectionError as exc:
-            return None, (f"{where}: cannot connect ({_short_cause(exc)}); is Alertmanager "
-                          "running and alertmanager.urls right?")
+            return None, (
+                f"{where}: cannot connect ({_short_cause(exc)}); is Alertmanager "
+                "running and alertmanager.urls right?"
+            )
         except (requests.RequestException, ValueError) as exc:
             return None, f"{where}: request failed ({type(exc).__name__}); check alertmanager.urls"
         with resp:
@@ -351,8 +397,7 @@ class AlertPusher:
             ends = max(now, entry.first_seen)
         else:
             # Far enough ahead that the next resend (even a retried one) arrives first.
-            ends = now + max(self._cfg.resolve_after_seconds,
-                             2 * self._cfg.resend_interval_seconds)
+            ends = now + max(self._cfg.resolve_after_seconds, 2 * self._cfg.resend_interval_seconds)
         alert: dict[str, Any] = {
             "labels": dict(entry.labels),
             "annotations": build_annotations(entry.detection, entry.first_seen, entry.last_seen),
@@ -380,7 +425,7 @@ def cap_label(value: str, limit: int = MAX_LABEL_CHARS) -> str:
     if len(value) <= limit:
         return value
     digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    return value[:limit - 10] + "~" + digest
+    return value[: limit - 10] + "~" + digest
 
 
 def build_labels(det: Detection, severity: str) -> dict[str, str]:
@@ -397,7 +442,7 @@ def build_labels(det: Detection, severity: str) -> dict[str, str]:
 
 
 def _clip(text: str, limit: int = MAX_ANNOTATION_CHARS) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _evidence_text(evidence: dict[str, Any]) -> str:
@@ -413,16 +458,19 @@ def build_annotations(det: Detection, first_seen: float, last_seen: float) -> di
     """Return the human details: summary, description, evidence and times."""
     summary = det.summary or f"{det.detector} from {det.source or '?'} to {det.target or '?'}"
     window = f"{rfc3339(det.window_start)} to {rfc3339(det.window_end)}"
-    description = (f"{det.detector} ({det.severity}) from {det.source or '?'} to "
-                   f"{det.target or '?'} in window {window}.")
+    description = (
+        f"{det.detector} ({det.severity}) from {det.source or '?'} to "
+        f"{det.target or '?'} in window {window}."
+    )
     evidence = _evidence_text(det.evidence)
     if evidence:
         description += f" Evidence: {evidence}."
     annotations = {
         "summary": summary,
         "description": description,
-        "evidence": json.dumps({str(k): v for k, v in det.evidence.items()}, sort_keys=True,
-                               default=str),
+        "evidence": json.dumps(
+            {str(k): v for k, v in det.evidence.items()}, sort_keys=True, default=str
+        ),
         "window_start": rfc3339(det.window_start),
         "window_end": rfc3339(det.window_end),
         "first_seen": rfc3339(first_seen),
@@ -464,5 +512,6 @@ def redact_url(url: str) -> str:
         return "<invalid URL>"
     if "@" not in parts.netloc:
         return url
-    return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[1], parts.path, parts.query,
-                       parts.fragment))
+    return urlunsplit(
+        (parts.scheme, parts.netloc.rsplit("@", 1)[1], parts.path, parts.query, parts.fragment)
+    )

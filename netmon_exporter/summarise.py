@@ -104,10 +104,14 @@ class Summariser:
     documented as thread-safe.
     """
 
-    def __init__(self, cfg: LLMConfig, environ: Mapping[str, str] = os.environ,
-                 session: requests.Session | None = None,
-                 sleep: Callable[[float], None] = time.sleep,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        cfg: LLMConfig,
+        environ: Mapping[str, str] = os.environ,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
         self._cfg = cfg
         self._environ = environ
         self._session = session if session is not None else requests.Session()
@@ -116,8 +120,10 @@ class Summariser:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return (f"Summariser(url={redact_url(self._cfg.url)!r}, model={self._cfg.model!r}, "
-                f"enabled={self._cfg.enabled})")
+        return (
+            f"Summariser(url={redact_url(self._cfg.url)!r}, model={self._cfg.model!r}, "
+            f"enabled={self._cfg.enabled})"
+        )
 
     @property
     def endpoint(self) -> str:
@@ -145,12 +151,20 @@ class Summariser:
 
     def _ask(self, report: Mapping[str, Any], key: str) -> tuple[str | None, int, str | None]:
         if key and not _valid_header_value(key):
-            return None, 0, (f"the API key in ${self._cfg.api_key_env} contains whitespace or "
-                             "control characters; fix the variable's value")
+            return (
+                None,
+                0,
+                (
+                    f"the API key in ${self._cfg.api_key_env} contains whitespace or "
+                    "control characters; fix the variable's value"
+                ),
+            )
         body = {
             "model": self._cfg.model,
-            "messages": [{"role": "system", "content": SYSTEM_PROMPT},
-                         {"role": "user", "content": build_prompt(report)}],
+            "messages": [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": build_prompt(report)},
+            ],
             "max_tokens": self._cfg.max_tokens,
             "temperature": 0.2,
             "stream": False,
@@ -169,18 +183,24 @@ class Summariser:
                 if not exc.retryable or retry >= self._cfg.max_retries:
                     break
                 if exc.retry_after is not None and exc.retry_after > MAX_RETRY_AFTER_SECONDS:
-                    last_error += (f" (server asked to wait {exc.retry_after:.0f}s, longer than "
-                                   f"{MAX_RETRY_AFTER_SECONDS:.0f}s: not retrying)")
+                    last_error += (
+                        f" (server asked to wait {exc.retry_after:.0f}s, longer than "
+                        f"{MAX_RETRY_AFTER_SECONDS:.0f}s: not retrying)"
+                    )
                     break
                 delay = self._backoff(retry, exc.retry_after)
-                log.info("LLM request attempt %d failed (%s); retrying in %.2fs",
-                         attempts, last_error, delay)
+                log.info(
+                    "LLM request attempt %d failed (%s); retrying in %.2fs",
+                    attempts,
+                    last_error,
+                    delay,
+                )
                 self._sleep(delay)
         return None, attempts, f"{last_error} after {attempts} attempt(s)"
 
     def _backoff(self, retry: int, retry_after: float | None) -> float:
-        delay = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * (2 ** retry))
-        delay *= 0.5 + self._rng.random() / 2      # jitter: 50-100 % of the step
+        delay = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * (2**retry))
+        delay *= 0.5 + self._rng.random() / 2  # jitter: 50-100 % of the step
         if retry_after is not None:
             delay = max(delay, retry_after)
         return delay
@@ -191,30 +211,50 @@ class Summariser:
         timeout = self._cfg.timeout_seconds
         deadline = time.monotonic() + timeout
         try:
-            resp = self._session.post(url, json=body, headers=headers, timeout=(timeout, timeout),
-                                      stream=True, allow_redirects=False)
+            resp = self._session.post(
+                url,
+                json=body,
+                headers=headers,
+                timeout=(timeout, timeout),
+                stream=True,
+                allow_redirects=False,
+            )
         except requests.Timeout:
-            raise LLMRequestError(f"{where}: no answer within {timeout:g}s (raise "
-                                "llm.timeout_seconds or use a faster model)", retryable=True) from None
+            raise LLMRequestError(
+                f"{where}: no answer within {timeout:g}s (raise "
+                "llm.timeout_seconds or use a faster model)",
+                retryable=True,
+            ) from None
         except requests.ConnectionError as exc:
-            raise LLMRequestError(f"{where}: cannot connect ({_short_cause(exc)}); is the server "
-                                "running and llm.url right?", retryable=True) from None
+            raise LLMRequestError(
+                f"{where}: cannot connect ({_short_cause(exc)}); is the server "
+                "running and llm.url right?",
+                retryable=True,
+            ) from None
         except requests.RequestException as exc:
-            raise LLMRequestError(f"{where}: request failed ({type(exc).__name__})",
-                                retryable=False) from None
+            raise LLMRequestError(
+                f"{where}: request failed ({type(exc).__name__})", retryable=False
+            ) from None
         with resp:
             raw = _read_bounded(resp, deadline, where)
             status = resp.status_code
             if status == 429 or status >= 500:
-                raise LLMRequestError(f"{where}: HTTP {status}{_excerpt(raw)}", retryable=True,
-                                    retry_after=_retry_after(resp.headers.get("Retry-After")))
+                raise LLMRequestError(
+                    f"{where}: HTTP {status}{_excerpt(raw)}",
+                    retryable=True,
+                    retry_after=_retry_after(resp.headers.get("Retry-After")),
+                )
             if status in (401, 403):
                 raise LLMRequestError(
                     f"{where}: HTTP {status}, key refused (check ${self._cfg.api_key_env})"
-                    f"{_excerpt(raw)}", retryable=False)
+                    f"{_excerpt(raw)}",
+                    retryable=False,
+                )
             if not 200 <= status < 300:
-                raise LLMRequestError(f"{where}: HTTP {status}{_excerpt(raw)}; check llm.url and "
-                                    "llm.model", retryable=False)
+                raise LLMRequestError(
+                    f"{where}: HTTP {status}{_excerpt(raw)}; check llm.url and llm.model",
+                    retryable=False,
+                )
         return parse_completion(raw, where)
 
 
@@ -226,8 +266,9 @@ def parse_completion(raw: bytes, where: str = "LLM endpoint") -> str:
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise LLMRequestError(f"{where}: answer is not JSON{_excerpt(raw)}",
-                            retryable=False) from None
+        raise LLMRequestError(
+            f"{where}: answer is not JSON{_excerpt(raw)}", retryable=False
+        ) from None
     content = None
     if isinstance(data, dict):
         choices = data.get("choices")
@@ -236,8 +277,11 @@ def parse_completion(raw: bytes, where: str = "LLM endpoint") -> str:
             if isinstance(message, dict):
                 content = message.get("content")
     if not isinstance(content, str):
-        raise LLMRequestError(f"{where}: answer has no choices[0].message.content string; is "
-                            "this an OpenAI-compatible /v1 base URL?", retryable=False)
+        raise LLMRequestError(
+            f"{where}: answer has no choices[0].message.content string; is "
+            "this an OpenAI-compatible /v1 base URL?",
+            retryable=False,
+        )
     text = clean_summary(content)
     if not text:
         raise LLMRequestError(f"{where}: the model returned an empty summary", retryable=False)
@@ -253,7 +297,7 @@ def clean_summary(text: str) -> str:
     if len(text) > MAX_SUMMARY_CHARS:
         cut = text[:MAX_SUMMARY_CHARS]
         end = max(cut.rfind(". "), cut.rfind(".\n"))
-        text = (cut[:end + 1] if end > MAX_SUMMARY_CHARS // 2 else cut.rstrip() + "…")
+        text = cut[: end + 1] if end > MAX_SUMMARY_CHARS // 2 else cut.rstrip() + "…"
     return text
 
 
@@ -265,14 +309,17 @@ def _read_bounded(resp: requests.Response, deadline: float, where: str) -> bytes
             chunks.append(chunk)
             size += len(chunk)
             if size > MAX_RESPONSE_BYTES:
-                raise LLMRequestError(f"{where}: answer larger than {MAX_RESPONSE_BYTES} bytes",
-                                    retryable=False)
+                raise LLMRequestError(
+                    f"{where}: answer larger than {MAX_RESPONSE_BYTES} bytes", retryable=False
+                )
             if time.monotonic() > deadline:
-                raise LLMRequestError(f"{where}: answer not complete within the timeout",
-                                    retryable=True)
+                raise LLMRequestError(
+                    f"{where}: answer not complete within the timeout", retryable=True
+                )
     except requests.RequestException as exc:
-        raise LLMRequestError(f"{where}: reading the answer failed ({_short_cause(exc)})",
-                            retryable=True) from None
+        raise LLMRequestError(
+            f"{where}: reading the answer failed ({_short_cause(exc)})", retryable=True
+        ) from None
     return b"".join(chunks)
 
 
@@ -282,12 +329,12 @@ def _retry_after(value: str | None) -> float | None:
     try:
         seconds = float(value)
     except ValueError:
-        return None     # HTTP-date form: ignored, normal backoff applies
+        return None  # HTTP-date form: ignored, normal backoff applies
     return max(0.0, seconds)
 
 
 def _excerpt(raw: bytes, limit: int = 200) -> str:
-    text = raw[:limit * 4].decode("utf-8", "replace")
+    text = raw[: limit * 4].decode("utf-8", "replace")
     text = " ".join(_CONTROL_RE.sub("", text).split())[:limit]
     return f": {text}" if text else ""
 
@@ -335,7 +382,7 @@ def redact_url(url: str) -> str:
 
 def _clip(value: Any, limit: int = 80) -> str:
     text = _CONTROL_RE.sub("", str(value))
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _compact_detection(det: Mapping[str, Any]) -> dict[str, Any]:
@@ -344,10 +391,14 @@ def _compact_detection(det: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(evidence, Mapping):
         for k, v in list(evidence.items())[:6]:
             ev[_clip(k, 32)] = v if isinstance(v, int | float | bool) else _clip(v, 48)
-    return {"detector": _clip(det.get("detector", "?"), 32),
-            "severity": _clip(det.get("severity", "?"), 16),
-            "source": _clip(det.get("source", "")), "target": _clip(det.get("target", "")),
-            "summary": _clip(det.get("summary", ""), 160), "evidence": ev}
+    return {
+        "detector": _clip(det.get("detector", "?"), 32),
+        "severity": _clip(det.get("severity", "?"), 16),
+        "source": _clip(det.get("source", "")),
+        "target": _clip(det.get("target", "")),
+        "summary": _clip(det.get("summary", ""), 160),
+        "evidence": ev,
+    }
 
 
 def build_prompt(report: Mapping[str, Any]) -> str:
@@ -368,7 +419,7 @@ def build_prompt(report: Mapping[str, Any]) -> str:
     text = _dump(digest)
     # Shed the least useful detail until the digest fits.
     while len(text) > MAX_PROMPT_DATA_CHARS and digest["detections"]:
-        digest["detections"] = digest["detections"][:len(digest["detections"]) // 2]
+        digest["detections"] = digest["detections"][: len(digest["detections"]) // 2]
         text = _dump(digest)
     for name in ("top_talkers", "protocols", "classifications"):
         if len(text) <= MAX_PROMPT_DATA_CHARS:
@@ -381,8 +432,9 @@ def build_prompt(report: Mapping[str, Any]) -> str:
 
 
 def _dump(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str,
-                      sort_keys=False)
+    return json.dumps(
+        value, separators=(",", ":"), ensure_ascii=False, default=str, sort_keys=False
+    )
 
 
 def _count_by(items: list[Mapping[str, Any]], field_name: str) -> dict[str, int]:
@@ -435,8 +487,10 @@ def _protocol_phrase(report: Mapping[str, Any], total_packets: float) -> str:
     protocols = report.get("protocols")
     if not isinstance(protocols, Mapping) or not protocols:
         return ""
-    packets = {str(name): _num(v.get("packets")) if isinstance(v, Mapping) else _num(v)
-               for name, v in protocols.items()}
+    packets = {
+        str(name): _num(v.get("packets")) if isinstance(v, Mapping) else _num(v)
+        for name, v in protocols.items()
+    }
     packets = {k: v for k, v in packets.items() if v > 0}
     if not packets:
         return ""
@@ -452,8 +506,10 @@ def _talker_phrase(report: Mapping[str, Any]) -> str:
         return ""
     first = talkers[0]
     if isinstance(first, Mapping):
-        name = next((first[k] for k in ("address", "addr", "ip", "source", "host", "key")
-                     if first.get(k)), None)
+        name = next(
+            (first[k] for k in ("address", "addr", "ip", "source", "host", "key") if first.get(k)),
+            None,
+        )
         if name is None:
             return ""
         amount = first.get("bytes")
@@ -478,9 +534,10 @@ def _detection_phrase(report: Mapping[str, Any]) -> str:
             g["severity"] = sev
         if det.get("source"):
             g["sources"].add(_clip(det["source"], 64))
-    ranked = sorted(groups.items(),
-                    key=lambda kv: (-_SEVERITY_RANK.get(kv[1]["severity"], -1), -kv[1]["count"],
-                                    kv[0]))
+    ranked = sorted(
+        groups.items(),
+        key=lambda kv: (-_SEVERITY_RANK.get(kv[1]["severity"], -1), -kv[1]["count"], kv[0]),
+    )
     parts = []
     for name, g in ranked[:6]:
         sources = sorted(g["sources"])
@@ -508,10 +565,17 @@ def template_summary(report: Mapping[str, Any]) -> str:
     raw_totals = report.get("totals")
     totals: Mapping[str, Any] = raw_totals if isinstance(raw_totals, Mapping) else {}
     packets, nbytes, flows = (_num(totals.get(k)) for k in ("packets", "bytes", "flows"))
-    head = (f"{_window_phrase(report)}: {packets:,.0f} packets, {_human_bytes(nbytes)}, "
-            f"{flows:,.0f} flows.")
+    head = (
+        f"{_window_phrase(report)}: {packets:,.0f} packets, {_human_bytes(nbytes)}, "
+        f"{flows:,.0f} flows."
+    )
     if packets == 0 and flows == 0:
         head = f"{_window_phrase(report)}: no traffic."
-    sentences = [head, _protocol_phrase(report, packets), _detection_phrase(report),
-                 _talker_phrase(report), _classification_phrase(report)]
+    sentences = [
+        head,
+        _protocol_phrase(report, packets),
+        _detection_phrase(report),
+        _talker_phrase(report),
+        _classification_phrase(report),
+    ]
     return " ".join(s for s in sentences if s)

@@ -58,8 +58,9 @@ class FakeAlertmanager:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
-                         daemon=True).start()
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        ).start()
 
     @property
     def url(self) -> str:
@@ -97,18 +98,34 @@ def closed_port_url() -> str:
 
 
 def cfg(*urls: str, **kw: Any) -> AlertmanagerConfig:
-    settings: dict[str, Any] = {"urls": tuple(urls), "timeout_seconds": 2.0,
-                                "resend_interval_seconds": 60.0, "resolve_after_seconds": 300.0,
-                                "max_alerts_per_push": 200}
+    settings: dict[str, Any] = {
+        "urls": tuple(urls),
+        "timeout_seconds": 2.0,
+        "resend_interval_seconds": 60.0,
+        "resolve_after_seconds": 300.0,
+        "max_alerts_per_push": 200,
+    }
     settings.update(kw)
     return AlertmanagerConfig(**settings)
 
 
-def det(source: str = "10.0.0.5", detector: str = "port_scan", severity: str = "warning",
-        target: str = "10.0.1.1", **evidence: Any) -> Detection:
-    return Detection(detector, severity, source, target, T0 - 60, T0,
-                     evidence or {"distinct_ports": 250, "ratio": 0.98765},
-                     f"{source} probed 250 ports on {target}")
+def det(
+    source: str = "10.0.0.5",
+    detector: str = "port_scan",
+    severity: str = "warning",
+    target: str = "10.0.1.1",
+    **evidence: Any,
+) -> Detection:
+    return Detection(
+        detector,
+        severity,
+        source,
+        target,
+        T0 - 60,
+        T0,
+        evidence or {"distinct_ports": 250, "ratio": 0.98765},
+        f"{source} probed 250 ports on {target}",
+    )
 
 
 def ts(text: str) -> float:
@@ -128,16 +145,21 @@ def test_first_push_sends_labels_annotations_and_times(am: FakeAlertmanager) -> 
     assert result.ok and result.seconds > 0
     assert am.paths == ["/api/v2/alerts"]
     (alert,) = am.alerts
-    assert alert["labels"] == {"alertname": "NetmonPortScan", "detector": "port_scan",
-                               "severity": "warning", "source": "10.0.0.5",
-                               "target": "10.0.1.1", "service": "netmon-exporter"}
+    assert alert["labels"] == {
+        "alertname": "NetmonPortScan",
+        "detector": "port_scan",
+        "severity": "warning",
+        "source": "10.0.0.5",
+        "target": "10.0.1.1",
+        "service": "netmon-exporter",
+    }
     ann = alert["annotations"]
     assert ann["summary"] == "10.0.0.5 probed 250 ports on 10.0.1.1"
     assert "distinct_ports=250" in ann["description"] and "ratio=0.988" in ann["description"]
     assert json.loads(ann["evidence"]) == {"distinct_ports": 250, "ratio": 0.98765}
     assert ts(ann["window_start"]) == T0 - 60 and ts(ann["window_end"]) == T0
     assert ts(alert["startsAt"]) == T0
-    assert ts(alert["endsAt"]) == T0 + 1 + 300          # now + resolve window
+    assert ts(alert["endsAt"]) == T0 + 1 + 300  # now + resolve window
     assert alert["generatorURL"] == "http://netmon.example:9700/"
     assert all(isinstance(v, str) for v in ann.values())
     (outcome,) = result.outcomes
@@ -149,7 +171,7 @@ def test_active_alerts_resent_every_interval_with_same_start(am: FakeAlertmanage
     pusher.observe([det()], now=T0)
     pusher.push(T0)
     assert not pusher.due(T0 + 30)
-    pusher.observe([det()], now=T0 + 30)               # same key again: nothing new to send
+    pusher.observe([det()], now=T0 + 30)  # same key again: nothing new to send
     assert not pusher.due(T0 + 59)
     assert pusher.due(T0 + 60)
     pusher.push(T0 + 60)
@@ -172,12 +194,12 @@ def test_unseen_detection_resolved_once_then_dropped(am: FakeAlertmanager) -> No
     pusher.observe([det("10.0.0.5"), det("10.0.0.6")], now=T0)
     pusher.push(T0)
     pusher.observe([det("10.0.0.6")], now=T0 + 240)
-    assert pusher.due(T0 + 300)                        # 10.0.0.5 unseen for 300 s
+    assert pusher.due(T0 + 300)  # 10.0.0.5 unseen for 300 s
     result = pusher.push(T0 + 300)
     assert (result.sent, result.resolved) == (2, 1)
     by_source = {a["labels"]["source"]: a for a in am.posts[-1]}
-    assert ts(by_source["10.0.0.5"]["endsAt"]) == T0 + 300          # resolved now
-    assert ts(by_source["10.0.0.6"]["endsAt"]) == T0 + 300 + 300    # still active
+    assert ts(by_source["10.0.0.5"]["endsAt"]) == T0 + 300  # resolved now
+    assert ts(by_source["10.0.0.6"]["endsAt"]) == T0 + 300 + 300  # still active
     assert pusher.active_count() == 1
     pusher.push(T0 + 360)
     assert [a["labels"]["source"] for a in am.posts[-1]] == ["10.0.0.6"]
@@ -250,7 +272,7 @@ def test_batches_bounded_by_max_alerts_per_push(am: FakeAlertmanager) -> None:
 def test_active_set_bounded_oldest_evicted_and_counted(am: FakeAlertmanager) -> None:
     pusher = AlertPusher(cfg(am.url), max_active=5)
     assert pusher.observe([det(f"10.0.0.{i}") for i in range(5)], now=T0) == 0
-    pusher.observe([det("10.0.0.0")], now=T0 + 1)      # refreshed: now the newest
+    pusher.observe([det("10.0.0.0")], now=T0 + 1)  # refreshed: now the newest
     assert pusher.observe([det("10.0.9.1"), det("10.0.9.2")], now=T0 + 2) == 2
     result = pusher.push(T0 + 3)
     assert result.evicted == 2 and pusher.evicted_total == 2
@@ -262,8 +284,9 @@ def test_active_set_bounded_oldest_evicted_and_counted(am: FakeAlertmanager) -> 
 # ------------------------------------------------------------------ failures
 
 
-def test_ha_pair_one_down_counts_as_sent_and_failure_per_url(am: FakeAlertmanager,
-                                                             am2: FakeAlertmanager) -> None:
+def test_ha_pair_one_down_counts_as_sent_and_failure_per_url(
+    am: FakeAlertmanager, am2: FakeAlertmanager
+) -> None:
     am2.status = 500
     dead = closed_port_url()
     pusher = AlertPusher(cfg(am.url, am2.url, dead))
@@ -278,7 +301,7 @@ def test_ha_pair_one_down_counts_as_sent_and_failure_per_url(am: FakeAlertmanage
     assert outcomes[dead].status is None and "cannot connect" in (outcomes[dead].error or "")
     assert len(result.errors) == 2
     assert pusher.failures_by_url == {am.url: 0, am2.url: 1, dead: 1}
-    assert not pusher.due(T0 + 1)                      # delivered: next is the resend
+    assert not pusher.due(T0 + 1)  # delivered: next is the resend
 
 
 def test_all_down_keeps_alerts_and_retries_with_backoff(am: FakeAlertmanager) -> None:
@@ -288,11 +311,11 @@ def test_all_down_keeps_alerts_and_retries_with_backoff(am: FakeAlertmanager) ->
     first = pusher.push(T0)
     assert (first.sent, first.failed, first.retries) == (0, 1, 0)
     assert not first.ok and "HTTP 503" in first.errors[0]
-    assert not pusher.due(T0 + 4)                      # backoff 5 s
+    assert not pusher.due(T0 + 4)  # backoff 5 s
     assert pusher.due(T0 + 5)
     second = pusher.push(T0 + 5)
     assert second.retries == 1 and second.failed == 1
-    assert not pusher.due(T0 + 14) and pusher.due(T0 + 15)   # then 10 s
+    assert not pusher.due(T0 + 14) and pusher.due(T0 + 15)  # then 10 s
     # resolution happens while Alertmanager is down; it is delivered once it is back
     am.status = 200
     result = pusher.push(T0 + 400)
@@ -308,7 +331,7 @@ def test_unreachable_and_hanging_endpoints_never_raise(am: FakeAlertmanager) -> 
     pusher.observe([det()], now=T0)
     started = time.monotonic()
     result = pusher.push(T0)
-    assert time.monotonic() - started < 3              # URLs are pushed concurrently
+    assert time.monotonic() - started < 3  # URLs are pushed concurrently
     assert result.failed == 1 and len(result.errors) == 3
     assert any("no answer within 0.3s" in e for e in result.errors)
 
@@ -318,11 +341,12 @@ def test_4xx_reports_alertmanager_message(am: FakeAlertmanager) -> None:
     pusher = AlertPusher(cfg(am.url))
     pusher.observe([det()], now=T0)
     result = pusher.push(T0)
-    assert "HTTP 400: {\"message\":\"bad things\"}" in result.errors[0]
+    assert 'HTTP 400: {"message":"bad things"}' in result.errors[0]
 
 
-def test_credentials_in_url_never_logged(am: FakeAlertmanager,
-                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_credentials_in_url_never_logged(
+    am: FakeAlertmanager, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     port = am.server.server_address[1]
     am.status = 500
@@ -347,8 +371,7 @@ def test_observe_and_push_from_two_threads(am: FakeAlertmanager) -> None:
         try:
             for i in range(400):
                 clock["now"] += 1
-                pusher.observe([det(f"10.1.{i % 7}.{j}") for j in range(i % 40)],
-                               now=clock["now"])
+                pusher.observe([det(f"10.1.{i % 7}.{j}") for j in range(i % 40)], now=clock["now"])
         except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
             errors.append(exc)
         finally:
@@ -369,7 +392,7 @@ def test_observe_and_push_from_two_threads(am: FakeAlertmanager) -> None:
         t.join(30)
     assert errors == []
     assert pusher.active_count() <= 300
-    final = pusher.push(clock["now"] + 10_000)       # everything resolves
+    final = pusher.push(clock["now"] + 10_000)  # everything resolves
     assert final.failed == 0 and pusher.active_count() == 0
     assert all(ts(a["endsAt"]) == clock["now"] + 10_000 for a in am.posts[-1])
 
@@ -405,11 +428,11 @@ def test_detection_seen_again_while_its_resolution_is_in_flight_stays(am: FakeAl
     pusher.observe([det()], now=T0)
     pusher.push(T0)
     session.hook = observe_during_post
-    result = pusher.push(T0 + 300)                      # sends the resolution...
+    result = pusher.push(T0 + 300)  # sends the resolution...
     assert result.resolved == 1 and ts(am.posts[-1][0]["endsAt"]) == T0 + 300
-    assert pusher.active_count() == 1                   # ...but it was seen again meanwhile
+    assert pusher.active_count() == 1  # ...but it was seen again meanwhile
     session.hook = lambda: None
-    assert pusher.due(T0 + 301)                         # and the reactivation is sent
+    assert pusher.due(T0 + 301)  # and the reactivation is sent
     pusher.push(T0 + 301)
     assert ts(am.posts[-1][0]["endsAt"]) > T0 + 301
 
@@ -421,4 +444,4 @@ def test_alertmanagers_pushed_concurrently(am: FakeAlertmanager, am2: FakeAlertm
     started = time.monotonic()
     result = pusher.push(T0)
     assert result.failed == 1
-    assert time.monotonic() - started < 1.8            # one timeout, not two in a row
+    assert time.monotonic() - started < 1.8  # one timeout, not two in a row

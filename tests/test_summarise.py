@@ -37,9 +37,19 @@ class Reply:
 
 
 def completion(text: str) -> bytes:
-    return json.dumps({"id": "x", "object": "chat.completion",
-                       "choices": [{"index": 0, "finish_reason": "stop",
-                                    "message": {"role": "assistant", "content": text}}]}).encode()
+    return json.dumps(
+        {
+            "id": "x",
+            "object": "chat.completion",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": text},
+                }
+            ],
+        }
+    ).encode()
 
 
 class FakeLLM:
@@ -77,8 +87,9 @@ class FakeLLM:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
         self.thread.start()
 
     @property
@@ -106,32 +117,68 @@ class Sleeps:
         self.calls.append(seconds)
 
 
-def make(llm: FakeLLM, environ: dict[str, str] | None = None, **cfg: Any) -> tuple[Summariser, Sleeps]:
-    settings = {"enabled": True, "url": llm.url, "model": "tiny", "timeout_seconds": 2.0,
-                "max_retries": 2, "max_tokens": 120}
+def make(
+    llm: FakeLLM, environ: dict[str, str] | None = None, **cfg: Any
+) -> tuple[Summariser, Sleeps]:
+    settings: dict[str, Any] = {
+        "enabled": True,
+        "url": llm.url,
+        "model": "tiny",
+        "timeout_seconds": 2.0,
+        "max_retries": 2,
+        "max_tokens": 120,
+    }
     settings.update(cfg)
     sleeps = Sleeps()
-    s = Summariser(LLMConfig(**settings), environ=ENV if environ is None else environ,
-                   sleep=sleeps, rng=random.Random(7))
+    s = Summariser(
+        LLMConfig(**settings),
+        environ=ENV if environ is None else environ,
+        sleep=sleeps,
+        rng=random.Random(7),
+    )
     return s, sleeps
 
 
 def report(n_detections: int = 2) -> dict[str, Any]:
-    dets = [Detection("port_scan", "warning", f"10.0.0.{i % 3 + 5}", "10.0.1.1", 1_700_000_000.0,
-                      1_700_000_060.0, {"distinct_ports": 200 + i}, "scanned ports").to_dict()
-            for i in range(n_detections)]
+    dets = [
+        Detection(
+            "port_scan",
+            "warning",
+            f"10.0.0.{i % 3 + 5}",
+            "10.0.1.1",
+            1_700_000_000.0,
+            1_700_000_060.0,
+            {"distinct_ports": 200 + i},
+            "scanned ports",
+        ).to_dict()
+        for i in range(n_detections)
+    ]
     if n_detections:
-        dets.append(Detection("syn_flood", "critical", "192.0.2.9", "10.0.1.2:443",
-                              1_700_000_000.0, 1_700_000_060.0, {"syn_per_second": 900.0},
-                              "SYN flood").to_dict())
-    return {"window_start": 1_700_000_000.0, "window_end": 1_700_000_060.0,
-            "totals": {"packets": 12345, "bytes": 6_700_000, "flows": 89},
-            "protocols": {"tcp": {"packets": 10000, "bytes": 6_000_000, "flows": 70},
-                          "udp": {"packets": 2000, "bytes": 600_000, "flows": 15},
-                          "icmp": {"packets": 345, "bytes": 100_000, "flows": 4}},
-            "top_talkers": [{"address": "10.0.0.5", "bytes": 1_200_000, "packets": 900}],
-            "detections": dets,
-            "classifications": {"benign": 80, "anomalous": 9}}
+        dets.append(
+            Detection(
+                "syn_flood",
+                "critical",
+                "192.0.2.9",
+                "10.0.1.2:443",
+                1_700_000_000.0,
+                1_700_000_060.0,
+                {"syn_per_second": 900.0},
+                "SYN flood",
+            ).to_dict()
+        )
+    return {
+        "window_start": 1_700_000_000.0,
+        "window_end": 1_700_000_060.0,
+        "totals": {"packets": 12345, "bytes": 6_700_000, "flows": 89},
+        "protocols": {
+            "tcp": {"packets": 10000, "bytes": 6_000_000, "flows": 70},
+            "udp": {"packets": 2000, "bytes": 600_000, "flows": 15},
+            "icmp": {"packets": 345, "bytes": 100_000, "flows": 4},
+        },
+        "top_talkers": [{"address": "10.0.0.5", "bytes": 1_200_000, "packets": 900}],
+        "detections": dets,
+        "classifications": {"benign": 80, "anomalous": 9},
+    }
 
 
 # ------------------------------------------------------------------ the endpoint
@@ -168,13 +215,20 @@ def test_no_key_in_environment_sends_no_authorization(llm: FakeLLM) -> None:
 
 
 def test_500_then_success_retries_with_backoff(llm: FakeLLM) -> None:
-    llm.replies = [Reply(status=500, body=b'{"error":"loading model"}'),
-                   Reply(body=completion("Recovered."))]
+    llm.replies = [
+        Reply(status=500, body=b'{"error":"loading model"}'),
+        Reply(body=completion("Recovered.")),
+    ]
     s, sleeps = make(llm)
     result = s.summarise(report())
-    assert (result.source, result.text, result.attempts, result.retries) == ("llm", "Recovered.", 2, 1)
+    assert (result.source, result.text, result.attempts, result.retries) == (
+        "llm",
+        "Recovered.",
+        2,
+        1,
+    )
     assert len(sleeps.calls) == 1
-    assert 0.25 <= sleeps.calls[0] <= 0.5      # first step 0.5 s, jittered 50-100 %
+    assert 0.25 <= sleeps.calls[0] <= 0.5  # first step 0.5 s, jittered 50-100 %
 
 
 def test_persistent_5xx_exhausts_retries_then_template(llm: FakeLLM) -> None:
@@ -188,7 +242,7 @@ def test_persistent_5xx_exhausts_retries_then_template(llm: FakeLLM) -> None:
     assert "HTTP 503" in (result.error or "") and "4 attempt" in (result.error or "")
     # exponential: each step's upper bound doubles
     assert len(sleeps.calls) == 3
-    assert all(0.5 * 0.5 * 2 ** i <= d <= 0.5 * 2 ** i for i, d in enumerate(sleeps.calls))
+    assert all(0.5 * 0.5 * 2**i <= d <= 0.5 * 2**i for i, d in enumerate(sleeps.calls))
 
 
 def test_429_respects_small_retry_after(llm: FakeLLM) -> None:
@@ -238,14 +292,17 @@ def test_404_is_not_retried(llm: FakeLLM) -> None:
     assert "HTTP 404" in (result.error or "") and "not found" in (result.error or "")
 
 
-@pytest.mark.parametrize("body, message", [
-    (b"<html>not json</html>", "not JSON"),
-    (b'{"choices": []}', "choices[0].message.content"),
-    (b'{"choices": [{"message": {"content": 42}}]}', "choices[0].message.content"),
-    (b'{"result": "hi"}', "choices[0].message.content"),
-    (b"[1, 2]", "choices[0].message.content"),
-    (completion("   \n "), "empty summary"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"<html>not json</html>", "not JSON"),
+        (b'{"choices": []}', "choices[0].message.content"),
+        (b'{"choices": [{"message": {"content": 42}}]}', "choices[0].message.content"),
+        (b'{"result": "hi"}', "choices[0].message.content"),
+        (b"[1, 2]", "choices[0].message.content"),
+        (completion("   \n "), "empty summary"),
+    ],
+)
 def test_malformed_answer_falls_back_without_retry(llm: FakeLLM, body: bytes, message: str) -> None:
     llm.replies = [Reply(body=body)]
     s, _ = make(llm)
@@ -258,10 +315,13 @@ def test_malformed_answer_falls_back_without_retry(llm: FakeLLM, body: bytes, me
 def test_connection_refused_is_retried_then_template() -> None:
     fake = FakeLLM()
     url = fake.url
-    fake.close()                       # nothing listens on that port any more
+    fake.close()  # nothing listens on that port any more
     sleeps = Sleeps()
-    s = Summariser(LLMConfig(enabled=True, url=url, timeout_seconds=1, max_retries=2),
-                   environ=ENV, sleep=sleeps)
+    s = Summariser(
+        LLMConfig(enabled=True, url=url, timeout_seconds=1, max_retries=2),
+        environ=ENV,
+        sleep=sleeps,
+    )
     result = s.summarise(report())
     assert result.source == "template" and result.attempts == 3 and len(sleeps.calls) == 2
     assert "cannot connect" in (result.error or "")
@@ -295,23 +355,28 @@ def _echo_error(headers: dict[str, str], raw: bytes) -> bytes:
     return json.dumps({"error": f"bad key {headers.get('Authorization')}"}).encode()
 
 
-@pytest.mark.parametrize("replies", [
-    [Reply(body=_echo)],
-    [Reply(status=401, body=_echo_error)],
-    [Reply(status=500, body=_echo_error)],
-    [Reply(status=400, body=_echo_error)],
-    [Reply(status=200, body=lambda h, r: b"not json " + h["Authorization"].encode())],
-], ids=["echo-200", "echo-401", "echo-500", "echo-400", "echo-malformed"])
-def test_key_never_in_logs_errors_results_or_repr(llm: FakeLLM, caplog: pytest.LogCaptureFixture,
-                                                  replies: list[Reply]) -> None:
-    caplog.set_level(logging.DEBUG)                # root: includes urllib3 and requests
+@pytest.mark.parametrize(
+    "replies",
+    [
+        [Reply(body=_echo)],
+        [Reply(status=401, body=_echo_error)],
+        [Reply(status=500, body=_echo_error)],
+        [Reply(status=400, body=_echo_error)],
+        [Reply(status=200, body=lambda h, r: b"not json " + h["Authorization"].encode())],
+    ],
+    ids=["echo-200", "echo-401", "echo-500", "echo-400", "echo-malformed"],
+)
+def test_key_never_in_logs_errors_results_or_repr(
+    llm: FakeLLM, caplog: pytest.LogCaptureFixture, replies: list[Reply]
+) -> None:
+    caplog.set_level(logging.DEBUG)  # root: includes urllib3 and requests
     logging.getLogger("urllib3").setLevel(logging.DEBUG)
     llm.replies = replies
     s, _ = make(llm, max_retries=1)
     result = s.summarise(report())
-    assert KEY in llm.requests[0]["headers"]["Authorization"]   # it was really sent
+    assert KEY in llm.requests[0]["headers"]["Authorization"]  # it was really sent
     everything = [r.getMessage() for r in caplog.records]
-    assert any(r.name.startswith("urllib3") for r in caplog.records)   # capture really on
+    assert any(r.name.startswith("urllib3") for r in caplog.records)  # capture really on
     assert any(r.name.startswith("netmon_exporter") for r in caplog.records)
     assert not [m for m in everything if KEY in m]
     assert KEY not in repr(result) and KEY not in repr(s)
@@ -320,8 +385,9 @@ def test_key_never_in_logs_errors_results_or_repr(llm: FakeLLM, caplog: pytest.L
         assert "[REDACTED]" in result.text
 
 
-def test_key_with_control_characters_is_refused_without_echo(llm: FakeLLM,
-                                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_key_with_control_characters_is_refused_without_echo(
+    llm: FakeLLM, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     bad = "sk-bad\r\nX-Injected: 1"
     s, _ = make(llm, environ={"NETMON_LLM_API_KEY": bad})
@@ -336,8 +402,16 @@ def test_credentials_in_url_not_in_errors(caplog: pytest.LogCaptureFixture) -> N
     fake = FakeLLM()
     port = fake.server.server_address[1]
     fake.close()
-    s = Summariser(LLMConfig(enabled=True, url=f"http://user:pa55word@127.0.0.1:{port}/v1",
-                             timeout_seconds=1, max_retries=0), environ={}, sleep=Sleeps())
+    s = Summariser(
+        LLMConfig(
+            enabled=True,
+            url=f"http://user:pa55word@127.0.0.1:{port}/v1",
+            timeout_seconds=1,
+            max_retries=0,
+        ),
+        environ={},
+        sleep=Sleeps(),
+    )
     result = s.summarise(report())
     assert "pa55word" not in (result.error or "") and "pa55word" not in repr(s)
     assert f"127.0.0.1:{port}/v1/chat/completions" in (result.error or "")
@@ -348,8 +422,10 @@ def test_calls_from_threads_are_serialised(llm: FakeLLM) -> None:
     llm.replies = [Reply(body=completion("ok"), delay=0.05)]
     s, _ = make(llm)
     results: list[str] = []
-    threads = [threading.Thread(target=lambda: results.append(s.summarise(report()).source))
-               for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda: results.append(s.summarise(report()).source))
+        for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -387,18 +463,27 @@ def test_template_summary_content() -> None:
         "Top protocol TCP (TCP 81%, UDP 16%, ICMP 3% of packets). "
         "5 detections: syn_flood ×1, critical from 192.0.2.9; "
         "port_scan ×4, warning from 10.0.0.5, 10.0.0.6, 10.0.0.7. "
-        "Top talker 10.0.0.5 (1.2 MB). Flow classes: benign 80, anomalous 9.")
-    assert template_summary(report(n_detections=4)) == text     # deterministic
+        "Top talker 10.0.0.5 (1.2 MB). Flow classes: benign 80, anomalous 9."
+    )
+    assert template_summary(report(n_detections=4)) == text  # deterministic
 
 
 def test_template_summary_caps_sources_and_handles_sparse_reports() -> None:
     r = report(n_detections=0)
-    r["detections"] = [Detection("port_scan", "info", f"10.9.0.{i}", "t", 0, 60).to_dict()
-                       for i in range(10)]
-    assert "port_scan ×10, info from 10.9.0.0, 10.9.0.1, 10.9.0.2 and 7 more." in template_summary(r)
+    r["detections"] = [
+        Detection("port_scan", "info", f"10.9.0.{i}", "t", 0, 60).to_dict() for i in range(10)
+    ]
+    assert "port_scan ×10, info from 10.9.0.0, 10.9.0.1, 10.9.0.2 and 7 more." in template_summary(
+        r
+    )
     assert "No detections." in template_summary(report(n_detections=0))
     assert template_summary({}) == "Window: no traffic. No detections."
-    odd = {"window_start": "garbage", "totals": {"packets": "x"}, "protocols": [],
-           "top_talkers": [["10.0.0.1", 5]], "detections": ["junk", None],
-           "classifications": None}
+    odd = {
+        "window_start": "garbage",
+        "totals": {"packets": "x"},
+        "protocols": [],
+        "top_talkers": [["10.0.0.1", 5]],
+        "detections": ["junk", None],
+        "classifications": None,
+    }
     assert "Top talker 10.0.0.1." in template_summary(odd)
