@@ -233,7 +233,7 @@ class Summariser:
             ) from None
         except requests.RequestException as exc:
             raise LLMRequestError(
-                f"{where}: request failed ({type(exc).__name__})", retryable=False
+                f"{where}: request failed ({type(exc).__name__}); check llm.url", retryable=False
             ) from None
         with resp:
             raw = _read_bounded(resp, deadline, where)
@@ -403,15 +403,15 @@ def _compact_detection(det: Mapping[str, Any]) -> dict[str, Any]:
 
 def build_prompt(report: Mapping[str, Any]) -> str:
     """Return the user message: a bounded JSON digest of the report (at most a few KB)."""
-    detections = [d for d in report.get("detections") or [] if isinstance(d, Mapping)]
+    detections = _detections(report)
     detections.sort(key=lambda d: -_SEVERITY_RANK.get(str(d.get("severity")), -1))
     digest: dict[str, Any] = {
         "window_start": _iso(report.get("window_start")),
         "window_end": _iso(report.get("window_end")),
-        "totals": report.get("totals") or {},
-        "protocols": report.get("protocols") or {},
-        "top_talkers": list(report.get("top_talkers") or [])[:5],
-        "classifications": report.get("classifications") or {},
+        "totals": _mapping(report, "totals"),
+        "protocols": _mapping(report, "protocols"),
+        "top_talkers": _list(report, "top_talkers")[:5],
+        "classifications": _mapping(report, "classifications"),
         "detections_total": len(detections),
         "detections_by_detector": _count_by(detections, "detector"),
         "detections": [_compact_detection(d) for d in detections[:MAX_PROMPT_DETECTIONS]],
@@ -429,6 +429,20 @@ def build_prompt(report: Mapping[str, Any]) -> str:
     if len(text) > MAX_PROMPT_DATA_CHARS:
         text = text[:MAX_PROMPT_DATA_CHARS]
     return "Window report:\n" + text
+
+
+def _mapping(report: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = report.get(name)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(report: Mapping[str, Any], name: str) -> list[Any]:
+    value = report.get(name)
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def _detections(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [d for d in _list(report, "detections") if isinstance(d, Mapping)]
 
 
 def _dump(value: Any) -> str:
@@ -521,7 +535,7 @@ def _talker_phrase(report: Mapping[str, Any]) -> str:
 
 
 def _detection_phrase(report: Mapping[str, Any]) -> str:
-    detections = [d for d in report.get("detections") or [] if isinstance(d, Mapping)]
+    detections = _detections(report)
     if not detections:
         return "No detections."
     groups: dict[str, dict[str, Any]] = {}

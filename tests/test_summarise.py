@@ -13,6 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netmon_exporter.config import LLMConfig
 from netmon_exporter.detection import Detection
@@ -487,3 +489,30 @@ def test_template_summary_caps_sources_and_handles_sparse_reports() -> None:
         "classifications": None,
     }
     assert "Top talker 10.0.0.1." in template_summary(odd)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+_report_keys = st.sampled_from(
+    [
+        "window_start",
+        "window_end",
+        "totals",
+        "protocols",
+        "top_talkers",
+        "detections",
+        "classifications",
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(_report_keys, _json))
+def test_template_and_prompt_never_raise_on_odd_reports(report: dict[str, Any]) -> None:
+    assert template_summary(report)
+    assert len(build_prompt(report)) <= MAX_PROMPT_DATA_CHARS + 100
