@@ -1,0 +1,175 @@
+"""Window analysis: every detector and the loaded models over one window's flows.
+
+The daemon owns one :class:`Analyzer`; it calls :meth:`Analyzer.analyse` per
+closed window and records the returned :class:`WindowAnalysis` as metrics. On a
+config reload, :meth:`Analyzer.reload` loads models first (a bad model file
+fails the reload and changes nothing) and keeps the state of every detector
+whose config section did not change.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import DetectorsConfig, ModelsConfig
+from .detection import Detection
+from .detectors import REGISTRY, Detector, build_detector
+from .detectors.features import addr_codes
+from .flow_schema import FlowBatch
+from .models import BENIGN, Model, load_model
+
+
+@dataclass(frozen=True)
+class WindowAnalysis:
+    """What analysing one window produced (plain data for the report and the metrics)."""
+
+    detections: list[Detection]
+    class_counts: dict[str, int]
+    anomaly_scores: np.ndarray
+    flows_analysed: int
+    seconds: float
+    anomaly_threshold: float = 0.6
+    detector_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_model_path(value: str, state_dir: Path) -> Path | None:
+    """Return the model path (relative ones are under the state directory), None if unset."""
+    if not value:
+        return None
+    p = Path(value)
+    return p if p.is_absolute() else Path(state_dir) / p
+
+
+class Analyzer:
+    """Run the configured detectors and models over windows of flows, keeping detector state."""
+
+    def __init__(self, cfg_detectors: DetectorsConfig, cfg_models: ModelsConfig,
+                 state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self._cfg_detectors = cfg_detectors
+        self._cfg_models = cfg_models
+        self.anomaly_model, self.classifier = self._load_models(cfg_models)
+        self._detectors: dict[str, Detector] = {
+            name: build_detector(name, cfg_detectors) for name in REGISTRY
+            if getattr(cfg_detectors, name).enabled}
+
+    @property
+    def detectors(self) -> list[Detector]:
+        return list(self._detectors.values())
+
+    def models(self) -> list[Model]:
+        return [m for m in (self.anomaly_model, self.classifier) if m is not None]
+
+    def _load_models(self, cfg: ModelsConfig) -> tuple[Model | None, Model | None]:
+        anomaly_path = resolve_model_path(cfg.anomaly_path, self.state_dir)
+        classifier_path = resolve_model_path(cfg.classifier_path, self.state_dir)
+        anomaly = load_model(anomaly_path) if anomaly_path else None
+        classifier = load_model(classifier_path) if classifier_path else None
+        from .models import ModelError
+
+        if anomaly is not None and anomaly.kind != "anomaly":
+            raise ModelError(f"{anomaly_path}: is a {anomaly.kind} model, models.anomaly_path "
+                             "needs an anomaly model")
+        if classifier is not None and classifier.kind != "classifier":
+            raise ModelError(f"{classifier_path}: is a {classifier.kind} model, "
+                             "models.classifier_path needs a classifier")
+        return anomaly, classifier
+
+    def reload(self, cfg_detectors: DetectorsConfig, cfg_models: ModelsConfig) -> None:
+        """Swap in a new config; raise ``ModelError`` (changing nothing) if a model fails to load."""
+        anomaly, classifier = self._load_models(cfg_models)
+        detectors: dict[str, Detector] = {}
+        for name in REGISTRY:
+            section = getattr(cfg_detectors, name)
+            if not section.enabled:
+                continue
+            kept = self._detectors.get(name)
+            if kept is not None and getattr(self._cfg_detectors, name) == section:
+                detectors[name] = kept
+            else:
+                detectors[name] = build_detector(name, cfg_detectors)
+        self.anomaly_model, self.classifier = anomaly, classifier
+        self._detectors = detectors
+        self._cfg_detectors, self._cfg_models = cfg_detectors, cfg_models
+
+    def analyse(self, flows: FlowBatch, window_start: float,
+                window_end: float) -> WindowAnalysis:
+        """Run every detector and model over one window's flows."""
+        t0 = time.perf_counter()
+        detections: list[Detection] = []
+        timings: dict[str, float] = {}
+        for name, det in self._detectors.items():
+            t = time.perf_counter()
+            detections.extend(det.detect(flows, window_start, window_end))
+            timings[name] = time.perf_counter() - t
+        cfg = self._cfg_models
+        scores = np.zeros(0)
+        class_counts: dict[str, int] = {}
+        if self.anomaly_model is not None and len(flows):
+            scores = self.anomaly_model.score(flows)
+            anomalous = scores >= cfg.anomaly_threshold
+            class_counts = {BENIGN: int((~anomalous).sum()), "anomalous": int(anomalous.sum())}
+            detections.extend(self._anomaly_detections(flows, scores, anomalous, window_start,
+                                                       window_end))
+        if self.classifier is not None and len(flows):
+            classes = self.classifier.classify(flows)
+            if len(scores) == 0:
+                scores = self.classifier.score(flows)
+            names, counts = np.unique(classes.astype(str), return_counts=True)
+            class_counts = {str(c): int(n) for c, n in zip(names, counts, strict=True)}
+            detections.extend(self._classifier_detections(flows, classes, window_start,
+                                                          window_end))
+        return WindowAnalysis(detections=detections, class_counts=class_counts,
+                              anomaly_scores=scores, flows_analysed=len(flows),
+                              seconds=time.perf_counter() - t0,
+                              anomaly_threshold=cfg.anomaly_threshold, detector_seconds=timings)
+
+    def _per_source(self, flows: FlowBatch, mask: np.ndarray,
+                    min_flows: int) -> list[tuple[str, str, np.ndarray]]:
+        """Return (source, top destination, rows) for sources with ``min_flows`` flows in mask."""
+        if min_flows <= 0 or mask.sum() < min_flows:
+            return []
+        codes = addr_codes(flows)
+        rows = np.flatnonzero(mask)
+        per_src = np.bincount(codes.src[rows], minlength=len(codes.table))
+        out = []
+        for code in np.flatnonzero(per_src >= min_flows):
+            mine = rows[codes.src[rows] == code]
+            dst, n = np.unique(codes.dst[mine], return_counts=True)
+            top_dst = codes.text(dst[np.argmax(n):np.argmax(n) + 1])[0]
+            out.append((codes.text(np.array([code]))[0], top_dst, mine))
+        return out
+
+    def _anomaly_detections(self, flows: FlowBatch, scores: np.ndarray, anomalous: np.ndarray,
+                            ws: float, we: float) -> list[Detection]:
+        cfg = self._cfg_models
+        out = []
+        for source, target, rows in self._per_source(flows, anomalous, cfg.anomaly_min_flows):
+            ports, n = np.unique(flows["dst_port"][rows], return_counts=True)
+            evidence = {"anomalous_flows": int(len(rows)), "threshold": cfg.anomaly_min_flows,
+                        "score_threshold": cfg.anomaly_threshold,
+                        "max_score": round(float(scores[rows].max()), 4),
+                        "mean_score": round(float(scores[rows].mean()), 4),
+                        "top_dst_ports": [int(p) for p in ports[np.argsort(-n)[:5]]]}
+            out.append(Detection("anomaly", cfg.severity, source, target, ws, we, evidence,
+                                 f"{source} had {len(rows)} flows unlike the baseline "
+                                 f"(score >= {cfg.anomaly_threshold:g}), mostly to {target}"))
+        return out
+
+    def _classifier_detections(self, flows: FlowBatch, classes: np.ndarray, ws: float,
+                               we: float) -> list[Detection]:
+        cfg = self._cfg_models
+        out = []
+        for cls in sorted(set(classes.astype(str).tolist()) - {BENIGN}):
+            mask = classes == cls
+            for source, target, rows in self._per_source(flows, mask, cfg.classifier_min_flows):
+                evidence = {"class": cls, "flows": int(len(rows)),
+                            "threshold": cfg.classifier_min_flows}
+                out.append(Detection("classifier", cfg.severity, source, target, ws, we,
+                                     evidence, f"{len(rows)} flows from {source} classified as "
+                                     f"{cls!r}, mostly to {target}"))
+        return out

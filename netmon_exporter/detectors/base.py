@@ -1,0 +1,92 @@
+"""The detector interface and the bounded history that slow detectors keep across windows."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..detection import Detection
+from ..flow_schema import FlowBatch
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """One explainable detector: a batch of flows in, detections out.
+
+    ``detect`` is called once per closed window, in time order; detectors whose
+    behaviour is slower than a window keep a bounded history (``HorizonStore``).
+    """
+
+    name: str
+
+    def detect(self, flows: FlowBatch, window_start: float,
+               window_end: float) -> list[Detection]: ...
+
+
+class HorizonStore:
+    """Rows (equal-length numpy columns, one of them ``ts``) remembered for a time horizon.
+
+    Memory is bounded twice: rows older than the horizon are dropped, and beyond
+    ``max_rows`` the oldest rows are dropped first.
+    """
+
+    def __init__(self, horizon_seconds: float, max_rows: int) -> None:
+        self.horizon = float(horizon_seconds)
+        self.max_rows = int(max_rows)
+        self._cols: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        ts = self._cols.get("ts")
+        return 0 if ts is None else len(ts)
+
+    def update(self, new: dict[str, np.ndarray], now: float) -> tuple[dict[str, np.ndarray],
+                                                                       np.ndarray]:
+        """Add ``new`` rows, drop expired ones; return (all kept rows, mask of the new rows)."""
+        n_new = len(new["ts"])
+        if self._cols:
+            cols = {k: np.concatenate([self._cols[k], new[k]]) for k in new}
+        else:
+            cols = {k: np.asarray(v) for k, v in new.items()}
+        is_new = np.zeros(len(cols["ts"]), dtype=bool)
+        if n_new:
+            is_new[-n_new:] = True
+        keep = cols["ts"] >= now - self.horizon
+        keep |= is_new  # rows of this window are always judged, even if their clock is odd
+        if not keep.all():
+            cols = {k: v[keep] for k, v in cols.items()}
+            is_new = is_new[keep]
+        if len(is_new) > self.max_rows:
+            order = np.argsort(cols["ts"], kind="stable")[-self.max_rows:]
+            order.sort()
+            cols = {k: v[order] for k, v in cols.items()}
+            is_new = is_new[order]
+        self._cols = cols
+        return cols, is_new
+
+    def clear(self) -> None:
+        self._cols = {}
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser: a well-spread 64-bit hash of uint64 values (wrapping arithmetic)."""
+    z = x.astype(np.uint64, copy=True)
+    z += np.uint64(0x9E3779B97F4A7C15)
+    z ^= z >> np.uint64(30)
+    z *= np.uint64(0xBF58476D1CE4E5B9)
+    z ^= z >> np.uint64(27)
+    z *= np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return z
+
+
+def addr_words(addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the two uint64 halves of ``V16`` addresses."""
+    w = np.ascontiguousarray(addrs).view(np.uint64).reshape(-1, 2)
+    return w[:, 0], w[:, 1]
+
+
+def top_counts(labels: list[str], counts: np.ndarray, k: int = 5) -> list[dict[str, object]]:
+    """Return the ``k`` largest counts as ``[{"value": label, "count": n}]``."""
+    order = np.argsort(-np.asarray(counts), kind="stable")[:k]
+    return [{"value": labels[i], "count": int(counts[i])} for i in order]

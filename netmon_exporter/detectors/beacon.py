@@ -1,0 +1,130 @@
+"""Beaconing: a host contacting one peer at regular intervals with similar sizes (RITA-style)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import BeaconConfig
+from ..detection import Detection
+from ..flow_schema import FlowBatch, addr_to_str
+from .base import addr_words, mix64
+from .features import PROTO_NAMES, num
+
+
+def pair_hash(flows: FlowBatch) -> np.ndarray:
+    """Hash (src, dst, protocol, dst port) into 64 bits; collisions are negligible at 2^-64."""
+    sh, sl = addr_words(flows["src_ip"])
+    dh, dl = addr_words(flows["dst_ip"])
+    svc = (flows["protocol"].astype(np.uint64) << np.uint64(16)) | flows["dst_port"].astype(
+        np.uint64)
+    h = mix64(svc)
+    for part in (dl, dh, sl, sh):
+        h = mix64(h ^ part)
+    return h
+
+
+class BeaconDetector:
+    """Judge the regularity of each pair's connection start times over a long horizon.
+
+    A pair beacons when it has at least ``min_connections`` connections in the
+    horizon, mean interval of at least ``min_interval_seconds``, and both the
+    intervals and the bytes sent vary little (coefficient of variation). History
+    is kept as 64-bit pair hashes, times and sizes only, bounded by the horizon
+    and ``max_state_rows``. One connection per flow: a beacon that reuses one
+    long-lived flow is not seen (its packets are inside the flow).
+    """
+
+    name = "beacon"
+
+    def __init__(self, cfg: BeaconConfig) -> None:
+        self.cfg = cfg
+        # History sorted by pair hash: per window only the pairs seen in the
+        # window are looked up (binary search), and the new rows are merged in.
+        self._key = np.zeros(0, dtype=np.uint64)
+        self._ts = np.zeros(0, dtype=np.float64)
+        self._bytes = np.zeros(0, dtype=np.float64)
+
+    def __len__(self) -> int:
+        return len(self._key)
+
+    def _merge(self, key: np.ndarray, ts: np.ndarray, size: np.ndarray, now: float) -> None:
+        keep = self._ts >= now - self.cfg.horizon_seconds
+        if not keep.all():
+            self._key, self._ts, self._bytes = self._key[keep], self._ts[keep], self._bytes[keep]
+        order = np.argsort(key)
+        key, ts, size = key[order], ts[order], size[order]
+        pos = np.searchsorted(self._key, key, side="right")
+        self._key = np.insert(self._key, pos, key)
+        self._ts = np.insert(self._ts, pos, ts)
+        self._bytes = np.insert(self._bytes, pos, size)
+        excess = len(self._key) - self.cfg.max_state_rows
+        if excess > 0:
+            drop = np.argpartition(self._ts, excess)[:excess]
+            keep = np.ones(len(self._key), dtype=bool)
+            keep[drop] = False
+            self._key, self._ts, self._bytes = self._key[keep], self._ts[keep], self._bytes[keep]
+
+    def detect(self, flows: FlowBatch, window_start: float,
+               window_end: float) -> list[Detection]:
+        if not self.cfg.enabled:
+            return []
+        if len(flows) == 0:
+            self._merge(np.zeros(0, dtype=np.uint64), np.zeros(0), np.zeros(0), window_end)
+            return []
+        batch_key = pair_hash(flows)
+        self._merge(batch_key, np.asarray(flows["first_ts"], dtype=np.float64),
+                    num(flows, "TotLen Fwd Pkts"), window_end)
+        k = self.cfg.min_connections
+        sorted_keys = np.sort(batch_key)
+        pairs = sorted_keys[np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]]
+        lo = np.searchsorted(self._key, pairs, side="left")
+        hi = np.searchsorted(self._key, pairs, side="right")
+        cand = np.flatnonzero(hi - lo >= k)
+        if len(cand) == 0:
+            return []
+        n_rows = hi[cand] - lo[cand]
+        gid = np.repeat(np.arange(len(cand)), n_rows)
+        rows = np.repeat(lo[cand] - np.cumsum(np.r_[0, n_rows[:-1]]), n_rows) + np.arange(
+            n_rows.sum())
+        by_time = np.lexsort((self._ts[rows], gid))
+        rows = rows[by_time]
+        ts, size = self._ts[rows], self._bytes[rows]
+        n_groups = len(cand)
+        same = gid[1:] == gid[:-1]
+        iv = np.diff(ts)[same]
+        iv_gid = gid[1:][same]
+        iv_n = np.bincount(iv_gid, minlength=n_groups)
+        iv_mean = np.bincount(iv_gid, weights=iv, minlength=n_groups) / np.maximum(iv_n, 1)
+        iv_var = (np.bincount(iv_gid, weights=iv * iv, minlength=n_groups) / np.maximum(iv_n, 1)
+                  - iv_mean ** 2)
+        iv_cv = np.sqrt(np.maximum(iv_var, 0)) / np.maximum(iv_mean, 1e-9)
+        s_mean = np.bincount(gid, weights=size, minlength=n_groups) / n_rows
+        s_var = np.bincount(gid, weights=size * size, minlength=n_groups) / n_rows - s_mean ** 2
+        s_cv = np.sqrt(np.maximum(s_var, 0)) / np.maximum(s_mean, 1.0)
+        hits = np.flatnonzero((iv_mean >= self.cfg.min_interval_seconds)
+                              & (iv_cv <= self.cfg.max_interval_cv)
+                              & (s_cv <= self.cfg.max_size_cv))
+        out: list[Detection] = []
+        for g in hits:
+            row = int(np.flatnonzero(batch_key == pairs[cand[g]])[0])
+            source = addr_to_str(flows["src_ip"][row])
+            dst = addr_to_str(flows["dst_ip"][row])
+            proto = int(flows["protocol"][row])
+            port = int(flows["dst_port"][row])
+            target = f"{dst}:{port}" if proto in (6, 17) else dst
+            evidence = {
+                "connections": int(n_rows[g]), "threshold": self.cfg.min_connections,
+                "mean_interval_seconds": round(float(iv_mean[g]), 3),
+                "interval_cv": round(float(iv_cv[g]), 4),
+                "mean_bytes_sent": round(float(s_mean[g]), 1),
+                "size_cv": round(float(s_cv[g]), 4),
+                "protocol": PROTO_NAMES.get(proto, str(proto)),
+                "horizon_seconds": self.cfg.horizon_seconds,
+            }
+            out.append(Detection(
+                detector=self.name, severity=self.cfg.severity, source=source, target=target,
+                window_start=window_start, window_end=window_end, evidence=evidence,
+                summary=(f"{source} contacted {target} {int(n_rows[g])} times every "
+                         f"{iv_mean[g]:.1f} s (interval CV {iv_cv[g]:.3f}, size CV "
+                         f"{s_cv[g]:.3f})")))
+        return out

@@ -1,0 +1,121 @@
+"""DNS tunnelling: many unique, long, high-entropy names under one domain from one source."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+
+from ..config import DnsTunnelConfig
+from ..detection import Detection
+from ..flow_schema import FlowBatch, addr_to_str
+from .base import HorizonStore
+from .features import combine, distinct_per_group, factorize_addrs, group
+
+# Second-level labels under which registrations happen one level deeper (co.uk, com.au, ...).
+_SECOND_LEVEL = frozenset({"co", "com", "net", "org", "gov", "ac", "edu", "ne", "or", "go"})
+# Names that are long and random by design, not tunnels.
+_IGNORED_SUFFIXES = (".arpa", ".local")
+_NAME_CACHE_LIMIT = 200_000
+
+
+def registered_domain(name: str) -> str:
+    """Return the registrable part of a query name (``a.b.example.co.uk`` -> ``example.co.uk``)."""
+    labels = name.rstrip(".").split(".")
+    if len(labels) <= 2:
+        return ".".join(labels)
+    if len(labels[-1]) == 2 and labels[-2] in _SECOND_LEVEL:
+        return ".".join(labels[-3:])
+    return ".".join(labels[-2:])
+
+
+def shannon_entropy(text: str) -> float:
+    """Return the Shannon entropy of the characters of ``text`` in bits per character."""
+    if not text:
+        return 0.0
+    n = len(text)
+    return -sum(c / n * math.log2(c / n) for c in Counter(text).values())
+
+
+class DnsTunnelDetector:
+    """Per (source, registered domain): distinct names over a horizon, and how random they look.
+
+    A name is suspicious when it is at least ``min_qname_length`` long and its
+    entropy is at least ``min_entropy``; a detection needs ``min_unique_subdomains``
+    distinct names of which ``min_suspicious_share`` are suspicious. Reverse
+    lookups (``.arpa``) and mDNS (``.local``) are ignored.
+    """
+
+    name = "dns_tunnel"
+
+    def __init__(self, cfg: DnsTunnelConfig) -> None:
+        self.cfg = cfg
+        self.store = HorizonStore(cfg.horizon_seconds, cfg.max_state_rows)
+        self._names: dict[str, tuple[str, bool, int, float]] = {}
+
+    def _describe(self, name: str) -> tuple[str, bool, int, float]:
+        got = self._names.get(name)
+        if got is None:
+            if len(self._names) >= _NAME_CACHE_LIMIT:
+                self._names.clear()
+            entropy = shannon_entropy(name)
+            suspicious = len(name) >= self.cfg.min_qname_length and entropy >= self.cfg.min_entropy
+            got = (registered_domain(name), suspicious, len(name), entropy)
+            self._names[name] = got
+        return got
+
+    def detect(self, flows: FlowBatch, window_start: float,
+               window_end: float) -> list[Detection]:
+        if not self.cfg.enabled or "dns_qname" not in flows:
+            return []
+        qname = flows["dns_qname"]
+        dns = (flows["dst_port"] == 53) & (qname != "")
+        idx = np.flatnonzero(dns)
+        names = qname[idx]
+        if len(idx):
+            keep = np.array([not str(q).endswith(_IGNORED_SUFFIXES) for q in names], dtype=bool)
+            idx, names = idx[keep], names[keep]
+        new = {"src": flows["src_ip"][idx], "name": names.astype(object),
+               "ts": flows["first_ts"][idx]}
+        rows, is_new = self.store.update(new, window_end)
+        if len(is_new) < self.cfg.min_unique_subdomains or not is_new.any():
+            return []
+        uniq_names, name_code = np.unique(rows["name"].astype(str), return_inverse=True)
+        described = [self._describe(str(q)) for q in uniq_names]
+        domains = np.array([d[0] for d in described], dtype=object)
+        uniq_domains, domain_of_name = np.unique(domains.astype(str), return_inverse=True)
+        suspicious = np.array([d[1] for d in described], dtype=bool)
+        src, table = factorize_addrs(rows["src"])
+        gid, first, counts = group(combine((src, len(table)),
+                                           (domain_of_name[name_code], len(uniq_domains))))
+        n_groups = len(first)
+        unique = distinct_per_group(gid, n_groups, name_code, len(uniq_names))
+        has_new = np.bincount(gid[is_new], minlength=n_groups) > 0
+        hits = np.flatnonzero((unique >= self.cfg.min_unique_subdomains) & has_new)
+        out: list[Detection] = []
+        for g in hits:
+            names_g = np.unique(name_code[gid == g])
+            share = float(suspicious[names_g].mean())
+            if share < self.cfg.min_suspicious_share:
+                continue
+            source = addr_to_str(table[src[first[g]]])
+            domain = str(uniq_domains[domain_of_name[name_code[first[g]]]])
+            lengths = [described[i][2] for i in names_g]
+            entropies = [described[i][3] for i in names_g]
+            evidence = {
+                "unique_names": int(unique[g]), "threshold": self.cfg.min_unique_subdomains,
+                "queries": int(counts[g]), "suspicious_share": round(share, 3),
+                "mean_name_length": round(float(np.mean(lengths)), 1),
+                "max_name_length": int(max(lengths)),
+                "mean_entropy": round(float(np.mean(entropies)), 3),
+                "horizon_seconds": self.cfg.horizon_seconds,
+                "sample_names": [str(uniq_names[i])[:80] for i in names_g[:3]],
+            }
+            out.append(Detection(
+                detector=self.name, severity=self.cfg.severity, source=source, target=domain,
+                window_start=window_start, window_end=window_end, evidence=evidence,
+                summary=(f"{source} queried {int(unique[g])} distinct names under {domain} "
+                         f"({share:.0%} long and random-looking) within "
+                         f"{self.cfg.horizon_seconds:g} s")))
+        return out

@@ -1,0 +1,256 @@
+"""Fixed, wall-clock-aligned time windows over flows, and the JSON window report.
+
+Flows are assigned to the window holding their ``first_ts``. A window closes
+when the watermark (the latest packet time seen minus a grace of one window
+length) passes its end, so flows that end a little later, or come from the next
+capture file, still land in their window. Flows that arrive for a window already
+closed are *late*: they go to the oldest window still open and are counted as
+``late_flows`` in its report (nothing is dropped, nothing counted twice).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .config import WindowsConfig
+from .flow_schema import FlowBatch, addrs_to_str
+
+if TYPE_CHECKING:
+    from .analysis import WindowAnalysis
+
+REPORT_SCHEMA_VERSION = 1
+REPORT_PREFIX = "window-"
+_PROTOCOLS = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
+
+
+@dataclass(frozen=True)
+class ClosedWindow:
+    """A closed window: its bounds (epoch seconds) and every flow assigned to it."""
+
+    start: float
+    end: float
+    flows: FlowBatch
+    late_flows: int = 0
+
+
+class WindowAggregator:
+    """Assign flows to windows, close them by watermark, write and prune window reports."""
+
+    def __init__(self, cfg: WindowsConfig, report_dir: Path) -> None:
+        self.cfg = cfg
+        self.report_dir = Path(report_dir)
+        self._parts: dict[int, list[FlowBatch]] = {}
+        self._late: dict[int, int] = {}
+        self._max_ts = -math.inf
+        self._closed_until: int | None = None   # every window index below this is closed
+
+    @property
+    def length(self) -> float:
+        return float(self.cfg.length_seconds)
+
+    @property
+    def watermark(self) -> float:
+        """Latest packet time seen minus the grace (one window length)."""
+        return self._max_ts - self.length
+
+    def open_windows(self) -> int:
+        return len(self._parts)
+
+    def add(self, flows: FlowBatch) -> list[ClosedWindow]:
+        """Add a batch of flows; return the windows the advancing watermark closed."""
+        if len(flows):
+            self._assign(flows)
+        return self._close(lambda index: (index + 1) * self.length <= self.watermark)
+
+    def flush(self) -> list[ClosedWindow]:
+        """Close every open window (shutdown, or no file came for a while)."""
+        return self._close(lambda index: True)
+
+    def reconfigure(self, cfg: WindowsConfig) -> list[ClosedWindow]:
+        """Apply a new config; a new window length first closes every open window."""
+        closed: list[ClosedWindow] = []
+        if cfg.length_seconds != self.cfg.length_seconds:
+            closed = self.flush()
+            self._closed_until = None
+        self.cfg = cfg
+        return closed
+
+    def _assign(self, flows: FlowBatch) -> None:
+        first = np.asarray(flows["first_ts"], dtype=np.float64)
+        last = np.asarray(flows["last_ts"], dtype=np.float64)
+        seen = np.nanmax(np.concatenate([first, last]))
+        if np.isfinite(seen):
+            self._max_ts = max(self._max_ts, float(seen))
+        index = np.floor(np.nan_to_num(first, nan=self._max_ts) / self.length).astype(np.int64)
+        if self._closed_until is not None:
+            late = index < self._closed_until
+            if late.any():
+                self._late[self._closed_until] = (self._late.get(self._closed_until, 0)
+                                                  + int(late.sum()))
+                index[late] = self._closed_until
+        order = np.argsort(index, kind="stable")
+        sorted_index = index[order]
+        bounds = np.flatnonzero(np.diff(sorted_index)) + 1
+        for rows in np.split(order, bounds):
+            key = int(index[rows[0]])
+            self._parts.setdefault(key, []).append(flows.take(rows))
+
+    def _close(self, ready: Any) -> list[ClosedWindow]:
+        out: list[ClosedWindow] = []
+        for index in sorted(self._parts):
+            if not ready(index):
+                break
+            parts = self._parts.pop(index)
+            out.append(ClosedWindow(start=index * self.length, end=(index + 1) * self.length,
+                                    flows=FlowBatch.concat(parts),
+                                    late_flows=self._late.pop(index, 0)))
+            self._closed_until = max(self._closed_until or index + 1, index + 1)
+        return out
+
+    # ------------------------------------------------------------------ reports
+
+    def report_path(self, window: ClosedWindow) -> Path:
+        stamp = _dt.datetime.fromtimestamp(window.start, _dt.UTC)
+        return self.report_dir / (f"{REPORT_PREFIX}{stamp:%Y%m%dT%H%M%S}."
+                                  f"{stamp.microsecond // 1000:03d}Z.json")
+
+    def write_report(self, window: ClosedWindow, analysis: WindowAnalysis,
+                     summary: str) -> Path:
+        """Write the window's JSON report atomically, prune to ``max_windows``; return its path.
+
+        A second report for the same window (e.g. after a restart) gets a ``.pN``
+        suffix instead of overwriting the first.
+        """
+        self.report_dir.mkdir(parents=True, exist_ok=True)
+        report = build_report(window, analysis, summary, self.cfg.top_talkers)
+        base = self.report_path(window)
+        path, part = base, 2
+        while path.exists():
+            path = base.with_name(f"{base.name[:-len('.json')]}.p{part}.json")
+            part += 1
+        fd, tmp = tempfile.mkstemp(dir=self.report_dir, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(report, fh, indent=2, allow_nan=False)
+                fh.write("\n")
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self.prune()
+        return path
+
+    def _reports(self) -> list[Path]:
+        if not self.report_dir.is_dir():
+            return []
+        return sorted(p for p in self.report_dir.glob(f"{REPORT_PREFIX}*.json") if p.is_file())
+
+    def prune(self) -> int:
+        """Delete the oldest reports beyond ``max_windows``; return how many were deleted."""
+        reports = self._reports()
+        excess = reports[:max(len(reports) - self.cfg.max_windows, 0)]
+        for p in excess:
+            p.unlink(missing_ok=True)
+        return len(excess)
+
+    def reports_kept(self) -> int:
+        return len(self._reports())
+
+
+def _num(flows: FlowBatch, name: str) -> np.ndarray:
+    if name not in flows:
+        return np.zeros(len(flows))
+    return np.nan_to_num(np.asarray(flows[name], dtype=np.float64), nan=0.0)
+
+
+def _iso(ts: float) -> str:
+    return _dt.datetime.fromtimestamp(ts, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def top_talkers(flows: FlowBatch, n: int) -> list[dict[str, Any]]:
+    """Rank addresses by bytes sent (forward bytes as source plus backward bytes as destination)."""
+    if n <= 0 or len(flows) == 0:
+        return []
+    from .detectors.features import addr_codes
+
+    codes = addr_codes(flows)
+    m = len(codes.table)
+    fwd_b, bwd_b = _num(flows, "TotLen Fwd Pkts"), _num(flows, "TotLen Bwd Pkts")
+    fwd_p, bwd_p = _num(flows, "Tot Fwd Pkts"), _num(flows, "Tot Bwd Pkts")
+    sent = (np.bincount(codes.src, weights=fwd_b, minlength=m)
+            + np.bincount(codes.dst, weights=bwd_b, minlength=m))
+    received = (np.bincount(codes.src, weights=bwd_b, minlength=m)
+                + np.bincount(codes.dst, weights=fwd_b, minlength=m))
+    packets = (np.bincount(codes.src, weights=fwd_p, minlength=m)
+               + np.bincount(codes.dst, weights=bwd_p, minlength=m))
+    flows_n = np.bincount(codes.src, minlength=m) + np.bincount(codes.dst, minlength=m)
+    order = np.lexsort((-packets, -sent))[:n]
+    names = addrs_to_str(codes.table[order])
+    return [{"rank": i + 1, "address": names[i], "bytes_sent": int(sent[j]),
+             "bytes_received": int(received[j]), "packets_sent": int(packets[j]),
+             "flows": int(flows_n[j])} for i, j in enumerate(order)]
+
+
+def protocol_mix(flows: FlowBatch) -> dict[str, dict[str, int]]:
+    """Flows, packets and bytes per transport protocol (tcp, udp, icmp, icmpv6, other)."""
+    proto = np.asarray(flows["protocol"]) if len(flows) else np.zeros(0, dtype=np.uint8)
+    pkts = _num(flows, "Tot Fwd Pkts") + _num(flows, "Tot Bwd Pkts")
+    byts = _num(flows, "TotLen Fwd Pkts") + _num(flows, "TotLen Bwd Pkts")
+    out: dict[str, dict[str, int]] = {}
+    known = np.zeros(len(proto), dtype=bool)
+    for number, name in _PROTOCOLS.items():
+        m = proto == number
+        known |= m
+        out[name] = {"flows": int(m.sum()), "packets": int(pkts[m].sum()),
+                     "bytes": int(byts[m].sum())}
+    out["other"] = {"flows": int((~known).sum()), "packets": int(pkts[~known].sum()),
+                    "bytes": int(byts[~known].sum())}
+    return out
+
+
+def build_report(window: ClosedWindow, analysis: WindowAnalysis, summary: str,
+                 top_n: int) -> dict[str, Any]:
+    """Return the report as a JSON-ready dict (schema: docs/window-report.md)."""
+    flows = window.flows
+    mix = protocol_mix(flows)
+    scores = np.asarray(analysis.anomaly_scores, dtype=np.float64)
+    anomaly: dict[str, Any] = {"scored_flows": int(len(scores))}
+    if len(scores):
+        anomaly.update({
+            "threshold": analysis.anomaly_threshold,
+            "anomalous_flows": int((scores >= analysis.anomaly_threshold).sum()),
+            "mean": round(float(scores.mean()), 4),
+            "p50": round(float(np.quantile(scores, 0.5)), 4),
+            "p95": round(float(np.quantile(scores, 0.95)), 4),
+            "max": round(float(scores.max()), 4)})
+    by_detector: dict[str, int] = {}
+    for d in analysis.detections:
+        by_detector[d.detector] = by_detector.get(d.detector, 0) + 1
+    return {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "window": {"start": window.start, "end": window.end,
+                   "start_iso": _iso(window.start), "end_iso": _iso(window.end),
+                   "length_seconds": window.end - window.start},
+        "totals": {"flows": len(flows),
+                   "packets": sum(v["packets"] for v in mix.values()),
+                   "bytes": sum(v["bytes"] for v in mix.values()),
+                   "late_flows": window.late_flows},
+        "protocols": mix,
+        "top_talkers": top_talkers(flows, top_n),
+        "detections": [d.to_dict() for d in analysis.detections],
+        "detections_by_detector": by_detector,
+        "classifications": dict(sorted(analysis.class_counts.items())),
+        "anomaly": anomaly,
+        "analysis": {"flows_analysed": analysis.flows_analysed,
+                     "seconds": round(analysis.seconds, 6)},
+        "summary": summary,
+    }
