@@ -6,10 +6,30 @@ signals: it returns a :class:`FileResult` and the daemon records it.
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from .capture import decode as D
+from .capture.pcap_reader import CaptureError, CaptureReader, PacketChunk, sniff_kind
 from .flow_schema import FlowBatch
+from .flows.features import flow_batch
+from .flows.flow_csv import FlowCsvError, FlowCsvWriter, csv_name_for, read_flow_csv
+from .flows.flow_table import FlowTable
+
+# Labels of metrics.PROTOCOLS / metrics.SKIP_REASONS (kept literal: the pipeline does
+# not import the metrics module).
+_PROTOCOLS = ("tcp", "udp", "icmp", "icmpv6", "other")
+_SKIP_REASONS = ("non_ip", "truncated", "malformed", "unsupported_link")
+_STATUS_REASON = {D.ST_NON_IP: "non_ip", D.ST_TRUNCATED: "truncated",
+                  D.ST_MALFORMED: "malformed", D.ST_UNSUPPORTED_LINK: "unsupported_link"}
+# IP protocol number -> index into _PROTOCOLS
+_PROTO_INDEX = np.full(257, 4, dtype=np.int64)
+_PROTO_INDEX[6], _PROTO_INDEX[17], _PROTO_INDEX[1], _PROTO_INDEX[58] = 0, 1, 2, 3
 
 
 class CaptureFormatError(Exception):
@@ -28,6 +48,12 @@ class FlowSettings:
     active_timeout_seconds: float = 3600.0
     activity_timeout_seconds: float = 5.0
     carry_across_files: bool = True
+    tcp_close_grace_seconds: float = 2.0   # final ACK / retransmitted FIN after close
+    max_file_bytes: int = 0                # 0: no limit; larger files fail "too_large"
+
+    def table(self) -> FlowTable:
+        return FlowTable(self.idle_timeout_seconds, self.active_timeout_seconds,
+                         self.activity_timeout_seconds, self.tcp_close_grace_seconds)
 
 
 @dataclass(frozen=True)
@@ -48,19 +74,180 @@ class FileResult:
     csv_rows: int = 0
     first_ts: float | None = None   # capture time span (epoch seconds)
     last_ts: float | None = None
+    flow_count: int = 0             # flows completed (also when not collected)
+
+    @property
+    def packets(self) -> int:
+        return sum(self.packets_by_protocol.values()) + sum(self.skipped_by_reason.values())
+
+
+class _Counts:
+    """Per-file packet counters, updated per chunk with vectorised numpy."""
+
+    def __init__(self) -> None:
+        self.pkts = np.zeros(5, dtype=np.int64)
+        self.byts = np.zeros(5, dtype=np.int64)
+        self.skip = dict.fromkeys(_SKIP_REASONS, 0)
+        self.frags = 0
+        self.first: float | None = None
+        self.last: float | None = None
+
+    def add(self, chunk: PacketChunk) -> None:
+        P = chunk.P
+        status = P[:, D.F_STATUS]
+        ok = status == D.ST_OK
+        idx = _PROTO_INDEX[np.clip(P[ok, D.F_PROTO], 0, 256)]
+        self.pkts += np.bincount(idx, minlength=5)
+        self.byts += np.bincount(idx, weights=P[ok, D.F_WIRELEN], minlength=5).astype(np.int64)
+        if not ok.all():
+            for code, n in enumerate(np.bincount(status, minlength=5)):
+                if code != D.ST_OK and n:
+                    self.skip[_STATUS_REASON[code]] += int(n)
+        self.frags += int(np.count_nonzero(P[:, D.F_FRAG]))
+        ts = P[:, D.F_TS]
+        lo, hi = float(ts.min()) / 1e6, float(ts.max()) / 1e6
+        self.first = lo if self.first is None else min(self.first, lo)
+        self.last = hi if self.last is None else max(self.last, hi)
 
 
 def process_file(path: Path, settings: FlowSettings, *, carry: bytes | None = None,
-                 csv_dir: Path | None = None, final: bool = True) -> FileResult:
+                 csv_dir: Path | None = None, final: bool = True, collect: bool = True,
+                 on_flows: Callable[[FlowBatch], None] | None = None,
+                 on_progress: Callable[[int], None] | None = None,
+                 csv_path: Path | None = None) -> FileResult:
     """Parse one file into flows; raise :class:`CaptureFormatError` for unreadable input.
 
     ``carry`` is the ``FileResult.carry`` of the previous file of the same series;
     ``final=False`` keeps flows still open at the end in ``FileResult.carry``
-    instead of ending them. ``csv_dir`` set: write the flows as CSV there.
+    instead of ending them. ``csv_dir`` set: write the flows as CSV there (or to
+    ``csv_path``). ``collect=False`` leaves ``FileResult.flows`` empty (memory stays
+    bounded); ``on_flows`` receives each batch of finished flows; ``on_progress``
+    the uncompressed bytes read so far.
     """
-    raise NotImplementedError  # implemented by the flow engine (issue 3)
+    path = Path(path)
+    t0 = time.perf_counter()
+    try:
+        size = os.stat(path).st_size
+        kind = sniff_kind(path)
+    except OSError as exc:
+        raise CaptureFormatError(f"{path}: cannot read ({exc.strerror or exc})", "io") from exc
+    if settings.max_file_bytes and size > settings.max_file_bytes:
+        raise CaptureFormatError(f"{path}: {size} bytes is above the limit of "
+                                 f"{settings.max_file_bytes}", "too_large")
+    if kind == "unknown" and path.name.lower().endswith((".csv", ".csv.gz")):
+        kind = "csv"
+    if kind == "unknown":
+        raise CaptureFormatError(f"{path}: not a pcap, pcapng or flow CSV file", "format")
+    if csv_path is None and csv_dir is not None:
+        csv_path = Path(csv_dir) / csv_name_for(path)
+    writer = None
+    if csv_path is not None:
+        try:
+            writer = FlowCsvWriter(csv_path)
+        except OSError as exc:
+            raise CaptureFormatError(f"{csv_path}: cannot write flow CSV ({exc.strerror or exc})",
+                                     "io") from exc
+    batches: list[FlowBatch] = []
+    n_flows = 0
+
+    def emit(batch: FlowBatch) -> None:
+        nonlocal n_flows
+        if not len(batch):
+            return
+        n_flows += len(batch)
+        if writer is not None:
+            writer.write(batch)
+        if collect:
+            batches.append(batch)
+        if on_flows is not None:
+            on_flows(batch)
+
+    try:
+        if kind == "csv":
+            counts = _Counts()
+            try:
+                for batch in read_flow_csv(path):
+                    emit(batch)
+            except FlowCsvError as exc:
+                raise CaptureFormatError(str(exc), "format") from exc
+            out_carry = carry if (carry is not None and not final) else None
+            if carry is not None and final:
+                emit(finish_carry(carry, settings))
+            file_kind = "csv"
+        else:
+            counts, out_carry, file_kind = _process_capture(path, settings, carry, final, emit,
+                                                            on_progress)
+        if writer is not None:
+            writer.close()
+    except CaptureFormatError:
+        if writer is not None:
+            writer.abort()
+        raise
+    except OSError as exc:
+        if writer is not None:
+            writer.abort()
+        raise CaptureFormatError(f"{path}: I/O error ({exc.strerror or exc})", "io") from exc
+    except MemoryError as exc:
+        if writer is not None:
+            writer.abort()
+        raise CaptureFormatError(f"{path}: out of memory while processing", "too_large") from exc
+    return FileResult(
+        path=str(path), kind=file_kind, size_bytes=size, seconds=time.perf_counter() - t0,
+        flows=FlowBatch.concat(batches) if collect else FlowBatch.empty(),
+        packets_by_protocol={p: int(v) for p, v in zip(_PROTOCOLS, counts.pkts, strict=True)},
+        bytes_by_protocol={p: int(v) for p, v in zip(_PROTOCOLS, counts.byts, strict=True)},
+        skipped_by_reason=dict(counts.skip), ip_fragments=counts.frags, carry=out_carry,
+        csv_path=str(csv_path) if writer is not None else None,
+        csv_rows=writer.rows if writer is not None else 0,
+        first_ts=counts.first, last_ts=counts.last, flow_count=n_flows,
+    )
+
+
+def _load_carry(carry: bytes | None, settings: FlowSettings) -> FlowTable:
+    if carry is None:
+        return settings.table()
+    try:
+        return FlowTable.from_bytes(carry, settings.idle_timeout_seconds,
+                                    settings.active_timeout_seconds,
+                                    settings.activity_timeout_seconds,
+                                    settings.tcp_close_grace_seconds)
+    except ValueError as exc:
+        raise CaptureFormatError(str(exc), "internal") from exc
+
+
+def _process_capture(path: Path, settings: FlowSettings, carry: bytes | None, final: bool,
+                     emit: Callable[[FlowBatch], None],
+                     on_progress: Callable[[int], None] | None) -> tuple[_Counts, bytes | None,
+                                                                         str]:
+    table = _load_carry(carry, settings)
+    counts = _Counts()
+    reader = CaptureReader(path)
+    try:
+        for chunk in reader:
+            counts.add(chunk)
+            done = table.add(chunk.P, chunk.PE, chunk.buf)
+            if len(done):
+                emit(flow_batch(done))
+            if on_progress is not None:
+                on_progress(reader.bytes_read)
+    except CaptureError as exc:
+        raise CaptureFormatError(str(exc), exc.reason) from exc
+    if reader.truncated_tail:
+        if reader.packets == 0:
+            raise CaptureFormatError(f"{path}: capture ends inside its first record",
+                                     "truncated")
+        counts.skip["truncated"] += 1
+    out_carry = None
+    if final or not settings.carry_across_files:
+        done = table.finish()
+        if len(done):
+            emit(flow_batch(done))
+    else:
+        out_carry = table.to_bytes()
+    return counts, out_carry, reader.kind
 
 
 def finish_carry(carry: bytes, settings: FlowSettings) -> FlowBatch:
     """End every flow held in ``carry`` (no next file came) and return them."""
-    raise NotImplementedError  # implemented by the flow engine (issue 3)
+    table = _load_carry(carry, settings)
+    return flow_batch(table.finish())

@@ -1,0 +1,553 @@
+"""Compiled record walkers and the link/IP/transport decoder.
+
+The walkers turn a byte buffer holding whole pcap records or pcapng blocks into
+one row per packet of the packet table ``P`` (int64, one column per ``F_*``
+field) plus ``PE`` (float64: DNS query-name entropy). Nothing here allocates
+per packet and nothing raises: every malformed input ends as a status code.
+
+All integer arithmetic is done in int64 so that numba never mixes signed and
+unsigned types (which would silently promote to float64).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# Packet-table columns -----------------------------------------------------------
+F_TS = 0        # timestamp, microseconds since the epoch
+F_WIRELEN = 1   # original length on the wire
+F_STATUS = 2    # ST_* below
+F_PROTO = 3     # IP protocol number (after extension headers), -1 if not IP
+F_SHI = 4       # source address, high 64 bits (IPv4 as ::ffff:a.b.c.d)
+F_SLO = 5
+F_DHI = 6
+F_DLO = 7
+F_SPORT = 8     # TCP/UDP ports; 0 when unknown
+F_DPORT = 9
+F_FLAGS = 10    # TCP flags byte (FIN=1 ... CWR=128)
+F_WIN = 11      # TCP window (0 for other protocols)
+F_HDR = 12      # transport header length (TCP data offset, 8 for UDP/ICMP)
+F_PAY = 13      # transport payload length (from IP lengths, not the captured length)
+F_ICMPT = 14    # ICMP/ICMPv6 type, -1 otherwise
+F_ICMPC = 15    # ICMP/ICMPv6 code, -1 otherwise
+F_ICMPID = 16   # ICMP echo identifier, 0 otherwise
+F_FRAG = 17     # 0 not a fragment, 1 first fragment, 2 later fragment
+F_DNS = 18      # -1 not DNS, 0 query, 1 response
+F_RCODE = 19    # DNS RCODE
+F_QOFF = 20     # offset of the first query-name label in the buffer, -1 if none
+F_QLEN = 21     # query-name length (dotted, no trailing dot)
+F_QLABELS = 22  # number of labels
+F_IPV = 23      # 4 or 6, 0 if not IP
+N_FIELDS = 24
+
+ST_OK = 0
+ST_NON_IP = 1
+ST_TRUNCATED = 2
+ST_MALFORMED = 3
+ST_UNSUPPORTED_LINK = 4
+
+# Walker return codes.
+W_OK = 0            # stopped because the buffer or the packet table ran out
+W_CORRUPT = 1       # record/block header that cannot be right; cannot resync
+
+MAX_RECORD = 1 << 24     # larger pcap records / pcapng blocks are corrupt
+MAX_IFACES = 256
+FRAG_SLOTS = 4096        # direct-mapped cache: first fragment's ports by IP id
+
+V4_MAPPED_HI = 0
+V4_MAPPED_LO_PREFIX = 0xFFFF << 32
+
+
+@njit(cache=True, inline="always")
+def _u16(b, o):
+    return (np.int64(b[o]) << 8) | np.int64(b[o + 1])
+
+
+@njit(cache=True, inline="always")
+def _u32(b, o):
+    return ((np.int64(b[o]) << 24) | (np.int64(b[o + 1]) << 16)
+            | (np.int64(b[o + 2]) << 8) | np.int64(b[o + 3]))
+
+
+@njit(cache=True, inline="always")
+def _u16x(b, o, swapped):
+    if swapped:
+        return (np.int64(b[o + 1]) << 8) | np.int64(b[o])
+    return (np.int64(b[o]) << 8) | np.int64(b[o + 1])
+
+
+@njit(cache=True, inline="always")
+def _u32x(b, o, swapped):
+    if swapped:
+        return ((np.int64(b[o + 3]) << 24) | (np.int64(b[o + 2]) << 16)
+                | (np.int64(b[o + 1]) << 8) | np.int64(b[o]))
+    return _u32(b, o)
+
+
+@njit(cache=True, inline="always")
+def _u64(b, o):
+    v = np.int64(0)
+    for k in range(8):
+        v = (v << 8) | np.int64(b[o + k])
+    return v
+
+
+@njit(cache=True)
+def _parse_dns(b, d, end, P, PE, i, hist):
+    """Parse a DNS header and first question at ``b[d:end]`` into row ``i``."""
+    if end - d < 12:
+        return
+    flags = _u16(b, d + 2)
+    qd = _u16(b, d + 4)
+    if (flags >> 11) & 0xF > 2:     # opcode beyond QUERY/IQUERY/STATUS: not DNS-like
+        return
+    P[i, F_DNS] = (flags >> 15) & 1
+    P[i, F_RCODE] = flags & 0xF
+    if qd == 0:
+        return
+    p = d + 12
+    qlen = 0
+    labels = 0
+    ok = False
+    while p < end:
+        ln = np.int64(b[p])
+        if ln == 0:
+            ok = True
+            break
+        if ln > 63 or p + 1 + ln > end or qlen + ln + 1 > 255:
+            break
+        if labels > 0:
+            hist[46] += 1  # '.'
+            qlen += 1
+        for k in range(ln):
+            c = np.int64(b[p + 1 + k])
+            if 65 <= c <= 90:
+                c += 32
+            hist[c] += 1
+        qlen += ln
+        labels += 1
+        p += 1 + ln
+    if ok and labels > 0:
+        P[i, F_QOFF] = d + 12
+        P[i, F_QLEN] = qlen
+        P[i, F_QLABELS] = labels
+        h = 0.0
+        for c in range(256):
+            if hist[c] > 0:
+                q = hist[c] / qlen
+                h -= q * np.log2(q)
+        PE[i] = h
+    for c in range(256):
+        hist[c] = 0
+
+
+@njit(cache=True)
+def _frag_slot(shi, slo, dhi, dlo, proto, ident):
+    h = (shi * 31 + slo) * 1000003 + (dhi * 31 + dlo) * 7919 + proto * 131 + ident
+    h ^= (h >> 29)
+    return h & (FRAG_SLOTS - 1)
+
+
+@njit(cache=True)
+def decode_packet(b, o, caplen, wirelen, linktype, ts, P, PE, i, frag, hist):
+    """Decode one frame starting at ``b[o]`` into row ``i`` of the packet table."""
+    for k in range(N_FIELDS):
+        P[i, k] = 0
+    P[i, F_TS] = ts
+    P[i, F_WIRELEN] = wirelen
+    P[i, F_PROTO] = -1
+    P[i, F_ICMPT] = -1
+    P[i, F_ICMPC] = -1
+    P[i, F_DNS] = -1
+    P[i, F_QOFF] = -1
+    PE[i] = 0.0
+    end = o + caplen
+    p = o
+    ipv = 0
+    # ---- link layer -------------------------------------------------------------
+    if linktype == 1:  # Ethernet
+        if caplen < 14:
+            P[i, F_STATUS] = ST_TRUNCATED
+            return
+        et = _u16(b, o + 12)
+        p = o + 14
+        while (et == 0x8100 or et == 0x88A8 or et == 0x9100) and p + 4 <= end:
+            et = _u16(b, p + 2)
+            p += 4
+        if et == 0x8100 or et == 0x88A8 or et == 0x9100:
+            P[i, F_STATUS] = ST_TRUNCATED
+            return
+        if et == 0x8864:  # PPPoE session
+            if p + 8 > end:
+                P[i, F_STATUS] = ST_TRUNCATED
+                return
+            ppp = _u16(b, p + 6)
+            p += 8
+            et = 0x0800 if ppp == 0x21 else (0x86DD if ppp == 0x57 else 0)
+        if et == 0x0800:
+            ipv = 4
+        elif et == 0x86DD:
+            ipv = 6
+    elif linktype == 113:  # Linux cooked v1
+        if caplen < 16:
+            P[i, F_STATUS] = ST_TRUNCATED
+            return
+        et = _u16(b, o + 14)
+        p = o + 16
+        ipv = 4 if et == 0x0800 else (6 if et == 0x86DD else 0)
+    elif linktype == 276:  # Linux cooked v2
+        if caplen < 20:
+            P[i, F_STATUS] = ST_TRUNCATED
+            return
+        et = _u16(b, o)
+        p = o + 20
+        ipv = 4 if et == 0x0800 else (6 if et == 0x86DD else 0)
+    elif linktype == 101 or linktype == 12 or linktype == 14 or linktype == 228 \
+            or linktype == 229:  # raw IP
+        if caplen < 1:
+            P[i, F_STATUS] = ST_TRUNCATED
+            return
+        v = np.int64(b[o]) >> 4
+        ipv = 4 if v == 4 else (6 if v == 6 else 0)
+    elif linktype == 0 or linktype == 108:  # BSD null / OpenBSD loopback
+        if caplen < 5:
+            P[i, F_STATUS] = ST_TRUNCATED
+            return
+        p = o + 4
+        v = np.int64(b[p]) >> 4
+        ipv = 4 if v == 4 else (6 if v == 6 else 0)
+    else:
+        P[i, F_STATUS] = ST_UNSUPPORTED_LINK
+        return
+    if ipv == 0:
+        P[i, F_STATUS] = ST_NON_IP
+        return
+    P[i, F_IPV] = ipv
+    # ---- network layer ------------------------------------------------------------
+    fragstate = 0
+    ident = np.int64(0)
+    if ipv == 4:
+        if p + 20 > end:
+            P[i, F_STATUS] = ST_TRUNCATED
+            return
+        if (np.int64(b[p]) >> 4) != 4:
+            P[i, F_STATUS] = ST_MALFORMED
+            return
+        ihl = (np.int64(b[p]) & 15) * 4
+        tot = _u16(b, p + 2)
+        if tot == 0:  # TSO / segmentation offload: trust the capture
+            tot = wirelen - (p - o)
+        if ihl < 20 or tot < ihl:
+            P[i, F_STATUS] = ST_MALFORMED
+            return
+        ff = _u16(b, p + 6)
+        fo = ff & 0x1FFF
+        mf = ff & 0x2000
+        ident = _u16(b, p + 4)
+        proto = np.int64(b[p + 9])
+        P[i, F_SHI] = 0
+        P[i, F_SLO] = (np.int64(0xFFFF) << 32) | _u32(b, p + 12)
+        P[i, F_DHI] = 0
+        P[i, F_DLO] = (np.int64(0xFFFF) << 32) | _u32(b, p + 16)
+        ip_end = p + tot
+        l4 = p + ihl
+        if fo != 0:
+            fragstate = 2
+        elif mf != 0:
+            fragstate = 1
+    else:
+        if p + 40 > end:
+            P[i, F_STATUS] = ST_TRUNCATED
+            return
+        if (np.int64(b[p]) >> 4) != 6:
+            P[i, F_STATUS] = ST_MALFORMED
+            return
+        plen = _u16(b, p + 4)
+        if plen == 0:  # jumbogram or offload
+            plen = wirelen - (p - o) - 40
+        nh = np.int64(b[p + 6])
+        P[i, F_SHI] = _u64(b, p + 8)
+        P[i, F_SLO] = _u64(b, p + 16)
+        P[i, F_DHI] = _u64(b, p + 24)
+        P[i, F_DLO] = _u64(b, p + 32)
+        ip_end = p + 40 + plen
+        l4 = p + 40
+        for _ in range(16):
+            if nh == 0 or nh == 43 or nh == 60 or nh == 135 or nh == 139 or nh == 140:
+                if l4 + 2 > end:
+                    P[i, F_PROTO] = nh
+                    P[i, F_STATUS] = ST_TRUNCATED
+                    return
+                nxt = np.int64(b[l4])
+                l4 += (np.int64(b[l4 + 1]) + 1) * 8
+                nh = nxt
+            elif nh == 44:
+                if l4 + 8 > end:
+                    P[i, F_PROTO] = nh
+                    P[i, F_STATUS] = ST_TRUNCATED
+                    return
+                nxt = np.int64(b[l4])
+                fw = _u16(b, l4 + 2)
+                ident = _u32(b, l4 + 4)
+                if (fw & 0xFFF8) != 0:
+                    fragstate = 2
+                elif fw & 1:
+                    fragstate = 1
+                l4 += 8
+                nh = nxt
+            elif nh == 51:
+                if l4 + 2 > end:
+                    P[i, F_PROTO] = nh
+                    P[i, F_STATUS] = ST_TRUNCATED
+                    return
+                nxt = np.int64(b[l4])
+                l4 += (np.int64(b[l4 + 1]) + 2) * 4
+                nh = nxt
+            else:
+                break
+        proto = nh
+        if l4 > ip_end:
+            P[i, F_PROTO] = proto
+            P[i, F_STATUS] = ST_MALFORMED
+            return
+    P[i, F_PROTO] = proto
+    P[i, F_FRAG] = fragstate
+    ip_pay = ip_end - l4
+    if ip_pay < 0:
+        ip_pay = 0
+    # ---- later fragments: no transport header; borrow the first fragment's ports --
+    if fragstate == 2:
+        P[i, F_PAY] = ip_pay
+        if proto == 6 or proto == 17:
+            s = _frag_slot(P[i, F_SHI], P[i, F_SLO], P[i, F_DHI], P[i, F_DLO], proto, ident)
+            if (frag[s, 0] == P[i, F_SHI] and frag[s, 1] == P[i, F_SLO]
+                    and frag[s, 2] == P[i, F_DHI] and frag[s, 3] == P[i, F_DLO]
+                    and frag[s, 4] == proto and frag[s, 5] == ident and frag[s, 8] == 1):
+                P[i, F_SPORT] = frag[s, 6]
+                P[i, F_DPORT] = frag[s, 7]
+        return
+    cap_l4 = end - l4  # transport bytes actually captured
+    # ---- transport layer ----------------------------------------------------------
+    if proto == 6:
+        if cap_l4 < 4:
+            P[i, F_STATUS] = ST_TRUNCATED
+            return
+        P[i, F_SPORT] = _u16(b, l4)
+        P[i, F_DPORT] = _u16(b, l4 + 2)
+        hdr = 20
+        if cap_l4 >= 13:
+            hdr = (np.int64(b[l4 + 12]) >> 4) * 4
+            if hdr < 20:
+                P[i, F_STATUS] = ST_MALFORMED
+                return
+        if cap_l4 >= 14:
+            P[i, F_FLAGS] = np.int64(b[l4 + 13])
+        if cap_l4 >= 16:
+            P[i, F_WIN] = _u16(b, l4 + 14)
+        if hdr > ip_pay:
+            hdr = ip_pay
+        P[i, F_HDR] = hdr
+        P[i, F_PAY] = ip_pay - hdr
+    elif proto == 17:
+        if cap_l4 < 4:
+            P[i, F_STATUS] = ST_TRUNCATED
+            return
+        sp = _u16(b, l4)
+        dp = _u16(b, l4 + 2)
+        P[i, F_SPORT] = sp
+        P[i, F_DPORT] = dp
+        hdr = 8 if ip_pay >= 8 else ip_pay
+        P[i, F_HDR] = hdr
+        P[i, F_PAY] = ip_pay - hdr
+        if sp == 53 or dp == 53 or sp == 5353 or dp == 5353:
+            dend = l4 + ip_pay
+            if dend > end:
+                dend = end
+            _parse_dns(b, l4 + 8, dend, P, PE, i, hist)
+    elif proto == 1 or proto == 58:
+        if cap_l4 < 2:
+            P[i, F_STATUS] = ST_TRUNCATED
+            return
+        t = np.int64(b[l4])
+        P[i, F_ICMPT] = t
+        P[i, F_ICMPC] = np.int64(b[l4 + 1])
+        echo = False
+        if proto == 1:
+            echo = t == 0 or t == 8 or t == 13 or t == 14 or t == 15 or t == 16 \
+                or t == 17 or t == 18
+        else:
+            echo = t == 128 or t == 129
+        if echo and cap_l4 >= 6:
+            P[i, F_ICMPID] = _u16(b, l4 + 4)
+        hdr = 8 if ip_pay >= 8 else ip_pay
+        P[i, F_HDR] = hdr
+        P[i, F_PAY] = ip_pay - hdr
+    else:
+        P[i, F_PAY] = ip_pay
+    if fragstate == 1 and (proto == 6 or proto == 17):
+        s = _frag_slot(P[i, F_SHI], P[i, F_SLO], P[i, F_DHI], P[i, F_DLO], proto, ident)
+        frag[s, 0] = P[i, F_SHI]
+        frag[s, 1] = P[i, F_SLO]
+        frag[s, 2] = P[i, F_DHI]
+        frag[s, 3] = P[i, F_DLO]
+        frag[s, 4] = proto
+        frag[s, 5] = ident
+        frag[s, 6] = P[i, F_SPORT]
+        frag[s, 7] = P[i, F_DPORT]
+        frag[s, 8] = 1
+
+
+@njit(cache=True)
+def walk_pcap(b, pos, end, swapped, nanosec, linktype, P, PE, maxp, frag, hist, res):
+    """Decode whole pcap records from ``b[pos:end]``; ``res`` gets (pos, n, code)."""
+    n = 0
+    code = W_OK
+    while n < maxp:
+        if pos + 16 > end:
+            break
+        sec = _u32x(b, pos, swapped)
+        frac = _u32x(b, pos + 4, swapped)
+        incl = _u32x(b, pos + 8, swapped)
+        orig = _u32x(b, pos + 12, swapped)
+        if incl > MAX_RECORD:
+            code = W_CORRUPT
+            break
+        if pos + 16 + incl > end:
+            break
+        if orig < incl:
+            orig = incl
+        ts = sec * 1000000 + (frac // 1000 if nanosec else frac)
+        decode_packet(b, pos + 16, incl, orig, linktype, ts, P, PE, n, frag, hist)
+        n += 1
+        pos += 16 + incl
+    res[0] = pos
+    res[1] = n
+    res[2] = code
+
+
+@njit(cache=True)
+def _pcapng_ts(hi, lo, r, off_s):
+    t = (hi << 32) | lo
+    if r & 0x80:
+        e = r & 0x7F
+        us = np.int64(float(t) * 1e6 / (2.0 ** e))
+    elif r <= 6:
+        us = t * np.int64(10 ** (6 - r))
+    elif r <= 18:
+        us = t // np.int64(10 ** (r - 6))
+    else:
+        us = np.int64(0)
+    return us + off_s * 1000000
+
+
+@njit(cache=True)
+def walk_pcapng(b, pos, end, st, if_link, if_res, if_off, P, PE, maxp, frag, hist, res):
+    """Decode whole pcapng blocks from ``b[pos:end]``.
+
+    ``st`` holds the section state across calls: [byte order swapped, number of
+    interfaces, last timestamp]. Per-interface link type, ``if_tsresol`` byte and
+    ``if_tsoffset`` seconds live in ``if_link``/``if_res``/``if_off``.
+    """
+    n = 0
+    code = W_OK
+    sw = st[0] != 0
+    while n < maxp:
+        if pos + 12 > end:
+            break
+        btype = _u32x(b, pos, sw)
+        if btype == 0x0A0D0D0A:
+            bom = _u32x(b, pos + 8, False)
+            if bom == 0x1A2B3C4D:
+                sw = False
+            elif bom == 0x4D3C2B1A:
+                sw = True
+            else:
+                code = W_CORRUPT
+                break
+        blen = _u32x(b, pos + 4, sw)
+        if blen < 12 or (blen & 3) != 0 or blen > MAX_RECORD:
+            code = W_CORRUPT
+            break
+        if pos + blen > end:
+            break
+        if btype == 0x0A0D0D0A:
+            st[1] = 0
+        elif btype == 1:  # interface description
+            if blen < 20 or st[1] >= MAX_IFACES:
+                code = W_CORRUPT
+                break
+            k = st[1]
+            if_link[k] = _u16x(b, pos + 8, sw)
+            if_res[k] = 6
+            if_off[k] = 0
+            q = pos + 16
+            qend = pos + blen - 4
+            while q + 4 <= qend:
+                oc = _u16x(b, q, sw)
+                ol = _u16x(b, q + 2, sw)
+                if oc == 0 or q + 4 + ol > qend:
+                    break
+                if oc == 9 and ol >= 1:
+                    if_res[k] = np.int64(b[q + 4])
+                elif oc == 14 and ol >= 8:
+                    hi = _u32x(b, q + 4, sw)
+                    lo = _u32x(b, q + 8, sw)
+                    if_off[k] = (lo << 32) | hi if sw else (hi << 32) | lo
+                q += 4 + ((ol + 3) & ~3)
+            st[1] = k + 1
+        elif btype == 6 or btype == 2:  # enhanced / obsolete packet block
+            if blen < 32:
+                code = W_CORRUPT
+                break
+            if btype == 6:
+                ifid = _u32x(b, pos + 8, sw)
+            else:
+                ifid = _u16x(b, pos + 8, sw)
+            hi = _u32x(b, pos + 12, sw)
+            lo = _u32x(b, pos + 16, sw)
+            cap = _u32x(b, pos + 20, sw)
+            orig = _u32x(b, pos + 24, sw)
+            if ifid >= st[1] or 28 + cap > blen - 4:
+                for kk in range(N_FIELDS):
+                    P[n, kk] = 0
+                P[n, F_STATUS] = ST_MALFORMED
+                P[n, F_WIRELEN] = orig
+                P[n, F_TS] = st[2]
+                P[n, F_PROTO] = -1
+                P[n, F_DNS] = -1
+                P[n, F_QOFF] = -1
+                PE[n] = 0.0
+            else:
+                ts = _pcapng_ts(hi, lo, if_res[ifid], if_off[ifid])
+                st[2] = ts
+                if orig < cap:
+                    orig = cap
+                decode_packet(b, pos + 28, cap, orig, if_link[ifid], ts, P, PE, n, frag, hist)
+            n += 1
+        elif btype == 3:  # simple packet block: interface 0, no timestamp
+            if blen < 16:
+                code = W_CORRUPT
+                break
+            orig = _u32x(b, pos + 8, sw)
+            cap = blen - 16
+            if orig < cap:
+                cap = orig
+            if st[1] < 1:
+                for kk in range(N_FIELDS):
+                    P[n, kk] = 0
+                P[n, F_STATUS] = ST_MALFORMED
+                P[n, F_WIRELEN] = orig
+                P[n, F_TS] = st[2]
+                P[n, F_PROTO] = -1
+                P[n, F_DNS] = -1
+                P[n, F_QOFF] = -1
+                PE[n] = 0.0
+            else:
+                decode_packet(b, pos + 12, cap, orig, if_link[0], st[2], P, PE, n, frag, hist)
+            n += 1
+        pos += blen
+    st[0] = 1 if sw else 0
+    res[0] = pos
+    res[1] = n
+    res[2] = code

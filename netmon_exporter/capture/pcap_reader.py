@@ -1,0 +1,211 @@
+"""Stream a pcap, pcapng or gzip-compressed capture as bounded chunks of packet columns.
+
+The file is read in blocks of ``read_size`` bytes; the compiled walkers in
+:mod:`.decode` turn every whole record of a block into one row of the packet
+table. Memory stays bounded by the block size and the table size, whatever the
+size of the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from . import decode as D
+
+PCAP_MAGICS = {
+    b"\xd4\xc3\xb2\xa1": (True, False),   # little-endian, microseconds
+    b"\xa1\xb2\xc3\xd4": (False, False),
+    b"\x4d\x3c\xb2\xa1": (True, True),    # little-endian, nanoseconds
+    b"\xa1\xb2\x3c\x4d": (False, True),
+}
+PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+GZIP_MAGIC = b"\x1f\x8b"
+
+DEFAULT_READ_SIZE = 4 << 20
+DEFAULT_MAX_PACKETS = 1 << 16
+
+
+class CaptureError(Exception):
+    """A capture that cannot be read; ``reason`` is one of metrics.FAIL_REASONS."""
+
+    def __init__(self, message: str, reason: str = "format") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class PacketChunk:
+    """Decoded packets of one chunk: the packet table plus the buffer it points into."""
+
+    P: np.ndarray        # (n, N_FIELDS) int64
+    PE: np.ndarray       # (n,) float64 query-name entropy
+    buf: np.ndarray      # uint8 buffer that F_QOFF offsets refer to
+
+    def __len__(self) -> int:
+        return int(self.P.shape[0])
+
+
+def sniff_kind(path: Path) -> str:
+    """Return "pcap", "pcapng", "gzip" or "unknown" from the first bytes of ``path``."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head[:2] == GZIP_MAGIC:
+        return "gzip"
+    if head == PCAPNG_MAGIC:
+        return "pcapng"
+    if head in PCAP_MAGICS:
+        return "pcap"
+    return "unknown"
+
+
+def _open(path: Path) -> tuple[BinaryIO, bytes]:
+    fh: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by the caller
+    head = fh.read(4)
+    if head[:2] == GZIP_MAGIC:
+        fh.close()
+        fh = gzip.open(path, "rb")  # type: ignore[assignment]
+        try:
+            head = fh.read(4)
+        except (OSError, EOFError, zlib.error) as exc:
+            fh.close()
+            raise CaptureError(f"{path}: corrupt gzip stream ({exc})", "format") from exc
+    return fh, head
+
+
+class CaptureReader:
+    """Iterate over :class:`PacketChunk` objects of one capture file.
+
+    After iteration, ``truncated_tail`` is 1 when the file ended inside a record
+    (the rest of the file was used), ``kind`` is "pcap" or "pcapng" and
+    ``bytes_read`` counts the uncompressed bytes.
+    """
+
+    def __init__(self, path: Path, *, read_size: int = DEFAULT_READ_SIZE,
+                 max_packets: int = DEFAULT_MAX_PACKETS) -> None:
+        self.path = Path(path)
+        self.read_size = int(read_size)
+        self.max_packets = int(max_packets)
+        self.kind = "unknown"
+        self.truncated_tail = 0
+        self.bytes_read = 0
+        self.packets = 0
+        self.frag = np.zeros((D.FRAG_SLOTS, 9), dtype=np.int64)
+
+    def __iter__(self) -> Iterator[PacketChunk]:
+        try:
+            fh, head = _open(self.path)
+        except OSError as exc:
+            raise CaptureError(f"{self.path}: cannot open ({exc.strerror or exc})", "io") from exc
+        with fh:
+            if head == PCAPNG_MAGIC:
+                self.kind = "pcapng"
+                yield from self._stream(fh, head, self._pcapng_walker())
+            elif head in PCAP_MAGICS:
+                self.kind = "pcap"
+                yield from self._stream_pcap(fh, head)
+            else:
+                raise CaptureError(f"{self.path}: not a pcap or pcapng capture "
+                                   f"(starts with {head.hex() or 'nothing'})", "format")
+
+    # -- format specifics -----------------------------------------------------------
+    def _stream_pcap(self, fh: BinaryIO, head: bytes) -> Iterator[PacketChunk]:
+        swapped, nanosec = PCAP_MAGICS[head]
+        rest = self._read(fh, 20)
+        if len(rest) < 20:
+            raise CaptureError(f"{self.path}: pcap file header is truncated", "truncated")
+        hdr = head + rest
+        order = "<" if swapped else ">"
+        linktype = int(np.frombuffer(hdr, dtype=f"{order}u4", count=1, offset=20)[0]) & 0xFFFF
+        hist = np.zeros(256, dtype=np.int64)
+
+        def walker(b: np.ndarray, P: np.ndarray, PE: np.ndarray, res: np.ndarray) -> None:
+            D.walk_pcap(b, 0, len(b), swapped, nanosec, linktype, P, PE, len(P),
+                        self.frag, hist, res)
+
+        yield from self._stream(fh, b"", walker)
+
+    def _pcapng_walker(self):  # noqa: ANN202 - internal closure
+        st = np.zeros(3, dtype=np.int64)
+        if_link = np.zeros(D.MAX_IFACES, dtype=np.int64)
+        if_res = np.full(D.MAX_IFACES, 6, dtype=np.int64)
+        if_off = np.zeros(D.MAX_IFACES, dtype=np.int64)
+        hist = np.zeros(256, dtype=np.int64)
+
+        def walker(b: np.ndarray, P: np.ndarray, PE: np.ndarray, res: np.ndarray) -> None:
+            D.walk_pcapng(b, 0, len(b), st, if_link, if_res, if_off, P, PE, len(P),
+                          self.frag, hist, res)
+
+        return walker
+
+    # -- the shared block loop ---------------------------------------------------------
+    def _read(self, fh: BinaryIO, n: int) -> bytes:
+        try:
+            data = fh.read(n)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise CaptureError(f"{self.path}: corrupt gzip stream ({exc})", "truncated") from exc
+        except OSError as exc:
+            raise CaptureError(f"{self.path}: read failed ({exc})", "io") from exc
+        self.bytes_read += len(data)
+        return data
+
+    def _stream(self, fh: BinaryIO, prefix: bytes, walker) -> Iterator[PacketChunk]:  # noqa: ANN001
+        pending = bytearray(prefix)
+        eof = False
+        res = np.zeros(3, dtype=np.int64)
+        while True:
+            if not eof and len(pending) < self.read_size:
+                data = self._read(fh, self.read_size)
+                if data:
+                    pending += data
+                else:
+                    eof = True
+            if not pending:
+                return
+            buf = np.frombuffer(bytes(pending), dtype=np.uint8)
+            P = np.empty((self.max_packets, D.N_FIELDS), dtype=np.int64)
+            PE = np.empty(self.max_packets, dtype=np.float64)
+            walker(buf, P, PE, res)
+            pos, n, code = int(res[0]), int(res[1]), int(res[2])
+            if n:
+                self.packets += n
+                yield PacketChunk(P[:n], PE[:n], buf)
+            if code == D.W_CORRUPT:
+                raise CaptureError(f"{self.path}: corrupt record header at byte "
+                                   f"{self.bytes_read - len(pending) + pos}", "format")
+            del pending[:pos]
+            if n == 0 and pos == 0:
+                if eof:
+                    if pending:
+                        self.truncated_tail = 1
+                    return
+                if len(pending) >= D.MAX_RECORD + 64:
+                    raise CaptureError(f"{self.path}: record larger than "
+                                       f"{D.MAX_RECORD} bytes", "format")
+                # a record longer than the read size: read more before walking again
+                data = self._read(fh, max(self.read_size, len(pending)))
+                if data:
+                    pending += data
+                else:
+                    eof = True
+
+
+def read_all(path: Path, **kw: int) -> tuple[np.ndarray, np.ndarray, CaptureReader]:
+    """Decode a whole (small) capture into one packet table; for tests and tools."""
+    reader = CaptureReader(path, **kw)
+    Ps, PEs = [], []
+    for chunk in reader:
+        Ps.append(chunk.P.copy())
+        PEs.append(chunk.PE.copy())
+    if not Ps:
+        return np.zeros((0, D.N_FIELDS), np.int64), np.zeros(0), reader
+    return np.concatenate(Ps), np.concatenate(PEs), reader
+
+
+__all__ = ["CaptureError", "CaptureReader", "PacketChunk", "read_all", "sniff_kind"]

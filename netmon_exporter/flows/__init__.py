@@ -1,0 +1,1 @@
+"""The flow engine: flow table, CICFlowMeter features, DNS features and flow CSVs."""

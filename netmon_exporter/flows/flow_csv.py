@@ -1,0 +1,228 @@
+"""Flow CSVs: write ours (CICFlowMeter column names) and read CICFlowMeter/NTLFlowLyzer ones.
+
+Output columns are the Java tool's 84 (``flow_schema.CIC_CSV_COLUMNS``) followed
+by our extra columns. Values: integers without a decimal point, other numbers in
+Python's shortest round-trip form, missing values empty. ``Timestamp`` is the
+flow's first packet in UTC, ``YYYY-MM-DD HH:MM:SS.ffffff``.
+
+Files are written to a temporary name in the target directory and renamed into
+place, so a crash never leaves a half-written CSV under the final name and a
+re-run replaces rather than duplicates.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from ..flow_schema import (
+    CIC_CSV_COLUMNS,
+    CIC_FEATURES,
+    EXTRA_FEATURES,
+    FlowBatch,
+    addrs_to_str,
+    header_aliases,
+    make_batch,
+    normalise_header,
+    str_to_addrs,
+)
+from . import csv_format
+
+OUTPUT_COLUMNS: tuple[str, ...] = (*CIC_CSV_COLUMNS, *EXTRA_FEATURES, "dns_qname")
+
+
+class FlowCsvError(ValueError):
+    """A flow CSV whose header we do not recognise or whose rows cannot be parsed."""
+
+
+def csv_name_for(input_path: Path) -> str:
+    """Return the deterministic output file name for an input file (CICFlowMeter style)."""
+    name = Path(input_path).name
+    if name.endswith(".gz"):
+        name = name[:-3]
+    return f"{name}_Flow.csv"
+
+
+class FlowCsvWriter:
+    """Write flow batches to ``path`` through a temporary file renamed on :meth:`close`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self._fh: TextIO | None = open(self.tmp, "w", newline="", encoding="utf-8")  # noqa: SIM115
+        self._fh.write(",".join(OUTPUT_COLUMNS) + "\n")
+        self.rows = 0
+
+    def write(self, batch: FlowBatch) -> None:
+        if not len(batch) or self._fh is None:
+            return
+        self._fh.write(format_rows(batch))
+        self.rows += len(batch)
+
+    def close(self) -> None:
+        """Flush, fsync and move the file into place."""
+        if self._fh is None:
+            return
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        self._fh = None
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        """Drop the temporary file (processing failed)."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        self.tmp.unlink(missing_ok=True)
+
+
+def format_rows(batch: FlowBatch) -> str:
+    """Format a batch as CSV lines in :data:`OUTPUT_COLUMNS` order."""
+    n = len(batch)
+    src = addrs_to_str(batch["src_ip"])
+    dst = addrs_to_str(batch["dst_ip"])
+    ts = np.datetime_as_string((batch["first_ts"] * 1e6).astype("datetime64[us]"), unit="us")
+    text = {
+        "src": np.array(src, dtype=object),
+        "dst": np.array(dst, dtype=object),
+        "ts": np.char.replace(ts.astype(str), "T", " "),
+        "label": batch["label"] if "label" in batch else np.full(n, "", dtype=object),
+        "dns_qname": batch["dns_qname"] if "dns_qname" in batch else np.full(n, "", object),
+    }
+    nums = [batch[c] if c in batch else np.full(n, np.nan) for c in (*CIC_FEATURES,
+                                                                    *EXTRA_FEATURES)]
+    return csv_format.format_flows(batch["src_port"], batch["dst_port"], batch["protocol"],
+                                   text, nums)
+
+
+# -- reading -------------------------------------------------------------------------
+
+_TS_FORMATS = ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S", "%d/%m/%Y %I:%M:%S %p",
+               "%d/%m/%Y %H:%M:%S", "%d/%m/%Y %H:%M", "%Y-%m-%dT%H:%M:%S.%f",
+               "%Y-%m-%dT%H:%M:%S")
+
+
+def _parse_ts(value: str, cache: dict[str, float]) -> float:
+    hit = cache.get(value)
+    if hit is not None:
+        return hit
+    v = value.strip()
+    out = float("nan")
+    try:
+        out = float(v)
+        if out > 1e12:  # milliseconds or microseconds since the epoch
+            out = out / 1e6 if out > 1e15 else out / 1e3
+    except ValueError:
+        for fmt in _TS_FORMATS:
+            try:
+                out = datetime.strptime(v, fmt).replace(tzinfo=UTC).timestamp()
+                break
+            except ValueError:
+                continue
+    cache[value] = out
+    return out
+
+
+def _floats(values: list[str]) -> np.ndarray:
+    out = np.empty(len(values), dtype=np.float64)
+    for i, v in enumerate(values):
+        try:
+            out[i] = float(v)
+        except ValueError:
+            out[i] = np.nan
+    return out
+
+
+def _ints(values: list[str], dtype: type) -> np.ndarray:
+    f = _floats(values)
+    info = np.iinfo(dtype)
+    bad = ~np.isfinite(f) | (f < 0) | (f > info.max)
+    f[bad] = 0
+    return f.astype(dtype)
+
+
+def read_flow_csv(path: Path, *, chunk_rows: int = 50_000) -> Iterator[FlowBatch]:
+    """Yield the flows of a CICFlowMeter (Java/Python) or NTLFlowLyzer CSV in chunks.
+
+    Columns the source lacks are missing (NaN), not zero.
+    """
+    aliases = header_aliases()
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise FlowCsvError(f"{path}: empty file, expected a flow CSV header") from None
+        except csv.Error as exc:
+            raise FlowCsvError(f"{path}: not a CSV file ({exc})") from exc
+        index: dict[str, int] = {}
+        for i, name in enumerate(header):
+            short = aliases.get(normalise_header(name))
+            if short is not None and short not in index:
+                index[short] = i
+        features = [c for c in CIC_FEATURES if c in index]
+        if not {"Src IP", "Dst IP"} <= set(index) or len(features) < 5:
+            raise FlowCsvError(f"{path}: header is not a CICFlowMeter or NTLFlowLyzer flow CSV "
+                               f"(found {len(header)} columns, {len(features)} known features)")
+        width = max(index.values()) + 1
+        ts_cache: dict[str, float] = {}
+        rows: list[list[str]] = []
+        try:
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) < width:
+                    row = row + [""] * (width - len(row))
+                rows.append(row)
+                if len(rows) >= chunk_rows:
+                    yield _rows_to_batch(rows, index, ts_cache)
+                    rows = []
+        except csv.Error as exc:
+            raise FlowCsvError(f"{path}: malformed CSV near line {reader.line_num} "
+                               f"({exc})") from exc
+        if rows:
+            yield _rows_to_batch(rows, index, ts_cache)
+
+
+def _rows_to_batch(rows: list[list[str]], index: dict[str, int],
+                   ts_cache: dict[str, float]) -> FlowBatch:
+    n = len(rows)
+
+    def col(name: str) -> list[str]:
+        i = index[name]
+        return [r[i] for r in rows]
+
+    cols: dict[str, object] = {
+        "src_ip": str_to_addrs(col("Src IP")),
+        "dst_ip": str_to_addrs(col("Dst IP")),
+    }
+    if "Src Port" in index:
+        cols["src_port"] = _ints(col("Src Port"), np.uint16)
+    if "Dst Port" in index:
+        cols["dst_port"] = _ints(col("Dst Port"), np.uint16)
+    if "Protocol" in index:
+        cols["protocol"] = _ints(col("Protocol"), np.uint8)
+    for name in (*CIC_FEATURES, *EXTRA_FEATURES):
+        if name in index:
+            cols[name] = _floats(col(name))
+    if "Pkt Size Avg" not in cols and "Pkt Len Mean" in cols:
+        cols["Pkt Size Avg"] = cols["Pkt Len Mean"]
+    if "Timestamp" in index:
+        first = np.array([_parse_ts(v, ts_cache) for v in col("Timestamp")])
+        cols["first_ts"] = first
+        if "Flow Duration" in cols:
+            cols["last_ts"] = first + np.nan_to_num(cols["Flow Duration"]) / 1e6  # type: ignore[operator]
+        else:
+            cols["last_ts"] = first
+    if "Label" in index:
+        cols["label"] = np.array([v.strip() for v in col("Label")], dtype=object)
+    if "dns_qname" in index:
+        cols["dns_qname"] = np.array(col("dns_qname"), dtype=object)
+    return make_batch(n, **cols)  # type: ignore[arg-type]

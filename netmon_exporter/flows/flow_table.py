@@ -1,0 +1,526 @@
+"""The flow table: bidirectional flows keyed by 5-tuple, with incremental CIC accumulators.
+
+Every packet updates one row of a float64 accumulator matrix ``S`` (one row per
+flow, one column per ``S_*`` field below) in a compiled loop; a flow's key is a
+row of the int64 matrix ``K``. Flows are found through an open-addressing hash
+table rebuilt at every chunk boundary, when finished flows are handed out and
+the table is compacted to the flows still open. State is therefore bounded by
+the number of open flows plus one chunk, never by the size of the file, and the
+open flows can be serialised (:meth:`FlowTable.to_bytes`) to continue in the
+next file of a rotated capture.
+
+Flow semantics (see docs/flow-features.md):
+
+* the client (forward direction) is the sender of the first packet seen;
+* a flow ends after ``idle`` without packets or ``active`` after its first packet;
+* a TCP flow is *closed* once both sides sent FIN, or on RST; packets that
+  follow within ``close_grace`` (final ACK, retransmitted FIN) stay in it, a
+  SYN without ACK or a later packet starts a new flow;
+* ICMP echo-like messages are keyed by identifier, other ICMP by type and code.
+
+Expiry depends only on packet timestamps, so where chunk or file boundaries
+fall does not change the flows.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from ..capture import decode as D
+
+# Accumulator columns ----------------------------------------------------------------
+S_FIRST_TS = 0
+S_LAST_TS = 1
+S_FWD_LAST = 2          # + direction (0 forward, 1 backward)
+# Statistics groups: n, sum, mean, m2 (Welford), max, min.
+ST_N, ST_SUM, ST_MEAN, ST_M2, ST_MAX, ST_MIN = range(6)
+S_FLEN = 4              # forward payload lengths; backward at S_FLEN + 6
+S_ALEN = 16             # all payload lengths
+S_FIAT = 22             # flow inter-arrival times
+S_FWIAT = 28            # forward IATs; backward at S_FWIAT + 6
+S_ACT = 40              # active periods
+S_IDLE = 46             # idle periods
+S_FWD_HDR = 52          # + direction
+S_FWD_PSH = 54
+S_FWD_URG = 56
+S_FLAG = 58             # + bit number: FIN SYN RST PSH ACK URG ECE CWR
+S_FWD_HDR_MIN = 66
+S_FWD_ACT_DATA = 67
+S_INIT_WIN = 68         # + direction; -1 until a packet in that direction
+S_BULK = 70             # + 8 * direction: start, pkts helper, size helper, last ts,
+B_START, B_PH, B_SH, B_LAST, B_STATES, B_PKTS, B_SIZE, B_DUR = range(8)  # bulk fields
+S_SF_LAST = 86
+S_SF_COUNT = 87
+S_START_ACTIVE = 88
+S_END_ACTIVE = 89
+S_SYN = 90              # + direction
+S_FIN = 92
+S_RST = 94
+S_ICMP_T = 96
+S_ICMP_C = 97
+S_DNS_HAS = 98
+S_DNS_Q = 99
+S_DNS_NX = 100
+S_DNS_QLEN = 101
+S_DNS_QLABELS = 102
+S_DNS_QENT = 103
+S_QPOOL_OFF = 104
+S_QPOOL_LEN = 105       # -1 when no name stored
+S_FWD_IS_A = 106
+S_PKTS = 107
+S_BYTES = 108           # wire bytes, both directions
+S_FWD_WIRE = 109        # wire bytes forward
+NS = 110
+
+# Key columns: endpoint A < endpoint B (address, port), protocol, ICMP key.
+K_AHI, K_ALO, K_BHI, K_BLO, K_APORT, K_BPORT, K_PROTO, K_AUX = range(8)
+NK = 8
+
+FLOW_FREE, FLOW_OPEN, FLOW_CLOSED, FLOW_DONE = 0, 1, 2, 3
+
+# params: idle, active, activity timeout, close grace (all microseconds)
+P_IDLE, P_ACTIVE, P_ACTIVITY, P_GRACE = range(4)
+
+POOL_BYTES = 1 << 22
+
+
+@njit(cache=True, inline="always")
+def _stat(S, f, base, x):
+    n = S[f, base] + 1.0
+    S[f, base] = n
+    S[f, base + 1] += x
+    d = x - S[f, base + 2]
+    S[f, base + 2] += d / n
+    S[f, base + 3] += d * (x - S[f, base + 2])
+    if n == 1.0 or x > S[f, base + 4]:
+        S[f, base + 4] = x
+    if n == 1.0 or x < S[f, base + 5]:
+        S[f, base + 5] = x
+
+
+@njit(cache=True, inline="always")
+def _hash(ahi, alo, bhi, blo, ap, bp, pr, aux):
+    h = np.int64(-7046029254386353131)
+    h = (h ^ ahi) * np.int64(1099511628211)
+    h = (h ^ alo) * np.int64(1099511628211)
+    h = (h ^ bhi) * np.int64(1099511628211)
+    h = (h ^ blo) * np.int64(1099511628211)
+    h = (h ^ (ap << 16 | bp)) * np.int64(1099511628211)
+    h = (h ^ (pr << 32 | aux)) * np.int64(1099511628211)
+    return h ^ (h >> 31)
+
+
+@njit(cache=True)
+def rebuild_table(K, status, nflows, table):
+    """Index every open flow of ``K[:nflows]`` in ``table`` (size a power of two)."""
+    mask = len(table) - 1
+    for s in range(len(table)):
+        table[s] = -1
+    for f in range(nflows):
+        if status[f] != FLOW_OPEN and status[f] != FLOW_CLOSED:
+            continue
+        h = _hash(K[f, 0], K[f, 1], K[f, 2], K[f, 3], K[f, 4], K[f, 5], K[f, 6], K[f, 7]) & mask
+        while table[h] != -1:
+            h = (h + 1) & mask
+        table[h] = f
+
+
+@njit(cache=True)
+def _close(S, status, f):
+    if S[f, S_END_ACTIVE] - S[f, S_START_ACTIVE] > 0:
+        _stat(S, f, S_ACT, S[f, S_END_ACTIVE] - S[f, S_START_ACTIVE])
+    status[f] = FLOW_DONE
+
+
+@njit(cache=True)
+def _bulk(S, f, d, t, L):
+    """Update bulk state as CICFlowMeter does, but for the packet's real direction."""
+    B = S_BULK + 8 * d
+    BO = S_BULK + 8 * (1 - d)
+    if S[f, BO + B_LAST] > S[f, B + B_START]:
+        S[f, B + B_START] = -1.0
+    if L <= 0:
+        return
+    if S[f, B + B_START] < 0 or (t - S[f, B + B_LAST]) > 1e6:
+        S[f, B + B_START] = t
+        S[f, B + B_LAST] = t
+        S[f, B + B_PH] = 1.0
+        S[f, B + B_SH] = L
+        return
+    S[f, B + B_PH] += 1.0
+    S[f, B + B_SH] += L
+    if S[f, B + B_PH] == 4.0:
+        S[f, B + B_STATES] += 1.0
+        S[f, B + B_PKTS] += S[f, B + B_PH]
+        S[f, B + B_SIZE] += S[f, B + B_SH]
+        S[f, B + B_DUR] += t - S[f, B + B_START]
+    elif S[f, B + B_PH] > 4.0:
+        S[f, B + B_PKTS] += 1.0
+        S[f, B + B_SIZE] += L
+        S[f, B + B_DUR] += t - S[f, B + B_LAST]
+    S[f, B + B_LAST] = t
+
+
+@njit(cache=True)
+def _copy_qname(buf, qoff, pool, pos):
+    """Write the dotted, lower-case query name at ``buf[qoff]`` to ``pool[pos:]``."""
+    p = qoff
+    w = pos
+    first = True
+    while True:
+        ln = np.int64(buf[p])
+        if ln == 0:
+            break
+        if not first:
+            pool[w] = 46
+            w += 1
+        first = False
+        for k in range(ln):
+            c = buf[p + 1 + k]
+            if 65 <= c <= 90:
+                c += 32
+            pool[w] = c
+            w += 1
+        p += 1 + ln
+    return w - pos
+
+
+@njit(cache=True)
+def _new_flow(S, K, status, f, ahi, alo, bhi, blo, ap, bp, pr, aux, fwd_is_a):
+    for k in range(NS):
+        S[f, k] = 0.0
+    K[f, K_AHI] = ahi
+    K[f, K_ALO] = alo
+    K[f, K_BHI] = bhi
+    K[f, K_BLO] = blo
+    K[f, K_APORT] = ap
+    K[f, K_BPORT] = bp
+    K[f, K_PROTO] = pr
+    K[f, K_AUX] = aux
+    S[f, S_FWD_IS_A] = 1.0 if fwd_is_a else 0.0
+    S[f, S_INIT_WIN] = -1.0
+    S[f, S_INIT_WIN + 1] = -1.0
+    S[f, S_BULK + B_START] = -1.0
+    S[f, S_BULK + B_LAST] = -1.0
+    S[f, S_BULK + 8 + B_START] = -1.0
+    S[f, S_BULK + 8 + B_LAST] = -1.0
+    S[f, S_QPOOL_LEN] = -1.0
+    S[f, S_ICMP_T] = -1.0
+    S[f, S_ICMP_C] = -1.0
+    status[f] = FLOW_OPEN
+
+
+@njit(cache=True)
+def _expired(S, status, f, t, flags, params):
+    last = S[f, S_LAST_TS]
+    if t - last > params[P_IDLE]:
+        return True
+    if t - S[f, S_FIRST_TS] > params[P_ACTIVE]:
+        return True
+    if status[f] == FLOW_CLOSED:
+        if (flags & 2) != 0 and (flags & 16) == 0:
+            return True
+        if t - last > params[P_GRACE]:
+            return True
+    return False
+
+
+@njit(cache=True)
+def _update(S, status, f, d, P, PE, i, buf, pool, st, params):
+    t = float(P[i, D.F_TS])
+    L = float(P[i, D.F_PAY])
+    pr = P[i, D.F_PROTO]
+    if S[f, S_PKTS] == 0.0:
+        S[f, S_FIRST_TS] = t
+        S[f, S_LAST_TS] = t
+        S[f, S_START_ACTIVE] = t
+        S[f, S_END_ACTIVE] = t
+        S[f, S_SF_LAST] = t
+        S[f, S_SF_COUNT] = 1.0
+        if pr == 1 or pr == 58:
+            S[f, S_ICMP_T] = P[i, D.F_ICMPT]
+            S[f, S_ICMP_C] = P[i, D.F_ICMPC]
+    else:
+        iat = t - S[f, S_LAST_TS]
+        if iat < 0:
+            iat = 0.0
+        _stat(S, f, S_FIAT, iat)
+        if iat > 1e6:
+            S[f, S_SF_COUNT] += 1.0
+        if t - S[f, S_END_ACTIVE] > params[P_ACTIVITY]:
+            if S[f, S_END_ACTIVE] - S[f, S_START_ACTIVE] > 0:
+                _stat(S, f, S_ACT, S[f, S_END_ACTIVE] - S[f, S_START_ACTIVE])
+            _stat(S, f, S_IDLE, t - S[f, S_END_ACTIVE])
+            S[f, S_START_ACTIVE] = t
+            S[f, S_END_ACTIVE] = t
+        elif t > S[f, S_END_ACTIVE]:
+            S[f, S_END_ACTIVE] = t
+        if t > S[f, S_LAST_TS]:
+            S[f, S_LAST_TS] = t
+    S[f, S_PKTS] += 1.0
+    S[f, S_BYTES] += P[i, D.F_WIRELEN]
+    if d == 0:
+        S[f, S_FWD_WIRE] += P[i, D.F_WIRELEN]
+    first_in_dir = S[f, S_FLEN + 6 * d] == 0.0
+    _stat(S, f, S_FLEN + 6 * d, L)
+    _stat(S, f, S_ALEN, L)
+    if not first_in_dir:
+        diat = t - S[f, S_FWD_LAST + d]
+        if diat < 0:
+            diat = 0.0
+        _stat(S, f, S_FWIAT + 6 * d, diat)
+    S[f, S_FWD_LAST + d] = t
+    hdr = float(P[i, D.F_HDR])
+    S[f, S_FWD_HDR + d] += hdr
+    if d == 0:
+        if first_in_dir or hdr < S[f, S_FWD_HDR_MIN]:
+            S[f, S_FWD_HDR_MIN] = hdr
+        if L >= 1:
+            S[f, S_FWD_ACT_DATA] += 1.0
+    if first_in_dir:
+        S[f, S_INIT_WIN + d] = P[i, D.F_WIN]
+    if pr == 6:
+        fl = P[i, D.F_FLAGS]
+        for bit in range(8):
+            if fl & (1 << bit):
+                S[f, S_FLAG + bit] += 1.0
+        if fl & 8:
+            S[f, S_FWD_PSH + d] += 1.0
+        if fl & 32:
+            S[f, S_FWD_URG + d] += 1.0
+        if fl & 2:
+            S[f, S_SYN + d] += 1.0
+        if fl & 1:
+            S[f, S_FIN + d] += 1.0
+        if fl & 4:
+            S[f, S_RST + d] += 1.0
+        if (fl & 4) or (S[f, S_FIN] > 0 and S[f, S_FIN + 1] > 0):
+            status[f] = FLOW_CLOSED
+    _bulk(S, f, d, t, L)
+    dns = P[i, D.F_DNS]
+    if dns >= 0:
+        S[f, S_DNS_HAS] = 1.0
+        if dns == 0:
+            S[f, S_DNS_Q] += 1.0
+        elif P[i, D.F_RCODE] == 3:
+            S[f, S_DNS_NX] += 1.0
+        qoff = P[i, D.F_QOFF]
+        if qoff >= 0 and S[f, S_QPOOL_LEN] < 0:
+            S[f, S_DNS_QLEN] = P[i, D.F_QLEN]
+            S[f, S_DNS_QLABELS] = P[i, D.F_QLABELS]
+            S[f, S_DNS_QENT] = PE[i]
+            used = st[1]
+            if used + 256 <= len(pool):
+                w = _copy_qname(buf, qoff, pool, used)
+                S[f, S_QPOOL_OFF] = used
+                S[f, S_QPOOL_LEN] = w
+                st[1] = used + w
+            else:
+                S[f, S_QPOOL_LEN] = 0.0
+
+
+@njit(cache=True)
+def process_packets(P, PE, buf, K, S, status, table, pool, st, params):
+    """Add every decodable packet of ``P`` to its flow.
+
+    ``st`` = [number of flows, pool bytes used, latest timestamp seen].
+    """
+    mask = len(table) - 1
+    nflows = st[0]
+    for i in range(P.shape[0]):
+        if P[i, D.F_STATUS] != D.ST_OK:
+            continue
+        ts = P[i, D.F_TS]
+        if ts > st[2]:
+            st[2] = ts
+        shi = P[i, D.F_SHI]
+        slo = P[i, D.F_SLO]
+        dhi = P[i, D.F_DHI]
+        dlo = P[i, D.F_DLO]
+        pr = P[i, D.F_PROTO]
+        sp = P[i, D.F_SPORT]
+        dp = P[i, D.F_DPORT]
+        aux = np.int64(0)
+        if pr == 1 or pr == 58:
+            sp = 0
+            dp = 0
+            aux = P[i, D.F_ICMPID]
+            if aux == 0:
+                aux = (np.int64(2) << 20) | (P[i, D.F_ICMPT] << 8) | P[i, D.F_ICMPC]
+        src_is_a = (shi < dhi or (shi == dhi and (slo < dlo or (slo == dlo and sp <= dp))))
+        if src_is_a:
+            ahi, alo, ap, bhi, blo, bp = shi, slo, sp, dhi, dlo, dp
+        else:
+            ahi, alo, ap, bhi, blo, bp = dhi, dlo, dp, shi, slo, sp
+        h = _hash(ahi, alo, bhi, blo, ap, bp, pr, aux) & mask
+        while True:
+            f = table[h]
+            if f == -1:
+                break
+            if (K[f, K_AHI] == ahi and K[f, K_ALO] == alo and K[f, K_BHI] == bhi
+                    and K[f, K_BLO] == blo and K[f, K_APORT] == ap and K[f, K_BPORT] == bp
+                    and K[f, K_PROTO] == pr and K[f, K_AUX] == aux):
+                break
+            h = (h + 1) & mask
+        f = table[h]
+        if f != -1 and status[f] != FLOW_DONE:
+            if _expired(S, status, f, float(ts), P[i, D.F_FLAGS], params):
+                _close(S, status, f)
+        if f == -1 or status[f] == FLOW_DONE:
+            f = nflows
+            nflows += 1
+            _new_flow(S, K, status, f, ahi, alo, bhi, blo, ap, bp, pr, aux, src_is_a)
+            table[h] = f
+        fwd_is_a = S[f, S_FWD_IS_A] != 0.0
+        d = 0 if fwd_is_a == src_is_a else 1
+        _update(S, status, f, d, P, PE, i, buf, pool, st, params)
+    st[0] = nflows
+
+
+@njit(cache=True)
+def expire(S, status, nflows, now, params, everything):
+    """Close flows that no later packet can join (or all of them)."""
+    for f in range(nflows):
+        s = status[f]
+        if s != FLOW_OPEN and s != FLOW_CLOSED:
+            continue
+        last = S[f, S_LAST_TS]
+        if (everything or now - last > params[P_IDLE]
+                or now - S[f, S_FIRST_TS] > params[P_ACTIVE]
+                or (s == FLOW_CLOSED and now - last > params[P_GRACE])):
+            _close(S, status, f)
+
+
+@njit(cache=True)
+def compact(K, S, status, nflows, pool, K2, S2, status2, pool2):
+    """Copy the open flows (and their query names) into fresh arrays; return counts."""
+    m = 0
+    used = 0
+    for f in range(nflows):
+        s = status[f]
+        if s != FLOW_OPEN and s != FLOW_CLOSED:
+            continue
+        for k in range(NK):
+            K2[m, k] = K[f, k]
+        for k in range(NS):
+            S2[m, k] = S[f, k]
+        status2[m] = s
+        ln = np.int64(S[f, S_QPOOL_LEN])
+        if ln > 0:
+            off = np.int64(S[f, S_QPOOL_OFF])
+            for k in range(ln):
+                pool2[used + k] = pool[off + k]
+            S2[m, S_QPOOL_OFF] = used
+            used += ln
+        m += 1
+    return m, used
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(4, int(n - 1).bit_length())
+
+
+@dataclass
+class FinishedFlows:
+    """Accumulator rows of flows that ended, with their keys and query-name pool."""
+
+    K: np.ndarray
+    S: np.ndarray
+    pool: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.K.shape[0])
+
+
+class FlowTable:
+    """Open flows of one capture series; feed it packet chunks, collect finished flows."""
+
+    def __init__(self, idle_s: float, active_s: float, activity_s: float,
+                 grace_s: float) -> None:
+        self.params = np.array([idle_s * 1e6, active_s * 1e6, activity_s * 1e6, grace_s * 1e6],
+                               dtype=np.float64)
+        self.K = np.zeros((0, NK), dtype=np.int64)
+        self.S = np.zeros((0, NS), dtype=np.float64)
+        self.status = np.zeros(0, dtype=np.int8)
+        self.pool = np.zeros(POOL_BYTES, dtype=np.uint8)
+        self.st = np.zeros(3, dtype=np.int64)   # nflows, pool used, latest ts
+
+    @property
+    def open_flows(self) -> int:
+        return int(self.st[0])
+
+    def add(self, P: np.ndarray, PE: np.ndarray, buf: np.ndarray) -> FinishedFlows:
+        """Add one chunk of packets; return the flows that are certainly finished."""
+        n_open = int(self.st[0])
+        cap = n_open + P.shape[0]
+        K = np.empty((cap, NK), dtype=np.int64)
+        S = np.empty((cap, NS), dtype=np.float64)
+        status = np.zeros(cap, dtype=np.int8)
+        K[:n_open] = self.K[:n_open]
+        S[:n_open] = self.S[:n_open]
+        status[:n_open] = self.status[:n_open]
+        self.K, self.S, self.status = K, S, status
+        table = np.empty(_pow2(2 * cap), dtype=np.int64)
+        rebuild_table(K, status, n_open, table)
+        process_packets(P, PE, buf, K, S, status, table, self.pool, self.st, self.params)
+        expire(S, status, int(self.st[0]), float(self.st[2]), self.params, False)
+        return self._harvest()
+
+    def finish(self) -> FinishedFlows:
+        """End every open flow (no more packets will come)."""
+        expire(self.S, self.status, int(self.st[0]), float(self.st[2]), self.params, True)
+        return self._harvest()
+
+    def _harvest(self) -> FinishedFlows:
+        n = int(self.st[0])
+        done = np.flatnonzero(self.status[:n] == FLOW_DONE)
+        out = FinishedFlows(self.K[done], self.S[done], self.pool[: int(self.st[1])].copy())
+        n_open = n - len(done)
+        K2 = np.empty((n_open, NK), dtype=np.int64)
+        S2 = np.empty((n_open, NS), dtype=np.float64)
+        status2 = np.empty(n_open, dtype=np.int8)
+        pool2 = np.zeros(POOL_BYTES, dtype=np.uint8)
+        m, used = compact(self.K, self.S, self.status, n, self.pool, K2, S2, status2, pool2)
+        self.K, self.S, self.status, self.pool = K2, S2, status2, pool2
+        self.st[0] = m
+        self.st[1] = used
+        return out
+
+    # -- carry across rotated files ---------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """Serialise the open flows (numpy .npz, no pickle)."""
+        n = int(self.st[0])
+        bio = io.BytesIO()
+        np.savez(bio, K=self.K[:n], S=self.S[:n], status=self.status[:n],
+                 pool=self.pool[: int(self.st[1])], st=self.st, params=self.params)
+        return bio.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, idle_s: float, active_s: float, activity_s: float,
+                   grace_s: float) -> FlowTable:
+        """Restore open flows saved by :meth:`to_bytes`; raise ValueError if malformed."""
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                K, S, status, pool, st = (z["K"], z["S"], z["status"], z["pool"], z["st"])
+        except Exception as exc:  # np.load raises many types for garbage input
+            raise ValueError(f"invalid carry state: {exc}") from exc
+        n = int(st[0]) if st.shape == (3,) else -1
+        if (K.dtype != np.int64 or S.dtype != np.float64 or status.dtype != np.int8
+                or pool.dtype != np.uint8 or K.shape != (n, NK) or S.shape != (n, NS)
+                or status.shape != (n,) or len(pool) > POOL_BYTES or int(st[1]) != len(pool)):
+            raise ValueError("invalid carry state: unexpected shapes or types")
+        if n and (not np.isin(status, (FLOW_OPEN, FLOW_CLOSED)).all()):
+            raise ValueError("invalid carry state: bad flow status")
+        lens = S[:, S_QPOOL_LEN]
+        offs = S[:, S_QPOOL_OFF]
+        if n and ((lens > 0) & ((offs < 0) | (offs + lens > len(pool)))).any():
+            raise ValueError("invalid carry state: name pool offsets out of range")
+        t = cls(idle_s, active_s, activity_s, grace_s)
+        t.K, t.S, t.status = K.copy(), S.copy(), status.copy()
+        t.pool[: len(pool)] = pool
+        t.st[:] = st
+        return t
