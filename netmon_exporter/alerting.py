@@ -164,6 +164,16 @@ class AlertPusher:
         with self._lock:
             return len(self._active)
 
+    def active_by_detector(self) -> dict[str, int]:
+        """Count active (not resolved) detections per detector, for a gauge in the daemon."""
+        counts: dict[str, int] = {}
+        with self._lock:
+            for entry in self._active.values():
+                if entry.resolved_at is None:
+                    name = entry.detection.detector
+                    counts[name] = counts.get(name, 0) + 1
+        return counts
+
     def observe(self, detections: Iterable[Detection], now: float | None = None) -> int:
         """Record one window's detections as seen at ``now``; return how many were evicted."""
         now = self._clock() if now is None else now

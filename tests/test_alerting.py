@@ -195,12 +195,14 @@ def test_unseen_detection_resolved_once_then_dropped(am: FakeAlertmanager) -> No
     pusher.push(T0)
     pusher.observe([det("10.0.0.6")], now=T0 + 240)
     assert pusher.due(T0 + 300)  # 10.0.0.5 unseen for 300 s
+    assert pusher.active_by_detector() == {"port_scan": 1}
     result = pusher.push(T0 + 300)
     assert (result.sent, result.resolved) == (2, 1)
     by_source = {a["labels"]["source"]: a for a in am.posts[-1]}
     assert ts(by_source["10.0.0.5"]["endsAt"]) == T0 + 300  # resolved now
     assert ts(by_source["10.0.0.6"]["endsAt"]) == T0 + 300 + 300  # still active
     assert pusher.active_count() == 1
+    assert pusher.active_by_detector() == {"port_scan": 1}
     pusher.push(T0 + 360)
     assert [a["labels"]["source"] for a in am.posts[-1]] == ["10.0.0.6"]
     # seen again later: a new alert with a new start
