@@ -181,6 +181,7 @@ class AlertPusher:
         with self._lock:
             for det in detections:
                 self._observe_one(det, now)
+            self._resolve_stale(now)
             while len(self._active) > self._max_active:
                 self._active.popitem(last=False)
                 evicted += 1
@@ -220,10 +221,18 @@ class AlertPusher:
 
     def _resolve_stale(self, now: float) -> None:
         limit = self._cfg.resolve_after_seconds
-        for entry in self._active.values():
-            if entry.resolved_at is None and now - entry.last_seen >= limit:
-                entry.resolved_at = now
-                entry.generation += 1
+        stale = [
+            key
+            for key, entry in self._active.items()
+            if entry.resolved_at is None and now - entry.last_seen >= limit
+        ]
+        for key in stale:
+            if not self._urls:
+                del self._active[key]  # nobody to tell: just forget it
+                continue
+            entry = self._active[key]
+            entry.resolved_at = now
+            entry.generation += 1
 
     def due(self, now: float | None = None) -> bool:
         """Say whether :meth:`push` has something to send now."""

@@ -245,6 +245,13 @@ def test_no_urls_never_due_and_push_sends_nothing() -> None:
     pusher.observe([det()], now=T0)
     assert not pusher.due(T0)
     assert pusher.push(T0).sent == 0
+    # still tracks what is active (for the daemon's gauge), and forgets what is over
+    pusher.observe([det("10.0.0.6")], now=T0 + 200)
+    assert pusher.active_by_detector() == {"port_scan": 2}
+    pusher.observe([], now=T0 + 300)
+    assert pusher.active_count() == 1
+    pusher.observe([], now=T0 + 500)
+    assert pusher.active_count() == 0
 
 
 # ------------------------------------------------------------------ bounds
