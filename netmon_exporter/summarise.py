@@ -177,7 +177,7 @@ class Summariser:
         for retry in range(self._cfg.max_retries + 1):
             attempts += 1
             try:
-                return self._post(body, headers, key), attempts, None
+                return self._post(body, headers), attempts, None
             except LLMRequestError as exc:
                 last_error = _redact(str(exc), key)
                 if not exc.retryable or retry >= self._cfg.max_retries:
@@ -205,7 +205,7 @@ class Summariser:
             delay = max(delay, retry_after)
         return delay
 
-    def _post(self, body: dict[str, Any], headers: dict[str, str], key: str) -> str:
+    def _post(self, body: dict[str, Any], headers: dict[str, str]) -> str:
         url = _chat_url(self._cfg.url)
         where = redact_url(url)
         timeout = self._cfg.timeout_seconds
