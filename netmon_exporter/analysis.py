@@ -64,6 +64,10 @@ class Analyzer:
     def models(self) -> list[Model]:
         return [m for m in (self.anomaly_model, self.classifier) if m is not None]
 
+    def model_info(self) -> list[dict[str, str]]:
+        """Return the labels of ``netmon_model_info`` for each loaded model."""
+        return [m.info() for m in self.models()]
+
     def _load_models(self, cfg: ModelsConfig) -> tuple[Model | None, Model | None]:
         anomaly_path = resolve_model_path(cfg.anomaly_path, self.state_dir)
         classifier_path = resolve_model_path(cfg.classifier_path, self.state_dir)

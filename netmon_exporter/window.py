@@ -52,6 +52,7 @@ class WindowAggregator:
         self._late: dict[int, int] = {}
         self._max_ts = -math.inf
         self._closed_until: int | None = None   # every window index below this is closed
+        self._pending: list[ClosedWindow] = []  # closed by a length change, handed out next
 
     @property
     def length(self) -> float:
@@ -69,20 +70,34 @@ class WindowAggregator:
         """Add a batch of flows; return the windows the advancing watermark closed."""
         if len(flows):
             self._assign(flows)
-        return self._close(lambda index: (index + 1) * self.length <= self.watermark)
+        return self._take_pending() + self._close(
+            lambda index: (index + 1) * self.length <= self.watermark)
 
     def flush(self) -> list[ClosedWindow]:
-        """Close every open window (shutdown, or no file came for a while)."""
-        return self._close(lambda index: True)
+        """Close every open window (shutdown)."""
+        return self._take_pending() + self._close(lambda index: True)
 
-    def reconfigure(self, cfg: WindowsConfig) -> list[ClosedWindow]:
-        """Apply a new config; a new window length first closes every open window."""
-        closed: list[ClosedWindow] = []
+    def flush_idle(self) -> list[ClosedWindow]:
+        """Close every open window because no flows came for a while.
+
+        Flows that come later for these windows are late and go to the next
+        open window, so nothing waits forever for a capture that never comes.
+        """
+        return self.flush()
+
+    def reconfigure(self, cfg: WindowsConfig) -> None:
+        """Apply a new config; a new window length closes every open window first.
+
+        Those windows are returned by the next :meth:`add` or :meth:`flush`.
+        """
         if cfg.length_seconds != self.cfg.length_seconds:
-            closed = self.flush()
+            self._pending.extend(self._close(lambda index: True))
             self._closed_until = None
         self.cfg = cfg
-        return closed
+
+    def _take_pending(self) -> list[ClosedWindow]:
+        pending, self._pending = self._pending, []
+        return pending
 
     def _assign(self, flows: FlowBatch) -> None:
         first = np.asarray(flows["first_ts"], dtype=np.float64)
@@ -114,6 +129,10 @@ class WindowAggregator:
                                     flows=FlowBatch.concat(parts),
                                     late_flows=self._late.pop(index, 0)))
             self._closed_until = max(self._closed_until or index + 1, index + 1)
+        if np.isfinite(self._max_ts):
+            # windows the watermark has passed are closed even if no flow fell into them
+            passed = int(math.floor(self.watermark / self.length))
+            self._closed_until = max(self._closed_until or passed, passed)
         return out
 
     # ------------------------------------------------------------------ reports
@@ -131,7 +150,7 @@ class WindowAggregator:
         suffix instead of overwriting the first.
         """
         self.report_dir.mkdir(parents=True, exist_ok=True)
-        report = build_report(window, analysis, summary, self.cfg.top_talkers)
+        report = self.report_dict(window, analysis, summary)
         base = self.report_path(window)
         path, part = base, 2
         while path.exists():
@@ -148,6 +167,11 @@ class WindowAggregator:
                 os.unlink(tmp)
         self.prune()
         return path
+
+    def report_dict(self, window: ClosedWindow, analysis: WindowAnalysis,
+                    summary: str = "") -> dict[str, Any]:
+        """Return the window's report as a dict (what the summariser reads, then the file)."""
+        return build_report(window, analysis, summary, self.cfg.top_talkers)
 
     def _reports(self) -> list[Path]:
         if not self.report_dir.is_dir():

@@ -1,0 +1,302 @@
+"""Detectors on hand-built flow batches: each fires on its behaviour and stays quiet on look-alikes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from netmon_exporter import metrics
+from netmon_exporter.config import DetectorsConfig
+from netmon_exporter.detectors import REGISTRY, build_detectors
+from netmon_exporter.detectors.address_sweep import AddressSweepDetector
+from netmon_exporter.detectors.beacon import BeaconDetector
+from netmon_exporter.detectors.brute_force import BruteForceDetector
+from netmon_exporter.detectors.dns_tunnel import DnsTunnelDetector, registered_domain, \
+    shannon_entropy
+from netmon_exporter.detectors.features import factorize_addrs
+from netmon_exporter.detectors.flood_rate import peak_rate
+from netmon_exporter.detectors.icmp_flood import IcmpFloodDetector
+from netmon_exporter.detectors.port_scan import PortScanDetector
+from netmon_exporter.detectors.syn_flood import SynFloodDetector
+from netmon_exporter.detectors.udp_flood import UdpFloodDetector
+from netmon_exporter.flow_schema import FlowBatch, addrs_to_str, make_batch, str_to_addrs
+
+CFG = DetectorsConfig()
+T0 = 1_700_000_040.0  # a window boundary for 60 s windows
+
+
+def flows(rows: list[dict]) -> FlowBatch:
+    """Build a batch from row dicts; unspecified fields take the values of a completed TCP flow."""
+    d = {"src": "10.0.0.1", "dst": "10.0.0.2", "sport": 40000, "dport": 80, "proto": 6,
+         "ts": T0, "dur": 0.5, "fwd": 5, "bwd": 5, "fwd_bytes": 300, "bwd_bytes": 1500,
+         "fwd_syn": 1, "bwd_syn": 1, "fwd_rst": 0, "bwd_rst": 0, "itype": np.nan, "qname": ""}
+    rows = [{**d, **r} for r in rows]
+    n = len(rows)
+
+    def c(k: str) -> list:
+        return [r[k] for r in rows]
+
+    return make_batch(
+        n, src_ip=str_to_addrs(c("src")), dst_ip=str_to_addrs(c("dst")), src_port=c("sport"),
+        dst_port=c("dport"), protocol=c("proto"), first_ts=c("ts"),
+        last_ts=[r["ts"] + r["dur"] for r in rows],
+        **{"Tot Fwd Pkts": c("fwd"), "Tot Bwd Pkts": c("bwd"), "TotLen Fwd Pkts": c("fwd_bytes"),
+           "TotLen Bwd Pkts": c("bwd_bytes"), "Flow Duration": [r["dur"] * 1e6 for r in rows],
+           "fwd_syn_cnt": c("fwd_syn"), "bwd_syn_cnt": c("bwd_syn"), "fwd_rst_cnt": c("fwd_rst"),
+           "bwd_rst_cnt": c("bwd_rst"), "icmp_type": c("itype"), "dns_qname": c("qname")})
+
+
+HALF_OPEN = {"fwd": 1, "bwd": 1, "fwd_bytes": 0, "bwd_bytes": 0, "bwd_syn": 0, "bwd_rst": 1}
+UNANSWERED = {"fwd": 2, "bwd": 0, "fwd_bytes": 0, "bwd_bytes": 0, "fwd_syn": 2, "bwd_syn": 0}
+
+
+def run(det, batch: FlowBatch, start: float = T0, length: float = 60.0):
+    return det.detect(batch, start, start + length)
+
+
+# ---------------------------------------------------------------- registry and helpers
+
+def test_registry_names_match_config_and_metric_labels():
+    fields = {f.name for f in dataclasses.fields(DetectorsConfig)}
+    assert set(REGISTRY) == fields
+    assert set(REGISTRY) <= set(metrics.DETECTORS)
+    assert [d.name for d in build_detectors(CFG)] == list(REGISTRY)
+
+
+def test_build_detectors_skips_disabled():
+    cfg = dataclasses.replace(CFG, beacon=dataclasses.replace(CFG.beacon, enabled=False))
+    assert "beacon" not in [d.name for d in build_detectors(cfg)]
+
+
+def test_factorize_addrs_mixed_families_round_trips():
+    addrs = str_to_addrs(["10.0.0.2", "2001:db8::1", "10.0.0.1", "2001:db8::1", "10.0.0.2"])
+    codes, table = factorize_addrs(addrs)
+    assert len(table) == 3
+    assert codes[0] == codes[4] and codes[1] == codes[3]
+    assert addrs_to_str(table[codes]) == addrs_to_str(addrs)
+
+
+def test_peak_rate_is_not_diluted_by_a_quiet_window():
+    # 5000 packets in 2 s inside a 60 s window: about 2500/s, not 83/s
+    first = np.array([100.0, 130.0])
+    last = np.array([102.0, 130.1])
+    assert peak_rate(first, last, np.array([5000.0, 10.0])) == pytest.approx(5000 / 3, rel=0.01)
+
+
+def test_registered_domain_and_entropy():
+    assert registered_domain("a.b.example.com") == "example.com"
+    assert registered_domain("x.y.example.co.uk") == "example.co.uk"
+    assert shannon_entropy("aaaa") == 0
+    assert shannon_entropy("abcd") == pytest.approx(2.0)
+
+
+# ---------------------------------------------------------------- port scan
+
+def test_port_scan_found_with_evidence():
+    batch = flows([{**HALF_OPEN, "src": "10.0.0.66", "dst": "10.0.0.9", "dport": p,
+                    "ts": T0 + p * 0.1} for p in range(1, 21)])
+    (d,) = run(PortScanDetector(CFG.port_scan), batch)
+    assert (d.detector, d.source, d.target) == ("port_scan", "10.0.0.66", "10.0.0.9")
+    assert d.evidence["distinct_ports"] == 20 and d.evidence["reset"] == 20
+    assert d.severity == CFG.port_scan.severity
+
+
+def test_port_scan_below_threshold_is_quiet():
+    batch = flows([{**HALF_OPEN, "dport": p} for p in range(1, 15)])
+    assert run(PortScanDetector(CFG.port_scan), batch) == []
+
+
+def test_slow_port_scan_accumulates_across_windows_within_horizon():
+    det = PortScanDetector(CFG.port_scan)
+    w1 = flows([{**UNANSWERED, "dport": p, "ts": T0 + p} for p in range(1, 11)])
+    w2 = flows([{**UNANSWERED, "dport": p, "ts": T0 + 60 + p} for p in range(11, 21)])
+    assert run(det, w1) == []
+    (d,) = run(det, w2, T0 + 60)
+    assert d.evidence["distinct_ports"] == 20 and d.evidence["probes_in_window"] == 10
+
+
+def test_slow_port_scan_beyond_horizon_is_forgotten():
+    det = PortScanDetector(CFG.port_scan)
+    run(det, flows([{**UNANSWERED, "dport": p, "ts": T0 + p} for p in range(1, 11)]))
+    late = T0 + 600
+    assert run(det, flows([{**UNANSWERED, "dport": p, "ts": late + p} for p in range(11, 21)]),
+               late) == []
+
+
+def test_client_using_many_services_is_not_a_scan():
+    batch = flows([{"dport": p, "ts": T0 + p} for p in range(1, 40)])  # completed, with data
+    assert run(PortScanDetector(CFG.port_scan), batch) == []
+
+
+# ---------------------------------------------------------------- address sweep
+
+def test_tcp_sweep_found():
+    batch = flows([{**UNANSWERED, "src": "10.0.0.66", "dst": f"10.1.0.{i}", "dport": 445}
+                   for i in range(1, 31)])
+    (d,) = run(AddressSweepDetector(CFG.address_sweep), batch)
+    assert (d.source, d.target, d.evidence["distinct_hosts"]) == ("10.0.0.66", "tcp/445", 30)
+
+
+def test_icmp_echo_sweep_found_even_when_answered():
+    batch = flows([{"proto": 1, "src": "10.0.0.66", "dst": f"10.1.0.{i}", "dport": 0x0800,
+                    "sport": 0, "itype": 8, "fwd": 1, "bwd": 1, "fwd_syn": 0, "bwd_syn": 0}
+                   for i in range(1, 31)])
+    (d,) = run(AddressSweepDetector(CFG.address_sweep), batch)
+    assert d.target == "icmp/echo" and d.evidence["answered"] == 30
+
+
+def test_udp_to_multicast_groups_is_not_a_sweep():
+    batch = flows([{"proto": 17, "dst": f"239.255.{i}.250", "dport": 1900, "fwd": 1, "bwd": 0,
+                    "fwd_syn": 0, "bwd_syn": 0} for i in range(1, 40)])
+    assert run(AddressSweepDetector(CFG.address_sweep), batch) == []
+
+
+# ---------------------------------------------------------------- SYN flood
+
+def test_spoofed_syn_flood_names_victim_and_many_sources():
+    batch = flows([{**UNANSWERED, "fwd": 1, "fwd_syn": 1, "src": f"10.{i // 250}.{i % 250}.1",
+                    "dst": "192.0.2.10", "dport": 25565, "ts": T0 + i * 0.01}
+                   for i in range(400)])
+    (d,) = run(SynFloodDetector(CFG.syn_flood), batch)
+    assert (d.source, d.target) == ("many", "192.0.2.10")
+    assert d.evidence["spoofed"] and d.evidence["half_open"] == 400
+    assert d.evidence["dst_port"] == 25565
+
+
+def test_single_source_syn_flood_names_attacker():
+    batch = flows([{**HALF_OPEN, "src": "10.0.0.66", "sport": 1024 + i, "dst": "192.0.2.10",
+                    "dport": 80} for i in range(300)])
+    (d,) = run(SynFloodDetector(CFG.syn_flood), batch)
+    assert d.source == "10.0.0.66" and not d.evidence["spoofed"]
+
+
+def test_fast_port_scan_is_not_a_syn_flood():
+    batch = flows([{**HALF_OPEN, "dport": p} for p in range(1, 1001)])
+    assert run(SynFloodDetector(CFG.syn_flood), batch) == []
+
+
+def test_busy_server_with_some_half_open_is_not_a_flood():
+    rows = [{"src": f"10.0.{i // 250}.{i % 250}", "sport": 2000 + i} for i in range(1500)]
+    rows += [{**HALF_OPEN, "src": f"10.9.{i // 250}.{i % 250}"} for i in range(250)]
+    assert run(SynFloodDetector(CFG.syn_flood), flows(rows)) == []
+
+
+# ---------------------------------------------------------------- UDP / ICMP floods
+
+def test_udp_flood_found_and_rate_in_evidence():
+    batch = flows([{"proto": 17, "src": "10.0.0.66", "sport": 5000 + i, "dst": "192.0.2.20",
+                    "dport": 53, "fwd": 2000, "bwd": 0, "dur": 2.0, "ts": T0 + 10 + i * 0.2,
+                    "fwd_syn": 0, "bwd_syn": 0} for i in range(10)])
+    (d,) = run(UdpFloodDetector(CFG.udp_flood), batch)
+    assert (d.source, d.target) == ("10.0.0.66", "192.0.2.20")
+    assert d.evidence["peak_packets_per_second"] >= 1000 and d.evidence["reply_ratio"] == 0
+
+
+def test_answered_bulk_udp_is_not_a_flood():
+    # a QUIC upload: lots of packets, but the server acknowledges a good share
+    batch = flows([{"proto": 17, "dport": 443, "fwd": 20000, "bwd": 8000, "dur": 5.0,
+                    "fwd_syn": 0, "bwd_syn": 0}])
+    assert run(UdpFloodDetector(CFG.udp_flood), batch) == []
+
+
+def test_slow_udp_is_not_a_flood():
+    batch = flows([{"proto": 17, "dport": 514, "fwd": 5000, "bwd": 0, "dur": 59.0,
+                    "fwd_syn": 0, "bwd_syn": 0}])
+    assert run(UdpFloodDetector(CFG.udp_flood), batch) == []
+
+
+def test_icmp_flood_found_even_if_answered():
+    batch = flows([{"proto": 1, "src": "10.0.0.66", "dst": "192.0.2.30", "dport": 0x0800,
+                    "sport": i, "itype": 8, "fwd": 1000, "bwd": 1000, "dur": 1.0,
+                    "fwd_syn": 0, "bwd_syn": 0, "ts": T0 + i} for i in range(3)])
+    (d,) = run(IcmpFloodDetector(CFG.icmp_flood), batch)
+    assert (d.source, d.target) == ("10.0.0.66", "192.0.2.30")
+
+
+def test_icmp_errors_are_not_a_flood():
+    batch = flows([{"proto": 1, "dport": 0x0303, "itype": 3, "fwd": 3000, "bwd": 0, "dur": 1.0,
+                    "fwd_syn": 0, "bwd_syn": 0}])
+    assert run(IcmpFloodDetector(CFG.icmp_flood), batch) == []
+
+
+# ---------------------------------------------------------------- brute force
+
+def _ssh(n: int, start: float = T0, step: float = 5.0, pkts: int = 20) -> FlowBatch:
+    return flows([{"src": "10.0.0.66", "dst": "10.0.0.22", "dport": 22, "sport": 50000 + i,
+                   "fwd": pkts // 2, "bwd": pkts // 2, "ts": start + i * step}
+                  for i in range(n)])
+
+
+def test_brute_force_found():
+    (d,) = run(BruteForceDetector(CFG.brute_force), _ssh(6))
+    assert (d.source, d.target) == ("10.0.0.66", "10.0.0.22:22")
+    assert d.evidence["attempts"] == 6 and d.evidence["service"] == "ssh"
+
+
+def test_few_logins_or_long_sessions_are_not_brute_force():
+    assert run(BruteForceDetector(CFG.brute_force), _ssh(4)) == []
+    assert run(BruteForceDetector(CFG.brute_force), _ssh(10, pkts=400)) == []
+
+
+def test_brute_force_counts_across_windows_within_horizon():
+    det = BruteForceDetector(CFG.brute_force)
+    assert run(det, _ssh(3, T0 + 40)) == []
+    (d,) = run(det, _ssh(3, T0 + 65), T0 + 60)
+    assert d.evidence["attempts"] == 6 and d.evidence["attempts_in_window"] == 3
+
+
+# ---------------------------------------------------------------- DNS tunnel
+
+def _dns(names: list[str], src: str = "10.0.0.66") -> FlowBatch:
+    return flows([{"proto": 17, "src": src, "dst": "10.0.0.53", "dport": 53, "sport": 30000 + i,
+                   "fwd": 1, "bwd": 1, "fwd_syn": 0, "bwd_syn": 0, "qname": q,
+                   "ts": T0 + i * 0.5} for i, q in enumerate(names)])
+
+
+def test_dns_tunnel_found():
+    rng = np.random.default_rng(3)
+    alphabet = np.array(list("abcdefghijklmnopqrstuvwxyz234567"))
+    names = ["".join(rng.choice(alphabet, 50)) + ".t.evil-c2.com" for _ in range(60)]
+    (d,) = run(DnsTunnelDetector(CFG.dns_tunnel), _dns(names))
+    assert (d.source, d.target) == ("10.0.0.66", "evil-c2.com")
+    assert d.evidence["unique_names"] == 60 and d.evidence["suspicious_share"] == 1.0
+
+
+def test_many_ordinary_names_and_reverse_lookups_are_not_tunnels():
+    normal = [f"host{i}.example.com" for i in range(80)]
+    arpa = [".".join("0123456789abcdef"[(i * 7 + j) % 16] for j in range(32)) + ".ip6.arpa"
+            for i in range(80)]
+    det = DnsTunnelDetector(CFG.dns_tunnel)
+    assert run(det, _dns(normal)) == []
+    assert run(det, _dns(arpa)) == []
+
+
+# ---------------------------------------------------------------- beacon
+
+def _beacon_windows(intervals: np.ndarray, sizes: np.ndarray) -> list:
+    det = BeaconDetector(CFG.beacon)
+    ts = T0 + np.cumsum(intervals)
+    found = []
+    for w in range(int(ts.max() // 60 - T0 // 60) + 1):
+        start = T0 + 60 * w
+        sel = (ts >= start) & (ts < start + 60)
+        batch = flows([{"src": "10.0.0.66", "dst": "198.51.100.7", "dport": 443,
+                        "sport": 40000 + i, "ts": float(t), "fwd_bytes": float(s)}
+                       for i, (t, s) in enumerate(zip(ts[sel], sizes[sel], strict=True))])
+        found += run(det, batch, start)
+    return found
+
+
+def test_regular_beacon_found():
+    rng = np.random.default_rng(1)
+    found = _beacon_windows(30 * (1 + rng.uniform(-0.03, 0.03, 12)), 400 + rng.integers(0, 20, 12))
+    assert found and found[0].source == "10.0.0.66" and found[0].target == "198.51.100.7:443"
+    assert found[0].evidence["connections"] >= CFG.beacon.min_connections
+
+
+def test_irregular_contacts_are_not_beacons():
+    rng = np.random.default_rng(2)
+    assert _beacon_windows(rng.exponential(30, 20), np.full(20, 400)) == []
+    assert _beacon_windows(np.full(20, 30.0), rng.integers(100, 5000, 20)) == []

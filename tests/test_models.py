@@ -1,0 +1,117 @@
+"""Model training, safe saving/loading with skops, and refusal of bad or untrusted files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from netmon_exporter.flow_schema import FlowBatch, make_batch
+from netmon_exporter.models import ModelError, load_model, metadata_path, normalise_label, \
+    save_model, train_anomaly, train_classifier
+
+
+def web_flows(rng: np.random.Generator, n: int) -> FlowBatch:
+    fwd = rng.integers(5, 15, n).astype(float)
+    return make_batch(n, dst_port=np.full(n, 443), protocol=np.full(n, 6),
+                      first_ts=np.zeros(n), last_ts=np.ones(n),
+                      **{"Flow Duration": rng.uniform(1e5, 1e6, n), "Tot Fwd Pkts": fwd,
+                         "Tot Bwd Pkts": fwd * 2, "TotLen Fwd Pkts": fwd * 120,
+                         "TotLen Bwd Pkts": fwd * 1400, "SYN Flag Cnt": np.full(n, 2),
+                         "ACK Flag Cnt": fwd * 3, "Init Fwd Win Byts": np.full(n, 64240)})
+
+
+def probe_flows(n: int) -> FlowBatch:
+    return make_batch(n, dst_port=np.arange(1, n + 1), protocol=np.full(n, 6),
+                      first_ts=np.zeros(n), last_ts=np.zeros(n),
+                      **{"Flow Duration": np.full(n, 50.0), "Tot Fwd Pkts": np.ones(n),
+                         "Tot Bwd Pkts": np.ones(n), "TotLen Fwd Pkts": np.zeros(n),
+                         "TotLen Bwd Pkts": np.zeros(n), "SYN Flag Cnt": np.ones(n),
+                         "RST Flag Cnt": np.ones(n), "Init Fwd Win Byts": np.full(n, 1024)})
+
+
+@pytest.fixture(scope="module")
+def anomaly_file(tmp_path_factory):
+    model = train_anomaly(web_flows(np.random.default_rng(0), 2000), data_digest="sha256:abc",
+                          n_estimators=50)
+    path = tmp_path_factory.mktemp("m") / "anomaly.skops"
+    save_model(model, path)
+    return path
+
+
+def test_anomaly_model_round_trip_scores_outliers_higher(anomaly_file):
+    model = load_model(anomaly_file)
+    assert model.kind == "anomaly"
+    normal = model.score(web_flows(np.random.default_rng(1), 300))
+    odd = model.score(probe_flows(300))
+    assert 0 <= normal.min() and odd.max() <= 1
+    assert np.median(odd) > np.quantile(normal, 0.95)
+    assert set(model.classify(probe_flows(50), threshold=0.5)) <= {"benign", "anomalous"}
+    md = json.loads(metadata_path(anomaly_file).read_text())
+    for key in ("features", "versions", "training_data_digest", "trained_at", "algorithm",
+                "model_sha256", "classes"):
+        assert key in md
+    info = model.info()
+    assert info["kind"] == "anomaly" and info["algorithm"] == "IsolationForest"
+
+
+def test_classifier_reports_per_class_metrics_and_classifies():
+    rng = np.random.default_rng(0)
+    flows = FlowBatch.concat([web_flows(rng, 400), probe_flows(400)])
+    labels = np.array(["BENIGN"] * 400 + ["PortScan"] * 400, dtype=object)
+    model, report = train_classifier(flows, labels, data_digest="x", n_estimators=20)
+    assert report["portscan"]["recall"] > 0.9 and report["benign"]["precision"] > 0.9
+    assert set(model.classes) == {"benign", "portscan"}
+    assert (model.classify(probe_flows(20)) == "portscan").all()
+    assert model.score(probe_flows(20)).min() > 0.5
+
+
+def test_normalise_label():
+    assert normalise_label(" BENIGN ") == "benign"
+    assert normalise_label("DoS  Hulk") == "dos hulk"
+
+
+def test_missing_files_are_refused(tmp_path, anomaly_file):
+    with pytest.raises(ModelError, match="does not exist"):
+        load_model(tmp_path / "nope.skops")
+    lone = tmp_path / "lone.skops"
+    lone.write_bytes(anomaly_file.read_bytes())
+    with pytest.raises(ModelError, match="metadata file is missing"):
+        load_model(lone)
+
+
+def test_tampered_model_is_refused(tmp_path, anomaly_file):
+    path = tmp_path / "a.skops"
+    path.write_bytes(anomaly_file.read_bytes() + b"x")
+    metadata_path(path).write_text(metadata_path(anomaly_file).read_text())
+    with pytest.raises(ModelError, match="does not match its metadata"):
+        load_model(path)
+
+
+def test_garbage_with_matching_digest_is_refused(tmp_path, anomaly_file):
+    path = tmp_path / "g.skops"
+    path.write_bytes(b"not a zip archive")
+    md = json.loads(metadata_path(anomaly_file).read_text())
+    from netmon_exporter.models import file_sha256
+
+    md["model_sha256"] = file_sha256(path)
+    metadata_path(path).write_text(json.dumps(md))
+    with pytest.raises(ModelError, match="not a readable skops file"):
+        load_model(path)
+
+
+def test_untrusted_types_are_refused(tmp_path, anomaly_file):
+    import skops.io as sio
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from netmon_exporter.models import file_sha256
+
+    path = tmp_path / "evil.skops"
+    sio.dump(Pipeline([("f", FunctionTransformer(func=json.loads))]), path)
+    md = json.loads(metadata_path(anomaly_file).read_text())
+    md["model_sha256"] = file_sha256(path)
+    metadata_path(path).write_text(json.dumps(md))
+    with pytest.raises(ModelError, match="allow-list"):
+        load_model(path)

@@ -1,0 +1,119 @@
+"""Window assignment, watermark closing, late flows, reports and pruning."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from netmon_exporter.analysis import WindowAnalysis
+from netmon_exporter.config import WindowsConfig
+from netmon_exporter.detection import Detection
+from netmon_exporter.flow_schema import FlowBatch, make_batch, str_to_addrs
+from netmon_exporter.window import WindowAggregator
+
+BASE = 1_700_000_040.0  # multiple of 60
+
+
+def batch(ts: list[float], src: str = "10.0.0.1", proto: int = 6, fwd_bytes: float = 100,
+          dur: float = 1.0) -> FlowBatch:
+    n = len(ts)
+    return make_batch(n, src_ip=str_to_addrs([src] * n), dst_ip=str_to_addrs(["10.0.0.2"] * n),
+                      protocol=[proto] * n, first_ts=ts, last_ts=[t + dur for t in ts],
+                      **{"Tot Fwd Pkts": [2] * n, "Tot Bwd Pkts": [1] * n,
+                         "TotLen Fwd Pkts": [fwd_bytes] * n, "TotLen Bwd Pkts": [50] * n})
+
+
+def empty_analysis(**kw) -> WindowAnalysis:
+    args = {"detections": [], "class_counts": {}, "anomaly_scores": np.zeros(0),
+            "flows_analysed": 0, "seconds": 0.01}
+    return WindowAnalysis(**{**args, **kw})
+
+
+def test_windows_align_to_wall_clock_and_close_after_grace(tmp_path):
+    agg = WindowAggregator(WindowsConfig(length_seconds=60), tmp_path)
+    assert agg.add(batch([BASE + 5, BASE + 59, BASE + 61])) == []
+    # watermark = latest packet - 60 s; window [BASE, BASE+60) closes once it passes BASE+60
+    assert agg.add(batch([BASE + 100])) == []
+    (w,) = agg.add(batch([BASE + 125]))
+    assert (w.start, w.end, len(w.flows)) == (BASE, BASE + 60, 2)
+    rest = agg.flush()
+    assert [(x.start, len(x.flows)) for x in rest] == [(BASE + 60, 2), (BASE + 120, 1)]
+    assert agg.open_windows() == 0
+
+
+def test_late_flows_go_to_oldest_open_window_and_are_counted(tmp_path):
+    agg = WindowAggregator(WindowsConfig(length_seconds=60), tmp_path)
+    agg.add(batch([BASE + 1]))
+    (w0,) = agg.add(batch([BASE + 200]))
+    assert w0.start == BASE
+    closed = agg.add(batch([BASE + 2, BASE + 3]))  # window BASE already closed
+    assert closed == []  # they wait in the window holding the watermark, still open
+    closed = agg.flush()
+    late = [w for w in closed if w.late_flows]
+    assert late and late[0].start == BASE + 120 and late[0].late_flows == 2
+    assert sum(len(w.flows) for w in closed) == 3
+
+
+def test_no_flow_lost_or_duplicated(tmp_path):
+    rng = np.random.default_rng(0)
+    agg = WindowAggregator(WindowsConfig(length_seconds=10), tmp_path)
+    ts = np.sort(BASE + rng.uniform(0, 500, 1000))
+    seen = 0
+    for part in np.array_split(ts, 17):
+        seen += sum(len(w.flows) for w in agg.add(batch(list(part))))
+    seen += sum(len(w.flows) for w in agg.flush())
+    assert seen == 1000
+
+
+def test_reconfigure_with_new_length_hands_open_windows_out(tmp_path):
+    agg = WindowAggregator(WindowsConfig(length_seconds=60), tmp_path)
+    agg.add(batch([BASE + 1]))
+    agg.reconfigure(WindowsConfig(length_seconds=30))
+    (w,) = agg.add(FlowBatch.empty())
+    assert w.end - w.start == 60 and agg.length == 30
+
+
+def test_report_schema_top_talkers_and_detections(tmp_path):
+    agg = WindowAggregator(WindowsConfig(length_seconds=60, top_talkers=2), tmp_path)
+    flows = FlowBatch.concat([batch([BASE + 1] * 3, src="10.0.0.5", fwd_bytes=1000),
+                              batch([BASE + 2], src="10.0.0.6", fwd_bytes=10, proto=17),
+                              batch([BASE + 3], src="10.0.0.7", fwd_bytes=5, proto=1)])
+    agg.add(flows)
+    (w,) = agg.flush()
+    det = Detection("port_scan", "warning", "10.0.0.5", "10.0.0.2", w.start, w.end,
+                    {"distinct_ports": 20}, "scan")
+    path = agg.write_report(w, empty_analysis(detections=[det], class_counts={"benign": 5},
+                                              anomaly_scores=np.array([0.1, 0.9]),
+                                              flows_analysed=5), "all quiet")
+    r = json.loads(path.read_text())
+    assert r["schema_version"] == 1
+    assert r["window"]["start"] == BASE and r["window"]["length_seconds"] == 60
+    assert r["totals"]["flows"] == 5 and r["totals"]["packets"] == 15
+    assert r["protocols"]["tcp"]["flows"] == 3 and r["protocols"]["icmp"]["flows"] == 1
+    assert [t["address"] for t in r["top_talkers"]] == ["10.0.0.5", "10.0.0.2"]
+    assert r["top_talkers"][0]["bytes_sent"] == 3000
+    assert r["detections"][0]["evidence"] == {"distinct_ports": 20}
+    assert r["detections_by_detector"] == {"port_scan": 1}
+    assert r["classifications"] == {"benign": 5}
+    assert r["anomaly"]["anomalous_flows"] == 1
+    assert r["summary"] == "all quiet"
+
+
+def test_reports_are_pruned_to_max_windows(tmp_path):
+    agg = WindowAggregator(WindowsConfig(length_seconds=60, max_windows=3), tmp_path)
+    closed = agg.add(batch([BASE + 60 * i for i in range(6)])) + agg.flush()
+    assert len(closed) == 6
+    paths = [agg.write_report(w, empty_analysis(), "") for w in closed]
+    assert agg.reports_kept() == 3
+    assert sorted(tmp_path.iterdir()) == paths[-3:]
+
+
+def test_second_report_for_same_window_does_not_overwrite(tmp_path):
+    agg = WindowAggregator(WindowsConfig(length_seconds=60), tmp_path)
+    agg.add(batch([BASE + 1]))
+    (w,) = agg.flush()
+    a = agg.write_report(w, empty_analysis(), "first")
+    b = agg.write_report(w, empty_analysis(), "second")
+    assert a != b and json.loads(a.read_text())["summary"] == "first"
+    assert agg.reports_kept() == 2
