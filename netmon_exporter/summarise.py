@@ -406,12 +406,17 @@ def build_prompt(report: Mapping[str, Any]) -> str:
     detections = _detections(report)
     detections.sort(key=lambda d: -_SEVERITY_RANK.get(str(d.get("severity")), -1))
     digest: dict[str, Any] = {
-        "window_start": _iso(report.get("window_start")),
-        "window_end": _iso(report.get("window_end")),
+        "window_start": _iso(_window_bounds(report)[0]),
+        "window_end": _iso(_window_bounds(report)[1]),
         "totals": _mapping(report, "totals"),
-        "protocols": _mapping(report, "protocols"),
+        "protocols": {
+            k: v
+            for k, v in _mapping(report, "protocols").items()
+            if not (isinstance(v, Mapping) and not any(v.values()))
+        },
         "top_talkers": _list(report, "top_talkers")[:5],
         "classifications": _mapping(report, "classifications"),
+        "anomaly": _mapping(report, "anomaly"),
         "detections_total": len(detections),
         "detections_by_detector": _count_by(detections, "detector"),
         "detections": [_compact_detection(d) for d in detections[:MAX_PROMPT_DETECTIONS]],
@@ -421,7 +426,7 @@ def build_prompt(report: Mapping[str, Any]) -> str:
     while len(text) > MAX_PROMPT_DATA_CHARS and digest["detections"]:
         digest["detections"] = digest["detections"][: len(digest["detections"]) // 2]
         text = _dump(digest)
-    for name in ("top_talkers", "protocols", "classifications"):
+    for name in ("top_talkers", "anomaly", "protocols", "classifications"):
         if len(text) <= MAX_PROMPT_DATA_CHARS:
             break
         digest[name] = _clip(_dump(digest[name]), 300)
@@ -429,6 +434,14 @@ def build_prompt(report: Mapping[str, Any]) -> str:
     if len(text) > MAX_PROMPT_DATA_CHARS:
         text = text[:MAX_PROMPT_DATA_CHARS]
     return "Window report:\n" + text
+
+
+def _window_bounds(report: Mapping[str, Any]) -> tuple[Any, Any]:
+    """Return (start, end) from ``window: {start, end}`` or top-level ``window_start/_end``."""
+    window = report.get("window")
+    if isinstance(window, Mapping) and "start" in window:
+        return window.get("start"), window.get("end")
+    return report.get("window_start"), report.get("window_end")
 
 
 def _mapping(report: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -488,7 +501,7 @@ def _human_bytes(n: float) -> str:
 
 
 def _window_phrase(report: Mapping[str, Any]) -> str:
-    start, end = report.get("window_start"), report.get("window_end")
+    start, end = _window_bounds(report)
     s, e = _iso(start), _iso(end)
     if s and e:
         if s[:10] == e[:10]:
@@ -526,7 +539,7 @@ def _talker_phrase(report: Mapping[str, Any]) -> str:
         )
         if name is None:
             return ""
-        amount = first.get("bytes")
+        amount = first.get("bytes_sent", first.get("bytes"))
         suffix = f" ({_human_bytes(_num(amount))})" if isinstance(amount, int | float) else ""
         return f"Top talker {_clip(name, 64)}{suffix}."
     if isinstance(first, list | tuple) and first:

@@ -516,3 +516,49 @@ _report_keys = st.sampled_from(
 def test_template_and_prompt_never_raise_on_odd_reports(report: dict[str, Any]) -> None:
     assert template_summary(report)
     assert len(build_prompt(report)) <= MAX_PROMPT_DATA_CHARS + 100
+
+
+def test_real_window_report_shape() -> None:
+    """The report window.build_report writes (window: {start, end}, bytes_sent...) is understood."""
+    import numpy as np
+
+    from netmon_exporter.analysis import WindowAnalysis
+    from netmon_exporter.flow_schema import make_batch, str_to_addrs
+    from netmon_exporter.window import ClosedWindow, build_report
+
+    n = 4
+    flows = make_batch(
+        n,
+        src_ip=str_to_addrs(["10.0.0.1"] * 3 + ["10.0.0.3"]),
+        dst_ip=str_to_addrs(["10.0.0.2"] * n),
+        protocol=[6, 6, 6, 17],
+        first_ts=[1_700_000_010.0] * n,
+        last_ts=[1_700_000_011.0] * n,
+        **{
+            "Tot Fwd Pkts": [2] * n,
+            "Tot Bwd Pkts": [1] * n,
+            "TotLen Fwd Pkts": [1000] * n,
+            "TotLen Bwd Pkts": [50] * n,
+        },
+    )
+    scan = Detection(
+        "port_scan",
+        "warning",
+        "10.0.0.1",
+        "10.0.0.2",
+        1_700_000_000.0,
+        1_700_000_060.0,
+        {"distinct_ports": 3},
+        "scan",
+    )
+    analysis = WindowAnalysis([scan], {"benign": 4}, np.zeros(0), 4, 0.01)
+    report = build_report(ClosedWindow(1_700_000_000.0, 1_700_000_060.0, flows), analysis, "", 5)
+    report = json.loads(json.dumps(report))  # as written to and read from disk
+    text = template_summary(report)
+    assert text.startswith("Window 2023-11-14 22:13:20–22:14:20 UTC: 12 packets, 4.2 kB, 4 flows.")
+    assert "Top protocol TCP (TCP 75%, UDP 25% of packets)." in text
+    assert "1 detection: port_scan ×1, warning from 10.0.0.1." in text
+    assert "Top talker 10.0.0.1 (3.0 kB)." in text
+    data = json.loads(build_prompt(report).split("\n", 1)[1])
+    assert data["window_start"] == "2023-11-14 22:13:20 UTC"
+    assert set(data["protocols"]) == {"tcp", "udp"}  # empty ones left out
