@@ -1,0 +1,113 @@
+"""The systemd unit example: reload by SIGHUP, hardening, flags the daemon accepts."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from netmon_exporter.daemon import DEFAULT_PORT, build_arg_parser
+
+ROOT = Path(__file__).resolve().parent.parent
+UNIT = ROOT / "deploy" / "systemd" / "netmon-exporter.service"
+BINARY = "/opt/netmon-exporter/bin/netmon-exporter"
+
+needs_systemd_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                                           reason="systemd-analyze not installed")
+
+
+def parse_unit(text: str) -> dict[str, dict[str, list[str]]]:
+    """Sections -> key -> values (keys may repeat; backslash continues a line)."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] = {}
+    logical = re.sub(r"\\\n\s*", " ", text)
+    for line in logical.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        key, _, value = line.partition("=")
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+@pytest.fixture(scope="module")
+def unit() -> dict[str, dict[str, list[str]]]:
+    return parse_unit(UNIT.read_text())
+
+
+def test_reload_sends_sighup(unit: dict[str, dict[str, list[str]]]) -> None:
+    assert unit["Service"]["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+
+
+def test_config_is_checked_before_start(unit: dict[str, dict[str, list[str]]]) -> None:
+    (pre,) = unit["Service"]["ExecStartPre"]
+    (start,) = unit["Service"]["ExecStart"]
+    pre_args, start_args = shlex.split(pre), shlex.split(start)
+    assert pre_args[0] == start_args[0] == BINARY
+    assert "--config.check" in pre_args
+    config = [a for a in start_args if a.startswith("--config.file=")]
+    assert config and config[0] in pre_args
+
+
+def test_exec_start_flags_are_accepted_by_the_daemon(
+        unit: dict[str, dict[str, list[str]]]) -> None:
+    for line in unit["Service"]["ExecStart"] + unit["Service"]["ExecStartPre"]:
+        args = build_arg_parser().parse_args(shlex.split(line)[1:])
+        assert args.config_file == "/etc/netmon-exporter/config.yaml"
+    start = build_arg_parser().parse_args(shlex.split(unit["Service"]["ExecStart"][0])[1:])
+    assert start.listen_address == f":{DEFAULT_PORT}"
+
+
+def test_runs_unprivileged_and_hardened(unit: dict[str, dict[str, list[str]]]) -> None:
+    svc = unit["Service"]
+    assert svc["User"] == ["netmon"] and svc["Group"] == ["netmon"]
+    expected = {
+        "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
+        "PrivateTmp": "yes", "PrivateDevices": "yes", "ProtectKernelTunables": "yes",
+        "ProtectKernelModules": "yes", "ProtectControlGroups": "yes", "RestrictSUIDSGID": "yes",
+        "RestrictNamespaces": "yes", "LockPersonality": "yes", "CapabilityBoundingSet": "",
+        "StateDirectory": "netmon-exporter",
+    }
+    for key, value in expected.items():
+        assert svc.get(key) == [value], key
+    assert "AF_INET" in svc["RestrictAddressFamilies"][0]
+    assert svc["Restart"] == ["on-failure"]
+    assert unit["Install"]["WantedBy"] == ["multi-user.target"]
+
+
+def _copy_with_real_binary(tmp_path: Path) -> Path:
+    exe = shutil.which("netmon-exporter", path=str(Path(sys.executable).parent))
+    if exe is None:
+        pytest.skip("netmon-exporter entry point not installed in this environment")
+    copy = tmp_path / UNIT.name
+    copy.write_text(UNIT.read_text().replace(BINARY, exe))
+    return copy
+
+
+@needs_systemd_analyze
+def test_systemd_analyze_verify(tmp_path: Path) -> None:
+    copy = _copy_with_real_binary(tmp_path)
+    out = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stderr.strip() == "", out.stderr
+
+
+@needs_systemd_analyze
+def test_systemd_exposure_level_is_low(tmp_path: Path) -> None:
+    copy = _copy_with_real_binary(tmp_path)
+    out = subprocess.run(["systemd-analyze", "security", "--offline=true", str(copy)],
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0 and "offline" in out.stderr:
+        pytest.skip("systemd-analyze security --offline not supported here")
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out.stdout)
+    assert match, out.stdout + out.stderr
+    assert float(match.group(1)) <= 2.5
