@@ -156,8 +156,8 @@ def test_alertmanager_config_is_valid() -> None:
 @pytest.mark.parametrize(("labels", "receiver"), [
     (["alertname=NetmonUnhealthy", "severity=critical", "instance=h:9864", "job=netmon"], "pager"),
     (["alertname=NetmonDegraded", "severity=warning", "instance=h:9864", "job=netmon"], "ticket"),
-    (["alertname=port_scan", "severity=critical", "detector=port_scan"], "pager"),
-    (["alertname=beacon", "severity=info", "detector=beacon"], "ticket"),
+    (["alertname=NetmonPortScan", "severity=critical", "detector=port_scan"], "pager"),
+    (["alertname=NetmonBeacon", "severity=info", "detector=beacon"], "ticket"),
 ])
 def test_alertmanager_routes_critical_to_pager_and_warning_to_ticket(
         labels: list[str], receiver: str) -> None:
