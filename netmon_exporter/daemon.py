@@ -31,7 +31,6 @@ from .health import HealthInputs, HealthReport, evaluate
 from .http_server import Endpoints, HttpServer, ReloadOutcome
 from .logging_setup import FORMATS, LEVELS, setup_logging
 from .metrics import Metrics, build_metrics
-from .pipeline import FlowSettings
 from .web_config import WebConfigError, load_web_config
 
 log = logging.getLogger("netmon_exporter")
@@ -104,14 +103,6 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def flow_settings(cfg: Config) -> FlowSettings:
-    f = cfg.flows
-    return FlowSettings(idle_timeout_seconds=f.idle_timeout_seconds,
-                        active_timeout_seconds=f.active_timeout_seconds,
-                        activity_timeout_seconds=f.activity_timeout_seconds,
-                        carry_across_files=f.carry_across_files)
-
-
 # ----------------------------------------------------------------------------- daemon
 
 class Daemon:
@@ -139,7 +130,7 @@ class Daemon:
         self.aggregator = WindowAggregator(cfg.windows, cfg.output.directory / "windows")
         self.analyzer = Analyzer(cfg.detectors, cfg.models, cfg.state.directory)
         self.summariser = Summariser(cfg.llm)
-        self.pusher = AlertPusher(cfg.alertmanager)
+        self.pusher = AlertPusher(cfg.alertmanager, external_url="")
         self._llm_error: str | None = None
         self._am_error: str | None = None
         self._reporter = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="reporter")
@@ -149,6 +140,7 @@ class Daemon:
 
     # -- lifecycle
     def start(self) -> None:
+        self._seed_counters()
         recording.record_settings(self.m, self.holder.config)
         recording.record_models(self.m, self.analyzer.model_info())
         self.m.reload_successful.set(1)
@@ -157,6 +149,19 @@ class Daemon:
         self._pusher_thread.start()
         self.update_health()
         self.ready = True
+
+    def _seed_counters(self) -> None:
+        """Start counters from what the ledger committed, so a restart neither loses nor
+        double-counts work (a crash between two scrapes looks like no reset at all)."""
+        try:
+            totals = self.ingest.committed_totals()
+        except Exception as exc:  # an unusable ledger shows up in health; don't die here
+            log.warning("cannot read committed totals from the ledger", extra={"err": str(exc)})
+            self.m.errors.labels("ledger").inc()
+            return
+        if totals is None:
+            return
+        recording.seed_from_totals(self.m, totals)
 
     def run(self) -> None:
         next_health = 0.0
@@ -208,6 +213,7 @@ class Daemon:
 
     def _reload(self) -> ReloadOutcome:
         self.m.reloads.inc()
+        old = self.holder.config
         new, outcome = self.holder.try_reload()
         if not outcome.ok:
             self.m.reloads_failed.inc()
@@ -217,7 +223,7 @@ class Daemon:
                       extra={"file": str(self.holder.path), "err": outcome.message})
             return outcome
         if new is not None:
-            self._apply(new)
+            self._apply(new, old)
             for key in outcome.restart_required:
                 log.warning("setting changed but needs a restart", extra={"key": key})
         self.m.reload_successful.set(1)
@@ -225,12 +231,17 @@ class Daemon:
         log.info(outcome.message, extra={"file": str(self.holder.path)})
         return outcome
 
-    def _apply(self, cfg: Config) -> None:
+    def _apply(self, cfg: Config, old: Config) -> None:
         self.ingest.apply_config(cfg)
         self.aggregator.reconfigure(cfg.windows)
         self.analyzer.reload(cfg.detectors, cfg.models)
-        self.summariser = type(self.summariser)(cfg.llm)
-        self.pusher.reconfigure(cfg.alertmanager)
+        if cfg.llm != old.llm:
+            self.summariser = type(self.summariser)(cfg.llm)
+            self._llm_error = None
+        if cfg.alertmanager != old.alertmanager:
+            # Active alerts of the old set carry endsAt, so Alertmanager resolves them itself.
+            self.pusher = type(self.pusher)(cfg.alertmanager)
+            self._am_error = None
         recording.record_settings(self.m, cfg)
         recording.record_models(self.m, self.analyzer.model_info())
 
@@ -260,6 +271,8 @@ class Daemon:
             recording.record_quarantined(m, event.kind, event.reason)
             log.error("file quarantined", extra={"file": event.path, "reason": event.reason,
                                                  "err": event.message})
+        elif isinstance(event, ev.FileSkipped):
+            m.files_skipped_duplicate.inc()
         elif isinstance(event, ev.CarryFlushed):
             recording.record_flows(m, event.flows)
             self._add_flows(event.flows)
@@ -282,8 +295,8 @@ class Daemon:
     def _report(self, window: Any, analysis: Any) -> None:
         report = self.aggregator.report_dict(window, analysis)
         result = self.summariser.summarise(report)
-        self.m.llm_seconds.observe(result.seconds) if result.source == "llm" or result.error \
-            else None
+        if result.attempts:
+            self.m.llm_seconds.observe(result.seconds)
         if result.source == "llm":
             self.m.llm_summaries.inc()
             self._llm_error = None
@@ -307,7 +320,7 @@ class Daemon:
     def _push_once(self) -> None:
         now = time.time()
         try:
-            recording.record_active_detections(self.m, self.pusher.active_by_detector(now))
+            recording.record_active_detections(self.m, self.pusher.active_by_detector())
             if not self.pusher.due(now):
                 return
             result = self.pusher.push(now)

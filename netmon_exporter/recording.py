@@ -146,3 +146,22 @@ def record_models(m: Metrics, models: Iterable[Mapping[str, str]]) -> None:
         m.model_info.labels(info.get("kind", ""), info.get("algorithm", ""),
                             info.get("version", ""), info.get("trained_at", ""),
                             info.get("digest", "")[:16]).set(1)
+
+
+def seed_from_totals(m: Metrics, totals: Any) -> None:
+    """Raise counters to what the ledger has committed (after a restart)."""
+    for kind, n in totals.done_by_kind.items():
+        m.files_processed.labels(_label(kind, FILE_KINDS, "pcap")).inc(int(n))
+    for (kind, reason), n in totals.quarantined_by_kind_reason.items():
+        record_quarantined_n(m, kind, reason, int(n))
+    for proto, n in totals.packets_by_protocol.items():
+        m.packets.labels(_label(proto, PROTOCOLS, "other")).inc(int(n))
+    for proto, n in totals.bytes_by_protocol.items():
+        m.bytes.labels(_label(proto, PROTOCOLS, "other")).inc(int(n))
+    if totals.csv_rows:
+        m.flow_csv_rows.inc(int(totals.csv_rows))
+
+
+def record_quarantined_n(m: Metrics, kind: str, reason: str, n: int) -> None:
+    m.files_quarantined.labels(_label(kind, FILE_KINDS, "pcap"),
+                               _label(reason, FAIL_REASONS, "internal")).inc(n)

@@ -82,7 +82,7 @@ class DaemonProcess:
                     return float(s.value)
         return None
 
-    def signal(self, sig: int) -> None:
+    def send(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
 

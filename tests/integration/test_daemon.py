@@ -64,7 +64,7 @@ def test_sighup_with_bad_config_keeps_old_one(daemon: DaemonProcess, site: Path)
     cfg = site / "config.yaml"
     cfg.write_text(CONFIG.replace("min_age_seconds: 0", "min_age_seconds: 400"))
     before = daemon.metric("netmon_config_reload_failures_total")
-    daemon.signal(signal.SIGHUP)
+    daemon.send(signal.SIGHUP)
     daemon.wait_for(lambda: daemon.metric("netmon_config_last_reload_successful") == 0,
                     what="reload failure gauge")
     assert daemon.metric("netmon_config_reload_failures_total") == (before or 0) + 1
