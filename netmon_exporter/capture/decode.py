@@ -31,7 +31,7 @@ F_HDR = 12      # transport header length (TCP data offset, 8 for UDP/ICMP)
 F_PAY = 13      # transport payload length (from IP lengths, not the captured length)
 F_ICMPT = 14    # ICMP/ICMPv6 type, -1 otherwise
 F_ICMPC = 15    # ICMP/ICMPv6 code, -1 otherwise
-F_ICMPID = 16   # ICMP echo identifier, 0 otherwise
+F_ICMPID = 16   # (1 << 20) | identifier for echo-like ICMP messages, 0 otherwise
 F_FRAG = 17     # 0 not a fragment, 1 first fragment, 2 later fragment
 F_DNS = 18      # -1 not DNS, 0 query, 1 response
 F_RCODE = 19    # DNS RCODE
@@ -378,8 +378,8 @@ def decode_packet(b, o, caplen, wirelen, linktype, ts, P, PE, i, frag, hist):
                 or t == 17 or t == 18
         else:
             echo = t == 128 or t == 129
-        if echo and cap_l4 >= 6:
-            P[i, F_ICMPID] = _u16(b, l4 + 4)
+        if echo:  # marker bit 20: echo-like, keyed by identifier (which may be 0)
+            P[i, F_ICMPID] = (np.int64(1) << 20) | (_u16(b, l4 + 4) if cap_l4 >= 6 else 0)
         hdr = 8 if ip_pay >= 8 else ip_pay
         P[i, F_HDR] = hdr
         P[i, F_PAY] = ip_pay - hdr

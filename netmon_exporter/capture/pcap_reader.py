@@ -42,7 +42,10 @@ class CaptureError(Exception):
 
 @dataclass
 class PacketChunk:
-    """Decoded packets of one chunk: the packet table plus the buffer it points into."""
+    """Decoded packets of one chunk: the packet table plus the buffer it points into.
+
+    The reader reuses both arrays for the next chunk: copy what must outlive it.
+    """
 
     P: np.ndarray        # (n, N_FIELDS) int64
     PE: np.ndarray       # (n,) float64 query-name entropy
@@ -146,6 +149,7 @@ class CaptureReader:
 
     # -- the shared block loop ---------------------------------------------------------
     def _read(self, fh: BinaryIO, n: int) -> bytes:
+        """Read the file header."""
         try:
             data = fh.read(n)
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
@@ -155,45 +159,61 @@ class CaptureReader:
         self.bytes_read += len(data)
         return data
 
+    def _fill(self, fh: BinaryIO, buf: np.ndarray, filled: int) -> tuple[int, bool]:
+        try:
+            got = fh.readinto(memoryview(buf)[filled:])  # type: ignore[attr-defined]
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise CaptureError(f"{self.path}: corrupt gzip stream ({exc})", "truncated") from exc
+        except OSError as exc:
+            raise CaptureError(f"{self.path}: read failed ({exc})", "io") from exc
+        got = int(got or 0)
+        self.bytes_read += got
+        return filled + got, got == 0
+
     def _stream(self, fh: BinaryIO, prefix: bytes, walker) -> Iterator[PacketChunk]:  # noqa: ANN001
-        pending = bytearray(prefix)
-        eof = False
+        # One buffer and one packet table, reused: a chunk is only valid until the
+        # consumer asks for the next one.
+        buf = np.empty(max(2 * self.read_size, 4096), dtype=np.uint8)
+        filled = len(prefix)
+        buf[:filled] = np.frombuffer(prefix, dtype=np.uint8)
+        P = np.empty((self.max_packets, D.N_FIELDS), dtype=np.int64)
+        PE = np.empty(self.max_packets, dtype=np.float64)
         res = np.zeros(3, dtype=np.int64)
+        eof = False
+        consumed = 0  # file offset of buf[0]
         while True:
-            if not eof and len(pending) < self.read_size:
-                data = self._read(fh, self.read_size)
-                if data:
-                    pending += data
-                else:
-                    eof = True
-            if not pending:
+            if not eof and filled < self.read_size:
+                filled, eof = self._fill(fh, buf, filled)
+            if filled == 0:
                 return
-            buf = np.frombuffer(bytes(pending), dtype=np.uint8)
-            P = np.empty((self.max_packets, D.N_FIELDS), dtype=np.int64)
-            PE = np.empty(self.max_packets, dtype=np.float64)
-            walker(buf, P, PE, res)
+            walker(buf[:filled], P, PE, res)
             pos, n, code = int(res[0]), int(res[1]), int(res[2])
             if n:
                 self.packets += n
                 yield PacketChunk(P[:n], PE[:n], buf)
             if code == D.W_CORRUPT:
                 raise CaptureError(f"{self.path}: corrupt record header at byte "
-                                   f"{self.bytes_read - len(pending) + pos}", "format")
-            del pending[:pos]
-            if n == 0 and pos == 0:
-                if eof:
-                    if pending:
-                        self.truncated_tail = 1
-                    return
-                if len(pending) >= D.MAX_RECORD + 64:
+                                   f"{consumed + pos}", "format")
+            if pos:
+                buf[: filled - pos] = buf[pos:filled].copy()
+                filled -= pos
+                consumed += pos
+                continue
+            if n:
+                continue
+            # nothing decodable in the buffer: the file ends, or a record is longer
+            if eof:
+                if filled:
+                    self.truncated_tail = 1
+                return
+            if filled == len(buf):
+                if len(buf) > D.MAX_RECORD + 64:
                     raise CaptureError(f"{self.path}: record larger than "
                                        f"{D.MAX_RECORD} bytes", "format")
-                # a record longer than the read size: read more before walking again
-                data = self._read(fh, max(self.read_size, len(pending)))
-                if data:
-                    pending += data
-                else:
-                    eof = True
+                bigger = np.empty(2 * len(buf), dtype=np.uint8)
+                bigger[:filled] = buf[:filled]
+                buf = bigger
+            filled, eof = self._fill(fh, buf, filled)
 
 
 def read_all(path: Path, **kw: int) -> tuple[np.ndarray, np.ndarray, CaptureReader]:

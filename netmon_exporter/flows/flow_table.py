@@ -396,27 +396,33 @@ def expire(S, status, nflows, now, params, everything):
 
 
 @njit(cache=True)
-def compact(K, S, status, nflows, pool, K2, S2, status2, pool2):
-    """Copy the open flows (and their query names) into fresh arrays; return counts."""
+def compact(K, S, status, nflows, pool, pool2):
+    """Move the open flows to the front (in place) and their query names into ``pool2``.
+
+    Returns (open flows, bytes of ``pool2`` used).
+    """
     m = 0
     used = 0
     for f in range(nflows):
         s = status[f]
         if s != FLOW_OPEN and s != FLOW_CLOSED:
             continue
-        for k in range(NK):
-            K2[m, k] = K[f, k]
-        for k in range(NS):
-            S2[m, k] = S[f, k]
-        status2[m] = s
-        ln = np.int64(S[f, S_QPOOL_LEN])
+        if m != f:
+            for k in range(NK):
+                K[m, k] = K[f, k]
+            for k in range(NS):
+                S[m, k] = S[f, k]
+            status[m] = s
+        ln = np.int64(S[m, S_QPOOL_LEN])
         if ln > 0:
-            off = np.int64(S[f, S_QPOOL_OFF])
+            off = np.int64(S[m, S_QPOOL_OFF])
             for k in range(ln):
                 pool2[used + k] = pool[off + k]
-            S2[m, S_QPOOL_OFF] = used
+            S[m, S_QPOOL_OFF] = used
             used += ln
         m += 1
+    for f in range(m, nflows):
+        status[f] = FLOW_FREE
     return m, used
 
 
@@ -447,27 +453,37 @@ class FlowTable:
         self.S = np.zeros((0, NS), dtype=np.float64)
         self.status = np.zeros(0, dtype=np.int8)
         self.pool = np.zeros(POOL_BYTES, dtype=np.uint8)
+        self.pool2 = np.zeros(POOL_BYTES, dtype=np.uint8)
+        self.table = np.zeros(0, dtype=np.int64)
         self.st = np.zeros(3, dtype=np.int64)   # nflows, pool used, latest ts
 
     @property
     def open_flows(self) -> int:
         return int(self.st[0])
 
-    def add(self, P: np.ndarray, PE: np.ndarray, buf: np.ndarray) -> FinishedFlows:
-        """Add one chunk of packets; return the flows that are certainly finished."""
-        n_open = int(self.st[0])
-        cap = n_open + P.shape[0]
+    def _reserve(self, need: int) -> None:
+        if need <= len(self.status):
+            return
+        cap = max(need, 2 * len(self.status), 1 << 12)
+        n = int(self.st[0])
         K = np.empty((cap, NK), dtype=np.int64)
         S = np.empty((cap, NS), dtype=np.float64)
         status = np.zeros(cap, dtype=np.int8)
-        K[:n_open] = self.K[:n_open]
-        S[:n_open] = self.S[:n_open]
-        status[:n_open] = self.status[:n_open]
+        K[:n], S[:n], status[:n] = self.K[:n], self.S[:n], self.status[:n]
         self.K, self.S, self.status = K, S, status
-        table = np.empty(_pow2(2 * cap), dtype=np.int64)
-        rebuild_table(K, status, n_open, table)
-        process_packets(P, PE, buf, K, S, status, table, self.pool, self.st, self.params)
-        expire(S, status, int(self.st[0]), float(self.st[2]), self.params, False)
+
+    def add(self, P: np.ndarray, PE: np.ndarray, buf: np.ndarray) -> FinishedFlows:
+        """Add one chunk of packets; return the flows that are certainly finished."""
+        n_open = int(self.st[0])
+        need = n_open + P.shape[0]
+        self._reserve(need)
+        size = _pow2(2 * need)
+        if len(self.table) < size or len(self.table) > 4 * size:
+            self.table = np.empty(size, dtype=np.int64)
+        rebuild_table(self.K, self.status, n_open, self.table)
+        process_packets(P, PE, buf, self.K, self.S, self.status, self.table, self.pool,
+                        self.st, self.params)
+        expire(self.S, self.status, int(self.st[0]), float(self.st[2]), self.params, False)
         return self._harvest()
 
     def finish(self) -> FinishedFlows:
@@ -478,16 +494,14 @@ class FlowTable:
     def _harvest(self) -> FinishedFlows:
         n = int(self.st[0])
         done = np.flatnonzero(self.status[:n] == FLOW_DONE)
-        out = FinishedFlows(self.K[done], self.S[done], self.pool[: int(self.st[1])].copy())
-        n_open = n - len(done)
-        K2 = np.empty((n_open, NK), dtype=np.int64)
-        S2 = np.empty((n_open, NS), dtype=np.float64)
-        status2 = np.empty(n_open, dtype=np.int8)
-        pool2 = np.zeros(POOL_BYTES, dtype=np.uint8)
-        m, used = compact(self.K, self.S, self.status, n, self.pool, K2, S2, status2, pool2)
-        self.K, self.S, self.status, self.pool = K2, S2, status2, pool2
-        self.st[0] = m
-        self.st[1] = used
+        names = self.S[done, S_QPOOL_LEN] > 0
+        pool = self.pool[: int(self.st[1])].copy() if names.any() else self.pool[:0].copy()
+        out = FinishedFlows(self.K[done], self.S[done], pool)
+        if len(done) or self.st[1] > POOL_BYTES // 2:
+            m, used = compact(self.K, self.S, self.status, n, self.pool, self.pool2)
+            self.pool, self.pool2 = self.pool2, self.pool
+            self.st[0] = m
+            self.st[1] = used
         return out
 
     # -- carry across rotated files ---------------------------------------------------
@@ -521,6 +535,9 @@ class FlowTable:
             raise ValueError("invalid carry state: name pool offsets out of range")
         t = cls(idle_s, active_s, activity_s, grace_s)
         t.K, t.S, t.status = K.copy(), S.copy(), status.copy()
+        if n == 0:
+            t.K, t.S, t.status = (np.zeros((0, NK), np.int64), np.zeros((0, NS)),
+                                  np.zeros(0, np.int8))
         t.pool[: len(pool)] = pool
         t.st[:] = st
         return t
