@@ -118,7 +118,7 @@ def record_top_talkers(m: Metrics, talkers: Iterable[Mapping[str, Any]], limit: 
     m.top_talker_bytes.clear()
     for rank, t in enumerate(list(talkers)[:limit], start=1):
         m.top_talker_bytes.labels(str(rank), str(t.get("address", ""))[:45]).set(
-            float(t.get("bytes", 0)))
+            float(t.get("bytes_sent", t.get("bytes", 0))))
 
 
 def record_health(m: Metrics, report: HealthReport) -> None:
