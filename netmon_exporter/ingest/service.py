@@ -115,13 +115,15 @@ class IngestService:
                  finish: Callable[[bytes, FlowSettings], Any] | None = None,
                  settle_seconds: float = DEFAULT_SETTLE_SECONDS,
                  open_for_writing: Callable[..., set[str]] | None = None,
-                 rng: random.Random | None = None, max_queued_events: int = 256) -> None:
+                 rng: random.Random | None = None, max_pending_results: int | None = None
+                 ) -> None:
         self._cfg = config
         self._clock = clock
         self._process: ProcessFn = process if process is not None else pipeline.process_file
         self._finish = finish if finish is not None else pipeline.finish_carry
         self._rng = rng or random.Random()
-        self._max_queued = max_queued_events
+        self._max_pending_results = max_pending_results
+        self._undelivered_results = 0  # FileDone events not yet polled (they hold flows)
         self._gate = AgeGate(config.capture.min_age_seconds, settle_seconds=settle_seconds,
                              open_for_writing=open_for_writing)
         self._events: queue.Queue[Event] = queue.Queue()
@@ -196,7 +198,11 @@ class IngestService:
                 out.append(self._events.get_nowait())
             except queue.Empty:
                 break
-        self._wake()  # workers may have waited for the queue to drain
+        done = sum(1 for e in out if isinstance(e, FileDone))
+        if done:
+            with self._lock:
+                self._undelivered_results -= done
+            self._wake()  # dispatching may have waited for results to be taken
         return out
 
     def status(self) -> IngestStatus:
@@ -222,6 +228,9 @@ class IngestService:
                 pass
 
     def _emit(self, event: Event) -> None:
+        if isinstance(event, FileDone):
+            with self._lock:
+                self._undelivered_results += 1
         self._events.put(event)
 
     def _on_path(self, path: str | None) -> None:
@@ -550,10 +559,14 @@ class IngestService:
         assert self._pool is not None
         if self._ledger is None or self._stopping.is_set():
             return
-        if self._events.qsize() >= self._max_queued:
-            return  # the daemon is behind: do not pile up results in memory
+        limit = self._max_pending_results or 2 * self._concurrency() + 2
+        with self._lock:
+            undelivered = self._undelivered_results
+        # Results not yet taken by the daemon hold their flows in memory: when it
+        # falls behind, stop dispatching rather than pile them up.
         free = min(self._concurrency() - len(self._running), self._pool.idle(),
-                   self._cfg.processing.batch_size)
+                   self._cfg.processing.batch_size,
+                   limit - undelivered - len(self._running))
         if free <= 0:
             return
         heads: dict[str, _Tracked] = {}

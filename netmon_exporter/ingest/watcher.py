@@ -19,6 +19,16 @@ from pathlib import Path
 
 log = logging.getLogger("netmon_exporter.ingest")
 
+
+class _StopRaceFilter(logging.Filter):
+    """Drop watchdog's benign error about events racing an observer's stop."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "called when the thread is inactive" not in str(record.msg)
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_StopRaceFilter())
+
 _KIND_SUFFIXES = ((".pcapng.gz", "pcapng"), (".pcapng", "pcapng"), (".csv.gz", "csv"),
                   (".csv", "csv"))
 

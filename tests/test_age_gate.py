@@ -1,0 +1,75 @@
+"""The age gate: never hand out a file that is still being written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from netmon_exporter.ingest.age_gate import AgeGate, Identity, files_open_for_writing
+
+
+def _never_open(paths: object) -> set[str]:
+    return set()
+
+
+def test_needs_two_looks_settle_time_and_min_age(tmp_path: Path) -> None:
+    p = tmp_path / "a.pcap"
+    p.write_bytes(b"x" * 10)
+    mtime = p.stat().st_mtime
+    gate = AgeGate(5.0, settle_seconds=1.0, open_for_writing=_never_open)
+    assert not gate.look(str(p), p.stat(), mtime + 10)        # first look
+    assert not gate.look(str(p), p.stat(), mtime + 10.5)      # settled for only 0.5 s
+    assert gate.look(str(p), p.stat(), mtime + 11)
+    young = AgeGate(5.0, settle_seconds=1.0, open_for_writing=_never_open)
+    young.look(str(p), p.stat(), mtime + 1)
+    assert not young.look(str(p), p.stat(), mtime + 3)        # settled but only 3 s old
+    assert young.look(str(p), p.stat(), mtime + 5)
+
+
+def test_growth_restarts_the_settle_clock_even_with_min_age_zero(tmp_path: Path) -> None:
+    p = tmp_path / "a.pcap"
+    p.write_bytes(b"x")
+    gate = AgeGate(0.0, settle_seconds=1.0, open_for_writing=_never_open)
+    now = p.stat().st_mtime + 100
+    gate.look(str(p), p.stat(), now)
+    with p.open("ab") as f:
+        f.write(b"more")
+    assert not gate.look(str(p), p.stat(), now + 5)           # changed: first look again
+    assert not gate.settled(str(p), now + 5.5)
+    assert gate.look(str(p), p.stat(), now + 6)
+    assert gate.identity(str(p)) == Identity.of(p.stat())
+    gate.forget(str(p))
+    assert gate.identity(str(p)) is None and len(gate) == 0
+
+
+def test_open_writer_detected_and_reader_ignored(tmp_path: Path) -> None:
+    w = tmp_path / "writing.pcap"
+    r = tmp_path / "reading.pcap"
+    r.write_bytes(b"r")
+    closed = tmp_path / "closed.pcap"
+    closed.write_bytes(b"c")
+    with w.open("ab") as fw, r.open("rb"):
+        fw.write(b"w")
+        busy = files_open_for_writing([str(w), str(r), str(closed)])
+    assert busy == {str(w)}
+    assert files_open_for_writing([str(w)]) == set()
+    assert files_open_for_writing([str(w)], proc=str(tmp_path / "no-proc")) == set()
+
+
+def test_confirm_holds_back_files_open_for_writing(tmp_path: Path) -> None:
+    p = tmp_path / "a.pcap"
+    q = tmp_path / "b.pcap"
+    p.write_bytes(b"x")
+    q.write_bytes(b"y")
+    gate = AgeGate(0.0, settle_seconds=1.0)
+    now = p.stat().st_mtime + 100
+    for f in (p, q):
+        gate.look(str(f), f.stat(), now)
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+    try:
+        assert gate.confirm([str(p), str(q)], now + 2) == {str(q)}
+        assert not gate.settled(str(p), now + 2.5)            # its clock restarted
+    finally:
+        os.close(fd)
+    assert gate.settled(str(p), now + 3)
+    assert gate.confirm([str(p)], now + 3) == {str(p)}

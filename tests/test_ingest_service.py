@@ -1,0 +1,607 @@
+"""IngestService with fault injection: fake process functions that hang, crash or fail.
+
+The fakes are module-level so worker processes can import them. They act on
+the file's content: ``HANG`` sleeps forever, ``CRASH`` kills the worker,
+``BAD`` raises a format error, ``SLOW <seconds>`` sleeps first; anything else
+succeeds and writes ``<name>.out`` (temp + rename, like the real flow CSVs)
+holding the carry it was given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from netmon_exporter.config import (
+    CaptureConfig,
+    Config,
+    FlowsConfig,
+    OutputConfig,
+    ProcessingConfig,
+    StateConfig,
+)
+from netmon_exporter.flow_schema import FlowBatch, make_batch
+from netmon_exporter.ingest import (
+    CarryFlushed,
+    FileDone,
+    FileFailed,
+    FileQuarantined,
+    FileSkipped,
+    FileStarted,
+    IngestError,
+    IngestService,
+)
+from netmon_exporter.ingest.ledger import LEDGER_FILE, Ledger
+from netmon_exporter.pipeline import CaptureFormatError, FileResult, FlowSettings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# --------------------------------------------------------------------------- fakes
+
+def fake_process(path: Path, settings: FlowSettings, *, carry: bytes | None = None,
+                 csv_dir: Path | None = None, final: bool = True) -> FileResult:
+    data = path.read_bytes()
+    if data.startswith(b"HANG"):
+        time.sleep(3600)
+    if data.startswith(b"CRASH"):
+        os._exit(9)
+    if data.startswith(b"BAD"):
+        raise CaptureFormatError(f"{path.name}: not a capture (bad magic {data[:4]!r})", "format")
+    if data.startswith(b"SLOW"):
+        time.sleep(float(data.split()[1]))
+    log = os.environ.get("FAKE_INVOCATION_LOG")
+    if log:
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()} {path.name}\n")
+    seen = carry or b""
+    if csv_dir is not None:
+        out = csv_dir / f"{path.name}.out"
+        tmp = csv_dir / f".{path.name}.{os.getpid()}.tmp"
+        tmp.write_bytes(seen)
+        os.replace(tmp, out)
+    return FileResult(path=str(path), kind="pcap", size_bytes=len(data), seconds=0.001,
+                      flows=FlowBatch.empty(), packets_by_protocol={"tcp": 1},
+                      carry=None if final else seen + path.name.encode() + b";",
+                      csv_rows=seen.count(b";"))
+
+
+def fake_finish(blob: bytes, settings: FlowSettings) -> FlowBatch:
+    return make_batch(blob.count(b";"))
+
+
+# --------------------------------------------------------------------------- helpers
+
+class FastClock:
+    """Wall-clock time running ``factor`` times faster (retry delays, intervals, carries)."""
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+        self.base = time.time()
+        self.m0 = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.base + (time.monotonic() - self.m0) * self.factor
+
+
+def make_config(tmp_path: Path, *, capture: dict[str, Any] | None = None,
+                processing: dict[str, Any] | None = None,
+                flows: dict[str, Any] | None = None) -> Config:
+    (tmp_path / "cap").mkdir(exist_ok=True)
+    cap = dict(directory=tmp_path / "cap", min_age_seconds=0.0,
+               done_directory=tmp_path / "done")
+    cap.update(capture or {})
+    proc = dict(interval_seconds=10.0, workers=2, max_retries=1, retry_delay_seconds=1.0,
+                file_timeout_seconds=30.0)
+    proc.update(processing or {})
+    return Config(capture=CaptureConfig(**cap), processing=ProcessingConfig(**proc),
+                  flows=FlowsConfig(**(flows or {})),
+                  output=OutputConfig(directory=tmp_path / "out"),
+                  state=StateConfig(directory=tmp_path / "state"))
+
+
+def service(cfg: Config, clock: Callable[[], float] | None = None, **kw: Any) -> IngestService:
+    kw.setdefault("settle_seconds", 0.2)
+    return IngestService(cfg, clock=clock or time.time, process=fake_process,
+                         finish=fake_finish, **kw)
+
+
+def collect(svc: IngestService, until: Callable[[list[Any]], bool], timeout: float,
+            events: list[Any] | None = None) -> list[Any]:
+    events = [] if events is None else events
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        events.extend(svc.poll_events(0.1))
+        if until(events):
+            return events
+    raise AssertionError(f"timed out; events so far: {[type(e).__name__ for e in events]}")
+
+
+def eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Wait for a status snapshot to catch up with the events (it is taken once per round)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def of(events: Iterable[Any], kind: type) -> list[Any]:
+    return [e for e in events if isinstance(e, kind)]
+
+
+def done_names(events: Iterable[Any]) -> list[str]:
+    return [Path(e.result.path).name for e in of(events, FileDone)]
+
+
+def write_files(directory: Path, names: Iterable[str], content: bytes = b"ok") -> None:
+    for name in names:
+        (directory / name).write_bytes(content)
+
+
+# --------------------------------------------------------------------------- tests
+
+def test_files_are_processed_once_in_series_order_with_carry(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, processing={"workers": 3})
+    cap = tmp_path / "cap"
+    # two rotation series and a file of no series; mtimes give the time order
+    names = [f"east-{i}.pcap" for i in range(4)] + [f"west-{i}.pcap" for i in range(3)]
+    for k, name in enumerate(names):
+        (cap / name).write_bytes(b"ok")
+        os.utime(cap / name, ns=(10**18 + k * 10**9, 10**18 + k * 10**9))
+    (cap / "lonely.pcap").write_bytes(b"ok")
+    svc = service(cfg)
+    svc.start()
+    try:
+        events = collect(svc, lambda ev: len(of(ev, FileDone)) == 8, 20)
+    finally:
+        svc.stop(5)
+    assert sorted(done_names(events)) == sorted([*names, "lonely.pcap"])
+    order = done_names(events)
+    assert [n for n in order if n.startswith("east")] == names[:4]
+    assert [n for n in order if n.startswith("west")] == names[4:]
+    out = tmp_path / "out" / "flows"
+    # each file saw exactly the files before it in its series as carry
+    assert (out / "east-3.pcap.out").read_bytes() == b"east-0.pcap;east-1.pcap;east-2.pcap;"
+    assert (out / "west-0.pcap.out").read_bytes() == b""
+    assert (out / "lonely.pcap.out").read_bytes() == b""
+    started = of(events, FileStarted)
+    assert len(started) == 8 and {e.attempt for e in started} == {1}
+    assert all(e.lag_seconds >= 0 and e.attempts == 1 and e.result.carry is None
+               for e in of(events, FileDone))
+    led = Ledger(cfg.state.directory)
+    try:
+        assert led.counts() == {"done": 8}
+        assert led.get_carry("east") == b"east-0.pcap;east-1.pcap;east-2.pcap;east-3.pcap;"
+    finally:
+        led.close()
+
+
+def test_carried_flows_flushed_after_idle_timeout(tmp_path: Path) -> None:
+    clock = FastClock(20)
+    cfg = make_config(tmp_path, flows={"idle_timeout_seconds": 10.0})
+    write_files(tmp_path / "cap", ["s-1.pcap", "s-2.pcap"])
+    svc = service(cfg, clock)
+    svc.start()
+    try:
+        events = collect(svc, lambda ev: bool(of(ev, CarryFlushed)), 15)
+        assert eventually(lambda: svc.status().carried_series == 0)
+    finally:
+        svc.stop(5)
+    flushed = of(events, CarryFlushed)
+    assert [(f.series, len(f.flows)) for f in flushed] == [("s", 2)]
+    assert events.index(flushed[0]) > max(events.index(e) for e in of(events, FileDone))
+    led = Ledger(cfg.state.directory)
+    try:
+        assert led.carries() == {}
+    finally:
+        led.close()
+
+
+def test_carry_survives_a_restart_instead_of_being_flushed(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    cap = tmp_path / "cap"
+    write_files(cap, ["r-1.pcap"])
+    svc = service(cfg)
+    svc.start()
+    try:
+        collect(svc, lambda ev: len(of(ev, FileDone)) == 1, 15)
+    finally:
+        svc.stop(5)
+    assert of(svc.poll_events(0), CarryFlushed) == []
+    write_files(cap, ["r-2.pcap"])
+    svc = service(cfg)
+    svc.start()
+    try:
+        collect(svc, lambda ev: len(of(ev, FileDone)) == 1, 15)
+    finally:
+        svc.stop(5)
+    assert (tmp_path / "out" / "flows" / "r-2.pcap.out").read_bytes() == b"r-1.pcap;"
+
+
+def test_hang_is_killed_retried_then_quarantined_while_others_flow(tmp_path: Path) -> None:
+    clock = FastClock(10)
+    cfg = make_config(tmp_path, processing={"file_timeout_seconds": 1.0, "max_retries": 1})
+    cap = tmp_path / "cap"
+    (cap / "hang.pcap").write_bytes(b"HANG")
+    svc = service(cfg, clock)
+    svc.start()
+    try:
+        events = collect(svc, lambda ev: bool(of(ev, FileStarted)), 10)
+        write_files(cap, [f"good{i}.pcap" for i in range(5)])  # arrive while it hangs
+        events = collect(svc, lambda ev: bool(of(ev, FileQuarantined)), 20, events)
+        assert eventually(lambda: svc.status().workers == 2)  # the killed workers were replaced
+    finally:
+        svc.stop(5)
+    failed = of(events, FileFailed)
+    assert [(f.reason, f.attempt, f.will_retry, f.category) for f in failed] == [
+        ("timeout", 1, True, "parse"), ("timeout", 2, False, "parse")]
+    assert failed[0].retry_in_seconds is not None and 1.0 <= failed[0].retry_in_seconds <= 1.5
+    assert sorted(done_names(events)) == [f"good{i}.pcap" for i in range(5)]
+    first_done = events.index(of(events, FileDone)[0])
+    assert first_done < events.index(failed[0])  # good files did not wait for the hang
+    q = of(events, FileQuarantined)[0]
+    assert (q.reason, Path(q.quarantine_path).name) == ("timeout", "hang.pcap")
+    reason = (tmp_path / "out" / "quarantine" / "hang.pcap.reason").read_text()
+    assert "reason: timeout" in reason and "attempts: 2" in reason
+    assert "file_timeout_seconds" in reason
+    assert not (cap / "hang.pcap").exists()
+
+
+def test_crash_and_format_error_are_quarantined_with_reasons(tmp_path: Path) -> None:
+    clock = FastClock(20)
+    cfg = make_config(tmp_path, processing={"max_retries": 2})
+    cap = tmp_path / "cap"
+    (cap / "crash.pcap").write_bytes(b"CRASH")
+    (cap / "bad.pcap").write_bytes(b"BAD!")
+    write_files(cap, ["fine.pcap"])
+    svc = service(cfg, clock)
+    svc.start()
+    try:
+        events = collect(svc, lambda ev: len(of(ev, FileQuarantined)) == 2, 20)
+        assert eventually(lambda: svc.status().recent_quarantined == 2)
+        st = svc.status()
+    finally:
+        svc.stop(5)
+    by_file = {}
+    for f in of(events, FileFailed):
+        by_file.setdefault(Path(f.path).name, []).append((f.reason, f.attempt, f.will_retry))
+    assert by_file["crash.pcap"] == [("worker_crash", 1, True), ("worker_crash", 2, True),
+                                     ("worker_crash", 3, False)]
+    assert by_file["bad.pcap"] == [("format", 1, True), ("format", 2, True), ("format", 3, False)]
+    assert done_names(events) == ["fine.pcap"]
+    qdir = tmp_path / "out" / "quarantine"
+    assert "bad magic b'BAD!'" in (qdir / "bad.pcap.reason").read_text()
+    assert "exited with status 9" in (qdir / "crash.pcap.reason").read_text()
+    assert (st.recent_done, st.recent_quarantined, st.recent_failed_attempts) == (1, 2, 6)
+
+
+def test_slowly_appended_file_is_not_read_before_complete(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    cap = tmp_path / "cap"
+    final_sizes: dict[str, int] = {}
+
+    def writer(name: str, reopen: bool, pause: float) -> None:
+        path = cap / name
+        chunks = [b"P" * 100] * 5
+        if reopen:  # a writer that closes between appends: only the settle time protects
+            for c in chunks:
+                with path.open("ab") as f:
+                    f.write(c)
+                time.sleep(pause)
+        else:  # a writer holding the file open with long pauses: /proc shows it
+            with path.open("ab") as f:
+                for c in chunks:
+                    f.write(c)
+                    f.flush()
+                    time.sleep(pause)
+        final_sizes[name] = path.stat().st_size
+
+    svc = service(cfg, settle_seconds=1.0)
+    svc.start()
+    try:
+        threads = [threading.Thread(target=writer, args=("held-1.pcap", False, 1.3)),
+                   threading.Thread(target=writer, args=("reopened-1.pcap", True, 0.4))]
+        for t in threads:
+            t.start()
+        events: list[Any] = []
+        while any(t.is_alive() for t in threads):
+            events.extend(svc.poll_events(0.1))
+            early = [Path(e.path).name for e in of(events, FileStarted)
+                     if Path(e.path).name not in final_sizes]
+            assert early == [], "a file was picked up while being written"
+        events = collect(svc, lambda ev: len(of(ev, FileDone)) == 2, 15, events)
+    finally:
+        svc.stop(5)
+    sizes = {Path(e.result.path).name: e.result.size_bytes for e in of(events, FileDone)}
+    assert sizes == final_sizes == {"held-1.pcap": 500, "reopened-1.pcap": 500}
+
+
+def test_workers_change_on_apply_config_without_losing_in_flight_files(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, processing={"workers": 1, "batch_size": 4})
+    cap = tmp_path / "cap"
+    names = [f"f{i:02d}x.pcap" for i in range(12)]  # no rotation series: independent
+    write_files(cap, names, b"SLOW 0.3")
+    svc = service(cfg)
+    svc.start()
+    try:
+        events = collect(svc, lambda ev: len(of(ev, FileDone)) >= 1, 15)
+        assert eventually(lambda: svc.status().in_progress == 1)
+        svc.apply_config(dataclasses.replace(
+            cfg, processing=dataclasses.replace(cfg.processing, workers=3)))
+        events = collect(svc, lambda ev: svc.status().in_progress == 3, 10, events)
+        assert eventually(lambda: svc.status().workers == 3)
+        svc.apply_config(cfg)  # back to one while three are in flight
+        events = collect(svc, lambda ev: len(of(ev, FileDone)) == 12, 20, events)
+        assert eventually(lambda: svc.status().workers == 1)
+    finally:
+        svc.stop(5)
+    assert of(events, FileFailed) == []
+    assert sorted(done_names(events)) == names
+    assert len(of(events, FileStarted)) == 12
+
+
+def test_parallel_false_processes_one_file_at_a_time(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, processing={"workers": 4, "parallel": False})
+    write_files(tmp_path / "cap", [f"p{i}x.pcap" for i in range(4)], b"SLOW 0.2")
+    svc = service(cfg)
+    svc.start()
+    peak = 0
+    try:
+        events: list[Any] = []
+        while len(of(events, FileDone)) < 4:
+            events.extend(svc.poll_events(0.05))
+            peak = max(peak, svc.status().in_progress)
+            assert len(events) < 100
+        assert svc.status().workers == 1
+    finally:
+        svc.stop(5)
+    assert peak == 1
+
+
+def test_results_not_taken_by_the_daemon_are_bounded(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, processing={"workers": 2, "batch_size": 100})
+    write_files(tmp_path / "cap", [f"b{i:03d}x.pcap" for i in range(40)])
+    svc = service(cfg, max_pending_results=4)
+    svc.start()
+    try:
+        time.sleep(2.0)  # nobody polls
+        first = svc.poll_events(0)
+        assert 1 <= len(of(first, FileDone)) <= 4
+        assert svc.status().backlog >= 30
+        events = collect(svc, lambda ev: len(of(ev, FileDone)) == 40, 30, first)
+    finally:
+        svc.stop(5)
+    assert len(set(done_names(events))) == 40
+
+
+@pytest.mark.parametrize("action", ["move", "delete"])
+def test_after_processing_move_and_delete(tmp_path: Path, action: str) -> None:
+    cfg = make_config(tmp_path, capture={"after_processing": action})
+    write_files(tmp_path / "cap", ["m-1.pcap", "m-2.pcap"])
+    svc = service(cfg)
+    svc.start()
+    try:
+        collect(svc, lambda ev: len(of(ev, FileDone)) == 2, 15)
+    finally:
+        svc.stop(5)
+    assert list((tmp_path / "cap").iterdir()) == []
+    moved = sorted(p.name for p in (tmp_path / "done").iterdir()) if action == "move" else []
+    assert moved == (["m-1.pcap", "m-2.pcap"] if action == "move" else [])
+
+
+def test_crash_before_the_move_completes_it_without_processing_again(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, capture={"after_processing": "move"})
+    cap = tmp_path / "cap"
+    write_files(cap, ["late-1.pcap"])
+    st = (cap / "late-1.pcap").stat()
+    from netmon_exporter.ingest.age_gate import Identity
+
+    led = Ledger(cfg.state.directory)  # as if we died right after the done mark
+    e = led.record_ready([(str(cap / "late-1.pcap"), Identity.of(st), "late", "pcap")], 1.0)[0]
+    led.mark_done(e.id, 2.0)
+    led.close()
+    svc = service(cfg)
+    svc.start()
+    try:
+        events = collect(svc, lambda ev: bool(of(ev, FileSkipped)), 10)
+    finally:
+        svc.stop(5)
+    assert of(events, FileStarted) == [] and of(events, FileDone) == []
+    assert (of(events, FileSkipped)[0].state, (tmp_path / "done" / "late-1.pcap").exists()) == (
+        "done", True)
+
+
+def test_kept_file_is_not_redone_but_a_replaced_one_is(tmp_path: Path) -> None:
+    clock = FastClock(10)
+    cfg = make_config(tmp_path)  # keep
+    cap = tmp_path / "cap"
+    write_files(cap, ["k-1.pcap"])
+    svc = service(cfg, clock)
+    svc.start()
+    try:
+        events = collect(svc, lambda ev: len(of(ev, FileDone)) == 1, 10)
+        time.sleep(1.5)  # > one rescan interval (10 s at 10x)
+        events.extend(svc.poll_events(0))
+        assert len(of(events, FileStarted)) == 1
+        (cap / "k-1.pcap").rename(cap / "k-renamed-1.pcap")
+        (cap / "k-2.pcap").write_bytes(b"ok")
+        os.replace(cap / "k-2.pcap", cap / "k-1.pcap")  # replaced under the same name
+        events = collect(svc, lambda ev: len(of(ev, FileDone)) == 3, 10, events)
+    finally:
+        svc.stop(5)
+    assert sorted(done_names(events)) == ["k-1.pcap", "k-1.pcap", "k-renamed-1.pcap"]
+
+
+def test_unusable_ledger_and_directory_are_reported(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    (tmp_path / "state").write_text("not a directory")
+    write_files(tmp_path / "cap", ["x-1.pcap"])
+    svc = service(cfg, FastClock(5))  # the ledger is retried every 5 s
+    svc.start()
+    try:
+        events = collect(svc, lambda ev: bool(of(ev, IngestError)), 10)
+        time.sleep(0.5)
+        events.extend(svc.poll_events(0))
+        assert eventually(lambda: not svc.status().ledger_ok)
+        st = svc.status()
+        assert not st.ledger_ok and "cannot create the ledger" in (st.ledger_error or "")
+        assert of(events, FileStarted) == []  # no ledger, no processing
+        os.unlink(tmp_path / "state")  # repaired: processing resumes
+        events = collect(svc, lambda ev: bool(of(ev, FileDone)), 15, events)
+        assert eventually(lambda: svc.status().ledger_ok)
+    finally:
+        svc.stop(5)
+    assert of(events, IngestError)[0].category == "ledger"
+    (tmp_path / "other").mkdir()
+    missing = make_config(tmp_path / "other")
+    (tmp_path / "other" / "cap").rmdir()
+    svc = service(missing)
+    svc.start()
+    try:
+        events = collect(svc, lambda ev: bool(of(ev, IngestError)), 10)
+        assert eventually(lambda: not svc.status().directory_ok)
+    finally:
+        svc.stop(5)
+    assert of(events, IngestError)[0].category == "io"
+
+
+def test_stop_hands_back_in_flight_files(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    write_files(tmp_path / "cap", ["long-1.pcap"], b"SLOW 30")
+    svc = service(cfg)
+    svc.start()
+    collect(svc, lambda ev: bool(of(ev, FileStarted)), 10)
+    t0 = time.monotonic()
+    svc.stop(0.5)
+    assert time.monotonic() - t0 < 5
+    assert not svc.status().running
+    db = sqlite3.connect(tmp_path / "state" / LEDGER_FILE)
+    assert db.execute("SELECT state, attempts FROM files").fetchall() == [("seen", 0)]
+    db.close()
+
+
+# --------------------------------------------------------------------------- kill -9
+
+_RUNNER = textwrap.dedent("""
+    import signal, sys, time, threading
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[1])
+    from tests.test_ingest_service import make_config, service
+    from netmon_exporter.ingest import FileDone
+    tmp = Path(sys.argv[2])
+    log = open(sys.argv[3], "a", buffering=1)
+    cfg = make_config(tmp, processing={"workers": 2, "batch_size": 16})
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    svc = service(cfg)
+    svc.start()
+    while not stop.is_set():
+        for e in svc.poll_events(0.1):
+            if isinstance(e, FileDone):
+                log.write(Path(e.result.path).name + "\\n")
+    svc.stop(5)
+    for e in svc.poll_events(0):
+        if isinstance(e, FileDone):
+            log.write(Path(e.result.path).name + "\\n")
+""")
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+@pytest.mark.slow
+def test_300_files_and_two_kill_9s_each_processed_exactly_once(tmp_path: Path) -> None:
+    cap = tmp_path / "cap"
+    cap.mkdir()
+    names = [f"{'abc'[i % 3]}-{i:03d}.pcap" for i in range(300)]
+    for i, name in enumerate(names):  # three series of 100 and explicit time order
+        (cap / name).write_bytes(b"SLOW 0.01")
+        os.utime(cap / name, ns=(10**18 + i * 10**6,) * 2)
+    done_log = tmp_path / "done.log"
+    calls_log = tmp_path / "calls.log"
+    env = {**os.environ, "FAKE_INVOCATION_LOG": str(calls_log)}
+    worker_pids: set[int] = set()
+
+    def run(until_done: int | None) -> None:
+        proc = subprocess.Popen([sys.executable, "-c", _RUNNER, str(REPO), str(tmp_path),
+                                 str(done_log)], env=env)
+        deadline = time.monotonic() + 60
+        try:
+            while time.monotonic() < deadline:
+                n = len(_lines(done_log))
+                if until_done is not None and n >= until_done:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    break
+                if until_done is None and n >= 300 - len(lost()):
+                    proc.send_signal(signal.SIGTERM)
+                    break
+                time.sleep(0.02)
+            else:
+                raise AssertionError(f"stuck at {len(_lines(done_log))} files")
+        finally:
+            assert proc.wait(30) is not None
+
+    def lost() -> set[str]:
+        # files committed in the ledger whose event died with the process
+        db = sqlite3.connect(tmp_path / "state" / LEDGER_FILE)
+        try:
+            committed = {Path(p).name for (p,) in db.execute(
+                "SELECT path FROM files WHERE state='done'")}
+        finally:
+            db.close()
+        return committed - set(_lines(done_log))
+
+    run(until_done=60)
+    run(until_done=160)
+    run(until_done=None)
+    for line in calls_log.read_text().splitlines():
+        worker_pids.add(int(line.split()[0]))
+
+    delivered = _lines(done_log)
+    assert len(delivered) == len(set(delivered)), "a file was reported done twice"
+    db = sqlite3.connect(tmp_path / "state" / LEDGER_FILE)
+    rows = db.execute("SELECT path, state FROM files").fetchall()
+    db.close()
+    assert sorted(Path(p).name for p, _ in rows) == sorted(names)  # one row per file
+    assert {s for _, s in rows} == {"done"}
+    assert set(delivered) | lost() == set(names)
+    assert len(lost()) <= 4  # only a commit racing the kill can miss its event
+    outputs = sorted(p.name for p in (tmp_path / "out" / "flows").iterdir())
+    assert outputs == sorted(f"{n}.out" for n in names)  # no duplicates, no temp leftovers
+    for series in "abc":  # carried state crossed both kills exactly once, in order
+        files = [n for n in names if n.startswith(series)]
+        for k, n in enumerate(files):
+            expected = "".join(f"{f};" for f in files[:k]).encode()
+            assert (tmp_path / "out" / "flows" / f"{n}.out").read_bytes() == expected, n
+    calls = [line.split()[1] for line in calls_log.read_text().splitlines()]
+    assert set(calls) == set(names) and len(calls) <= 300 + 2 * 2 * 16
+    time.sleep(0.5)
+    alive = [pid for pid in worker_pids if _alive(pid)]
+    assert alive == [], f"worker processes outlived their daemon: {alive}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False

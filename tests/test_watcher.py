@@ -1,0 +1,109 @@
+"""File discovery: patterns, shards, kinds, series, scans and watchdog events."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from netmon_exporter.config import CaptureConfig
+from netmon_exporter.ingest.watcher import (
+    Watcher,
+    file_kind,
+    in_shard,
+    matches,
+    scan,
+    series_of,
+)
+
+PATTERNS = ("*.pcap", "*.pcapng", "*.pcap.gz", "*.csv")
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("a.pcap", True), ("a.pcapng", True), ("a.pcap.gz", True), ("flows.csv", True),
+    ("a.pcap.tmp", False), ("a.txt", False), (".a.pcap", False), ("a.PCAP", False),
+])
+def test_matches_patterns_and_skips_hidden_files(name: str, expected: bool) -> None:
+    assert matches(name, PATTERNS) is expected
+
+
+def test_shards_partition_names_stably() -> None:
+    names = [f"cap-{i:05d}.pcap" for i in range(3000)]
+    owners = [[s for s in range(3) if in_shard(n, s, 3)] for n in names]
+    assert all(len(o) == 1 for o in owners)
+    counts = [sum(1 for o in owners if o == [s]) for s in range(3)]
+    assert min(counts) > 800  # roughly even
+    # stable across processes and versions: a plain CRC-32 of the name
+    assert in_shard("cap-00001.pcap", zlib.crc32(b"cap-00001.pcap") % 7, 7)
+    assert all(in_shard(n, 0, 1) for n in names[:10])
+
+
+@pytest.mark.parametrize(("name", "kind"), [
+    ("a.pcap", "pcap"), ("a.pcap.gz", "pcap"), ("a.pcapng", "pcapng"),
+    ("a.PCAPNG.gz", "pcapng"), ("flows.csv", "csv"), ("flows.csv.gz", "csv"), ("x.cap", "pcap"),
+])
+def test_file_kind_from_name(name: str, kind: str) -> None:
+    assert file_kind(name) == kind
+
+
+@pytest.mark.parametrize(("name", "series"), [
+    ("eth0-0001.pcap", "eth0"), ("eth0_17.pcapng", "eth0"), ("edge.20261128120000.pcap.gz", "edge"),
+    ("dump1.pcap", "dump"), ("single.pcap", None), ("42.pcap", ""),
+])
+def test_series_from_default_source_pattern(name: str, series: str | None) -> None:
+    pattern = re.compile(CaptureConfig().source_pattern)
+    assert series_of(name, pattern) == series
+
+
+def test_scan_respects_patterns_recursion_and_exclusions(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "done").mkdir()
+    for rel in ("a.pcap", "b.txt", ".c.pcap", "sub/d.pcapng", "done/e.pcap"):
+        (tmp_path / rel).write_bytes(b"x")
+    flat = {Path(p).name for p, _ in scan(tmp_path, recursive=False, patterns=PATTERNS)}
+    assert flat == {"a.pcap"}
+    deep = {Path(p).name for p, _ in scan(tmp_path, recursive=True, patterns=PATTERNS,
+                                         excluded=[tmp_path / "done"])}
+    assert deep == {"a.pcap", "d.pcapng"}
+
+
+def test_scan_of_missing_directory_raises(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        list(scan(tmp_path / "nope", recursive=False, patterns=PATTERNS))
+
+
+def test_watcher_reports_new_and_moved_in_files(tmp_path: Path) -> None:
+    seen: list[str | None] = []
+    got = threading.Event()
+
+    def on_path(p: str | None) -> None:
+        seen.append(p)
+        got.set()
+
+    w = Watcher(tmp_path, False, on_path)
+    if not w.start():
+        pytest.skip(f"inotify unavailable here: {w.error}")
+    try:
+        (tmp_path / "new.pcap").write_bytes(b"abc")
+        assert got.wait(5)
+        tmp = tmp_path.parent / f"{tmp_path.name}-outside.pcap"
+        tmp.write_bytes(b"x")
+        tmp.rename(tmp_path / "moved.pcap")
+        deadline = time.time() + 5
+        while str(tmp_path / "moved.pcap") not in seen and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        w.stop()
+    assert str(tmp_path / "new.pcap") in seen
+    assert str(tmp_path / "moved.pcap") in seen
+    assert not w.running
+
+
+def test_watcher_on_missing_directory_reports_why(tmp_path: Path) -> None:
+    w = Watcher(tmp_path / "missing", False, lambda p: None)
+    assert w.start() is False
+    assert w.error is not None and "relying on rescans" in w.error
