@@ -11,7 +11,8 @@ next file of a rotated capture.
 
 Flow semantics (see docs/flow-features.md):
 
-* the client (forward direction) is the sender of the first packet seen;
+* the client (forward direction) is the sender of the first packet seen, or its
+  receiver when that packet is a SYN-ACK (reordered handshake, SYN not captured);
 * a flow ends after ``idle`` without packets or ``active`` after its first packet;
 * a TCP flow is *closed* once both sides sent FIN, or on RST; packets that
   follow within ``close_grace`` (final ACK, retransmitted FIN) stay in it, a
@@ -373,7 +374,12 @@ def process_packets(P, PE, buf, K, S, status, table, pool, st, params):
         if f == -1 or status[f] == FLOW_DONE:
             f = nflows
             nflows += 1
-            _new_flow(S, K, status, f, ahi, alo, bhi, blo, ap, bp, pr, aux, src_is_a)
+            # The client is the sender of the first packet, unless that packet is a
+            # SYN-ACK (handshake reordered or SYN not captured): then its receiver.
+            client_is_a = src_is_a
+            if pr == 6 and (P[i, D.F_FLAGS] & 0x12) == 0x12:
+                client_is_a = not src_is_a
+            _new_flow(S, K, status, f, ahi, alo, bhi, blo, ap, bp, pr, aux, client_is_a)
             table[h] = f
         fwd_is_a = S[f, S_FWD_IS_A] != 0.0
         d = 0 if fwd_is_a == src_is_a else 1
