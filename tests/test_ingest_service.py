@@ -605,3 +605,38 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except OSError:
         return False
+
+
+def test_real_pipeline_quarantines_truncated_and_random_files_with_readable_reasons(
+        tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, processing={"max_retries": 1})
+    cap = tmp_path / "cap"
+    good = ["synscan.pcap", "icmp.pcap", "dns-edns-ecs.pcap"]
+    for name in good:
+        (cap / name).write_bytes((REPO / "samples" / name).read_bytes())
+    (cap / "cut.pcap").write_bytes((REPO / "samples" / "icmp.pcap").read_bytes()[:34])
+    (cap / "noise.pcap").write_bytes(bytes(range(256)) * 20)
+    svc = IngestService(cfg, clock=FastClock(20), settle_seconds=0.2)  # the real pipeline
+    svc.start()
+    try:
+        events = collect(svc, lambda ev: len(of(ev, FileQuarantined)) == 2
+                         and len(of(ev, FileDone)) == 3, 60)
+    finally:
+        svc.stop(5)
+    assert sorted(done_names(events)) == sorted(good)
+    assert all(e.result.packets_by_protocol and e.result.csv_rows > 0
+               for e in of(events, FileDone))
+    reasons = {Path(q.path).name: q.reason for q in of(events, FileQuarantined)}
+    assert reasons == {"cut.pcap": "truncated", "noise.pcap": "format"}
+    qdir = tmp_path / "out" / "quarantine"
+    assert "capture ends inside its first record" in (qdir / "cut.pcap.reason").read_text()
+    noise = (qdir / "noise.pcap.reason").read_text()
+    assert "not a pcap, pcapng or flow CSV" in noise and "attempts: 2" in noise
+    csvs = sorted(p.name for p in (tmp_path / "out" / "flows").iterdir())
+    assert len(csvs) == 3 and all(n.endswith(".csv") for n in csvs)
+    totals = svc.committed_totals()
+    assert totals is not None and totals.done_by_kind == {"pcap": 3}
+    assert totals.quarantined_by_kind_reason == {("pcap", "truncated"): 1, ("pcap", "format"): 1}
+    assert totals.flows == sum(e.result.flow_count for e in of(events, FileDone))
+    assert sum(totals.flows_by_protocol.values()) == totals.flows
+    assert totals.csv_rows == sum(e.result.csv_rows for e in of(events, FileDone))

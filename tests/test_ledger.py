@@ -122,7 +122,8 @@ def test_totals_and_prune(ledger: Ledger) -> None:
     for i in range(3):
         e = _ready(ledger, path=f"/c/a-{i}.pcap")
         ledger.mark_done(e.id, 7.0, summary={"packets": {"tcp": 10}, "bytes": {"tcp": 1000},
-                                             "flows": 2, "csv_rows": 2})
+                                             "flows": 2, "flows_by_protocol": {"udp": 2},
+                                             "csv_rows": 2})
     q = _ready(ledger, path="/c/bad.pcap")
     ledger.mark_quarantined(q.id, 7.0, "format", "bad magic")
     t = read_totals(ledger.directory)
@@ -131,6 +132,7 @@ def test_totals_and_prune(ledger: Ledger) -> None:
     assert t.quarantined_by_kind_reason == {("pcap", "format"): 1}
     assert (t.packets_by_protocol, t.bytes_by_protocol, t.flows, t.csv_rows) == (
         {"tcp": 30}, {"tcp": 3000}, 6, 6)
+    assert t.flows_by_protocol == {"udp": 6}
     assert read_totals(ledger.directory.parent / "nowhere") is None
     # prune forgets finished files that are gone, keeps those still present
     removed = ledger.prune(100.0, exists=lambda p: p == "/c/a-0.pcap")

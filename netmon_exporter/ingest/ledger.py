@@ -24,7 +24,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,7 @@ class Totals:
     bytes_by_protocol: dict[str, int]
     flows: int
     csv_rows: int
+    flows_by_protocol: dict[str, int] = field(default_factory=dict)
 
 
 _COLUMNS = ("id, path, dev, ino, size, mtime_ns, series, kind, state, attempts, next_retry, "
@@ -115,6 +116,8 @@ class Ledger:
 
     An exclusive lock file keeps two instances from sharing a state directory.
     """
+
+    _lock_fd: int | None
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -154,9 +157,10 @@ class Ledger:
             with contextlib.suppress(sqlite3.Error):
                 db.close()
             self._db = None  # type: ignore[assignment]
-        if getattr(self, "_lock_fd", None) is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None  # type: ignore[assignment]
+        fd = getattr(self, "_lock_fd", None)
+        if fd is not None:
+            os.close(fd)
+            self._lock_fd = None
 
     # -- transactions
     def _tx(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
@@ -317,6 +321,7 @@ class Ledger:
         packets: dict[str, int] = {}
         byts: dict[str, int] = {}
         flows = rows_total = 0
+        flows_by_protocol: dict[str, int] = {}
         for kind, n in self._query("SELECT kind, COUNT(*) FROM files WHERE state=? GROUP BY kind",
                                    (DONE,)):
             done[kind] = n
@@ -334,8 +339,10 @@ class Ledger:
             for k, v in (s.get("bytes") or {}).items():
                 byts[k] = byts.get(k, 0) + int(v)
             flows += int(s.get("flows", 0))
+            for k, v in (s.get("flows_by_protocol") or {}).items():
+                flows_by_protocol[k] = flows_by_protocol.get(k, 0) + int(v)
             rows_total += int(s.get("csv_rows", 0))
-        return Totals(done, quarantined, packets, byts, flows, rows_total)
+        return Totals(done, quarantined, packets, byts, flows, rows_total, flows_by_protocol)
 
 
 def read_totals(directory: Path) -> Totals | None:

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .. import pipeline
 from ..config import Config
 from ..metrics import FAIL_REASONS, FILE_KINDS
@@ -75,6 +77,23 @@ def flow_settings(cfg: Config) -> FlowSettings:
                         active_timeout_seconds=f.active_timeout_seconds,
                         activity_timeout_seconds=f.activity_timeout_seconds,
                         carry_across_files=f.carry_across_files)
+
+
+_PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
+
+
+def _summary(result: FileResult) -> dict[str, Any]:
+    """What the ledger keeps of a result, so counters can be restored after a restart."""
+    flows_by_protocol: dict[str, int] = {}
+    if len(result.flows) and "protocol" in result.flows:
+        nums, counts = np.unique(result.flows["protocol"], return_counts=True)
+        for n, c in zip(nums.tolist(), counts.tolist(), strict=True):
+            name = _PROTO_NAMES.get(int(n), "other")
+            flows_by_protocol[name] = flows_by_protocol.get(name, 0) + int(c)
+    return {"packets": dict(result.packets_by_protocol or {}),
+            "bytes": dict(result.bytes_by_protocol or {}),
+            "flows": int(getattr(result, "flow_count", 0) or len(result.flows)),
+            "flows_by_protocol": flows_by_protocol, "csv_rows": int(result.csv_rows)}
 
 
 def _natural(name: str) -> tuple[Any, ...]:
@@ -632,9 +651,7 @@ class IngestService:
         if self._ledger is None:
             t.state = "ready"  # cannot record it: redo once the ledger works again
             return
-        summary = {"packets": dict(result.packets_by_protocol or {}),
-                   "bytes": dict(result.bytes_by_protocol or {}),
-                   "flows": len(result.flows), "csv_rows": int(result.csv_rows)}
+        summary = _summary(result)
         try:
             self._ledger.mark_done(t.entry_id, now, series=t.series, carry=result.carry,
                                    update_carry=t.use_carry, summary=summary)

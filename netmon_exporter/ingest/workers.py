@@ -232,7 +232,7 @@ class WorkerPool:
                 if outcome is not None:
                     outcomes.append(outcome)
         for obj in ready:
-            w = sentinels.get(obj)  # type: ignore[call-overload]
+            w = sentinels.get(obj)
             if w is not None and w in self._workers:
                 outcomes.extend(self._reap(w))
         outcomes.extend(self.check_timeouts())
