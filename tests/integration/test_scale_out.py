@@ -70,6 +70,10 @@ def test_two_shards_count_each_file_once(tmp_path: Path, start_daemon: Any,
     def logs() -> str:
         return "\n".join(d.log_text() for d in daemons) + "\n--- prometheus\n" + prom.log()
 
+    # The shipped rules, unmodified, load and evaluate cleanly against real series.
+    wait_until(lambda: all(r["health"] == "ok" for r in prom.rules()) and prom.rules(), 15,
+               "every shipped alert rule to evaluate", log=logs)
+
     for i, name in enumerate(NAMES):
         shutil.copy2(SOURCES[i % len(SOURCES)], captures / name)
 
