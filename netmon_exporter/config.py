@@ -146,6 +146,10 @@ class AddressSweepConfig:
                         max=1000000)
     horizon_seconds: float = _f(300.0, "Probes are accumulated over this many seconds.", min=1,
                                 max=86400)
+    p2p_min_ports: int = _f(50, "A source whose probes went to at least this many distinct "
+                            "ports, about one port per host, is a peer-to-peer client (peers "
+                            "listen on random ports), not a sweeper (0 disables this).", min=0,
+                            max=65536)
     max_state_rows: int = _f(1_000_000, "Upper bound of probes remembered across windows.",
                              min=1000, max=100_000_000)
     severity: str = _f("warning", "Severity of detections.", choices=_SEV)

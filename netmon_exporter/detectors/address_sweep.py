@@ -8,8 +8,18 @@ from ..config import AddressSweepConfig
 from ..detection import Detection
 from ..flow_schema import FlowBatch, addr_to_str
 from .base import HorizonStore
-from .features import ICMP, ICMPV6, TCP, UDP, combine, distinct_per_group, factorize_addrs, \
-    group, probes, service
+from .features import (
+    ICMP,
+    ICMPV6,
+    TCP,
+    UDP,
+    combine,
+    distinct_per_group,
+    factorize_addrs,
+    group,
+    probes,
+    service,
+)
 
 _PROTO_CODE = {TCP: 0, UDP: 1, ICMP: 2, ICMPV6: 3}
 _CODE_PROTO = {v: k for k, v in _PROTO_CODE.items()}
@@ -54,6 +64,8 @@ class AddressSweepDetector:
         hosts = distinct_per_group(gid, n_groups, dst, len(table))
         has_new = np.bincount(gid[is_new], minlength=n_groups) > 0
         hits = np.flatnonzero((hosts >= self.cfg.min_hosts) & has_new)
+        if len(hits) and self.cfg.p2p_min_ports:
+            hits = hits[~self._peer_to_peer(src, dst, rows["service"], len(table))[src[first[hits]]]]
         out: list[Detection] = []
         for g in hits:
             m = gid == g
@@ -78,3 +90,12 @@ class AddressSweepDetector:
                 summary=(f"{source} probed {target} on {int(hosts[g])} distinct hosts within "
                          f"{self.cfg.horizon_seconds:g} s")))
         return out
+
+    def _peer_to_peer(self, src: np.ndarray, dst: np.ndarray, svc: np.ndarray,
+                      n_addr: int) -> np.ndarray:
+        """Mark sources whose probes look like a P2P client's: many ports, ~one per host."""
+        port_probe = svc < 2 * 65536  # TCP and UDP, not ICMP echo
+        s, d, v = src[port_probe], dst[port_probe], svc[port_probe]
+        ports = distinct_per_group(s, n_addr, v, 2 * 65536)
+        hosts = distinct_per_group(s, n_addr, d, n_addr)
+        return (ports >= self.cfg.p2p_min_ports) & (2 * ports >= hosts)

@@ -6,9 +6,8 @@ import numpy as np
 
 from ..config import PortScanConfig
 from ..detection import Detection
-from ..flow_schema import FlowBatch
+from ..flow_schema import FlowBatch, addr_to_str
 from .base import HorizonStore
-from ..flow_schema import addr_to_str
 from .features import UDP, combine, distinct_per_group, factorize_addrs, group, probes
 
 
