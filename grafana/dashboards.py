@@ -378,8 +378,9 @@ def detections() -> db.Dashboard:
     d = d.with_panel(heatmap_panel("Anomaly scores", "Distribution of anomaly scores of "
                                    "analysed flows (0 normal, 1 anomalous).", "none",
                                    "netmon_anomaly_score"))
-    d = d.with_panel(ts("Anomaly score quantiles", "Quantiles of the anomaly score.",
-                        "percentunit", quantiles("netmon_anomaly_score")))
+    d = d.with_panel(ts("Anomaly score quantiles", "Quantiles of the anomaly score (0 normal, "
+                        "1 anomalous; models.anomaly_threshold marks a flow anomalous).",
+                        "none", quantiles("netmon_anomaly_score")))
     d = d.with_panel(stat_panel(
         "Models loaded", "Whether a model of each kind is loaded on every selected instance "
         "(models.anomaly_path, models.classifier_path).", "none",
@@ -411,8 +412,9 @@ def performance() -> db.Dashboard:
                            f"sum by (kind) (rate(netmon_file_size_bytes_count{{{S}}}{RATE}))",
                            "{{kind}} mean"),
                          *quantiles("netmon_file_size_bytes", "kind", (0.9,))]))
-    d = d.with_panel(ts("Processing throughput", "Packets and bytes parsed per second.",
-                        "pps", [Q(rate("netmon_packets_total"), "packets")]))
+    d = d.with_panel(ts("Processing throughput", "Packets parsed per second, all protocols: "
+                        "how much traffic the processor gets through.", "pps",
+                        [Q(rate("netmon_packets_total"), "packets")]))
 
     d = d.with_row(db.Row("Keeping up"))
     d = d.with_panel(ts("Lag from ready to processed", "Quantiles of the time between a file "
