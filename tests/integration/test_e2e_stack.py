@@ -12,7 +12,7 @@ Checked, in one run (under a minute):
 (a) every query of every dashboard panel is accepted by Prometheus, names only metrics that
     the daemon really exposes, and returns data unless its metric has no series yet;
 (b) removing the watch directory makes NetmonUnhealthy fire in Prometheus, reach
-    Alertmanager and page; restoring it resolves the alert;
+    Alertmanager and page; restoring it resolves the alert and processing resumes;
 (c) a bad config plus SIGHUP fires NetmonConfigReloadFailed, which opens a ticket.
 """
 
@@ -207,6 +207,10 @@ def test_stack_end_to_end(tmp_path: Path, start_daemon: Any, start_prometheus: A
                "the resolved NetmonUnhealthy notification", log=am.log)
     wait_until(lambda: prom.value(f'netmon_up{{instance="{instance}"}}') == 1, 10,
                "netmon_up back to 1", log=plog)
+    # ... and it works again: a capture arriving now is processed.
+    shutil.copy2(ROOT / "samples" / "icmp6.pcap", captures / "late.pcap")
+    wait_until(lambda: prom.value("sum(netmon_files_processed_total)") == len(CAPTURES) + 1,
+               30, "a capture dropped after the restore to be processed", log=plog)
 
     # (c) a bad edit and SIGHUP: the reload is refused and the alert fires.
     config_file.write_text(good_config.replace("  interval_seconds: 10\n", BAD_CONFIG_LINE))
