@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry
 
 from netmon_exporter.metrics import build_metrics
@@ -232,3 +233,17 @@ def test_stack_end_to_end(tmp_path: Path, start_daemon: Any, start_prometheus: A
     assert prom.value(f'netmon_up{{instance="{instance}"}}') == 1
 
     assert time.monotonic() - t0 < 150, "the end-to-end test has become slow"
+
+
+def test_compress_rules_scales_durations_only(tmp_path: Path) -> None:
+    doc = compress_rules(SHIPPED_RULES, tmp_path / "rules.yml")
+    rules = {r["alert"]: r for g in doc["groups"] for r in g["rules"]}
+    assert rules["NetmonExporterDown"]["for"] == "2s"
+    assert rules["NetmonConfigReloadFailed"]["expr"].startswith(
+        "max_over_time(netmon_config_last_reload_successful[5s]) == 0")
+    spike = rules["NetmonDetectionRateSpike"]["expr"]
+    assert "[10s]" in spike and "[360s] offset 10s" in spike and "> 10" in spike
+    assert "> 1800" in rules["NetmonNoCapturesArriving"]["expr"]
+    assert not any(re.search(r"\[\d+[mh]\]|offset \d+[mh]", r["expr"]) for r in rules.values())
+    assert set(rules) == {r["alert"] for g in yaml.safe_load(
+        SHIPPED_RULES.read_text())["groups"] for r in g["rules"]}
