@@ -76,7 +76,10 @@ def _open(path: Path) -> tuple[BinaryIO, bytes]:
         fh = gzip.open(path, "rb")  # type: ignore[assignment]
         try:
             head = fh.read(4)
-        except (OSError, EOFError, zlib.error) as exc:
+        except EOFError as exc:
+            fh.close()
+            raise CaptureError(f"{path}: gzip stream ends early ({exc})", "truncated") from exc
+        except (OSError, zlib.error) as exc:
             fh.close()
             raise CaptureError(f"{path}: corrupt gzip stream ({exc})", "format") from exc
     return fh, head
@@ -152,23 +155,45 @@ class CaptureReader:
         """Read the file header."""
         try:
             data = fh.read(n)
-        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            raise CaptureError(f"{self.path}: corrupt gzip stream ({exc})", "truncated") from exc
+        except EOFError as exc:
+            raise CaptureError(f"{self.path}: gzip stream ends early ({exc})",
+                               "truncated") from exc
+        except (zlib.error, gzip.BadGzipFile) as exc:
+            raise CaptureError(f"{self.path}: corrupt gzip stream ({exc})", "format") from exc
         except OSError as exc:
             raise CaptureError(f"{self.path}: read failed ({exc})", "io") from exc
         self.bytes_read += len(data)
         return data
 
     def _fill(self, fh: BinaryIO, buf: np.ndarray, filled: int) -> tuple[int, bool]:
+        """Read into ``buf[filled:]``; return the new fill level and whether the file ended."""
+        view = memoryview(buf)
+        gz = isinstance(fh, gzip.GzipFile)
+        start = filled
         try:
-            got = fh.readinto(memoryview(buf)[filled:])  # type: ignore[attr-defined]
-        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            raise CaptureError(f"{self.path}: corrupt gzip stream ({exc})", "truncated") from exc
+            while filled < len(buf):
+                if gz:  # one decompression step at a time: a cut stream loses nothing
+                    data = fh.read1(len(buf) - filled)
+                    got = len(data)
+                    view[filled:filled + got] = data
+                else:
+                    got = int(fh.readinto(view[filled:]) or 0)  # type: ignore[attr-defined]
+                if got == 0:
+                    self.bytes_read += filled - start
+                    return filled, True
+                filled += got
+                if not gz:
+                    break
+        except EOFError:  # compressed stream cut short: use what came before
+            self.truncated_tail = 1
+            self.bytes_read += filled - start
+            return filled, True
+        except (zlib.error, gzip.BadGzipFile) as exc:
+            raise CaptureError(f"{self.path}: corrupt gzip stream ({exc})", "format") from exc
         except OSError as exc:
             raise CaptureError(f"{self.path}: read failed ({exc})", "io") from exc
-        got = int(got or 0)
-        self.bytes_read += got
-        return filled + got, got == 0
+        self.bytes_read += filled - start
+        return filled, False
 
     def _stream(self, fh: BinaryIO, prefix: bytes, walker) -> Iterator[PacketChunk]:  # noqa: ANN001
         # One buffer and one packet table, reused: a chunk is only valid until the

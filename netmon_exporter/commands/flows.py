@@ -53,7 +53,7 @@ class _Bar:
 
     def update(self, done: int) -> None:
         now = time.perf_counter()
-        if now - self.last < 0.2:
+        if now - self.last < 0.2 and done < self.total:
             return
         self.last = now
         frac = min(done / self.total, 1.0)

@@ -1,0 +1,83 @@
+"""``netmon-exporter flows``: CSV out, summary line, clean errors, rotated files."""
+
+from __future__ import annotations
+
+import csv
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from netmon_exporter.cli import main
+from netmon_exporter.flows.flow_csv import OUTPUT_COLUMNS
+
+DATA = Path(__file__).parent / "data" / "pcaps"
+ROOT = Path(__file__).resolve().parents[1]
+SUMMARY = re.compile(r"^(\d+) packets, (\d+) flows in [0-9.]+ s \(([0-9,]+) packets/s\) -> ")
+
+
+def _rows(path: Path) -> list[list[str]]:
+    with open(path, newline="") as fh:
+        return list(csv.reader(fh))
+
+
+def test_writes_csv_and_prints_summary(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out.csv"
+    rc = main(["flows", str(DATA / "tcp-missing-syn.pcap"), str(DATA / "icmp.pcap"),
+               "-o", str(out), "--no-progress"])
+    assert rc == 0
+    line = capsys.readouterr().out.strip()
+    m = SUMMARY.match(line)
+    assert m, line
+    assert (int(m.group(1)), int(m.group(2))) == (21 + 12, 2)
+    rows = _rows(out)
+    assert tuple(rows[0]) == OUTPUT_COLUMNS
+    assert len(rows) == 3
+    assert rows[1][1:6] == ["141.42.64.125", "56730", "125.190.109.199", "80", "6"]
+
+
+def test_unreadable_file_is_one_line_and_nonzero(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(b"this is not a capture")
+    out = tmp_path / "o.csv"
+    p = subprocess.run([sys.executable, "-m", "netmon_exporter", "flows", str(bad), "-o",
+                        str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1
+    assert "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert "bad.pcap" in p.stderr and "not a pcap" in p.stderr
+    assert not out.exists()
+
+
+def test_missing_file_and_bad_option(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["flows", str(tmp_path / "none.pcap"), "-o", str(tmp_path / "o.csv")]) == 1
+    assert "no such file" in capsys.readouterr().err
+    rc = main(["flows", str(DATA / "icmp.pcap"), "-o", str(tmp_path / "o.csv"),
+               "--idle-timeout", "0"])
+    assert rc == 2
+
+
+def test_rotated_files_continue_flows(tmp_path: Path) -> None:
+    from scapy.utils import rdpcap, wrpcap
+
+    pkts = rdpcap(str(DATA / "tcp-missing-syn.pcap"))
+    a, b = tmp_path / "a.pcap", tmp_path / "b.pcap"
+    wrpcap(str(a), pkts[:10])
+    wrpcap(str(b), pkts[10:])
+    out = tmp_path / "o.csv"
+    assert main(["flows", str(a), str(b), "-o", str(out), "--rotated", "--no-progress"]) == 0
+    assert len(_rows(out)) == 2  # one flow, not two halves
+    assert main(["flows", str(a), str(b), "-o", str(out), "--no-progress"]) == 0
+    assert len(_rows(out)) == 3
+
+
+def test_progress_bar_when_forced(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import netmon_exporter.commands.flows as flows_cmd
+
+    monkeypatch.setattr(flows_cmd, "PROGRESS_MIN_BYTES", 0)
+    assert main(["flows", str(DATA / "tcp-missing-syn.pcap"), "-o", str(tmp_path / "o.csv"),
+                 "--progress"]) == 0
+    assert "100.0%" in capsys.readouterr().err
