@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 LISTEN ?= :9864
 
-.PHONY: run test venv system-deps lint typecheck dashboards docs bench bench-detection clean
+.PHONY: run test venv system-deps lint typecheck dashboards check-assets docs bench bench-detection clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,18 @@ typecheck: $(STAMP)
 
 docs: $(STAMP)
 	$(PY) -m netmon_exporter.reference_docs
+
+## dashboards: regenerate grafana/dashboards/*.json from grafana/dashboards.py
+dashboards: $(STAMP)
+	$(PY) grafana/dashboards.py
+
+## check-assets: alert rules and their unit tests, Prometheus/Alertmanager configs, dashboards up to date
+check-assets: $(STAMP) system-deps
+	promtool check rules alerts/netmon.rules.yml
+	promtool test rules alerts/netmon.rules.test.yml
+	promtool check config prometheus/prometheus.yml
+	amtool check-config prometheus/alertmanager.yml
+	$(PY) grafana/dashboards.py --check
 
 clean:
 	rm -rf $(VENV) captures output state .pytest_cache
