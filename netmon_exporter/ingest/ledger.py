@@ -137,6 +137,7 @@ class Ledger:
                                        isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            self._durable = True
             self._db.executescript(_SCHEMA)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                              (str(SCHEMA_VERSION),))
@@ -163,9 +164,18 @@ class Ledger:
             self._lock_fd = None
 
     # -- transactions
-    def _tx(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    def _tx(self, fn: Callable[[sqlite3.Connection], Any], durable: bool = True) -> Any:
+        """Run ``fn`` in one transaction.
+
+        ``durable=False`` (marks that only say "look at this again") skips the
+        fsync: such a commit survives a crash of the process but maybe not of
+        the machine, and losing it only means the file is looked at again.
+        """
         db = self._db
         try:
+            if durable != self._durable:
+                db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                self._durable = durable
             db.execute("BEGIN IMMEDIATE")
             try:
                 out = fn(db)
@@ -230,17 +240,17 @@ class Ledger:
                                  "ino=? AND size=? AND mtime_ns=?", (path, *ident)).fetchone()
                 out.append(_entry(row))
             return out
-        return list(self._tx(fn))
+        return list(self._tx(fn, durable=False))
 
     def mark_in_progress(self, entry_id: int, now: float) -> None:
         self._tx(lambda db: db.execute("UPDATE files SET state=?, updated_at=? WHERE id=?",
-                                       (IN_PROGRESS, now, entry_id)))
+                                       (IN_PROGRESS, now, entry_id)), durable=False)
 
     def mark_seen(self, entry_id: int, now: float) -> None:
         """Hand a file back (shutdown before it finished)."""
         self._tx(lambda db: db.execute(
             "UPDATE files SET state=?, updated_at=? WHERE id=? AND state=?",
-            (SEEN, now, entry_id, IN_PROGRESS)))
+            (SEEN, now, entry_id, IN_PROGRESS)), durable=False)
 
     def mark_done(self, entry_id: int, now: float, *, series: str | None = None,
                   carry: bytes | None = None, update_carry: bool = False,
@@ -289,7 +299,7 @@ class Ledger:
     def mark_gone(self, entry_id: int, now: float) -> None:
         self._tx(lambda db: db.execute(
             "UPDATE files SET state=?, updated_at=? WHERE id=? AND state IN (?,?)",
-            (GONE, now, entry_id, SEEN, FAILED)))
+            (GONE, now, entry_id, SEEN, FAILED)), durable=False)
 
     # -- carried flows
     def carries(self) -> dict[str, float]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import heapq
 import logging
 import os
 import queue
@@ -114,10 +115,12 @@ class _Tracked:
     attempts: int = 0            # failed attempts so far
     next_retry: float = 0.0
     use_carry: bool = False
+    sort_key: tuple[Any, ...] = ()  # time order within a series: mtime, then natural name
 
-    @property
-    def sort_key(self) -> tuple[Any, ...]:
-        return (self.identity.mtime_ns, _natural(os.path.basename(self.path)))
+    def set_identity(self, ident: Identity) -> None:
+        if ident != self.identity or not self.sort_key:
+            self.identity = ident
+            self.sort_key = (ident.mtime_ns, _natural(os.path.basename(self.path)))
 
 
 class IngestService:
@@ -496,6 +499,7 @@ class IngestService:
             name = os.path.basename(path)
             t = _Tracked(path=path, series=series_of(name, self._source_re),
                          kind=file_kind(name), identity=ident)
+            t.set_identity(ident)
             self._tracked[path] = t
         if t.state == "running":
             return
@@ -505,7 +509,7 @@ class IngestService:
             self._forget(path, gone=True)
             self._observe(path, st, now)
             return
-        t.identity = ident
+        t.set_identity(ident)
         if t.state == "unripe":
             self._gate.look(path, st, now)
 
@@ -597,8 +601,7 @@ class IngestService:
         due = [t for t in self._tracked.values()
                if (t.state == "ready" or (t.state == "retry" and t.next_retry <= now))
                and (t.series is None or heads[t.series] is t)]
-        due.sort(key=lambda t: (t.ready_at, t.sort_key))
-        for t in due[:free]:
+        for t in heapq.nsmallest(free, due, key=lambda t: (t.ready_at, t.sort_key)):
             self._start_file(t, now)
 
     def _start_file(self, t: _Tracked, now: float) -> None:
