@@ -6,8 +6,6 @@ import argparse
 import importlib
 import sys
 
-from . import __version__
-
 # Sub-commands: module in netmon_exporter.commands providing add_parser(subparsers).
 SUBCOMMANDS = ("flows", "train", "evaluate")
 

@@ -393,7 +393,7 @@ def _decode(cls: type, data: Any, path: str, errors: list[str]) -> Any:
         sub = f"{path}.{f.name}" if path else f.name
         tp = hints[f.name]
         value = data[f.name]
-        if dataclasses.is_dataclass(tp):
+        if is_section(tp):
             kwargs[f.name] = _decode(tp, value, sub, errors)
             continue
         origin = typing.get_origin(tp)
@@ -469,9 +469,9 @@ def _semantic_checks(cfg: Config, errors: list[str]) -> None:
                       f"({c.shard_count})")
     if c.after_processing == "move" and c.done_directory.resolve() == c.directory.resolve():
         errors.append("capture.done_directory: must differ from capture.directory")
-    for name, p in (("output.directory", cfg.output.directory),
-                    ("state.directory", cfg.state.directory)):
-        existing = p
+    for name, target in (("output.directory", cfg.output.directory),
+                         ("state.directory", cfg.state.directory)):
+        existing: Path = target
         while not existing.exists() and existing.parent != existing:
             existing = existing.parent
         if existing.exists() and not existing.is_dir():
@@ -544,14 +544,26 @@ def restart_required_changes(old: Config, new: Config) -> list[str]:
     return out
 
 
+def is_section(tp: Any) -> bool:
+    """Whether a field type is a nested config section (a dataclass type)."""
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def field_default(f: dataclasses.Field[Any]) -> Any:
+    """Return a field's default value (calling its factory if it has one)."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    factory: Any = f.default_factory
+    return factory()
+
+
 def iter_settings(cls: type = Config, path: str = "") -> typing.Iterator[tuple[str, Any, dict]]:
     """Yield (key path, default, metadata) for every leaf setting (used for docs and tests)."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         sub = f"{path}.{f.name}" if path else f.name
         tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
+        if is_section(tp):
             yield from iter_settings(tp, sub)
         else:
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            yield sub, default, dict(f.metadata)
+            yield sub, field_default(f), dict(f.metadata)

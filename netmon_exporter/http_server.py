@@ -139,7 +139,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reload(self) -> None:
         outcome = self.endpoints.reload()
-        body = {"status": "success" if outcome.ok else "error", "message": outcome.message}
+        body: dict[str, Any] = {"status": "success" if outcome.ok else "error",
+                                "message": outcome.message}
         if outcome.restart_required:
             body["restart_required"] = list(outcome.restart_required)
         self._send(200 if outcome.ok else 500, json.dumps(body).encode() + b"\n",
@@ -201,7 +202,8 @@ class HttpServer:
     @property
     def address(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+        host = host.decode() if isinstance(host, bytes) else str(host)
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def start(self) -> None:
         self._thread.start()

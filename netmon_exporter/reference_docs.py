@@ -12,7 +12,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from .config import Config
+from .config import Config, field_default, is_section
 
 _HEADER = """\
 # netmon-exporter configuration.
@@ -61,13 +61,13 @@ def render_yaml(cls: type = Config, indent: int = 0) -> str:
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         meta = dict(f.metadata)
-        if dataclasses.is_dataclass(tp):
+        if is_section(tp):
             if indent == 0:
                 out.append("")
             out.append(f"{pad}{f.name}:  # {meta['help']}")
             out.append(render_yaml(tp, indent + 1))
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = field_default(f)
         out.append(f"{pad}# {meta['help']}{_range(meta)}")
         out.append(f"{pad}{f.name}: {_yaml_value(default)}")
     return "\n".join(out)
@@ -82,10 +82,10 @@ def render_markdown() -> str:
             tp = hints[f.name]
             sub = f"{path}.{f.name}" if path else f.name
             meta = dict(f.metadata)
-            if dataclasses.is_dataclass(tp):
+            if is_section(tp):
                 walk(tp, sub)
                 continue
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            default = field_default(f)
             allowed = _range(meta).strip(" []")
             rows.append(f"| `{sub}` | `{_yaml_value(default)}` | {allowed} | "
                         f"{meta['help'].replace('|', '/')} |")
