@@ -107,3 +107,29 @@ def test_watcher_on_missing_directory_reports_why(tmp_path: Path) -> None:
     w = Watcher(tmp_path / "missing", False, lambda p: None)
     assert w.start() is False
     assert w.error is not None and "relying on rescans" in w.error
+
+
+def test_watcher_notices_its_directory_was_replaced(tmp_path: Path) -> None:
+    d = tmp_path / "cap"
+    d.mkdir()
+    seen: list[str | None] = []
+    w = Watcher(d, False, seen.append)
+    if not w.start():
+        pytest.skip(f"inotify unavailable here: {w.error}")
+    try:
+        assert not w.stale
+        d.rmdir()
+        deadline = time.time() + 5
+        while not w.stale and time.time() < deadline:
+            time.sleep(0.05)
+        assert w.stale and None in seen  # and a full rescan was requested
+        d.mkdir()  # (often with the same inode number)
+        assert w.stale
+        assert w.start() and not w.stale  # restarted on the new directory
+        (d / "after.pcap").write_bytes(b"x")
+        deadline = time.time() + 5
+        while str(d / "after.pcap") not in seen and time.time() < deadline:
+            time.sleep(0.05)
+        assert str(d / "after.pcap") in seen
+    finally:
+        w.stop()

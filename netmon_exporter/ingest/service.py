@@ -443,7 +443,7 @@ class IngestService:
         if self._dir_error:
             log.info("capture directory usable again", extra={"dir": str(c.directory)})
         self._dir_error = None
-        if self._watcher is not None and not self._watcher.running:
+        if self._watcher is not None and (not self._watcher.running or self._watcher.stale):
             self._watcher.start()
         for path in list(self._tracked):
             if path not in found:

@@ -121,6 +121,8 @@ class Watcher:
         self._on_path = on_path
         self._observer: object | None = None
         self._lock = threading.Lock()
+        self._root: tuple[int, int] | None = None
+        self._root_lost = False
         self.error: str | None = None
 
     @property
@@ -128,16 +130,30 @@ class Watcher:
         obs = self._observer
         return obs is not None and obs.is_alive()  # type: ignore[attr-defined]
 
+    @property
+    def stale(self) -> bool:
+        """The watched directory was replaced (deleted and recreated, remounted)."""
+        if self._root_lost:
+            return True
+        return self._root is not None and _dir_identity(self.directory) != self._root
+
     def start(self) -> bool:
         """Start the observer; on failure remember why and return False (scans still work)."""
         from watchdog.events import FileSystemEvent, FileSystemEventHandler
         from watchdog.observers import Observer
 
         on_path = self._on_path
+        watcher = self
+        root = os.fsdecode(os.path.abspath(self.directory))
 
         class _Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
                 if event.event_type in ("opened", "closed_no_write"):
+                    return
+                if event.event_type in ("deleted", "moved") and \
+                        os.path.abspath(os.fsdecode(event.src_path)) == root:
+                    watcher._root_lost = True  # inotify dropped the watch with it
+                    on_path(None)
                     return
                 if event.is_directory:
                     if event.event_type in ("created", "moved"):
@@ -161,6 +177,8 @@ class Watcher:
                     observer.stop()
                 return False
             self._observer = observer
+            self._root = _dir_identity(self.directory)
+            self._root_lost = False
             self.error = None
             return True
 
@@ -175,3 +193,11 @@ class Watcher:
             return
         obs.stop()  # type: ignore[attr-defined]
         obs.join(timeout=5)  # type: ignore[attr-defined]
+
+
+def _dir_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
