@@ -114,6 +114,8 @@ def score(results: Iterable[ScenarioResult]) -> dict[str, DetectorScore]:
     scores: dict[str, DetectorScore] = {}
     for r in results:
         for t in r.scenario.truths:
+            if not t.required:
+                continue
             s = scores.setdefault(t.detector, DetectorScore())
             s.truths += 1
             s.found += any(matches(d, t) for d in r.detections)
@@ -305,11 +307,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {d.detector}: {d.summary}")
     for r in results:
         for d in r.detections:
-            if not any(matches(d, t) for t in r.scenario.truths):
+            tolerated = [t for t in r.scenario.truths if not t.required and matches(d, t)]
+            if tolerated:
+                print(f"  tolerated in {r.scenario.kind} seed {r.scenario.seed}: {d.detector}: "
+                      f"{d.summary}")
+            elif not any(matches(d, t) for t in r.scenario.truths):
                 print(f"  false positive in {r.scenario.kind} seed {r.scenario.seed}: "
                       f"{d.detector}: {d.summary}")
         for t in r.scenario.truths:
-            if not any(matches(d, t) for d in r.detections):
+            if t.required and not any(matches(d, t) for d in r.detections):
                 print(f"  missed in {r.scenario.kind} seed {r.scenario.seed}: {t}")
     if real:
         print(f"\nReal captures ({args.pcaps}):")
