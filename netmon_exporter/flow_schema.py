@@ -244,8 +244,9 @@ CIC_LONG_NAMES: dict[str, str] = dict(zip((*CIC_ID_COLUMNS, *CIC_FEATURES, "Labe
     "Label",
 ), strict=True))
 
-# Python cicflowmeter (hieulw/cicflowmeter) snake_case names, short -> snake: its 82
-# columns are the 6 identity columns below (no Flow ID) plus the 76 features.
+# Python cicflowmeter (hieulw/cicflowmeter 0.2.x) snake_case names, short -> snake: its
+# 82 columns are the 6 identity columns below (no Flow ID) plus the 76 features. (Older
+# releases spelled the CWR column "cwe_flag_count": accepted as an alias.)
 CIC_PYTHON_NAMES: dict[str, str] = dict(zip((*CIC_ID_COLUMNS, *CIC_FEATURES), (
     "", "src_ip", "src_port", "dst_ip", "dst_port", "protocol", "timestamp",
     "flow_duration", "tot_fwd_pkts", "tot_bwd_pkts", "totlen_fwd_pkts", "totlen_bwd_pkts",
@@ -259,7 +260,7 @@ CIC_PYTHON_NAMES: dict[str, str] = dict(zip((*CIC_ID_COLUMNS, *CIC_FEATURES), (
     "fwd_header_len", "bwd_header_len", "fwd_pkts_s", "bwd_pkts_s",
     "pkt_len_min", "pkt_len_max", "pkt_len_mean", "pkt_len_std", "pkt_len_var",
     "fin_flag_cnt", "syn_flag_cnt", "rst_flag_cnt", "psh_flag_cnt", "ack_flag_cnt",
-    "urg_flag_cnt", "cwe_flag_count", "ece_flag_cnt",
+    "urg_flag_cnt", "cwr_flag_count", "ece_flag_cnt",
     "down_up_ratio", "pkt_size_avg", "fwd_seg_size_avg", "bwd_seg_size_avg",
     "fwd_byts_b_avg", "fwd_pkts_b_avg", "fwd_blk_rate_avg",
     "bwd_byts_b_avg", "bwd_pkts_b_avg", "bwd_blk_rate_avg",
@@ -324,7 +325,7 @@ def header_aliases() -> dict[str, str]:
         CIC_LONG_NAMES, CIC_PYTHON_NAMES, NTL_NAMES,
     )
     pairs = [pair for table in tables for pair in table.items()]
-    pairs += [("Fwd Header Len", "Fwd Header Length.1"), ("CWE Flag Count", "cwr_flag_count"),
+    pairs += [("Fwd Header Len", "Fwd Header Length.1"), ("CWE Flag Count", "cwe_flag_count"),
               ("CWE Flag Count", "CWR Flag Count"), ("Timestamp", "timestamp")]
     for short, alias in pairs:
         if alias:
