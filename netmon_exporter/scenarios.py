@@ -279,6 +279,28 @@ def _background(cap: _Capture, site: _Site, start: float, duration: float,
             cap.udp(t, client, "224.0.0.251", 5353, 5353, bytes(40))
         else:
             cap.udp(t, client, site.lan_prefix + "255", 137, 137, bytes(50))
+    # Look-alikes of attacks that are not attacks: a client fetching from many
+    # servers at once (completed connections, not a sweep), retries towards a dead
+    # server (a few half-open connections, not a flood), a video call (steady
+    # two-way UDP, not a flood).
+    crawler = str(rng.choice(site.clients[:12]))
+    t = start + rng.random() * duration * 0.8
+    for server in rng.choice(v4_servers, min(len(v4_servers), 25), replace=False):
+        cap.session(t + rng.random() * 20, crawler, str(server), 443, request=400,
+                    response=int(rng.integers(500, 5000)))
+    dead = _outsider(rng)
+    t = start + rng.random() * duration * 0.8
+    for _ in range(int(rng.integers(3, 7))):
+        sport = int(rng.integers(32768, 61000))
+        for k in range(3):
+            cap.tcp(t + (2**k - 1), crawler, dead, sport, 443, "S", 1000)
+        t += 8
+    caller, peer = str(rng.choice(site.clients[:12])), str(rng.choice(v4_servers))
+    t = start + rng.random() * duration * 0.5
+    cport, pport = int(rng.integers(40000, 60000)), int(rng.integers(3478, 3500))
+    for i in range(int(rng.integers(500, 1500) * intensity) + 50):
+        cap.udp(t + i * 0.02, caller, peer, cport, pport, bytes(160))
+        cap.udp(t + i * 0.02 + 0.007, peer, caller, pport, cport, bytes(160))
     # A QUIC-like download and a bulk upload.
     client, server = str(rng.choice(site.clients[:12])), str(rng.choice(v4_servers))
     t = start + rng.random() * duration / 2

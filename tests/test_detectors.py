@@ -13,8 +13,11 @@ from netmon_exporter.detectors import REGISTRY, build_detectors
 from netmon_exporter.detectors.address_sweep import AddressSweepDetector
 from netmon_exporter.detectors.beacon import BeaconDetector
 from netmon_exporter.detectors.brute_force import BruteForceDetector
-from netmon_exporter.detectors.dns_tunnel import DnsTunnelDetector, registered_domain, \
-    shannon_entropy
+from netmon_exporter.detectors.dns_tunnel import (
+    DnsTunnelDetector,
+    registered_domain,
+    shannon_entropy,
+)
 from netmon_exporter.detectors.features import factorize_addrs
 from netmon_exporter.detectors.flood_rate import peak_rate
 from netmon_exporter.detectors.icmp_flood import IcmpFloodDetector
@@ -300,3 +303,16 @@ def test_irregular_contacts_are_not_beacons():
     rng = np.random.default_rng(2)
     assert _beacon_windows(rng.exponential(30, 20), np.full(20, 400)) == []
     assert _beacon_windows(np.full(20, 30.0), rng.integers(100, 5000, 20)) == []
+
+
+def test_peer_to_peer_client_is_not_a_sweeper_but_a_one_port_sweep_is():
+    rng = np.random.default_rng(4)
+    ports = rng.choice(np.arange(1024, 65535), 80, replace=False)
+    p2p = [{"proto": 17, "src": "10.0.0.15", "dst": f"10.2.{i}.1", "dport": int(ports[i]),
+            "fwd": 1, "bwd": 0, "fwd_syn": 0, "bwd_syn": 0} for i in range(80)]
+    p2p += [{"proto": 17, "src": "10.0.0.15", "dst": f"10.3.{i}.1", "dport": 6346, "fwd": 1,
+             "bwd": 0, "fwd_syn": 0, "bwd_syn": 0} for i in range(30)]
+    assert run(AddressSweepDetector(CFG.address_sweep), flows(p2p)) == []
+    off = dataclasses.replace(CFG.address_sweep, p2p_min_ports=0)
+    (d,) = run(AddressSweepDetector(off), flows(p2p))
+    assert d.target == "udp/6346"

@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 
 from netmon_exporter.flow_schema import FlowBatch, make_batch
-from netmon_exporter.models import ModelError, load_model, metadata_path, normalise_label, \
-    save_model, train_anomaly, train_classifier
+from netmon_exporter.models import (
+    ModelError,
+    load_model,
+    metadata_path,
+    normalise_label,
+    save_model,
+    train_anomaly,
+    train_classifier,
+)
 
 
 def web_flows(rng: np.random.Generator, n: int) -> FlowBatch:
@@ -45,7 +52,7 @@ def test_anomaly_model_round_trip_scores_outliers_higher(anomaly_file):
     assert model.kind == "anomaly"
     normal = model.score(web_flows(np.random.default_rng(1), 300))
     odd = model.score(probe_flows(300))
-    assert 0 <= normal.min() and odd.max() <= 1
+    assert normal.min() >= 0 and odd.max() <= 1
     assert np.median(odd) > np.quantile(normal, 0.95)
     assert set(model.classify(probe_flows(50), threshold=0.5)) <= {"benign", "anomalous"}
     md = json.loads(metadata_path(anomaly_file).read_text())
@@ -115,3 +122,41 @@ def test_untrusted_types_are_refused(tmp_path, anomaly_file):
     metadata_path(path).write_text(json.dumps(md))
     with pytest.raises(ModelError, match="allow-list"):
         load_model(path)
+
+
+def test_train_command_baseline_and_labelled(tmp_path, capsys):
+    from netmon_exporter.cli import main
+    from netmon_exporter.flows.flow_csv import FlowCsvWriter
+    from netmon_exporter.pipeline import FlowSettings, process_file
+    from netmon_exporter.scenarios import generate, label_flows
+
+    csvs = tmp_path / "csv"
+    csvs.mkdir()
+    for kind in ("benign", "port_scan"):
+        sc = generate(kind, 9, tmp_path, duration=120, intensity=0.3)
+        flows = process_file(sc.path, FlowSettings()).flows
+        flows = FlowBatch({**flows.columns, "label": label_flows(flows, sc)})
+        writer = FlowCsvWriter(csvs / f"{kind}.csv")
+        writer.write(flows)
+        writer.close()
+    out = tmp_path / "m" / "anomaly.skops"
+    assert main(["train", "--baseline", str(tmp_path / "scenario-benign-seed9.pcap"),
+                 "-o", str(out), "--trees", "20"]) == 0
+    assert load_model(out).kind == "anomaly"
+    clf = tmp_path / "m" / "classifier.skops"
+    assert main(["train", "--labelled", str(csvs), "-o", str(clf), "--trees", "10"]) == 0
+    text = capsys.readouterr().out
+    assert "port_scan" in text and "precision" in text and "saved classifier model" in text
+    model = load_model(clf)
+    assert set(model.classes) == {"benign", "port_scan"}
+    md = json.loads(metadata_path(clf).read_text())
+    assert md["training_data_digest"].startswith("sha256:")
+
+
+def test_train_command_reports_unusable_input(tmp_path, capsys):
+    from netmon_exporter.cli import main
+
+    assert main(["train", "--labelled", str(tmp_path / "none")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    assert main(["train", "--labelled", str(tmp_path)]) == 2

@@ -18,10 +18,12 @@ BASE = 1_700_000_040.0  # multiple of 60
 def batch(ts: list[float], src: str = "10.0.0.1", proto: int = 6, fwd_bytes: float = 100,
           dur: float = 1.0) -> FlowBatch:
     n = len(ts)
+    features: dict[str, list[float]] = {
+        "Tot Fwd Pkts": [2] * n, "Tot Bwd Pkts": [1] * n,
+        "TotLen Fwd Pkts": [fwd_bytes] * n, "TotLen Bwd Pkts": [50] * n}
     return make_batch(n, src_ip=str_to_addrs([src] * n), dst_ip=str_to_addrs(["10.0.0.2"] * n),
                       protocol=[proto] * n, first_ts=ts, last_ts=[t + dur for t in ts],
-                      **{"Tot Fwd Pkts": [2] * n, "Tot Bwd Pkts": [1] * n,
-                         "TotLen Fwd Pkts": [fwd_bytes] * n, "TotLen Bwd Pkts": [50] * n})
+                      **features)
 
 
 def empty_analysis(**kw) -> WindowAnalysis:

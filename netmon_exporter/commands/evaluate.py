@@ -130,13 +130,13 @@ def score(results: Iterable[ScenarioResult]) -> dict[str, DetectorScore]:
 
 
 def run_scenarios(seeds: Sequence[int], kinds: Sequence[str], work_dir: Path,
-                  detectors: DetectorsConfig,
-                  keep_flows: bool = False) -> tuple[list[ScenarioResult], list[FlowBatch]]:
-    """Generate and analyse every (seed, kind) scenario."""
+                  detectors: DetectorsConfig, keep_flows: bool = False,
+                  **generate_args: float) -> tuple[list[ScenarioResult], list[FlowBatch]]:
+    """Generate and analyse every (seed, kind) scenario (``generate_args``: duration, intensity)."""
     results, flows_kept = [], []
     for seed in seeds:
         for kind in kinds:
-            sc = generate(kind, seed, work_dir)
+            sc = generate(kind, seed, work_dir, **generate_args)
             flows, dets = analyse_capture(sc.path, detectors)
             results.append(ScenarioResult(sc, len(flows), dets))
             if keep_flows:
@@ -320,11 +320,11 @@ def run(args: argparse.Namespace) -> int:
     if real:
         print(f"\nReal captures ({args.pcaps}):")
         print(f"{'file':<30}{'flows':>7}  {'detections':<28}{'expected':<22}ok")
-        for r in real:
-            dets = ", ".join(f"{k}={v}" for k, v in sorted(r["detections"].items())) or "-"
-            exp = ", ".join(f"{k}>={v}" for k, v in r["expected"].items()) or "none"
-            print(f"{r['file']:<30}{r['flows']:>7}  {dets:<28}{exp:<22}"
-                  f"{'yes' if r['ok'] else 'NO'}")
+        for row in real:
+            dets = ", ".join(f"{k}={v}" for k, v in sorted(row["detections"].items())) or "-"
+            exp = ", ".join(f"{k}>={v}" for k, v in row["expected"].items()) or "none"
+            print(f"{row['file']:<30}{row['flows']:>7}  {dets:<28}{exp:<22}"
+                  f"{'yes' if row['ok'] else 'NO'}")
     if model_report:
         print(f"\nModels (trained on seeds {[s + 1000 for s in seeds[:2]]}, scored on "
               f"{seeds[:2]}; {model_report['train_flows']:,} / {model_report['test_flows']:,} "

@@ -116,9 +116,10 @@ def _run(args: argparse.Namespace) -> int:
         if not has.any():
             raise TrainError("no labelled rows: the CSVs need a 'Label' column with values")
         flows, labels = flows.take(has), labels[has]
-        flows, labels = _sample(flows, labels, args.max_flows, args.seed)
+        flows, sampled = _sample(flows, labels, args.max_flows, args.seed)
+        assert sampled is not None
         try:
-            model, report = train_classifier(flows, labels, data_digest=digest,
+            model, report = train_classifier(flows, sampled, data_digest=digest,
                                              test_size=args.test_size,
                                              n_estimators=args.trees or 100, seed=args.seed)
         except ValueError as exc:
