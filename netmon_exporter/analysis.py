@@ -132,16 +132,19 @@ class Analyzer:
                               seconds=time.perf_counter() - t0,
                               anomaly_threshold=cfg.anomaly_threshold, detector_seconds=timings)
 
-    def _per_source(self, flows: FlowBatch, mask: np.ndarray,
-                    min_flows: int) -> list[tuple[str, str, np.ndarray]]:
-        """Return (source, top destination, rows) for sources with ``min_flows`` flows in mask."""
+    def _per_source(self, flows: FlowBatch, mask: np.ndarray, min_flows: int,
+                    min_share: float = 0.0) -> list[tuple[str, str, np.ndarray]]:
+        """Return (source, top destination, rows) for sources with ``min_flows`` flows in
+        ``mask``, making up at least ``min_share`` of all their flows."""
         if min_flows <= 0 or mask.sum() < min_flows:
             return []
         codes = addr_codes(flows)
         rows = np.flatnonzero(mask)
         per_src = np.bincount(codes.src[rows], minlength=len(codes.table))
+        total = np.bincount(codes.src, minlength=len(codes.table))
+        hit = (per_src >= min_flows) & (per_src >= min_share * total)
         out = []
-        for code in np.flatnonzero(per_src >= min_flows):
+        for code in np.flatnonzero(hit):
             mine = rows[codes.src[rows] == code]
             dst, n = np.unique(codes.dst[mine], return_counts=True)
             top_dst = codes.text(dst[np.argmax(n):np.argmax(n) + 1])[0]
@@ -152,9 +155,12 @@ class Analyzer:
                             ws: float, we: float) -> list[Detection]:
         cfg = self._cfg_models
         out = []
-        for source, target, rows in self._per_source(flows, anomalous, cfg.anomaly_min_flows):
+        for source, target, rows in self._per_source(flows, anomalous, cfg.anomaly_min_flows,
+                                                     cfg.anomaly_min_share):
             ports, n = np.unique(flows["dst_port"][rows], return_counts=True)
             evidence = {"anomalous_flows": int(len(rows)), "threshold": cfg.anomaly_min_flows,
+                        "share_of_source_flows": round(len(rows) / max(
+                            int((flows["src_ip"] == flows["src_ip"][rows[0]]).sum()), 1), 3),
                         "score_threshold": cfg.anomaly_threshold,
                         "max_score": round(float(scores[rows].max()), 4),
                         "mean_score": round(float(scores[rows].mean()), 4),

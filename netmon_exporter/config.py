@@ -269,6 +269,9 @@ class ModelsConfig:
     anomaly_min_flows: int = _f(20, "A source with at least this many anomalous flows in a "
                                 "window raises an 'anomaly' detection (0: never).", min=0,
                                 max=100000000)
+    anomaly_min_share: float = _f(0.5, "... and when at least this share of its flows in the "
+                                  "window are anomalous (a busy host's few odd flows are not "
+                                  "a finding).", min=0, max=1)
     classifier_min_flows: int = _f(10, "A source with at least this many flows of one "
                                    "non-benign class raises a 'classifier' detection (0: never).",
                                    min=0, max=100000000)

@@ -62,16 +62,25 @@ def test_reload_with_broken_model_changes_nothing(tmp_path):
     assert a.detectors == detectors and a.anomaly_model is None
 
 
-def test_anomaly_model_scores_and_detects(tmp_path):
-    rng = np.random.default_rng(0)
-    n = 1500
-    base = make_batch(n, dst_port=np.full(n, 443), protocol=np.full(n, 6),
+def normal_flows(rng, n, src="10.0.0.1"):
+    return make_batch(n, src_ip=str_to_addrs([src] * n), dst_ip=str_to_addrs(["10.0.0.2"] * n),
+                      dst_port=np.full(n, 443), protocol=np.full(n, 6),
                       first_ts=np.zeros(n), last_ts=np.ones(n),
                       **{"Tot Fwd Pkts": rng.integers(5, 15, n), "Tot Bwd Pkts": rng.integers(8, 30, n),
                          "TotLen Fwd Pkts": rng.integers(500, 2000, n),
                          "TotLen Bwd Pkts": rng.integers(5000, 40000, n),
                          "Flow Duration": rng.uniform(1e5, 1e6, n)})
+
+
+@pytest.fixture
+def anomaly_state(tmp_path):
+    base = normal_flows(np.random.default_rng(0), 1500)
     save_model(train_anomaly(base, data_digest="d", n_estimators=50), tmp_path / "a.skops")
+    return tmp_path
+
+
+def test_anomaly_model_scores_and_detects(anomaly_state):
+    tmp_path = anomaly_state
     a = Analyzer(DetectorsConfig(), ModelsConfig(anomaly_path="a.skops", anomaly_threshold=0.6),
                  tmp_path)
     assert a.model_info()[0]["kind"] == "anomaly"
@@ -79,3 +88,14 @@ def test_anomaly_model_scores_and_detects(tmp_path):
     assert len(res.anomaly_scores) == 30
     assert res.class_counts["anomalous"] == 30
     assert {d.detector for d in res.detections} == {"port_scan", "anomaly"}
+
+
+def test_busy_host_with_a_few_odd_flows_is_not_an_anomaly_detection(anomaly_state):
+    a = Analyzer(DetectorsConfig(), ModelsConfig(anomaly_path="a.skops"), anomaly_state)
+    odd = scan_batch(25)
+    busy = normal_flows(np.random.default_rng(5), 500, src="10.0.0.66")
+    from netmon_exporter.flow_schema import FlowBatch
+
+    res = a.analyse(FlowBatch.concat([busy, odd]), T0, T0 + 60)
+    assert res.class_counts["anomalous"] >= 25
+    assert "anomaly" not in {d.detector for d in res.detections}
