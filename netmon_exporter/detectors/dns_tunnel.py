@@ -52,16 +52,28 @@ class DnsTunnelDetector:
     def __init__(self, cfg: DnsTunnelConfig) -> None:
         self.cfg = cfg
         self.store = HorizonStore(cfg.horizon_seconds, cfg.max_state_rows)
-        self._names: dict[str, tuple[str, bool, int, float]] = {}
+        # name -> (name id, domain id, suspicious, length, entropy); ids only ever grow,
+        # so ids in the history stay valid when the cache is cleared.
+        self._names: dict[str, tuple[int, int, bool, int, float]] = {}
+        self._domains: dict[str, int] = {}
+        self._next_name = 0
 
-    def _describe(self, name: str) -> tuple[str, bool, int, float]:
+    def _describe(self, name: str) -> tuple[int, int, bool, int, float]:
         got = self._names.get(name)
         if got is None:
             if len(self._names) >= _NAME_CACHE_LIMIT:
                 self._names.clear()
+            domain = registered_domain(name)
+            domain_id = self._domains.get(domain)
+            if domain_id is None:
+                if len(self._domains) >= _NAME_CACHE_LIMIT:
+                    self._domains.clear()
+                domain_id = self._domains[domain] = self._next_name
+                self._next_name += 1
             entropy = shannon_entropy(name)
             suspicious = len(name) >= self.cfg.min_qname_length and entropy >= self.cfg.min_entropy
-            got = (registered_domain(name), suspicious, len(name), entropy)
+            got = (self._next_name, domain_id, suspicious, len(name), entropy)
+            self._next_name += 1
             self._names[name] = got
         return got
 
@@ -70,47 +82,47 @@ class DnsTunnelDetector:
         if not self.cfg.enabled or "dns_qname" not in flows:
             return []
         qname = flows["dns_qname"]
-        dns = (flows["dst_port"] == 53) & (qname != "")
-        idx = np.flatnonzero(dns)
-        names = qname[idx]
-        if len(idx):
-            keep = np.array([not str(q).endswith(_IGNORED_SUFFIXES) for q in names], dtype=bool)
-            idx, names = idx[keep], names[keep]
-        new = {"src": flows["src_ip"][idx], "name": names.astype(object),
-               "ts": flows["first_ts"][idx]}
+        idx = np.flatnonzero(flows["dst_port"] == 53)
+        described = [self._describe(q) if q and not q.endswith(_IGNORED_SUFFIXES) else None
+                     for q in map(str, qname[idx])]
+        keep = np.array([d is not None for d in described], dtype=bool)
+        kept = [d for d in described if d is not None]
+        idx = idx[keep] if len(idx) else idx
+        new = {"src": flows["src_ip"][idx], "ts": flows["first_ts"][idx],
+               "name": np.array([d[0] for d in kept], dtype=np.int64),
+               "domain": np.array([d[1] for d in kept], dtype=np.int64),
+               "suspicious": np.array([d[2] for d in kept], dtype=bool),
+               "length": np.array([d[3] for d in kept], dtype=np.int64),
+               "entropy": np.array([d[4] for d in kept], dtype=np.float64),
+               "text": qname[idx].astype(object)}
         rows, is_new = self.store.update(new, window_end)
         if len(is_new) < self.cfg.min_unique_subdomains or not is_new.any():
             return []
-        uniq_names, name_code = np.unique(rows["name"].astype(str), return_inverse=True)
-        described = [self._describe(str(q)) for q in uniq_names]
-        domains = np.array([d[0] for d in described], dtype=object)
-        uniq_domains, domain_of_name = np.unique(domains.astype(str), return_inverse=True)
-        suspicious = np.array([d[1] for d in described], dtype=bool)
         src, table = factorize_addrs(rows["src"])
-        gid, first, counts = group(combine((src, len(table)),
-                                           (domain_of_name[name_code], len(uniq_domains))))
+        n_ids = self._next_name + 1
+        gid, first, counts = group(combine((src, len(table)), (rows["domain"], n_ids)))
         n_groups = len(first)
-        unique = distinct_per_group(gid, n_groups, name_code, len(uniq_names))
+        unique = distinct_per_group(gid, n_groups, rows["name"], n_ids)
         has_new = np.bincount(gid[is_new], minlength=n_groups) > 0
         hits = np.flatnonzero((unique >= self.cfg.min_unique_subdomains) & has_new)
         out: list[Detection] = []
         for g in hits:
-            names_g = np.unique(name_code[gid == g])
-            share = float(suspicious[names_g].mean())
+            m = np.flatnonzero(gid == g)
+            _, once = np.unique(rows["name"][m], return_index=True)
+            rows_g = m[once]      # one row per distinct name
+            share = float(rows["suspicious"][rows_g].mean())
             if share < self.cfg.min_suspicious_share:
                 continue
             source = addr_to_str(table[src[first[g]]])
-            domain = str(uniq_domains[domain_of_name[name_code[first[g]]]])
-            lengths = [described[i][2] for i in names_g]
-            entropies = [described[i][3] for i in names_g]
+            domain = registered_domain(str(rows["text"][first[g]]))
             evidence = {
                 "unique_names": int(unique[g]), "threshold": self.cfg.min_unique_subdomains,
                 "queries": int(counts[g]), "suspicious_share": round(share, 3),
-                "mean_name_length": round(float(np.mean(lengths)), 1),
-                "max_name_length": int(max(lengths)),
-                "mean_entropy": round(float(np.mean(entropies)), 3),
+                "mean_name_length": round(float(rows["length"][rows_g].mean()), 1),
+                "max_name_length": int(rows["length"][rows_g].max()),
+                "mean_entropy": round(float(rows["entropy"][rows_g].mean()), 3),
                 "horizon_seconds": self.cfg.horizon_seconds,
-                "sample_names": [str(uniq_names[i])[:80] for i in names_g[:3]],
+                "sample_names": [str(rows["text"][i])[:80] for i in rows_g[:3]],
             }
             out.append(Detection(
                 detector=self.name, severity=self.cfg.severity, source=source, target=domain,

@@ -39,6 +39,13 @@ def cached(flows: FlowBatch, name: str, compute: Callable[[FlowBatch], Any]) -> 
     return value
 
 
+def clear_cache() -> None:
+    """Forget the cached batch (benchmarks measure cold batches)."""
+    global _cache_key, _cache
+    with _lock:
+        _cache_key, _cache = None, {}
+
+
 def col(flows: FlowBatch, name: str) -> np.ndarray:
     """Return a float64 feature column, all-NaN when the batch lacks it."""
     if name in flows:
