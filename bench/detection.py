@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--length", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=3, help="Rounds; the best is reported.")
+    ap.add_argument("--models", action="store_true",
+                    help="Also time model inference (IsolationForest, RandomForest).")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     windows = [synthetic_window(rng, args.flows_per_window, 1.7e9 + i * args.length, args.length)
@@ -123,7 +125,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<14} {n / max(per[name], 1e-9):>14,.0f} flows/s   "
               f"{found[name]:>4} detections")
     print(f"  {'ALL':<14} {n / total:>14,.0f} flows/s   {sum(found.values()):>4} detections")
+    if args.models:
+        bench_models(windows[0], rng)
     return 0
+
+
+def bench_models(flows: FlowBatch, rng: np.random.Generator) -> None:
+    """Time batched inference of both model kinds on one window."""
+    from netmon_exporter.models import train_anomaly, train_classifier
+
+    sample = flows.take(rng.choice(len(flows), 20_000, replace=False))
+    labels = np.where(np.asarray(sample["TotLen Fwd Pkts"]) == 0, "probe", "benign")
+    anomaly = train_anomaly(sample, data_digest="bench")
+    classifier, _ = train_classifier(sample, labels, data_digest="bench", n_estimators=100)
+    print(f"model inference on {len(flows):,} flows (default sizes), 1 core:")
+    for name, fn in (("anomaly score", anomaly.score), ("classify", classifier.classify)):
+        t = time.perf_counter()
+        fn(flows)
+        print(f"  {name:<14} {len(flows) / (time.perf_counter() - t):>14,.0f} flows/s")
 
 
 if __name__ == "__main__":

@@ -155,7 +155,7 @@ def _metadata(kind: str, features: Sequence[str], n_samples: int, digest: str,
 
 
 def train_anomaly(flows: FlowBatch, *, data_digest: str, features: Sequence[str] = DEFAULT_FEATURES,
-                  n_estimators: int = 200, max_samples: int = 4096, seed: int = 0,
+                  n_estimators: int = 100, max_samples: int = 4096, seed: int = 0,
                   contamination_quantile: float = 0.995) -> Model:
     """Fit an IsolationForest on normal traffic; the metadata records the score quantile seen."""
     from sklearn.ensemble import IsolationForest

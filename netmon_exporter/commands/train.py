@@ -84,7 +84,7 @@ def add_parser(subparsers: Any) -> None:
                    help="Model file (default: state/models/anomaly.skops or "
                         "state/models/classifier.skops).")
     p.add_argument("--trees", type=int, default=None,
-                   help="Number of trees (default 200 for the anomaly model, 100 for the "
+                   help="Number of trees (default 100 for both the anomaly model and the "
                         "classifier).")
     p.add_argument("--test-size", type=float, default=0.25,
                    help="Held-out share for the classifier report (default 0.25).")
@@ -134,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         flows, _ = _sample(flows, None, args.max_flows, args.seed)
         try:
-            model = train_anomaly(flows, data_digest=digest, n_estimators=args.trees or 200,
+            model = train_anomaly(flows, data_digest=digest, n_estimators=args.trees or 100,
                                   seed=args.seed)
         except ValueError as exc:
             raise TrainError(str(exc)) from None
