@@ -102,10 +102,14 @@ class WindowAggregator:
     def _assign(self, flows: FlowBatch) -> None:
         first = np.asarray(flows["first_ts"], dtype=np.float64)
         last = np.asarray(flows["last_ts"], dtype=np.float64)
-        seen = np.nanmax(np.concatenate([first, last]))
-        if np.isfinite(seen):
-            self._max_ts = max(self._max_ts, float(seen))
-        index = np.floor(np.nan_to_num(first, nan=self._max_ts) / self.length).astype(np.int64)
+        times = np.concatenate([first, last])
+        times = times[np.isfinite(times)]
+        if len(times):
+            self._max_ts = max(self._max_ts, float(times.max()))
+        # A flow without a usable time goes with the newest data seen.
+        fallback = self._max_ts if np.isfinite(self._max_ts) else 0.0
+        first = np.where(np.isfinite(first), first, fallback)
+        index = np.floor(first / self.length).astype(np.int64)
         if self._closed_until is not None:
             late = index < self._closed_until
             if late.any():

@@ -316,3 +316,59 @@ def test_peer_to_peer_client_is_not_a_sweeper_but_a_one_port_sweep_is():
     off = dataclasses.replace(CFG.address_sweep, p2p_min_ports=0)
     (d,) = run(AddressSweepDetector(off), flows(p2p))
     assert d.target == "udp/6346"
+
+
+# ---------------------------------------------------------------- robustness
+
+def test_all_detectors_accept_empty_batches_and_missing_columns():
+    from netmon_exporter.flow_schema import FlowBatch
+
+    sparse = FlowBatch({"src_ip": str_to_addrs(["10.0.0.1"] * 3),
+                        "dst_ip": str_to_addrs(["10.0.0.2"] * 3),
+                        "src_port": np.array([1, 2, 3], dtype=np.uint16),
+                        "dst_port": np.array([22, 53, 80], dtype=np.uint16),
+                        "protocol": np.array([6, 17, 1], dtype=np.uint8),
+                        "first_ts": np.full(3, T0), "last_ts": np.full(3, T0 + 1)})
+    for det in build_detectors(CFG):
+        assert det.detect(FlowBatch.empty(), T0, T0 + 60) == []
+        assert det.detect(sparse, T0, T0 + 60) == []
+
+
+def test_random_batches_never_crash_and_evidence_is_json():
+    import json
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    low = dataclasses.replace(
+        CFG, port_scan=dataclasses.replace(CFG.port_scan, min_ports=2),
+        address_sweep=dataclasses.replace(CFG.address_sweep, min_hosts=2),
+        syn_flood=dataclasses.replace(CFG.syn_flood, min_half_open=1, min_ratio=0.0),
+        udp_flood=dataclasses.replace(CFG.udp_flood, min_packets=1, min_packets_per_second=1),
+        icmp_flood=dataclasses.replace(CFG.icmp_flood, min_packets=1, min_packets_per_second=1),
+        brute_force=dataclasses.replace(CFG.brute_force, min_attempts=2),
+        dns_tunnel=dataclasses.replace(CFG.dns_tunnel, min_unique_subdomains=2,
+                                       min_suspicious_share=0.0),
+        beacon=dataclasses.replace(CFG.beacon, min_connections=3, max_interval_cv=10,
+                                   max_size_cv=10, min_interval_seconds=0))
+    row = st.fixed_dictionaries({
+        "src": st.sampled_from(["10.0.0.1", "10.0.0.2", "fd00::1"]),
+        "dst": st.sampled_from(["10.0.0.3", "10.0.0.4", "2001:db8::1", "239.1.1.1"]),
+        "dport": st.sampled_from([0, 22, 53, 80, 0x0800]), "proto": st.sampled_from([1, 6, 17, 58]),
+        "ts": st.floats(T0 - 1000, T0 + 59), "dur": st.floats(0, 100),
+        "fwd": st.integers(0, 3000), "bwd": st.integers(0, 3000),
+        "fwd_bytes": st.sampled_from([0, 10, np.nan]), "fwd_syn": st.sampled_from([0, 1, np.nan]),
+        "bwd_syn": st.sampled_from([0, 1]), "bwd_rst": st.sampled_from([0, 1]),
+        "qname": st.sampled_from(["", "a.example.com", "x" * 50 + ".evil.com", "1.in-addr.arpa"]),
+    })
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(row, min_size=1, max_size=40))
+    def check(rows):
+        batch = flows(rows)
+        for det in build_detectors(low):
+            for d in det.detect(batch, T0, T0 + 60):
+                json.dumps(d.to_dict(), allow_nan=False)
+                assert d.detector == det.name and d.source and d.target
+
+    check()

@@ -119,3 +119,11 @@ def test_second_report_for_same_window_does_not_overwrite(tmp_path):
     b = agg.write_report(w, empty_analysis(), "second")
     assert a != b and json.loads(a.read_text())["summary"] == "first"
     assert agg.reports_kept() == 2
+
+
+def test_flows_without_time_are_kept(tmp_path):
+    agg = WindowAggregator(WindowsConfig(length_seconds=60), tmp_path)
+    agg.add(batch([BASE + 5]))
+    agg.add(batch([float("nan"), float("inf")]))
+    (w,) = agg.flush()
+    assert w.start == BASE and len(w.flows) == 3
