@@ -30,6 +30,7 @@ _STATUS_REASON = {D.ST_NON_IP: "non_ip", D.ST_TRUNCATED: "truncated",
 # IP protocol number -> index into _PROTOCOLS
 _PROTO_INDEX = np.full(257, 4, dtype=np.int64)
 _PROTO_INDEX[6], _PROTO_INDEX[17], _PROTO_INDEX[1], _PROTO_INDEX[58] = 0, 1, 2, 3
+_BATCH_FLOWS = 8192  # flows per FlowBatch handed out (bounds per-batch memory)
 
 
 class CaptureFormatError(Exception):
@@ -225,9 +226,8 @@ def _process_capture(path: Path, settings: FlowSettings, carry: bytes | None, fi
     try:
         for chunk in reader:
             counts.add(chunk)
-            done = table.add(chunk.P, chunk.PE, chunk.buf)
-            if len(done):
-                emit(flow_batch(done))
+            for part in table.add(chunk.P, chunk.PE, chunk.buf).parts(_BATCH_FLOWS):
+                emit(flow_batch(part))
             if on_progress is not None:
                 on_progress(reader.bytes_read)
     except CaptureError as exc:
@@ -239,9 +239,8 @@ def _process_capture(path: Path, settings: FlowSettings, carry: bytes | None, fi
         counts.skip["truncated"] += 1
     out_carry = None
     if final or not settings.carry_across_files:
-        done = table.finish()
-        if len(done):
-            emit(flow_batch(done))
+        for part in table.finish().parts(_BATCH_FLOWS):
+            emit(flow_batch(part))
     else:
         out_carry = table.to_bytes()
     return counts, out_carry, reader.kind

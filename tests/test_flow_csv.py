@@ -87,7 +87,7 @@ def test_number_formatting(x: float, text: str) -> None:
                         {"src": np.array(["1.1.1.1"]), "dst": np.array(["2.2.2.2"]),
                          "ts": np.array(["t"]), "label": np.array(["a,b"], dtype=object),
                          "dns_qname": np.array([""], dtype=object)}, nums)
-    row = next(csv.reader([line]))
+    row = next(csv.reader([line.decode()]))
     assert row[:7] == ["1.1.1.1-2.2.2.2-1-2-6", "1.1.1.1", "1", "2.2.2.2", "2", "6", "t"]
     assert row[7] == text
     assert row[83] == "a,b"  # Label quoted

@@ -29,7 +29,7 @@ PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 GZIP_MAGIC = b"\x1f\x8b"
 
 DEFAULT_READ_SIZE = 4 << 20
-DEFAULT_MAX_PACKETS = 1 << 16
+DEFAULT_MAX_PACKETS = 1 << 15
 
 
 class CaptureError(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-_POW10 = np.array([10.0 ** k for k in range(16)])
+ROWS_PER_CALL = 4096
 
 
 @njit(cache=True, inline="always")
@@ -182,11 +182,18 @@ def _fixed(values: np.ndarray, quote: bool = False) -> np.ndarray:
 
 
 def format_flows(sport: np.ndarray, dport: np.ndarray, proto: np.ndarray,
-                 text: dict[str, np.ndarray], nums: list[np.ndarray]) -> str:
-    """Format flow rows; ``nums`` are the 76 CIC features then the extra columns."""
+                 text: dict[str, np.ndarray], nums: list[np.ndarray]) -> bytes:
+    """Format flow rows as UTF-8 CSV; ``nums`` are the 76 CIC features then the extras."""
     n = len(sport)
     if n == 0:
-        return ""
+        return b""
+    if n > ROWS_PER_CALL:  # bound the output buffer
+        return b"".join(
+            format_flows(sport[i:i + ROWS_PER_CALL], dport[i:i + ROWS_PER_CALL],
+                         proto[i:i + ROWS_PER_CALL],
+                         {k: v[i:i + ROWS_PER_CALL] for k, v in text.items()},
+                         [c[i:i + ROWS_PER_CALL] for c in nums])
+            for i in range(0, n, ROWS_PER_CALL))
     src = _fixed(text["src"])
     dst = _fixed(text["dst"])
     ts = _fixed(text["ts"])
@@ -197,4 +204,4 @@ def format_flows(sport: np.ndarray, dport: np.ndarray, proto: np.ndarray,
         + qname.shape[1] + 40 + mat.shape[0] * 24
     out = np.empty(n * per_row, dtype=np.uint8)
     w = _format(sport, dport, proto, src, dst, ts, label, qname, mat, out)
-    return out[:w].tobytes().decode("utf-8")
+    return out[:w].tobytes()

@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO
 
 import numpy as np
 
@@ -55,14 +55,17 @@ class FlowCsvWriter:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        self._fh: TextIO | None = open(self.tmp, "w", newline="", encoding="utf-8")  # noqa: SIM115
-        self._fh.write(",".join(OUTPUT_COLUMNS) + "\n")
+        self._fh: BinaryIO | None = open(self.tmp, "wb")  # noqa: SIM115
+        self._fh.write((",".join(OUTPUT_COLUMNS) + "\n").encode())
         self.rows = 0
 
     def write(self, batch: FlowBatch) -> None:
         if not len(batch) or self._fh is None:
             return
-        self._fh.write(format_rows(batch))
+        step = csv_format.ROWS_PER_CALL
+        for i in range(0, len(batch), step):
+            part = batch if len(batch) <= step else batch.take(slice(i, i + step))
+            self._fh.write(format_rows(part))
         self.rows += len(batch)
 
     def close(self) -> None:
@@ -83,8 +86,8 @@ class FlowCsvWriter:
         self.tmp.unlink(missing_ok=True)
 
 
-def format_rows(batch: FlowBatch) -> str:
-    """Format a batch as CSV lines in :data:`OUTPUT_COLUMNS` order."""
+def format_rows(batch: FlowBatch) -> bytes:
+    """Format a batch as UTF-8 CSV lines in :data:`OUTPUT_COLUMNS` order."""
     n = len(batch)
     src = addrs_to_str(batch["src_ip"])
     dst = addrs_to_str(batch["dst_ip"])

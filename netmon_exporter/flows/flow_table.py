@@ -447,6 +447,13 @@ class FinishedFlows:
     def __len__(self) -> int:
         return int(self.K.shape[0])
 
+    def parts(self, rows: int) -> list[FinishedFlows]:
+        """Split into pieces of at most ``rows`` flows (to bound feature memory)."""
+        if len(self) <= rows:
+            return [self]
+        return [FinishedFlows(self.K[i:i + rows], self.S[i:i + rows], self.pool)
+                for i in range(0, len(self), rows)]
+
 
 class FlowTable:
     """Open flows of one capture series; feed it packet chunks, collect finished flows."""
@@ -470,7 +477,7 @@ class FlowTable:
     def _reserve(self, need: int) -> None:
         if need <= len(self.status):
             return
-        cap = max(need, 2 * len(self.status), 1 << 12)
+        cap = max(need + need // 4, 1 << 12)  # modest growth: this is most of our memory
         n = int(self.st[0])
         K = np.empty((cap, NK), dtype=np.int64)
         S = np.empty((cap, NS), dtype=np.float64)
