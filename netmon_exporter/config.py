@@ -234,11 +234,14 @@ class BeaconConfig:
     enabled: bool = _f(True, "A host contacting one peer at regular intervals with similar sizes.")
     min_connections: int = _f(8, "Connections needed before regularity is judged.", min=3,
                               max=1000000)
-    max_interval_cv: float = _f(0.1, "Largest coefficient of variation of the intervals.", min=0,
+    max_interval_cv: float = _f(0.1, "Largest robust coefficient of variation of the intervals "
+                                "(1.4826 x MAD / median: a missed beat is tolerated).", min=0,
                                 max=10)
     max_size_cv: float = _f(0.2, "Largest coefficient of variation of the bytes sent.", min=0,
                             max=10)
-    min_interval_seconds: float = _f(5.0, "Shorter mean intervals are bursts, not beacons.",
+    min_regular_share: float = _f(0.8, "Share of intervals within 2 x max_interval_cv of the "
+                                  "median (few samples can fake a small MAD).", min=0, max=1)
+    min_interval_seconds: float = _f(5.0, "Shorter median intervals are bursts, not beacons.",
                                      min=0, max=86400)
     horizon_seconds: float = _f(3600.0, "History kept per pair.", min=10, max=604800)
     max_state_rows: int = _f(1_000_000, "Upper bound of connections remembered across windows.",

@@ -320,6 +320,10 @@ def _outsider(rng: np.random.Generator) -> str:
             f"{int(rng.integers(0, 255))}.{int(rng.integers(1, 254))}")
 
 
+def _outsider6(rng: np.random.Generator) -> str:
+    return f"2001:db8:{int(rng.integers(0x100, 0xfff)):x}::{int(rng.integers(1, 0xffff)):x}"
+
+
 def _probe(cap: _Capture, t: float, src: str, dst: str, dport: int, answer: str) -> None:
     """One SYN probe; the target answers 'open' (SYN-ACK, prober RSTs), 'closed' or 'filtered'."""
     rng = cap.rng
@@ -339,6 +343,8 @@ def _port_scan(cap: _Capture, site: _Site, start: float, duration: float,
     rng = cap.rng
     attacker = _outsider(rng) if rng.random() < 0.5 else str(rng.choice(site.clients[1:12]))
     victim = str(rng.choice([site.ssh_server, site.mail_server, site.resolver]))
+    if rng.random() < 0.25:   # over IPv6
+        attacker, victim = _outsider6(rng), str(rng.choice(site.clients[12:]))
     n = int(rng.integers(20, 45)) if slow else int(rng.integers(60, 1000))
     ports = rng.choice(np.arange(1, 10000), n, replace=False)
     # A slow scan stays within the detector's definition (15 ports in 300 s) but is
@@ -441,6 +447,8 @@ def _brute_force(cap: _Capture, site: _Site, start: float, duration: float) -> t
     attacker = _outsider(rng) if rng.random() < 0.6 else str(rng.choice(site.clients[1:12]))
     port = int(rng.choice([22, 22, 3389, 21, 23, 587, 143, 110]))
     victim = site.mail_server if port in (587, 143, 110) else site.ssh_server
+    if rng.random() < 0.25:   # over IPv6
+        attacker, victim = _outsider6(rng), str(rng.choice(site.clients[12:]))
     n = int(rng.integers(8, 60))
     t = start + rng.random() * duration * 0.3
     for _ in range(n):
@@ -485,8 +493,9 @@ def _beacon(cap: _Capture, site: _Site, start: float, duration: float) -> tuple[
     request, response = int(rng.integers(150, 600)), int(rng.integers(100, 2000))
     t = start + rng.random() * interval
     for _ in range(beats):
-        cap.session(t, client, c2, port, request=request, response=response, rtt=0.05,
-                    exchanges=1)
+        if rng.random() >= 0.05:   # now and then a beat is lost (host asleep, network down)
+            cap.session(t, client, c2, port, request=request, response=response, rtt=0.05,
+                        exchanges=1)
         t += interval * (1 + rng.uniform(-jitter, jitter))
     return (Truth("beacon", client, c2),)
 

@@ -299,6 +299,22 @@ def test_regular_beacon_found():
     assert found[0].evidence["connections"] >= CFG.beacon.min_connections
 
 
+def test_beacon_with_a_missed_beat_is_still_found():
+    rng = np.random.default_rng(6)
+    intervals = 40 * (1 + rng.uniform(-0.02, 0.02, 14))
+    intervals[6] *= 2  # one beat lost
+    found = _beacon_windows(intervals, np.full(14, 300))
+    assert found and found[-1].evidence["interval_robust_cv"] < 0.1
+
+
+def test_group_median_mad():
+    from netmon_exporter.detectors.beacon import group_median_mad
+
+    med, mad = group_median_mad(np.array([1.0, 2, 3, 100, 5, 5]), np.array([0, 0, 0, 0, 1, 1]), 3)
+    assert med[:2].tolist() == [2.5, 5.0] and mad[:2].tolist() == [1.0, 0.0]
+    assert np.isnan(med[2])
+
+
 def test_irregular_contacts_are_not_beacons():
     rng = np.random.default_rng(2)
     assert _beacon_windows(rng.exponential(30, 20), np.full(20, 400)) == []

@@ -23,12 +23,35 @@ def pair_hash(flows: FlowBatch) -> np.ndarray:
     return h
 
 
+def group_median_mad(values: np.ndarray, gid: np.ndarray,
+                     n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-group median and median absolute deviation (groups given by ``gid``)."""
+    med = _group_median(values, gid, n_groups)
+    return med, _group_median(np.abs(values - med[gid]), gid, n_groups)
+
+
+def _group_median(values: np.ndarray, gid: np.ndarray, n_groups: int) -> np.ndarray:
+    order = np.lexsort((values, gid))
+    v = values[order]
+    counts = np.bincount(gid, minlength=n_groups)
+    start = np.cumsum(counts) - counts
+    lo = start + (counts - 1) // 2
+    hi = start + counts // 2
+    out = np.full(n_groups, np.nan)
+    ok = counts > 0
+    out[ok] = (v[lo[ok]] + v[hi[ok]]) / 2
+    return out
+
+
 class BeaconDetector:
     """Judge the regularity of each pair's connection start times over a long horizon.
 
     A pair beacons when it has at least ``min_connections`` connections in the
-    horizon, mean interval of at least ``min_interval_seconds``, and both the
-    intervals and the bytes sent vary little (coefficient of variation). History
+    horizon, a median interval of at least ``min_interval_seconds``, intervals that
+    vary little (robust coefficient of variation, 1.4826 x MAD / median, so a
+    missed beat is tolerated, and at least ``min_regular_share`` of them within
+    twice that of the median) and bytes sent that vary little (coefficient of
+    variation). History
     is kept as 64-bit pair hashes, times and sizes only, bounded by the horizon
     and ``max_state_rows``. One connection per flow: a beacon that reuses one
     long-lived flow is not seen (its packets are inside the flow).
@@ -93,16 +116,21 @@ class BeaconDetector:
         same = gid[1:] == gid[:-1]
         iv = np.diff(ts)[same]
         iv_gid = gid[1:][same]
-        iv_n = np.bincount(iv_gid, minlength=n_groups)
-        iv_mean = np.bincount(iv_gid, weights=iv, minlength=n_groups) / np.maximum(iv_n, 1)
-        iv_var = (np.bincount(iv_gid, weights=iv * iv, minlength=n_groups) / np.maximum(iv_n, 1)
-                  - iv_mean ** 2)
-        iv_cv = np.sqrt(np.maximum(iv_var, 0)) / np.maximum(iv_mean, 1e-9)
+        iv_med, iv_mad = group_median_mad(iv, iv_gid, n_groups)
+        # Robust coefficient of variation: equals the CV for normal jitter, but a
+        # missed or doubled beat (one outlying interval) does not hide the beacon.
+        iv_cv = 1.4826 * iv_mad / np.maximum(iv_med, 1e-9)
+        # ... but with few intervals the MAD alone can be small by chance: most
+        # intervals must also sit close to the median.
+        close = np.abs(iv - iv_med[iv_gid]) <= 2 * self.cfg.max_interval_cv * iv_med[iv_gid]
+        regular = (np.bincount(iv_gid, weights=close, minlength=n_groups)
+                   / np.maximum(np.bincount(iv_gid, minlength=n_groups), 1))
         s_mean = np.bincount(gid, weights=size, minlength=n_groups) / n_rows
         s_var = np.bincount(gid, weights=size * size, minlength=n_groups) / n_rows - s_mean ** 2
         s_cv = np.sqrt(np.maximum(s_var, 0)) / np.maximum(s_mean, 1.0)
-        hits = np.flatnonzero((iv_mean >= self.cfg.min_interval_seconds)
+        hits = np.flatnonzero((iv_med >= self.cfg.min_interval_seconds)
                               & (iv_cv <= self.cfg.max_interval_cv)
+                              & (regular >= self.cfg.min_regular_share)
                               & (s_cv <= self.cfg.max_size_cv))
         out: list[Detection] = []
         for g in hits:
@@ -114,8 +142,9 @@ class BeaconDetector:
             target = f"{dst}:{port}" if proto in (6, 17) else dst
             evidence = {
                 "connections": int(n_rows[g]), "threshold": self.cfg.min_connections,
-                "mean_interval_seconds": round(float(iv_mean[g]), 3),
-                "interval_cv": round(float(iv_cv[g]), 4),
+                "median_interval_seconds": round(float(iv_med[g]), 3),
+                "interval_robust_cv": round(float(iv_cv[g]), 4),
+                "regular_share": round(float(regular[g]), 3),
                 "mean_bytes_sent": round(float(s_mean[g]), 1),
                 "size_cv": round(float(s_cv[g]), 4),
                 "protocol": PROTO_NAMES.get(proto, str(proto)),
@@ -125,6 +154,6 @@ class BeaconDetector:
                 detector=self.name, severity=self.cfg.severity, source=source, target=target,
                 window_start=window_start, window_end=window_end, evidence=evidence,
                 summary=(f"{source} contacted {target} {int(n_rows[g])} times every "
-                         f"{iv_mean[g]:.1f} s (interval CV {iv_cv[g]:.3f}, size CV "
+                         f"{iv_med[g]:.1f} s (interval robust CV {iv_cv[g]:.3f}, size CV "
                          f"{s_cv[g]:.3f})")))
         return out
