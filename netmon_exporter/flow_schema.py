@@ -175,7 +175,7 @@ def str_to_addrs(values: Iterable[str]) -> np.ndarray:
 
 def addr_to_str(value: np.void | bytes) -> str:
     """Format one ``V16`` address (IPv4-mapped shown as dotted quad)."""
-    b = bytes(value)
+    b = value.tobytes() if isinstance(value, np.void) else bytes(value)
     if b[:12] == _V4_PREFIX:
         return str(ipaddress.IPv4Address(b[12:]))
     return str(ipaddress.IPv6Address(b))

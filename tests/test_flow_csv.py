@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from netmon_exporter.flow_schema import (
     CIC_PYTHON_NAMES,
     NTL_NAMES,
     addrs_to_str,
+    str_to_addrs,
 )
 from netmon_exporter.flows.csv_format import format_flows
 from netmon_exporter.flows.flow_csv import (
@@ -75,23 +77,45 @@ def test_csv_name_is_deterministic() -> None:
     assert csv_name_for(Path("b.pcapng")) == "b.pcapng_Flow.csv"
 
 
+def _line(nums: list[np.ndarray], src: str = "1.1.1.1", dst: str = "2.2.2.2",
+          ts: float = 0.0, label: str = "a,b", qname: str = "") -> list[str]:
+    raw = format_flows(str_to_addrs([src]), str_to_addrs([dst]), np.array([1], np.uint16),
+                       np.array([2], np.uint16), np.array([6], np.uint8), np.array([ts]),
+                       np.array([label], dtype=object), np.array([qname], dtype=object), nums)
+    rows = list(csv.reader([raw.decode()]))
+    assert len(rows) == 1
+    return rows[0]
+
+
 @pytest.mark.parametrize("x,text", [
     (0.0, "0"), (3.0, "3"), (-2.0, "-2"), (0.5, "0.5"), (123.456789, "123.456789"),
     (1 / 3, "0.333333"), (2.5e-7, "2.5e-7"), (1.5e13, "15000000000000"),
     (1.234567e17, "1.234567e17"), (float("nan"), ""), (float("inf"), "Inf"),
 ])
 def test_number_formatting(x: float, text: str) -> None:
-    nums = [np.array([x])] * 1 + [np.array([0.0])] * 88
-    line = format_flows(np.array([1], np.uint16), np.array([2], np.uint16),
-                        np.array([6], np.uint8),
-                        {"src": np.array(["1.1.1.1"]), "dst": np.array(["2.2.2.2"]),
-                         "ts": np.array(["t"]), "label": np.array(["a,b"], dtype=object),
-                         "dns_qname": np.array([""], dtype=object)}, nums)
-    row = next(csv.reader([line.decode()]))
-    assert row[:7] == ["1.1.1.1-2.2.2.2-1-2-6", "1.1.1.1", "1", "2.2.2.2", "2", "6", "t"]
+    row = _line([np.array([x])] + [np.array([0.0])] * 88)
+    assert row[:7] == ["1.1.1.1-2.2.2.2-1-2-6", "1.1.1.1", "1", "2.2.2.2", "2", "6",
+                       "1970-01-01 00:00:00.000000"]
     assert row[7] == text
     assert row[83] == "a,b"  # Label quoted
     assert len(row) == len(OUTPUT_COLUMNS)
+
+
+@pytest.mark.parametrize("addr", ["::", "::1", "2001:db8::1", "2001:db8:0:0:1::1",
+                                  "fe80::ce05:eff:fe88:0", "1:0:0:2:0:0:0:3", "1:2:3:4:5:6:7:8",
+                                  "0.0.0.0", "255.255.255.255", "::ffff:0:1", "ff02::1:2",
+                                  "1::", "::ffff:1:2:3"])
+def test_addresses_are_formatted_like_python(addr: str) -> None:
+    row = _line([np.zeros(1)] * 89, src=addr, dst="10.0.0.1")
+    assert row[1] == addrs_to_str(str_to_addrs([addr]))[0]
+
+
+@pytest.mark.parametrize("ts", [0.0, 1_700_000_000.123456, 951_782_400.5, 4_102_444_800.999999,
+                                1_582_934_400.0, 86399.000001])
+def test_timestamps_are_utc_iso(ts: float) -> None:
+    row = _line([np.zeros(1)] * 89, ts=ts)
+    expect = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    assert row[6] == expect
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:

@@ -500,10 +500,7 @@ def walk_pcapng(b, pos, end, st, if_link, if_res, if_off, P, PE, maxp, frag, his
             if blen < 32:
                 code = W_CORRUPT
                 break
-            if btype == 6:
-                ifid = _u32x(b, pos + 8, sw)
-            else:
-                ifid = _u16x(b, pos + 8, sw)
+            ifid = _u32x(b, pos + 8, sw) if btype == 6 else _u16x(b, pos + 8, sw)
             hi = _u32x(b, pos + 12, sw)
             lo = _u32x(b, pos + 16, sw)
             cap = _u32x(b, pos + 20, sw)

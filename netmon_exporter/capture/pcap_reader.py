@@ -73,7 +73,7 @@ def _open(path: Path) -> tuple[BinaryIO, bytes]:
     head = fh.read(4)
     if head[:2] == GZIP_MAGIC:
         fh.close()
-        fh = gzip.open(path, "rb")  # type: ignore[assignment]
+        fh = gzip.open(path, "rb")  # type: ignore[assignment]  # noqa: SIM115
         try:
             head = fh.read(4)
         except EOFError as exc:
@@ -167,13 +167,13 @@ class CaptureReader:
 
     def _fill(self, fh: BinaryIO, buf: np.ndarray, filled: int) -> tuple[int, bool]:
         """Read into ``buf[filled:]``; return the new fill level and whether the file ended."""
-        view = memoryview(buf)
+        view = memoryview(buf)  # type: ignore[arg-type]
         gz = isinstance(fh, gzip.GzipFile)
         start = filled
         try:
             while filled < len(buf):
                 if gz:  # one decompression step at a time: a cut stream loses nothing
-                    data = fh.read1(len(buf) - filled)
+                    data = fh.read1(len(buf) - filled)  # type: ignore[attr-defined]
                     got = len(data)
                     view[filled:filled + got] = data
                 else:

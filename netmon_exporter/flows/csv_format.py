@@ -115,43 +115,136 @@ def _put_text(out, w, t, i):
 
 
 @njit(cache=True)
-def _format(sport, dport, proto, src, dst, ts, label, qname, nums, out):
+def _put_addr(out, w, a, i):
+    """Write address row ``a[i]`` (16 bytes): IPv4-mapped as a dotted quad, else RFC 5952."""
+    mapped = a[i, 10] == 255 and a[i, 11] == 255
+    for k in range(10):
+        if a[i, k] != 0:
+            mapped = False
+    if mapped:
+        for k in range(12, 16):
+            w = _put_int(out, w, np.int64(a[i, k]))
+            if k < 15:
+                out[w] = 46
+                w += 1
+        return w
+    g = np.empty(8, dtype=np.int64)
+    for k in range(8):
+        g[k] = (np.int64(a[i, 2 * k]) << 8) | np.int64(a[i, 2 * k + 1])
+    best, best_len, run, run_len = -1, 0, -1, 0
+    for k in range(8):
+        if g[k] == 0:
+            if run < 0:
+                run, run_len = k, 0
+            run_len += 1
+            if run_len > best_len:
+                best, best_len = run, run_len
+        else:
+            run = -1
+    if best_len < 2:
+        best = -1
+    k = 0
+    while k < 8:
+        if k == best:
+            out[w] = 58
+            out[w + 1] = 58
+            w += 2
+            k += best_len
+            continue
+        if k > 0 and k != best + best_len:
+            out[w] = 58
+            w += 1
+        v = g[k]
+        started = False
+        for sh in (12, 8, 4, 0):
+            d = (v >> sh) & 15
+            if d or started or sh == 0:
+                out[w] = 48 + d if d < 10 else 87 + d
+                w += 1
+                started = True
+        k += 1
+    return w
+
+
+@njit(cache=True, inline="always")
+def _put2(out, w, v):
+    out[w] = 48 + v // 10
+    out[w + 1] = 48 + v % 10
+    return w + 2
+
+
+@njit(cache=True)
+def _put_time(out, w, us):
+    """Write epoch microseconds as ``YYYY-MM-DD HH:MM:SS.ffffff`` (UTC)."""
+    days = us // 86400000000
+    rem = us - days * 86400000000
+    z = days + 719468
+    era = (z if z >= 0 else z - 146096) // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    y = yoe + era * 400
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    if m <= 2:
+        y += 1
+    if 0 <= y < 1000:
+        for p in (100, 10):
+            if y < p:
+                out[w] = 48
+                w += 1
+    w = _put_int(out, w, y)
+    out[w] = 45
+    w = _put2(out, w + 1, m)
+    out[w] = 45
+    w = _put2(out, w + 1, d)
+    out[w] = 32
+    secs = rem // 1000000
+    w = _put2(out, w + 1, secs // 3600)
+    out[w] = 58
+    w = _put2(out, w + 1, (secs // 60) % 60)
+    out[w] = 58
+    w = _put2(out, w + 1, secs % 60)
+    out[w] = 46
+    w += 1
+    f = rem % 1000000
+    for j in range(5, -1, -1):
+        out[w + j] = 48 + f % 10
+        f //= 10
+    return w + 6
+
+
+@njit(cache=True)
+def _format(src, dst, sport, dport, proto, ts_us, ts_ok, label, qname, nums, out):
     """Format rows into ``out``; return the number of bytes written."""
     w = 0
     n = len(sport)
     for i in range(n):
         # Flow ID: src-dst-sport-dport-proto
-        w = _put_text(out, w, src, i)
+        w = _put_addr(out, w, src, i)
         out[w] = 45
-        w += 1
-        w = _put_text(out, w, dst, i)
+        w = _put_addr(out, w + 1, dst, i)
         out[w] = 45
-        w += 1
-        w = _put_int(out, w, np.int64(sport[i]))
+        w = _put_int(out, w + 1, np.int64(sport[i]))
         out[w] = 45
-        w += 1
-        w = _put_int(out, w, np.int64(dport[i]))
+        w = _put_int(out, w + 1, np.int64(dport[i]))
         out[w] = 45
-        w += 1
-        w = _put_int(out, w, np.int64(proto[i]))
+        w = _put_int(out, w + 1, np.int64(proto[i]))
+        out[w] = 44
+        w = _put_addr(out, w + 1, src, i)
+        out[w] = 44
+        w = _put_int(out, w + 1, np.int64(sport[i]))
+        out[w] = 44
+        w = _put_addr(out, w + 1, dst, i)
+        out[w] = 44
+        w = _put_int(out, w + 1, np.int64(dport[i]))
+        out[w] = 44
+        w = _put_int(out, w + 1, np.int64(proto[i]))
         out[w] = 44
         w += 1
-        w = _put_text(out, w, src, i)
-        out[w] = 44
-        w += 1
-        w = _put_int(out, w, np.int64(sport[i]))
-        out[w] = 44
-        w += 1
-        w = _put_text(out, w, dst, i)
-        out[w] = 44
-        w += 1
-        w = _put_int(out, w, np.int64(dport[i]))
-        out[w] = 44
-        w += 1
-        w = _put_int(out, w, np.int64(proto[i]))
-        out[w] = 44
-        w += 1
-        w = _put_text(out, w, ts, i)
+        if ts_ok[i]:
+            w = _put_time(out, w, ts_us[i])
         nf = nums.shape[0]
         for k in range(nf):
             out[w] = 44
@@ -169,39 +262,52 @@ def _format(sport, dport, proto, src, dst, ts, label, qname, nums, out):
     return w
 
 
-def _fixed(values: np.ndarray, quote: bool = False) -> np.ndarray:
+def _csv_field(v: str) -> str:
+    return '"' + v.replace('"', '""') + '"' if any(c in v for c in ',"\n\r') else v
+
+
+def _fixed(values: np.ndarray) -> np.ndarray:
     """Return text values as a (n, width) uint8 matrix (zero padded), CSV-quoted if needed."""
-    vals = [str(v) for v in values]
-    if quote:
-        vals = ['"' + v.replace('"', '""') + '"' if any(c in v for c in ',"\n\r') else v
-                for v in vals]
-    arr = np.array([v.encode("utf-8", "backslashreplace") for v in vals], dtype=bytes)
-    width = max(arr.dtype.itemsize, 1)
-    return np.frombuffer(arr.astype(f"S{width}").tobytes(), dtype=np.uint8).reshape(len(vals),
-                                                                                   width)
+    n = len(values)
+    nonempty = [i for i, v in enumerate(values.tolist()) if v]
+    if not nonempty:
+        return np.zeros((n, 1), dtype=np.uint8)
+    enc = [_csv_field(str(values[i])).encode("utf-8", "backslashreplace") for i in nonempty]
+    width = max(len(e) for e in enc)
+    out = np.zeros((n, width), dtype=np.uint8)
+    for i, e in zip(nonempty, enc, strict=True):
+        out[i, : len(e)] = np.frombuffer(e, dtype=np.uint8)
+    return out
 
 
-def format_flows(sport: np.ndarray, dport: np.ndarray, proto: np.ndarray,
-                 text: dict[str, np.ndarray], nums: list[np.ndarray]) -> bytes:
-    """Format flow rows as UTF-8 CSV; ``nums`` are the 76 CIC features then the extras."""
+def format_flows(src: np.ndarray, dst: np.ndarray, sport: np.ndarray, dport: np.ndarray,
+                 proto: np.ndarray, first_ts: np.ndarray, label: np.ndarray,
+                 qname: np.ndarray, nums: list[np.ndarray]) -> bytes:
+    """Format flow rows as UTF-8 CSV lines.
+
+    ``src``/``dst`` are V16 addresses, ``first_ts`` epoch seconds (NaN: empty field),
+    ``nums`` the 76 CIC features then the extra columns.
+    """
     n = len(sport)
     if n == 0:
         return b""
     if n > ROWS_PER_CALL:  # bound the output buffer
+        step = ROWS_PER_CALL
         return b"".join(
-            format_flows(sport[i:i + ROWS_PER_CALL], dport[i:i + ROWS_PER_CALL],
-                         proto[i:i + ROWS_PER_CALL],
-                         {k: v[i:i + ROWS_PER_CALL] for k, v in text.items()},
-                         [c[i:i + ROWS_PER_CALL] for c in nums])
-            for i in range(0, n, ROWS_PER_CALL))
-    src = _fixed(text["src"])
-    dst = _fixed(text["dst"])
-    ts = _fixed(text["ts"])
-    label = _fixed(text["label"], quote=True)
-    qname = _fixed(text["dns_qname"], quote=True)
+            format_flows(src[i:i + step], dst[i:i + step], sport[i:i + step],
+                         dport[i:i + step], proto[i:i + step], first_ts[i:i + step],
+                         label[i:i + step], qname[i:i + step], [c[i:i + step] for c in nums])
+            for i in range(0, n, step))
+    a = np.frombuffer(np.ascontiguousarray(src).tobytes(), dtype=np.uint8).reshape(n, 16)
+    b = np.frombuffer(np.ascontiguousarray(dst).tobytes(), dtype=np.uint8).reshape(n, 16)
+    us = np.round(np.asarray(first_ts, dtype=np.float64) * 1e6)
+    ts_ok = np.isfinite(us) & (np.abs(us) < 2.0**62)
+    ts_us = np.where(ts_ok, us, 0).astype(np.int64)
+    lab = _fixed(np.asarray(label, dtype=object))
+    qn = _fixed(np.asarray(qname, dtype=object))
     mat = np.ascontiguousarray(np.vstack(nums), dtype=np.float64)
-    per_row = 2 * src.shape[1] + 2 * dst.shape[1] + ts.shape[1] + label.shape[1] \
-        + qname.shape[1] + 40 + mat.shape[0] * 24
+    per_row = 4 * 40 + 27 + lab.shape[1] + qn.shape[1] + 40 + mat.shape[0] * 24
     out = np.empty(n * per_row, dtype=np.uint8)
-    w = _format(sport, dport, proto, src, dst, ts, label, qname, mat, out)
+    w = _format(a, b, np.asarray(sport), np.asarray(dport), np.asarray(proto), ts_us, ts_ok,
+                lab, qn, mat, out)
     return out[:w].tobytes()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..flow_schema import ADDR_DTYPE, CIC_FEATURES, EXTRA_FEATURES, FlowBatch, STRING_COLUMNS
+from ..flow_schema import ADDR_DTYPE, CIC_FEATURES, EXTRA_FEATURES, STRING_COLUMNS, FlowBatch
 from . import flow_table as T
 
 

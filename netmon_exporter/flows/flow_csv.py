@@ -26,7 +26,6 @@ from ..flow_schema import (
     CIC_FEATURES,
     EXTRA_FEATURES,
     FlowBatch,
-    addrs_to_str,
     header_aliases,
     make_batch,
     normalise_header,
@@ -64,7 +63,8 @@ class FlowCsvWriter:
             return
         step = csv_format.ROWS_PER_CALL
         for i in range(0, len(batch), step):
-            part = batch if len(batch) <= step else batch.take(slice(i, i + step))
+            part = batch if len(batch) <= step else batch.take(np.arange(i, min(i + step,
+                                                                                len(batch))))
             self._fh.write(format_rows(part))
         self.rows += len(batch)
 
@@ -89,20 +89,13 @@ class FlowCsvWriter:
 def format_rows(batch: FlowBatch) -> bytes:
     """Format a batch as UTF-8 CSV lines in :data:`OUTPUT_COLUMNS` order."""
     n = len(batch)
-    src = addrs_to_str(batch["src_ip"])
-    dst = addrs_to_str(batch["dst_ip"])
-    ts = np.datetime_as_string((batch["first_ts"] * 1e6).astype("datetime64[us]"), unit="us")
-    text = {
-        "src": np.array(src, dtype=object),
-        "dst": np.array(dst, dtype=object),
-        "ts": np.char.replace(ts.astype(str), "T", " "),
-        "label": batch["label"] if "label" in batch else np.full(n, "", dtype=object),
-        "dns_qname": batch["dns_qname"] if "dns_qname" in batch else np.full(n, "", object),
-    }
+    empty = np.full(n, "", dtype=object)
     nums = [batch[c] if c in batch else np.full(n, np.nan) for c in (*CIC_FEATURES,
                                                                     *EXTRA_FEATURES)]
-    return csv_format.format_flows(batch["src_port"], batch["dst_port"], batch["protocol"],
-                                   text, nums)
+    return csv_format.format_flows(
+        batch["src_ip"], batch["dst_ip"], batch["src_port"], batch["dst_port"],
+        batch["protocol"], batch["first_ts"],
+        batch.columns.get("label", empty), batch.columns.get("dns_qname", empty), nums)
 
 
 # -- reading -------------------------------------------------------------------------
@@ -221,7 +214,8 @@ def _rows_to_batch(rows: list[list[str]], index: dict[str, int],
         first = np.array([_parse_ts(v, ts_cache) for v in col("Timestamp")])
         cols["first_ts"] = first
         if "Flow Duration" in cols:
-            cols["last_ts"] = first + np.nan_to_num(cols["Flow Duration"]) / 1e6  # type: ignore[operator]
+            dur = np.asarray(cols["Flow Duration"], dtype=np.float64)
+            cols["last_ts"] = first + np.nan_to_num(dur) / 1e6
         else:
             cols["last_ts"] = first
     if "Label" in index:

@@ -368,9 +368,9 @@ def process_packets(P, PE, buf, K, S, status, table, pool, st, params):
                 break
             h = (h + 1) & mask
         f = table[h]
-        if f != -1 and status[f] != FLOW_DONE:
-            if _expired(S, status, f, float(ts), P[i, D.F_FLAGS], params):
-                _close(S, status, f)
+        if f != -1 and status[f] != FLOW_DONE and _expired(S, status, f, float(ts),
+                                                             P[i, D.F_FLAGS], params):
+            _close(S, status, f)
         if f == -1 or status[f] == FLOW_DONE:
             f = nflows
             nflows += 1
