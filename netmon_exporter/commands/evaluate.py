@@ -239,13 +239,13 @@ def format_scores(scores: dict[str, DetectorScore]) -> list[str]:
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("evaluate", help="Measure detectors (and models) on generated "
                               "scenarios and real captures.",
-                              description=__doc__.split("\n\n")[0])
+                              description=__doc__.split("\n\n")[1])
     p.add_argument("--seeds", type=int, default=5, help="Number of seeds (default 5).")
     p.add_argument("--first-seed", type=int, default=1)
-    p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS,
-                   help="Scenario kinds (default: all).")
-    p.add_argument("--pcaps", type=Path, default=Path("../shared/pcaps"),
-                   help="Directory of real captures ('' to skip).")
+    p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS, metavar="KIND",
+                   help=f"Scenario kinds (default: all of {', '.join(KINDS)}).")
+    p.add_argument("--pcaps", default="../shared/pcaps", metavar="DIR",
+                   help="Directory of real captures (default ../shared/pcaps; '' to skip).")
     p.add_argument("--config", type=Path, default=None,
                    help="Take detector thresholds from this config file.")
     p.add_argument("--models", action="store_true",
@@ -277,7 +277,8 @@ def run(args: argparse.Namespace) -> int:
         scores = score(results)
         benign_detections = [d for r in results if r.scenario.kind == "benign"
                              for d in r.detections]
-        real = run_real(args.pcaps, detectors) if str(args.pcaps) and args.pcaps.is_dir() else []
+        pcaps = Path(args.pcaps) if args.pcaps else None
+        real = run_real(pcaps, detectors) if pcaps is not None and pcaps.is_dir() else []
         model_report = (evaluate_models([s + 1000 for s in seeds[:2]], seeds[:2], work, args.kinds)
                         if args.models else None)
         if args.work_dir and not args.keep:
@@ -317,6 +318,8 @@ def run(args: argparse.Namespace) -> int:
         for t in r.scenario.truths:
             if t.required and not any(matches(d, t) for d in r.detections):
                 print(f"  missed in {r.scenario.kind} seed {r.scenario.seed}: {t}")
+    if not real and args.pcaps:
+        print(f"\nReal captures: skipped ({args.pcaps} is not a directory with captures)")
     if real:
         print(f"\nReal captures ({args.pcaps}):")
         print(f"{'file':<30}{'flows':>7}  {'detections':<28}{'expected':<22}ok")

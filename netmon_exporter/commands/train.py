@@ -74,7 +74,7 @@ def _sample(flows: FlowBatch, labels: np.ndarray | None, limit: int,
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("train", help="Train the anomaly model or the classifier.",
-                              description=__doc__.split("\n\n")[0])
+                              description=__doc__.split("\n\n")[1])
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--baseline", nargs="+", type=Path, metavar="PATH",
                    help="Captures or flow CSVs of normal traffic (files or directories).")
