@@ -160,3 +160,31 @@ def test_train_command_reports_unusable_input(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
     assert main(["train", "--labelled", str(tmp_path)]) == 2
+
+
+def test_train_command_reads_cic_ids2017_headers(tmp_path, capsys):
+    """CIC-IDS2017 'TrafficLabelling' CSVs: long names with leading spaces, BENIGN/PortScan."""
+    from netmon_exporter.cli import main
+    from netmon_exporter.flow_schema import CIC_LONG_NAMES
+
+    rng = np.random.default_rng(3)
+    flows = FlowBatch.concat([web_flows(rng, 300), probe_flows(300)])
+    labels = ["BENIGN"] * 300 + ["PortScan"] * 300
+    shorts = ["Src IP", "Src Port", "Dst IP", "Dst Port", "Protocol", "Timestamp",
+              "Flow Duration", "Tot Fwd Pkts", "Tot Bwd Pkts", "TotLen Fwd Pkts",
+              "TotLen Bwd Pkts", "SYN Flag Cnt", "RST Flag Cnt", "ACK Flag Cnt",
+              "Init Fwd Win Byts"]
+    header = ", ".join(f" {CIC_LONG_NAMES[s]}" for s in shorts) + ", Label"
+    lines = [header]
+    for i in range(len(flows)):
+        values = ["192.168.10.5", "40000", "192.168.10.50", str(int(flows["dst_port"][i])), "6",
+                  "3/7/2017 8:55"]
+        values += [f"{float(flows[s][i]):g}" if not np.isnan(flows[s][i]) else "0"
+                   for s in shorts[6:]]
+        lines.append(", ".join(values + [labels[i]]))
+    csv_path = tmp_path / "Friday-WorkingHours-Afternoon-PortScan.pcap_ISCX.csv"
+    csv_path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "clf.skops"
+    assert main(["train", "--labelled", str(csv_path), "-o", str(out), "--trees", "10"]) == 0
+    assert "portscan" in capsys.readouterr().out
+    assert set(load_model(out).classes) == {"benign", "portscan"}
