@@ -168,6 +168,10 @@ class FloodConfig:
                                    min=0, max=1)
     min_sources: int = _f(1, "Distinct sources needed (spoofed floods use many).", min=1,
                           max=1000000)
+    ignore_ports: tuple[int, ...] = _f((162, 514, 2055, 4739, 6343),
+                                       "Destination ports whose collectors legitimately "
+                                       "receive unanswered UDP at high rates (SNMP traps, "
+                                       "syslog, NetFlow, IPFIX, sFlow).")
     severity: str = _f("critical", "Severity of detections.", choices=_SEV)
 
 

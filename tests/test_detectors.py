@@ -204,6 +204,15 @@ def test_answered_bulk_udp_is_not_a_flood():
     assert run(UdpFloodDetector(CFG.udp_flood), batch) == []
 
 
+def test_busy_telemetry_collector_is_not_a_flood():
+    batch = flows([{"proto": 17, "src": f"10.5.0.{i}", "dst": "10.0.0.9", "dport": 2055,
+                    "fwd": 2000, "bwd": 0, "dur": 1.0, "fwd_syn": 0, "bwd_syn": 0}
+                   for i in range(1, 6)])
+    assert run(UdpFloodDetector(CFG.udp_flood), batch) == []
+    keep_all = dataclasses.replace(CFG.udp_flood, ignore_ports=())
+    assert len(run(UdpFloodDetector(keep_all), batch)) == 1
+
+
 def test_slow_udp_is_not_a_flood():
     batch = flows([{"proto": 17, "dport": 514, "fwd": 5000, "bwd": 0, "dur": 59.0,
                     "fwd_syn": 0, "bwd_syn": 0}])

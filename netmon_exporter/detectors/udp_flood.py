@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..config import FloodConfig
 from ..detection import Detection
 from ..flow_schema import FlowBatch
@@ -13,7 +15,8 @@ class UdpFloodDetector:
     """Peak one-second UDP packet rate towards a victim, which answers little of it.
 
     The reply ratio keeps busy but healthy UDP services (QUIC uploads, DNS
-    servers answering their clients) out.
+    servers answering their clients) out; ``ignore_ports`` keeps one-way
+    telemetry collectors (syslog, NetFlow, ...) out.
     """
 
     name = "udp_flood"
@@ -27,7 +30,8 @@ class UdpFloodDetector:
             return []
         c = self.cfg
         out = []
-        for cand in flood_candidates(flows, flows["protocol"] == UDP, c.min_packets,
+        mask = (flows["protocol"] == UDP) & ~np.isin(flows["dst_port"], list(c.ignore_ports))
+        for cand in flood_candidates(flows, mask, c.min_packets,
                                      c.min_packets_per_second, c.min_sources):
             ratio = cand.replies / max(cand.packets, 1)
             if ratio > c.max_response_ratio:
