@@ -125,9 +125,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<14} {n / max(per[name], 1e-9):>14,.0f} flows/s   "
               f"{found[name]:>4} detections")
     print(f"  {'ALL':<14} {n / total:>14,.0f} flows/s   {sum(found.values()):>4} detections")
+    bench_pipeline(windows, args.length)
     if args.models:
         bench_models(windows[0], rng)
     return 0
+
+
+def bench_pipeline(windows: list[FlowBatch], length: float) -> None:
+    """Time what the daemon does per window: windowing, analysis, the report dict."""
+    import tempfile
+
+    from netmon_exporter.analysis import Analyzer
+    from netmon_exporter.config import ModelsConfig, WindowsConfig
+    from netmon_exporter.window import WindowAggregator
+
+    clear_cache()
+    with tempfile.TemporaryDirectory() as tmp:
+        agg = WindowAggregator(WindowsConfig(length_seconds=length), Path(tmp))
+        analyzer = Analyzer(DetectorsConfig(), ModelsConfig(), Path(tmp))
+        t = time.perf_counter()
+        closed = []
+        for flows in windows:
+            closed += agg.add(flows)
+        closed += agg.flush()
+        for w in closed:
+            agg.report_dict(w, analyzer.analyse(w.flows, w.start, w.end))
+        seconds = time.perf_counter() - t
+    n = sum(len(w) for w in windows)
+    print(f"  {'windows+analysis+report':<24} {n / seconds:>10,.0f} flows/s")
 
 
 def bench_models(flows: FlowBatch, rng: np.random.Generator) -> None:

@@ -48,7 +48,9 @@ class WindowAggregator:
     def __init__(self, cfg: WindowsConfig, report_dir: Path) -> None:
         self.cfg = cfg
         self.report_dir = Path(report_dir)
-        self._parts: dict[int, list[FlowBatch]] = {}
+        # window index -> parts: (batch, its rows in this window or None for all rows);
+        # rows are gathered once, when the window closes.
+        self._parts: dict[int, list[tuple[FlowBatch, np.ndarray | None]]] = {}
         self._late: dict[int, int] = {}
         self._max_ts = -math.inf
         self._closed_until: int | None = None   # every window index below this is closed
@@ -116,12 +118,15 @@ class WindowAggregator:
                 self._late[self._closed_until] = (self._late.get(self._closed_until, 0)
                                                   + int(late.sum()))
                 index[late] = self._closed_until
+        if (index == index[0]).all():  # the common case: the whole batch in one window
+            self._parts.setdefault(int(index[0]), []).append((flows, None))
+            return
         order = np.argsort(index, kind="stable")
         sorted_index = index[order]
         bounds = np.flatnonzero(np.diff(sorted_index)) + 1
         for rows in np.split(order, bounds):
             key = int(index[rows[0]])
-            self._parts.setdefault(key, []).append(flows.take(rows))
+            self._parts.setdefault(key, []).append((flows, rows))
 
     def _close(self, ready: Any) -> list[ClosedWindow]:
         out: list[ClosedWindow] = []
@@ -130,7 +135,7 @@ class WindowAggregator:
                 break
             parts = self._parts.pop(index)
             out.append(ClosedWindow(start=index * self.length, end=(index + 1) * self.length,
-                                    flows=FlowBatch.concat(parts),
+                                    flows=_gather(parts),
                                     late_flows=self._late.pop(index, 0)))
             self._closed_until = max(self._closed_until or index + 1, index + 1)
         if np.isfinite(self._max_ts):
@@ -192,6 +197,17 @@ class WindowAggregator:
 
     def reports_kept(self) -> int:
         return len(self._reports())
+
+
+def _gather(parts: list[tuple[FlowBatch, np.ndarray | None]]) -> FlowBatch:
+    """Build one batch from parts, copying each column once."""
+    if len(parts) == 1 and parts[0][1] is None:
+        return parts[0][0]
+    names = list(parts[0][0].columns)
+    if any(list(b.columns) != names for b, _ in parts):  # differing sources: slow path
+        return FlowBatch.concat([b if rows is None else b.take(rows) for b, rows in parts])
+    return FlowBatch({k: np.concatenate([b.columns[k] if rows is None else b.columns[k][rows]
+                                         for b, rows in parts]) for k in names})
 
 
 def _num(flows: FlowBatch, name: str) -> np.ndarray:

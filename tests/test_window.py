@@ -127,3 +127,16 @@ def test_flows_without_time_are_kept(tmp_path):
     agg.add(batch([float("nan"), float("inf")]))
     (w,) = agg.flush()
     assert w.start == BASE and len(w.flows) == 3
+
+
+def test_batches_with_different_columns_are_merged(tmp_path):
+    agg = WindowAggregator(WindowsConfig(length_seconds=60), tmp_path)
+    full = batch([BASE + 1, BASE + 70])
+    sparse = FlowBatch({"src_ip": str_to_addrs(["10.0.0.9"]), "dst_ip": str_to_addrs(["10.0.0.2"]),
+                        "protocol": np.array([17], dtype=np.uint8),
+                        "first_ts": np.array([BASE + 2]), "last_ts": np.array([BASE + 2])})
+    agg.add(full)
+    agg.add(sparse)
+    first, second = agg.flush()
+    assert len(first.flows) == 2 and len(second.flows) == 1
+    assert np.isnan(first.flows["Tot Fwd Pkts"]).sum() == 1
