@@ -113,7 +113,10 @@ def make_config(tmp_path: Path, *, capture: dict[str, Any] | None = None,
 
 
 def service(cfg: Config, clock: Callable[[], float] | None = None, **kw: Any) -> IngestService:
+    # Files written before the service watched are trusted without the long quiet
+    # period here: nobody writes them any more, and /proc (same user) would see it.
     kw.setdefault("settle_seconds", 0.2)
+    kw.setdefault("unwatched_quiet_seconds", 0.0)
     return IngestService(cfg, clock=clock or time.time, process=fake_process,
                          finish=fake_finish, **kw)
 
@@ -302,7 +305,7 @@ def test_slowly_appended_file_is_not_read_before_complete(tmp_path: Path) -> Non
                 with path.open("ab") as f:
                     f.write(c)
                 time.sleep(pause)
-        else:  # a writer holding the file open with long pauses: /proc shows it
+        else:  # a writer holding the file open with pauses longer than the settle time
             with path.open("ab") as f:
                 for c in chunks:
                     f.write(c)
@@ -310,9 +313,13 @@ def test_slowly_appended_file_is_not_read_before_complete(tmp_path: Path) -> Non
                     time.sleep(pause)
         final_sizes[name] = path.stat().st_size
 
-    svc = service(cfg, settle_seconds=1.0)
+    # /proc shows nothing (the writer runs as another user, or ProtectProc=invisible):
+    # inotify's write and close-after-write events are what hold the file back
+    svc = service(cfg, settle_seconds=1.0, open_for_writing=lambda paths: set(),
+                  unwatched_quiet_seconds=60.0)
     svc.start()
     try:
+        assert eventually(lambda: svc.status().watching)
         threads = [threading.Thread(target=writer, args=("held-1.pcap", False, 1.3)),
                    threading.Thread(target=writer, args=("reopened-1.pcap", True, 0.4))]
         for t in threads:
@@ -616,7 +623,8 @@ def test_real_pipeline_quarantines_truncated_and_random_files_with_readable_reas
         (cap / name).write_bytes((REPO / "samples" / name).read_bytes())
     (cap / "cut.pcap").write_bytes((REPO / "samples" / "icmp.pcap").read_bytes()[:34])
     (cap / "noise.pcap").write_bytes(bytes(range(256)) * 20)
-    svc = IngestService(cfg, clock=FastClock(20), settle_seconds=0.2)  # the real pipeline
+    svc = IngestService(cfg, clock=FastClock(20), settle_seconds=0.2,  # the real pipeline
+                        unwatched_quiet_seconds=0.0)
     svc.start()
     try:
         events = collect(svc, lambda ev: len(of(ev, FileQuarantined)) == 2

@@ -78,10 +78,12 @@ def test_scan_of_missing_directory_raises(tmp_path: Path) -> None:
 
 def test_watcher_reports_new_and_moved_in_files(tmp_path: Path) -> None:
     seen: list[str | None] = []
+    states: list[tuple[str | None, bool | None]] = []
     got = threading.Event()
 
-    def on_path(p: str | None) -> None:
+    def on_path(p: str | None, writing: bool | None) -> None:
         seen.append(p)
+        states.append((p, writing))
         got.set()
 
     w = Watcher(tmp_path, False, on_path)
@@ -98,13 +100,17 @@ def test_watcher_reports_new_and_moved_in_files(tmp_path: Path) -> None:
             time.sleep(0.05)
     finally:
         w.stop()
-    assert str(tmp_path / "new.pcap") in seen
-    assert str(tmp_path / "moved.pcap") in seen
+    new, moved = str(tmp_path / "new.pcap"), str(tmp_path / "moved.pcap")
+    # created and written (a writer has it open), then closed after writing
+    assert [s for p, s in states if p == new][:2] == [True, True]
+    assert [s for p, s in states if p == new and s is not None][-1] is False
+    assert (moved, False) in states  # renamed in: complete
+    assert (moved, True) not in states
     assert not w.running
 
 
 def test_watcher_on_missing_directory_reports_why(tmp_path: Path) -> None:
-    w = Watcher(tmp_path / "missing", False, lambda p: None)
+    w = Watcher(tmp_path / "missing", False, lambda p, writing: None)
     assert w.start() is False
     assert w.error is not None and "relying on rescans" in w.error
 
@@ -113,7 +119,7 @@ def test_watcher_notices_its_directory_was_replaced(tmp_path: Path) -> None:
     d = tmp_path / "cap"
     d.mkdir()
     seen: list[str | None] = []
-    w = Watcher(d, False, seen.append)
+    w = Watcher(d, False, lambda p, writing: seen.append(p))
     if not w.start():
         pytest.skip(f"inotify unavailable here: {w.error}")
     try:

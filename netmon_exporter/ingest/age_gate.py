@@ -2,10 +2,18 @@
 
 A file is ready when (1) its mtime is at least ``min_age`` seconds old, (2) two
 looks at least ``settle_seconds`` apart saw the same identity (device, inode,
-size, mtime), and (3) no local process holds it open for writing (Linux
-``/proc``; skipped where unavailable). (2) and (3) make ``min_age: 0`` safe: a
-writer that pauses between appends is caught by (3), one on another host (NFS)
-by (2) as long as it pauses for less than ``settle_seconds`` plus ``min_age``.
+size, mtime), and (3) nobody is known to be writing it: no filesystem event
+said a writer created or wrote it without a matching close-after-write
+(inotify; works whatever user the writer runs as), and no process we can
+inspect holds it open for writing (Linux ``/proc``). (3) makes ``min_age: 0``
+safe against local writers that pause between appends; a writer on another host
+(NFS) is only caught by (1) and (2), as long as it pauses for less than
+``settle_seconds`` plus ``min_age``.
+
+Events only tell about writers that wrote while we were watching. A file last
+written *before* watching began (at start-up, or with no watcher at all) may
+still be held open by a writer that paused; such a file must also have been
+quiet for ``unwatched_quiet_seconds``.
 """
 
 from __future__ import annotations
@@ -16,6 +24,11 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 DEFAULT_SETTLE_SECONDS = 1.0
+# A "being written" mark without its close event is trusted this long after the
+# last write event (covers a lost close event; a writer that dies is closed by
+# the kernel, which sends the event).
+WRITER_STALE_SECONDS = 3600.0
+DEFAULT_UNWATCHED_QUIET_SECONDS = 60.0
 
 
 class Identity(NamedTuple):
@@ -41,12 +54,17 @@ class AgeGate:
     """Remember looks at files and say which are ready (see module docstring)."""
 
     def __init__(self, min_age_seconds: float, *, settle_seconds: float = DEFAULT_SETTLE_SECONDS,
-                 open_for_writing: Callable[[Iterable[str]], set[str]] | None = None) -> None:
+                 open_for_writing: Callable[[Iterable[str]], set[str]] | None = None,
+                 unwatched_quiet_seconds: float = DEFAULT_UNWATCHED_QUIET_SECONDS) -> None:
         self.min_age_seconds = min_age_seconds
         self.settle_seconds = settle_seconds
+        self.unwatched_quiet_seconds = unwatched_quiet_seconds
+        # Wall-clock time (like mtimes) since when write events arrive; None: no events.
+        self.watch_since: float | None = None
         self._open_for_writing = open_for_writing if open_for_writing is not None \
             else files_open_for_writing
         self._looks: dict[str, _Look] = {}
+        self._writing: dict[str, float] = {}  # path -> time of the last write event
 
     def __len__(self) -> int:
         return len(self._looks)
@@ -68,16 +86,39 @@ class AgeGate:
         prev = self._looks.get(path)
         if prev is None:
             return False
-        if now - prev.identity.mtime_ns / 1e9 < self.min_age_seconds:
+        mtime = prev.identity.mtime_ns / 1e9
+        need = self.min_age_seconds
+        if self.watch_since is None or mtime < self.watch_since:
+            need = max(need, self.unwatched_quiet_seconds)  # its writes were not watched
+        if now - mtime < need:
             return False
         return now - prev.since >= self.settle_seconds
+
+    def note_writing(self, path: str, writing: bool, now: float) -> None:
+        """Record a filesystem event: a writer created or wrote it (True), or closed it."""
+        if writing:
+            self._writing[path] = now
+        else:
+            self._writing.pop(path, None)
+
+    def writing(self, path: str, now: float) -> bool:
+        t = self._writing.get(path)
+        return t is not None and now - t < WRITER_STALE_SECONDS
+
+    def prune_writing(self, now: float, exists: Callable[[str], bool]) -> None:
+        for path, t in list(self._writing.items()):
+            if now - t >= WRITER_STALE_SECONDS or not exists(path):
+                del self._writing[path]
 
     def confirm(self, paths: Iterable[str], now: float) -> set[str]:
         """Return the subset of candidate paths nobody is writing; restart the others' clock."""
         paths = list(paths)
         if not paths:
             return set()
-        busy = self._open_for_writing(paths)
+        busy = {p for p in paths if self.writing(p, now)}
+        rest = [p for p in paths if p not in busy]
+        if rest:
+            busy |= self._open_for_writing(rest)
         for p in busy:
             look = self._looks.get(p)
             if look is not None:

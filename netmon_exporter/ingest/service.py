@@ -36,7 +36,12 @@ from .. import pipeline
 from ..config import Config
 from ..metrics import FAIL_REASONS, FILE_KINDS
 from ..pipeline import FileResult, FlowSettings
-from .age_gate import DEFAULT_SETTLE_SECONDS, AgeGate, Identity
+from .age_gate import (
+    DEFAULT_SETTLE_SECONDS,
+    DEFAULT_UNWATCHED_QUIET_SECONDS,
+    AgeGate,
+    Identity,
+)
 from .disposal import FLOWS_DIR, QuarantineNote, after_processing, prune_flow_csvs, quarantine
 from .events import (
     CarryFlushed,
@@ -136,6 +141,7 @@ class IngestService:
                  process: ProcessFn | None = None,
                  finish: Callable[[bytes, FlowSettings], Any] | None = None,
                  settle_seconds: float = DEFAULT_SETTLE_SECONDS,
+                 unwatched_quiet_seconds: float = DEFAULT_UNWATCHED_QUIET_SECONDS,
                  open_for_writing: Callable[..., set[str]] | None = None,
                  rng: random.Random | None = None, max_pending_results: int | None = None
                  ) -> None:
@@ -147,11 +153,13 @@ class IngestService:
         self._max_pending_results = max_pending_results
         self._undelivered_results = 0  # FileDone events not yet polled (they hold flows)
         self._gate = AgeGate(config.capture.min_age_seconds, settle_seconds=settle_seconds,
-                             open_for_writing=open_for_writing)
+                             open_for_writing=open_for_writing,
+                             unwatched_quiet_seconds=unwatched_quiet_seconds)
         self._events: queue.Queue[Event] = queue.Queue()
         self._lock = threading.Lock()
         self._pending_cfg: Config | None = None
-        self._changed: set[str] = set()
+        self._changed: dict[str, bool | None] = {}  # path -> writer state from events
+        self._wake_pending = False
         self._scan_requested = True
         self._stopping = threading.Event()
         self._stop_deadline = 0.0
@@ -183,9 +191,11 @@ class IngestService:
 
     # ------------------------------------------------------------------ public API
     def start(self) -> None:
-        """Start the scheduler thread (returns at once; problems arrive as events)."""
+        """Start watching and the scheduler thread (problems arrive as events and in status)."""
         if self._thread is not None:
             raise RuntimeError("IngestService already started")
+        # Watch before returning: files created from now on are seen being written.
+        self._start_watcher()
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
         self._thread.start()
 
@@ -245,6 +255,8 @@ class IngestService:
             os.write(self._wake_w, b"\0")
 
     def _drain_wake(self) -> None:
+        with self._lock:
+            self._wake_pending = False
         with contextlib.suppress(BlockingIOError, OSError):
             while os.read(self._wake_r, 4096):
                 pass
@@ -255,13 +267,17 @@ class IngestService:
                 self._undelivered_results += 1
         self._events.put(event)
 
-    def _on_path(self, path: str | None) -> None:
+    def _on_path(self, path: str | None, writing: bool | None = None) -> None:
+        """Take a watch event (observer thread): remember it, wake the scheduler once."""
         with self._lock:
             if path is None or len(self._changed) >= MAX_CHANGED_PATHS:
                 self._scan_requested = True
                 self._changed.clear()
-            else:
-                self._changed.add(path)
+            elif writing is not None or path not in self._changed:
+                self._changed[path] = writing
+            if self._wake_pending:
+                return
+            self._wake_pending = True
         self._wake()
 
     def _concurrency(self) -> int:
@@ -290,7 +306,6 @@ class IngestService:
     def _startup(self) -> None:
         self._pool = WorkerPool(self._process, self._concurrency())
         self._open_ledger()
-        self._start_watcher()
         self._update_status()
 
     def _iterate(self) -> None:
@@ -298,17 +313,20 @@ class IngestService:
         self._apply_pending_config()
         now = self._clock()
         with self._lock:
-            changed, self._changed = self._changed, set()
+            changed, self._changed = self._changed, {}
             full, self._scan_requested = self._scan_requested, False
         if self._ledger is None and now >= self._next_ledger_retry and not self._running:
             self._open_ledger()
         if now >= self._next_housekeeping:
             full = True
             self._housekeeping(now)
+        for path, writing in changed.items():
+            if writing is not None:
+                self._gate.note_writing(path, writing, now)
         if full:
             self._full_scan(now)
         elif changed:
-            self._look_at(changed, now)
+            self._look_at(set(changed), now)
         if now >= self._next_relook:
             self._next_relook = now + RELOOK_SECONDS
             self._relook(now)
@@ -378,9 +396,15 @@ class IngestService:
     def _start_watcher(self) -> None:
         if self._watcher is not None:
             self._watcher.stop()
+            self._gate.watch_since = None
         c = self._cfg.capture
         self._watcher = Watcher(c.directory, c.recursive, self._on_path)
-        self._watcher.start()
+        self._restart_watcher()
+
+    def _restart_watcher(self) -> None:
+        assert self._watcher is not None
+        since = time.time()  # wall clock, compared with mtimes
+        self._gate.watch_since = since if self._watcher.start() else None
 
     # ------------------------------------------------------------------ ledger
     def _open_ledger(self) -> None:
@@ -444,7 +468,7 @@ class IngestService:
             log.info("capture directory usable again", extra={"dir": str(c.directory)})
         self._dir_error = None
         if self._watcher is not None and (not self._watcher.running or self._watcher.stale):
-            self._watcher.start()
+            self._restart_watcher()
         for path in list(self._tracked):
             if path not in found:
                 self._observe(path, None, now)
@@ -783,6 +807,7 @@ class IngestService:
                 deleted = []
             if deleted:
                 log.info("pruned flow CSVs", extra={"files": len(deleted)})
+        self._gate.prune_writing(now, os.path.exists)
         if self._ledger is not None:
             try:
                 self._ledger.prune(now - LEDGER_KEEP_SECONDS, os.path.exists)

@@ -16,6 +16,7 @@ import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("netmon_exporter.ingest")
 
@@ -109,13 +110,15 @@ def scan(directory: Path, *, recursive: bool, patterns: Sequence[str],
 class Watcher:
     """A watchdog observer that reports changed paths to a callback.
 
-    ``on_path(path)`` is called from the observer thread for every created,
-    modified, closed or moved-in file; ``on_path(None)`` asks for a full scan
-    (a directory appeared, or the observer lost track).
+    ``on_path(path, writing)`` is called from the observer thread for every file
+    event: ``writing`` is True when the file was created in place or written to
+    (a writer has it open), False when a writer closed it or it was renamed in
+    (complete), None when unknown (attributes changed, deleted). ``on_path(None,
+    None)`` asks for a full scan (a directory appeared, or the watch was lost).
     """
 
     def __init__(self, directory: Path, recursive: bool,
-                 on_path: Callable[[str | None], None]) -> None:
+                 on_path: Callable[[str | None, bool | None], None]) -> None:
         self.directory = directory
         self.recursive = recursive
         self._on_path = on_path
@@ -140,7 +143,6 @@ class Watcher:
     def start(self) -> bool:
         """Start the observer; on failure remember why and return False (scans still work)."""
         from watchdog.events import FileSystemEvent, FileSystemEventHandler
-        from watchdog.observers import Observer
 
         on_path = self._on_path
         watcher = self
@@ -148,24 +150,34 @@ class Watcher:
 
         class _Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
-                if event.event_type in ("opened", "closed_no_write"):
+                kind = event.event_type
+                if kind in ("opened", "closed_no_write"):
                     return
-                if event.event_type in ("deleted", "moved") and \
-                        os.path.abspath(os.fsdecode(event.src_path)) == root:
+                src = os.fsdecode(event.src_path)
+                dest = os.fsdecode(getattr(event, "dest_path", "") or "")
+                if kind in ("deleted", "moved") and src and os.path.abspath(src) == root:
                     watcher._root_lost = True  # inotify dropped the watch with it
-                    on_path(None)
+                    on_path(None, None)
                     return
                 if event.is_directory:
-                    if event.event_type in ("created", "moved"):
-                        on_path(None)
+                    if kind in ("created", "moved"):
+                        on_path(None, None)
                     return
-                dest = getattr(event, "dest_path", "")
-                path = dest or event.src_path
-                on_path(os.fsdecode(path))
+                if kind == "moved":
+                    if src:
+                        on_path(src, None)
+                    if dest:
+                        on_path(dest, False)  # renamed in: written elsewhere, complete
+                elif kind in ("created", "modified"):
+                    on_path(src, True)
+                elif kind == "closed":
+                    on_path(src, False)
+                else:
+                    on_path(src, None)
 
         with self._lock:
             self._stop_locked()
-            observer = Observer()
+            observer = _observer()
             try:
                 observer.schedule(_Handler(), str(self.directory), recursive=self.recursive)
                 observer.start()
@@ -193,6 +205,18 @@ class Watcher:
             return
         obs.stop()  # type: ignore[attr-defined]
         obs.join(timeout=5)  # type: ignore[attr-defined]
+
+
+def _observer() -> Any:
+    """An observer that reports renames into the directory as moves, not creations."""
+    try:
+        from watchdog.observers.inotify import InotifyObserver
+
+        return InotifyObserver(generate_full_events=True)
+    except (ImportError, OSError):
+        from watchdog.observers import Observer
+
+        return Observer()
 
 
 def _dir_identity(path: Path) -> tuple[int, int] | None:

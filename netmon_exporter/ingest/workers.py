@@ -32,7 +32,8 @@ log = logging.getLogger("netmon_exporter.ingest")
 ProcessFn = Callable[..., FileResult]
 
 _CTX = multiprocessing.get_context("forkserver")
-_CTX.set_forkserver_preload(["netmon_exporter.pipeline", "netmon_exporter.ingest.workers"])
+_CTX.set_forkserver_preload(["netmon_exporter.pipeline", "netmon_exporter.ingest.workers",
+                             "netmon_exporter.ingest.warm_pipeline"])
 
 
 @dataclass(frozen=True)

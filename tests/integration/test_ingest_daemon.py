@@ -88,6 +88,13 @@ def gzip_bomb(path: Path, megabytes: int) -> None:
             f.write(rest)
 
 
+def age(path: Path, seconds: float = 3600) -> None:
+    """Backdate a file dropped before the daemon started watching (fresh ones must be quiet
+    for a minute first: a writer the daemon could not watch may still hold them open)."""
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+
+
 def make_site(root: Path, *, min_age: float = 0, after: str = "keep", workers: int = 2,
               retries: int = 1, timeout: float = 300) -> Path:
     root.mkdir(parents=True, exist_ok=True)
@@ -283,6 +290,7 @@ def test_d_runaway_worker_killed_at_timeout_retried_then_quarantined(tmp_path: P
     site = make_site(tmp_path, timeout=1, retries=1)
     cap = site / "captures"
     gzip_bomb(cap / "runaway.pcap.gz", megabytes=600)  # ~4 s of work, limit 1 s
+    age(cap / "runaway.pcap.gz")
     d = DaemonProcess(site / "config.yaml").start()
     try:
         d.wait_for(lambda: metric(d, "netmon_files_in_progress") == 1, timeout=30,
@@ -310,6 +318,7 @@ def test_e_sighup_changes_workers_without_losing_in_flight_files(tmp_path: Path)
     cap = site / "captures"
     for i in range(12):
         gzip_bomb(cap / f"busy{i:02d}x.pcap.gz", megabytes=40)  # ~0.3 s each
+        age(cap / f"busy{i:02d}x.pcap.gz", 3600 - i)
     d = DaemonProcess(site / "config.yaml").start()
     busy: list[float] = []
     try:
@@ -341,6 +350,7 @@ def test_after_processing_move_through_the_daemon(tmp_path: Path) -> None:
     site = make_site(tmp_path, after="move")
     for name in ("icmp.pcap", "dns-edns-ecs.pcap"):
         shutil.copy(SAMPLES / name, site / "captures" / name)
+        age(site / "captures" / name)
     d = DaemonProcess(site / "config.yaml").start()
     try:
         d.wait_for(lambda: metric(d, "netmon_files_processed_total", {"kind": "pcap"}) == 2,

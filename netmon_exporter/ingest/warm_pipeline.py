@@ -1,0 +1,50 @@
+"""Run the parser once inside the worker fork server, so forked workers start warm.
+
+Imported only as a fork-server preload module (see ``workers.py``): the first
+call into the compiled (numba) parsing code costs about half a second per
+process; doing it once here means every worker, including one that replaces a
+killed worker, inherits the compiled code and meets ``file_timeout_seconds``
+from its first file. Failures are ignored: a cold worker is only slower.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+
+def _tiny_capture() -> bytes:
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    records = []
+    for proto, l4 in ((17, struct.pack("!HHHH", 5353, 53, 8, 0)),
+                      (6, struct.pack("!HHIIBBHHH", 40000, 80, 1, 0, 0x50, 0x02, 1024, 0, 0))):
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0, 64, proto, 0,
+                         b"\x0a\x00\x00\x01", b"\x0a\x00\x00\x02") + l4
+        frame = b"\x00\x11\x22\x33\x44\x55\x66\x77\x88\x99\xaa\xbb\x08\x00" + ip
+        records.append(struct.pack("<IIII", 1_700_000_000, 0, len(frame), len(frame)) + frame)
+    return header + b"".join(records)
+
+
+def warm_up() -> None:
+    """Parse a two-packet capture, both finishing its flows and carrying them."""
+    from ..pipeline import FlowSettings, finish_carry, process_file
+
+    fd, name = tempfile.mkstemp(prefix="netmon-warmup-", suffix=".pcap")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(_tiny_capture())
+        settings = FlowSettings()
+        process_file(Path(name), settings)
+        carried = process_file(Path(name), settings, final=False).carry
+        if carried:
+            finish_carry(carried, settings)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+
+
+with contextlib.suppress(Exception):  # a failing warm-up must not take the fork server down
+    warm_up()
