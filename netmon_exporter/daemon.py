@@ -31,6 +31,7 @@ from .health import HealthInputs, HealthReport, evaluate
 from .http_server import Endpoints, HttpServer, ReloadOutcome
 from .logging_setup import FORMATS, LEVELS, setup_logging
 from .metrics import Metrics, build_metrics
+from .summarise import template_summary
 from .web_config import WebConfigError, load_web_config
 
 log = logging.getLogger("netmon_exporter")
@@ -38,6 +39,7 @@ log = logging.getLogger("netmon_exporter")
 DEFAULT_PORT = 9864
 HEALTH_PERIOD_SECONDS = 1.0
 RECENT_FILES = 50  # files considered for the error ratio
+MAX_PENDING_REPORTS = 16  # windows waiting for their summary; beyond, the template is used
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -290,6 +292,16 @@ class Daemon:
         analysis = self.analyzer.analyse(window.flows, window.start, window.end)
         recording.record_analysis(self.m, analysis)
         self.pusher.observe(analysis.detections, time.time())
+        waiting = sum(1 for f in self._pending_reports if not f.done())
+        # A slow LLM must neither stall this loop nor pile up windows (each holds its flows):
+        # past the bound, windows get the templated summary at once.
+        if waiting >= MAX_PENDING_REPORTS:
+            log.warning("summaries are falling behind; using the templated summary",
+                        extra={"waiting": waiting})
+            report = self.aggregator.report_dict(window, analysis)
+            self.aggregator.write_report(window, analysis, template_summary(report))
+            self.m.windows_kept.set(self.aggregator.reports_kept())
+            return
         self._pending_reports.append(self._reporter.submit(self._report, window, analysis))
 
     def _report(self, window: Any, analysis: Any) -> None:
