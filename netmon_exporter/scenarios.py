@@ -513,7 +513,7 @@ def generate(kind: str, seed: int, out_dir: Path, *, duration: float = 600.0,
     cap = _Capture(rng)
     site = _site(rng)
     # Random start (not window-aligned) on a random day, so windows split attacks differently.
-    start = 1_700_000_000.0 + seed * 86_400 + float(rng.uniform(0, 3600))
+    start = 1_700_000_000.0 + (seed % 1000) * 86_400 + float(rng.uniform(0, 3600))
     _background(cap, site, start, duration, intensity)
     truths: tuple[Truth, ...] = ()
     cap.tagging = True

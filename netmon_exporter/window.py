@@ -15,6 +15,8 @@ import json
 import math
 import os
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from .analysis import WindowAnalysis
 
 REPORT_SCHEMA_VERSION = 1
+MAX_FUTURE_SECONDS = 86400.0   # packet times beyond now + this are treated as unusable
 REPORT_PREFIX = "window-"
 _PROTOCOLS = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
 
@@ -45,9 +48,11 @@ class ClosedWindow:
 class WindowAggregator:
     """Assign flows to windows, close them by watermark, write and prune window reports."""
 
-    def __init__(self, cfg: WindowsConfig, report_dir: Path) -> None:
+    def __init__(self, cfg: WindowsConfig, report_dir: Path,
+                 clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.report_dir = Path(report_dir)
+        self._clock = clock
         # window index -> parts: (batch, its rows in this window or None for all rows);
         # rows are gathered once, when the window closes.
         self._parts: dict[int, list[tuple[FlowBatch, np.ndarray | None]]] = {}
@@ -104,13 +109,16 @@ class WindowAggregator:
     def _assign(self, flows: FlowBatch) -> None:
         first = np.asarray(flows["first_ts"], dtype=np.float64)
         last = np.asarray(flows["last_ts"], dtype=np.float64)
+        # A time far in the future (a broken capture clock) would drag the watermark
+        # ahead and make every later flow late: such times count as unusable.
+        horizon = self._clock() + MAX_FUTURE_SECONDS
         times = np.concatenate([first, last])
-        times = times[np.isfinite(times)]
+        times = times[np.isfinite(times) & (times <= horizon)]
         if len(times):
             self._max_ts = max(self._max_ts, float(times.max()))
         # A flow without a usable time goes with the newest data seen.
         fallback = self._max_ts if np.isfinite(self._max_ts) else 0.0
-        first = np.where(np.isfinite(first), first, fallback)
+        first = np.where(np.isfinite(first) & (first <= horizon), first, fallback)
         index = np.floor(first / self.length).astype(np.int64)
         if self._closed_until is not None:
             late = index < self._closed_until

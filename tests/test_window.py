@@ -140,3 +140,12 @@ def test_batches_with_different_columns_are_merged(tmp_path):
     first, second = agg.flush()
     assert len(first.flows) == 2 and len(second.flows) == 1
     assert np.isnan(first.flows["Tot Fwd Pkts"]).sum() == 1
+
+
+def test_a_broken_future_timestamp_does_not_drag_the_watermark(tmp_path):
+    agg = WindowAggregator(WindowsConfig(length_seconds=60), tmp_path, clock=lambda: BASE + 100)
+    agg.add(batch([BASE + 1]))
+    assert agg.add(batch([BASE + 10 * 86400])) == []   # ten days ahead of the clock
+    assert agg.watermark < BASE
+    (w,) = agg.flush()
+    assert w.start == BASE and len(w.flows) == 2
