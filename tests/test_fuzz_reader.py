@@ -102,7 +102,7 @@ def test_mutated_captures_under_numba_boundscheck() -> None:
     cache = Path(tempfile.gettempdir()) / "netmon-numba-boundscheck-cache"
     env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(cache))
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", _BOUNDSCHECK_SCRIPT, "7", "3000"], cwd=root,
+    out = subprocess.run([sys.executable, "-c", _BOUNDSCHECK_SCRIPT, "7", "1500"], cwd=root,
                          env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == "ok"

@@ -282,3 +282,34 @@ def test_dns_query_name_features(tmp_path: Path) -> None:
     name = "abc.example.com"
     counts = np.array([name.count(c) for c in set(name)]) / len(name)
     assert PE[0] == pytest.approx(-(counts * np.log2(counts)).sum())
+
+
+@pytest.mark.parametrize("linktype,prefix", [
+    (0, struct.pack("<I", 2)),      # BSD null, host byte order
+    (108, struct.pack(">I", 2)),    # OpenBSD loopback, network byte order
+    (228, b""),                     # raw IPv4
+    (101, b""),                     # raw IP
+    (113, b"\x00\x00\x00\x01\x00\x06" + bytes(8) + b"\x08\x00"),  # Linux cooked v1
+])
+def test_other_link_types(tmp_path: Path, linktype: int, prefix: bytes) -> None:
+    ip = bytes(IP(src="192.0.2.7", dst="192.0.2.8", options=[]) / TCP(sport=7, dport=8,
+                                                                        flags="PA") / b"hi")
+    f = tmp_path / "l.pcap"
+    _write_pcap(f, [(1.0, prefix + ip)], linktype=linktype)
+    P, _, _ = read_all(f)
+    assert our_key(P[0]) == ("192.0.2.7", "192.0.2.8", 7, 8, 6)
+    assert P[0, D.F_PAY] == 2
+
+
+def test_ipv4_options_and_unsupported_link(tmp_path: Path) -> None:
+    from scapy.layers.inet import IPOption_Router_Alert
+
+    ip = bytes(IP(src="192.0.2.7", dst="192.0.2.8", options=[IPOption_Router_Alert()])
+               / UDP(sport=1, dport=2) / b"abcd")
+    f = tmp_path / "o.pcap"
+    _write_pcap(f, [(1.0, bytes(Ether(type=0x0800)) + ip)])
+    P, _, _ = read_all(f)
+    assert (P[0, D.F_SPORT], P[0, D.F_DPORT], P[0, D.F_PAY]) == (1, 2, 4)
+    _write_pcap(f, [(1.0, ip)], linktype=147)  # a user DLT: not decoded, counted
+    P, _, _ = read_all(f)
+    assert P[0, D.F_STATUS] == D.ST_UNSUPPORTED_LINK
