@@ -123,3 +123,9 @@ def test_files_last_written_before_watching_began_need_a_quiet_period(tmp_path: 
     assert not gate.settled(str(p), mtime + 30)
     gate.watch_since = mtime - 0.5                      # its writes happened while watched
     assert gate.settled(str(p), mtime + 5)
+    gate.watch_since = mtime + 0.5
+    gate.note_writing(str(p), False, mtime + 2)        # renamed in (or closed): complete
+    assert gate.settled(str(p), mtime + 5)
+    gate.forget(str(p))
+    gate.look(str(p), p.stat(), mtime + 6)
+    assert not gate.settled(str(p), mtime + 8)         # forgotten: unwatched again

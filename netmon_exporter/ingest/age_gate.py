@@ -65,6 +65,7 @@ class AgeGate:
             else files_open_for_writing
         self._looks: dict[str, _Look] = {}
         self._writing: dict[str, float] = {}  # path -> time of the last write event
+        self._closed: set[str] = set()  # seen closed after writing, or renamed in: complete
 
     def __len__(self) -> int:
         return len(self._looks)
@@ -88,18 +89,21 @@ class AgeGate:
             return False
         mtime = prev.identity.mtime_ns / 1e9
         need = self.min_age_seconds
-        if self.watch_since is None or mtime < self.watch_since:
+        if path not in self._closed and (self.watch_since is None or mtime < self.watch_since):
             need = max(need, self.unwatched_quiet_seconds)  # its writes were not watched
         if now - mtime < need:
             return False
         return now - prev.since >= self.settle_seconds
 
     def note_writing(self, path: str, writing: bool, now: float) -> None:
-        """Record a filesystem event: a writer created or wrote it (True), or closed it."""
+        """Record a filesystem event: a writer created or wrote it (True), or closed it
+        (False; also for a file renamed in), which also vouches that its writes were seen."""
         if writing:
             self._writing[path] = now
+            self._closed.discard(path)
         else:
             self._writing.pop(path, None)
+            self._closed.add(path)
 
     def writing(self, path: str, now: float) -> bool:
         t = self._writing.get(path)
@@ -109,6 +113,7 @@ class AgeGate:
         for path, t in list(self._writing.items()):
             if now - t >= WRITER_STALE_SECONDS or not exists(path):
                 del self._writing[path]
+        self._closed = {p for p in self._closed if exists(p)}
 
     def confirm(self, paths: Iterable[str], now: float) -> set[str]:
         """Return the subset of candidate paths nobody is writing; restart the others' clock."""
@@ -130,7 +135,9 @@ class AgeGate:
         return look.identity if look else None
 
     def forget(self, path: str) -> None:
+        """Drop what we know of a path, except that a writer has it open."""
         self._looks.pop(path, None)
+        self._closed.discard(path)
 
 
 def files_open_for_writing(paths: Iterable[str], proc: str = "/proc") -> set[str]:
