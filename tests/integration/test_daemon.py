@@ -128,3 +128,74 @@ def test_processes_sample_captures(daemon: DaemonProcess, site: Path) -> None:
     assert daemon.metric("netmon_flows_total", {"protocol": "udp"}) > 0
     assert daemon.metric("netmon_last_success_timestamp_seconds") > 0
     assert list((site / "out").rglob("*.csv")), "flow CSVs written"
+
+
+def test_dead_llm_and_alertmanager_degrade_health_but_never_block_flows(site: Path) -> None:
+    """A hanging LLM and an unreachable Alertmanager: files keep flowing, health degrades."""
+    import socket
+    import threading
+
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(16)  # accepts connections, never answers
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()  # nothing listens here: connection refused
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        hang.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(hang.accept()[0])
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    (site / "config.yaml").write_text(CONFIG + f"""\
+llm:
+  enabled: true
+  url: http://127.0.0.1:{hang.getsockname()[1]}/v1
+  timeout_seconds: 1
+  max_retries: 0
+alertmanager:
+  urls: [http://127.0.0.1:{closed_port}]
+  timeout_seconds: 1
+""")
+    d = DaemonProcess(site / "config.yaml").start()
+    try:
+        names = ["synscan.pcap", "icmp.pcap", "dns-edns-ecs.pcap", "tcp-handshake-reorder.pcap"]
+        for name in names:
+            shutil.copy(SAMPLES / name, site / "captures" / name)
+        d.wait_for(lambda: d.metric("netmon_files_processed_total", {"kind": "pcap"}) == 4,
+                   timeout=60, what="all files processed despite dead dependencies")
+        d.wait_for(lambda: (d.metric("netmon_llm_summaries_failed_total") or 0) >= 1
+                   and (d.metric("netmon_alerts_failed_total") or 0) >= 1,
+                   timeout=60, what="LLM and Alertmanager failures counted")
+        def both_failing() -> bool:
+            checks = json.loads(d.get("/health")[1])["checks"]
+            return not checks["llm"]["ok"] and not checks["alertmanager"]["ok"]
+
+        d.wait_for(both_failing, timeout=10, what="llm and alertmanager checks failing")
+        code, body = d.get("/health")
+        checks = json.loads(body)["checks"]
+        assert code == 200
+        assert json.loads(body)["state"] == "degraded"
+        assert "no answer within 1s" in checks["llm"]["reason"]
+        assert "Connection refused" in checks["alertmanager"]["reason"]
+        assert checks["capture_directory"]["ok"]
+        assert d.metric("netmon_health_check_ok", {"check": "llm"}) == 0
+        assert d.metric("netmon_up") == 1
+        reports = list((site / "out" / "windows").glob("window-*.json"))
+        assert reports, "window reports written with the templated summary"
+        assert all(json.loads(p.read_text())["summary"] for p in reports)
+    finally:
+        assert d.stop() == 0
+        stop.set()
+        t.join()
+        hang.close()
+        for s in accepted:
+            s.close()
