@@ -55,7 +55,8 @@ def col(flows: FlowBatch, name: str) -> np.ndarray:
 
 def num(flows: FlowBatch, name: str) -> np.ndarray:
     """Return a feature column with NaN (missing) read as 0."""
-    return np.nan_to_num(col(flows, name), nan=0.0)
+    c = col(flows, name)
+    return np.where(np.isnan(c), 0.0, c)
 
 
 def factorize_addrs(addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
