@@ -361,6 +361,31 @@ def test_workers_change_on_apply_config_without_losing_in_flight_files(tmp_path:
     assert len(of(events, FileStarted)) == 12
 
 
+def test_capture_settings_reloaded_while_a_series_waits(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    cap = tmp_path / "cap"
+    names = [f"r-{i}.pcap" for i in range(6)]
+    for k, name in enumerate(names):
+        (cap / name).write_bytes(b"SLOW 0.2")
+        os.utime(cap / name, ns=(10**18 + k * 10**9,) * 2)
+    svc = service(cfg)
+    svc.start()
+    try:
+        events = collect(svc, lambda ev: len(of(ev, FileDone)) == 2, 15)
+        (cap / "late-1.cap").write_bytes(b"ok")
+        svc.apply_config(dataclasses.replace(cfg, capture=dataclasses.replace(
+            cfg.capture, patterns=("*.pcap", "*.cap"), min_age_seconds=0.5)))
+        events = collect(svc, lambda ev: len(of(ev, FileDone)) == 7, 20, events)
+        time.sleep(0.5)
+        events.extend(svc.poll_events(0))
+    finally:
+        svc.stop(5)
+    order = done_names(events)
+    assert [n for n in order if n.startswith("r-")] == names  # still in order, each once
+    assert sorted(order) == sorted([*names, "late-1.cap"])
+    assert len(of(events, FileStarted)) == 7
+
+
 def test_parallel_false_processes_one_file_at_a_time(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, processing={"workers": 4, "parallel": False})
     write_files(tmp_path / "cap", [f"p{i}x.pcap" for i in range(4)], b"SLOW 0.2")

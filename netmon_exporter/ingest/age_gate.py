@@ -134,6 +134,11 @@ class AgeGate:
         look = self._looks.get(path)
         return look.identity if look else None
 
+    def prune_looks(self, keep: set[str]) -> None:
+        """Forget the looks at paths no longer followed (write marks stay)."""
+        for path in [p for p in self._looks if p not in keep]:
+            del self._looks[path]
+
     def forget(self, path: str) -> None:
         """Drop what we know of a path, except that a writer has it open."""
         self._looks.pop(path, None)

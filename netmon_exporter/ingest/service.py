@@ -381,9 +381,10 @@ class IngestService:
         if (oc.directory, oc.recursive) != (nc.directory, nc.recursive):
             self._start_watcher()
         if oc != nc:
+            # Re-judge waiting files under the new rules; what the age gate learnt stays.
             for path, t in list(self._tracked.items()):
                 if t.state != "running":
-                    self._forget(path)
+                    self._tracked.pop(path)
             self._finished.clear()
         if old.state.directory != cfg.state.directory:
             log.warning("state.directory changes only after a restart",
@@ -425,7 +426,7 @@ class IngestService:
         # forget ledger-less in-memory decisions: everything is looked up again
         for path, t in list(self._tracked.items()):
             if t.state != "running":
-                self._forget(path)
+                self._tracked.pop(path)
         with self._lock:
             self._scan_requested = True
 
@@ -477,6 +478,7 @@ class IngestService:
                 del self._finished[path]
         for path, st in found.items():
             self._observe(path, st, now)
+        self._gate.prune_looks(set(self._tracked))
         self._promote(now)
 
     def _look_at(self, paths: set[str], now: float) -> None:
