@@ -397,3 +397,18 @@ def test_random_batches_never_crash_and_evidence_is_json():
                 assert d.detector == det.name and d.source and d.target
 
     check()
+
+
+def test_beacon_history_stays_sorted_and_bounded():
+    cfg = dataclasses.replace(CFG.beacon, max_state_rows=1000, horizon_seconds=120)
+    det = BeaconDetector(cfg)
+    rng = np.random.default_rng(8)
+    for w in range(6):
+        start = T0 + 60 * w
+        batch = flows([{"src": f"10.0.{i % 7}.{i % 5}", "dport": int(p), "ts": start + float(t)}
+                       for i, (p, t) in enumerate(zip(rng.integers(1, 9, 400),
+                                                      rng.uniform(0, 60, 400), strict=True))])
+        det.detect(batch, start, start + 60)
+        assert len(det) <= 1000
+        assert (det._key[1:] >= det._key[:-1]).all()
+        assert det._ts.min() >= start + 60 - 120

@@ -76,10 +76,17 @@ class BeaconDetector:
             self._key, self._ts, self._bytes = self._key[keep], self._ts[keep], self._bytes[keep]
         order = np.argsort(key)
         key, ts, size = key[order], ts[order], size[order]
-        pos = np.searchsorted(self._key, key, side="right")
-        self._key = np.insert(self._key, pos, key)
-        self._ts = np.insert(self._ts, pos, ts)
-        self._bytes = np.insert(self._bytes, pos, size)
+        # Merge two sorted runs: new rows land after equal keys already kept.
+        at = np.searchsorted(self._key, key, side="right") + np.arange(len(key))
+        old = np.ones(len(self._key) + len(key), dtype=bool)
+        old[at] = False
+        merged = []
+        for kept, added in ((self._key, key), (self._ts, ts), (self._bytes, size)):
+            out = np.empty(len(old), dtype=kept.dtype)
+            out[old] = kept
+            out[at] = added
+            merged.append(out)
+        self._key, self._ts, self._bytes = merged
         excess = len(self._key) - self.cfg.max_state_rows
         if excess > 0:
             drop = np.argpartition(self._ts, excess)[:excess]
