@@ -214,6 +214,25 @@ def test_carried_flows_flushed_after_idle_timeout(tmp_path: Path) -> None:
         led.close()
 
 
+def test_quarantined_file_ends_the_flows_carried_into_it(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, processing={"max_retries": 0})
+    cap = tmp_path / "cap"
+    for k, (name, content) in enumerate([("q-1.pcap", b"ok"), ("q-2.pcap", b"BAD"),
+                                         ("q-3.pcap", b"ok")]):
+        (cap / name).write_bytes(content)
+        os.utime(cap / name, ns=(10**18 + k * 10**9,) * 2)
+    svc = service(cfg)
+    svc.start()
+    try:
+        events = collect(svc, lambda ev: len(of(ev, FileDone)) == 2, 15)
+    finally:
+        svc.stop(5)
+    kinds = [type(e).__name__ for e in events if not isinstance(e, FileStarted)]
+    assert kinds == ["FileDone", "FileFailed", "CarryFlushed", "FileQuarantined", "FileDone"]
+    assert len(of(events, CarryFlushed)[0].flows) == 1  # q-1's open flows
+    assert (tmp_path / "out" / "flows" / "q-3.pcap.out").read_bytes() == b""  # fresh start
+
+
 def test_carry_survives_a_restart_instead_of_being_flushed(tmp_path: Path) -> None:
     cfg = make_config(tmp_path)
     cap = tmp_path / "cap"

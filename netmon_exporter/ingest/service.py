@@ -743,6 +743,11 @@ class IngestService:
             return
         self._emit(FileFailed(t.path, t.kind, reason, message, attempt, False, category))
         self._forget(t.path)
+        if t.use_carry and t.series in self._carries:
+            # The series is broken at this file: end the flows carried into it (as if
+            # no next file had come), so the next file neither continues them across
+            # the gap nor inherits a carry that may be what made this one fail.
+            self._end_carry(t.series)
         self._note(now, "quarantined")
         c = self._cfg
         try:
@@ -773,24 +778,31 @@ class IngestService:
                 continue
             if cfg.flows.carry_across_files and now - stored < cfg.flows.idle_timeout_seconds:
                 continue
-            try:
-                blob = self._ledger.get_carry(series)
-                # Dropped before the flows are handed out: a crash here loses a few
-                # open flows rather than counting them twice.
-                self._ledger.drop_carry(series)
-            except LedgerError as exc:
-                self._ledger_failed(exc)
+            if not self._end_carry(series):
                 return
-            self._carries.pop(series, None)
-            if blob is None:
-                continue
-            try:
-                flows = self._finish(blob, flow_settings(cfg))
-            except Exception as exc:  # noqa: BLE001 - a bad carry must not stop ingestion
-                self._emit(IngestError("internal", f"cannot end the flows carried for series "
-                                                   f"{series!r}: {exc}"))
-                continue
-            self._emit(CarryFlushed(flows, series))
+
+    def _end_carry(self, series: str) -> bool:
+        """End the flows carried for ``series`` and report them; False if the ledger failed."""
+        assert self._ledger is not None
+        try:
+            blob = self._ledger.get_carry(series)
+            # Dropped before the flows are handed out: a crash here loses a few
+            # open flows rather than counting them twice.
+            self._ledger.drop_carry(series)
+        except LedgerError as exc:
+            self._ledger_failed(exc)
+            return False
+        self._carries.pop(series, None)
+        if blob is None:
+            return True
+        try:
+            flows = self._finish(blob, flow_settings(self._cfg))
+        except Exception as exc:  # noqa: BLE001 - a bad carry must not stop ingestion
+            self._emit(IngestError("internal", f"cannot end the flows carried for series "
+                                               f"{series!r}: {exc}"))
+            return True
+        self._emit(CarryFlushed(flows, series))
+        return True
 
     # ------------------------------------------------------------------ housekeeping
     def _housekeeping(self, now: float) -> None:
