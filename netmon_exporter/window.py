@@ -6,6 +6,10 @@ length) passes its end, so flows that end a little later, or come from the next
 capture file, still land in their window. Flows that arrive for a window already
 closed are *late*: they go to the oldest window still open and are counted as
 ``late_flows`` in its report (nothing is dropped, nothing counted twice).
+Flows more than ``BACKFILL_SECONDS`` older than the closed boundary are a
+*backfill* (old captures dropped in for analysis, another sensor's timeline): they
+get windows of their own, which close at once, so their detections and reports
+carry their real times instead of being mixed into today's window.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
     from .analysis import WindowAnalysis
 
 REPORT_SCHEMA_VERSION = 1
+BACKFILL_SECONDS = 3600.0   # late by more than this: the flows get their own windows
 MAX_FUTURE_SECONDS = 86400.0   # packet times beyond now + this are treated as unusable
 REPORT_PREFIX = "window-"
 _PROTOCOLS = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
@@ -121,7 +126,8 @@ class WindowAggregator:
         first = np.where(np.isfinite(first) & (first <= horizon), first, fallback)
         index = np.floor(first / self.length).astype(np.int64)
         if self._closed_until is not None:
-            late = index < self._closed_until
+            backfill_before = self._closed_until - max(1, int(BACKFILL_SECONDS // self.length))
+            late = (index < self._closed_until) & (index >= backfill_before)
             if late.any():
                 self._late[self._closed_until] = (self._late.get(self._closed_until, 0)
                                                   + int(late.sum()))

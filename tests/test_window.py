@@ -149,3 +149,17 @@ def test_a_broken_future_timestamp_does_not_drag_the_watermark(tmp_path):
     assert agg.watermark < BASE
     (w,) = agg.flush()
     assert w.start == BASE and len(w.flows) == 2
+
+
+def test_backfilled_old_capture_gets_its_own_windows(tmp_path):
+    """Flows hours older than what is closed are not mixed into the current window."""
+    agg = WindowAggregator(WindowsConfig(length_seconds=60), tmp_path)
+    now_flows = make_batch(2, first_ts=[BASE + 600, BASE + 900], last_ts=[BASE + 601, BASE + 901])
+    closed = agg.add(now_flows)
+    assert [w.start for w in closed] == [BASE + 600]
+    old = BASE - 86400  # a capture from the day before, dropped in late
+    old_flows = make_batch(3, first_ts=[old, old + 1, old + 70], last_ts=[old, old + 2, old + 71])
+    closed = agg.add(old_flows)
+    assert [(w.start, len(w.flows), w.late_flows) for w in closed] == [
+        (old, 2, 0), (old + 60, 1, 0)]
+    assert agg.open_windows() == 1  # the current window (BASE+900) is still open
