@@ -17,33 +17,32 @@ def _put_int(out, w, v):
     if v == 0:
         out[w] = 48
         return w + 1
-    k = 0
-    tmp = v
-    while tmp > 0:
-        tmp //= 10
+    k = 1  # digit count by comparisons: one division per digit, not two
+    p = np.int64(10)
+    while k < 19 and v >= p:
         k += 1
+        p *= 10
+    u = np.uint64(v)  # unsigned: division by 10 without floor-division fix-ups
     for j in range(k - 1, -1, -1):
-        out[w + j] = 48 + v % 10
-        v //= 10
+        out[w + j] = np.uint8(48 + u % np.uint64(10))
+        u //= np.uint64(10)
     return w + k
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _put_float(out, w, x):
     """Write ``x``: integral values as integers, others with 6 significant decimals."""
     if x != x:
         return w  # NaN: empty field
-    if x == np.inf:
-        for c in (73, 110, 102):  # Inf
-            out[w] = c
-            w += 1
-        return w
-    if x == -np.inf:
-        for c in (45, 73, 110, 102):
-            out[w] = c
-            w += 1
-        return w
     ax = abs(x)
+    if ax == np.inf:
+        if x < 0:
+            out[w] = 45
+            w += 1
+        out[w] = 73  # Inf
+        out[w + 1] = 110
+        out[w + 2] = 102
+        return w + 3
     if ax < 1e15 and x == np.floor(x):
         return _put_int(out, w, np.int64(x))
     if ax >= 1e12 or ax < 1e-6:
@@ -103,7 +102,7 @@ def _put_float(out, w, x):
     return w
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _put_text(out, w, t, i):
     for k in range(t.shape[1]):
         c = t[i, k]
@@ -173,7 +172,7 @@ def _put2(out, w, v):
     return w + 2
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _put_time(out, w, us):
     """Write epoch microseconds as ``YYYY-MM-DD HH:MM:SS.ffffff`` (UTC)."""
     days = us // 86400000000
@@ -245,7 +244,7 @@ def _format(src, dst, sport, dport, proto, ts_us, ts_ok, label, qname, nums, out
         w += 1
         if ts_ok[i]:
             w = _put_time(out, w, ts_us[i])
-        nf = nums.shape[0]
+        nf = nums.shape[1]
         for k in range(nf):
             out[w] = 44
             w += 1
@@ -253,7 +252,12 @@ def _format(src, dst, sport, dport, proto, ts_us, ts_ok, label, qname, nums, out
                 w = _put_text(out, w, label, i)
                 out[w] = 44
                 w += 1
-            w = _put_float(out, w, nums[k, i])
+            v = nums[i, k]
+            if v == 0.0:  # the most common value: no call
+                out[w] = 48
+                w += 1
+            elif v == v:
+                w = _put_float(out, w, v)
         out[w] = 44
         w += 1
         w = _put_text(out, w, qname, i)
@@ -305,8 +309,10 @@ def format_flows(src: np.ndarray, dst: np.ndarray, sport: np.ndarray, dport: np.
     ts_us = np.where(ts_ok, us, 0).astype(np.int64)
     lab = _fixed(np.asarray(label, dtype=object))
     qn = _fixed(np.asarray(qname, dtype=object))
-    mat = np.ascontiguousarray(np.vstack(nums), dtype=np.float64)
-    per_row = 4 * 40 + 27 + lab.shape[1] + qn.shape[1] + 40 + mat.shape[0] * 24
+    mat = np.empty((n, len(nums)), dtype=np.float64)  # row-major: one row per flow
+    for k, col in enumerate(nums):
+        mat[:, k] = col
+    per_row = 4 * 40 + 27 + lab.shape[1] + qn.shape[1] + 40 + mat.shape[1] * 24
     out = np.empty(n * per_row, dtype=np.uint8)
     w = _format(a, b, np.asarray(sport), np.asarray(dport), np.asarray(proto), ts_us, ts_ok,
                 lab, qn, mat, out)
