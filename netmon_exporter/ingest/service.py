@@ -305,6 +305,7 @@ class IngestService:
 
     def _startup(self) -> None:
         self._pool = WorkerPool(self._process, self._concurrency())
+        self._pool.idle()  # start the workers now, not when the first file is ready
         self._open_ledger()
         self._update_status()
 
