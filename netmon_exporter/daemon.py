@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from .health import HealthInputs, HealthReport, evaluate
 from .http_server import Endpoints, HttpServer, ReloadOutcome
 from .logging_setup import FORMATS, LEVELS, setup_logging
 from .metrics import Metrics, build_metrics
+from .models import ModelError
 from .summarise import template_summary
 from .web_config import WebConfigError, load_web_config
 
@@ -80,25 +82,40 @@ class ConfigHolder:
         cfg = load_config(path)
         return cls(path, cfg, _digest(path))
 
-    def try_reload(self) -> tuple[Config | None, ReloadOutcome]:
-        """Validate the file; return the new config (None if unchanged or invalid)."""
+    def try_reload(self, prepare: Callable[[Config, Config], Callable[[], None]]
+                   ) -> ReloadOutcome:
+        """Validate the file and swap it in, all or nothing.
+
+        ``prepare(new, old)`` does everything that can fail (loading models) without
+        changing what runs, and returns the commit step; only when it succeeds is the
+        config swapped and the commit step run.
+        """
         with self.lock:
             try:
                 digest = _digest(self.path)
             except OSError as exc:
-                return None, ReloadOutcome(False, f"cannot read {self.path}: {exc}")
+                return ReloadOutcome(False, f"cannot read {self.path}: {exc}")
             if digest == self.digest:
-                return None, ReloadOutcome(True, "configuration unchanged")
+                return ReloadOutcome(True, "configuration unchanged")
             try:
                 new = load_config(self.path)
             except ConfigError as exc:
-                return None, ReloadOutcome(False, "; ".join(exc.errors))
+                return ReloadOutcome(False, "; ".join(exc.errors))
+            try:
+                commit = prepare(new, self.config)
+            except ReloadError as exc:
+                return ReloadOutcome(False, str(exc))
             restart = tuple(restart_required_changes(self.config, new))
             self.config, self.digest = new, digest
+            commit()
             msg = "configuration reloaded"
             if restart:
                 msg += "; these changes need a restart to take effect: " + ", ".join(restart)
-            return new, ReloadOutcome(True, msg, restart)
+            return ReloadOutcome(True, msg, restart)
+
+
+class ReloadError(Exception):
+    """A valid config that cannot be applied (e.g. its model file cannot be loaded)."""
 
 
 def _digest(path: Path) -> str:
@@ -145,6 +162,8 @@ class Daemon:
         self._seed_counters()
         recording.record_settings(self.m, self.holder.config)
         recording.record_models(self.m, self.analyzer.model_info())
+        for model in self.analyzer.models():
+            recording.preinit_classes(self.m, model.classes)
         self.m.reload_successful.set(1)
         self.m.reload_success_ts.set(time.time())
         self.ingest.start()
@@ -215,8 +234,7 @@ class Daemon:
 
     def _reload(self) -> ReloadOutcome:
         self.m.reloads.inc()
-        old = self.holder.config
-        new, outcome = self.holder.try_reload()
+        outcome = self.holder.try_reload(self._prepare)
         if not outcome.ok:
             self.m.reloads_failed.inc()
             self.m.reload_successful.set(0)
@@ -224,19 +242,26 @@ class Daemon:
             log.error("configuration reload failed; keeping the old configuration",
                       extra={"file": str(self.holder.path), "err": outcome.message})
             return outcome
-        if new is not None:
-            self._apply(new, old)
-            for key in outcome.restart_required:
-                log.warning("setting changed but needs a restart", extra={"key": key})
+        for key in outcome.restart_required:
+            log.warning("setting changed but needs a restart", extra={"key": key})
         self.m.reload_successful.set(1)
         self.m.reload_success_ts.set(time.time())
         log.info(outcome.message, extra={"file": str(self.holder.path)})
         return outcome
 
+    def _prepare(self, cfg: Config, old: Config) -> Callable[[], None]:
+        # Models load first: a model that cannot be loaded fails the whole reload and
+        # leaves every component as it was.
+        try:
+            self.analyzer.reload(cfg.detectors, cfg.models)
+        except ModelError as exc:
+            self.m.errors.labels("model").inc()
+            raise ReloadError(f"models: {exc}") from None
+        return lambda: self._apply(cfg, old)
+
     def _apply(self, cfg: Config, old: Config) -> None:
         self.ingest.apply_config(cfg)
         self.aggregator.reconfigure(cfg.windows)
-        self.analyzer.reload(cfg.detectors, cfg.models)
         if cfg.llm != old.llm:
             self.summariser = type(self.summariser)(cfg.llm)
             self._llm_error = None
@@ -246,6 +271,8 @@ class Daemon:
             self._am_error = None
         recording.record_settings(self.m, cfg)
         recording.record_models(self.m, self.analyzer.model_info())
+        for model in self.analyzer.models():
+            recording.preinit_classes(self.m, model.classes)
 
     # -- events
     def _handle(self, event: Any) -> None:
@@ -446,7 +473,12 @@ def run_daemon(argv: list[str]) -> int:
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     metrics = build_metrics(registry)
-    daemon = Daemon(holder, metrics, args.telemetry_path)
+    try:
+        daemon = Daemon(holder, metrics, args.telemetry_path)
+    except ModelError as exc:
+        log.error("cannot load a configured model; not starting", extra={"err": str(exc)})
+        print(f"model error: {exc}", file=sys.stderr)
+        return 1
 
     def reload_from_http() -> ReloadOutcome:
         try:

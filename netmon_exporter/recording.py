@@ -96,16 +96,25 @@ def record_analysis(m: Metrics, analysis: Any) -> None:
 
 
 def _observe_many(m: Metrics, values: np.ndarray) -> None:
-    # Histogram.observe per value is slow for 100k flows: bucket with numpy and add in bulk.
+    """Observe many values at once: bucket with numpy, then add per bucket.
+
+    ``Histogram.observe`` per value costs ~1 µs each, too much for every flow of a big
+    window. prometheus-client has no public bulk API, so this adds to its per-bucket
+    values; if its internals ever change, fall back to observing one by one.
+    """
     hist = m.anomaly_score
-    bounds = np.asarray(hist._upper_bounds, dtype=np.float64)  # noqa: SLF001 - no public API
-    idx = np.searchsorted(bounds, values, side="left")
-    counts = np.bincount(idx, minlength=len(bounds))
-    with hist._lock:  # noqa: SLF001
-        for i, c in enumerate(counts.tolist()):
-            if c:
-                hist._buckets[i].inc(c)  # noqa: SLF001
-        hist._sum.inc(float(values.sum()))  # noqa: SLF001
+    try:
+        bounds = np.asarray(hist._upper_bounds, dtype=np.float64)  # noqa: SLF001
+        buckets, total = hist._buckets, hist._sum  # noqa: SLF001
+    except AttributeError:  # pragma: no cover - depends on the client version
+        for v in values.tolist():
+            hist.observe(v)
+        return
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    for bucket, c in zip(buckets, counts.tolist(), strict=False):
+        if c:
+            bucket.inc(c)
+    total.inc(float(values.sum()))
 
 
 def record_active_detections(m: Metrics, active: Mapping[str, int]) -> None:
@@ -165,3 +174,9 @@ def seed_from_totals(m: Metrics, totals: Any) -> None:
 def record_quarantined_n(m: Metrics, kind: str, reason: str, n: int) -> None:
     m.files_quarantined.labels(_label(kind, FILE_KINDS, "pcap"),
                                _label(reason, FAIL_REASONS, "internal")).inc(n)
+
+
+def preinit_classes(m: Metrics, classes: Iterable[str]) -> None:
+    """Create the classification series of a loaded model's classes (bounded by the model)."""
+    for cls in classes:
+        m.classifications.labels(str(cls)[:64])

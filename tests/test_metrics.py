@@ -83,3 +83,22 @@ def test_promtool_check_metrics_is_clean() -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip() == "" and proc.stderr.strip() == ""
+
+
+def test_bulk_anomaly_scores_match_single_observations() -> None:
+    import numpy as np
+
+    from netmon_exporter.recording import _observe_many
+
+    values = np.array([0.0, 0.05, 0.1, 0.5, 0.55, 0.95, 1.0, 0.3])
+    bulk, single = CollectorRegistry(), CollectorRegistry()
+    _observe_many(build_metrics(bulk), values)
+    m = build_metrics(single)
+    for v in values:
+        m.anomaly_score.observe(float(v))
+    for le in ("0.1", "0.5", "0.6", "1.0", "+Inf"):
+        labels = {"le": le}
+        assert bulk.get_sample_value("netmon_anomaly_score_bucket", labels) == \
+            single.get_sample_value("netmon_anomaly_score_bucket", labels), le
+    assert bulk.get_sample_value("netmon_anomaly_score_count") == len(values)
+    assert abs(bulk.get_sample_value("netmon_anomaly_score_sum") - values.sum()) < 1e-9

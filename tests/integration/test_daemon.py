@@ -199,3 +199,42 @@ alertmanager:
         hang.close()
         for s in accepted:
             s.close()
+
+
+def test_trained_model_is_loaded_and_described(site: Path) -> None:
+    """`train --baseline` output configured in models.anomaly_path is loaded and exported."""
+    import sys
+
+    model = site / "state" / "models" / "anomaly.skops"
+    proc = subprocess.run([sys.executable, "-m", "netmon_exporter", "train", "--baseline",
+                           str(SAMPLES / "ftp-cwd-navigation.pcap"),
+                           str(SAMPLES / "dns-edns-ecs.pcap"), "-o", str(model), "--trees", "20"],
+                          capture_output=True, text=True, timeout=300, cwd=site)
+    assert proc.returncode == 0, proc.stderr
+    (site / "config.yaml").write_text(CONFIG + f"models:\n  anomaly_path: {model}\n")
+    d = DaemonProcess(site / "config.yaml").start()
+    try:
+        assert d.metric("netmon_model_loaded", {"kind": "anomaly"}) == 1
+        assert d.metric("netmon_model_loaded", {"kind": "classifier"}) == 0
+        assert d.metric("netmon_model_info", {"kind": "anomaly"}) == 1
+        shutil.copy(SAMPLES / "synscan.pcap", site / "captures" / "synscan.pcap")
+        shutil.copy(SAMPLES / "icmp.pcap", site / "captures" / "icmp.pcap")
+        d.wait_for(lambda: (d.metric("netmon_flows_analysed_total") or 0) > 0, timeout=60,
+                   what="flows analysed")
+        count = d.metric("netmon_anomaly_score_count")
+        assert count is not None and count > 0
+        # A broken model file on reload is refused; the loaded model stays.
+        bad = site / "state" / "models" / "bad.skops"
+        bad.write_bytes(b"not a model")
+        (site / "config.yaml").write_text(CONFIG + f"models:\n  anomaly_path: {bad}\n")
+        code, body = d.get("/-/reload", method="POST")
+        assert code == 500 and "models:" in json.loads(body)["message"], body
+        assert d.metric("netmon_config_last_reload_successful") == 0
+        assert d.metric("netmon_model_loaded", {"kind": "anomaly"}) == 1
+        assert d.metric("netmon_errors_total", {"category": "model"}) == 1
+    finally:
+        assert d.stop() == 0
+    # The same broken model at start-up: refused with a clear message, no traceback.
+    proc = subprocess.run(d.args, capture_output=True, text=True, timeout=120, cwd=site)
+    assert proc.returncode == 1 and "model error:" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
