@@ -35,12 +35,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
 from .config import AlertmanagerConfig
 from .detection import Detection
+from .redaction import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -522,15 +522,3 @@ def _short_cause(exc: BaseException) -> str:
         return inner.strerror
     return type(inner).__name__
 
-
-def redact_url(url: str) -> str:
-    """Remove ``user:password@`` from a URL so it can be logged."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid URL>"
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(
-        (parts.scheme, parts.netloc.rsplit("@", 1)[1], parts.path, parts.query, parts.fragment)
-    )

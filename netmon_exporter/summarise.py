@@ -25,11 +25,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
 from .config import LLMConfig
+from .redaction import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -363,18 +363,6 @@ def _redact(text: str, key: str) -> str:
 
 def _chat_url(base: str) -> str:
     return base.rstrip("/") + "/chat/completions"
-
-
-def redact_url(url: str) -> str:
-    """Remove ``user:password@`` from a URL so it can be logged."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid URL>"
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 # -------------------------------------------------------------------- prompt
