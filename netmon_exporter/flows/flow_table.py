@@ -325,14 +325,16 @@ def _update(S, status, f, d, P, PE, i, buf, pool, st, params):
 
 
 @njit(cache=True)
-def process_packets(P, PE, buf, K, S, status, table, pool, st, params):
-    """Add every decodable packet of ``P`` to its flow.
+def process_packets(P, PE, buf, K, S, status, table, pool, st, params, start):
+    """Add the decodable packets of ``P[start:]`` to their flows; return where it stopped.
 
-    ``st`` = [number of flows, pool bytes used, latest timestamp seen].
+    Stops early (returning the index of the packet not yet added) when a new flow
+    would exceed the flow arrays or half the hash table: the caller grows them and
+    calls again. ``st`` = [number of flows, pool bytes used, latest timestamp seen].
     """
     mask = len(table) - 1
     nflows = st[0]
-    for i in range(P.shape[0]):
+    for i in range(start, P.shape[0]):
         if P[i, D.F_STATUS] != D.ST_OK:
             continue
         ts = P[i, D.F_TS]
@@ -372,6 +374,9 @@ def process_packets(P, PE, buf, K, S, status, table, pool, st, params):
                                                              P[i, D.F_FLAGS], params):
             _close(S, status, f)
         if f == -1 or status[f] == FLOW_DONE:
+            if nflows >= len(status) or 2 * (nflows + 1) > len(table):
+                st[0] = nflows
+                return i
             f = nflows
             nflows += 1
             # The client is the sender of the first packet, unless that packet is a
@@ -385,6 +390,7 @@ def process_packets(P, PE, buf, K, S, status, table, pool, st, params):
         d = 0 if fwd_is_a == src_is_a else 1
         _update(S, status, f, d, P, PE, i, buf, pool, st, params)
     st[0] = nflows
+    return P.shape[0]
 
 
 @njit(cache=True)
@@ -485,17 +491,28 @@ class FlowTable:
         K[:n], S[:n], status[:n] = self.K[:n], self.S[:n], self.status[:n]
         self.K, self.S, self.status = K, S, status
 
-    def add(self, P: np.ndarray, PE: np.ndarray, buf: np.ndarray) -> FinishedFlows:
-        """Add one chunk of packets; return the flows that are certainly finished."""
-        n_open = int(self.st[0])
-        need = n_open + P.shape[0]
-        self._reserve(need)
-        size = _pow2(2 * need)
+    def _index(self) -> None:
+        """(Re)build the hash table over the open flows, sized for the flow arrays."""
+        size = _pow2(2 * len(self.status) + 2)
         if len(self.table) < size or len(self.table) > 4 * size:
             self.table = np.empty(size, dtype=np.int64)
-        rebuild_table(self.K, self.status, n_open, self.table)
-        process_packets(P, PE, buf, self.K, self.S, self.status, self.table, self.pool,
-                        self.st, self.params)
+        rebuild_table(self.K, self.status, int(self.st[0]), self.table)
+
+    def add(self, P: np.ndarray, PE: np.ndarray, buf: np.ndarray) -> FinishedFlows:
+        """Add one chunk of packets; return the flows that are certainly finished."""
+        n = P.shape[0]
+        # Room for the open flows and a guess at the new ones; grown on demand, so
+        # memory follows the number of flows, not the chunk size.
+        self._reserve(int(self.st[0]) + n // 8 + 1024)
+        self._index()
+        i = 0
+        while True:
+            i = process_packets(P, PE, buf, self.K, self.S, self.status, self.table,
+                                self.pool, self.st, self.params, i)
+            if i >= n:
+                break
+            self._reserve(int(self.st[0]) + max(1024, (n - i) // 4))
+            self._index()
         expire(self.S, self.status, int(self.st[0]), float(self.st[2]), self.params, False)
         return self._harvest()
 
@@ -506,6 +523,16 @@ class FlowTable:
 
     def _harvest(self) -> FinishedFlows:
         n = int(self.st[0])
+        if n and (self.status[:n] == FLOW_DONE).all():
+            # everything ended (end of capture): hand out views, no copy
+            pool = self.pool[: int(self.st[1])].copy()
+            out = FinishedFlows(self.K[:n], self.S[:n], pool)
+            self.K = np.zeros((0, NK), dtype=np.int64)
+            self.S = np.zeros((0, NS), dtype=np.float64)
+            self.status = np.zeros(0, dtype=np.int8)
+            self.st[0] = 0
+            self.st[1] = 0
+            return out
         done = np.flatnonzero(self.status[:n] == FLOW_DONE)
         names = self.S[done, S_QPOOL_LEN] > 0
         pool = self.pool[: int(self.st[1])].copy() if names.any() else self.pool[:0].copy()
