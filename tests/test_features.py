@@ -279,3 +279,17 @@ def test_dns_features(tmp_path: Path) -> None:
     other = _write(tmp_path / "u.pcap", [(1.0, Ether() / IP(src=C, dst=S) / UDP(dport=9))])
     fu = process_file(other, FlowSettings()).flows
     assert np.isnan(fu["dns_queries"][0]) and fu["dns_qname"][0] == ""
+
+
+def test_flow_batch_has_every_schema_column_with_its_dtype() -> None:
+    from netmon_exporter.flow_schema import FEATURE_COLUMNS, KEY_COLUMNS, STRING_COLUMNS
+
+    fl = process_file(DATA / "dns-edns-ecs.pcap", FlowSettings()).flows
+    assert set(fl.columns) == set(KEY_COLUMNS) | set(FEATURE_COLUMNS) | set(STRING_COLUMNS)
+    for name, dtype in KEY_COLUMNS.items():
+        assert fl[name].dtype == dtype, name
+    for name in FEATURE_COLUMNS:
+        assert fl[name].dtype == np.float64, name
+    for name in STRING_COLUMNS:
+        assert fl[name].dtype == object, name
+    assert all(len(v) == len(fl) for v in fl.columns.values())
