@@ -692,3 +692,35 @@ def test_real_pipeline_quarantines_truncated_and_random_files_with_readable_reas
     assert totals.flows == sum(e.result.flow_count for e in of(events, FileDone))
     assert sum(totals.flows_by_protocol.values()) == totals.flows
     assert totals.csv_rows == sum(e.result.csv_rows for e in of(events, FileDone))
+
+
+def test_flow_csv_names_are_deterministic_and_unique_per_identity(tmp_path: Path) -> None:
+    from netmon_exporter.ingest.disposal import flow_csv_name
+
+    cap = tmp_path / "cap"
+    t = 1_790_000_000 * 10**9 + 123
+    assert flow_csv_name(cap / "ring0.pcap", cap, t) == "ring0.pcap_20260921T141320Z_Flow.csv"
+    assert flow_csv_name(cap / "ring0.pcap", cap, t + 10**9) != flow_csv_name(
+        cap / "ring0.pcap", cap, t)
+    assert flow_csv_name(cap / "east" / "a.pcap.gz", cap, t) == \
+        "east__a.pcap_20260921T141320Z_Flow.csv"
+
+
+def test_ring_buffer_name_reused_keeps_both_flow_csvs(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    cap = tmp_path / "cap"
+    svc = IngestService(cfg, settle_seconds=0.2, unwatched_quiet_seconds=0.0)
+    svc.start()
+    try:
+        (cap / "ring0.pcap").write_bytes((REPO / "samples" / "icmp.pcap").read_bytes())
+        events = collect(svc, lambda ev: len(of(ev, FileDone)) == 1, 30)
+        # the ring wraps: same name, new content
+        (cap / "ring0.pcap").write_bytes((REPO / "samples" / "dns-edns-ecs.pcap").read_bytes())
+        os.utime(cap / "ring0.pcap", (time.time() + 5, time.time() + 5))
+        events = collect(svc, lambda ev: len(of(ev, FileDone)) == 2, 30, events)
+    finally:
+        svc.stop(5)
+    written = [Path(e.result.csv_path) for e in of(events, FileDone)]
+    assert len(set(written)) == 2 and all(p.exists() and p.stat().st_size > 0 for p in written)
+    assert sorted(p.name for p in (tmp_path / "out" / "flows").iterdir()) == sorted(
+        p.name for p in written)

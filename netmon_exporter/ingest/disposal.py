@@ -101,6 +101,25 @@ def _free_name(target: Path) -> Path:
     raise FileExistsError(f"no free name for {target}")
 
 
+def flow_csv_name(path: Path, capture_directory: Path, mtime_ns: int) -> str:
+    """Name the flow CSV of one capture: deterministic, and unique per file identity.
+
+    CICFlowMeter's ``<name>_Flow.csv`` plus the capture's mtime (UTC), so a redo
+    after a crash rewrites the same CSV while a file replaced under the same name
+    (a ring buffer of ``tcpdump -W``) gets a new one; subdirectories are part of
+    the name, so equal names in different folders do not clash.
+    """
+    try:
+        rel = path.relative_to(capture_directory)
+    except ValueError:
+        rel = Path(path.name)
+    name = "__".join(rel.parts)
+    if name.endswith(".gz"):
+        name = name[:-3]
+    stamp = dt.datetime.fromtimestamp(mtime_ns // 1_000_000_000, dt.UTC)
+    return f"{name}_{stamp:%Y%m%dT%H%M%S}Z_Flow.csv"
+
+
 def prune_flow_csvs(directory: Path, *, now: float, retention_hours: float,
                     max_files: int) -> list[Path]:
     """Delete flow CSVs older than the retention or beyond the newest ``max_files``.

@@ -42,7 +42,14 @@ from .age_gate import (
     AgeGate,
     Identity,
 )
-from .disposal import FLOWS_DIR, QuarantineNote, after_processing, prune_flow_csvs, quarantine
+from .disposal import (
+    FLOWS_DIR,
+    QuarantineNote,
+    after_processing,
+    flow_csv_name,
+    prune_flow_csvs,
+    quarantine,
+)
 from .events import (
     CarryFlushed,
     Event,
@@ -56,7 +63,7 @@ from .events import (
 )
 from .ledger import DONE, FAILED, QUARANTINED, Entry, Ledger, LedgerError, Totals, read_totals
 from .watcher import Watcher, file_kind, in_shard, matches, scan, series_of
-from .workers import Outcome, ProcessFn, Task, WorkerPool
+from .workers import Outcome, ProcessFn, Task, WorkerPool, takes_csv_path
 
 __all__ = [
     "CarryFlushed", "Event", "FileDone", "FileFailed", "FileQuarantined", "FileSkipped",
@@ -149,6 +156,7 @@ class IngestService:
         self._clock = clock
         self._process: ProcessFn = process if process is not None else pipeline.process_file
         self._finish = finish if finish is not None else pipeline.finish_carry
+        self._takes_csv_path = takes_csv_path(self._process)
         self._rng = rng or random.Random()
         self._max_pending_results = max_pending_results
         self._undelivered_results = 0  # FileDone events not yet polled (they hold flows)
@@ -653,9 +661,13 @@ class IngestService:
         if csv_dir:
             with contextlib.suppress(OSError):
                 os.makedirs(csv_dir, exist_ok=True)
+        csv_path = None
+        if csv_dir and self._takes_csv_path:
+            csv_path = os.path.join(csv_dir, flow_csv_name(Path(t.path), c.capture.directory,
+                                                           t.identity.mtime_ns))
         task = Task(key=t.entry_id, path=t.path, settings=flow_settings(c), carry=carry,
                     csv_dir=csv_dir, final=not use_carry,
-                    timeout_seconds=c.processing.file_timeout_seconds)
+                    timeout_seconds=c.processing.file_timeout_seconds, csv_path=csv_path)
         self._pool.submit(task)
         t.state = "running"
         t.use_carry = use_carry

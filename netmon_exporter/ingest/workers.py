@@ -11,6 +11,7 @@ threads, cheap to replace) and die with it when the daemon dies, even by
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import logging
 import multiprocessing
@@ -47,6 +48,7 @@ class Task:
     csv_dir: str | None
     final: bool
     timeout_seconds: float
+    csv_path: str | None = None  # exact flow CSV path, for process functions that take one
 
 
 @dataclass(frozen=True)
@@ -103,9 +105,10 @@ def worker_main(conn: multiprocessing.connection.Connection, process: ProcessFn)
             return
         t0 = time.perf_counter()
         try:
+            extra = {"csv_path": Path(task.csv_path)} if task.csv_path else {}
             result = process(Path(task.path), task.settings, carry=task.carry,
                              csv_dir=Path(task.csv_dir) if task.csv_dir else None,
-                             final=task.final)
+                             final=task.final, **extra)
             msg: tuple[Any, ...] = ("ok", result)
         except CaptureFormatError as exc:
             msg = ("fail", exc.reason, str(exc))
@@ -125,6 +128,15 @@ def worker_main(conn: multiprocessing.connection.Connection, process: ProcessFn)
         except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result
             conn.send(("fail", "internal", f"cannot return the result: {exc}",
                        time.perf_counter() - t0))
+
+
+def takes_csv_path(process: ProcessFn) -> bool:
+    """Return whether ``process`` accepts ``csv_path`` (the real pipeline does)."""
+    try:
+        params = inspect.signature(process).parameters
+    except (TypeError, ValueError):
+        return False
+    return "csv_path" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 class WorkerPool:
