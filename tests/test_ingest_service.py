@@ -724,3 +724,41 @@ def test_ring_buffer_name_reused_keeps_both_flow_csvs(tmp_path: Path) -> None:
     assert len(set(written)) == 2 and all(p.exists() and p.stat().st_size > 0 for p in written)
     assert sorted(p.name for p in (tmp_path / "out" / "flows").iterdir()) == sorted(
         p.name for p in written)
+
+
+def test_flow_csv_retention_by_age_and_count(tmp_path: Path) -> None:
+    from netmon_exporter.ingest.disposal import prune_flow_csvs
+
+    now = 1_800_000_000.0
+    for i, age_h in enumerate([0.5, 1.5, 2.5, 30, 50]):
+        p = tmp_path / f"f{i}_Flow.csv"
+        p.write_text("x")
+        os.utime(p, (now - age_h * 3600,) * 2)
+    (tmp_path / ".f9_Flow.csv.123.tmp").write_text("being written")
+    (tmp_path / "notes.txt").write_text("not ours")
+    os.utime(tmp_path / "notes.txt", (0, 0))
+    deleted = prune_flow_csvs(tmp_path, now=now, retention_hours=24, max_files=2)
+    assert sorted(p.name for p in deleted) == ["f2_Flow.csv", "f3_Flow.csv", "f4_Flow.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".f9_Flow.csv.123.tmp", "f0_Flow.csv", "f1_Flow.csv", "notes.txt"]
+    assert prune_flow_csvs(tmp_path, now=now, retention_hours=0, max_files=0) == []
+    assert prune_flow_csvs(tmp_path / "missing", now=now, retention_hours=1, max_files=1) == []
+
+
+def test_service_prunes_old_flow_csvs_on_its_interval(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    cfg = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, retention_hours=1.0,
+                                                              max_flow_csv_files=0))
+    flows = tmp_path / "out" / "flows"
+    flows.mkdir(parents=True)
+    old, fresh = flows / "old_Flow.csv", flows / "fresh_Flow.csv"
+    for p in (old, fresh):
+        p.write_text("x")
+    os.utime(old, (time.time() - 7200,) * 2)
+    svc = service(cfg)
+    svc.start()
+    try:
+        assert eventually(lambda: not old.exists())
+    finally:
+        svc.stop(5)
+    assert fresh.exists()
