@@ -762,3 +762,46 @@ def test_service_prunes_old_flow_csvs_on_its_interval(tmp_path: Path) -> None:
     finally:
         svc.stop(5)
     assert fresh.exists()
+
+
+def test_shards_split_the_directory(tmp_path: Path) -> None:
+    import zlib
+
+    cap = tmp_path / "cap"
+    names = [f"s{i:02d}x.pcap" for i in range(16)]
+    cfg = make_config(tmp_path, capture={"shard_index": 1, "shard_count": 2})
+    write_files(cap, names)
+    mine = sorted(n for n in names if zlib.crc32(n.encode()) % 2 == 1)
+    assert 0 < len(mine) < 16
+    svc = service(cfg, FastClock(10))
+    svc.start()
+    try:
+        events = collect(svc, lambda ev: len(of(ev, FileDone)) == len(mine), 15)
+        time.sleep(1.2)  # a rescan (10 s at 10x) finds nothing more
+        events.extend(svc.poll_events(0))
+    finally:
+        svc.stop(5)
+    assert sorted(done_names(events)) == mine
+
+
+def test_recursive_watch_with_done_directory_inside(tmp_path: Path) -> None:
+    cap = tmp_path / "cap"
+    cfg = make_config(tmp_path, capture={"recursive": True, "after_processing": "move",
+                                         "done_directory": cap / "done"})
+    (cap / "site-a").mkdir(parents=True)
+    svc = service(cfg, FastClock(10))
+    svc.start()
+    try:
+        (cap / "top-1.pcap").write_bytes(b"ok")
+        (cap / "site-a" / "deep-1.pcap").write_bytes(b"ok")
+        events = collect(svc, lambda ev: len(of(ev, FileDone)) == 2, 15)
+        (cap / "site-b").mkdir()  # a directory created later is watched too
+        (cap / "site-b" / "later-1.pcap").write_bytes(b"ok")
+        events = collect(svc, lambda ev: len(of(ev, FileDone)) == 3, 15, events)
+        time.sleep(1.2)  # a rescan must not pick up the moved files
+        events.extend(svc.poll_events(0))
+    finally:
+        svc.stop(5)
+    assert sorted(done_names(events)) == ["deep-1.pcap", "later-1.pcap", "top-1.pcap"]
+    moved = sorted(str(p.relative_to(cap / "done")) for p in (cap / "done").rglob("*.pcap"))
+    assert moved == ["site-a/deep-1.pcap", "site-b/later-1.pcap", "top-1.pcap"]
