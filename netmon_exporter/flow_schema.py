@@ -16,6 +16,7 @@ in **microseconds**, rates per second, lengths in bytes.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -163,14 +164,26 @@ def make_batch(n: int, **columns: np.ndarray | Iterable[object]) -> FlowBatch:
 def str_to_addrs(values: Iterable[str]) -> np.ndarray:
     """Convert textual IPv4/IPv6 addresses to ``V16`` (invalid ones become all-zero)."""
     raw = bytearray()
+    cache: dict[str, bytes] = {}
     for v in values:
-        try:
-            ip = ipaddress.ip_address(str(v).strip())
-        except ValueError:
-            raw += bytes(16)
-            continue
-        raw += (_V4_PREFIX + ip.packed) if ip.version == 4 else ip.packed
+        s = str(v).strip()
+        b = cache.get(s)
+        if b is None:
+            b = cache[s] = _pack_addr(s)
+        raw += b
     return np.frombuffer(bytes(raw), dtype=ADDR_DTYPE).copy()
+
+
+def _pack_addr(s: str) -> bytes:
+    try:
+        return _V4_PREFIX + socket.inet_pton(socket.AF_INET, s)
+    except OSError:
+        pass
+    try:
+        ip = ipaddress.ip_address(s)  # IPv6, including scoped and mapped forms
+    except ValueError:
+        return bytes(16)
+    return (_V4_PREFIX + ip.packed) if ip.version == 4 else ip.packed
 
 
 def addr_to_str(value: np.void | bytes) -> str:
