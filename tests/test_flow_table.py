@@ -335,3 +335,23 @@ def test_a_flow_does_not_depend_on_other_flows(tmp_path: Path, spec: list[tuple]
     alone = process_file(write(tmp_path / "alone.pcap", mine), _SET).flows
     rows = set(_canonical(alone))
     assert rows <= set(_canonical(whole))
+
+
+@_PROP
+@given(spec=st.lists(_packet, min_size=1, max_size=40),
+       chunk=st.integers(min_value=1, max_value=7))
+def test_chunk_boundaries_do_not_change_flows(tmp_path: Path, spec: list[tuple],
+                                              chunk: int) -> None:
+    from netmon_exporter.capture.pcap_reader import CaptureReader
+    from netmon_exporter.flows.features import flow_batch
+
+    path, _ = _build(tmp_path, spec)
+
+    def run(max_packets: int) -> FlowBatch:
+        table = _SET.table()
+        out = [flow_batch(table.add(c.P, c.PE, c.buf))
+               for c in CaptureReader(path, max_packets=max_packets, read_size=64)]
+        out.append(flow_batch(table.finish()))
+        return FlowBatch.concat(out)
+
+    assert _canonical(run(chunk)) == _canonical(process_file(path, _SET).flows)
