@@ -330,7 +330,7 @@ class IngestService:
             full = True
             self._housekeeping(now)
         for path, writing in changed.items():
-            if writing is not None:
+            if writing is not None and self._in_scope(path):
                 self._gate.note_writing(path, writing, now)
         if full:
             self._full_scan(now)
@@ -490,17 +490,21 @@ class IngestService:
         self._gate.prune_looks(set(self._tracked))
         self._promote(now)
 
-    def _look_at(self, paths: set[str], now: float) -> None:
+    def _in_scope(self, path: str) -> bool:
+        """Whether a path from an event is one of ours (directory, exclusions, patterns)."""
         c = self._cfg.capture
         root = os.path.realpath(c.directory)
-        excluded = [os.path.realpath(p) + os.sep for p in self._excluded()]
+        real = os.path.realpath(os.path.dirname(path))
+        if not (real == root or (c.recursive and real.startswith(root + os.sep))):
+            return False
+        if any((real + os.sep).startswith(os.path.realpath(p) + os.sep)
+               for p in self._excluded()):
+            return False
+        return self._owned(path)
+
+    def _look_at(self, paths: set[str], now: float) -> None:
         for path in paths:
-            real = os.path.realpath(os.path.dirname(path))
-            if not (real == root or (c.recursive and real.startswith(root + os.sep))):
-                continue
-            if any((real + os.sep).startswith(e) for e in excluded):
-                continue
-            if not self._owned(path):
+            if not self._in_scope(path):
                 continue
             try:
                 st: os.stat_result | None = os.stat(path)

@@ -111,10 +111,12 @@ class Watcher:
     """A watchdog observer that reports changed paths to a callback.
 
     ``on_path(path, writing)`` is called from the observer thread for every file
-    event: ``writing`` is True when the file was created in place or written to
-    (a writer has it open), False when a writer closed it or it was renamed in
-    (complete), None when unknown (attributes changed, deleted). ``on_path(None,
-    None)`` asks for a full scan (a directory appeared, or the watch was lost).
+    event: ``writing`` is True when the file was written to (a writer has it
+    open), False when a writer closed it after writing or it was renamed in
+    (complete), None when it says nothing about writers (created — watchdog also
+    reports files found in a new directory as created, after their writer may
+    have closed them —, attributes changed, deleted). ``on_path(None, None)`` asks
+    for a full scan (a directory appeared, or the watch was lost).
     """
 
     def __init__(self, directory: Path, recursive: bool,
@@ -163,12 +165,17 @@ class Watcher:
                     if kind in ("created", "moved"):
                         on_path(None, None)
                     return
+                if event.is_synthetic:
+                    # made up for the contents of a directory that just appeared: says
+                    # nothing about writers (its close may have come before the watch)
+                    on_path(dest or src, None)
+                    return
                 if kind == "moved":
                     if src:
                         on_path(src, None)
                     if dest:
                         on_path(dest, False)  # renamed in: written elsewhere, complete
-                elif kind in ("created", "modified"):
+                elif kind == "modified":
                     on_path(src, True)
                 elif kind == "closed":
                     on_path(src, False)

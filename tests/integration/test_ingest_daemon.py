@@ -291,12 +291,11 @@ def test_d_runaway_worker_killed_at_timeout_retried_then_quarantined(tmp_path: P
     cap = site / "captures"
     gzip_bomb(cap / "runaway.pcap.gz", megabytes=600)  # ~4 s of work, limit 1 s
     age(cap / "runaway.pcap.gz")
+    for i in range(3):  # good files keep flowing on the other worker meanwhile
+        (cap / f"good{i}x.pcap").write_bytes(pcap_header() + flows_records(T0, i))
+        age(cap / f"good{i}x.pcap")
     d = DaemonProcess(site / "config.yaml").start()
     try:
-        d.wait_for(lambda: metric(d, "netmon_files_in_progress") == 1, timeout=30,
-                   what="the runaway file in progress")
-        for i in range(3):  # good files keep flowing on the other worker
-            (cap / f"good{i}x.pcap").write_bytes(pcap_header() + flows_records(T0, i))
         d.wait_for(lambda: metric(d, "netmon_files_quarantined_total",
                                   {"kind": "pcap", "reason": "timeout"}) == 1,
                    timeout=60, what="runaway file quarantined")
