@@ -100,11 +100,11 @@ def make_config(tmp_path: Path, *, capture: dict[str, Any] | None = None,
                 processing: dict[str, Any] | None = None,
                 flows: dict[str, Any] | None = None) -> Config:
     (tmp_path / "cap").mkdir(exist_ok=True)
-    cap = dict(directory=tmp_path / "cap", min_age_seconds=0.0,
-               done_directory=tmp_path / "done")
+    cap: dict[str, Any] = dict(directory=tmp_path / "cap", min_age_seconds=0.0,
+                               done_directory=tmp_path / "done")
     cap.update(capture or {})
-    proc = dict(interval_seconds=10.0, workers=2, max_retries=1, retry_delay_seconds=1.0,
-                file_timeout_seconds=30.0)
+    proc: dict[str, Any] = dict(interval_seconds=10.0, workers=2, max_retries=1,
+                                retry_delay_seconds=1.0, file_timeout_seconds=30.0)
     proc.update(processing or {})
     return Config(capture=CaptureConfig(**cap), processing=ProcessingConfig(**proc),
                   flows=FlowsConfig(**(flows or {})),
@@ -298,7 +298,7 @@ def test_crash_and_format_error_are_quarantined_with_reasons(tmp_path: Path) -> 
         st = svc.status()
     finally:
         svc.stop(5)
-    by_file = {}
+    by_file: dict[str, list[tuple[str, int, bool]]] = {}
     for f in of(events, FileFailed):
         by_file.setdefault(Path(f.path).name, []).append((f.reason, f.attempt, f.will_retry))
     assert by_file["crash.pcap"] == [("worker_crash", 1, True), ("worker_crash", 2, True),

@@ -20,6 +20,7 @@ from netmon_exporter.ingest.ledger import (
     IN_PROGRESS,
     QUARANTINED,
     SEEN,
+    Entry,
     Ledger,
     LedgerError,
     read_totals,
@@ -35,6 +36,18 @@ def ledger(tmp_path: Path):
     led.close()
 
 
+def _get(led: Ledger, entry_id: int) -> Entry:
+    entry = led.get(entry_id)
+    assert entry is not None
+    return entry
+
+
+def _lookup(led: Ledger, path: str, ident: Identity) -> Entry:
+    entry = led.lookup(path, ident)
+    assert entry is not None
+    return entry
+
+
 def _ready(led: Ledger, path: str = "/c/a.pcap", ident: Identity = A, series: str | None = "a"):
     return led.record_ready([(path, ident, series, "pcap")], 5.0)[0]
 
@@ -46,7 +59,7 @@ def test_record_ready_is_idempotent_and_keeps_state(ledger: Ledger) -> None:
     ledger.mark_done(e.id, 7.0)
     again = ledger.record_ready([("/c/a.pcap", A, "a", "pcap")], 9.0)[0]
     assert (again.id, again.state, again.ready_at) == (e.id, DONE, 5.0)
-    assert ledger.lookup("/c/a.pcap", A).state == DONE
+    assert _lookup(ledger, "/c/a.pcap", A).state == DONE
 
 
 def test_renamed_or_replaced_file_is_new(ledger: Ledger) -> None:
@@ -78,13 +91,13 @@ def test_carry_is_stored_with_the_done_mark(ledger: Ledger) -> None:
 def test_failures_quarantine_and_gone(ledger: Ledger) -> None:
     e = _ready(ledger)
     assert ledger.mark_failed(e.id, 6.0, "timeout", "slow", next_retry=16.0) == 1
-    got = ledger.get(e.id)
+    got = _get(ledger, e.id)
     assert (got.state, got.attempts, got.next_retry, got.reason) == (FAILED, 1, 16.0, "timeout")
     assert ledger.mark_quarantined(e.id, 20.0, "timeout", "slow again") == 2
-    assert ledger.get(e.id).state == QUARANTINED
+    assert _get(ledger, e.id).state == QUARANTINED
     g = _ready(ledger, path="/c/gone.pcap")
     ledger.mark_gone(g.id, 21.0)
-    assert ledger.get(g.id).state == GONE
+    assert _get(ledger, g.id).state == GONE
     assert _ready(ledger, path="/c/gone.pcap").state == SEEN  # it came back unchanged
 
 
@@ -98,8 +111,8 @@ def test_in_progress_is_requeued_after_restart(tmp_path: Path) -> None:
     led = Ledger(tmp_path)
     try:
         assert led.requeue_in_progress() == 1
-        assert led.get(e.id).state == SEEN
-        assert led.get(done.id).state == DONE
+        assert _get(led, e.id).state == SEEN
+        assert _get(led, done.id).state == DONE
         assert led.counts() == {SEEN: 1, DONE: 1}
         assert [x.id for x in led.entries([SEEN, IN_PROGRESS])] == [e.id]
     finally:

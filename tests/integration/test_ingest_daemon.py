@@ -333,9 +333,11 @@ def test_e_sighup_changes_workers_without_losing_in_flight_files(tmp_path: Path)
             return metric(d, "netmon_config_workers") == 3
 
         d.wait_for(three_workers, timeout=30, what="workers=3 active")
-        d.wait_for(lambda: (busy.append(metric(d, "netmon_files_in_progress")) or True)
-                   and metric(d, "netmon_files_processed_total", {"kind": "pcap"}) == 12,
-                   timeout=90, what="all 12 files")
+        def all_done() -> bool:
+            busy.append(metric(d, "netmon_files_in_progress"))
+            return metric(d, "netmon_files_processed_total", {"kind": "pcap"}) == 12
+
+        d.wait_for(all_done, timeout=90, what="all 12 files")
         assert metric_sum(d, "netmon_files_failed_total") == 0
         assert metric(d, "netmon_config_last_reload_successful") == 1
     finally:
