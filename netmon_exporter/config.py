@@ -60,7 +60,8 @@ class CaptureConfig:
     shard_index: int = _f(0, "This instance's shard (0-based) when several instances share one "
                           "directory.", min=0, max=255)
     shard_count: int = _f(1, "Number of instances sharing the directory; each file belongs to "
-                          "exactly one shard by a stable hash of its name.", min=1, max=256)
+                          "exactly one shard by a stable hash of its rotation series (of its "
+                          "name when it has none).", min=1, max=256)
 
 
 @dataclass(frozen=True)

@@ -805,3 +805,32 @@ def test_recursive_watch_with_done_directory_inside(tmp_path: Path) -> None:
     assert sorted(done_names(events)) == ["deep-1.pcap", "later-1.pcap", "top-1.pcap"]
     moved = sorted(str(p.relative_to(cap / "done")) for p in (cap / "done").rglob("*.pcap"))
     assert moved == ["site-a/deep-1.pcap", "site-b/later-1.pcap", "top-1.pcap"]
+
+
+def test_shards_keep_a_rotation_series_on_one_instance(tmp_path: Path) -> None:
+    """Files of one named series land on one shard; unnamed files spread by name."""
+    import dataclasses
+
+    from netmon_exporter.ingest.watcher import in_shard
+
+    cap = tmp_path / "cap"
+    cap.mkdir()
+    base = Config()
+    owners: dict[str, set[int]] = {}
+    for index in range(3):
+        cfg = dataclasses.replace(base, capture=dataclasses.replace(
+            base.capture, directory=cap, shard_index=index, shard_count=3))
+        svc = IngestService(cfg)
+        for sensor in ("eth0", "eth1", "edge", "dmz", "lab"):
+            for n in range(5):
+                if svc._owned(str(cap / f"{sensor}-{n:04d}.pcap")):  # noqa: SLF001
+                    owners.setdefault(sensor, set()).add(index)
+        for n in range(30):
+            name = f"{1700000000 + 60 * n}.pcap"
+            if svc._owned(str(cap / name)):  # noqa: SLF001
+                owners.setdefault(name, set()).add(index)
+    assert all(len(v) == 1 for v in owners.values()), owners
+    for sensor in ("eth0", "eth1", "edge", "dmz", "lab"):
+        assert owners[sensor] == {i for i in range(3) if in_shard(sensor, i, 3)}
+    spread = {next(iter(owners[f"{1700000000 + 60 * n}.pcap"])) for n in range(30)}
+    assert spread == {0, 1, 2}

@@ -459,7 +459,12 @@ class IngestService:
     def _owned(self, path: str) -> bool:
         c = self._cfg.capture
         name = os.path.basename(path)
-        return matches(name, c.patterns) and in_shard(name, c.shard_index, c.shard_count)
+        if not matches(name, c.patterns):
+            return False
+        # Shard by rotation series so a series stays on one instance and its flows are
+        # carried across files; files outside a named series shard by their own name.
+        key = series_of(name, self._source_re) or name
+        return in_shard(key, c.shard_index, c.shard_count)
 
     def _full_scan(self, now: float) -> None:
         c = self._cfg.capture

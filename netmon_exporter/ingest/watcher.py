@@ -42,7 +42,10 @@ def matches(name: str, patterns: Sequence[str]) -> bool:
 
 
 def in_shard(name: str, shard_index: int, shard_count: int) -> bool:
-    """Return whether this instance owns the file (a stable hash of its name)."""
+    """Return whether this instance owns a shard key (a stable CRC-32 of it).
+
+    The service passes the file's rotation series, or its name when it has none.
+    """
     if shard_count <= 1:
         return True
     return zlib.crc32(name.encode("utf-8", "surrogateescape")) % shard_count == shard_index
