@@ -167,6 +167,8 @@ def seed_from_totals(m: Metrics, totals: Any) -> None:
         m.packets.labels(_label(proto, PROTOCOLS, "other")).inc(int(n))
     for proto, n in totals.bytes_by_protocol.items():
         m.bytes.labels(_label(proto, PROTOCOLS, "other")).inc(int(n))
+    for proto, n in getattr(totals, "flows_by_protocol", {}).items():
+        m.flows.labels(_label(proto, PROTOCOLS, "other")).inc(int(n))
     if totals.csv_rows:
         m.flow_csv_rows.inc(int(totals.csv_rows))
 

@@ -102,3 +102,24 @@ def test_bulk_anomaly_scores_match_single_observations() -> None:
             single.get_sample_value("netmon_anomaly_score_bucket", labels), le
     assert bulk.get_sample_value("netmon_anomaly_score_count") == len(values)
     assert abs(bulk.get_sample_value("netmon_anomaly_score_sum") - values.sum()) < 1e-9
+
+
+def test_counters_are_seeded_from_ledger_totals() -> None:
+    from netmon_exporter.ingest.ledger import Totals
+    from netmon_exporter.recording import seed_from_totals
+
+    r = CollectorRegistry()
+    m = build_metrics(r)
+    seed_from_totals(m, Totals(done_by_kind={"pcap": 3, "csv": 1},
+                               quarantined_by_kind_reason={("pcap", "format"): 2},
+                               packets_by_protocol={"tcp": 100, "udp": 7},
+                               bytes_by_protocol={"tcp": 6400}, flows=9, csv_rows=9,
+                               flows_by_protocol={"tcp": 5, "udp": 4}))
+    assert r.get_sample_value("netmon_files_processed_total", {"kind": "pcap"}) == 3
+    assert r.get_sample_value("netmon_files_processed_total", {"kind": "csv"}) == 1
+    assert r.get_sample_value("netmon_files_quarantined_total",
+                              {"kind": "pcap", "reason": "format"}) == 2
+    assert r.get_sample_value("netmon_packets_total", {"protocol": "tcp"}) == 100
+    assert r.get_sample_value("netmon_bytes_total", {"protocol": "tcp"}) == 6400
+    assert r.get_sample_value("netmon_flows_total", {"protocol": "udp"}) == 4
+    assert r.get_sample_value("netmon_flow_csv_rows_total") == 9
