@@ -8,8 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from netmon_exporter.config import Config, ConfigError, iter_settings, load_config, parse_config
-from netmon_exporter.config import restart_required_changes
+from netmon_exporter.config import (
+    Config,
+    ConfigError,
+    iter_settings,
+    load_config,
+    parse_config,
+    restart_required_changes,
+)
 from netmon_exporter.reference_docs import render_markdown, render_metrics_markdown, render_yaml
 
 CONFIGS = Path(__file__).parent / "configs"

@@ -6,10 +6,10 @@ import subprocess
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from netmon_exporter.config import Config
+from netmon_exporter.health import CheckResult, HealthReport
 from netmon_exporter.metrics import DETECTORS, FILE_KINDS, PROTOCOLS, SETTINGS, build_metrics
 from netmon_exporter.recording import record_health, record_settings
-from netmon_exporter.health import CheckResult, HealthReport
-from netmon_exporter.config import Config
 
 
 def exposition() -> str:

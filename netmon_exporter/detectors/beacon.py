@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..config import BeaconConfig
@@ -80,7 +82,7 @@ class BeaconDetector:
         at = np.searchsorted(self._key, key, side="right") + np.arange(len(key))
         old = np.ones(len(self._key) + len(key), dtype=bool)
         old[at] = False
-        merged = []
+        merged: list[Any] = []
         for kept, added in ((self._key, key), (self._ts, ts), (self._bytes, size)):
             out = np.empty(len(old), dtype=kept.dtype)
             out[old] = kept
