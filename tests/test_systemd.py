@@ -111,3 +111,10 @@ def test_systemd_exposure_level_is_low(tmp_path: Path) -> None:
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out.stdout)
     assert match, out.stdout + out.stderr
     assert float(match.group(1)) <= 2.5
+
+
+def test_stop_signal_goes_to_the_daemon_only() -> None:
+    """KillMode=mixed: the daemon coordinates its workers' shutdown within TimeoutStopSec."""
+    text = (Path(__file__).resolve().parent.parent / "deploy" / "systemd"
+            / "netmon-exporter.service").read_text()
+    assert "\nKillMode=mixed\n" in text
