@@ -26,7 +26,7 @@ from netmon_exporter.flows.flow_csv import (
     csv_name_for,
     read_flow_csv,
 )
-from netmon_exporter.pipeline import FlowSettings, process_file
+from netmon_exporter.pipeline import CaptureFormatError, FlowSettings, process_file
 
 DATA = Path(__file__).parent / "data" / "pcaps"
 
@@ -135,7 +135,7 @@ def test_reads_java_long_header_with_spaces_and_infinity(tmp_path: Path) -> None
     b = _read(_write_csv(tmp_path / "j.csv", header, [row]))
     assert addrs_to_str(b["src_ip"]) == ["10.0.0.1"]
     assert (b["Tot Fwd Pkts"][0], b["Tot Bwd Pkts"][0]) == (3, 2)
-    assert np.isinf(b["Flow Byts/s"][0])
+    assert np.isnan(b["Flow Byts/s"][0])  # "Infinity" (a one-packet rate) is missing: NaN
     assert b["label"][0] == "DoS Hulk"
     assert b["first_ts"][0] == 1499072158.0  # day first: 3 July 2017, UTC
     assert b["last_ts"][0] == 1499072159.0
@@ -173,3 +173,133 @@ def test_unrecognised_csv_is_rejected(tmp_path: Path, content: str) -> None:
     f.write_text(content)
     with pytest.raises(FlowCsvError):
         list(read_flow_csv(f))
+
+
+# CIC-IDS2017 MachineLearningCSV.zip ("MachineLearningCVE"), e.g.
+# Monday-WorkingHours.pcap_ISCX.csv: 79 columns, long names mostly with a leading space,
+# " Fwd Header Length" twice, no Flow ID / addresses / Source Port / Protocol / Timestamp.
+CICIDS2017_MLCVE_HEADER = (
+    " Destination Port, Flow Duration, Total Fwd Packets, Total Backward Packets,"
+    "Total Length of Fwd Packets, Total Length of Bwd Packets, Fwd Packet Length Max,"
+    " Fwd Packet Length Min, Fwd Packet Length Mean, Fwd Packet Length Std,"
+    "Bwd Packet Length Max, Bwd Packet Length Min, Bwd Packet Length Mean,"
+    " Bwd Packet Length Std,Flow Bytes/s, Flow Packets/s, Flow IAT Mean, Flow IAT Std,"
+    " Flow IAT Max, Flow IAT Min,Fwd IAT Total, Fwd IAT Mean, Fwd IAT Std, Fwd IAT Max,"
+    " Fwd IAT Min,Bwd IAT Total, Bwd IAT Mean, Bwd IAT Std, Bwd IAT Max, Bwd IAT Min,"
+    "Fwd PSH Flags, Bwd PSH Flags, Fwd URG Flags, Bwd URG Flags, Fwd Header Length,"
+    " Bwd Header Length,Fwd Packets/s, Bwd Packets/s, Min Packet Length, Max Packet Length,"
+    " Packet Length Mean, Packet Length Std, Packet Length Variance,FIN Flag Count,"
+    " SYN Flag Count, RST Flag Count, PSH Flag Count, ACK Flag Count, URG Flag Count,"
+    " CWE Flag Count, ECE Flag Count, Down/Up Ratio, Average Packet Size,"
+    " Avg Fwd Segment Size, Avg Bwd Segment Size, Fwd Header Length,Fwd Avg Bytes/Bulk,"
+    " Fwd Avg Packets/Bulk, Fwd Avg Bulk Rate, Bwd Avg Bytes/Bulk, Bwd Avg Packets/Bulk,"
+    "Bwd Avg Bulk Rate,Subflow Fwd Packets, Subflow Fwd Bytes, Subflow Bwd Packets,"
+    " Subflow Bwd Bytes,Init_Win_bytes_forward, Init_Win_bytes_backward, act_data_pkt_fwd,"
+    " min_seg_size_forward,Active Mean, Active Std, Active Max, Active Min,Idle Mean,"
+    " Idle Std, Idle Max, Idle Min, Label"
+)
+# Rows of that file's shape (values as the dataset writes them: integers, long decimals,
+# "Infinity" and "NaN" for rates of zero-duration flows, BENIGN / attack names).
+CICIDS2017_MLCVE_ROWS = (
+    "80,38308,1,1,6,6,6,6,6,0,6,6,6,0,313.250496,52.208416,38308,0,38308,38308,0,0,0,0,0,"
+    "0,0,0,0,0,0,0,0,0,20,20,26.104208,26.104208,6,6,6,0,0,0,0,0,0,1,1,0,0,1,9,6,6,20,0,0,"
+    "0,0,0,0,1,6,1,6,255,946,0,20,0,0,0,0,0,0,0,0,BENIGN",
+    "389,479,11,5,172,326,79,0,15.63636364,31.4492376,163,0,65.2,89.27877687,1039665.971,"
+    "33402.92276,31.93333333,25.51040871,73,0,479,47.9,38.9428356,109,1,401,100.25,"
+    "101.7361784,237,3,0,0,0,0,368,176,22964.50939,10438.41336,0,163,29.29411765,"
+    "56.52959922,3195.595588,0,0,0,1,0,0,0,0,0,31.125,15.63636364,65.2,368,0,0,0,0,0,0,11,"
+    "172,5,326,29200,260,4,32,0,0,0,0,0,0,0,0,BENIGN",
+    "22,0,2,0,0,0,0,0,0,0,0,0,0,0,NaN,Infinity,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,40,0,"
+    "Infinity,0,0,0,0,0,0,0,0,0,0,1,0,0,0,0,0,0,0,40,0,0,0,0,0,0,2,0,0,0,29200,-1,0,20,0,0,"
+    "0,0,0,0,0,0,PortScan",
+)
+
+
+def test_reads_cic_ids2017_machine_learning_cve_csv(tmp_path: Path) -> None:
+    f = tmp_path / "Monday-WorkingHours.pcap_ISCX.csv"
+    f.write_text(CICIDS2017_MLCVE_HEADER + "\n" + "\n".join(CICIDS2017_MLCVE_ROWS) + "\n")
+    assert len(CICIDS2017_MLCVE_HEADER.split(",")) == 79
+    assert all(len(r.split(",")) == 79 for r in CICIDS2017_MLCVE_ROWS)
+    b = _read(f)
+    assert len(b) == 3
+    assert addrs_to_str(b["src_ip"]) == ["::"] * 3 and addrs_to_str(b["dst_ip"]) == ["::"] * 3
+    assert b["dst_port"].tolist() == [80, 389, 22] and b["src_port"].tolist() == [0, 0, 0]
+    assert b["protocol"].tolist() == [0, 0, 0]
+    assert np.isnan(b["first_ts"]).all() and np.isnan(b["last_ts"]).all()
+    assert b["label"].tolist() == ["BENIGN", "BENIGN", "PortScan"]
+    assert b["Flow Duration"].tolist() == [38308, 479, 0]
+    assert b["Tot Fwd Pkts"].tolist() == [1, 11, 2]
+    assert b["Fwd Header Len"].tolist() == [20, 368, 40]  # the first of the two columns
+    assert b["Init Bwd Win Byts"].tolist() == [946, 260, -1]
+    assert b["Fwd Seg Size Min"].tolist() == [20, 32, 20]
+    assert b["Flow Byts/s"][1] == pytest.approx(1039665.971)
+    for name in ("Flow Byts/s", "Flow Pkts/s", "Fwd Pkts/s"):  # "NaN" / "Infinity"
+        assert np.isnan(b[name][2]), name
+    assert np.isnan(b["fwd_syn_cnt"]).all()  # ours only: missing
+    assert all(np.isfinite(b[c]).all() for c in CIC_FEATURES if c not in (
+        "Flow Byts/s", "Flow Pkts/s", "Fwd Pkts/s"))
+
+
+def test_machine_learning_cve_csv_through_the_pipeline(tmp_path: Path) -> None:
+    """process_file reads it and writes our CSV: empty Timestamp, zero addresses."""
+    f = tmp_path / "Tuesday-WorkingHours.pcap_ISCX.csv"
+    f.write_text(CICIDS2017_MLCVE_HEADER + "\n" + "\n".join(CICIDS2017_MLCVE_ROWS) + "\n")
+    (tmp_path / "out").mkdir()
+    res = process_file(f, FlowSettings(), csv_dir=tmp_path / "out")
+    assert res.kind == "csv" and res.flow_count == 3 and res.csv_rows == 3
+    assert res.csv_path is not None
+    with open(res.csv_path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[1][:7] == ["::-::-0-80-0", "::", "0", "::", "80", "0", ""]
+    assert rows[3][83] == "PortScan"
+    back = _read(Path(res.csv_path))
+    assert np.isnan(back["first_ts"]).all() and back["dst_port"].tolist() == [80, 389, 22]
+
+
+# CIC-IDS2018 (CSE-CIC-IDS2018, e.g. Wednesday-14-02-2018_TrafficForML_CICFlowMeter.csv):
+# the short header without Flow ID, Src IP, Src Port, Dst IP; day-first timestamps. Some
+# files repeat the header line inside the data.
+CICIDS2018_HEADER = ",".join(CIC_CSV_COLUMNS[4:])
+
+
+def test_reads_cic_ids2018_csv(tmp_path: Path) -> None:
+    assert CICIDS2018_HEADER.startswith("Dst Port,Protocol,Timestamp,Flow Duration,Tot Fwd Pkts")
+    assert CICIDS2018_HEADER.endswith("Idle Mean,Idle Std,Idle Max,Idle Min,Label")
+    nfeat = len(CIC_FEATURES)
+    rows = [
+        ["0", "0", "14/02/2018 08:31:01", "112641719", "3", "0"] + ["0"] * (nfeat - 3)
+        + ["Benign"],
+        ["443", "6", "14/02/2018 10:15:30", "2000000", "5", "4"] + ["1"] * (nfeat - 3)
+        + ["FTP-BruteForce"],
+    ]
+    rows[1][3 + CIC_FEATURES.index("Flow Pkts/s")] = "Infinity"
+    text = "\n".join([CICIDS2018_HEADER, ",".join(rows[0]), CICIDS2018_HEADER,
+                      ",".join(rows[1])]) + "\n"
+    f = tmp_path / "Wednesday-14-02-2018_TrafficForML_CICFlowMeter.csv"
+    f.write_text(text)
+    b = _read(f)
+    assert len(b) == 2  # the repeated header line is not a flow
+    assert b["dst_port"].tolist() == [0, 443] and b["protocol"].tolist() == [0, 6]
+    assert addrs_to_str(b["src_ip"]) == ["::", "::"] and b["src_port"].tolist() == [0, 0]
+    t0 = datetime(2018, 2, 14, 8, 31, 1, tzinfo=UTC).timestamp()
+    t1 = datetime(2018, 2, 14, 10, 15, 30, tzinfo=UTC).timestamp()
+    assert b["first_ts"].tolist() == [t0, t1]
+    assert b["last_ts"].tolist() == [t0 + 112.641719, t1 + 2.0]
+    assert b["Tot Fwd Pkts"].tolist() == [3, 5] and b["Tot Bwd Pkts"].tolist() == [0, 4]
+    assert np.isnan(b["Flow Pkts/s"][1]) and b["Flow Byts/s"][1] == 1
+    assert b["label"].tolist() == ["Benign", "FTP-BruteForce"]
+
+
+@pytest.mark.parametrize("content", [
+    "Destination Port,Flow Duration,Label\n80,5,BENIGN\n",        # too few features
+    "id,name,price,Label\n1,x,2.5,a\n",
+    "Source IP,Destination IP,comment\n1.1.1.1,2.2.2.2,hi\n",     # addresses, no features
+])
+def test_csv_that_is_not_a_flow_csv_is_a_capture_format_error(tmp_path: Path,
+                                                              content: str) -> None:
+    f = tmp_path / "other.csv"
+    f.write_text(content)
+    with pytest.raises(CaptureFormatError, match="not a CICFlowMeter.*flow CSV") as info:
+        process_file(f, FlowSettings())
+    assert info.value.reason == "format"
+    assert str(f) in str(info.value)

@@ -140,16 +140,17 @@ def _timestamps(values: np.ndarray, cache: dict[str, float]) -> np.ndarray:
 
 
 def _floats(values: np.ndarray) -> np.ndarray:
+    """Parse a numeric column; empty, unparsable, "Infinity" and "NaN" values become NaN."""
     try:  # fast path: numpy parses the whole column ("Infinity" and "NaN" included)
-        return np.array(values, dtype=np.float64)
+        out = np.array(values, dtype=np.float64)
     except ValueError:
-        pass
-    out = np.empty(len(values), dtype=np.float64)
-    for i, v in enumerate(values):
-        try:
-            out[i] = float(v)
-        except ValueError:
-            out[i] = np.nan
+        out = np.empty(len(values), dtype=np.float64)
+        for i, v in enumerate(values):
+            try:
+                out[i] = float(v)
+            except ValueError:
+                out[i] = np.nan
+    out[~np.isfinite(out)] = np.nan
     return out
 
 
@@ -161,12 +162,38 @@ def _ints(values: np.ndarray, dtype: type) -> np.ndarray:
     return f.astype(dtype)
 
 
-def read_flow_csv(path: Path, *, chunk_rows: int = 50_000) -> Iterator[FlowBatch]:
-    """Yield the flows of a CICFlowMeter (Java/Python) or NTLFlowLyzer CSV in chunks.
+# A flow CSV without address columns (CIC-IDS2017 "MachineLearningCVE", CIC-IDS2018) must
+# still name this many of the CICFlowMeter features to be taken for one.
+_MIN_FEATURES_WITHOUT_ADDRESSES = 10
 
-    Columns the source lacks are missing (NaN), not zero.
-    """
+
+def _header_index(path: Path, header: list[str]) -> dict[str, int]:
+    """Map the Java short name of each recognised column to its index; reject non-flow CSVs."""
     aliases = header_aliases()
+    index: dict[str, int] = {}
+    for i, name in enumerate(header):
+        short = aliases.get(normalise_header(name))
+        if short is not None and short not in index:  # first of duplicated columns wins
+            index[short] = i
+    features = [c for c in CIC_FEATURES if c in index]
+    has_addresses = {"Src IP", "Dst IP"} <= set(index)
+    if len(features) < (5 if has_addresses else _MIN_FEATURES_WITHOUT_ADDRESSES):
+        raise FlowCsvError(
+            f"{path}: header is not a CICFlowMeter, CIC-IDS2017/2018 or NTLFlowLyzer flow CSV "
+            f"(found {len(header)} columns, {len(features)} known features, "
+            f"{'with' if has_addresses else 'without'} Src IP/Dst IP)")
+    return index
+
+
+def read_flow_csv(path: Path, *, chunk_rows: int = 50_000) -> Iterator[FlowBatch]:
+    """Yield the flows of a CICFlowMeter (Java/Python), CIC-IDS2017/2018 or NTLFlowLyzer CSV.
+
+    Columns the source lacks are missing (NaN), not zero. Without address columns
+    (CIC-IDS2017 "MachineLearningCVE", CIC-IDS2018) the addresses are all-zero, ports
+    absent from the header 0, and without a Timestamp column ``first_ts``/``last_ts``
+    are NaN. "Infinity" and "NaN" values are NaN. Header lines repeated inside the
+    data (CIC-IDS2018 files have them) are skipped.
+    """
     with open(path, newline="", encoding="utf-8", errors="replace") as fh:
         reader = csv.reader(fh)
         try:
@@ -175,21 +202,15 @@ def read_flow_csv(path: Path, *, chunk_rows: int = 50_000) -> Iterator[FlowBatch
             raise FlowCsvError(f"{path}: empty file, expected a flow CSV header") from None
         except csv.Error as exc:
             raise FlowCsvError(f"{path}: not a CSV file ({exc})") from exc
-        index: dict[str, int] = {}
-        for i, name in enumerate(header):
-            short = aliases.get(normalise_header(name))
-            if short is not None and short not in index:
-                index[short] = i
-        features = [c for c in CIC_FEATURES if c in index]
-        if not {"Src IP", "Dst IP"} <= set(index) or len(features) < 5:
-            raise FlowCsvError(f"{path}: header is not a CICFlowMeter or NTLFlowLyzer flow CSV "
-                               f"(found {len(header)} columns, {len(features)} known features)")
+        index = _header_index(path, header)
         width = max(index.values()) + 1
         ts_cache: dict[str, float] = {}
         rows: list[list[str]] = []
         try:
             for row in reader:
                 if not row:
+                    continue
+                if row == header:  # a repeated header line
                     continue
                 if len(row) != width:
                     row = (row + [""] * width)[:width]
@@ -213,10 +234,10 @@ def _rows_to_batch(rows: list[list[str]], index: dict[str, int],
     def col(name: str) -> np.ndarray:
         return table[:, index[name]]
 
-    cols: dict[str, object] = {
-        "src_ip": str_to_addrs(col("Src IP")),
-        "dst_ip": str_to_addrs(col("Dst IP")),
-    }
+    cols: dict[str, object] = {}
+    for name, key in (("Src IP", "src_ip"), ("Dst IP", "dst_ip")):
+        if name in index:  # else all-zero (missing key column)
+            cols[key] = str_to_addrs(col(name))
     if "Src Port" in index:
         cols["src_port"] = _ints(col("Src Port"), np.uint16)
     if "Dst Port" in index:
@@ -236,6 +257,9 @@ def _rows_to_batch(rows: list[list[str]], index: dict[str, int],
             cols["last_ts"] = first + np.nan_to_num(dur) / 1e6
         else:
             cols["last_ts"] = first
+    else:  # unknown time (CIC-IDS2017 MachineLearningCVE): NaN, not the epoch
+        cols["first_ts"] = np.full(n, np.nan)
+        cols["last_ts"] = np.full(n, np.nan)
     if "Label" in index:
         cols["label"] = np.array([v.strip() for v in col("Label")], dtype=object)
     if "dns_qname" in index:
