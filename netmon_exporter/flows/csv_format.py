@@ -317,3 +317,188 @@ def format_flows(src: np.ndarray, dst: np.ndarray, sport: np.ndarray, dport: np.
     w = _format(a, b, np.asarray(sport), np.asarray(dport), np.asarray(proto), ts_us, ts_ok,
                 lab, qn, mat, out)
     return out[:w].tobytes()
+
+
+# -- parsing ---------------------------------------------------------------------------
+# The flow CSV reader's compiled kernels: split a block of complete, unquoted CSV lines
+# into field offsets, then convert columns in bulk. Whatever a kernel cannot convert
+# exactly is flagged and converted by the caller in Python (float(), ipaddress), so the
+# result equals the csv-module path's.
+
+_POW10 = np.array([10.0 ** k for k in range(23)])  # exact in binary64 up to 1e22
+
+
+@njit(cache=True, inline="always")
+def _is_space(c):
+    return c == 32 or c == 9 or c == 13
+
+
+@njit(cache=True)
+def split_fields(buf, width, starts, ends):
+    """Split ``buf`` (lines of unquoted CSV) into the first ``width`` fields of each line.
+
+    Fields are trimmed of spaces, tabs and CR; missing fields are empty; blank lines are
+    skipped. Fills ``starts``/``ends`` (rows x width); returns the number of rows.
+    """
+    n = len(buf)
+    row = 0
+    i = 0
+    while i < n:
+        col = 0
+        fs = i
+        while True:
+            end_of_line = i == n or buf[i] == 10
+            if end_of_line or buf[i] == 44:
+                if col < width:
+                    s = fs
+                    e = i
+                    while s < e and _is_space(buf[s]):
+                        s += 1
+                    while e > s and _is_space(buf[e - 1]):
+                        e -= 1
+                    starts[row, col] = s
+                    ends[row, col] = e
+                col += 1
+                if end_of_line:
+                    break
+                fs = i + 1
+            i += 1
+        i += 1  # past the newline
+        if col == 1 and starts[row, 0] == ends[row, 0]:
+            continue  # blank line
+        for c in range(col, width):
+            starts[row, c] = 0
+            ends[row, c] = 0
+        row += 1
+    return row
+
+
+@njit(cache=True)
+def parse_floats(buf, starts, ends, col, out, bad):
+    """Parse column ``col`` as decimal numbers into ``out``; empty fields are NaN.
+
+    A field is flagged in ``bad`` (left for Python's float()) unless it is plain decimal
+    or exponent notation whose value is exact by Clinger's fast path (at most 2**53 as
+    integer mantissa, a power of ten up to 1e22), which makes the result correctly rounded.
+    """
+    nbad = 0
+    for r in range(out.shape[0]):
+        s = starts[r, col]
+        e = ends[r, col]
+        bad[r] = False
+        if s == e:
+            out[r] = np.nan
+            continue
+        neg = False
+        if buf[s] == 45 or buf[s] == 43:
+            neg = buf[s] == 45
+            s += 1
+        mant = np.int64(0)
+        exp = 0
+        digits = 0
+        ok = True
+        dot = False
+        while s < e:
+            c = buf[s]
+            if 48 <= c <= 57:
+                digits += 1
+                if mant >= 100000000000000000:  # 1e17: more would overflow
+                    ok = False
+                    break
+                mant = mant * 10 + (c - 48)
+                if dot:
+                    exp -= 1
+            elif c == 46 and not dot:
+                dot = True
+            else:
+                break
+            s += 1
+        if ok and s < e and (buf[s] == 101 or buf[s] == 69) and digits:
+            s += 1
+            eneg = False
+            if s < e and (buf[s] == 45 or buf[s] == 43):
+                eneg = buf[s] == 45
+                s += 1
+            ev = 0
+            edigits = 0
+            while s < e and 48 <= buf[s] <= 57 and ev < 10000:
+                ev = ev * 10 + (buf[s] - 48)
+                edigits += 1
+                s += 1
+            if edigits == 0:
+                ok = False
+            exp += -ev if eneg else ev
+        if not ok or s != e or digits == 0:
+            bad[r] = True
+            nbad += 1
+            continue
+        if mant == 0:
+            v = 0.0
+        elif mant <= 9007199254740992 and -22 <= exp <= 22:
+            v = float(mant)
+            if exp >= 0:
+                v *= _POW10[exp]
+            else:
+                v /= _POW10[-exp]
+        else:
+            bad[r] = True
+            nbad += 1
+            continue
+        out[r] = -v if neg else v
+    return nbad
+
+
+@njit(cache=True)
+def parse_ipv4(buf, starts, ends, col, out, bad):
+    """Parse column ``col`` as dotted-quad IPv4 into ``out`` (rows x 16, IPv4-mapped).
+
+    Empty fields are all-zero; anything else (IPv6, junk) is flagged in ``bad``.
+    """
+    nbad = 0
+    for r in range(out.shape[0]):
+        s = starts[r, col]
+        e = ends[r, col]
+        bad[r] = False
+        for k in range(16):
+            out[r, k] = 0
+        if s == e:
+            continue
+        part = 0
+        v = 0
+        nd = 0
+        ok = True
+        while s <= e:
+            if s == e or buf[s] == 46:
+                if nd == 0 or v > 255 or part > 3:
+                    ok = False
+                    break
+                out[r, 12 + part] = v
+                part += 1
+                v = 0
+                nd = 0
+            elif 48 <= buf[s] <= 57 and nd < 3 and not (nd == 1 and v == 0):
+                v = v * 10 + (buf[s] - 48)  # (no leading zeros: inet_pton refuses them)
+                nd += 1
+            else:
+                ok = False
+                break
+            s += 1
+        if ok and part == 4:
+            out[r, 10] = 255
+            out[r, 11] = 255
+        else:
+            for k in range(16):
+                out[r, k] = 0
+            bad[r] = True
+            nbad += 1
+    return nbad
+
+
+@njit(cache=True)
+def gather_text(buf, starts, ends, col, out):
+    """Copy column ``col``'s fields into ``out`` (rows x width, zero padded)."""
+    for r in range(out.shape[0]):
+        s = starts[r, col]
+        e = ends[r, col]
+        for k in range(e - s):
+            out[r, k] = buf[s + k]

@@ -13,6 +13,7 @@ re-run replaces rather than duplicates.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ..flow_schema import (
+    ADDR_DTYPE,
     CIC_CSV_COLUMNS,
     CIC_FEATURES,
     EXTRA_FEATURES,
@@ -128,15 +130,33 @@ def _parse_ts(value: str, cache: dict[str, float]) -> float:
     return out
 
 
-def _timestamps(values: np.ndarray, cache: dict[str, float]) -> np.ndarray:
-    """Parse a Timestamp column: ISO in one numpy call when possible, else per value."""
-    if len(values) and _ISO.match(str(values[0])):
+def _timestamps_text(values: np.ndarray, cache: dict[str, float]) -> np.ndarray:
+    """Parse a Timestamp column of ``S`` bytes: ISO in one numpy call, else per distinct value.
+
+    Empty and unparsable values are NaN.
+    """
+    n = len(values)
+    if n == 0:
+        return np.zeros(0)
+    nonempty = values[values != b""]
+    if len(nonempty) and _ISO.match(nonempty[0].decode("ascii", "replace")):
         try:
-            iso = np.array(values, dtype="datetime64[us]")
-            return iso.astype(np.int64) / 1e6
+            iso = values.astype("datetime64[us]")
         except ValueError:
             pass
-    return np.array([_parse_ts(v, cache) for v in values], dtype=np.float64)
+        else:
+            out = iso.astype(np.int64) / 1e6
+            out[np.isnat(iso)] = np.nan
+            return out
+    uniq, inverse = np.unique(values, return_inverse=True)
+    parsed = np.array([_parse_ts(u.decode("utf-8", "replace"), cache) for u in uniq.tolist()],
+                      dtype=np.float64)
+    return parsed[inverse.reshape(-1)]
+
+
+def _finite(out: np.ndarray) -> np.ndarray:
+    out[~np.isfinite(out)] = np.nan  # "Infinity", "NaN": missing
+    return out
 
 
 def _floats(values: np.ndarray) -> np.ndarray:
@@ -150,21 +170,105 @@ def _floats(values: np.ndarray) -> np.ndarray:
                 out[i] = float(v)
             except ValueError:
                 out[i] = np.nan
-    out[~np.isfinite(out)] = np.nan
-    return out
+    return _finite(out)
 
 
-def _ints(values: np.ndarray, dtype: type) -> np.ndarray:
-    f = _floats(values)
+def _to_int(f: np.ndarray, dtype: type) -> np.ndarray:
     info = np.iinfo(dtype)
     bad = ~np.isfinite(f) | (f < 0) | (f > info.max)
     f[bad] = 0
     return f.astype(dtype)
 
 
+class _Columns:
+    """Column access for one chunk of rows: numbers, addresses and text by column index."""
+
+    n: int
+
+    def floats(self, i: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def addrs(self, i: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def texts(self, i: int) -> np.ndarray:
+        """Return the column's values as an ``S`` (bytes) array, trimmed."""
+        raise NotImplementedError
+
+
+class _RowColumns(_Columns):
+    """Rows split by the csv module (files with quoted fields)."""
+
+    def __init__(self, rows: list[list[str]]) -> None:
+        self.n = len(rows)
+        self.table = np.empty((self.n, len(rows[0])), dtype=object)  # rows share one width
+        self.table[:] = rows
+
+    def floats(self, i: int) -> np.ndarray:
+        return _floats(self.table[:, i])
+
+    def addrs(self, i: int) -> np.ndarray:
+        return str_to_addrs(self.table[:, i])
+
+    def texts(self, i: int) -> np.ndarray:
+        return np.array([v.strip().encode("utf-8", "surrogateescape") for v in self.table[:, i]],
+                        dtype=bytes)
+
+
+class _FieldColumns(_Columns):
+    """Rows of a byte block split into field offsets by :func:`csv_format.split_fields`."""
+
+    def __init__(self, block: bytes, buf: np.ndarray, starts: np.ndarray,
+                 ends: np.ndarray) -> None:
+        self.block, self.buf, self.starts, self.ends = block, buf, starts, ends
+        self.n = len(starts)
+
+    def _field(self, r: int, i: int) -> bytes:
+        return self.block[self.starts[r, i]:self.ends[r, i]]
+
+    def floats(self, i: int) -> np.ndarray:
+        out = np.empty(self.n, dtype=np.float64)
+        bad = np.empty(self.n, dtype=np.bool_)
+        if csv_format.parse_floats(self.buf, self.starts, self.ends, i, out, bad):
+            for r in np.flatnonzero(bad).tolist():  # "Infinity", "NaN", 17-digit values
+                try:
+                    out[r] = float(self._field(r, i))
+                except ValueError:
+                    out[r] = np.nan
+        return _finite(out)
+
+    def addrs(self, i: int) -> np.ndarray:
+        raw = np.empty((self.n, 16), dtype=np.uint8)
+        bad = np.empty(self.n, dtype=np.bool_)
+        if csv_format.parse_ipv4(self.buf, self.starts, self.ends, i, raw, bad):
+            rows = np.flatnonzero(bad)
+            other = str_to_addrs([self._field(r, i).decode("utf-8", "replace")
+                                  for r in rows.tolist()])
+            raw[rows] = np.frombuffer(other.tobytes(), dtype=np.uint8).reshape(-1, 16)
+        return raw.view(ADDR_DTYPE).reshape(self.n)
+
+    def texts(self, i: int) -> np.ndarray:
+        lengths = self.ends[:, i] - self.starts[:, i]
+        width = max(int(lengths.max(initial=0)), 1)
+        out = np.zeros((self.n, width), dtype=np.uint8)
+        csv_format.gather_text(self.buf, self.starts, self.ends, i, out)
+        return out.view(f"S{width}").reshape(self.n)
+
+
+def _strings(values: np.ndarray) -> np.ndarray:
+    """Decode an ``S`` array to an object array of str (each distinct value decoded once)."""
+    if len(values) == 0:
+        return np.zeros(0, dtype=object)
+    uniq, inverse = np.unique(values, return_inverse=True)
+    decoded = np.array([u.decode("utf-8", "replace").strip() for u in uniq.tolist()],
+                       dtype=object)
+    return decoded[inverse.reshape(-1)]
+
+
 # A flow CSV without address columns (CIC-IDS2017 "MachineLearningCVE", CIC-IDS2018) must
 # still name this many of the CICFlowMeter features to be taken for one.
 _MIN_FEATURES_WITHOUT_ADDRESSES = 10
+_BLOCK_BYTES = 8 << 20   # bytes of CSV converted per compiled pass
 
 
 def _header_index(path: Path, header: list[str]) -> dict[str, int]:
@@ -193,75 +297,121 @@ def read_flow_csv(path: Path, *, chunk_rows: int = 50_000) -> Iterator[FlowBatch
     absent from the header 0, and without a Timestamp column ``first_ts``/``last_ts``
     are NaN. "Infinity" and "NaN" values are NaN. Header lines repeated inside the
     data (CIC-IDS2018 files have them) are skipped.
+
+    The file is read in blocks of complete lines split and converted by compiled code;
+    from the first block that contains a double quote on, the csv module splits the
+    rows instead (quoted fields may hold commas and newlines). Batches have at most
+    ``chunk_rows`` rows.
     """
-    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
-        reader = csv.reader(fh)
+    with open(path, "rb") as fh:
+        first = fh.readline()
+        if not first:
+            raise FlowCsvError(f"{path}: empty file, expected a flow CSV header")
+        header_line = first.rstrip(b"\r\n")
+        text = header_line.decode("utf-8", "replace").removeprefix("\ufeff")
         try:
-            header = next(reader)
-        except StopIteration:
-            raise FlowCsvError(f"{path}: empty file, expected a flow CSV header") from None
+            header = next(csv.reader([text]), [])
         except csv.Error as exc:
             raise FlowCsvError(f"{path}: not a CSV file ({exc})") from exc
         index = _header_index(path, header)
         width = max(index.values()) + 1
         ts_cache: dict[str, float] = {}
-        rows: list[list[str]] = []
-        try:
-            for row in reader:
-                if not row:
+        offset = len(first)   # file offset of the next block
+        line = 2              # its line number
+        rest = b""
+        while True:
+            data = fh.read(_BLOCK_BYTES)
+            if data:
+                data = rest + data if rest else data
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:
+                    rest = data
                     continue
-                if row == header:  # a repeated header line
-                    continue
-                if len(row) != width:
-                    row = (row + [""] * width)[:width]
-                rows.append(row)
-                if len(rows) >= chunk_rows:
-                    yield _rows_to_batch(rows, index, ts_cache)
-                    rows = []
-        except csv.Error as exc:
-            raise FlowCsvError(f"{path}: malformed CSV near line {reader.line_num} "
-                               f"({exc})") from exc
-        if rows:
-            yield _rows_to_batch(rows, index, ts_cache)
+                block, rest = data[:cut], data[cut:]
+            elif rest:
+                block, rest = rest, b""
+            else:
+                return
+            if b'"' in block:
+                fh.seek(offset)
+                yield from _read_quoted(path, fh, header, index, width, chunk_rows, line,
+                                        ts_cache)
+                return
+            yield from _block_batches(block, header_line, index, width, chunk_rows, ts_cache)
+            offset += len(block)
+            line += block.count(b"\n")
 
 
-def _rows_to_batch(rows: list[list[str]], index: dict[str, int],
-                   ts_cache: dict[str, float]) -> FlowBatch:
-    n = len(rows)
-    table = np.empty((n, len(rows[0])), dtype=object)  # rows are padded to one width
-    table[:] = rows
+def _block_batches(block: bytes, header_line: bytes, index: dict[str, int], width: int,
+                   chunk_rows: int, ts_cache: dict[str, float]) -> Iterator[FlowBatch]:
+    if header_line in block:  # drop repeated header lines
+        block = b"".join(ln for ln in block.splitlines(keepends=True)
+                         if ln.rstrip(b"\r\n") != header_line)
+    buf = np.frombuffer(block, dtype=np.uint8)
+    cap = block.count(b"\n") + 1
+    starts = np.empty((cap, width), dtype=np.int32)
+    ends = np.empty((cap, width), dtype=np.int32)
+    n = csv_format.split_fields(buf, width, starts, ends)
+    for i in range(0, n, chunk_rows):
+        j = min(i + chunk_rows, n)
+        yield _build_batch(_FieldColumns(block, buf, starts[i:j], ends[i:j]), index, ts_cache)
 
-    def col(name: str) -> np.ndarray:
-        return table[:, index[name]]
 
+def _read_quoted(path: Path, fh: BinaryIO, header: list[str], index: dict[str, int],
+                 width: int, chunk_rows: int, line: int,
+                 ts_cache: dict[str, float]) -> Iterator[FlowBatch]:
+    """Read the rest of the file (from ``fh``'s position, line ``line``) with the csv module."""
+    text = io.TextIOWrapper(fh, encoding="utf-8", errors="replace", newline="")
+    reader = csv.reader(text)
+    rows: list[list[str]] = []
+    try:
+        for row in reader:
+            if not row or row == header:  # blank or a repeated header line
+                continue
+            if len(row) != width:
+                row = (row + [""] * width)[:width]
+            rows.append(row)
+            if len(rows) >= chunk_rows:
+                yield _build_batch(_RowColumns(rows), index, ts_cache)
+                rows = []
+    except csv.Error as exc:
+        raise FlowCsvError(f"{path}: malformed CSV near line {line + reader.line_num - 1} "
+                           f"({exc})") from exc
+    finally:
+        text.detach()
+    if rows:
+        yield _build_batch(_RowColumns(rows), index, ts_cache)
+
+
+def _build_batch(src: _Columns, index: dict[str, int], ts_cache: dict[str, float]) -> FlowBatch:
+    n = src.n
     cols: dict[str, object] = {}
     for name, key in (("Src IP", "src_ip"), ("Dst IP", "dst_ip")):
         if name in index:  # else all-zero (missing key column)
-            cols[key] = str_to_addrs(col(name))
-    if "Src Port" in index:
-        cols["src_port"] = _ints(col("Src Port"), np.uint16)
-    if "Dst Port" in index:
-        cols["dst_port"] = _ints(col("Dst Port"), np.uint16)
-    if "Protocol" in index:
-        cols["protocol"] = _ints(col("Protocol"), np.uint8)
+            cols[key] = src.addrs(index[name])
+    for name, key, dtype in (("Src Port", "src_port", np.uint16),
+                             ("Dst Port", "dst_port", np.uint16),
+                             ("Protocol", "protocol", np.uint8)):
+        if name in index:  # else 0
+            cols[key] = _to_int(src.floats(index[name]), dtype)
     for name in (*CIC_FEATURES, *EXTRA_FEATURES):
         if name in index:
-            cols[name] = _floats(col(name))
+            cols[name] = src.floats(index[name])
     if "Pkt Size Avg" not in cols and "Pkt Len Mean" in cols:
         cols["Pkt Size Avg"] = cols["Pkt Len Mean"]
     if "Timestamp" in index:
-        first = _timestamps(col("Timestamp"), ts_cache)
+        first = _timestamps_text(src.texts(index["Timestamp"]), ts_cache)
         cols["first_ts"] = first
         if "Flow Duration" in cols:
             dur = np.asarray(cols["Flow Duration"], dtype=np.float64)
             cols["last_ts"] = first + np.nan_to_num(dur) / 1e6
         else:
-            cols["last_ts"] = first
+            cols["last_ts"] = first.copy()
     else:  # unknown time (CIC-IDS2017 MachineLearningCVE): NaN, not the epoch
         cols["first_ts"] = np.full(n, np.nan)
         cols["last_ts"] = np.full(n, np.nan)
     if "Label" in index:
-        cols["label"] = np.array([v.strip() for v in col("Label")], dtype=object)
+        cols["label"] = _strings(src.texts(index["Label"]))
     if "dns_qname" in index:
-        cols["dns_qname"] = np.array(col("dns_qname"), dtype=object)
+        cols["dns_qname"] = _strings(src.texts(index["dns_qname"]))
     return make_batch(n, **cols)  # type: ignore[arg-type]
