@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Install the Debian packages the tests use (real Prometheus, promtool, Alertmanager).
+# Install the Debian packages the tests use: real Prometheus (with promtool), Alertmanager
+# (with amtool), and tshark as the independent reference decoder for the flow engine.
 # Idempotent: does nothing when the binaries are already there.
 set -euo pipefail
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1 \
   || need+=(prometheus-alertmanager)
+command -v tshark >/dev/null 2>&1 || need+=(tshark)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
@@ -17,5 +19,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "install-system-deps: installing ${need[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+# tshark asks whether non-root users may capture; the answer does not matter for reading files.
+echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections 2>/dev/null || true
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
