@@ -153,7 +153,8 @@ class Daemon:
         self._llm_error: str | None = None
         self._am_error: str | None = None
         self._reporter = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="reporter")
-        self._pending_reports: deque[concurrent.futures.Future[None]] = deque()
+        # (future, window, analysis) of reports handed to the reporter thread, oldest first
+        self._pending_reports: deque[tuple[concurrent.futures.Future[None], Any, Any]] = deque()
         self._pusher_thread = threading.Thread(target=self._push_loop, name="alert-pusher",
                                                daemon=True)
 
@@ -207,10 +208,17 @@ class Daemon:
         deadline = time.monotonic() + cfg.processing.shutdown_timeout_seconds
         self.ingest.stop(timeout=cfg.processing.shutdown_timeout_seconds)
         # Results that arrived while stopping are still recorded.
-        for event in self.ingest.poll_events(timeout=0):
-            self._handle(event)
-        self._reporter.shutdown(wait=True, cancel_futures=False) if time.monotonic() < deadline \
-            else self._reporter.shutdown(wait=False, cancel_futures=True)
+        while events := self.ingest.poll_events(timeout=0):
+            for event in events:
+                self._handle(event)
+        # Reports still waiting for the LLM get the templated summary now; the one being
+        # summarised may finish until the deadline.
+        self._reporter.shutdown(wait=False, cancel_futures=True)
+        for fut, window, analysis in self._pending_reports:
+            if fut.cancelled():
+                self._report_with_template(window, analysis)
+        running = [f for f, _, _ in self._pending_reports if not f.done()]
+        concurrent.futures.wait(running, timeout=max(0.0, deadline - time.monotonic()))
         self._serve_reloads(final=True)
 
     # -- reload
@@ -319,17 +327,21 @@ class Daemon:
         analysis = self.analyzer.analyse(window.flows, window.start, window.end)
         recording.record_analysis(self.m, analysis)
         self.pusher.observe(analysis.detections, time.time())
-        waiting = sum(1 for f in self._pending_reports if not f.done())
+        waiting = sum(1 for f, _, _ in self._pending_reports if not f.done())
         # A slow LLM must neither stall this loop nor pile up windows (each holds its flows):
         # past the bound, windows get the templated summary at once.
         if waiting >= MAX_PENDING_REPORTS:
             log.warning("summaries are falling behind; using the templated summary",
                         extra={"waiting": waiting})
-            report = self.aggregator.report_dict(window, analysis)
-            self.aggregator.write_report(window, analysis, template_summary(report))
-            self.m.windows_kept.set(self.aggregator.reports_kept())
+            self._report_with_template(window, analysis)
             return
-        self._pending_reports.append(self._reporter.submit(self._report, window, analysis))
+        fut = self._reporter.submit(self._report, window, analysis)
+        self._pending_reports.append((fut, window, analysis))
+
+    def _report_with_template(self, window: Any, analysis: Any) -> None:
+        report = self.aggregator.report_dict(window, analysis)
+        self.aggregator.write_report(window, analysis, template_summary(report))
+        self.m.windows_kept.set(self.aggregator.reports_kept())
 
     def _report(self, window: Any, analysis: Any) -> None:
         report = self.aggregator.report_dict(window, analysis)
@@ -386,8 +398,8 @@ class Daemon:
         if idle > max(2 * cfg.windows.length_seconds, cfg.processing.interval_seconds):
             for window in self.aggregator.flush_idle():
                 self._close_window(window)
-        while self._pending_reports and self._pending_reports[0].done():
-            fut = self._pending_reports.popleft()
+        while self._pending_reports and self._pending_reports[0][0].done():
+            fut, _, _ = self._pending_reports.popleft()
             if fut.exception() is not None:
                 log.error("window report failed", exc_info=fut.exception())
                 self.m.errors.labels("io").inc()
