@@ -15,6 +15,7 @@ from netmon_exporter.flow_schema import (
     CIC_LONG_NAMES,
     CIC_PYTHON_NAMES,
     NTL_NAMES,
+    FlowBatch,
     addrs_to_str,
     str_to_addrs,
 )
@@ -303,3 +304,97 @@ def test_csv_that_is_not_a_flow_csv_is_a_capture_format_error(tmp_path: Path,
         process_file(f, FlowSettings())
     assert info.value.reason == "format"
     assert str(f) in str(info.value)
+
+
+# -- the compiled reader: same values as Python's float() and the csv module ----------------
+
+TRICKY_NUMBERS = ["0", "-0", "+5", "7", " 12 ", "3.25", "0.1", ".5", "5.", "1e3", "2.5E-7",
+                  "1e22", "1e23", "123456789012345678901", "0.30000000000000004",
+                  "9007199254740993", "1.7976931348623157e308", "1e400", "5e-324", "-1e-400",
+                  "Infinity", "-Infinity", "NaN", "nan", "inf", "1_000", "abc", "", "1e",
+                  "1.2.3", "--1", "0x10", "15000000000000", "1.234567e17", "1439.9999999"]
+
+
+def _reference_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        return float("nan")
+    return v if np.isfinite(v) else float("nan")
+
+
+@pytest.mark.parametrize("block", [64, 1000, 1 << 20])
+def test_compiled_reader_parses_like_python(tmp_path: Path, block: int,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import netmon_exporter.flows.flow_csv as fc
+
+    monkeypatch.setattr(fc, "_BLOCK_BYTES", block)
+    addrs = ["10.0.0.1", "010.0.0.1", "2001:db8::1", "::ffff:1.2.3.4", "256.1.1.1", "1.2.3",
+             "1.2.3.4.5", "", "x", " 192.168.1.2 ", "0.0.0.0"]
+    header = "Src IP,Dst IP,Src Port,Dst Port,Protocol,Timestamp,Flow Duration," + ",".join(
+        CIC_FEATURES[1:6]) + ",Label"
+    lines, expect = [header], []
+    for i, num in enumerate(TRICKY_NUMBERS):
+        a, b = addrs[i % len(addrs)], addrs[(i * 7 + 3) % len(addrs)]
+        port = ["80", "65535", "65536", "-1", "Infinity", "", "443.0"][i % 7]
+        lines.append(f"{a},{b},{port},{i},6,2020-01-0{1 + i % 9} 10:00:00.{i:06d},{num},"
+                     f"{num},1,2,3,4,lab {i % 3}")
+        expect.append((a, b, port, num))
+        if i % 5 == 0:
+            lines.append("")  # blank lines are skipped
+    f = tmp_path / "t.csv"
+    f.write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    b = FlowBatch.concat(list(read_flow_csv(f)))
+    assert len(b) == len(TRICKY_NUMBERS)
+    got_dur = b["Flow Duration"].tolist()
+    want_dur = [_reference_float(n) for _, _, _, n in expect]
+    for num, g, w in zip(TRICKY_NUMBERS, got_dur, want_dur, strict=True):
+        assert (np.isnan(g) and np.isnan(w)) or g == w, (num, g, w)
+    assert np.array_equal(b["Tot Fwd Pkts"], b["Flow Duration"], equal_nan=True)
+    assert b["src_ip"].tobytes() == str_to_addrs([a for a, _, _, _ in expect]).tobytes()
+    assert b["dst_ip"].tobytes() == str_to_addrs([d for _, d, _, _ in expect]).tobytes()
+    ports = [int(v) if np.isfinite(v) and 0 <= v <= 65535 else 0
+             for v in (_reference_float(p) for _, _, p, _ in expect)]
+    assert b["src_port"].tolist() == ports
+    assert b["dst_port"].tolist() == list(range(len(TRICKY_NUMBERS)))
+    assert b["label"].tolist() == [f"lab {i % 3}" for i in range(len(TRICKY_NUMBERS))]
+    ts = [datetime(2020, 1, 1 + i % 9, 10, tzinfo=UTC).timestamp() + i / 1e6
+          for i in range(len(TRICKY_NUMBERS))]
+    assert b["first_ts"].tolist() == pytest.approx(ts, abs=1e-6)
+
+
+def test_quoted_fields_switch_to_the_csv_module(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows before the first quote are read by the compiled path, the rest by csv."""
+    import netmon_exporter.flows.flow_csv as fc
+
+    monkeypatch.setattr(fc, "_BLOCK_BYTES", 200)
+    header = "Src IP,Dst IP,Timestamp," + ",".join(CIC_FEATURES[:6]) + ",Label,dns_qname"
+    rows = [f"10.0.0.{i},10.0.1.{i},,{i},1,2,3,4,5,plain{i},q{i}.example" for i in range(30)]
+    rows[20] = '10.0.0.20,10.0.1.20,,20,1,2,3,4,5,"a,b ""c""\nd",x.example'
+    rows[25] = '10.0.0.25,10.0.1.25,,25,1,2,3,4,5,"Infinity",' + '""'
+    f = tmp_path / "q.csv"
+    f.write_text(header + "\n" + "\n".join(rows) + "\n")
+    b = FlowBatch.concat(list(read_flow_csv(f)))
+    assert len(b) == 30
+    assert b["Flow Duration"].tolist() == list(range(30))
+    assert addrs_to_str(b["src_ip"]) == [f"10.0.0.{i}" for i in range(30)]
+    labels = b["label"].tolist()
+    assert labels[19] == "plain19" and labels[20] == 'a,b "c"\nd' and labels[25] == "Infinity"
+    assert b["dns_qname"][0] == "q0.example" and b["dns_qname"][25] == ""
+    assert np.isnan(b["first_ts"]).all()
+
+
+def test_malformed_quoted_csv_names_the_line(tmp_path: Path) -> None:
+    import csv as csv_module
+
+    header = "Src IP,Dst IP," + ",".join(CIC_FEATURES[:6]) + ",Label"
+    f = tmp_path / "m.csv"
+    f.write_text(header + "\n10.0.0.1,10.0.0.2,1,2,3,4,5,6,ok\n"
+                 + '1.1.1.1,2.2.2.2,1,2,3,4,5,6,"' + "x" * 50 + '"\n')
+    old = csv_module.field_size_limit(30)  # a field too large is a csv.Error
+    try:
+        with pytest.raises(FlowCsvError, match="line 3"):
+            list(read_flow_csv(f))
+    finally:
+        csv_module.field_size_limit(old)

@@ -373,78 +373,84 @@ def split_fields(buf, width, starts, ends):
     return row
 
 
-@njit(cache=True)
-def parse_floats(buf, starts, ends, col, out, bad):
-    """Parse column ``col`` as decimal numbers into ``out``; empty fields are NaN.
+@njit(cache=True, inline="always")
+def _parse_number(buf, s, e):
+    """Return (value, ok) for the field ``buf[s:e]`` (see :func:`parse_floats`)."""
+    if s == e:
+        return np.nan, True
+    neg = False
+    if buf[s] == 45 or buf[s] == 43:
+        neg = buf[s] == 45
+        s += 1
+    mant = np.int64(0)
+    exp = 0
+    digits = 0
+    dot = False
+    while s < e:
+        c = buf[s]
+        if 48 <= c <= 57:
+            digits += 1
+            if mant >= 100000000000000000:  # 1e17: more would overflow
+                return 0.0, False
+            mant = mant * 10 + (c - 48)
+            if dot:
+                exp -= 1
+        elif c == 46 and not dot:
+            dot = True
+        else:
+            break
+        s += 1
+    if digits == 0:
+        return 0.0, False
+    if s < e and (buf[s] == 101 or buf[s] == 69):
+        s += 1
+        eneg = False
+        if s < e and (buf[s] == 45 or buf[s] == 43):
+            eneg = buf[s] == 45
+            s += 1
+        ev = 0
+        edigits = 0
+        while s < e and 48 <= buf[s] <= 57 and ev < 10000:
+            ev = ev * 10 + (buf[s] - 48)
+            edigits += 1
+            s += 1
+        if edigits == 0:
+            return 0.0, False
+        exp += -ev if eneg else ev
+    if s != e:
+        return 0.0, False
+    if mant == 0:
+        v = 0.0
+    elif mant <= 9007199254740992 and -22 <= exp <= 22:
+        v = float(mant)
+        if exp >= 0:
+            v *= _POW10[exp]
+        else:
+            v /= _POW10[-exp]
+    else:
+        return 0.0, False
+    return (-v if neg else v), True
 
-    A field is flagged in ``bad`` (left for Python's float()) unless it is plain decimal
-    or exponent notation whose value is exact by Clinger's fast path (at most 2**53 as
-    integer mantissa, a power of ten up to 1e22), which makes the result correctly rounded.
+
+@njit(cache=True)
+def parse_floats(buf, starts, ends, cols, out, bad):
+    """Parse columns ``cols`` as decimal numbers into ``out[:, k]``; empty fields are NaN.
+
+    Row by row (offsets, text and output in memory order). A field is flagged in
+    ``bad[:, k]`` (left for Python's float()) unless it is plain decimal or exponent
+    notation whose value is exact by Clinger's fast path (an integer mantissa of at most
+    2**53, a power of ten up to 1e22), which makes the result correctly rounded.
+    Returns the number of flagged fields.
     """
     nbad = 0
-    for r in range(out.shape[0]):
-        s = starts[r, col]
-        e = ends[r, col]
-        bad[r] = False
-        if s == e:
-            out[r] = np.nan
-            continue
-        neg = False
-        if buf[s] == 45 or buf[s] == 43:
-            neg = buf[s] == 45
-            s += 1
-        mant = np.int64(0)
-        exp = 0
-        digits = 0
-        ok = True
-        dot = False
-        while s < e:
-            c = buf[s]
-            if 48 <= c <= 57:
-                digits += 1
-                if mant >= 100000000000000000:  # 1e17: more would overflow
-                    ok = False
-                    break
-                mant = mant * 10 + (c - 48)
-                if dot:
-                    exp -= 1
-            elif c == 46 and not dot:
-                dot = True
-            else:
-                break
-            s += 1
-        if ok and s < e and (buf[s] == 101 or buf[s] == 69) and digits:
-            s += 1
-            eneg = False
-            if s < e and (buf[s] == 45 or buf[s] == 43):
-                eneg = buf[s] == 45
-                s += 1
-            ev = 0
-            edigits = 0
-            while s < e and 48 <= buf[s] <= 57 and ev < 10000:
-                ev = ev * 10 + (buf[s] - 48)
-                edigits += 1
-                s += 1
-            if edigits == 0:
-                ok = False
-            exp += -ev if eneg else ev
-        if not ok or s != e or digits == 0:
-            bad[r] = True
-            nbad += 1
-            continue
-        if mant == 0:
-            v = 0.0
-        elif mant <= 9007199254740992 and -22 <= exp <= 22:
-            v = float(mant)
-            if exp >= 0:
-                v *= _POW10[exp]
-            else:
-                v /= _POW10[-exp]
-        else:
-            bad[r] = True
-            nbad += 1
-            continue
-        out[r] = -v if neg else v
+    for r in range(starts.shape[0]):
+        for k in range(len(cols)):
+            c = cols[k]
+            v, ok = _parse_number(buf, starts[r, c], ends[r, c])
+            out[r, k] = v
+            bad[r, k] = not ok
+            if not ok:
+                nbad += 1
     return nbad
 
 

@@ -188,6 +188,13 @@ class _Columns:
     def floats(self, i: int) -> np.ndarray:
         raise NotImplementedError
 
+    def float_columns(self, cols: list[int]) -> np.ndarray:
+        """Parse several columns; row k of the result is column ``cols[k]``."""
+        out = np.empty((len(cols), self.n), dtype=np.float64)
+        for k, i in enumerate(cols):
+            out[k] = self.floats(i)
+        return out
+
     def addrs(self, i: int) -> np.ndarray:
         raise NotImplementedError
 
@@ -227,15 +234,20 @@ class _FieldColumns(_Columns):
         return self.block[self.starts[r, i]:self.ends[r, i]]
 
     def floats(self, i: int) -> np.ndarray:
-        out = np.empty(self.n, dtype=np.float64)
-        bad = np.empty(self.n, dtype=np.bool_)
-        if csv_format.parse_floats(self.buf, self.starts, self.ends, i, out, bad):
-            for r in np.flatnonzero(bad).tolist():  # "Infinity", "NaN", 17-digit values
+        return self.float_columns([i])[0]
+
+    def float_columns(self, cols: list[int]) -> np.ndarray:
+        """Parse several columns in one pass; row k of the result is column ``cols[k]``."""
+        rows = np.empty((self.n, len(cols)), dtype=np.float64)
+        bad = np.empty((self.n, len(cols)), dtype=np.bool_)
+        if csv_format.parse_floats(self.buf, self.starts, self.ends,
+                                   np.array(cols, dtype=np.int64), rows, bad):
+            for r, k in zip(*np.nonzero(bad), strict=True):  # "Infinity", 17-digit values
                 try:
-                    out[r] = float(self._field(r, i))
+                    rows[r, k] = float(self._field(int(r), cols[int(k)]))
                 except ValueError:
-                    out[r] = np.nan
-        return _finite(out)
+                    rows[r, k] = np.nan
+        return _finite(np.ascontiguousarray(rows.T))
 
     def addrs(self, i: int) -> np.ndarray:
         raw = np.empty((self.n, 16), dtype=np.uint8)
@@ -317,7 +329,6 @@ def read_flow_csv(path: Path, *, chunk_rows: int = 50_000) -> Iterator[FlowBatch
         width = max(index.values()) + 1
         ts_cache: dict[str, float] = {}
         offset = len(first)   # file offset of the next block
-        line = 2              # its line number
         rest = b""
         while True:
             data = fh.read(_BLOCK_BYTES)
@@ -334,12 +345,11 @@ def read_flow_csv(path: Path, *, chunk_rows: int = 50_000) -> Iterator[FlowBatch
                 return
             if b'"' in block:
                 fh.seek(offset)
-                yield from _read_quoted(path, fh, header, index, width, chunk_rows, line,
+                yield from _read_quoted(path, fh, header, index, width, chunk_rows, offset,
                                         ts_cache)
                 return
             yield from _block_batches(block, header_line, index, width, chunk_rows, ts_cache)
             offset += len(block)
-            line += block.count(b"\n")
 
 
 def _block_batches(block: bytes, header_line: bytes, index: dict[str, int], width: int,
@@ -358,9 +368,9 @@ def _block_batches(block: bytes, header_line: bytes, index: dict[str, int], widt
 
 
 def _read_quoted(path: Path, fh: BinaryIO, header: list[str], index: dict[str, int],
-                 width: int, chunk_rows: int, line: int,
+                 width: int, chunk_rows: int, offset: int,
                  ts_cache: dict[str, float]) -> Iterator[FlowBatch]:
-    """Read the rest of the file (from ``fh``'s position, line ``line``) with the csv module."""
+    """Read the rest of the file (from ``fh``'s position, ``offset``) with the csv module."""
     text = io.TextIOWrapper(fh, encoding="utf-8", errors="replace", newline="")
     reader = csv.reader(text)
     rows: list[list[str]] = []
@@ -375,8 +385,9 @@ def _read_quoted(path: Path, fh: BinaryIO, header: list[str], index: dict[str, i
                 yield _build_batch(_RowColumns(rows), index, ts_cache)
                 rows = []
     except csv.Error as exc:
-        raise FlowCsvError(f"{path}: malformed CSV near line {line + reader.line_num - 1} "
-                           f"({exc})") from exc
+        with open(path, "rb") as again:
+            line = again.read(offset).count(b"\n") + reader.line_num
+        raise FlowCsvError(f"{path}: malformed CSV near line {line} ({exc})") from exc
     finally:
         text.detach()
     if rows:
@@ -389,14 +400,16 @@ def _build_batch(src: _Columns, index: dict[str, int], ts_cache: dict[str, float
     for name, key in (("Src IP", "src_ip"), ("Dst IP", "dst_ip")):
         if name in index:  # else all-zero (missing key column)
             cols[key] = src.addrs(index[name])
-    for name, key, dtype in (("Src Port", "src_port", np.uint16),
-                             ("Dst Port", "dst_port", np.uint16),
-                             ("Protocol", "protocol", np.uint8)):
-        if name in index:  # else 0
-            cols[key] = _to_int(src.floats(index[name]), dtype)
-    for name in (*CIC_FEATURES, *EXTRA_FEATURES):
-        if name in index:
-            cols[name] = src.floats(index[name])
+    keys = [(name, key, dtype) for name, key, dtype in (("Src Port", "src_port", np.uint16),
+                                                        ("Dst Port", "dst_port", np.uint16),
+                                                        ("Protocol", "protocol", np.uint8))
+            if name in index]  # else 0
+    features = [name for name in (*CIC_FEATURES, *EXTRA_FEATURES) if name in index]
+    values = src.float_columns([index[k[0]] for k in keys] + [index[f] for f in features])
+    for j, (_, key, dtype) in enumerate(keys):
+        cols[key] = _to_int(values[j], dtype)
+    for j, name in enumerate(features, start=len(keys)):
+        cols[name] = values[j]
     if "Pkt Size Avg" not in cols and "Pkt Len Mean" in cols:
         cols["Pkt Size Avg"] = cols["Pkt Len Mean"]
     if "Timestamp" in index:
