@@ -378,6 +378,8 @@ def _parse_number(buf, s, e):
     """Return (value, ok) for the field ``buf[s:e]`` (see :func:`parse_floats`)."""
     if s == e:
         return np.nan, True
+    if e - s == 1 and 48 <= buf[s] <= 57:  # one digit: the most common field ("0")
+        return float(buf[s] - 48), True
     neg = False
     if buf[s] == 45 or buf[s] == 43:
         neg = buf[s] == 45
@@ -508,3 +510,14 @@ def gather_text(buf, starts, ends, col, out):
         e = ends[r, col]
         for k in range(e - s):
             out[r, k] = buf[s + k]
+
+
+@njit(cache=True)
+def transpose(rows, out):
+    """``out[k, r] = rows[r, k]`` in tiles of rows (cache- and TLB-friendly)."""
+    n, m = rows.shape
+    for r0 in range(0, n, 64):
+        r1 = min(r0 + 64, n)
+        for k in range(m):
+            for r in range(r0, r1):
+                out[k, r] = rows[r, k]

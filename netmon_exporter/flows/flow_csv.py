@@ -247,7 +247,9 @@ class _FieldColumns(_Columns):
                     rows[r, k] = float(self._field(int(r), cols[int(k)]))
                 except ValueError:
                     rows[r, k] = np.nan
-        return _finite(np.ascontiguousarray(rows.T))
+        out = np.empty((len(cols), self.n), dtype=np.float64)
+        csv_format.transpose(rows, out)
+        return _finite(out)
 
     def addrs(self, i: int) -> np.ndarray:
         raw = np.empty((self.n, 16), dtype=np.uint8)
