@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -23,6 +22,8 @@ from netmon_exporter.alerting import (
 from netmon_exporter.config import AlertmanagerConfig
 from netmon_exporter.detection import Detection
 
+from .loopback_http import LoopbackServer
+
 T0 = 1_800_000_000.0
 
 
@@ -35,36 +36,19 @@ class FakeAlertmanager:
         self.status = 200
         self.delay = 0.0
         self.release = threading.Event()
-        fake = self
+        self.server = LoopbackServer(self._answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                fake.paths.append(self.path)
-                fake.posts.append(json.loads(raw))
-                if fake.delay:
-                    fake.release.wait(fake.delay)
-                body = b"" if fake.status == 200 else b'{"message":"bad things"}'
-                try:
-                    self.send_response(fake.status)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        ).start()
+    def _answer(self, path: str, headers: dict[str, str], raw: bytes
+                ) -> tuple[int, dict[str, str], bytes]:
+        self.paths.append(path)
+        self.posts.append(json.loads(raw))
+        if self.delay:
+            self.release.wait(self.delay)
+        return self.status, {}, b"" if self.status == 200 else b'{"message":"bad things"}'
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self.server.base_url
 
     @property
     def alerts(self) -> list[dict[str, Any]]:
@@ -72,8 +56,7 @@ class FakeAlertmanager:
 
     def close(self) -> None:
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture
@@ -357,7 +340,7 @@ def test_credentials_in_url_never_logged(
     am: FakeAlertmanager, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    port = am.server.server_address[1]
+    port = am.server.port
     am.status = 500
     pusher = AlertPusher(cfg(f"http://admin:hunter2@127.0.0.1:{port}"))
     pusher.observe([det()], now=T0)

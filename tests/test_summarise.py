@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -25,6 +24,8 @@ from netmon_exporter.summarise import (
     build_prompt,
     template_summary,
 )
+
+from .loopback_http import LoopbackServer
 
 KEY = "sk-test-0123456789abcdefSECRET"
 ENV = {"NETMON_LLM_API_KEY": KEY}
@@ -61,47 +62,24 @@ class FakeLLM:
         self.replies: list[Reply] = [Reply(body=completion("All quiet."))]
         self.requests: list[dict[str, Any]] = []
         self.release = threading.Event()
-        fake = self
+        self.server = LoopbackServer(self._answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                headers = {k: v for k, v in self.headers.items()}
-                fake.requests.append({"path": self.path, "headers": headers, "body": raw})
-                n = len(fake.requests) - 1
-                reply = fake.replies[min(n, len(fake.replies) - 1)]
-                if reply.delay:
-                    fake.release.wait(reply.delay)
-                body = reply.body(headers, raw) if callable(reply.body) else reply.body
-                try:
-                    self.send_response(reply.status)
-                    for k, v in reply.headers.items():
-                        self.send_header(k, v)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self.thread.start()
+    def _answer(self, path: str, headers: dict[str, str], raw: bytes
+                ) -> tuple[int, dict[str, str], bytes]:
+        self.requests.append({"path": path, "headers": headers, "body": raw})
+        reply = self.replies[min(len(self.requests) - 1, len(self.replies) - 1)]
+        if reply.delay:
+            self.release.wait(reply.delay)
+        body = reply.body(headers, raw) if callable(reply.body) else reply.body
+        return reply.status, {**reply.headers, "Content-Type": "application/json"}, body
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        return f"{self.server.base_url}/v1"
 
     def close(self) -> None:
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture
@@ -402,7 +380,7 @@ def test_key_with_control_characters_is_refused_without_echo(
 
 def test_credentials_in_url_not_in_errors(caplog: pytest.LogCaptureFixture) -> None:
     fake = FakeLLM()
-    port = fake.server.server_address[1]
+    port = fake.server.port
     fake.close()
     s = Summariser(
         LLMConfig(

@@ -19,6 +19,7 @@ started by the fixture and stopped by it. Reusable pieces:
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import socket
@@ -28,7 +29,6 @@ import time
 import urllib.error
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ import pytest
 import requests
 import yaml
 
+from ..loopback_http import LoopbackServer
 from .daemon_process import DaemonProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -236,31 +237,17 @@ class Webhook:
     def __init__(self) -> None:
         self.received: dict[str, list[dict[str, Any]]] = {}
         self._lock = threading.Lock()
-        hook = self
+        self.server = LoopbackServer(self._record)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # keep test output quiet
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
-                import json
-
-                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with hook._lock:
-                    hook.received.setdefault(self.path, []).append(json.loads(raw))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
+    def _record(self, path: str, headers: dict[str, str], raw: bytes
+                ) -> tuple[int, dict[str, str], bytes]:
+        with self._lock:
+            self.received.setdefault(path, []).append(json.loads(raw))
+        return 200, {}, b""
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self.server.base_url
 
     def alerts(self, path: str, name: str, status: str | None = None) -> list[dict[str, Any]]:
         """Alerts named ``name`` notified on ``path`` (optionally only firing/resolved)."""
@@ -271,8 +258,7 @@ class Webhook:
                 and (status is None or a["status"] == status)]
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 # --------------------------------------------------------------------------- configs

@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,8 @@ import requests
 from netmon_exporter.alerting import AlertPusher
 from netmon_exporter.config import AlertmanagerConfig
 from netmon_exporter.detection import Detection
+
+from ..loopback_http import LoopbackServer
 
 pytestmark = pytest.mark.integration
 
@@ -54,37 +55,24 @@ class Webhook:
     def __init__(self) -> None:
         self.notifications: list[dict[str, Any]] = []
         self.lock = threading.Lock()
-        hook = self
+        self.server = LoopbackServer(self._record)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with hook.lock:
-                    hook.notifications.append(json.loads(raw))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
+    def _record(self, path: str, headers: dict[str, str], raw: bytes
+                ) -> tuple[int, dict[str, str], bytes]:
+        with self.lock:
+            self.notifications.append(json.loads(raw))
+        return 200, {}, b""
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        return f"{self.server.base_url}/hook"
 
     def alerts(self) -> list[dict[str, Any]]:
         with self.lock:
             return [a for n in self.notifications for a in n.get("alerts", [])]
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @dataclass
