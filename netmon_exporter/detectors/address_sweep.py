@@ -17,6 +17,7 @@ from .features import (
     distinct_per_group,
     factorize_addrs,
     group,
+    probe_evidence,
     probes,
     service,
 )
@@ -77,11 +78,9 @@ class AddressSweepDetector:
             sample = [addr_to_str(a) for a in table[np.unique(dst[m])[:10]]]
             evidence = {
                 "distinct_hosts": int(hosts[g]), "threshold": self.cfg.min_hosts,
-                "probes": int(counts[g]), "probes_in_window": int((m & is_new).sum()),
-                "unanswered": int((outcome == 0).sum()), "reset": int((outcome == 1).sum()),
+                **probe_evidence(outcome, ts, counts[g], (m & is_new).sum(),
+                                 self.cfg.horizon_seconds),
                 "answered": int((outcome == 2).sum()),
-                "horizon_seconds": self.cfg.horizon_seconds,
-                "first_seen": float(ts.min()), "last_seen": float(ts.max()),
                 "sample_hosts": sample,
             }
             out.append(Detection(

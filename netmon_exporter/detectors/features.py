@@ -231,3 +231,14 @@ def service(proto: int, port: int) -> str:
     if int(proto) in (ICMP, ICMPV6):
         return f"{name}/echo"
     return f"{name}/{int(port)}"
+
+
+def probe_evidence(outcome: np.ndarray, ts: np.ndarray, count: int, in_window: int,
+                   horizon_seconds: float) -> dict[str, object]:
+    """Evidence shared by the scan detectors: how many probes and how they were answered."""
+    return {
+        "probes": int(count), "probes_in_window": int(in_window),
+        "unanswered": int((outcome == 0).sum()), "reset": int((outcome == 1).sum()),
+        "horizon_seconds": horizon_seconds,
+        "first_seen": float(ts.min()), "last_seen": float(ts.max()),
+    }

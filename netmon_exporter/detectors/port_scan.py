@@ -8,7 +8,15 @@ from ..config import PortScanConfig
 from ..detection import Detection
 from ..flow_schema import FlowBatch, addr_to_str
 from .base import HorizonStore
-from .features import UDP, combine, distinct_per_group, factorize_addrs, group, probes
+from .features import (
+    UDP,
+    combine,
+    distinct_per_group,
+    factorize_addrs,
+    group,
+    probe_evidence,
+    probes,
+)
 
 
 class PortScanDetector:
@@ -59,11 +67,9 @@ class PortScanDetector:
             sample = [f"{'udp' if s >= 65536 else 'tcp'}/{s % 65536}" for s in services[:20]]
             evidence = {
                 "distinct_ports": int(ports[g]), "threshold": self.cfg.min_ports,
-                "probes": int(counts[g]), "probes_in_window": int((m & is_new).sum()),
-                "unanswered": int((outcome == 0).sum()), "reset": int((outcome == 1).sum()),
+                **probe_evidence(outcome, ts, counts[g], (m & is_new).sum(),
+                                 self.cfg.horizon_seconds),
                 "open": int((outcome == 2).sum()),
-                "horizon_seconds": self.cfg.horizon_seconds,
-                "first_seen": float(ts.min()), "last_seen": float(ts.max()),
                 "sample_ports": sample,
             }
             out.append(Detection(
