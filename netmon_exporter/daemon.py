@@ -284,7 +284,7 @@ class Daemon:
 
     # -- events
     def _handle(self, event: Any) -> None:
-        from .ingest import service as ev
+        from .ingest import events as ev
 
         m = self.m
         if isinstance(event, ev.FileStarted):

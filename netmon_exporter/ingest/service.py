@@ -65,11 +65,6 @@ from .ledger import DONE, FAILED, QUARANTINED, Entry, Ledger, LedgerError, Total
 from .watcher import Watcher, file_kind, in_shard, matches, scan, series_of
 from .workers import Outcome, ProcessFn, Task, WorkerPool, takes_csv_path
 
-__all__ = [
-    "CarryFlushed", "Event", "FileDone", "FileFailed", "FileQuarantined", "FileSkipped",
-    "FileStarted", "IngestError", "IngestService", "IngestStatus",
-]
-
 log = logging.getLogger("netmon_exporter.ingest")
 
 RECENT_SECONDS = 300.0          # window of the recent success/failure counts
