@@ -30,7 +30,7 @@ test: $(STAMP) system-deps
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check netmon_exporter tests bench grafana
-	$(VENV)/bin/ruff format --check netmon_exporter
+	$(VENV)/bin/ruff format --check netmon_exporter tests bench grafana
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy netmon_exporter

@@ -41,8 +41,9 @@ def synthetic_window(rng: np.random.Generator, n: int, start: float, length: flo
     clients = 0x0A000000 + rng.integers(1, 20000, n)
     servers = 0xC0A80100 + rng.zipf(1.5, n) % 5000
     proto = rng.choice(np.array([6, 17, 1], dtype=np.uint8), n, p=[0.74, 0.25, 0.01])
-    dport = rng.choice(np.array([443, 80, 53, 22, 8080, 123, 993]), n,
-                       p=[0.5, 0.15, 0.2, 0.02, 0.05, 0.05, 0.03])
+    dport = rng.choice(
+        np.array([443, 80, 53, 22, 8080, 123, 993]), n, p=[0.5, 0.15, 0.2, 0.02, 0.05, 0.05, 0.03]
+    )
     dport = np.where(proto == 1, 0x0800, dport)
     fwd = rng.integers(2, 60, n).astype(float)
     bwd = np.maximum(fwd + rng.integers(-2, 20, n), 1).astype(float)
@@ -54,7 +55,7 @@ def synthetic_window(rng: np.random.Generator, n: int, start: float, length: flo
     # attacks: 2% scan probes, 1% flood packets, some brute force
     k = n // 50
     atk = rng.choice(n, 3 * k, replace=False)
-    scan, flood, brute = atk[:k], atk[k:2 * k], atk[2 * k:]
+    scan, flood, brute = atk[:k], atk[k : 2 * k], atk[2 * k :]
     clients[scan] = 0x0A0000FE
     servers[scan] = 0xC0A80001
     proto[scan] = 6
@@ -72,16 +73,27 @@ def synthetic_window(rng: np.random.Generator, n: int, start: float, length: flo
     half_open[scan] = True
     half_open[flood] = True
     return make_batch(
-        n, src_ip=_addrs(clients), dst_ip=_addrs(servers),
-        src_port=rng.integers(1024, 65535, n), dst_port=dport, protocol=proto,
-        first_ts=first, last_ts=first + dur,
-        **{"Tot Fwd Pkts": fwd, "Tot Bwd Pkts": bwd,
-           "TotLen Fwd Pkts": np.where(half_open, 0, fwd * 100),
-           "TotLen Bwd Pkts": bwd * 500, "Flow Duration": dur * 1e6,
-           "fwd_syn_cnt": np.where(proto == 6, 1.0, 0.0),
-           "bwd_syn_cnt": np.where((proto == 6) & ~half_open, 1.0, 0.0),
-           "fwd_rst_cnt": np.zeros(n), "bwd_rst_cnt": np.where(half_open & (bwd > 0), 1.0, 0.0),
-           "dns_qname": qname})
+        n,
+        src_ip=_addrs(clients),
+        dst_ip=_addrs(servers),
+        src_port=rng.integers(1024, 65535, n),
+        dst_port=dport,
+        protocol=proto,
+        first_ts=first,
+        last_ts=first + dur,
+        **{
+            "Tot Fwd Pkts": fwd,
+            "Tot Bwd Pkts": bwd,
+            "TotLen Fwd Pkts": np.where(half_open, 0, fwd * 100),
+            "TotLen Bwd Pkts": bwd * 500,
+            "Flow Duration": dur * 1e6,
+            "fwd_syn_cnt": np.where(proto == 6, 1.0, 0.0),
+            "bwd_syn_cnt": np.where((proto == 6) & ~half_open, 1.0, 0.0),
+            "fwd_rst_cnt": np.zeros(n),
+            "bwd_rst_cnt": np.where(half_open & (bwd > 0), 1.0, 0.0),
+            "dns_qname": qname,
+        },
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,12 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--length", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=3, help="Rounds; the best is reported.")
-    ap.add_argument("--models", action="store_true",
-                    help="Also time model inference (IsolationForest, RandomForest).")
+    ap.add_argument(
+        "--models",
+        action="store_true",
+        help="Also time model inference (IsolationForest, RandomForest).",
+    )
     args = ap.parse_args(argv)
     rng = np.random.default_rng(args.seed)
-    windows = [synthetic_window(rng, args.flows_per_window, 1.7e9 + i * args.length, args.length)
-               for i in range(args.windows)]
+    windows = [
+        synthetic_window(rng, args.flows_per_window, 1.7e9 + i * args.length, args.length)
+        for i in range(args.windows)
+    ]
     per: dict[str, float] = {}
     found: dict[str, int] = {}
     total = float("inf")
@@ -119,11 +136,14 @@ def main(argv: list[str] | None = None) -> int:
         found = round_found
         total = min(total, t_round)
     n = args.flows_per_window * args.windows
-    print(f"detector throughput, {args.windows} windows x {args.flows_per_window:,} flows, "
-          f"1 core, best of {args.repeat} rounds (load average {os.getloadavg()[0]:.2f}):")
+    print(
+        f"detector throughput, {args.windows} windows x {args.flows_per_window:,} flows, "
+        f"1 core, best of {args.repeat} rounds (load average {os.getloadavg()[0]:.2f}):"
+    )
     for name in per:
-        print(f"  {name:<14} {n / max(per[name], 1e-9):>14,.0f} flows/s   "
-              f"{found[name]:>4} detections")
+        print(
+            f"  {name:<14} {n / max(per[name], 1e-9):>14,.0f} flows/s   {found[name]:>4} detections"
+        )
     print(f"  {'ALL':<14} {n / total:>14,.0f} flows/s   {sum(found.values()):>4} detections")
     bench_pipeline(windows, args.length)
     if args.models:

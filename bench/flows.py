@@ -73,8 +73,9 @@ def measure(cmd: list[str], cwd: Path | None = None) -> tuple[float, float, str]
         out, err = Path(tmp) / "out", Path(tmp) / "err"
         with open(out, "wb") as fo, open(err, "wb") as fe:
             t0 = time.perf_counter()
-            rc = subprocess.run([GNU_TIME, "-f", "%M", "-o", str(rss_file), *cmd], stdout=fo,
-                                stderr=fe, cwd=cwd).returncode
+            rc = subprocess.run(
+                [GNU_TIME, "-f", "%M", "-o", str(rss_file), *cmd], stdout=fo, stderr=fe, cwd=cwd
+            ).returncode
             secs = time.perf_counter() - t0
         if rc != 0:
             raise RuntimeError(f"{cmd[0]} failed ({rc}): {err.read_text(errors='replace')[-500:]}")
@@ -93,13 +94,30 @@ def csv_rows(path: Path, protos: tuple[str, ...] | None = None, col: str = "Prot
 
 
 def run_ours(path: Path, out: Path) -> Run:
-    secs, rss, text = measure([str(OUR_PYTHON), "-m", "netmon_exporter", "flows", str(path),
-                               "-o", str(out), "--no-progress"], cwd=ROOT)
+    secs, rss, text = measure(
+        [
+            str(OUR_PYTHON),
+            "-m",
+            "netmon_exporter",
+            "flows",
+            str(path),
+            "-o",
+            str(out),
+            "--no-progress",
+        ],
+        cwd=ROOT,
+    )
     m = re.match(r"(\d+) packets, (\d+) flows in ([0-9.]+) s \(([0-9,]+) packets/s\)", text)
     if not m:
         raise RuntimeError(f"unexpected summary: {text!r}")
-    return Run("netmon flows", int(m.group(1)), secs, rss, int(m.group(2)),
-               note=f"CLI says {m.group(4)} packets/s")
+    return Run(
+        "netmon flows",
+        int(m.group(1)),
+        secs,
+        rss,
+        int(m.group(2)),
+        note=f"CLI says {m.group(4)} packets/s",
+    )
 
 
 def run_nfstream(py: Path, path: Path, out: Path, packets: int) -> Run:
@@ -109,8 +127,7 @@ def run_nfstream(py: Path, path: Path, out: Path, packets: int) -> Run:
 
 def run_cicflowmeter(venv: Path, path: Path, out: Path, packets: int) -> Run:
     out.unlink(missing_ok=True)
-    secs, rss, _ = measure([str(venv / "bin" / "cicflowmeter"), "-f", str(path), "-c",
-                            str(out)])
+    secs, rss, _ = measure([str(venv / "bin" / "cicflowmeter"), "-f", str(path), "-c", str(out)])
     flows = csv_rows(out) if out.exists() else 0
     return Run("cicflowmeter", packets, secs, rss, flows, note="on the slice")
 
@@ -121,22 +138,31 @@ def run_tcpdump(path: Path, packets: int) -> Run:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--file", type=Path, help="use this capture instead of a synthetic one")
-    ap.add_argument("--packets", type=int, default=1_000_000,
-                    help="packets in the synthetic capture (default 1,000,000)")
-    ap.add_argument("--scan", action="store_true",
-                    help="flow-heavy synthetic traffic (one SYN + RST per flow)")
-    ap.add_argument("--cic-packets", type=int, default=20_000,
-                    help="packets given to cicflowmeter (0: skip it)")
+    ap.add_argument(
+        "--packets",
+        type=int,
+        default=1_000_000,
+        help="packets in the synthetic capture (default 1,000,000)",
+    )
+    ap.add_argument(
+        "--scan", action="store_true", help="flow-heavy synthetic traffic (one SYN + RST per flow)"
+    )
+    ap.add_argument(
+        "--cic-packets", type=int, default=20_000, help="packets given to cicflowmeter (0: skip it)"
+    )
     ap.add_argument("--rounds", type=int, default=1, help="alternating rounds (best is kept)")
     ap.add_argument("--skip-nfstream", action="store_true")
     a = ap.parse_args()
 
     if not Path(GNU_TIME).exists():
-        print(f"{GNU_TIME} (GNU time) is needed to measure peak RSS: apt-get install time",
-              file=sys.stderr)
+        print(
+            f"{GNU_TIME} (GNU time) is needed to measure peak RSS: apt-get install time",
+            file=sys.stderr,
+        )
         return 2
     OUT.mkdir(parents=True, exist_ok=True)
     if a.file:
@@ -144,8 +170,17 @@ def main() -> int:
     else:
         cap = OUT / f"synth-{a.packets}{'-scan' if a.scan else ''}.pcap"
         if not cap.exists():  # in a child process: keep this one small
-            subprocess.run([str(OUR_PYTHON), str(HERE / "synth.py"), str(cap), "--packets",
-                            str(a.packets), *(["--scan"] if a.scan else [])], check=True)
+            subprocess.run(
+                [
+                    str(OUR_PYTHON),
+                    str(HERE / "synth.py"),
+                    str(cap),
+                    "--packets",
+                    str(a.packets),
+                    *(["--scan"] if a.scan else []),
+                ],
+                check=True,
+            )
     size_mb = cap.stat().st_size / 1e6
     nfs_py = None if a.skip_nfstream else ensure_venv("nfstream", ["nfstream"])
     cic_venv = None
@@ -154,8 +189,11 @@ def main() -> int:
         cic_venv = VENVS / "cicflowmeter"
     slice_path = OUT / f"{cap.stem}-first{a.cic_packets}.pcap"
     if a.cic_packets and not slice_path.exists():
-        subprocess.run(["tcpdump", "-r", str(cap), "-c", str(a.cic_packets), "-w",
-                        str(slice_path)], check=True, capture_output=True)
+        subprocess.run(
+            ["tcpdump", "-r", str(cap), "-c", str(a.cic_packets), "-w", str(slice_path)],
+            check=True,
+            capture_output=True,
+        )
 
     # warm the page cache and numba's on-disk cache once (not timed)
     run_ours(slice_path if a.cic_packets else cap, OUT / "warm.csv")
@@ -166,8 +204,9 @@ def main() -> int:
         if nfs_py:
             runs.append(lambda: run_nfstream(nfs_py, cap, OUT / "nfstream.csv", 0))
         if cic_venv:
-            runs.append(lambda: run_cicflowmeter(cic_venv, slice_path, OUT / "cic.csv",
-                                                 a.cic_packets))
+            runs.append(
+                lambda: run_cicflowmeter(cic_venv, slice_path, OUT / "cic.csv", a.cic_packets)
+            )
         if shutil.which("tcpdump"):
             runs.append(lambda: run_tcpdump(cap, 0))
         order = runs if rnd % 2 == 0 else runs[::-1]
@@ -184,25 +223,35 @@ def main() -> int:
     ours_slice = run_ours(slice_path, OUT / "ours-slice.csv") if a.cic_packets else None
 
     print()
-    print(f"capture: {cap} ({size_mb:.0f} MB, {packets} packets); whole-process times, "
-          f"best of {a.rounds}")
-    print(f"{'tool':22}{'packets':>10}{'seconds':>9}{'packets/s':>12}{'peak RSS':>11}"
-          f"{'flows':>9}  note")
+    print(
+        f"capture: {cap} ({size_mb:.0f} MB, {packets} packets); whole-process times, "
+        f"best of {a.rounds}"
+    )
+    print(
+        f"{'tool':22}{'packets':>10}{'seconds':>9}{'packets/s':>12}{'peak RSS':>11}"
+        f"{'flows':>9}  note"
+    )
     for r in best.values():
-        print(f"{r.tool:22}{r.packets:>10}{r.seconds:>9.2f}{r.pps:>12,.0f}"
-              f"{r.rss_mb:>8.0f} MB{r.flows:>9}  {r.note}")
+        print(
+            f"{r.tool:22}{r.packets:>10}{r.seconds:>9.2f}{r.pps:>12,.0f}"
+            f"{r.rss_mb:>8.0f} MB{r.flows:>9}  {r.note}"
+        )
     ours = best["netmon flows"]
     print()
     if "nfstream" in best:
         nf = best["nfstream"]
-        print(f"netmon / nfstream packets/s:     {ours.pps / nf.pps:6.1f}x   "
-              f"(flows {ours.flows} vs {nf.flows})")
+        print(
+            f"netmon / nfstream packets/s:     {ours.pps / nf.pps:6.1f}x   "
+            f"(flows {ours.flows} vs {nf.flows})"
+        )
     if "cicflowmeter" in best and ours_slice is not None:
         c = best["cicflowmeter"]
         tcp_udp = csv_rows(OUT / "ours-slice.csv", ("6", "17"))
-        print(f"netmon / cicflowmeter packets/s: {ours.pps / c.pps:6.0f}x   "
-              f"(on the {a.cic_packets}-packet slice: our TCP/UDP flows {tcp_udp} vs "
-              f"cicflowmeter {c.flows}; it ignores ICMP)")
+        print(
+            f"netmon / cicflowmeter packets/s: {ours.pps / c.pps:6.0f}x   "
+            f"(on the {a.cic_packets}-packet slice: our TCP/UDP flows {tcp_udp} vs "
+            f"cicflowmeter {c.flows}; it ignores ICMP)"
+        )
     if "tcpdump -r (floor)" in best:
         t = best["tcpdump -r (floor)"]
         print(f"tcpdump / netmon packets/s:      {t.pps / ours.pps:6.1f}x")

@@ -18,14 +18,18 @@ import numpy as np
 
 def _flows(rng: np.random.Generator, target: int, scan: bool) -> dict[str, np.ndarray]:
     """Return per-packet columns (unsorted): flow id, time, direction, proto, flags, payload."""
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in
-                                         ("fid", "t", "dir", "proto", "flags", "pay", "kind")}
+    cols: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("fid", "t", "dir", "proto", "flags", "pay", "kind")
+    }
     duration = 300.0
     fid0 = 0
 
     def add(fid, t, d, proto, flags, pay, kind):  # noqa: ANN001
-        for k, v in zip(("fid", "t", "dir", "proto", "flags", "pay", "kind"),
-                        (fid, t, d, proto, flags, pay, kind), strict=True):
+        for k, v in zip(
+            ("fid", "t", "dir", "proto", "flags", "pay", "kind"),
+            (fid, t, d, proto, flags, pay, kind),
+            strict=True,
+        ):
             cols[k].append(np.asarray(v))
 
     if scan:
@@ -33,8 +37,15 @@ def _flows(rng: np.random.Generator, target: int, scan: bool) -> dict[str, np.nd
         fid = np.repeat(np.arange(n), 2)
         start = np.sort(rng.uniform(0, duration, n))
         t = np.repeat(start, 2) + np.tile([0.0, 0.0002], n)
-        add(fid, t, np.tile([0, 1], n), np.full(2 * n, 6), np.tile([0x02, 0x14], n),
-            np.zeros(2 * n, int), np.zeros(2 * n, int))
+        add(
+            fid,
+            t,
+            np.tile([0, 1], n),
+            np.full(2 * n, 6),
+            np.tile([0x02, 0x14], n),
+            np.zeros(2 * n, int),
+            np.zeros(2 * n, int),
+        )
         return {k: np.concatenate(v) for k, v in cols.items()}
 
     # TCP connections: 3 handshake + m data + 3 close packets
@@ -49,8 +60,9 @@ def _flows(rng: np.random.Generator, target: int, scan: bool) -> dict[str, np.nd
     last = np.repeat(sizes, sizes)
     d = rng.integers(0, 2, size=len(fid))
     flags = np.full(len(fid), 0x18)  # PSH|ACK
-    pay = rng.choice(np.array([0, 40, 120, 536, 1200, 1448]), size=len(fid),
-                     p=[0.35, 0.1, 0.15, 0.1, 0.1, 0.2])
+    pay = rng.choice(
+        np.array([0, 40, 120, 536, 1200, 1448]), size=len(fid), p=[0.35, 0.1, 0.15, 0.1, 0.1, 0.2]
+    )
     hs = pos < 3
     d[pos == 0], flags[pos == 0] = 0, 0x02
     d[pos == 1], flags[pos == 1] = 1, 0x12
@@ -71,22 +83,43 @@ def _flows(rng: np.random.Generator, target: int, scan: bool) -> dict[str, np.nd
     n_dns = int(target * 0.03)
     fid = np.repeat(np.arange(n_dns), 2) + fid0
     t = np.repeat(rng.uniform(0, duration, n_dns), 2) + np.tile([0.0, 0.003], n_dns)
-    add(fid, t, np.tile([0, 1], n_dns), np.full(2 * n_dns, 17), np.zeros(2 * n_dns, int),
-        np.tile([38, 38], n_dns), np.tile([1, 2], n_dns))
+    add(
+        fid,
+        t,
+        np.tile([0, 1], n_dns),
+        np.full(2 * n_dns, 17),
+        np.zeros(2 * n_dns, int),
+        np.tile([38, 38], n_dns),
+        np.tile([1, 2], n_dns),
+    )
     fid0 += n_dns
     # longer UDP flows (media-like) of 20 packets
     n_udp = int(target * 0.05) // 20
     fid = np.repeat(np.arange(n_udp), 20) + fid0
     t = np.repeat(rng.uniform(0, duration, n_udp), 20) + np.tile(np.arange(20) * 0.02, n_udp)
-    add(fid, t, rng.integers(0, 2, size=20 * n_udp), np.full(20 * n_udp, 17),
-        np.zeros(20 * n_udp, int), np.full(20 * n_udp, 160), np.zeros(20 * n_udp, int))
+    add(
+        fid,
+        t,
+        rng.integers(0, 2, size=20 * n_udp),
+        np.full(20 * n_udp, 17),
+        np.zeros(20 * n_udp, int),
+        np.full(20 * n_udp, 160),
+        np.zeros(20 * n_udp, int),
+    )
     fid0 += n_udp
     # ICMP echo pairs
     n_icmp = int(target * 0.04) // 2
     fid = np.repeat(np.arange(n_icmp), 2) + fid0
     t = np.repeat(rng.uniform(0, duration, n_icmp), 2) + np.tile([0.0, 0.001], n_icmp)
-    add(fid, t, np.tile([0, 1], n_icmp), np.full(2 * n_icmp, 1), np.zeros(2 * n_icmp, int),
-        np.full(2 * n_icmp, 56), np.tile([3, 4], n_icmp))
+    add(
+        fid,
+        t,
+        np.tile([0, 1], n_icmp),
+        np.full(2 * n_icmp, 1),
+        np.zeros(2 * n_icmp, int),
+        np.full(2 * n_icmp, 56),
+        np.tile([3, 4], n_icmp),
+    )
     return {k: np.concatenate(v) for k, v in cols.items()}
 
 
@@ -121,7 +154,7 @@ def write_pcap(path: Path, packets: int, seed: int = 1, scan: bool = False) -> t
     total = int(off[-1] + rec[-1])
     buf = np.zeros(total, dtype=np.uint8)
     buf[:24] = np.frombuffer(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1), np.uint8)
-    ts_us = (1_700_000_000 * 1_000_000 + (c["t"] * 1e6).astype(np.int64))
+    ts_us = 1_700_000_000 * 1_000_000 + (c["t"] * 1e6).astype(np.int64)
 
     def put(o: np.ndarray, v: np.ndarray, nbytes: int, little: bool = False) -> None:
         for k in range(nbytes):

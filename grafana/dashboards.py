@@ -42,7 +42,7 @@ from grafana_foundation_sdk.models import prometheus as pm
 
 OUT_DIR = Path(__file__).resolve().parent / "dashboards"
 DATASOURCE = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
-S = 'instance=~"$instance"'          # the selector every query carries
+S = 'instance=~"$instance"'  # the selector every query carries
 RATE = "[$__rate_interval]"
 RANGE = "[$__range]"
 TAGS = ["netmon", "netmon-exporter"]
@@ -50,6 +50,7 @@ PANEL_HEIGHT = 8
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 @dataclass(frozen=True)
 class Q:
@@ -73,32 +74,71 @@ def _targets(builder: Any, queries: Sequence[Q]) -> Any:
     return builder
 
 
-def _common(builder: Any, title: str, description: str, unit: str, queries: Sequence[Q],
-            width: int, height: int) -> Any:
-    builder = (builder.title(title).description(description).datasource(DATASOURCE)
-               .unit(unit).span(width).height(height))
+def _common(
+    builder: Any,
+    title: str,
+    description: str,
+    unit: str,
+    queries: Sequence[Q],
+    width: int,
+    height: int,
+) -> Any:
+    builder = (
+        builder.title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .unit(unit)
+        .span(width)
+        .height(height)
+    )
     return _targets(builder, queries)
 
 
 def _thresholds(*steps: tuple[float | None, str]) -> db.ThresholdsConfig:
-    return (db.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE)
-            .steps([dm.Threshold(value=v, color=c) for v, c in steps]))
+    return (
+        db.ThresholdsConfig()
+        .mode(dm.ThresholdsMode.ABSOLUTE)
+        .steps([dm.Threshold(value=v, color=c) for v, c in steps])
+    )
 
 
 def _value_texts(mapping: dict[str, tuple[str, str]]) -> list[dm.ValueMapping]:
-    return [dm.ValueMap(options={k: dm.ValueMappingResult(text=t, color=c, index=i)
-                                 for i, (k, (t, c)) in enumerate(mapping.items())})]
+    return [
+        dm.ValueMap(
+            options={
+                k: dm.ValueMappingResult(text=t, color=c, index=i)
+                for i, (k, (t, c)) in enumerate(mapping.items())
+            }
+        )
+    ]
 
 
-def ts(title: str, description: str, unit: str, queries: Sequence[Q], *, width: int = 12,
-       height: int = PANEL_HEIGHT, stack: bool = False, min_zero: bool = True) -> Any:
+def ts(
+    title: str,
+    description: str,
+    unit: str,
+    queries: Sequence[Q],
+    *,
+    width: int = 12,
+    height: int = PANEL_HEIGHT,
+    stack: bool = False,
+    min_zero: bool = True,
+) -> Any:
     p = _common(timeseries.Panel(), title, description, unit, queries, width, height)
-    p = (p.line_width(1).fill_opacity(10 if not stack else 40)
-         .legend(cb.VizLegendOptions().display_mode(cm.LegendDisplayMode.TABLE)
-                 .placement(cm.LegendPlacement.BOTTOM).show_legend(True)
-                 .calcs(["mean", "lastNotNull", "max"]))
-         .tooltip(cb.VizTooltipOptions().mode(cm.TooltipDisplayMode.MULTI)
-                  .sort(cm.SortOrder.DESCENDING)))
+    p = (
+        p.line_width(1)
+        .fill_opacity(10 if not stack else 40)
+        .legend(
+            cb.VizLegendOptions()
+            .display_mode(cm.LegendDisplayMode.TABLE)
+            .placement(cm.LegendPlacement.BOTTOM)
+            .show_legend(True)
+            .calcs(["mean", "lastNotNull", "max"])
+        )
+        .tooltip(
+            cb.VizTooltipOptions().mode(cm.TooltipDisplayMode.MULTI).sort(cm.SortOrder.DESCENDING)
+        )
+    )
     if stack:
         p = p.stacking(cb.StackingConfig().mode(cm.StackingMode.NORMAL))
     if min_zero:
@@ -106,14 +146,26 @@ def ts(title: str, description: str, unit: str, queries: Sequence[Q], *, width: 
     return p
 
 
-def stat_panel(title: str, description: str, unit: str, queries: Sequence[Q], *,
-               width: int = 6, height: int = 4, mappings: list[dm.ValueMapping] | None = None,
-               thresholds: db.ThresholdsConfig | None = None, graph: bool = False,
-               calc: str = "lastNotNull", text_mode: cm.BigValueTextMode | None = None) -> Any:
+def stat_panel(
+    title: str,
+    description: str,
+    unit: str,
+    queries: Sequence[Q],
+    *,
+    width: int = 6,
+    height: int = 4,
+    mappings: list[dm.ValueMapping] | None = None,
+    thresholds: db.ThresholdsConfig | None = None,
+    graph: bool = False,
+    calc: str = "lastNotNull",
+    text_mode: cm.BigValueTextMode | None = None,
+) -> Any:
     p = _common(stat.Panel(), title, description, unit, queries, width, height)
-    p = (p.graph_mode(cm.BigValueGraphMode.AREA if graph else cm.BigValueGraphMode.NONE)
-         .color_mode(cm.BigValueColorMode.VALUE)
-         .reduce_options(cb.ReduceDataOptions().calcs([calc]).values(False)))
+    p = (
+        p.graph_mode(cm.BigValueGraphMode.AREA if graph else cm.BigValueGraphMode.NONE)
+        .color_mode(cm.BigValueColorMode.VALUE)
+        .reduce_options(cb.ReduceDataOptions().calcs([calc]).values(False))
+    )
     if text_mode is not None:
         p = p.text_mode(text_mode)
     if mappings:
@@ -122,60 +174,122 @@ def stat_panel(title: str, description: str, unit: str, queries: Sequence[Q], *,
     return p
 
 
-def state_timeline(title: str, description: str, queries: Sequence[Q],
-                   mappings: list[dm.ValueMapping], *, width: int = 24,
-                   height: int = PANEL_HEIGHT) -> Any:
+def state_timeline(
+    title: str,
+    description: str,
+    queries: Sequence[Q],
+    mappings: list[dm.ValueMapping],
+    *,
+    width: int = 24,
+    height: int = PANEL_HEIGHT,
+) -> Any:
     p = _common(statetimeline.Panel(), title, description, "none", queries, width, height)
-    return (p.mappings(mappings).merge_values(True).show_value(cm.VisibilityMode.NEVER)
-            .thresholds(_thresholds((None, "red"), (1, "green"))))
+    return (
+        p.mappings(mappings)
+        .merge_values(True)
+        .show_value(cm.VisibilityMode.NEVER)
+        .thresholds(_thresholds((None, "red"), (1, "green")))
+    )
 
 
-def heatmap_panel(title: str, description: str, unit: str, metric: str, *, width: int = 12,
-                  height: int = PANEL_HEIGHT) -> Any:
-    q = Q(f"sum by (le) (increase({metric}_bucket{{{S}}}{RATE}))", "{{le}}",
-          fmt=pm.PromQueryFormat.HEATMAP)
+def heatmap_panel(
+    title: str,
+    description: str,
+    unit: str,
+    metric: str,
+    *,
+    width: int = 12,
+    height: int = PANEL_HEIGHT,
+) -> Any:
+    q = Q(
+        f"sum by (le) (increase({metric}_bucket{{{S}}}{RATE}))",
+        "{{le}}",
+        fmt=pm.PromQueryFormat.HEATMAP,
+    )
     p = _common(heatmap.Panel(), title, description, unit, [q], width, height)
-    return (p.calculate(False)
-            .y_axis(heatmap.YAxisConfig().unit(unit))
-            .color(heatmap.HeatmapColorOptions().mode(hm.HeatmapColorMode.SCHEME)
-                   .scheme("Oranges").scale(hm.HeatmapColorScale.EXPONENTIAL).exponent(0.5)
-                   .steps(64).fill("dark-orange").reverse(False))
-            .cell_values(heatmap.CellValues().unit("short"))
-            .show_legend())
+    return (
+        p.calculate(False)
+        .y_axis(heatmap.YAxisConfig().unit(unit))
+        .color(
+            heatmap.HeatmapColorOptions()
+            .mode(hm.HeatmapColorMode.SCHEME)
+            .scheme("Oranges")
+            .scale(hm.HeatmapColorScale.EXPONENTIAL)
+            .exponent(0.5)
+            .steps(64)
+            .fill("dark-orange")
+            .reverse(False)
+        )
+        .cell_values(heatmap.CellValues().unit("short"))
+        .show_legend()
+    )
 
 
-def table_panel(title: str, description: str, unit: str, queries: Sequence[Q], *,
-                width: int = 12, height: int = PANEL_HEIGHT) -> Any:
+def table_panel(
+    title: str,
+    description: str,
+    unit: str,
+    queries: Sequence[Q],
+    *,
+    width: int = 12,
+    height: int = PANEL_HEIGHT,
+) -> Any:
     p = _common(table.Panel(), title, description, unit, queries, width, height)
     return p.show_header(True).cell_height(cm.TableCellHeight.SM)
 
 
-def pie(title: str, description: str, unit: str, queries: Sequence[Q], *, width: int = 8,
-        height: int = PANEL_HEIGHT) -> Any:
+def pie(
+    title: str,
+    description: str,
+    unit: str,
+    queries: Sequence[Q],
+    *,
+    width: int = 8,
+    height: int = PANEL_HEIGHT,
+) -> Any:
     p = _common(piechart.Panel(), title, description, unit, queries, width, height)
-    return (p.pie_type("donut")
-            .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
-            .legend(piechart.PieChartLegendOptions().display_mode(cm.LegendDisplayMode.TABLE)
-                    .placement(cm.LegendPlacement.RIGHT).show_legend(True)
-                    .values(["value", "percent"])))
+    return (
+        p.pie_type("donut")
+        .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .legend(
+            piechart.PieChartLegendOptions()
+            .display_mode(cm.LegendDisplayMode.TABLE)
+            .placement(cm.LegendPlacement.RIGHT)
+            .show_legend(True)
+            .values(["value", "percent"])
+        )
+    )
 
 
-def bars(title: str, description: str, unit: str, queries: Sequence[Q], *, width: int = 12,
-         height: int = PANEL_HEIGHT) -> Any:
+def bars(
+    title: str,
+    description: str,
+    unit: str,
+    queries: Sequence[Q],
+    *,
+    width: int = 12,
+    height: int = PANEL_HEIGHT,
+) -> Any:
     p = _common(bargauge.Panel(), title, description, unit, queries, width, height)
-    return (p.orientation(cm.VizOrientation.HORIZONTAL)
-            .display_mode(cm.BarGaugeDisplayMode.GRADIENT)
-            .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
-            .min(0))
+    return (
+        p.orientation(cm.VizOrientation.HORIZONTAL)
+        .display_mode(cm.BarGaugeDisplayMode.GRADIENT)
+        .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .min(0)
+    )
 
 
 def quantiles(metric: str, by: str = "", qs: Sequence[float] = (0.5, 0.9, 0.99)) -> list[Q]:
     """histogram_quantile queries for a histogram, optionally split by a label."""
     labels = f"le, {by}" if by else "le"
     prefix = f"{{{{{by}}}}} " if by else ""
-    return [Q(f"histogram_quantile({q}, sum by ({labels}) "
-              f"(rate({metric}_bucket{{{S}}}{RATE})))", f"{prefix}p{round(q * 100):g}")
-            for q in qs]
+    return [
+        Q(
+            f"histogram_quantile({q}, sum by ({labels}) (rate({metric}_bucket{{{S}}}{RATE})))",
+            f"{prefix}p{round(q * 100):g}",
+        )
+        for q in qs
+    ]
 
 
 def rate(metric: str, by: str = "", extra: str = "", scale: str = "") -> str:
@@ -184,328 +298,779 @@ def rate(metric: str, by: str = "", extra: str = "", scale: str = "") -> str:
     return f"{scale}{grouping}(rate({metric}{selector}{RATE}))"
 
 
-HEALTH_MAP = _value_texts({"0": ("Healthy", "green"), "1": ("Degraded", "orange"),
-                           "2": ("Unhealthy", "red")})
+HEALTH_MAP = _value_texts(
+    {"0": ("Healthy", "green"), "1": ("Degraded", "orange"), "2": ("Unhealthy", "red")}
+)
 OK_MAP = _value_texts({"1": ("OK", "green"), "0": ("Failing", "red")})
 RELOAD_MAP = _value_texts({"1": ("Succeeded", "green"), "0": ("Failed", "red")})
 ON_OFF_MAP = _value_texts({"1": ("On", "green"), "0": ("Off", "text")})
 
 
 def new_dashboard(uid: str, title: str, description: str) -> db.Dashboard:
-    instance = (db.QueryVariable("instance").label("Instance").datasource(DATASOURCE)
-                .query("label_values(netmon_build_info, instance)")
-                .multi(True).include_all(True).all_value(".+")
-                .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
-                .sort(dm.VariableSort.ALPHABETICAL_ASC)
-                .current(dm.VariableOption(selected=True, text="All", value="$__all")))
-    links = [db.DashboardLink("netmon-exporter").type(dm.DashboardLinkType.DASHBOARDS)
-             .tags(["netmon"]).as_dropdown(True).include_vars(True).keep_time(True)]
-    return (db.Dashboard(title).uid(uid).description(description).tags(TAGS)
-            .editable().timezone("browser").time("now-6h", "now").refresh("30s")
-            .tooltip(dm.DashboardCursorSync.CROSSHAIR).links(links)
-            .with_variable(db.DatasourceVariable("datasource").label("Data source")
-                           .type("prometheus")
-                           .current(dm.VariableOption(selected=True, text="Prometheus",
-                                                      value="prometheus")))
-            .with_variable(instance))
+    instance = (
+        db.QueryVariable("instance")
+        .label("Instance")
+        .datasource(DATASOURCE)
+        .query("label_values(netmon_build_info, instance)")
+        .multi(True)
+        .include_all(True)
+        .all_value(".+")
+        .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(dm.VariableSort.ALPHABETICAL_ASC)
+        .current(dm.VariableOption(selected=True, text="All", value="$__all"))
+    )
+    links = [
+        db.DashboardLink("netmon-exporter")
+        .type(dm.DashboardLinkType.DASHBOARDS)
+        .tags(["netmon"])
+        .as_dropdown(True)
+        .include_vars(True)
+        .keep_time(True)
+    ]
+    return (
+        db.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(TAGS)
+        .editable()
+        .timezone("browser")
+        .time("now-6h", "now")
+        .refresh("30s")
+        .tooltip(dm.DashboardCursorSync.CROSSHAIR)
+        .links(links)
+        .with_variable(
+            db.DatasourceVariable("datasource")
+            .label("Data source")
+            .type("prometheus")
+            .current(dm.VariableOption(selected=True, text="Prometheus", value="prometheus"))
+        )
+        .with_variable(instance)
+    )
 
 
 # --------------------------------------------------------------------------- dashboards
 
+
 def overview() -> db.Dashboard:
-    d = new_dashboard("netmon-overview", "netmon-exporter / Overview & health",
-                      "Health, uptime, throughput, errors and the active configuration of "
-                      "netmon-exporter.")
+    d = new_dashboard(
+        "netmon-overview",
+        "netmon-exporter / Overview & health",
+        "Health, uptime, throughput, errors and the active configuration of netmon-exporter.",
+    )
     d = d.with_row(db.Row("Health"))
-    d = d.with_panel(stat_panel(
-        "Health state", "Worst health state across the selected instances (see /health for "
-        "the reasons).", "none",
-        [Q(f'max(sum by (instance) (netmon_health_state{{{S}, state="degraded"}}) '
-           f'+ 2 * sum by (instance) (netmon_health_state{{{S}, state="unhealthy"}}))',
-           "state")],
-        mappings=HEALTH_MAP,
-        thresholds=_thresholds((None, "green"), (1, "orange"), (2, "red"))))
-    d = d.with_panel(stat_panel(
-        "Uptime", "Time since the process started (process_start_time_seconds).", "s",
-        [Q(f"time() - max by (instance) (process_start_time_seconds{{{S}}} "
-           f"and on (job, instance) netmon_up)", "{{instance}}")]))
-    d = d.with_panel(stat_panel(
-        "Files waiting", "Files seen and waiting to be processed (backlog).", "short",
-        [Q(f"sum(netmon_backlog_files{{{S}}})", "backlog")], graph=True,
-        thresholds=_thresholds((None, "green"), (10, "orange"), (100, "red"))))
-    d = d.with_panel(stat_panel(
-        "Config reload", "Whether the last configuration reload succeeded.", "none",
-        [Q(f"min(netmon_config_last_reload_successful{{{S}}})", "reload")],
-        mappings=RELOAD_MAP, thresholds=_thresholds((None, "red"), (1, "green"))))
-    d = d.with_panel(state_timeline(
-        "Health checks", "Each health check per instance: OK or failing. The reason is in "
-        "GET /health and the log.",
-        [Q(f"netmon_health_check_ok{{{S}}}", "{{instance}} {{check}}")], OK_MAP))
+    d = d.with_panel(
+        stat_panel(
+            "Health state",
+            "Worst health state across the selected instances (see /health for the reasons).",
+            "none",
+            [
+                Q(
+                    f'max(sum by (instance) (netmon_health_state{{{S}, state="degraded"}}) '
+                    f'+ 2 * sum by (instance) (netmon_health_state{{{S}, state="unhealthy"}}))',
+                    "state",
+                )
+            ],
+            mappings=HEALTH_MAP,
+            thresholds=_thresholds((None, "green"), (1, "orange"), (2, "red")),
+        )
+    )
+    d = d.with_panel(
+        stat_panel(
+            "Uptime",
+            "Time since the process started (process_start_time_seconds).",
+            "s",
+            [
+                Q(
+                    f"time() - max by (instance) (process_start_time_seconds{{{S}}} "
+                    f"and on (job, instance) netmon_up)",
+                    "{{instance}}",
+                )
+            ],
+        )
+    )
+    d = d.with_panel(
+        stat_panel(
+            "Files waiting",
+            "Files seen and waiting to be processed (backlog).",
+            "short",
+            [Q(f"sum(netmon_backlog_files{{{S}}})", "backlog")],
+            graph=True,
+            thresholds=_thresholds((None, "green"), (10, "orange"), (100, "red")),
+        )
+    )
+    d = d.with_panel(
+        stat_panel(
+            "Config reload",
+            "Whether the last configuration reload succeeded.",
+            "none",
+            [Q(f"min(netmon_config_last_reload_successful{{{S}}})", "reload")],
+            mappings=RELOAD_MAP,
+            thresholds=_thresholds((None, "red"), (1, "green")),
+        )
+    )
+    d = d.with_panel(
+        state_timeline(
+            "Health checks",
+            "Each health check per instance: OK or failing. The reason is in "
+            "GET /health and the log.",
+            [Q(f"netmon_health_check_ok{{{S}}}", "{{instance}} {{check}}")],
+            OK_MAP,
+        )
+    )
 
     d = d.with_row(db.Row("Throughput"))
-    d = d.with_panel(ts("Files processed", "Files processed successfully, by kind.", "cps",
-                        [Q(rate("netmon_files_processed_total", "kind"), "{{kind}}")]))
-    d = d.with_panel(ts("Flows completed", "Flows completed, by transport protocol.", "cps",
-                        [Q(rate("netmon_flows_total", "protocol"), "{{protocol}}")],
-                        stack=True))
-    d = d.with_panel(ts("Windows and alerts", "Windows closed and reported; detection "
-                        "alerts delivered to and failed at Alertmanager.", "cps",
-                        [Q(rate("netmon_windows_processed_total"), "windows"),
-                         Q(rate("netmon_alerts_sent_total"), "alerts sent"),
-                         Q(rate("netmon_alerts_failed_total"), "alerts failed")]))
-    d = d.with_panel(ts("Errors by category", "Errors counted by the daemon, by category.",
-                        "cps", [Q(rate("netmon_errors_total", "category"), "{{category}}")],
-                        stack=True))
+    d = d.with_panel(
+        ts(
+            "Files processed",
+            "Files processed successfully, by kind.",
+            "cps",
+            [Q(rate("netmon_files_processed_total", "kind"), "{{kind}}")],
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Flows completed",
+            "Flows completed, by transport protocol.",
+            "cps",
+            [Q(rate("netmon_flows_total", "protocol"), "{{protocol}}")],
+            stack=True,
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Windows and alerts",
+            "Windows closed and reported; detection "
+            "alerts delivered to and failed at Alertmanager.",
+            "cps",
+            [
+                Q(rate("netmon_windows_processed_total"), "windows"),
+                Q(rate("netmon_alerts_sent_total"), "alerts sent"),
+                Q(rate("netmon_alerts_failed_total"), "alerts failed"),
+            ],
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Errors by category",
+            "Errors counted by the daemon, by category.",
+            "cps",
+            [Q(rate("netmon_errors_total", "category"), "{{category}}")],
+            stack=True,
+        )
+    )
 
     d = d.with_row(db.Row("Configuration"))
-    d = d.with_panel(stat_panel(
-        "Last successful reload", "When the configuration was last loaded successfully.",
-        "dateTimeFromNow",
-        [Q(f"max(netmon_config_last_reload_success_timestamp_seconds{{{S}}}) * 1000",
-           "last success")], width=6))
-    timing = [("interval", "netmon_config_interval_seconds"),
-              ("min age", "netmon_config_min_age_seconds"),
-              ("retry delay", "netmon_config_retry_delay_seconds"),
-              ("file timeout", "netmon_config_file_timeout_seconds"),
-              ("window length", "netmon_config_window_length_seconds")]
-    d = d.with_panel(stat_panel(
-        "Active timing settings", "processing.interval_seconds, capture.min_age_seconds, "
-        "processing.retry_delay_seconds, processing.file_timeout_seconds, "
-        "windows.length_seconds.", "s",
-        [Q(f"max({m}{{{S}}})", name) for name, m in timing], width=9,
-        text_mode=cm.BigValueTextMode.VALUE_AND_NAME))
-    capacity = [("workers", "netmon_config_workers"),
-                ("batch size", "netmon_config_batch_size"),
-                ("max retries", "netmon_config_max_retries"),
-                ("max windows", "netmon_config_max_windows")]
-    d = d.with_panel(stat_panel(
-        "Active capacity settings", "processing.workers, processing.batch_size, "
-        "processing.max_retries, windows.max_windows.", "short",
-        [Q(f"max({m}{{{S}}})", name) for name, m in capacity], width=6,
-        text_mode=cm.BigValueTextMode.VALUE_AND_NAME))
-    d = d.with_panel(stat_panel(
-        "Parallel processing", "processing.parallel.", "none",
-        [Q(f"min(netmon_config_parallel{{{S}}})", "parallel")], width=3,
-        mappings=ON_OFF_MAP))
-    d = d.with_panel(table_panel(
-        "Versions", "netmon-exporter, Python and numpy versions per instance.", "none",
-        [Q(f"max by (instance, version, python_version, numpy_version) "
-           f"(netmon_build_info{{{S}}})", instant=True, fmt=pm.PromQueryFormat.TABLE)],
-        width=24, height=6))
+    d = d.with_panel(
+        stat_panel(
+            "Last successful reload",
+            "When the configuration was last loaded successfully.",
+            "dateTimeFromNow",
+            [
+                Q(
+                    f"max(netmon_config_last_reload_success_timestamp_seconds{{{S}}}) * 1000",
+                    "last success",
+                )
+            ],
+            width=6,
+        )
+    )
+    timing = [
+        ("interval", "netmon_config_interval_seconds"),
+        ("min age", "netmon_config_min_age_seconds"),
+        ("retry delay", "netmon_config_retry_delay_seconds"),
+        ("file timeout", "netmon_config_file_timeout_seconds"),
+        ("window length", "netmon_config_window_length_seconds"),
+    ]
+    d = d.with_panel(
+        stat_panel(
+            "Active timing settings",
+            "processing.interval_seconds, capture.min_age_seconds, "
+            "processing.retry_delay_seconds, processing.file_timeout_seconds, "
+            "windows.length_seconds.",
+            "s",
+            [Q(f"max({m}{{{S}}})", name) for name, m in timing],
+            width=9,
+            text_mode=cm.BigValueTextMode.VALUE_AND_NAME,
+        )
+    )
+    capacity = [
+        ("workers", "netmon_config_workers"),
+        ("batch size", "netmon_config_batch_size"),
+        ("max retries", "netmon_config_max_retries"),
+        ("max windows", "netmon_config_max_windows"),
+    ]
+    d = d.with_panel(
+        stat_panel(
+            "Active capacity settings",
+            "processing.workers, processing.batch_size, "
+            "processing.max_retries, windows.max_windows.",
+            "short",
+            [Q(f"max({m}{{{S}}})", name) for name, m in capacity],
+            width=6,
+            text_mode=cm.BigValueTextMode.VALUE_AND_NAME,
+        )
+    )
+    d = d.with_panel(
+        stat_panel(
+            "Parallel processing",
+            "processing.parallel.",
+            "none",
+            [Q(f"min(netmon_config_parallel{{{S}}})", "parallel")],
+            width=3,
+            mappings=ON_OFF_MAP,
+        )
+    )
+    d = d.with_panel(
+        table_panel(
+            "Versions",
+            "netmon-exporter, Python and numpy versions per instance.",
+            "none",
+            [
+                Q(
+                    f"max by (instance, version, python_version, numpy_version) "
+                    f"(netmon_build_info{{{S}}})",
+                    instant=True,
+                    fmt=pm.PromQueryFormat.TABLE,
+                )
+            ],
+            width=24,
+            height=6,
+        )
+    )
     return d
 
 
 def traffic() -> db.Dashboard:
-    d = new_dashboard("netmon-traffic", "netmon-exporter / Traffic",
-                      "Packets, bytes and flows by protocol, and the top talkers, from the "
-                      "processed captures.")
+    d = new_dashboard(
+        "netmon-traffic",
+        "netmon-exporter / Traffic",
+        "Packets, bytes and flows by protocol, and the top talkers, from the processed captures.",
+    )
     d = d.with_row(db.Row("Volume"))
-    d = d.with_panel(ts("Packets by protocol", "Packets parsed per second of processing, by "
-                        "transport protocol.", "pps",
-                        [Q(rate("netmon_packets_total", "protocol"), "{{protocol}}")],
-                        stack=True))
-    d = d.with_panel(ts("Bytes by protocol", "Bytes on the wire (original length), by "
-                        "transport protocol.", "Bps",
-                        [Q(rate("netmon_bytes_total", "protocol"), "{{protocol}}")],
-                        stack=True))
-    d = d.with_panel(ts("Flows by protocol", "Flows completed, by transport protocol.", "cps",
-                        [Q(rate("netmon_flows_total", "protocol"), "{{protocol}}")],
-                        stack=True))
-    d = d.with_panel(pie("Protocol mix (bytes)", "Share of bytes by protocol over the time "
-                         "range.", "bytes",
-                         [Q(f"sum by (protocol) (increase(netmon_bytes_total{{{S}}}{RANGE}))",
-                            "{{protocol}}", instant=True)], width=6))
-    d = d.with_panel(pie("Protocol mix (flows)", "Share of flows by protocol over the time "
-                         "range.", "short",
-                         [Q(f"sum by (protocol) (increase(netmon_flows_total{{{S}}}{RANGE}))",
-                            "{{protocol}}", instant=True)], width=6))
+    d = d.with_panel(
+        ts(
+            "Packets by protocol",
+            "Packets parsed per second of processing, by transport protocol.",
+            "pps",
+            [Q(rate("netmon_packets_total", "protocol"), "{{protocol}}")],
+            stack=True,
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Bytes by protocol",
+            "Bytes on the wire (original length), by transport protocol.",
+            "Bps",
+            [Q(rate("netmon_bytes_total", "protocol"), "{{protocol}}")],
+            stack=True,
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Flows by protocol",
+            "Flows completed, by transport protocol.",
+            "cps",
+            [Q(rate("netmon_flows_total", "protocol"), "{{protocol}}")],
+            stack=True,
+        )
+    )
+    d = d.with_panel(
+        pie(
+            "Protocol mix (bytes)",
+            "Share of bytes by protocol over the time range.",
+            "bytes",
+            [
+                Q(
+                    f"sum by (protocol) (increase(netmon_bytes_total{{{S}}}{RANGE}))",
+                    "{{protocol}}",
+                    instant=True,
+                )
+            ],
+            width=6,
+        )
+    )
+    d = d.with_panel(
+        pie(
+            "Protocol mix (flows)",
+            "Share of flows by protocol over the time range.",
+            "short",
+            [
+                Q(
+                    f"sum by (protocol) (increase(netmon_flows_total{{{S}}}{RANGE}))",
+                    "{{protocol}}",
+                    instant=True,
+                )
+            ],
+            width=6,
+        )
+    )
 
     d = d.with_row(db.Row("Top talkers"))
-    d = d.with_panel(bars(
-        "Top talkers (last window)", "Bytes sent by the top talkers of the last closed "
-        "window (windows.top_talkers entries per instance).", "bytes",
-        [Q(f"topk(10, max by (address) (netmon_top_talker_bytes{{{S}}}))", "{{address}}",
-           instant=True)]))
-    d = d.with_panel(table_panel(
-        "Top talkers by instance", "Rank, address and bytes of the last closed window, per "
-        "instance.", "bytes",
-        [Q(f"max by (instance, rank, address) (netmon_top_talker_bytes{{{S}}})",
-           instant=True, fmt=pm.PromQueryFormat.TABLE)]))
+    d = d.with_panel(
+        bars(
+            "Top talkers (last window)",
+            "Bytes sent by the top talkers of the last closed "
+            "window (windows.top_talkers entries per instance).",
+            "bytes",
+            [
+                Q(
+                    f"topk(10, max by (address) (netmon_top_talker_bytes{{{S}}}))",
+                    "{{address}}",
+                    instant=True,
+                )
+            ],
+        )
+    )
+    d = d.with_panel(
+        table_panel(
+            "Top talkers by instance",
+            "Rank, address and bytes of the last closed window, per instance.",
+            "bytes",
+            [
+                Q(
+                    f"max by (instance, rank, address) (netmon_top_talker_bytes{{{S}}})",
+                    instant=True,
+                    fmt=pm.PromQueryFormat.TABLE,
+                )
+            ],
+        )
+    )
 
     d = d.with_row(db.Row("Parsing"))
-    d = d.with_panel(ts("Packets skipped", "Packets not turned into flows, by reason.", "pps",
-                        [Q(rate("netmon_packets_skipped_total", "reason"), "{{reason}}")]))
-    d = d.with_panel(ts("IP fragments and CSV rows", "IPv4/IPv6 fragments seen; rows written "
-                        "to flow CSV files.", "cps",
-                        [Q(rate("netmon_ip_fragments_total"), "fragments"),
-                         Q(rate("netmon_flow_csv_rows_total"), "flow CSV rows")]))
+    d = d.with_panel(
+        ts(
+            "Packets skipped",
+            "Packets not turned into flows, by reason.",
+            "pps",
+            [Q(rate("netmon_packets_skipped_total", "reason"), "{{reason}}")],
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "IP fragments and CSV rows",
+            "IPv4/IPv6 fragments seen; rows written to flow CSV files.",
+            "cps",
+            [
+                Q(rate("netmon_ip_fragments_total"), "fragments"),
+                Q(rate("netmon_flow_csv_rows_total"), "flow CSV rows"),
+            ],
+        )
+    )
     return d
 
 
 def detections() -> db.Dashboard:
-    d = new_dashboard("netmon-detections", "netmon-exporter / Detections",
-                      "Detections by detector and severity, classifications and anomaly "
-                      "scores.")
+    d = new_dashboard(
+        "netmon-detections",
+        "netmon-exporter / Detections",
+        "Detections by detector and severity, classifications and anomaly scores.",
+    )
     d = d.with_row(db.Row("Detections"))
-    d = d.with_panel(ts("Detections by detector", "Detections raised per minute, by "
-                        "detector.", "cpm",
-                        [Q(rate("netmon_detections_total", "detector", scale="60 * "),
-                           "{{detector}}")], stack=True))
-    d = d.with_panel(ts("Detections by severity", "Detections raised per minute, by "
-                        "severity.", "cpm",
-                        [Q(rate("netmon_detections_total", "severity", scale="60 * "),
-                           "{{severity}}")], stack=True))
-    d = d.with_panel(ts("Active detections", "Detections not yet resolved, by detector.",
-                        "short", [Q(f"sum by (detector) (netmon_detections_active{{{S}}})",
-                                    "{{detector}}")], stack=True))
-    d = d.with_panel(table_panel(
-        "Detections in range", "Detections over the time range, by detector and severity.",
-        "short",
-        [Q(f"sum by (detector, severity) (increase(netmon_detections_total{{{S}}}{RANGE})) > 0",
-           instant=True, fmt=pm.PromQueryFormat.TABLE)]))
+    d = d.with_panel(
+        ts(
+            "Detections by detector",
+            "Detections raised per minute, by detector.",
+            "cpm",
+            [Q(rate("netmon_detections_total", "detector", scale="60 * "), "{{detector}}")],
+            stack=True,
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Detections by severity",
+            "Detections raised per minute, by severity.",
+            "cpm",
+            [Q(rate("netmon_detections_total", "severity", scale="60 * "), "{{severity}}")],
+            stack=True,
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Active detections",
+            "Detections not yet resolved, by detector.",
+            "short",
+            [Q(f"sum by (detector) (netmon_detections_active{{{S}}})", "{{detector}}")],
+            stack=True,
+        )
+    )
+    d = d.with_panel(
+        table_panel(
+            "Detections in range",
+            "Detections over the time range, by detector and severity.",
+            "short",
+            [
+                Q(
+                    f"sum by (detector, severity) (increase(netmon_detections_total{{{S}}}{RANGE})) > 0",
+                    instant=True,
+                    fmt=pm.PromQueryFormat.TABLE,
+                )
+            ],
+        )
+    )
 
     d = d.with_row(db.Row("Models"))
-    d = d.with_panel(ts("Classifications by class", "Flows classified per second, by class "
-                        "(supervised classifier).", "cps",
-                        [Q(rate("netmon_classifications_total", "class"), "{{class}}")],
-                        stack=True))
-    d = d.with_panel(pie("Classification mix", "Share of classified flows by class over the "
-                         "time range.", "short",
-                         [Q(f"sum by (class) (increase(netmon_classifications_total{{{S}}}"
-                            f"{RANGE}))", "{{class}}", instant=True)], width=6, height=8))
-    d = d.with_panel(ts("Flows analysed", "Flows passed through detectors and models.", "cps",
-                        [Q(rate("netmon_flows_analysed_total"), "flows analysed")], width=6))
-    d = d.with_panel(heatmap_panel("Anomaly scores", "Distribution of anomaly scores of "
-                                   "analysed flows (0 normal, 1 anomalous).", "none",
-                                   "netmon_anomaly_score"))
-    d = d.with_panel(ts("Anomaly score quantiles", "Quantiles of the anomaly score (0 normal, "
-                        "1 anomalous; models.anomaly_threshold marks a flow anomalous).",
-                        "none", quantiles("netmon_anomaly_score")))
-    d = d.with_panel(stat_panel(
-        "Models loaded", "Whether a model of each kind is loaded on every selected instance "
-        "(models.anomaly_path, models.classifier_path).", "none",
-        [Q(f"min by (kind) (netmon_model_loaded{{{S}}})", "{{kind}}")], width=6, height=6,
-        mappings=_value_texts({"1": ("Loaded", "green"), "0": ("Not loaded", "text")}),
-        text_mode=cm.BigValueTextMode.VALUE_AND_NAME))
-    d = d.with_panel(table_panel(
-        "Loaded models", "Models in use, with algorithm, version, training time and digest.",
-        "none",
-        [Q(f"max by (instance, kind, algorithm, version, trained_at, digest) "
-           f"(netmon_model_info{{{S}}})", instant=True, fmt=pm.PromQueryFormat.TABLE)],
-        width=18, height=6))
+    d = d.with_panel(
+        ts(
+            "Classifications by class",
+            "Flows classified per second, by class (supervised classifier).",
+            "cps",
+            [Q(rate("netmon_classifications_total", "class"), "{{class}}")],
+            stack=True,
+        )
+    )
+    d = d.with_panel(
+        pie(
+            "Classification mix",
+            "Share of classified flows by class over the time range.",
+            "short",
+            [
+                Q(
+                    f"sum by (class) (increase(netmon_classifications_total{{{S}}}{RANGE}))",
+                    "{{class}}",
+                    instant=True,
+                )
+            ],
+            width=6,
+            height=8,
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Flows analysed",
+            "Flows passed through detectors and models.",
+            "cps",
+            [Q(rate("netmon_flows_analysed_total"), "flows analysed")],
+            width=6,
+        )
+    )
+    d = d.with_panel(
+        heatmap_panel(
+            "Anomaly scores",
+            "Distribution of anomaly scores of analysed flows (0 normal, 1 anomalous).",
+            "none",
+            "netmon_anomaly_score",
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Anomaly score quantiles",
+            "Quantiles of the anomaly score (0 normal, "
+            "1 anomalous; models.anomaly_threshold marks a flow anomalous).",
+            "none",
+            quantiles("netmon_anomaly_score"),
+        )
+    )
+    d = d.with_panel(
+        stat_panel(
+            "Models loaded",
+            "Whether a model of each kind is loaded on every selected instance "
+            "(models.anomaly_path, models.classifier_path).",
+            "none",
+            [Q(f"min by (kind) (netmon_model_loaded{{{S}}})", "{{kind}}")],
+            width=6,
+            height=6,
+            mappings=_value_texts({"1": ("Loaded", "green"), "0": ("Not loaded", "text")}),
+            text_mode=cm.BigValueTextMode.VALUE_AND_NAME,
+        )
+    )
+    d = d.with_panel(
+        table_panel(
+            "Loaded models",
+            "Models in use, with algorithm, version, training time and digest.",
+            "none",
+            [
+                Q(
+                    f"max by (instance, kind, algorithm, version, trained_at, digest) "
+                    f"(netmon_model_info{{{S}}})",
+                    instant=True,
+                    fmt=pm.PromQueryFormat.TABLE,
+                )
+            ],
+            width=18,
+            height=6,
+        )
+    )
     return d
 
 
 def performance() -> db.Dashboard:
-    d = new_dashboard("netmon-performance", "netmon-exporter / Processing performance",
-                      "How long files and windows take, how far behind processing is, and how "
-                      "busy the workers are.")
+    d = new_dashboard(
+        "netmon-performance",
+        "netmon-exporter / Processing performance",
+        "How long files and windows take, how far behind processing is, and how "
+        "busy the workers are.",
+    )
     d = d.with_row(db.Row("Files"))
-    d = d.with_panel(ts("File processing time", "Quantiles of the time to process one file, "
-                        "by kind.", "s",
-                        quantiles("netmon_file_processing_seconds", "kind", (0.5, 0.9, 0.99))))
-    d = d.with_panel(heatmap_panel("File processing time distribution", "Files by processing "
-                                   "time.", "s", "netmon_file_processing_seconds"))
-    d = d.with_panel(ts("File size", "Average and p90 size of processed files, by kind.",
-                        "bytes",
-                        [Q(f"sum by (kind) (rate(netmon_file_size_bytes_sum{{{S}}}{RATE})) / "
-                           f"sum by (kind) (rate(netmon_file_size_bytes_count{{{S}}}{RATE}))",
-                           "{{kind}} mean"),
-                         *quantiles("netmon_file_size_bytes", "kind", (0.9,))]))
-    d = d.with_panel(ts("Processing throughput", "Packets parsed per second, all protocols: "
-                        "how much traffic the processor gets through.", "pps",
-                        [Q(rate("netmon_packets_total"), "packets")]))
+    d = d.with_panel(
+        ts(
+            "File processing time",
+            "Quantiles of the time to process one file, by kind.",
+            "s",
+            quantiles("netmon_file_processing_seconds", "kind", (0.5, 0.9, 0.99)),
+        )
+    )
+    d = d.with_panel(
+        heatmap_panel(
+            "File processing time distribution",
+            "Files by processing time.",
+            "s",
+            "netmon_file_processing_seconds",
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "File size",
+            "Average and p90 size of processed files, by kind.",
+            "bytes",
+            [
+                Q(
+                    f"sum by (kind) (rate(netmon_file_size_bytes_sum{{{S}}}{RATE})) / "
+                    f"sum by (kind) (rate(netmon_file_size_bytes_count{{{S}}}{RATE}))",
+                    "{{kind}} mean",
+                ),
+                *quantiles("netmon_file_size_bytes", "kind", (0.9,)),
+            ],
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Processing throughput",
+            "Packets parsed per second, all protocols: "
+            "how much traffic the processor gets through.",
+            "pps",
+            [Q(rate("netmon_packets_total"), "packets")],
+        )
+    )
 
     d = d.with_row(db.Row("Keeping up"))
-    d = d.with_panel(ts("Lag from ready to processed", "Quantiles of the time between a file "
-                        "becoming ready and being processed.", "s",
-                        quantiles("netmon_file_lag_seconds")))
-    d = d.with_panel(heatmap_panel("Lag distribution", "Files by lag from ready to processed.",
-                                   "s", "netmon_file_lag_seconds"))
-    d = d.with_panel(ts("Backlog and in progress", "Files waiting, and files being processed "
-                        "right now.", "short",
-                        [Q(f"sum(netmon_backlog_files{{{S}}})", "waiting"),
-                         Q(f"sum(netmon_files_in_progress{{{S}}})", "in progress")]))
-    d = d.with_panel(ts("Worker utilisation", "Busy workers over configured workers "
-                        "(processing.workers).", "percentunit",
-                        [Q(f"sum by (instance) (netmon_workers_busy{{{S}}}) / "
-                           f"sum by (instance) (netmon_config_workers{{{S}}})",
-                           "{{instance}}")]))
-    d = d.with_panel(ts("Time since last success", "Seconds since a file was last processed "
-                        "successfully, and since a file was last picked up.", "s",
-                        [Q(f"time() - max by (instance) "
-                           f"(netmon_last_success_timestamp_seconds{{{S}}} > 0)",
-                           "{{instance}} success"),
-                         Q(f"time() - max by (instance) "
-                           f"(netmon_last_activity_timestamp_seconds{{{S}}} > 0)",
-                           "{{instance}} activity")]))
+    d = d.with_panel(
+        ts(
+            "Lag from ready to processed",
+            "Quantiles of the time between a file becoming ready and being processed.",
+            "s",
+            quantiles("netmon_file_lag_seconds"),
+        )
+    )
+    d = d.with_panel(
+        heatmap_panel(
+            "Lag distribution",
+            "Files by lag from ready to processed.",
+            "s",
+            "netmon_file_lag_seconds",
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Backlog and in progress",
+            "Files waiting, and files being processed right now.",
+            "short",
+            [
+                Q(f"sum(netmon_backlog_files{{{S}}})", "waiting"),
+                Q(f"sum(netmon_files_in_progress{{{S}}})", "in progress"),
+            ],
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Worker utilisation",
+            "Busy workers over configured workers (processing.workers).",
+            "percentunit",
+            [
+                Q(
+                    f"sum by (instance) (netmon_workers_busy{{{S}}}) / "
+                    f"sum by (instance) (netmon_config_workers{{{S}}})",
+                    "{{instance}}",
+                )
+            ],
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Time since last success",
+            "Seconds since a file was last processed "
+            "successfully, and since a file was last picked up.",
+            "s",
+            [
+                Q(
+                    f"time() - max by (instance) "
+                    f"(netmon_last_success_timestamp_seconds{{{S}}} > 0)",
+                    "{{instance}} success",
+                ),
+                Q(
+                    f"time() - max by (instance) "
+                    f"(netmon_last_activity_timestamp_seconds{{{S}}} > 0)",
+                    "{{instance}} activity",
+                ),
+            ],
+        )
+    )
 
     d = d.with_row(db.Row("Windows"))
-    d = d.with_panel(ts("Window processing time", "Quantiles of the time to analyse and "
-                        "report one window.", "s", quantiles("netmon_window_processing_seconds")))
-    d = d.with_panel(ts("Windows kept", "Window reports currently kept on disk "
-                        "(windows.max_windows).", "short",
-                        [Q(f"sum by (instance) (netmon_windows_kept{{{S}}})", "{{instance}}"),
-                         Q(f"max(netmon_config_max_windows{{{S}}})", "limit")]))
+    d = d.with_panel(
+        ts(
+            "Window processing time",
+            "Quantiles of the time to analyse and report one window.",
+            "s",
+            quantiles("netmon_window_processing_seconds"),
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Windows kept",
+            "Window reports currently kept on disk (windows.max_windows).",
+            "short",
+            [
+                Q(f"sum by (instance) (netmon_windows_kept{{{S}}})", "{{instance}}"),
+                Q(f"max(netmon_config_max_windows{{{S}}})", "limit"),
+            ],
+        )
+    )
     return d
 
 
 def errors() -> db.Dashboard:
-    d = new_dashboard("netmon-errors", "netmon-exporter / Errors & dependencies",
-                      "Errors, failed files, retries, quarantines, configuration reloads and "
-                      "the LLM and Alertmanager dependencies.")
+    d = new_dashboard(
+        "netmon-errors",
+        "netmon-exporter / Errors & dependencies",
+        "Errors, failed files, retries, quarantines, configuration reloads and "
+        "the LLM and Alertmanager dependencies.",
+    )
     d = d.with_row(db.Row("Errors"))
-    d = d.with_panel(ts("Errors by category", "Errors counted by the daemon, by category.",
-                        "cps", [Q(rate("netmon_errors_total", "category"), "{{category}}")],
-                        stack=True))
-    d = d.with_panel(ts("Failed file attempts by reason", "File processing attempts that "
-                        "failed, by reason (retried until processing.max_retries).", "cps",
-                        [Q(rate("netmon_files_failed_total", "reason"), "{{reason}}")],
-                        stack=True))
-    d = d.with_panel(ts("Retries by stage", "Retries scheduled, by stage.", "cps",
-                        [Q(rate("netmon_retries_total", "stage"), "{{stage}}")]))
-    d = d.with_panel(ts("Failure ratio", "Failed attempts over all attempts (alert "
-                        "NetmonFileFailureRatioHigh above 10%).", "percentunit",
-                        [Q(f"{rate('netmon_files_failed_total')} / "
-                           f"({rate('netmon_files_processed_total')} + "
-                           f"{rate('netmon_files_failed_total')})", "failure ratio")]))
+    d = d.with_panel(
+        ts(
+            "Errors by category",
+            "Errors counted by the daemon, by category.",
+            "cps",
+            [Q(rate("netmon_errors_total", "category"), "{{category}}")],
+            stack=True,
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Failed file attempts by reason",
+            "File processing attempts that "
+            "failed, by reason (retried until processing.max_retries).",
+            "cps",
+            [Q(rate("netmon_files_failed_total", "reason"), "{{reason}}")],
+            stack=True,
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Retries by stage",
+            "Retries scheduled, by stage.",
+            "cps",
+            [Q(rate("netmon_retries_total", "stage"), "{{stage}}")],
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Failure ratio",
+            "Failed attempts over all attempts (alert NetmonFileFailureRatioHigh above 10%).",
+            "percentunit",
+            [
+                Q(
+                    f"{rate('netmon_files_failed_total')} / "
+                    f"({rate('netmon_files_processed_total')} + "
+                    f"{rate('netmon_files_failed_total')})",
+                    "failure ratio",
+                )
+            ],
+        )
+    )
 
     d = d.with_row(db.Row("Quarantine and duplicates"))
-    d = d.with_panel(bars(
-        "Quarantined in range", "Files quarantined over the time range, by kind and reason.",
-        "short",
-        [Q(f"sum by (kind, reason) (increase(netmon_files_quarantined_total{{{S}}}{RANGE}))",
-           "{{kind}} {{reason}}", instant=True)]))
-    d = d.with_panel(ts("Quarantines and duplicates", "Files quarantined, and files skipped "
-                        "because the ledger already has them done.", "cps",
-                        [Q(rate("netmon_files_quarantined_total"), "quarantined"),
-                         Q(rate("netmon_files_skipped_duplicate_total"), "duplicates skipped")]))
+    d = d.with_panel(
+        bars(
+            "Quarantined in range",
+            "Files quarantined over the time range, by kind and reason.",
+            "short",
+            [
+                Q(
+                    f"sum by (kind, reason) (increase(netmon_files_quarantined_total{{{S}}}{RANGE}))",
+                    "{{kind}} {{reason}}",
+                    instant=True,
+                )
+            ],
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Quarantines and duplicates",
+            "Files quarantined, and files skipped because the ledger already has them done.",
+            "cps",
+            [
+                Q(rate("netmon_files_quarantined_total"), "quarantined"),
+                Q(rate("netmon_files_skipped_duplicate_total"), "duplicates skipped"),
+            ],
+        )
+    )
 
     d = d.with_row(db.Row("LLM summaries"))
-    d = d.with_panel(ts("LLM summaries", "Window summaries written by the LLM, and failures "
-                        "(the templated summary is used then).", "cps",
-                        [Q(rate("netmon_llm_summaries_total"), "written"),
-                         Q(rate("netmon_llm_summaries_failed_total"), "failed")]))
-    d = d.with_panel(ts("LLM request duration", "Quantiles of LLM request duration.", "s",
-                        quantiles("netmon_llm_request_seconds")))
+    d = d.with_panel(
+        ts(
+            "LLM summaries",
+            "Window summaries written by the LLM, and failures "
+            "(the templated summary is used then).",
+            "cps",
+            [
+                Q(rate("netmon_llm_summaries_total"), "written"),
+                Q(rate("netmon_llm_summaries_failed_total"), "failed"),
+            ],
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "LLM request duration",
+            "Quantiles of LLM request duration.",
+            "s",
+            quantiles("netmon_llm_request_seconds"),
+        )
+    )
 
     d = d.with_row(db.Row("Alertmanager"))
-    d = d.with_panel(ts("Detection alerts", "Alerts accepted by Alertmanager, and alerts that "
-                        "could not be delivered.", "cps",
-                        [Q(rate("netmon_alerts_sent_total"), "sent"),
-                         Q(rate("netmon_alerts_failed_total"), "failed")]))
-    d = d.with_panel(ts("Alertmanager push duration", "Quantiles of push duration.", "s",
-                        quantiles("netmon_alertmanager_push_seconds")))
+    d = d.with_panel(
+        ts(
+            "Detection alerts",
+            "Alerts accepted by Alertmanager, and alerts that could not be delivered.",
+            "cps",
+            [
+                Q(rate("netmon_alerts_sent_total"), "sent"),
+                Q(rate("netmon_alerts_failed_total"), "failed"),
+            ],
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Alertmanager push duration",
+            "Quantiles of push duration.",
+            "s",
+            quantiles("netmon_alertmanager_push_seconds"),
+        )
+    )
 
     d = d.with_row(db.Row("Configuration reloads"))
-    d = d.with_panel(ts("Reloads", "Configuration reloads attempted and failed.", "cps",
-                        [Q(rate("netmon_config_reloads_total"), "attempted"),
-                         Q(rate("netmon_config_reload_failures_total"), "failed")]))
-    d = d.with_panel(state_timeline(
-        "Last reload successful", "Whether each instance's last configuration reload "
-        "succeeded (alert NetmonConfigReloadFailed).",
-        [Q(f"netmon_config_last_reload_successful{{{S}}}", "{{instance}}")], RELOAD_MAP,
-        width=12))
+    d = d.with_panel(
+        ts(
+            "Reloads",
+            "Configuration reloads attempted and failed.",
+            "cps",
+            [
+                Q(rate("netmon_config_reloads_total"), "attempted"),
+                Q(rate("netmon_config_reload_failures_total"), "failed"),
+            ],
+        )
+    )
+    d = d.with_panel(
+        state_timeline(
+            "Last reload successful",
+            "Whether each instance's last configuration reload "
+            "succeeded (alert NetmonConfigReloadFailed).",
+            [Q(f"netmon_config_last_reload_successful{{{S}}}", "{{instance}}")],
+            RELOAD_MAP,
+            width=12,
+        )
+    )
     return d
 
 
@@ -519,6 +1084,7 @@ DASHBOARDS: dict[str, Callable[[], db.Dashboard]] = {
 
 
 # --------------------------------------------------------------------------- output
+
 
 def _number_panels(panels: list[Any]) -> None:
     for i, panel in enumerate(panels, start=1):
@@ -541,8 +1107,11 @@ def render(name: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="output directory")
-    parser.add_argument("--check", action="store_true",
-                        help="fail if the files in --out differ from the generated ones")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="fail if the files in --out differ from the generated ones",
+    )
     args = parser.parse_args(argv)
     stale = []
     args.out.mkdir(parents=True, exist_ok=True)
@@ -553,15 +1122,23 @@ def main(argv: list[str] | None = None) -> int:
             current = path.read_text(encoding="utf-8") if path.exists() else ""
             if current != text:
                 stale.append(path)
-                sys.stdout.writelines(difflib.unified_diff(
-                    current.splitlines(keepends=True), text.splitlines(keepends=True),
-                    str(path), "generated", n=1))
+                sys.stdout.writelines(
+                    difflib.unified_diff(
+                        current.splitlines(keepends=True),
+                        text.splitlines(keepends=True),
+                        str(path),
+                        "generated",
+                        n=1,
+                    )
+                )
             continue
         path.write_text(text, encoding="utf-8")
         print(f"wrote {path}")
     if stale:
-        print(f"{len(stale)} dashboard(s) out of date: run python grafana/dashboards.py",
-              file=sys.stderr)
+        print(
+            f"{len(stale)} dashboard(s) out of date: run python grafana/dashboards.py",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -521,4 +521,3 @@ def _short_cause(exc: BaseException) -> str:
     if isinstance(inner, OSError) and inner.strerror:
         return inner.strerror
     return type(inner).__name__
-

@@ -47,15 +47,18 @@ def resolve_model_path(value: str, state_dir: Path) -> Path | None:
 class Analyzer:
     """Run the configured detectors and models over windows of flows, keeping detector state."""
 
-    def __init__(self, cfg_detectors: DetectorsConfig, cfg_models: ModelsConfig,
-                 state_dir: Path) -> None:
+    def __init__(
+        self, cfg_detectors: DetectorsConfig, cfg_models: ModelsConfig, state_dir: Path
+    ) -> None:
         self.state_dir = Path(state_dir)
         self._cfg_detectors = cfg_detectors
         self._cfg_models = cfg_models
         self.anomaly_model, self.classifier = self._load_models(cfg_models)
         self._detectors: dict[str, Detector] = {
-            name: build_detector(name, cfg_detectors) for name in REGISTRY
-            if getattr(cfg_detectors, name).enabled}
+            name: build_detector(name, cfg_detectors)
+            for name in REGISTRY
+            if getattr(cfg_detectors, name).enabled
+        }
 
     @property
     def detectors(self) -> list[Detector]:
@@ -76,11 +79,15 @@ class Analyzer:
         from .models import ModelError
 
         if anomaly is not None and anomaly.kind != "anomaly":
-            raise ModelError(f"{anomaly_path}: is a {anomaly.kind} model, models.anomaly_path "
-                             "needs an anomaly model")
+            raise ModelError(
+                f"{anomaly_path}: is a {anomaly.kind} model, models.anomaly_path "
+                "needs an anomaly model"
+            )
         if classifier is not None and classifier.kind != "classifier":
-            raise ModelError(f"{classifier_path}: is a {classifier.kind} model, "
-                             "models.classifier_path needs a classifier")
+            raise ModelError(
+                f"{classifier_path}: is a {classifier.kind} model, "
+                "models.classifier_path needs a classifier"
+            )
         return anomaly, classifier
 
     def reload(self, cfg_detectors: DetectorsConfig, cfg_models: ModelsConfig) -> None:
@@ -100,8 +107,7 @@ class Analyzer:
         self._detectors = detectors
         self._cfg_detectors, self._cfg_models = cfg_detectors, cfg_models
 
-    def analyse(self, flows: FlowBatch, window_start: float,
-                window_end: float) -> WindowAnalysis:
+    def analyse(self, flows: FlowBatch, window_start: float, window_end: float) -> WindowAnalysis:
         """Run every detector and model over one window's flows."""
         t0 = time.perf_counter()
         detections: list[Detection] = []
@@ -117,23 +123,29 @@ class Analyzer:
             scores = self.anomaly_model.score(flows)
             anomalous = scores >= cfg.anomaly_threshold
             class_counts = {BENIGN: int((~anomalous).sum()), "anomalous": int(anomalous.sum())}
-            detections.extend(self._anomaly_detections(flows, scores, anomalous, window_start,
-                                                       window_end))
+            detections.extend(
+                self._anomaly_detections(flows, scores, anomalous, window_start, window_end)
+            )
         if self.classifier is not None and len(flows):
             classes = self.classifier.classify(flows)
             if len(scores) == 0:
                 scores = self.classifier.score(flows)
             names, counts = np.unique(classes.astype(str), return_counts=True)
             class_counts = {str(c): int(n) for c, n in zip(names, counts, strict=True)}
-            detections.extend(self._classifier_detections(flows, classes, window_start,
-                                                          window_end))
-        return WindowAnalysis(detections=detections, class_counts=class_counts,
-                              anomaly_scores=scores, flows_analysed=len(flows),
-                              seconds=time.perf_counter() - t0,
-                              anomaly_threshold=cfg.anomaly_threshold, detector_seconds=timings)
+            detections.extend(self._classifier_detections(flows, classes, window_start, window_end))
+        return WindowAnalysis(
+            detections=detections,
+            class_counts=class_counts,
+            anomaly_scores=scores,
+            flows_analysed=len(flows),
+            seconds=time.perf_counter() - t0,
+            anomaly_threshold=cfg.anomaly_threshold,
+            detector_seconds=timings,
+        )
 
-    def _per_source(self, flows: FlowBatch, mask: np.ndarray, min_flows: int,
-                    min_share: float = 0.0) -> list[tuple[str, str, np.ndarray]]:
+    def _per_source(
+        self, flows: FlowBatch, mask: np.ndarray, min_flows: int, min_share: float = 0.0
+    ) -> list[tuple[str, str, np.ndarray]]:
         """Return (source, top destination, rows) for sources with ``min_flows`` flows in
         ``mask``, making up at least ``min_share`` of all their flows."""
         if min_flows <= 0 or mask.sum() < min_flows:
@@ -147,39 +159,69 @@ class Analyzer:
         for code in np.flatnonzero(hit):
             mine = rows[codes.src[rows] == code]
             dst, n = np.unique(codes.dst[mine], return_counts=True)
-            top_dst = codes.text(dst[np.argmax(n):np.argmax(n) + 1])[0]
+            top_dst = codes.text(dst[np.argmax(n) : np.argmax(n) + 1])[0]
             out.append((codes.text(np.array([code]))[0], top_dst, mine))
         return out
 
-    def _anomaly_detections(self, flows: FlowBatch, scores: np.ndarray, anomalous: np.ndarray,
-                            ws: float, we: float) -> list[Detection]:
+    def _anomaly_detections(
+        self, flows: FlowBatch, scores: np.ndarray, anomalous: np.ndarray, ws: float, we: float
+    ) -> list[Detection]:
         cfg = self._cfg_models
         out = []
-        for source, target, rows in self._per_source(flows, anomalous, cfg.anomaly_min_flows,
-                                                     cfg.anomaly_min_share):
+        for source, target, rows in self._per_source(
+            flows, anomalous, cfg.anomaly_min_flows, cfg.anomaly_min_share
+        ):
             ports, n = np.unique(flows["dst_port"][rows], return_counts=True)
-            evidence = {"anomalous_flows": int(len(rows)), "threshold": cfg.anomaly_min_flows,
-                        "share_of_source_flows": round(len(rows) / max(
-                            int((flows["src_ip"] == flows["src_ip"][rows[0]]).sum()), 1), 3),
-                        "score_threshold": cfg.anomaly_threshold,
-                        "max_score": round(float(scores[rows].max()), 4),
-                        "mean_score": round(float(scores[rows].mean()), 4),
-                        "top_dst_ports": [int(p) for p in ports[np.argsort(-n)[:5]]]}
-            out.append(Detection("anomaly", cfg.severity, source, target, ws, we, evidence,
-                                 f"{source} had {len(rows)} flows unlike the baseline "
-                                 f"(score >= {cfg.anomaly_threshold:g}), mostly to {target}"))
+            evidence = {
+                "anomalous_flows": int(len(rows)),
+                "threshold": cfg.anomaly_min_flows,
+                "share_of_source_flows": round(
+                    len(rows) / max(int((flows["src_ip"] == flows["src_ip"][rows[0]]).sum()), 1), 3
+                ),
+                "score_threshold": cfg.anomaly_threshold,
+                "max_score": round(float(scores[rows].max()), 4),
+                "mean_score": round(float(scores[rows].mean()), 4),
+                "top_dst_ports": [int(p) for p in ports[np.argsort(-n)[:5]]],
+            }
+            out.append(
+                Detection(
+                    "anomaly",
+                    cfg.severity,
+                    source,
+                    target,
+                    ws,
+                    we,
+                    evidence,
+                    f"{source} had {len(rows)} flows unlike the baseline "
+                    f"(score >= {cfg.anomaly_threshold:g}), mostly to {target}",
+                )
+            )
         return out
 
-    def _classifier_detections(self, flows: FlowBatch, classes: np.ndarray, ws: float,
-                               we: float) -> list[Detection]:
+    def _classifier_detections(
+        self, flows: FlowBatch, classes: np.ndarray, ws: float, we: float
+    ) -> list[Detection]:
         cfg = self._cfg_models
         out = []
         for cls in sorted(set(classes.astype(str).tolist()) - {BENIGN}):
             mask = classes == cls
             for source, target, rows in self._per_source(flows, mask, cfg.classifier_min_flows):
-                evidence = {"class": cls, "flows": int(len(rows)),
-                            "threshold": cfg.classifier_min_flows}
-                out.append(Detection("classifier", cfg.severity, source, target, ws, we,
-                                     evidence, f"{len(rows)} flows from {source} classified as "
-                                     f"{cls!r}, mostly to {target}"))
+                evidence = {
+                    "class": cls,
+                    "flows": int(len(rows)),
+                    "threshold": cfg.classifier_min_flows,
+                }
+                out.append(
+                    Detection(
+                        "classifier",
+                        cfg.severity,
+                        source,
+                        target,
+                        ws,
+                        we,
+                        evidence,
+                        f"{len(rows)} flows from {source} classified as "
+                        f"{cls!r}, mostly to {target}",
+                    )
+                )
         return out

@@ -31,11 +31,25 @@ class ConfigError(Exception):
         super().__init__(where + "; ".join(errors))
 
 
-def _f(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-       choices: tuple[str, ...] | None = None, restart: bool = False,
-       must_exist: bool = False, factory: bool = False) -> Any:
-    meta = {"help": help, "min": min, "max": max, "choices": choices, "restart": restart,
-            "must_exist": must_exist}
+def _f(
+    default: Any,
+    help: str,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    restart: bool = False,
+    must_exist: bool = False,
+    factory: bool = False,
+) -> Any:
+    meta = {
+        "help": help,
+        "min": min,
+        "max": max,
+        "choices": choices,
+        "restart": restart,
+        "must_exist": must_exist,
+    }
     if factory:
         return field(default_factory=default, metadata=meta)
     return field(default=default, metadata=meta)
@@ -43,25 +57,45 @@ def _f(default: Any, help: str, *, min: float | None = None, max: float | None =
 
 @dataclass(frozen=True)
 class CaptureConfig:
-    directory: Path = _f(Path("./captures"), "Watched directory where rotated captures arrive.",
-                         must_exist=True)
-    patterns: tuple[str, ...] = _f(("*.pcap", "*.pcapng", "*.pcap.gz", "*.csv"),
-                                   "Glob patterns of files to process (pcap, pcapng, gzip, flow CSV).")
+    directory: Path = _f(
+        Path("./captures"), "Watched directory where rotated captures arrive.", must_exist=True
+    )
+    patterns: tuple[str, ...] = _f(
+        ("*.pcap", "*.pcapng", "*.pcap.gz", "*.csv"),
+        "Glob patterns of files to process (pcap, pcapng, gzip, flow CSV).",
+    )
     recursive: bool = _f(False, "Also watch subdirectories.")
-    min_age_seconds: float = _f(10.0, "A file is ready once its mtime is this old and its size "
-                                "stopped changing.", min=0, max=300)
-    after_processing: str = _f("keep", "What to do with a processed capture.",
-                               choices=("keep", "move", "delete"))
-    done_directory: Path = _f(Path("./captures/done"),
-                              "Where processed files go when after_processing is move.")
-    source_pattern: str = _f(r"^(?P<source>.*?)[-_.]?\d+(\.pcap|\.pcapng|\.pcap\.gz|\.csv)$",
-                             "Regex whose 'source' group names a rotation series; files of one "
-                             "series are processed in time order and flows carried across them.")
-    shard_index: int = _f(0, "This instance's shard (0-based) when several instances share one "
-                          "directory.", min=0, max=255)
-    shard_count: int = _f(1, "Number of instances sharing the directory; each file belongs to "
-                          "exactly one shard by a stable hash of its rotation series (of its "
-                          "name when it has none).", min=1, max=256)
+    min_age_seconds: float = _f(
+        10.0,
+        "A file is ready once its mtime is this old and its size stopped changing.",
+        min=0,
+        max=300,
+    )
+    after_processing: str = _f(
+        "keep", "What to do with a processed capture.", choices=("keep", "move", "delete")
+    )
+    done_directory: Path = _f(
+        Path("./captures/done"), "Where processed files go when after_processing is move."
+    )
+    source_pattern: str = _f(
+        r"^(?P<source>.*?)[-_.]?\d+(\.pcap|\.pcapng|\.pcap\.gz|\.csv)$",
+        "Regex whose 'source' group names a rotation series; files of one "
+        "series are processed in time order and flows carried across them.",
+    )
+    shard_index: int = _f(
+        0,
+        "This instance's shard (0-based) when several instances share one directory.",
+        min=0,
+        max=255,
+    )
+    shard_count: int = _f(
+        1,
+        "Number of instances sharing the directory; each file belongs to "
+        "exactly one shard by a stable hash of its rotation series (of its "
+        "name when it has none).",
+        min=1,
+        max=256,
+    )
 
 
 @dataclass(frozen=True)
@@ -71,30 +105,44 @@ class ProcessingConfig:
     parallel: bool = _f(True, "Process several files at once (false: one at a time).")
     batch_size: int = _f(8, "Files dispatched per scheduling round.", min=1, max=10000)
     max_retries: int = _f(3, "Retries of a failing file before it is quarantined.", min=0, max=10)
-    retry_delay_seconds: float = _f(5.0, "First retry delay; doubles each retry, with jitter.",
-                                    min=1, max=60)
-    file_timeout_seconds: float = _f(300.0, "A worker taking longer on one file is killed.",
-                                     min=1, max=86400)
-    shutdown_timeout_seconds: float = _f(30.0, "On SIGTERM, time allowed to finish in-flight "
-                                         "files before they are handed back.", min=0, max=3600)
+    retry_delay_seconds: float = _f(
+        5.0, "First retry delay; doubles each retry, with jitter.", min=1, max=60
+    )
+    file_timeout_seconds: float = _f(
+        300.0, "A worker taking longer on one file is killed.", min=1, max=86400
+    )
+    shutdown_timeout_seconds: float = _f(
+        30.0,
+        "On SIGTERM, time allowed to finish in-flight files before they are handed back.",
+        min=0,
+        max=3600,
+    )
 
 
 @dataclass(frozen=True)
 class FlowsConfig:
-    idle_timeout_seconds: float = _f(120.0, "A flow with no packet for this long ends.",
-                                     min=1, max=86400)
-    active_timeout_seconds: float = _f(3600.0, "A flow is cut after being open this long.",
-                                       min=1, max=86400)
-    activity_timeout_seconds: float = _f(5.0, "Gap that separates active from idle periods "
-                                         "(CICFlowMeter's activity timeout).", min=0.001, max=3600)
-    carry_across_files: bool = _f(True, "Continue flows that cross a rotation boundary into the "
-                                  "next file of the same series.")
+    idle_timeout_seconds: float = _f(
+        120.0, "A flow with no packet for this long ends.", min=1, max=86400
+    )
+    active_timeout_seconds: float = _f(
+        3600.0, "A flow is cut after being open this long.", min=1, max=86400
+    )
+    activity_timeout_seconds: float = _f(
+        5.0,
+        "Gap that separates active from idle periods (CICFlowMeter's activity timeout).",
+        min=0.001,
+        max=3600,
+    )
+    carry_across_files: bool = _f(
+        True, "Continue flows that cross a rotation boundary into the next file of the same series."
+    )
 
 
 @dataclass(frozen=True)
 class WindowsConfig:
-    length_seconds: float = _f(60.0, "Window length; windows are aligned to wall-clock multiples.",
-                               min=1, max=86400)
+    length_seconds: float = _f(
+        60.0, "Window length; windows are aligned to wall-clock multiples.", min=1, max=86400
+    )
     max_windows: int = _f(100, "Window reports kept (older ones are pruned).", min=1, max=1000)
     top_talkers: int = _f(10, "Top-N talkers listed per window report.", min=0, max=100)
 
@@ -103,10 +151,12 @@ class WindowsConfig:
 class OutputConfig:
     directory: Path = _f(Path("./output"), "Flow CSVs, window reports and quarantine live here.")
     flows_csv: bool = _f(True, "Write one CICFlowMeter-compatible CSV per processed capture.")
-    retention_hours: float = _f(168.0, "Flow CSVs older than this are deleted (0 keeps all).",
-                                min=0, max=87600)
-    max_flow_csv_files: int = _f(1000, "At most this many flow CSVs are kept (0: no limit).",
-                                 min=0, max=1000000)
+    retention_hours: float = _f(
+        168.0, "Flow CSVs older than this are deleted (0 keeps all).", min=0, max=87600
+    )
+    max_flow_csv_files: int = _f(
+        1000, "At most this many flow CSVs are kept (0: no limit).", min=0, max=1000000
+    )
 
 
 @dataclass(frozen=True)
@@ -116,12 +166,21 @@ class StateConfig:
 
 @dataclass(frozen=True)
 class HealthConfig:
-    error_ratio_threshold: float = _f(0.2, "Health degrades when this share of recent files "
-                                      "failed.", min=0, max=1)
-    backlog_growth_intervals: int = _f(5, "Health degrades when the backlog grew over this many "
-                                       "consecutive intervals.", min=1, max=1000)
-    max_lag_seconds: float = _f(600.0, "Health degrades when the oldest waiting file has been "
-                                "ready this long.", min=1, max=86400)
+    error_ratio_threshold: float = _f(
+        0.2, "Health degrades when this share of recent files failed.", min=0, max=1
+    )
+    backlog_growth_intervals: int = _f(
+        5,
+        "Health degrades when the backlog grew over this many consecutive intervals.",
+        min=1,
+        max=1000,
+    )
+    max_lag_seconds: float = _f(
+        600.0,
+        "Health degrades when the oldest waiting file has been ready this long.",
+        min=1,
+        max=86400,
+    )
 
 
 _SEV = ("info", "warning", "critical")
@@ -130,60 +189,95 @@ _SEV = ("info", "warning", "critical")
 @dataclass(frozen=True)
 class PortScanConfig:
     enabled: bool = _f(True, "Vertical scan: one source probing many ports of one host.")
-    min_ports: int = _f(15, "Distinct probed ports on one host (Zeek default 15).", min=2,
-                        max=65535)
-    horizon_seconds: float = _f(300.0, "Probes are accumulated over this many seconds, so slow "
-                                "scans spread over several windows are found.", min=1, max=86400)
-    max_state_rows: int = _f(1_000_000, "Upper bound of probes remembered across windows "
-                             "(oldest dropped first).", min=1000, max=100_000_000)
+    min_ports: int = _f(
+        15, "Distinct probed ports on one host (Zeek default 15).", min=2, max=65535
+    )
+    horizon_seconds: float = _f(
+        300.0,
+        "Probes are accumulated over this many seconds, so slow "
+        "scans spread over several windows are found.",
+        min=1,
+        max=86400,
+    )
+    max_state_rows: int = _f(
+        1_000_000,
+        "Upper bound of probes remembered across windows (oldest dropped first).",
+        min=1000,
+        max=100_000_000,
+    )
     severity: str = _f("warning", "Severity of detections.", choices=_SEV)
 
 
 @dataclass(frozen=True)
 class AddressSweepConfig:
-    enabled: bool = _f(True, "Horizontal scan: one source probing one port (or ICMP echo) on "
-                       "many hosts.")
-    min_hosts: int = _f(25, "Distinct probed hosts on one port (Zeek default 25).", min=2,
-                        max=1000000)
-    horizon_seconds: float = _f(300.0, "Probes are accumulated over this many seconds.", min=1,
-                                max=86400)
-    p2p_min_ports: int = _f(50, "A source whose probes went to at least this many distinct "
-                            "ports, about one port per host, is a peer-to-peer client (peers "
-                            "listen on random ports), not a sweeper (0 disables this).", min=0,
-                            max=65536)
-    max_state_rows: int = _f(1_000_000, "Upper bound of probes remembered across windows.",
-                             min=1000, max=100_000_000)
+    enabled: bool = _f(
+        True, "Horizontal scan: one source probing one port (or ICMP echo) on many hosts."
+    )
+    min_hosts: int = _f(
+        25, "Distinct probed hosts on one port (Zeek default 25).", min=2, max=1000000
+    )
+    horizon_seconds: float = _f(
+        300.0, "Probes are accumulated over this many seconds.", min=1, max=86400
+    )
+    p2p_min_ports: int = _f(
+        50,
+        "A source whose probes went to at least this many distinct "
+        "ports, about one port per host, is a peer-to-peer client (peers "
+        "listen on random ports), not a sweeper (0 disables this).",
+        min=0,
+        max=65536,
+    )
+    max_state_rows: int = _f(
+        1_000_000, "Upper bound of probes remembered across windows.", min=1000, max=100_000_000
+    )
     severity: str = _f("warning", "Severity of detections.", choices=_SEV)
 
 
 @dataclass(frozen=True)
 class FloodConfig:
     enabled: bool = _f(True, "Detect this flood.")
-    min_packets_per_second: float = _f(1000.0, "Packets per second towards one victim, over the "
-                                       "time its flows were active (at least 1 s).", min=1,
-                                       max=1e9)
-    min_packets: int = _f(2000, "Packets towards the victim in the window.", min=1,
-                          max=1_000_000_000)
-    max_response_ratio: float = _f(0.2, "Largest ratio of the victim's reply packets to the "
-                                   "packets it received (floods go unanswered; 1 disables).",
-                                   min=0, max=1)
-    min_sources: int = _f(1, "Distinct sources needed (spoofed floods use many).", min=1,
-                          max=1000000)
-    ignore_ports: tuple[int, ...] = _f((162, 514, 2055, 4739, 6343),
-                                       "Destination ports whose collectors legitimately "
-                                       "receive unanswered UDP at high rates (SNMP traps, "
-                                       "syslog, NetFlow, IPFIX, sFlow).")
+    min_packets_per_second: float = _f(
+        1000.0,
+        "Packets per second towards one victim, over the "
+        "time its flows were active (at least 1 s).",
+        min=1,
+        max=1e9,
+    )
+    min_packets: int = _f(
+        2000, "Packets towards the victim in the window.", min=1, max=1_000_000_000
+    )
+    max_response_ratio: float = _f(
+        0.2,
+        "Largest ratio of the victim's reply packets to the "
+        "packets it received (floods go unanswered; 1 disables).",
+        min=0,
+        max=1,
+    )
+    min_sources: int = _f(
+        1, "Distinct sources needed (spoofed floods use many).", min=1, max=1000000
+    )
+    ignore_ports: tuple[int, ...] = _f(
+        (162, 514, 2055, 4739, 6343),
+        "Destination ports whose collectors legitimately "
+        "receive unanswered UDP at high rates (SNMP traps, "
+        "syslog, NetFlow, IPFIX, sFlow).",
+    )
     severity: str = _f("critical", "Severity of detections.", choices=_SEV)
 
 
 @dataclass(frozen=True)
 class IcmpFloodConfig:
     enabled: bool = _f(True, "Detect ICMP/ICMPv6 floods.")
-    min_packets_per_second: float = _f(500.0, "ICMP packets per second towards one victim, over "
-                                       "the time its flows were active (at least 1 s).", min=1,
-                                       max=1e9)
-    min_packets: int = _f(1000, "ICMP packets towards the victim in the window.", min=1,
-                          max=1_000_000_000)
+    min_packets_per_second: float = _f(
+        500.0,
+        "ICMP packets per second towards one victim, over "
+        "the time its flows were active (at least 1 s).",
+        min=1,
+        max=1e9,
+    )
+    min_packets: int = _f(
+        1000, "ICMP packets towards the victim in the window.", min=1, max=1_000_000_000
+    )
     min_sources: int = _f(1, "Distinct sources needed.", min=1, max=1000000)
     severity: str = _f("critical", "Severity of detections.", choices=_SEV)
 
@@ -191,74 +285,114 @@ class IcmpFloodConfig:
 @dataclass(frozen=True)
 class SynFloodConfig:
     enabled: bool = _f(True, "Many half-open connections to one victim port.")
-    min_half_open: int = _f(200, "Half-open (SYN without the client's ACK) connections towards "
-                            "one victim port in a window.", min=1, max=100000000)
-    min_ratio: float = _f(0.8, "Share of the victim port's TCP flows that are half-open.", min=0,
-                          max=1)
-    spoofed_min_sources: int = _f(50, "With at least this many sources the flood is reported "
-                                  "as spoofed (source 'many').", min=2, max=100000000)
+    min_half_open: int = _f(
+        200,
+        "Half-open (SYN without the client's ACK) connections towards one victim port in a window.",
+        min=1,
+        max=100000000,
+    )
+    min_ratio: float = _f(
+        0.8, "Share of the victim port's TCP flows that are half-open.", min=0, max=1
+    )
+    spoofed_min_sources: int = _f(
+        50,
+        "With at least this many sources the flood is reported as spoofed (source 'many').",
+        min=2,
+        max=100000000,
+    )
     severity: str = _f("critical", "Severity of detections.", choices=_SEV)
 
 
 @dataclass(frozen=True)
 class BruteForceConfig:
     enabled: bool = _f(True, "Many short connections from one source to a login service.")
-    ports: tuple[int, ...] = _f((21, 22, 23, 25, 110, 143, 465, 587, 993, 995, 3389),
-                                "Login service ports (FTP, SSH, Telnet, SMTP, POP3, IMAP, RDP).")
-    min_attempts: int = _f(5, "Connection attempts (ET rules: 5 SSH attempts in 120 s).", min=2,
-                           max=1000000)
-    horizon_seconds: float = _f(120.0, "Attempts are counted over this many seconds.", min=1,
-                                max=86400)
-    max_flow_packets: int = _f(40, "Flows with more packets are sessions, not attempts.", min=1,
-                               max=1000000)
-    max_state_rows: int = _f(1_000_000, "Upper bound of attempts remembered across windows.",
-                             min=1000, max=100_000_000)
+    ports: tuple[int, ...] = _f(
+        (21, 22, 23, 25, 110, 143, 465, 587, 993, 995, 3389),
+        "Login service ports (FTP, SSH, Telnet, SMTP, POP3, IMAP, RDP).",
+    )
+    min_attempts: int = _f(
+        5, "Connection attempts (ET rules: 5 SSH attempts in 120 s).", min=2, max=1000000
+    )
+    horizon_seconds: float = _f(
+        120.0, "Attempts are counted over this many seconds.", min=1, max=86400
+    )
+    max_flow_packets: int = _f(
+        40, "Flows with more packets are sessions, not attempts.", min=1, max=1000000
+    )
+    max_state_rows: int = _f(
+        1_000_000, "Upper bound of attempts remembered across windows.", min=1000, max=100_000_000
+    )
     severity: str = _f("warning", "Severity of detections.", choices=_SEV)
 
 
 @dataclass(frozen=True)
 class DnsTunnelConfig:
-    enabled: bool = _f(True, "Long, high-entropy query names; many unique subdomains of one domain.")
-    min_qname_length: int = _f(40, "Query names at least this long count as suspicious.", min=1,
-                               max=255)
-    min_entropy: float = _f(3.5, "Shannon entropy (bits/char) above which a name is suspicious.",
-                            min=0, max=8)
-    min_unique_subdomains: int = _f(50, "Distinct names under one domain from one source.",
-                                    min=2, max=1000000)
-    min_suspicious_share: float = _f(0.5, "Share of those names that must be long and "
-                                     "high-entropy.", min=0, max=1)
-    horizon_seconds: float = _f(600.0, "Names are accumulated over this many seconds.", min=1,
-                                max=86400)
-    max_state_rows: int = _f(1_000_000, "Upper bound of names remembered across windows.",
-                             min=1000, max=100_000_000)
+    enabled: bool = _f(
+        True, "Long, high-entropy query names; many unique subdomains of one domain."
+    )
+    min_qname_length: int = _f(
+        40, "Query names at least this long count as suspicious.", min=1, max=255
+    )
+    min_entropy: float = _f(
+        3.5, "Shannon entropy (bits/char) above which a name is suspicious.", min=0, max=8
+    )
+    min_unique_subdomains: int = _f(
+        50, "Distinct names under one domain from one source.", min=2, max=1000000
+    )
+    min_suspicious_share: float = _f(
+        0.5, "Share of those names that must be long and high-entropy.", min=0, max=1
+    )
+    horizon_seconds: float = _f(
+        600.0, "Names are accumulated over this many seconds.", min=1, max=86400
+    )
+    max_state_rows: int = _f(
+        1_000_000, "Upper bound of names remembered across windows.", min=1000, max=100_000_000
+    )
     severity: str = _f("warning", "Severity of detections.", choices=_SEV)
 
 
 @dataclass(frozen=True)
 class BeaconConfig:
     enabled: bool = _f(True, "A host contacting one peer at regular intervals with similar sizes.")
-    min_connections: int = _f(8, "Connections needed before regularity is judged.", min=3,
-                              max=1000000)
-    max_interval_cv: float = _f(0.1, "Largest robust coefficient of variation of the intervals "
-                                "(1.4826 x MAD / median: a missed beat is tolerated).", min=0,
-                                max=10)
-    max_size_cv: float = _f(0.2, "Largest coefficient of variation of the bytes sent.", min=0,
-                            max=10)
-    min_regular_share: float = _f(0.8, "Share of intervals within 2 x max_interval_cv of the "
-                                  "median (few samples can fake a small MAD).", min=0, max=1)
-    min_interval_seconds: float = _f(5.0, "Shorter median intervals are bursts, not beacons.",
-                                     min=0, max=86400)
+    min_connections: int = _f(
+        8, "Connections needed before regularity is judged.", min=3, max=1000000
+    )
+    max_interval_cv: float = _f(
+        0.1,
+        "Largest robust coefficient of variation of the intervals "
+        "(1.4826 x MAD / median: a missed beat is tolerated).",
+        min=0,
+        max=10,
+    )
+    max_size_cv: float = _f(
+        0.2, "Largest coefficient of variation of the bytes sent.", min=0, max=10
+    )
+    min_regular_share: float = _f(
+        0.8,
+        "Share of intervals within 2 x max_interval_cv of the "
+        "median (few samples can fake a small MAD).",
+        min=0,
+        max=1,
+    )
+    min_interval_seconds: float = _f(
+        5.0, "Shorter median intervals are bursts, not beacons.", min=0, max=86400
+    )
     horizon_seconds: float = _f(3600.0, "History kept per pair.", min=10, max=604800)
-    max_state_rows: int = _f(1_000_000, "Upper bound of connections remembered across windows.",
-                             min=1000, max=100_000_000)
+    max_state_rows: int = _f(
+        1_000_000,
+        "Upper bound of connections remembered across windows.",
+        min=1000,
+        max=100_000_000,
+    )
     severity: str = _f("warning", "Severity of detections.", choices=_SEV)
 
 
 @dataclass(frozen=True)
 class DetectorsConfig:
     port_scan: PortScanConfig = _f(PortScanConfig, "Vertical port scan.", factory=True)
-    address_sweep: AddressSweepConfig = _f(AddressSweepConfig, "Horizontal scan / ICMP sweep.",
-                                           factory=True)
+    address_sweep: AddressSweepConfig = _f(
+        AddressSweepConfig, "Horizontal scan / ICMP sweep.", factory=True
+    )
     syn_flood: SynFloodConfig = _f(SynFloodConfig, "SYN flood.", factory=True)
     udp_flood: FloodConfig = _f(FloodConfig, "UDP flood.", factory=True)
     icmp_flood: IcmpFloodConfig = _f(IcmpFloodConfig, "ICMP flood.", factory=True)
@@ -269,20 +403,37 @@ class DetectorsConfig:
 
 @dataclass(frozen=True)
 class ModelsConfig:
-    anomaly_path: str = _f("", "Anomaly model (.skops) from 'netmon-exporter train --baseline'; "
-                           "empty: none. Relative paths are under state.directory.")
+    anomaly_path: str = _f(
+        "",
+        "Anomaly model (.skops) from 'netmon-exporter train --baseline'; "
+        "empty: none. Relative paths are under state.directory.",
+    )
     classifier_path: str = _f("", "Classifier (.skops) from 'train --labelled'; empty: none.")
-    anomaly_threshold: float = _f(0.6, "Anomaly score (0-1) above which a flow is anomalous.",
-                                  min=0, max=1)
-    anomaly_min_flows: int = _f(20, "A source with at least this many anomalous flows in a "
-                                "window raises an 'anomaly' detection (0: never).", min=0,
-                                max=100000000)
-    anomaly_min_share: float = _f(0.5, "... and when at least this share of its flows in the "
-                                  "window are anomalous (a busy host's few odd flows are not "
-                                  "a finding).", min=0, max=1)
-    classifier_min_flows: int = _f(10, "A source with at least this many flows of one "
-                                   "non-benign class raises a 'classifier' detection (0: never).",
-                                   min=0, max=100000000)
+    anomaly_threshold: float = _f(
+        0.6, "Anomaly score (0-1) above which a flow is anomalous.", min=0, max=1
+    )
+    anomaly_min_flows: int = _f(
+        20,
+        "A source with at least this many anomalous flows in a "
+        "window raises an 'anomaly' detection (0: never).",
+        min=0,
+        max=100000000,
+    )
+    anomaly_min_share: float = _f(
+        0.5,
+        "... and when at least this share of its flows in the "
+        "window are anomalous (a busy host's few odd flows are not "
+        "a finding).",
+        min=0,
+        max=1,
+    )
+    classifier_min_flows: int = _f(
+        10,
+        "A source with at least this many flows of one "
+        "non-benign class raises a 'classifier' detection (0: never).",
+        min=0,
+        max=100000000,
+    )
     severity: str = _f("warning", "Severity of model detections.", choices=_SEV)
 
 
@@ -291,11 +442,14 @@ class LLMConfig:
     enabled: bool = _f(False, "Ask an OpenAI-compatible endpoint for a summary of each window.")
     url: str = _f("http://127.0.0.1:11434/v1", "Base URL (Ollama, vLLM, llama.cpp, hosted).")
     model: str = _f("llama3.2", "Model name.")
-    api_key_env: str = _f("NETMON_LLM_API_KEY", "Environment variable holding the API key "
-                          "(never logged); empty or unset: no key sent.")
+    api_key_env: str = _f(
+        "NETMON_LLM_API_KEY",
+        "Environment variable holding the API key (never logged); empty or unset: no key sent.",
+    )
     timeout_seconds: float = _f(20.0, "Per-request timeout.", min=1, max=600)
-    max_retries: int = _f(2, "Retries with backoff before the templated summary is used.", min=0,
-                          max=10)
+    max_retries: int = _f(
+        2, "Retries with backoff before the templated summary is used.", min=0, max=10
+    )
     max_tokens: int = _f(300, "Upper bound on the summary's length in tokens.", min=16, max=8192)
 
 
@@ -303,10 +457,12 @@ class LLMConfig:
 class AlertmanagerConfig:
     urls: tuple[str, ...] = _f((), "Alertmanager base URLs; empty: detections are not pushed.")
     timeout_seconds: float = _f(10.0, "Per-request timeout.", min=1, max=300)
-    resend_interval_seconds: float = _f(60.0, "Active detections are re-sent this often.", min=5,
-                                        max=86400)
-    resolve_after_seconds: float = _f(300.0, "A detection not seen again for this long is "
-                                      "resolved.", min=10, max=86400)
+    resend_interval_seconds: float = _f(
+        60.0, "Active detections are re-sent this often.", min=5, max=86400
+    )
+    resolve_after_seconds: float = _f(
+        300.0, "A detection not seen again for this long is resolved.", min=10, max=86400
+    )
     max_alerts_per_push: int = _f(200, "Upper bound of alerts in one push.", min=1, max=100000)
 
 
@@ -327,8 +483,13 @@ class Config:
 
 # --------------------------------------------------------------------------- decoding
 
-_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-               Path: "a path"}
+_TYPE_NAMES = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    Path: "a path",
+}
 
 
 def _fmt(v: Any) -> str:
@@ -444,13 +605,17 @@ def _decode(cls: type, data: Any, path: str, errors: list[str]) -> Any:
 
 def _resolve_paths(cfg: Config, base: Path) -> Config:
     """Make relative paths relative to the config file's directory."""
+
     def rel(p: Path) -> Path:
         return p if p.is_absolute() else (base / p)
 
     return dataclasses.replace(
         cfg,
-        capture=dataclasses.replace(cfg.capture, directory=rel(cfg.capture.directory),
-                                    done_directory=rel(cfg.capture.done_directory)),
+        capture=dataclasses.replace(
+            cfg.capture,
+            directory=rel(cfg.capture.directory),
+            done_directory=rel(cfg.capture.done_directory),
+        ),
         output=dataclasses.replace(cfg.output, directory=rel(cfg.output.directory)),
         state=dataclasses.replace(cfg.state, directory=rel(cfg.state.directory)),
     )
@@ -461,8 +626,10 @@ def _semantic_checks(cfg: Config, errors: list[str]) -> None:
 
     c = cfg.capture
     if not c.directory.is_dir():
-        errors.append(f"capture.directory: {c.directory} does not exist or is not a directory "
-                      "(create it or point to the directory your capture tool writes to)")
+        errors.append(
+            f"capture.directory: {c.directory} does not exist or is not a directory "
+            "(create it or point to the directory your capture tool writes to)"
+        )
     elif not os.access(c.directory, os.R_OK | os.X_OK):
         errors.append(f"capture.directory: {c.directory} is not readable")
     if not c.patterns:
@@ -476,12 +643,16 @@ def _semantic_checks(cfg: Config, errors: list[str]) -> None:
     except re.error as exc:
         errors.append(f"capture.source_pattern: invalid regular expression ({exc})")
     if c.shard_index >= c.shard_count:
-        errors.append(f"capture.shard_index: {c.shard_index} must be below capture.shard_count "
-                      f"({c.shard_count})")
+        errors.append(
+            f"capture.shard_index: {c.shard_index} must be below capture.shard_count "
+            f"({c.shard_count})"
+        )
     if c.after_processing == "move" and c.done_directory.resolve() == c.directory.resolve():
         errors.append("capture.done_directory: must differ from capture.directory")
-    for name, target in (("output.directory", cfg.output.directory),
-                         ("state.directory", cfg.state.directory)):
+    for name, target in (
+        ("output.directory", cfg.output.directory),
+        ("state.directory", cfg.state.directory),
+    ):
         existing: Path = target
         while not existing.exists() and existing.parent != existing:
             existing = existing.parent
@@ -490,9 +661,11 @@ def _semantic_checks(cfg: Config, errors: list[str]) -> None:
         elif not os.access(existing, os.W_OK | os.X_OK):
             errors.append(f"{name}: {existing} is not writable")
     if cfg.flows.active_timeout_seconds < cfg.flows.idle_timeout_seconds:
-        errors.append(f"flows.active_timeout_seconds: {_fmt(cfg.flows.active_timeout_seconds)} "
-                      f"must not be below flows.idle_timeout_seconds "
-                      f"({_fmt(cfg.flows.idle_timeout_seconds)})")
+        errors.append(
+            f"flows.active_timeout_seconds: {_fmt(cfg.flows.active_timeout_seconds)} "
+            f"must not be below flows.idle_timeout_seconds "
+            f"({_fmt(cfg.flows.idle_timeout_seconds)})"
+        )
     for i, url in enumerate(cfg.alertmanager.urls):
         if not url.startswith(("http://", "https://")):
             errors.append(f"alertmanager.urls[{i}]: {url!r} must start with http:// or https://")
@@ -504,8 +677,9 @@ def _semantic_checks(cfg: Config, errors: list[str]) -> None:
             errors.append(f"models.{key}: contains a NUL byte")
 
 
-def parse_config(text: str, *, base_dir: Path | None = None, source: str = "",
-                 check_paths: bool = True) -> Config:
+def parse_config(
+    text: str, *, base_dir: Path | None = None, source: str = "", check_paths: bool = True
+) -> Config:
     """Decode and validate YAML text; raise :class:`ConfigError` listing every problem."""
     try:
         data = yaml.safe_load(text)

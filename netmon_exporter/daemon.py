@@ -48,18 +48,39 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="netmon-exporter",
         description="Process rotated packet captures and flow CSVs into flows, detections and "
-                    "Prometheus metrics. Sub-commands: flows, train, evaluate "
-                    "(netmon-exporter COMMAND --help).")
-    p.add_argument("--config.file", dest="config_file", default="config.yaml",
-                   help="Configuration file (default: %(default)s).")
-    p.add_argument("--config.check", dest="config_check", action="store_true",
-                   help="Validate the configuration, print OK or every error, and exit.")
-    p.add_argument("--web.listen-address", dest="listen_address", default=f":{DEFAULT_PORT}",
-                   help="Address to listen on (default: %(default)s; port 0 picks a free one).")
-    p.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics",
-                   help="Path under which to expose metrics (default: %(default)s).")
-    p.add_argument("--web.config.file", dest="web_config_file", default="",
-                   help="exporter-toolkit web config file for TLS and basic auth.")
+        "Prometheus metrics. Sub-commands: flows, train, evaluate "
+        "(netmon-exporter COMMAND --help).",
+    )
+    p.add_argument(
+        "--config.file",
+        dest="config_file",
+        default="config.yaml",
+        help="Configuration file (default: %(default)s).",
+    )
+    p.add_argument(
+        "--config.check",
+        dest="config_check",
+        action="store_true",
+        help="Validate the configuration, print OK or every error, and exit.",
+    )
+    p.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default=f":{DEFAULT_PORT}",
+        help="Address to listen on (default: %(default)s; port 0 picks a free one).",
+    )
+    p.add_argument(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        default="/metrics",
+        help="Path under which to expose metrics (default: %(default)s).",
+    )
+    p.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        default="",
+        help="exporter-toolkit web config file for TLS and basic auth.",
+    )
     p.add_argument("--log.level", dest="log_level", default="info", choices=LEVELS)
     p.add_argument("--log.format", dest="log_format", default="logfmt", choices=FORMATS)
     p.add_argument("--version", action="version", version=f"netmon-exporter {__version__}")
@@ -67,6 +88,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
 
 # ----------------------------------------------------------------------------- config
+
 
 @dataclass
 class ConfigHolder:
@@ -82,8 +104,7 @@ class ConfigHolder:
         cfg = load_config(path)
         return cls(path, cfg, _digest(path))
 
-    def try_reload(self, prepare: Callable[[Config, Config], Callable[[], None]]
-                   ) -> ReloadOutcome:
+    def try_reload(self, prepare: Callable[[Config, Config], Callable[[], None]]) -> ReloadOutcome:
         """Validate the file and swap it in, all or nothing.
 
         ``prepare(new, old)`` does everything that can fail (loading models) without
@@ -124,6 +145,7 @@ def _digest(path: Path) -> str:
 
 # ----------------------------------------------------------------------------- daemon
 
+
 class Daemon:
     """Wires the stages together and runs the main loop."""
 
@@ -139,8 +161,9 @@ class Daemon:
         self.telemetry_path = telemetry_path
         cfg = holder.config
         self.stop_event = threading.Event()
-        self.reload_requests: queue.Queue[concurrent.futures.Future[ReloadOutcome] | None] = \
+        self.reload_requests: queue.Queue[concurrent.futures.Future[ReloadOutcome] | None] = (
             queue.Queue()
+        )
         self.ready = False
         self._health = HealthReport("healthy", ())
         self._recent: deque[bool] = deque(maxlen=RECENT_FILES)  # True = failure
@@ -155,8 +178,9 @@ class Daemon:
         self._reporter = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="reporter")
         # (future, window, analysis) of reports handed to the reporter thread, oldest first
         self._pending_reports: deque[tuple[concurrent.futures.Future[None], Any, Any]] = deque()
-        self._pusher_thread = threading.Thread(target=self._push_loop, name="alert-pusher",
-                                               daemon=True)
+        self._pusher_thread = threading.Thread(
+            target=self._push_loop, name="alert-pusher", daemon=True
+        )
 
     # -- lifecycle
     def start(self) -> None:
@@ -193,8 +217,9 @@ class Daemon:
                 try:
                     self._handle(event)
                 except Exception:  # one bad event must not stop the daemon
-                    log.exception("failed to handle ingest event", extra={"event": type(event)
-                                                                          .__name__})
+                    log.exception(
+                        "failed to handle ingest event", extra={"event": type(event).__name__}
+                    )
                     self.m.errors.labels("internal").inc()
             now = time.monotonic()
             if now >= next_health:
@@ -204,7 +229,9 @@ class Daemon:
     def shutdown(self) -> None:
         cfg = self.holder.config
         self.ready = False
-        log.info("shutting down", extra={"timeout_seconds": cfg.processing.shutdown_timeout_seconds})
+        log.info(
+            "shutting down", extra={"timeout_seconds": cfg.processing.shutdown_timeout_seconds}
+        )
         deadline = time.monotonic() + cfg.processing.shutdown_timeout_seconds
         self.ingest.stop(timeout=cfg.processing.shutdown_timeout_seconds)
         # Results that arrived while stopping are still recorded.
@@ -247,8 +274,10 @@ class Daemon:
             self.m.reloads_failed.inc()
             self.m.reload_successful.set(0)
             self.m.errors.labels("config").inc()
-            log.error("configuration reload failed; keeping the old configuration",
-                      extra={"file": str(self.holder.path), "err": outcome.message})
+            log.error(
+                "configuration reload failed; keeping the old configuration",
+                extra={"file": str(self.holder.path), "err": outcome.message},
+            )
             return outcome
         for key in outcome.restart_required:
             log.warning("setting changed but needs a restart", extra={"key": key})
@@ -300,14 +329,22 @@ class Daemon:
                 m.retries.labels("parse").inc()
             else:
                 self._recent.append(True)
-            log.warning("file failed", extra={"file": event.path, "reason": event.reason,
-                                              "attempt": event.attempt,
-                                              "will_retry": event.will_retry,
-                                              "err": event.message})
+            log.warning(
+                "file failed",
+                extra={
+                    "file": event.path,
+                    "reason": event.reason,
+                    "attempt": event.attempt,
+                    "will_retry": event.will_retry,
+                    "err": event.message,
+                },
+            )
         elif isinstance(event, ev.FileQuarantined):
             recording.record_quarantined(m, event.kind, event.reason)
-            log.error("file quarantined", extra={"file": event.path, "reason": event.reason,
-                                                 "err": event.message})
+            log.error(
+                "file quarantined",
+                extra={"file": event.path, "reason": event.reason, "err": event.message},
+            )
         elif isinstance(event, ev.FileSkipped):
             m.files_skipped_duplicate.inc()
         elif isinstance(event, ev.CarryFlushed):
@@ -331,8 +368,10 @@ class Daemon:
         # A slow LLM must neither stall this loop nor pile up windows (each holds its flows):
         # past the bound, windows get the templated summary at once.
         if waiting >= MAX_PENDING_REPORTS:
-            log.warning("summaries are falling behind; using the templated summary",
-                        extra={"waiting": waiting})
+            log.warning(
+                "summaries are falling behind; using the templated summary",
+                extra={"waiting": waiting},
+            )
             self._report_with_template(window, analysis)
             return
         fut = self._reporter.submit(self._report, window, analysis)
@@ -358,8 +397,9 @@ class Daemon:
         if result.attempts > 1:
             self.m.retries.labels("llm").inc(result.attempts - 1)
         self.aggregator.write_report(window, analysis, result.text)
-        recording.record_top_talkers(self.m, report.get("top_talkers", []),
-                                     self.holder.config.windows.top_talkers)
+        recording.record_top_talkers(
+            self.m, report.get("top_talkers", []), self.holder.config.windows.top_talkers
+        )
         self.m.windows_kept.set(self.aggregator.reports_kept())
 
     # -- alerts
@@ -411,28 +451,32 @@ class Daemon:
         self.m.backlog.set(st.backlog)
         self.m.in_progress.set(st.in_progress)
         self.m.workers_busy.set(st.in_progress)
-        report = evaluate(HealthInputs(
-            capture_directory=cfg.capture.directory,
-            state_directory=cfg.state.directory,
-            output_directory=cfg.output.directory,
-            ledger_error=st.ledger_error,
-            backlog_growth_streak=st.backlog_growth_streak,
-            backlog_growth_limit=cfg.health.backlog_growth_intervals,
-            oldest_ready_age_seconds=st.oldest_ready_age_seconds,
-            max_lag_seconds=cfg.health.max_lag_seconds,
-            recent_files=len(self._recent),
-            recent_failures=sum(self._recent),
-            error_ratio_threshold=cfg.health.error_ratio_threshold,
-            llm_enabled=cfg.llm.enabled,
-            llm_error=self._llm_error,
-            alertmanager_enabled=bool(cfg.alertmanager.urls),
-            alertmanager_error=self._am_error,
-        ))
+        report = evaluate(
+            HealthInputs(
+                capture_directory=cfg.capture.directory,
+                state_directory=cfg.state.directory,
+                output_directory=cfg.output.directory,
+                ledger_error=st.ledger_error,
+                backlog_growth_streak=st.backlog_growth_streak,
+                backlog_growth_limit=cfg.health.backlog_growth_intervals,
+                oldest_ready_age_seconds=st.oldest_ready_age_seconds,
+                max_lag_seconds=cfg.health.max_lag_seconds,
+                recent_files=len(self._recent),
+                recent_failures=sum(self._recent),
+                error_ratio_threshold=cfg.health.error_ratio_threshold,
+                llm_enabled=cfg.llm.enabled,
+                llm_error=self._llm_error,
+                alertmanager_enabled=bool(cfg.alertmanager.urls),
+                alertmanager_error=self._am_error,
+            )
+        )
         if report.state != self._health.state:
             failing = {c.name: c.reason for c in report.checks if not c.ok}
-            log.log(logging.INFO if report.state == "healthy" else logging.WARNING,
-                    "health state changed", extra={"from": self._health.state,
-                                                   "to": report.state, "failing": failing})
+            log.log(
+                logging.INFO if report.state == "healthy" else logging.WARNING,
+                "health state changed",
+                extra={"from": self._health.state, "to": report.state, "failing": failing},
+            )
         self._health = report
         recording.record_health(self.m, report)
         return report
@@ -443,6 +487,7 @@ class Daemon:
 
 
 # ----------------------------------------------------------------------------- entry point
+
 
 def check_config(path: str) -> int:
     """--config.check: print OK or every error; exit 0 or 1."""
@@ -466,8 +511,10 @@ def run_daemon(argv: list[str]) -> int:
         holder = ConfigHolder.load(Path(args.config_file))
         web = load_web_config(args.web_config_file)
     except ConfigError as exc:
-        log.error("invalid configuration; not starting",
-                  extra={"file": exc.source or args.config_file, "errors": exc.errors})
+        log.error(
+            "invalid configuration; not starting",
+            extra={"file": exc.source or args.config_file, "errors": exc.errors},
+        )
         for err in exc.errors:
             print(f"config error: {err}", file=sys.stderr)
         return 1
@@ -475,9 +522,16 @@ def run_daemon(argv: list[str]) -> int:
         log.error("invalid web config; not starting", extra={"err": str(exc)})
         return 1
     if not args.telemetry_path.startswith("/") or args.telemetry_path in (
-            "/", "/health", "/-/healthy", "/-/ready", "/-/reload"):
-        log.error("--web.telemetry-path must be an absolute path not used by another endpoint",
-                  extra={"path": args.telemetry_path})
+        "/",
+        "/health",
+        "/-/healthy",
+        "/-/ready",
+        "/-/reload",
+    ):
+        log.error(
+            "--web.telemetry-path must be an absolute path not used by another endpoint",
+            extra={"path": args.telemetry_path},
+        )
         return 1
 
     registry = CollectorRegistry()
@@ -498,9 +552,13 @@ def run_daemon(argv: list[str]) -> int:
         except concurrent.futures.TimeoutError:
             return ReloadOutcome(False, "reload timed out")
 
-    endpoints = Endpoints(registry=registry, health=lambda: daemon.health,
-                          ready=lambda: daemon.ready, reload=reload_from_http,
-                          telemetry_path=args.telemetry_path)
+    endpoints = Endpoints(
+        registry=registry,
+        health=lambda: daemon.health,
+        ready=lambda: daemon.ready,
+        reload=reload_from_http,
+        telemetry_path=args.telemetry_path,
+    )
     try:
         server = HttpServer(args.listen_address, endpoints, web)
     except (OSError, ValueError) as exc:
@@ -519,10 +577,18 @@ def run_daemon(argv: list[str]) -> int:
         signal.signal(sig, on_signal)
 
     server.start()
-    log.info("Listening on", extra={"address": server.address, "scheme": server.scheme,
-                                    "telemetry_path": args.telemetry_path})
-    log.info("starting netmon-exporter", extra={"version": __version__, "pid": os.getpid(),
-                                                "config": str(holder.path)})
+    log.info(
+        "Listening on",
+        extra={
+            "address": server.address,
+            "scheme": server.scheme,
+            "telemetry_path": args.telemetry_path,
+        },
+    )
+    log.info(
+        "starting netmon-exporter",
+        extra={"version": __version__, "pid": os.getpid(), "config": str(holder.path)},
+    )
     try:
         daemon.start()
         daemon.run()

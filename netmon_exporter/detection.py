@@ -19,10 +19,10 @@ class Detection:
     severity: str
     source: str
     target: str
-    window_start: float          # epoch seconds
+    window_start: float  # epoch seconds
     window_end: float
-    evidence: dict[str, Any] = field(default_factory=dict)   # the counts that crossed thresholds
-    summary: str = ""            # one human sentence
+    evidence: dict[str, Any] = field(default_factory=dict)  # the counts that crossed thresholds
+    summary: str = ""  # one human sentence
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -30,7 +30,13 @@ class Detection:
         return (self.detector, self.source, self.target)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"detector": self.detector, "severity": self.severity, "source": self.source,
-                "target": self.target, "window_start": self.window_start,
-                "window_end": self.window_end, "evidence": dict(self.evidence),
-                "summary": self.summary}
+        return {
+            "detector": self.detector,
+            "severity": self.severity,
+            "source": self.source,
+            "target": self.target,
+            "window_start": self.window_start,
+            "window_end": self.window_end,
+            "evidence": dict(self.evidence),
+            "summary": self.summary,
+        }

@@ -19,8 +19,8 @@ HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
 class CheckResult:
     name: str
     ok: bool
-    critical: bool       # failing it makes the processor unhealthy (else degraded)
-    reason: str          # why it passes or fails, for humans
+    critical: bool  # failing it makes the processor unhealthy (else degraded)
+    reason: str  # why it passes or fails, for humans
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,10 @@ class HealthReport:
     def to_dict(self) -> dict[str, object]:
         return {
             "state": self.state,
-            "checks": {c.name: {"ok": c.ok, "critical": c.critical, "reason": c.reason}
-                       for c in self.checks},
+            "checks": {
+                c.name: {"ok": c.ok, "critical": c.critical, "reason": c.reason}
+                for c in self.checks
+            },
         }
 
 
@@ -73,8 +75,7 @@ def _writable_or_creatable(name: str, path: Path) -> CheckResult:
         existing = existing.parent
     if existing != path:
         ok = existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
-        reason = (f"{path} will be created" if ok else f"{path} cannot be created under "
-                  f"{existing}")
+        reason = f"{path} will be created" if ok else f"{path} cannot be created under {existing}"
         return CheckResult(name, ok, True, reason)
     return _dir_check(name, path, os.W_OK | os.X_OK, "writable")
 
@@ -88,8 +89,7 @@ def evaluate(inp: HealthInputs) -> HealthReport:
         _keeping_up(inp),
         _error_ratio(inp),
         _optional("llm", inp.llm_enabled, inp.llm_error, "LLM endpoint"),
-        _optional("alertmanager", inp.alertmanager_enabled, inp.alertmanager_error,
-                  "Alertmanager"),
+        _optional("alertmanager", inp.alertmanager_enabled, inp.alertmanager_error, "Alertmanager"),
     ]
     if any(not c.ok and c.critical for c in checks):
         state = UNHEALTHY
@@ -111,12 +111,20 @@ def _state_check(inp: HealthInputs) -> CheckResult:
 
 def _keeping_up(inp: HealthInputs) -> CheckResult:
     if inp.backlog_growth_streak >= inp.backlog_growth_limit:
-        return CheckResult("keeping_up", False, False,
-                           f"backlog grew over {inp.backlog_growth_streak} consecutive intervals")
+        return CheckResult(
+            "keeping_up",
+            False,
+            False,
+            f"backlog grew over {inp.backlog_growth_streak} consecutive intervals",
+        )
     if inp.oldest_ready_age_seconds > inp.max_lag_seconds:
-        return CheckResult("keeping_up", False, False,
-                           f"oldest waiting file has been ready for "
-                           f"{inp.oldest_ready_age_seconds:.0f}s (limit {inp.max_lag_seconds:.0f}s)")
+        return CheckResult(
+            "keeping_up",
+            False,
+            False,
+            f"oldest waiting file has been ready for "
+            f"{inp.oldest_ready_age_seconds:.0f}s (limit {inp.max_lag_seconds:.0f}s)",
+        )
     return CheckResult("keeping_up", True, False, "backlog is being worked off")
 
 
@@ -125,9 +133,13 @@ def _error_ratio(inp: HealthInputs) -> CheckResult:
         return CheckResult("error_ratio", True, False, "no recent files")
     ratio = inp.recent_failures / inp.recent_files
     ok = ratio <= inp.error_ratio_threshold
-    return CheckResult("error_ratio", ok, False,
-                       f"{inp.recent_failures} of {inp.recent_files} recent files failed "
-                       f"({ratio:.0%}, limit {inp.error_ratio_threshold:.0%})")
+    return CheckResult(
+        "error_ratio",
+        ok,
+        False,
+        f"{inp.recent_failures} of {inp.recent_files} recent files failed "
+        f"({ratio:.0%}, limit {inp.error_ratio_threshold:.0%})",
+    )
 
 
 def _optional(name: str, enabled: bool, error: str | None, what: str) -> CheckResult:

@@ -67,12 +67,18 @@ class _Handler(BaseHTTPRequestHandler):
     web: WebConfig
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        log.debug("http request", extra={"client": self.client_address[0],
-                                         "request": format % args})
+        log.debug(
+            "http request", extra={"client": self.client_address[0], "request": format % args}
+        )
 
     # -- helpers
-    def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8",
-              extra: dict[str, str] | None = None) -> None:
+    def _send(
+        self,
+        code: int,
+        body: bytes,
+        ctype: str = "text/plain; charset=utf-8",
+        extra: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -93,8 +99,9 @@ class _Handler(BaseHTTPRequestHandler):
                 user, pw = "", ""
             if user and self.web.check_auth(user, pw):
                 return True
-        self._send(401, b"Unauthorized\n",
-                   extra={"WWW-Authenticate": 'Basic realm="netmon-exporter"'})
+        self._send(
+            401, b"Unauthorized\n", extra={"WWW-Authenticate": 'Basic realm="netmon-exporter"'}
+        )
         return False
 
     def _route(self, method: str) -> None:
@@ -108,16 +115,21 @@ class _Handler(BaseHTTPRequestHandler):
             "/-/healthy": (("GET", "HEAD"), lambda: self._send(200, b"Healthy\n")),
             "/-/ready": (("GET", "HEAD"), self._ready),
             "/-/reload": (("POST", "PUT"), self._reload),
-            "/": (("GET", "HEAD"), lambda: self._send(200, _landing(ep.telemetry_path),
-                                                       "text/html; charset=utf-8")),
+            "/": (
+                ("GET", "HEAD"),
+                lambda: self._send(200, _landing(ep.telemetry_path), "text/html; charset=utf-8"),
+            ),
         }
         if path not in routes:
             self._send(404, b"Not Found\n")
             return
         methods, fn = routes[path]
         if method not in methods:
-            self._send(405, f"Method Not Allowed; use {' or '.join(methods)}\n".encode(),
-                       extra={"Allow": ", ".join(methods)})
+            self._send(
+                405,
+                f"Method Not Allowed; use {' or '.join(methods)}\n".encode(),
+                extra={"Allow": ", ".join(methods)},
+            )
             return
         fn()
 
@@ -128,8 +140,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _health(self) -> None:
         report = self.endpoints.health()
         code = 503 if report.state == UNHEALTHY else 200
-        self._send(code, json.dumps(report.to_dict(), indent=2).encode() + b"\n",
-                   "application/json")
+        self._send(
+            code, json.dumps(report.to_dict(), indent=2).encode() + b"\n", "application/json"
+        )
 
     def _ready(self) -> None:
         if self.endpoints.ready():
@@ -139,12 +152,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reload(self) -> None:
         outcome = self.endpoints.reload()
-        body: dict[str, Any] = {"status": "success" if outcome.ok else "error",
-                                "message": outcome.message}
+        body: dict[str, Any] = {
+            "status": "success" if outcome.ok else "error",
+            "message": outcome.message,
+        }
         if outcome.restart_required:
             body["restart_required"] = list(outcome.restart_required)
-        self._send(200 if outcome.ok else 500, json.dumps(body).encode() + b"\n",
-                   "application/json")
+        self._send(
+            200 if outcome.ok else 500, json.dumps(body).encode() + b"\n", "application/json"
+        )
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         self._route("GET")
@@ -168,8 +184,7 @@ class _Server(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Broken clients (plain HTTP on a TLS port, resets) are not our errors.
-        log.debug("http connection error", exc_info=True,
-                  extra={"client": str(client_address[0])})
+        log.debug("http connection error", exc_info=True, extra={"client": str(client_address[0])})
 
 
 def parse_listen_address(addr: str) -> tuple[str, int]:
@@ -194,10 +209,10 @@ class HttpServer:
         if web.ssl_context is not None:
             # Handshake lazily in the handler thread so a slow client cannot block accept().
             self._server.socket = web.ssl_context.wrap_socket(
-                self._server.socket, server_side=True, do_handshake_on_connect=False)
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.scheme = "https" if web.ssl_context else "http"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
 
     @property
     def address(self) -> str:

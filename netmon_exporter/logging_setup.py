@@ -19,8 +19,9 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     out: dict[str, Any] = {
         "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         + f".{int(record.msecs):03d}Z",
-        "level": {"WARNING": "warn", "CRITICAL": "error"}.get(record.levelname,
-                                                              record.levelname.lower()),
+        "level": {"WARNING": "warn", "CRITICAL": "error"}.get(
+            record.levelname, record.levelname.lower()
+        ),
         "caller": f"{record.module}:{record.lineno}",
         "msg": record.getMessage(),
     }
@@ -33,8 +34,13 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _logfmt_value(value: Any) -> str:
-    s = value if isinstance(value, str) else json.dumps(value, default=str) \
-        if isinstance(value, dict | list | tuple) else str(value)
+    s = (
+        value
+        if isinstance(value, str)
+        else json.dumps(value, default=str)
+        if isinstance(value, dict | list | tuple)
+        else str(value)
+    )
     if s == "" or any(c in s for c in ' ="\\\n\t'):
         s = '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
     return s

@@ -24,12 +24,29 @@ FAIL_REASONS = ("format", "truncated", "io", "timeout", "worker_crash", "too_lar
 SKIP_REASONS = ("non_ip", "truncated", "malformed", "unsupported_link")
 ERROR_CATEGORIES = ("parse", "io", "ledger", "model", "llm", "alertmanager", "config", "internal")
 RETRY_STAGES = ("parse", "llm", "alertmanager")
-DETECTORS = ("port_scan", "address_sweep", "syn_flood", "udp_flood", "icmp_flood",
-             "brute_force", "dns_tunnel", "beacon", "anomaly", "classifier")
+DETECTORS = (
+    "port_scan",
+    "address_sweep",
+    "syn_flood",
+    "udp_flood",
+    "icmp_flood",
+    "brute_force",
+    "dns_tunnel",
+    "beacon",
+    "anomaly",
+    "classifier",
+)
 SEVERITIES = ("info", "warning", "critical")
 HEALTH_STATES = ("healthy", "degraded", "unhealthy")
-HEALTH_CHECKS = ("capture_directory", "state_storage", "output_storage", "keeping_up",
-                 "error_ratio", "llm", "alertmanager")
+HEALTH_CHECKS = (
+    "capture_directory",
+    "state_storage",
+    "output_storage",
+    "keeping_up",
+    "error_ratio",
+    "llm",
+    "alertmanager",
+)
 DEFAULT_CLASSES = ("benign", "anomalous")
 MODEL_KINDS = ("anomaly", "classifier")
 
@@ -122,90 +139,133 @@ def build_metrics(registry: CollectorRegistry) -> Metrics:
     def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
         return Gauge(name, doc, labels, namespace=ns, registry=r)
 
-    def hist(name: str, doc: str, buckets: tuple[float, ...], labels: tuple[str, ...] = ()) -> Histogram:
+    def hist(
+        name: str, doc: str, buckets: tuple[float, ...], labels: tuple[str, ...] = ()
+    ) -> Histogram:
         return Histogram(name, doc, labels, namespace=ns, registry=r, buckets=buckets)
 
     m = Metrics(
         registry=r,
-        build_info=Info("build", "Build and runtime versions of netmon-exporter.", namespace=ns,
-                        registry=r),
+        build_info=Info(
+            "build", "Build and runtime versions of netmon-exporter.", namespace=ns, registry=r
+        ),
         up=gauge("up", "1 when the processor is healthy or degraded, 0 when unhealthy."),
-        health_state=gauge("health_state", "Current health state (1 for the active state).",
-                           ("state",)),
-        health_check=gauge("health_check_ok", "1 when the named health check passes, else 0.",
-                           ("check",)),
-        last_activity=gauge("last_activity_timestamp_seconds",
-                            "Unix time of the last file picked up for processing."),
-        last_success=gauge("last_success_timestamp_seconds",
-                           "Unix time of the last file processed successfully."),
+        health_state=gauge(
+            "health_state", "Current health state (1 for the active state).", ("state",)
+        ),
+        health_check=gauge(
+            "health_check_ok", "1 when the named health check passes, else 0.", ("check",)
+        ),
+        last_activity=gauge(
+            "last_activity_timestamp_seconds",
+            "Unix time of the last file picked up for processing.",
+        ),
+        last_success=gauge(
+            "last_success_timestamp_seconds", "Unix time of the last file processed successfully."
+        ),
         backlog=gauge("backlog_files", "Files seen and waiting to be processed."),
         in_progress=gauge("files_in_progress", "Files being processed right now."),
         workers_busy=gauge("workers_busy", "Worker processes busy with a file."),
         files_processed=counter("files_processed", "Files processed successfully.", ("kind",)),
-        files_failed=counter("files_failed", "File processing attempts that failed.",
-                             ("kind", "reason")),
-        files_quarantined=counter("files_quarantined",
-                                  "Files moved to quarantine after exhausting retries.",
-                                  ("kind", "reason")),
-        files_skipped_duplicate=counter("files_skipped_duplicate",
-                                        "Files skipped because the ledger already has them done."),
+        files_failed=counter(
+            "files_failed", "File processing attempts that failed.", ("kind", "reason")
+        ),
+        files_quarantined=counter(
+            "files_quarantined",
+            "Files moved to quarantine after exhausting retries.",
+            ("kind", "reason"),
+        ),
+        files_skipped_duplicate=counter(
+            "files_skipped_duplicate", "Files skipped because the ledger already has them done."
+        ),
         retries=counter("retries", "Retries scheduled, by stage.", ("stage",)),
         errors=counter("errors", "Errors, by category.", ("category",)),
         packets=counter("packets", "Packets parsed, by transport protocol.", ("protocol",)),
-        bytes=counter("bytes", "Bytes on the wire (original length), by transport protocol.",
-                      ("protocol",)),
-        packets_skipped=counter("packets_skipped", "Packets not turned into flows, by reason.",
-                                ("reason",)),
+        bytes=counter(
+            "bytes", "Bytes on the wire (original length), by transport protocol.", ("protocol",)
+        ),
+        packets_skipped=counter(
+            "packets_skipped", "Packets not turned into flows, by reason.", ("reason",)
+        ),
         ip_fragments=counter("ip_fragments", "IPv4/IPv6 fragments seen."),
         flows=counter("flows", "Flows completed, by transport protocol.", ("protocol",)),
         flow_csv_rows=counter("flow_csv_rows", "Rows written to flow CSV files."),
         windows_processed=counter("windows_processed", "Time windows closed and reported."),
         windows_kept=gauge("windows_kept", "Window reports currently kept on disk."),
         flows_analysed=counter("flows_analysed", "Flows passed through detectors and models."),
-        detections=counter("detections", "Detections raised, by detector and severity.",
-                           ("detector", "severity")),
-        detections_active=gauge("detections_active",
-                                "Detections currently active (not yet resolved).", ("detector",)),
+        detections=counter(
+            "detections", "Detections raised, by detector and severity.", ("detector", "severity")
+        ),
+        detections_active=gauge(
+            "detections_active", "Detections currently active (not yet resolved).", ("detector",)
+        ),
         classifications=counter("classifications", "Flows classified, by class.", ("class",)),
-        anomaly_score=hist("anomaly_score", "Anomaly scores of analysed flows (0 normal, 1 "
-                           "anomalous).", _SCORE_BUCKETS),
+        anomaly_score=hist(
+            "anomaly_score",
+            "Anomaly scores of analysed flows (0 normal, 1 anomalous).",
+            _SCORE_BUCKETS,
+        ),
         alerts_sent=counter("alerts_sent", "Alerts accepted by Alertmanager."),
         alerts_failed=counter("alerts_failed", "Alerts that could not be delivered."),
         llm_summaries=counter("llm_summaries", "Window summaries written by the LLM."),
-        llm_failed=counter("llm_summaries_failed",
-                           "Window summaries the LLM failed to write (templated one used)."),
-        top_talker_bytes=gauge("top_talker_bytes",
-                               "Bytes sent by the top talkers of the last window (bounded by "
-                               "windows.top_talkers).", ("rank", "address")),
-        file_seconds=hist("file_processing_seconds", "Time to process one file, by kind.",
-                          _SECONDS_BUCKETS, ("kind",)),
-        file_size=hist("file_size_bytes", "Size of processed files, by kind.", _SIZE_BUCKETS,
-                       ("kind",)),
-        file_lag=hist("file_lag_seconds", "Time from a file being ready to it being processed.",
-                      _LAG_BUCKETS),
-        window_seconds=hist("window_processing_seconds",
-                            "Time to analyse and report one window.", _SECONDS_BUCKETS),
-        llm_seconds=hist("llm_request_seconds", "Duration of LLM summary requests.",
-                         _SECONDS_BUCKETS),
-        alertmanager_seconds=hist("alertmanager_push_seconds",
-                                  "Duration of pushes to Alertmanager.", _SECONDS_BUCKETS),
-        reload_successful=gauge("config_last_reload_successful",
-                                "1 if the last configuration reload succeeded."),
-        reload_success_ts=gauge("config_last_reload_success_timestamp_seconds",
-                                "Unix time of the last successful configuration reload."),
+        llm_failed=counter(
+            "llm_summaries_failed", "Window summaries the LLM failed to write (templated one used)."
+        ),
+        top_talker_bytes=gauge(
+            "top_talker_bytes",
+            "Bytes sent by the top talkers of the last window (bounded by windows.top_talkers).",
+            ("rank", "address"),
+        ),
+        file_seconds=hist(
+            "file_processing_seconds",
+            "Time to process one file, by kind.",
+            _SECONDS_BUCKETS,
+            ("kind",),
+        ),
+        file_size=hist(
+            "file_size_bytes", "Size of processed files, by kind.", _SIZE_BUCKETS, ("kind",)
+        ),
+        file_lag=hist(
+            "file_lag_seconds", "Time from a file being ready to it being processed.", _LAG_BUCKETS
+        ),
+        window_seconds=hist(
+            "window_processing_seconds", "Time to analyse and report one window.", _SECONDS_BUCKETS
+        ),
+        llm_seconds=hist(
+            "llm_request_seconds", "Duration of LLM summary requests.", _SECONDS_BUCKETS
+        ),
+        alertmanager_seconds=hist(
+            "alertmanager_push_seconds", "Duration of pushes to Alertmanager.", _SECONDS_BUCKETS
+        ),
+        reload_successful=gauge(
+            "config_last_reload_successful", "1 if the last configuration reload succeeded."
+        ),
+        reload_success_ts=gauge(
+            "config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration reload.",
+        ),
         reloads=counter("config_reloads", "Configuration reloads attempted."),
         reloads_failed=counter("config_reload_failures", "Configuration reloads that failed."),
         setting={name: gauge(f"config_{name}", doc) for name, (doc, _) in SETTINGS.items()},
-        model_info=gauge("model_info", "Loaded model (1), with its metadata as labels.",
-                         ("kind", "algorithm", "version", "trained_at", "digest")),
-        model_loaded=gauge("model_loaded", "1 if a model of this kind is loaded, else 0.",
-                           ("kind",)),
+        model_info=gauge(
+            "model_info",
+            "Loaded model (1), with its metadata as labels.",
+            ("kind", "algorithm", "version", "trained_at", "digest"),
+        ),
+        model_loaded=gauge(
+            "model_loaded", "1 if a model of this kind is loaded, else 0.", ("kind",)
+        ),
     )
     _preinitialise(m)
     import numpy
 
-    m.build_info.info({"version": __version__, "python_version": platform.python_version(),
-                       "numpy_version": numpy.__version__})
+    m.build_info.info(
+        {
+            "version": __version__,
+            "python_version": platform.python_version(),
+            "numpy_version": numpy.__version__,
+        }
+    )
     return m
 
 

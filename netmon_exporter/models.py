@@ -31,25 +31,47 @@ BENIGN = "benign"
 # Features the models use by default: present both in flows we build from
 # captures and in CIC-IDS2017-style flow CSVs. Keys are numeric too.
 DEFAULT_FEATURES: tuple[str, ...] = (
-    "dst_port", "protocol",
-    "Flow Duration", "Tot Fwd Pkts", "Tot Bwd Pkts", "TotLen Fwd Pkts", "TotLen Bwd Pkts",
-    "Fwd Pkt Len Max", "Fwd Pkt Len Mean", "Bwd Pkt Len Max", "Bwd Pkt Len Mean",
-    "Flow Byts/s", "Flow Pkts/s", "Flow IAT Mean", "Flow IAT Max", "Fwd IAT Mean",
-    "Bwd IAT Mean", "FIN Flag Cnt", "SYN Flag Cnt", "RST Flag Cnt", "PSH Flag Cnt",
-    "ACK Flag Cnt", "Init Fwd Win Byts", "Init Bwd Win Byts", "Down/Up Ratio",
-    "Pkt Len Mean", "Pkt Len Std",
+    "dst_port",
+    "protocol",
+    "Flow Duration",
+    "Tot Fwd Pkts",
+    "Tot Bwd Pkts",
+    "TotLen Fwd Pkts",
+    "TotLen Bwd Pkts",
+    "Fwd Pkt Len Max",
+    "Fwd Pkt Len Mean",
+    "Bwd Pkt Len Max",
+    "Bwd Pkt Len Mean",
+    "Flow Byts/s",
+    "Flow Pkts/s",
+    "Flow IAT Mean",
+    "Flow IAT Max",
+    "Fwd IAT Mean",
+    "Bwd IAT Mean",
+    "FIN Flag Cnt",
+    "SYN Flag Cnt",
+    "RST Flag Cnt",
+    "PSH Flag Cnt",
+    "ACK Flag Cnt",
+    "Init Fwd Win Byts",
+    "Init Bwd Win Byts",
+    "Down/Up Ratio",
+    "Pkt Len Mean",
+    "Pkt Len Std",
 )
 _NUMERIC_KEYS = ("src_port", "dst_port", "protocol")
 KNOWN_FEATURES = frozenset(FEATURE_COLUMNS) | frozenset(_NUMERIC_KEYS)
 
 # The only types a model file may contain beyond skops' built-in safe set.
-ALLOWED_TYPES = frozenset({
-    "sklearn.tree._tree.Tree",
-    "sklearn.ensemble._iforest.IsolationForest",
-    "sklearn.ensemble._forest.RandomForestClassifier",
-    "sklearn.tree._classes.ExtraTreeRegressor",
-    "sklearn.tree._classes.DecisionTreeClassifier",
-})
+ALLOWED_TYPES = frozenset(
+    {
+        "sklearn.tree._tree.Tree",
+        "sklearn.ensemble._iforest.IsolationForest",
+        "sklearn.ensemble._forest.RandomForestClassifier",
+        "sklearn.tree._classes.ExtraTreeRegressor",
+        "sklearn.tree._classes.DecisionTreeClassifier",
+    }
+)
 _ALGORITHMS = {"anomaly": "IsolationForest", "classifier": "RandomForestClassifier"}
 
 
@@ -129,10 +151,13 @@ class Model:
     def info(self) -> dict[str, str]:
         """Return the labels of the ``netmon_model_info`` metric."""
         md = self.metadata
-        return {"kind": self.kind, "algorithm": str(md.get("algorithm", "")),
-                "version": f"sklearn-{md.get('versions', {}).get('scikit-learn', '?')}",
-                "trained_at": str(md.get("trained_at", "")),
-                "digest": str(md.get("training_data_digest", ""))[:16]}
+        return {
+            "kind": self.kind,
+            "algorithm": str(md.get("algorithm", "")),
+            "version": f"sklearn-{md.get('versions', {}).get('scikit-learn', '?')}",
+            "trained_at": str(md.get("trained_at", "")),
+            "digest": str(md.get("training_data_digest", ""))[:16],
+        }
 
 
 def _versions() -> dict[str, str]:
@@ -141,44 +166,80 @@ def _versions() -> dict[str, str]:
 
     from . import __version__
 
-    return {"netmon-exporter": __version__, "scikit-learn": sklearn.__version__,
-            "skops": skops.__version__, "numpy": np.__version__}
+    return {
+        "netmon-exporter": __version__,
+        "scikit-learn": sklearn.__version__,
+        "skops": skops.__version__,
+        "numpy": np.__version__,
+    }
 
 
-def _metadata(kind: str, features: Sequence[str], n_samples: int, digest: str,
-              **extra: Any) -> dict[str, Any]:
-    return {"format_version": FORMAT_VERSION, "kind": kind, "algorithm": _ALGORITHMS[kind],
-            "features": list(features), "n_samples": int(n_samples),
-            "training_data_digest": digest,
-            "trained_at": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "versions": _versions(), **extra}
+def _metadata(
+    kind: str, features: Sequence[str], n_samples: int, digest: str, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "algorithm": _ALGORITHMS[kind],
+        "features": list(features),
+        "n_samples": int(n_samples),
+        "training_data_digest": digest,
+        "trained_at": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "versions": _versions(),
+        **extra,
+    }
 
 
-def train_anomaly(flows: FlowBatch, *, data_digest: str, features: Sequence[str] = DEFAULT_FEATURES,
-                  n_estimators: int = 100, max_samples: int = 4096, seed: int = 0,
-                  contamination_quantile: float = 0.995) -> Model:
+def train_anomaly(
+    flows: FlowBatch,
+    *,
+    data_digest: str,
+    features: Sequence[str] = DEFAULT_FEATURES,
+    n_estimators: int = 100,
+    max_samples: int = 4096,
+    seed: int = 0,
+    contamination_quantile: float = 0.995,
+) -> Model:
     """Fit an IsolationForest on normal traffic; the metadata records the score quantile seen."""
     from sklearn.ensemble import IsolationForest
 
     if len(flows) < 10:
         raise ValueError(f"need at least 10 flows of baseline traffic, got {len(flows)}")
     x = feature_matrix(flows, features)
-    est = IsolationForest(n_estimators=n_estimators, max_samples=min(max_samples, len(flows)),
-                          random_state=seed, n_jobs=1).fit(x)
+    est = IsolationForest(
+        n_estimators=n_estimators,
+        max_samples=min(max_samples, len(flows)),
+        random_state=seed,
+        n_jobs=1,
+    ).fit(x)
     scores = -est.score_samples(x)
-    md = _metadata("anomaly", features, len(flows), data_digest,
-                   baseline_score_quantiles={
-                       "p50": round(float(np.quantile(scores, 0.5)), 4),
-                       f"p{contamination_quantile * 100:g}": round(
-                           float(np.quantile(scores, contamination_quantile)), 4),
-                       "max": round(float(scores.max()), 4)},
-                   classes=[BENIGN, "anomalous"])
+    md = _metadata(
+        "anomaly",
+        features,
+        len(flows),
+        data_digest,
+        baseline_score_quantiles={
+            "p50": round(float(np.quantile(scores, 0.5)), 4),
+            f"p{contamination_quantile * 100:g}": round(
+                float(np.quantile(scores, contamination_quantile)), 4
+            ),
+            "max": round(float(scores.max()), 4),
+        },
+        classes=[BENIGN, "anomalous"],
+    )
     return Model("anomaly", est, md)
 
 
-def train_classifier(flows: FlowBatch, labels: np.ndarray, *, data_digest: str,
-                     features: Sequence[str] = DEFAULT_FEATURES, test_size: float = 0.25,
-                     n_estimators: int = 100, seed: int = 0) -> tuple[Model, dict[str, Any]]:
+def train_classifier(
+    flows: FlowBatch,
+    labels: np.ndarray,
+    *,
+    data_digest: str,
+    features: Sequence[str] = DEFAULT_FEATURES,
+    test_size: float = 0.25,
+    n_estimators: int = 100,
+    seed: int = 0,
+) -> tuple[Model, dict[str, Any]]:
     """Fit a RandomForest on labelled flows; return it and its held-out per-class report."""
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.metrics import classification_report
@@ -190,18 +251,32 @@ def train_classifier(flows: FlowBatch, labels: np.ndarray, *, data_digest: str,
         raise ValueError(f"need at least two classes, got {list(classes)}")
     x = feature_matrix(flows, features)
     stratify = y if counts.min() >= 2 else None
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_size, random_state=seed,
-                                              stratify=stratify)
-    est = RandomForestClassifier(n_estimators=n_estimators, min_samples_leaf=2, n_jobs=1,
-                                 random_state=seed, class_weight="balanced_subsample")
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, y, test_size=test_size, random_state=seed, stratify=stratify
+    )
+    est = RandomForestClassifier(
+        n_estimators=n_estimators,
+        min_samples_leaf=2,
+        n_jobs=1,
+        random_state=seed,
+        class_weight="balanced_subsample",
+    )
     est.fit(x_tr, y_tr.astype(str))
     pred = est.predict(x_te)
     report = classification_report(y_te.astype(str), pred, output_dict=True, zero_division=0)
-    md = _metadata("classifier", features, len(flows), data_digest,
-                   classes=[str(c) for c in est.classes_],
-                   class_counts={str(c): int(n) for c, n in zip(classes, counts, strict=True)},
-                   held_out={"test_size": test_size, "samples": int(len(y_te)),
-                             "accuracy": round(float(report["accuracy"]), 4)})
+    md = _metadata(
+        "classifier",
+        features,
+        len(flows),
+        data_digest,
+        classes=[str(c) for c in est.classes_],
+        class_counts={str(c): int(n) for c, n in zip(classes, counts, strict=True)},
+        held_out={
+            "test_size": test_size,
+            "samples": int(len(y_te)),
+            "accuracy": round(float(report["accuracy"]), 4),
+        },
+    )
     return Model("classifier", est, md), report
 
 
@@ -241,11 +316,15 @@ def _check_metadata(md: Any, where: Path) -> None:
         raise ModelError(f"{where}: metadata is not a JSON object")
     missing = [k for k in ("format_version", "kind", "features", "model_sha256") if k not in md]
     if missing:
-        raise ModelError(f"{where}: metadata lacks {', '.join(missing)}; retrain the model "
-                         "with 'netmon-exporter train'")
+        raise ModelError(
+            f"{where}: metadata lacks {', '.join(missing)}; retrain the model "
+            "with 'netmon-exporter train'"
+        )
     if md["format_version"] != FORMAT_VERSION:
-        raise ModelError(f"{where}: metadata format {md['format_version']!r} is not supported "
-                         f"(expected {FORMAT_VERSION}); retrain the model")
+        raise ModelError(
+            f"{where}: metadata format {md['format_version']!r} is not supported "
+            f"(expected {FORMAT_VERSION}); retrain the model"
+        )
     if md["kind"] not in MODEL_KINDS:
         raise ModelError(f"{where}: kind {md['kind']!r} is not one of {', '.join(MODEL_KINDS)}")
     feats = md["features"]
@@ -263,13 +342,17 @@ def load_model(path: str | os.PathLike[str]) -> Model:
     p = Path(path)
     md_path = metadata_path(p)
     if not p.is_file():
-        raise ModelError(f"{p}: model file does not exist (train one with 'netmon-exporter "
-                         "train' or fix models.*_path)")
+        raise ModelError(
+            f"{p}: model file does not exist (train one with 'netmon-exporter "
+            "train' or fix models.*_path)"
+        )
     try:
         md = json.loads(md_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ModelError(f"{md_path}: metadata file is missing; a model is only loaded with "
-                         "the metadata written by 'netmon-exporter train'") from None
+        raise ModelError(
+            f"{md_path}: metadata file is missing; a model is only loaded with "
+            "the metadata written by 'netmon-exporter train'"
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelError(f"{md_path}: cannot read metadata: {exc}") from None
     _check_metadata(md, md_path)
@@ -278,26 +361,33 @@ def load_model(path: str | os.PathLike[str]) -> Model:
     except OSError as exc:
         raise ModelError(f"{p}: cannot read: {exc}") from None
     if digest != md["model_sha256"]:
-        raise ModelError(f"{p}: sha256 {digest[:12]}... does not match its metadata "
-                         f"({str(md['model_sha256'])[:12]}...); the file was changed or "
-                         "replaced, retrain or restore it")
+        raise ModelError(
+            f"{p}: sha256 {digest[:12]}... does not match its metadata "
+            f"({str(md['model_sha256'])[:12]}...); the file was changed or "
+            "replaced, retrain or restore it"
+        )
     try:
         untrusted = sio.get_untrusted_types(file=p)
     except Exception as exc:  # skops raises many kinds on a corrupt archive
         raise ModelError(f"{p}: not a readable skops file: {exc}") from None
     refused = sorted(set(untrusted) - ALLOWED_TYPES)
     if refused:
-        raise ModelError(f"{p}: contains types outside the allow-list: {', '.join(refused[:5])}; "
-                         "refusing to load it")
+        raise ModelError(
+            f"{p}: contains types outside the allow-list: {', '.join(refused[:5])}; "
+            "refusing to load it"
+        )
     try:
         est = sio.load(p, trusted=list(untrusted))
     except Exception as exc:
         raise ModelError(f"{p}: cannot load: {exc}") from None
     expected = _ALGORITHMS[md["kind"]]
     if type(est).__name__ != expected:
-        raise ModelError(f"{p}: holds a {type(est).__name__}, expected {expected} for a "
-                         f"{md['kind']} model")
+        raise ModelError(
+            f"{p}: holds a {type(est).__name__}, expected {expected} for a {md['kind']} model"
+        )
     if getattr(est, "n_features_in_", len(md["features"])) != len(md["features"]):
-        raise ModelError(f"{p}: the estimator expects {est.n_features_in_} features, the "
-                         f"metadata lists {len(md['features'])}")
+        raise ModelError(
+            f"{p}: the estimator expects {est.n_features_in_} features, the "
+            f"metadata lists {len(md['features'])}"
+        )
     return Model(md["kind"], est, md)

@@ -25,8 +25,12 @@ from .flows.flow_table import FlowTable
 # not import the metrics module).
 _PROTOCOLS = ("tcp", "udp", "icmp", "icmpv6", "other")
 _SKIP_REASONS = ("non_ip", "truncated", "malformed", "unsupported_link")
-_STATUS_REASON = {D.ST_NON_IP: "non_ip", D.ST_TRUNCATED: "truncated",
-                  D.ST_MALFORMED: "malformed", D.ST_UNSUPPORTED_LINK: "unsupported_link"}
+_STATUS_REASON = {
+    D.ST_NON_IP: "non_ip",
+    D.ST_TRUNCATED: "truncated",
+    D.ST_MALFORMED: "malformed",
+    D.ST_UNSUPPORTED_LINK: "unsupported_link",
+}
 # IP protocol number -> index into _PROTOCOLS
 _PROTO_INDEX = np.full(257, 4, dtype=np.int64)
 _PROTO_INDEX[6], _PROTO_INDEX[17], _PROTO_INDEX[1], _PROTO_INDEX[58] = 0, 1, 2, 3
@@ -49,12 +53,16 @@ class FlowSettings:
     active_timeout_seconds: float = 3600.0
     activity_timeout_seconds: float = 5.0
     carry_across_files: bool = True
-    tcp_close_grace_seconds: float = 2.0   # final ACK / retransmitted FIN after close
-    max_file_bytes: int = 0                # 0: no limit; larger files fail "too_large"
+    tcp_close_grace_seconds: float = 2.0  # final ACK / retransmitted FIN after close
+    max_file_bytes: int = 0  # 0: no limit; larger files fail "too_large"
 
     def table(self) -> FlowTable:
-        return FlowTable(self.idle_timeout_seconds, self.active_timeout_seconds,
-                         self.activity_timeout_seconds, self.tcp_close_grace_seconds)
+        return FlowTable(
+            self.idle_timeout_seconds,
+            self.active_timeout_seconds,
+            self.activity_timeout_seconds,
+            self.tcp_close_grace_seconds,
+        )
 
 
 @dataclass(frozen=True)
@@ -62,20 +70,20 @@ class FileResult:
     """What processing one file produced."""
 
     path: str
-    kind: str                       # "pcap" | "pcapng" | "csv"
+    kind: str  # "pcap" | "pcapng" | "csv"
     size_bytes: int
     seconds: float
-    flows: FlowBatch                # flows completed in this file (carried ones included)
-    packets_by_protocol: dict[str, int] = field(default_factory=dict)   # metrics.PROTOCOLS
+    flows: FlowBatch  # flows completed in this file (carried ones included)
+    packets_by_protocol: dict[str, int] = field(default_factory=dict)  # metrics.PROTOCOLS
     bytes_by_protocol: dict[str, int] = field(default_factory=dict)
-    skipped_by_reason: dict[str, int] = field(default_factory=dict)     # metrics.SKIP_REASONS
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)  # metrics.SKIP_REASONS
     ip_fragments: int = 0
-    carry: bytes | None = None      # opaque open-flow state for the next file of the series
-    csv_path: str | None = None     # flow CSV written, if any
+    carry: bytes | None = None  # opaque open-flow state for the next file of the series
+    csv_path: str | None = None  # flow CSV written, if any
     csv_rows: int = 0
-    first_ts: float | None = None   # capture time span (epoch seconds)
+    first_ts: float | None = None  # capture time span (epoch seconds)
     last_ts: float | None = None
-    flow_count: int = 0             # flows completed (also when not collected)
+    flow_count: int = 0  # flows completed (also when not collected)
 
     @property
     def packets(self) -> int:
@@ -111,11 +119,18 @@ class _Counts:
         self.last = hi if self.last is None else max(self.last, hi)
 
 
-def process_file(path: Path, settings: FlowSettings, *, carry: bytes | None = None,
-                 csv_dir: Path | None = None, final: bool = True, collect: bool = True,
-                 on_flows: Callable[[FlowBatch], None] | None = None,
-                 on_progress: Callable[[int], None] | None = None,
-                 csv_path: Path | None = None) -> FileResult:
+def process_file(
+    path: Path,
+    settings: FlowSettings,
+    *,
+    carry: bytes | None = None,
+    csv_dir: Path | None = None,
+    final: bool = True,
+    collect: bool = True,
+    on_flows: Callable[[FlowBatch], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    csv_path: Path | None = None,
+) -> FileResult:
     """Parse one file into flows; raise :class:`CaptureFormatError` for unreadable input.
 
     ``carry`` is the ``FileResult.carry`` of the previous file of the same series;
@@ -133,8 +148,9 @@ def process_file(path: Path, settings: FlowSettings, *, carry: bytes | None = No
     except OSError as exc:
         raise CaptureFormatError(f"{path}: cannot read ({exc.strerror or exc})", "io") from exc
     if settings.max_file_bytes and size > settings.max_file_bytes:
-        raise CaptureFormatError(f"{path}: {size} bytes is above the limit of "
-                                 f"{settings.max_file_bytes}", "too_large")
+        raise CaptureFormatError(
+            f"{path}: {size} bytes is above the limit of {settings.max_file_bytes}", "too_large"
+        )
     if kind == "unknown" and path.name.lower().endswith((".csv", ".csv.gz")):
         kind = "csv"
     if kind == "unknown":
@@ -146,8 +162,9 @@ def process_file(path: Path, settings: FlowSettings, *, carry: bytes | None = No
         try:
             writer = FlowCsvWriter(csv_path)
         except OSError as exc:
-            raise CaptureFormatError(f"{csv_path}: cannot write flow CSV ({exc.strerror or exc})",
-                                     "io") from exc
+            raise CaptureFormatError(
+                f"{csv_path}: cannot write flow CSV ({exc.strerror or exc})", "io"
+            ) from exc
     batches: list[FlowBatch] = []
     n_flows = 0
 
@@ -176,8 +193,9 @@ def process_file(path: Path, settings: FlowSettings, *, carry: bytes | None = No
                 emit(finish_carry(carry, settings))
             file_kind = "csv"
         else:
-            counts, out_carry, file_kind = _process_capture(path, settings, carry, final, emit,
-                                                            on_progress)
+            counts, out_carry, file_kind = _process_capture(
+                path, settings, carry, final, emit, on_progress
+            )
         if writer is not None:
             writer.close()
     except CaptureFormatError:
@@ -193,14 +211,21 @@ def process_file(path: Path, settings: FlowSettings, *, carry: bytes | None = No
             writer.abort()
         raise CaptureFormatError(f"{path}: out of memory while processing", "too_large") from exc
     return FileResult(
-        path=str(path), kind=file_kind, size_bytes=size, seconds=time.perf_counter() - t0,
+        path=str(path),
+        kind=file_kind,
+        size_bytes=size,
+        seconds=time.perf_counter() - t0,
         flows=FlowBatch.concat(batches) if collect else FlowBatch.empty(),
         packets_by_protocol={p: int(v) for p, v in zip(_PROTOCOLS, counts.pkts, strict=True)},
         bytes_by_protocol={p: int(v) for p, v in zip(_PROTOCOLS, counts.byts, strict=True)},
-        skipped_by_reason=dict(counts.skip), ip_fragments=counts.frags, carry=out_carry,
+        skipped_by_reason=dict(counts.skip),
+        ip_fragments=counts.frags,
+        carry=out_carry,
         csv_path=str(csv_path) if writer is not None else None,
         csv_rows=writer.rows if writer is not None else 0,
-        first_ts=counts.first, last_ts=counts.last, flow_count=n_flows,
+        first_ts=counts.first,
+        last_ts=counts.last,
+        flow_count=n_flows,
     )
 
 
@@ -208,18 +233,25 @@ def _load_carry(carry: bytes | None, settings: FlowSettings) -> FlowTable:
     if carry is None:
         return settings.table()
     try:
-        return FlowTable.from_bytes(carry, settings.idle_timeout_seconds,
-                                    settings.active_timeout_seconds,
-                                    settings.activity_timeout_seconds,
-                                    settings.tcp_close_grace_seconds)
+        return FlowTable.from_bytes(
+            carry,
+            settings.idle_timeout_seconds,
+            settings.active_timeout_seconds,
+            settings.activity_timeout_seconds,
+            settings.tcp_close_grace_seconds,
+        )
     except ValueError as exc:
         raise CaptureFormatError(str(exc), "internal") from exc
 
 
-def _process_capture(path: Path, settings: FlowSettings, carry: bytes | None, final: bool,
-                     emit: Callable[[FlowBatch], None],
-                     on_progress: Callable[[int], None] | None) -> tuple[_Counts, bytes | None,
-                                                                         str]:
+def _process_capture(
+    path: Path,
+    settings: FlowSettings,
+    carry: bytes | None,
+    final: bool,
+    emit: Callable[[FlowBatch], None],
+    on_progress: Callable[[int], None] | None,
+) -> tuple[_Counts, bytes | None, str]:
     table = _load_carry(carry, settings)
     counts = _Counts()
     reader = CaptureReader(path)
@@ -234,8 +266,7 @@ def _process_capture(path: Path, settings: FlowSettings, carry: bytes | None, fi
         raise CaptureFormatError(str(exc), exc.reason) from exc
     if reader.truncated_tail:
         if reader.packets == 0:
-            raise CaptureFormatError(f"{path}: capture ends inside its first record",
-                                     "truncated")
+            raise CaptureFormatError(f"{path}: capture ends inside its first record", "truncated")
         counts.skip["truncated"] += 1
     out_carry = None
     if final or not settings.carry_across_files:

@@ -71,13 +71,15 @@ def record_file_done(m: Metrics, result: Any, kind: str, lag_seconds: float | No
 
 
 def record_file_failed(m: Metrics, kind: str, reason: str) -> None:
-    m.files_failed.labels(_label(kind, FILE_KINDS, "pcap"),
-                          _label(reason, FAIL_REASONS, "internal")).inc()
+    m.files_failed.labels(
+        _label(kind, FILE_KINDS, "pcap"), _label(reason, FAIL_REASONS, "internal")
+    ).inc()
 
 
 def record_quarantined(m: Metrics, kind: str, reason: str) -> None:
-    m.files_quarantined.labels(_label(kind, FILE_KINDS, "pcap"),
-                               _label(reason, FAIL_REASONS, "internal")).inc()
+    m.files_quarantined.labels(
+        _label(kind, FILE_KINDS, "pcap"), _label(reason, FAIL_REASONS, "internal")
+    ).inc()
 
 
 def record_analysis(m: Metrics, analysis: Any) -> None:
@@ -86,8 +88,9 @@ def record_analysis(m: Metrics, analysis: Any) -> None:
     m.window_seconds.observe(float(analysis.seconds))
     m.flows_analysed.inc(int(analysis.flows_analysed))
     for d in analysis.detections:
-        m.detections.labels(_label(d.detector, DETECTORS, "anomaly"),
-                            _label(d.severity, SEVERITIES, "warning")).inc()
+        m.detections.labels(
+            _label(d.detector, DETECTORS, "anomaly"), _label(d.severity, SEVERITIES, "warning")
+        ).inc()
     for cls, n in (analysis.class_counts or {}).items():
         m.classifications.labels(str(cls)[:64]).inc(int(n))
     scores = np.asarray(analysis.anomaly_scores, dtype=np.float64)
@@ -127,7 +130,8 @@ def record_top_talkers(m: Metrics, talkers: Iterable[Mapping[str, Any]], limit: 
     m.top_talker_bytes.clear()
     for rank, t in enumerate(list(talkers)[:limit], start=1):
         m.top_talker_bytes.labels(str(rank), str(t.get("address", ""))[:45]).set(
-            float(t.get("bytes_sent", t.get("bytes", 0))))
+            float(t.get("bytes_sent", t.get("bytes", 0)))
+        )
 
 
 def record_health(m: Metrics, report: HealthReport) -> None:
@@ -152,9 +156,13 @@ def record_models(m: Metrics, models: Iterable[Mapping[str, str]]) -> None:
     for kind in MODEL_KINDS:
         m.model_loaded.labels(kind).set(1 if kind in loaded else 0)
     for info in models:
-        m.model_info.labels(info.get("kind", ""), info.get("algorithm", ""),
-                            info.get("version", ""), info.get("trained_at", ""),
-                            info.get("digest", "")[:16]).set(1)
+        m.model_info.labels(
+            info.get("kind", ""),
+            info.get("algorithm", ""),
+            info.get("version", ""),
+            info.get("trained_at", ""),
+            info.get("digest", "")[:16],
+        ).set(1)
 
 
 def seed_from_totals(m: Metrics, totals: Any) -> None:
@@ -174,8 +182,9 @@ def seed_from_totals(m: Metrics, totals: Any) -> None:
 
 
 def record_quarantined_n(m: Metrics, kind: str, reason: str, n: int) -> None:
-    m.files_quarantined.labels(_label(kind, FILE_KINDS, "pcap"),
-                               _label(reason, FAIL_REASONS, "internal")).inc(n)
+    m.files_quarantined.labels(
+        _label(kind, FILE_KINDS, "pcap"), _label(reason, FAIL_REASONS, "internal")
+    ).inc(n)
 
 
 def preinit_classes(m: Metrics, classes: Iterable[str]) -> None:

@@ -87,14 +87,18 @@ def render_markdown() -> str:
                 continue
             default = field_default(f)
             allowed = _range(meta).strip(" []")
-            rows.append(f"| `{sub}` | `{_yaml_value(default)}` | {allowed} | "
-                        f"{meta['help'].replace('|', '/')} |")
+            rows.append(
+                f"| `{sub}` | `{_yaml_value(default)}` | {allowed} | "
+                f"{meta['help'].replace('|', '/')} |"
+            )
 
     walk(Config, "")
-    return ("# Configuration reference\n\nGenerated from `netmon_exporter/config.py` by "
-            "`python -m netmon_exporter.reference_docs`; do not edit by hand.\n\n"
-            "Ranges are inclusive. `restart`: only read at start-up (a reload logs and reports "
-            "that a restart is needed).\n\n" + "\n".join(rows) + "\n")
+    return (
+        "# Configuration reference\n\nGenerated from `netmon_exporter/config.py` by "
+        "`python -m netmon_exporter.reference_docs`; do not edit by hand.\n\n"
+        "Ranges are inclusive. `restart`: only read at start-up (a reload logs and reports "
+        "that a restart is needed).\n\n" + "\n".join(rows) + "\n"
+    )
 
 
 def render_metrics_markdown() -> str:
@@ -116,11 +120,13 @@ def render_metrics_markdown() -> str:
             labels = {"version", "python_version", "numpy_version"}
         shown = ", ".join(f"`{x}`" for x in sorted(labels))
         rows.append(f"| `{name}` | {family.type} | {shown} | {family.documentation} |")
-    return ("# Metric reference\n\nGenerated from `netmon_exporter/metrics.py` by "
-            "`python -m netmon_exporter.reference_docs`; do not edit by hand. Label values come "
-            "from closed sets defined there and are pre-initialised to 0. Besides these, the "
-            "standard `process_*` (uptime: `process_start_time_seconds`), `python_info` and "
-            "`python_gc_*` metrics are exported.\n\n" + "\n".join(rows) + "\n")
+    return (
+        "# Metric reference\n\nGenerated from `netmon_exporter/metrics.py` by "
+        "`python -m netmon_exporter.reference_docs`; do not edit by hand. Label values come "
+        "from closed sets defined there and are pre-initialised to 0. Besides these, the "
+        "standard `process_*` (uptime: `process_start_time_seconds`), `python_info` and "
+        "`python_gc_*` metrics are exported.\n\n" + "\n".join(rows) + "\n"
+    )
 
 
 def main() -> None:

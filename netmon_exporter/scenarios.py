@@ -22,10 +22,20 @@ import numpy as np
 from .flow_schema import FlowBatch, addrs_to_str
 
 KINDS: tuple[str, ...] = (
-    "benign", "port_scan", "slow_port_scan", "tcp_sweep", "icmp_sweep", "syn_flood",
-    "syn_flood_spoofed", "udp_flood", "icmp_flood", "brute_force", "dns_tunnel", "beacon",
+    "benign",
+    "port_scan",
+    "slow_port_scan",
+    "tcp_sweep",
+    "icmp_sweep",
+    "syn_flood",
+    "syn_flood_spoofed",
+    "udp_flood",
+    "icmp_flood",
+    "brute_force",
+    "dns_tunnel",
+    "beacon",
 )
-SPOOFED = "many"   # the attacker of a spoofed flood: any source, judged by its victim
+SPOOFED = "many"  # the attacker of a spoofed flood: any source, judged by its victim
 
 
 @dataclass(frozen=True)
@@ -54,7 +64,7 @@ class Scenario:
     packets: int
     start: float
     end: float
-    attack_pairs: frozenset[tuple[str, str]] = frozenset()   # (src, dst) of attack packets
+    attack_pairs: frozenset[tuple[str, str]] = frozenset()  # (src, dst) of attack packets
 
 
 # ----------------------------------------------------------------------------- packets
@@ -83,15 +93,16 @@ class _Capture:
         self.rng = rng
         self.frames: list[tuple[float, bytes]] = []
         self._ip_id = int(rng.integers(0, 65535))
-        self.tagging = False             # set while the attack is generated
+        self.tagging = False  # set while the attack is generated
         self.attack_pairs: set[tuple[str, str]] = set()
 
     @staticmethod
     def _addr(ip: str) -> bytes:
         return ipaddress.ip_address(ip).packed
 
-    def _frame(self, t: float, src: str, dst: str, proto: int, l4: bytes,
-               csum_at: int | None) -> None:
+    def _frame(
+        self, t: float, src: str, dst: str, proto: int, l4: bytes, csum_at: int | None
+    ) -> None:
         if self.tagging:
             self.attack_pairs.add((src, dst))
         s, d = self._addr(src), self._addr(dst)
@@ -101,11 +112,12 @@ class _Capture:
             else:
                 pseudo = s + d + struct.pack("!IxxxB", len(l4), proto)
             c = _checksum(pseudo + l4) or 0xFFFF
-            l4 = l4[:csum_at] + struct.pack("!H", c) + l4[csum_at + 2:]
+            l4 = l4[:csum_at] + struct.pack("!H", c) + l4[csum_at + 2 :]
         if len(s) == 4:
             self._ip_id = (self._ip_id + 1) & 0xFFFF
-            hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), self._ip_id, 0x4000, 64,
-                              proto, 0, s, d)
+            hdr = struct.pack(
+                "!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), self._ip_id, 0x4000, 64, proto, 0, s, d
+            )
             hdr = hdr[:10] + struct.pack("!H", _checksum(hdr)) + hdr[12:]
             ethertype = 0x0800
         else:
@@ -114,33 +126,61 @@ class _Capture:
         eth = b"\x02\x00" + d[-4:] + b"\x02\x00" + s[-4:] + struct.pack("!H", ethertype)
         self.frames.append((float(t), eth + hdr + l4))
 
-    def tcp(self, t: float, src: str, dst: str, sport: int, dport: int, flags: str,
-            seq: int = 0, ack: int = 0, payload: bytes = b"", window: int = 64240) -> None:
+    def tcp(
+        self,
+        t: float,
+        src: str,
+        dst: str,
+        sport: int,
+        dport: int,
+        flags: str,
+        seq: int = 0,
+        ack: int = 0,
+        payload: bytes = b"",
+        window: int = 64240,
+    ) -> None:
         bits = sum(_TCP_FLAGS[f] for f in flags)
-        l4 = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4,
-                         bits, window, 0, 0) + payload
+        l4 = (
+            struct.pack(
+                "!HHIIBBHHH",
+                sport,
+                dport,
+                seq & 0xFFFFFFFF,
+                ack & 0xFFFFFFFF,
+                5 << 4,
+                bits,
+                window,
+                0,
+                0,
+            )
+            + payload
+        )
         self._frame(t, src, dst, 6, l4, 16)
 
-    def udp(self, t: float, src: str, dst: str, sport: int, dport: int,
-            payload: bytes = b"") -> None:
+    def udp(
+        self, t: float, src: str, dst: str, sport: int, dport: int, payload: bytes = b""
+    ) -> None:
         l4 = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
         self._frame(t, src, dst, 17, l4, 6)
 
-    def _icmp(self, t: float, src: str, dst: str, itype: int, ident: int, seq: int,
-              data: bytes) -> None:
+    def _icmp(
+        self, t: float, src: str, dst: str, itype: int, ident: int, seq: int, data: bytes
+    ) -> None:
         msg = struct.pack("!BBHHH", itype, 0, 0, ident, seq) + data
         msg = msg[:2] + struct.pack("!H", _checksum(msg)) + msg[4:]
         self._frame(t, src, dst, 1, msg, None)
 
-    def icmp_echo(self, t: float, src: str, dst: str, ident: int, seq: int, reply: bool,
-                  size: int = 56) -> None:
+    def icmp_echo(
+        self, t: float, src: str, dst: str, ident: int, seq: int, reply: bool, size: int = 56
+    ) -> None:
         data = bytes(size)
         self._icmp(t, src, dst, 8, ident, seq, data)
         if reply:
             self._icmp(t + 0.0005 + self.rng.random() * 0.002, dst, src, 0, ident, seq, data)
 
-    def dns(self, t: float, client: str, resolver: str, name: str, answer: bool = True,
-            qtype: str = "A") -> None:
+    def dns(
+        self, t: float, client: str, resolver: str, name: str, answer: bool = True, qtype: str = "A"
+    ) -> None:
         from scapy.layers.dns import DNS, DNSQR, DNSRR
 
         sport = int(self.rng.integers(20000, 65000))
@@ -148,14 +188,26 @@ class _Capture:
         q = DNS(id=qid, rd=1, qd=DNSQR(qname=name, qtype=qtype))
         self.udp(t, client, resolver, sport, 53, bytes(q))
         if answer:
-            rr = (DNSRR(rrname=name, type="TXT", rdata=[b"ok" + bytes(8)]) if qtype == "TXT"
-                  else DNSRR(rrname=name, type="A", rdata="93.184.216.34", ttl=300))
+            rr = (
+                DNSRR(rrname=name, type="TXT", rdata=[b"ok" + bytes(8)])
+                if qtype == "TXT"
+                else DNSRR(rrname=name, type="A", rdata="93.184.216.34", ttl=300)
+            )
             r = DNS(id=qid, qr=1, rd=1, ra=1, qd=DNSQR(qname=name, qtype=qtype), an=rr)
             self.udp(t + 0.005 + self.rng.random() * 0.02, resolver, client, 53, sport, bytes(r))
 
-    def session(self, t: float, client: str, server: str, dport: int, request: int,
-                response: int, rtt: float = 0.02, sport: int | None = None,
-                exchanges: int = 1) -> float:
+    def session(
+        self,
+        t: float,
+        client: str,
+        server: str,
+        dport: int,
+        request: int,
+        response: int,
+        rtt: float = 0.02,
+        sport: int | None = None,
+        exchanges: int = 1,
+    ) -> float:
         """A complete TCP connection: handshake, request/response exchanges, FIN close."""
         sport = sport or int(self.rng.integers(32768, 61000))
         c_seq, s_seq = int(self.rng.integers(1, 2**31)), int(self.rng.integers(1, 2**31))
@@ -174,8 +226,17 @@ class _Capture:
             segs = 0
             while left > 0:
                 n = min(left, 1400)
-                self.tcp(t, server, client, dport, sport, "PA" if n == left else "A", s_seq,
-                         c_seq, bytes(n))
+                self.tcp(
+                    t,
+                    server,
+                    client,
+                    dport,
+                    sport,
+                    "PA" if n == left else "A",
+                    s_seq,
+                    c_seq,
+                    bytes(n),
+                )
                 s_seq += n
                 left -= n
                 segs += 1
@@ -204,6 +265,7 @@ class _Capture:
 
 # ----------------------------------------------------------------------------- the site
 
+
 @dataclass(frozen=True)
 class _Site:
     clients: tuple[str, ...]
@@ -211,7 +273,7 @@ class _Site:
     resolver: str
     ssh_server: str
     mail_server: str
-    lan_prefix: str       # "10.a.b." for sweeps of the site's own /24
+    lan_prefix: str  # "10.a.b." for sweeps of the site's own /24
 
 
 def _site(rng: np.random.Generator) -> _Site:
@@ -219,24 +281,44 @@ def _site(rng: np.random.Generator) -> _Site:
     lan = f"10.{a}.{b}."
     hosts = rng.choice(np.arange(10, 200), 16, replace=False)
     clients = tuple(f"{lan}{h}" for h in hosts[:12]) + ("fd00:1::10", "fd00:1::11")
-    servers = tuple(f"{int(rng.integers(20, 220))}.{int(rng.integers(0, 255))}."
-                    f"{int(rng.integers(0, 255))}.{int(rng.integers(1, 254))}" for _ in range(25))
+    servers = tuple(
+        f"{int(rng.integers(20, 220))}.{int(rng.integers(0, 255))}."
+        f"{int(rng.integers(0, 255))}.{int(rng.integers(1, 254))}"
+        for _ in range(25)
+    )
     servers6 = ("2001:db8:10::80", "2001:db8:20::443")
-    return _Site(clients=clients, servers=servers + servers6, resolver=f"{lan}{int(hosts[12])}",
-                 ssh_server=f"{lan}{int(hosts[13])}", mail_server=f"{lan}{int(hosts[14])}",
-                 lan_prefix=lan)
+    return _Site(
+        clients=clients,
+        servers=servers + servers6,
+        resolver=f"{lan}{int(hosts[12])}",
+        ssh_server=f"{lan}{int(hosts[13])}",
+        mail_server=f"{lan}{int(hosts[14])}",
+        lan_prefix=lan,
+    )
 
 
-_SSDP = (b"M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\n"
-         b"MX: 1\r\nST: ssdp:all\r\n\r\n")
-_NAMES = ("www.example.com", "static.cdn-example.net", "api.weather.example.org",
-          "mail.example.com", "images.shop-example.com", "fonts.example-static.com",
-          "r3---sn-4g5e6nz7.googlevideo.example.com", "login.microsoftonline.example.com",
-          "update.os-vendor.example", "telemetry.app.example.io", "news.example.co.uk")
+_SSDP = (
+    b'M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: "ssdp:discover"\r\n'
+    b"MX: 1\r\nST: ssdp:all\r\n\r\n"
+)
+_NAMES = (
+    "www.example.com",
+    "static.cdn-example.net",
+    "api.weather.example.org",
+    "mail.example.com",
+    "images.shop-example.com",
+    "fonts.example-static.com",
+    "r3---sn-4g5e6nz7.googlevideo.example.com",
+    "login.microsoftonline.example.com",
+    "update.os-vendor.example",
+    "telemetry.app.example.io",
+    "news.example.co.uk",
+)
 
 
-def _background(cap: _Capture, site: _Site, start: float, duration: float,
-                intensity: float) -> None:
+def _background(
+    cap: _Capture, site: _Site, start: float, duration: float, intensity: float
+) -> None:
     rng = cap.rng
     v4_servers = [s for s in site.servers if ":" not in s]
     v6_servers = [s for s in site.servers if ":" in s]
@@ -249,10 +331,16 @@ def _background(cap: _Capture, site: _Site, start: float, duration: float,
             cap.dns(t, client, site.resolver, str(rng.choice(_NAMES)))
         for _ in range(int(rng.integers(1, 4))):
             t += rng.random() * 2
-            cap.session(t + 0.03, client, server, int(rng.choice([443, 443, 443, 80, 8443])),
-                        request=int(rng.integers(200, 900)),
-                        response=int(rng.integers(300, 12000)), rtt=0.01 + rng.random() * 0.08,
-                        exchanges=int(rng.integers(1, 4)))
+            cap.session(
+                t + 0.03,
+                client,
+                server,
+                int(rng.choice([443, 443, 443, 80, 8443])),
+                request=int(rng.integers(200, 900)),
+                response=int(rng.integers(300, 12000)),
+                rtt=0.01 + rng.random() * 0.08,
+                exchanges=int(rng.integers(1, 4)),
+            )
     # Pings now and then.
     for _ in range(int(rng.integers(3, 8) * intensity) + 1):
         client = str(rng.choice(site.clients[:12]))
@@ -262,19 +350,33 @@ def _background(cap: _Capture, site: _Site, start: float, duration: float,
             cap.icmp_echo(t + s, client, str(rng.choice(v4_servers)), ident, s, reply=True)
     # One interactive SSH session (long) and a couple of mail submissions.
     admin = site.clients[0]
-    cap.session(start + rng.random() * duration / 2, admin, site.ssh_server, 22, request=120,
-                response=300, rtt=0.002, exchanges=int(rng.integers(25, 50)))
+    cap.session(
+        start + rng.random() * duration / 2,
+        admin,
+        site.ssh_server,
+        22,
+        request=120,
+        response=300,
+        rtt=0.002,
+        exchanges=int(rng.integers(25, 50)),
+    )
     for _ in range(2):
-        cap.session(start + rng.random() * duration, str(rng.choice(site.clients[:12])),
-                    site.mail_server, 587, request=1200, response=200, exchanges=6)
+        cap.session(
+            start + rng.random() * duration,
+            str(rng.choice(site.clients[:12])),
+            site.mail_server,
+            587,
+            request=1200,
+            response=200,
+            exchanges=6,
+        )
     # Multicast/broadcast chatter that nobody answers (SSDP, mDNS, NetBIOS).
     for _ in range(int(rng.integers(10, 30) * intensity)):
         client = str(rng.choice(site.clients[:12]))
         t = start + rng.random() * duration
         kind = int(rng.integers(0, 3))
         if kind == 0:
-            cap.udp(t, client, "239.255.255.250", int(rng.integers(40000, 60000)), 1900,
-                    _SSDP)
+            cap.udp(t, client, "239.255.255.250", int(rng.integers(40000, 60000)), 1900, _SSDP)
         elif kind == 1:
             cap.udp(t, client, "224.0.0.251", 5353, 5353, bytes(40))
         else:
@@ -286,8 +388,14 @@ def _background(cap: _Capture, site: _Site, start: float, duration: float,
     crawler = str(rng.choice(site.clients[:12]))
     t = start + rng.random() * duration * 0.8
     for server in rng.choice(v4_servers, min(len(v4_servers), 25), replace=False):
-        cap.session(t + rng.random() * 20, crawler, str(server), 443, request=400,
-                    response=int(rng.integers(500, 5000)))
+        cap.session(
+            t + rng.random() * 20,
+            crawler,
+            str(server),
+            443,
+            request=400,
+            response=int(rng.integers(500, 5000)),
+        )
     dead = _outsider(rng)
     t = start + rng.random() * duration * 0.8
     for _ in range(int(rng.integers(3, 7))):
@@ -309,19 +417,29 @@ def _background(cap: _Capture, site: _Site, start: float, duration: float,
         cap.udp(t + i * 0.004, server, client, 443, sport, bytes(1200))
         if i % 3 == 0:
             cap.udp(t + i * 0.004 + 0.001, client, server, sport, 443, bytes(40))
-    cap.session(start + rng.random() * duration / 2, str(rng.choice(site.clients[:12])),
-                str(rng.choice(v4_servers)), 22, request=1400, response=100, exchanges=50)
+    cap.session(
+        start + rng.random() * duration / 2,
+        str(rng.choice(site.clients[:12])),
+        str(rng.choice(v4_servers)),
+        22,
+        request=1400,
+        response=100,
+        exchanges=50,
+    )
 
 
 # ----------------------------------------------------------------------------- attacks
 
+
 def _outsider(rng: np.random.Generator) -> str:
-    return (f"{int(rng.integers(100, 200))}.{int(rng.integers(0, 255))}."
-            f"{int(rng.integers(0, 255))}.{int(rng.integers(1, 254))}")
+    return (
+        f"{int(rng.integers(100, 200))}.{int(rng.integers(0, 255))}."
+        f"{int(rng.integers(0, 255))}.{int(rng.integers(1, 254))}"
+    )
 
 
 def _outsider6(rng: np.random.Generator) -> str:
-    return f"2001:db8:{int(rng.integers(0x100, 0xfff)):x}::{int(rng.integers(1, 0xffff)):x}"
+    return f"2001:db8:{int(rng.integers(0x100, 0xFFF)):x}::{int(rng.integers(1, 0xFFFF)):x}"
 
 
 def _probe(cap: _Capture, t: float, src: str, dst: str, dport: int, answer: str) -> None:
@@ -338,12 +456,13 @@ def _probe(cap: _Capture, t: float, src: str, dst: str, dport: int, answer: str)
         cap.tcp(t + rtt, dst, src, dport, sport, "RA", 0, seq + 1)
 
 
-def _port_scan(cap: _Capture, site: _Site, start: float, duration: float,
-               slow: bool) -> tuple[Truth, ...]:
+def _port_scan(
+    cap: _Capture, site: _Site, start: float, duration: float, slow: bool
+) -> tuple[Truth, ...]:
     rng = cap.rng
     attacker = _outsider(rng) if rng.random() < 0.5 else str(rng.choice(site.clients[1:12]))
     victim = str(rng.choice([site.ssh_server, site.mail_server, site.resolver]))
-    if rng.random() < 0.25:   # over IPv6
+    if rng.random() < 0.25:  # over IPv6
         attacker, victim = _outsider6(rng), str(rng.choice(site.clients[12:]))
     n = int(rng.integers(20, 45)) if slow else int(rng.integers(60, 1000))
     ports = rng.choice(np.arange(1, 10000), n, replace=False)
@@ -366,8 +485,7 @@ def _tcp_sweep(cap: _Capture, site: _Site, start: float, duration: float) -> tup
     hosts = rng.choice(np.arange(1, 255), n, replace=False)
     span = min(n / float(rng.uniform(5, 500)), duration * 0.8)
     t0 = start + rng.random() * (duration - span)
-    prefix = site.lan_prefix if rng.random() < 0.5 else "172.16.{}.".format(int(rng.integers(0,
-                                                                                           255)))
+    prefix = site.lan_prefix if rng.random() < 0.5 else f"172.16.{int(rng.integers(0, 255))}."
     for i, h in enumerate(hosts):
         answer = str(rng.choice(["open", "closed", "filtered", "filtered"]))
         _probe(cap, t0 + span * i / n, attacker, f"{prefix}{int(h)}", port, answer)
@@ -383,13 +501,20 @@ def _icmp_sweep(cap: _Capture, site: _Site, start: float, duration: float) -> tu
     t0 = start + rng.random() * (duration - span)
     ident = int(rng.integers(1, 65000))
     for i, h in enumerate(hosts):
-        cap.icmp_echo(t0 + span * i / n, attacker, f"{site.lan_prefix}{int(h)}", ident, i,
-                      reply=bool(rng.random() < 0.3))
+        cap.icmp_echo(
+            t0 + span * i / n,
+            attacker,
+            f"{site.lan_prefix}{int(h)}",
+            ident,
+            i,
+            reply=bool(rng.random() < 0.3),
+        )
     return (Truth("address_sweep", attacker),)
 
 
-def _syn_flood(cap: _Capture, site: _Site, start: float, duration: float,
-               spoofed: bool) -> tuple[Truth, ...]:
+def _syn_flood(
+    cap: _Capture, site: _Site, start: float, duration: float, spoofed: bool
+) -> tuple[Truth, ...]:
     rng = cap.rng
     attacker = SPOOFED if spoofed else _outsider(rng)
     victim = str(rng.choice([site.mail_server, site.ssh_server]))
@@ -405,8 +530,9 @@ def _syn_flood(cap: _Capture, site: _Site, start: float, duration: float,
         seq = int(rng.integers(1, 2**31))
         cap.tcp(t, src, victim, sport, port, "S", seq, window=512)
         if answers:
-            cap.tcp(t + 0.0003, victim, src, port, sport, "SA", int(rng.integers(1, 2**31)),
-                    seq + 1)
+            cap.tcp(
+                t + 0.0003, victim, src, port, sport, "SA", int(rng.integers(1, 2**31)), seq + 1
+            )
     return (Truth("syn_flood", attacker, victim),)
 
 
@@ -437,8 +563,15 @@ def _icmp_flood(cap: _Capture, site: _Site, start: float, duration: float) -> tu
     ident = int(rng.integers(1, 65000))
     size = int(rng.integers(8, 1400))
     for i in range(n):
-        cap.icmp_echo(t0 + span * i / n, attacker, victim, ident, i % 65536,
-                      reply=bool(rng.random() < reply_share), size=size)
+        cap.icmp_echo(
+            t0 + span * i / n,
+            attacker,
+            victim,
+            ident,
+            i % 65536,
+            reply=bool(rng.random() < reply_share),
+            size=size,
+        )
     return (Truth("icmp_flood", attacker, victim),)
 
 
@@ -447,14 +580,21 @@ def _brute_force(cap: _Capture, site: _Site, start: float, duration: float) -> t
     attacker = _outsider(rng) if rng.random() < 0.6 else str(rng.choice(site.clients[1:12]))
     port = int(rng.choice([22, 22, 3389, 21, 23, 587, 143, 110]))
     victim = site.mail_server if port in (587, 143, 110) else site.ssh_server
-    if rng.random() < 0.25:   # over IPv6
+    if rng.random() < 0.25:  # over IPv6
         attacker, victim = _outsider6(rng), str(rng.choice(site.clients[12:]))
     n = int(rng.integers(8, 60))
     t = start + rng.random() * duration * 0.3
     for _ in range(n):
-        end = cap.session(t, attacker, victim, port, request=int(rng.integers(40, 200)),
-                          response=int(rng.integers(40, 300)), rtt=0.005 + rng.random() * 0.05,
-                          exchanges=int(rng.integers(2, 6)))
+        end = cap.session(
+            t,
+            attacker,
+            victim,
+            port,
+            request=int(rng.integers(40, 200)),
+            response=int(rng.integers(40, 300)),
+            rtt=0.005 + rng.random() * 0.05,
+            exchanges=int(rng.integers(2, 6)),
+        )
         t = end + rng.exponential(float(rng.uniform(0.3, 4.0)))
     return (Truth("brute_force", attacker, victim),)
 
@@ -468,18 +608,26 @@ def _dns_tunnel(cap: _Capture, site: _Site, start: float, duration: float) -> tu
     t0 = start + rng.random() * (duration - span)
     encoding = str(rng.choice(["base32", "hex"]))
     qtype = str(rng.choice(["A", "TXT"]))
-    polling = bool(rng.random() < 0.5)   # fixed-period polling, or bursts of data
-    times = (t0 + span * np.arange(n) / n + rng.random(n) * 0.1 if polling
-             else t0 + np.sort(rng.random(n)) * span)
+    polling = bool(rng.random() < 0.5)  # fixed-period polling, or bursts of data
+    times = (
+        t0 + span * np.arange(n) / n + rng.random(n) * 0.1
+        if polling
+        else t0 + np.sort(rng.random(n)) * span
+    )
     for i in range(n):
         data = rng.bytes(int(rng.integers(20, 36)))
-        label = (base64.b32encode(data).decode().rstrip("=").lower() if encoding == "base32"
-                 else data.hex())
-        chunks = [label[j:j + 63] for j in range(0, len(label), 63)]
+        label = (
+            base64.b32encode(data).decode().rstrip("=").lower()
+            if encoding == "base32"
+            else data.hex()
+        )
+        chunks = [label[j : j + 63] for j in range(0, len(label), 63)]
         name = ".".join([*chunks, f"{i:x}", "t", domain])
         cap.dns(float(times[i]), client, site.resolver, name, True, qtype)
-    return (Truth("dns_tunnel", client, domain),
-            Truth("beacon", client, site.resolver, required=False))
+    return (
+        Truth("dns_tunnel", client, domain),
+        Truth("beacon", client, site.resolver, required=False),
+    )
 
 
 def _beacon(cap: _Capture, site: _Site, start: float, duration: float) -> tuple[Truth, ...]:
@@ -493,15 +641,17 @@ def _beacon(cap: _Capture, site: _Site, start: float, duration: float) -> tuple[
     request, response = int(rng.integers(150, 600)), int(rng.integers(100, 2000))
     t = start + rng.random() * interval
     for _ in range(beats):
-        if rng.random() >= 0.05:   # now and then a beat is lost (host asleep, network down)
-            cap.session(t, client, c2, port, request=request, response=response, rtt=0.05,
-                        exchanges=1)
+        if rng.random() >= 0.05:  # now and then a beat is lost (host asleep, network down)
+            cap.session(
+                t, client, c2, port, request=request, response=response, rtt=0.05, exchanges=1
+            )
         t += interval * (1 + rng.uniform(-jitter, jitter))
     return (Truth("beacon", client, c2),)
 
 
-def generate(kind: str, seed: int, out_dir: Path, *, duration: float = 600.0,
-             intensity: float = 1.0) -> Scenario:
+def generate(
+    kind: str, seed: int, out_dir: Path, *, duration: float = 600.0, intensity: float = 1.0
+) -> Scenario:
     """Write the scenario ``kind`` for ``seed`` to ``out_dir`` and return it with its truth.
 
     ``duration`` is the capture's time span in seconds (beacons need several
@@ -537,9 +687,16 @@ def generate(kind: str, seed: int, out_dir: Path, *, duration: float = 600.0,
         truths = _beacon(cap, site, start, duration)
     path = Path(out_dir) / f"scenario-{kind}-seed{seed}.pcap"
     n = cap.write(path)
-    return Scenario(kind=kind, seed=seed, path=path, truths=truths, packets=n,
-                    start=cap.frames[0][0], end=cap.frames[-1][0],
-                    attack_pairs=frozenset(cap.attack_pairs))
+    return Scenario(
+        kind=kind,
+        seed=seed,
+        path=path,
+        truths=truths,
+        packets=n,
+        start=cap.frames[0][0],
+        end=cap.frames[-1][0],
+        attack_pairs=frozenset(cap.attack_pairs),
+    )
 
 
 def label_flows(flows: FlowBatch, scenario: Scenario) -> np.ndarray:
@@ -553,13 +710,15 @@ def label_flows(flows: FlowBatch, scenario: Scenario) -> np.ndarray:
         return labels
     pairs = {(a, b) for a, b in scenario.attack_pairs} | {(b, a) for a, b in scenario.attack_pairs}
     src, dst = addrs_to_str(flows["src_ip"]), addrs_to_str(flows["dst_ip"])
-    hit = np.fromiter(((s, d) in pairs for s, d in zip(src, dst, strict=True)), dtype=bool,
-                      count=len(flows))
+    hit = np.fromiter(
+        ((s, d) in pairs for s, d in zip(src, dst, strict=True)), dtype=bool, count=len(flows)
+    )
     labels[hit] = scenario.truths[0].detector
     return labels
 
 
-def generate_all(seeds: Sequence[int], out_dir: Path, kinds: Sequence[str] = KINDS,
-                 **kwargs: float) -> list[Scenario]:
+def generate_all(
+    seeds: Sequence[int], out_dir: Path, kinds: Sequence[str] = KINDS, **kwargs: float
+) -> list[Scenario]:
     """Generate every kind for every seed."""
     return [generate(k, s, out_dir, **kwargs) for s in seeds for k in kinds]

@@ -32,8 +32,12 @@ _CLIENT_AUTH = {
     "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
 }
-_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
-             "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
 
 
 class WebConfigError(Exception):
@@ -92,10 +96,11 @@ def load_web_config(path: str | None) -> WebConfig:
         cfg.ssl_context = _ssl_context(tls, p.parent)
     for user, hashed in (data.get("basic_auth_users") or {}).items():
         if not isinstance(hashed, str) or not hashed.startswith("$2"):
-            raise WebConfigError(f"--web.config.file: basic_auth_users.{user}: must be a bcrypt "
-                                 "hash")
+            raise WebConfigError(
+                f"--web.config.file: basic_auth_users.{user}: must be a bcrypt hash"
+            )
         cfg.users[str(user)] = hashed.replace("$2y$", "$2b$", 1).encode()
-    headers = ((data.get("http_server_config") or {}).get("headers") or {})
+    headers = (data.get("http_server_config") or {}).get("headers") or {}
     cfg.headers = {str(k): str(v) for k, v in headers.items()}
     return cfg
 
@@ -109,17 +114,20 @@ def _ssl_context(tls: dict[str, Any], base: Path) -> ssl.SSLContext:
     if not cert or not key:
         raise WebConfigError("--web.config.file: tls_server_config needs cert_file and key_file")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = _VERSIONS.get(str(tls.get("min_version", "TLS12")),
-                                        ssl.TLSVersion.TLSv1_2)
+    ctx.minimum_version = _VERSIONS.get(
+        str(tls.get("min_version", "TLS12")), ssl.TLSVersion.TLSv1_2
+    )
     try:
         ctx.load_cert_chain(rel(cert), rel(key))
     except (OSError, ssl.SSLError) as exc:
-        raise WebConfigError(f"--web.config.file: tls_server_config: cannot load certificate: "
-                             f"{exc}") from None
+        raise WebConfigError(
+            f"--web.config.file: tls_server_config: cannot load certificate: {exc}"
+        ) from None
     auth = str(tls.get("client_auth_type", "NoClientCert"))
     if auth not in _CLIENT_AUTH:
-        raise WebConfigError(f"--web.config.file: tls_server_config.client_auth_type: {auth!r} "
-                             "is not valid")
+        raise WebConfigError(
+            f"--web.config.file: tls_server_config.client_auth_type: {auth!r} is not valid"
+        )
     ctx.verify_mode = _CLIENT_AUTH[auth]
     if tls.get("client_ca_file"):
         ctx.load_verify_locations(rel(tls["client_ca_file"]))

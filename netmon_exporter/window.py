@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from .analysis import WindowAnalysis
 
 REPORT_SCHEMA_VERSION = 1
-BACKFILL_SECONDS = 3600.0   # late by more than this: the flows get their own windows
-MAX_FUTURE_SECONDS = 86400.0   # packet times beyond now + this are treated as unusable
+BACKFILL_SECONDS = 3600.0  # late by more than this: the flows get their own windows
+MAX_FUTURE_SECONDS = 86400.0  # packet times beyond now + this are treated as unusable
 REPORT_PREFIX = "window-"
 _PROTOCOLS = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
 
@@ -53,8 +53,9 @@ class ClosedWindow:
 class WindowAggregator:
     """Assign flows to windows, close them by watermark, write and prune window reports."""
 
-    def __init__(self, cfg: WindowsConfig, report_dir: Path,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, cfg: WindowsConfig, report_dir: Path, clock: Callable[[], float] = time.time
+    ) -> None:
         self.cfg = cfg
         self.report_dir = Path(report_dir)
         self._clock = clock
@@ -63,7 +64,7 @@ class WindowAggregator:
         self._parts: dict[int, list[tuple[FlowBatch, np.ndarray | None]]] = {}
         self._late: dict[int, int] = {}
         self._max_ts = -math.inf
-        self._closed_until: int | None = None   # every window index below this is closed
+        self._closed_until: int | None = None  # every window index below this is closed
         self._pending: list[ClosedWindow] = []  # closed by a length change, handed out next
 
     @property
@@ -83,7 +84,8 @@ class WindowAggregator:
         if len(flows):
             self._assign(flows)
         return self._take_pending() + self._close(
-            lambda index: (index + 1) * self.length <= self.watermark)
+            lambda index: (index + 1) * self.length <= self.watermark
+        )
 
     def flush(self) -> list[ClosedWindow]:
         """Close every open window (shutdown)."""
@@ -129,8 +131,9 @@ class WindowAggregator:
             backfill_before = self._closed_until - max(1, int(BACKFILL_SECONDS // self.length))
             late = (index < self._closed_until) & (index >= backfill_before)
             if late.any():
-                self._late[self._closed_until] = (self._late.get(self._closed_until, 0)
-                                                  + int(late.sum()))
+                self._late[self._closed_until] = self._late.get(self._closed_until, 0) + int(
+                    late.sum()
+                )
                 index[late] = self._closed_until
         if (index == index[0]).all():  # the common case: the whole batch in one window
             self._parts.setdefault(int(index[0]), []).append((flows, None))
@@ -148,9 +151,14 @@ class WindowAggregator:
             if not ready(index):
                 break
             parts = self._parts.pop(index)
-            out.append(ClosedWindow(start=index * self.length, end=(index + 1) * self.length,
-                                    flows=_gather(parts),
-                                    late_flows=self._late.pop(index, 0)))
+            out.append(
+                ClosedWindow(
+                    start=index * self.length,
+                    end=(index + 1) * self.length,
+                    flows=_gather(parts),
+                    late_flows=self._late.pop(index, 0),
+                )
+            )
             self._closed_until = max(self._closed_until or index + 1, index + 1)
         if np.isfinite(self._max_ts):
             # windows the watermark has passed are closed even if no flow fell into them
@@ -162,11 +170,11 @@ class WindowAggregator:
 
     def report_path(self, window: ClosedWindow) -> Path:
         stamp = _dt.datetime.fromtimestamp(window.start, _dt.UTC)
-        return self.report_dir / (f"{REPORT_PREFIX}{stamp:%Y%m%dT%H%M%S}."
-                                  f"{stamp.microsecond // 1000:03d}Z.json")
+        return self.report_dir / (
+            f"{REPORT_PREFIX}{stamp:%Y%m%dT%H%M%S}.{stamp.microsecond // 1000:03d}Z.json"
+        )
 
-    def write_report(self, window: ClosedWindow, analysis: WindowAnalysis,
-                     summary: str) -> Path:
+    def write_report(self, window: ClosedWindow, analysis: WindowAnalysis, summary: str) -> Path:
         """Write the window's JSON report atomically, prune to ``max_windows``; return its path.
 
         A second report for the same window (e.g. after a restart) gets a ``.pN``
@@ -177,7 +185,7 @@ class WindowAggregator:
         base = self.report_path(window)
         path, part = base, 2
         while path.exists():
-            path = base.with_name(f"{base.name[:-len('.json')]}.p{part}.json")
+            path = base.with_name(f"{base.name[: -len('.json')]}.p{part}.json")
             part += 1
         fd, tmp = tempfile.mkstemp(dir=self.report_dir, prefix=".tmp-", suffix=".json")
         try:
@@ -191,8 +199,9 @@ class WindowAggregator:
         self.prune()
         return path
 
-    def report_dict(self, window: ClosedWindow, analysis: WindowAnalysis,
-                    summary: str = "") -> dict[str, Any]:
+    def report_dict(
+        self, window: ClosedWindow, analysis: WindowAnalysis, summary: str = ""
+    ) -> dict[str, Any]:
         """Return the window's report as a dict (what the summariser reads, then the file)."""
         return build_report(window, analysis, summary, self.cfg.top_talkers)
 
@@ -204,7 +213,7 @@ class WindowAggregator:
     def prune(self) -> int:
         """Delete the oldest reports beyond ``max_windows``; return how many were deleted."""
         reports = self._reports()
-        excess = reports[:max(len(reports) - self.cfg.max_windows, 0)]
+        excess = reports[: max(len(reports) - self.cfg.max_windows, 0)]
         for p in excess:
             p.unlink(missing_ok=True)
         return len(excess)
@@ -220,8 +229,14 @@ def _gather(parts: list[tuple[FlowBatch, np.ndarray | None]]) -> FlowBatch:
     names = list(parts[0][0].columns)
     if any(list(b.columns) != names for b, _ in parts):  # differing sources: slow path
         return FlowBatch.concat([b if rows is None else b.take(rows) for b, rows in parts])
-    return FlowBatch({k: np.concatenate([b.columns[k] if rows is None else b.columns[k][rows]
-                                         for b, rows in parts]) for k in names})
+    return FlowBatch(
+        {
+            k: np.concatenate(
+                [b.columns[k] if rows is None else b.columns[k][rows] for b, rows in parts]
+            )
+            for k in names
+        }
+    )
 
 
 def _num(flows: FlowBatch, name: str) -> np.ndarray:
@@ -244,18 +259,29 @@ def top_talkers(flows: FlowBatch, n: int) -> list[dict[str, Any]]:
     m = len(codes.table)
     fwd_b, bwd_b = _num(flows, "TotLen Fwd Pkts"), _num(flows, "TotLen Bwd Pkts")
     fwd_p, bwd_p = _num(flows, "Tot Fwd Pkts"), _num(flows, "Tot Bwd Pkts")
-    sent = (np.bincount(codes.src, weights=fwd_b, minlength=m)
-            + np.bincount(codes.dst, weights=bwd_b, minlength=m))
-    received = (np.bincount(codes.src, weights=bwd_b, minlength=m)
-                + np.bincount(codes.dst, weights=fwd_b, minlength=m))
-    packets = (np.bincount(codes.src, weights=fwd_p, minlength=m)
-               + np.bincount(codes.dst, weights=bwd_p, minlength=m))
+    sent = np.bincount(codes.src, weights=fwd_b, minlength=m) + np.bincount(
+        codes.dst, weights=bwd_b, minlength=m
+    )
+    received = np.bincount(codes.src, weights=bwd_b, minlength=m) + np.bincount(
+        codes.dst, weights=fwd_b, minlength=m
+    )
+    packets = np.bincount(codes.src, weights=fwd_p, minlength=m) + np.bincount(
+        codes.dst, weights=bwd_p, minlength=m
+    )
     flows_n = np.bincount(codes.src, minlength=m) + np.bincount(codes.dst, minlength=m)
     order = np.lexsort((-packets, -sent))[:n]
     names = addrs_to_str(codes.table[order])
-    return [{"rank": i + 1, "address": names[i], "bytes_sent": int(sent[j]),
-             "bytes_received": int(received[j]), "packets_sent": int(packets[j]),
-             "flows": int(flows_n[j])} for i, j in enumerate(order)]
+    return [
+        {
+            "rank": i + 1,
+            "address": names[i],
+            "bytes_sent": int(sent[j]),
+            "bytes_received": int(received[j]),
+            "packets_sent": int(packets[j]),
+            "flows": int(flows_n[j]),
+        }
+        for i, j in enumerate(order)
+    ]
 
 
 def protocol_mix(flows: FlowBatch) -> dict[str, dict[str, int]]:
@@ -268,47 +294,65 @@ def protocol_mix(flows: FlowBatch) -> dict[str, dict[str, int]]:
     for number, name in _PROTOCOLS.items():
         m = proto == number
         known |= m
-        out[name] = {"flows": int(m.sum()), "packets": int(pkts[m].sum()),
-                     "bytes": int(byts[m].sum())}
-    out["other"] = {"flows": int((~known).sum()), "packets": int(pkts[~known].sum()),
-                    "bytes": int(byts[~known].sum())}
+        out[name] = {
+            "flows": int(m.sum()),
+            "packets": int(pkts[m].sum()),
+            "bytes": int(byts[m].sum()),
+        }
+    out["other"] = {
+        "flows": int((~known).sum()),
+        "packets": int(pkts[~known].sum()),
+        "bytes": int(byts[~known].sum()),
+    }
     return out
 
 
-def build_report(window: ClosedWindow, analysis: WindowAnalysis, summary: str,
-                 top_n: int) -> dict[str, Any]:
+def build_report(
+    window: ClosedWindow, analysis: WindowAnalysis, summary: str, top_n: int
+) -> dict[str, Any]:
     """Return the report as a JSON-ready dict (schema: docs/window-report.md)."""
     flows = window.flows
     mix = protocol_mix(flows)
     scores = np.asarray(analysis.anomaly_scores, dtype=np.float64)
     anomaly: dict[str, Any] = {"scored_flows": int(len(scores))}
     if len(scores):
-        anomaly.update({
-            "threshold": analysis.anomaly_threshold,
-            "anomalous_flows": int((scores >= analysis.anomaly_threshold).sum()),
-            "mean": round(float(scores.mean()), 4),
-            "p50": round(float(np.quantile(scores, 0.5)), 4),
-            "p95": round(float(np.quantile(scores, 0.95)), 4),
-            "max": round(float(scores.max()), 4)})
+        anomaly.update(
+            {
+                "threshold": analysis.anomaly_threshold,
+                "anomalous_flows": int((scores >= analysis.anomaly_threshold).sum()),
+                "mean": round(float(scores.mean()), 4),
+                "p50": round(float(np.quantile(scores, 0.5)), 4),
+                "p95": round(float(np.quantile(scores, 0.95)), 4),
+                "max": round(float(scores.max()), 4),
+            }
+        )
     by_detector: dict[str, int] = {}
     for d in analysis.detections:
         by_detector[d.detector] = by_detector.get(d.detector, 0) + 1
     return {
         "schema_version": REPORT_SCHEMA_VERSION,
-        "window": {"start": window.start, "end": window.end,
-                   "start_iso": _iso(window.start), "end_iso": _iso(window.end),
-                   "length_seconds": window.end - window.start},
-        "totals": {"flows": len(flows),
-                   "packets": sum(v["packets"] for v in mix.values()),
-                   "bytes": sum(v["bytes"] for v in mix.values()),
-                   "late_flows": window.late_flows},
+        "window": {
+            "start": window.start,
+            "end": window.end,
+            "start_iso": _iso(window.start),
+            "end_iso": _iso(window.end),
+            "length_seconds": window.end - window.start,
+        },
+        "totals": {
+            "flows": len(flows),
+            "packets": sum(v["packets"] for v in mix.values()),
+            "bytes": sum(v["bytes"] for v in mix.values()),
+            "late_flows": window.late_flows,
+        },
         "protocols": mix,
         "top_talkers": top_talkers(flows, top_n),
         "detections": [d.to_dict() for d in analysis.detections],
         "detections_by_detector": by_detector,
         "classifications": dict(sorted(analysis.class_counts.items())),
         "anomaly": anomaly,
-        "analysis": {"flows_analysed": analysis.flows_analysed,
-                     "seconds": round(analysis.seconds, 6)},
+        "analysis": {
+            "flows_analysed": analysis.flows_analysed,
+            "seconds": round(analysis.seconds, 6),
+        },
         "summary": summary,
     }

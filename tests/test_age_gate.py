@@ -24,12 +24,12 @@ def test_needs_two_looks_settle_time_and_min_age(tmp_path: Path) -> None:
     p.write_bytes(b"x" * 10)
     mtime = p.stat().st_mtime_ns / 1e9  # as the gate computes it
     gate = _gate(5.0, settle_seconds=1.0, open_for_writing=_never_open)
-    assert not gate.look(str(p), p.stat(), mtime + 10)        # first look
-    assert not gate.look(str(p), p.stat(), mtime + 10.5)      # settled for only 0.5 s
+    assert not gate.look(str(p), p.stat(), mtime + 10)  # first look
+    assert not gate.look(str(p), p.stat(), mtime + 10.5)  # settled for only 0.5 s
     assert gate.look(str(p), p.stat(), mtime + 11)
     young = _gate(5.0, settle_seconds=1.0, open_for_writing=_never_open)
     young.look(str(p), p.stat(), mtime + 1)
-    assert not young.look(str(p), p.stat(), mtime + 3)        # settled but only 3 s old
+    assert not young.look(str(p), p.stat(), mtime + 3)  # settled but only 3 s old
     assert young.look(str(p), p.stat(), mtime + 5)
 
 
@@ -41,7 +41,7 @@ def test_growth_restarts_the_settle_clock_even_with_min_age_zero(tmp_path: Path)
     gate.look(str(p), p.stat(), now)
     with p.open("ab") as f:
         f.write(b"more")
-    assert not gate.look(str(p), p.stat(), now + 5)           # changed: first look again
+    assert not gate.look(str(p), p.stat(), now + 5)  # changed: first look again
     assert not gate.settled(str(p), now + 5.5)
     assert gate.look(str(p), p.stat(), now + 6)
     assert gate.identity(str(p)) == Identity.of(p.stat())
@@ -75,7 +75,7 @@ def test_confirm_holds_back_files_open_for_writing(tmp_path: Path) -> None:
     fd = os.open(p, os.O_WRONLY | os.O_APPEND)
     try:
         assert gate.confirm([str(p), str(q)], now + 2) == {str(q)}
-        assert not gate.settled(str(p), now + 2.5)            # its clock restarted
+        assert not gate.settled(str(p), now + 2.5)  # its clock restarted
     finally:
         os.close(fd)
     assert gate.settled(str(p), now + 3)
@@ -89,10 +89,10 @@ def test_write_events_hold_a_file_until_its_writer_closes_it(tmp_path: Path) -> 
     now = p.stat().st_mtime_ns / 1e9 + 100
     gate.look(str(p), p.stat(), now)
     gate.note_writing(str(p), True, now)
-    assert gate.look(str(p), p.stat(), now + 5)              # size and mtime settled...
-    assert gate.confirm([str(p)], now + 5) == set()           # ...but a writer has it open
+    assert gate.look(str(p), p.stat(), now + 5)  # size and mtime settled...
+    assert gate.confirm([str(p)], now + 5) == set()  # ...but a writer has it open
     assert gate.writing(str(p), now + 5)
-    gate.note_writing(str(p), False, now + 6)                 # close-after-write event
+    gate.note_writing(str(p), False, now + 6)  # close-after-write event
     assert gate.confirm([str(p)], now + 8) == {str(p)}
 
 
@@ -106,7 +106,7 @@ def test_a_lost_close_event_expires(tmp_path: Path) -> None:
     assert gate.confirm([str(p)], 1000.0 + WRITER_STALE_SECONDS - 1) == set()
     assert gate.confirm([str(p)], 1000.0 + WRITER_STALE_SECONDS) == {str(p)}
     gate.note_writing(str(p), True, 1000.0)
-    gate.prune_writing(1001.0, exists=lambda path: False)    # deleted: forgotten
+    gate.prune_writing(1001.0, exists=lambda path: False)  # deleted: forgotten
     assert not gate.writing(str(p), 1001.0)
 
 
@@ -114,18 +114,19 @@ def test_files_last_written_before_watching_began_need_a_quiet_period(tmp_path: 
     p = tmp_path / "a.pcap"
     p.write_bytes(b"x")
     mtime = p.stat().st_mtime_ns / 1e9  # as the gate computes it
-    gate = AgeGate(0.0, settle_seconds=1.0, open_for_writing=_never_open,
-                   unwatched_quiet_seconds=60.0)
+    gate = AgeGate(
+        0.0, settle_seconds=1.0, open_for_writing=_never_open, unwatched_quiet_seconds=60.0
+    )
     gate.look(str(p), p.stat(), mtime + 1)
-    assert not gate.settled(str(p), mtime + 5)        # no watcher: a writer may be pausing
+    assert not gate.settled(str(p), mtime + 5)  # no watcher: a writer may be pausing
     assert gate.settled(str(p), mtime + 60)
-    gate.watch_since = mtime + 0.5                      # watching began after its last write
+    gate.watch_since = mtime + 0.5  # watching began after its last write
     assert not gate.settled(str(p), mtime + 30)
-    gate.watch_since = mtime - 0.5                      # its writes happened while watched
+    gate.watch_since = mtime - 0.5  # its writes happened while watched
     assert gate.settled(str(p), mtime + 5)
     gate.watch_since = mtime + 0.5
-    gate.note_writing(str(p), False, mtime + 2)        # renamed in (or closed): complete
+    gate.note_writing(str(p), False, mtime + 2)  # renamed in (or closed): complete
     assert gate.settled(str(p), mtime + 5)
     gate.forget(str(p))
     gate.look(str(p), p.stat(), mtime + 6)
-    assert not gate.settled(str(p), mtime + 8)         # forgotten: unwatched again
+    assert not gate.settled(str(p), mtime + 8)  # forgotten: unwatched again

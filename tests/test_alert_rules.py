@@ -20,19 +20,30 @@ RUNBOOK = ROOT / "alerts" / "runbook.md"
 PROM_DIR = ROOT / "prometheus"
 
 REQUIRED_ALERTS = {
-    "NetmonExporterDown", "NetmonExporterAbsent", "NetmonUnhealthy", "NetmonDegraded",
-    "NetmonBacklogGrowing", "NetmonFileLagHigh", "NetmonFileFailureRatioHigh",
-    "NetmonFilesQuarantined", "NetmonNoCapturesArriving", "NetmonConfigReloadFailed",
-    "NetmonLLMSummariesFailing", "NetmonAlertmanagerPushFailing", "NetmonDetectionRateSpike",
+    "NetmonExporterDown",
+    "NetmonExporterAbsent",
+    "NetmonUnhealthy",
+    "NetmonDegraded",
+    "NetmonBacklogGrowing",
+    "NetmonFileLagHigh",
+    "NetmonFileFailureRatioHigh",
+    "NetmonFilesQuarantined",
+    "NetmonNoCapturesArriving",
+    "NetmonConfigReloadFailed",
+    "NetmonLLMSummariesFailing",
+    "NetmonAlertmanagerPushFailing",
+    "NetmonDetectionRateSpike",
 }
 # Series that come from Prometheus itself or the default process collector.
 NON_EXPORTER_METRICS = {"up", "process_start_time_seconds", "ALERTS"}
 
-needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None,
-                                    reason="promtool not installed (apt-get install prometheus)")
-needs_amtool = pytest.mark.skipif(shutil.which("amtool") is None,
-                                  reason="amtool not installed (apt-get install "
-                                         "prometheus-alertmanager)")
+needs_promtool = pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool not installed (apt-get install prometheus)"
+)
+needs_amtool = pytest.mark.skipif(
+    shutil.which("amtool") is None,
+    reason="amtool not installed (apt-get install prometheus-alertmanager)",
+)
 
 
 def _rules() -> list[dict]:
@@ -40,8 +51,12 @@ def _rules() -> list[dict]:
     return [r for g in doc["groups"] for r in g["rules"] if "alert" in r]
 
 
-_SUFFIXES = {"counter": ("_total",), "gauge": ("",), "info": ("_info",),
-             "histogram": ("_bucket", "_sum", "_count")}
+_SUFFIXES = {
+    "counter": ("_total",),
+    "gauge": ("",),
+    "info": ("_info",),
+    "histogram": ("_bucket", "_sum", "_count"),
+}
 
 
 def _exposed_names() -> set[str]:
@@ -53,8 +68,10 @@ def _exposed_names() -> set[str]:
 
 def _anchors(markdown: str) -> set[str]:
     """GitHub-style anchors of the level-2 headings."""
-    return {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
-            for h in re.findall(r"^## (.+)$", markdown, flags=re.M)}
+    return {
+        re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
+        for h in re.findall(r"^## (.+)$", markdown, flags=re.M)
+    }
 
 
 def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
@@ -92,8 +109,9 @@ def test_required_alerts_exist_with_conventions() -> None:
 
 def test_reload_failed_alert_survives_missed_scrapes() -> None:
     rule = next(r for r in _rules() if r["alert"] == "NetmonConfigReloadFailed")
-    assert re.fullmatch(r"max_over_time\(netmon_config_last_reload_successful\[\d+m\]\) == 0",
-                        rule["expr"].strip())
+    assert re.fullmatch(
+        r"max_over_time\(netmon_config_last_reload_successful\[\d+m\]\) == 0", rule["expr"].strip()
+    )
 
 
 def test_every_alert_has_a_runbook_section() -> None:
@@ -153,15 +171,31 @@ def test_alertmanager_config_is_valid() -> None:
 
 
 @needs_amtool
-@pytest.mark.parametrize(("labels", "receiver"), [
-    (["alertname=NetmonUnhealthy", "severity=critical", "instance=h:9864", "job=netmon"], "pager"),
-    (["alertname=NetmonDegraded", "severity=warning", "instance=h:9864", "job=netmon"], "ticket"),
-    (["alertname=NetmonPortScan", "severity=critical", "detector=port_scan"], "pager"),
-    (["alertname=NetmonBeacon", "severity=info", "detector=beacon"], "ticket"),
-])
+@pytest.mark.parametrize(
+    ("labels", "receiver"),
+    [
+        (
+            ["alertname=NetmonUnhealthy", "severity=critical", "instance=h:9864", "job=netmon"],
+            "pager",
+        ),
+        (
+            ["alertname=NetmonDegraded", "severity=warning", "instance=h:9864", "job=netmon"],
+            "ticket",
+        ),
+        (["alertname=NetmonPortScan", "severity=critical", "detector=port_scan"], "pager"),
+        (["alertname=NetmonBeacon", "severity=info", "detector=beacon"], "ticket"),
+    ],
+)
 def test_alertmanager_routes_critical_to_pager_and_warning_to_ticket(
-        labels: list[str], receiver: str) -> None:
-    out = _run("amtool", "config", "routes", "test",
-               f"--config.file={PROM_DIR / 'alertmanager.yml'}", *labels)
+    labels: list[str], receiver: str
+) -> None:
+    out = _run(
+        "amtool",
+        "config",
+        "routes",
+        "test",
+        f"--config.file={PROM_DIR / 'alertmanager.yml'}",
+        *labels,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.strip() == receiver

@@ -38,8 +38,9 @@ class FakeAlertmanager:
         self.release = threading.Event()
         self.server = LoopbackServer(self._answer)
 
-    def _answer(self, path: str, headers: dict[str, str], raw: bytes
-                ) -> tuple[int, dict[str, str], bytes]:
+    def _answer(
+        self, path: str, headers: dict[str, str], raw: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         self.paths.append(path)
         self.posts.append(json.loads(raw))
         if self.delay:

@@ -17,13 +17,25 @@ T0 = 1_700_000_040.0
 
 def scan_batch(n_ports: int = 30, ts: float = T0):
     n = n_ports
-    return make_batch(n, src_ip=str_to_addrs(["10.0.0.66"] * n),
-                      dst_ip=str_to_addrs(["10.0.0.9"] * n), dst_port=np.arange(1, n + 1),
-                      protocol=np.full(n, 6), first_ts=np.full(n, ts), last_ts=np.full(n, ts),
-                      **{"Tot Fwd Pkts": np.ones(n), "Tot Bwd Pkts": np.zeros(n),
-                         "TotLen Fwd Pkts": np.zeros(n), "TotLen Bwd Pkts": np.zeros(n),
-                         "fwd_syn_cnt": np.ones(n), "bwd_syn_cnt": np.zeros(n),
-                         "fwd_rst_cnt": np.zeros(n), "bwd_rst_cnt": np.zeros(n)})
+    return make_batch(
+        n,
+        src_ip=str_to_addrs(["10.0.0.66"] * n),
+        dst_ip=str_to_addrs(["10.0.0.9"] * n),
+        dst_port=np.arange(1, n + 1),
+        protocol=np.full(n, 6),
+        first_ts=np.full(n, ts),
+        last_ts=np.full(n, ts),
+        **{
+            "Tot Fwd Pkts": np.ones(n),
+            "Tot Bwd Pkts": np.zeros(n),
+            "TotLen Fwd Pkts": np.zeros(n),
+            "TotLen Bwd Pkts": np.zeros(n),
+            "fwd_syn_cnt": np.ones(n),
+            "bwd_syn_cnt": np.zeros(n),
+            "fwd_rst_cnt": np.zeros(n),
+            "bwd_rst_cnt": np.zeros(n),
+        },
+    )
 
 
 def test_analyse_runs_detectors_and_reports_counts(tmp_path):
@@ -56,20 +68,32 @@ def test_reload_with_broken_model_changes_nothing(tmp_path):
     a = Analyzer(DetectorsConfig(), ModelsConfig(), tmp_path)
     detectors = a.detectors
     with pytest.raises(ModelError):
-        a.reload(DetectorsConfig(port_scan=dataclasses.replace(DetectorsConfig().port_scan,
-                                                               min_ports=3)),
-                 ModelsConfig(anomaly_path="missing.skops"))
+        a.reload(
+            DetectorsConfig(
+                port_scan=dataclasses.replace(DetectorsConfig().port_scan, min_ports=3)
+            ),
+            ModelsConfig(anomaly_path="missing.skops"),
+        )
     assert a.detectors == detectors and a.anomaly_model is None
 
 
 def normal_flows(rng, n, src="10.0.0.1"):
-    return make_batch(n, src_ip=str_to_addrs([src] * n), dst_ip=str_to_addrs(["10.0.0.2"] * n),
-                      dst_port=np.full(n, 443), protocol=np.full(n, 6),
-                      first_ts=np.zeros(n), last_ts=np.ones(n),
-                      **{"Tot Fwd Pkts": rng.integers(5, 15, n), "Tot Bwd Pkts": rng.integers(8, 30, n),
-                         "TotLen Fwd Pkts": rng.integers(500, 2000, n),
-                         "TotLen Bwd Pkts": rng.integers(5000, 40000, n),
-                         "Flow Duration": rng.uniform(1e5, 1e6, n)})
+    return make_batch(
+        n,
+        src_ip=str_to_addrs([src] * n),
+        dst_ip=str_to_addrs(["10.0.0.2"] * n),
+        dst_port=np.full(n, 443),
+        protocol=np.full(n, 6),
+        first_ts=np.zeros(n),
+        last_ts=np.ones(n),
+        **{
+            "Tot Fwd Pkts": rng.integers(5, 15, n),
+            "Tot Bwd Pkts": rng.integers(8, 30, n),
+            "TotLen Fwd Pkts": rng.integers(500, 2000, n),
+            "TotLen Bwd Pkts": rng.integers(5000, 40000, n),
+            "Flow Duration": rng.uniform(1e5, 1e6, n),
+        },
+    )
 
 
 @pytest.fixture
@@ -81,8 +105,9 @@ def anomaly_state(tmp_path):
 
 def test_anomaly_model_scores_and_detects(anomaly_state):
     tmp_path = anomaly_state
-    a = Analyzer(DetectorsConfig(), ModelsConfig(anomaly_path="a.skops", anomaly_threshold=0.6),
-                 tmp_path)
+    a = Analyzer(
+        DetectorsConfig(), ModelsConfig(anomaly_path="a.skops", anomaly_threshold=0.6), tmp_path
+    )
     assert a.model_info()[0]["kind"] == "anomaly"
     res = a.analyse(scan_batch(), T0, T0 + 60)
     assert len(res.anomaly_scores) == 30

@@ -52,13 +52,14 @@ def _mounted_file(compose: dict[str, Any], service: str, target: str) -> Path:
         if tgt == target:
             return (ROOT / source).resolve()
         if target.startswith(tgt + "/"):
-            return (ROOT / source / target[len(tgt) + 1:]).resolve()
+            return (ROOT / source / target[len(tgt) + 1 :]).resolve()
     raise AssertionError(f"{service} does not mount {target}")
 
 
 def test_expected_services(compose: dict[str, Any]) -> None:
     assert {EXPORTER, "prometheus", "alertmanager", "grafana", "capture"} <= set(
-        compose["services"])
+        compose["services"]
+    )
 
 
 def test_every_bind_mount_exists_and_named_volumes_are_declared(compose: dict[str, Any]) -> None:
@@ -132,8 +133,12 @@ def test_prometheus_is_wired_to_the_stack(compose: dict[str, Any]) -> None:
     jobs = {j["job_name"]: j for j in cfg["scrape_configs"]}
     (target,) = [t for sc in jobs["netmon"]["static_configs"] for t in sc["targets"]]
     assert target == f"{EXPORTER}:9864"
-    am_targets = [t for a in cfg["alerting"]["alertmanagers"] for sc in a["static_configs"]
-                  for t in sc["targets"]]
+    am_targets = [
+        t
+        for a in cfg["alerting"]["alertmanagers"]
+        for sc in a["static_configs"]
+        for t in sc["targets"]
+    ]
     assert am_targets == ["alertmanager:9093"]
     assert "--config.file=/etc/prometheus/prometheus.yml" in prom["command"]
     am = compose["services"]["alertmanager"]
@@ -142,16 +147,23 @@ def test_prometheus_is_wired_to_the_stack(compose: dict[str, Any]) -> None:
 
 
 def test_grafana_is_wired_to_the_stack(compose: dict[str, Any]) -> None:
-    ds = yaml.safe_load(_mounted_file(
-        compose, "grafana", "/etc/grafana/provisioning/datasources/prometheus.yml").read_text())
+    ds = yaml.safe_load(
+        _mounted_file(
+            compose, "grafana", "/etc/grafana/provisioning/datasources/prometheus.yml"
+        ).read_text()
+    )
     url = urlsplit(ds["datasources"][0]["url"])
     assert url.hostname == "prometheus" and url.port == 9090
-    prov = yaml.safe_load(_mounted_file(
-        compose, "grafana", "/etc/grafana/provisioning/dashboards/netmon.yml").read_text())
+    prov = yaml.safe_load(
+        _mounted_file(
+            compose, "grafana", "/etc/grafana/provisioning/dashboards/netmon.yml"
+        ).read_text()
+    )
     path = prov["providers"][0]["options"]["path"]
     assert sorted(p.name for p in _mounted_file(compose, "grafana", path).glob("*.json"))
     home = compose["services"]["grafana"]["environment"][
-        "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+        "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"
+    ]
     assert _mounted_file(compose, "grafana", home).is_file()
 
 
@@ -170,8 +182,11 @@ def test_dockerfile_runs_unprivileged_with_healthcheck() -> None:
 
 
 def test_dockerignore_keeps_what_the_build_copies() -> None:
-    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     copied = re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE.read_text(), flags=re.M)
     for src in copied:
         for path in src.split():
@@ -188,6 +203,11 @@ def _compose_client() -> bool:
 
 @pytest.mark.skipif(not _compose_client(), reason="no docker compose client here")
 def test_docker_compose_config_accepts_the_file() -> None:
-    out = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr

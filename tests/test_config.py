@@ -93,8 +93,9 @@ def test_integers_are_accepted_for_float_settings(tmp_path: Path) -> None:
 
 def test_restart_required_changes_lists_state_directory(tmp_path: Path) -> None:
     a = parse_config("state:\n  directory: a\n", base_dir=tmp_path, check_paths=False)
-    b = parse_config("state:\n  directory: b\nprocessing:\n  workers: 4\n", base_dir=tmp_path,
-                     check_paths=False)
+    b = parse_config(
+        "state:\n  directory: b\nprocessing:\n  workers: 4\n", base_dir=tmp_path, check_paths=False
+    )
     assert restart_required_changes(a, b) == ["state.directory"]
     assert restart_required_changes(a, a) == []
 
@@ -107,14 +108,22 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 
 def test_config_check_cli_exit_codes_and_output() -> None:
     bad = CONFIGS / "invalid-retries-and-delay.yaml"
-    proc = subprocess.run([sys.executable, "-m", "netmon_exporter", f"--config.file={bad}",
-                           "--config.check"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "netmon_exporter", f"--config.file={bad}", "--config.check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1
     for err in expected_errors(bad):
         assert err in proc.stderr
     good = CONFIGS / "valid-minimal.yaml"
-    proc = subprocess.run([sys.executable, "-m", "netmon_exporter", f"--config.file={good}",
-                           "--config.check"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "netmon_exporter", f"--config.file={good}", "--config.check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("OK")
 

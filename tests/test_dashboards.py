@@ -39,20 +39,47 @@ from netmon_exporter.metrics import build_metrics
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA = ROOT / "grafana"
 DASH_DIR = GRAFANA / "dashboards"
-EXPECTED = {"netmon-overview", "netmon-traffic", "netmon-detections", "netmon-performance",
-            "netmon-errors"}
+EXPECTED = {
+    "netmon-overview",
+    "netmon-traffic",
+    "netmon-detections",
+    "netmon-performance",
+    "netmon-errors",
+}
 PROMQL_FUNCTIONS_AND_KEYWORDS = {
-    "sum", "max", "min", "avg", "count", "topk", "bottomk", "by", "without", "on", "ignoring",
-    "group_left", "group_right", "and", "or", "unless", "rate", "irate", "increase", "time",
-    "histogram_quantile", "le", "offset", "bool",
+    "sum",
+    "max",
+    "min",
+    "avg",
+    "count",
+    "topk",
+    "bottomk",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "rate",
+    "irate",
+    "increase",
+    "time",
+    "histogram_quantile",
+    "le",
+    "offset",
+    "bool",
 }
 NON_EXPORTER_METRICS = {"up", "process_start_time_seconds"}
 
 
 def load_generator() -> types.ModuleType:
     """Import grafana/dashboards.py (not a package) by path."""
-    spec = importlib.util.spec_from_file_location("netmon_grafana_dashboards",
-                                                  GRAFANA / "dashboards.py")
+    spec = importlib.util.spec_from_file_location(
+        "netmon_grafana_dashboards", GRAFANA / "dashboards.py"
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -61,8 +88,9 @@ def load_generator() -> types.ModuleType:
 
 
 def committed() -> dict[str, dict[str, Any]]:
-    return {p.stem: json.loads(p.read_text(encoding="utf-8"))
-            for p in sorted(DASH_DIR.glob("*.json"))}
+    return {
+        p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(DASH_DIR.glob("*.json"))
+    }
 
 
 def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
@@ -79,20 +107,30 @@ def data_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
 
 def all_queries() -> list[tuple[str, str, str]]:
     """(dashboard, panel title, expr) for every target of every panel."""
-    return [(name, p["title"], t["expr"]) for name, d in committed().items()
-            for p in data_panels(d) for t in p.get("targets", [])]
+    return [
+        (name, p["title"], t["expr"])
+        for name, d in committed().items()
+        for p in data_panels(d)
+        for t in p.get("targets", [])
+    ]
 
 
-SERIES_SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",), "info": ("_info",),
-                   "histogram": ("_bucket", "_sum", "_count", "_created")}
+SERIES_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "info": ("_info",),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+}
 
 
 def catalogue() -> dict[str, set[str]]:
     """Metric family -> the series names it exposes (labelled families may have no samples)."""
     registry = CollectorRegistry()
     build_metrics(registry)
-    return {fam.name: {fam.name + suffix for suffix in SERIES_SUFFIXES[fam.type]}
-            for fam in registry.collect()}
+    return {
+        fam.name: {fam.name + suffix for suffix in SERIES_SUFFIXES[fam.type]}
+        for fam in registry.collect()
+    }
 
 
 def exposed_metric_names() -> set[str]:
@@ -101,9 +139,9 @@ def exposed_metric_names() -> set[str]:
 
 def metric_names_in(expr: str) -> set[str]:
     """Identifiers in a PromQL expression that are metric names (not labels or functions)."""
-    stripped = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)       # string literals
-    stripped = re.sub(r"\{[^}]*\}", "{}", stripped)              # label matchers
-    stripped = re.sub(r"\[[^\]]*\]", "[]", stripped)             # range selectors
+    stripped = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
+    stripped = re.sub(r"\{[^}]*\}", "{}", stripped)  # label matchers
+    stripped = re.sub(r"\[[^\]]*\]", "[]", stripped)  # range selectors
     stripped = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", "", stripped)
     words = set(re.findall(r"\b[a-zA-Z_:][a-zA-Z0-9_:]*\b", stripped))
     return {w for w in words if w not in PROMQL_FUNCTIONS_AND_KEYWORDS}
@@ -146,8 +184,12 @@ class _SchemaBuilder:
         for key in required:  # always written, so an Optional one may be null
             if type(None) in typing.get_args(hints[keys[key]]):
                 props[key] = {"anyOf": [props[key], {"type": "null"}]}
-        return {"type": "object", "properties": props, "required": sorted(required),
-                "additionalProperties": False}
+        return {
+            "type": "object",
+            "properties": props,
+            "required": sorted(required),
+            "additionalProperties": False,
+        }
 
     def type(self, tp: Any) -> dict[str, Any]:
         origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -159,8 +201,7 @@ class _SchemaBuilder:
         if origin is list:
             return {"type": "array", "items": self.type(args[0]) if args else {}}
         if origin is dict:
-            return {"type": "object",
-                    "additionalProperties": self.type(args[1]) if args else {}}
+            return {"type": "object", "additionalProperties": self.type(args[1]) if args else {}}
         if isinstance(tp, type) and issubclass(tp, enum.Enum):
             return {"enum": [m.value for m in tp]}
         if tp is bool:
@@ -171,8 +212,9 @@ class _SchemaBuilder:
             return {"type": "number"}
         if tp is str:
             return {"type": "string"}
-        if tp is cogvariants.Dataquery or (isinstance(tp, type)
-                                           and callable(getattr(tp, "to_json", None))):
+        if tp is cogvariants.Dataquery or (
+            isinstance(tp, type) and callable(getattr(tp, "to_json", None))
+        ):
             return self.ref(tp)
         return {}  # object / Any: free-form in the SDK too
 
@@ -192,19 +234,24 @@ def sdk_dashboard_schema() -> dict[str, Any]:
             continue
         then: dict[str, Any] = {"properties": {"options": b.ref(module.Options)}}
         if hasattr(module, "FieldConfig"):
-            then["properties"]["fieldConfig"] = {"properties": {"defaults": {"properties": {
-                "custom": b.ref(module.FieldConfig)}}}}
-        panel_rules.append({"if": {"properties": {"type": {"const": cfg.identifier}}},
-                            "then": then})
+            then["properties"]["fieldConfig"] = {
+                "properties": {"defaults": {"properties": {"custom": b.ref(module.FieldConfig)}}}
+            }
+        panel_rules.append(
+            {"if": {"properties": {"type": {"const": cfg.identifier}}}, "then": then}
+        )
     panel_name = "dashboard.Panel"
     b.defs[panel_name] = {"allOf": [b.defs[panel_name], *panel_rules]}
     # Dashboard.panels is Panel | RowPanel: discriminate on the type.
-    b.defs["dashboard.Dashboard"]["properties"]["panels"] = {"type": "array", "items": {
-        "if": {"properties": {"type": {"const": "row"}}},
-        "then": {"$ref": "#/$defs/dashboard.RowPanel"},
-        "else": {"$ref": f"#/$defs/{panel_name}"}}}
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **root,
-            "$defs": b.defs}
+    b.defs["dashboard.Dashboard"]["properties"]["panels"] = {
+        "type": "array",
+        "items": {
+            "if": {"properties": {"type": {"const": "row"}}},
+            "then": {"$ref": "#/$defs/dashboard.RowPanel"},
+            "else": {"$ref": f"#/$defs/{panel_name}"},
+        },
+    }
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **root, "$defs": b.defs}
 
 
 def validate(dashboard: dict[str, Any]) -> None:
@@ -212,6 +259,7 @@ def validate(dashboard: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------- tests
+
 
 def test_generation_reproduces_committed_json_byte_for_byte() -> None:
     gen = load_generator()
@@ -225,16 +273,28 @@ def test_generation_reproduces_committed_json_byte_for_byte() -> None:
 
 def test_check_mode_detects_a_stale_file(tmp_path: Path) -> None:
     script = GRAFANA / "dashboards.py"
-    ok = subprocess.run([sys.executable, str(script), "--out", str(tmp_path)],
-                        capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        [sys.executable, str(script), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0, ok.stderr
-    clean = subprocess.run([sys.executable, str(script), "--out", str(tmp_path), "--check"],
-                           capture_output=True, text=True, timeout=120)
+    clean = subprocess.run(
+        [sys.executable, str(script), "--out", str(tmp_path), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert clean.returncode == 0, clean.stdout + clean.stderr
     target = tmp_path / "netmon-traffic.json"
     target.write_text(target.read_text().replace("Top talkers", "Top chatters", 1))
-    stale = subprocess.run([sys.executable, str(script), "--out", str(tmp_path), "--check"],
-                           capture_output=True, text=True, timeout=120)
+    stale = subprocess.run(
+        [sys.executable, str(script), "--out", str(tmp_path), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert stale.returncode == 1
     assert "netmon-traffic.json" in stale.stdout
 
@@ -253,15 +313,25 @@ def test_dashboard_round_trips_through_sdk_models(name: str) -> None:
     assert again == data
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda d: d["panels"][1].update(unknownKey=1),
-    lambda d: d["panels"][1]["gridPos"].update(w="wide"),
-    lambda d: d["panels"][1]["targets"][0].update(format="csv"),
-    lambda d: d["panels"][1]["options"].update(graphMode="sparkline"),
-    lambda d: d["templating"]["list"][1].update(refresh=9),
-    lambda d: d.pop("schemaVersion"),
-], ids=["unknown-key", "gridpos-type", "target-format", "stat-option-enum",
-        "variable-refresh", "missing-required"])
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: d["panels"][1].update(unknownKey=1),
+        lambda d: d["panels"][1]["gridPos"].update(w="wide"),
+        lambda d: d["panels"][1]["targets"][0].update(format="csv"),
+        lambda d: d["panels"][1]["options"].update(graphMode="sparkline"),
+        lambda d: d["templating"]["list"][1].update(refresh=9),
+        lambda d: d.pop("schemaVersion"),
+    ],
+    ids=[
+        "unknown-key",
+        "gridpos-type",
+        "target-format",
+        "stat-option-enum",
+        "variable-refresh",
+        "missing-required",
+    ],
+)
 def test_sdk_schema_rejects_invalid_dashboards(mutate: Any) -> None:
     broken = copy.deepcopy(committed()["netmon-overview"])
     assert broken["panels"][1]["type"] == "stat"
@@ -317,8 +387,10 @@ def test_every_query_uses_only_exported_metrics() -> None:
 
 
 def test_metric_name_extraction() -> None:
-    expr = ('histogram_quantile(0.9, sum by (le, kind) (rate(netmon_file_processing_seconds_bucket'
-            '{instance=~"$instance", kind="pcap"}[$__rate_interval]))) / on (job) up')
+    expr = (
+        "histogram_quantile(0.9, sum by (le, kind) (rate(netmon_file_processing_seconds_bucket"
+        '{instance=~"$instance", kind="pcap"}[$__rate_interval]))) / on (job) up'
+    )
     assert metric_names_in(expr) == {"netmon_file_processing_seconds_bucket", "up"}
 
 

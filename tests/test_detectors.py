@@ -32,9 +32,25 @@ T0 = 1_700_000_040.0  # a window boundary for 60 s windows
 
 def flows(rows: list[dict]) -> FlowBatch:
     """Build a batch from row dicts; unspecified fields take the values of a completed TCP flow."""
-    d = {"src": "10.0.0.1", "dst": "10.0.0.2", "sport": 40000, "dport": 80, "proto": 6,
-         "ts": T0, "dur": 0.5, "fwd": 5, "bwd": 5, "fwd_bytes": 300, "bwd_bytes": 1500,
-         "fwd_syn": 1, "bwd_syn": 1, "fwd_rst": 0, "bwd_rst": 0, "itype": np.nan, "qname": ""}
+    d = {
+        "src": "10.0.0.1",
+        "dst": "10.0.0.2",
+        "sport": 40000,
+        "dport": 80,
+        "proto": 6,
+        "ts": T0,
+        "dur": 0.5,
+        "fwd": 5,
+        "bwd": 5,
+        "fwd_bytes": 300,
+        "bwd_bytes": 1500,
+        "fwd_syn": 1,
+        "bwd_syn": 1,
+        "fwd_rst": 0,
+        "bwd_rst": 0,
+        "itype": np.nan,
+        "qname": "",
+    }
     rows = [{**d, **r} for r in rows]
     n = len(rows)
 
@@ -42,13 +58,28 @@ def flows(rows: list[dict]) -> FlowBatch:
         return [r[k] for r in rows]
 
     return make_batch(
-        n, src_ip=str_to_addrs(c("src")), dst_ip=str_to_addrs(c("dst")), src_port=c("sport"),
-        dst_port=c("dport"), protocol=c("proto"), first_ts=c("ts"),
+        n,
+        src_ip=str_to_addrs(c("src")),
+        dst_ip=str_to_addrs(c("dst")),
+        src_port=c("sport"),
+        dst_port=c("dport"),
+        protocol=c("proto"),
+        first_ts=c("ts"),
         last_ts=[r["ts"] + r["dur"] for r in rows],
-        **{"Tot Fwd Pkts": c("fwd"), "Tot Bwd Pkts": c("bwd"), "TotLen Fwd Pkts": c("fwd_bytes"),
-           "TotLen Bwd Pkts": c("bwd_bytes"), "Flow Duration": [r["dur"] * 1e6 for r in rows],
-           "fwd_syn_cnt": c("fwd_syn"), "bwd_syn_cnt": c("bwd_syn"), "fwd_rst_cnt": c("fwd_rst"),
-           "bwd_rst_cnt": c("bwd_rst"), "icmp_type": c("itype"), "dns_qname": c("qname")})
+        **{
+            "Tot Fwd Pkts": c("fwd"),
+            "Tot Bwd Pkts": c("bwd"),
+            "TotLen Fwd Pkts": c("fwd_bytes"),
+            "TotLen Bwd Pkts": c("bwd_bytes"),
+            "Flow Duration": [r["dur"] * 1e6 for r in rows],
+            "fwd_syn_cnt": c("fwd_syn"),
+            "bwd_syn_cnt": c("bwd_syn"),
+            "fwd_rst_cnt": c("fwd_rst"),
+            "bwd_rst_cnt": c("bwd_rst"),
+            "icmp_type": c("itype"),
+            "dns_qname": c("qname"),
+        },
+    )
 
 
 HALF_OPEN = {"fwd": 1, "bwd": 1, "fwd_bytes": 0, "bwd_bytes": 0, "bwd_syn": 0, "bwd_rst": 1}
@@ -60,6 +91,7 @@ def run(det, batch: FlowBatch, start: float = T0, length: float = 60.0):
 
 
 # ---------------------------------------------------------------- registry and helpers
+
 
 def test_registry_names_match_config_and_metric_labels():
     fields = {f.name for f in dataclasses.fields(DetectorsConfig)}
@@ -97,9 +129,14 @@ def test_registered_domain_and_entropy():
 
 # ---------------------------------------------------------------- port scan
 
+
 def test_port_scan_found_with_evidence():
-    batch = flows([{**HALF_OPEN, "src": "10.0.0.66", "dst": "10.0.0.9", "dport": p,
-                    "ts": T0 + p * 0.1} for p in range(1, 21)])
+    batch = flows(
+        [
+            {**HALF_OPEN, "src": "10.0.0.66", "dst": "10.0.0.9", "dport": p, "ts": T0 + p * 0.1}
+            for p in range(1, 21)
+        ]
+    )
     (d,) = run(PortScanDetector(CFG.port_scan), batch)
     assert (d.detector, d.source, d.target) == ("port_scan", "10.0.0.66", "10.0.0.9")
     assert d.evidence["distinct_ports"] == 20 and d.evidence["reset"] == 20
@@ -124,8 +161,10 @@ def test_slow_port_scan_beyond_horizon_is_forgotten():
     det = PortScanDetector(CFG.port_scan)
     run(det, flows([{**UNANSWERED, "dport": p, "ts": T0 + p} for p in range(1, 11)]))
     late = T0 + 600
-    assert run(det, flows([{**UNANSWERED, "dport": p, "ts": late + p} for p in range(11, 21)]),
-               late) == []
+    assert (
+        run(det, flows([{**UNANSWERED, "dport": p, "ts": late + p} for p in range(11, 21)]), late)
+        == []
+    )
 
 
 def test_client_using_many_services_is_not_a_scan():
@@ -135,33 +174,76 @@ def test_client_using_many_services_is_not_a_scan():
 
 # ---------------------------------------------------------------- address sweep
 
+
 def test_tcp_sweep_found():
-    batch = flows([{**UNANSWERED, "src": "10.0.0.66", "dst": f"10.1.0.{i}", "dport": 445}
-                   for i in range(1, 31)])
+    batch = flows(
+        [
+            {**UNANSWERED, "src": "10.0.0.66", "dst": f"10.1.0.{i}", "dport": 445}
+            for i in range(1, 31)
+        ]
+    )
     (d,) = run(AddressSweepDetector(CFG.address_sweep), batch)
     assert (d.source, d.target, d.evidence["distinct_hosts"]) == ("10.0.0.66", "tcp/445", 30)
 
 
 def test_icmp_echo_sweep_found_even_when_answered():
-    batch = flows([{"proto": 1, "src": "10.0.0.66", "dst": f"10.1.0.{i}", "dport": 0x0800,
-                    "sport": 0, "itype": 8, "fwd": 1, "bwd": 1, "fwd_syn": 0, "bwd_syn": 0}
-                   for i in range(1, 31)])
+    batch = flows(
+        [
+            {
+                "proto": 1,
+                "src": "10.0.0.66",
+                "dst": f"10.1.0.{i}",
+                "dport": 0x0800,
+                "sport": 0,
+                "itype": 8,
+                "fwd": 1,
+                "bwd": 1,
+                "fwd_syn": 0,
+                "bwd_syn": 0,
+            }
+            for i in range(1, 31)
+        ]
+    )
     (d,) = run(AddressSweepDetector(CFG.address_sweep), batch)
     assert d.target == "icmp/echo" and d.evidence["answered"] == 30
 
 
 def test_udp_to_multicast_groups_is_not_a_sweep():
-    batch = flows([{"proto": 17, "dst": f"239.255.{i}.250", "dport": 1900, "fwd": 1, "bwd": 0,
-                    "fwd_syn": 0, "bwd_syn": 0} for i in range(1, 40)])
+    batch = flows(
+        [
+            {
+                "proto": 17,
+                "dst": f"239.255.{i}.250",
+                "dport": 1900,
+                "fwd": 1,
+                "bwd": 0,
+                "fwd_syn": 0,
+                "bwd_syn": 0,
+            }
+            for i in range(1, 40)
+        ]
+    )
     assert run(AddressSweepDetector(CFG.address_sweep), batch) == []
 
 
 # ---------------------------------------------------------------- SYN flood
 
+
 def test_spoofed_syn_flood_names_victim_and_many_sources():
-    batch = flows([{**UNANSWERED, "fwd": 1, "fwd_syn": 1, "src": f"10.{i // 250}.{i % 250}.1",
-                    "dst": "192.0.2.10", "dport": 25565, "ts": T0 + i * 0.01}
-                   for i in range(400)])
+    batch = flows(
+        [
+            {
+                **UNANSWERED,
+                "fwd": 1,
+                "fwd_syn": 1,
+                "src": f"10.{i // 250}.{i % 250}.1",
+                "dst": "192.0.2.10",
+                "dport": 25565,
+                "ts": T0 + i * 0.01,
+            }
+            for i in range(400)
+        ]
+    )
     (d,) = run(SynFloodDetector(CFG.syn_flood), batch)
     assert (d.source, d.target) == ("many", "192.0.2.10")
     assert d.evidence["spoofed"] and d.evidence["half_open"] == 400
@@ -169,8 +251,12 @@ def test_spoofed_syn_flood_names_victim_and_many_sources():
 
 
 def test_single_source_syn_flood_names_attacker():
-    batch = flows([{**HALF_OPEN, "src": "10.0.0.66", "sport": 1024 + i, "dst": "192.0.2.10",
-                    "dport": 80} for i in range(300)])
+    batch = flows(
+        [
+            {**HALF_OPEN, "src": "10.0.0.66", "sport": 1024 + i, "dst": "192.0.2.10", "dport": 80}
+            for i in range(300)
+        ]
+    )
     (d,) = run(SynFloodDetector(CFG.syn_flood), batch)
     assert d.source == "10.0.0.66" and not d.evidence["spoofed"]
 
@@ -188,10 +274,26 @@ def test_busy_server_with_some_half_open_is_not_a_flood():
 
 # ---------------------------------------------------------------- UDP / ICMP floods
 
+
 def test_udp_flood_found_and_rate_in_evidence():
-    batch = flows([{"proto": 17, "src": "10.0.0.66", "sport": 5000 + i, "dst": "192.0.2.20",
-                    "dport": 53, "fwd": 2000, "bwd": 0, "dur": 2.0, "ts": T0 + 10 + i * 0.2,
-                    "fwd_syn": 0, "bwd_syn": 0} for i in range(10)])
+    batch = flows(
+        [
+            {
+                "proto": 17,
+                "src": "10.0.0.66",
+                "sport": 5000 + i,
+                "dst": "192.0.2.20",
+                "dport": 53,
+                "fwd": 2000,
+                "bwd": 0,
+                "dur": 2.0,
+                "ts": T0 + 10 + i * 0.2,
+                "fwd_syn": 0,
+                "bwd_syn": 0,
+            }
+            for i in range(10)
+        ]
+    )
     (d,) = run(UdpFloodDetector(CFG.udp_flood), batch)
     assert (d.source, d.target) == ("10.0.0.66", "192.0.2.20")
     assert d.evidence["peak_packets_per_second"] >= 1000 and d.evidence["reply_ratio"] == 0
@@ -199,46 +301,121 @@ def test_udp_flood_found_and_rate_in_evidence():
 
 def test_answered_bulk_udp_is_not_a_flood():
     # a QUIC upload: lots of packets, but the server acknowledges a good share
-    batch = flows([{"proto": 17, "dport": 443, "fwd": 20000, "bwd": 8000, "dur": 5.0,
-                    "fwd_syn": 0, "bwd_syn": 0}])
+    batch = flows(
+        [
+            {
+                "proto": 17,
+                "dport": 443,
+                "fwd": 20000,
+                "bwd": 8000,
+                "dur": 5.0,
+                "fwd_syn": 0,
+                "bwd_syn": 0,
+            }
+        ]
+    )
     assert run(UdpFloodDetector(CFG.udp_flood), batch) == []
 
 
 def test_busy_telemetry_collector_is_not_a_flood():
-    batch = flows([{"proto": 17, "src": f"10.5.0.{i}", "dst": "10.0.0.9", "dport": 2055,
-                    "fwd": 2000, "bwd": 0, "dur": 1.0, "fwd_syn": 0, "bwd_syn": 0}
-                   for i in range(1, 6)])
+    batch = flows(
+        [
+            {
+                "proto": 17,
+                "src": f"10.5.0.{i}",
+                "dst": "10.0.0.9",
+                "dport": 2055,
+                "fwd": 2000,
+                "bwd": 0,
+                "dur": 1.0,
+                "fwd_syn": 0,
+                "bwd_syn": 0,
+            }
+            for i in range(1, 6)
+        ]
+    )
     assert run(UdpFloodDetector(CFG.udp_flood), batch) == []
     keep_all = dataclasses.replace(CFG.udp_flood, ignore_ports=())
     assert len(run(UdpFloodDetector(keep_all), batch)) == 1
 
 
 def test_slow_udp_is_not_a_flood():
-    batch = flows([{"proto": 17, "dport": 514, "fwd": 5000, "bwd": 0, "dur": 59.0,
-                    "fwd_syn": 0, "bwd_syn": 0}])
+    batch = flows(
+        [
+            {
+                "proto": 17,
+                "dport": 514,
+                "fwd": 5000,
+                "bwd": 0,
+                "dur": 59.0,
+                "fwd_syn": 0,
+                "bwd_syn": 0,
+            }
+        ]
+    )
     assert run(UdpFloodDetector(CFG.udp_flood), batch) == []
 
 
 def test_icmp_flood_found_even_if_answered():
-    batch = flows([{"proto": 1, "src": "10.0.0.66", "dst": "192.0.2.30", "dport": 0x0800,
-                    "sport": i, "itype": 8, "fwd": 1000, "bwd": 1000, "dur": 1.0,
-                    "fwd_syn": 0, "bwd_syn": 0, "ts": T0 + i} for i in range(3)])
+    batch = flows(
+        [
+            {
+                "proto": 1,
+                "src": "10.0.0.66",
+                "dst": "192.0.2.30",
+                "dport": 0x0800,
+                "sport": i,
+                "itype": 8,
+                "fwd": 1000,
+                "bwd": 1000,
+                "dur": 1.0,
+                "fwd_syn": 0,
+                "bwd_syn": 0,
+                "ts": T0 + i,
+            }
+            for i in range(3)
+        ]
+    )
     (d,) = run(IcmpFloodDetector(CFG.icmp_flood), batch)
     assert (d.source, d.target) == ("10.0.0.66", "192.0.2.30")
 
 
 def test_icmp_errors_are_not_a_flood():
-    batch = flows([{"proto": 1, "dport": 0x0303, "itype": 3, "fwd": 3000, "bwd": 0, "dur": 1.0,
-                    "fwd_syn": 0, "bwd_syn": 0}])
+    batch = flows(
+        [
+            {
+                "proto": 1,
+                "dport": 0x0303,
+                "itype": 3,
+                "fwd": 3000,
+                "bwd": 0,
+                "dur": 1.0,
+                "fwd_syn": 0,
+                "bwd_syn": 0,
+            }
+        ]
+    )
     assert run(IcmpFloodDetector(CFG.icmp_flood), batch) == []
 
 
 # ---------------------------------------------------------------- brute force
 
+
 def _ssh(n: int, start: float = T0, step: float = 5.0, pkts: int = 20) -> FlowBatch:
-    return flows([{"src": "10.0.0.66", "dst": "10.0.0.22", "dport": 22, "sport": 50000 + i,
-                   "fwd": pkts // 2, "bwd": pkts // 2, "ts": start + i * step}
-                  for i in range(n)])
+    return flows(
+        [
+            {
+                "src": "10.0.0.66",
+                "dst": "10.0.0.22",
+                "dport": 22,
+                "sport": 50000 + i,
+                "fwd": pkts // 2,
+                "bwd": pkts // 2,
+                "ts": start + i * step,
+            }
+            for i in range(n)
+        ]
+    )
 
 
 def test_brute_force_found():
@@ -261,10 +438,26 @@ def test_brute_force_counts_across_windows_within_horizon():
 
 # ---------------------------------------------------------------- DNS tunnel
 
+
 def _dns(names: list[str], src: str = "10.0.0.66") -> FlowBatch:
-    return flows([{"proto": 17, "src": src, "dst": "10.0.0.53", "dport": 53, "sport": 30000 + i,
-                   "fwd": 1, "bwd": 1, "fwd_syn": 0, "bwd_syn": 0, "qname": q,
-                   "ts": T0 + i * 0.5} for i, q in enumerate(names)])
+    return flows(
+        [
+            {
+                "proto": 17,
+                "src": src,
+                "dst": "10.0.0.53",
+                "dport": 53,
+                "sport": 30000 + i,
+                "fwd": 1,
+                "bwd": 1,
+                "fwd_syn": 0,
+                "bwd_syn": 0,
+                "qname": q,
+                "ts": T0 + i * 0.5,
+            }
+            for i, q in enumerate(names)
+        ]
+    )
 
 
 def test_dns_tunnel_found():
@@ -278,14 +471,17 @@ def test_dns_tunnel_found():
 
 def test_many_ordinary_names_and_reverse_lookups_are_not_tunnels():
     normal = [f"host{i}.example.com" for i in range(80)]
-    arpa = [".".join("0123456789abcdef"[(i * 7 + j) % 16] for j in range(32)) + ".ip6.arpa"
-            for i in range(80)]
+    arpa = [
+        ".".join("0123456789abcdef"[(i * 7 + j) % 16] for j in range(32)) + ".ip6.arpa"
+        for i in range(80)
+    ]
     det = DnsTunnelDetector(CFG.dns_tunnel)
     assert run(det, _dns(normal)) == []
     assert run(det, _dns(arpa)) == []
 
 
 # ---------------------------------------------------------------- beacon
+
 
 def _beacon_windows(intervals: np.ndarray, sizes: np.ndarray) -> list:
     det = BeaconDetector(CFG.beacon)
@@ -294,9 +490,19 @@ def _beacon_windows(intervals: np.ndarray, sizes: np.ndarray) -> list:
     for w in range(int(ts.max() // 60 - T0 // 60) + 1):
         start = T0 + 60 * w
         sel = (ts >= start) & (ts < start + 60)
-        batch = flows([{"src": "10.0.0.66", "dst": "198.51.100.7", "dport": 443,
-                        "sport": 40000 + i, "ts": float(t), "fwd_bytes": float(s)}
-                       for i, (t, s) in enumerate(zip(ts[sel], sizes[sel], strict=True))])
+        batch = flows(
+            [
+                {
+                    "src": "10.0.0.66",
+                    "dst": "198.51.100.7",
+                    "dport": 443,
+                    "sport": 40000 + i,
+                    "ts": float(t),
+                    "fwd_bytes": float(s),
+                }
+                for i, (t, s) in enumerate(zip(ts[sel], sizes[sel], strict=True))
+            ]
+        )
         found += run(det, batch, start)
     return found
 
@@ -333,10 +539,32 @@ def test_irregular_contacts_are_not_beacons():
 def test_peer_to_peer_client_is_not_a_sweeper_but_a_one_port_sweep_is():
     rng = np.random.default_rng(4)
     ports = rng.choice(np.arange(1024, 65535), 80, replace=False)
-    p2p = [{"proto": 17, "src": "10.0.0.15", "dst": f"10.2.{i}.1", "dport": int(ports[i]),
-            "fwd": 1, "bwd": 0, "fwd_syn": 0, "bwd_syn": 0} for i in range(80)]
-    p2p += [{"proto": 17, "src": "10.0.0.15", "dst": f"10.3.{i}.1", "dport": 6346, "fwd": 1,
-             "bwd": 0, "fwd_syn": 0, "bwd_syn": 0} for i in range(30)]
+    p2p = [
+        {
+            "proto": 17,
+            "src": "10.0.0.15",
+            "dst": f"10.2.{i}.1",
+            "dport": int(ports[i]),
+            "fwd": 1,
+            "bwd": 0,
+            "fwd_syn": 0,
+            "bwd_syn": 0,
+        }
+        for i in range(80)
+    ]
+    p2p += [
+        {
+            "proto": 17,
+            "src": "10.0.0.15",
+            "dst": f"10.3.{i}.1",
+            "dport": 6346,
+            "fwd": 1,
+            "bwd": 0,
+            "fwd_syn": 0,
+            "bwd_syn": 0,
+        }
+        for i in range(30)
+    ]
     assert run(AddressSweepDetector(CFG.address_sweep), flows(p2p)) == []
     off = dataclasses.replace(CFG.address_sweep, p2p_min_ports=0)
     (d,) = run(AddressSweepDetector(off), flows(p2p))
@@ -345,15 +573,21 @@ def test_peer_to_peer_client_is_not_a_sweeper_but_a_one_port_sweep_is():
 
 # ---------------------------------------------------------------- robustness
 
+
 def test_all_detectors_accept_empty_batches_and_missing_columns():
     from netmon_exporter.flow_schema import FlowBatch
 
-    sparse = FlowBatch({"src_ip": str_to_addrs(["10.0.0.1"] * 3),
-                        "dst_ip": str_to_addrs(["10.0.0.2"] * 3),
-                        "src_port": np.array([1, 2, 3], dtype=np.uint16),
-                        "dst_port": np.array([22, 53, 80], dtype=np.uint16),
-                        "protocol": np.array([6, 17, 1], dtype=np.uint8),
-                        "first_ts": np.full(3, T0), "last_ts": np.full(3, T0 + 1)})
+    sparse = FlowBatch(
+        {
+            "src_ip": str_to_addrs(["10.0.0.1"] * 3),
+            "dst_ip": str_to_addrs(["10.0.0.2"] * 3),
+            "src_port": np.array([1, 2, 3], dtype=np.uint16),
+            "dst_port": np.array([22, 53, 80], dtype=np.uint16),
+            "protocol": np.array([6, 17, 1], dtype=np.uint8),
+            "first_ts": np.full(3, T0),
+            "last_ts": np.full(3, T0 + 1),
+        }
+    )
     for det in build_detectors(CFG):
         assert det.detect(FlowBatch.empty(), T0, T0 + 60) == []
         assert det.detect(sparse, T0, T0 + 60) == []
@@ -366,26 +600,43 @@ def test_random_batches_never_crash_and_evidence_is_json():
     from hypothesis import strategies as st
 
     low = dataclasses.replace(
-        CFG, port_scan=dataclasses.replace(CFG.port_scan, min_ports=2),
+        CFG,
+        port_scan=dataclasses.replace(CFG.port_scan, min_ports=2),
         address_sweep=dataclasses.replace(CFG.address_sweep, min_hosts=2),
         syn_flood=dataclasses.replace(CFG.syn_flood, min_half_open=1, min_ratio=0.0),
         udp_flood=dataclasses.replace(CFG.udp_flood, min_packets=1, min_packets_per_second=1),
         icmp_flood=dataclasses.replace(CFG.icmp_flood, min_packets=1, min_packets_per_second=1),
         brute_force=dataclasses.replace(CFG.brute_force, min_attempts=2),
-        dns_tunnel=dataclasses.replace(CFG.dns_tunnel, min_unique_subdomains=2,
-                                       min_suspicious_share=0.0),
-        beacon=dataclasses.replace(CFG.beacon, min_connections=3, max_interval_cv=10,
-                                   max_size_cv=10, min_interval_seconds=0))
-    row = st.fixed_dictionaries({
-        "src": st.sampled_from(["10.0.0.1", "10.0.0.2", "fd00::1"]),
-        "dst": st.sampled_from(["10.0.0.3", "10.0.0.4", "2001:db8::1", "239.1.1.1"]),
-        "dport": st.sampled_from([0, 22, 53, 80, 0x0800]), "proto": st.sampled_from([1, 6, 17, 58]),
-        "ts": st.floats(T0 - 1000, T0 + 59), "dur": st.floats(0, 100),
-        "fwd": st.integers(0, 3000), "bwd": st.integers(0, 3000),
-        "fwd_bytes": st.sampled_from([0, 10, np.nan]), "fwd_syn": st.sampled_from([0, 1, np.nan]),
-        "bwd_syn": st.sampled_from([0, 1]), "bwd_rst": st.sampled_from([0, 1]),
-        "qname": st.sampled_from(["", "a.example.com", "x" * 50 + ".evil.com", "1.in-addr.arpa"]),
-    })
+        dns_tunnel=dataclasses.replace(
+            CFG.dns_tunnel, min_unique_subdomains=2, min_suspicious_share=0.0
+        ),
+        beacon=dataclasses.replace(
+            CFG.beacon,
+            min_connections=3,
+            max_interval_cv=10,
+            max_size_cv=10,
+            min_interval_seconds=0,
+        ),
+    )
+    row = st.fixed_dictionaries(
+        {
+            "src": st.sampled_from(["10.0.0.1", "10.0.0.2", "fd00::1"]),
+            "dst": st.sampled_from(["10.0.0.3", "10.0.0.4", "2001:db8::1", "239.1.1.1"]),
+            "dport": st.sampled_from([0, 22, 53, 80, 0x0800]),
+            "proto": st.sampled_from([1, 6, 17, 58]),
+            "ts": st.floats(T0 - 1000, T0 + 59),
+            "dur": st.floats(0, 100),
+            "fwd": st.integers(0, 3000),
+            "bwd": st.integers(0, 3000),
+            "fwd_bytes": st.sampled_from([0, 10, np.nan]),
+            "fwd_syn": st.sampled_from([0, 1, np.nan]),
+            "bwd_syn": st.sampled_from([0, 1]),
+            "bwd_rst": st.sampled_from([0, 1]),
+            "qname": st.sampled_from(
+                ["", "a.example.com", "x" * 50 + ".evil.com", "1.in-addr.arpa"]
+            ),
+        }
+    )
 
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.lists(row, min_size=1, max_size=40))
@@ -405,9 +656,14 @@ def test_beacon_history_stays_sorted_and_bounded():
     rng = np.random.default_rng(8)
     for w in range(6):
         start = T0 + 60 * w
-        batch = flows([{"src": f"10.0.{i % 7}.{i % 5}", "dport": int(p), "ts": start + float(t)}
-                       for i, (p, t) in enumerate(zip(rng.integers(1, 9, 400),
-                                                      rng.uniform(0, 60, 400), strict=True))])
+        batch = flows(
+            [
+                {"src": f"10.0.{i % 7}.{i % 5}", "dport": int(p), "ts": start + float(t)}
+                for i, (p, t) in enumerate(
+                    zip(rng.integers(1, 9, 400), rng.uniform(0, 60, 400), strict=True)
+                )
+            ]
+        )
         det.detect(batch, start, start + 60)
         assert len(det) <= 1000
         assert (det._key[1:] >= det._key[:-1]).all()

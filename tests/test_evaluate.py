@@ -27,40 +27,58 @@ def det(detector: str, source: str, target: str) -> Detection:
 
 
 def test_matching_rules():
-    assert matches(det("port_scan", "1.2.3.4", "10.0.0.1"), Truth("port_scan", "1.2.3.4", "10.0.0.1"))
-    assert not matches(det("port_scan", "1.2.3.5", "10.0.0.1"),
-                       Truth("port_scan", "1.2.3.4", "10.0.0.1"))
+    assert matches(
+        det("port_scan", "1.2.3.4", "10.0.0.1"), Truth("port_scan", "1.2.3.4", "10.0.0.1")
+    )
+    assert not matches(
+        det("port_scan", "1.2.3.5", "10.0.0.1"), Truth("port_scan", "1.2.3.4", "10.0.0.1")
+    )
     assert not matches(det("address_sweep", "1.2.3.4", "tcp/22"), Truth("port_scan", "1.2.3.4"))
     assert matches(det("address_sweep", "1.2.3.4", "tcp/22"), Truth("address_sweep", "1.2.3.4"))
-    assert matches(det("brute_force", "1.2.3.4", "10.0.0.1:22"),
-                   Truth("brute_force", "1.2.3.4", "10.0.0.1"))
+    assert matches(
+        det("brute_force", "1.2.3.4", "10.0.0.1:22"), Truth("brute_force", "1.2.3.4", "10.0.0.1")
+    )
     assert matches(det("syn_flood", "many", "10.0.0.1"), Truth("syn_flood", "many", "10.0.0.1"))
     assert matches(det("syn_flood", "9.9.9.9", "10.0.0.1"), Truth("syn_flood", "many", "10.0.0.1"))
-    assert matches(det("beacon", "fd00::1", "2001:db8::7:443"),
-                   Truth("beacon", "fd00::1", "2001:db8::7"))
+    assert matches(
+        det("beacon", "fd00::1", "2001:db8::7:443"), Truth("beacon", "fd00::1", "2001:db8::7")
+    )
 
 
 def test_score_counts_recall_precision_and_tolerated_findings(tmp_path):
-    sc = Scenario("port_scan", 1, tmp_path / "x.pcap",
-                  (Truth("port_scan", "a", "b"), Truth("beacon", "a", "c", required=False)),
-                  10, 0.0, 1.0)
+    sc = Scenario(
+        "port_scan",
+        1,
+        tmp_path / "x.pcap",
+        (Truth("port_scan", "a", "b"), Truth("beacon", "a", "c", required=False)),
+        10,
+        0.0,
+        1.0,
+    )
     benign = Scenario("benign", 1, tmp_path / "y.pcap", (), 10, 0.0, 1.0)
     results = [
-        ScenarioResult(sc, 5, [det("port_scan", "a", "b"), det("port_scan", "a", "b"),
-                               det("beacon", "a", "c"), det("udp_flood", "z", "b")]),
+        ScenarioResult(
+            sc,
+            5,
+            [
+                det("port_scan", "a", "b"),
+                det("port_scan", "a", "b"),
+                det("beacon", "a", "c"),
+                det("udp_flood", "z", "b"),
+            ],
+        ),
         ScenarioResult(benign, 5, [det("port_scan", "q", "r")]),
     ]
     s = score(results)
     assert (s["port_scan"].truths, s["port_scan"].found) == (1, 1)
-    assert (s["port_scan"].detections, s["port_scan"].correct) == (2, 1)   # duplicate folded
+    assert (s["port_scan"].detections, s["port_scan"].correct) == (2, 1)  # duplicate folded
     assert s["beacon"].truths == 0 and s["beacon"].correct == 1
     assert s["udp_flood"].precision == 0
 
 
 def test_scenarios_end_to_end(tmp_path):
     kinds = ["benign", "port_scan", "syn_flood_spoofed", "brute_force"]
-    results, _ = run_scenarios([3], kinds, tmp_path, DetectorsConfig(), duration=240,
-                               intensity=0.4)
+    results, _ = run_scenarios([3], kinds, tmp_path, DetectorsConfig(), duration=240, intensity=0.4)
     by_kind = {r.scenario.kind: r for r in results}
     assert by_kind["benign"].detections == []
     s = score(results)

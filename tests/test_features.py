@@ -45,8 +45,16 @@ def _packet_info(pkt, frags: dict) -> tuple | None:  # noqa: ANN001
             ports = frags.get(fkey)
             if ports is None:
                 return None
-            return ((ip.src, ports[0]), (ip.dst, ports[1]), ip.proto,
-                    int(pkt.time * 1_000_000), ip.len - ip.ihl * 4, 0, 0, 0)
+            return (
+                (ip.src, ports[0]),
+                (ip.dst, ports[1]),
+                ip.proto,
+                int(pkt.time * 1_000_000),
+                ip.len - ip.ihl * 4,
+                0,
+                0,
+                0,
+            )
         if ip.flags.MF and isinstance(ip.payload, (TCP, UDP)):
             frags[fkey] = (int(ip.payload.sport), int(ip.payload.dport))
         l4 = ip.payload
@@ -63,14 +71,24 @@ def _packet_info(pkt, frags: dict) -> tuple | None:  # noqa: ANN001
     else:
         return None
     proto = 6 if isinstance(l4, TCP) else 17
-    return ((ip.src, int(l4.sport)), (ip.dst, int(l4.dport)), proto,
-            int(pkt.time * 1_000_000), ip_payload - hdr, hdr, flags, win)
+    return (
+        (ip.src, int(l4.sport)),
+        (ip.dst, int(l4.dport)),
+        proto,
+        int(pkt.time * 1_000_000),
+        ip_payload - hdr,
+        hdr,
+        flags,
+        win,
+    )
 
 
 def _bulk(pk: list[tuple], direction: int) -> tuple[float, float, float]:
     """CICFlowMeter's bulk algorithm, applied to the packets' true direction."""
-    state = {0: {"start": None, "last": None, "n": 0, "size": 0},
-             1: {"start": None, "last": None, "n": 0, "size": 0}}
+    state = {
+        0: {"start": None, "last": None, "n": 0, "size": 0},
+        1: {"start": None, "last": None, "n": 0, "size": 0},
+    }
     bulks = pkts = size = dur = 0
     for d, t, length in pk:
         me, other = state[d], state[1 - d]
@@ -137,20 +155,27 @@ def reference_flows(path: Path) -> dict[tuple, dict[str, float]]:
         subflows = 1 + sum(1 for x in fiat if x > 1_000_000)
         flags = [p[6] for p in pk]
         secs = dur / 1e6
-        r: dict[str, float] = {"Flow Duration": dur, "Tot Fwd Pkts": len(fl),
-                               "Tot Bwd Pkts": len(bl), "TotLen Fwd Pkts": sum(fl),
-                               "TotLen Bwd Pkts": sum(bl)}
+        r: dict[str, float] = {
+            "Flow Duration": dur,
+            "Tot Fwd Pkts": len(fl),
+            "Tot Bwd Pkts": len(bl),
+            "TotLen Fwd Pkts": sum(fl),
+            "TotLen Bwd Pkts": sum(bl),
+        }
         for name, xs in (("Fwd Pkt Len", fl), ("Bwd Pkt Len", bl)):
             m, s, mx, mn = _stats(xs)
-            r.update({f"{name} Max": mx, f"{name} Min": mn, f"{name} Mean": m,
-                      f"{name} Std": s})
+            r.update({f"{name} Max": mx, f"{name} Min": mn, f"{name} Mean": m, f"{name} Std": s})
         r["Flow Byts/s"] = (sum(ln) / secs) if secs else 0.0
         r["Flow Pkts/s"] = (len(pk) / secs) if secs else 0.0
-        for name, xs in (("Flow IAT", fiat), ("Fwd IAT", fwiat), ("Bwd IAT", bwiat),
-                         ("Active", active), ("Idle", idle)):
+        for name, xs in (
+            ("Flow IAT", fiat),
+            ("Fwd IAT", fwiat),
+            ("Bwd IAT", bwiat),
+            ("Active", active),
+            ("Idle", idle),
+        ):
             m, s, mx, mn = _stats(xs)
-            r.update({f"{name} Mean": m, f"{name} Std": s, f"{name} Max": mx,
-                      f"{name} Min": mn})
+            r.update({f"{name} Mean": m, f"{name} Std": s, f"{name} Max": mx, f"{name} Min": mn})
         r["Fwd IAT Tot"], r["Bwd IAT Tot"] = sum(fwiat), sum(bwiat)
         r["Fwd PSH Flags"] = sum(1 for i in fwd if flags[i] & 8)
         r["Bwd PSH Flags"] = sum(1 for i in bwd if flags[i] & 8)
@@ -161,11 +186,28 @@ def reference_flows(path: Path) -> dict[tuple, dict[str, float]]:
         r["Fwd Pkts/s"] = len(fl) / secs if secs else 0.0
         r["Bwd Pkts/s"] = len(bl) / secs if secs else 0.0
         m, s, mx, mn = _stats(ln)
-        r.update({"Pkt Len Min": mn, "Pkt Len Max": mx, "Pkt Len Mean": m, "Pkt Len Std": s,
-                  "Pkt Len Var": s * s, "Pkt Size Avg": m})
-        for bit, name in enumerate(("FIN Flag Cnt", "SYN Flag Cnt", "RST Flag Cnt",
-                                    "PSH Flag Cnt", "ACK Flag Cnt", "URG Flag Cnt",
-                                    "ECE Flag Cnt", "CWE Flag Count")):
+        r.update(
+            {
+                "Pkt Len Min": mn,
+                "Pkt Len Max": mx,
+                "Pkt Len Mean": m,
+                "Pkt Len Std": s,
+                "Pkt Len Var": s * s,
+                "Pkt Size Avg": m,
+            }
+        )
+        for bit, name in enumerate(
+            (
+                "FIN Flag Cnt",
+                "SYN Flag Cnt",
+                "RST Flag Cnt",
+                "PSH Flag Cnt",
+                "ACK Flag Cnt",
+                "URG Flag Cnt",
+                "ECE Flag Cnt",
+                "CWE Flag Count",
+            )
+        ):
             r[name] = sum(1 for f in flags if f & (1 << bit))
         r["Down/Up Ratio"] = len(bl) / len(fl) if fl else 0.0
         r["Fwd Seg Size Avg"] = r["Fwd Pkt Len Mean"]
@@ -193,8 +235,13 @@ def _ours_by_tuple(fl: FlowBatch) -> dict[tuple, list[int]]:
 
 
 def _captures() -> list[Path]:
-    names = ["tcp-handshake-reorder.pcap", "tcp-missing-syn.pcap", "tcp-fin-retransmission.pcap",
-             "dns-edns-ecs.pcap", "vlan-collisions.pcap"]
+    names = [
+        "tcp-handshake-reorder.pcap",
+        "tcp-missing-syn.pcap",
+        "tcp-fin-retransmission.pcap",
+        "dns-edns-ecs.pcap",
+        "vlan-collisions.pcap",
+    ]
     paths = [DATA / n for n in names]
     for n in ("netflix-tls.pcap", "kakaotalk-sll.pcap", "quic.pcap", "reddit-ipv6.pcap"):
         if (SHARED / n).exists():
@@ -205,8 +252,9 @@ def _captures() -> list[Path]:
 @pytest.mark.parametrize("path", _captures(), ids=lambda p: p.name)
 def test_every_cic_feature_matches_the_scapy_slow_path(path: Path) -> None:
     # timeouts long enough that every tuple is one flow (except TCP close + reuse)
-    fl = process_file(path, FlowSettings(idle_timeout_seconds=1e6,
-                                         active_timeout_seconds=1e7)).flows
+    fl = process_file(
+        path, FlowSettings(idle_timeout_seconds=1e6, active_timeout_seconds=1e7)
+    ).flows
     ours = _ours_by_tuple(fl)
     ref = reference_flows(path)
     compared = 0
@@ -242,8 +290,13 @@ def test_zero_duration_rates_are_zero_not_infinite(tmp_path: Path) -> None:
 
 def test_bulk_is_counted_in_the_direction_that_sent_it(tmp_path: Path) -> None:
     # five forward data packets close together: one forward bulk of 5 packets
-    pk = [(1.0 + 0.01 * k, Ether() / IP(src=C, dst=S) / TCP(sport=9, dport=80, flags="PA")
-           / (b"d" * 100)) for k in range(5)]
+    pk = [
+        (
+            1.0 + 0.01 * k,
+            Ether() / IP(src=C, dst=S) / TCP(sport=9, dport=80, flags="PA") / (b"d" * 100),
+        )
+        for k in range(5)
+    ]
     pk.append((1.2, Ether() / IP(src=S, dst=C) / TCP(sport=80, dport=9, flags="A")))
     fl = process_file(_write(tmp_path / "b.pcap", pk), FlowSettings()).flows
     assert (fl["Fwd Byts/b Avg"][0], fl["Fwd Pkts/b Avg"][0]) == (500, 5)
@@ -252,8 +305,10 @@ def test_bulk_is_counted_in_the_direction_that_sent_it(tmp_path: Path) -> None:
 
 
 def test_out_of_order_timestamps_never_give_negative_times(tmp_path: Path) -> None:
-    pk = [(t, Ether() / IP(src=C, dst=S) / UDP(sport=1, dport=2) / b"x")
-          for t in (10.0, 9.0, 20.0, 8.0, 30.0)]
+    pk = [
+        (t, Ether() / IP(src=C, dst=S) / UDP(sport=1, dport=2) / b"x")
+        for t in (10.0, 9.0, 20.0, 8.0, 30.0)
+    ]
     fl = process_file(_write(tmp_path / "o.pcap", pk), FlowSettings()).flows
     for name in ("Flow IAT Min", "Fwd IAT Min", "Active Min", "Idle Min", "Flow Duration"):
         assert fl[name][0] >= 0, name
@@ -262,10 +317,16 @@ def test_out_of_order_timestamps_never_give_negative_times(tmp_path: Path) -> No
 def test_dns_features(tmp_path: Path) -> None:
     def q(name: str, t: float) -> tuple[float, object]:
         return t, Ether() / IP(src=C, dst=S) / UDP(sport=5555, dport=53) / DNS(
-            rd=1, qd=DNSQR(qname=name))
+            rd=1, qd=DNSQR(qname=name)
+        )
 
-    r = (0.5, Ether() / IP(src=S, dst=C) / UDP(sport=53, dport=5555) / DNS(
-        qr=1, rcode=3, qd=DNSQR(qname="Xq7.Tunnel.example")))
+    r = (
+        0.5,
+        Ether()
+        / IP(src=S, dst=C)
+        / UDP(sport=53, dport=5555)
+        / DNS(qr=1, rcode=3, qd=DNSQR(qname="Xq7.Tunnel.example")),
+    )
     pk = [q("Xq7.Tunnel.example", 0.1), r, q("other.example", 0.9)]
     fl = process_file(_write(tmp_path / "d.pcap", pk), FlowSettings()).flows
     assert len(fl) == 1

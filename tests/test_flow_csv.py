@@ -78,41 +78,89 @@ def test_csv_name_is_deterministic() -> None:
     assert csv_name_for(Path("b.pcapng")) == "b.pcapng_Flow.csv"
 
 
-def _line(nums: list[np.ndarray], src: str = "1.1.1.1", dst: str = "2.2.2.2",
-          ts: float = 0.0, label: str = "a,b", qname: str = "") -> list[str]:
-    raw = format_flows(str_to_addrs([src]), str_to_addrs([dst]), np.array([1], np.uint16),
-                       np.array([2], np.uint16), np.array([6], np.uint8), np.array([ts]),
-                       np.array([label], dtype=object), np.array([qname], dtype=object), nums)
+def _line(
+    nums: list[np.ndarray],
+    src: str = "1.1.1.1",
+    dst: str = "2.2.2.2",
+    ts: float = 0.0,
+    label: str = "a,b",
+    qname: str = "",
+) -> list[str]:
+    raw = format_flows(
+        str_to_addrs([src]),
+        str_to_addrs([dst]),
+        np.array([1], np.uint16),
+        np.array([2], np.uint16),
+        np.array([6], np.uint8),
+        np.array([ts]),
+        np.array([label], dtype=object),
+        np.array([qname], dtype=object),
+        nums,
+    )
     rows = list(csv.reader([raw.decode()]))
     assert len(rows) == 1
     return rows[0]
 
 
-@pytest.mark.parametrize("x,text", [
-    (0.0, "0"), (3.0, "3"), (-2.0, "-2"), (0.5, "0.5"), (123.456789, "123.456789"),
-    (1 / 3, "0.333333"), (2.5e-7, "2.5e-7"), (1.5e13, "15000000000000"),
-    (1.234567e17, "1.234567e17"), (float("nan"), ""), (float("inf"), "Inf"),
-])
+@pytest.mark.parametrize(
+    "x,text",
+    [
+        (0.0, "0"),
+        (3.0, "3"),
+        (-2.0, "-2"),
+        (0.5, "0.5"),
+        (123.456789, "123.456789"),
+        (1 / 3, "0.333333"),
+        (2.5e-7, "2.5e-7"),
+        (1.5e13, "15000000000000"),
+        (1.234567e17, "1.234567e17"),
+        (float("nan"), ""),
+        (float("inf"), "Inf"),
+    ],
+)
 def test_number_formatting(x: float, text: str) -> None:
     row = _line([np.array([x])] + [np.array([0.0])] * 88)
-    assert row[:7] == ["1.1.1.1-2.2.2.2-1-2-6", "1.1.1.1", "1", "2.2.2.2", "2", "6",
-                       "1970-01-01 00:00:00.000000"]
+    assert row[:7] == [
+        "1.1.1.1-2.2.2.2-1-2-6",
+        "1.1.1.1",
+        "1",
+        "2.2.2.2",
+        "2",
+        "6",
+        "1970-01-01 00:00:00.000000",
+    ]
     assert row[7] == text
     assert row[83] == "a,b"  # Label quoted
     assert len(row) == len(OUTPUT_COLUMNS)
 
 
-@pytest.mark.parametrize("addr", ["::", "::1", "2001:db8::1", "2001:db8:0:0:1::1",
-                                  "fe80::ce05:eff:fe88:0", "1:0:0:2:0:0:0:3", "1:2:3:4:5:6:7:8",
-                                  "0.0.0.0", "255.255.255.255", "::ffff:0:1", "ff02::1:2",
-                                  "1::", "::ffff:1:2:3"])
+@pytest.mark.parametrize(
+    "addr",
+    [
+        "::",
+        "::1",
+        "2001:db8::1",
+        "2001:db8:0:0:1::1",
+        "fe80::ce05:eff:fe88:0",
+        "1:0:0:2:0:0:0:3",
+        "1:2:3:4:5:6:7:8",
+        "0.0.0.0",
+        "255.255.255.255",
+        "::ffff:0:1",
+        "ff02::1:2",
+        "1::",
+        "::ffff:1:2:3",
+    ],
+)
 def test_addresses_are_formatted_like_python(addr: str) -> None:
     row = _line([np.zeros(1)] * 89, src=addr, dst="10.0.0.1")
     assert row[1] == addrs_to_str(str_to_addrs([addr]))[0]
 
 
-@pytest.mark.parametrize("ts", [0.0, 1_700_000_000.123456, 951_782_400.5, 4_102_444_800.999999,
-                                1_582_934_400.0, 86399.000001])
+@pytest.mark.parametrize(
+    "ts",
+    [0.0, 1_700_000_000.123456, 951_782_400.5, 4_102_444_800.999999, 1_582_934_400.0, 86399.000001],
+)
 def test_timestamps_are_utc_iso(ts: float) -> None:
     row = _line([np.zeros(1)] * 89, ts=ts)
     expect = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
@@ -145,8 +193,14 @@ def test_reads_java_long_header_with_spaces_and_infinity(tmp_path: Path) -> None
 def test_reads_python_cicflowmeter_header(tmp_path: Path) -> None:
     names = [n for n in CIC_PYTHON_NAMES.values() if n]
     row = {n: "2" for n in names}
-    row.update(src_ip="192.0.2.1", dst_ip="2001:db8::1", src_port="5", dst_port="6",
-               protocol="17", timestamp="2020-06-11 12:00:00")
+    row.update(
+        src_ip="192.0.2.1",
+        dst_ip="2001:db8::1",
+        src_port="5",
+        dst_port="6",
+        protocol="17",
+        timestamp="2020-06-11 12:00:00",
+    )
     b = _read(_write_csv(tmp_path / "p.csv", names, [[row[n] for n in names]]))
     assert addrs_to_str(b["dst_ip"]) == ["2001:db8::1"]
     assert b["Flow Duration"][0] == 2 and b["Fwd Pkts/b Avg"][0] == 2
@@ -154,12 +208,44 @@ def test_reads_python_cicflowmeter_header(tmp_path: Path) -> None:
 
 
 def test_reads_ntlflowlyzer_header_missing_columns_are_nan(tmp_path: Path) -> None:
-    names = ["flow_id", "timestamp", "src_ip", "src_port", "dst_ip", "dst_port", "protocol",
-             "duration", "packets_count", "fwd_packets_count", "bwd_packets_count",
-             "fwd_total_payload_bytes", "bwd_total_payload_bytes", "payload_bytes_mean",
-             "packets_IAT_mean", "handshake_duration", "label"]
-    row = ["x", "1600000000", "10.1.1.1", "1", "10.1.1.2", "2", "6", "5", "7", "4", "3",
-           "100", "50", "21.4", "8", "1", "benign"]
+    names = [
+        "flow_id",
+        "timestamp",
+        "src_ip",
+        "src_port",
+        "dst_ip",
+        "dst_port",
+        "protocol",
+        "duration",
+        "packets_count",
+        "fwd_packets_count",
+        "bwd_packets_count",
+        "fwd_total_payload_bytes",
+        "bwd_total_payload_bytes",
+        "payload_bytes_mean",
+        "packets_IAT_mean",
+        "handshake_duration",
+        "label",
+    ]
+    row = [
+        "x",
+        "1600000000",
+        "10.1.1.1",
+        "1",
+        "10.1.1.2",
+        "2",
+        "6",
+        "5",
+        "7",
+        "4",
+        "3",
+        "100",
+        "50",
+        "21.4",
+        "8",
+        "1",
+        "benign",
+    ]
     b = _read(_write_csv(tmp_path / "n.csv", names, [row]))
     assert (b["Tot Fwd Pkts"][0], b["Tot Bwd Pkts"][0], b["TotLen Fwd Pkts"][0]) == (4, 3, 100)
     assert b["Pkt Len Mean"][0] == 21.4 and b["Pkt Size Avg"][0] == 21.4
@@ -237,8 +323,11 @@ def test_reads_cic_ids2017_machine_learning_cve_csv(tmp_path: Path) -> None:
     for name in ("Flow Byts/s", "Flow Pkts/s", "Fwd Pkts/s"):  # "NaN" / "Infinity"
         assert np.isnan(b[name][2]), name
     assert np.isnan(b["fwd_syn_cnt"]).all()  # ours only: missing
-    assert all(np.isfinite(b[c]).all() for c in CIC_FEATURES if c not in (
-        "Flow Byts/s", "Flow Pkts/s", "Fwd Pkts/s"))
+    assert all(
+        np.isfinite(b[c]).all()
+        for c in CIC_FEATURES
+        if c not in ("Flow Byts/s", "Flow Pkts/s", "Fwd Pkts/s")
+    )
 
 
 def test_machine_learning_cve_csv_through_the_pipeline(tmp_path: Path) -> None:
@@ -268,14 +357,16 @@ def test_reads_cic_ids2018_csv(tmp_path: Path) -> None:
     assert CICIDS2018_HEADER.endswith("Idle Mean,Idle Std,Idle Max,Idle Min,Label")
     nfeat = len(CIC_FEATURES)
     rows = [
-        ["0", "0", "14/02/2018 08:31:01", "112641719", "3", "0"] + ["0"] * (nfeat - 3)
-        + ["Benign"],
-        ["443", "6", "14/02/2018 10:15:30", "2000000", "5", "4"] + ["1"] * (nfeat - 3)
+        ["0", "0", "14/02/2018 08:31:01", "112641719", "3", "0"] + ["0"] * (nfeat - 3) + ["Benign"],
+        ["443", "6", "14/02/2018 10:15:30", "2000000", "5", "4"]
+        + ["1"] * (nfeat - 3)
         + ["FTP-BruteForce"],
     ]
     rows[1][3 + CIC_FEATURES.index("Flow Pkts/s")] = "Infinity"
-    text = "\n".join([CICIDS2018_HEADER, ",".join(rows[0]), CICIDS2018_HEADER,
-                      ",".join(rows[1])]) + "\n"
+    text = (
+        "\n".join([CICIDS2018_HEADER, ",".join(rows[0]), CICIDS2018_HEADER, ",".join(rows[1])])
+        + "\n"
+    )
     f = tmp_path / "Wednesday-14-02-2018_TrafficForML_CICFlowMeter.csv"
     f.write_text(text)
     b = _read(f)
@@ -291,13 +382,15 @@ def test_reads_cic_ids2018_csv(tmp_path: Path) -> None:
     assert b["label"].tolist() == ["Benign", "FTP-BruteForce"]
 
 
-@pytest.mark.parametrize("content", [
-    "Destination Port,Flow Duration,Label\n80,5,BENIGN\n",        # too few features
-    "id,name,price,Label\n1,x,2.5,a\n",
-    "Source IP,Destination IP,comment\n1.1.1.1,2.2.2.2,hi\n",     # addresses, no features
-])
-def test_csv_that_is_not_a_flow_csv_is_a_capture_format_error(tmp_path: Path,
-                                                              content: str) -> None:
+@pytest.mark.parametrize(
+    "content",
+    [
+        "Destination Port,Flow Duration,Label\n80,5,BENIGN\n",  # too few features
+        "id,name,price,Label\n1,x,2.5,a\n",
+        "Source IP,Destination IP,comment\n1.1.1.1,2.2.2.2,hi\n",  # addresses, no features
+    ],
+)
+def test_csv_that_is_not_a_flow_csv_is_a_capture_format_error(tmp_path: Path, content: str) -> None:
     f = tmp_path / "other.csv"
     f.write_text(content)
     with pytest.raises(CaptureFormatError, match="not a CICFlowMeter.*flow CSV") as info:
@@ -308,11 +401,43 @@ def test_csv_that_is_not_a_flow_csv_is_a_capture_format_error(tmp_path: Path,
 
 # -- the compiled reader: same values as Python's float() and the csv module ----------------
 
-TRICKY_NUMBERS = ["0", "-0", "+5", "7", " 12 ", "3.25", "0.1", ".5", "5.", "1e3", "2.5E-7",
-                  "1e22", "1e23", "123456789012345678901", "0.30000000000000004",
-                  "9007199254740993", "1.7976931348623157e308", "1e400", "5e-324", "-1e-400",
-                  "Infinity", "-Infinity", "NaN", "nan", "inf", "1_000", "abc", "", "1e",
-                  "1.2.3", "--1", "0x10", "15000000000000", "1.234567e17", "1439.9999999"]
+TRICKY_NUMBERS = [
+    "0",
+    "-0",
+    "+5",
+    "7",
+    " 12 ",
+    "3.25",
+    "0.1",
+    ".5",
+    "5.",
+    "1e3",
+    "2.5E-7",
+    "1e22",
+    "1e23",
+    "123456789012345678901",
+    "0.30000000000000004",
+    "9007199254740993",
+    "1.7976931348623157e308",
+    "1e400",
+    "5e-324",
+    "-1e-400",
+    "Infinity",
+    "-Infinity",
+    "NaN",
+    "nan",
+    "inf",
+    "1_000",
+    "abc",
+    "",
+    "1e",
+    "1.2.3",
+    "--1",
+    "0x10",
+    "15000000000000",
+    "1.234567e17",
+    "1439.9999999",
+]
 
 
 def _reference_float(text: str) -> float:
@@ -324,21 +449,38 @@ def _reference_float(text: str) -> float:
 
 
 @pytest.mark.parametrize("block", [64, 1000, 1 << 20])
-def test_compiled_reader_parses_like_python(tmp_path: Path, block: int,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compiled_reader_parses_like_python(
+    tmp_path: Path, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import netmon_exporter.flows.flow_csv as fc
 
     monkeypatch.setattr(fc, "_BLOCK_BYTES", block)
-    addrs = ["10.0.0.1", "010.0.0.1", "2001:db8::1", "::ffff:1.2.3.4", "256.1.1.1", "1.2.3",
-             "1.2.3.4.5", "", "x", " 192.168.1.2 ", "0.0.0.0"]
-    header = "Src IP,Dst IP,Src Port,Dst Port,Protocol,Timestamp,Flow Duration," + ",".join(
-        CIC_FEATURES[1:6]) + ",Label"
+    addrs = [
+        "10.0.0.1",
+        "010.0.0.1",
+        "2001:db8::1",
+        "::ffff:1.2.3.4",
+        "256.1.1.1",
+        "1.2.3",
+        "1.2.3.4.5",
+        "",
+        "x",
+        " 192.168.1.2 ",
+        "0.0.0.0",
+    ]
+    header = (
+        "Src IP,Dst IP,Src Port,Dst Port,Protocol,Timestamp,Flow Duration,"
+        + ",".join(CIC_FEATURES[1:6])
+        + ",Label"
+    )
     lines, expect = [header], []
     for i, num in enumerate(TRICKY_NUMBERS):
         a, b = addrs[i % len(addrs)], addrs[(i * 7 + 3) % len(addrs)]
         port = ["80", "65535", "65536", "-1", "Infinity", "", "443.0"][i % 7]
-        lines.append(f"{a},{b},{port},{i},6,2020-01-0{1 + i % 9} 10:00:00.{i:06d},{num},"
-                     f"{num},1,2,3,4,lab {i % 3}")
+        lines.append(
+            f"{a},{b},{port},{i},6,2020-01-0{1 + i % 9} 10:00:00.{i:06d},{num},"
+            f"{num},1,2,3,4,lab {i % 3}"
+        )
         expect.append((a, b, port, num))
         if i % 5 == 0:
             lines.append("")  # blank lines are skipped
@@ -353,18 +495,23 @@ def test_compiled_reader_parses_like_python(tmp_path: Path, block: int,
     assert np.array_equal(b["Tot Fwd Pkts"], b["Flow Duration"], equal_nan=True)
     assert b["src_ip"].tobytes() == str_to_addrs([a for a, _, _, _ in expect]).tobytes()
     assert b["dst_ip"].tobytes() == str_to_addrs([d for _, d, _, _ in expect]).tobytes()
-    ports = [int(v) if np.isfinite(v) and 0 <= v <= 65535 else 0
-             for v in (_reference_float(p) for _, _, p, _ in expect)]
+    ports = [
+        int(v) if np.isfinite(v) and 0 <= v <= 65535 else 0
+        for v in (_reference_float(p) for _, _, p, _ in expect)
+    ]
     assert b["src_port"].tolist() == ports
     assert b["dst_port"].tolist() == list(range(len(TRICKY_NUMBERS)))
     assert b["label"].tolist() == [f"lab {i % 3}" for i in range(len(TRICKY_NUMBERS))]
-    ts = [datetime(2020, 1, 1 + i % 9, 10, tzinfo=UTC).timestamp() + i / 1e6
-          for i in range(len(TRICKY_NUMBERS))]
+    ts = [
+        datetime(2020, 1, 1 + i % 9, 10, tzinfo=UTC).timestamp() + i / 1e6
+        for i in range(len(TRICKY_NUMBERS))
+    ]
     assert b["first_ts"].tolist() == pytest.approx(ts, abs=1e-6)
 
 
-def test_quoted_fields_switch_to_the_csv_module(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_quoted_fields_switch_to_the_csv_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Rows before the first quote are read by the compiled path, the rest by csv."""
     import netmon_exporter.flows.flow_csv as fc
 
@@ -390,8 +537,13 @@ def test_malformed_quoted_csv_names_the_line(tmp_path: Path) -> None:
 
     header = "Src IP,Dst IP," + ",".join(CIC_FEATURES[:6]) + ",Label"
     f = tmp_path / "m.csv"
-    f.write_text(header + "\n10.0.0.1,10.0.0.2,1,2,3,4,5,6,ok\n"
-                 + '1.1.1.1,2.2.2.2,1,2,3,4,5,6,"' + "x" * 50 + '"\n')
+    f.write_text(
+        header
+        + "\n10.0.0.1,10.0.0.2,1,2,3,4,5,6,ok\n"
+        + '1.1.1.1,2.2.2.2,1,2,3,4,5,6,"'
+        + "x" * 50
+        + '"\n'
+    )
     old = csv_module.field_size_limit(30)  # a field too large is a csv.Error
     try:
         with pytest.raises(FlowCsvError, match="line 3"):

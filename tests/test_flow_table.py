@@ -40,8 +40,10 @@ def flows_of(path: Path, **kw: float) -> FlowBatch:
 
 def one(batch: FlowBatch) -> dict[str, object]:
     assert len(batch) == 1, len(batch)
-    return {k: (v[0] if not isinstance(v[0], np.void) else addrs_to_str(v)[0])
-            for k, v in batch.columns.items()}
+    return {
+        k: (v[0] if not isinstance(v[0], np.void) else addrs_to_str(v)[0])
+        for k, v in batch.columns.items()
+    }
 
 
 def write(path: Path, pkts: list[tuple[float, object]]) -> Path:
@@ -53,10 +55,15 @@ def write(path: Path, pkts: list[tuple[float, object]]) -> Path:
     return path
 
 
-def tcp(src: str, dst: str, sport: int, dport: int, flags: str, payload: bytes = b"",
-        window: int = 1000) -> object:
-    return Ether() / IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags,
-                                                window=window) / payload
+def tcp(
+    src: str, dst: str, sport: int, dport: int, flags: str, payload: bytes = b"", window: int = 1000
+) -> object:
+    return (
+        Ether()
+        / IP(src=src, dst=dst)
+        / TCP(sport=sport, dport=dport, flags=flags, window=window)
+        / payload
+    )
 
 
 C, S = "10.0.0.1", "10.0.0.2"
@@ -64,17 +71,22 @@ C, S = "10.0.0.1", "10.0.0.2"
 
 # -- golden cases on the Zeek traces ---------------------------------------------------
 
+
 def test_handshake_reorder_is_one_flow_with_client_as_forward() -> None:
     # 526.939084 S.  server -> client (captured before the SYN)
     # 526.939344 S   client; .939378 ack; .939527 P. 136 bytes
     # server data 1448 x3 + 663; client acks; F. client 527.011846; F. server .080828;
     # final ACK client 527.080972
     f = one(flows_of(DATA / "tcp-handshake-reorder.pcap"))
-    assert (f["src_ip"], f["src_port"], f["dst_ip"], f["dst_port"]) == \
-        ("141.142.228.5", 59856, "192.150.187.43", 80)
+    assert (f["src_ip"], f["src_port"], f["dst_ip"], f["dst_port"]) == (
+        "141.142.228.5",
+        59856,
+        "192.150.187.43",
+        80,
+    )
     assert (f["Tot Fwd Pkts"], f["Tot Bwd Pkts"]) == (7, 7)
     assert (f["TotLen Fwd Pkts"], f["TotLen Bwd Pkts"]) == (136, 3 * 1448 + 663)
-    assert f["Flow Duration"] == 141888           # 527.080972 - 526.939084 in µs
+    assert f["Flow Duration"] == 141888  # 527.080972 - 526.939084 in µs
     assert (f["SYN Flag Cnt"], f["FIN Flag Cnt"], f["RST Flag Cnt"]) == (2, 2, 0)
     assert (f["Init Fwd Win Byts"], f["Init Bwd Win Byts"]) == (65535, 14480)
     assert (f["fwd_fin_cnt"], f["bwd_fin_cnt"]) == (1, 1)
@@ -134,49 +146,92 @@ def test_icmp_echo_is_one_flow_keyed_by_identifier() -> None:
 
 # -- crafted TCP cases -------------------------------------------------------------------
 
+
 def test_port_reuse_after_close_starts_a_new_flow(tmp_path: Path) -> None:
     conv = []
     for start in (0.0, 1.0):
-        conv += [(start + 0.00, tcp(C, S, 4000, 80, "S")),
-                 (start + 0.01, tcp(S, C, 80, 4000, "SA")),
-                 (start + 0.02, tcp(C, S, 4000, 80, "A")),
-                 (start + 0.03, tcp(C, S, 4000, 80, "FA")),
-                 (start + 0.04, tcp(S, C, 80, 4000, "FA")),
-                 (start + 0.05, tcp(C, S, 4000, 80, "A"))]
+        conv += [
+            (start + 0.00, tcp(C, S, 4000, 80, "S")),
+            (start + 0.01, tcp(S, C, 80, 4000, "SA")),
+            (start + 0.02, tcp(C, S, 4000, 80, "A")),
+            (start + 0.03, tcp(C, S, 4000, 80, "FA")),
+            (start + 0.04, tcp(S, C, 80, 4000, "FA")),
+            (start + 0.05, tcp(C, S, 4000, 80, "A")),
+        ]
     fl = flows_of(write(tmp_path / "reuse.pcap", conv))
     assert len(fl) == 2
     assert (fl["Tot Fwd Pkts"] + fl["Tot Bwd Pkts"]).tolist() == [6, 6]
 
 
 def test_rst_mid_flow_ends_it_and_late_packets_start_a_new_one(tmp_path: Path) -> None:
-    pk = [(0.0, tcp(C, S, 4001, 80, "S")), (0.01, tcp(S, C, 80, 4001, "SA")),
-          (0.02, tcp(C, S, 4001, 80, "PA", b"hello")), (0.03, tcp(S, C, 80, 4001, "R")),
-          (0.04, tcp(C, S, 4001, 80, "A")),       # within the grace period: same flow
-          (5.00, tcp(C, S, 4001, 80, "A"))]       # long after: a new flow
+    pk = [
+        (0.0, tcp(C, S, 4001, 80, "S")),
+        (0.01, tcp(S, C, 80, 4001, "SA")),
+        (0.02, tcp(C, S, 4001, 80, "PA", b"hello")),
+        (0.03, tcp(S, C, 80, 4001, "R")),
+        (0.04, tcp(C, S, 4001, 80, "A")),  # within the grace period: same flow
+        (5.00, tcp(C, S, 4001, 80, "A")),
+    ]  # long after: a new flow
     fl = flows_of(write(tmp_path / "rst.pcap", pk), tcp_close_grace_seconds=2.0)
     assert (fl["Tot Fwd Pkts"] + fl["Tot Bwd Pkts"]).tolist() == [5, 1]
     assert fl["RST Flag Cnt"].tolist() == [1, 0]
 
 
 def test_udp_idle_and_active_timeouts(tmp_path: Path) -> None:
-    pk = [(float(t), Ether() / IP(src=C, dst=S) / UDP(sport=5, dport=6) / b"x")
-          for t in (0, 10, 20, 200, 210)]
+    pk = [
+        (float(t), Ether() / IP(src=C, dst=S) / UDP(sport=5, dport=6) / b"x")
+        for t in (0, 10, 20, 200, 210)
+    ]
     fl = flows_of(write(tmp_path / "u.pcap", pk), idle_timeout_seconds=60)
     assert (fl["Tot Fwd Pkts"]).tolist() == [3, 2]
-    fl = flows_of(write(tmp_path / "u.pcap", pk), idle_timeout_seconds=600,
-                  active_timeout_seconds=15)
+    fl = flows_of(
+        write(tmp_path / "u.pcap", pk), idle_timeout_seconds=600, active_timeout_seconds=15
+    )
     assert (fl["Tot Fwd Pkts"]).tolist() == [2, 1, 2]
 
 
 # -- reference comparison on every capture ----------------------------------------------
 
+
 def _tshark_tuples(path: Path) -> collections.Counter:
     out = subprocess.run(
-        ["tshark", "-n", "-r", str(path), "-o", "ip.defragment:FALSE",
-         "-o", "ipv6.defragment:FALSE", "-E", "occurrence=f", "-T", "fields",
-         "-e", "frame.protocols", "-e", "ip.src", "-e", "ipv6.src", "-e", "ip.dst",
-         "-e", "ipv6.dst", "-e", "tcp.srcport", "-e", "tcp.dstport", "-e", "udp.srcport",
-         "-e", "udp.dstport"], capture_output=True, text=True, check=True, timeout=120).stdout
+        [
+            "tshark",
+            "-n",
+            "-r",
+            str(path),
+            "-o",
+            "ip.defragment:FALSE",
+            "-o",
+            "ipv6.defragment:FALSE",
+            "-E",
+            "occurrence=f",
+            "-T",
+            "fields",
+            "-e",
+            "frame.protocols",
+            "-e",
+            "ip.src",
+            "-e",
+            "ipv6.src",
+            "-e",
+            "ip.dst",
+            "-e",
+            "ipv6.dst",
+            "-e",
+            "tcp.srcport",
+            "-e",
+            "tcp.dstport",
+            "-e",
+            "udp.srcport",
+            "-e",
+            "udp.dstport",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
     counts: collections.Counter = collections.Counter()
     for line in out.splitlines():
         f = line.split("\t")
@@ -185,7 +240,7 @@ def _tshark_tuples(path: Path) -> collections.Counter:
         ip_i = next((i for i, x in enumerate(layers) if x in ("ip", "ipv6")), None)
         if ip_i is None or "icmp" in layers or "icmpv6" in layers:
             continue
-        rest = [x for x in layers[ip_i + 1:] if not x.startswith("ipv6.")]
+        rest = [x for x in layers[ip_i + 1 :] if not x.startswith("ipv6.")]
         if not rest or rest[0] not in ("tcp", "udp"):
             continue
         src, dst = (f[1] or f[2]), (f[3] or f[4])
@@ -238,9 +293,11 @@ def test_packets_per_tuple_match_tshark(path: Path) -> None:
 
 _hosts = st.sampled_from(["10.0.0.1", "10.0.0.2", "10.0.0.3"])
 _packet = st.tuples(
-    st.floats(min_value=0.0, max_value=40.0),          # gap to the previous packet
-    _hosts, _hosts,
-    st.sampled_from([1000, 1001, 53]), st.sampled_from([80, 53]),
+    st.floats(min_value=0.0, max_value=40.0),  # gap to the previous packet
+    _hosts,
+    _hosts,
+    st.sampled_from([1000, 1001, 53]),
+    st.sampled_from([80, 53]),
     st.sampled_from(["tcp", "udp", "icmp"]),
     st.sampled_from(["S", "SA", "A", "PA", "FA", "R", "F"]),
     st.integers(min_value=0, max_value=300),
@@ -268,24 +325,33 @@ def _canonical(fl: FlowBatch) -> list[tuple]:
     rows = []
     for i in range(len(fl)):
         row = [bytes(fl[k][i]) if k.endswith("_ip") else float(fl[k][i]) for k in keys]
-        row += [round(float(fl[c][i]), 3) for c in fl.columns
-                if c not in keys and fl[c].dtype == np.float64 and np.isfinite(fl[c][i])]
+        row += [
+            round(float(fl[c][i]), 3)
+            for c in fl.columns
+            if c not in keys and fl[c].dtype == np.float64 and np.isfinite(fl[c][i])
+        ]
         rows.append(tuple(row))
     return sorted(rows)
 
 
-_SET = FlowSettings(idle_timeout_seconds=60, active_timeout_seconds=150,
-                    tcp_close_grace_seconds=2.0)
-_PROP = settings(max_examples=25, deadline=None,
-                 suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                        HealthCheck.too_slow])
+_SET = FlowSettings(
+    idle_timeout_seconds=60, active_timeout_seconds=150, tcp_close_grace_seconds=2.0
+)
+_PROP = settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 @_PROP
-@given(spec=st.lists(_packet, min_size=1, max_size=40), cuts=st.lists(
-    st.integers(min_value=0, max_value=40), max_size=3))
-def test_rotation_split_gives_the_same_flows(tmp_path: Path, spec: list[tuple],
-                                             cuts: list[int]) -> None:
+@given(
+    spec=st.lists(_packet, min_size=1, max_size=40),
+    cuts=st.lists(st.integers(min_value=0, max_value=40), max_size=3),
+)
+def test_rotation_split_gives_the_same_flows(
+    tmp_path: Path, spec: list[tuple], cuts: list[int]
+) -> None:
     whole_path, pkts = _build(tmp_path, spec)
     whole = process_file(whole_path, _SET).flows
     bounds = sorted({min(c, len(pkts)) for c in cuts} | {0, len(pkts)})
@@ -316,8 +382,9 @@ def test_packets_and_bytes_are_conserved(tmp_path: Path, spec: list[tuple]) -> N
 
 @_PROP
 @given(spec=st.lists(_packet, min_size=2, max_size=40), pick=st.integers(0, 39))
-def test_a_flow_does_not_depend_on_other_flows(tmp_path: Path, spec: list[tuple],
-                                               pick: int) -> None:
+def test_a_flow_does_not_depend_on_other_flows(
+    tmp_path: Path, spec: list[tuple], pick: int
+) -> None:
     path, pkts = _build(tmp_path, spec)
     whole = process_file(path, _SET).flows
     # keep only the packets of one bidirectional key (as the flow engine keys them)
@@ -338,10 +405,10 @@ def test_a_flow_does_not_depend_on_other_flows(tmp_path: Path, spec: list[tuple]
 
 
 @_PROP
-@given(spec=st.lists(_packet, min_size=1, max_size=40),
-       chunk=st.integers(min_value=1, max_value=7))
-def test_chunk_boundaries_do_not_change_flows(tmp_path: Path, spec: list[tuple],
-                                              chunk: int) -> None:
+@given(spec=st.lists(_packet, min_size=1, max_size=40), chunk=st.integers(min_value=1, max_value=7))
+def test_chunk_boundaries_do_not_change_flows(
+    tmp_path: Path, spec: list[tuple], chunk: int
+) -> None:
     from netmon_exporter.capture.pcap_reader import CaptureReader
     from netmon_exporter.flows.features import flow_batch
 
@@ -349,8 +416,10 @@ def test_chunk_boundaries_do_not_change_flows(tmp_path: Path, spec: list[tuple],
 
     def run(max_packets: int) -> FlowBatch:
         table = _SET.table()
-        out = [flow_batch(table.add(c.P, c.PE, c.buf))
-               for c in CaptureReader(path, max_packets=max_packets, read_size=64)]
+        out = [
+            flow_batch(table.add(c.P, c.PE, c.buf))
+            for c in CaptureReader(path, max_packets=max_packets, read_size=64)
+        ]
         out.append(flow_batch(table.finish()))
         return FlowBatch.concat(out)
 

@@ -25,8 +25,16 @@ def _rows(path: Path) -> list[list[str]]:
 
 def test_writes_csv_and_prints_summary(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "out.csv"
-    rc = main(["flows", str(DATA / "tcp-missing-syn.pcap"), str(DATA / "icmp.pcap"),
-               "-o", str(out), "--no-progress"])
+    rc = main(
+        [
+            "flows",
+            str(DATA / "tcp-missing-syn.pcap"),
+            str(DATA / "icmp.pcap"),
+            "-o",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     line = capsys.readouterr().out.strip()
     m = SUMMARY.match(line)
@@ -42,8 +50,13 @@ def test_unreadable_file_is_one_line_and_nonzero(tmp_path: Path) -> None:
     bad = tmp_path / "bad.pcap"
     bad.write_bytes(b"this is not a capture")
     out = tmp_path / "o.csv"
-    p = subprocess.run([sys.executable, "-m", "netmon_exporter", "flows", str(bad), "-o",
-                        str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "netmon_exporter", "flows", str(bad), "-o", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 1
     assert "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
@@ -54,8 +67,9 @@ def test_unreadable_file_is_one_line_and_nonzero(tmp_path: Path) -> None:
 def test_missing_file_and_bad_option(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["flows", str(tmp_path / "none.pcap"), "-o", str(tmp_path / "o.csv")]) == 1
     assert "no such file" in capsys.readouterr().err
-    rc = main(["flows", str(DATA / "icmp.pcap"), "-o", str(tmp_path / "o.csv"),
-               "--idle-timeout", "0"])
+    rc = main(
+        ["flows", str(DATA / "icmp.pcap"), "-o", str(tmp_path / "o.csv"), "--idle-timeout", "0"]
+    )
     assert rc == 2
 
 
@@ -73,11 +87,22 @@ def test_rotated_files_continue_flows(tmp_path: Path) -> None:
     assert len(_rows(out)) == 3
 
 
-def test_progress_bar_when_forced(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_progress_bar_when_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import netmon_exporter.commands.flows as flows_cmd
 
     monkeypatch.setattr(flows_cmd, "PROGRESS_MIN_BYTES", 0)
-    assert main(["flows", str(DATA / "tcp-missing-syn.pcap"), "-o", str(tmp_path / "o.csv"),
-                 "--progress"]) == 0
+    assert (
+        main(
+            [
+                "flows",
+                str(DATA / "tcp-missing-syn.pcap"),
+                "-o",
+                str(tmp_path / "o.csv"),
+                "--progress",
+            ]
+        )
+        == 0
+    )
     assert "100.0%" in capsys.readouterr().err

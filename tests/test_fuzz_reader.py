@@ -25,12 +25,13 @@ from netmon_exporter.pipeline import CaptureFormatError, FlowSettings, process_f
 DATA = Path(__file__).parent / "data" / "pcaps"
 SEEDS = sorted(p for p in DATA.glob("*.pcap*"))
 PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
-PCAPNG_HEAD = (struct.pack("<IIIHHq", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1)
-               + struct.pack("<I", 28))
+PCAPNG_HEAD = struct.pack("<IIIHHq", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1) + struct.pack("<I", 28)
 
-_FUZZ = settings(max_examples=150, deadline=None,
-                 suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                        HealthCheck.too_slow])
+_FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 def _check(path: Path, tmp: Path) -> None:
@@ -42,8 +43,9 @@ def _check(path: Path, tmp: Path) -> None:
     assert set(res.skipped_by_reason) <= set(SKIP_REASONS)
     n = len(res.flows)
     if n:
-        assert int((res.flows["Tot Fwd Pkts"] + res.flows["Tot Bwd Pkts"]).sum()) == \
-            sum(res.packets_by_protocol.values())
+        assert int((res.flows["Tot Fwd Pkts"] + res.flows["Tot Bwd Pkts"]).sum()) == sum(
+            res.packets_by_protocol.values()
+        )
 
 
 @_FUZZ
@@ -65,11 +67,14 @@ def mutate(data: bytes, edits: list[tuple[int, int]], cut: int | None) -> bytes:
 
 
 @_FUZZ
-@given(seed=st.sampled_from(SEEDS),
-       edits=st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)), max_size=12),
-       cut=st.none() | st.integers(0, 1 << 20))
-def test_mutated_real_captures(tmp_path: Path, seed: Path, edits: list[tuple[int, int]],
-                               cut: int | None) -> None:
+@given(
+    seed=st.sampled_from(SEEDS),
+    edits=st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)), max_size=12),
+    cut=st.none() | st.integers(0, 1 << 20),
+)
+def test_mutated_real_captures(
+    tmp_path: Path, seed: Path, edits: list[tuple[int, int]], cut: int | None
+) -> None:
     f = tmp_path / seed.name
     f.write_bytes(mutate(seed.read_bytes(), edits, cut))
     _check(f, tmp_path)
@@ -102,7 +107,13 @@ def test_mutated_captures_under_numba_boundscheck() -> None:
     cache = Path(tempfile.gettempdir()) / "netmon-numba-boundscheck-cache"
     env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(cache))
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", _BOUNDSCHECK_SCRIPT, "7", "1500"], cwd=root,
-                         env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", _BOUNDSCHECK_SCRIPT, "7", "1500"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == "ok"

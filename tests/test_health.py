@@ -10,8 +10,11 @@ from netmon_exporter.health import DEGRADED, HEALTHY, UNHEALTHY, HealthInputs, e
 
 def inputs(tmp_path: Path, **kw: object) -> HealthInputs:
     (tmp_path / "cap").mkdir(exist_ok=True)
-    base = dict(capture_directory=tmp_path / "cap", state_directory=tmp_path / "state",
-                output_directory=tmp_path / "out")
+    base = dict(
+        capture_directory=tmp_path / "cap",
+        state_directory=tmp_path / "state",
+        output_directory=tmp_path / "out",
+    )
     base.update(kw)
     return HealthInputs(**base)  # type: ignore[arg-type]
 
@@ -24,8 +27,15 @@ def test_healthy_when_everything_passes(tmp_path: Path) -> None:
     report = evaluate(inputs(tmp_path))
     assert report.state == HEALTHY
     assert all(c.ok for c in report.checks)
-    assert set(checks(report)) == {"capture_directory", "state_storage", "output_storage",
-                                   "keeping_up", "error_ratio", "llm", "alertmanager"}
+    assert set(checks(report)) == {
+        "capture_directory",
+        "state_storage",
+        "output_storage",
+        "keeping_up",
+        "error_ratio",
+        "llm",
+        "alertmanager",
+    }
 
 
 def test_missing_capture_directory_is_unhealthy_with_reason(tmp_path: Path) -> None:

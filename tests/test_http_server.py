@@ -23,8 +23,7 @@ from netmon_exporter.web_config import WebConfig, WebConfigError, load_web_confi
 
 class State:
     def __init__(self) -> None:
-        self.health = HealthReport("healthy", (CheckResult("capture_directory", True, True,
-                                                           "ok"),))
+        self.health = HealthReport("healthy", (CheckResult("capture_directory", True, True, "ok"),))
         self.ready = True
         self.reloads = 0
         self.reload_result = ReloadOutcome(True, "configuration reloaded")
@@ -34,12 +33,18 @@ class State:
         return self.reload_result
 
 
-def serve(state: State, web: WebConfig | None = None,
-          path: str = "/metrics") -> tuple[HttpServer, str]:
+def serve(
+    state: State, web: WebConfig | None = None, path: str = "/metrics"
+) -> tuple[HttpServer, str]:
     registry = CollectorRegistry()
     build_metrics(registry)
-    ep = Endpoints(registry=registry, health=lambda: state.health, ready=lambda: state.ready,
-                   reload=state.reload, telemetry_path=path)
+    ep = Endpoints(
+        registry=registry,
+        health=lambda: state.health,
+        ready=lambda: state.ready,
+        reload=state.reload,
+        telemetry_path=path,
+    )
     server = HttpServer("127.0.0.1:0", ep, web or WebConfig())
     server.start()
     return server, f"{server.scheme}://{server.address}"
@@ -53,8 +58,12 @@ def plain() -> Iterator[tuple[State, str]]:
     server.stop()
 
 
-def fetch(url: str, method: str = "GET", headers: dict[str, str] | None = None,
-          context: ssl.SSLContext | None = None) -> tuple[int, str, dict[str, str]]:
+def fetch(
+    url: str,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
+) -> tuple[int, str, dict[str, str]]:
     req = urllib.request.Request(url, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=10, context=context) as resp:
@@ -73,8 +82,9 @@ def test_metrics_endpoint_serves_catalogue(plain: tuple[State, str]) -> None:
 
 def test_openmetrics_is_negotiated(plain: tuple[State, str]) -> None:
     _, base = plain
-    code, body, headers = fetch(base + "/metrics",
-                                headers={"Accept": "application/openmetrics-text"})
+    code, body, headers = fetch(
+        base + "/metrics", headers={"Accept": "application/openmetrics-text"}
+    )
     assert code == 200 and headers["Content-Type"].startswith("application/openmetrics-text")
     assert body.rstrip().endswith("# EOF")
 
@@ -86,8 +96,9 @@ def test_health_json_and_status_codes(plain: tuple[State, str]) -> None:
     state.health = HealthReport("degraded", (CheckResult("keeping_up", False, False, "slow"),))
     code, body, _ = fetch(base + "/health")
     assert code == 200 and json.loads(body)["checks"]["keeping_up"]["reason"] == "slow"
-    state.health = HealthReport("unhealthy", (CheckResult("capture_directory", False, True,
-                                                          "gone"),))
+    state.health = HealthReport(
+        "unhealthy", (CheckResult("capture_directory", False, True, "gone"),)
+    )
     code, body, _ = fetch(base + "/health")
     assert code == 503 and json.loads(body)["state"] == "unhealthy"
 
@@ -107,8 +118,9 @@ def test_reload_is_post_only_and_reports_failures(plain: tuple[State, str]) -> N
     assert state.reloads == 0
     code, body, _ = fetch(base + "/-/reload", method="POST")
     assert code == 200 and json.loads(body)["status"] == "success"
-    state.reload_result = ReloadOutcome(False, "capture.min_age_seconds: 400 is above the "
-                                               "maximum 300")
+    state.reload_result = ReloadOutcome(
+        False, "capture.min_age_seconds: 400 is above the maximum 300"
+    )
     code, body, _ = fetch(base + "/-/reload", method="POST")
     assert code == 500
     assert "capture.min_age_seconds" in json.loads(body)["message"]
@@ -151,18 +163,39 @@ def test_parse_listen_address() -> None:
 
 # ---------------------------------------------------------------- TLS and basic auth
 
+
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("tls")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(d / "server.key"), "-out", str(d / "server.crt")],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(d / "server.key"),
+            "-out",
+            str(d / "server.crt"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
     (d / "web.yml").write_text(
         "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
         f"basic_auth_users:\n  alice: '{hashed}'\n"
-        "http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n")
+        "http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n"
+    )
     return d
 
 
@@ -179,11 +212,14 @@ def test_tls_and_basic_auth(tls_files: Path) -> None:
         import base64
 
         bad = base64.b64encode(b"alice:wrong").decode()
-        assert fetch(base + "/metrics", headers={"Authorization": f"Basic {bad}"},
-                     context=ctx)[0] == 401
+        assert (
+            fetch(base + "/metrics", headers={"Authorization": f"Basic {bad}"}, context=ctx)[0]
+            == 401
+        )
         good = base64.b64encode(b"alice:s3cret").decode()
-        code, body, headers = fetch(base + "/metrics", headers={"Authorization": f"Basic {good}"},
-                                    context=ctx)
+        code, body, headers = fetch(
+            base + "/metrics", headers={"Authorization": f"Basic {good}"}, context=ctx
+        )
         assert code == 200 and "netmon_up" in body
         assert headers["X-Content-Type-Options"] == "nosniff"
         with pytest.raises((urllib.error.URLError, ConnectionError)):
@@ -194,8 +230,12 @@ def test_tls_and_basic_auth(tls_files: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 def test_web_config_is_accepted_by_promtool(tls_files: Path) -> None:
-    proc = subprocess.run(["promtool", "check", "web-config", str(tls_files / "web.yml")],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["promtool", "check", "web-config", str(tls_files / "web.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -51,8 +51,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 # --------------------------------------------------------------------------- fakes
 
-def fake_process(path: Path, settings: FlowSettings, *, carry: bytes | None = None,
-                 csv_dir: Path | None = None, final: bool = True) -> FileResult:
+
+def fake_process(
+    path: Path,
+    settings: FlowSettings,
+    *,
+    carry: bytes | None = None,
+    csv_dir: Path | None = None,
+    final: bool = True,
+) -> FileResult:
     data = path.read_bytes()
     if data.startswith(b"HANG"):
         time.sleep(3600)
@@ -72,10 +79,16 @@ def fake_process(path: Path, settings: FlowSettings, *, carry: bytes | None = No
         tmp = csv_dir / f".{path.name}.{os.getpid()}.tmp"
         tmp.write_bytes(seen)
         os.replace(tmp, out)
-    return FileResult(path=str(path), kind="pcap", size_bytes=len(data), seconds=0.001,
-                      flows=FlowBatch.empty(), packets_by_protocol={"tcp": 1},
-                      carry=None if final else seen + path.name.encode() + b";",
-                      csv_rows=seen.count(b";"))
+    return FileResult(
+        path=str(path),
+        kind="pcap",
+        size_bytes=len(data),
+        seconds=0.001,
+        flows=FlowBatch.empty(),
+        packets_by_protocol={"tcp": 1},
+        carry=None if final else seen + path.name.encode() + b";",
+        csv_rows=seen.count(b";"),
+    )
 
 
 def fake_finish(blob: bytes, settings: FlowSettings) -> FlowBatch:
@@ -83,6 +96,7 @@ def fake_finish(blob: bytes, settings: FlowSettings) -> FlowBatch:
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 class FastClock:
     """Wall-clock time running ``factor`` times faster (retry delays, intervals, carries)."""
@@ -96,20 +110,33 @@ class FastClock:
         return self.base + (time.monotonic() - self.m0) * self.factor
 
 
-def make_config(tmp_path: Path, *, capture: dict[str, Any] | None = None,
-                processing: dict[str, Any] | None = None,
-                flows: dict[str, Any] | None = None) -> Config:
+def make_config(
+    tmp_path: Path,
+    *,
+    capture: dict[str, Any] | None = None,
+    processing: dict[str, Any] | None = None,
+    flows: dict[str, Any] | None = None,
+) -> Config:
     (tmp_path / "cap").mkdir(exist_ok=True)
-    cap: dict[str, Any] = dict(directory=tmp_path / "cap", min_age_seconds=0.0,
-                               done_directory=tmp_path / "done")
+    cap: dict[str, Any] = dict(
+        directory=tmp_path / "cap", min_age_seconds=0.0, done_directory=tmp_path / "done"
+    )
     cap.update(capture or {})
-    proc: dict[str, Any] = dict(interval_seconds=10.0, workers=2, max_retries=1,
-                                retry_delay_seconds=1.0, file_timeout_seconds=30.0)
+    proc: dict[str, Any] = dict(
+        interval_seconds=10.0,
+        workers=2,
+        max_retries=1,
+        retry_delay_seconds=1.0,
+        file_timeout_seconds=30.0,
+    )
     proc.update(processing or {})
-    return Config(capture=CaptureConfig(**cap), processing=ProcessingConfig(**proc),
-                  flows=FlowsConfig(**(flows or {})),
-                  output=OutputConfig(directory=tmp_path / "out"),
-                  state=StateConfig(directory=tmp_path / "state"))
+    return Config(
+        capture=CaptureConfig(**cap),
+        processing=ProcessingConfig(**proc),
+        flows=FlowsConfig(**(flows or {})),
+        output=OutputConfig(directory=tmp_path / "out"),
+        state=StateConfig(directory=tmp_path / "state"),
+    )
 
 
 def service(cfg: Config, clock: Callable[[], float] | None = None, **kw: Any) -> IngestService:
@@ -117,12 +144,17 @@ def service(cfg: Config, clock: Callable[[], float] | None = None, **kw: Any) ->
     # period here: nobody writes them any more, and /proc (same user) would see it.
     kw.setdefault("settle_seconds", 0.2)
     kw.setdefault("unwatched_quiet_seconds", 0.0)
-    return IngestService(cfg, clock=clock or time.time, process=fake_process,
-                         finish=fake_finish, **kw)
+    return IngestService(
+        cfg, clock=clock or time.time, process=fake_process, finish=fake_finish, **kw
+    )
 
 
-def collect(svc: IngestService, until: Callable[[list[Any]], bool], timeout: float,
-            events: list[Any] | None = None) -> list[Any]:
+def collect(
+    svc: IngestService,
+    until: Callable[[list[Any]], bool],
+    timeout: float,
+    events: list[Any] | None = None,
+) -> list[Any]:
     events = [] if events is None else events
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -157,6 +189,7 @@ def write_files(directory: Path, names: Iterable[str], content: bytes = b"ok") -
 
 # --------------------------------------------------------------------------- tests
 
+
 def test_files_are_processed_once_in_series_order_with_carry(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, processing={"workers": 3})
     cap = tmp_path / "cap"
@@ -183,8 +216,10 @@ def test_files_are_processed_once_in_series_order_with_carry(tmp_path: Path) -> 
     assert (out / "lonely.pcap.out").read_bytes() == b""
     started = of(events, FileStarted)
     assert len(started) == 8 and {e.attempt for e in started} == {1}
-    assert all(e.lag_seconds >= 0 and e.attempts == 1 and e.result.carry is None
-               for e in of(events, FileDone))
+    assert all(
+        e.lag_seconds >= 0 and e.attempts == 1 and e.result.carry is None
+        for e in of(events, FileDone)
+    )
     led = Ledger(cfg.state.directory)
     try:
         assert led.counts() == {"done": 8}
@@ -217,8 +252,9 @@ def test_carried_flows_flushed_after_idle_timeout(tmp_path: Path) -> None:
 def test_quarantined_file_ends_the_flows_carried_into_it(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, processing={"max_retries": 0})
     cap = tmp_path / "cap"
-    for k, (name, content) in enumerate([("q-1.pcap", b"ok"), ("q-2.pcap", b"BAD"),
-                                         ("q-3.pcap", b"ok")]):
+    for k, (name, content) in enumerate(
+        [("q-1.pcap", b"ok"), ("q-2.pcap", b"BAD"), ("q-3.pcap", b"ok")]
+    ):
         (cap / name).write_bytes(content)
         os.utime(cap / name, ns=(10**18 + k * 10**9,) * 2)
     svc = service(cfg)
@@ -270,7 +306,9 @@ def test_hang_is_killed_retried_then_quarantined_while_others_flow(tmp_path: Pat
         svc.stop(5)
     failed = of(events, FileFailed)
     assert [(f.reason, f.attempt, f.will_retry, f.category) for f in failed] == [
-        ("timeout", 1, True, "parse"), ("timeout", 2, False, "parse")]
+        ("timeout", 1, True, "parse"),
+        ("timeout", 2, False, "parse"),
+    ]
     assert failed[0].retry_in_seconds is not None and 1.0 <= failed[0].retry_in_seconds <= 1.5
     assert sorted(done_names(events)) == [f"good{i}.pcap" for i in range(5)]
     first_done = events.index(of(events, FileDone)[0])
@@ -301,8 +339,11 @@ def test_crash_and_format_error_are_quarantined_with_reasons(tmp_path: Path) -> 
     by_file: dict[str, list[tuple[str, int, bool]]] = {}
     for f in of(events, FileFailed):
         by_file.setdefault(Path(f.path).name, []).append((f.reason, f.attempt, f.will_retry))
-    assert by_file["crash.pcap"] == [("worker_crash", 1, True), ("worker_crash", 2, True),
-                                     ("worker_crash", 3, False)]
+    assert by_file["crash.pcap"] == [
+        ("worker_crash", 1, True),
+        ("worker_crash", 2, True),
+        ("worker_crash", 3, False),
+    ]
     assert by_file["bad.pcap"] == [("format", 1, True), ("format", 2, True), ("format", 3, False)]
     assert done_names(events) == ["fine.pcap"]
     qdir = tmp_path / "out" / "quarantine"
@@ -334,20 +375,26 @@ def test_slowly_appended_file_is_not_read_before_complete(tmp_path: Path) -> Non
 
     # /proc shows nothing (the writer runs as another user, or ProtectProc=invisible):
     # inotify's write and close-after-write events are what hold the file back
-    svc = service(cfg, settle_seconds=1.0, open_for_writing=lambda paths: set(),
-                  unwatched_quiet_seconds=60.0)
+    svc = service(
+        cfg, settle_seconds=1.0, open_for_writing=lambda paths: set(), unwatched_quiet_seconds=60.0
+    )
     svc.start()
     try:
         assert eventually(lambda: svc.status().watching)
-        threads = [threading.Thread(target=writer, args=("held-1.pcap", False, 1.3)),
-                   threading.Thread(target=writer, args=("reopened-1.pcap", True, 0.4))]
+        threads = [
+            threading.Thread(target=writer, args=("held-1.pcap", False, 1.3)),
+            threading.Thread(target=writer, args=("reopened-1.pcap", True, 0.4)),
+        ]
         for t in threads:
             t.start()
         events: list[Any] = []
         while any(t.is_alive() for t in threads):
             events.extend(svc.poll_events(0.1))
-            early = [Path(e.path).name for e in of(events, FileStarted)
-                     if Path(e.path).name not in final_sizes]
+            early = [
+                Path(e.path).name
+                for e in of(events, FileStarted)
+                if Path(e.path).name not in final_sizes
+            ]
             assert early == [], "a file was picked up while being written"
         events = collect(svc, lambda ev: len(of(ev, FileDone)) == 2, 15, events)
     finally:
@@ -366,8 +413,9 @@ def test_workers_change_on_apply_config_without_losing_in_flight_files(tmp_path:
     try:
         events = collect(svc, lambda ev: len(of(ev, FileDone)) >= 1, 15)
         assert eventually(lambda: svc.status().in_progress == 1)
-        svc.apply_config(dataclasses.replace(
-            cfg, processing=dataclasses.replace(cfg.processing, workers=3)))
+        svc.apply_config(
+            dataclasses.replace(cfg, processing=dataclasses.replace(cfg.processing, workers=3))
+        )
         events = collect(svc, lambda ev: svc.status().in_progress == 3, 10, events)
         assert eventually(lambda: svc.status().workers == 3)
         svc.apply_config(cfg)  # back to one while three are in flight
@@ -392,8 +440,14 @@ def test_capture_settings_reloaded_while_a_series_waits(tmp_path: Path) -> None:
     try:
         events = collect(svc, lambda ev: len(of(ev, FileDone)) == 2, 15)
         (cap / "late-1.cap").write_bytes(b"ok")
-        svc.apply_config(dataclasses.replace(cfg, capture=dataclasses.replace(
-            cfg.capture, patterns=("*.pcap", "*.cap"), min_age_seconds=0.5)))
+        svc.apply_config(
+            dataclasses.replace(
+                cfg,
+                capture=dataclasses.replace(
+                    cfg.capture, patterns=("*.pcap", "*.cap"), min_age_seconds=0.5
+                ),
+            )
+        )
         events = collect(svc, lambda ev: len(of(ev, FileDone)) == 7, 20, events)
         time.sleep(0.5)
         events.extend(svc.poll_events(0))
@@ -473,7 +527,9 @@ def test_crash_before_the_move_completes_it_without_processing_again(tmp_path: P
         svc.stop(5)
     assert of(events, FileStarted) == [] and of(events, FileDone) == []
     assert (of(events, FileSkipped)[0].state, (tmp_path / "done" / "late-1.pcap").exists()) == (
-        "done", True)
+        "done",
+        True,
+    )
 
 
 def test_kept_file_is_not_redone_but_a_replaced_one_is(tmp_path: Path) -> None:
@@ -589,8 +645,9 @@ def test_300_files_and_two_kill_9s_each_processed_exactly_once(tmp_path: Path) -
     worker_pids: set[int] = set()
 
     def run(until_done: int | None) -> None:
-        proc = subprocess.Popen([sys.executable, "-c", _RUNNER, str(REPO), str(tmp_path),
-                                 str(done_log)], env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _RUNNER, str(REPO), str(tmp_path), str(done_log)], env=env
+        )
         deadline = time.monotonic() + 60
         try:
             while time.monotonic() < deadline:
@@ -611,8 +668,9 @@ def test_300_files_and_two_kill_9s_each_processed_exactly_once(tmp_path: Path) -
         # files committed in the ledger whose event died with the process
         db = sqlite3.connect(tmp_path / "state" / LEDGER_FILE)
         try:
-            committed = {Path(p).name for (p,) in db.execute(
-                "SELECT path FROM files WHERE state='done'")}
+            committed = {
+                Path(p).name for (p,) in db.execute("SELECT path FROM files WHERE state='done'")
+            }
         finally:
             db.close()
         return committed - set(_lines(done_log))
@@ -659,7 +717,8 @@ def _alive(pid: int) -> bool:
 
 
 def test_real_pipeline_quarantines_truncated_and_random_files_with_readable_reasons(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     cfg = make_config(tmp_path, processing={"max_retries": 1})
     cap = tmp_path / "cap"
     good = ["synscan.pcap", "icmp.pcap", "dns-edns-ecs.pcap"]
@@ -667,17 +726,21 @@ def test_real_pipeline_quarantines_truncated_and_random_files_with_readable_reas
         (cap / name).write_bytes((REPO / "samples" / name).read_bytes())
     (cap / "cut.pcap").write_bytes((REPO / "samples" / "icmp.pcap").read_bytes()[:34])
     (cap / "noise.pcap").write_bytes(bytes(range(256)) * 20)
-    svc = IngestService(cfg, clock=FastClock(20), settle_seconds=0.2,  # the real pipeline
-                        unwatched_quiet_seconds=0.0)
+    svc = IngestService(
+        cfg,
+        clock=FastClock(20),
+        settle_seconds=0.2,  # the real pipeline
+        unwatched_quiet_seconds=0.0,
+    )
     svc.start()
     try:
-        events = collect(svc, lambda ev: len(of(ev, FileQuarantined)) == 2
-                         and len(of(ev, FileDone)) == 3, 60)
+        events = collect(
+            svc, lambda ev: len(of(ev, FileQuarantined)) == 2 and len(of(ev, FileDone)) == 3, 60
+        )
     finally:
         svc.stop(5)
     assert sorted(done_names(events)) == sorted(good)
-    assert all(e.result.packets_by_protocol and e.result.csv_rows > 0
-               for e in of(events, FileDone))
+    assert all(e.result.packets_by_protocol and e.result.csv_rows > 0 for e in of(events, FileDone))
     reasons = {Path(q.path).name: q.reason for q in of(events, FileQuarantined)}
     assert reasons == {"cut.pcap": "truncated", "noise.pcap": "format"}
     qdir = tmp_path / "out" / "quarantine"
@@ -701,9 +764,12 @@ def test_flow_csv_names_are_deterministic_and_unique_per_identity(tmp_path: Path
     t = 1_790_000_000 * 10**9 + 123
     assert flow_csv_name(cap / "ring0.pcap", cap, t) == "ring0.pcap_20260921T141320Z_Flow.csv"
     assert flow_csv_name(cap / "ring0.pcap", cap, t + 10**9) != flow_csv_name(
-        cap / "ring0.pcap", cap, t)
-    assert flow_csv_name(cap / "east" / "a.pcap.gz", cap, t) == \
-        "east__a.pcap_20260921T141320Z_Flow.csv"
+        cap / "ring0.pcap", cap, t
+    )
+    assert (
+        flow_csv_name(cap / "east" / "a.pcap.gz", cap, t)
+        == "east__a.pcap_20260921T141320Z_Flow.csv"
+    )
 
 
 def test_ring_buffer_name_reused_keeps_both_flow_csvs(tmp_path: Path) -> None:
@@ -723,7 +789,8 @@ def test_ring_buffer_name_reused_keeps_both_flow_csvs(tmp_path: Path) -> None:
     written = [Path(e.result.csv_path) for e in of(events, FileDone)]
     assert len(set(written)) == 2 and all(p.exists() and p.stat().st_size > 0 for p in written)
     assert sorted(p.name for p in (tmp_path / "out" / "flows").iterdir()) == sorted(
-        p.name for p in written)
+        p.name for p in written
+    )
 
 
 def test_flow_csv_retention_by_age_and_count(tmp_path: Path) -> None:
@@ -740,15 +807,20 @@ def test_flow_csv_retention_by_age_and_count(tmp_path: Path) -> None:
     deleted = prune_flow_csvs(tmp_path, now=now, retention_hours=24, max_files=2)
     assert sorted(p.name for p in deleted) == ["f2_Flow.csv", "f3_Flow.csv", "f4_Flow.csv"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        ".f9_Flow.csv.123.tmp", "f0_Flow.csv", "f1_Flow.csv", "notes.txt"]
+        ".f9_Flow.csv.123.tmp",
+        "f0_Flow.csv",
+        "f1_Flow.csv",
+        "notes.txt",
+    ]
     assert prune_flow_csvs(tmp_path, now=now, retention_hours=0, max_files=0) == []
     assert prune_flow_csvs(tmp_path / "missing", now=now, retention_hours=1, max_files=1) == []
 
 
 def test_service_prunes_old_flow_csvs_on_its_interval(tmp_path: Path) -> None:
     cfg = make_config(tmp_path)
-    cfg = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, retention_hours=1.0,
-                                                              max_flow_csv_files=0))
+    cfg = dataclasses.replace(
+        cfg, output=dataclasses.replace(cfg.output, retention_hours=1.0, max_flow_csv_files=0)
+    )
     flows = tmp_path / "out" / "flows"
     flows.mkdir(parents=True)
     old, fresh = flows / "old_Flow.csv", flows / "fresh_Flow.csv"
@@ -786,8 +858,10 @@ def test_shards_split_the_directory(tmp_path: Path) -> None:
 
 def test_recursive_watch_with_done_directory_inside(tmp_path: Path) -> None:
     cap = tmp_path / "cap"
-    cfg = make_config(tmp_path, capture={"recursive": True, "after_processing": "move",
-                                         "done_directory": cap / "done"})
+    cfg = make_config(
+        tmp_path,
+        capture={"recursive": True, "after_processing": "move", "done_directory": cap / "done"},
+    )
     (cap / "site-a").mkdir(parents=True)
     svc = service(cfg, FastClock(10))
     svc.start()
@@ -818,8 +892,12 @@ def test_shards_keep_a_rotation_series_on_one_instance(tmp_path: Path) -> None:
     base = Config()
     owners: dict[str, set[int]] = {}
     for index in range(3):
-        cfg = dataclasses.replace(base, capture=dataclasses.replace(
-            base.capture, directory=cap, shard_index=index, shard_count=3))
+        cfg = dataclasses.replace(
+            base,
+            capture=dataclasses.replace(
+                base.capture, directory=cap, shard_index=index, shard_count=3
+            ),
+        )
         svc = IngestService(cfg)
         for sensor in ("eth0", "eth1", "edge", "dmz", "lab"):
             for n in range(5):

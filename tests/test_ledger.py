@@ -134,9 +134,17 @@ def test_unusable_state_directory_is_reported(tmp_path: Path) -> None:
 def test_totals_and_prune(ledger: Ledger) -> None:
     for i in range(3):
         e = _ready(ledger, path=f"/c/a-{i}.pcap")
-        ledger.mark_done(e.id, 7.0, summary={"packets": {"tcp": 10}, "bytes": {"tcp": 1000},
-                                             "flows": 2, "flows_by_protocol": {"udp": 2},
-                                             "csv_rows": 2})
+        ledger.mark_done(
+            e.id,
+            7.0,
+            summary={
+                "packets": {"tcp": 10},
+                "bytes": {"tcp": 1000},
+                "flows": 2,
+                "flows_by_protocol": {"udp": 2},
+                "csv_rows": 2,
+            },
+        )
     q = _ready(ledger, path="/c/bad.pcap")
     ledger.mark_quarantined(q.id, 7.0, "format", "bad magic")
     t = read_totals(ledger.directory)
@@ -144,7 +152,11 @@ def test_totals_and_prune(ledger: Ledger) -> None:
     assert t.done_by_kind == {"pcap": 3}
     assert t.quarantined_by_kind_reason == {("pcap", "format"): 1}
     assert (t.packets_by_protocol, t.bytes_by_protocol, t.flows, t.csv_rows) == (
-        {"tcp": 30}, {"tcp": 3000}, 6, 6)
+        {"tcp": 30},
+        {"tcp": 3000},
+        6,
+        6,
+    )
     assert t.flows_by_protocol == {"udp": 6}
     assert read_totals(ledger.directory.parent / "nowhere") is None
     # prune forgets finished files that are gone, keeps those still present
@@ -175,8 +187,9 @@ _WRITER = textwrap.dedent("""
 def test_kill_9_never_splits_the_done_mark_from_its_carry(tmp_path: Path) -> None:
     state = tmp_path / "state"
     for _round in range(3):
-        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(state)],
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(state)], stdout=subprocess.PIPE, text=True
+        )
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         time.sleep(0.3 + 0.1 * _round)
         os.kill(proc.pid, signal.SIGKILL)

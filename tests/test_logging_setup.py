@@ -13,7 +13,8 @@ def emit(fmt: str) -> str:
     buf = io.StringIO()
     setup_logging("info", fmt, stream=buf)
     logging.getLogger("netmon_exporter.test").warning(
-        "file failed", extra={"file": "/tmp/a b.pcap", "reason": "format", "attempt": 2})
+        "file failed", extra={"file": "/tmp/a b.pcap", "reason": "format", "attempt": 2}
+    )
     logging.getLogger("netmon_exporter.test").debug("hidden")
     return buf.getvalue()
 

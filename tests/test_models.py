@@ -21,27 +21,50 @@ from netmon_exporter.models import (
 
 def web_flows(rng: np.random.Generator, n: int) -> FlowBatch:
     fwd = rng.integers(5, 15, n).astype(float)
-    return make_batch(n, dst_port=np.full(n, 443), protocol=np.full(n, 6),
-                      first_ts=np.zeros(n), last_ts=np.ones(n),
-                      **{"Flow Duration": rng.uniform(1e5, 1e6, n), "Tot Fwd Pkts": fwd,
-                         "Tot Bwd Pkts": fwd * 2, "TotLen Fwd Pkts": fwd * 120,
-                         "TotLen Bwd Pkts": fwd * 1400, "SYN Flag Cnt": np.full(n, 2),
-                         "ACK Flag Cnt": fwd * 3, "Init Fwd Win Byts": np.full(n, 64240)})
+    return make_batch(
+        n,
+        dst_port=np.full(n, 443),
+        protocol=np.full(n, 6),
+        first_ts=np.zeros(n),
+        last_ts=np.ones(n),
+        **{
+            "Flow Duration": rng.uniform(1e5, 1e6, n),
+            "Tot Fwd Pkts": fwd,
+            "Tot Bwd Pkts": fwd * 2,
+            "TotLen Fwd Pkts": fwd * 120,
+            "TotLen Bwd Pkts": fwd * 1400,
+            "SYN Flag Cnt": np.full(n, 2),
+            "ACK Flag Cnt": fwd * 3,
+            "Init Fwd Win Byts": np.full(n, 64240),
+        },
+    )
 
 
 def probe_flows(n: int) -> FlowBatch:
-    return make_batch(n, dst_port=np.arange(1, n + 1), protocol=np.full(n, 6),
-                      first_ts=np.zeros(n), last_ts=np.zeros(n),
-                      **{"Flow Duration": np.full(n, 50.0), "Tot Fwd Pkts": np.ones(n),
-                         "Tot Bwd Pkts": np.ones(n), "TotLen Fwd Pkts": np.zeros(n),
-                         "TotLen Bwd Pkts": np.zeros(n), "SYN Flag Cnt": np.ones(n),
-                         "RST Flag Cnt": np.ones(n), "Init Fwd Win Byts": np.full(n, 1024)})
+    return make_batch(
+        n,
+        dst_port=np.arange(1, n + 1),
+        protocol=np.full(n, 6),
+        first_ts=np.zeros(n),
+        last_ts=np.zeros(n),
+        **{
+            "Flow Duration": np.full(n, 50.0),
+            "Tot Fwd Pkts": np.ones(n),
+            "Tot Bwd Pkts": np.ones(n),
+            "TotLen Fwd Pkts": np.zeros(n),
+            "TotLen Bwd Pkts": np.zeros(n),
+            "SYN Flag Cnt": np.ones(n),
+            "RST Flag Cnt": np.ones(n),
+            "Init Fwd Win Byts": np.full(n, 1024),
+        },
+    )
 
 
 @pytest.fixture(scope="module")
 def anomaly_file(tmp_path_factory):
-    model = train_anomaly(web_flows(np.random.default_rng(0), 2000), data_digest="sha256:abc",
-                          n_estimators=50)
+    model = train_anomaly(
+        web_flows(np.random.default_rng(0), 2000), data_digest="sha256:abc", n_estimators=50
+    )
     path = tmp_path_factory.mktemp("m") / "anomaly.skops"
     save_model(model, path)
     return path
@@ -56,8 +79,15 @@ def test_anomaly_model_round_trip_scores_outliers_higher(anomaly_file):
     assert np.median(odd) > np.quantile(normal, 0.95)
     assert set(model.classify(probe_flows(50), threshold=0.5)) <= {"benign", "anomalous"}
     md = json.loads(metadata_path(anomaly_file).read_text())
-    for key in ("features", "versions", "training_data_digest", "trained_at", "algorithm",
-                "model_sha256", "classes"):
+    for key in (
+        "features",
+        "versions",
+        "training_data_digest",
+        "trained_at",
+        "algorithm",
+        "model_sha256",
+        "classes",
+    ):
         assert key in md
     info = model.info()
     assert info["kind"] == "anomaly" and info["algorithm"] == "IsolationForest"
@@ -140,8 +170,20 @@ def test_train_command_baseline_and_labelled(tmp_path, capsys):
         writer.write(flows)
         writer.close()
     out = tmp_path / "m" / "anomaly.skops"
-    assert main(["train", "--baseline", str(tmp_path / "scenario-benign-seed9.pcap"),
-                 "-o", str(out), "--trees", "20"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--baseline",
+                str(tmp_path / "scenario-benign-seed9.pcap"),
+                "-o",
+                str(out),
+                "--trees",
+                "20",
+            ]
+        )
+        == 0
+    )
     assert load_model(out).kind == "anomaly"
     clf = tmp_path / "m" / "classifier.skops"
     assert main(["train", "--labelled", str(csvs), "-o", str(clf), "--trees", "10"]) == 0
@@ -170,17 +212,37 @@ def test_train_command_reads_cic_ids2017_headers(tmp_path, capsys):
     rng = np.random.default_rng(3)
     flows = FlowBatch.concat([web_flows(rng, 300), probe_flows(300)])
     labels = ["BENIGN"] * 300 + ["PortScan"] * 300
-    shorts = ["Src IP", "Src Port", "Dst IP", "Dst Port", "Protocol", "Timestamp",
-              "Flow Duration", "Tot Fwd Pkts", "Tot Bwd Pkts", "TotLen Fwd Pkts",
-              "TotLen Bwd Pkts", "SYN Flag Cnt", "RST Flag Cnt", "ACK Flag Cnt",
-              "Init Fwd Win Byts"]
+    shorts = [
+        "Src IP",
+        "Src Port",
+        "Dst IP",
+        "Dst Port",
+        "Protocol",
+        "Timestamp",
+        "Flow Duration",
+        "Tot Fwd Pkts",
+        "Tot Bwd Pkts",
+        "TotLen Fwd Pkts",
+        "TotLen Bwd Pkts",
+        "SYN Flag Cnt",
+        "RST Flag Cnt",
+        "ACK Flag Cnt",
+        "Init Fwd Win Byts",
+    ]
     header = ", ".join(f" {CIC_LONG_NAMES[s]}" for s in shorts) + ", Label"
     lines = [header]
     for i in range(len(flows)):
-        values = ["192.168.10.5", "40000", "192.168.10.50", str(int(flows["dst_port"][i])), "6",
-                  "3/7/2017 8:55"]
-        values += [f"{float(flows[s][i]):g}" if not np.isnan(flows[s][i]) else "0"
-                   for s in shorts[6:]]
+        values = [
+            "192.168.10.5",
+            "40000",
+            "192.168.10.50",
+            str(int(flows["dst_port"][i])),
+            "6",
+            "3/7/2017 8:55",
+        ]
+        values += [
+            f"{float(flows[s][i]):g}" if not np.isnan(flows[s][i]) else "0" for s in shorts[6:]
+        ]
         lines.append(", ".join(values + [labels[i]]))
     csv_path = tmp_path / "Friday-WorkingHours-Afternoon-PortScan.pcap_ISCX.csv"
     csv_path.write_text("\n".join(lines) + "\n")

@@ -66,8 +66,13 @@ def scapy_key(pkt) -> tuple | None:  # noqa: ANN001
     if not isinstance(l4, (TCP, UDP)) or len(bytes(l4)) < 4:
         return None
     proto = 6 if isinstance(l4, TCP) else 17
-    return (str(ipaddress.ip_address(ip.src)), str(ipaddress.ip_address(ip.dst)),
-            int(l4.sport), int(l4.dport), proto)
+    return (
+        str(ipaddress.ip_address(ip.src)),
+        str(ipaddress.ip_address(ip.dst)),
+        int(l4.sport),
+        int(l4.dport),
+        proto,
+    )
 
 
 def _addr(hi: int, lo: int) -> str:
@@ -79,8 +84,13 @@ def _addr(hi: int, lo: int) -> str:
 def our_key(row: np.ndarray) -> tuple | None:
     if row[D.F_STATUS] != D.ST_OK or row[D.F_PROTO] not in (6, 17) or row[D.F_FRAG] == 2:
         return None
-    return (_addr(row[D.F_SHI], row[D.F_SLO]), _addr(row[D.F_DHI], row[D.F_DLO]),
-            int(row[D.F_SPORT]), int(row[D.F_DPORT]), int(row[D.F_PROTO]))
+    return (
+        _addr(row[D.F_SHI], row[D.F_SLO]),
+        _addr(row[D.F_DHI], row[D.F_DLO]),
+        int(row[D.F_SPORT]),
+        int(row[D.F_DPORT]),
+        int(row[D.F_PROTO]),
+    )
 
 
 def _small(paths: list[Path]) -> list[Path]:
@@ -105,8 +115,15 @@ def test_every_packet_matches_scapy(path: Path) -> None:
     assert not mismatches, mismatches[:5]
 
 
-def _write_pcap(path: Path, frames: list[tuple[float, bytes]], *, little: bool = True,
-                nanosec: bool = False, linktype: int = 1, snaplen: int = 65535) -> None:
+def _write_pcap(
+    path: Path,
+    frames: list[tuple[float, bytes]],
+    *,
+    little: bool = True,
+    nanosec: bool = False,
+    linktype: int = 1,
+    snaplen: int = 65535,
+) -> None:
     e = "<" if little else ">"
     magic = 0xA1B23C4D if nanosec else 0xA1B2C3D4
     out = [struct.pack(e + "IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype)]
@@ -119,16 +136,24 @@ def _write_pcap(path: Path, frames: list[tuple[float, bytes]], *, little: bool =
 
 
 def _tcp(sport: int = 1234, dport: int = 80, flags: str = "S", payload: bytes = b"") -> bytes:
-    return bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") /
-                 TCP(sport=sport, dport=dport, flags=flags, window=1000) / payload)
+    return bytes(
+        Ether()
+        / IP(src="10.0.0.1", dst="10.0.0.2")
+        / TCP(sport=sport, dport=dport, flags=flags, window=1000)
+        / payload
+    )
 
 
 @pytest.mark.parametrize("little", [True, False])
 @pytest.mark.parametrize("nanosec", [True, False])
 def test_pcap_byte_orders_and_resolutions(tmp_path: Path, little: bool, nanosec: bool) -> None:
     f = tmp_path / "x.pcap"
-    _write_pcap(f, [(1700000000.123456, _tcp()), (1700000001.5, _tcp(payload=b"abc"))],
-                little=little, nanosec=nanosec)
+    _write_pcap(
+        f,
+        [(1700000000.123456, _tcp()), (1700000001.5, _tcp(payload=b"abc"))],
+        little=little,
+        nanosec=nanosec,
+    )
     P, _, reader = read_all(f)
     assert reader.kind == "pcap"
     assert P[:, D.F_TS].tolist() == [1700000000123456, 1700000001500000]
@@ -149,20 +174,29 @@ def _opt(code: int, value: bytes) -> bytes:
 
 def test_pcapng_interfaces_with_own_link_types_and_resolutions(tmp_path: Path) -> None:
     shb = _block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
-    idb0 = _block(1, struct.pack("<HHI", 1, 0, 65535))                   # Ethernet, µs
+    idb0 = _block(1, struct.pack("<HHI", 1, 0, 65535))  # Ethernet, µs
     idb1 = _block(1, struct.pack("<HHI", 101, 0, 65535) + _opt(9, b"\x09") + _opt(0, b""))
     raw_ip = bytes(IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=5, dport=6) / b"hello")
     eth = _tcp()
 
     def epb(ifid: int, ts: int, data: bytes) -> bytes:
-        return _block(6, struct.pack("<IIIII", ifid, ts >> 32, ts & 0xFFFFFFFF, len(data),
-                                     len(data)) + data)
+        return _block(
+            6, struct.pack("<IIIII", ifid, ts >> 32, ts & 0xFFFFFFFF, len(data), len(data)) + data
+        )
 
     spb = _block(3, struct.pack("<I", len(eth)) + eth)
     nrb = _block(4, b"\0\0\0\0")  # name resolution block: skipped
     f = tmp_path / "x.pcapng"
-    f.write_bytes(shb + idb0 + idb1 + epb(0, 1_700_000_000_000_001, eth) + nrb
-                  + epb(1, 1_700_000_000_000_000_002, raw_ip) + spb + epb(7, 5, eth))
+    f.write_bytes(
+        shb
+        + idb0
+        + idb1
+        + epb(0, 1_700_000_000_000_001, eth)
+        + nrb
+        + epb(1, 1_700_000_000_000_000_002, raw_ip)
+        + spb
+        + epb(7, 5, eth)
+    )
     P, _, reader = read_all(f)
     assert reader.kind == "pcapng"
     assert len(P) == 4
@@ -180,9 +214,11 @@ def test_pcapng_big_endian_section(tmp_path: Path) -> None:
         return struct.pack(">II", btype, n) + body + struct.pack(">I", n)
 
     eth = _tcp(flags="SA")
-    data = (blk(0x0A0D0D0A, struct.pack(">IHHq", 0x1A2B3C4D, 1, 0, -1))
-            + blk(1, struct.pack(">HHI", 1, 0, 65535))
-            + blk(6, struct.pack(">IIIII", 0, 0, 42, len(eth), len(eth)) + eth))
+    data = (
+        blk(0x0A0D0D0A, struct.pack(">IHHq", 0x1A2B3C4D, 1, 0, -1))
+        + blk(1, struct.pack(">HHI", 1, 0, 65535))
+        + blk(6, struct.pack(">IIIII", 0, 0, 42, len(eth), len(eth)) + eth)
+    )
     f = tmp_path / "be.pcapng"
     f.write_bytes(data)
     P, _, _ = read_all(f)
@@ -221,13 +257,19 @@ def test_snaplen_truncated_frames_keep_ports(tmp_path: Path) -> None:
     assert P[:, D.F_WIRELEN].tolist() == [len(_tcp(payload=b"z" * 500)), len(_tcp())]
 
 
-@pytest.mark.parametrize("data,reason", [
-    (b"", "format"),
-    (b"GET / HTTP/1.1\r\n", "format"),
-    (struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
-     + struct.pack("<IIII", 1, 0, 0x7FFFFFFF, 60), "format"),
-    (b"\xd4\xc3\xb2\xa1\x02\x00", "truncated"),
-])
+@pytest.mark.parametrize(
+    "data,reason",
+    [
+        (b"", "format"),
+        (b"GET / HTTP/1.1\r\n", "format"),
+        (
+            struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+            + struct.pack("<IIII", 1, 0, 0x7FFFFFFF, 60),
+            "format",
+        ),
+        (b"\xd4\xc3\xb2\xa1\x02\x00", "truncated"),
+    ],
+)
 def test_unreadable_files_raise(tmp_path: Path, data: bytes, reason: str) -> None:
     f = tmp_path / "bad.pcap"
     f.write_bytes(data)
@@ -238,8 +280,11 @@ def test_unreadable_files_raise(tmp_path: Path, data: bytes, reason: str) -> Non
 
 def test_link_types_and_encapsulations() -> None:
     expect = {  # file: (packets decoded into flows, non-IP packets)
-        "linux-sll2.pcap": (4, 2), "pppoe.pcap": (25, 40), "q-in-q.pcap": (4, 1),
-        "vlan-collisions.pcap": (42, 0), "ipv6-hbh-routing0.pcap": (1, 0),
+        "linux-sll2.pcap": (4, 2),
+        "pppoe.pcap": (25, 40),
+        "q-in-q.pcap": (4, 1),
+        "vlan-collisions.pcap": (42, 0),
+        "ipv6-hbh-routing0.pcap": (1, 0),
     }
     for name, (ok, non_ip) in expect.items():
         P, _, _ = read_all(DATA / name)
@@ -261,17 +306,28 @@ def test_ipv6_later_fragment_borrows_first_fragment_ports() -> None:
     later = P[frag == 2]
     # id 1: first fragment not captured (ports unknown); id 2: borrowed from its first one
     assert [(int(r[D.F_SPORT]), int(r[D.F_DPORT])) for r in first] == [(53, 51851)]
-    assert [(int(r[D.F_SPORT]), int(r[D.F_DPORT])) for r in later] == [(0, 0), (53, 51851),
-                                                                         (53, 51851)]
+    assert [(int(r[D.F_SPORT]), int(r[D.F_DPORT])) for r in later] == [
+        (0, 0),
+        (53, 51851),
+        (53, 51851),
+    ]
 
 
 def test_dns_query_name_features(tmp_path: Path) -> None:
     from scapy.layers.dns import DNS, DNSQR
 
-    q = bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.53") / UDP(sport=3333, dport=53)
-              / DNS(rd=1, qd=DNSQR(qname="AbC.example.com")))
-    r = bytes(Ether() / IP(src="10.0.0.53", dst="10.0.0.1") / UDP(sport=53, dport=3333)
-              / DNS(qr=1, rcode=3, qd=DNSQR(qname="abc.example.com")))
+    q = bytes(
+        Ether()
+        / IP(src="10.0.0.1", dst="10.0.0.53")
+        / UDP(sport=3333, dport=53)
+        / DNS(rd=1, qd=DNSQR(qname="AbC.example.com"))
+    )
+    r = bytes(
+        Ether()
+        / IP(src="10.0.0.53", dst="10.0.0.1")
+        / UDP(sport=53, dport=3333)
+        / DNS(qr=1, rcode=3, qd=DNSQR(qname="abc.example.com"))
+    )
     f = tmp_path / "dns.pcap"
     wrpcap(str(f), [Ether(q), Ether(r)])
     P, PE, _ = read_all(f)
@@ -284,16 +340,20 @@ def test_dns_query_name_features(tmp_path: Path) -> None:
     assert PE[0] == pytest.approx(-(counts * np.log2(counts)).sum())
 
 
-@pytest.mark.parametrize("linktype,prefix", [
-    (0, struct.pack("<I", 2)),      # BSD null, host byte order
-    (108, struct.pack(">I", 2)),    # OpenBSD loopback, network byte order
-    (228, b""),                     # raw IPv4
-    (101, b""),                     # raw IP
-    (113, b"\x00\x00\x00\x01\x00\x06" + bytes(8) + b"\x08\x00"),  # Linux cooked v1
-])
+@pytest.mark.parametrize(
+    "linktype,prefix",
+    [
+        (0, struct.pack("<I", 2)),  # BSD null, host byte order
+        (108, struct.pack(">I", 2)),  # OpenBSD loopback, network byte order
+        (228, b""),  # raw IPv4
+        (101, b""),  # raw IP
+        (113, b"\x00\x00\x00\x01\x00\x06" + bytes(8) + b"\x08\x00"),  # Linux cooked v1
+    ],
+)
 def test_other_link_types(tmp_path: Path, linktype: int, prefix: bytes) -> None:
-    ip = bytes(IP(src="192.0.2.7", dst="192.0.2.8", options=[]) / TCP(sport=7, dport=8,
-                                                                        flags="PA") / b"hi")
+    ip = bytes(
+        IP(src="192.0.2.7", dst="192.0.2.8", options=[]) / TCP(sport=7, dport=8, flags="PA") / b"hi"
+    )
     f = tmp_path / "l.pcap"
     _write_pcap(f, [(1.0, prefix + ip)], linktype=linktype)
     P, _, _ = read_all(f)
@@ -304,8 +364,11 @@ def test_other_link_types(tmp_path: Path, linktype: int, prefix: bytes) -> None:
 def test_ipv4_options_and_unsupported_link(tmp_path: Path) -> None:
     from scapy.layers.inet import IPOption_Router_Alert
 
-    ip = bytes(IP(src="192.0.2.7", dst="192.0.2.8", options=[IPOption_Router_Alert()])
-               / UDP(sport=1, dport=2) / b"abcd")
+    ip = bytes(
+        IP(src="192.0.2.7", dst="192.0.2.8", options=[IPOption_Router_Alert()])
+        / UDP(sport=1, dport=2)
+        / b"abcd"
+    )
     f = tmp_path / "o.pcap"
     _write_pcap(f, [(1.0, bytes(Ether(type=0x0800)) + ip)])
     P, _, _ = read_all(f)

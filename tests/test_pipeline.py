@@ -46,12 +46,15 @@ def test_truncated_last_record_keeps_the_rest(tmp_path: Path) -> None:
     assert int((res.flows["Tot Fwd Pkts"] + res.flows["Tot Bwd Pkts"]).sum()) == 13
 
 
-@pytest.mark.parametrize("data,reason", [
-    (b"not a capture at all", "format"),
-    (b"\xd4\xc3\xb2\xa1" + bytes(20) + b"\x01\x00\x00\x00\x00", "truncated"),
-    (b"\x1f\x8b\x09\x00" + bytes(20), "format"),
-    (gzip.compress(b"\xd4\xc3\xb2\xa1" + bytes(40))[:-12], "truncated"),
-])
+@pytest.mark.parametrize(
+    "data,reason",
+    [
+        (b"not a capture at all", "format"),
+        (b"\xd4\xc3\xb2\xa1" + bytes(20) + b"\x01\x00\x00\x00\x00", "truncated"),
+        (b"\x1f\x8b\x09\x00" + bytes(20), "format"),
+        (gzip.compress(b"\xd4\xc3\xb2\xa1" + bytes(40))[:-12], "truncated"),
+    ],
+)
 def test_bad_files_fail_with_a_reason(tmp_path: Path, data: bytes, reason: str) -> None:
     f = tmp_path / "bad.pcap"
     f.write_bytes(data)
@@ -98,8 +101,9 @@ def test_carry_holds_open_flows_until_finished() -> None:
     ended = finish_carry(res.carry, s)
     assert len(ended) == 1 and ended["Tot Fwd Pkts"][0] == 2
     # carrying off: everything ends with the file
-    res = process_file(path, FlowSettings(idle_timeout_seconds=600, carry_across_files=False),
-                       final=False)
+    res = process_file(
+        path, FlowSettings(idle_timeout_seconds=600, carry_across_files=False), final=False
+    )
     assert len(res.flows) == 1 and res.carry is None
 
 
@@ -122,17 +126,29 @@ def test_flow_csv_input(tmp_path: Path) -> None:
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 def test_memory_stays_bounded_on_a_large_capture(tmp_path: Path) -> None:
     big = tmp_path / "big.pcap"
-    subprocess.run([sys.executable, str(ROOT / "bench" / "synth.py"), str(big), "--packets",
-                    "400000"], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "synth.py"), str(big), "--packets", "400000"],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     # VmHWM, not ru_maxrss: after fork + exec, ru_maxrss still counts the parent (pytest)
-    script = ("import sys; from pathlib import Path;"
-              "from netmon_exporter.pipeline import FlowSettings, process_file;"
-              "r = process_file(Path(sys.argv[1]), FlowSettings(), csv_dir=Path(sys.argv[2]),"
-              " collect=False);"
-              "hwm = open('/proc/self/status').read().split('VmHWM:')[1].split()[0];"
-              "print(r.packets, r.flow_count, hwm)")
-    out = subprocess.run([sys.executable, "-c", script, str(big), str(tmp_path)], cwd=ROOT,
-                         check=True, capture_output=True, text=True, timeout=300)
+    script = (
+        "import sys; from pathlib import Path;"
+        "from netmon_exporter.pipeline import FlowSettings, process_file;"
+        "r = process_file(Path(sys.argv[1]), FlowSettings(), csv_dir=Path(sys.argv[2]),"
+        " collect=False);"
+        "hwm = open('/proc/self/status').read().split('VmHWM:')[1].split()[0];"
+        "print(r.packets, r.flow_count, hwm)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(big), str(tmp_path)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     packets, flows, peak_kb = map(int, out.stdout.split())
     assert packets > 390_000 and flows > 30_000
     # the capture is ~150 MB: the process must hold neither it nor its flows in memory

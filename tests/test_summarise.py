@@ -64,8 +64,9 @@ class FakeLLM:
         self.release = threading.Event()
         self.server = LoopbackServer(self._answer)
 
-    def _answer(self, path: str, headers: dict[str, str], raw: bytes
-                ) -> tuple[int, dict[str, str], bytes]:
+    def _answer(
+        self, path: str, headers: dict[str, str], raw: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         self.requests.append({"path": path, "headers": headers, "body": raw})
         reply = self.replies[min(len(self.requests) - 1, len(self.replies) - 1)]
         if reply.delay:

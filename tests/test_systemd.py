@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy" / "systemd" / "netmon-exporter.service"
 BINARY = "/opt/netmon-exporter/bin/netmon-exporter"
 
-needs_systemd_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
-                                           reason="systemd-analyze not installed")
+needs_systemd_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed"
+)
 
 
 def parse_unit(text: str) -> dict[str, dict[str, list[str]]]:
@@ -57,8 +58,7 @@ def test_config_is_checked_before_start(unit: dict[str, dict[str, list[str]]]) -
     assert config and config[0] in pre_args
 
 
-def test_exec_start_flags_are_accepted_by_the_daemon(
-        unit: dict[str, dict[str, list[str]]]) -> None:
+def test_exec_start_flags_are_accepted_by_the_daemon(unit: dict[str, dict[str, list[str]]]) -> None:
     for line in unit["Service"]["ExecStart"] + unit["Service"]["ExecStartPre"]:
         args = build_arg_parser().parse_args(shlex.split(line)[1:])
         assert args.config_file == "/etc/netmon-exporter/config.yaml"
@@ -70,10 +70,18 @@ def test_runs_unprivileged_and_hardened(unit: dict[str, dict[str, list[str]]]) -
     svc = unit["Service"]
     assert svc["User"] == ["netmon"] and svc["Group"] == ["netmon"]
     expected = {
-        "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
-        "PrivateTmp": "yes", "PrivateDevices": "yes", "ProtectKernelTunables": "yes",
-        "ProtectKernelModules": "yes", "ProtectControlGroups": "yes", "RestrictSUIDSGID": "yes",
-        "RestrictNamespaces": "yes", "LockPersonality": "yes", "CapabilityBoundingSet": "",
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "PrivateDevices": "yes",
+        "ProtectKernelTunables": "yes",
+        "ProtectKernelModules": "yes",
+        "ProtectControlGroups": "yes",
+        "RestrictSUIDSGID": "yes",
+        "RestrictNamespaces": "yes",
+        "LockPersonality": "yes",
+        "CapabilityBoundingSet": "",
         "StateDirectory": "netmon-exporter",
     }
     for key, value in expected.items():
@@ -95,8 +103,9 @@ def _copy_with_real_binary(tmp_path: Path) -> Path:
 @needs_systemd_analyze
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
     copy = _copy_with_real_binary(tmp_path)
-    out = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stderr.strip() == "", out.stderr
 
@@ -104,8 +113,12 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
 @needs_systemd_analyze
 def test_systemd_exposure_level_is_low(tmp_path: Path) -> None:
     copy = _copy_with_real_binary(tmp_path)
-    out = subprocess.run(["systemd-analyze", "security", "--offline=true", str(copy)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if out.returncode != 0 and "offline" in out.stderr:
         pytest.skip("systemd-analyze security --offline not supported here")
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out.stdout)
@@ -115,6 +128,7 @@ def test_systemd_exposure_level_is_low(tmp_path: Path) -> None:
 
 def test_stop_signal_goes_to_the_daemon_only() -> None:
     """KillMode=mixed: the daemon coordinates its workers' shutdown within TimeoutStopSec."""
-    text = (Path(__file__).resolve().parent.parent / "deploy" / "systemd"
-            / "netmon-exporter.service").read_text()
+    text = (
+        Path(__file__).resolve().parent.parent / "deploy" / "systemd" / "netmon-exporter.service"
+    ).read_text()
     assert "\nKillMode=mixed\n" in text

@@ -30,39 +30,56 @@ def _write_mlcve(path: Path, n_benign: int = 160, n_scan: int = 140, seed: int =
         fwd, bwd = int(rng.integers(5, 40)), int(rng.integers(4, 60))
         dur = int(rng.integers(50_000, 5_000_000))
         fb, bb = fwd * int(rng.integers(40, 400)), bwd * int(rng.integers(200, 1400))
-        lines.append(_row({
-            "Destination Port": str(rng.choice([80, 443, 53, 8080])),
-            "Flow Duration": str(dur), "Total Fwd Packets": str(fwd),
-            "Total Backward Packets": str(bwd), "Total Length of Fwd Packets": str(fb),
-            "Total Length of Bwd Packets": str(bb),
-            "Flow Bytes/s": f"{(fb + bb) / dur * 1e6:.6f}",
-            "Flow Packets/s": f"{(fwd + bwd) / dur * 1e6:.8f}",
-            "Flow IAT Mean": f"{dur / (fwd + bwd - 1):.8f}",
-            "ACK Flag Count": "1", "PSH Flag Count": "1",
-            "Init_Win_bytes_forward": str(rng.choice([29200, 65535, 8192])),
-            "Init_Win_bytes_backward": str(rng.choice([28960, 65160, 235])),
-            "Packet Length Mean": f"{(fb + bb) / (fwd + bwd):.8f}", "Label": "BENIGN",
-        }))
+        lines.append(
+            _row(
+                {
+                    "Destination Port": str(rng.choice([80, 443, 53, 8080])),
+                    "Flow Duration": str(dur),
+                    "Total Fwd Packets": str(fwd),
+                    "Total Backward Packets": str(bwd),
+                    "Total Length of Fwd Packets": str(fb),
+                    "Total Length of Bwd Packets": str(bb),
+                    "Flow Bytes/s": f"{(fb + bb) / dur * 1e6:.6f}",
+                    "Flow Packets/s": f"{(fwd + bwd) / dur * 1e6:.8f}",
+                    "Flow IAT Mean": f"{dur / (fwd + bwd - 1):.8f}",
+                    "ACK Flag Count": "1",
+                    "PSH Flag Count": "1",
+                    "Init_Win_bytes_forward": str(rng.choice([29200, 65535, 8192])),
+                    "Init_Win_bytes_backward": str(rng.choice([28960, 65160, 235])),
+                    "Packet Length Mean": f"{(fb + bb) / (fwd + bwd):.8f}",
+                    "Label": "BENIGN",
+                }
+            )
+        )
     for _ in range(n_scan):
         one = rng.random() < 0.5
         dur = 0 if one else int(rng.integers(20, 200))
-        lines.append(_row({
-            "Destination Port": str(rng.integers(1, 10_000)),
-            "Flow Duration": str(dur), "Total Fwd Packets": "1",
-            "Total Backward Packets": "0" if one else "1",
-            "Flow Bytes/s": "NaN" if one else "0",
-            "Flow Packets/s": "Infinity" if one else f"{2 / dur * 1e6:.4f}",
-            "Fwd Packets/s": "Infinity" if one else f"{1 / dur * 1e6:.4f}",
-            "SYN Flag Count": "1", "RST Flag Count": "0" if one else "1",
-            "Init_Win_bytes_forward": "1024", "Init_Win_bytes_backward": "-1" if one else "0",
-            "Fwd Header Length": "24", "Label": "PortScan",
-        }))
+        lines.append(
+            _row(
+                {
+                    "Destination Port": str(rng.integers(1, 10_000)),
+                    "Flow Duration": str(dur),
+                    "Total Fwd Packets": "1",
+                    "Total Backward Packets": "0" if one else "1",
+                    "Flow Bytes/s": "NaN" if one else "0",
+                    "Flow Packets/s": "Infinity" if one else f"{2 / dur * 1e6:.4f}",
+                    "Fwd Packets/s": "Infinity" if one else f"{1 / dur * 1e6:.4f}",
+                    "SYN Flag Count": "1",
+                    "RST Flag Count": "0" if one else "1",
+                    "Init_Win_bytes_forward": "1024",
+                    "Init_Win_bytes_backward": "-1" if one else "0",
+                    "Fwd Header Length": "24",
+                    "Label": "PortScan",
+                }
+            )
+        )
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def test_train_labelled_on_machine_learning_cve_csv(tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_labelled_on_machine_learning_cve_csv(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     csv_path = _write_mlcve(tmp_path / "Friday-WorkingHours-Afternoon-PortScan.pcap_ISCX.csv")
     out = tmp_path / "models" / "classifier.skops"
     assert main(["train", "--labelled", str(csv_path), "-o", str(out), "--trees", "20"]) == 0
@@ -80,7 +97,8 @@ def test_train_labelled_on_machine_learning_cve_csv(tmp_path: Path,
 
 
 def test_train_labelled_rejects_a_csv_that_is_not_a_flow_csv(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     f = tmp_path / "sales.csv"
     f.write_text("Destination Port,price,Label\n80,3,BENIGN\n")
     assert main(["train", "--labelled", str(f), "-o", str(tmp_path / "m.skops")]) == 2

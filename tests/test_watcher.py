@@ -23,10 +23,19 @@ from netmon_exporter.ingest.watcher import (
 PATTERNS = ("*.pcap", "*.pcapng", "*.pcap.gz", "*.csv")
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("a.pcap", True), ("a.pcapng", True), ("a.pcap.gz", True), ("flows.csv", True),
-    ("a.pcap.tmp", False), ("a.txt", False), (".a.pcap", False), ("a.PCAP", False),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("a.pcap", True),
+        ("a.pcapng", True),
+        ("a.pcap.gz", True),
+        ("flows.csv", True),
+        ("a.pcap.tmp", False),
+        ("a.txt", False),
+        (".a.pcap", False),
+        ("a.PCAP", False),
+    ],
+)
 def test_matches_patterns_and_skips_hidden_files(name: str, expected: bool) -> None:
     assert matches(name, PATTERNS) is expected
 
@@ -42,18 +51,33 @@ def test_shards_partition_names_stably() -> None:
     assert all(in_shard(n, 0, 1) for n in names[:10])
 
 
-@pytest.mark.parametrize(("name", "kind"), [
-    ("a.pcap", "pcap"), ("a.pcap.gz", "pcap"), ("a.pcapng", "pcapng"),
-    ("a.PCAPNG.gz", "pcapng"), ("flows.csv", "csv"), ("flows.csv.gz", "csv"), ("x.cap", "pcap"),
-])
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("a.pcap", "pcap"),
+        ("a.pcap.gz", "pcap"),
+        ("a.pcapng", "pcapng"),
+        ("a.PCAPNG.gz", "pcapng"),
+        ("flows.csv", "csv"),
+        ("flows.csv.gz", "csv"),
+        ("x.cap", "pcap"),
+    ],
+)
 def test_file_kind_from_name(name: str, kind: str) -> None:
     assert file_kind(name) == kind
 
 
-@pytest.mark.parametrize(("name", "series"), [
-    ("eth0-0001.pcap", "eth0"), ("eth0_17.pcapng", "eth0"), ("edge.20261128120000.pcap.gz", "edge"),
-    ("dump1.pcap", "dump"), ("single.pcap", None), ("42.pcap", ""),
-])
+@pytest.mark.parametrize(
+    ("name", "series"),
+    [
+        ("eth0-0001.pcap", "eth0"),
+        ("eth0_17.pcapng", "eth0"),
+        ("edge.20261128120000.pcap.gz", "edge"),
+        ("dump1.pcap", "dump"),
+        ("single.pcap", None),
+        ("42.pcap", ""),
+    ],
+)
 def test_series_from_default_source_pattern(name: str, series: str | None) -> None:
     pattern = re.compile(CaptureConfig().source_pattern)
     assert series_of(name, pattern) == series
@@ -66,8 +90,10 @@ def test_scan_respects_patterns_recursion_and_exclusions(tmp_path: Path) -> None
         (tmp_path / rel).write_bytes(b"x")
     flat = {Path(p).name for p, _ in scan(tmp_path, recursive=False, patterns=PATTERNS)}
     assert flat == {"a.pcap"}
-    deep = {Path(p).name for p, _ in scan(tmp_path, recursive=True, patterns=PATTERNS,
-                                         excluded=[tmp_path / "done"])}
+    deep = {
+        Path(p).name
+        for p, _ in scan(tmp_path, recursive=True, patterns=PATTERNS, excluded=[tmp_path / "done"])
+    }
     assert deep == {"a.pcap", "d.pcapng"}
 
 

@@ -15,20 +15,35 @@ from netmon_exporter.window import WindowAggregator
 BASE = 1_700_000_040.0  # multiple of 60
 
 
-def batch(ts: list[float], src: str = "10.0.0.1", proto: int = 6, fwd_bytes: float = 100,
-          dur: float = 1.0) -> FlowBatch:
+def batch(
+    ts: list[float], src: str = "10.0.0.1", proto: int = 6, fwd_bytes: float = 100, dur: float = 1.0
+) -> FlowBatch:
     n = len(ts)
     features: dict[str, list[float]] = {
-        "Tot Fwd Pkts": [2] * n, "Tot Bwd Pkts": [1] * n,
-        "TotLen Fwd Pkts": [fwd_bytes] * n, "TotLen Bwd Pkts": [50] * n}
-    return make_batch(n, src_ip=str_to_addrs([src] * n), dst_ip=str_to_addrs(["10.0.0.2"] * n),
-                      protocol=[proto] * n, first_ts=ts, last_ts=[t + dur for t in ts],
-                      **features)
+        "Tot Fwd Pkts": [2] * n,
+        "Tot Bwd Pkts": [1] * n,
+        "TotLen Fwd Pkts": [fwd_bytes] * n,
+        "TotLen Bwd Pkts": [50] * n,
+    }
+    return make_batch(
+        n,
+        src_ip=str_to_addrs([src] * n),
+        dst_ip=str_to_addrs(["10.0.0.2"] * n),
+        protocol=[proto] * n,
+        first_ts=ts,
+        last_ts=[t + dur for t in ts],
+        **features,
+    )
 
 
 def empty_analysis(**kw) -> WindowAnalysis:
-    args = {"detections": [], "class_counts": {}, "anomaly_scores": np.zeros(0),
-            "flows_analysed": 0, "seconds": 0.01}
+    args = {
+        "detections": [],
+        "class_counts": {},
+        "anomaly_scores": np.zeros(0),
+        "flows_analysed": 0,
+        "seconds": 0.01,
+    }
     return WindowAnalysis(**{**args, **kw})
 
 
@@ -78,16 +93,35 @@ def test_reconfigure_with_new_length_hands_open_windows_out(tmp_path):
 
 def test_report_schema_top_talkers_and_detections(tmp_path):
     agg = WindowAggregator(WindowsConfig(length_seconds=60, top_talkers=2), tmp_path)
-    flows = FlowBatch.concat([batch([BASE + 1] * 3, src="10.0.0.5", fwd_bytes=1000),
-                              batch([BASE + 2], src="10.0.0.6", fwd_bytes=10, proto=17),
-                              batch([BASE + 3], src="10.0.0.7", fwd_bytes=5, proto=1)])
+    flows = FlowBatch.concat(
+        [
+            batch([BASE + 1] * 3, src="10.0.0.5", fwd_bytes=1000),
+            batch([BASE + 2], src="10.0.0.6", fwd_bytes=10, proto=17),
+            batch([BASE + 3], src="10.0.0.7", fwd_bytes=5, proto=1),
+        ]
+    )
     agg.add(flows)
     (w,) = agg.flush()
-    det = Detection("port_scan", "warning", "10.0.0.5", "10.0.0.2", w.start, w.end,
-                    {"distinct_ports": 20}, "scan")
-    path = agg.write_report(w, empty_analysis(detections=[det], class_counts={"benign": 5},
-                                              anomaly_scores=np.array([0.1, 0.9]),
-                                              flows_analysed=5), "all quiet")
+    det = Detection(
+        "port_scan",
+        "warning",
+        "10.0.0.5",
+        "10.0.0.2",
+        w.start,
+        w.end,
+        {"distinct_ports": 20},
+        "scan",
+    )
+    path = agg.write_report(
+        w,
+        empty_analysis(
+            detections=[det],
+            class_counts={"benign": 5},
+            anomaly_scores=np.array([0.1, 0.9]),
+            flows_analysed=5,
+        ),
+        "all quiet",
+    )
     r = json.loads(path.read_text())
     assert r["schema_version"] == 1
     assert r["window"]["start"] == BASE and r["window"]["length_seconds"] == 60
@@ -132,9 +166,15 @@ def test_flows_without_time_are_kept(tmp_path):
 def test_batches_with_different_columns_are_merged(tmp_path):
     agg = WindowAggregator(WindowsConfig(length_seconds=60), tmp_path)
     full = batch([BASE + 1, BASE + 70])
-    sparse = FlowBatch({"src_ip": str_to_addrs(["10.0.0.9"]), "dst_ip": str_to_addrs(["10.0.0.2"]),
-                        "protocol": np.array([17], dtype=np.uint8),
-                        "first_ts": np.array([BASE + 2]), "last_ts": np.array([BASE + 2])})
+    sparse = FlowBatch(
+        {
+            "src_ip": str_to_addrs(["10.0.0.9"]),
+            "dst_ip": str_to_addrs(["10.0.0.2"]),
+            "protocol": np.array([17], dtype=np.uint8),
+            "first_ts": np.array([BASE + 2]),
+            "last_ts": np.array([BASE + 2]),
+        }
+    )
     agg.add(full)
     agg.add(sparse)
     first, second = agg.flush()
@@ -145,7 +185,7 @@ def test_batches_with_different_columns_are_merged(tmp_path):
 def test_a_broken_future_timestamp_does_not_drag_the_watermark(tmp_path):
     agg = WindowAggregator(WindowsConfig(length_seconds=60), tmp_path, clock=lambda: BASE + 100)
     agg.add(batch([BASE + 1]))
-    assert agg.add(batch([BASE + 10 * 86400])) == []   # ten days ahead of the clock
+    assert agg.add(batch([BASE + 10 * 86400])) == []  # ten days ahead of the clock
     assert agg.watermark < BASE
     (w,) = agg.flush()
     assert w.start == BASE and len(w.flows) == 2
@@ -161,5 +201,7 @@ def test_backfilled_old_capture_gets_its_own_windows(tmp_path):
     old_flows = make_batch(3, first_ts=[old, old + 1, old + 70], last_ts=[old, old + 2, old + 71])
     closed = agg.add(old_flows)
     assert [(w.start, len(w.flows), w.late_flows) for w in closed] == [
-        (old, 2, 0), (old + 60, 1, 0)]
+        (old, 2, 0),
+        (old + 60, 1, 0),
+    ]
     assert agg.open_windows() == 1  # the current window (BASE+900) is still open

@@ -15,30 +15,30 @@ import numpy as np
 from numba import njit
 
 # Packet-table columns -----------------------------------------------------------
-F_TS = 0        # timestamp, microseconds since the epoch
-F_WIRELEN = 1   # original length on the wire
-F_STATUS = 2    # ST_* below
-F_PROTO = 3     # IP protocol number (after extension headers), -1 if not IP
-F_SHI = 4       # source address, high 64 bits (IPv4 as ::ffff:a.b.c.d)
+F_TS = 0  # timestamp, microseconds since the epoch
+F_WIRELEN = 1  # original length on the wire
+F_STATUS = 2  # ST_* below
+F_PROTO = 3  # IP protocol number (after extension headers), -1 if not IP
+F_SHI = 4  # source address, high 64 bits (IPv4 as ::ffff:a.b.c.d)
 F_SLO = 5
 F_DHI = 6
 F_DLO = 7
-F_SPORT = 8     # TCP/UDP ports; 0 when unknown
+F_SPORT = 8  # TCP/UDP ports; 0 when unknown
 F_DPORT = 9
-F_FLAGS = 10    # TCP flags byte (FIN=1 ... CWR=128)
-F_WIN = 11      # TCP window (0 for other protocols)
-F_HDR = 12      # transport header length (TCP data offset, 8 for UDP/ICMP)
-F_PAY = 13      # transport payload length (from IP lengths, not the captured length)
-F_ICMPT = 14    # ICMP/ICMPv6 type, -1 otherwise
-F_ICMPC = 15    # ICMP/ICMPv6 code, -1 otherwise
-F_ICMPID = 16   # (1 << 20) | identifier for echo-like ICMP messages, 0 otherwise
-F_FRAG = 17     # 0 not a fragment, 1 first fragment, 2 later fragment
-F_DNS = 18      # -1 not DNS, 0 query, 1 response
-F_RCODE = 19    # DNS RCODE
-F_QOFF = 20     # offset of the first query-name label in the buffer, -1 if none
-F_QLEN = 21     # query-name length (dotted, no trailing dot)
+F_FLAGS = 10  # TCP flags byte (FIN=1 ... CWR=128)
+F_WIN = 11  # TCP window (0 for other protocols)
+F_HDR = 12  # transport header length (TCP data offset, 8 for UDP/ICMP)
+F_PAY = 13  # transport payload length (from IP lengths, not the captured length)
+F_ICMPT = 14  # ICMP/ICMPv6 type, -1 otherwise
+F_ICMPC = 15  # ICMP/ICMPv6 code, -1 otherwise
+F_ICMPID = 16  # (1 << 20) | identifier for echo-like ICMP messages, 0 otherwise
+F_FRAG = 17  # 0 not a fragment, 1 first fragment, 2 later fragment
+F_DNS = 18  # -1 not DNS, 0 query, 1 response
+F_RCODE = 19  # DNS RCODE
+F_QOFF = 20  # offset of the first query-name label in the buffer, -1 if none
+F_QLEN = 21  # query-name length (dotted, no trailing dot)
 F_QLABELS = 22  # number of labels
-F_IPV = 23      # 4 or 6, 0 if not IP
+F_IPV = 23  # 4 or 6, 0 if not IP
 N_FIELDS = 24
 
 ST_OK = 0
@@ -48,12 +48,12 @@ ST_MALFORMED = 3
 ST_UNSUPPORTED_LINK = 4
 
 # Walker return codes.
-W_OK = 0            # stopped because the buffer or the packet table ran out
-W_CORRUPT = 1       # record/block header that cannot be right; cannot resync
+W_OK = 0  # stopped because the buffer or the packet table ran out
+W_CORRUPT = 1  # record/block header that cannot be right; cannot resync
 
-MAX_RECORD = 1 << 24     # larger pcap records / pcapng blocks are corrupt
+MAX_RECORD = 1 << 24  # larger pcap records / pcapng blocks are corrupt
 MAX_IFACES = 256
-FRAG_SLOTS = 4096        # direct-mapped cache: first fragment's ports by IP id
+FRAG_SLOTS = 4096  # direct-mapped cache: first fragment's ports by IP id
 
 V4_MAPPED_HI = 0
 V4_MAPPED_LO_PREFIX = 0xFFFF << 32
@@ -66,8 +66,12 @@ def _u16(b, o):
 
 @njit(cache=True, inline="always")
 def _u32(b, o):
-    return ((np.int64(b[o]) << 24) | (np.int64(b[o + 1]) << 16)
-            | (np.int64(b[o + 2]) << 8) | np.int64(b[o + 3]))
+    return (
+        (np.int64(b[o]) << 24)
+        | (np.int64(b[o + 1]) << 16)
+        | (np.int64(b[o + 2]) << 8)
+        | np.int64(b[o + 3])
+    )
 
 
 @njit(cache=True, inline="always")
@@ -80,8 +84,12 @@ def _u16x(b, o, swapped):
 @njit(cache=True, inline="always")
 def _u32x(b, o, swapped):
     if swapped:
-        return ((np.int64(b[o + 3]) << 24) | (np.int64(b[o + 2]) << 16)
-                | (np.int64(b[o + 1]) << 8) | np.int64(b[o]))
+        return (
+            (np.int64(b[o + 3]) << 24)
+            | (np.int64(b[o + 2]) << 16)
+            | (np.int64(b[o + 1]) << 8)
+            | np.int64(b[o])
+        )
     return _u32(b, o)
 
 
@@ -100,7 +108,7 @@ def _parse_dns(b, d, end, P, PE, i, hist):
         return
     flags = _u16(b, d + 2)
     qd = _u16(b, d + 4)
-    if (flags >> 11) & 0xF > 2:     # opcode beyond QUERY/IQUERY/STATUS: not DNS-like
+    if (flags >> 11) & 0xF > 2:  # opcode beyond QUERY/IQUERY/STATUS: not DNS-like
         return
     P[i, F_DNS] = (flags >> 15) & 1
     P[i, F_RCODE] = flags & 0xF
@@ -145,7 +153,7 @@ def _parse_dns(b, d, end, P, PE, i, hist):
 @njit(cache=True)
 def _frag_slot(shi, slo, dhi, dlo, proto, ident):
     h = (shi * 31 + slo) * 1000003 + (dhi * 31 + dlo) * 7919 + proto * 131 + ident
-    h ^= (h >> 29)
+    h ^= h >> 29
     return h & (FRAG_SLOTS - 1)
 
 
@@ -203,8 +211,9 @@ def decode_packet(b, o, caplen, wirelen, linktype, ts, P, PE, i, frag, hist):
         et = _u16(b, o)
         p = o + 20
         ipv = 4 if et == 0x0800 else (6 if et == 0x86DD else 0)
-    elif linktype == 101 or linktype == 12 or linktype == 14 or linktype == 228 \
-            or linktype == 229:  # raw IP
+    elif (
+        linktype == 101 or linktype == 12 or linktype == 14 or linktype == 228 or linktype == 229
+    ):  # raw IP
         if caplen < 1:
             P[i, F_STATUS] = ST_TRUNCATED
             return
@@ -321,9 +330,15 @@ def decode_packet(b, o, caplen, wirelen, linktype, ts, P, PE, i, frag, hist):
         P[i, F_PAY] = ip_pay
         if proto == 6 or proto == 17:
             s = _frag_slot(P[i, F_SHI], P[i, F_SLO], P[i, F_DHI], P[i, F_DLO], proto, ident)
-            if (frag[s, 0] == P[i, F_SHI] and frag[s, 1] == P[i, F_SLO]
-                    and frag[s, 2] == P[i, F_DHI] and frag[s, 3] == P[i, F_DLO]
-                    and frag[s, 4] == proto and frag[s, 5] == ident and frag[s, 8] == 1):
+            if (
+                frag[s, 0] == P[i, F_SHI]
+                and frag[s, 1] == P[i, F_SLO]
+                and frag[s, 2] == P[i, F_DHI]
+                and frag[s, 3] == P[i, F_DLO]
+                and frag[s, 4] == proto
+                and frag[s, 5] == ident
+                and frag[s, 8] == 1
+            ):
                 P[i, F_SPORT] = frag[s, 6]
                 P[i, F_DPORT] = frag[s, 7]
         return
@@ -374,8 +389,9 @@ def decode_packet(b, o, caplen, wirelen, linktype, ts, P, PE, i, frag, hist):
         P[i, F_ICMPC] = np.int64(b[l4 + 1])
         echo = False
         if proto == 1:
-            echo = t == 0 or t == 8 or t == 13 or t == 14 or t == 15 or t == 16 \
-                or t == 17 or t == 18
+            echo = (
+                t == 0 or t == 8 or t == 13 or t == 14 or t == 15 or t == 16 or t == 17 or t == 18
+            )
         else:
             echo = t == 128 or t == 129
         if echo:  # marker bit 20: echo-like, keyed by identifier (which may be 0)
@@ -431,7 +447,7 @@ def _pcapng_ts(hi, lo, r, off_s):
     t = (hi << 32) | lo
     if r & 0x80:
         e = r & 0x7F
-        us = np.int64(float(t) * 1e6 / (2.0 ** e))
+        us = np.int64(float(t) * 1e6 / (2.0**e))
     elif r <= 6:
         us = t * np.int64(10 ** (6 - r))
     elif r <= 18:

@@ -20,9 +20,9 @@ import numpy as np
 from . import decode as D
 
 PCAP_MAGICS = {
-    b"\xd4\xc3\xb2\xa1": (True, False),   # little-endian, microseconds
+    b"\xd4\xc3\xb2\xa1": (True, False),  # little-endian, microseconds
     b"\xa1\xb2\xc3\xd4": (False, False),
-    b"\x4d\x3c\xb2\xa1": (True, True),    # little-endian, nanoseconds
+    b"\x4d\x3c\xb2\xa1": (True, True),  # little-endian, nanoseconds
     b"\xa1\xb2\x3c\x4d": (False, True),
 }
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
@@ -47,9 +47,9 @@ class PacketChunk:
     The reader reuses both arrays for the next chunk: copy what must outlive it.
     """
 
-    P: np.ndarray        # (n, N_FIELDS) int64
-    PE: np.ndarray       # (n,) float64 query-name entropy
-    buf: np.ndarray      # uint8 buffer that F_QOFF offsets refer to
+    P: np.ndarray  # (n, N_FIELDS) int64
+    PE: np.ndarray  # (n,) float64 query-name entropy
+    buf: np.ndarray  # uint8 buffer that F_QOFF offsets refer to
 
     def __len__(self) -> int:
         return int(self.P.shape[0])
@@ -93,8 +93,13 @@ class CaptureReader:
     ``bytes_read`` counts the uncompressed bytes.
     """
 
-    def __init__(self, path: Path, *, read_size: int = DEFAULT_READ_SIZE,
-                 max_packets: int = DEFAULT_MAX_PACKETS) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        read_size: int = DEFAULT_READ_SIZE,
+        max_packets: int = DEFAULT_MAX_PACKETS,
+    ) -> None:
         self.path = Path(path)
         self.read_size = int(read_size)
         self.max_packets = int(max_packets)
@@ -117,8 +122,11 @@ class CaptureReader:
                 self.kind = "pcap"
                 yield from self._stream_pcap(fh, head)
             else:
-                raise CaptureError(f"{self.path}: not a pcap or pcapng capture "
-                                   f"(starts with {head.hex() or 'nothing'})", "format")
+                raise CaptureError(
+                    f"{self.path}: not a pcap or pcapng capture "
+                    f"(starts with {head.hex() or 'nothing'})",
+                    "format",
+                )
 
     # -- format specifics -----------------------------------------------------------
     def _stream_pcap(self, fh: BinaryIO, head: bytes) -> Iterator[PacketChunk]:
@@ -132,8 +140,9 @@ class CaptureReader:
         hist = np.zeros(256, dtype=np.int64)
 
         def walker(b: np.ndarray, P: np.ndarray, PE: np.ndarray, res: np.ndarray) -> None:
-            D.walk_pcap(b, 0, len(b), swapped, nanosec, linktype, P, PE, len(P),
-                        self.frag, hist, res)
+            D.walk_pcap(
+                b, 0, len(b), swapped, nanosec, linktype, P, PE, len(P), self.frag, hist, res
+            )
 
         yield from self._stream(fh, b"", walker)
 
@@ -145,8 +154,9 @@ class CaptureReader:
         hist = np.zeros(256, dtype=np.int64)
 
         def walker(b: np.ndarray, P: np.ndarray, PE: np.ndarray, res: np.ndarray) -> None:
-            D.walk_pcapng(b, 0, len(b), st, if_link, if_res, if_off, P, PE, len(P),
-                          self.frag, hist, res)
+            D.walk_pcapng(
+                b, 0, len(b), st, if_link, if_res, if_off, P, PE, len(P), self.frag, hist, res
+            )
 
         return walker
 
@@ -156,8 +166,7 @@ class CaptureReader:
         try:
             data = fh.read(n)
         except EOFError as exc:
-            raise CaptureError(f"{self.path}: gzip stream ends early ({exc})",
-                               "truncated") from exc
+            raise CaptureError(f"{self.path}: gzip stream ends early ({exc})", "truncated") from exc
         except (zlib.error, gzip.BadGzipFile) as exc:
             raise CaptureError(f"{self.path}: corrupt gzip stream ({exc})", "format") from exc
         except OSError as exc:
@@ -175,7 +184,7 @@ class CaptureReader:
                 if gz:  # one decompression step at a time: a cut stream loses nothing
                     data = fh.read1(len(buf) - filled)  # type: ignore[attr-defined]
                     got = len(data)
-                    view[filled:filled + got] = data
+                    view[filled : filled + got] = data
                 else:
                     got = int(fh.readinto(view[filled:]) or 0)  # type: ignore[attr-defined]
                 if got == 0:
@@ -217,8 +226,9 @@ class CaptureReader:
                 self.packets += n
                 yield PacketChunk(P[:n], PE[:n], buf)
             if code == D.W_CORRUPT:
-                raise CaptureError(f"{self.path}: corrupt record header at byte "
-                                   f"{consumed + pos}", "format")
+                raise CaptureError(
+                    f"{self.path}: corrupt record header at byte {consumed + pos}", "format"
+                )
             if pos:
                 buf[: filled - pos] = buf[pos:filled].copy()
                 filled -= pos
@@ -233,8 +243,9 @@ class CaptureReader:
                 return
             if filled == len(buf):
                 if len(buf) > D.MAX_RECORD + 64:
-                    raise CaptureError(f"{self.path}: record larger than "
-                                       f"{D.MAX_RECORD} bytes", "format")
+                    raise CaptureError(
+                        f"{self.path}: record larger than {D.MAX_RECORD} bytes", "format"
+                    )
                 bigger = np.empty(2 * len(buf), dtype=np.uint8)
                 bigger[:filled] = buf[:filled]
                 buf = bigger

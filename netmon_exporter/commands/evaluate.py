@@ -67,17 +67,25 @@ class ScenarioResult:
     detections: list[Detection] = field(default_factory=list)
 
 
-def analyse_capture(path: Path, detectors: DetectorsConfig, models: ModelsConfig | None = None,
-                    state_dir: Path | None = None,
-                    windows: WindowsConfig | None = None) -> tuple[FlowBatch, list[Detection]]:
+def analyse_capture(
+    path: Path,
+    detectors: DetectorsConfig,
+    models: ModelsConfig | None = None,
+    state_dir: Path | None = None,
+    windows: WindowsConfig | None = None,
+) -> tuple[FlowBatch, list[Detection]]:
     """Run one capture through flows, windows and a fresh analyser; return flows and detections."""
     result = process_file(path, FlowSettings())
     return result.flows, analyse_flows(result.flows, detectors, models, state_dir, windows)
 
 
-def analyse_flows(flows: FlowBatch, detectors: DetectorsConfig,
-                  models: ModelsConfig | None = None, state_dir: Path | None = None,
-                  windows: WindowsConfig | None = None) -> list[Detection]:
+def analyse_flows(
+    flows: FlowBatch,
+    detectors: DetectorsConfig,
+    models: ModelsConfig | None = None,
+    state_dir: Path | None = None,
+    windows: WindowsConfig | None = None,
+) -> list[Detection]:
     """Window ``flows`` and analyse every window with a fresh analyser."""
     with tempfile.TemporaryDirectory(prefix="netmon-eval-") as tmp:
         analyzer = Analyzer(detectors, models or ModelsConfig(), state_dir or Path(tmp))
@@ -129,9 +137,14 @@ def score(results: Iterable[ScenarioResult]) -> dict[str, DetectorScore]:
     return scores
 
 
-def run_scenarios(seeds: Sequence[int], kinds: Sequence[str], work_dir: Path,
-                  detectors: DetectorsConfig, keep_flows: bool = False,
-                  **generate_args: float) -> tuple[list[ScenarioResult], list[FlowBatch]]:
+def run_scenarios(
+    seeds: Sequence[int],
+    kinds: Sequence[str],
+    work_dir: Path,
+    detectors: DetectorsConfig,
+    keep_flows: bool = False,
+    **generate_args: float,
+) -> tuple[list[ScenarioResult], list[FlowBatch]]:
     """Generate and analyse every (seed, kind) scenario (``generate_args``: duration, intensity)."""
     results, flows_kept = [], []
     for seed in seeds:
@@ -147,8 +160,9 @@ def run_scenarios(seeds: Sequence[int], kinds: Sequence[str], work_dir: Path,
 
 
 def real_captures(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir()
-                  if p.is_file() and p.name.endswith(CAPTURE_SUFFIXES))
+    return sorted(
+        p for p in directory.iterdir() if p.is_file() and p.name.endswith(CAPTURE_SUFFIXES)
+    )
 
 
 def run_real(directory: Path, detectors: DetectorsConfig) -> list[dict[str, Any]]:
@@ -158,24 +172,42 @@ def run_real(directory: Path, detectors: DetectorsConfig) -> list[dict[str, Any]
         try:
             flows, dets = analyse_capture(path, detectors)
         except CaptureFormatError as exc:
-            rows.append({"file": path.name, "flows": 0, "detections": {}, "expected": {},
-                         "ok": True, "note": f"unreadable: {exc}"})
+            rows.append(
+                {
+                    "file": path.name,
+                    "flows": 0,
+                    "detections": {},
+                    "expected": {},
+                    "ok": True,
+                    "note": f"unreadable: {exc}",
+                }
+            )
             continue
         counts = Counter(d.detector for d in dets)
         expected = EXPECTED_REAL.get(path.name, {})
         judged = {k: v for k, v in counts.items() if k in JUDGED}
-        ok = all(judged.get(k, 0) >= n for k, n in expected.items()) and \
-            all(k in expected for k in judged)
-        rows.append({"file": path.name, "flows": len(flows), "detections": dict(counts),
-                     "expected": expected, "ok": ok,
-                     "summaries": [d.summary for d in dets[:3]]})
+        ok = all(judged.get(k, 0) >= n for k, n in expected.items()) and all(
+            k in expected for k in judged
+        )
+        rows.append(
+            {
+                "file": path.name,
+                "flows": len(flows),
+                "detections": dict(counts),
+                "expected": expected,
+                "ok": ok,
+                "summaries": [d.summary for d in dets[:3]],
+            }
+        )
     return rows
 
 
 # ----------------------------------------------------------------------------- models
 
-def evaluate_models(train_seeds: Sequence[int], eval_seeds: Sequence[int], work_dir: Path,
-                    kinds: Sequence[str]) -> dict[str, Any]:
+
+def evaluate_models(
+    train_seeds: Sequence[int], eval_seeds: Sequence[int], work_dir: Path, kinds: Sequence[str]
+) -> dict[str, Any]:
     """Train an anomaly model and a classifier on some seeds, score flows of other seeds."""
     from sklearn.metrics import classification_report, roc_auc_score
 
@@ -200,58 +232,90 @@ def evaluate_models(train_seeds: Sequence[int], eval_seeds: Sequence[int], work_
     attack = test_y != "benign"
     threshold = ModelsConfig().anomaly_threshold
     flagged = scores >= threshold
-    per_kind = {k: round(float(flagged[test_y == k].mean()), 3)
-                for k in sorted(set(test_y.tolist()))}
-    classifier, _ = train_classifier(train_flows, train_y, data_digest="scenarios",
-                                     test_size=0.2)
+    per_kind = {
+        k: round(float(flagged[test_y == k].mean()), 3) for k in sorted(set(test_y.tolist()))
+    }
+    classifier, _ = train_classifier(train_flows, train_y, data_digest="scenarios", test_size=0.2)
     pred = classifier.classify(test_flows)
-    report = classification_report(test_y.astype(str), pred.astype(str), output_dict=True,
-                                   zero_division=0)
+    report = classification_report(
+        test_y.astype(str), pred.astype(str), output_dict=True, zero_division=0
+    )
     return {
-        "train_flows": len(train_flows), "test_flows": len(test_flows),
-        "anomaly": {"threshold": threshold,
-                    "roc_auc": round(float(roc_auc_score(attack, scores)), 4),
-                    "precision": round(float(attack[flagged].mean()) if flagged.any() else 0.0, 4),
-                    "recall": round(float(flagged[attack].mean()) if attack.any() else 0.0, 4),
-                    "flagged_share_by_kind": per_kind},
-        "classifier": {k: {m: round(float(v[m]), 3) for m in ("precision", "recall", "f1-score")}
-                       | {"support": int(v["support"])}
-                       for k, v in report.items() if isinstance(v, dict)},
+        "train_flows": len(train_flows),
+        "test_flows": len(test_flows),
+        "anomaly": {
+            "threshold": threshold,
+            "roc_auc": round(float(roc_auc_score(attack, scores)), 4),
+            "precision": round(float(attack[flagged].mean()) if flagged.any() else 0.0, 4),
+            "recall": round(float(flagged[attack].mean()) if attack.any() else 0.0, 4),
+            "flagged_share_by_kind": per_kind,
+        },
+        "classifier": {
+            k: {m: round(float(v[m]), 3) for m in ("precision", "recall", "f1-score")}
+            | {"support": int(v["support"])}
+            for k, v in report.items()
+            if isinstance(v, dict)
+        },
     }
 
 
 # ----------------------------------------------------------------------------- printing
+
 
 def _f(x: float) -> str:
     return "  n/a" if x != x else f"{x:.3f}"
 
 
 def format_scores(scores: dict[str, DetectorScore]) -> list[str]:
-    lines = [f"{'detector':<15}{'truths':>7}{'found':>7}{'recall':>8}{'detections':>12}"
-             f"{'correct':>9}{'precision':>11}"]
+    lines = [
+        f"{'detector':<15}{'truths':>7}{'found':>7}{'recall':>8}{'detections':>12}"
+        f"{'correct':>9}{'precision':>11}"
+    ]
     for name in sorted(scores):
         s = scores[name]
-        lines.append(f"{name:<15}{s.truths:>7}{s.found:>7}{_f(s.recall):>8}{s.detections:>12}"
-                     f"{s.correct:>9}{_f(s.precision):>11}")
+        lines.append(
+            f"{name:<15}{s.truths:>7}{s.found:>7}{_f(s.recall):>8}{s.detections:>12}"
+            f"{s.correct:>9}{_f(s.precision):>11}"
+        )
     return lines
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("evaluate", help="Measure detectors (and models) on generated "
-                              "scenarios and real captures.",
-                              description=__doc__.split("\n\n")[1])
+    p = subparsers.add_parser(
+        "evaluate",
+        help="Measure detectors (and models) on generated scenarios and real captures.",
+        description=__doc__.split("\n\n")[1],
+    )
     p.add_argument("--seeds", type=int, default=5, help="Number of seeds (default 5).")
     p.add_argument("--first-seed", type=int, default=1)
-    p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS, metavar="KIND",
-                   help=f"Scenario kinds (default: all of {', '.join(KINDS)}).")
-    p.add_argument("--pcaps", default="../shared/pcaps", metavar="DIR",
-                   help="Directory of real captures (default ../shared/pcaps; '' to skip).")
-    p.add_argument("--config", type=Path, default=None,
-                   help="Take detector thresholds from this config file.")
-    p.add_argument("--models", action="store_true",
-                   help="Also train and score the anomaly model and classifier.")
-    p.add_argument("--work-dir", type=Path, default=None,
-                   help="Where scenario captures are written (default: a temp dir).")
+    p.add_argument(
+        "--kinds",
+        nargs="+",
+        default=list(KINDS),
+        choices=KINDS,
+        metavar="KIND",
+        help=f"Scenario kinds (default: all of {', '.join(KINDS)}).",
+    )
+    p.add_argument(
+        "--pcaps",
+        default="../shared/pcaps",
+        metavar="DIR",
+        help="Directory of real captures (default ../shared/pcaps; '' to skip).",
+    )
+    p.add_argument(
+        "--config", type=Path, default=None, help="Take detector thresholds from this config file."
+    )
+    p.add_argument(
+        "--models",
+        action="store_true",
+        help="Also train and score the anomaly model and classifier.",
+    )
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="Where scenario captures are written (default: a temp dir).",
+    )
     p.add_argument("--keep", action="store_true", help="Keep the generated captures.")
     p.add_argument("--json", action="store_true", help="Print JSON instead of tables.")
     p.set_defaults(func=run)
@@ -275,12 +339,16 @@ def run(args: argparse.Namespace) -> int:
         if args.keep and args.work_dir is None:
             print("evaluate: --keep needs --work-dir", file=sys.stderr)
         scores = score(results)
-        benign_detections = [d for r in results if r.scenario.kind == "benign"
-                             for d in r.detections]
+        benign_detections = [
+            d for r in results if r.scenario.kind == "benign" for d in r.detections
+        ]
         pcaps = Path(args.pcaps) if args.pcaps else None
         real = run_real(pcaps, detectors) if pcaps is not None and pcaps.is_dir() else []
-        model_report = (evaluate_models([s + 1000 for s in seeds[:2]], seeds[:2], work, args.kinds)
-                        if args.models else None)
+        model_report = (
+            evaluate_models([s + 1000 for s in seeds[:2]], seeds[:2], work, args.kinds)
+            if args.models
+            else None
+        )
         if args.work_dir and not args.keep:
             for r in results:
                 r.scenario.path.unlink(missing_ok=True)
@@ -289,19 +357,39 @@ def run(args: argparse.Namespace) -> int:
     real_bad = [r["file"] for r in real if not r["ok"]]
     ok = not missed and not benign_detections and not real_bad
     if args.json:
-        print(json.dumps({
-            "seeds": seeds, "kinds": list(args.kinds),
-            "detectors": {n: {"truths": s.truths, "found": s.found, "recall": s.recall,
-                              "detections": s.detections, "correct": s.correct,
-                              "precision": s.precision} for n, s in scores.items()},
-            "benign_detections": [d.to_dict() for d in benign_detections],
-            "real_captures": real, "models": model_report, "ok": ok,
-            "seconds": round(seconds, 1)}, indent=2, default=str))
+        print(
+            json.dumps(
+                {
+                    "seeds": seeds,
+                    "kinds": list(args.kinds),
+                    "detectors": {
+                        n: {
+                            "truths": s.truths,
+                            "found": s.found,
+                            "recall": s.recall,
+                            "detections": s.detections,
+                            "correct": s.correct,
+                            "precision": s.precision,
+                        }
+                        for n, s in scores.items()
+                    },
+                    "benign_detections": [d.to_dict() for d in benign_detections],
+                    "real_captures": real,
+                    "models": model_report,
+                    "ok": ok,
+                    "seconds": round(seconds, 1),
+                },
+                indent=2,
+                default=str,
+            )
+        )
         return 0 if ok else 1
     packets = sum(r.scenario.packets for r in results)
     flows = sum(r.flows for r in results)
-    print(f"Scenario evaluation: {len(seeds)} seeds x {len(args.kinds)} kinds = {len(results)} "
-          f"captures, {packets:,} packets, {flows:,} flows")
+    print(
+        f"Scenario evaluation: {len(seeds)} seeds x {len(args.kinds)} kinds = {len(results)} "
+        f"captures, {packets:,} packets, {flows:,} flows"
+    )
     print("\n".join(format_scores(scores)))
     print(f"detections on benign-only scenarios: {len(benign_detections)}")
     for d in benign_detections[:5]:
@@ -310,11 +398,15 @@ def run(args: argparse.Namespace) -> int:
         for d in r.detections:
             tolerated = [t for t in r.scenario.truths if not t.required and matches(d, t)]
             if tolerated:
-                print(f"  tolerated in {r.scenario.kind} seed {r.scenario.seed}: {d.detector}: "
-                      f"{d.summary}")
+                print(
+                    f"  tolerated in {r.scenario.kind} seed {r.scenario.seed}: {d.detector}: "
+                    f"{d.summary}"
+                )
             elif not any(matches(d, t) for t in r.scenario.truths):
-                print(f"  false positive in {r.scenario.kind} seed {r.scenario.seed}: "
-                      f"{d.detector}: {d.summary}")
+                print(
+                    f"  false positive in {r.scenario.kind} seed {r.scenario.seed}: "
+                    f"{d.detector}: {d.summary}"
+                )
         for t in r.scenario.truths:
             if t.required and not any(matches(d, t) for d in r.detections):
                 print(f"  missed in {r.scenario.kind} seed {r.scenario.seed}: {t}")
@@ -326,26 +418,38 @@ def run(args: argparse.Namespace) -> int:
         for row in real:
             dets = ", ".join(f"{k}={v}" for k, v in sorted(row["detections"].items())) or "-"
             exp = ", ".join(f"{k}>={v}" for k, v in row["expected"].items()) or "none"
-            print(f"{row['file']:<30}{row['flows']:>7}  {dets:<28}{exp:<22}"
-                  f"{'yes' if row['ok'] else 'NO'}")
+            print(
+                f"{row['file']:<30}{row['flows']:>7}  {dets:<28}{exp:<22}"
+                f"{'yes' if row['ok'] else 'NO'}"
+            )
     if model_report:
-        print(f"\nModels (trained on seeds {[s + 1000 for s in seeds[:2]]}, scored on "
-              f"{seeds[:2]}; {model_report['train_flows']:,} / {model_report['test_flows']:,} "
-              "flows):")
+        print(
+            f"\nModels (trained on seeds {[s + 1000 for s in seeds[:2]]}, scored on "
+            f"{seeds[:2]}; {model_report['train_flows']:,} / {model_report['test_flows']:,} "
+            "flows):"
+        )
         a = model_report["anomaly"]
-        print(f"  anomaly (IsolationForest on benign flows): ROC AUC {a['roc_auc']}, at score >= "
-              f"{a['threshold']}: precision {a['precision']}, recall {a['recall']}")
-        print("    share of flows flagged by kind: " + ", ".join(
-            f"{k}={v}" for k, v in a["flagged_share_by_kind"].items()))
+        print(
+            f"  anomaly (IsolationForest on benign flows): ROC AUC {a['roc_auc']}, at score >= "
+            f"{a['threshold']}: precision {a['precision']}, recall {a['recall']}"
+        )
+        print(
+            "    share of flows flagged by kind: "
+            + ", ".join(f"{k}={v}" for k, v in a["flagged_share_by_kind"].items())
+        )
         print("  classifier (RandomForest on labelled flows), held-out seeds:")
         print(f"    {'class':<20}{'precision':>10}{'recall':>8}{'f1':>8}{'support':>9}")
         for k, v in model_report["classifier"].items():
             if k in ("accuracy",):
                 continue
-            print(f"    {k:<20}{v['precision']:>10.3f}{v['recall']:>8.3f}{v['f1-score']:>8.3f}"
-                  f"{v['support']:>9}")
-    print(f"\nbars: recall >= {RECALL_BAR} for every detector: "
-          f"{'met' if not missed else 'MISSED ' + ', '.join(missed)}; benign scenarios quiet: "
-          f"{'yes' if not benign_detections else 'NO'}; real captures as expected: "
-          f"{'yes' if not real_bad else 'NO ' + ', '.join(real_bad)}  ({seconds:.0f} s)")
+            print(
+                f"    {k:<20}{v['precision']:>10.3f}{v['recall']:>8.3f}{v['f1-score']:>8.3f}"
+                f"{v['support']:>9}"
+            )
+    print(
+        f"\nbars: recall >= {RECALL_BAR} for every detector: "
+        f"{'met' if not missed else 'MISSED ' + ', '.join(missed)}; benign scenarios quiet: "
+        f"{'yes' if not benign_detections else 'NO'}; real captures as expected: "
+        f"{'yes' if not real_bad else 'NO ' + ', '.join(real_bad)}  ({seconds:.0f} s)"
+    )
     return 0 if ok else 1

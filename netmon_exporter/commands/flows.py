@@ -21,25 +21,62 @@ PROGRESS_MIN_BYTES = 16 << 20  # no bar for small files
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``flows`` sub-command."""
     p = subparsers.add_parser(
-        "flows", help="extract CICFlowMeter-compatible flows from captures into a CSV",
+        "flows",
+        help="extract CICFlowMeter-compatible flows from captures into a CSV",
         description="Extract bidirectional flows with CICFlowMeter features from pcap, "
-                    "pcapng or pcap.gz files (or normalise flow CSVs) into one CSV.")
-    p.add_argument("files", nargs="+", metavar="FILE", type=Path,
-                   help="capture files (pcap, pcapng, pcap.gz) or flow CSVs")
-    p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.csv",
-                   help="CSV file to write (replaced atomically)")
-    p.add_argument("--idle-timeout", type=float, default=120.0, metavar="SECONDS",
-                   help="end a flow after this long without packets (default 120)")
-    p.add_argument("--active-timeout", type=float, default=3600.0, metavar="SECONDS",
-                   help="end a flow this long after its first packet (default 3600)")
-    p.add_argument("--activity-timeout", type=float, default=5.0, metavar="SECONDS",
-                   help="gap that separates active periods for Active/Idle features (default 5)")
-    p.add_argument("--rotated", action="store_true",
-                   help="the files are consecutive parts of one capture: continue open flows")
-    p.add_argument("--progress", dest="progress", action="store_true", default=None,
-                   help="always show a progress bar on stderr")
-    p.add_argument("--no-progress", dest="progress", action="store_false",
-                   help="never show a progress bar")
+        "pcapng or pcap.gz files (or normalise flow CSVs) into one CSV.",
+    )
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        type=Path,
+        help="capture files (pcap, pcapng, pcap.gz) or flow CSVs",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=Path,
+        metavar="OUT.csv",
+        help="CSV file to write (replaced atomically)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="end a flow after this long without packets (default 120)",
+    )
+    p.add_argument(
+        "--active-timeout",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="end a flow this long after its first packet (default 3600)",
+    )
+    p.add_argument(
+        "--activity-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="gap that separates active periods for Active/Idle features (default 5)",
+    )
+    p.add_argument(
+        "--rotated",
+        action="store_true",
+        help="the files are consecutive parts of one capture: continue open flows",
+    )
+    p.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="always show a progress bar on stderr",
+    )
+    p.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="never show a progress bar"
+    )
     p.set_defaults(func=run)
 
 
@@ -60,8 +97,10 @@ class _Bar:
         width = 30
         fill = int(frac * width)
         rate = done / max(now - self.t0, 1e-9) / 1e6
-        self.out.write(f"\r{self.name[:30]:30} [{'#' * fill}{'.' * (width - fill)}] "
-                       f"{frac * 100:5.1f}% {rate:6.1f} MB/s")
+        self.out.write(
+            f"\r{self.name[:30]:30} [{'#' * fill}{'.' * (width - fill)}] "
+            f"{frac * 100:5.1f}% {rate:6.1f} MB/s"
+        )
         self.out.flush()
 
     def close(self) -> None:
@@ -73,10 +112,12 @@ def _settings(args: argparse.Namespace) -> FlowSettings | str:
     for name in ("idle_timeout", "active_timeout", "activity_timeout"):
         if getattr(args, name) <= 0:
             return f"--{name.replace('_', '-')} must be positive"
-    return FlowSettings(idle_timeout_seconds=args.idle_timeout,
-                        active_timeout_seconds=args.active_timeout,
-                        activity_timeout_seconds=args.activity_timeout,
-                        carry_across_files=args.rotated)
+    return FlowSettings(
+        idle_timeout_seconds=args.idle_timeout,
+        active_timeout_seconds=args.active_timeout,
+        activity_timeout_seconds=args.activity_timeout,
+        carry_across_files=args.rotated,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,8 +132,9 @@ def run(args: argparse.Namespace) -> int:
             return 1
     out = args.output
     if not out.parent.is_dir():
-        print(f"netmon-exporter flows: {out.parent}: output directory does not exist",
-              file=sys.stderr)
+        print(
+            f"netmon-exporter flows: {out.parent}: output directory does not exist", file=sys.stderr
+        )
         return 1
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     from ..flows.flow_csv import FlowCsvWriter  # noqa: PLC0415
@@ -105,13 +147,17 @@ def run(args: argparse.Namespace) -> int:
         for i, path in enumerate(args.files):
             last = i == len(args.files) - 1
             size = path.stat().st_size
-            bar = _Bar(path.name, size, sys.stderr) if show and size >= PROGRESS_MIN_BYTES \
-                else None
+            bar = _Bar(path.name, size, sys.stderr) if show and size >= PROGRESS_MIN_BYTES else None
             try:
                 res: FileResult = process_file(
-                    path, settings, carry=carry, final=last or not args.rotated,
-                    collect=False, on_flows=writer.write,
-                    on_progress=bar.update if bar else None)
+                    path,
+                    settings,
+                    carry=carry,
+                    final=last or not args.rotated,
+                    collect=False,
+                    on_flows=writer.write,
+                    on_progress=bar.update if bar else None,
+                )
             finally:
                 if bar:
                     bar.close()
@@ -129,8 +175,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     except OSError as exc:
         writer.abort()
-        print(f"netmon-exporter flows: {exc.filename or out}: {exc.strerror or exc}",
-              file=sys.stderr)
+        print(
+            f"netmon-exporter flows: {exc.filename or out}: {exc.strerror or exc}", file=sys.stderr
+        )
         return 1
     except KeyboardInterrupt:
         writer.abort()

@@ -41,8 +41,9 @@ def expand(paths: list[Path], csv_only: bool = False) -> list[Path]:
         else:
             raise TrainError(f"{p}: no such file or directory")
     if not out:
-        raise TrainError(f"no input files ({', '.join(suffixes)}) under "
-                         f"{', '.join(str(p) for p in paths)}")
+        raise TrainError(
+            f"no input files ({', '.join(suffixes)}) under {', '.join(str(p) for p in paths)}"
+        )
     return out
 
 
@@ -64,8 +65,9 @@ def load_flows(files: list[Path]) -> FlowBatch:
     return FlowBatch.concat(batches)
 
 
-def _sample(flows: FlowBatch, labels: np.ndarray | None, limit: int,
-            seed: int) -> tuple[FlowBatch, np.ndarray | None]:
+def _sample(
+    flows: FlowBatch, labels: np.ndarray | None, limit: int, seed: int
+) -> tuple[FlowBatch, np.ndarray | None]:
     if len(flows) <= limit:
         return flows, labels
     idx = np.sort(np.random.default_rng(seed).choice(len(flows), limit, replace=False))
@@ -73,23 +75,51 @@ def _sample(flows: FlowBatch, labels: np.ndarray | None, limit: int,
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("train", help="Train the anomaly model or the classifier.",
-                              description=__doc__.split("\n\n")[1])
+    p = subparsers.add_parser(
+        "train",
+        help="Train the anomaly model or the classifier.",
+        description=__doc__.split("\n\n")[1],
+    )
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--baseline", nargs="+", type=Path, metavar="PATH",
-                   help="Captures or flow CSVs of normal traffic (files or directories).")
-    g.add_argument("--labelled", nargs="+", type=Path, metavar="CSV",
-                   help="Labelled flow CSVs (a Label column, e.g. CIC-IDS2017).")
-    p.add_argument("-o", "--output", type=Path, default=None,
-                   help="Model file (default: state/models/anomaly.skops or "
-                        "state/models/classifier.skops).")
-    p.add_argument("--trees", type=int, default=None,
-                   help="Number of trees (default 100 for both the anomaly model and the "
-                        "classifier).")
-    p.add_argument("--test-size", type=float, default=0.25,
-                   help="Held-out share for the classifier report (default 0.25).")
-    p.add_argument("--max-flows", type=int, default=2_000_000,
-                   help="Train on a random sample of at most this many flows.")
+    g.add_argument(
+        "--baseline",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="Captures or flow CSVs of normal traffic (files or directories).",
+    )
+    g.add_argument(
+        "--labelled",
+        nargs="+",
+        type=Path,
+        metavar="CSV",
+        help="Labelled flow CSVs (a Label column, e.g. CIC-IDS2017).",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        help="Model file (default: state/models/anomaly.skops or state/models/classifier.skops).",
+    )
+    p.add_argument(
+        "--trees",
+        type=int,
+        default=None,
+        help="Number of trees (default 100 for both the anomaly model and the classifier).",
+    )
+    p.add_argument(
+        "--test-size",
+        type=float,
+        default=0.25,
+        help="Held-out share for the classifier report (default 0.25).",
+    )
+    p.add_argument(
+        "--max-flows",
+        type=int,
+        default=2_000_000,
+        help="Train on a random sample of at most this many flows.",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
@@ -119,33 +149,42 @@ def _run(args: argparse.Namespace) -> int:
         flows, sampled = _sample(flows, labels, args.max_flows, args.seed)
         assert sampled is not None
         try:
-            model, report = train_classifier(flows, sampled, data_digest=digest,
-                                             test_size=args.test_size,
-                                             n_estimators=args.trees or 100, seed=args.seed)
+            model, report = train_classifier(
+                flows,
+                sampled,
+                data_digest=digest,
+                test_size=args.test_size,
+                n_estimators=args.trees or 100,
+                seed=args.seed,
+            )
         except ValueError as exc:
             raise TrainError(str(exc)) from None
         print(f"held-out split ({args.test_size:.0%}), per class:")
         print(f"  {'class':<28}{'precision':>10}{'recall':>8}{'f1':>8}{'support':>9}")
         for name, row in report.items():
             if isinstance(row, dict):
-                print(f"  {name:<28}{row['precision']:>10.3f}{row['recall']:>8.3f}"
-                      f"{row['f1-score']:>8.3f}{int(row['support']):>9}")
+                print(
+                    f"  {name:<28}{row['precision']:>10.3f}{row['recall']:>8.3f}"
+                    f"{row['f1-score']:>8.3f}{int(row['support']):>9}"
+                )
         print(f"  accuracy {report['accuracy']:.4f}")
     else:
         flows, _ = _sample(flows, None, args.max_flows, args.seed)
         try:
-            model = train_anomaly(flows, data_digest=digest, n_estimators=args.trees or 100,
-                                  seed=args.seed)
+            model = train_anomaly(
+                flows, data_digest=digest, n_estimators=args.trees or 100, seed=args.seed
+            )
         except ValueError as exc:
             raise TrainError(str(exc)) from None
         q = model.metadata["baseline_score_quantiles"]
         print("baseline anomaly scores: " + ", ".join(f"{k} {v}" for k, v in q.items()))
         high = [v for k, v in q.items() if k not in ("p50", "max")][0]
-        print(f"hint: models.anomaly_threshold at or above {high} flags at most "
-              f"{100 - float(next(k for k in q if k not in ('p50', 'max'))[1:]):.1f}% of "
-              "flows like the baseline")
+        print(
+            f"hint: models.anomaly_threshold at or above {high} flags at most "
+            f"{100 - float(next(k for k in q if k not in ('p50', 'max'))[1:]):.1f}% of "
+            "flows like the baseline"
+        )
     path = save_model(model, output)
     print(f"saved {kind} model: {path} (+ {path.name}.json)")
-    print(f"use it with models.{'classifier' if labelled else 'anomaly'}_path: "
-          f"{path.resolve()}")
+    print(f"use it with models.{'classifier' if labelled else 'anomaly'}_path: {path.resolve()}")
     return 0

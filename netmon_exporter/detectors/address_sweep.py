@@ -39,8 +39,7 @@ class AddressSweepDetector:
         self.cfg = cfg
         self.store = HorizonStore(cfg.horizon_seconds, cfg.max_state_rows)
 
-    def detect(self, flows: FlowBatch, window_start: float,
-               window_end: float) -> list[Detection]:
+    def detect(self, flows: FlowBatch, window_start: float, window_end: float) -> list[Detection]:
         if not self.cfg.enabled:
             return []
         p = probes(flows)
@@ -50,9 +49,11 @@ class AddressSweepDetector:
         for number, code in _PROTO_CODE.items():
             pcode[proto[idx] == number] = code
         new = {
-            "src": flows["src_ip"][idx], "dst": flows["dst_ip"][idx],
+            "src": flows["src_ip"][idx],
+            "dst": flows["dst_ip"][idx],
             "service": pcode * 65536 + p["sweep_port"][idx] % 65536,
-            "outcome": p["outcome"][idx], "ts": flows["first_ts"][idx],
+            "outcome": p["outcome"][idx],
+            "ts": flows["first_ts"][idx],
         }
         rows, is_new = self.store.update(new, window_end)
         if len(is_new) < self.cfg.min_hosts or not is_new.any():
@@ -66,7 +67,9 @@ class AddressSweepDetector:
         has_new = np.bincount(gid[is_new], minlength=n_groups) > 0
         hits = np.flatnonzero((hosts >= self.cfg.min_hosts) & has_new)
         if len(hits) and self.cfg.p2p_min_ports:
-            hits = hits[~self._peer_to_peer(src, dst, rows["service"], len(table))[src[first[hits]]]]
+            hits = hits[
+                ~self._peer_to_peer(src, dst, rows["service"], len(table))[src[first[hits]]]
+            ]
         out: list[Detection] = []
         for g in hits:
             m = gid == g
@@ -77,21 +80,34 @@ class AddressSweepDetector:
             ts = rows["ts"][m]
             sample = [addr_to_str(a) for a in table[np.unique(dst[m])[:10]]]
             evidence = {
-                "distinct_hosts": int(hosts[g]), "threshold": self.cfg.min_hosts,
-                **probe_evidence(outcome, ts, counts[g], (m & is_new).sum(),
-                                 self.cfg.horizon_seconds),
+                "distinct_hosts": int(hosts[g]),
+                "threshold": self.cfg.min_hosts,
+                **probe_evidence(
+                    outcome, ts, counts[g], (m & is_new).sum(), self.cfg.horizon_seconds
+                ),
                 "answered": int((outcome == 2).sum()),
                 "sample_hosts": sample,
             }
-            out.append(Detection(
-                detector=self.name, severity=self.cfg.severity, source=source, target=target,
-                window_start=window_start, window_end=window_end, evidence=evidence,
-                summary=(f"{source} probed {target} on {int(hosts[g])} distinct hosts within "
-                         f"{self.cfg.horizon_seconds:g} s")))
+            out.append(
+                Detection(
+                    detector=self.name,
+                    severity=self.cfg.severity,
+                    source=source,
+                    target=target,
+                    window_start=window_start,
+                    window_end=window_end,
+                    evidence=evidence,
+                    summary=(
+                        f"{source} probed {target} on {int(hosts[g])} distinct hosts within "
+                        f"{self.cfg.horizon_seconds:g} s"
+                    ),
+                )
+            )
         return out
 
-    def _peer_to_peer(self, src: np.ndarray, dst: np.ndarray, svc: np.ndarray,
-                      n_addr: int) -> np.ndarray:
+    def _peer_to_peer(
+        self, src: np.ndarray, dst: np.ndarray, svc: np.ndarray, n_addr: int
+    ) -> np.ndarray:
         """Mark sources whose probes look like a P2P client's: many ports, ~one per host."""
         port_probe = svc < 2 * 65536  # TCP and UDP, not ICMP echo
         s, d, v = src[port_probe], dst[port_probe], svc[port_probe]

@@ -20,8 +20,9 @@ class Detector(Protocol):
 
     name: str
 
-    def detect(self, flows: FlowBatch, window_start: float,
-               window_end: float) -> list[Detection]: ...
+    def detect(
+        self, flows: FlowBatch, window_start: float, window_end: float
+    ) -> list[Detection]: ...
 
 
 class HorizonStore:
@@ -40,8 +41,9 @@ class HorizonStore:
         ts = self._cols.get("ts")
         return 0 if ts is None else len(ts)
 
-    def update(self, new: dict[str, np.ndarray], now: float) -> tuple[dict[str, np.ndarray],
-                                                                       np.ndarray]:
+    def update(
+        self, new: dict[str, np.ndarray], now: float
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Add ``new`` rows, drop expired ones; return (all kept rows, mask of the new rows)."""
         n_new = len(new["ts"])
         if self._cols:
@@ -57,7 +59,7 @@ class HorizonStore:
             cols = {k: v[keep] for k, v in cols.items()}
             is_new = is_new[keep]
         if len(is_new) > self.max_rows:
-            order = np.argsort(cols["ts"], kind="stable")[-self.max_rows:]
+            order = np.argsort(cols["ts"], kind="stable")[-self.max_rows :]
             order.sort()
             cols = {k: v[order] for k, v in cols.items()}
             is_new = is_new[order]

@@ -18,15 +18,17 @@ def pair_hash(flows: FlowBatch) -> np.ndarray:
     sh, sl = addr_words(flows["src_ip"])
     dh, dl = addr_words(flows["dst_ip"])
     svc = (flows["protocol"].astype(np.uint64) << np.uint64(16)) | flows["dst_port"].astype(
-        np.uint64)
+        np.uint64
+    )
     h = mix64(svc)
     for part in (dl, dh, sl, sh):
         h = mix64(h ^ part)
     return h
 
 
-def group_median_mad(values: np.ndarray, gid: np.ndarray,
-                     n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+def group_median_mad(
+    values: np.ndarray, gid: np.ndarray, n_groups: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-group median and median absolute deviation (groups given by ``gid``)."""
     med = _group_median(values, gid, n_groups)
     return med, _group_median(np.abs(values - med[gid]), gid, n_groups)
@@ -96,16 +98,19 @@ class BeaconDetector:
             keep[drop] = False
             self._key, self._ts, self._bytes = self._key[keep], self._ts[keep], self._bytes[keep]
 
-    def detect(self, flows: FlowBatch, window_start: float,
-               window_end: float) -> list[Detection]:
+    def detect(self, flows: FlowBatch, window_start: float, window_end: float) -> list[Detection]:
         if not self.cfg.enabled:
             return []
         if len(flows) == 0:
             self._merge(np.zeros(0, dtype=np.uint64), np.zeros(0), np.zeros(0), window_end)
             return []
         batch_key = pair_hash(flows)
-        self._merge(batch_key, np.asarray(flows["first_ts"], dtype=np.float64),
-                    num(flows, "TotLen Fwd Pkts"), window_end)
+        self._merge(
+            batch_key,
+            np.asarray(flows["first_ts"], dtype=np.float64),
+            num(flows, "TotLen Fwd Pkts"),
+            window_end,
+        )
         k = self.cfg.min_connections
         sorted_keys = np.sort(batch_key)
         pairs = sorted_keys[np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]]
@@ -117,7 +122,8 @@ class BeaconDetector:
         n_rows = hi[cand] - lo[cand]
         gid = np.repeat(np.arange(len(cand)), n_rows)
         rows = np.repeat(lo[cand] - np.cumsum(np.r_[0, n_rows[:-1]]), n_rows) + np.arange(
-            n_rows.sum())
+            n_rows.sum()
+        )
         by_time = np.lexsort((self._ts[rows], gid))
         rows = rows[by_time]
         ts, size = self._ts[rows], self._bytes[rows]
@@ -132,15 +138,18 @@ class BeaconDetector:
         # ... but with few intervals the MAD alone can be small by chance: most
         # intervals must also sit close to the median.
         close = np.abs(iv - iv_med[iv_gid]) <= 2 * self.cfg.max_interval_cv * iv_med[iv_gid]
-        regular = (np.bincount(iv_gid, weights=close, minlength=n_groups)
-                   / np.maximum(np.bincount(iv_gid, minlength=n_groups), 1))
+        regular = np.bincount(iv_gid, weights=close, minlength=n_groups) / np.maximum(
+            np.bincount(iv_gid, minlength=n_groups), 1
+        )
         s_mean = np.bincount(gid, weights=size, minlength=n_groups) / n_rows
-        s_var = np.bincount(gid, weights=size * size, minlength=n_groups) / n_rows - s_mean ** 2
+        s_var = np.bincount(gid, weights=size * size, minlength=n_groups) / n_rows - s_mean**2
         s_cv = np.sqrt(np.maximum(s_var, 0)) / np.maximum(s_mean, 1.0)
-        hits = np.flatnonzero((iv_med >= self.cfg.min_interval_seconds)
-                              & (iv_cv <= self.cfg.max_interval_cv)
-                              & (regular >= self.cfg.min_regular_share)
-                              & (s_cv <= self.cfg.max_size_cv))
+        hits = np.flatnonzero(
+            (iv_med >= self.cfg.min_interval_seconds)
+            & (iv_cv <= self.cfg.max_interval_cv)
+            & (regular >= self.cfg.min_regular_share)
+            & (s_cv <= self.cfg.max_size_cv)
+        )
         out: list[Detection] = []
         for g in hits:
             row = int(np.flatnonzero(batch_key == pairs[cand[g]])[0])
@@ -150,7 +159,8 @@ class BeaconDetector:
             port = int(flows["dst_port"][row])
             target = f"{dst}:{port}" if proto in (6, 17) else dst
             evidence = {
-                "connections": int(n_rows[g]), "threshold": self.cfg.min_connections,
+                "connections": int(n_rows[g]),
+                "threshold": self.cfg.min_connections,
                 "median_interval_seconds": round(float(iv_med[g]), 3),
                 "interval_robust_cv": round(float(iv_cv[g]), 4),
                 "regular_share": round(float(regular[g]), 3),
@@ -159,10 +169,20 @@ class BeaconDetector:
                 "protocol": PROTO_NAMES.get(proto, str(proto)),
                 "horizon_seconds": self.cfg.horizon_seconds,
             }
-            out.append(Detection(
-                detector=self.name, severity=self.cfg.severity, source=source, target=target,
-                window_start=window_start, window_end=window_end, evidence=evidence,
-                summary=(f"{source} contacted {target} {int(n_rows[g])} times every "
-                         f"{iv_med[g]:.1f} s (interval robust CV {iv_cv[g]:.3f}, size CV "
-                         f"{s_cv[g]:.3f})")))
+            out.append(
+                Detection(
+                    detector=self.name,
+                    severity=self.cfg.severity,
+                    source=source,
+                    target=target,
+                    window_start=window_start,
+                    window_end=window_end,
+                    evidence=evidence,
+                    summary=(
+                        f"{source} contacted {target} {int(n_rows[g])} times every "
+                        f"{iv_med[g]:.1f} s (interval robust CV {iv_cv[g]:.3f}, size CV "
+                        f"{s_cv[g]:.3f})"
+                    ),
+                )
+            )
         return out

@@ -77,24 +77,28 @@ class DnsTunnelDetector:
             self._names[name] = got
         return got
 
-    def detect(self, flows: FlowBatch, window_start: float,
-               window_end: float) -> list[Detection]:
+    def detect(self, flows: FlowBatch, window_start: float, window_end: float) -> list[Detection]:
         if not self.cfg.enabled or "dns_qname" not in flows:
             return []
         qname = flows["dns_qname"]
         idx = np.flatnonzero(flows["dst_port"] == 53)
-        described = [self._describe(q) if q and not q.endswith(_IGNORED_SUFFIXES) else None
-                     for q in map(str, qname[idx])]
+        described = [
+            self._describe(q) if q and not q.endswith(_IGNORED_SUFFIXES) else None
+            for q in map(str, qname[idx])
+        ]
         keep = np.array([d is not None for d in described], dtype=bool)
         kept = [d for d in described if d is not None]
         idx = idx[keep] if len(idx) else idx
-        new = {"src": flows["src_ip"][idx], "ts": flows["first_ts"][idx],
-               "name": np.array([d[0] for d in kept], dtype=np.int64),
-               "domain": np.array([d[1] for d in kept], dtype=np.int64),
-               "suspicious": np.array([d[2] for d in kept], dtype=bool),
-               "length": np.array([d[3] for d in kept], dtype=np.int64),
-               "entropy": np.array([d[4] for d in kept], dtype=np.float64),
-               "text": qname[idx].astype(object)}
+        new = {
+            "src": flows["src_ip"][idx],
+            "ts": flows["first_ts"][idx],
+            "name": np.array([d[0] for d in kept], dtype=np.int64),
+            "domain": np.array([d[1] for d in kept], dtype=np.int64),
+            "suspicious": np.array([d[2] for d in kept], dtype=bool),
+            "length": np.array([d[3] for d in kept], dtype=np.int64),
+            "entropy": np.array([d[4] for d in kept], dtype=np.float64),
+            "text": qname[idx].astype(object),
+        }
         rows, is_new = self.store.update(new, window_end)
         if len(is_new) < self.cfg.min_unique_subdomains or not is_new.any():
             return []
@@ -109,25 +113,37 @@ class DnsTunnelDetector:
         for g in hits:
             m = np.flatnonzero(gid == g)
             _, once = np.unique(rows["name"][m], return_index=True)
-            rows_g = m[once]      # one row per distinct name
+            rows_g = m[once]  # one row per distinct name
             share = float(rows["suspicious"][rows_g].mean())
             if share < self.cfg.min_suspicious_share:
                 continue
             source = addr_to_str(table[src[first[g]]])
             domain = registered_domain(str(rows["text"][first[g]]))
             evidence = {
-                "unique_names": int(unique[g]), "threshold": self.cfg.min_unique_subdomains,
-                "queries": int(counts[g]), "suspicious_share": round(share, 3),
+                "unique_names": int(unique[g]),
+                "threshold": self.cfg.min_unique_subdomains,
+                "queries": int(counts[g]),
+                "suspicious_share": round(share, 3),
                 "mean_name_length": round(float(rows["length"][rows_g].mean()), 1),
                 "max_name_length": int(rows["length"][rows_g].max()),
                 "mean_entropy": round(float(rows["entropy"][rows_g].mean()), 3),
                 "horizon_seconds": self.cfg.horizon_seconds,
                 "sample_names": [str(rows["text"][i])[:80] for i in rows_g[:3]],
             }
-            out.append(Detection(
-                detector=self.name, severity=self.cfg.severity, source=source, target=domain,
-                window_start=window_start, window_end=window_end, evidence=evidence,
-                summary=(f"{source} queried {int(unique[g])} distinct names under {domain} "
-                         f"({share:.0%} long and random-looking) within "
-                         f"{self.cfg.horizon_seconds:g} s")))
+            out.append(
+                Detection(
+                    detector=self.name,
+                    severity=self.cfg.severity,
+                    source=source,
+                    target=domain,
+                    window_start=window_start,
+                    window_end=window_end,
+                    evidence=evidence,
+                    summary=(
+                        f"{source} queried {int(unique[g])} distinct names under {domain} "
+                        f"({share:.0%} long and random-looking) within "
+                        f"{self.cfg.horizon_seconds:g} s"
+                    ),
+                )
+            )
         return out

@@ -95,6 +95,7 @@ class AddrCodes:
 
 def addr_codes(flows: FlowBatch) -> AddrCodes:
     """Return the batch's address codes (cached per batch)."""
+
     def compute(f: FlowBatch) -> AddrCodes:
         n = len(f)
         codes, table = factorize_addrs(np.concatenate([f["src_ip"], f["dst_ip"]]))
@@ -118,8 +119,9 @@ def combine(*parts: tuple[np.ndarray, int]) -> np.ndarray:
 
 def group(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return (group id per row, first row of each group, rows per group) for an int key."""
-    uniq, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True,
-                                             return_counts=True)
+    uniq, first, inverse, counts = np.unique(
+        key, return_index=True, return_inverse=True, return_counts=True
+    )
     return inverse.astype(np.int64, copy=False), first, counts
 
 
@@ -131,8 +133,9 @@ def unique_sorted(values: np.ndarray) -> np.ndarray:
     return s[np.r_[True, s[1:] != s[:-1]]]
 
 
-def distinct_per_group(gid: np.ndarray, n_groups: int, values: np.ndarray,
-                       n_values: int) -> np.ndarray:
+def distinct_per_group(
+    gid: np.ndarray, n_groups: int, values: np.ndarray, n_values: int
+) -> np.ndarray:
     """Count distinct ``values`` within each group."""
     if len(gid) == 0:
         return np.zeros(n_groups, dtype=np.int64)
@@ -192,8 +195,12 @@ def _probes(flows: FlowBatch) -> dict[str, np.ndarray]:
     n = len(flows)
     if n == 0:
         z = np.zeros(0, dtype=bool)
-        return {"scan": z, "sweep": z, "outcome": np.zeros(0, dtype=np.int8),
-                "sweep_port": np.zeros(0, dtype=np.int64)}
+        return {
+            "scan": z,
+            "sweep": z,
+            "outcome": np.zeros(0, dtype=np.int8),
+            "sweep_port": np.zeros(0, dtype=np.int64),
+        }
     t = tcp_outcomes(flows)
     proto = flows["protocol"]
     fwd_pkts = num(flows, "Tot Fwd Pkts")
@@ -204,12 +211,17 @@ def _probes(flows: FlowBatch) -> dict[str, np.ndarray]:
     echo = ((proto == ICMP) & (itype == 8)) | ((proto == ICMPV6) & (itype == 128))
     scan = t["half_open"] | udp_probe
     # 0 unanswered, 1 reset, 2 answered (SYN-ACK or echo reply)
-    outcome = np.where(t["synack"] | (echo & (bwd_pkts > 0)), 2,
-                       np.where(t["reset"], 1, 0)).astype(np.int8)
+    outcome = np.where(t["synack"] | (echo & (bwd_pkts > 0)), 2, np.where(t["reset"], 1, 0)).astype(
+        np.int8
+    )
     sweep_port = flows["dst_port"].astype(np.int64)
     sweep_port = np.where(echo, 8 << 8, sweep_port)
-    return {"scan": scan, "sweep": scan | (echo & ~group_dst), "outcome": outcome,
-            "sweep_port": sweep_port}
+    return {
+        "scan": scan,
+        "sweep": scan | (echo & ~group_dst),
+        "outcome": outcome,
+        "sweep_port": sweep_port,
+    }
 
 
 def probes(flows: FlowBatch) -> dict[str, np.ndarray]:
@@ -233,12 +245,16 @@ def service(proto: int, port: int) -> str:
     return f"{name}/{int(port)}"
 
 
-def probe_evidence(outcome: np.ndarray, ts: np.ndarray, count: int, in_window: int,
-                   horizon_seconds: float) -> dict[str, object]:
+def probe_evidence(
+    outcome: np.ndarray, ts: np.ndarray, count: int, in_window: int, horizon_seconds: float
+) -> dict[str, object]:
     """Evidence shared by the scan detectors: how many probes and how they were answered."""
     return {
-        "probes": int(count), "probes_in_window": int(in_window),
-        "unanswered": int((outcome == 0).sum()), "reset": int((outcome == 1).sum()),
+        "probes": int(count),
+        "probes_in_window": int(in_window),
+        "unanswered": int((outcome == 0).sum()),
+        "reset": int((outcome == 1).sum()),
         "horizon_seconds": horizon_seconds,
-        "first_seen": float(ts.min()), "last_seen": float(ts.max()),
+        "first_seen": float(ts.min()),
+        "last_seen": float(ts.max()),
     }

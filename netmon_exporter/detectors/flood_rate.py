@@ -43,8 +43,9 @@ def peak_rate(first: np.ndarray, last: np.ndarray, packets: np.ndarray) -> float
     return float((points + np.cumsum(diff)[:nbins]).max())
 
 
-def flood_candidates(flows: FlowBatch, mask: np.ndarray, min_packets: int,
-                     min_pps: float, min_sources: int) -> list[FloodCandidate]:
+def flood_candidates(
+    flows: FlowBatch, mask: np.ndarray, min_packets: int, min_pps: float, min_sources: int
+) -> list[FloodCandidate]:
     """Group the flows in ``mask`` by destination and return victims above the thresholds."""
     idx = np.flatnonzero(mask)
     if len(idx) == 0:
@@ -73,11 +74,17 @@ def flood_candidates(flows: FlowBatch, mask: np.ndarray, min_packets: int,
         src_codes, inv = np.unique(codes.src[rows], return_inverse=True)
         per_src = np.bincount(inv, weights=fwd[m])
         order = np.argsort(-per_src)[:5]
-        out.append(FloodCandidate(
-            victim=codes.text(dst[first[g]:first[g] + 1])[0], packets=int(packets[g]),
-            replies=int(bwd[m].sum()), flows=int(counts[g]), sources=int(sources[g]),
-            peak_pps=round(pps, 1),
-            top_sources=top_counts(codes.text(src_codes[order]), per_src[order])))
+        out.append(
+            FloodCandidate(
+                victim=codes.text(dst[first[g] : first[g] + 1])[0],
+                packets=int(packets[g]),
+                replies=int(bwd[m].sum()),
+                flows=int(counts[g]),
+                sources=int(sources[g]),
+                peak_pps=round(pps, 1),
+                top_sources=top_counts(codes.text(src_codes[order]), per_src[order]),
+            )
+        )
     return out
 
 

@@ -23,26 +23,42 @@ class IcmpFloodDetector:
     def __init__(self, cfg: IcmpFloodConfig) -> None:
         self.cfg = cfg
 
-    def detect(self, flows: FlowBatch, window_start: float,
-               window_end: float) -> list[Detection]:
+    def detect(self, flows: FlowBatch, window_start: float, window_end: float) -> list[Detection]:
         if not self.cfg.enabled or len(flows) == 0:
             return []
         c = self.cfg
         proto = flows["protocol"]
         itype = icmp_type(flows)
-        mask = (((proto == ICMP) & ~np.isin(itype, _V4_ERRORS))
-                | ((proto == ICMPV6) & ~np.isin(itype, _V6_ERRORS) & (itype < 133)))
+        mask = ((proto == ICMP) & ~np.isin(itype, _V4_ERRORS)) | (
+            (proto == ICMPV6) & ~np.isin(itype, _V6_ERRORS) & (itype < 133)
+        )
         out = []
-        for cand in flood_candidates(flows, mask, c.min_packets, c.min_packets_per_second,
-                                     c.min_sources):
+        for cand in flood_candidates(
+            flows, mask, c.min_packets, c.min_packets_per_second, c.min_sources
+        ):
             source = flood_source(cand)
-            evidence = {"packets": cand.packets, "peak_packets_per_second": cand.peak_pps,
-                        "threshold_packets_per_second": c.min_packets_per_second,
-                        "reply_packets": cand.replies, "flows": cand.flows,
-                        "sources": cand.sources, "top_sources": cand.top_sources}
-            out.append(Detection(
-                detector=self.name, severity=c.severity, source=source, target=cand.victim,
-                window_start=window_start, window_end=window_end, evidence=evidence,
-                summary=(f"ICMP flood of {cand.packets} packets (peak {cand.peak_pps:.0f}/s) to "
-                         f"{cand.victim} from {source if source != 'many' else f'{cand.sources} sources'}")))
+            evidence = {
+                "packets": cand.packets,
+                "peak_packets_per_second": cand.peak_pps,
+                "threshold_packets_per_second": c.min_packets_per_second,
+                "reply_packets": cand.replies,
+                "flows": cand.flows,
+                "sources": cand.sources,
+                "top_sources": cand.top_sources,
+            }
+            out.append(
+                Detection(
+                    detector=self.name,
+                    severity=c.severity,
+                    source=source,
+                    target=cand.victim,
+                    window_start=window_start,
+                    window_end=window_end,
+                    evidence=evidence,
+                    summary=(
+                        f"ICMP flood of {cand.packets} packets (peak {cand.peak_pps:.0f}/s) to "
+                        f"{cand.victim} from {source if source != 'many' else f'{cand.sources} sources'}"
+                    ),
+                )
+            )
         return out

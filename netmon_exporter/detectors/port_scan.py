@@ -33,17 +33,20 @@ class PortScanDetector:
         self.cfg = cfg
         self.store = HorizonStore(cfg.horizon_seconds, cfg.max_state_rows)
 
-    def detect(self, flows: FlowBatch, window_start: float,
-               window_end: float) -> list[Detection]:
+    def detect(self, flows: FlowBatch, window_start: float, window_end: float) -> list[Detection]:
         if not self.cfg.enabled:
             return []
         p = probes(flows)
         idx = np.flatnonzero(p["scan"])
         new = {
-            "src": flows["src_ip"][idx], "dst": flows["dst_ip"][idx],
-            "service": (np.where(flows["protocol"][idx] == UDP, 65536, 0)
-                        + flows["dst_port"][idx].astype(np.int64)),
-            "outcome": p["outcome"][idx], "ts": flows["first_ts"][idx],
+            "src": flows["src_ip"][idx],
+            "dst": flows["dst_ip"][idx],
+            "service": (
+                np.where(flows["protocol"][idx] == UDP, 65536, 0)
+                + flows["dst_port"][idx].astype(np.int64)
+            ),
+            "outcome": p["outcome"][idx],
+            "ts": flows["first_ts"][idx],
         }
         rows, is_new = self.store.update(new, window_end)
         if len(is_new) < self.cfg.min_ports or not is_new.any():
@@ -66,17 +69,28 @@ class PortScanDetector:
             target = addr_to_str(table[dst[first[g]]])
             sample = [f"{'udp' if s >= 65536 else 'tcp'}/{s % 65536}" for s in services[:20]]
             evidence = {
-                "distinct_ports": int(ports[g]), "threshold": self.cfg.min_ports,
-                **probe_evidence(outcome, ts, counts[g], (m & is_new).sum(),
-                                 self.cfg.horizon_seconds),
+                "distinct_ports": int(ports[g]),
+                "threshold": self.cfg.min_ports,
+                **probe_evidence(
+                    outcome, ts, counts[g], (m & is_new).sum(), self.cfg.horizon_seconds
+                ),
                 "open": int((outcome == 2).sum()),
                 "sample_ports": sample,
             }
-            out.append(Detection(
-                detector=self.name, severity=self.cfg.severity, source=source, target=target,
-                window_start=window_start, window_end=window_end, evidence=evidence,
-                summary=(f"{source} probed {int(ports[g])} distinct ports on {target} within "
-                         f"{self.cfg.horizon_seconds:g} s ({evidence['unanswered']} unanswered, "
-                         f"{evidence['reset']} reset)")))
+            out.append(
+                Detection(
+                    detector=self.name,
+                    severity=self.cfg.severity,
+                    source=source,
+                    target=target,
+                    window_start=window_start,
+                    window_end=window_end,
+                    evidence=evidence,
+                    summary=(
+                        f"{source} probed {int(ports[g])} distinct ports on {target} within "
+                        f"{self.cfg.horizon_seconds:g} s ({evidence['unanswered']} unanswered, "
+                        f"{evidence['reset']} reset)"
+                    ),
+                )
+            )
         return out
-

@@ -24,27 +24,42 @@ class UdpFloodDetector:
     def __init__(self, cfg: FloodConfig) -> None:
         self.cfg = cfg
 
-    def detect(self, flows: FlowBatch, window_start: float,
-               window_end: float) -> list[Detection]:
+    def detect(self, flows: FlowBatch, window_start: float, window_end: float) -> list[Detection]:
         if not self.cfg.enabled or len(flows) == 0:
             return []
         c = self.cfg
         out = []
         mask = (flows["protocol"] == UDP) & ~np.isin(flows["dst_port"], list(c.ignore_ports))
-        for cand in flood_candidates(flows, mask, c.min_packets,
-                                     c.min_packets_per_second, c.min_sources):
+        for cand in flood_candidates(
+            flows, mask, c.min_packets, c.min_packets_per_second, c.min_sources
+        ):
             ratio = cand.replies / max(cand.packets, 1)
             if ratio > c.max_response_ratio:
                 continue
             source = flood_source(cand)
-            evidence = {"packets": cand.packets, "peak_packets_per_second": cand.peak_pps,
-                        "threshold_packets_per_second": c.min_packets_per_second,
-                        "reply_packets": cand.replies, "reply_ratio": round(ratio, 4),
-                        "flows": cand.flows, "sources": cand.sources,
-                        "top_sources": cand.top_sources}
-            out.append(Detection(
-                detector=self.name, severity=c.severity, source=source, target=cand.victim,
-                window_start=window_start, window_end=window_end, evidence=evidence,
-                summary=(f"UDP flood of {cand.packets} packets (peak {cand.peak_pps:.0f}/s) to "
-                         f"{cand.victim} from {source if source != 'many' else f'{cand.sources} sources'}")))
+            evidence = {
+                "packets": cand.packets,
+                "peak_packets_per_second": cand.peak_pps,
+                "threshold_packets_per_second": c.min_packets_per_second,
+                "reply_packets": cand.replies,
+                "reply_ratio": round(ratio, 4),
+                "flows": cand.flows,
+                "sources": cand.sources,
+                "top_sources": cand.top_sources,
+            }
+            out.append(
+                Detection(
+                    detector=self.name,
+                    severity=c.severity,
+                    source=source,
+                    target=cand.victim,
+                    window_start=window_start,
+                    window_end=window_end,
+                    evidence=evidence,
+                    summary=(
+                        f"UDP flood of {cand.packets} packets (peak {cand.peak_pps:.0f}/s) to "
+                        f"{cand.victim} from {source if source != 'many' else f'{cand.sources} sources'}"
+                    ),
+                )
+            )
         return out

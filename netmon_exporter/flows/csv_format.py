@@ -51,7 +51,7 @@ def _put_float(out, w, x):
             out[w] = 45
             w += 1
         e = np.int64(np.floor(np.log10(ax)))
-        m = ax / 10.0 ** e
+        m = ax / 10.0**e
         if m >= 10.0:
             m /= 10.0
             e += 1
@@ -284,9 +284,17 @@ def _fixed(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def format_flows(src: np.ndarray, dst: np.ndarray, sport: np.ndarray, dport: np.ndarray,
-                 proto: np.ndarray, first_ts: np.ndarray, label: np.ndarray,
-                 qname: np.ndarray, nums: list[np.ndarray]) -> bytes:
+def format_flows(
+    src: np.ndarray,
+    dst: np.ndarray,
+    sport: np.ndarray,
+    dport: np.ndarray,
+    proto: np.ndarray,
+    first_ts: np.ndarray,
+    label: np.ndarray,
+    qname: np.ndarray,
+    nums: list[np.ndarray],
+) -> bytes:
     """Format flow rows as UTF-8 CSV lines.
 
     ``src``/``dst`` are V16 addresses, ``first_ts`` epoch seconds (NaN: empty field),
@@ -298,10 +306,19 @@ def format_flows(src: np.ndarray, dst: np.ndarray, sport: np.ndarray, dport: np.
     if n > ROWS_PER_CALL:  # bound the output buffer
         step = ROWS_PER_CALL
         return b"".join(
-            format_flows(src[i:i + step], dst[i:i + step], sport[i:i + step],
-                         dport[i:i + step], proto[i:i + step], first_ts[i:i + step],
-                         label[i:i + step], qname[i:i + step], [c[i:i + step] for c in nums])
-            for i in range(0, n, step))
+            format_flows(
+                src[i : i + step],
+                dst[i : i + step],
+                sport[i : i + step],
+                dport[i : i + step],
+                proto[i : i + step],
+                first_ts[i : i + step],
+                label[i : i + step],
+                qname[i : i + step],
+                [c[i : i + step] for c in nums],
+            )
+            for i in range(0, n, step)
+        )
     a = np.frombuffer(np.ascontiguousarray(src).tobytes(), dtype=np.uint8).reshape(n, 16)
     b = np.frombuffer(np.ascontiguousarray(dst).tobytes(), dtype=np.uint8).reshape(n, 16)
     us = np.round(np.asarray(first_ts, dtype=np.float64) * 1e6)
@@ -314,8 +331,19 @@ def format_flows(src: np.ndarray, dst: np.ndarray, sport: np.ndarray, dport: np.
         mat[:, k] = col
     per_row = 4 * 40 + 27 + lab.shape[1] + qn.shape[1] + 40 + mat.shape[1] * 24
     out = np.empty(n * per_row, dtype=np.uint8)
-    w = _format(a, b, np.asarray(sport), np.asarray(dport), np.asarray(proto), ts_us, ts_ok,
-                lab, qn, mat, out)
+    w = _format(
+        a,
+        b,
+        np.asarray(sport),
+        np.asarray(dport),
+        np.asarray(proto),
+        ts_us,
+        ts_ok,
+        lab,
+        qn,
+        mat,
+        out,
+    )
     return out[:w].tobytes()
 
 
@@ -325,7 +353,7 @@ def format_flows(src: np.ndarray, dst: np.ndarray, sport: np.ndarray, dport: np.
 # exactly is flagged and converted by the caller in Python (float(), ipaddress), so the
 # result equals the csv-module path's.
 
-_POW10 = np.array([10.0 ** k for k in range(23)])  # exact in binary64 up to 1e22
+_POW10 = np.array([10.0**k for k in range(23)])  # exact in binary64 up to 1e22
 
 
 @njit(cache=True, inline="always")

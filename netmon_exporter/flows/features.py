@@ -56,8 +56,9 @@ def flow_batch(done: T.FinishedFlows) -> FlowBatch:
     icmp = (proto == 1) | (proto == 58)
     sport = np.where(fwd_a, K[:, T.K_APORT], K[:, T.K_BPORT])
     dport = np.where(fwd_a, K[:, T.K_BPORT], K[:, T.K_APORT])
-    icmp_tc = (np.maximum(S[:, T.S_ICMP_T], 0).astype(np.int64) << 8) \
-        | np.maximum(S[:, T.S_ICMP_C], 0).astype(np.int64)
+    icmp_tc = (np.maximum(S[:, T.S_ICMP_T], 0).astype(np.int64) << 8) | np.maximum(
+        S[:, T.S_ICMP_C], 0
+    ).astype(np.int64)
     cols["src_port"] = np.where(icmp, 0, sport).astype(np.uint16)
     cols["dst_port"] = np.where(icmp, icmp_tc, dport).astype(np.uint16)
     cols["protocol"] = proto.astype(np.uint8)
@@ -84,46 +85,81 @@ def flow_batch(done: T.FinishedFlows) -> FlowBatch:
 
     f: dict[str, np.ndarray] = {
         "Flow Duration": dur,
-        "Tot Fwd Pkts": fl.n, "Tot Bwd Pkts": bl.n,
-        "TotLen Fwd Pkts": fl.sum, "TotLen Bwd Pkts": bl.sum,
-        "Fwd Pkt Len Max": fl.max, "Fwd Pkt Len Min": fl.min,
-        "Fwd Pkt Len Mean": fl.mean, "Fwd Pkt Len Std": fl.std,
-        "Bwd Pkt Len Max": bl.max, "Bwd Pkt Len Min": bl.min,
-        "Bwd Pkt Len Mean": bl.mean, "Bwd Pkt Len Std": bl.std,
+        "Tot Fwd Pkts": fl.n,
+        "Tot Bwd Pkts": bl.n,
+        "TotLen Fwd Pkts": fl.sum,
+        "TotLen Bwd Pkts": bl.sum,
+        "Fwd Pkt Len Max": fl.max,
+        "Fwd Pkt Len Min": fl.min,
+        "Fwd Pkt Len Mean": fl.mean,
+        "Fwd Pkt Len Std": fl.std,
+        "Bwd Pkt Len Max": bl.max,
+        "Bwd Pkt Len Min": bl.min,
+        "Bwd Pkt Len Mean": bl.mean,
+        "Bwd Pkt Len Std": bl.std,
         "Flow Byts/s": _safe_div(fl.sum + bl.sum, dur_s),
         "Flow Pkts/s": _safe_div(npk, dur_s),
-        "Flow IAT Mean": fiat.mean, "Flow IAT Std": fiat.std,
-        "Flow IAT Max": fiat.max, "Flow IAT Min": fiat.min,
-        "Fwd IAT Tot": fwiat.sum, "Fwd IAT Mean": fwiat.mean, "Fwd IAT Std": fwiat.std,
-        "Fwd IAT Max": fwiat.max, "Fwd IAT Min": fwiat.min,
-        "Bwd IAT Tot": bwiat.sum, "Bwd IAT Mean": bwiat.mean, "Bwd IAT Std": bwiat.std,
-        "Bwd IAT Max": bwiat.max, "Bwd IAT Min": bwiat.min,
-        "Fwd PSH Flags": S[:, T.S_FWD_PSH], "Bwd PSH Flags": S[:, T.S_FWD_PSH + 1],
-        "Fwd URG Flags": S[:, T.S_FWD_URG], "Bwd URG Flags": S[:, T.S_FWD_URG + 1],
-        "Fwd Header Len": S[:, T.S_FWD_HDR], "Bwd Header Len": S[:, T.S_FWD_HDR + 1],
-        "Fwd Pkts/s": _safe_div(fl.n, dur_s), "Bwd Pkts/s": _safe_div(bl.n, dur_s),
-        "Pkt Len Min": al.min, "Pkt Len Max": al.max, "Pkt Len Mean": al.mean,
-        "Pkt Len Std": al.std, "Pkt Len Var": al.var,
-        "FIN Flag Cnt": S[:, T.S_FLAG + 0], "SYN Flag Cnt": S[:, T.S_FLAG + 1],
-        "RST Flag Cnt": S[:, T.S_FLAG + 2], "PSH Flag Cnt": S[:, T.S_FLAG + 3],
-        "ACK Flag Cnt": S[:, T.S_FLAG + 4], "URG Flag Cnt": S[:, T.S_FLAG + 5],
-        "CWE Flag Count": S[:, T.S_FLAG + 7], "ECE Flag Cnt": S[:, T.S_FLAG + 6],
+        "Flow IAT Mean": fiat.mean,
+        "Flow IAT Std": fiat.std,
+        "Flow IAT Max": fiat.max,
+        "Flow IAT Min": fiat.min,
+        "Fwd IAT Tot": fwiat.sum,
+        "Fwd IAT Mean": fwiat.mean,
+        "Fwd IAT Std": fwiat.std,
+        "Fwd IAT Max": fwiat.max,
+        "Fwd IAT Min": fwiat.min,
+        "Bwd IAT Tot": bwiat.sum,
+        "Bwd IAT Mean": bwiat.mean,
+        "Bwd IAT Std": bwiat.std,
+        "Bwd IAT Max": bwiat.max,
+        "Bwd IAT Min": bwiat.min,
+        "Fwd PSH Flags": S[:, T.S_FWD_PSH],
+        "Bwd PSH Flags": S[:, T.S_FWD_PSH + 1],
+        "Fwd URG Flags": S[:, T.S_FWD_URG],
+        "Bwd URG Flags": S[:, T.S_FWD_URG + 1],
+        "Fwd Header Len": S[:, T.S_FWD_HDR],
+        "Bwd Header Len": S[:, T.S_FWD_HDR + 1],
+        "Fwd Pkts/s": _safe_div(fl.n, dur_s),
+        "Bwd Pkts/s": _safe_div(bl.n, dur_s),
+        "Pkt Len Min": al.min,
+        "Pkt Len Max": al.max,
+        "Pkt Len Mean": al.mean,
+        "Pkt Len Std": al.std,
+        "Pkt Len Var": al.var,
+        "FIN Flag Cnt": S[:, T.S_FLAG + 0],
+        "SYN Flag Cnt": S[:, T.S_FLAG + 1],
+        "RST Flag Cnt": S[:, T.S_FLAG + 2],
+        "PSH Flag Cnt": S[:, T.S_FLAG + 3],
+        "ACK Flag Cnt": S[:, T.S_FLAG + 4],
+        "URG Flag Cnt": S[:, T.S_FLAG + 5],
+        "CWE Flag Count": S[:, T.S_FLAG + 7],
+        "ECE Flag Cnt": S[:, T.S_FLAG + 6],
         "Down/Up Ratio": _safe_div(bl.n, fl.n),
         "Pkt Size Avg": _safe_div(al.sum, npk),
-        "Fwd Seg Size Avg": fl.mean, "Bwd Seg Size Avg": bl.mean,
+        "Fwd Seg Size Avg": fl.mean,
+        "Bwd Seg Size Avg": bl.mean,
         "Fwd Byts/b Avg": _safe_div(bulk(0, T.B_SIZE), bulk(0, T.B_STATES)),
         "Fwd Pkts/b Avg": _safe_div(bulk(0, T.B_PKTS), bulk(0, T.B_STATES)),
         "Fwd Blk Rate Avg": _safe_div(bulk(0, T.B_SIZE), bulk(0, T.B_DUR) / 1e6),
         "Bwd Byts/b Avg": _safe_div(bulk(1, T.B_SIZE), bulk(1, T.B_STATES)),
         "Bwd Pkts/b Avg": _safe_div(bulk(1, T.B_PKTS), bulk(1, T.B_STATES)),
         "Bwd Blk Rate Avg": _safe_div(bulk(1, T.B_SIZE), bulk(1, T.B_DUR) / 1e6),
-        "Subflow Fwd Pkts": fl.n / sf, "Subflow Fwd Byts": fl.sum / sf,
-        "Subflow Bwd Pkts": bl.n / sf, "Subflow Bwd Byts": bl.sum / sf,
-        "Init Fwd Win Byts": S[:, T.S_INIT_WIN], "Init Bwd Win Byts": S[:, T.S_INIT_WIN + 1],
-        "Fwd Act Data Pkts": S[:, T.S_FWD_ACT_DATA], "Fwd Seg Size Min": S[:, T.S_FWD_HDR_MIN],
-        "Active Mean": act.mean, "Active Std": act.std,
-        "Active Max": act.max, "Active Min": act.min,
-        "Idle Mean": idle.mean, "Idle Std": idle.std, "Idle Max": idle.max, "Idle Min": idle.min,
+        "Subflow Fwd Pkts": fl.n / sf,
+        "Subflow Fwd Byts": fl.sum / sf,
+        "Subflow Bwd Pkts": bl.n / sf,
+        "Subflow Bwd Byts": bl.sum / sf,
+        "Init Fwd Win Byts": S[:, T.S_INIT_WIN],
+        "Init Bwd Win Byts": S[:, T.S_INIT_WIN + 1],
+        "Fwd Act Data Pkts": S[:, T.S_FWD_ACT_DATA],
+        "Fwd Seg Size Min": S[:, T.S_FWD_HDR_MIN],
+        "Active Mean": act.mean,
+        "Active Std": act.std,
+        "Active Max": act.max,
+        "Active Min": act.min,
+        "Idle Mean": idle.mean,
+        "Idle Std": idle.std,
+        "Idle Max": idle.max,
+        "Idle Min": idle.min,
     }
     for name in CIC_FEATURES:
         cols[name] = np.ascontiguousarray(f[name], dtype=np.float64)
@@ -131,9 +167,12 @@ def flow_batch(done: T.FinishedFlows) -> FlowBatch:
     has_dns = S[:, T.S_DNS_HAS] != 0
     has_name = S[:, T.S_QPOOL_LEN] >= 0
     extra = {
-        "fwd_syn_cnt": S[:, T.S_SYN], "bwd_syn_cnt": S[:, T.S_SYN + 1],
-        "fwd_fin_cnt": S[:, T.S_FIN], "bwd_fin_cnt": S[:, T.S_FIN + 1],
-        "fwd_rst_cnt": S[:, T.S_RST], "bwd_rst_cnt": S[:, T.S_RST + 1],
+        "fwd_syn_cnt": S[:, T.S_SYN],
+        "bwd_syn_cnt": S[:, T.S_SYN + 1],
+        "fwd_fin_cnt": S[:, T.S_FIN],
+        "bwd_fin_cnt": S[:, T.S_FIN + 1],
+        "fwd_rst_cnt": S[:, T.S_RST],
+        "bwd_rst_cnt": S[:, T.S_RST + 1],
         "icmp_type": np.where(icmp, S[:, T.S_ICMP_T], nan),
         "icmp_code": np.where(icmp, S[:, T.S_ICMP_C], nan),
         "dns_queries": np.where(has_dns, S[:, T.S_DNS_Q], nan),
@@ -148,7 +187,7 @@ def flow_batch(done: T.FinishedFlows) -> FlowBatch:
     for i in np.flatnonzero(S[:, T.S_QPOOL_LEN] > 0):
         off = int(S[i, T.S_QPOOL_OFF])
         ln = int(S[i, T.S_QPOOL_LEN])
-        qname[i] = done.pool[off:off + ln].tobytes().decode("ascii", "backslashreplace")
+        qname[i] = done.pool[off : off + ln].tobytes().decode("ascii", "backslashreplace")
     cols["dns_qname"] = qname
     cols["label"] = np.full(n, "", dtype=object)
     return FlowBatch(cols)

@@ -66,8 +66,9 @@ class FlowCsvWriter:
             return
         step = csv_format.ROWS_PER_CALL
         for i in range(0, len(batch), step):
-            part = batch if len(batch) <= step else batch.take(np.arange(i, min(i + step,
-                                                                                len(batch))))
+            part = (
+                batch if len(batch) <= step else batch.take(np.arange(i, min(i + step, len(batch))))
+            )
             self._fh.write(format_rows(part))
         self.rows += len(batch)
 
@@ -93,20 +94,34 @@ def format_rows(batch: FlowBatch) -> bytes:
     """Format a batch as UTF-8 CSV lines in :data:`OUTPUT_COLUMNS` order."""
     n = len(batch)
     empty = np.full(n, "", dtype=object)
-    nums = [batch[c] if c in batch else np.full(n, np.nan) for c in (*CIC_FEATURES,
-                                                                    *EXTRA_FEATURES)]
+    nums = [
+        batch[c] if c in batch else np.full(n, np.nan) for c in (*CIC_FEATURES, *EXTRA_FEATURES)
+    ]
     return csv_format.format_flows(
-        batch["src_ip"], batch["dst_ip"], batch["src_port"], batch["dst_port"],
-        batch["protocol"], batch["first_ts"],
-        batch.columns.get("label", empty), batch.columns.get("dns_qname", empty), nums)
+        batch["src_ip"],
+        batch["dst_ip"],
+        batch["src_port"],
+        batch["dst_port"],
+        batch["protocol"],
+        batch["first_ts"],
+        batch.columns.get("label", empty),
+        batch.columns.get("dns_qname", empty),
+        nums,
+    )
 
 
 # -- reading -------------------------------------------------------------------------
 
 _ISO = re.compile(r"\s*\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}")
-_TS_FORMATS = ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S", "%d/%m/%Y %I:%M:%S %p",
-               "%d/%m/%Y %H:%M:%S", "%d/%m/%Y %H:%M", "%Y-%m-%dT%H:%M:%S.%f",
-               "%Y-%m-%dT%H:%M:%S")
+_TS_FORMATS = (
+    "%Y-%m-%d %H:%M:%S.%f",
+    "%Y-%m-%d %H:%M:%S",
+    "%d/%m/%Y %I:%M:%S %p",
+    "%d/%m/%Y %H:%M:%S",
+    "%d/%m/%Y %H:%M",
+    "%Y-%m-%dT%H:%M:%S.%f",
+    "%Y-%m-%dT%H:%M:%S",
+)
 
 
 def _parse_ts(value: str, cache: dict[str, float]) -> float:
@@ -149,8 +164,9 @@ def _timestamps_text(values: np.ndarray, cache: dict[str, float]) -> np.ndarray:
             out[np.isnat(iso)] = np.nan
             return out
     uniq, inverse = np.unique(values, return_inverse=True)
-    parsed = np.array([_parse_ts(u.decode("utf-8", "replace"), cache) for u in uniq.tolist()],
-                      dtype=np.float64)
+    parsed = np.array(
+        [_parse_ts(u.decode("utf-8", "replace"), cache) for u in uniq.tolist()], dtype=np.float64
+    )
     return parsed[inverse.reshape(-1)]
 
 
@@ -218,20 +234,20 @@ class _RowColumns(_Columns):
         return str_to_addrs(self.table[:, i])
 
     def texts(self, i: int) -> np.ndarray:
-        return np.array([v.strip().encode("utf-8", "surrogateescape") for v in self.table[:, i]],
-                        dtype=bytes)
+        return np.array(
+            [v.strip().encode("utf-8", "surrogateescape") for v in self.table[:, i]], dtype=bytes
+        )
 
 
 class _FieldColumns(_Columns):
     """Rows of a byte block split into field offsets by :func:`csv_format.split_fields`."""
 
-    def __init__(self, block: bytes, buf: np.ndarray, starts: np.ndarray,
-                 ends: np.ndarray) -> None:
+    def __init__(self, block: bytes, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
         self.block, self.buf, self.starts, self.ends = block, buf, starts, ends
         self.n = len(starts)
 
     def _field(self, r: int, i: int) -> bytes:
-        return self.block[self.starts[r, i]:self.ends[r, i]]
+        return self.block[self.starts[r, i] : self.ends[r, i]]
 
     def floats(self, i: int) -> np.ndarray:
         return self.float_columns([i])[0]
@@ -240,8 +256,9 @@ class _FieldColumns(_Columns):
         """Parse several columns in one pass; row k of the result is column ``cols[k]``."""
         rows = np.empty((self.n, len(cols)), dtype=np.float64)
         bad = np.empty((self.n, len(cols)), dtype=np.bool_)
-        if csv_format.parse_floats(self.buf, self.starts, self.ends,
-                                   np.array(cols, dtype=np.int64), rows, bad):
+        if csv_format.parse_floats(
+            self.buf, self.starts, self.ends, np.array(cols, dtype=np.int64), rows, bad
+        ):
             for r, k in zip(*np.nonzero(bad), strict=True):  # "Infinity", 17-digit values
                 try:
                     rows[r, k] = float(self._field(int(r), cols[int(k)]))
@@ -256,8 +273,9 @@ class _FieldColumns(_Columns):
         bad = np.empty(self.n, dtype=np.bool_)
         if csv_format.parse_ipv4(self.buf, self.starts, self.ends, i, raw, bad):
             rows = np.flatnonzero(bad)
-            other = str_to_addrs([self._field(r, i).decode("utf-8", "replace")
-                                  for r in rows.tolist()])
+            other = str_to_addrs(
+                [self._field(r, i).decode("utf-8", "replace") for r in rows.tolist()]
+            )
             raw[rows] = np.frombuffer(other.tobytes(), dtype=np.uint8).reshape(-1, 16)
         return raw.view(ADDR_DTYPE).reshape(self.n)
 
@@ -274,15 +292,14 @@ def _strings(values: np.ndarray) -> np.ndarray:
     if len(values) == 0:
         return np.zeros(0, dtype=object)
     uniq, inverse = np.unique(values, return_inverse=True)
-    decoded = np.array([u.decode("utf-8", "replace").strip() for u in uniq.tolist()],
-                       dtype=object)
+    decoded = np.array([u.decode("utf-8", "replace").strip() for u in uniq.tolist()], dtype=object)
     return decoded[inverse.reshape(-1)]
 
 
 # A flow CSV without address columns (CIC-IDS2017 "MachineLearningCVE", CIC-IDS2018) must
 # still name this many of the CICFlowMeter features to be taken for one.
 _MIN_FEATURES_WITHOUT_ADDRESSES = 10
-_BLOCK_BYTES = 8 << 20   # bytes of CSV converted per compiled pass
+_BLOCK_BYTES = 8 << 20  # bytes of CSV converted per compiled pass
 
 
 def _header_index(path: Path, header: list[str]) -> dict[str, int]:
@@ -299,7 +316,8 @@ def _header_index(path: Path, header: list[str]) -> dict[str, int]:
         raise FlowCsvError(
             f"{path}: header is not a CICFlowMeter, CIC-IDS2017/2018 or NTLFlowLyzer flow CSV "
             f"(found {len(header)} columns, {len(features)} known features, "
-            f"{'with' if has_addresses else 'without'} Src IP/Dst IP)")
+            f"{'with' if has_addresses else 'without'} Src IP/Dst IP)"
+        )
     return index
 
 
@@ -330,7 +348,7 @@ def read_flow_csv(path: Path, *, chunk_rows: int = 50_000) -> Iterator[FlowBatch
         index = _header_index(path, header)
         width = max(index.values()) + 1
         ts_cache: dict[str, float] = {}
-        offset = len(first)   # file offset of the next block
+        offset = len(first)  # file offset of the next block
         rest = b""
         while True:
             data = fh.read(_BLOCK_BYTES)
@@ -347,18 +365,26 @@ def read_flow_csv(path: Path, *, chunk_rows: int = 50_000) -> Iterator[FlowBatch
                 return
             if b'"' in block:
                 fh.seek(offset)
-                yield from _read_quoted(path, fh, header, index, width, chunk_rows, offset,
-                                        ts_cache)
+                yield from _read_quoted(
+                    path, fh, header, index, width, chunk_rows, offset, ts_cache
+                )
                 return
             yield from _block_batches(block, header_line, index, width, chunk_rows, ts_cache)
             offset += len(block)
 
 
-def _block_batches(block: bytes, header_line: bytes, index: dict[str, int], width: int,
-                   chunk_rows: int, ts_cache: dict[str, float]) -> Iterator[FlowBatch]:
+def _block_batches(
+    block: bytes,
+    header_line: bytes,
+    index: dict[str, int],
+    width: int,
+    chunk_rows: int,
+    ts_cache: dict[str, float],
+) -> Iterator[FlowBatch]:
     if header_line in block:  # drop repeated header lines
-        block = b"".join(ln for ln in block.splitlines(keepends=True)
-                         if ln.rstrip(b"\r\n") != header_line)
+        block = b"".join(
+            ln for ln in block.splitlines(keepends=True) if ln.rstrip(b"\r\n") != header_line
+        )
     buf = np.frombuffer(block, dtype=np.uint8)
     cap = block.count(b"\n") + 1
     starts = np.empty((cap, width), dtype=np.int32)
@@ -369,9 +395,16 @@ def _block_batches(block: bytes, header_line: bytes, index: dict[str, int], widt
         yield _build_batch(_FieldColumns(block, buf, starts[i:j], ends[i:j]), index, ts_cache)
 
 
-def _read_quoted(path: Path, fh: BinaryIO, header: list[str], index: dict[str, int],
-                 width: int, chunk_rows: int, offset: int,
-                 ts_cache: dict[str, float]) -> Iterator[FlowBatch]:
+def _read_quoted(
+    path: Path,
+    fh: BinaryIO,
+    header: list[str],
+    index: dict[str, int],
+    width: int,
+    chunk_rows: int,
+    offset: int,
+    ts_cache: dict[str, float],
+) -> Iterator[FlowBatch]:
     """Read the rest of the file (from ``fh``'s position, ``offset``) with the csv module."""
     text = io.TextIOWrapper(fh, encoding="utf-8", errors="replace", newline="")
     reader = csv.reader(text)
@@ -402,10 +435,15 @@ def _build_batch(src: _Columns, index: dict[str, int], ts_cache: dict[str, float
     for name, key in (("Src IP", "src_ip"), ("Dst IP", "dst_ip")):
         if name in index:  # else all-zero (missing key column)
             cols[key] = src.addrs(index[name])
-    keys = [(name, key, dtype) for name, key, dtype in (("Src Port", "src_port", np.uint16),
-                                                        ("Dst Port", "dst_port", np.uint16),
-                                                        ("Protocol", "protocol", np.uint8))
-            if name in index]  # else 0
+    keys = [
+        (name, key, dtype)
+        for name, key, dtype in (
+            ("Src Port", "src_port", np.uint16),
+            ("Dst Port", "dst_port", np.uint16),
+            ("Protocol", "protocol", np.uint8),
+        )
+        if name in index
+    ]  # else 0
     features = [name for name in (*CIC_FEATURES, *EXTRA_FEATURES) if name in index]
     values = src.float_columns([index[k[0]] for k in keys] + [index[f] for f in features])
     for j, (_, key, dtype) in enumerate(keys):

@@ -36,29 +36,29 @@ from ..capture import decode as D
 # Accumulator columns ----------------------------------------------------------------
 S_FIRST_TS = 0
 S_LAST_TS = 1
-S_FWD_LAST = 2          # + direction (0 forward, 1 backward)
+S_FWD_LAST = 2  # + direction (0 forward, 1 backward)
 # Statistics groups: n, sum, mean, m2 (Welford), max, min.
 ST_N, ST_SUM, ST_MEAN, ST_M2, ST_MAX, ST_MIN = range(6)
-S_FLEN = 4              # forward payload lengths; backward at S_FLEN + 6
-S_ALEN = 16             # all payload lengths
-S_FIAT = 22             # flow inter-arrival times
-S_FWIAT = 28            # forward IATs; backward at S_FWIAT + 6
-S_ACT = 40              # active periods
-S_IDLE = 46             # idle periods
-S_FWD_HDR = 52          # + direction
+S_FLEN = 4  # forward payload lengths; backward at S_FLEN + 6
+S_ALEN = 16  # all payload lengths
+S_FIAT = 22  # flow inter-arrival times
+S_FWIAT = 28  # forward IATs; backward at S_FWIAT + 6
+S_ACT = 40  # active periods
+S_IDLE = 46  # idle periods
+S_FWD_HDR = 52  # + direction
 S_FWD_PSH = 54
 S_FWD_URG = 56
-S_FLAG = 58             # + bit number: FIN SYN RST PSH ACK URG ECE CWR
+S_FLAG = 58  # + bit number: FIN SYN RST PSH ACK URG ECE CWR
 S_FWD_HDR_MIN = 66
 S_FWD_ACT_DATA = 67
-S_INIT_WIN = 68         # + direction; -1 until a packet in that direction
-S_BULK = 70             # + 8 * direction: start, pkts helper, size helper, last ts,
+S_INIT_WIN = 68  # + direction; -1 until a packet in that direction
+S_BULK = 70  # + 8 * direction: start, pkts helper, size helper, last ts,
 B_START, B_PH, B_SH, B_LAST, B_STATES, B_PKTS, B_SIZE, B_DUR = range(8)  # bulk fields
 S_SF_LAST = 86
 S_SF_COUNT = 87
 S_START_ACTIVE = 88
 S_END_ACTIVE = 89
-S_SYN = 90              # + direction
+S_SYN = 90  # + direction
 S_FIN = 92
 S_RST = 94
 S_ICMP_T = 96
@@ -70,11 +70,11 @@ S_DNS_QLEN = 101
 S_DNS_QLABELS = 102
 S_DNS_QENT = 103
 S_QPOOL_OFF = 104
-S_QPOOL_LEN = 105       # -1 when no name stored
+S_QPOOL_LEN = 105  # -1 when no name stored
 S_FWD_IS_A = 106
 S_PKTS = 107
-S_BYTES = 108           # wire bytes, both directions
-S_FWD_WIRE = 109        # wire bytes forward
+S_BYTES = 108  # wire bytes, both directions
+S_FWD_WIRE = 109  # wire bytes forward
 NS = 110
 
 # Key columns: endpoint A < endpoint B (address, port), protocol, ICMP key.
@@ -354,7 +354,7 @@ def process_packets(P, PE, buf, K, S, status, table, pool, st, params, start):
             aux = P[i, D.F_ICMPID]
             if aux == 0:
                 aux = (np.int64(2) << 20) | (P[i, D.F_ICMPT] << 8) | P[i, D.F_ICMPC]
-        src_is_a = (shi < dhi or (shi == dhi and (slo < dlo or (slo == dlo and sp <= dp))))
+        src_is_a = shi < dhi or (shi == dhi and (slo < dlo or (slo == dlo and sp <= dp)))
         if src_is_a:
             ahi, alo, ap, bhi, blo, bp = shi, slo, sp, dhi, dlo, dp
         else:
@@ -364,14 +364,24 @@ def process_packets(P, PE, buf, K, S, status, table, pool, st, params, start):
             f = table[h]
             if f == -1:
                 break
-            if (K[f, K_AHI] == ahi and K[f, K_ALO] == alo and K[f, K_BHI] == bhi
-                    and K[f, K_BLO] == blo and K[f, K_APORT] == ap and K[f, K_BPORT] == bp
-                    and K[f, K_PROTO] == pr and K[f, K_AUX] == aux):
+            if (
+                K[f, K_AHI] == ahi
+                and K[f, K_ALO] == alo
+                and K[f, K_BHI] == bhi
+                and K[f, K_BLO] == blo
+                and K[f, K_APORT] == ap
+                and K[f, K_BPORT] == bp
+                and K[f, K_PROTO] == pr
+                and K[f, K_AUX] == aux
+            ):
                 break
             h = (h + 1) & mask
         f = table[h]
-        if f != -1 and status[f] != FLOW_DONE and _expired(S, status, f, float(ts),
-                                                             P[i, D.F_FLAGS], params):
+        if (
+            f != -1
+            and status[f] != FLOW_DONE
+            and _expired(S, status, f, float(ts), P[i, D.F_FLAGS], params)
+        ):
             _close(S, status, f)
         if f == -1 or status[f] == FLOW_DONE:
             if nflows >= len(status) or 2 * (nflows + 1) > len(table):
@@ -401,9 +411,12 @@ def expire(S, status, nflows, now, params, everything):
         if s != FLOW_OPEN and s != FLOW_CLOSED:
             continue
         last = S[f, S_LAST_TS]
-        if (everything or now - last > params[P_IDLE]
-                or now - S[f, S_FIRST_TS] > params[P_ACTIVE]
-                or (s == FLOW_CLOSED and now - last > params[P_GRACE])):
+        if (
+            everything
+            or now - last > params[P_IDLE]
+            or now - S[f, S_FIRST_TS] > params[P_ACTIVE]
+            or (s == FLOW_CLOSED and now - last > params[P_GRACE])
+        ):
             _close(S, status, f)
 
 
@@ -457,24 +470,26 @@ class FinishedFlows:
         """Split into pieces of at most ``rows`` flows (to bound feature memory)."""
         if len(self) <= rows:
             return [self]
-        return [FinishedFlows(self.K[i:i + rows], self.S[i:i + rows], self.pool)
-                for i in range(0, len(self), rows)]
+        return [
+            FinishedFlows(self.K[i : i + rows], self.S[i : i + rows], self.pool)
+            for i in range(0, len(self), rows)
+        ]
 
 
 class FlowTable:
     """Open flows of one capture series; feed it packet chunks, collect finished flows."""
 
-    def __init__(self, idle_s: float, active_s: float, activity_s: float,
-                 grace_s: float) -> None:
-        self.params = np.array([idle_s * 1e6, active_s * 1e6, activity_s * 1e6, grace_s * 1e6],
-                               dtype=np.float64)
+    def __init__(self, idle_s: float, active_s: float, activity_s: float, grace_s: float) -> None:
+        self.params = np.array(
+            [idle_s * 1e6, active_s * 1e6, activity_s * 1e6, grace_s * 1e6], dtype=np.float64
+        )
         self.K = np.zeros((0, NK), dtype=np.int64)
         self.S = np.zeros((0, NS), dtype=np.float64)
         self.status = np.zeros(0, dtype=np.int8)
         self.pool = np.zeros(POOL_BYTES, dtype=np.uint8)
         self.pool2 = np.zeros(POOL_BYTES, dtype=np.uint8)
         self.table = np.zeros(0, dtype=np.int64)
-        self.st = np.zeros(3, dtype=np.int64)   # nflows, pool used, latest ts
+        self.st = np.zeros(3, dtype=np.int64)  # nflows, pool used, latest ts
 
     @property
     def open_flows(self) -> int:
@@ -507,8 +522,19 @@ class FlowTable:
         self._index()
         i = 0
         while True:
-            i = process_packets(P, PE, buf, self.K, self.S, self.status, self.table,
-                                self.pool, self.st, self.params, i)
+            i = process_packets(
+                P,
+                PE,
+                buf,
+                self.K,
+                self.S,
+                self.status,
+                self.table,
+                self.pool,
+                self.st,
+                self.params,
+                i,
+            )
             if i >= n:
                 break
             self._reserve(int(self.st[0]) + max(1024, (n - i) // 4))
@@ -549,13 +575,21 @@ class FlowTable:
         """Serialise the open flows (numpy .npz, no pickle)."""
         n = int(self.st[0])
         bio = io.BytesIO()
-        np.savez(bio, K=self.K[:n], S=self.S[:n], status=self.status[:n],
-                 pool=self.pool[: int(self.st[1])], st=self.st, params=self.params)
+        np.savez(
+            bio,
+            K=self.K[:n],
+            S=self.S[:n],
+            status=self.status[:n],
+            pool=self.pool[: int(self.st[1])],
+            st=self.st,
+            params=self.params,
+        )
         return bio.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes, idle_s: float, active_s: float, activity_s: float,
-                   grace_s: float) -> FlowTable:
+    def from_bytes(
+        cls, data: bytes, idle_s: float, active_s: float, activity_s: float, grace_s: float
+    ) -> FlowTable:
         """Restore open flows saved by :meth:`to_bytes`; raise ValueError if malformed."""
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
@@ -563,9 +597,17 @@ class FlowTable:
         except Exception as exc:  # np.load raises many types for garbage input
             raise ValueError(f"invalid carry state: {exc}") from exc
         n = int(st[0]) if st.shape == (3,) else -1
-        if (K.dtype != np.int64 or S.dtype != np.float64 or status.dtype != np.int8
-                or pool.dtype != np.uint8 or K.shape != (n, NK) or S.shape != (n, NS)
-                or status.shape != (n,) or len(pool) > POOL_BYTES or int(st[1]) != len(pool)):
+        if (
+            K.dtype != np.int64
+            or S.dtype != np.float64
+            or status.dtype != np.int8
+            or pool.dtype != np.uint8
+            or K.shape != (n, NK)
+            or S.shape != (n, NS)
+            or status.shape != (n,)
+            or len(pool) > POOL_BYTES
+            or int(st[1]) != len(pool)
+        ):
             raise ValueError("invalid carry state: unexpected shapes or types")
         if n and (not np.isin(status, (FLOW_OPEN, FLOW_CLOSED)).all()):
             raise ValueError("invalid carry state: bad flow status")
@@ -576,8 +618,11 @@ class FlowTable:
         t = cls(idle_s, active_s, activity_s, grace_s)
         t.K, t.S, t.status = K.copy(), S.copy(), status.copy()
         if n == 0:
-            t.K, t.S, t.status = (np.zeros((0, NK), np.int64), np.zeros((0, NS)),
-                                  np.zeros(0, np.int8))
+            t.K, t.S, t.status = (
+                np.zeros((0, NK), np.int64),
+                np.zeros((0, NS)),
+                np.zeros(0, np.int8),
+            )
         t.pool[: len(pool)] = pool
         t.st[:] = st
         return t

@@ -14,6 +14,14 @@ from .events import (
 from .service import IngestService
 
 __all__ = [
-    "CarryFlushed", "Event", "FileDone", "FileFailed", "FileQuarantined", "FileSkipped",
-    "FileStarted", "IngestError", "IngestService", "IngestStatus",
+    "CarryFlushed",
+    "Event",
+    "FileDone",
+    "FileFailed",
+    "FileQuarantined",
+    "FileSkipped",
+    "FileStarted",
+    "IngestError",
+    "IngestService",
+    "IngestStatus",
 ]

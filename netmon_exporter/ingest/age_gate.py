@@ -53,16 +53,22 @@ class _Look:
 class AgeGate:
     """Remember looks at files and say which are ready (see module docstring)."""
 
-    def __init__(self, min_age_seconds: float, *, settle_seconds: float = DEFAULT_SETTLE_SECONDS,
-                 open_for_writing: Callable[[Iterable[str]], set[str]] | None = None,
-                 unwatched_quiet_seconds: float = DEFAULT_UNWATCHED_QUIET_SECONDS) -> None:
+    def __init__(
+        self,
+        min_age_seconds: float,
+        *,
+        settle_seconds: float = DEFAULT_SETTLE_SECONDS,
+        open_for_writing: Callable[[Iterable[str]], set[str]] | None = None,
+        unwatched_quiet_seconds: float = DEFAULT_UNWATCHED_QUIET_SECONDS,
+    ) -> None:
         self.min_age_seconds = min_age_seconds
         self.settle_seconds = settle_seconds
         self.unwatched_quiet_seconds = unwatched_quiet_seconds
         # Wall-clock time (like mtimes) since when write events arrive; None: no events.
         self.watch_since: float | None = None
-        self._open_for_writing = open_for_writing if open_for_writing is not None \
-            else files_open_for_writing
+        self._open_for_writing = (
+            open_for_writing if open_for_writing is not None else files_open_for_writing
+        )
         self._looks: dict[str, _Look] = {}
         self._writing: dict[str, float] = {}  # path -> time of the last write event
         self._closed: set[str] = set()  # seen closed after writing, or renamed in: complete

@@ -14,21 +14,22 @@ FLOWS_DIR = "flows"
 
 _WHAT_TO_DO = {
     "format": "The file is not a pcap, pcapng or flow CSV this version can read. Check what "
-              "wrote it; if it is a valid capture, report it with the file attached.",
+    "wrote it; if it is a valid capture, report it with the file attached.",
     "truncated": "The file ends in the middle of a record. If the capture tool was still "
-                 "writing it, raise capture.min_age_seconds; otherwise the file is damaged.",
+    "writing it, raise capture.min_age_seconds; otherwise the file is damaged.",
     "io": "The file could not be read (permissions, disk or network file system errors).",
     "timeout": "Processing took longer than processing.file_timeout_seconds; raise it for very "
-               "large files, or report the file if it is small.",
+    "large files, or report the file if it is small.",
     "worker_crash": "The worker process died while reading the file (memory limit or a crash "
-                    "in a native library). Report the file.",
+    "in a native library). Report the file.",
     "too_large": "The file needed more memory than available; split it or add memory.",
     "internal": "An unexpected error in netmon-exporter. Report it with the message above.",
 }
 
 
-def after_processing(path: Path, action: str, done_directory: Path,
-                     capture_directory: Path) -> Path | None:
+def after_processing(
+    path: Path, action: str, done_directory: Path, capture_directory: Path
+) -> Path | None:
     """Keep, move or delete a processed file; return where it is now (None: deleted).
 
     Moves keep the path relative to the capture directory, so rotation
@@ -120,15 +121,19 @@ def flow_csv_name(path: Path, capture_directory: Path, mtime_ns: int) -> str:
     return f"{name}_{stamp:%Y%m%dT%H%M%S}Z_Flow.csv"
 
 
-def prune_flow_csvs(directory: Path, *, now: float, retention_hours: float,
-                    max_files: int) -> list[Path]:
+def prune_flow_csvs(
+    directory: Path, *, now: float, retention_hours: float, max_files: int
+) -> list[Path]:
     """Delete flow CSVs older than the retention or beyond the newest ``max_files``.
 
     0 disables either limit. Returns the deleted paths.
     """
     try:
-        entries = [(e.stat().st_mtime, Path(e.path)) for e in os.scandir(directory)
-                   if e.is_file() and e.name.endswith(".csv") and not e.name.startswith(".")]
+        entries = [
+            (e.stat().st_mtime, Path(e.path))
+            for e in os.scandir(directory)
+            if e.is_file() and e.name.endswith(".csv") and not e.name.startswith(".")
+        ]
     except FileNotFoundError:
         return []
     entries.sort()

@@ -26,10 +26,10 @@ class FileStarted:
 class FileDone:
     """A file was processed and recorded as done in the ledger (exactly once)."""
 
-    result: FileResult          # ``carry`` is stripped: the ledger keeps it
-    kind: str                   # one of metrics.FILE_KINDS
-    lag_seconds: float          # from ready (age gate passed) to done
-    attempts: int               # attempts it took, the successful one included
+    result: FileResult  # ``carry`` is stripped: the ledger keeps it
+    kind: str  # one of metrics.FILE_KINDS
+    lag_seconds: float  # from ready (age gate passed) to done
+    attempts: int  # attempts it took, the successful one included
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,11 @@ class FileFailed:
 
     path: str
     kind: str
-    reason: str                 # one of metrics.FAIL_REASONS
+    reason: str  # one of metrics.FAIL_REASONS
     message: str
     attempt: int
     will_retry: bool
-    category: str               # one of metrics.ERROR_CATEGORIES
+    category: str  # one of metrics.ERROR_CATEGORIES
     retry_in_seconds: float | None = None
 
 
@@ -50,11 +50,11 @@ class FileFailed:
 class FileQuarantined:
     """A file exhausted its retries and was moved to the quarantine directory."""
 
-    path: str                   # where it was found
+    path: str  # where it was found
     kind: str
-    reason: str                 # one of metrics.FAIL_REASONS (of the last attempt)
+    reason: str  # one of metrics.FAIL_REASONS (of the last attempt)
     message: str
-    quarantine_path: str = ""   # where it is now ("" if it could not be moved)
+    quarantine_path: str = ""  # where it is now ("" if it could not be moved)
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class FileSkipped:
 
     path: str
     kind: str
-    state: str                  # "done" or "quarantined"
+    state: str  # "done" or "quarantined"
 
 
 @dataclass(frozen=True)
@@ -83,34 +83,35 @@ class CarryFlushed:
 class IngestError:
     """Something outside a single file went wrong (directory, ledger, moving files)."""
 
-    category: str               # one of metrics.ERROR_CATEGORIES
+    category: str  # one of metrics.ERROR_CATEGORIES
     message: str
 
 
-Event = FileStarted | FileDone | FileFailed | FileQuarantined | FileSkipped | CarryFlushed | \
-    IngestError
+Event = (
+    FileStarted | FileDone | FileFailed | FileQuarantined | FileSkipped | CarryFlushed | IngestError
+)
 
 
 @dataclass(frozen=True)
 class IngestStatus:
     """A snapshot of ingestion for health, gauges and ``/health``."""
 
-    backlog: int = 0                        # ready or waiting for a retry
-    in_progress: int = 0                    # handed to a worker
-    not_ready: int = 0                      # seen, still being written or too young
-    workers: int = 0                        # worker processes alive
-    oldest_ready_age_seconds: float = 0.0   # how long the oldest ready file has waited
-    backlog_growth_streak: int = 0          # consecutive intervals the backlog grew
+    backlog: int = 0  # ready or waiting for a retry
+    in_progress: int = 0  # handed to a worker
+    not_ready: int = 0  # seen, still being written or too young
+    workers: int = 0  # worker processes alive
+    oldest_ready_age_seconds: float = 0.0  # how long the oldest ready file has waited
+    backlog_growth_streak: int = 0  # consecutive intervals the backlog grew
     directory_ok: bool = True
     directory_error: str | None = None
     ledger_ok: bool = True
     ledger_error: str | None = None
-    watching: bool = False                  # filesystem events arrive (else rescans only)
+    watching: bool = False  # filesystem events arrive (else rescans only)
     watch_error: str | None = None
-    recent_done: int = 0                    # files done in the last RECENT_SECONDS
-    recent_quarantined: int = 0             # files quarantined in the last RECENT_SECONDS
-    recent_failed_attempts: int = 0         # failed attempts (retried or not), same window
+    recent_done: int = 0  # files done in the last RECENT_SECONDS
+    recent_quarantined: int = 0  # files quarantined in the last RECENT_SECONDS
+    recent_failed_attempts: int = 0  # failed attempts (retried or not), same window
     last_activity_timestamp: float | None = None
     last_success_timestamp: float | None = None
-    carried_series: int = 0                 # rotation series holding open flows
+    carried_series: int = 0  # rotation series holding open flows
     running: bool = False

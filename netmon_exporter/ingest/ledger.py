@@ -35,7 +35,13 @@ LOCK_FILE = "ledger.lock"
 SCHEMA_VERSION = 1
 
 SEEN, IN_PROGRESS, FAILED, DONE, QUARANTINED, GONE = (
-    "seen", "in_progress", "failed", "done", "quarantined", "gone")
+    "seen",
+    "in_progress",
+    "failed",
+    "done",
+    "quarantined",
+    "gone",
+)
 FINAL_STATES = (DONE, QUARANTINED)
 
 _SCHEMA = """
@@ -101,14 +107,26 @@ class Totals:
     flows_by_protocol: dict[str, int] = field(default_factory=dict)
 
 
-_COLUMNS = ("id, path, dev, ino, size, mtime_ns, series, kind, state, attempts, next_retry, "
-            "reason, message, ready_at")
+_COLUMNS = (
+    "id, path, dev, ino, size, mtime_ns, series, kind, state, attempts, next_retry, "
+    "reason, message, ready_at"
+)
 
 
 def _entry(row: tuple[Any, ...]) -> Entry:
-    return Entry(id=row[0], path=row[1], identity=Identity(row[2], row[3], row[4], row[5]),
-                 series=row[6], kind=row[7], state=row[8], attempts=row[9], next_retry=row[10],
-                 reason=row[11], message=row[12], ready_at=row[13])
+    return Entry(
+        id=row[0],
+        path=row[1],
+        identity=Identity(row[2], row[3], row[4], row[5]),
+        series=row[6],
+        kind=row[7],
+        state=row[8],
+        attempts=row[9],
+        next_retry=row[10],
+        reason=row[11],
+        message=row[12],
+        ready_at=row[13],
+    )
 
 
 class Ledger:
@@ -130,21 +148,25 @@ class Ledger:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(self._lock_fd)
-            raise LedgerError(f"{directory} is in use by another netmon-exporter instance "
-                              "(give each instance its own state.directory)") from exc
+            raise LedgerError(
+                f"{directory} is in use by another netmon-exporter instance "
+                "(give each instance its own state.directory)"
+            ) from exc
         try:
-            self._db = sqlite3.connect(directory / LEDGER_FILE, timeout=10,
-                                       isolation_level=None)
+            self._db = sqlite3.connect(directory / LEDGER_FILE, timeout=10, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._durable = True
             self._db.executescript(_SCHEMA)
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                             (str(SCHEMA_VERSION),))
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
             row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if int(row[0]) != SCHEMA_VERSION:
-                raise LedgerError(f"{directory / LEDGER_FILE} has schema version {row[0]}, "
-                                  f"this version understands {SCHEMA_VERSION}")
+                raise LedgerError(
+                    f"{directory / LEDGER_FILE} has schema version {row[0]}, "
+                    f"this version understands {SCHEMA_VERSION}"
+                )
         except sqlite3.Error as exc:
             self.close()
             raise LedgerError(f"cannot open {directory / LEDGER_FILE}: {exc}") from exc
@@ -196,13 +218,23 @@ class Ledger:
     # -- start-up
     def requeue_in_progress(self) -> int:
         """Hand back work interrupted by a crash; return how many files."""
-        return int(self._tx(lambda db: db.execute(
-            "UPDATE files SET state=? WHERE state=?", (SEEN, IN_PROGRESS)).rowcount))
+        return int(
+            self._tx(
+                lambda db: (
+                    db.execute(
+                        "UPDATE files SET state=? WHERE state=?", (SEEN, IN_PROGRESS)
+                    ).rowcount
+                )
+            )
+        )
 
     # -- lookups
     def lookup(self, path: str, ident: Identity) -> Entry | None:
-        rows = self._query(f"SELECT {_COLUMNS} FROM files WHERE path=? AND dev=? AND ino=? AND "
-                           "size=? AND mtime_ns=?", (path, *ident))
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM files WHERE path=? AND dev=? AND ino=? AND "
+            "size=? AND mtime_ns=?",
+            (path, *ident),
+        )
         return _entry(rows[0]) if rows else None
 
     def get(self, entry_id: int) -> Entry | None:
@@ -214,92 +246,138 @@ class Ledger:
             return [_entry(r) for r in self._query(f"SELECT {_COLUMNS} FROM files ORDER BY id")]
         st = tuple(states)
         marks = ",".join("?" * len(st))
-        return [_entry(r) for r in self._query(
-            f"SELECT {_COLUMNS} FROM files WHERE state IN ({marks}) ORDER BY id", st)]
+        return [
+            _entry(r)
+            for r in self._query(
+                f"SELECT {_COLUMNS} FROM files WHERE state IN ({marks}) ORDER BY id", st
+            )
+        ]
 
     def counts(self) -> dict[str, int]:
         return {s: n for s, n in self._query("SELECT state, COUNT(*) FROM files GROUP BY state")}
 
     # -- transitions
-    def record_ready(self, items: Iterable[tuple[str, Identity, str | None, str]],
-                     now: float) -> list[Entry]:
+    def record_ready(
+        self, items: Iterable[tuple[str, Identity, str | None, str]], now: float
+    ) -> list[Entry]:
         """Insert ``seen`` rows for new ready files (path, identity, series, kind).
 
         Known identities are returned as they are; one transaction for the batch.
         """
+
         def fn(db: sqlite3.Connection) -> list[Entry]:
             out = []
             for path, ident, series, kind in items:
-                db.execute("INSERT OR IGNORE INTO files (path, dev, ino, size, mtime_ns, series, "
-                           "kind, state, ready_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                           (path, *ident, series, kind, SEEN, now, now))
-                db.execute("UPDATE files SET state=?, updated_at=? WHERE path=? AND dev=? AND "
-                           "ino=? AND size=? AND mtime_ns=? AND state IN (?,?)",
-                           (SEEN, now, path, *ident, GONE, IN_PROGRESS))
-                row = db.execute(f"SELECT {_COLUMNS} FROM files WHERE path=? AND dev=? AND "
-                                 "ino=? AND size=? AND mtime_ns=?", (path, *ident)).fetchone()
+                db.execute(
+                    "INSERT OR IGNORE INTO files (path, dev, ino, size, mtime_ns, series, "
+                    "kind, state, ready_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (path, *ident, series, kind, SEEN, now, now),
+                )
+                db.execute(
+                    "UPDATE files SET state=?, updated_at=? WHERE path=? AND dev=? AND "
+                    "ino=? AND size=? AND mtime_ns=? AND state IN (?,?)",
+                    (SEEN, now, path, *ident, GONE, IN_PROGRESS),
+                )
+                row = db.execute(
+                    f"SELECT {_COLUMNS} FROM files WHERE path=? AND dev=? AND "
+                    "ino=? AND size=? AND mtime_ns=?",
+                    (path, *ident),
+                ).fetchone()
                 out.append(_entry(row))
             return out
+
         return list(self._tx(fn, durable=False))
 
     def mark_in_progress(self, entry_id: int, now: float) -> None:
-        self._tx(lambda db: db.execute("UPDATE files SET state=?, updated_at=? WHERE id=?",
-                                       (IN_PROGRESS, now, entry_id)), durable=False)
+        self._tx(
+            lambda db: db.execute(
+                "UPDATE files SET state=?, updated_at=? WHERE id=?", (IN_PROGRESS, now, entry_id)
+            ),
+            durable=False,
+        )
 
     def mark_seen(self, entry_id: int, now: float) -> None:
         """Hand a file back (shutdown before it finished)."""
-        self._tx(lambda db: db.execute(
-            "UPDATE files SET state=?, updated_at=? WHERE id=? AND state=?",
-            (SEEN, now, entry_id, IN_PROGRESS)), durable=False)
+        self._tx(
+            lambda db: db.execute(
+                "UPDATE files SET state=?, updated_at=? WHERE id=? AND state=?",
+                (SEEN, now, entry_id, IN_PROGRESS),
+            ),
+            durable=False,
+        )
 
-    def mark_done(self, entry_id: int, now: float, *, series: str | None = None,
-                  carry: bytes | None = None, update_carry: bool = False,
-                  summary: dict[str, Any] | None = None) -> None:
+    def mark_done(
+        self,
+        entry_id: int,
+        now: float,
+        *,
+        series: str | None = None,
+        carry: bytes | None = None,
+        update_carry: bool = False,
+        summary: dict[str, Any] | None = None,
+    ) -> None:
         """Record success and, in the same transaction, the series' new carry.
 
         ``update_carry``: replace the series' carry with ``carry`` (None deletes it).
         """
+
         def fn(db: sqlite3.Connection) -> None:
-            cur = db.execute("UPDATE files SET state=?, updated_at=?, next_retry=NULL, "
-                             "summary=? WHERE id=? AND state != ?",
-                             (DONE, now, json.dumps(summary) if summary else None, entry_id,
-                              DONE))
+            cur = db.execute(
+                "UPDATE files SET state=?, updated_at=?, next_retry=NULL, "
+                "summary=? WHERE id=? AND state != ?",
+                (DONE, now, json.dumps(summary) if summary else None, entry_id, DONE),
+            )
             if cur.rowcount != 1:
                 raise LedgerError(f"file {entry_id} is not in the ledger or already done")
             if update_carry and series is not None:
                 if carry is None:
                     db.execute("DELETE FROM carry WHERE series=?", (series,))
                 else:
-                    db.execute("INSERT OR REPLACE INTO carry VALUES (?,?,?,?)",
-                               (series, carry, entry_id, now))
+                    db.execute(
+                        "INSERT OR REPLACE INTO carry VALUES (?,?,?,?)",
+                        (series, carry, entry_id, now),
+                    )
+
         self._tx(fn)
 
-    def mark_failed(self, entry_id: int, now: float, reason: str, message: str,
-                    next_retry: float) -> int:
+    def mark_failed(
+        self, entry_id: int, now: float, reason: str, message: str, next_retry: float
+    ) -> int:
         """Count a failed attempt; return the attempts so far."""
+
         def fn(db: sqlite3.Connection) -> int:
-            db.execute("UPDATE files SET state=?, attempts=attempts+1, next_retry=?, reason=?, "
-                       "message=?, updated_at=? WHERE id=?",
-                       (FAILED, next_retry, reason, message[:4000], now, entry_id))
+            db.execute(
+                "UPDATE files SET state=?, attempts=attempts+1, next_retry=?, reason=?, "
+                "message=?, updated_at=? WHERE id=?",
+                (FAILED, next_retry, reason, message[:4000], now, entry_id),
+            )
             row = db.execute("SELECT attempts FROM files WHERE id=?", (entry_id,)).fetchone()
             return int(row[0]) if row else 0
+
         return int(self._tx(fn))
 
-    def mark_quarantined(self, entry_id: int, now: float, reason: str, message: str,
-                         count_attempt: bool = True) -> int:
+    def mark_quarantined(
+        self, entry_id: int, now: float, reason: str, message: str, count_attempt: bool = True
+    ) -> int:
         def fn(db: sqlite3.Connection) -> int:
-            db.execute("UPDATE files SET state=?, attempts=attempts+?, next_retry=NULL, reason=?, "
-                       "message=?, updated_at=? WHERE id=?",
-                       (QUARANTINED, 1 if count_attempt else 0, reason, message[:4000], now,
-                        entry_id))
+            db.execute(
+                "UPDATE files SET state=?, attempts=attempts+?, next_retry=NULL, reason=?, "
+                "message=?, updated_at=? WHERE id=?",
+                (QUARANTINED, 1 if count_attempt else 0, reason, message[:4000], now, entry_id),
+            )
             row = db.execute("SELECT attempts FROM files WHERE id=?", (entry_id,)).fetchone()
             return int(row[0]) if row else 0
+
         return int(self._tx(fn))
 
     def mark_gone(self, entry_id: int, now: float) -> None:
-        self._tx(lambda db: db.execute(
-            "UPDATE files SET state=?, updated_at=? WHERE id=? AND state IN (?,?)",
-            (GONE, now, entry_id, SEEN, FAILED)), durable=False)
+        self._tx(
+            lambda db: db.execute(
+                "UPDATE files SET state=?, updated_at=? WHERE id=? AND state IN (?,?)",
+                (GONE, now, entry_id, SEEN, FAILED),
+            ),
+            durable=False,
+        )
 
     # -- carried flows
     def carries(self) -> dict[str, float]:
@@ -316,9 +394,11 @@ class Ledger:
     # -- housekeeping
     def prune(self, older_than: float, exists: Callable[[str], bool], limit: int = 1000) -> int:
         """Forget finished files last touched before ``older_than`` that no longer exist."""
-        rows = self._query("SELECT id, path FROM files WHERE state IN (?,?,?) AND updated_at < ? "
-                           "ORDER BY updated_at LIMIT ?",
-                           (DONE, QUARANTINED, GONE, older_than, limit))
+        rows = self._query(
+            "SELECT id, path FROM files WHERE state IN (?,?,?) AND updated_at < ? "
+            "ORDER BY updated_at LIMIT ?",
+            (DONE, QUARANTINED, GONE, older_than, limit),
+        )
         ids = [(i,) for i, p in rows if not exists(p)]
         if ids:
             self._tx(lambda db: db.executemany("DELETE FROM files WHERE id=?", ids))
@@ -332,14 +412,18 @@ class Ledger:
         byts: dict[str, int] = {}
         flows = rows_total = 0
         flows_by_protocol: dict[str, int] = {}
-        for kind, n in self._query("SELECT kind, COUNT(*) FROM files WHERE state=? GROUP BY kind",
-                                   (DONE,)):
+        for kind, n in self._query(
+            "SELECT kind, COUNT(*) FROM files WHERE state=? GROUP BY kind", (DONE,)
+        ):
             done[kind] = n
-        for kind, reason, n in self._query("SELECT kind, reason, COUNT(*) FROM files WHERE "
-                                           "state=? GROUP BY kind, reason", (QUARANTINED,)):
+        for kind, reason, n in self._query(
+            "SELECT kind, reason, COUNT(*) FROM files WHERE state=? GROUP BY kind, reason",
+            (QUARANTINED,),
+        ):
             quarantined[(kind, reason or "internal")] = n
-        for (text,) in self._query("SELECT summary FROM files WHERE state=? AND summary IS NOT "
-                                   "NULL", (DONE,)):
+        for (text,) in self._query(
+            "SELECT summary FROM files WHERE state=? AND summary IS NOT NULL", (DONE,)
+        ):
             try:
                 s = json.loads(text)
             except ValueError:

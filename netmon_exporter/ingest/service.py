@@ -67,12 +67,12 @@ from .workers import Outcome, ProcessFn, Task, WorkerPool, takes_csv_path
 
 log = logging.getLogger("netmon_exporter.ingest")
 
-RECENT_SECONDS = 300.0          # window of the recent success/failure counts
+RECENT_SECONDS = 300.0  # window of the recent success/failure counts
 LEDGER_KEEP_SECONDS = 7 * 86400  # finished files that no longer exist are forgotten after this
 MAX_BACKOFF_SECONDS = 3600.0
-RELOOK_SECONDS = 0.5            # how often files not yet ready are looked at again
-LOOP_SECONDS = 0.2              # longest sleep of the scheduler loop (real time)
-MAX_CHANGED_PATHS = 10000       # beyond this many pending watch events, rescan instead
+RELOOK_SECONDS = 0.5  # how often files not yet ready are looked at again
+LOOP_SECONDS = 0.2  # longest sleep of the scheduler loop (real time)
+MAX_CHANGED_PATHS = 10000  # beyond this many pending watch events, rescan instead
 
 _FAIL_CATEGORY = {"io": "io", "internal": "internal"}  # everything else is "parse"
 _DIGITS = re.compile(r"(\d+)")
@@ -81,10 +81,12 @@ _DIGITS = re.compile(r"(\d+)")
 def flow_settings(cfg: Config) -> FlowSettings:
     """Return the flow-engine subset of the config."""
     f = cfg.flows
-    return FlowSettings(idle_timeout_seconds=f.idle_timeout_seconds,
-                        active_timeout_seconds=f.active_timeout_seconds,
-                        activity_timeout_seconds=f.activity_timeout_seconds,
-                        carry_across_files=f.carry_across_files)
+    return FlowSettings(
+        idle_timeout_seconds=f.idle_timeout_seconds,
+        active_timeout_seconds=f.active_timeout_seconds,
+        activity_timeout_seconds=f.activity_timeout_seconds,
+        carry_across_files=f.carry_across_files,
+    )
 
 
 _PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
@@ -98,10 +100,13 @@ def _summary(result: FileResult) -> dict[str, Any]:
         for n, c in zip(nums.tolist(), counts.tolist(), strict=True):
             name = _PROTO_NAMES.get(int(n), "other")
             flows_by_protocol[name] = flows_by_protocol.get(name, 0) + int(c)
-    return {"packets": dict(result.packets_by_protocol or {}),
-            "bytes": dict(result.bytes_by_protocol or {}),
-            "flows": int(getattr(result, "flow_count", 0) or len(result.flows)),
-            "flows_by_protocol": flows_by_protocol, "csv_rows": int(result.csv_rows)}
+    return {
+        "packets": dict(result.packets_by_protocol or {}),
+        "bytes": dict(result.bytes_by_protocol or {}),
+        "flows": int(getattr(result, "flow_count", 0) or len(result.flows)),
+        "flows_by_protocol": flows_by_protocol,
+        "csv_rows": int(result.csv_rows),
+    }
 
 
 def _natural(name: str) -> tuple[Any, ...]:
@@ -116,10 +121,10 @@ class _Tracked:
     series: str | None
     kind: str
     identity: Identity
-    state: str = "unripe"        # unripe | ready | retry | running
+    state: str = "unripe"  # unripe | ready | retry | running
     entry_id: int = 0
     ready_at: float = 0.0
-    attempts: int = 0            # failed attempts so far
+    attempts: int = 0  # failed attempts so far
     next_retry: float = 0.0
     use_carry: bool = False
     sort_key: tuple[Any, ...] = ()  # time order within a series: mtime, then natural name
@@ -139,14 +144,19 @@ class IngestService:
     a module-level function).
     """
 
-    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time,
-                 process: ProcessFn | None = None,
-                 finish: Callable[[bytes, FlowSettings], Any] | None = None,
-                 settle_seconds: float = DEFAULT_SETTLE_SECONDS,
-                 unwatched_quiet_seconds: float = DEFAULT_UNWATCHED_QUIET_SECONDS,
-                 open_for_writing: Callable[..., set[str]] | None = None,
-                 rng: random.Random | None = None, max_pending_results: int | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        process: ProcessFn | None = None,
+        finish: Callable[[bytes, FlowSettings], Any] | None = None,
+        settle_seconds: float = DEFAULT_SETTLE_SECONDS,
+        unwatched_quiet_seconds: float = DEFAULT_UNWATCHED_QUIET_SECONDS,
+        open_for_writing: Callable[..., set[str]] | None = None,
+        rng: random.Random | None = None,
+        max_pending_results: int | None = None,
+    ) -> None:
         self._cfg = config
         self._clock = clock
         self._process: ProcessFn = process if process is not None else pipeline.process_file
@@ -155,9 +165,12 @@ class IngestService:
         self._rng = rng or random.Random()
         self._max_pending_results = max_pending_results
         self._undelivered_results = 0  # FileDone events not yet polled (they hold flows)
-        self._gate = AgeGate(config.capture.min_age_seconds, settle_seconds=settle_seconds,
-                             open_for_writing=open_for_writing,
-                             unwatched_quiet_seconds=unwatched_quiet_seconds)
+        self._gate = AgeGate(
+            config.capture.min_age_seconds,
+            settle_seconds=settle_seconds,
+            open_for_writing=open_for_writing,
+            unwatched_quiet_seconds=unwatched_quiet_seconds,
+        )
         self._events: queue.Queue[Event] = queue.Queue()
         self._lock = threading.Lock()
         self._pending_cfg: Config | None = None
@@ -224,8 +237,9 @@ class IngestService:
         """Return the events emitted so far, waiting up to ``timeout`` for the first one."""
         out: list[Event] = []
         try:
-            out.append(self._events.get(timeout=timeout) if timeout > 0
-                       else self._events.get_nowait())
+            out.append(
+                self._events.get(timeout=timeout) if timeout > 0 else self._events.get_nowait()
+            )
         except queue.Empty:
             return out
         while len(out) < max_events:
@@ -391,12 +405,16 @@ class IngestService:
                     self._tracked.pop(path)
             self._finished.clear()
         if old.state.directory != cfg.state.directory:
-            log.warning("state.directory changes only after a restart",
-                        extra={"active": str(old.state.directory)})
+            log.warning(
+                "state.directory changes only after a restart",
+                extra={"active": str(old.state.directory)},
+            )
         with self._lock:
             self._scan_requested = True
-        log.info("ingest configuration applied",
-                 extra={"workers": self._concurrency(), "in_flight": len(self._running)})
+        log.info(
+            "ingest configuration applied",
+            extra={"workers": self._concurrency(), "in_flight": len(self._running)},
+        )
 
     def _start_watcher(self) -> None:
         if self._watcher is not None:
@@ -425,8 +443,10 @@ class IngestService:
             log.info("ledger usable again", extra={"dir": str(self._cfg.state.directory)})
         self._ledger_error = None
         if requeued:
-            log.info("re-queued files interrupted by the last shutdown or crash",
-                     extra={"files": requeued})
+            log.info(
+                "re-queued files interrupted by the last shutdown or crash",
+                extra={"files": requeued},
+            )
         # forget ledger-less in-memory decisions: everything is looked up again
         for path, t in list(self._tracked.items()):
             if t.state != "running":
@@ -437,8 +457,9 @@ class IngestService:
     def _ledger_failed(self, exc: Exception) -> None:
         msg = str(exc)
         if self._ledger_error != msg:
-            log.error("ledger unusable; not processing files until it works again",
-                      extra={"err": msg})
+            log.error(
+                "ledger unusable; not processing files until it works again", extra={"err": msg}
+            )
             self._emit(IngestError("ledger", msg))
         self._ledger_error = msg
         self._next_ledger_retry = self._clock() + 5.0
@@ -464,9 +485,16 @@ class IngestService:
     def _full_scan(self, now: float) -> None:
         c = self._cfg.capture
         try:
-            found = {p: st for p, st in scan(c.directory, recursive=c.recursive,
-                                             patterns=c.patterns, excluded=self._excluded())
-                     if self._owned(p)}
+            found = {
+                p: st
+                for p, st in scan(
+                    c.directory,
+                    recursive=c.recursive,
+                    patterns=c.patterns,
+                    excluded=self._excluded(),
+                )
+                if self._owned(p)
+            }
         except OSError as exc:
             msg = f"cannot list capture directory {c.directory}: {exc.strerror or exc}"
             if self._dir_error != msg:
@@ -497,8 +525,7 @@ class IngestService:
         real = os.path.realpath(os.path.dirname(path))
         if not (real == root or (c.recursive and real.startswith(root + os.sep))):
             return False
-        if any((real + os.sep).startswith(os.path.realpath(p) + os.sep)
-               for p in self._excluded()):
+        if any((real + os.sep).startswith(os.path.realpath(p) + os.sep) for p in self._excluded()):
             return False
         return self._owned(path)
 
@@ -536,15 +563,20 @@ class IngestService:
             if self._finished.get(path) == ident:
                 return
             name = os.path.basename(path)
-            t = _Tracked(path=path, series=series_of(name, self._source_re),
-                         kind=file_kind(name), identity=ident)
+            t = _Tracked(
+                path=path,
+                series=series_of(name, self._source_re),
+                kind=file_kind(name),
+                identity=ident,
+            )
             t.set_identity(ident)
             self._tracked[path] = t
         if t.state == "running":
             return
         if t.identity != ident and t.state in ("ready", "retry"):
-            log.info("file changed after it was found ready; treating it as new",
-                     extra={"file": path})
+            log.info(
+                "file changed after it was found ready; treating it as new", extra={"file": path}
+            )
             self._forget(path, gone=True)
             self._observe(path, st, now)
             return
@@ -554,8 +586,9 @@ class IngestService:
 
     def _promote(self, now: float) -> None:
         """Move files through the age gate into the ledger and the ready queue."""
-        candidates = [t for t in self._tracked.values()
-                      if t.state == "unripe" and self._gate_passes(t, now)]
+        candidates = [
+            t for t in self._tracked.values() if t.state == "unripe" and self._gate_passes(t, now)
+        ]
         if not candidates or self._ledger is None:
             return
         ok = self._gate.confirm([t.path for t in candidates], now)
@@ -564,7 +597,8 @@ class IngestService:
             return
         try:
             entries = self._ledger.record_ready(
-                [(t.path, t.identity, t.series, t.kind) for t in batch], now)
+                [(t.path, t.identity, t.series, t.kind) for t in batch], now
+            )
         except LedgerError as exc:
             self._ledger_failed(exc)
             return
@@ -593,12 +627,25 @@ class IngestService:
         c = self._cfg
         try:
             if entry.state == DONE:
-                where = after_processing(Path(t.path), c.capture.after_processing,
-                                         c.capture.done_directory, c.capture.directory)
+                where = after_processing(
+                    Path(t.path),
+                    c.capture.after_processing,
+                    c.capture.done_directory,
+                    c.capture.directory,
+                )
             else:
-                where = quarantine(Path(t.path), c.output.directory, QuarantineNote(
-                    t.path, t.kind, entry.reason or "internal", entry.message or "",
-                    entry.attempts, self._clock()))
+                where = quarantine(
+                    Path(t.path),
+                    c.output.directory,
+                    QuarantineNote(
+                        t.path,
+                        t.kind,
+                        entry.reason or "internal",
+                        entry.message or "",
+                        entry.attempts,
+                        self._clock(),
+                    ),
+                )
         except OSError as exc:
             self._emit(IngestError("io", f"cannot dispose of {t.path}: {exc}"))
             where = Path(t.path)
@@ -626,9 +673,12 @@ class IngestService:
             undelivered = self._undelivered_results
         # Results not yet taken by the daemon hold their flows in memory: when it
         # falls behind, stop dispatching rather than pile them up.
-        free = min(self._concurrency() - len(self._running), self._pool.idle(),
-                   self._cfg.processing.batch_size,
-                   limit - undelivered - len(self._running))
+        free = min(
+            self._concurrency() - len(self._running),
+            self._pool.idle(),
+            self._cfg.processing.batch_size,
+            limit - undelivered - len(self._running),
+        )
         if free <= 0:
             return
         heads: dict[str, _Tracked] = {}
@@ -637,9 +687,12 @@ class IngestService:
                 h = heads.get(t.series)
                 if h is None or t.sort_key < h.sort_key:
                     heads[t.series] = t
-        due = [t for t in self._tracked.values()
-               if (t.state == "ready" or (t.state == "retry" and t.next_retry <= now))
-               and (t.series is None or heads[t.series] is t)]
+        due = [
+            t
+            for t in self._tracked.values()
+            if (t.state == "ready" or (t.state == "retry" and t.next_retry <= now))
+            and (t.series is None or heads[t.series] is t)
+        ]
         for t in heapq.nsmallest(free, due, key=lambda t: (t.ready_at, t.sort_key)):
             self._start_file(t, now)
 
@@ -667,11 +720,19 @@ class IngestService:
                 os.makedirs(csv_dir, exist_ok=True)
         csv_path = None
         if csv_dir and self._takes_csv_path:
-            csv_path = os.path.join(csv_dir, flow_csv_name(Path(t.path), c.capture.directory,
-                                                           t.identity.mtime_ns))
-        task = Task(key=t.entry_id, path=t.path, settings=flow_settings(c), carry=carry,
-                    csv_dir=csv_dir, final=not use_carry,
-                    timeout_seconds=c.processing.file_timeout_seconds, csv_path=csv_path)
+            csv_path = os.path.join(
+                csv_dir, flow_csv_name(Path(t.path), c.capture.directory, t.identity.mtime_ns)
+            )
+        task = Task(
+            key=t.entry_id,
+            path=t.path,
+            settings=flow_settings(c),
+            carry=carry,
+            csv_dir=csv_dir,
+            final=not use_carry,
+            timeout_seconds=c.processing.file_timeout_seconds,
+            csv_path=csv_path,
+        )
         self._pool.submit(task)
         t.state = "running"
         t.use_carry = use_carry
@@ -699,8 +760,14 @@ class IngestService:
             return
         summary = _summary(result)
         try:
-            self._ledger.mark_done(t.entry_id, now, series=t.series, carry=result.carry,
-                                   update_carry=t.use_carry, summary=summary)
+            self._ledger.mark_done(
+                t.entry_id,
+                now,
+                series=t.series,
+                carry=result.carry,
+                update_carry=t.use_carry,
+                summary=summary,
+            )
         except LedgerError as exc:
             self._ledger_failed(exc)
             t.state = "ready"
@@ -711,18 +778,26 @@ class IngestService:
             else:
                 self._carries.pop(t.series, None)
         kind = result.kind if result.kind in FILE_KINDS else t.kind
-        self._emit(FileDone(dataclasses.replace(result, carry=None), kind,
-                            max(0.0, now - t.ready_at), t.attempts + 1))
+        self._emit(
+            FileDone(
+                dataclasses.replace(result, carry=None),
+                kind,
+                max(0.0, now - t.ready_at),
+                t.attempts + 1,
+            )
+        )
         self._note(now, "done")
         self._last_success = now
         self._forget(t.path)
         c = self._cfg.capture
         try:
-            where = after_processing(Path(t.path), c.after_processing, c.done_directory,
-                                     c.directory)
+            where = after_processing(
+                Path(t.path), c.after_processing, c.done_directory, c.directory
+            )
         except OSError as exc:
-            self._emit(IngestError("io", f"processed {t.path} but cannot "
-                                         f"{c.after_processing} it: {exc}"))
+            self._emit(
+                IngestError("io", f"processed {t.path} but cannot {c.after_processing} it: {exc}")
+            )
             where = Path(t.path)
         if where is not None and str(where) == t.path:
             self._finished[t.path] = t.identity
@@ -751,12 +826,19 @@ class IngestService:
             self._ledger_failed(exc)
             t.state = "ready"
             return
-        log.warning("file failed", extra={"file": t.path, "reason": reason, "attempt": attempt,
-                                          "will_retry": will_retry, "err": message})
+        log.warning(
+            "file failed",
+            extra={
+                "file": t.path,
+                "reason": reason,
+                "attempt": attempt,
+                "will_retry": will_retry,
+                "err": message,
+            },
+        )
         if will_retry:
             t.state, t.attempts, t.next_retry = "retry", attempt, now + delay
-            self._emit(FileFailed(t.path, t.kind, reason, message, attempt, True, category,
-                                  delay))
+            self._emit(FileFailed(t.path, t.kind, reason, message, attempt, True, category, delay))
             return
         self._emit(FileFailed(t.path, t.kind, reason, message, attempt, False, category))
         self._forget(t.path)
@@ -768,8 +850,11 @@ class IngestService:
         self._note(now, "quarantined")
         c = self._cfg
         try:
-            where = quarantine(Path(t.path), c.output.directory, QuarantineNote(
-                t.path, t.kind, reason, message, attempt, now))
+            where = quarantine(
+                Path(t.path),
+                c.output.directory,
+                QuarantineNote(t.path, t.kind, reason, message, attempt, now),
+            )
         except OSError as exc:
             self._emit(IngestError("io", f"cannot quarantine {t.path}: {exc}"))
             self._finished[t.path] = t.identity
@@ -815,8 +900,11 @@ class IngestService:
         try:
             flows = self._finish(blob, flow_settings(self._cfg))
         except Exception as exc:  # noqa: BLE001 - a bad carry must not stop ingestion
-            self._emit(IngestError("internal", f"cannot end the flows carried for series "
-                                               f"{series!r}: {exc}"))
+            self._emit(
+                IngestError(
+                    "internal", f"cannot end the flows carried for series {series!r}: {exc}"
+                )
+            )
             return True
         self._emit(CarryFlushed(flows, series))
         return True
@@ -830,9 +918,12 @@ class IngestService:
         self._last_backlog = backlog
         if cfg.output.flows_csv or cfg.output.retention_hours or cfg.output.max_flow_csv_files:
             try:
-                deleted = prune_flow_csvs(cfg.output.directory / FLOWS_DIR, now=now,
-                                          retention_hours=cfg.output.retention_hours,
-                                          max_files=cfg.output.max_flow_csv_files)
+                deleted = prune_flow_csvs(
+                    cfg.output.directory / FLOWS_DIR,
+                    now=now,
+                    retention_hours=cfg.output.retention_hours,
+                    max_files=cfg.output.max_flow_csv_files,
+                )
             except OSError as exc:
                 self._emit(IngestError("io", f"cannot prune flow CSVs: {exc}"))
                 deleted = []
@@ -847,8 +938,9 @@ class IngestService:
 
     def _update_status(self, running: bool = True) -> None:
         now = self._clock()
-        while self._recent and (self._recent[0][0] < now - RECENT_SECONDS
-                                or len(self._recent) > 100000):
+        while self._recent and (
+            self._recent[0][0] < now - RECENT_SECONDS or len(self._recent) > 100000
+        ):
             self._recent_counts[self._recent.popleft()[1]] -= 1
         ready = [t for t in self._tracked.values() if t.state == "ready"]
         retry = sum(1 for t in self._tracked.values() if t.state == "retry")

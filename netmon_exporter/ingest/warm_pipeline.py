@@ -19,10 +19,26 @@ from pathlib import Path
 def _tiny_capture() -> bytes:
     header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
     records = []
-    for proto, l4 in ((17, struct.pack("!HHHH", 5353, 53, 8, 0)),
-                      (6, struct.pack("!HHIIBBHHH", 40000, 80, 1, 0, 0x50, 0x02, 1024, 0, 0))):
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0, 64, proto, 0,
-                         b"\x0a\x00\x00\x01", b"\x0a\x00\x00\x02") + l4
+    for proto, l4 in (
+        (17, struct.pack("!HHHH", 5353, 53, 8, 0)),
+        (6, struct.pack("!HHIIBBHHH", 40000, 80, 1, 0, 0x50, 0x02, 1024, 0, 0)),
+    ):
+        ip = (
+            struct.pack(
+                "!BBHHHBBH4s4s",
+                0x45,
+                0,
+                20 + len(l4),
+                0,
+                0,
+                64,
+                proto,
+                0,
+                b"\x0a\x00\x00\x01",
+                b"\x0a\x00\x00\x02",
+            )
+            + l4
+        )
         frame = b"\x00\x11\x22\x33\x44\x55\x66\x77\x88\x99\xaa\xbb\x08\x00" + ip
         records.append(struct.pack("<IIII", 1_700_000_000, 0, len(frame), len(frame)) + frame)
     return header + b"".join(records)

@@ -30,8 +30,12 @@ class _StopRaceFilter(logging.Filter):
 
 logging.getLogger("watchdog.observers.inotify").addFilter(_StopRaceFilter())
 
-_KIND_SUFFIXES = ((".pcapng.gz", "pcapng"), (".pcapng", "pcapng"), (".csv.gz", "csv"),
-                  (".csv", "csv"))
+_KIND_SUFFIXES = (
+    (".pcapng.gz", "pcapng"),
+    (".pcapng", "pcapng"),
+    (".csv.gz", "csv"),
+    (".csv", "csv"),
+)
 
 
 def matches(name: str, patterns: Sequence[str]) -> bool:
@@ -74,8 +78,9 @@ def series_of(name: str, pattern: re.Pattern[str] | None) -> str | None:
     return source if source is not None else None
 
 
-def scan(directory: Path, *, recursive: bool, patterns: Sequence[str],
-         excluded: Sequence[Path] = ()) -> Iterator[tuple[str, os.stat_result]]:
+def scan(
+    directory: Path, *, recursive: bool, patterns: Sequence[str], excluded: Sequence[Path] = ()
+) -> Iterator[tuple[str, os.stat_result]]:
     """Yield (path, stat) of every regular file matching the patterns.
 
     Raises OSError if ``directory`` itself cannot be listed; unreadable
@@ -122,8 +127,9 @@ class Watcher:
     for a full scan (a directory appeared, or the watch was lost).
     """
 
-    def __init__(self, directory: Path, recursive: bool,
-                 on_path: Callable[[str | None, bool | None], None]) -> None:
+    def __init__(
+        self, directory: Path, recursive: bool, on_path: Callable[[str | None, bool | None], None]
+    ) -> None:
         self.directory = directory
         self.recursive = recursive
         self._on_path = on_path
@@ -192,8 +198,9 @@ class Watcher:
                 observer.schedule(_Handler(), str(self.directory), recursive=self.recursive)
                 observer.start()
             except (OSError, RuntimeError) as exc:
-                self.error = (f"cannot watch {self.directory} ({exc}); relying on rescans every "
-                              "interval")
+                self.error = (
+                    f"cannot watch {self.directory} ({exc}); relying on rescans every interval"
+                )
                 log.warning("filesystem events unavailable", extra={"err": self.error})
                 with contextlib.suppress(Exception):  # best effort on a half-started observer
                     observer.stop()

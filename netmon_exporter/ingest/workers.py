@@ -33,15 +33,20 @@ log = logging.getLogger("netmon_exporter.ingest")
 ProcessFn = Callable[..., FileResult]
 
 _CTX = multiprocessing.get_context("forkserver")
-_CTX.set_forkserver_preload(["netmon_exporter.pipeline", "netmon_exporter.ingest.workers",
-                             "netmon_exporter.ingest.warm_pipeline"])
+_CTX.set_forkserver_preload(
+    [
+        "netmon_exporter.pipeline",
+        "netmon_exporter.ingest.workers",
+        "netmon_exporter.ingest.warm_pipeline",
+    ]
+)
 
 
 @dataclass(frozen=True)
 class Task:
     """One file to process (plain, picklable values)."""
 
-    key: int                     # ledger entry id
+    key: int  # ledger entry id
     path: str
     settings: FlowSettings
     carry: bytes | None
@@ -57,7 +62,7 @@ class Outcome:
 
     task: Task
     result: FileResult | None = None
-    reason: str = ""             # metrics.FAIL_REASONS when failed
+    reason: str = ""  # metrics.FAIL_REASONS when failed
     message: str = ""
     seconds: float = 0.0
 
@@ -106,9 +111,14 @@ def worker_main(conn: multiprocessing.connection.Connection, process: ProcessFn)
         t0 = time.perf_counter()
         try:
             extra = {"csv_path": Path(task.csv_path)} if task.csv_path else {}
-            result = process(Path(task.path), task.settings, carry=task.carry,
-                             csv_dir=Path(task.csv_dir) if task.csv_dir else None,
-                             final=task.final, **extra)
+            result = process(
+                Path(task.path),
+                task.settings,
+                carry=task.carry,
+                csv_dir=Path(task.csv_dir) if task.csv_dir else None,
+                final=task.final,
+                **extra,
+            )
             msg: tuple[Any, ...] = ("ok", result)
         except CaptureFormatError as exc:
             msg = ("fail", exc.reason, str(exc))
@@ -126,8 +136,9 @@ def worker_main(conn: multiprocessing.connection.Connection, process: ProcessFn)
         except (BrokenPipeError, EOFError):
             return
         except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result
-            conn.send(("fail", "internal", f"cannot return the result: {exc}",
-                       time.perf_counter() - t0))
+            conn.send(
+                ("fail", "internal", f"cannot return the result: {exc}", time.perf_counter() - t0)
+            )
 
 
 def takes_csv_path(process: ProcessFn) -> bool:
@@ -195,8 +206,9 @@ class WorkerPool:
 
     def _spawn(self) -> _Worker:
         parent, child = _CTX.Pipe(duplex=True)
-        proc = _CTX.Process(target=worker_main, args=(child, self._process),
-                            name="netmon-worker", daemon=True)
+        proc = _CTX.Process(
+            target=worker_main, args=(child, self._process), name="netmon-worker", daemon=True
+        )
         proc.start()
         child.close()
         return _Worker(proc=proc, conn=parent, ident=next(self._ids))
@@ -259,8 +271,12 @@ class WorkerPool:
         except (EOFError, OSError):
             return None  # the sentinel tells us it died
         except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be unpickled here
-            msg = ("fail", "internal", f"cannot read the worker's result: {exc}",
-                   time.monotonic() - w.started)
+            msg = (
+                "fail",
+                "internal",
+                f"cannot read the worker's result: {exc}",
+                time.monotonic() - w.started,
+            )
         w.task = None
         if task is None:
             return None
@@ -283,11 +299,19 @@ class WorkerPool:
         self._retire(w, kill=True)
         if task is None:
             return []
-        how = f"killed by signal {-code}" if code is not None and code < 0 else \
-            f"exited with status {code}"
-        return [Outcome(task, reason="worker_crash",
-                        message=f"worker process {how} while processing the file",
-                        seconds=time.monotonic() - w.started)]
+        how = (
+            f"killed by signal {-code}"
+            if code is not None and code < 0
+            else f"exited with status {code}"
+        )
+        return [
+            Outcome(
+                task,
+                reason="worker_crash",
+                message=f"worker process {how} while processing the file",
+                seconds=time.monotonic() - w.started,
+            )
+        ]
 
     def check_timeouts(self) -> list[Outcome]:
         now = time.monotonic()
@@ -297,10 +321,15 @@ class WorkerPool:
                 continue
             task = w.task
             self._retire(w, kill=True)
-            out.append(Outcome(task, reason="timeout",
-                               message=f"killed after {task.timeout_seconds:g}s (processing."
-                                       "file_timeout_seconds); the worker was replaced",
-                               seconds=now - w.started))
+            out.append(
+                Outcome(
+                    task,
+                    reason="timeout",
+                    message=f"killed after {task.timeout_seconds:g}s (processing."
+                    "file_timeout_seconds); the worker was replaced",
+                    seconds=now - w.started,
+                )
+            )
         return out
 
     def shutdown(self, timeout: float, on_outcome: Callable[[Outcome], None]) -> list[Task]:

@@ -56,8 +56,9 @@ def free_port() -> int:
 
 def binary(*names: str) -> str | None:
     for name in names:
-        found = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists()
-                                       else None)
+        found = shutil.which(name) or (
+            f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None
+        )
         if found:
             return found
     return None
@@ -65,14 +66,21 @@ def binary(*names: str) -> str | None:
 
 PROMETHEUS_BIN = binary("prometheus")
 ALERTMANAGER_BIN = binary("prometheus-alertmanager", "alertmanager")
-needs_prometheus = pytest.mark.skipif(PROMETHEUS_BIN is None,
-                                      reason="prometheus not installed (make system-deps)")
-needs_alertmanager = pytest.mark.skipif(ALERTMANAGER_BIN is None,
-                                        reason="alertmanager not installed (make system-deps)")
+needs_prometheus = pytest.mark.skipif(
+    PROMETHEUS_BIN is None, reason="prometheus not installed (make system-deps)"
+)
+needs_alertmanager = pytest.mark.skipif(
+    ALERTMANAGER_BIN is None, reason="alertmanager not installed (make system-deps)"
+)
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
-               interval: float = 0.2, log: Callable[[], str] | None = None) -> Any:
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    interval: float = 0.2,
+    log: Callable[[], str] | None = None,
+) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail with ``what`` otherwise."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -85,11 +93,14 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
             last_error = exc
         time.sleep(interval)
     detail = f" (last error: {last_error})" if last_error else ""
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{detail}"
-                         + (f"\n{log()[-4000:]}" if log else ""))
+    raise AssertionError(
+        f"timed out after {timeout:.0f}s waiting for {what}{detail}"
+        + (f"\n{log()[-4000:]}" if log else "")
+    )
 
 
 # --------------------------------------------------------------------------- processes
+
 
 @dataclass
 class _Process:
@@ -104,8 +115,13 @@ class _Process:
 
     def start(self) -> None:
         with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, cwd=self.workdir)
+            self.proc = subprocess.Popen(
+                self.args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.workdir,
+            )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -135,12 +151,18 @@ class PrometheusServer:
         self.config_path = workdir / "prometheus.yml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         assert PROMETHEUS_BIN is not None
-        self._process = _Process("prometheus", [
-            PROMETHEUS_BIN, f"--config.file={self.config_path}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            "--web.enable-lifecycle", "--log.level=warn",
-        ], workdir)
+        self._process = _Process(
+            "prometheus",
+            [
+                PROMETHEUS_BIN,
+                f"--config.file={self.config_path}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--web.enable-lifecycle",
+                "--log.level=warn",
+            ],
+            workdir,
+        )
 
     def start(self, timeout: float = 60) -> PrometheusServer:
         self._process.start()
@@ -167,8 +189,7 @@ class PrometheusServer:
     def query(self, expr: str, **params: Any) -> dict[str, Any]:
         return self.api("query", query=expr, **params)
 
-    def query_range(self, expr: str, start: float, end: float, step: str = "1s"
-                    ) -> dict[str, Any]:
+    def query_range(self, expr: str, start: float, end: float, step: str = "1s") -> dict[str, Any]:
         return self.api("query_range", query=expr, start=start, end=end, step=step)
 
     def value(self, expr: str) -> float | None:
@@ -180,8 +201,11 @@ class PrometheusServer:
 
     def alerts(self, name: str, state: str | None = None) -> list[dict[str, Any]]:
         body = self.api("alerts")
-        return [a for a in body["data"]["alerts"] if a["labels"]["alertname"] == name
-                and (state is None or a["state"] == state)]
+        return [
+            a
+            for a in body["data"]["alerts"]
+            if a["labels"]["alertname"] == name and (state is None or a["state"] == state)
+        ]
 
     def rules(self) -> list[dict[str, Any]]:
         body = self.api("rules")
@@ -201,12 +225,18 @@ class AlertmanagerServer:
         self.config_path = workdir / "alertmanager.yml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         assert ALERTMANAGER_BIN is not None
-        self._process = _Process("alertmanager", [
-            ALERTMANAGER_BIN, f"--config.file={self.config_path}",
-            f"--storage.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            "--cluster.listen-address=", "--log.level=warn",
-        ], workdir)
+        self._process = _Process(
+            "alertmanager",
+            [
+                ALERTMANAGER_BIN,
+                f"--config.file={self.config_path}",
+                f"--storage.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address=",
+                "--log.level=warn",
+            ],
+            workdir,
+        )
 
     def start(self, timeout: float = 60) -> AlertmanagerServer:
         self._process.start()
@@ -239,8 +269,9 @@ class Webhook:
         self._lock = threading.Lock()
         self.server = LoopbackServer(self._record)
 
-    def _record(self, path: str, headers: dict[str, str], raw: bytes
-                ) -> tuple[int, dict[str, str], bytes]:
+    def _record(
+        self, path: str, headers: dict[str, str], raw: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         with self._lock:
             self.received.setdefault(path, []).append(json.loads(raw))
         return 200, {}, b""
@@ -253,15 +284,19 @@ class Webhook:
         """Alerts named ``name`` notified on ``path`` (optionally only firing/resolved)."""
         with self._lock:
             payloads = list(self.received.get(path, []))
-        return [a for p in payloads for a in p["alerts"]
-                if a["labels"].get("alertname") == name
-                and (status is None or a["status"] == status)]
+        return [
+            a
+            for p in payloads
+            for a in p["alerts"]
+            if a["labels"].get("alertname") == name and (status is None or a["status"] == status)
+        ]
 
     def close(self) -> None:
         self.server.close()
 
 
 # --------------------------------------------------------------------------- configs
+
 
 def _scale_duration(text: str, factor: float) -> str:
     """'5m' / 60 -> '5s'; never below 1s."""
@@ -285,16 +320,21 @@ def compress_rules(source: Path, dest: Path, factor: float = 60) -> dict[str, An
                 rule["for"] = _scale_duration(rule["for"], factor)
             rule["expr"] = re.sub(
                 r"\[(\d+(?:ms|s|m|h|d))+\]",
-                lambda m: f"[{_scale_duration(m.group(0)[1:-1], factor)}]", rule["expr"])
+                lambda m: f"[{_scale_duration(m.group(0)[1:-1], factor)}]",
+                rule["expr"],
+            )
             rule["expr"] = re.sub(
                 r"offset (\d+(?:ms|s|m|h|d))+",
-                lambda m: f"offset {_scale_duration(m.group(0)[7:], factor)}", rule["expr"])
+                lambda m: f"offset {_scale_duration(m.group(0)[7:], factor)}",
+                rule["expr"],
+            )
     dest.write_text(yaml.safe_dump(doc, sort_keys=False))
     return doc
 
 
-def prometheus_test_config(targets: list[str], alertmanager: str | None, rule_files: list[Path],
-                           interval: str = "1s") -> dict[str, Any]:
+def prometheus_test_config(
+    targets: list[str], alertmanager: str | None, rule_files: list[Path], interval: str = "1s"
+) -> dict[str, Any]:
     """``prometheus/prometheus.yml`` as shipped, pointed at this test's processes.
 
     Kept: the ``netmon`` job (name, labels, settings) and the external labels. Changed: the
@@ -304,8 +344,9 @@ def prometheus_test_config(targets: list[str], alertmanager: str | None, rule_fi
     """
     shipped = yaml.safe_load(SHIPPED_PROMETHEUS.read_text())
     cfg: dict[str, Any] = {"global": dict(shipped["global"])}
-    cfg["global"].update(scrape_interval=interval, evaluation_interval=interval,
-                         scrape_timeout=interval)
+    cfg["global"].update(
+        scrape_interval=interval, evaluation_interval=interval, scrape_timeout=interval
+    )
     cfg["rule_files"] = [str(p) for p in rule_files]
     if alertmanager:
         cfg["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
@@ -340,6 +381,7 @@ def alertmanager_test_config(webhook_url: str, wait: str = "1s") -> dict[str, An
 
 
 # --------------------------------------------------------------------------- fixtures
+
 
 @pytest.fixture(name="free_port")
 def free_port_fixture() -> int:

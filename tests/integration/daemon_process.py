@@ -19,11 +19,19 @@ _LISTEN = re.compile(r'msg="Listening on".*?address=(\S+)')
 class DaemonProcess:
     """The real ``python -m netmon_exporter`` with its logs collected."""
 
-    def __init__(self, config_file: Path, *extra_args: str, env: dict[str, str] | None = None
-                 ) -> None:
+    def __init__(
+        self, config_file: Path, *extra_args: str, env: dict[str, str] | None = None
+    ) -> None:
         self.config_file = config_file
-        self.args = [sys.executable, "-m", "netmon_exporter", f"--config.file={config_file}",
-                     "--web.listen-address=127.0.0.1:0", "--log.format=logfmt", *extra_args]
+        self.args = [
+            sys.executable,
+            "-m",
+            "netmon_exporter",
+            f"--config.file={config_file}",
+            "--web.listen-address=127.0.0.1:0",
+            "--log.format=logfmt",
+            *extra_args,
+        ]
         self.env = {**os.environ, **(env or {})}
         self.lines: list[str] = []
         self.proc: subprocess.Popen[str] | None = None
@@ -31,9 +39,15 @@ class DaemonProcess:
         self._reader: threading.Thread | None = None
 
     def start(self, timeout: float = 60.0) -> DaemonProcess:
-        self.proc = subprocess.Popen(self.args, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stdin=subprocess.DEVNULL, text=True, env=self.env,
-                                     cwd=self.config_file.parent)
+        self.proc = subprocess.Popen(
+            self.args,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=self.env,
+            cwd=self.config_file.parent,
+        )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         deadline = time.monotonic() + timeout
@@ -42,8 +56,9 @@ class DaemonProcess:
                 m = _LISTEN.search(line)
                 if m:
                     self.address = m.group(1)
-                    self.wait_for(lambda: self.get("/-/ready")[0] == 200, timeout=timeout,
-                                  what="readiness")
+                    self.wait_for(
+                        lambda: self.get("/-/ready")[0] == 200, timeout=timeout, what="readiness"
+                    )
                     return self
             if self.proc.poll() is not None:
                 break
@@ -77,8 +92,9 @@ class DaemonProcess:
         _, body = self.get("/metrics")
         for family in text_string_to_metric_families(body):
             for s in family.samples:
-                if s.name == name and (labels is None or all(s.labels.get(k) == v
-                                                              for k, v in labels.items())):
+                if s.name == name and (
+                    labels is None or all(s.labels.get(k) == v for k, v in labels.items())
+                ):
                     return float(s.value)
         return None
 
@@ -106,8 +122,9 @@ class DaemonProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError("daemon did not stop in time:\n" + self.log_text()[-5000:]) \
-                from None
+            raise AssertionError(
+                "daemon did not stop in time:\n" + self.log_text()[-5000:]
+            ) from None
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -57,8 +57,9 @@ class Webhook:
         self.lock = threading.Lock()
         self.server = LoopbackServer(self._record)
 
-    def _record(self, path: str, headers: dict[str, str], raw: bytes
-                ) -> tuple[int, dict[str, str], bytes]:
+    def _record(
+        self, path: str, headers: dict[str, str], raw: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         with self.lock:
             self.notifications.append(json.loads(raw))
         return 200, {}, b""

@@ -48,13 +48,19 @@ def daemon(site: Path) -> Iterator[DaemonProcess]:
 def test_metrics_catalogue_and_promtool(daemon: DaemonProcess) -> None:
     code, body = daemon.get("/metrics")
     assert code == 200
-    for name in ("netmon_up 1.0", "netmon_config_last_reload_successful 1.0",
-                 'netmon_health_state{state="healthy"} 1.0', "process_start_time_seconds",
-                 "netmon_config_workers 1.0", "netmon_build_info{"):
+    for name in (
+        "netmon_up 1.0",
+        "netmon_config_last_reload_successful 1.0",
+        'netmon_health_state{state="healthy"} 1.0',
+        "process_start_time_seconds",
+        "netmon_config_workers 1.0",
+        "netmon_build_info{",
+    ):
         assert name in body, name
     if shutil.which("promtool"):
-        proc = subprocess.run(["promtool", "check", "metrics"], input=body, text=True,
-                              capture_output=True, timeout=60)
+        proc = subprocess.run(
+            ["promtool", "check", "metrics"], input=body, text=True, capture_output=True, timeout=60
+        )
         assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
     code, health = daemon.get("/health")
     assert code == 200 and json.loads(health)["state"] == "healthy"
@@ -65,11 +71,14 @@ def test_sighup_with_bad_config_keeps_old_one(daemon: DaemonProcess, site: Path)
     cfg.write_text(CONFIG.replace("min_age_seconds: 0", "min_age_seconds: 400"))
     before = daemon.metric("netmon_config_reload_failures_total")
     daemon.send(signal.SIGHUP)
-    daemon.wait_for(lambda: daemon.metric("netmon_config_last_reload_successful") == 0,
-                    what="reload failure gauge")
+    daemon.wait_for(
+        lambda: daemon.metric("netmon_config_last_reload_successful") == 0,
+        what="reload failure gauge",
+    )
     assert daemon.metric("netmon_config_reload_failures_total") == (before or 0) + 1
-    assert any("capture.min_age_seconds: 400 is above the maximum 300" in line
-               for line in daemon.lines), daemon.log_text()
+    assert any(
+        "capture.min_age_seconds: 400 is above the maximum 300" in line for line in daemon.lines
+    ), daemon.log_text()
     assert daemon.proc is not None and daemon.proc.poll() is None
     assert daemon.metric("netmon_config_min_age_seconds") == 0  # old config in force
     # Fix it and reload over HTTP: now a real change (workers 1 -> 2) is applied.
@@ -107,7 +116,7 @@ def test_sigterm_exits_zero_promptly(daemon: DaemonProcess) -> None:
     start = time.monotonic()
     assert daemon.stop(signal.SIGTERM, timeout=40) == 0
     assert time.monotonic() - start < 40
-    assert any('msg=stopped' in line for line in daemon.lines), daemon.log_text()
+    assert any("msg=stopped" in line for line in daemon.lines), daemon.log_text()
 
 
 def test_bad_config_at_startup_exits_1(site: Path) -> None:
@@ -121,8 +130,11 @@ def test_bad_config_at_startup_exits_1(site: Path) -> None:
 def test_processes_sample_captures(daemon: DaemonProcess, site: Path) -> None:
     for name in ("icmp.pcap", "tcp-handshake-reorder.pcap", "dns-edns-ecs.pcap"):
         shutil.copy(SAMPLES / name, site / "captures" / name)
-    daemon.wait_for(lambda: daemon.metric("netmon_files_processed_total", {"kind": "pcap"}) == 3,
-                    timeout=60, what="3 files processed")
+    daemon.wait_for(
+        lambda: daemon.metric("netmon_files_processed_total", {"kind": "pcap"}) == 3,
+        timeout=60,
+        what="3 files processed",
+    )
     assert daemon.metric("netmon_packets_total", {"protocol": "tcp"}) > 0
     assert daemon.metric("netmon_packets_total", {"protocol": "icmp"}) > 0
     assert daemon.metric("netmon_flows_total", {"protocol": "udp"}) > 0
@@ -155,7 +167,9 @@ def test_dead_llm_and_alertmanager_degrade_health_but_never_block_flows(site: Pa
 
     t = threading.Thread(target=accept, daemon=True)
     t.start()
-    (site / "config.yaml").write_text(CONFIG + f"""\
+    (site / "config.yaml").write_text(
+        CONFIG
+        + f"""\
 llm:
   enabled: true
   url: http://127.0.0.1:{hang.getsockname()[1]}/v1
@@ -164,17 +178,27 @@ llm:
 alertmanager:
   urls: [http://127.0.0.1:{closed_port}]
   timeout_seconds: 1
-""")
+"""
+    )
     d = DaemonProcess(site / "config.yaml").start()
     try:
         names = ["synscan.pcap", "icmp.pcap", "dns-edns-ecs.pcap", "tcp-handshake-reorder.pcap"]
         for name in names:
             shutil.copy(SAMPLES / name, site / "captures" / name)
-        d.wait_for(lambda: d.metric("netmon_files_processed_total", {"kind": "pcap"}) == 4,
-                   timeout=60, what="all files processed despite dead dependencies")
-        d.wait_for(lambda: (d.metric("netmon_llm_summaries_failed_total") or 0) >= 1
-                   and (d.metric("netmon_alerts_failed_total") or 0) >= 1,
-                   timeout=60, what="LLM and Alertmanager failures counted")
+        d.wait_for(
+            lambda: d.metric("netmon_files_processed_total", {"kind": "pcap"}) == 4,
+            timeout=60,
+            what="all files processed despite dead dependencies",
+        )
+        d.wait_for(
+            lambda: (
+                (d.metric("netmon_llm_summaries_failed_total") or 0) >= 1
+                and (d.metric("netmon_alerts_failed_total") or 0) >= 1
+            ),
+            timeout=60,
+            what="LLM and Alertmanager failures counted",
+        )
+
         def both_failing() -> bool:
             checks = json.loads(d.get("/health")[1])["checks"]
             return not checks["llm"]["ok"] and not checks["alertmanager"]["ok"]
@@ -206,10 +230,25 @@ def test_trained_model_is_loaded_and_described(site: Path) -> None:
     import sys
 
     model = site / "state" / "models" / "anomaly.skops"
-    proc = subprocess.run([sys.executable, "-m", "netmon_exporter", "train", "--baseline",
-                           str(SAMPLES / "ftp-cwd-navigation.pcap"),
-                           str(SAMPLES / "dns-edns-ecs.pcap"), "-o", str(model), "--trees", "20"],
-                          capture_output=True, text=True, timeout=300, cwd=site)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "netmon_exporter",
+            "train",
+            "--baseline",
+            str(SAMPLES / "ftp-cwd-navigation.pcap"),
+            str(SAMPLES / "dns-edns-ecs.pcap"),
+            "-o",
+            str(model),
+            "--trees",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=site,
+    )
     assert proc.returncode == 0, proc.stderr
     (site / "config.yaml").write_text(CONFIG + f"models:\n  anomaly_path: {model}\n")
     d = DaemonProcess(site / "config.yaml").start()
@@ -219,8 +258,11 @@ def test_trained_model_is_loaded_and_described(site: Path) -> None:
         assert d.metric("netmon_model_info", {"kind": "anomaly"}) == 1
         shutil.copy(SAMPLES / "synscan.pcap", site / "captures" / "synscan.pcap")
         shutil.copy(SAMPLES / "icmp.pcap", site / "captures" / "icmp.pcap")
-        d.wait_for(lambda: (d.metric("netmon_flows_analysed_total") or 0) > 0, timeout=60,
-                   what="flows analysed")
+        d.wait_for(
+            lambda: (d.metric("netmon_flows_analysed_total") or 0) > 0,
+            timeout=60,
+            what="flows analysed",
+        )
         count = d.metric("netmon_anomaly_score_count")
         assert count is not None and count > 0
         # A broken model file on reload is refused; the loaded model stays.

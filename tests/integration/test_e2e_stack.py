@@ -45,8 +45,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "grafana" / "dashboards"
-CAPTURES = [ROOT / "samples" / n for n in ("icmp.pcap", "dns-edns-ecs.pcap",
-                                          "tcp-handshake-reorder.pcap", "synscan.pcap")]
+CAPTURES = [
+    ROOT / "samples" / n
+    for n in ("icmp.pcap", "dns-edns-ecs.pcap", "tcp-handshake-reorder.pcap", "synscan.pcap")
+]
 CAPTURES.append(ROOT / "tests" / "data" / "e2e" / "tcp-retransmit-timeout.pcapng")
 # Grafana variables, replaced the way Grafana would for "All instances" and a 1 s scrape
 # interval ($__rate_interval is at least four scrape intervals).
@@ -105,8 +107,13 @@ def _families_without_samples() -> set[str]:
     return empty
 
 
-def test_stack_end_to_end(tmp_path: Path, start_daemon: Any, start_prometheus: Any,
-                          start_alertmanager: Any, webhook: Webhook) -> None:
+def test_stack_end_to_end(
+    tmp_path: Path,
+    start_daemon: Any,
+    start_prometheus: Any,
+    start_alertmanager: Any,
+    webhook: Webhook,
+) -> None:
     t0 = time.monotonic()
     am = start_alertmanager(alertmanager_test_config(webhook.url))
 
@@ -129,10 +136,18 @@ def test_stack_end_to_end(tmp_path: Path, start_daemon: Any, start_prometheus: A
     # Real captures in; Prometheus sees them processed.
     for capture in CAPTURES:
         shutil.copy2(capture, captures / capture.name)
-    wait_until(lambda: prom.value(f'up{{job="netmon", instance="{instance}"}}') == 1, 30,
-               "Prometheus to scrape the daemon", log=plog)
-    wait_until(lambda: (prom.value("sum(netmon_files_processed_total)") or 0) >= len(CAPTURES),
-               45, f"{len(CAPTURES)} files processed as seen by Prometheus", log=plog)
+    wait_until(
+        lambda: prom.value(f'up{{job="netmon", instance="{instance}"}}') == 1,
+        30,
+        "Prometheus to scrape the daemon",
+        log=plog,
+    )
+    wait_until(
+        lambda: (prom.value("sum(netmon_files_processed_total)") or 0) >= len(CAPTURES),
+        45,
+        f"{len(CAPTURES)} files processed as seen by Prometheus",
+        log=plog,
+    )
     assert prom.value("sum(netmon_files_failed_total)") == 0
     assert (prom.value("sum(netmon_packets_total)") or 0) > 0
     assert (prom.value("sum(netmon_flows_total)") or 0) > 0
@@ -140,26 +155,43 @@ def test_stack_end_to_end(tmp_path: Path, start_daemon: Any, start_prometheus: A
 
     # synscan.pcap is a port scan: the detection is counted, pushed by the daemon to
     # Alertmanager and routed by its severity like any other alert.
-    wait_until(lambda: (prom.value('sum(netmon_detections_total{detector="port_scan"})')
-                        or 0) > 0, 40, "the port scan to be detected", log=plog)
-    scans = wait_until(lambda: am.alerts("NetmonPortScan"), 20,
-                       "the port-scan detection in Alertmanager", log=plog)
+    wait_until(
+        lambda: (prom.value('sum(netmon_detections_total{detector="port_scan"})') or 0) > 0,
+        40,
+        "the port scan to be detected",
+        log=plog,
+    )
+    scans = wait_until(
+        lambda: am.alerts("NetmonPortScan"), 20, "the port-scan detection in Alertmanager", log=plog
+    )
     severity = scans[0]["labels"]["severity"]
     expected_receiver = "pager" if severity == "critical" else "ticket"
     assert [r["name"] for r in scans[0]["receivers"]] == [expected_receiver]
-    wait_until(lambda: webhook.alerts(f"/{expected_receiver}", "NetmonPortScan", "firing"), 20,
-               "the port-scan detection to be notified", log=am.log)
+    wait_until(
+        lambda: webhook.alerts(f"/{expected_receiver}", "NetmonPortScan", "firing"),
+        20,
+        "the port-scan detection to be notified",
+        log=am.log,
+    )
 
     # Every compressed rule evaluates without error (all names are the shipped ones).
     shipped_names = {r["alert"] for g in compressed["groups"] for r in g["rules"]}
-    wait_until(lambda: {r["name"] for r in prom.rules() if r["health"] == "ok"} >= shipped_names,
-               15, "every alert rule to evaluate", log=plog)
+    wait_until(
+        lambda: {r["name"] for r in prom.rules() if r["health"] == "ok"} >= shipped_names,
+        15,
+        "every alert rule to evaluate",
+        log=plog,
+    )
     bad_rules = [(r["name"], r.get("lastError")) for r in prom.rules() if r["health"] == "err"]
     assert bad_rules == []
 
     # (a) every dashboard query is valid, uses known metrics and returns data when it can.
-    wait_until(lambda: (prom.value(f'count_over_time(up{{instance="{instance}"}}[5s])') or 0)
-               >= 4, 15, "enough scrapes for rate() over $__rate_interval", log=plog)
+    wait_until(
+        lambda: (prom.value(f'count_over_time(up{{instance="{instance}"}}[5s])') or 0) >= 4,
+        15,
+        "enough scrapes for rate() over $__rate_interval",
+        log=plog,
+    )
     known = prom.metric_names()
     may_be_absent = _families_without_samples()
     now = time.time()
@@ -186,48 +218,91 @@ def test_stack_end_to_end(tmp_path: Path, start_daemon: Any, start_prometheus: A
     # (b) the watch directory disappears: unhealthy fires, pages, and resolves.
     away = site / "captures.away"
     captures.rename(away)
-    firing = wait_until(lambda: prom.alerts("NetmonUnhealthy", "firing"), 20,
-                        "NetmonUnhealthy to fire in Prometheus", log=plog)
+    firing = wait_until(
+        lambda: prom.alerts("NetmonUnhealthy", "firing"),
+        20,
+        "NetmonUnhealthy to fire in Prometheus",
+        log=plog,
+    )
     labels = firing[0]["labels"]
     assert labels["severity"] == "critical"
     assert labels["instance"] == instance and labels["job"] == "netmon"
     assert "capture_directory" in firing[0]["annotations"]["description"]
     assert firing[0]["annotations"]["runbook_url"] == "alerts/runbook.md#netmonunhealthy"
-    held = wait_until(lambda: am.alerts("NetmonUnhealthy"), 20,
-                      "NetmonUnhealthy to reach Alertmanager", log=am.log)
+    held = wait_until(
+        lambda: am.alerts("NetmonUnhealthy"),
+        20,
+        "NetmonUnhealthy to reach Alertmanager",
+        log=am.log,
+    )
     assert [r["name"] for r in held[0]["receivers"]] == ["pager"]
-    wait_until(lambda: webhook.alerts("/page", "NetmonUnhealthy", "firing"), 20,
-               "NetmonUnhealthy to be paged", log=am.log)
+    wait_until(
+        lambda: webhook.alerts("/page", "NetmonUnhealthy", "firing"),
+        20,
+        "NetmonUnhealthy to be paged",
+        log=am.log,
+    )
     assert webhook.alerts("/ticket", "NetmonUnhealthy") == []
     assert prom.value(f'netmon_up{{instance="{instance}"}}') == 0
 
     away.rename(captures)
-    wait_until(lambda: not prom.alerts("NetmonUnhealthy"), 20,
-               "NetmonUnhealthy to resolve in Prometheus", log=plog)
-    wait_until(lambda: webhook.alerts("/page", "NetmonUnhealthy", "resolved"), 20,
-               "the resolved NetmonUnhealthy notification", log=am.log)
-    wait_until(lambda: prom.value(f'netmon_up{{instance="{instance}"}}') == 1, 10,
-               "netmon_up back to 1", log=plog)
+    wait_until(
+        lambda: not prom.alerts("NetmonUnhealthy"),
+        20,
+        "NetmonUnhealthy to resolve in Prometheus",
+        log=plog,
+    )
+    wait_until(
+        lambda: webhook.alerts("/page", "NetmonUnhealthy", "resolved"),
+        20,
+        "the resolved NetmonUnhealthy notification",
+        log=am.log,
+    )
+    wait_until(
+        lambda: prom.value(f'netmon_up{{instance="{instance}"}}') == 1,
+        10,
+        "netmon_up back to 1",
+        log=plog,
+    )
     # ... and it works again: a capture arriving now is processed.
     shutil.copy2(ROOT / "samples" / "icmp6.pcap", captures / "late.pcap")
-    wait_until(lambda: prom.value("sum(netmon_files_processed_total)") == len(CAPTURES) + 1,
-               30, "a capture dropped after the restore to be processed", log=plog)
+    wait_until(
+        lambda: prom.value("sum(netmon_files_processed_total)") == len(CAPTURES) + 1,
+        30,
+        "a capture dropped after the restore to be processed",
+        log=plog,
+    )
 
     # (c) a bad edit and SIGHUP: the reload is refused and the alert fires.
     config_file.write_text(good_config.replace("  interval_seconds: 10\n", BAD_CONFIG_LINE))
     assert daemon.proc is not None
     daemon.proc.send_signal(signal.SIGHUP)
-    wait_until(lambda: prom.value(
-        f'netmon_config_last_reload_successful{{instance="{instance}"}}') == 0, 15,
-        "the failed reload to be scraped", log=plog)
-    firing = wait_until(lambda: prom.alerts("NetmonConfigReloadFailed", "firing"), 25,
-                        "NetmonConfigReloadFailed to fire", log=plog)
+    wait_until(
+        lambda: prom.value(f'netmon_config_last_reload_successful{{instance="{instance}"}}') == 0,
+        15,
+        "the failed reload to be scraped",
+        log=plog,
+    )
+    firing = wait_until(
+        lambda: prom.alerts("NetmonConfigReloadFailed", "firing"),
+        25,
+        "NetmonConfigReloadFailed to fire",
+        log=plog,
+    )
     assert firing[0]["labels"]["severity"] == "warning"
-    held = wait_until(lambda: am.alerts("NetmonConfigReloadFailed"), 20,
-                      "NetmonConfigReloadFailed to reach Alertmanager", log=am.log)
+    held = wait_until(
+        lambda: am.alerts("NetmonConfigReloadFailed"),
+        20,
+        "NetmonConfigReloadFailed to reach Alertmanager",
+        log=am.log,
+    )
     assert [r["name"] for r in held[0]["receivers"]] == ["ticket"]
-    wait_until(lambda: webhook.alerts("/ticket", "NetmonConfigReloadFailed", "firing"), 20,
-               "NetmonConfigReloadFailed to open a ticket", log=am.log)
+    wait_until(
+        lambda: webhook.alerts("/ticket", "NetmonConfigReloadFailed", "firing"),
+        20,
+        "NetmonConfigReloadFailed to open a ticket",
+        log=am.log,
+    )
     # The old configuration keeps running.
     assert prom.value(f'netmon_config_interval_seconds{{instance="{instance}"}}') == 10
     assert prom.value(f'netmon_up{{instance="{instance}"}}') == 1
@@ -240,10 +315,12 @@ def test_compress_rules_scales_durations_only(tmp_path: Path) -> None:
     rules = {r["alert"]: r for g in doc["groups"] for r in g["rules"]}
     assert rules["NetmonExporterDown"]["for"] == "2s"
     assert rules["NetmonConfigReloadFailed"]["expr"].startswith(
-        "max_over_time(netmon_config_last_reload_successful[5s]) == 0")
+        "max_over_time(netmon_config_last_reload_successful[5s]) == 0"
+    )
     spike = rules["NetmonDetectionRateSpike"]["expr"]
     assert "[10s]" in spike and "[360s] offset 10s" in spike and "> 10" in spike
     assert "> 1800" in rules["NetmonNoCapturesArriving"]["expr"]
     assert not any(re.search(r"\[\d+[mh]\]|offset \d+[mh]", r["expr"]) for r in rules.values())
-    assert set(rules) == {r["alert"] for g in yaml.safe_load(
-        SHIPPED_RULES.read_text())["groups"] for r in g["rules"]}
+    assert set(rules) == {
+        r["alert"] for g in yaml.safe_load(SHIPPED_RULES.read_text())["groups"] for r in g["rules"]
+    }

@@ -51,15 +51,26 @@ state:
 
 # --------------------------------------------------------------------------- captures
 
+
 def pcap_header() -> bytes:
     return struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
 
 
-def udp_record(ts: float, src: tuple[int, ...], dst: tuple[int, ...], sport: int, dport: int,
-               payload: bytes = b"x" * 20) -> bytes:
+def udp_record(
+    ts: float,
+    src: tuple[int, ...],
+    dst: tuple[int, ...],
+    sport: int,
+    dport: int,
+    payload: bytes = b"x" * 20,
+) -> bytes:
     udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, bytes(src),
-                     bytes(dst)) + udp
+    ip = (
+        struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, bytes(src), bytes(dst)
+        )
+        + udp
+    )
     frame = b"\x00\x11\x22\x33\x44\x55\x66\x77\x88\x99\xaa\xbb\x08\x00" + ip
     sec = int(ts)
     return struct.pack("<IIII", sec, int((ts - sec) * 1e6), len(frame), len(frame)) + frame
@@ -95,13 +106,22 @@ def age(path: Path, seconds: float = 3600) -> None:
     os.utime(path, (t, t))
 
 
-def make_site(root: Path, *, min_age: float = 0, after: str = "keep", workers: int = 2,
-              retries: int = 1, timeout: float = 300) -> Path:
+def make_site(
+    root: Path,
+    *,
+    min_age: float = 0,
+    after: str = "keep",
+    workers: int = 2,
+    retries: int = 1,
+    timeout: float = 300,
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "captures").mkdir()
-    (root / "config.yaml").write_text(CONFIG.format(min_age=min_age, after=after,
-                                                    workers=workers, retries=retries,
-                                                    timeout=timeout))
+    (root / "config.yaml").write_text(
+        CONFIG.format(
+            min_age=min_age, after=after, workers=workers, retries=retries, timeout=timeout
+        )
+    )
     return root
 
 
@@ -114,8 +134,12 @@ def metric_sum(d: DaemonProcess, name: str) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
     _, body = d.get("/metrics")
-    return sum(s.value for fam in text_string_to_metric_families(body) for s in fam.samples
-               if s.name == name)
+    return sum(
+        s.value
+        for fam in text_string_to_metric_families(body)
+        for s in fam.samples
+        if s.name == name
+    )
 
 
 def csv_rows(site: Path) -> tuple[int, int]:
@@ -134,6 +158,7 @@ def ledger_states(site: Path) -> dict[str, int]:
 
 
 # --------------------------------------------------------------------------- (a)
+
 
 def _drop_300(site: Path) -> None:
     cap = site / "captures"
@@ -161,8 +186,11 @@ def test_a_300_files_two_kill_9s_match_a_clean_run(tmp_path: Path) -> None:
     _drop_300(clean)
     d = DaemonProcess(clean / "config.yaml").start()
     try:
-        d.wait_for(lambda: metric(d, "netmon_files_processed_total", {"kind": "pcap"}) == 300,
-                   timeout=120, what="clean run: 300 files")
+        d.wait_for(
+            lambda: metric(d, "netmon_files_processed_total", {"kind": "pcap"}) == 300,
+            timeout=120,
+            what="clean run: 300 files",
+        )
         expected = _totals(d)
     finally:
         assert d.stop() == 0
@@ -173,16 +201,21 @@ def test_a_300_files_two_kill_9s_match_a_clean_run(tmp_path: Path) -> None:
     _drop_300(site)
     for kill_at in (60, 170):
         d = DaemonProcess(site / "config.yaml").start()
-        d.wait_for(lambda d=d, n=kill_at: metric(d, "netmon_files_processed_total",
-                                                 {"kind": "pcap"}) >= n,
-                   timeout=120, what=f"{kill_at} files before the kill")
+        d.wait_for(
+            lambda d=d, n=kill_at: metric(d, "netmon_files_processed_total", {"kind": "pcap"}) >= n,
+            timeout=120,
+            what=f"{kill_at} files before the kill",
+        )
         before = ledger_states(site)
         d.kill()  # SIGKILL while workers are busy
         assert before.get("done", 0) < 300, "the kill came too late to interrupt work"
     d = DaemonProcess(site / "config.yaml").start()
     try:
-        d.wait_for(lambda: metric(d, "netmon_files_processed_total", {"kind": "pcap"}) == 300,
-                   timeout=120, what="300 files after two kill -9s")
+        d.wait_for(
+            lambda: metric(d, "netmon_files_processed_total", {"kind": "pcap"}) == 300,
+            timeout=120,
+            what="300 files after two kill -9s",
+        )
         time.sleep(1.0)  # nothing more may arrive
         got = _totals(d)
     finally:
@@ -194,6 +227,7 @@ def test_a_300_files_two_kill_9s_match_a_clean_run(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- (b)
+
 
 def test_b_slowly_appended_files_are_read_only_when_complete(tmp_path: Path) -> None:
     site = make_site(tmp_path, min_age=3)
@@ -227,8 +261,11 @@ def test_b_slowly_appended_files_are_read_only_when_complete(tmp_path: Path) -> 
             assert metric(d, "netmon_files_processed_total", {"kind": "pcap"}) == 0
             assert metric(d, "netmon_files_in_progress") == 0
             time.sleep(0.5)
-        d.wait_for(lambda: metric(d, "netmon_files_processed_total", {"kind": "pcap"}) == 2,
-                   timeout=30, what="both files processed")
+        d.wait_for(
+            lambda: metric(d, "netmon_files_processed_total", {"kind": "pcap"}) == 2,
+            timeout=30,
+            what="both files processed",
+        )
         assert metric_sum(d, "netmon_files_failed_total") == 0
         assert metric(d, "netmon_packets_total", {"protocol": "udp"}) == (5 + 10) * 10
     finally:
@@ -237,8 +274,10 @@ def test_b_slowly_appended_files_are_read_only_when_complete(tmp_path: Path) -> 
 
 # --------------------------------------------------------------------------- (c)
 
+
 def test_c_bad_files_quarantined_while_good_ones_flow_and_health_stays_healthy(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     site = make_site(tmp_path)
     cap = site / "captures"
     d = DaemonProcess(site / "config.yaml").start()
@@ -255,22 +294,31 @@ def test_c_bad_files_quarantined_while_good_ones_flow_and_health_stays_healthy(
     watcher.start()
     try:
         full = (SAMPLES / "icmp.pcap").read_bytes()
-        (cap / "cut.pcap").write_bytes(full[:24 + 10])   # ends inside its first record
+        (cap / "cut.pcap").write_bytes(full[: 24 + 10])  # ends inside its first record
         (cap / "noise.pcap").write_bytes(os.urandom(4096))
         for i in range(20):
             (cap / f"good{i:02d}x.pcap").write_bytes(pcap_header() + flows_records(T0, i))
-        d.wait_for(lambda: metric_sum(d, "netmon_files_quarantined_total") == 2
-                   and metric(d, "netmon_files_processed_total", {"kind": "pcap"}) == 20,
-                   timeout=60, what="2 quarantined and 20 processed")
+        d.wait_for(
+            lambda: (
+                metric_sum(d, "netmon_files_quarantined_total") == 2
+                and metric(d, "netmon_files_processed_total", {"kind": "pcap"}) == 20
+            ),
+            timeout=60,
+            what="2 quarantined and 20 processed",
+        )
         time.sleep(1.5)  # health is evaluated every second
     finally:
         stop.set()
         watcher.join()
         try:
-            assert metric(d, "netmon_files_quarantined_total",
-                          {"kind": "pcap", "reason": "truncated"}) == 1
-            assert metric(d, "netmon_files_quarantined_total",
-                          {"kind": "pcap", "reason": "format"}) == 1
+            assert (
+                metric(d, "netmon_files_quarantined_total", {"kind": "pcap", "reason": "truncated"})
+                == 1
+            )
+            assert (
+                metric(d, "netmon_files_quarantined_total", {"kind": "pcap", "reason": "format"})
+                == 1
+            )
             assert metric(d, "netmon_retries_total", {"stage": "parse"}) == 2
         finally:
             assert d.stop() == 0
@@ -286,6 +334,7 @@ def test_c_bad_files_quarantined_while_good_ones_flow_and_health_stays_healthy(
 
 # --------------------------------------------------------------------------- (d)
 
+
 def test_d_runaway_worker_killed_at_timeout_retried_then_quarantined(tmp_path: Path) -> None:
     site = make_site(tmp_path, timeout=1, retries=1)
     cap = site / "captures"
@@ -296,9 +345,14 @@ def test_d_runaway_worker_killed_at_timeout_retried_then_quarantined(tmp_path: P
         age(cap / f"good{i}x.pcap")
     d = DaemonProcess(site / "config.yaml").start()
     try:
-        d.wait_for(lambda: metric(d, "netmon_files_quarantined_total",
-                                  {"kind": "pcap", "reason": "timeout"}) == 1,
-                   timeout=60, what="runaway file quarantined")
+        d.wait_for(
+            lambda: (
+                metric(d, "netmon_files_quarantined_total", {"kind": "pcap", "reason": "timeout"})
+                == 1
+            ),
+            timeout=60,
+            what="runaway file quarantined",
+        )
         assert metric(d, "netmon_files_failed_total", {"kind": "pcap", "reason": "timeout"}) == 2
         assert metric(d, "netmon_files_processed_total", {"kind": "pcap"}) == 3
         assert metric(d, "netmon_packets_total", {"protocol": "udp"}) == 30
@@ -312,6 +366,7 @@ def test_d_runaway_worker_killed_at_timeout_retried_then_quarantined(tmp_path: P
 
 # --------------------------------------------------------------------------- (e)
 
+
 def test_e_sighup_changes_workers_without_losing_in_flight_files(tmp_path: Path) -> None:
     site = make_site(tmp_path, workers=1)
     cap = site / "captures"
@@ -321,8 +376,11 @@ def test_e_sighup_changes_workers_without_losing_in_flight_files(tmp_path: Path)
     d = DaemonProcess(site / "config.yaml").start()
     busy: list[float] = []
     try:
-        d.wait_for(lambda: metric(d, "netmon_files_processed_total", {"kind": "pcap"}) >= 1,
-                   timeout=60, what="first file processed")
+        d.wait_for(
+            lambda: metric(d, "netmon_files_processed_total", {"kind": "pcap"}) >= 1,
+            timeout=60,
+            what="first file processed",
+        )
         assert metric(d, "netmon_config_workers") == 1
         text = (site / "config.yaml").read_text().replace("workers: 1", "workers: 3")
         (site / "config.yaml").write_text(text)
@@ -333,6 +391,7 @@ def test_e_sighup_changes_workers_without_losing_in_flight_files(tmp_path: Path)
             return metric(d, "netmon_config_workers") == 3
 
         d.wait_for(three_workers, timeout=30, what="workers=3 active")
+
         def all_done() -> bool:
             busy.append(metric(d, "netmon_files_in_progress"))
             return metric(d, "netmon_files_processed_total", {"kind": "pcap"}) == 12
@@ -354,13 +413,18 @@ def test_after_processing_move_through_the_daemon(tmp_path: Path) -> None:
         age(site / "captures" / name)
     d = DaemonProcess(site / "config.yaml").start()
     try:
-        d.wait_for(lambda: metric(d, "netmon_files_processed_total", {"kind": "pcap"}) == 2,
-                   timeout=60, what="2 files")
+        d.wait_for(
+            lambda: metric(d, "netmon_files_processed_total", {"kind": "pcap"}) == 2,
+            timeout=60,
+            what="2 files",
+        )
     finally:
         assert d.stop() == 0
     assert list((site / "captures").glob("*.pcap")) == []
     assert sorted(p.name for p in (site / "captures" / "done").iterdir()) == [
-        "dns-edns-ecs.pcap", "icmp.pcap"]
+        "dns-edns-ecs.pcap",
+        "icmp.pcap",
+    ]
 
 
 def _rss_mb(pid: int) -> float:
@@ -387,8 +451,7 @@ def test_burst_of_1000_files_worked_off_with_bounded_memory(tmp_path: Path) -> N
 
         def done() -> bool:
             processed = metric(d, "netmon_files_processed_total", {"kind": "pcap"})
-            samples.append((processed, metric(d, "netmon_backlog_files"),
-                            _rss_mb(d.proc.pid)))  # type: ignore[union-attr]
+            samples.append((processed, metric(d, "netmon_backlog_files"), _rss_mb(d.proc.pid)))  # type: ignore[union-attr]
             return processed == 1000
 
         d.wait_for(done, timeout=180, what="1000 files")

@@ -23,8 +23,10 @@ from .conftest import SHIPPED_RULES, prometheus_test_config, wait_until
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = [ROOT / "samples" / n for n in ("icmp.pcap", "icmp6.pcap", "dns-edns-ecs.pcap",
-                                         "tcp-handshake-reorder.pcap")]
+SOURCES = [
+    ROOT / "samples" / n
+    for n in ("icmp.pcap", "icmp6.pcap", "dns-edns-ecs.pcap", "tcp-handshake-reorder.pcap")
+]
 # Names without a trailing number, so that each file stands alone (no rotation series).
 NAMES = [f"site-{tag}.pcap" for tag in "abcdefghijklmn"]
 RESCAN_SECONDS = 10
@@ -50,8 +52,9 @@ def shard_of(name: str, count: int = 2) -> int:
     return zlib.crc32(name.encode()) % count
 
 
-def test_two_shards_count_each_file_once(tmp_path: Path, start_daemon: Any,
-                                         start_prometheus: Any) -> None:
+def test_two_shards_count_each_file_once(
+    tmp_path: Path, start_daemon: Any, start_prometheus: Any
+) -> None:
     expected = [sum(1 for n in NAMES if shard_of(n) == i) for i in (0, 1)]
     assert all(expected), "the file names must give both shards work"
 
@@ -61,8 +64,9 @@ def test_two_shards_count_each_file_once(tmp_path: Path, start_daemon: Any,
     for index in (0, 1):
         site = tmp_path / f"shard{index}"
         site.mkdir()
-        (site / "config.yaml").write_text(CONFIG.format(captures=captures, index=index,
-                                                        rescan=RESCAN_SECONDS))
+        (site / "config.yaml").write_text(
+            CONFIG.format(captures=captures, index=index, rescan=RESCAN_SECONDS)
+        )
         daemons.append(start_daemon(site / "config.yaml"))
     instances = [d.address for d in daemons]
     prom = start_prometheus(prometheus_test_config(instances, None, [SHIPPED_RULES]))
@@ -71,19 +75,28 @@ def test_two_shards_count_each_file_once(tmp_path: Path, start_daemon: Any,
         return "\n".join(d.log_text() for d in daemons) + "\n--- prometheus\n" + prom.log()
 
     # The shipped rules, unmodified, load and evaluate cleanly against real series.
-    wait_until(lambda: all(r["health"] == "ok" for r in prom.rules()) and prom.rules(), 15,
-               "every shipped alert rule to evaluate", log=logs)
+    wait_until(
+        lambda: all(r["health"] == "ok" for r in prom.rules()) and prom.rules(),
+        15,
+        "every shipped alert rule to evaluate",
+        log=logs,
+    )
 
     for i, name in enumerate(NAMES):
         shutil.copy2(SOURCES[i % len(SOURCES)], captures / name)
 
     total = 'sum(netmon_files_processed_total{job="netmon"})'
-    wait_until(lambda: prom.value(total) == len(NAMES), 60,
-               f"{len(NAMES)} files processed across both shards", log=logs)
+    wait_until(
+        lambda: prom.value(total) == len(NAMES),
+        60,
+        f"{len(NAMES)} files processed across both shards",
+        log=logs,
+    )
 
     def per_instance() -> list[float | None]:
-        return [prom.value(f'sum(netmon_files_processed_total{{instance="{i}"}})')
-                for i in instances]
+        return [
+            prom.value(f'sum(netmon_files_processed_total{{instance="{i}"}})') for i in instances
+        ]
 
     assert per_instance() == expected
     assert prom.value('sum(netmon_files_failed_total{job="netmon"})') == 0
@@ -91,9 +104,15 @@ def test_two_shards_count_each_file_once(tmp_path: Path, start_daemon: Any,
 
     # Both instances rescan the shared directory; nothing is picked up a second time.
     scans_done = time.time() + RESCAN_SECONDS + 2
-    wait_until(lambda: time.time() > scans_done and prom.value(
-        'min(timestamp(netmon_up{job="netmon"}))') > scans_done, RESCAN_SECONDS + 15,
-        "a scrape after the next rescan of both instances", log=logs)
+    wait_until(
+        lambda: (
+            time.time() > scans_done
+            and prom.value('min(timestamp(netmon_up{job="netmon"}))') > scans_done
+        ),
+        RESCAN_SECONDS + 15,
+        "a scrape after the next rescan of both instances",
+        log=logs,
+    )
     assert per_instance() == expected
     assert prom.value(total) == len(NAMES)
     # Packets add up across shards like any counter.
