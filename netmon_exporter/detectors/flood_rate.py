@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..detection import Detection
 from ..flow_schema import FlowBatch
 from .base import top_counts
 from .features import addr_codes, distinct_per_group, group, num
@@ -92,3 +93,41 @@ def flood_source(c: FloodCandidate) -> str:
     """Name the attacker: the top source when it sent most packets, else ``many``."""
     top = c.top_sources[0]
     return str(top["value"]) if int(top["count"]) * 2 >= c.packets else "many"  # type: ignore[call-overload]
+
+
+def flood_detection(
+    detector: str,
+    what: str,
+    cand: FloodCandidate,
+    severity: str,
+    threshold_pps: float,
+    window_start: float,
+    window_end: float,
+    **extra_evidence: object,
+) -> Detection:
+    """Build the detection of one flood candidate (``what``: "UDP", "ICMP")."""
+    source = flood_source(cand)
+    evidence = {
+        "packets": cand.packets,
+        "peak_packets_per_second": cand.peak_pps,
+        "threshold_packets_per_second": threshold_pps,
+        "reply_packets": cand.replies,
+        **extra_evidence,
+        "flows": cand.flows,
+        "sources": cand.sources,
+        "top_sources": cand.top_sources,
+    }
+    sender = source if source != "many" else f"{cand.sources} sources"
+    return Detection(
+        detector=detector,
+        severity=severity,
+        source=source,
+        target=cand.victim,
+        window_start=window_start,
+        window_end=window_end,
+        evidence=evidence,
+        summary=(
+            f"{what} flood of {cand.packets} packets (peak {cand.peak_pps:.0f}/s) to "
+            f"{cand.victim} from {sender}"
+        ),
+    )

@@ -8,7 +8,7 @@ from ..config import IcmpFloodConfig
 from ..detection import Detection
 from ..flow_schema import FlowBatch
 from .features import ICMP, ICMPV6, icmp_type
-from .flood_rate import flood_candidates, flood_source
+from .flood_rate import flood_candidates, flood_detection
 
 # Error messages answer something else (e.g. a UDP scan's port unreachables); not a flood.
 _V4_ERRORS = (3, 4, 5, 11, 12)
@@ -36,29 +36,15 @@ class IcmpFloodDetector:
         for cand in flood_candidates(
             flows, mask, c.min_packets, c.min_packets_per_second, c.min_sources
         ):
-            source = flood_source(cand)
-            evidence = {
-                "packets": cand.packets,
-                "peak_packets_per_second": cand.peak_pps,
-                "threshold_packets_per_second": c.min_packets_per_second,
-                "reply_packets": cand.replies,
-                "flows": cand.flows,
-                "sources": cand.sources,
-                "top_sources": cand.top_sources,
-            }
             out.append(
-                Detection(
-                    detector=self.name,
-                    severity=c.severity,
-                    source=source,
-                    target=cand.victim,
-                    window_start=window_start,
-                    window_end=window_end,
-                    evidence=evidence,
-                    summary=(
-                        f"ICMP flood of {cand.packets} packets (peak {cand.peak_pps:.0f}/s) to "
-                        f"{cand.victim} from {source if source != 'many' else f'{cand.sources} sources'}"
-                    ),
+                flood_detection(
+                    self.name,
+                    "ICMP",
+                    cand,
+                    c.severity,
+                    c.min_packets_per_second,
+                    window_start,
+                    window_end,
                 )
             )
         return out

@@ -8,7 +8,7 @@ from ..config import FloodConfig
 from ..detection import Detection
 from ..flow_schema import FlowBatch
 from .features import UDP
-from .flood_rate import flood_candidates, flood_source
+from .flood_rate import flood_candidates, flood_detection
 
 
 class UdpFloodDetector:
@@ -36,30 +36,16 @@ class UdpFloodDetector:
             ratio = cand.replies / max(cand.packets, 1)
             if ratio > c.max_response_ratio:
                 continue
-            source = flood_source(cand)
-            evidence = {
-                "packets": cand.packets,
-                "peak_packets_per_second": cand.peak_pps,
-                "threshold_packets_per_second": c.min_packets_per_second,
-                "reply_packets": cand.replies,
-                "reply_ratio": round(ratio, 4),
-                "flows": cand.flows,
-                "sources": cand.sources,
-                "top_sources": cand.top_sources,
-            }
             out.append(
-                Detection(
-                    detector=self.name,
-                    severity=c.severity,
-                    source=source,
-                    target=cand.victim,
-                    window_start=window_start,
-                    window_end=window_end,
-                    evidence=evidence,
-                    summary=(
-                        f"UDP flood of {cand.packets} packets (peak {cand.peak_pps:.0f}/s) to "
-                        f"{cand.victim} from {source if source != 'many' else f'{cand.sources} sources'}"
-                    ),
+                flood_detection(
+                    self.name,
+                    "UDP",
+                    cand,
+                    c.severity,
+                    c.min_packets_per_second,
+                    window_start,
+                    window_end,
+                    reply_ratio=round(ratio, 4),
                 )
             )
         return out
