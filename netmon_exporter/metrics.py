@@ -23,7 +23,8 @@ FILE_KINDS = ("pcap", "pcapng", "csv")
 FAIL_REASONS = ("format", "truncated", "io", "timeout", "worker_crash", "too_large", "internal")
 SKIP_REASONS = ("non_ip", "truncated", "malformed", "unsupported_link")
 ERROR_CATEGORIES = ("parse", "io", "ledger", "model", "llm", "alertmanager", "config", "internal")
-RETRY_STAGES = ("parse", "llm", "alertmanager")
+RETRY_STAGES = ("parse", "output", "llm", "alertmanager")
+IGNORE_REASONS = ("symlink", "special", "name_too_long")
 DETECTORS = (
     "port_scan",
     "address_sweep",
@@ -46,6 +47,7 @@ HEALTH_CHECKS = (
     "error_ratio",
     "llm",
     "alertmanager",
+    "ingestion",
 )
 DEFAULT_CLASSES = ("benign", "anomalous")
 MODEL_KINDS = ("anomaly", "classifier")
@@ -70,12 +72,15 @@ class Metrics:
     last_success: Gauge
     backlog: Gauge
     in_progress: Gauge
+    not_ready: Gauge
     workers_busy: Gauge
     # work done
     files_processed: Counter
     files_failed: Counter
     files_quarantined: Counter
     files_skipped_duplicate: Counter
+    files_ignored: Counter
+    files_clock_skew: Counter
     retries: Counter
     errors: Counter
     packets: Counter
@@ -165,6 +170,10 @@ def build_metrics(registry: CollectorRegistry) -> Metrics:
         ),
         backlog=gauge("backlog_files", "Files seen and waiting to be processed."),
         in_progress=gauge("files_in_progress", "Files being processed right now."),
+        not_ready=gauge(
+            "files_not_ready",
+            "Files found but not ready yet (too young, still being written, or settling).",
+        ),
         workers_busy=gauge("workers_busy", "Worker processes busy with a file."),
         files_processed=counter("files_processed", "Files processed successfully.", ("kind",)),
         files_failed=counter(
@@ -177,6 +186,17 @@ def build_metrics(registry: CollectorRegistry) -> Metrics:
         ),
         files_skipped_duplicate=counter(
             "files_skipped_duplicate", "Files skipped because the ledger already has them done."
+        ),
+        files_ignored=counter(
+            "files_ignored",
+            "Files matching the patterns that are never opened: symbolic links (unless "
+            "capture.follow_symlinks), special files, names too long to derive outputs from.",
+            ("reason",),
+        ),
+        files_clock_skew=counter(
+            "files_clock_skew",
+            "Files found with a modification time in the future (writer's clock ahead); "
+            "processed once their size is stable.",
         ),
         retries=counter("retries", "Retries scheduled, by stage.", ("stage",)),
         errors=counter("errors", "Errors, by category.", ("category",)),
@@ -279,6 +299,8 @@ def _preinitialise(m: Metrics) -> None:
             m.files_quarantined.labels(kind, reason)
     for stage in RETRY_STAGES:
         m.retries.labels(stage)
+    for reason in IGNORE_REASONS:
+        m.files_ignored.labels(reason)
     for cat in ERROR_CATEGORIES:
         m.errors.labels(cat)
     for proto in PROTOCOLS:
