@@ -203,3 +203,53 @@ def test_kill_9_never_splits_the_done_mark_from_its_carry(tmp_path: Path) -> Non
             assert IN_PROGRESS not in led.counts() or led.requeue_in_progress() <= 1
         finally:
             led.close()
+
+
+# -- file names are bytes (issue 9: one non-UTF-8 name stopped all ingestion)
+BAD = os.fsdecode(b"/c/bad-\xff\xfe.pcap")  # lone surrogates, as os.listdir returns them
+BAD_SERIES = os.fsdecode(b"sensor-\xff")
+
+
+def test_any_name_the_os_can_hold_is_recorded_and_read_back(ledger: Ledger) -> None:
+    e = _ready(ledger, path=BAD, series=BAD_SERIES)
+    assert (e.path, e.series) == (BAD, BAD_SERIES)
+    assert _lookup(ledger, BAD, A).id == e.id
+    ledger.mark_failed(e.id, 6.0, "format", f"{BAD}: not a pcap", 7.0)
+    assert _get(ledger, e.id).message == "/c/bad-\\udcff\\udcfe.pcap: not a pcap"
+    ledger.mark_done(e.id, 8.0, series=BAD_SERIES, carry=b"open", update_carry=True)
+    assert ledger.carries().keys() == {BAD_SERIES}
+    assert ledger.get_carry(BAD_SERIES) == b"open"
+    origin = ledger.carry_origin(BAD_SERIES)
+    assert origin is not None and origin.path == BAD
+    ledger.drop_carry(BAD_SERIES)
+    assert ledger.carries() == {}
+
+
+def test_relocated_file_moved_back_is_a_new_file(ledger: Ledger) -> None:
+    q = _ready(ledger, path="/c/bad.pcap")
+    ledger.mark_quarantined(q.id, 6.0, "format", "not a pcap")
+    ledger.relocate(q.id, "/out/quarantine/bad.pcap", 7.0)
+    back = _ready(ledger, path="/c/bad.pcap")  # same inode, size and mtime: `mv` back
+    assert back.id != q.id and back.state == SEEN
+
+
+def test_schema_1_ledger_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    state = tmp_path / "state"
+    led = Ledger(state)
+    e = _ready(led, path="/c/old.pcap", series="old")
+    led.mark_done(e.id, 7.0, series="old", carry=b"x", update_carry=True)
+    led.close()
+    db = sqlite3.connect(state / "ledger.sqlite3")  # rewrite as version 1 had it: TEXT
+    db.execute("UPDATE files SET path=CAST(path AS TEXT), series=CAST(series AS TEXT)")
+    db.execute("UPDATE carry SET series=CAST(series AS TEXT)")
+    db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    db.commit()
+    db.close()
+    led = Ledger(state)
+    try:
+        assert _lookup(led, "/c/old.pcap", A).state == DONE
+        assert led.get_carry("old") == b"x"
+    finally:
+        led.close()

@@ -14,6 +14,12 @@ renamed, or replaced under the same name, is a new file. States:
 The open flows carried from one file of a rotation series to the next are
 stored in the same transaction as that file's ``done`` mark, so a crash can
 neither lose them nor count them twice.
+
+File names are bytes, not text: any name the OS can hold (``bad-\xff.pcap``)
+must be recordable. Paths and series names are stored as BLOBs of their
+``os.fsencode`` bytes and read back with ``os.fsdecode``; messages are stored
+as valid UTF-8 with undecodable bytes escaped. Schema version 1 stored them as
+TEXT and is migrated in place.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from .age_gate import Identity
 
 LEDGER_FILE = "ledger.sqlite3"
 LOCK_FILE = "ledger.lock"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SEEN, IN_PROGRESS, FAILED, DONE, QUARANTINED, GONE = (
     "seen",
@@ -113,12 +119,32 @@ _COLUMNS = (
 )
 
 
+def _key(name: str) -> bytes:
+    """Return how a path or series name is stored: its bytes (any name the OS can hold)."""
+    return os.fsencode(name)
+
+
+def _opt_key(name: str | None) -> bytes | None:
+    return None if name is None else _key(name)
+
+
+def _name(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return os.fsdecode(bytes(value)) if isinstance(value, bytes | memoryview) else str(value)
+
+
+def _text(message: str, limit: int = 4000) -> str:
+    """Return ``message`` as storable UTF-8 (lone surrogates of undecodable names escaped)."""
+    return message[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _entry(row: tuple[Any, ...]) -> Entry:
     return Entry(
         id=row[0],
-        path=row[1],
+        path=_name(row[1]) or "",
         identity=Identity(row[2], row[3], row[4], row[5]),
-        series=row[6],
+        series=_name(row[6]),
         kind=row[7],
         state=row[8],
         attempts=row[9],
@@ -162,6 +188,9 @@ class Ledger:
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
             row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if int(row[0]) == 1:
+                self._migrate_v1()
+                row = (str(SCHEMA_VERSION),)
             if int(row[0]) != SCHEMA_VERSION:
                 raise LedgerError(
                     f"{directory / LEDGER_FILE} has schema version {row[0]}, "
@@ -173,6 +202,16 @@ class Ledger:
         except LedgerError:
             self.close()
             raise
+
+    def _migrate_v1(self) -> None:
+        """Version 1 kept paths and series as TEXT: store their UTF-8 bytes instead."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("UPDATE files SET path=CAST(path AS BLOB) WHERE typeof(path)='text'")
+        db.execute("UPDATE files SET series=CAST(series AS BLOB) WHERE typeof(series)='text'")
+        db.execute("UPDATE carry SET series=CAST(series AS BLOB) WHERE typeof(series)='text'")
+        db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+        db.execute("COMMIT")
 
     def close(self) -> None:
         db = getattr(self, "_db", None)
@@ -233,7 +272,7 @@ class Ledger:
         rows = self._query(
             f"SELECT {_COLUMNS} FROM files WHERE path=? AND dev=? AND ino=? AND "
             "size=? AND mtime_ns=?",
-            (path, *ident),
+            (_key(path), *ident),
         )
         return _entry(rows[0]) if rows else None
 
@@ -267,7 +306,8 @@ class Ledger:
 
         def fn(db: sqlite3.Connection) -> list[Entry]:
             out = []
-            for path, ident, series, kind in items:
+            for name, ident, series_name, kind in items:
+                path, series = _key(name), _opt_key(series_name)
                 db.execute(
                     "INSERT OR IGNORE INTO files (path, dev, ino, size, mtime_ns, series, "
                     "kind, state, ready_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -331,11 +371,11 @@ class Ledger:
                 raise LedgerError(f"file {entry_id} is not in the ledger or already done")
             if update_carry and series is not None:
                 if carry is None:
-                    db.execute("DELETE FROM carry WHERE series=?", (series,))
+                    db.execute("DELETE FROM carry WHERE series=?", (_key(series),))
                 else:
                     db.execute(
                         "INSERT OR REPLACE INTO carry VALUES (?,?,?,?)",
-                        (series, carry, entry_id, now),
+                        (_key(series), carry, entry_id, now),
                     )
 
         self._tx(fn)
@@ -349,7 +389,7 @@ class Ledger:
             db.execute(
                 "UPDATE files SET state=?, attempts=attempts+1, next_retry=?, reason=?, "
                 "message=?, updated_at=? WHERE id=?",
-                (FAILED, next_retry, reason, message[:4000], now, entry_id),
+                (FAILED, next_retry, reason, _text(message), now, entry_id),
             )
             row = db.execute("SELECT attempts FROM files WHERE id=?", (entry_id,)).fetchone()
             return int(row[0]) if row else 0
@@ -363,12 +403,25 @@ class Ledger:
             db.execute(
                 "UPDATE files SET state=?, attempts=attempts+?, next_retry=NULL, reason=?, "
                 "message=?, updated_at=? WHERE id=?",
-                (QUARANTINED, 1 if count_attempt else 0, reason, message[:4000], now, entry_id),
+                (QUARANTINED, 1 if count_attempt else 0, reason, _text(message), now, entry_id),
             )
             row = db.execute("SELECT attempts FROM files WHERE id=?", (entry_id,)).fetchone()
             return int(row[0]) if row else 0
 
         return int(self._tx(fn))
+
+    def relocate(self, entry_id: int, path: str, now: float) -> None:
+        """Record that a finished file now lives at ``path`` (moved into quarantine).
+
+        Its identity follows it, so the same bytes moved back into the capture
+        directory by an operator are a new file: a new attempt, not a repeat.
+        """
+        self._tx(
+            lambda db: db.execute(
+                "UPDATE OR IGNORE files SET path=?, updated_at=? WHERE id=?",
+                (_key(path), now, entry_id),
+            )
+        )
 
     def mark_gone(self, entry_id: int, now: float) -> None:
         self._tx(
@@ -382,14 +435,25 @@ class Ledger:
     # -- carried flows
     def carries(self) -> dict[str, float]:
         """Series holding carried flows -> when they were stored."""
-        return {s: t for s, t in self._query("SELECT series, updated_at FROM carry")}
+        return {
+            _name(s) or "": t for s, t in self._query("SELECT series, updated_at FROM carry")
+        }
 
     def get_carry(self, series: str) -> bytes | None:
-        rows = self._query("SELECT blob FROM carry WHERE series=?", (series,))
+        rows = self._query("SELECT blob FROM carry WHERE series=?", (_key(series),))
         return bytes(rows[0][0]) if rows else None
 
+    def carry_origin(self, series: str) -> Entry | None:
+        """Return the file whose end left the series' carried flows open (for naming)."""
+        rows = self._query(
+            f"SELECT {', '.join('f.' + c.strip() for c in _COLUMNS.split(','))} "
+            "FROM carry c JOIN files f ON f.id = c.file_id WHERE c.series=?",
+            (_key(series),),
+        )
+        return _entry(rows[0]) if rows else None
+
     def drop_carry(self, series: str) -> None:
-        self._tx(lambda db: db.execute("DELETE FROM carry WHERE series=?", (series,)))
+        self._tx(lambda db: db.execute("DELETE FROM carry WHERE series=?", (_key(series),)))
 
     # -- housekeeping
     def prune(self, older_than: float, exists: Callable[[str], bool], limit: int = 1000) -> int:
@@ -399,7 +463,7 @@ class Ledger:
             "ORDER BY updated_at LIMIT ?",
             (DONE, QUARANTINED, GONE, older_than, limit),
         )
-        ids = [(i,) for i, p in rows if not exists(p)]
+        ids = [(i,) for i, p in rows if not exists(_name(p) or "")]
         if ids:
             self._tx(lambda db: db.executemany("DELETE FROM files WHERE id=?", ids))
         return len(ids)
