@@ -57,6 +57,7 @@ class HealthInputs:
     llm_error: str | None = None
     alertmanager_enabled: bool = False
     alertmanager_error: str | None = None
+    ingest_problems: tuple[str, ...] = ()  # contained errors, output writes, watcher
 
 
 def _dir_check(name: str, path: Path, mode: int, what: str) -> CheckResult:
@@ -90,6 +91,7 @@ def evaluate(inp: HealthInputs) -> HealthReport:
         _error_ratio(inp),
         _optional("llm", inp.llm_enabled, inp.llm_error, "LLM endpoint"),
         _optional("alertmanager", inp.alertmanager_enabled, inp.alertmanager_error, "Alertmanager"),
+        _ingestion(inp),
     ]
     if any(not c.ok and c.critical for c in checks):
         state = UNHEALTHY
@@ -148,3 +150,9 @@ def _optional(name: str, enabled: bool, error: str | None, what: str) -> CheckRe
     if error:
         return CheckResult(name, False, False, f"{what} failing: {error}")
     return CheckResult(name, True, False, f"{what} reachable")
+
+
+def _ingestion(inp: HealthInputs) -> CheckResult:
+    if inp.ingest_problems:
+        return CheckResult("ingestion", False, False, "; ".join(inp.ingest_problems))
+    return CheckResult("ingestion", True, False, "no ingestion errors")

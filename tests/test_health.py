@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import os
 from pathlib import Path
 
@@ -35,6 +37,7 @@ def test_healthy_when_everything_passes(tmp_path: Path) -> None:
         "error_ratio",
         "llm",
         "alertmanager",
+        "ingestion",
     }
 
 
@@ -100,3 +103,13 @@ def test_report_dict_shape(tmp_path: Path) -> None:
     assert d["state"] == "healthy"
     assert d["checks"]["capture_directory"]["ok"] is True
     assert "reason" in d["checks"]["keeping_up"]
+
+
+def test_contained_ingestion_errors_degrade_with_the_reason(tmp_path: Path) -> None:
+    report = evaluate(
+        dataclasses.replace(
+            inputs(tmp_path), ingest_problems=("cannot write output: No space left on device",)
+        )
+    )
+    assert report.state == DEGRADED
+    assert "No space left" in checks(report)["ingestion"].reason

@@ -8,7 +8,10 @@ size of the file.
 
 from __future__ import annotations
 
+import errno
 import gzip
+import os
+import stat
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,9 +58,28 @@ class PacketChunk:
         return int(self.P.shape[0])
 
 
+def open_regular(path: Path | str) -> BinaryIO:
+    """Open a capture for reading, refusing symbolic links and special files.
+
+    ``O_NOFOLLOW`` so a link swapped in after the scheduler looked is not
+    followed (the scheduler resolves links it is told to follow and passes the
+    target); ``O_NONBLOCK`` so a FIFO can never block a worker. Raises OSError:
+    ``ELOOP`` for a link, ``EINVAL`` for anything but a regular file.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def sniff_kind(path: Path) -> str:
     """Return "pcap", "pcapng", "gzip" or "unknown" from the first bytes of ``path``."""
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         head = fh.read(4)
     if head[:2] == GZIP_MAGIC:
         return "gzip"
@@ -69,11 +91,13 @@ def sniff_kind(path: Path) -> str:
 
 
 def _open(path: Path) -> tuple[BinaryIO, bytes]:
-    fh: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by the caller
+    fh: BinaryIO = open_regular(path)  # closed by the caller
     head = fh.read(4)
     if head[:2] == GZIP_MAGIC:
-        fh.close()
-        fh = gzip.open(path, "rb")  # type: ignore[assignment]  # noqa: SIM115
+        fh.seek(0)
+        gz = gzip.GzipFile(fileobj=fh, mode="rb")
+        gz.myfileobj = fh  # type: ignore[assignment]  # closed with it, as gzip.open does
+        fh = gz  # type: ignore[assignment]
         try:
             head = fh.read(4)
         except EOFError as exc:

@@ -23,6 +23,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from ..capture.pcap_reader import open_regular
 from ..flow_schema import (
     ADDR_DTYPE,
     CIC_CSV_COLUMNS,
@@ -335,7 +336,7 @@ def read_flow_csv(path: Path, *, chunk_rows: int = 50_000) -> Iterator[FlowBatch
     rows instead (quoted fields may hold commas and newlines). Batches have at most
     ``chunk_rows`` rows.
     """
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         first = fh.readline()
         if not first:
             raise FlowCsvError(f"{path}: empty file, expected a flow CSV header")
