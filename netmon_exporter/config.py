@@ -65,6 +65,11 @@ class CaptureConfig:
         "Glob patterns of files to process (pcap, pcapng, gzip, flow CSV).",
     )
     recursive: bool = _f(False, "Also watch subdirectories.")
+    follow_symlinks: bool = _f(
+        False,
+        "Process symbolic links found in the capture directory (their targets, which may "
+        "lie outside it). Off: links are ignored and counted; special files never are opened.",
+    )
     min_age_seconds: float = _f(
         10.0,
         "A file is ready once its mtime is this old and its size stopped changing.",
