@@ -162,9 +162,7 @@ def process_file(
         try:
             writer = FlowCsvWriter(csv_path)
         except OSError as exc:
-            raise CaptureFormatError(
-                f"{csv_path}: cannot write flow CSV ({exc.strerror or exc})", "io"
-            ) from exc
+            raise _output_error(csv_path, exc) from exc
     batches: list[FlowBatch] = []
     n_flows = 0
 
@@ -174,7 +172,10 @@ def process_file(
             return
         n_flows += len(batch)
         if writer is not None:
-            writer.write(batch)
+            try:
+                writer.write(batch)
+            except OSError as exc:
+                raise _output_error(writer.path, exc) from exc
         if collect:
             batches.append(batch)
         if on_flows is not None:
@@ -197,7 +198,10 @@ def process_file(
                 path, settings, carry, final, emit, on_progress
             )
         if writer is not None:
-            writer.close()
+            try:
+                writer.close()
+            except OSError as exc:
+                raise _output_error(writer.path, exc) from exc
     except CaptureFormatError:
         if writer is not None:
             writer.abort()
@@ -227,6 +231,11 @@ def process_file(
         last_ts=counts.last,
         flow_count=n_flows,
     )
+
+
+def _output_error(path: Path | str, exc: OSError) -> CaptureFormatError:
+    """A flow CSV could not be written: the capture is fine, the output is not (retried)."""
+    return CaptureFormatError(f"{path}: cannot write flow CSV ({exc.strerror or exc})", "output")
 
 
 def _load_carry(carry: bytes | None, settings: FlowSettings) -> FlowTable:
