@@ -11,14 +11,29 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import reprlib
+import stat
 import types
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.constructor import ConstructorError
+from yaml.events import AliasEvent
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+# Bounds on what a config file may make us do; the shipped config.yaml is ~11 KiB and
+# three levels deep. The pure-Python YAML parser reads ~130 KiB/s of worst-case input,
+# so 256 KiB keeps even a hostile file under about two seconds.
+MAX_CONFIG_BYTES = 256 * 1024
+MAX_NESTING = 16  # levels of mappings and lists
+MAX_NUMBER_CHARS = 64  # longer integers/floats are refused before Python converts them
+MAX_ERRORS = 50  # errors listed; the rest are counted
+ECHO_CHARS = 80  # longest value echoed in an error message
 
 
 class ConfigError(Exception):
@@ -497,12 +512,40 @@ _TYPE_NAMES = {
 }
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 2
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxset = _REPR.maxdict = 4
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = ECHO_CHARS
+
+
+def _clip(text: str, limit: int = ECHO_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _fmt(v: Any) -> str:
+    """Show a value in an error message, bounded: never expand a large value."""
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, float) and v.is_integer():
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e16:
         return str(int(v))
-    return repr(v) if isinstance(v, str) else str(v)
+    if isinstance(v, int | float):
+        return _clip(_REPR.repr(v))
+    return _clip(_REPR.repr(v) if not isinstance(v, str) else repr(v[: ECHO_CHARS + 1]))
+
+
+def _show_path(p: Path | str, limit: int = 160) -> str:
+    """Show a path in an error message: as is when short and printable, else a clipped repr."""
+    text = str(p)
+    if len(text) <= limit and text.isprintable():
+        return text
+    return _clip(repr(text[: limit + 1]), limit)
+
+
+def _key_part(key: Any) -> str:
+    """One component of a key path (``capture``, ``[3]``); odd keys are shown as a clipped repr."""
+    if isinstance(key, str) and key.isprintable() and len(key) <= 40 and key:
+        return key
+    return _clip(repr(key[:41]) if isinstance(key, str) else _fmt(key), 40)
 
 
 def _decode_scalar(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
@@ -518,10 +561,14 @@ def _decode_scalar(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
         return None
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            if math.isnan(value) or math.isinf(value):
-                errors.append(f"{path}: {value} is not a finite number")
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            if math.isnan(number) or math.isinf(number):
+                errors.append(f"{path}: {_fmt(value)} is not a finite number")
                 return None
-            return float(value)
+            return number
         errors.append(f"{path}: {_fmt(value)} is not a number")
         return None
     if tp is str:
@@ -561,7 +608,7 @@ def _decode(cls: type, data: Any, path: str, errors: list[str]) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     for key in data:
         if key not in known:
-            where = f"{path}.{key}" if path else str(key)
+            where = f"{path}.{_key_part(key)}" if path else _key_part(key)
             errors.append(f"{where}: unknown key (allowed: {', '.join(sorted(known))})")
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
@@ -626,45 +673,64 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     )
 
 
+def _exists(p: Path) -> bool:
+    try:
+        return p.exists()
+    except (OSError, ValueError):  # e.g. a name too long for the file system
+        return False
+
+
+def _is_dir(p: Path) -> bool:
+    try:
+        return p.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 def _semantic_checks(cfg: Config, errors: list[str]) -> None:
     import re
 
     c = cfg.capture
-    if not c.directory.is_dir():
+    # A missing capture directory is refused, not created: it belongs to the capture tool
+    # (its owner and permissions are the tool's), and a typo would otherwise be "fixed"
+    # into an empty directory watched forever while captures pile up elsewhere.
+    if not _is_dir(c.directory):
         errors.append(
-            f"capture.directory: {c.directory} does not exist or is not a directory "
+            f"capture.directory: {_show_path(c.directory)} does not exist or is not a directory "
             "(create it or point to the directory your capture tool writes to)"
         )
     elif not os.access(c.directory, os.R_OK | os.X_OK):
-        errors.append(f"capture.directory: {c.directory} is not readable")
+        errors.append(f"capture.directory: {_show_path(c.directory)} is not readable")
     if not c.patterns:
         errors.append("capture.patterns: must list at least one pattern")
     for i, p in enumerate(c.patterns):
         if "/" in p or p.startswith(".."):
-            errors.append(f"capture.patterns[{i}]: {p!r} must be a file name pattern, not a path")
+            errors.append(
+                f"capture.patterns[{i}]: {_fmt(p)} must be a file name pattern, not a path"
+            )
     try:
         if "source" not in re.compile(c.source_pattern).groupindex:
             errors.append("capture.source_pattern: needs a named group (?P<source>...)")
-    except re.error as exc:
-        errors.append(f"capture.source_pattern: invalid regular expression ({exc})")
+    except (re.error, RecursionError, OverflowError, ValueError) as exc:
+        errors.append(f"capture.source_pattern: invalid regular expression ({_clip(str(exc))})")
     if c.shard_index >= c.shard_count:
         errors.append(
             f"capture.shard_index: {c.shard_index} must be below capture.shard_count "
             f"({c.shard_count})"
         )
-    if c.after_processing == "move" and c.done_directory.resolve() == c.directory.resolve():
+    if c.after_processing == "move" and _same_path(c.done_directory, c.directory):
         errors.append("capture.done_directory: must differ from capture.directory")
     for name, target in (
         ("output.directory", cfg.output.directory),
         ("state.directory", cfg.state.directory),
     ):
         existing: Path = target
-        while not existing.exists() and existing.parent != existing:
+        while not _exists(existing) and existing.parent != existing:
             existing = existing.parent
-        if existing.exists() and not existing.is_dir():
-            errors.append(f"{name}: {existing} exists and is not a directory")
+        if _exists(existing) and not _is_dir(existing):
+            errors.append(f"{name}: {_show_path(existing)} exists and is not a directory")
         elif not os.access(existing, os.W_OK | os.X_OK):
-            errors.append(f"{name}: {existing} is not writable")
+            errors.append(f"{name}: {_show_path(existing)} is not writable")
     if cfg.flows.active_timeout_seconds < cfg.flows.idle_timeout_seconds:
         errors.append(
             f"flows.active_timeout_seconds: {_fmt(cfg.flows.active_timeout_seconds)} "
@@ -672,48 +738,335 @@ def _semantic_checks(cfg: Config, errors: list[str]) -> None:
             f"({_fmt(cfg.flows.idle_timeout_seconds)})"
         )
     for i, url in enumerate(cfg.alertmanager.urls):
-        if not url.startswith(("http://", "https://")):
-            errors.append(f"alertmanager.urls[{i}]: {url!r} must start with http:// or https://")
-    if cfg.llm.enabled and not cfg.llm.url.startswith(("http://", "https://")):
-        errors.append(f"llm.url: {cfg.llm.url!r} must start with http:// or https://")
+        if not url.startswith(("http://", "https://")) and not _has_credentials(url):
+            errors.append(
+                f"alertmanager.urls[{i}]: {_fmt(url)} must start with http:// or https://"
+            )
+    if (
+        cfg.llm.enabled
+        and not cfg.llm.url.startswith(("http://", "https://"))
+        and not _has_credentials(cfg.llm.url)
+    ):
+        errors.append(f"llm.url: {_fmt(cfg.llm.url)} must start with http:// or https://")
     for key in ("anomaly_path", "classifier_path"):
         value = getattr(cfg.models, key)
         if value and "\x00" in value:
             errors.append(f"models.{key}: contains a NUL byte")
 
 
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError, ValueError):
+        return a == b
+
+
+# Where a URL setting's credentials belong instead (key path without the list index).
+_CREDENTIAL_HINTS = {
+    "llm.url": "put the API key in the environment variable named by llm.api_key_env "
+    "(it is sent as a Bearer token and never logged)",
+    "alertmanager.urls": "netmon-exporter has no setting for Alertmanager credentials; "
+    "reach Alertmanager without them (e.g. on localhost or a private network) or "
+    "through a proxy that adds them",
+}
+
+
+def _has_credentials(url: str) -> bool:
+    """Whether a URL carries a user name or password (``scheme://user:pass@host``).
+
+    Any ``@`` before the path counts, also in URLs too malformed for a strict parser, so a
+    password is never accepted (or echoed) because the URL around it is odd.
+    """
+    rest = url.split("://", 1)[-1]
+    authority = rest
+    for sep in "/?#":
+        authority = authority.split(sep, 1)[0]
+    return "@" in authority
+
+
+def _url_settings(section: Any, path: str = "") -> typing.Iterator[tuple[str, str, str]]:
+    """Yield (key path, hint key, URL) for every URL setting (named url, urls, *_url, *_urls)."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        sub = f"{path}.{f.name}" if path else f.name
+        if dataclasses.is_dataclass(value):
+            yield from _url_settings(value, sub)
+        elif f.name in ("url", "urls") or f.name.endswith(("_url", "_urls")):
+            if isinstance(value, str):
+                yield sub, sub, value
+            elif isinstance(value, tuple):
+                for i, item in enumerate(value):
+                    if isinstance(item, str):
+                        yield f"{sub}[{i}]", sub, item
+
+
+def _check_urls(cfg: Config, errors: list[str]) -> None:
+    """Refuse credentials in URLs: they would be sent as basic auth and end up in logs."""
+    for where, hint_key, url in _url_settings(cfg):
+        if _has_credentials(url):
+            hint = _CREDENTIAL_HINTS.get(hint_key, "credentials in URLs are not supported")
+            errors.append(f"{where}: must not contain a user name or password (user:pass@); {hint}")
+        else:
+            try:
+                urllib.parse.urlsplit(url).port  # noqa: B018 - raises on a malformed port or IPv6
+            except ValueError as exc:
+                errors.append(f"{where}: {_fmt(url)} is not a valid URL ({_clip(str(exc))})")
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+class _Abort(Exception):
+    """Stop composing: the document is too deeply nested to go on."""
+
+
+def _path_part(index: Any) -> str:
+    if isinstance(index, int):
+        return f"[{index}]"
+    if isinstance(index, ScalarNode):
+        return _key_part(index.value)
+    return "<key>"
+
+
+def _join(parts: list[str]) -> str:
+    out = ""
+    for part in parts:
+        out += part if part.startswith("[") or not out else "." + part
+    return _clip(out, 160) or "<root>"
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader for config files: no anchors or aliases, bounded nesting.
+
+    Aliases are what make a "billion laughs" file expand exponentially, and a config has
+    no use for them. Each line holding anchors or aliases is reported once, with the key
+    path of the first, so the user sees all of them at once; composing goes on with a
+    null in place of each alias. Nesting deeper than :data:`MAX_NESTING` stops composing
+    (the composer recurses once per level).
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._parts: list[str] = []
+        self._by_line: dict[int, tuple[str, set[str]]] = {}  # line -> (first path, kinds)
+        self._too_deep: list[str] = []
+
+    @property
+    def problems(self) -> list[str]:
+        out = []
+        for line, (where, kinds) in self._by_line.items():
+            if kinds == {"alias"}:
+                what = "YAML aliases (*name) are not supported; write the value out"
+            elif kinds == {"anchor"}:
+                what = "YAML anchors (&name) are not supported"
+            else:
+                what = "YAML anchors (&name) and aliases (*name) are not supported; write the value out"
+            out.append(f"{where}: {what} (line {line})")
+        return out + self._too_deep
+
+    def _note(self, kind: str, mark: Any) -> None:
+        where, kinds = self._by_line.setdefault(mark.line + 1, (_join(self._parts), set()))
+        kinds.add(kind)
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        if parent is not None:
+            self._parts.append(_path_part(index))
+        try:
+            if len(self._parts) > MAX_NESTING:
+                line = self.peek_event().start_mark.line + 1
+                self._too_deep.append(
+                    f"{_join(self._parts)}: nested deeper than {MAX_NESTING} levels (line {line})"
+                )
+                raise _Abort
+            if self.check_event(AliasEvent):
+                event = self.get_event()
+                self._note("alias", event.start_mark)
+                return ScalarNode("tag:yaml.org,2002:null", "", event.start_mark, event.end_mark)
+            event = self.peek_event()
+            if getattr(event, "anchor", None) is not None:
+                self._note("anchor", event.start_mark)
+                event.anchor = None  # never registered, so never aliased
+            return super().compose_node(parent, index)
+        finally:
+            if parent is not None:
+                self._parts.pop()
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        # Explicit tags reach constructors that raise plain exceptions on bad text
+        # (``!!int abc``, ``!!bool maybe``, ``!!timestamp x``): report them as YAML errors.
+        try:
+            return super().construct_object(node, deep=deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError):
+            shown = f" {_fmt(node.value)}" if isinstance(node, ScalarNode) else ""
+            raise ConstructorError(
+                None, None, f"cannot read{shown} as {_clip(str(node.tag), 60)}", node.start_mark
+            ) from None
+
+
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _check_nodes(node: Node, parts: list[str], duplicates: list[str], numbers: list[str]) -> None:
+    """Find duplicate keys and overlong numbers, with key paths, before anything is built."""
+    if isinstance(node, ScalarNode):
+        if node.tag in _NUMBER_TAGS and len(node.value) > MAX_NUMBER_CHARS:
+            numbers.append(
+                f"{_join(parts)}: number with {len(node.value)} characters is too long "
+                f"(at most {MAX_NUMBER_CHARS}; line {node.start_mark.line + 1})"
+            )
+    elif isinstance(node, SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_nodes(item, [*parts, f"[{i}]"], duplicates, numbers)
+    elif isinstance(node, MappingNode):
+        first_line: dict[tuple[str, str], int] = {}
+        for key, value in node.value:
+            sub = [*parts, _path_part(key)]
+            _check_nodes(key, sub, duplicates, numbers)
+            if isinstance(key, ScalarNode) and key.tag != _MERGE_TAG:
+                ident = (key.tag, key.value)
+                line = key.start_mark.line + 1
+                if ident in first_line:
+                    duplicates.append(
+                        f"{_join(sub)}: duplicate key (line {line}; first on line "
+                        f"{first_line[ident]})"
+                    )
+                else:
+                    first_line[ident] = line
+            _check_nodes(value, sub, duplicates, numbers)
+
+
+def _yaml_error(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    return f"<root>: invalid YAML{where}: {_clip(problem, 200)}"
+
+
+def _capped(errors: list[str]) -> list[str]:
+    if len(errors) <= MAX_ERRORS:
+        return errors
+    return [*errors[:MAX_ERRORS], f"<root>: {len(errors) - MAX_ERRORS} more errors not shown"]
+
+
+def _load_yaml(text: str, source: str) -> tuple[Any, list[str]]:
+    """Parse config YAML into plain data within the bounds above.
+
+    Return the data and the duplicate-key errors (the document is still decoded, last key
+    winning, so those are reported together with every decoding error); raise
+    :class:`ConfigError` for anything that stops decoding.
+    """
+    if len(text) > MAX_CONFIG_BYTES or len(text.encode("utf-8", "surrogatepass")) > (
+        MAX_CONFIG_BYTES
+    ):
+        raise ConfigError([f"<root>: the configuration {_too_large()}"], source)
+    loader = _ConfigLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except _Abort:
+            raise ConfigError(_capped(loader.problems), source) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(_capped([*loader.problems, _yaml_error(exc)]), source) from None
+        if node is None:
+            if loader.problems:  # pragma: no cover - a document with an anchor has a node
+                raise ConfigError(_capped(loader.problems), source)
+            return None, []
+        duplicates: list[str] = []
+        numbers: list[str] = []
+        _check_nodes(node, [], duplicates, numbers)
+        if loader.problems or numbers:
+            raise ConfigError(_capped([*loader.problems, *duplicates, *numbers]), source)
+        try:
+            return loader.construct_document(node), duplicates
+        except yaml.YAMLError as exc:
+            raise ConfigError(_capped([*duplicates, _yaml_error(exc)]), source) from None
+    finally:
+        loader.dispose()
+
+
+def _too_large() -> str:
+    return (
+        f"is larger than {MAX_CONFIG_BYTES // 1024} KiB, the most a config file may be "
+        "(is this the right file?)"
+    )
+
+
 def parse_config(
     text: str, *, base_dir: Path | None = None, source: str = "", check_paths: bool = True
 ) -> Config:
     """Decode and validate YAML text; raise :class:`ConfigError` listing every problem."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"<root>: invalid YAML{where}: {problem}"], source) from None
-    errors: list[str] = []
+    data, errors = _load_yaml(text, source)
     cfg = _decode(Config, data, "", errors)
+    _check_urls(cfg, errors)
     if errors:
-        raise ConfigError(errors, source)
+        raise ConfigError(_capped(errors), source)
     cfg = _resolve_paths(cfg, base_dir or Path.cwd())
     if check_paths:
         _semantic_checks(cfg, errors)
     if errors:
-        raise ConfigError(errors, source)
+        raise ConfigError(_capped(errors), source)
     return cfg
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def read_config_file(path: str | os.PathLike[str]) -> bytes:
+    """Read a config file, at most :data:`MAX_CONFIG_BYTES`; raise ConfigError otherwise.
+
+    Only regular files are read: a config symlinked to ``/dev/zero`` or a named pipe would
+    otherwise be read forever (or block forever on open).
+    """
+    p = Path(path)
+    shown = _show_path(p)
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ConfigError([f"<file>: {shown} does not exist"], str(p)) from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError([f"<file>: cannot read {shown}: {_clip(str(exc))}"], str(p)) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = next((k for test, k in _FILE_KINDS if test(st.st_mode)), "not a regular file")
+            target = f" (a link to {_show_path(os.path.realpath(p))})" if p.is_symlink() else ""
+            raise ConfigError([f"<file>: {shown}{target} is {kind}, not a regular file"], str(p))
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_CONFIG_BYTES:
+            chunk = os.read(fd, MAX_CONFIG_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError([f"<file>: {shown} {_too_large()}"], str(p))
+        return b"".join(chunks)
+    except OSError as exc:
+        raise ConfigError([f"<file>: cannot read {shown}: {_clip(str(exc))}"], str(p)) from None
+    finally:
+        os.close(fd)
 
 
 def load_config(path: str | os.PathLike[str], *, check_paths: bool = True) -> Config:
     """Read and validate a config file; relative paths in it are relative to its directory."""
     p = Path(path)
+    raw = read_config_file(p)
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([f"<file>: {p} does not exist"], str(p)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"<file>: cannot read {p}: {exc}"], str(p)) from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [f"<file>: {_show_path(p)} is not UTF-8 text (byte {exc.start})"], str(p)
+        ) from None
     return parse_config(text, base_dir=p.resolve().parent, source=str(p), check_paths=check_paths)
 
 
