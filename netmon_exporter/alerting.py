@@ -40,7 +40,8 @@ import requests
 
 from .config import AlertmanagerConfig
 from .detection import Detection
-from .redaction import redact_url
+from .redaction import redact_secrets, redact_url, short_cause
+from .text_safety import clean_text, plain_text
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,6 @@ DEFAULT_MAX_ACTIVE = 10_000
 #: After a failed push, the next attempt waits this long, doubling up to the resend interval.
 RETRY_BASE_SECONDS = 5.0
 _SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _DETECTOR_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 
 
@@ -397,7 +397,7 @@ class AlertPusher:
             return None, f"{where}: no answer within {timeout:g}s"
         except requests.ConnectionError as exc:
             return None, (
-                f"{where}: cannot connect ({_short_cause(exc)}); is Alertmanager "
+                f"{where}: cannot connect ({short_cause(exc)}); is Alertmanager "
                 "running and alertmanager.urls right?"
             )
         except (requests.RequestException, ValueError) as exc:
@@ -405,7 +405,7 @@ class AlertPusher:
         with resp:
             if 200 <= resp.status_code < 300:
                 return resp.status_code, None
-            text = " ".join(_CONTROL_RE.sub(" ", resp.text[:300]).split())
+            text = plain_text(redact_secrets(resp.text[:600]), 300)
             hint = "" if resp.status_code >= 500 else " (is this Alertmanager's base URL?)"
             return resp.status_code, f"{where}: HTTP {resp.status_code}: {text}{hint}"
 
@@ -439,12 +439,12 @@ def alertname(detector: str) -> str:
 
 
 def cap_label(value: str, limit: int = MAX_LABEL_CHARS) -> str:
-    """Strip control characters and cap the length, keeping distinct long values distinct."""
-    value = _CONTROL_RE.sub("", value)
-    if len(value) <= limit:
-        return value
+    """Escape unsafe characters and cap the length, keeping distinct long values distinct."""
+    text = clean_text(value)
+    if len(text) <= limit:
+        return text
     digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    return value[: limit - 10] + "~" + digest
+    return clean_text(value, limit - 9) + "~" + digest
 
 
 def build_labels(det: Detection, severity: str) -> dict[str, str]:
@@ -458,10 +458,6 @@ def build_labels(det: Detection, severity: str) -> dict[str, str]:
         "service": SERVICE,
     }
     return {k: v for k, v in labels.items() if v}
-
-
-def _clip(text: str, limit: int = MAX_ANNOTATION_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _evidence_text(evidence: dict[str, Any]) -> str:
@@ -495,7 +491,7 @@ def build_annotations(det: Detection, first_seen: float, last_seen: float) -> di
         "first_seen": rfc3339(first_seen),
         "last_seen": rfc3339(last_seen),
     }
-    return {k: _clip(_CONTROL_RE.sub(" ", v)) for k, v in annotations.items()}
+    return {k: clean_text(v, MAX_ANNOTATION_CHARS) for k, v in annotations.items()}
 
 
 def rfc3339(ts: float) -> str:
@@ -509,15 +505,3 @@ def rfc3339(ts: float) -> str:
 
 def _encode(alerts: list[dict[str, Any]]) -> bytes:
     return json.dumps(alerts, separators=(",", ":"), ensure_ascii=True).encode()
-
-
-def _short_cause(exc: BaseException) -> str:
-    inner: BaseException = exc
-    for _ in range(10):
-        nxt = inner.__cause__ or inner.__context__
-        if nxt is None:
-            break
-        inner = nxt
-    if isinstance(inner, OSError) and inner.strerror:
-        return inner.strerror
-    return type(inner).__name__

@@ -1,18 +1,35 @@
-"""Structured logging in logfmt (default) or JSON, as Prometheus exporters do."""
+"""Structured logging in logfmt (default) or JSON, as Prometheus exporters do.
+
+A record is always exactly one line: every value (file names, DNS names, server
+messages) goes through :func:`~netmon_exporter.text_safety.escape_text`, which
+escapes control characters, line separators, bidi controls and undecodable bytes
+reversibly, and through :func:`~netmon_exporter.redaction.redact_secrets`.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
 from typing import Any
+
+from .redaction import redact_secrets
+from .text_safety import escape_log_key, escape_log_value, escape_text, to_text
 
 LEVELS = ("debug", "info", "warn", "error")
 FORMATS = ("logfmt", "json")
 
 # Attributes every LogRecord has; anything else passed via ``extra=`` is a field.
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+def _message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:  # bad %-arguments: still one line, never a traceback on stderr
+        return f"{to_text(record.msg)} (log arguments did not fit: {record.args!r})"
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -23,7 +40,7 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
             record.levelname, record.levelname.lower()
         ),
         "caller": f"{record.module}:{record.lineno}",
-        "msg": record.getMessage(),
+        "msg": _message(record),
     }
     for key, value in vars(record).items():
         if key not in _RESERVED and not key.startswith("_"):
@@ -33,27 +50,45 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return out
 
 
-def _logfmt_value(value: Any) -> str:
-    s = (
-        value
-        if isinstance(value, str)
-        else json.dumps(value, default=str)
-        if isinstance(value, dict | list | tuple)
-        else str(value)
-    )
-    if s == "" or any(c in s for c in ' ="\\\n\t'):
-        s = '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    return s
+def _text(value: Any) -> str:
+    """Return a field value as redacted text (containers as JSON)."""
+    if isinstance(value, dict | list | tuple):
+        text = json.dumps(value, default=str, ensure_ascii=False)
+    else:
+        try:
+            text = to_text(value)
+        except Exception:  # a __str__ that raises must not lose the record
+            text = f"<unprintable {type(value).__name__}>"
+    return redact_secrets(text)
+
+
+def _json_value(value: Any) -> Any:
+    """Return a field value for the JSON formatter: numbers kept, all text escaped."""
+    if isinstance(value, bool | int) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return {escape_text(_text(k)): _json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    return escape_text(_text(value))
 
 
 class LogfmtFormatter(logging.Formatter):
+    """One logfmt line per record; control characters and line separators escaped."""
+
     def format(self, record: logging.LogRecord) -> str:
-        return " ".join(f"{k}={_logfmt_value(v)}" for k, v in _fields(record).items())
+        return " ".join(
+            f"{escape_log_key(k)}={escape_log_value(_text(v))}" for k, v in _fields(record).items()
+        )
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line; strings escaped as in logfmt, so a decoded value is safe too."""
+
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(_fields(record), default=str)
+        return json.dumps(_json_value(_fields(record)))
 
 
 def setup_logging(level: str = "info", fmt: str = "logfmt", stream: Any = None) -> None:

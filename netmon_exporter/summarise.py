@@ -29,7 +29,8 @@ from typing import Any
 import requests
 
 from .config import LLMConfig
-from .redaction import redact_url
+from .redaction import redact_secrets, redact_url, short_cause
+from .text_safety import clean_data, clean_text, plain_text
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,8 @@ MAX_RETRY_AFTER_SECONDS = 30.0
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 8.0
 
-_REDACTED = "[REDACTED]"
 _SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 _THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 SYSTEM_PROMPT = (
     "You are a network security analyst. You receive one time window of network "
@@ -141,11 +140,11 @@ class Summariser:
             text, attempts, error = self._ask(report, key)
         seconds = time.monotonic() - started
         if text is None:
-            error = _redact(error or "unknown error", key)
+            error = redact_secrets(error or "unknown error", key)
             log.warning("LLM summary failed, using the template: %s", error)
             return SummaryResult(template_summary(report), "template", seconds, attempts, error)
         log.debug("LLM summary written in %.2fs after %d attempt(s)", seconds, attempts)
-        return SummaryResult(_redact(text, key), "llm", seconds, attempts, None)
+        return SummaryResult(redact_secrets(text, key), "llm", seconds, attempts, None)
 
     # ---------------------------------------------------------------- internals
 
@@ -177,9 +176,9 @@ class Summariser:
         for retry in range(self._cfg.max_retries + 1):
             attempts += 1
             try:
-                return self._post(body, headers), attempts, None
+                return self._post(body, headers, key), attempts, None
             except LLMRequestError as exc:
-                last_error = _redact(str(exc), key)
+                last_error = redact_secrets(str(exc), key)
                 if not exc.retryable or retry >= self._cfg.max_retries:
                     break
                 if exc.retry_after is not None and exc.retry_after > MAX_RETRY_AFTER_SECONDS:
@@ -205,7 +204,7 @@ class Summariser:
             delay = max(delay, retry_after)
         return delay
 
-    def _post(self, body: dict[str, Any], headers: dict[str, str]) -> str:
+    def _post(self, body: dict[str, Any], headers: dict[str, str], key: str) -> str:
         url = _chat_url(self._cfg.url)
         where = redact_url(url)
         timeout = self._cfg.timeout_seconds
@@ -227,7 +226,7 @@ class Summariser:
             ) from None
         except requests.ConnectionError as exc:
             raise LLMRequestError(
-                f"{where}: cannot connect ({_short_cause(exc)}); is the server "
+                f"{where}: cannot connect ({short_cause(exc)}); is the server "
                 "running and llm.url right?",
                 retryable=True,
             ) from None
@@ -240,34 +239,37 @@ class Summariser:
             status = resp.status_code
             if status == 429 or status >= 500:
                 raise LLMRequestError(
-                    f"{where}: HTTP {status}{_excerpt(raw)}",
+                    f"{where}: HTTP {status}{_excerpt(raw, key)}",
                     retryable=True,
                     retry_after=_retry_after(resp.headers.get("Retry-After")),
                 )
             if status in (401, 403):
                 raise LLMRequestError(
                     f"{where}: HTTP {status}, key refused (check ${self._cfg.api_key_env})"
-                    f"{_excerpt(raw)}",
+                    f"{_excerpt(raw, key)}",
                     retryable=False,
                 )
             if not 200 <= status < 300:
                 raise LLMRequestError(
-                    f"{where}: HTTP {status}{_excerpt(raw)}; check llm.url and llm.model",
+                    f"{where}: HTTP {status}{_excerpt(raw, key)}; check llm.url and llm.model",
                     retryable=False,
                 )
-        return parse_completion(raw, where)
+        return parse_completion(raw, where, key)
 
 
 # -------------------------------------------------------------------- response handling
 
 
-def parse_completion(raw: bytes, where: str = "LLM endpoint") -> str:
-    """Return the cleaned summary from a chat-completions body; raise LLMRequestError if malformed."""
+def parse_completion(raw: bytes, where: str = "LLM endpoint", *secrets: str) -> str:
+    """Return the cleaned summary from a chat-completions body; raise LLMRequestError if malformed.
+
+    ``secrets`` (the API key) are redacted from the summary and from error excerpts.
+    """
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise LLMRequestError(
-            f"{where}: answer is not JSON{_excerpt(raw)}", retryable=False
+            f"{where}: answer is not JSON{_excerpt(raw, *secrets)}", retryable=False
         ) from None
     content = None
     if isinstance(data, dict):
@@ -282,22 +284,26 @@ def parse_completion(raw: bytes, where: str = "LLM endpoint") -> str:
             "this an OpenAI-compatible /v1 base URL?",
             retryable=False,
         )
-    text = clean_summary(content)
+    text = clean_summary(content, *secrets)
     if not text:
         raise LLMRequestError(f"{where}: the model returned an empty summary", retryable=False)
     return text
 
 
-def clean_summary(text: str) -> str:
-    """Drop reasoning blocks and control characters, collapse blank runs, bound the length."""
-    text = _THINK_RE.sub("", text)
-    text = _CONTROL_RE.sub("", text)
-    text = re.sub(r"[ \t]+", " ", text)
-    text = re.sub(r"\n{3,}", "\n\n", text).strip()
+def clean_summary(text: str, *secrets: str) -> str:
+    """Return the model's answer as one plain paragraph, as docs/llm.md describes.
+
+    Reasoning blocks go, credentials are redacted, every kind of line break and
+    whitespace run becomes one space, other control and invisible formatting
+    characters are removed, and the length is bounded (at a sentence end if possible).
+    """
+    text = plain_text(redact_secrets(_THINK_RE.sub(" ", text), *secrets))
     if len(text) > MAX_SUMMARY_CHARS:
         cut = text[:MAX_SUMMARY_CHARS]
-        end = max(cut.rfind(". "), cut.rfind(".\n"))
-        text = cut[: end + 1] if end > MAX_SUMMARY_CHARS // 2 else cut.rstrip() + "…"
+        end = cut.rfind(". ")
+        text = (
+            cut[: end + 1] if end > MAX_SUMMARY_CHARS // 2 else plain_text(cut, MAX_SUMMARY_CHARS)
+        )
     return text
 
 
@@ -318,7 +324,7 @@ def _read_bounded(resp: requests.Response, deadline: float, where: str) -> bytes
                 )
     except requests.RequestException as exc:
         raise LLMRequestError(
-            f"{where}: reading the answer failed ({_short_cause(exc)})", retryable=True
+            f"{where}: reading the answer failed ({short_cause(exc)})", retryable=True
         ) from None
     return b"".join(chunks)
 
@@ -333,32 +339,15 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, seconds)
 
 
-def _excerpt(raw: bytes, limit: int = 200) -> str:
+def _excerpt(raw: bytes, *secrets: str, limit: int = 200) -> str:
+    """Quote the start of a server's answer in an error: redacted, one line, bounded."""
     text = raw[: limit * 4].decode("utf-8", "replace")
-    text = " ".join(_CONTROL_RE.sub("", text).split())[:limit]
+    text = plain_text(redact_secrets(text, *secrets), limit)
     return f": {text}" if text else ""
-
-
-def _short_cause(exc: BaseException) -> str:
-    """Name the innermost cause (e.g. ConnectionRefusedError) without requests' long repr."""
-    inner: BaseException = exc
-    seen = 0
-    while seen < 10:
-        nxt = inner.__cause__ or inner.__context__
-        if nxt is None:
-            break
-        inner, seen = nxt, seen + 1
-    if isinstance(inner, OSError) and inner.strerror:
-        return inner.strerror
-    return type(inner).__name__
 
 
 def _valid_header_value(value: str) -> bool:
     return all(0x21 <= ord(c) <= 0x7E for c in value)
-
-
-def _redact(text: str, key: str) -> str:
-    return text.replace(key, _REDACTED) if key else text
 
 
 def _chat_url(base: str) -> str:
@@ -368,23 +357,18 @@ def _chat_url(base: str) -> str:
 # -------------------------------------------------------------------- prompt
 
 
-def _clip(value: Any, limit: int = 80) -> str:
-    text = _CONTROL_RE.sub("", str(value))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _compact_detection(det: Mapping[str, Any]) -> dict[str, Any]:
     evidence = det.get("evidence")
     ev: dict[str, Any] = {}
     if isinstance(evidence, Mapping):
         for k, v in list(evidence.items())[:6]:
-            ev[_clip(k, 32)] = v if isinstance(v, int | float | bool) else _clip(v, 48)
+            ev[clean_text(k, 32)] = v if isinstance(v, int | float | bool) else clean_text(v, 48)
     return {
-        "detector": _clip(det.get("detector", "?"), 32),
-        "severity": _clip(det.get("severity", "?"), 16),
-        "source": _clip(det.get("source", "")),
-        "target": _clip(det.get("target", "")),
-        "summary": _clip(det.get("summary", ""), 160),
+        "detector": clean_text(det.get("detector", "?"), 32),
+        "severity": clean_text(det.get("severity", "?"), 16),
+        "source": clean_text(det.get("source", ""), 80),
+        "target": clean_text(det.get("target", ""), 80),
+        "summary": clean_text(det.get("summary", ""), 160),
         "evidence": ev,
     }
 
@@ -393,22 +377,26 @@ def build_prompt(report: Mapping[str, Any]) -> str:
     """Return the user message: a bounded JSON digest of the report (at most a few KB)."""
     detections = _detections(report)
     detections.sort(key=lambda d: -_SEVERITY_RANK.get(str(d.get("severity")), -1))
-    digest: dict[str, Any] = {
-        "window_start": _iso(_window_bounds(report)[0]),
-        "window_end": _iso(_window_bounds(report)[1]),
-        "totals": _mapping(report, "totals"),
-        "protocols": {
-            k: v
-            for k, v in _mapping(report, "protocols").items()
-            if not (isinstance(v, Mapping) and not any(v.values()))
+    # Every string in the digest (names, addresses, keys) may come from traffic.
+    digest: dict[str, Any] = clean_data(
+        {
+            "window_start": _iso(_window_bounds(report)[0]),
+            "window_end": _iso(_window_bounds(report)[1]),
+            "totals": _mapping(report, "totals"),
+            "protocols": {
+                k: v
+                for k, v in _mapping(report, "protocols").items()
+                if not (isinstance(v, Mapping) and not any(v.values()))
+            },
+            "top_talkers": _list(report, "top_talkers")[:5],
+            "classifications": _mapping(report, "classifications"),
+            "anomaly": _mapping(report, "anomaly"),
+            "detections_total": len(detections),
+            "detections_by_detector": _count_by(detections, "detector"),
+            "detections": [_compact_detection(d) for d in detections[:MAX_PROMPT_DETECTIONS]],
         },
-        "top_talkers": _list(report, "top_talkers")[:5],
-        "classifications": _mapping(report, "classifications"),
-        "anomaly": _mapping(report, "anomaly"),
-        "detections_total": len(detections),
-        "detections_by_detector": _count_by(detections, "detector"),
-        "detections": [_compact_detection(d) for d in detections[:MAX_PROMPT_DETECTIONS]],
-    }
+        200,
+    )
     text = _dump(digest)
     # Shed the least useful detail until the digest fits.
     while len(text) > MAX_PROMPT_DATA_CHARS and digest["detections"]:
@@ -417,7 +405,7 @@ def build_prompt(report: Mapping[str, Any]) -> str:
     for name in ("top_talkers", "anomaly", "protocols", "classifications"):
         if len(text) <= MAX_PROMPT_DATA_CHARS:
             break
-        digest[name] = _clip(_dump(digest[name]), 300)
+        digest[name] = clean_text(_dump(digest[name]), 300)
         text = _dump(digest)
     if len(text) > MAX_PROMPT_DATA_CHARS:
         text = text[:MAX_PROMPT_DATA_CHARS]
@@ -455,7 +443,7 @@ def _dump(value: Any) -> str:
 def _count_by(items: list[Mapping[str, Any]], field_name: str) -> dict[str, int]:
     counts: dict[str, int] = {}
     for item in items:
-        name = _clip(item.get(field_name, "?"), 32)
+        name = clean_text(item.get(field_name, "?"), 32)
         counts[name] = counts.get(name, 0) + 1
     return counts
 
@@ -465,7 +453,7 @@ def _count_by(items: list[Mapping[str, Any]], field_name: str) -> dict[str, int]
 
 def _iso(ts: Any) -> str | None:
     if not isinstance(ts, int | float) or isinstance(ts, bool):
-        return None if ts is None else _clip(ts, 40)
+        return None if ts is None else clean_text(ts, 40)
     try:
         return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     except (OverflowError, OSError, ValueError):
@@ -529,10 +517,10 @@ def _talker_phrase(report: Mapping[str, Any]) -> str:
             return ""
         amount = first.get("bytes_sent", first.get("bytes"))
         suffix = f" ({_human_bytes(_num(amount))})" if isinstance(amount, int | float) else ""
-        return f"Top talker {_clip(name, 64)}{suffix}."
+        return f"Top talker {clean_text(name, 64)}{suffix}."
     if isinstance(first, list | tuple) and first:
-        return f"Top talker {_clip(first[0], 64)}."
-    return f"Top talker {_clip(first, 64)}."
+        return f"Top talker {clean_text(first[0], 64)}."
+    return f"Top talker {clean_text(first, 64)}."
 
 
 def _detection_phrase(report: Mapping[str, Any]) -> str:
@@ -541,14 +529,14 @@ def _detection_phrase(report: Mapping[str, Any]) -> str:
         return "No detections."
     groups: dict[str, dict[str, Any]] = {}
     for det in detections:
-        name = _clip(det.get("detector", "unknown"), 32)
+        name = clean_text(det.get("detector", "unknown"), 32)
         g = groups.setdefault(name, {"count": 0, "severity": "", "sources": set()})
         g["count"] += 1
         sev = str(det.get("severity", ""))
         if _SEVERITY_RANK.get(sev, -1) > _SEVERITY_RANK.get(g["severity"], -1):
             g["severity"] = sev
         if det.get("source"):
-            g["sources"].add(_clip(det["source"], 64))
+            g["sources"].add(clean_text(det["source"], 64))
     ranked = sorted(
         groups.items(),
         key=lambda kv: (-_SEVERITY_RANK.get(kv[1]["severity"], -1), -kv[1]["count"], kv[0]),
@@ -593,4 +581,4 @@ def template_summary(report: Mapping[str, Any]) -> str:
         _talker_phrase(report),
         _classification_phrase(report),
     ]
-    return " ".join(s for s in sentences if s)
+    return clean_text(" ".join(s for s in sentences if s))

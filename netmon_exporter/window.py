@@ -29,6 +29,7 @@ import numpy as np
 
 from .config import WindowsConfig
 from .flow_schema import FlowBatch, addrs_to_str
+from .text_safety import clean_data
 
 if TYPE_CHECKING:
     from .analysis import WindowAnalysis
@@ -346,7 +347,7 @@ def build_report(
         },
         "protocols": mix,
         "top_talkers": top_talkers(flows, top_n),
-        "detections": [d.to_dict() for d in analysis.detections],
+        "detections": [clean_data(d.to_dict()) for d in analysis.detections],
         "detections_by_detector": by_detector,
         "classifications": dict(sorted(analysis.class_counts.items())),
         "anomaly": anomaly,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..text_safety import csv_cell
+
 ROWS_PER_CALL = 4096
 
 
@@ -271,12 +273,16 @@ def _csv_field(v: str) -> str:
 
 
 def _fixed(values: np.ndarray) -> np.ndarray:
-    """Return text values as a (n, width) uint8 matrix (zero padded), CSV-quoted if needed."""
+    """Return text values as a (n, width) uint8 matrix (zero padded), CSV-quoted if needed.
+
+    Text cells (labels, DNS names from packets) are made safe for spreadsheets by
+    :func:`~netmon_exporter.text_safety.csv_cell`; numeric columns never pass here.
+    """
     n = len(values)
     nonempty = [i for i, v in enumerate(values.tolist()) if v]
     if not nonempty:
         return np.zeros((n, 1), dtype=np.uint8)
-    enc = [_csv_field(str(values[i])).encode("utf-8", "backslashreplace") for i in nonempty]
+    enc = [_csv_field(csv_cell(values[i])).encode("utf-8", "backslashreplace") for i in nonempty]
     width = max(len(e) for e in enc)
     out = np.zeros((n, width), dtype=np.uint8)
     for i, e in zip(nonempty, enc, strict=True):
