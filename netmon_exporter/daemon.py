@@ -27,7 +27,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from . import __version__, recording
-from .config import Config, ConfigError, load_config, restart_required_changes
+from .config import (
+    Config,
+    ConfigError,
+    load_config,
+    read_config_file,
+    restart_required_changes,
+)
 from .health import HealthInputs, HealthReport, evaluate
 from .http_server import Endpoints, HttpServer, ReloadOutcome
 from .logging_setup import FORMATS, LEVELS, setup_logging
@@ -42,6 +48,7 @@ DEFAULT_PORT = 9864
 HEALTH_PERIOD_SECONDS = 1.0
 RECENT_FILES = 50  # files considered for the error ratio
 MAX_PENDING_REPORTS = 16  # windows waiting for their summary; beyond, the template is used
+CHECK_TIMEOUT_SECONDS = 30.0  # --config.check gives up (exit 1) after this long
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -114,8 +121,8 @@ class ConfigHolder:
         with self.lock:
             try:
                 digest = _digest(self.path)
-            except OSError as exc:
-                return ReloadOutcome(False, f"cannot read {self.path}: {exc}")
+            except ConfigError as exc:
+                return ReloadOutcome(False, "; ".join(exc.errors))
             if digest == self.digest:
                 return ReloadOutcome(True, "configuration unchanged")
             try:
@@ -140,7 +147,8 @@ class ReloadError(Exception):
 
 
 def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    # Bounded like load_config: a config symlinked to /dev/zero must not be read forever.
+    return hashlib.sha256(read_config_file(path)).hexdigest()
 
 
 # ----------------------------------------------------------------------------- daemon
@@ -349,7 +357,16 @@ class Daemon:
             m.files_skipped_duplicate.inc()
         elif isinstance(event, ev.CarryFlushed):
             recording.record_flows(m, event.flows)
+            if event.csv_rows:
+                m.flow_csv_rows.inc(event.csv_rows)
             self._add_flows(event.flows)
+        elif isinstance(event, ev.FileIgnored):
+            m.files_ignored.labels(event.reason).inc()
+        elif isinstance(event, ev.ClockSkew):
+            m.files_clock_skew.inc()
+        elif isinstance(event, ev.OutputBlocked):
+            m.errors.labels("io").inc()
+            m.retries.labels("output").inc()
         elif isinstance(event, ev.IngestError):
             m.errors.labels(event.category).inc()
             log.error("ingest error", extra={"category": event.category, "err": event.message})
@@ -450,6 +467,7 @@ class Daemon:
         st = self.ingest.status()
         self.m.backlog.set(st.backlog)
         self.m.in_progress.set(st.in_progress)
+        self.m.not_ready.set(st.not_ready)
         self.m.workers_busy.set(st.in_progress)
         report = evaluate(
             HealthInputs(
@@ -468,6 +486,7 @@ class Daemon:
                 llm_error=self._llm_error,
                 alertmanager_enabled=bool(cfg.alertmanager.urls),
                 alertmanager_error=self._am_error,
+                ingest_problems=st.problems,
             )
         )
         if report.state != self._health.state:
@@ -489,23 +508,65 @@ class Daemon:
 # ----------------------------------------------------------------------------- entry point
 
 
-def check_config(path: str) -> int:
-    """--config.check: print OK or every error; exit 0 or 1."""
+def check_config(path: str, web_config_file: str = "", timeout: float | None = None) -> int:
+    """--config.check: load what start-up loads; print OK or every error; exit 0 or 1.
+
+    Start-up loads the config file, the models it names and the web config file, and
+    refuses to start if any of them fails; so does the check, so that a config the check
+    passes is one the daemon accepts. ``timeout`` bounds the whole check: past it, the
+    process prints FAILED and exits 1 whatever it is stuck in.
+    """
+    watchdog = None
+    if timeout is not None:
+        watchdog = threading.Timer(timeout, _check_timed_out, args=(path, timeout))
+        watchdog.daemon = True
+        watchdog.start()
     try:
-        load_config(path)
-    except ConfigError as exc:
-        print(f"FAILED: {exc.source or path}", file=sys.stderr)
-        for err in exc.errors:
+        source, errors = _check_errors(path, web_config_file)
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+    if errors:
+        print(f"FAILED: {source}", file=sys.stderr)
+        for err in errors:
             print(f"  {err}", file=sys.stderr)
         return 1
     print(f"OK: {path} is valid")
     return 0
 
 
+def _check_errors(path: str, web_config_file: str) -> tuple[str, list[str]]:
+    try:
+        cfg = ConfigHolder.load(Path(path)).config
+    except ConfigError as exc:
+        return exc.source or path, exc.errors
+    errors: list[str] = []
+    try:
+        from .analysis import Analyzer
+
+        Analyzer(cfg.detectors, cfg.models, cfg.state.directory)  # as Daemon() loads models
+    except ModelError as exc:
+        errors.append(f"models: {exc}")
+    try:
+        load_web_config(web_config_file)
+    except WebConfigError as exc:
+        errors.append(str(exc))
+    return path, errors
+
+
+def _check_timed_out(path: str, timeout: float) -> None:
+    print(
+        f"FAILED: {path}\n  <check>: did not finish within {timeout:.0f} s",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(1)
+
+
 def run_daemon(argv: list[str]) -> int:
     args = build_arg_parser().parse_args(argv)
     if args.config_check:
-        return check_config(args.config_file)
+        return check_config(args.config_file, args.web_config_file, CHECK_TIMEOUT_SECONDS)
     setup_logging(args.log_level, args.log_format)
     try:
         holder = ConfigHolder.load(Path(args.config_file))

@@ -130,3 +130,30 @@ def test_files_last_written_before_watching_began_need_a_quiet_period(tmp_path: 
     gate.forget(str(p))
     gate.look(str(p), p.stat(), mtime + 6)
     assert not gate.settled(str(p), mtime + 8)  # forgotten: unwatched again
+
+
+def test_future_mtime_is_clock_skew_aged_from_the_first_look(tmp_path: Path) -> None:
+    """A sensor whose clock runs an hour ahead: its files are processed, not stranded."""
+    p = tmp_path / "ahead.pcap"
+    p.write_bytes(b"x" * 10)
+    mtime = p.stat().st_mtime_ns / 1e9
+    now = mtime - 3600.0  # our clock is an hour behind the writer's
+    gate = _gate(5.0, settle_seconds=1.0, open_for_writing=_never_open)
+    assert not gate.look(str(p), p.stat(), now)
+    assert gate.skew(str(p), now) > 3500
+    assert not gate.look(str(p), p.stat(), now + 4)  # unchanged for 4 s < min_age
+    assert gate.look(str(p), p.stat(), now + 5)
+    p.write_bytes(b"x" * 20)  # it grew: the clock restarts
+    p_st = p.stat()
+    assert not gate.look(str(p), p_st, now + 6)
+    assert not gate.look(str(p), p_st, now + 10)
+    assert gate.look(str(p), p_st, now + 11)
+
+
+def test_small_skew_is_not_reported(tmp_path: Path) -> None:
+    p = tmp_path / "a.pcap"
+    p.write_bytes(b"x")
+    mtime = p.stat().st_mtime_ns / 1e9
+    gate = _gate(0.0, open_for_writing=_never_open)
+    gate.look(str(p), p.stat(), mtime - 1.0)
+    assert gate.skew(str(p), mtime - 1.0) == 0.0

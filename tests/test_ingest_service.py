@@ -669,7 +669,8 @@ def test_300_files_and_two_kill_9s_each_processed_exactly_once(tmp_path: Path) -
         db = sqlite3.connect(tmp_path / "state" / LEDGER_FILE)
         try:
             committed = {
-                Path(p).name for (p,) in db.execute("SELECT path FROM files WHERE state='done'")
+                Path(os.fsdecode(p)).name
+                for (p,) in db.execute("SELECT path FROM files WHERE state='done'")
             }
         finally:
             db.close()
@@ -686,7 +687,7 @@ def test_300_files_and_two_kill_9s_each_processed_exactly_once(tmp_path: Path) -
     db = sqlite3.connect(tmp_path / "state" / LEDGER_FILE)
     rows = db.execute("SELECT path, state FROM files").fetchall()
     db.close()
-    assert sorted(Path(p).name for p, _ in rows) == sorted(names)  # one row per file
+    assert sorted(Path(os.fsdecode(p)).name for p, _ in rows) == sorted(names)  # one per file
     assert {s for _, s in rows} == {"done"}
     assert set(delivered) | lost() == set(names)
     assert len(lost()) <= 4  # only a commit racing the kill can miss its event

@@ -10,6 +10,10 @@ safe against local writers that pause between appends; a writer on another host
 (NFS) is only caught by (1) and (2), as long as it pauses for less than
 ``settle_seconds`` plus ``min_age``.
 
+A file whose mtime lies in the future (the sensor's clock runs ahead of ours)
+is aged from the first look that saw it unchanged rather than from its mtime,
+so clock skew delays it by ``min_age`` instead of stranding it.
+
 Events only tell about writers that wrote while we were watching. A file last
 written *before* watching began (at start-up, or with no watcher at all) may
 still be held open by a writer that paused; such a file must also have been
@@ -29,6 +33,8 @@ DEFAULT_SETTLE_SECONDS = 1.0
 # the kernel, which sends the event).
 WRITER_STALE_SECONDS = 3600.0
 DEFAULT_UNWATCHED_QUIET_SECONDS = 60.0
+# mtimes further ahead than this are clock skew, not a file written "just now".
+CLOCK_SKEW_TOLERANCE_SECONDS = 2.0
 
 
 class Identity(NamedTuple):
@@ -97,9 +103,23 @@ class AgeGate:
         need = self.min_age_seconds
         if path not in self._closed and (self.watch_since is None or mtime < self.watch_since):
             need = max(need, self.unwatched_quiet_seconds)  # its writes were not watched
-        if now - mtime < need:
+        age = now - mtime
+        if age < -CLOCK_SKEW_TOLERANCE_SECONDS:
+            # The writer's clock is ahead (sensor and processor disagree): an mtime in
+            # the future says nothing about age, so count from when we first saw this
+            # identity unchanged instead.
+            age = now - prev.since
+        if age < need:
             return False
         return now - prev.since >= self.settle_seconds
+
+    def skew(self, path: str, now: float) -> float:
+        """Seconds by which the file's mtime lies in the future (0 when it does not)."""
+        prev = self._looks.get(path)
+        if prev is None:
+            return 0.0
+        ahead = prev.identity.mtime_ns / 1e9 - now
+        return ahead if ahead > CLOCK_SKEW_TOLERANCE_SECONDS else 0.0
 
     def note_writing(self, path: str, writing: bool, now: float) -> None:
         """Record a filesystem event: a writer created or wrote it (True), or closed it

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -11,6 +12,26 @@ from pathlib import Path
 
 QUARANTINE_DIR = "quarantine"
 FLOWS_DIR = "flows"
+NAME_MAX = 255  # bytes in one path component (Linux, most file systems)
+# What quarantine may add to a name: ".99999" (free name), ".reason", then ".<>.tmp".
+_QUARANTINE_EXTRA = len(".99999") + len(".reason") + len("..tmp")
+
+
+def fit_name(name: str, room: int = NAME_MAX) -> str:
+    """Return ``name`` shortened to at most ``room`` bytes, unique by a hash of the whole.
+
+    Names are bytes (any the OS holds, undecodable ones included); a long one
+    keeps its head and tail (the suffix says what the file is) around ``~`` and
+    12 hex digits of its SHA-256, so two long names sharing a prefix stay apart.
+    """
+    raw = os.fsencode(name)
+    if len(raw) <= room:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:12].encode()
+    tail = raw[-24:] if len(raw) > 24 else b""
+    head = raw[: max(0, room - len(digest) - len(tail) - 2)]
+    return os.fsdecode(head + b"~" + digest + b"~" + tail)
+
 
 _WHAT_TO_DO = {
     "format": "The file is not a pcap, pcapng or flow CSV this version can read. Check what "
@@ -71,7 +92,7 @@ def quarantine(path: Path, output_directory: Path, note: QuarantineNote) -> Path
     """
     qdir = output_directory / QUARANTINE_DIR
     qdir.mkdir(parents=True, exist_ok=True)
-    target = _free_name(qdir / path.name)
+    target = _free_name(qdir / fit_name(path.name, NAME_MAX - _QUARANTINE_EXTRA))
     reason_file = target.with_name(target.name + ".reason")
     when = dt.datetime.fromtimestamp(note.when, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     text = (
@@ -82,10 +103,11 @@ def quarantine(path: Path, output_directory: Path, note: QuarantineNote) -> Path
         f"attempts: {note.attempts}\n"
         f"error: {note.message}\n"
         f"what_to_do: {_WHAT_TO_DO.get(note.reason, _WHAT_TO_DO['internal'])}\n"
-        "to retry: move the file back into the capture directory (it is then a new file)\n"
+        "to retry: move (or copy) the file back into the capture directory; it is then a "
+        "new attempt\n"
     )
     tmp = reason_file.with_name(f".{reason_file.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
     os.replace(tmp, reason_file)
     if path.exists():
         shutil.move(str(path), str(target))
@@ -102,13 +124,15 @@ def _free_name(target: Path) -> Path:
     raise FileExistsError(f"no free name for {target}")
 
 
-def flow_csv_name(path: Path, capture_directory: Path, mtime_ns: int) -> str:
+def flow_csv_name(path: Path, capture_directory: Path, mtime_ns: int, part: str = "") -> str:
     """Name the flow CSV of one capture: deterministic, and unique per file identity.
 
     CICFlowMeter's ``<name>_Flow.csv`` plus the capture's mtime (UTC), so a redo
     after a crash rewrites the same CSV while a file replaced under the same name
     (a ring buffer of ``tcpdump -W``) gets a new one; subdirectories are part of
-    the name, so equal names in different folders do not clash.
+    the name, so equal names in different folders do not clash. ``part`` marks
+    a second CSV of the same capture (``_end``: flows still open when its
+    rotation series ended). Long names are shortened by :func:`fit_name`.
     """
     try:
         rel = path.relative_to(capture_directory)
@@ -117,8 +141,14 @@ def flow_csv_name(path: Path, capture_directory: Path, mtime_ns: int) -> str:
     name = "__".join(rel.parts)
     if name.endswith(".gz"):
         name = name[:-3]
-    stamp = dt.datetime.fromtimestamp(mtime_ns // 1_000_000_000, dt.UTC)
-    return f"{name}_{stamp:%Y%m%dT%H%M%S}Z_Flow.csv"
+    try:
+        stamp = dt.datetime.fromtimestamp(mtime_ns // 1_000_000_000, dt.UTC)
+        when = f"{stamp:%Y%m%dT%H%M%S}Z"
+    except (ValueError, OverflowError, OSError):  # an mtime past year 9999: say it as is
+        when = f"{mtime_ns // 1_000_000_000}s"
+    tail = f"_{when}{part}_Flow.csv"
+    # room for the writer's ".<name>.<pid>.tmp" while it writes
+    return fit_name(name, NAME_MAX - len(os.fsencode(tail)) - len("..4194304.tmp")) + tail
 
 
 def prune_flow_csvs(

@@ -73,10 +73,45 @@ class FileSkipped:
 
 @dataclass(frozen=True)
 class CarryFlushed:
-    """Flows held open across a rotation ended because no next file came in time."""
+    """Flows held open across a rotation ended because no next file came in time.
+
+    They are written to their own flow CSV (``csv_path``, ``csv_rows``) named
+    after the file whose end left them open.
+    """
 
     flows: FlowBatch
     series: str = ""
+    csv_path: str | None = None
+    csv_rows: int = 0
+
+
+@dataclass(frozen=True)
+class OutputBlocked:
+    """A file's outputs could not be written (disk full, read-only remount).
+
+    The capture is fine: it is retried after ``retry_in_seconds`` without using
+    up its retries, and never quarantined for it.
+    """
+
+    path: str
+    message: str
+    retry_in_seconds: float
+
+
+@dataclass(frozen=True)
+class FileIgnored:
+    """A file matching the patterns that is never opened (told once per path)."""
+
+    path: str
+    reason: str  # one of metrics.IGNORE_REASONS
+
+
+@dataclass(frozen=True)
+class ClockSkew:
+    """A file's mtime lies in the future: the writer's clock is ahead (told once per file)."""
+
+    path: str
+    ahead_seconds: float
 
 
 @dataclass(frozen=True)
@@ -88,7 +123,16 @@ class IngestError:
 
 
 Event = (
-    FileStarted | FileDone | FileFailed | FileQuarantined | FileSkipped | CarryFlushed | IngestError
+    FileStarted
+    | FileDone
+    | FileFailed
+    | FileQuarantined
+    | FileSkipped
+    | CarryFlushed
+    | FileIgnored
+    | ClockSkew
+    | OutputBlocked
+    | IngestError
 )
 
 
@@ -115,3 +159,4 @@ class IngestStatus:
     last_success_timestamp: float | None = None
     carried_series: int = 0  # rotation series holding open flows
     running: bool = False
+    problems: tuple[str, ...] = ()  # recent contained errors, output write failures

@@ -435,9 +435,7 @@ class Ledger:
     # -- carried flows
     def carries(self) -> dict[str, float]:
         """Series holding carried flows -> when they were stored."""
-        return {
-            _name(s) or "": t for s, t in self._query("SELECT series, updated_at FROM carry")
-        }
+        return {_name(s) or "": t for s, t in self._query("SELECT series, updated_at FROM carry")}
 
     def get_carry(self, series: str) -> bytes | None:
         rows = self._query("SELECT blob FROM carry WHERE series=?", (_key(series),))

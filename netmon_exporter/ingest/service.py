@@ -34,6 +34,7 @@ import numpy as np
 
 from .. import pipeline
 from ..config import Config
+from ..flows.flow_csv import FlowCsvWriter
 from ..metrics import FAIL_REASONS, FILE_KINDS
 from ..pipeline import FileResult, FlowSettings
 from .age_gate import (
@@ -52,17 +53,20 @@ from .disposal import (
 )
 from .events import (
     CarryFlushed,
+    ClockSkew,
     Event,
     FileDone,
     FileFailed,
+    FileIgnored,
     FileQuarantined,
     FileSkipped,
     FileStarted,
     IngestError,
     IngestStatus,
+    OutputBlocked,
 )
 from .ledger import DONE, FAILED, QUARANTINED, Entry, Ledger, LedgerError, Totals, read_totals
-from .watcher import Watcher, file_kind, in_shard, matches, scan, series_of
+from .watcher import Watcher, file_kind, in_shard, look, matches, scan, series_of
 from .workers import Outcome, ProcessFn, Task, WorkerPool, takes_csv_path
 
 log = logging.getLogger("netmon_exporter.ingest")
@@ -73,6 +77,7 @@ MAX_BACKOFF_SECONDS = 3600.0
 RELOOK_SECONDS = 0.5  # how often files not yet ready are looked at again
 LOOP_SECONDS = 0.2  # longest sleep of the scheduler loop (real time)
 MAX_CHANGED_PATHS = 10000  # beyond this many pending watch events, rescan instead
+MAX_OUTPUT_BACKOFF_SECONDS = 300.0  # output unwritable: retry at least this often
 
 _FAIL_CATEGORY = {"io": "io", "internal": "internal"}  # everything else is "parse"
 _DIGITS = re.compile(r"(\d+)")
@@ -127,6 +132,8 @@ class _Tracked:
     attempts: int = 0  # failed attempts so far
     next_retry: float = 0.0
     use_carry: bool = False
+    skew_told: bool = False
+    output_failures: int = 0  # consecutive attempts whose output could not be written
     sort_key: tuple[Any, ...] = ()  # time order within a series: mtime, then natural name
 
     def set_identity(self, ident: Identity) -> None:
@@ -197,6 +204,10 @@ class IngestService:
         self._recent: deque[tuple[float, str]] = deque()
         self._recent_counts: Counter[str] = Counter()
         self._dir_error: str | None = None
+        self._ignored: dict[str, str] = {}  # path -> why it is never opened (told once)
+        self._blocked: dict[str, Identity] = {}  # set aside after an unexpected error
+        self._unmoved: set[str] = set()  # quarantined in the ledger, move still to do
+        self._problems: dict[str, tuple[float, str]] = {}  # key -> (when, what) for health
         self._last_activity: float | None = None
         self._last_success: float | None = None
         self._next_housekeeping = 0.0
@@ -316,6 +327,9 @@ class IngestService:
                         log.exception("ingest scheduler error")
                         self._emit(IngestError("internal", msg))
                     last_error = msg
+                    self._problem("scheduler", msg)
+                    with contextlib.suppress(Exception):
+                        self._update_status()
                     self._stopping.wait(1.0)
         finally:
             self._shutdown()
@@ -350,7 +364,10 @@ class IngestService:
             self._relook(now)
         self._dispatch(now)
         for outcome in self._pool.wait(LOOP_SECONDS, (self._wake_r,)):
-            self._handle_outcome(outcome)
+            try:
+                self._handle_outcome(outcome)
+            except Exception as exc:  # noqa: BLE001 - one file's error stops that file only
+                self._contain(outcome.task.path, "recording the outcome of", exc)
         self._drain_wake()
         self._flush_carries(self._clock())
         self._update_status()
@@ -383,6 +400,43 @@ class IngestService:
             log.warning("could not hand a file back to the ledger", extra={"err": str(exc)})
         if t is not None:
             log.info("file handed back for the next start", extra={"file": t.path})
+
+    # ------------------------------------------------------------------ containment
+    def _problem(self, key: str, message: str | None) -> None:
+        """Remember (or clear, with None) a problem that degrades health until it ages out."""
+        if message is None:
+            self._problems.pop(key, None)
+        else:
+            self._problems[key] = (self._clock(), message)
+
+    def _contain(self, path: str, stage: str, exc: BaseException) -> None:
+        """Set one file aside after an unexpected error: that file stops, ingestion does not.
+
+        It stays aside until it changes (new identity) or the daemon restarts;
+        the error is counted, logged with its traceback, and degrades health.
+        """
+        msg = f"error {stage} {path}: {type(exc).__name__}: {exc}"
+        log.error(
+            "file set aside after an unexpected error",
+            exc_info=exc,
+            extra={"file": path, "stage": stage},
+        )
+        self._emit(IngestError("internal", msg))
+        self._problem("internal", msg)
+        t = self._tracked.pop(path, None)
+        self._gate.forget(path)
+        if t is not None:
+            self._blocked[path] = t.identity
+            for key, running in list(self._running.items()):
+                if running is t:
+                    self._running.pop(key)
+
+    def _ignore(self, path: str, reason: str) -> None:
+        if self._ignored.get(path) == reason:
+            return
+        self._ignored[path] = reason
+        log.info("file ignored", extra={"file": path, "reason": reason})
+        self._emit(FileIgnored(path, reason))
 
     # ------------------------------------------------------------------ config
     def _apply_pending_config(self) -> None:
@@ -484,6 +538,7 @@ class IngestService:
 
     def _full_scan(self, now: float) -> None:
         c = self._cfg.capture
+        ignored: dict[str, str] = {}
         try:
             found = {
                 p: st
@@ -492,6 +547,8 @@ class IngestService:
                     recursive=c.recursive,
                     patterns=c.patterns,
                     excluded=self._excluded(),
+                    follow_symlinks=c.follow_symlinks,
+                    ignored=ignored.__setitem__,
                 )
                 if self._owned(p)
             }
@@ -513,8 +570,14 @@ class IngestService:
         for path in list(self._finished):
             if path not in found:
                 del self._finished[path]
+        for table in (self._blocked, self._ignored):
+            for path in [p for p in table if p not in found and p not in ignored]:
+                del table[path]
+        for path, reason in ignored.items():
+            if self._owned(path):
+                self._ignore(path, reason)
         for path, st in found.items():
-            self._observe(path, st, now)
+            self._observe_safely(path, st, now)
         self._gate.prune_looks(set(self._tracked))
         self._promote(now)
 
@@ -533,23 +596,29 @@ class IngestService:
         for path in paths:
             if not self._in_scope(path):
                 continue
-            try:
-                st: os.stat_result | None = os.stat(path)
-            except OSError:
-                st = None
-            self._observe(path, st, now)
+            self._observe_safely(path, self._look(path), now)
         self._promote(now)
 
     def _relook(self, now: float) -> None:
         unripe = [p for p, t in self._tracked.items() if t.state == "unripe"]
         for path in unripe:
-            try:
-                st: os.stat_result | None = os.stat(path)
-            except OSError:
-                st = None
-            self._observe(path, st, now)
+            self._observe_safely(path, self._look(path), now)
         if unripe:
             self._promote(now)
+
+    def _look(self, path: str) -> os.stat_result | None:
+        """Stat a path as it would be read: None when gone, or when it is never opened."""
+        st, reason = look(path, self._cfg.capture.follow_symlinks)
+        if reason is not None:
+            self._ignore(path, reason)
+            return None
+        return st
+
+    def _observe_safely(self, path: str, st: os.stat_result | None, now: float) -> None:
+        try:
+            self._observe(path, st, now)
+        except Exception as exc:  # noqa: BLE001 - one file's error stops that file only
+            self._contain(path, "looking at", exc)
 
     def _observe(self, path: str, st: os.stat_result | None, now: float) -> None:
         """Take one look at a path: track it, notice changes, feed the age gate."""
@@ -560,8 +629,9 @@ class IngestService:
             return
         ident = Identity.of(st)
         if t is None:
-            if self._finished.get(path) == ident:
+            if self._finished.get(path) == ident or self._blocked.get(path) == ident:
                 return
+            self._blocked.pop(path, None)
             name = os.path.basename(path)
             t = _Tracked(
                 path=path,
@@ -583,6 +653,15 @@ class IngestService:
         t.set_identity(ident)
         if t.state == "unripe":
             self._gate.look(path, st, now)
+            ahead = self._gate.skew(path, now)
+            if ahead and not t.skew_told:
+                t.skew_told = True
+                log.warning(
+                    "file modified in the future: the writer's clock is ahead; "
+                    "aging it from when it was first seen",
+                    extra={"file": path, "ahead_seconds": round(ahead, 1)},
+                )
+                self._emit(ClockSkew(path, ahead))
 
     def _promote(self, now: float) -> None:
         """Move files through the age gate into the ledger and the ready queue."""
@@ -602,8 +681,24 @@ class IngestService:
         except LedgerError as exc:
             self._ledger_failed(exc)
             return
+        except Exception:  # noqa: BLE001 - find the one file at fault, admit the rest
+            self._promote_one_by_one(batch, now)
+            return
         for t, entry in zip(batch, entries, strict=True):
             self._admit(t, entry, now)
+
+    def _promote_one_by_one(self, batch: list[_Tracked], now: float) -> None:
+        for t in batch:
+            if self._ledger is None:
+                return
+            try:
+                (entry,) = self._ledger.record_ready([(t.path, t.identity, t.series, t.kind)], now)
+                self._admit(t, entry, now)
+            except LedgerError as exc:
+                self._ledger_failed(exc)
+                return
+            except Exception as exc:  # noqa: BLE001
+                self._contain(t.path, "recording", exc)
 
     def _gate_passes(self, t: _Tracked, now: float) -> bool:
         return self._gate.identity(t.path) == t.identity and self._gate.settled(t.path, now)
@@ -625,33 +720,31 @@ class IngestService:
         """A file the ledger has finished is still here: finish its disposal, count nothing."""
         self._forget(t.path)
         c = self._cfg
+        if entry.state == QUARANTINED:
+            note = QuarantineNote(
+                t.path,
+                t.kind,
+                entry.reason or "internal",
+                entry.message or "",
+                entry.attempts,
+                self._clock(),
+            )
+            # a move that failed earlier in this run was never reported: report it now
+            self._move_to_quarantine(t, entry.id, note, told=t.path not in self._unmoved)
+            return
         try:
-            if entry.state == DONE:
-                where = after_processing(
-                    Path(t.path),
-                    c.capture.after_processing,
-                    c.capture.done_directory,
-                    c.capture.directory,
-                )
-            else:
-                where = quarantine(
-                    Path(t.path),
-                    c.output.directory,
-                    QuarantineNote(
-                        t.path,
-                        t.kind,
-                        entry.reason or "internal",
-                        entry.message or "",
-                        entry.attempts,
-                        self._clock(),
-                    ),
-                )
+            where = after_processing(
+                Path(t.path),
+                c.capture.after_processing,
+                c.capture.done_directory,
+                c.capture.directory,
+            )
         except OSError as exc:
             self._emit(IngestError("io", f"cannot dispose of {t.path}: {exc}"))
             where = Path(t.path)
         if where is not None and str(where) == t.path:
             self._finished[t.path] = t.identity
-        if c.capture.after_processing != "keep" or entry.state == QUARANTINED:
+        if c.capture.after_processing != "keep":
             self._emit(FileSkipped(t.path, t.kind, entry.state))
 
     def _forget(self, path: str, gone: bool = False) -> None:
@@ -694,13 +787,15 @@ class IngestService:
             and (t.series is None or heads[t.series] is t)
         ]
         for t in heapq.nsmallest(free, due, key=lambda t: (t.ready_at, t.sort_key)):
-            self._start_file(t, now)
+            try:
+                self._start_file(t, now)
+            except Exception as exc:  # noqa: BLE001 - one file's error stops that file only
+                self._contain(t.path, "starting", exc)
 
     def _start_file(self, t: _Tracked, now: float) -> None:
         assert self._pool is not None and self._ledger is not None
-        try:
-            st = os.stat(t.path)
-        except OSError:
+        st = self._look(t.path)
+        if st is None:
             self._forget(t.path, gone=True)
             return
         if Identity.of(st) != t.identity:
@@ -725,7 +820,8 @@ class IngestService:
             )
         task = Task(
             key=t.entry_id,
-            path=t.path,
+            # a followed link is read through its target: readers never follow links
+            path=os.path.realpath(t.path) if c.capture.follow_symlinks else t.path,
             settings=flow_settings(c),
             carry=carry,
             csv_dir=csv_dir,
@@ -788,6 +884,7 @@ class IngestService:
         )
         self._note(now, "done")
         self._last_success = now
+        self._problem("output", None)
         self._forget(t.path)
         c = self._cfg.capture
         try:
@@ -802,7 +899,31 @@ class IngestService:
         if where is not None and str(where) == t.path:
             self._finished[t.path] = t.identity
 
+    def _output_blocked(self, t: _Tracked, message: str) -> None:
+        """The capture is fine but its outputs could not be written: retry, never quarantine."""
+        now = self._clock()
+        t.output_failures += 1
+        delay = min(
+            self._cfg.processing.retry_delay_seconds * 2 ** (t.output_failures - 1),
+            MAX_OUTPUT_BACKOFF_SECONDS,
+        ) * self._rng.uniform(1.0, 1.25)
+        if self._ledger is not None:
+            try:
+                self._ledger.mark_seen(t.entry_id, now)  # no attempt used up
+            except LedgerError as exc:
+                self._ledger_failed(exc)
+        t.state, t.next_retry = "retry", now + delay
+        self._problem("output", f"cannot write outputs ({message}); retrying")
+        log.warning(
+            "cannot write outputs; the capture will be retried",
+            extra={"file": t.path, "retry_in": round(delay, 1), "err": message},
+        )
+        self._emit(OutputBlocked(t.path, message, delay))
+
     def _fail(self, t: _Tracked, reason: str, message: str) -> None:
+        if reason == "output":
+            self._output_blocked(t, message)
+            return
         now = self._clock()
         reason = reason if reason in FAIL_REASONS else "internal"
         category = _FAIL_CATEGORY.get(reason, "parse")
@@ -848,18 +969,37 @@ class IngestService:
             # the gap nor inherits a carry that may be what made this one fail.
             self._end_carry(t.series)
         self._note(now, "quarantined")
-        c = self._cfg
+        note = QuarantineNote(t.path, t.kind, reason, message, attempt, now)
+        self._move_to_quarantine(t, t.entry_id, note, told=False)
+
+    def _move_to_quarantine(
+        self, t: _Tracked, entry_id: int, note: QuarantineNote, told: bool
+    ) -> None:
+        """Move a file the ledger has quarantined; report it once it has moved.
+
+        A move that fails (output unwritable) is reported as such and retried at
+        the next scan, which finds the file still here.
+        """
         try:
-            where = quarantine(
-                Path(t.path),
-                c.output.directory,
-                QuarantineNote(t.path, t.kind, reason, message, attempt, now),
-            )
+            where = quarantine(Path(t.path), self._cfg.output.directory, note)
         except OSError as exc:
-            self._emit(IngestError("io", f"cannot quarantine {t.path}: {exc}"))
-            self._finished[t.path] = t.identity
-            where = Path("")
-        self._emit(FileQuarantined(t.path, t.kind, reason, message, str(where)))
+            msg = f"cannot move {t.path} into quarantine: {exc}; it stays and is retried"
+            if t.path not in self._unmoved:
+                self._emit(IngestError("io", msg))
+            self._unmoved.add(t.path)
+            self._problem("output", msg)
+            return
+        self._unmoved.discard(t.path)
+        if self._ledger is not None:
+            try:
+                # the identity follows the file: moved back by an operator, it is new
+                self._ledger.relocate(entry_id, str(where), self._clock())
+            except LedgerError as exc:
+                self._ledger_failed(exc)
+        if told:
+            self._emit(FileSkipped(t.path, t.kind, QUARANTINED))
+        else:
+            self._emit(FileQuarantined(t.path, t.kind, note.reason, note.message, str(where)))
 
     def _note(self, now: float, outcome: str) -> None:
         self._recent.append((now, outcome))
@@ -884,30 +1024,64 @@ class IngestService:
                 return
 
     def _end_carry(self, series: str) -> bool:
-        """End the flows carried for ``series`` and report them; False if the ledger failed."""
+        """End the flows carried for ``series`` and report them; False to stop for this round.
+
+        Order: end the flows, write their CSV (rewritten under the same name if
+        a crash repeats this), drop the carry, hand the flows out. A crash after
+        the drop loses a few open flows from windows and metrics rather than
+        counting them twice; their CSV is already written.
+        """
         assert self._ledger is not None
         try:
             blob = self._ledger.get_carry(series)
-            # Dropped before the flows are handed out: a crash here loses a few
-            # open flows rather than counting them twice.
+            origin = self._ledger.carry_origin(series)
+        except LedgerError as exc:
+            self._ledger_failed(exc)
+            return False
+        flows = None
+        if blob is not None:
+            try:
+                flows = self._finish(blob, flow_settings(self._cfg))
+            except Exception as exc:  # noqa: BLE001 - a bad carry must not stop ingestion
+                msg = f"cannot end the flows carried for series {series!r}: {exc}"
+                self._emit(IngestError("internal", msg))
+                self._problem("internal", msg)
+        csv_path, rows = None, 0
+        if flows is not None and len(flows) and origin is not None and self._cfg.output.flows_csv:
+            try:
+                csv_path, rows = self._write_end_csv(origin, flows)
+            except OSError as exc:
+                msg = f"cannot write the flow CSV of series {series!r} ({exc}); retrying"
+                self._problem("output", msg)
+                log.warning("cannot write outputs", extra={"series": series, "err": str(exc)})
+                self._carries[series] = self._clock()  # try again after another idle period
+                return True
+        try:
             self._ledger.drop_carry(series)
         except LedgerError as exc:
             self._ledger_failed(exc)
             return False
         self._carries.pop(series, None)
-        if blob is None:
-            return True
-        try:
-            flows = self._finish(blob, flow_settings(self._cfg))
-        except Exception as exc:  # noqa: BLE001 - a bad carry must not stop ingestion
-            self._emit(
-                IngestError(
-                    "internal", f"cannot end the flows carried for series {series!r}: {exc}"
-                )
-            )
-            return True
-        self._emit(CarryFlushed(flows, series))
+        if flows is not None:
+            self._emit(CarryFlushed(flows, series, csv_path, rows))
         return True
+
+    def _write_end_csv(self, origin: Entry, flows: Any) -> tuple[str, int]:
+        """Write flows left open at the end of a series beside its last file's CSV."""
+        c = self._cfg
+        directory = c.output.directory / FLOWS_DIR
+        directory.mkdir(parents=True, exist_ok=True)
+        name = flow_csv_name(
+            Path(origin.path), c.capture.directory, origin.identity.mtime_ns, part="_end"
+        )
+        writer = FlowCsvWriter(directory / name)
+        try:
+            writer.write(flows)
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        return str(writer.path), writer.rows
 
     # ------------------------------------------------------------------ housekeeping
     def _housekeeping(self, now: float) -> None:
@@ -935,6 +1109,15 @@ class IngestService:
                 self._ledger.prune(now - LEDGER_KEEP_SECONDS, os.path.exists)
             except LedgerError as exc:
                 self._ledger_failed(exc)
+
+    def _current_problems(self, now: float, watch_error: str | None) -> tuple[str, ...]:
+        for key, (when, _) in list(self._problems.items()):
+            if now - when > RECENT_SECONDS:
+                del self._problems[key]
+        out = [msg for _, msg in self._problems.values()]
+        if watch_error:
+            out.append(f"filesystem events unavailable, rescans only: {watch_error}")
+        return tuple(out)
 
     def _update_status(self, running: bool = True) -> None:
         now = self._clock()
@@ -967,6 +1150,7 @@ class IngestService:
             last_success_timestamp=self._last_success,
             carried_series=len(self._carries),
             running=running,
+            problems=self._current_problems(now, w.error if w is not None else None),
         )
         with self._lock:
             self._status = st

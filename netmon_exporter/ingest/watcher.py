@@ -12,6 +12,7 @@ import fnmatch
 import logging
 import os
 import re
+import stat
 import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -78,14 +79,52 @@ def series_of(name: str, pattern: re.Pattern[str] | None) -> str | None:
     return source if source is not None else None
 
 
+def classify(st: os.stat_result, follow_symlinks: bool) -> str | None:
+    """Return why a file found by ``lstat`` is never opened (metrics.IGNORE_REASONS), or None.
+
+    A link is judged by its target only when links are followed (the caller
+    then passes the target's stat).
+    """
+    if stat.S_ISLNK(st.st_mode):
+        return None if follow_symlinks else "symlink"
+    if not stat.S_ISREG(st.st_mode):
+        return "special"
+    return None
+
+
+def look(path: str, follow_symlinks: bool) -> tuple[os.stat_result | None, str | None]:
+    """Stat one path as the scheduler must: (stat of what would be read, ignore reason).
+
+    ``(None, None)``: the path is gone (or a dangling link).
+    """
+    try:
+        st = os.lstat(path)
+        reason = classify(st, follow_symlinks)
+        if reason is None and stat.S_ISLNK(st.st_mode):
+            st = os.stat(path)
+            reason = classify(st, follow_symlinks)
+    except OSError:
+        return None, None
+    return st, reason
+
+
 def scan(
-    directory: Path, *, recursive: bool, patterns: Sequence[str], excluded: Sequence[Path] = ()
+    directory: Path,
+    *,
+    recursive: bool,
+    patterns: Sequence[str],
+    excluded: Sequence[Path] = (),
+    follow_symlinks: bool = False,
+    ignored: Callable[[str, str], None] | None = None,
 ) -> Iterator[tuple[str, os.stat_result]]:
     """Yield (path, stat) of every regular file matching the patterns.
 
     Raises OSError if ``directory`` itself cannot be listed; unreadable
     subdirectories are skipped. ``excluded`` directories (done, quarantine,
-    output, state) are never entered.
+    output, state) are never entered, nor are linked directories. Symbolic
+    links to files are followed only with ``follow_symlinks``; links not
+    followed and special files (FIFOs, sockets, devices) matching the patterns
+    are reported to ``ignored(path, reason)`` instead.
     """
     skip = {os.path.realpath(p) for p in excluded}
     stack = [str(directory)]
@@ -106,11 +145,13 @@ def scan(
                         if recursive and os.path.realpath(entry.path) not in skip:
                             stack.append(entry.path)
                         continue
-                    if not entry.is_file(follow_symlinks=True):
-                        continue
                     if not matches(entry.name, patterns):
                         continue
-                    yield entry.path, entry.stat(follow_symlinks=True)
+                    st, reason = look(entry.path, follow_symlinks)
+                    if reason is not None and ignored is not None:
+                        ignored(entry.path, reason)
+                    if st is not None and reason is None:
+                        yield entry.path, st
                 except OSError:
                     continue  # vanished between listing and stat
 
