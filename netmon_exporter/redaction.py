@@ -60,7 +60,10 @@ def _looks_secret(token: str) -> bool:
 
 def _scheme_token(match: re.Match[str]) -> str:
     scheme, space, token = match.groups()
-    return f"{scheme}{space}{REDACTED}" if _looks_secret(token) else match.group()
+    core = token.rstrip(".")  # a full stop ends the sentence, not the token
+    if not _looks_secret(core):
+        return match.group()
+    return f"{scheme}{space}{REDACTED}{token[len(core) :]}"
 
 
 def redact_secrets(text: str, *secrets: str) -> str:

@@ -362,6 +362,8 @@ def _compact_detection(det: Mapping[str, Any]) -> dict[str, Any]:
     ev: dict[str, Any] = {}
     if isinstance(evidence, Mapping):
         for k, v in list(evidence.items())[:6]:
+            if isinstance(v, list | tuple):  # e.g. sample names: joined, not repr'd
+                v = ", ".join(map(str, v))
             ev[clean_text(k, 32)] = v if isinstance(v, int | float | bool) else clean_text(v, 48)
     return {
         "detector": clean_text(det.get("detector", "?"), 32),

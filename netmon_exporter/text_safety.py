@@ -17,9 +17,10 @@ UTF-8), Zl (U+2028) and Zp (U+2029). Three treatments, one per destination:
   Alertmanager labels and annotations, CSV cells): unsafe characters become escape
   sequences, backslashes are left alone so cleaning twice changes nothing, and the
   length is bounded.
-- :func:`plain_text` (server text and LLM replies, read as prose): whitespace of any
-  kind (line breaks, tabs, NEL, U+2028/U+2029) becomes one space, other unsafe
-  characters are removed, and the length is bounded.
+- :func:`plain_text` (server text and LLM replies, read as prose): terminal escape
+  sequences are removed whole, whitespace of any kind (line breaks, tabs, NEL,
+  U+2028/U+2029) becomes one space, other unsafe characters are removed, and the
+  length is bounded.
 
 Escape sequences: ``\\n``, ``\\r``, ``\\t``; ``\\xNN`` for a byte that was not valid
 UTF-8 (a surrogate-escaped U+DC80..U+DCFF); ``\\uNNNN`` / ``\\UNNNNNNNN`` for any other
@@ -72,6 +73,10 @@ _UNSAFE_CLASS = "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in _UNSAFE_RANGES)
 _UNSAFE_RE = re.compile(f"[{_UNSAFE_CLASS}]")
 _UNSAFE_SPLIT_RE = re.compile(f"([{_UNSAFE_CLASS}])")
 _LOG_ESCAPE_RE = re.compile(f"[\\\\{_UNSAFE_CLASS}]")
+# Terminal escape sequences (CSI "ESC [ ... m", OSC "ESC ] ... BEL"): dropped whole from prose.
+_ANSI_RE = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+)
 # Python's \s covers \t\n\v\f\r, \x1c-\x1f, NEL, U+2028/9 and the Unicode spaces.
 _SPACE_RE = re.compile(r"\s+")
 _SHORT_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -194,9 +199,10 @@ def _clean_key(key: Any, max_len: int | None) -> Any:
 
 
 def plain_text(value: Any, max_len: int | None = None) -> str:
-    """Return ``value`` as one line of prose: whitespace runs as one space, other unsafe
-    characters removed, trimmed, and cut to ``max_len`` characters (ending in ``…``)."""
-    text = _SPACE_RE.sub(" ", to_text(value))
+    """Return ``value`` as one line of prose: terminal escape sequences removed whole,
+    whitespace runs as one space, other unsafe characters removed, trimmed, and cut to
+    ``max_len`` characters (ending in ``…``)."""
+    text = _SPACE_RE.sub(" ", _ANSI_RE.sub("", to_text(value)))
     text = _UNSAFE_RE.sub("", text)
     text = _SPACE_RE.sub(" ", text).strip()
     if max_len is not None and len(text) > max_len:

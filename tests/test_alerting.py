@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 import time
+import unicodedata
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -35,6 +36,7 @@ class FakeAlertmanager:
         self.paths: list[str] = []
         self.status = 200
         self.delay = 0.0
+        self.error_body = b'{"message":"bad things"}'
         self.release = threading.Event()
         self.server = LoopbackServer(self._answer)
 
@@ -45,7 +47,7 @@ class FakeAlertmanager:
         self.posts.append(json.loads(raw))
         if self.delay:
             self.release.wait(self.delay)
-        return self.status, {}, b"" if self.status == 200 else b'{"message":"bad things"}'
+        return self.status, {}, b"" if self.status == 200 else self.error_body
 
     @property
     def url(self) -> str:
@@ -438,3 +440,35 @@ def test_alertmanagers_pushed_concurrently(am: FakeAlertmanager, am2: FakeAlertm
     result = pusher.push(T0)
     assert result.failed == 1
     assert time.monotonic() - started < 1.8  # one timeout, not two in a row
+
+
+# ------------------------------------------------------------------ hostile text
+
+
+def test_hostile_dns_name_escaped_in_labels_and_annotations(am: FakeAlertmanager) -> None:
+    name = "x\x1b[2J\u202etxt.evil\u2028line\r\n.example"
+    pusher = AlertPusher(cfg(am.url))
+    pusher.observe([det(source="10.0.0.9", detector="dns_tunnel", target=name)], now=T0)
+    assert pusher.push(T0).sent == 1
+    alert = am.alerts[0]
+    values = [*alert["labels"].values(), *alert["annotations"].values()]
+    assert not [c for v in values for c in v if unicodedata.category(c)[0] in "CZ" and c != " "]
+    assert alert["labels"]["target"] == "x\\u001b[2J\\u202etxt.evil\\u2028line\\r\\n.example"
+    assert alert["labels"]["target"] in alert["annotations"]["summary"]
+
+
+def test_error_body_echoing_credentials_is_redacted(
+    am: FakeAlertmanager, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    am.status = 401
+    am.error_body = (
+        b"unauthorized: Authorization: Basic YWRtaW46aHVudGVyMg== from "
+        b"http://admin:hunter2@proxy.example/\r\nInjected: 1"
+    )
+    pusher = AlertPusher(cfg(am.url))
+    pusher.observe([det()], now=T0)
+    result = pusher.push(T0)
+    text = result.errors[0] + caplog.text
+    assert "YWRtaW46aHVudGVyMg" not in text and "hunter2" not in text
+    assert "[REDACTED]" in result.errors[0] and "\n" not in result.errors[0]
