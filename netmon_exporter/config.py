@@ -27,9 +27,9 @@ from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 # Bounds on what a config file may make us do; the shipped config.yaml is ~11 KiB and
-# three levels deep. The pure-Python YAML parser reads ~130 KiB/s of worst-case input,
-# so 256 KiB keeps even a hostile file under about two seconds.
-MAX_CONFIG_BYTES = 256 * 1024
+# three levels deep. The pure-Python YAML parser reads ~120 KiB/s of worst-case input (a
+# flow list of one-digit items), so 128 KiB keeps even a hostile file near one second.
+MAX_CONFIG_BYTES = 128 * 1024
 MAX_NESTING = 16  # levels of mappings and lists
 MAX_NUMBER_CHARS = 64  # longer integers/floats are refused before Python converts them
 MAX_ERRORS = 50  # errors listed; the rest are counted
@@ -900,8 +900,9 @@ class _ConfigLoader(yaml.SafeLoader):
             raise
         except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError):
             shown = f" {_fmt(node.value)}" if isinstance(node, ScalarNode) else ""
+            tag = _clip(str(node.tag).replace("tag:yaml.org,2002:", "!!"), 60)
             raise ConstructorError(
-                None, None, f"cannot read{shown} as {_clip(str(node.tag), 60)}", node.start_mark
+                None, None, f"cannot read{shown} as {tag}", node.start_mark
             ) from None
 
 
