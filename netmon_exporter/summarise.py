@@ -302,7 +302,7 @@ def clean_summary(text: str, *secrets: str) -> str:
         cut = text[:MAX_SUMMARY_CHARS]
         end = cut.rfind(". ")
         text = (
-            cut[: end + 1] if end > MAX_SUMMARY_CHARS // 2 else plain_text(cut, MAX_SUMMARY_CHARS)
+            cut[: end + 1] if end > MAX_SUMMARY_CHARS // 2 else plain_text(text, MAX_SUMMARY_CHARS)
         )
     return text
 

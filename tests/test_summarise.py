@@ -323,7 +323,10 @@ def test_reasoning_block_stripped_and_length_bounded(llm: FakeLLM) -> None:
     assert s.summarise(report()).text == "Short answer."
     llm.replies = [Reply(body=completion("Word. " * 2000))]
     text = s.summarise(report()).text
-    assert 0 < len(text) <= MAX_SUMMARY_CHARS
+    assert 0 < len(text) <= MAX_SUMMARY_CHARS and text.endswith(".")
+    llm.replies = [Reply(body=completion("word " * 2000))]
+    text = s.summarise(report()).text
+    assert MAX_SUMMARY_CHARS - 5 <= len(text) <= MAX_SUMMARY_CHARS and text.endswith("…")
 
 
 # ------------------------------------------------------------------ the key never leaks
