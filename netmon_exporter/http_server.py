@@ -1,25 +1,55 @@
 """The HTTP endpoints: /metrics, /health, /-/healthy, /-/ready, POST /-/reload, landing page.
 
 Nothing else: no admin UI. TLS and basic auth come from the web config file.
+
+Why Tornado's HTTP server and not the standard library's or cheroot: the scrape
+endpoint must keep answering while thousands of idle, slow (slowloris) or
+wrong-password clients are connected, and each of those must cost as little as an
+open socket. The standard library's handler spends a thread per connection and
+waits forever for a request line. cheroot (checked at 11.1) hands a new connection
+to a worker thread before a byte has arrived, so ten idle sockets hold its ten
+workers for the whole socket timeout, and it does the TLS handshake on its accept
+thread, where one silent TLS client stops every other connection. waitress buffers
+requests well but has no TLS. Tornado (maintained since 2009, the server under
+Jupyter) reads every connection on one event loop, so an idle or slow client is a
+file descriptor and no thread; ``idle_connection_timeout`` is a deadline for the
+*whole* request head (TLS handshake included), not a per-read timeout that a
+slowloris can renew byte by byte; it takes an ``ssl.SSLContext`` as is (client
+certificates, minimum version); and it caps header and body sizes. On top of it
+this module adds what it lacks: a connection cap that closes the longest-idle
+connection first (a connection that has sent a complete request is never closed
+for a newcomer), a real listen backlog, a write deadline, and a thread pool for
+the endpoints, a separate one for reloads and one thread for bcrypt, so neither a
+stuck reload nor a wrong-password flood can take the scrape threads.
+
+Every request passes the basic-auth check before anything else (also unknown
+methods), and no response names the server or its version.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import html
 import json
 import logging
+import resource
 import socket
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import make_wsgi_app
+from tornado import httputil, iostream
+from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
+from tornado.httpserver import HTTPServer as _TornadoServer
 
 from . import __version__
 from .health import UNHEALTHY, HealthReport
@@ -46,6 +76,47 @@ class Endpoints:
     telemetry_path: str = "/metrics"
 
 
+@dataclass(frozen=True)
+class HttpLimits:
+    """How much an HTTP client may hold; the defaults suit a scrape target."""
+
+    max_connections: int = 512  # also held to half the process's open-file limit
+    header_timeout: float = 10.0  # the whole request head (and TLS handshake, keep-alive idle)
+    body_timeout: float = 10.0
+    write_timeout: float = 30.0  # a client that does not read its response is dropped
+    max_header_bytes: int = 16 * 1024
+    max_body_bytes: int = 64 * 1024
+    backlog: int = 1024  # the kernel holds it to net.core.somaxconn
+    workers: int = 8  # threads for the endpoints; reloads and bcrypt have their own
+
+
+def effective_max_connections(limits: HttpLimits) -> int:
+    """Return the connection cap, held to half the open-file limit so the daemon keeps fds."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return limits.max_connections
+    return max(8, min(limits.max_connections, soft // 2))
+
+
+# ---------------------------------------------------------------- the endpoints (no I/O)
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    query: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    client: str = ""
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
 def _landing(telemetry_path: str) -> bytes:
     p = html.escape(telemetry_path)
     return f"""<!doctype html>
@@ -61,130 +132,197 @@ def _landing(telemetry_path: str) -> bytes:
 """.encode()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server_version = f"netmon-exporter/{__version__}"
-    endpoints: Endpoints
-    web: WebConfig
+_TEXT = "text/plain; charset=utf-8"
+_RELOAD_PATH = "/-/reload"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        log.debug(
-            "http request", extra={"client": self.client_address[0], "request": format % args}
-        )
 
-    # -- helpers
-    def _send(
-        self,
-        code: int,
-        body: bytes,
-        ctype: str = "text/plain; charset=utf-8",
-        extra: dict[str, str] | None = None,
-    ) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in {**self.web.headers, **(extra or {})}.items():
-            self.send_header(k, v)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+def credentials(req: Request) -> tuple[str, str] | None:
+    """Return the basic-auth user and password of a request, or None."""
+    header = req.headers.get("Authorization", "")
+    if not header.startswith("Basic "):
+        return None
+    try:
+        user, _, pw = base64.b64decode(header[6:], validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (user, pw) if user else None
 
-    def _authorised(self) -> bool:
-        if not self.web.users:
-            return True
-        header = self.headers.get("Authorization", "")
-        if header.startswith("Basic "):
-            try:
-                user, _, pw = base64.b64decode(header[6:], validate=True).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                user, pw = "", ""
-            if user and self.web.check_auth(user, pw):
-                return True
-        self._send(
-            401, b"Unauthorized\n", extra={"WWW-Authenticate": 'Basic realm="netmon-exporter"'}
-        )
-        return False
 
-    def _route(self, method: str) -> None:
-        if not self._authorised():
-            return
-        path = urlsplit(self.path).path
-        ep = self.endpoints
-        routes: dict[str, tuple[tuple[str, ...], Callable[[], None]]] = {
+class Routes:
+    """Answer an authorised request; plain code with no sockets, threads or clocks."""
+
+    def __init__(self, endpoints: Endpoints, web: WebConfig) -> None:
+        self.ep = endpoints
+        self.web = web
+        self._metrics_app = make_wsgi_app(endpoints.registry)
+        ep = endpoints
+        self.routes: dict[str, tuple[tuple[str, ...], Callable[[Request], Response]]] = {
             ep.telemetry_path: (("GET", "HEAD"), self._metrics),
             "/health": (("GET", "HEAD"), self._health),
-            "/-/healthy": (("GET", "HEAD"), lambda: self._send(200, b"Healthy\n")),
+            "/-/healthy": (("GET", "HEAD"), lambda _: self.text(200, b"Healthy\n")),
             "/-/ready": (("GET", "HEAD"), self._ready),
-            "/-/reload": (("POST", "PUT"), self._reload),
+            _RELOAD_PATH: (("POST",), self._reload),
             "/": (
                 ("GET", "HEAD"),
-                lambda: self._send(200, _landing(ep.telemetry_path), "text/html; charset=utf-8"),
+                lambda _: self.text(200, _landing(ep.telemetry_path), "text/html; charset=utf-8"),
             ),
         }
-        if path not in routes:
-            self._send(404, b"Not Found\n")
-            return
-        methods, fn = routes[path]
-        if method not in methods:
-            self._send(
+
+    def text(
+        self, status: int, body: bytes, ctype: str = _TEXT, extra: tuple[tuple[str, str], ...] = ()
+    ) -> Response:
+        return Response(status, body, (("Content-Type", ctype), *extra, *self.web.headers.items()))
+
+    def unauthorised(self) -> Response:
+        return self.text(
+            401, b"Unauthorized\n", extra=(("WWW-Authenticate", 'Basic realm="netmon-exporter"'),)
+        )
+
+    def is_reload(self, req: Request) -> bool:
+        return req.path == _RELOAD_PATH and req.method == "POST"
+
+    def respond(self, req: Request) -> Response:
+        """Route an authorised request (any method: unknown ones get 405)."""
+        if req.path not in self.routes:
+            return self.text(404, b"Not Found\n")
+        methods, fn = self.routes[req.path]
+        if req.method not in methods:
+            return self.text(
                 405,
                 f"Method Not Allowed; use {' or '.join(methods)}\n".encode(),
-                extra={"Allow": ", ".join(methods)},
+                extra=(("Allow", ", ".join(methods)),),
             )
-            return
-        fn()
+        return fn(req)
 
-    def _metrics(self) -> None:
-        encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
-        self._send(200, encoder(self.endpoints.registry), ctype)
+    def _metrics(self, req: Request) -> Response:
+        # prometheus-client's own WSGI app: content negotiation, gzip and name[] filters.
+        environ = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": req.path,
+            "QUERY_STRING": req.query,
+            "HTTP_ACCEPT": req.headers.get("Accept", ""),
+            "HTTP_ACCEPT_ENCODING": req.headers.get("Accept-Encoding", ""),
+        }
+        got: list[Any] = []
 
-    def _health(self) -> None:
-        report = self.endpoints.health()
+        def start_response(status: str, headers: list[tuple[str, str]], _exc: Any = None) -> None:
+            got[:] = [int(status.split()[0]), headers]
+
+        body = b"".join(self._metrics_app(environ, start_response))
+        status, headers = got
+        return Response(status, body, (*headers, *self.web.headers.items()))
+
+    def _health(self, _: Request) -> Response:
+        report = self.ep.health()
         code = 503 if report.state == UNHEALTHY else 200
-        self._send(
+        return self.text(
             code, json.dumps(report.to_dict(), indent=2).encode() + b"\n", "application/json"
         )
 
-    def _ready(self) -> None:
-        if self.endpoints.ready():
-            self._send(200, b"Ready\n")
-        else:
-            self._send(503, b"Not ready\n")
+    def _ready(self, _: Request) -> Response:
+        if self.ep.ready():
+            return self.text(200, b"Ready\n")
+        return self.text(503, b"Not ready\n")
 
-    def _reload(self) -> None:
-        outcome = self.endpoints.reload()
+    def _reload(self, _: Request) -> Response:
+        outcome = self.ep.reload()
         body: dict[str, Any] = {
             "status": "success" if outcome.ok else "error",
             "message": outcome.message,
         }
         if outcome.restart_required:
             body["restart_required"] = list(outcome.restart_required)
-        self._send(
+        return self.text(
             200 if outcome.ok else 500, json.dumps(body).encode() + b"\n", "application/json"
         )
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-        self._route("GET")
 
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._route("HEAD")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._route("POST")
-
-    def do_PUT(self) -> None:  # noqa: N802
-        self._route("PUT")
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._route("DELETE")
+# ---------------------------------------------------------------- the transport (I/O shell)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Watched(httputil.HTTPMessageDelegate):
+    """Pass a request through, telling the server when its head has fully arrived."""
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Broken clients (plain HTTP on a TLS port, resets) are not our errors.
-        log.debug("http connection error", exc_info=True, extra={"client": str(client_address[0])})
+    def __init__(self, inner: httputil.HTTPMessageDelegate, on_head: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_head = on_head
+
+    def headers_received(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+    ) -> Awaitable[None] | None:
+        self._on_head()
+        return self._inner.headers_received(start_line, headers)
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        return self._inner.data_received(chunk)
+
+    def finish(self) -> None:
+        self._inner.finish()
+
+    def on_connection_close(self) -> None:
+        self._inner.on_connection_close()
+
+
+class _CasedHeaders(httputil.HTTPHeaders):
+    """Response headers sent with the names spelt as given (Tornado would title-case them)."""
+
+    def add_cased(self, name: str, value: str) -> None:
+        self.__dict__.setdefault("_spelling", {})[name.lower()] = name
+        self.add(name, value)
+
+    def get_all(self) -> Iterator[tuple[str, str]]:
+        spelling: dict[str, str] = self.__dict__.get("_spelling", {})
+        for name, value in super().get_all():
+            yield spelling.get(name.lower(), name), value
+
+
+class _CappedServer(_TornadoServer):
+    """Tornado's HTTP server with a connection cap that sheds the longest-idle connection.
+
+    A connection is idle from the moment it may send a request head until the head has
+    fully arrived (so a slowloris is idle however many bytes it trickles); the oldest
+    idle one is closed to make room. When every connection is busy with a request, the
+    newcomer is closed instead.
+    """
+
+    def initialize(self, *args: Any, max_connections: int = 512, **kwargs: Any) -> None:
+        super().initialize(*args, **kwargs)
+        self.max_connections = max_connections
+        self._idle: OrderedDict[HTTP1ServerConnection, None] = OrderedDict()
+        self._closing: set[HTTP1ServerConnection] = set()
+        self.shed = 0
+
+    def open_connections(self) -> int:
+        return len(self._connections) - len(self._closing)
+
+    def handle_stream(self, stream: iostream.IOStream, address: tuple[Any, ...]) -> None:
+        if self.open_connections() >= self.max_connections:
+            self.shed += 1
+            if not self._idle:
+                stream.close()
+                return
+            oldest, _ = self._idle.popitem(last=False)
+            self._closing.add(oldest)
+            oldest.stream.close()
+        super().handle_stream(stream, address)
+
+    def start_request(
+        self, server_conn: object, request_conn: httputil.HTTPConnection
+    ) -> httputil.HTTPMessageDelegate:
+        conn = cast(HTTP1ServerConnection, server_conn)
+        if conn not in self._closing:
+            self._idle[conn] = None
+            self._idle.move_to_end(conn)
+        inner = super().start_request(server_conn, request_conn)
+        return _Watched(inner, lambda: self._idle.pop(conn, None))
+
+    def on_close(self, server_conn: object) -> None:
+        conn = cast(HTTP1ServerConnection, server_conn)
+        self._idle.pop(conn, None)
+        self._closing.discard(conn)
+        super().on_close(server_conn)
 
 
 def parse_listen_address(addr: str) -> tuple[str, int]:
@@ -196,33 +334,167 @@ def parse_listen_address(addr: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
-class HttpServer:
-    """A threaded HTTP(S) server bound at construction (so port 0 is resolved at once)."""
+def _listen(host: str, port: int, backlog: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
-    def __init__(self, address: str, endpoints: Endpoints, web: WebConfig) -> None:
+
+class HttpServer:
+    """An HTTP(S) server bound at construction (so port 0 is resolved at once)."""
+
+    def __init__(
+        self,
+        address: str,
+        endpoints: Endpoints,
+        web: WebConfig,
+        limits: HttpLimits | None = None,
+    ) -> None:
         host, port = parse_listen_address(address)
-        handler = type("Handler", (_Handler,), {"endpoints": endpoints, "web": web})
-        server_cls: type[_Server] = _Server
-        if ":" in host:
-            server_cls = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
-        self._server = server_cls((host, port), handler)
-        if web.ssl_context is not None:
-            # Handshake lazily in the handler thread so a slow client cannot block accept().
-            self._server.socket = web.ssl_context.wrap_socket(
-                self._server.socket, server_side=True, do_handshake_on_connect=False
-            )
+        self.limits = limits or HttpLimits()
+        self.max_connections = effective_max_connections(self.limits)
+        self._socket = _listen(host, port, self.limits.backlog)
+        self._web = web
+        self._routes = Routes(endpoints, web)
         self.scheme = "https" if web.ssl_context else "http"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
+        self._workers = ThreadPoolExecutor(self.limits.workers, thread_name_prefix="http")
+        self._reloads = ThreadPoolExecutor(1, thread_name_prefix="http-reload")
+        self._bcrypt = ThreadPoolExecutor(1, thread_name_prefix="http-auth")
+        self._thread = threading.Thread(target=self._run, name="http", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._server: _CappedServer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        if not log.isEnabledFor(logging.DEBUG):
+            # Tornado logs each broken client (bad TLS, malformed request) at info/warning:
+            # hostile clients must not be able to flood the log.
+            logging.getLogger("tornado.general").setLevel(logging.ERROR)
 
     @property
     def address(self) -> str:
-        host, port = self._server.server_address[:2]
-        host = host.decode() if isinstance(host, bytes) else str(host)
+        host, port = self._socket.getsockname()[:2]
+        host = str(host)
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    @property
+    def open_connections(self) -> int:
+        """Connections the server holds now (for tests and debugging)."""
+        return self._server.open_connections() if self._server else 0
 
     def start(self) -> None:
         self._thread.start()
+        self._started.wait(10)
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None and self._thread.is_alive():
+            loop.call_soon_threadsafe(stopping.set)
+            self._thread.join(10)
+        else:
+            self._socket.close()
+        for pool in (self._workers, self._reloads, self._bcrypt):
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- event loop thread
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve_forever())
+        finally:
+            self._started.set()
+
+    async def _serve_forever(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        lim = self.limits
+        server = _CappedServer(
+            self._on_request,
+            ssl_options=self._web.ssl_context,
+            idle_connection_timeout=lim.header_timeout,
+            body_timeout=lim.body_timeout,
+            max_header_size=lim.max_header_bytes,
+            max_body_size=lim.max_body_bytes,
+            max_buffer_size=max(lim.max_header_bytes, lim.max_body_bytes) + 64 * 1024,
+            max_connections=self.max_connections,
+        )
+        self._server = server
+        server.add_sockets([self._socket])
+        self._started.set()
+        await self._stopping.wait()
+        server.stop()
+        try:
+            await asyncio.wait_for(server.close_all_connections(), 5)
+        except TimeoutError:
+            log.warning("http connections still open at shutdown")
+
+    def _on_request(self, request: httputil.HTTPServerRequest) -> None:
+        task = asyncio.ensure_future(self._serve(request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, request: httputil.HTTPServerRequest) -> None:
+        url = urlsplit(request.uri or "")
+        req = Request(
+            method=request.method or "",
+            path=url.path,
+            query=url.query,
+            headers=request.headers,
+            client=request.remote_ip or "",
+        )
+        if await self._authorised(req):
+            pool: Executor = self._reloads if self._routes.is_reload(req) else self._workers
+            try:
+                resp = await asyncio.get_running_loop().run_in_executor(
+                    pool, self._routes.respond, req
+                )
+            except Exception:
+                log.exception("http endpoint failed", extra={"path": req.path})
+                resp = self._routes.text(500, b"Internal Server Error\n")
+        else:
+            resp = self._routes.unauthorised()
+        log.debug(
+            "http request",
+            extra={"client": req.client, "method": req.method, "path": req.path},
+        )
+        await self._write(request, resp)
+
+    async def _authorised(self, req: Request) -> bool:
+        if not self._web.users:
+            return True
+        creds = credentials(req)
+        if creds is None:
+            return False
+        verdict = self._web.precheck(creds[0], creds[1], req.client)
+        if verdict is not None:
+            return verdict
+        # bcrypt on its own thread: a wrong-password flood queues there, not in the scrapes.
+        return await asyncio.get_running_loop().run_in_executor(
+            self._bcrypt, self._web.verify, creds[0], creds[1], req.client
+        )
+
+    async def _write(self, request: httputil.HTTPServerRequest, resp: Response) -> None:
+        conn = cast(HTTP1Connection, request.connection)
+        headers = _CasedHeaders()
+        for k, v in resp.headers:
+            headers.add_cased(k, v)
+        headers.add_cased("Content-Length", str(len(resp.body)))
+        body = b"" if request.method == "HEAD" else resp.body
+        start = httputil.ResponseStartLine("HTTP/1.1", resp.status, HTTPStatus(resp.status).phrase)
+        try:
+            sent = conn.write_headers(start, headers, body or None)
+            sent.add_done_callback(lambda f: f.cancelled() or f.exception())
+            conn.finish()
+            await asyncio.wait_for(asyncio.shield(sent), self.limits.write_timeout)
+        except TimeoutError:
+            conn.stream.close()
+        except (iostream.StreamClosedError, httputil.HTTPOutputError):
+            pass
