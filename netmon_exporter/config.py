@@ -548,6 +548,17 @@ def _key_part(key: Any) -> str:
     return _clip(repr(key[:41]) if isinstance(key, str) else _fmt(key), 40)
 
 
+def _is_text(value: str, path: str, errors: list[str]) -> bool:
+    # YAML's "\ud800" escapes make lone surrogates, which cannot be logged, printed or
+    # used in a file name.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        errors.append(f"{path}: {_fmt(value)} is not valid text (a lone \\u surrogate escape)")
+        return False
+    return True
+
+
 def _decode_scalar(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
     if tp is bool:
         if isinstance(value, bool):
@@ -573,7 +584,7 @@ def _decode_scalar(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
         return None
     if tp is str:
         if isinstance(value, str):
-            return value
+            return value if _is_text(value, path, errors) else None
         errors.append(f"{path}: {_fmt(value)} is not a string")
         return None
     if tp is Path:
@@ -581,7 +592,7 @@ def _decode_scalar(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
             if "\x00" in value:
                 errors.append(f"{path}: contains a NUL byte")
                 return None
-            return Path(value)
+            return Path(value) if _is_text(value, path, errors) else None
         errors.append(f"{path}: {_fmt(value)} is not a path")
         return None
     raise TypeError(f"unsupported config type {tp!r}")
@@ -860,7 +871,10 @@ class _ConfigLoader(yaml.SafeLoader):
             elif kinds == {"anchor"}:
                 what = "YAML anchors (&name) are not supported"
             else:
-                what = "YAML anchors (&name) and aliases (*name) are not supported; write the value out"
+                what = (
+                    "YAML anchors (&name) and aliases (*name) are not supported; "
+                    "write the value out"
+                )
             out.append(f"{where}: {what} (line {line})")
         return out + self._too_deep
 
@@ -942,7 +956,7 @@ def _check_nodes(node: Node, parts: list[str], duplicates: list[str], numbers: l
 def _yaml_error(exc: yaml.YAMLError) -> str:
     mark = getattr(exc, "problem_mark", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-    problem = getattr(exc, "problem", None) or str(exc)
+    problem = " ".join((getattr(exc, "problem", None) or str(exc)).split())  # one line
     return f"<root>: invalid YAML{where}: {_clip(problem, 200)}"
 
 
@@ -963,7 +977,10 @@ def _load_yaml(text: str, source: str) -> tuple[Any, list[str]]:
         MAX_CONFIG_BYTES
     ):
         raise ConfigError([f"<root>: the configuration {_too_large()}"], source)
-    loader = _ConfigLoader(text)
+    try:
+        loader = _ConfigLoader(text)  # the reader refuses control characters here
+    except yaml.YAMLError as exc:
+        raise ConfigError([_yaml_error(exc)], source) from None
     try:
         try:
             node = loader.get_single_node()
