@@ -38,15 +38,15 @@ import resource
 import socket
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, cast
-from urllib.parse import urlsplit
+from typing import Any, Generic, TypeVar, cast
+from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import make_wsgi_app
+from prometheus_client.exposition import choose_encoder, gzip_accepted, make_wsgi_app
 from tornado import httputil, iostream
 from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
 from tornado.httpserver import HTTPServer as _TornadoServer
@@ -148,6 +148,52 @@ def credentials(req: Request) -> tuple[str, str] | None:
     return (user, pw) if user else None
 
 
+T = TypeVar("T")
+
+
+class _Run(Generic[T]):
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: T | None = None
+        self.error: BaseException | None = None
+
+
+class SharedRun(Generic[T]):
+    """Run a function once for every caller that asked for the same key while it waited.
+
+    Callers that arrive while a run is in progress wait for the *next* run, which starts
+    after them, so nobody gets data older than their request; runs never overlap (they
+    would only share the GIL). N concurrent scrapes then cost a few renders, not N.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = threading.Lock()
+        self._queued: dict[Hashable, _Run[T]] = {}
+
+    def run(self, key: Hashable, fn: Callable[[], T]) -> T:
+        with self._lock:
+            run = self._queued.get(key)
+            leader = run is None
+            if run is None:
+                run = self._queued[key] = _Run()
+        if leader:
+            with self._running:
+                with self._lock:
+                    del self._queued[key]
+                try:
+                    run.result = fn()
+                except BaseException as exc:
+                    run.error = exc
+                finally:
+                    run.done.set()
+        else:
+            run.done.wait()
+        if run.error is not None:
+            raise run.error
+        return cast(T, run.result)
+
+
 class Routes:
     """Answer an authorised request; plain code with no sockets, threads or clocks."""
 
@@ -155,6 +201,7 @@ class Routes:
         self.ep = endpoints
         self.web = web
         self._metrics_app = make_wsgi_app(endpoints.registry)
+        self._renders: SharedRun[tuple[int, tuple[tuple[str, str], ...], bytes]] = SharedRun()
         ep = endpoints
         self.routes: dict[str, tuple[tuple[str, ...], Callable[[Request], Response]]] = {
             ep.telemetry_path: (("GET", "HEAD"), self._metrics),
@@ -195,22 +242,33 @@ class Routes:
         return fn(req)
 
     def _metrics(self, req: Request) -> Response:
+        accept = req.headers.get("Accept", "")
+        accept_encoding = req.headers.get("Accept-Encoding", "")
+        names = tuple(sorted(parse_qs(req.query).get("name[]", [])))
+        key = (choose_encoder(accept)[1], gzip_accepted(accept_encoding), names)
+        status, headers, body = self._renders.run(
+            key, lambda: self._render(req.path, req.query, accept, accept_encoding)
+        )
+        return Response(status, body, (*headers, *self.web.headers.items()))
+
+    def _render(
+        self, path: str, query: str, accept: str, accept_encoding: str
+    ) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
         # prometheus-client's own WSGI app: content negotiation, gzip and name[] filters.
         environ = {
             "REQUEST_METHOD": "GET",
-            "PATH_INFO": req.path,
-            "QUERY_STRING": req.query,
-            "HTTP_ACCEPT": req.headers.get("Accept", ""),
-            "HTTP_ACCEPT_ENCODING": req.headers.get("Accept-Encoding", ""),
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "HTTP_ACCEPT": accept,
+            "HTTP_ACCEPT_ENCODING": accept_encoding,
         }
         got: list[Any] = []
 
         def start_response(status: str, headers: list[tuple[str, str]], _exc: Any = None) -> None:
-            got[:] = [int(status.split()[0]), headers]
+            got[:] = [int(status.split()[0]), tuple(headers)]
 
         body = b"".join(self._metrics_app(environ, start_response))
-        status, headers = got
-        return Response(status, body, (*headers, *self.web.headers.items()))
+        return got[0], got[1], body
 
     def _health(self, _: Request) -> Response:
         report = self.ep.health()
