@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
+import http.client
 import json
 import shutil
+import socket
 import ssl
 import subprocess
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,9 +22,15 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from netmon_exporter.health import CheckResult, HealthReport
-from netmon_exporter.http_server import Endpoints, HttpServer, ReloadOutcome, parse_listen_address
+from netmon_exporter.http_server import (
+    Endpoints,
+    HttpLimits,
+    HttpServer,
+    ReloadOutcome,
+    parse_listen_address,
+)
 from netmon_exporter.metrics import build_metrics
-from netmon_exporter.web_config import WebConfig, WebConfigError, load_web_config
+from netmon_exporter.web_config import AuthThrottle, WebConfig, WebConfigError, load_web_config
 
 
 class State:
@@ -209,8 +221,6 @@ def test_tls_and_basic_auth(tls_files: Path) -> None:
         assert base.startswith("https://")
         code, _, headers = fetch(base + "/metrics", context=ctx)
         assert code == 401 and "Basic" in headers["WWW-Authenticate"]
-        import base64
-
         bad = base64.b64encode(b"alice:wrong").decode()
         assert (
             fetch(base + "/metrics", headers={"Authorization": f"Basic {bad}"}, context=ctx)[0]
@@ -251,3 +261,142 @@ def test_web_config_errors(tmp_path: Path) -> None:
     with pytest.raises(WebConfigError, match="unknown keys"):
         load_web_config(str(f))
     assert load_web_config("").ssl_context is None
+
+
+# ---------------------------------------------------------------- protocol details
+
+
+def test_keep_alive_gzip_name_filter_and_head(plain: tuple[State, str]) -> None:
+    _, base = plain
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
+        resp = conn.getresponse()
+        body = gzip.decompress(resp.read()).decode()
+        assert resp.status == 200 and resp.getheader("Content-Encoding") == "gzip"
+        assert "netmon_up" in body
+        # Same connection (HTTP/1.1 keep-alive): prometheus-client's name[] filter.
+        conn.request("GET", "/metrics?name[]=netmon_up")
+        resp = conn.getresponse()
+        body = resp.read().decode()
+        assert resp.status == 200 and "netmon_up" in body
+        assert "netmon_files_processed_total" not in body
+        conn.request("HEAD", "/metrics")
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == b""
+        assert int(resp.getheader("Content-Length") or 0) > 0
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------- the bcrypt cache and throttle
+
+
+def test_auth_throttle_buckets() -> None:
+    t = AuthThrottle(client_burst=3, client_rate=0.5, global_burst=5, global_rate=1.0)
+    assert [t.take("a", 0.0) for _ in range(4)] == [True, True, True, False]
+    assert t.take("a", 1.0) is False  # half a token back after one second
+    assert t.take("a", 2.0) is True  # a whole one after two
+    # Global: 5, minus 3, plus 2 refilled, minus 1 leaves 3 for "b" (whose own burst is 3).
+    assert [t.take("b", 2.0) for _ in range(4)] == [True, True, True, False]
+    t.give_back("b", 2.0)  # a right password returns its token
+    assert t.take("b", 2.0) is True
+    assert t.take("c", 2.0) is False  # the global bucket is empty for everyone
+    assert t.take("c", 3.0) is True
+
+
+def test_right_passwords_are_cached_wrong_ones_are_throttled() -> None:
+    web = WebConfig(throttle=AuthThrottle(client_burst=2, client_rate=0.0, global_rate=0.0))
+    web.users["alice"] = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4))
+    assert web.check_auth("alice", "s3cret", "10.0.0.1") is True
+    assert web.precheck("alice", "s3cret", "10.0.0.1") is True  # cached: no bcrypt
+    # A wrong password never matches the cached right one, and costs a token.
+    assert web.check_auth("alice", "s3cretX", "10.0.0.1") is False
+    assert web.check_auth("alice", "wrong", "10.0.0.1") is False
+    assert web.check_auth("nobody", "s3cret", "10.0.0.1") is False
+    # Over budget: refused before bcrypt, for this client only; the cached one still works.
+    assert web.precheck("alice", "other", "10.0.0.1") is False
+    assert web.check_auth("alice", "s3cret", "10.0.0.1") is True
+    assert web.check_auth("alice", "wrong", "10.0.0.2") is False
+    # A new hash for the user invalidates the cached entry.
+    web.users["alice"] = bcrypt.hashpw(b"n3w", bcrypt.gensalt(rounds=4))
+    assert web.check_auth("alice", "s3cret", "10.0.0.3") is False
+    assert web.check_auth("alice", "n3w", "10.0.0.3") is True
+
+
+# ---------------------------------------------------------------- connection limits
+
+
+def _conn_closed(sock: socket.socket, wait: float = 0.5) -> bool:
+    sock.settimeout(wait)
+    try:
+        return sock.recv(1024) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_cap_sheds_the_oldest_idle_connection_never_a_busy_one() -> None:
+    state = State()
+    release = threading.Event()
+
+    def slow_reload() -> ReloadOutcome:
+        release.wait(10)
+        return ReloadOutcome(True, "reloaded")
+
+    registry = CollectorRegistry()
+    build_metrics(registry)
+    ep = Endpoints(registry, lambda: state.health, lambda: True, slow_reload)
+    server = HttpServer("127.0.0.1:0", ep, WebConfig(), HttpLimits(max_connections=8))
+    server.start()
+    host, port = server.address.rsplit(":", 1)
+    busy = http.client.HTTPConnection(host, int(port), timeout=10)
+    idle: list[socket.socket] = []
+    try:
+        busy.request("POST", "/-/reload")  # waits in slow_reload: a busy connection
+        time.sleep(0.2)
+        for _ in range(20):
+            idle.append(socket.create_connection((host, int(port)), timeout=5))
+            time.sleep(0.01)
+        time.sleep(0.3)
+        assert server.open_connections <= 8
+        assert fetch(f"http://{server.address}/-/healthy")[0] == 200
+        assert _conn_closed(idle[0]) and not _conn_closed(idle[-1])
+        release.set()
+        resp = busy.getresponse()
+        assert resp.status == 200 and json.loads(resp.read())["status"] == "success"
+    finally:
+        release.set()
+        busy.close()
+        for s in idle:
+            s.close()
+        server.stop()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not installed")
+def test_tls_clients_that_never_handshake_do_not_block_others(tls_files: Path) -> None:
+    web = load_web_config(str(tls_files / "web.yml"))
+    registry = CollectorRegistry()
+    build_metrics(registry)
+    state = State()
+    ep = Endpoints(registry, lambda: state.health, lambda: True, state.reload)
+    server = HttpServer("127.0.0.1:0", ep, web, HttpLimits(header_timeout=1.5))
+    server.start()
+    host, port = server.address.rsplit(":", 1)
+    ctx = ssl.create_default_context(cafile=str(tls_files / "server.crt"))
+    good = {"Authorization": "Basic " + base64.b64encode(b"alice:s3cret").decode()}
+    silent = [socket.create_connection((host, int(port)), timeout=5) for _ in range(50)]
+    try:
+        t0 = time.monotonic()
+        code, body, _ = fetch(f"https://{server.address}/metrics", headers=good, context=ctx)
+        assert code == 200 and "netmon_up" in body
+        assert time.monotonic() - t0 < 1.0
+        time.sleep(2.5)  # past the deadline for the TLS handshake and request head
+        assert all(_conn_closed(s, 0.1) for s in silent)
+        assert server.open_connections == 0
+    finally:
+        for s in silent:
+            s.close()
+        server.stop()
