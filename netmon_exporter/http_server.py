@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import errno
 import html
 import json
 import logging
@@ -38,7 +39,7 @@ import resource
 import socket
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -50,6 +51,7 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted, make_wsg
 from tornado import httputil, iostream
 from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
 from tornado.httpserver import HTTPServer as _TornadoServer
+from tornado.ioloop import IOLoop
 
 from . import __version__
 from .health import UNHEALTHY, HealthReport
@@ -323,6 +325,9 @@ class _Watched(httputil.HTTPMessageDelegate):
         self._inner.on_connection_close()
 
 
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
 class _CasedHeaders(httputil.HTTPHeaders):
     """Response headers sent with the names spelt as given (Tornado would title-case them)."""
 
@@ -354,6 +359,54 @@ class _CappedServer(_TornadoServer):
 
     def open_connections(self) -> int:
         return len(self._connections) - len(self._closing)
+
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        for sock in sockets:
+            self._sockets[sock.fileno()] = sock
+            self._handlers[sock.fileno()] = self._accept_from(sock)
+
+    def _accept_from(self, sock: socket.socket) -> Callable[[], None]:
+        """Accept as Tornado does, but pause for a second when out of file descriptors.
+
+        Tornado's own accept handler raises on EMFILE and is called again at once, for
+        as long as the connection waits: a busy loop. Pausing leaves the connection in
+        the backlog until something (a closed idle connection, a finished capture file)
+        frees a descriptor.
+        """
+        loop = IOLoop.current()
+        state = {"listening": True, "removed": False}
+
+        def resume() -> None:
+            if not state["removed"] and not state["listening"]:
+                loop.add_handler(sock, on_readable, IOLoop.READ)
+                state["listening"] = True
+
+        def on_readable(_fd: Any, _events: int) -> None:
+            for _ in range(128):  # as Tornado: a bounded batch, then let others run
+                try:
+                    conn, address = sock.accept()
+                except BlockingIOError:
+                    return
+                except ConnectionAbortedError:
+                    continue
+                except OSError as exc:
+                    if exc.errno not in _OUT_OF_RESOURCES:
+                        raise
+                    log.warning("cannot accept a connection; pausing for a second", exc_info=True)
+                    loop.remove_handler(sock)
+                    state["listening"] = False
+                    loop.call_later(1.0, resume)
+                    return
+                self._handle_connection(conn, address)
+
+        def remove() -> None:
+            state["removed"] = True
+            if state["listening"]:
+                loop.remove_handler(sock)
+                state["listening"] = False
+
+        loop.add_handler(sock, on_readable, IOLoop.READ)
+        return remove
 
     def handle_stream(self, stream: iostream.IOStream, address: tuple[Any, ...]) -> None:
         if self.open_connections() >= self.max_connections:

@@ -341,3 +341,49 @@ def test_methods_pass_auth_first_and_no_version_is_disclosed(
 
 if __name__ == "__main__":
     _serve_main(json.loads(sys.argv[1]))
+
+
+def test_out_of_file_descriptors_pauses_accepting_instead_of_spinning() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from netmon_exporter.health import HealthReport
+    from netmon_exporter.http_server import Endpoints, HttpServer, ReloadOutcome
+    from netmon_exporter.web_config import WebConfig
+
+    endpoints = Endpoints(
+        registry=CollectorRegistry(),
+        health=lambda: HealthReport("healthy", ()),
+        ready=lambda: True,
+        reload=lambda: ReloadOutcome(True, "reloaded"),
+    )
+    server = HttpServer("127.0.0.1:0", endpoints, WebConfig())
+    server.start()
+    host, port = server.address.rsplit(":", 1)
+    client = socket.socket()  # its descriptor is taken before they run out
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hog: list[int] = []
+    try:
+        highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 32, hard))
+        try:
+            while True:
+                hog.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            pass
+        client.connect((host, int(port)))  # the kernel completes it; accept() gets EMFILE
+        cpu0 = time.process_time()
+        time.sleep(1.5)
+        cpu = time.process_time() - cpu0
+    finally:
+        for fd in hog:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        print(f"\nCPU while out of descriptors for 1.5 s: {cpu:.3f}s")
+        assert cpu < 0.5, cpu  # Tornado's own accept loop spins here at 100% of a core
+        client.settimeout(5)
+        client.sendall(b"GET /-/healthy HTTP/1.0\r\n\r\n")
+        assert client.recv(1024).startswith(b"HTTP/1.1 200")
+    finally:
+        client.close()
+        server.stop()
