@@ -156,6 +156,13 @@ class FlowsConfig:
     carry_across_files: bool = _f(
         True, "Continue flows that cross a rotation boundary into the next file of the same series."
     )
+    max_open_flows: int = _f(
+        200000,
+        "Open flows a worker keeps per capture (about 1 KB each); a new flow beyond this "
+        "first ends the least recently active one (counted in netmon_flows_evicted_total).",
+        min=1000,
+        max=100000000,
+    )
 
 
 @dataclass(frozen=True)
