@@ -197,7 +197,7 @@ class SharedRun(Generic[T]):
 
 
 class Routes:
-    """Answer an authorised request; plain code with no sockets, threads or clocks."""
+    """Answer an authorised request: plain code with no sockets or clocks."""
 
     def __init__(self, endpoints: Endpoints, web: WebConfig) -> None:
         self.ep = endpoints
@@ -473,6 +473,7 @@ class HttpServer:
         self.limits = limits or HttpLimits()
         self.max_connections = effective_max_connections(self.limits)
         self._socket = _listen(host, port, self.limits.backlog)
+        self._bound = self._socket.getsockname()[:2]
         self._web = web
         self._routes = Routes(endpoints, web)
         self.scheme = "https" if web.ssl_context else "http"
@@ -492,8 +493,7 @@ class HttpServer:
 
     @property
     def address(self) -> str:
-        host, port = self._socket.getsockname()[:2]
-        host = str(host)
+        host, port = str(self._bound[0]), self._bound[1]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     @property
