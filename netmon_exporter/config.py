@@ -755,16 +755,13 @@ def _semantic_checks(cfg: Config, errors: list[str]) -> None:
             f"must not be below flows.idle_timeout_seconds "
             f"({_fmt(cfg.flows.idle_timeout_seconds)})"
         )
+    # URLs with credentials never get here (see _check_urls), so echoing them is safe.
     for i, url in enumerate(cfg.alertmanager.urls):
-        if not url.startswith(("http://", "https://")) and not _has_credentials(url):
+        if not url.startswith(("http://", "https://")):
             errors.append(
                 f"alertmanager.urls[{i}]: {_fmt(url)} must start with http:// or https://"
             )
-    if (
-        cfg.llm.enabled
-        and not cfg.llm.url.startswith(("http://", "https://"))
-        and not _has_credentials(cfg.llm.url)
-    ):
+    if cfg.llm.enabled and not cfg.llm.url.startswith(("http://", "https://")):
         errors.append(f"llm.url: {_fmt(cfg.llm.url)} must start with http:// or https://")
     for key in ("anomaly_path", "classifier_path"):
         value = getattr(cfg.models, key)
@@ -995,9 +992,7 @@ def _load_yaml(text: str, source: str) -> tuple[Any, list[str]]:
             raise ConfigError(_capped(loader.problems), source) from None
         except yaml.YAMLError as exc:
             raise ConfigError(_capped([*loader.problems, _yaml_error(exc)]), source) from None
-        if node is None:
-            if loader.problems:  # pragma: no cover - a document with an anchor has a node
-                raise ConfigError(_capped(loader.problems), source)
+        if node is None:  # an empty document: every default
             return None, []
         duplicates: list[str] = []
         numbers: list[str] = []
