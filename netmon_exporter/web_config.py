@@ -13,6 +13,11 @@ The same file works with ``promtool check web-config``::
     http_server_config:
       headers:
         X-Frame-Options: deny
+
+Passwords are checked with bcrypt, which is slow on purpose. As in exporter-toolkit, a
+right password is cached (keyed by user, stored hash and a digest of the password), so
+a scraper pays once; wrong passwords are never cached and go through
+:class:`AuthThrottle`, so a flood of fresh ones is refused before it costs CPU.
 """
 
 from __future__ import annotations
