@@ -98,9 +98,15 @@ class CaptureConfig:
         Path("./captures/done"), "Where processed files go when after_processing is move."
     )
     source_pattern: str = _f(
-        r"^(?P<source>.*?)[-_.]?\d+(\.pcap|\.pcapng|\.pcap\.gz|\.csv)$",
+        r"^(?P<source>.*?)(?:(?:(?:^|[-_.])\d{3,}(?:[-_T]\d{4,6})?|_\d{5}_\d{14})"
+        r"\.pcap(?:ng)?(?:\.gz)?|\.pcap(?:ng)?\d+)$",
         "Regex whose 'source' group names a rotation series; files of one "
-        "series are processed in time order and flows carried across them.",
+        "series are processed in time order and flows carried across them. The "
+        "default matches what capture tools write when they rotate: epoch seconds "
+        "(tcpdump -G with %s), a date and time or a counter of 3 or more digits after "
+        "a - _ or . (tcpdump -G with strftime names, rotation scripts), dumpcap's ring "
+        "buffer (name_00001_20261129120000.pcapng) and tcpdump -C/-W (name.pcap3). "
+        "Other names (tls1.2.pcap, smb311.pcap, quic-29.pcap) stand alone.",
     )
     shard_index: int = _f(
         0,

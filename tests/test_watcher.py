@@ -70,12 +70,26 @@ def test_file_kind_from_name(name: str, kind: str) -> None:
 @pytest.mark.parametrize(
     ("name", "series"),
     [
-        ("eth0-0001.pcap", "eth0"),
-        ("eth0_17.pcapng", "eth0"),
-        ("edge.20261128120000.pcap.gz", "edge"),
-        ("dump1.pcap", "dump"),
+        ("eth0-0001.pcap", "eth0"),  # rotation scripts: zero-padded counters
+        ("a-000.pcap", "a"),
+        ("1764410400.pcap", ""),  # tcpdump -G 60 -w '%s.pcap'
+        ("eth0-1764410400.pcap.gz", "eth0"),
+        ("edge.20261128120000.pcap.gz", "edge"),  # tcpdump -G with strftime
+        ("edge-20261128-120000.pcapng", "edge"),
+        ("edge_20261128T1200.pcap", "edge"),
+        ("ring_00001_20261129120000.pcapng", "ring"),  # dumpcap -b files:N
+        ("ring_00012_20261129120500.pcapng.gz", "ring"),
+        ("trace.pcap3", "trace"),  # tcpdump -C 100 -W 10
+        ("trace.pcapng12", "trace"),
+        # names that merely end in digits stand alone (issue 10)
+        ("tls1.2.pcap", None),
+        ("smb311.pcap", None),
+        ("quic-29.pcap", None),
+        ("eth0_17.pcapng", None),
+        ("dump1.pcap", None),
+        ("42.pcap", None),
         ("single.pcap", None),
-        ("42.pcap", ""),
+        ("flows-0001.csv", None),  # flow CSVs carry nothing across files
     ],
 )
 def test_series_from_default_source_pattern(name: str, series: str | None) -> None:
