@@ -186,6 +186,7 @@ class Daemon:
         self._reporter = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="reporter")
         # (future, window, analysis) of reports handed to the reporter thread, oldest first
         self._pending_reports: deque[tuple[concurrent.futures.Future[None], Any, Any]] = deque()
+        self._reports_behind = False  # summaries falling behind (warned once per episode)
         self._pusher_thread = threading.Thread(
             target=self._push_loop, name="alert-pusher", daemon=True
         )
@@ -385,12 +386,19 @@ class Daemon:
         # A slow LLM must neither stall this loop nor pile up windows (each holds its flows):
         # past the bound, windows get the templated summary at once.
         if waiting >= MAX_PENDING_REPORTS:
-            log.warning(
-                "summaries are falling behind; using the templated summary",
-                extra={"waiting": waiting},
-            )
+            # Said once per episode, and only when an LLM is what we are waiting for
+            # (without one, a burst of windows is just report files being written).
+            if not self._reports_behind and self.holder.config.llm.enabled:
+                log.warning(
+                    "summaries are falling behind; using the templated summary",
+                    extra={"waiting": waiting},
+                )
+            self._reports_behind = True
             self._report_with_template(window, analysis)
             return
+        if self._reports_behind and self.holder.config.llm.enabled:
+            log.info("summaries caught up", extra={"waiting": waiting})
+        self._reports_behind = False
         fut = self._reporter.submit(self._report, window, analysis)
         self._pending_reports.append((fut, window, analysis))
 
