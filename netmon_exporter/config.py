@@ -1087,13 +1087,30 @@ def load_config(path: str | os.PathLike[str], *, check_paths: bool = True) -> Co
     """Read and validate a config file; relative paths in it are relative to its directory."""
     p = Path(path)
     raw = read_config_file(p)
+    text = _utf8(raw, p)
+    return parse_config(text, base_dir=p.resolve().parent, source=str(p), check_paths=check_paths)
+
+
+def _utf8(raw: bytes, p: Path) -> str:
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(
             [f"<file>: {_show_path(p)} is not UTF-8 text (byte {exc.start})"], str(p)
         ) from None
-    return parse_config(text, base_dir=p.resolve().parent, source=str(p), check_paths=check_paths)
+
+
+def read_yaml_file(path: str | os.PathLike[str]) -> Any:
+    """Read another YAML file of ours (the web config) within the same bounds as config.yaml.
+
+    Regular files up to the size limit, no anchors or aliases, no duplicate keys, bounded
+    nesting and numbers; raise :class:`ConfigError` listing every problem.
+    """
+    p = Path(path)
+    data, duplicates = _load_yaml(_utf8(read_config_file(p), p), str(p))
+    if duplicates:
+        raise ConfigError(duplicates, str(p))
+    return data
 
 
 def restart_required_changes(old: Config, new: Config) -> list[str]:

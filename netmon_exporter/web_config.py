@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from .config import ConfigError, read_yaml_file
 
 _CLIENT_AUTH = {
     "NoClientCert": ssl.CERT_NONE,
@@ -175,9 +175,9 @@ def load_web_config(path: str | None) -> WebConfig:
         return WebConfig()
     p = Path(path)
     try:
-        data: Any = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise WebConfigError(f"--web.config.file: cannot read {p}: {exc}") from None
+        data: Any = read_yaml_file(p) or {}
+    except ConfigError as exc:
+        raise WebConfigError(f"--web.config.file: {'; '.join(exc.errors)}") from None
     if not isinstance(data, dict):
         raise WebConfigError(f"--web.config.file: {p} must be a mapping")
     unknown = set(data) - {"tls_server_config", "basic_auth_users", "http_server_config"}

@@ -400,3 +400,28 @@ def test_tls_clients_that_never_handshake_do_not_block_others(tls_files: Path) -
         for s in silent:
             s.close()
         server.stop()
+
+
+def test_web_config_is_read_within_the_config_bounds(tmp_path: Path) -> None:
+    """Issue 9: the web config was read with an unbounded safe_load (alias bomb, /dev/zero)."""
+    import time
+
+    from netmon_exporter.web_config import WebConfigError, load_web_config
+
+    bomb = tmp_path / "bomb.yml"
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    lines += [
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]"
+        for p, c in zip("abcdefgh", "bcdefghi")
+    ]
+    lines.append("http_server_config: {headers: {X: *i}}")
+    bomb.write_text("\n".join(lines) + "\n")
+    zero = tmp_path / "zero.yml"
+    zero.symlink_to("/dev/zero")
+    dup = tmp_path / "dup.yml"
+    dup.write_text("basic_auth_users: {}\nbasic_auth_users: {}\n")
+    for path, says in ((bomb, "aliases"), (zero, "not a regular file"), (dup, "duplicate key")):
+        t0 = time.monotonic()
+        with pytest.raises(WebConfigError, match=says):
+            load_web_config(str(path))
+        assert time.monotonic() - t0 < 5
