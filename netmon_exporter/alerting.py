@@ -39,7 +39,7 @@ from typing import Any
 import requests
 
 from .config import AlertmanagerConfig
-from .detection import Detection
+from .detection import SEVERITY_RANK, Detection
 from .redaction import redact_secrets, redact_url, short_cause
 from .text_safety import clean_text, plain_text
 
@@ -55,7 +55,6 @@ MAX_ANNOTATION_CHARS = 2048
 DEFAULT_MAX_ACTIVE = 10_000
 #: After a failed push, the next attempt waits this long, doubling up to the resend interval.
 RETRY_BASE_SECONDS = 5.0
-_SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 _DETECTOR_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 
 
@@ -209,7 +208,7 @@ class AlertPusher:
         if entry.resolved_at is not None:
             entry.resolved_at = None  # back before the resolution went out
             entry.generation += 1
-        if _SEVERITY_RANK.get(det.severity, -1) > _SEVERITY_RANK.get(entry.severity, -1):
+        if SEVERITY_RANK.get(det.severity, -1) > SEVERITY_RANK.get(entry.severity, -1):
             # A new severity is a new label set for Alertmanager: end the old one.
             if entry.delivered >= 0:
                 old = self._alert(entry, now, resolved=True)

@@ -5,13 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# The closed set of severities, least to most urgent (config choices, metric labels, ordering).
+SEVERITIES: tuple[str, ...] = ("info", "warning", "critical")
+SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
+
 
 @dataclass(frozen=True)
 class Detection:
     """One finding: who did what to whom in which window, and the evidence for it.
 
-    ``detector`` and ``severity`` come from the closed sets in ``metrics.DETECTORS``
-    and ``metrics.SEVERITIES``; ``source`` and ``target`` are free text (addresses,
+    ``detector`` and ``severity`` come from the closed sets ``metrics.DETECTORS``
+    and :data:`SEVERITIES`; ``source`` and ``target`` are free text (addresses,
     ``addr:port``, a domain) and must never become metric labels.
     """
 

@@ -285,11 +285,6 @@ def addrs_to_str(values: np.ndarray) -> list[str]:
     return out
 
 
-def v4(a: str) -> bytes:
-    """Return the 16-byte mapped form of an IPv4 address (for tests and fixtures)."""
-    return _V4_PREFIX + ipaddress.IPv4Address(a).packed
-
-
 # Column-name tables for flow CSVs ------------------------------------------------------
 # Identity columns of CICFlowMeter's CSV, in its order (Java short names).
 CIC_ID_COLUMNS: tuple[str, ...] = (

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import ipaddress
 import struct
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -715,10 +714,3 @@ def label_flows(flows: FlowBatch, scenario: Scenario) -> np.ndarray:
     )
     labels[hit] = scenario.truths[0].detector
     return labels
-
-
-def generate_all(
-    seeds: Sequence[int], out_dir: Path, kinds: Sequence[str] = KINDS, **kwargs: float
-) -> list[Scenario]:
-    """Generate every kind for every seed."""
-    return [generate(k, s, out_dir, **kwargs) for s in seeds for k in kinds]

@@ -29,6 +29,7 @@ from typing import Any
 import requests
 
 from .config import LLMConfig
+from .detection import SEVERITY_RANK
 from .redaction import redact_secrets, redact_url, short_cause
 from .text_safety import clean_data, clean_text, plain_text
 
@@ -48,7 +49,6 @@ MAX_RETRY_AFTER_SECONDS = 30.0
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 8.0
 
-_SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 _THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 
 SYSTEM_PROMPT = (
@@ -75,11 +75,6 @@ class SummaryResult:
     seconds: float
     attempts: int
     error: str | None = None
-
-    @property
-    def retries(self) -> int:
-        """Requests beyond the first (what the daemon counts as retries of stage ``llm``)."""
-        return max(0, self.attempts - 1)
 
 
 class LLMRequestError(Exception):
@@ -378,7 +373,7 @@ def _compact_detection(det: Mapping[str, Any]) -> dict[str, Any]:
 def build_prompt(report: Mapping[str, Any]) -> str:
     """Return the user message: a bounded JSON digest of the report (at most a few KB)."""
     detections = _detections(report)
-    detections.sort(key=lambda d: -_SEVERITY_RANK.get(str(d.get("severity")), -1))
+    detections.sort(key=lambda d: -SEVERITY_RANK.get(str(d.get("severity")), -1))
     # Every string in the digest (names, addresses, keys) may come from traffic.
     digest: dict[str, Any] = clean_data(
         {
@@ -535,13 +530,13 @@ def _detection_phrase(report: Mapping[str, Any]) -> str:
         g = groups.setdefault(name, {"count": 0, "severity": "", "sources": set()})
         g["count"] += 1
         sev = str(det.get("severity", ""))
-        if _SEVERITY_RANK.get(sev, -1) > _SEVERITY_RANK.get(g["severity"], -1):
+        if SEVERITY_RANK.get(sev, -1) > SEVERITY_RANK.get(g["severity"], -1):
             g["severity"] = sev
         if det.get("source"):
             g["sources"].add(clean_text(det["source"], 64))
     ranked = sorted(
         groups.items(),
-        key=lambda kv: (-_SEVERITY_RANK.get(kv[1]["severity"], -1), -kv[1]["count"], kv[0]),
+        key=lambda kv: (-SEVERITY_RANK.get(kv[1]["severity"], -1), -kv[1]["count"], kv[0]),
     )
     parts = []
     for name, g in ranked[:6]:
