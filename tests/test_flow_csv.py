@@ -9,15 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from netmon_exporter.flow_schema import (
+from netmon_exporter.flow_schema import CIC_FEATURES, FlowBatch, addrs_to_str, str_to_addrs
+from netmon_exporter.flows.csv_dialects import (
     CIC_CSV_COLUMNS,
-    CIC_FEATURES,
     CIC_LONG_NAMES,
     CIC_PYTHON_NAMES,
     NTL_NAMES,
-    FlowBatch,
-    addrs_to_str,
-    str_to_addrs,
 )
 from netmon_exporter.flows.csv_format import format_flows
 from netmon_exporter.flows.flow_csv import (

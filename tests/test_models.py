@@ -207,7 +207,7 @@ def test_train_command_reports_unusable_input(tmp_path, capsys):
 def test_train_command_reads_cic_ids2017_headers(tmp_path, capsys):
     """CIC-IDS2017 'TrafficLabelling' CSVs: long names with leading spaces, BENIGN/PortScan."""
     from netmon_exporter.cli import main
-    from netmon_exporter.flow_schema import CIC_LONG_NAMES
+    from netmon_exporter.flows.csv_dialects import CIC_LONG_NAMES
 
     rng = np.random.default_rng(3)
     flows = FlowBatch.concat([web_flows(rng, 300), probe_flows(300)])

@@ -1,6 +1,6 @@
 """Flow CSVs: write ours (CICFlowMeter column names) and read CICFlowMeter/NTLFlowLyzer ones.
 
-Output columns are the Java tool's 84 (``flow_schema.CIC_CSV_COLUMNS``) followed
+Output columns are the Java tool's 84 (``csv_dialects.CIC_CSV_COLUMNS``) followed
 by our extra columns. Values: integers without a decimal point, other numbers in
 Python's shortest round-trip form, missing values empty. ``Timestamp`` is the
 flow's first packet in UTC, ``YYYY-MM-DD HH:MM:SS.ffffff``.
@@ -26,16 +26,14 @@ import numpy as np
 from ..capture.pcap_reader import open_regular
 from ..flow_schema import (
     ADDR_DTYPE,
-    CIC_CSV_COLUMNS,
     CIC_FEATURES,
     EXTRA_FEATURES,
     FlowBatch,
-    header_aliases,
     make_batch,
-    normalise_header,
     str_to_addrs,
 )
 from . import csv_format
+from .csv_dialects import CIC_CSV_COLUMNS, header_aliases, normalise_header
 
 OUTPUT_COLUMNS: tuple[str, ...] = (*CIC_CSV_COLUMNS, *EXTRA_FEATURES, "dns_qname")
 
