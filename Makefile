@@ -36,7 +36,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy netmon_exporter
 
 docs: $(STAMP)
-	$(PY) -m netmon_exporter.reference_docs
+	$(PY) -m netmon_exporter.tools.reference_docs
 
 ## dashboards: regenerate grafana/dashboards/*.json from grafana/dashboards.py
 dashboards: $(STAMP)

@@ -6,8 +6,13 @@ import argparse
 import importlib
 import sys
 
-# Sub-commands: module in netmon_exporter.commands providing add_parser(subparsers).
-SUBCOMMANDS = ("flows", "train", "evaluate")
+# Sub-command -> module providing add_parser(subparsers); only the one asked for is
+# imported, so the daemon never loads one-shot code or offline tooling.
+SUBCOMMANDS: dict[str, str] = {
+    "flows": ".commands.flows",
+    "train": ".commands.train",
+    "evaluate": ".tools.evaluate",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,14 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         parser = argparse.ArgumentParser(prog="netmon-exporter")
         sub = parser.add_subparsers(dest="command", required=True)
-        for name in SUBCOMMANDS:
-            try:
-                module = importlib.import_module(f".commands.{name}", __package__)
-            except ModuleNotFoundError as exc:
-                if exc.name and exc.name.endswith(f"commands.{name}"):
-                    continue
-                raise
-            module.add_parser(sub)
+        importlib.import_module(SUBCOMMANDS[argv[0]], __package__).add_parser(sub)
         args = parser.parse_args(argv)
         return int(args.func(args))
     from .daemon import run_daemon  # noqa: PLC0415 - keep one-shot commands light

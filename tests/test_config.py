@@ -16,7 +16,11 @@ from netmon_exporter.config import (
     parse_config,
     restart_required_changes,
 )
-from netmon_exporter.reference_docs import render_markdown, render_metrics_markdown, render_yaml
+from netmon_exporter.tools.reference_docs import (
+    render_markdown,
+    render_metrics_markdown,
+    render_yaml,
+)
 
 CONFIGS = Path(__file__).parent / "configs"
 ROOT = Path(__file__).parent.parent

@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 
 from netmon_exporter.cli import main
-from netmon_exporter.commands.evaluate import (
+from netmon_exporter.config import DetectorsConfig
+from netmon_exporter.detection import Detection
+from netmon_exporter.tools.evaluate import (
     ScenarioResult,
     matches,
     run_real,
     run_scenarios,
     score,
 )
-from netmon_exporter.config import DetectorsConfig
-from netmon_exporter.detection import Detection
-from netmon_exporter.scenarios import Scenario, Truth
+from netmon_exporter.tools.scenarios import Scenario, Truth
 
 PCAPS = Path(__file__).resolve().parents[2] / "shared" / "pcaps"
 
@@ -101,3 +101,17 @@ def test_cli_prints_table_and_exit_code(capsys):
     out = capsys.readouterr().out
     assert rc == 0
     assert "address_sweep" in out and "recall" in out and "bars:" in out
+
+
+def test_without_pcaps_real_captures_are_skipped_not_passed(capsys):
+    rc = main(["evaluate", "--seeds", "1", "--kinds", "benign"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "real captures: skipped (no --pcaps directory given)" in out
+    assert "real captures as expected" not in out
+
+
+def test_pcaps_that_is_not_a_directory_is_refused(tmp_path, capsys):
+    rc = main(["evaluate", "--seeds", "1", "--kinds", "benign", "--pcaps", str(tmp_path / "no")])
+    assert rc == 2
+    assert "is not a directory" in capsys.readouterr().err

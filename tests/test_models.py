@@ -158,7 +158,7 @@ def test_train_command_baseline_and_labelled(tmp_path, capsys):
     from netmon_exporter.cli import main
     from netmon_exporter.flows.flow_csv import FlowCsvWriter
     from netmon_exporter.pipeline import FlowSettings, process_file
-    from netmon_exporter.scenarios import generate, label_flows
+    from netmon_exporter.tools.scenarios import generate, label_flows
 
     csvs = tmp_path / "csv"
     csvs.mkdir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from netmon_exporter.scenarios import KINDS, SPOOFED, generate, label_flows
+from netmon_exporter.tools.scenarios import KINDS, SPOOFED, generate, label_flows
 
 
 def test_same_seed_same_capture_other_seed_other_capture(tmp_path):

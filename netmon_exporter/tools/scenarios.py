@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .flow_schema import FlowBatch, addrs_to_str
+from ..flow_schema import FlowBatch, addrs_to_str
 
 KINDS: tuple[str, ...] = (
     "benign",

@@ -1,6 +1,6 @@
 """Render config.yaml and the configuration and metric references from the code.
 
-Run ``python -m netmon_exporter.reference_docs`` (``make docs``) to regenerate
+Run ``python -m netmon_exporter.tools.reference_docs`` (``make docs``) to regenerate
 ``config.yaml``, ``docs/configuration.md`` and ``docs/metrics.md``; a test checks
 they are up to date, so the shipped files document every key and every metric.
 """
@@ -12,7 +12,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from .config import Config, field_default, is_section
+from ..config import Config, field_default, is_section
 
 _HEADER = """\
 # netmon-exporter configuration.
@@ -95,7 +95,7 @@ def render_markdown() -> str:
     walk(Config, "")
     return (
         "# Configuration reference\n\nGenerated from `netmon_exporter/config.py` by "
-        "`python -m netmon_exporter.reference_docs`; do not edit by hand.\n\n"
+        "`python -m netmon_exporter.tools.reference_docs`; do not edit by hand.\n\n"
         "Ranges are inclusive. `restart`: only read at start-up (a reload logs and reports "
         "that a restart is needed).\n\n" + "\n".join(rows) + "\n"
     )
@@ -104,7 +104,7 @@ def render_markdown() -> str:
 def render_metrics_markdown() -> str:
     from prometheus_client import CollectorRegistry
 
-    from .metrics import build_metrics
+    from ..metrics import build_metrics
 
     registry = CollectorRegistry()
     build_metrics(registry)
@@ -122,7 +122,7 @@ def render_metrics_markdown() -> str:
         rows.append(f"| `{name}` | {family.type} | {shown} | {family.documentation} |")
     return (
         "# Metric reference\n\nGenerated from `netmon_exporter/metrics.py` by "
-        "`python -m netmon_exporter.reference_docs`; do not edit by hand. Label values come "
+        "`python -m netmon_exporter.tools.reference_docs`; do not edit by hand. Label values come "
         "from closed sets defined there and are pre-initialised to 0. Besides these, the "
         "standard `process_*` (uptime: `process_start_time_seconds`), `python_info` and "
         "`python_gc_*` metrics are exported.\n\n" + "\n".join(rows) + "\n"
@@ -130,7 +130,7 @@ def render_metrics_markdown() -> str:
 
 
 def main() -> None:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     (root / "config.yaml").write_text(render_yaml() + "\n", encoding="utf-8")
     (root / "docs").mkdir(exist_ok=True)
     (root / "docs" / "configuration.md").write_text(render_markdown(), encoding="utf-8")
