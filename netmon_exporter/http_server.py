@@ -24,6 +24,15 @@ stuck reload nor a wrong-password flood can take the scrape threads.
 
 Every request passes the basic-auth check before anything else (also unknown
 methods), and no response names the server or its version.
+
+The web config is consulted per request and per connection, as exporter-toolkit does
+(its ``ServeHTTP`` re-reads the file, its ``GetConfigForClient`` the certificate): a
+:class:`~netmon_exporter.web_config.LiveWebConfig` re-reads it when a file changed, so
+users, headers and certificates change without a restart; while the file is invalid,
+every request gets 500. Its response headers go on every response, 401 included.
+
+Every endpoint lives under ``--web.route-prefix`` (default ``/``); with another prefix,
+``/`` redirects to it, as Prometheus does.
 """
 
 from __future__ import annotations
@@ -37,13 +46,14 @@ import json
 import logging
 import resource
 import socket
+import ssl
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry
@@ -55,7 +65,7 @@ from tornado.ioloop import IOLoop
 
 from . import __version__
 from .health import UNHEALTHY, HealthReport
-from .web_config import WebConfig
+from .web_config import WebConfig, WebConfigError
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +86,22 @@ class Endpoints:
     ready: Callable[[], bool]
     reload: Callable[[], ReloadOutcome]
     telemetry_path: str = "/metrics"
+    route_prefix: str = "/"  # every path above is served under it
+
+
+class WebConfigSource(Protocol):
+    """A :class:`WebConfig` (fixed) or a :class:`~netmon_exporter.web_config.LiveWebConfig`."""
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None: ...
+
+    def current(self) -> WebConfig: ...
+
+
+def under_prefix(prefix: str, path: str) -> str:
+    """Return ``path`` served under the route ``prefix`` (``/`` means none)."""
+    prefix = "/" + prefix.strip("/")
+    return path if prefix == "/" else prefix + path
 
 
 @dataclass(frozen=True)
@@ -119,17 +145,21 @@ class Response:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-def _landing(telemetry_path: str) -> bytes:
-    p = html.escape(telemetry_path)
+def _landing(telemetry_path: str, prefix: str) -> bytes:
+    def link(path: str) -> str:
+        p = html.escape(under_prefix(prefix, path))
+        return f'<a href="{p}">{p}</a>'
+
+    reload = html.escape(under_prefix(prefix, _RELOAD_PATH))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>netmon-exporter</title></head>
 <body><h1>netmon-exporter</h1><p>Version {__version__}</p>
 <ul>
-<li><a href="{p}">{p}</a>: Prometheus metrics</li>
-<li><a href="/health">/health</a>: health state and checks (JSON)</li>
-<li><a href="/-/healthy">/-/healthy</a>: liveness</li>
-<li><a href="/-/ready">/-/ready</a>: readiness</li>
-<li>POST /-/reload: reload the configuration</li>
+<li>{link(telemetry_path)}: Prometheus metrics</li>
+<li>{link("/health")}: health state and checks (JSON)</li>
+<li>{link("/-/healthy")}: liveness</li>
+<li>{link("/-/ready")}: readiness</li>
+<li>POST {reload}: reload the configuration</li>
 </ul></body></html>
 """.encode()
 
@@ -199,13 +229,14 @@ class SharedRun(Generic[T]):
 class Routes:
     """Answer an authorised request: plain code with no sockets or clocks."""
 
-    def __init__(self, endpoints: Endpoints, web: WebConfig) -> None:
+    def __init__(self, endpoints: Endpoints) -> None:
         self.ep = endpoints
-        self.web = web
         self._metrics_app = make_wsgi_app(endpoints.registry)
         self._renders: SharedRun[tuple[int, tuple[tuple[str, str], ...], bytes]] = SharedRun()
         ep = endpoints
-        self.routes: dict[str, tuple[tuple[str, ...], Callable[[Request], Response]]] = {
+        prefix = "/" + ep.route_prefix.strip("/")
+        landing = _landing(ep.telemetry_path, prefix)
+        table: dict[str, tuple[tuple[str, ...], Callable[[Request], Response]]] = {
             ep.telemetry_path: (("GET", "HEAD"), self._metrics),
             "/health": (("GET", "HEAD"), self._health),
             "/-/healthy": (("GET", "HEAD"), lambda _: self.text(200, b"Healthy\n")),
@@ -213,14 +244,23 @@ class Routes:
             _RELOAD_PATH: (("POST",), self._reload),
             "/": (
                 ("GET", "HEAD"),
-                lambda _: self.text(200, _landing(ep.telemetry_path), "text/html; charset=utf-8"),
+                lambda _: self.text(200, landing, "text/html; charset=utf-8"),
             ),
         }
+        self.routes = {under_prefix(prefix, path): route for path, route in table.items()}
+        self._reload_path = under_prefix(prefix, _RELOAD_PATH)
+        if prefix != "/":
+            home = prefix + "/"
+            self.routes[prefix] = table["/"]
+            self.routes["/"] = (
+                ("GET", "HEAD"),
+                lambda _: self.text(302, b"Found\n", extra=(("Location", home),)),
+            )
 
     def text(
         self, status: int, body: bytes, ctype: str = _TEXT, extra: tuple[tuple[str, str], ...] = ()
     ) -> Response:
-        return Response(status, body, (("Content-Type", ctype), *extra, *self.web.headers.items()))
+        return Response(status, body, (("Content-Type", ctype), *extra))
 
     def unauthorised(self) -> Response:
         return self.text(
@@ -228,7 +268,7 @@ class Routes:
         )
 
     def is_reload(self, req: Request) -> bool:
-        return req.path == _RELOAD_PATH and req.method == "POST"
+        return req.path == self._reload_path and req.method == "POST"
 
     def respond(self, req: Request) -> Response:
         """Route an authorised request (any method: unknown ones get 405)."""
@@ -251,7 +291,7 @@ class Routes:
         status, headers, body = self._renders.run(
             key, lambda: self._render(req.path, req.query, accept, accept_encoding)
         )
-        return Response(status, body, (*headers, *self.web.headers.items()))
+        return Response(status, body, headers)
 
     def _render(
         self, path: str, query: str, accept: str, accept_encoding: str
@@ -350,9 +390,18 @@ class _CappedServer(_TornadoServer):
     newcomer is closed instead.
     """
 
-    def initialize(self, *args: Any, max_connections: int = 512, **kwargs: Any) -> None:
+    def initialize(
+        self,
+        *args: Any,
+        max_connections: int = 512,
+        tls_context: Callable[[], ssl.SSLContext | None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().initialize(*args, **kwargs)
         self.max_connections = max_connections
+        # Asked for each new connection, as exporter-toolkit's GetConfigForClient: a
+        # rotated certificate is served from the next handshake on.
+        self._tls_context = tls_context
         self._idle: OrderedDict[HTTP1ServerConnection, None] = OrderedDict()
         self._closing: set[HTTP1ServerConnection] = set()
         self.shed = 0
@@ -397,6 +446,8 @@ class _CappedServer(_TornadoServer):
                     state["listening"] = False
                     loop.call_later(1.0, resume)
                     return
+                if self._tls_context is not None:
+                    self.ssl_options = self._tls_context() or self.ssl_options
                 self._handle_connection(conn, address)
 
         def remove() -> None:
@@ -466,7 +517,7 @@ class HttpServer:
         self,
         address: str,
         endpoints: Endpoints,
-        web: WebConfig,
+        web: WebConfigSource,
         limits: HttpLimits | None = None,
     ) -> None:
         host, port = parse_listen_address(address)
@@ -475,8 +526,9 @@ class HttpServer:
         self._socket = _listen(host, port, self.limits.backlog)
         self._bound = self._socket.getsockname()[:2]
         self._web = web
-        self._routes = Routes(endpoints, web)
-        self.scheme = "https" if web.ssl_context else "http"
+        self._routes = Routes(endpoints)
+        self._tls = web.ssl_context is not None  # plain or TLS for the socket's life
+        self.scheme = "https" if self._tls else "http"
         self._workers = ThreadPoolExecutor(self.limits.workers, thread_name_prefix="http")
         self._reloads = ThreadPoolExecutor(1, thread_name_prefix="http-reload")
         self._bcrypt = ThreadPoolExecutor(1, thread_name_prefix="http-auth")
@@ -530,6 +582,7 @@ class HttpServer:
         server = _CappedServer(
             self._on_request,
             ssl_options=self._web.ssl_context,
+            tls_context=(lambda: self._web.ssl_context) if self._tls else None,
             idle_connection_timeout=lim.header_timeout,
             body_timeout=lim.body_timeout,
             max_header_size=lim.max_header_bytes,
@@ -561,7 +614,13 @@ class HttpServer:
             headers=request.headers,
             client=request.remote_ip or "",
         )
-        if await self._authorised(req):
+        try:
+            web = self._web.current()
+        except WebConfigError:
+            # As exporter-toolkit: an invalid web config answers 500 (the reason is logged).
+            await self._write(request, self._routes.text(500, b"Internal Server Error\n"), ())
+            return
+        if await self._authorised(req, web):
             pool: Executor = self._reloads if self._routes.is_reload(req) else self._workers
             try:
                 resp = await asyncio.get_running_loop().run_in_executor(
@@ -576,26 +635,31 @@ class HttpServer:
             "http request",
             extra={"client": req.client, "method": req.method, "path": req.path},
         )
-        await self._write(request, resp)
+        await self._write(request, resp, tuple(web.headers.items()))
 
-    async def _authorised(self, req: Request) -> bool:
-        if not self._web.users:
+    async def _authorised(self, req: Request, web: WebConfig) -> bool:
+        if not web.users:
             return True
         creds = credentials(req)
         if creds is None:
             return False
-        verdict = self._web.precheck(creds[0], creds[1], req.client)
+        verdict = web.precheck(creds[0], creds[1], req.client)
         if verdict is not None:
             return verdict
         # bcrypt on its own thread: a wrong-password flood queues there, not in the scrapes.
         return await asyncio.get_running_loop().run_in_executor(
-            self._bcrypt, self._web.verify, creds[0], creds[1], req.client
+            self._bcrypt, web.verify, creds[0], creds[1], req.client
         )
 
-    async def _write(self, request: httputil.HTTPServerRequest, resp: Response) -> None:
+    async def _write(
+        self,
+        request: httputil.HTTPServerRequest,
+        resp: Response,
+        extra: tuple[tuple[str, str], ...],
+    ) -> None:
         conn = cast(HTTP1Connection, request.connection)
         headers = _CasedHeaders()
-        for k, v in resp.headers:
+        for k, v in (*resp.headers, *extra):
             headers.add_cased(k, v)
         headers.add_cased("Content-Length", str(len(resp.body)))
         body = b"" if request.method == "HEAD" else resp.body

@@ -414,7 +414,7 @@ def test_check_loads_the_web_config_start_up_loads(tmp_path: Path) -> None:
     web.write_text("tls_server_config: {}\nbogus: 1\n")
     proc = run_check(config, f"--web.config.file={web}")
     assert proc.returncode == 1
-    assert "--web.config.file: unknown keys ['bogus']" in proc.stderr
+    assert f"--web.config.file: {web}: bogus: unknown key" in proc.stderr
 
 
 # ------------------------------------------------------------------------- the reload path

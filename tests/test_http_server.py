@@ -258,7 +258,7 @@ def test_web_config_errors(tmp_path: Path) -> None:
     with pytest.raises(WebConfigError, match="key_file"):
         load_web_config(str(f))
     f.write_text("tls_config: {}\n")
-    with pytest.raises(WebConfigError, match="unknown keys"):
+    with pytest.raises(WebConfigError, match="tls_config: unknown key .did you mean tls_server_config"):
         load_web_config(str(f))
     assert load_web_config("").ssl_context is None
 
