@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from netmon_exporter.config import DetectorsConfig  # noqa: E402
-from netmon_exporter.detectors import build_detectors  # noqa: E402
+from netmon_exporter.detectors import REGISTRY, build_detector  # noqa: E402
 from netmon_exporter.detectors.features import clear_cache  # noqa: E402
 from netmon_exporter.flow_schema import FlowBatch, make_batch  # noqa: E402
 
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     found: dict[str, int] = {}
     total = float("inf")
     for _ in range(args.repeat):  # fresh detectors each round; best round reported
-        detectors = build_detectors(DetectorsConfig())
+        detectors = [build_detector(name, DetectorsConfig()) for name in REGISTRY]
         clear_cache()
         round_per = {d.name: 0.0 for d in detectors}
         round_found = {d.name: 0 for d in detectors}

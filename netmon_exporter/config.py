@@ -3,7 +3,12 @@
 Every field carries its documentation, range and whether it can change without a
 restart in its dataclass metadata; :func:`load_config` reports **every** problem
 with its key path (``capture.min_age_seconds: 400 is above the maximum 300``).
-This module imports nothing else of ours.
+
+Of our own modules this one imports only declarations with no runtime dependencies:
+``setting`` (how a key is declared), ``detection`` (the severity set) and
+``detectors.catalog`` (each detector's settings, from which the ``detectors``
+section is built). It never imports a pipeline stage, numpy or Prometheus, so
+``--config.check`` and reloads stay light.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import types
 import typing
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,10 @@ import yaml
 from yaml.constructor import ConstructorError
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from .detection import SEVERITIES
+from .detectors.catalog import REGISTRY, DetectorSpec
+from .setting import setting as _f
 
 # Bounds on what a config file may make us do; the shipped config.yaml is ~11 KiB and
 # three levels deep. The pure-Python YAML parser reads ~120 KiB/s of worst-case input (a
@@ -44,30 +53,6 @@ class ConfigError(Exception):
         self.source = source
         where = f"{source}: " if source else ""
         super().__init__(where + "; ".join(errors))
-
-
-def _f(
-    default: Any,
-    help: str,
-    *,
-    min: float | None = None,
-    max: float | None = None,
-    choices: tuple[str, ...] | None = None,
-    restart: bool = False,
-    must_exist: bool = False,
-    factory: bool = False,
-) -> Any:
-    meta = {
-        "help": help,
-        "min": min,
-        "max": max,
-        "choices": choices,
-        "restart": restart,
-        "must_exist": must_exist,
-    }
-    if factory:
-        return field(default_factory=default, metadata=meta)
-    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
@@ -216,222 +201,23 @@ class HealthConfig:
     )
 
 
-_SEV = ("info", "warning", "critical")
+def detectors_section(registry: Mapping[str, DetectorSpec]) -> type:
+    """Build the ``detectors`` section: one sub-section per registered detector, in order."""
+    return dataclasses.make_dataclass(
+        "DetectorsConfig",
+        [(s.name, s.settings, _f(s.settings, s.help, factory=True)) for s in registry.values()],
+        frozen=True,
+    )
+
+
+# Derived from the registry, so a detector's section is declared once (in its spec). The
+# base is dynamic, so type checkers see ``Any`` attributes (``cfg.detectors.port_scan``).
+_DetectorSections: Any = detectors_section(REGISTRY)
 
 
 @dataclass(frozen=True)
-class PortScanConfig:
-    enabled: bool = _f(True, "Vertical scan: one source probing many ports of one host.")
-    min_ports: int = _f(
-        15, "Distinct probed ports on one host (Zeek default 15).", min=2, max=65535
-    )
-    horizon_seconds: float = _f(
-        300.0,
-        "Probes are accumulated over this many seconds, so slow "
-        "scans spread over several windows are found.",
-        min=1,
-        max=86400,
-    )
-    max_state_rows: int = _f(
-        1_000_000,
-        "Upper bound of probes remembered across windows (oldest dropped first).",
-        min=1000,
-        max=100_000_000,
-    )
-    severity: str = _f("warning", "Severity of detections.", choices=_SEV)
-
-
-@dataclass(frozen=True)
-class AddressSweepConfig:
-    enabled: bool = _f(
-        True, "Horizontal scan: one source probing one port (or ICMP echo) on many hosts."
-    )
-    min_hosts: int = _f(
-        25, "Distinct probed hosts on one port (Zeek default 25).", min=2, max=1000000
-    )
-    horizon_seconds: float = _f(
-        300.0, "Probes are accumulated over this many seconds.", min=1, max=86400
-    )
-    p2p_min_ports: int = _f(
-        50,
-        "A source whose probes went to at least this many distinct "
-        "ports, about one port per host, is a peer-to-peer client (peers "
-        "listen on random ports), not a sweeper (0 disables this).",
-        min=0,
-        max=65536,
-    )
-    max_state_rows: int = _f(
-        1_000_000, "Upper bound of probes remembered across windows.", min=1000, max=100_000_000
-    )
-    severity: str = _f("warning", "Severity of detections.", choices=_SEV)
-
-
-@dataclass(frozen=True)
-class FloodConfig:
-    enabled: bool = _f(True, "Detect this flood.")
-    min_packets_per_second: float = _f(
-        1000.0,
-        "Packets per second towards one victim, over the "
-        "time its flows were active (at least 1 s).",
-        min=1,
-        max=1e9,
-    )
-    min_packets: int = _f(
-        2000, "Packets towards the victim in the window.", min=1, max=1_000_000_000
-    )
-    max_response_ratio: float = _f(
-        0.2,
-        "Largest ratio of the victim's reply packets to the "
-        "packets it received (floods go unanswered; 1 disables).",
-        min=0,
-        max=1,
-    )
-    min_sources: int = _f(
-        1, "Distinct sources needed (spoofed floods use many).", min=1, max=1000000
-    )
-    ignore_ports: tuple[int, ...] = _f(
-        (162, 514, 2055, 4739, 6343),
-        "Destination ports whose collectors legitimately "
-        "receive unanswered UDP at high rates (SNMP traps, "
-        "syslog, NetFlow, IPFIX, sFlow).",
-    )
-    severity: str = _f("critical", "Severity of detections.", choices=_SEV)
-
-
-@dataclass(frozen=True)
-class IcmpFloodConfig:
-    enabled: bool = _f(True, "Detect ICMP/ICMPv6 floods.")
-    min_packets_per_second: float = _f(
-        500.0,
-        "ICMP packets per second towards one victim, over "
-        "the time its flows were active (at least 1 s).",
-        min=1,
-        max=1e9,
-    )
-    min_packets: int = _f(
-        1000, "ICMP packets towards the victim in the window.", min=1, max=1_000_000_000
-    )
-    min_sources: int = _f(1, "Distinct sources needed.", min=1, max=1000000)
-    severity: str = _f("critical", "Severity of detections.", choices=_SEV)
-
-
-@dataclass(frozen=True)
-class SynFloodConfig:
-    enabled: bool = _f(True, "Many half-open connections to one victim port.")
-    min_half_open: int = _f(
-        200,
-        "Half-open (SYN without the client's ACK) connections towards one victim port in a window.",
-        min=1,
-        max=100000000,
-    )
-    min_ratio: float = _f(
-        0.8, "Share of the victim port's TCP flows that are half-open.", min=0, max=1
-    )
-    spoofed_min_sources: int = _f(
-        50,
-        "With at least this many sources the flood is reported as spoofed (source 'many').",
-        min=2,
-        max=100000000,
-    )
-    severity: str = _f("critical", "Severity of detections.", choices=_SEV)
-
-
-@dataclass(frozen=True)
-class BruteForceConfig:
-    enabled: bool = _f(True, "Many short connections from one source to a login service.")
-    ports: tuple[int, ...] = _f(
-        (21, 22, 23, 25, 110, 143, 465, 587, 993, 995, 3389),
-        "Login service ports (FTP, SSH, Telnet, SMTP, POP3, IMAP, RDP).",
-    )
-    min_attempts: int = _f(
-        5, "Connection attempts (ET rules: 5 SSH attempts in 120 s).", min=2, max=1000000
-    )
-    horizon_seconds: float = _f(
-        120.0, "Attempts are counted over this many seconds.", min=1, max=86400
-    )
-    max_flow_packets: int = _f(
-        40, "Flows with more packets are sessions, not attempts.", min=1, max=1000000
-    )
-    max_state_rows: int = _f(
-        1_000_000, "Upper bound of attempts remembered across windows.", min=1000, max=100_000_000
-    )
-    severity: str = _f("warning", "Severity of detections.", choices=_SEV)
-
-
-@dataclass(frozen=True)
-class DnsTunnelConfig:
-    enabled: bool = _f(
-        True, "Long, high-entropy query names; many unique subdomains of one domain."
-    )
-    min_qname_length: int = _f(
-        40, "Query names at least this long count as suspicious.", min=1, max=255
-    )
-    min_entropy: float = _f(
-        3.5, "Shannon entropy (bits/char) above which a name is suspicious.", min=0, max=8
-    )
-    min_unique_subdomains: int = _f(
-        50, "Distinct names under one domain from one source.", min=2, max=1000000
-    )
-    min_suspicious_share: float = _f(
-        0.5, "Share of those names that must be long and high-entropy.", min=0, max=1
-    )
-    horizon_seconds: float = _f(
-        600.0, "Names are accumulated over this many seconds.", min=1, max=86400
-    )
-    max_state_rows: int = _f(
-        1_000_000, "Upper bound of names remembered across windows.", min=1000, max=100_000_000
-    )
-    severity: str = _f("warning", "Severity of detections.", choices=_SEV)
-
-
-@dataclass(frozen=True)
-class BeaconConfig:
-    enabled: bool = _f(True, "A host contacting one peer at regular intervals with similar sizes.")
-    min_connections: int = _f(
-        8, "Connections needed before regularity is judged.", min=3, max=1000000
-    )
-    max_interval_cv: float = _f(
-        0.1,
-        "Largest robust coefficient of variation of the intervals "
-        "(1.4826 x MAD / median: a missed beat is tolerated).",
-        min=0,
-        max=10,
-    )
-    max_size_cv: float = _f(
-        0.2, "Largest coefficient of variation of the bytes sent.", min=0, max=10
-    )
-    min_regular_share: float = _f(
-        0.8,
-        "Share of intervals within 2 x max_interval_cv of the "
-        "median (few samples can fake a small MAD).",
-        min=0,
-        max=1,
-    )
-    min_interval_seconds: float = _f(
-        5.0, "Shorter median intervals are bursts, not beacons.", min=0, max=86400
-    )
-    horizon_seconds: float = _f(3600.0, "History kept per pair.", min=10, max=604800)
-    max_state_rows: int = _f(
-        1_000_000,
-        "Upper bound of connections remembered across windows.",
-        min=1000,
-        max=100_000_000,
-    )
-    severity: str = _f("warning", "Severity of detections.", choices=_SEV)
-
-
-@dataclass(frozen=True)
-class DetectorsConfig:
-    port_scan: PortScanConfig = _f(PortScanConfig, "Vertical port scan.", factory=True)
-    address_sweep: AddressSweepConfig = _f(
-        AddressSweepConfig, "Horizontal scan / ICMP sweep.", factory=True
-    )
-    syn_flood: SynFloodConfig = _f(SynFloodConfig, "SYN flood.", factory=True)
-    udp_flood: FloodConfig = _f(FloodConfig, "UDP flood.", factory=True)
-    icmp_flood: IcmpFloodConfig = _f(IcmpFloodConfig, "ICMP flood.", factory=True)
-    brute_force: BruteForceConfig = _f(BruteForceConfig, "Login brute force.", factory=True)
-    dns_tunnel: DnsTunnelConfig = _f(DnsTunnelConfig, "DNS tunnelling.", factory=True)
-    beacon: BeaconConfig = _f(BeaconConfig, "Beaconing.", factory=True)
+class DetectorsConfig(_DetectorSections):
+    """The ``detectors`` section: ``detectors.<name>`` for every name in ``detectors.REGISTRY``."""
 
 
 @dataclass(frozen=True)
@@ -467,7 +253,7 @@ class ModelsConfig:
         min=0,
         max=100000000,
     )
-    severity: str = _f("warning", "Severity of model detections.", choices=_SEV)
+    severity: str = _f("warning", "Severity of model detections.", choices=SEVERITIES)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from . import __version__
+from .detection import SEVERITIES
+from .detectors import REGISTRY
 
 NAMESPACE = "netmon"
 
@@ -25,19 +27,6 @@ SKIP_REASONS = ("non_ip", "truncated", "malformed", "unsupported_link")
 ERROR_CATEGORIES = ("parse", "io", "ledger", "model", "llm", "alertmanager", "config", "internal")
 RETRY_STAGES = ("parse", "output", "llm", "alertmanager")
 IGNORE_REASONS = ("symlink", "special", "name_too_long")
-DETECTORS = (
-    "port_scan",
-    "address_sweep",
-    "syn_flood",
-    "udp_flood",
-    "icmp_flood",
-    "brute_force",
-    "dns_tunnel",
-    "beacon",
-    "anomaly",
-    "classifier",
-)
-SEVERITIES = ("info", "warning", "critical")
 HEALTH_STATES = ("healthy", "degraded", "unhealthy")
 HEALTH_CHECKS = (
     "capture_directory",
@@ -51,6 +40,8 @@ HEALTH_CHECKS = (
 )
 DEFAULT_CLASSES = ("benign", "anomalous")
 MODEL_KINDS = ("anomaly", "classifier")
+# Every registered detector, then the model detections.
+DETECTORS: tuple[str, ...] = (*REGISTRY, *MODEL_KINDS)
 
 _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _LAG_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)

@@ -17,6 +17,7 @@ from netmon_exporter.config import (
     restart_required_changes,
 )
 from netmon_exporter.tools.reference_docs import (
+    render_detectors_markdown,
     render_markdown,
     render_metrics_markdown,
     render_yaml,
@@ -61,6 +62,8 @@ def test_shipped_config_and_reference_are_generated_from_the_schema() -> None:
     assert (ROOT / "config.yaml").read_text(encoding="utf-8") == render_yaml() + "\n"
     assert (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8") == render_markdown()
     assert (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8") == render_metrics_markdown()
+    detectors_md = (ROOT / "docs" / "detector-reference.md").read_text(encoding="utf-8")
+    assert detectors_md == render_detectors_markdown()
 
 
 def test_every_setting_is_documented_with_help() -> None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from netmon_exporter import metrics
-from netmon_exporter.config import DetectorsConfig
-from netmon_exporter.detectors import REGISTRY, build_detectors
+from netmon_exporter.analysis import Analyzer
+from netmon_exporter.config import DetectorsConfig, ModelsConfig
+from netmon_exporter.detection import SEVERITIES
+from netmon_exporter.detectors import REGISTRY, Detector, build_detector
 from netmon_exporter.detectors.address_sweep import AddressSweepDetector
 from netmon_exporter.detectors.beacon import BeaconDetector
 from netmon_exporter.detectors.brute_force import BruteForceDetector
@@ -87,22 +91,49 @@ UNANSWERED = {"fwd": 2, "bwd": 0, "fwd_bytes": 0, "bwd_bytes": 0, "fwd_syn": 2, 
 
 
 def run(det, batch: FlowBatch, start: float = T0, length: float = 60.0):
-    return det.detect(batch, start, start + length)
+    """Run one window; every detection must carry exactly the evidence its spec declares."""
+    found = det.detect(batch, start, start + length)
+    for d in found:
+        assert list(d.evidence) == list(REGISTRY[d.detector].evidence), d.detector
+    return found
+
+
+def every_detector(cfg) -> list[Detector]:
+    return [build_detector(name, cfg) for name in REGISTRY]
 
 
 # ---------------------------------------------------------------- registry and helpers
 
 
-def test_registry_names_match_config_and_metric_labels():
-    fields = {f.name for f in dataclasses.fields(DetectorsConfig)}
-    assert set(REGISTRY) == fields
-    assert set(REGISTRY) <= set(metrics.DETECTORS)
-    assert [d.name for d in build_detectors(CFG)] == list(REGISTRY)
+def test_config_section_and_metric_labels_derive_from_the_registry():
+    assert [f.name for f in dataclasses.fields(DetectorsConfig)] == list(REGISTRY)
+    assert (*REGISTRY, *metrics.MODEL_KINDS) == metrics.DETECTORS
+    built = every_detector(CFG)
+    assert [d.name for d in built] == list(REGISTRY)
+    assert all(isinstance(d, Detector) for d in built)
+    for spec in REGISTRY.values():
+        assert isinstance(getattr(CFG, spec.name), spec.settings)
+        settings = {f.name: f for f in dataclasses.fields(spec.settings)}
+        assert settings["enabled"].default is True, spec.name
+        assert settings["severity"].metadata["choices"] == SEVERITIES, spec.name
+        assert spec.evidence and "threshold" in "".join(spec.evidence), spec.name
 
 
-def test_build_detectors_skips_disabled():
+def test_the_catalog_imports_no_implementation_or_numpy():
+    code = (
+        "import sys, netmon_exporter.config, netmon_exporter.detectors;"
+        "print(sorted(m for m in sys.modules if m.startswith(('numpy', 'netmon_exporter.'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert "numpy" not in out and "port_scan" not in out and "netmon_exporter.config" in out
+
+
+def test_analyzer_skips_disabled_detectors(tmp_path):
     cfg = dataclasses.replace(CFG, beacon=dataclasses.replace(CFG.beacon, enabled=False))
-    assert "beacon" not in [d.name for d in build_detectors(cfg)]
+    names = [d.name for d in Analyzer(cfg, ModelsConfig(), tmp_path).detectors]
+    assert names == [n for n in REGISTRY if n != "beacon"]
 
 
 def test_factorize_addrs_mixed_families_round_trips():
@@ -588,7 +619,7 @@ def test_all_detectors_accept_empty_batches_and_missing_columns():
             "last_ts": np.full(3, T0 + 1),
         }
     )
-    for det in build_detectors(CFG):
+    for det in every_detector(CFG):
         assert det.detect(FlowBatch.empty(), T0, T0 + 60) == []
         assert det.detect(sparse, T0, T0 + 60) == []
 
@@ -642,10 +673,11 @@ def test_random_batches_never_crash_and_evidence_is_json():
     @given(st.lists(row, min_size=1, max_size=40))
     def check(rows):
         batch = flows(rows)
-        for det in build_detectors(low):
+        for det in every_detector(low):
             for d in det.detect(batch, T0, T0 + 60):
                 json.dumps(d.to_dict(), allow_nan=False)
                 assert d.detector == det.name and d.source and d.target
+                assert list(d.evidence) == list(REGISTRY[det.name].evidence), det.name
 
     check()
 
@@ -668,3 +700,104 @@ def test_beacon_history_stays_sorted_and_bounded():
         assert len(det) <= 1000
         assert (det._key[1:] >= det._key[:-1]).all()
         assert det._ts.min() >= start + 60 - 120
+
+
+# ---------------------------------------------------------------- adding a detector
+
+# A throwaway detector, declared and implemented in one file for the test's sake (in the
+# package the declaration half goes to detectors/catalog.py, the rest to detectors/<name>.py).
+LOUD_HOST = """
+from collections import Counter
+from dataclasses import dataclass
+
+from netmon_exporter.detection import SEVERITIES, Detection
+from netmon_exporter.detectors.catalog import DetectorSpec
+from netmon_exporter.flow_schema import addrs_to_str
+from netmon_exporter.setting import setting
+
+
+@dataclass(frozen=True)
+class LoudHostConfig:
+    enabled: bool = setting(True, "A source starting many flows in one window.")
+    min_flows: int = setting(1000, "Flows from one source in a window.", min=1, max=10**9)
+    severity: str = setting("info", "Severity of detections.", choices=SEVERITIES)
+
+
+class LoudHostDetector:
+    name = "loud_host"
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def detect(self, flows, window_start, window_end):
+        counts = Counter(addrs_to_str(flows["src_ip"]))
+        return [
+            Detection(self.name, self.cfg.severity, src, "any", window_start, window_end,
+                      {"flows": n, "threshold": self.cfg.min_flows}, f"{src} started {n} flows")
+            for src, n in counts.items() if n >= self.cfg.min_flows
+        ]
+
+
+SPEC = DetectorSpec(
+    name="loud_host",
+    settings=LoudHostConfig,
+    help="Loud hosts.",
+    implementation="loud_host:LoudHostDetector",
+    evidence={"flows": "Flows the source started.", "threshold": "min_flows."},
+)
+"""
+
+PROBE = """
+import sys, tempfile
+sys.path.insert(0, sys.argv[1])
+import loud_host
+from netmon_exporter.detectors import catalog
+catalog.REGISTRY.update(catalog.registry(loud_host.SPEC))  # the registry line
+
+from prometheus_client import CollectorRegistry
+from netmon_exporter import metrics
+from netmon_exporter.analysis import Analyzer
+from netmon_exporter.config import ConfigError, ModelsConfig, parse_config
+from netmon_exporter.flow_schema import make_batch, str_to_addrs
+from netmon_exporter.tools import evaluate, reference_docs
+
+cfg = parse_config("detectors:\\n  loud_host:\\n    min_flows: 3\\n", check_paths=False)
+assert cfg.detectors.loud_host.min_flows == 3 and cfg.detectors.port_scan.min_ports == 15
+try:
+    parse_config("detectors:\\n  loud_host:\\n    min_flows: 0\\n", check_paths=False)
+except ConfigError as exc:
+    assert exc.errors == ["detectors.loud_host.min_flows: 0 is below the minimum 1"], exc.errors
+else:
+    raise AssertionError("min_flows: 0 was accepted")
+
+assert metrics.DETECTORS[-3:] == ("loud_host", "anomaly", "classifier")
+reg = CollectorRegistry()
+metrics.build_metrics(reg)
+labels = {"detector": "loud_host", "severity": "info"}
+assert reg.get_sample_value("netmon_detections_total", labels) == 0
+
+assert "  loud_host:  # Loud hosts." in reference_docs.render_yaml()
+assert "`detectors.loud_host.min_flows` | `1000` | 1–" in reference_docs.render_markdown()
+assert "## `loud_host`: Loud hosts." in reference_docs.render_detectors_markdown()
+assert "`loud_host`" in reference_docs.render_metrics_markdown()
+
+batch = make_batch(4, src_ip=str_to_addrs(["10.0.0.9"] * 4), dst_ip=str_to_addrs(["10.0.0.1"] * 4))
+with tempfile.TemporaryDirectory() as tmp:
+    found = Analyzer(cfg.detectors, ModelsConfig(), tmp).analyse(batch, 0.0, 60.0).detections
+assert [(d.detector, d.source, d.evidence) for d in found] == [
+    ("loud_host", "10.0.0.9", {"flows": 4, "threshold": 3})
+], found
+
+assert "loud_host" in evaluate.JUDGED
+assert any(row.startswith("loud_host ") for row in evaluate.format_scores({}))
+print("ok")
+"""
+
+
+def test_a_new_detector_is_its_module_plus_one_registry_line(tmp_path):
+    """Config schema, metric labels, reference docs, analysis and evaluation follow the registry."""
+    (tmp_path / "loud_host.py").write_text(LOUD_HOST, encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr

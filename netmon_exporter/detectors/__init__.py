@@ -1,42 +1,46 @@
-"""Explainable detectors: one module each, one interface, one registry line each."""
+"""Explainable detectors: one interface, one implementation module and one registry line each.
+
+Adding a detector: write ``detectors/<name>.py`` (a class taking its settings and
+implementing :class:`Detector`), then declare it in ``detectors/catalog.py`` (its
+settings dataclass and a :class:`DetectorSpec`) and add the spec to ``REGISTRY``
+there. The config section, the metric labels, the reference docs and the
+evaluation follow from the registry.
+
+This package's top level stays light (no numpy): ``config`` and ``metrics`` import
+the registry; implementations are imported when :func:`build_detector` needs them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ..config import DetectorsConfig
-from .address_sweep import AddressSweepDetector
-from .base import Detector
-from .beacon import BeaconDetector
-from .brute_force import BruteForceDetector
-from .dns_tunnel import DnsTunnelDetector
-from .icmp_flood import IcmpFloodDetector
-from .port_scan import PortScanDetector
-from .syn_flood import SynFloodDetector
-from .udp_flood import UdpFloodDetector
+from .catalog import REGISTRY, DetectorSpec
 
-# Detector name (== DetectorsConfig field == metrics.DETECTORS value) -> class.
-REGISTRY: dict[str, Callable[[Any], Detector]] = {
-    "port_scan": PortScanDetector,
-    "address_sweep": AddressSweepDetector,
-    "syn_flood": SynFloodDetector,
-    "udp_flood": UdpFloodDetector,
-    "icmp_flood": IcmpFloodDetector,
-    "brute_force": BruteForceDetector,
-    "dns_tunnel": DnsTunnelDetector,
-    "beacon": BeaconDetector,
-}
+if TYPE_CHECKING:
+    from ..detection import Detection
+    from ..flow_schema import FlowBatch
 
 
-def build_detector(name: str, cfg: DetectorsConfig) -> Detector:
-    """Build the detector ``name`` from its section of the config."""
-    return REGISTRY[name](getattr(cfg, name))
+@runtime_checkable
+class Detector(Protocol):
+    """One explainable detector: a batch of flows in, detections out.
+
+    ``detect`` is called once per closed window, in time order; detectors whose
+    behaviour is slower than a window keep a bounded history (``base.HorizonStore``).
+    Each detection's ``evidence`` has exactly the keys its spec declares.
+    """
+
+    name: str
+
+    def detect(
+        self, flows: FlowBatch, window_start: float, window_end: float
+    ) -> list[Detection]: ...
 
 
-def build_detectors(cfg: DetectorsConfig) -> list[Detector]:
-    """Build every enabled detector, in registry order."""
-    return [build_detector(name, cfg) for name in REGISTRY if getattr(cfg, name).enabled]
+def build_detector(name: str, cfg: Any) -> Detector:
+    """Build the detector ``name`` from its section of ``cfg`` (a ``DetectorsConfig``)."""
+    detector: Detector = REGISTRY[name].load()(getattr(cfg, name))
+    return detector
 
 
-__all__ = ["REGISTRY", "Detector", "build_detector", "build_detectors"]
+__all__ = ["REGISTRY", "Detector", "DetectorSpec", "build_detector"]

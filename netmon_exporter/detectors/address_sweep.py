@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import AddressSweepConfig
 from ..detection import Detection
 from ..flow_schema import FlowBatch, addr_to_str
 from .base import HorizonStore
+from .catalog import AddressSweepConfig
 from .features import (
     ICMP,
     ICMPV6,

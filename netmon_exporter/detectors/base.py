@@ -1,28 +1,8 @@
-"""The detector interface and the bounded history that slow detectors keep across windows."""
+"""Shared runtime helpers of the detectors: bounded history across windows, hashing, top-N."""
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
-
 import numpy as np
-
-from ..detection import Detection
-from ..flow_schema import FlowBatch
-
-
-@runtime_checkable
-class Detector(Protocol):
-    """One explainable detector: a batch of flows in, detections out.
-
-    ``detect`` is called once per closed window, in time order; detectors whose
-    behaviour is slower than a window keep a bounded history (``HorizonStore``).
-    """
-
-    name: str
-
-    def detect(
-        self, flows: FlowBatch, window_start: float, window_end: float
-    ) -> list[Detection]: ...
 
 
 class HorizonStore:

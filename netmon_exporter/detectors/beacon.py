@@ -6,10 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from ..config import BeaconConfig
 from ..detection import Detection
 from ..flow_schema import FlowBatch, addr_to_str
 from .base import addr_words, mix64
+from .catalog import BeaconConfig
 from .features import PROTO_NAMES, num
 
 

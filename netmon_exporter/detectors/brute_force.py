@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import BruteForceConfig
 from ..detection import Detection
 from ..flow_schema import FlowBatch, addr_to_str
 from .base import HorizonStore
+from .catalog import BruteForceConfig
 from .features import TCP, combine, factorize_addrs, group, num, tcp_outcomes
 
 _SERVICE_NAMES = {

@@ -7,10 +7,10 @@ from collections import Counter
 
 import numpy as np
 
-from ..config import DnsTunnelConfig
 from ..detection import Detection
 from ..flow_schema import FlowBatch, addr_to_str
 from .base import HorizonStore
+from .catalog import DnsTunnelConfig
 from .features import combine, distinct_per_group, factorize_addrs, group
 
 # Second-level labels under which registrations happen one level deeper (co.uk, com.au, ...).

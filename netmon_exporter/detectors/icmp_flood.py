@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import IcmpFloodConfig
 from ..detection import Detection
 from ..flow_schema import FlowBatch
+from .catalog import IcmpFloodConfig
 from .features import ICMP, ICMPV6, icmp_type
 from .flood_rate import flood_candidates, flood_detection
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import SynFloodConfig
 from ..detection import Detection
 from ..flow_schema import FlowBatch, addr_to_str
 from .base import top_counts
+from .catalog import SynFloodConfig
 from .features import addr_codes, combine, distinct_per_group, group, num, tcp_outcomes
 
 

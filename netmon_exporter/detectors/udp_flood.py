@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import FloodConfig
 from ..detection import Detection
 from ..flow_schema import FlowBatch
+from .catalog import UdpFloodConfig
 from .features import UDP
 from .flood_rate import flood_candidates, flood_detection
 
@@ -21,7 +21,7 @@ class UdpFloodDetector:
 
     name = "udp_flood"
 
-    def __init__(self, cfg: FloodConfig) -> None:
+    def __init__(self, cfg: UdpFloodConfig) -> None:
         self.cfg = cfg
 
     def detect(self, flows: FlowBatch, window_start: float, window_end: float) -> list[Detection]:

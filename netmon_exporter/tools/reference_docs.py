@@ -1,8 +1,9 @@
 """Render config.yaml and the configuration and metric references from the code.
 
 Run ``python -m netmon_exporter.tools.reference_docs`` (``make docs``) to regenerate
-``config.yaml``, ``docs/configuration.md`` and ``docs/metrics.md``; a test checks
-they are up to date, so the shipped files document every key and every metric.
+``config.yaml``, ``docs/configuration.md``, ``docs/metrics.md`` and
+``docs/detector-reference.md``; a test checks they are up to date, so the shipped
+files document every key, every metric and every detector's evidence.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, field_default, is_section
+from ..detection import SEVERITIES
+from ..detectors import REGISTRY
 
 _HEADER = """\
 # netmon-exporter configuration.
@@ -94,7 +97,8 @@ def render_markdown() -> str:
 
     walk(Config, "")
     return (
-        "# Configuration reference\n\nGenerated from `netmon_exporter/config.py` by "
+        "# Configuration reference\n\nGenerated from `netmon_exporter/config.py` (the "
+        "`detectors.*` sections from `netmon_exporter/detectors/catalog.py`) by "
         "`python -m netmon_exporter.tools.reference_docs`; do not edit by hand.\n\n"
         "Ranges are inclusive. `restart`: only read at start-up (a reload logs and reports "
         "that a restart is needed).\n\n" + "\n".join(rows) + "\n"
@@ -104,7 +108,7 @@ def render_markdown() -> str:
 def render_metrics_markdown() -> str:
     from prometheus_client import CollectorRegistry
 
-    from ..metrics import build_metrics
+    from ..metrics import DETECTORS, build_metrics
 
     registry = CollectorRegistry()
     build_metrics(registry)
@@ -125,8 +129,40 @@ def render_metrics_markdown() -> str:
         "`python -m netmon_exporter.tools.reference_docs`; do not edit by hand. Label values come "
         "from closed sets defined there and are pre-initialised to 0. Besides these, the "
         "standard `process_*` (uptime: `process_start_time_seconds`), `python_info` and "
-        "`python_gc_*` metrics are exported.\n\n" + "\n".join(rows) + "\n"
+        "`python_gc_*` metrics are exported.\n\n" + "\n".join(rows) + "\n\n"
+        f"Values of `detector`: {', '.join(f'`{d}`' for d in DETECTORS)} (the detector "
+        "registry, then the models). Values of `severity`: "
+        f"{', '.join(f'`{s}`' for s in SEVERITIES)}.\n"
     )
+
+
+def render_detectors_markdown() -> str:
+    """Render each registered detector: what it finds, its settings and its evidence."""
+    out = [
+        "# Detector reference\n\nGenerated from `netmon_exporter/detectors/catalog.py` by "
+        "`python -m netmon_exporter.tools.reference_docs`; do not edit by hand. How the "
+        "detectors work and where they fall short: [detectors.md](detectors.md); every "
+        "setting: [configuration.md](configuration.md).\n\nEach detection carries the "
+        "detector, severity, source, target and window, a one-line summary and the "
+        "**evidence** below (the keys of `evidence` in window reports and alert annotations)."
+    ]
+    for spec in REGISTRY.values():
+        defaults = spec.settings()
+        module = spec.implementation.partition(":")[0].replace(".", "/") + ".py"
+        rows = "\n".join(
+            f"| `{key}` | {meaning.replace('|', '/')} |" for key, meaning in spec.evidence.items()
+        )
+        out.append(
+            f"## `{spec.name}`: {spec.help}\n\n{field_help(spec.settings, 'enabled')} "
+            f"Settings: `detectors.{spec.name}.*` (default severity `{defaults.severity}`); "
+            f"implementation: `{module}`.\n\n| evidence | meaning |\n|---|---|\n{rows}"
+        )
+    return "\n\n".join(out) + "\n"
+
+
+def field_help(cls: type, name: str) -> str:
+    """Return the help text of setting ``name`` of section ``cls``."""
+    return str(next(f.metadata["help"] for f in dataclasses.fields(cls) if f.name == name))
 
 
 def main() -> None:
@@ -135,6 +171,9 @@ def main() -> None:
     (root / "docs").mkdir(exist_ok=True)
     (root / "docs" / "configuration.md").write_text(render_markdown(), encoding="utf-8")
     (root / "docs" / "metrics.md").write_text(render_metrics_markdown(), encoding="utf-8")
+    (root / "docs" / "detector-reference.md").write_text(
+        render_detectors_markdown(), encoding="utf-8"
+    )
 
 
 if __name__ == "__main__":
