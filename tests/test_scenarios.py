@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from netmon_exporter.detectors import REGISTRY
 from netmon_exporter.tools.scenarios import KINDS, SPOOFED, generate, label_flows
 
 
@@ -22,13 +23,16 @@ def test_unknown_kind_is_refused(tmp_path):
         generate("teleport", 1, tmp_path)
 
 
-def test_every_attack_has_a_required_truth(tmp_path):
+def test_every_attack_has_a_required_truth_and_every_detector_a_scenario(tmp_path):
+    measured = set()
     for kind in KINDS:
         sc = generate(kind, 5, tmp_path, duration=120, intensity=0.1)
         required = [t for t in sc.truths if t.required]
         assert (kind == "benign") == (not required), kind
         assert sc.packets > 0 and sc.start < sc.end
+        measured |= {t.detector for t in required}
         sc.path.unlink()
+    assert measured == set(REGISTRY)
 
 
 def test_scapy_dissects_frames_with_valid_checksums(tmp_path):

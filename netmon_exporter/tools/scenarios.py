@@ -13,27 +13,15 @@ from __future__ import annotations
 import base64
 import ipaddress
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from ..flow_schema import FlowBatch, addrs_to_str
 
-KINDS: tuple[str, ...] = (
-    "benign",
-    "port_scan",
-    "slow_port_scan",
-    "tcp_sweep",
-    "icmp_sweep",
-    "syn_flood",
-    "syn_flood_spoofed",
-    "udp_flood",
-    "icmp_flood",
-    "brute_force",
-    "dns_tunnel",
-    "beacon",
-)
 SPOOFED = "many"  # the attacker of a spoofed flood: any source, judged by its victim
 
 
@@ -648,6 +636,28 @@ def _beacon(cap: _Capture, site: _Site, start: float, duration: float) -> tuple[
     return (Truth("beacon", client, c2),)
 
 
+Attack = Callable[[_Capture, _Site, float, float], tuple[Truth, ...]]
+
+# Scenario kind -> the attack written over the benign background, each naming in its
+# truths the detector that should fire. A new detector's scenario is a function above
+# and a line here; ``evaluate`` lists registered detectors that no scenario covers.
+# The order is part of each capture's seed: append, do not reorder.
+ATTACKS: dict[str, Attack] = {
+    "port_scan": partial(_port_scan, slow=False),
+    "slow_port_scan": partial(_port_scan, slow=True),
+    "tcp_sweep": _tcp_sweep,
+    "icmp_sweep": _icmp_sweep,
+    "syn_flood": partial(_syn_flood, spoofed=False),
+    "syn_flood_spoofed": partial(_syn_flood, spoofed=True),
+    "udp_flood": _udp_flood,
+    "icmp_flood": _icmp_flood,
+    "brute_force": _brute_force,
+    "dns_tunnel": _dns_tunnel,
+    "beacon": _beacon,
+}
+KINDS: tuple[str, ...] = ("benign", *ATTACKS)
+
+
 def generate(
     kind: str, seed: int, out_dir: Path, *, duration: float = 600.0, intensity: float = 1.0
 ) -> Scenario:
@@ -664,26 +674,9 @@ def generate(
     # Random start (not window-aligned) on a random day, so windows split attacks differently.
     start = 1_700_000_000.0 + (seed % 1000) * 86_400 + float(rng.uniform(0, 3600))
     _background(cap, site, start, duration, intensity)
-    truths: tuple[Truth, ...] = ()
     cap.tagging = True
-    if kind in ("port_scan", "slow_port_scan"):
-        truths = _port_scan(cap, site, start, duration, slow=kind == "slow_port_scan")
-    elif kind == "tcp_sweep":
-        truths = _tcp_sweep(cap, site, start, duration)
-    elif kind == "icmp_sweep":
-        truths = _icmp_sweep(cap, site, start, duration)
-    elif kind in ("syn_flood", "syn_flood_spoofed"):
-        truths = _syn_flood(cap, site, start, duration, spoofed=kind == "syn_flood_spoofed")
-    elif kind == "udp_flood":
-        truths = _udp_flood(cap, site, start, duration)
-    elif kind == "icmp_flood":
-        truths = _icmp_flood(cap, site, start, duration)
-    elif kind == "brute_force":
-        truths = _brute_force(cap, site, start, duration)
-    elif kind == "dns_tunnel":
-        truths = _dns_tunnel(cap, site, start, duration)
-    elif kind == "beacon":
-        truths = _beacon(cap, site, start, duration)
+    attack = ATTACKS.get(kind)
+    truths = attack(cap, site, start, duration) if attack else ()
     path = Path(out_dir) / f"scenario-{kind}-seed{seed}.pcap"
     n = cap.write(path)
     return Scenario(
