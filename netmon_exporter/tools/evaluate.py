@@ -72,33 +72,18 @@ class ScenarioResult:
     detections: list[Detection] = field(default_factory=list)
 
 
-def analyse_capture(
-    path: Path,
-    detectors: DetectorsConfig,
-    models: ModelsConfig | None = None,
-    state_dir: Path | None = None,
-    windows: WindowsConfig | None = None,
-) -> tuple[FlowBatch, list[Detection]]:
-    """Run one capture through flows, windows and a fresh analyser; return flows and detections."""
-    result = process_file(path, FlowSettings())
-    return result.flows, analyse_flows(result.flows, detectors, models, state_dir, windows)
-
-
-def analyse_flows(
-    flows: FlowBatch,
-    detectors: DetectorsConfig,
-    models: ModelsConfig | None = None,
-    state_dir: Path | None = None,
-    windows: WindowsConfig | None = None,
-) -> list[Detection]:
-    """Window ``flows`` and analyse every window with a fresh analyser."""
+def analyse_capture(path: Path, detectors: DetectorsConfig) -> tuple[FlowBatch, list[Detection]]:
+    """Run one capture through flows, default windows and a fresh analyser (no models)."""
+    flows = process_file(path, FlowSettings()).flows
     with tempfile.TemporaryDirectory(prefix="netmon-eval-") as tmp:
-        analyzer = Analyzer(detectors, models or ModelsConfig(), state_dir or Path(tmp))
-        agg = WindowAggregator(windows or WindowsConfig(), Path(tmp) / "windows")
-        out: list[Detection] = []
-        for w in agg.add(flows) + agg.flush():
-            out.extend(analyzer.analyse(w.flows, w.start, w.end).detections)
-        return out
+        analyzer = Analyzer(detectors, ModelsConfig(), Path(tmp))
+        agg = WindowAggregator(WindowsConfig(), Path(tmp) / "windows")
+        detections = [
+            d
+            for w in agg.add(flows) + agg.flush()
+            for d in analyzer.analyse(w.flows, w.start, w.end).detections
+        ]
+    return flows, detections
 
 
 def _host(target: str) -> str:
