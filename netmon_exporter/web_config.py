@@ -60,6 +60,7 @@ import stat
 import sys
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -552,7 +553,8 @@ class _LibSSL:
         ptr = self.ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
         if not ptr or int(self._get_options(ptr)) != int(ctx.options):
             raise OSError("cannot find the OpenSSL context behind ssl.SSLContext")
-        if self._get_verify_mode(ptr) != int(ctx.verify_mode):
+        # OpenSSL's mode bits (PEER=1, FAIL_IF_NO_PEER_CERT=2) as ssl reports them.
+        if {0: 0, 1: 1, 3: 2}.get(self._get_verify_mode(ptr)) != int(ctx.verify_mode):
             raise OSError("cannot find the OpenSSL context behind ssl.SSLContext")
         return ptr
 
@@ -676,13 +678,15 @@ def build_ssl_context(tls: TLSSettings) -> ssl.SSLContext:
         _load_cert_chain(ctx, cert, key)
     except (OSError, ssl.SSLError) as exc:
         reason = getattr(exc, "reason", None) or str(exc)
-        if reason == "KEY_VALUES_MISMATCH":
+        if reason in ("KEY_VALUES_MISMATCH", "KEY_TYPE_MISMATCH", "NO_CERTIFICATE_ASSIGNED"):
             reason = "the private key does not belong to the certificate"
         raise WebConfigError(
             f"tls_server_config: cannot load {cert_key} and {key_key}: {reason}"
         ) from None
-    ctx.minimum_version = TLS_VERSIONS[tls.min_version]
-    ctx.maximum_version = TLS_VERSIONS[tls.max_version]
+    with warnings.catch_warnings():  # TLS 1.0/1.1 are deprecated; the file asked for them
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = TLS_VERSIONS[tls.min_version]
+        ctx.maximum_version = TLS_VERSIONS[tls.max_version]
     if tls.min_version in ("TLS10", "TLS11"):
         # OpenSSL 3 refuses TLS 1.0/1.1 (SHA-1 signatures) at its default security level.
         ctx.set_ciphers("DEFAULT:@SECLEVEL=0")

@@ -258,7 +258,9 @@ def test_web_config_errors(tmp_path: Path) -> None:
     with pytest.raises(WebConfigError, match="key_file"):
         load_web_config(str(f))
     f.write_text("tls_config: {}\n")
-    with pytest.raises(WebConfigError, match="tls_config: unknown key .did you mean tls_server_config"):
+    with pytest.raises(
+        WebConfigError, match="tls_config: unknown key .did you mean tls_server_config"
+    ):
         load_web_config(str(f))
     assert load_web_config("").ssl_context is None
 
@@ -412,7 +414,7 @@ def test_web_config_is_read_within_the_config_bounds(tmp_path: Path) -> None:
     lines = ["a: &a [x, x, x, x, x, x, x, x, x]"]
     lines += [
         f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]"
-        for p, c in zip("abcdefgh", "bcdefghi")
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
     ]
     lines.append("http_server_config: {headers: {X: *i}}")
     bomb.write_text("\n".join(lines) + "\n")
