@@ -24,13 +24,13 @@ def test_needs_two_looks_settle_time_and_min_age(tmp_path: Path) -> None:
     p.write_bytes(b"x" * 10)
     mtime = p.stat().st_mtime_ns / 1e9  # as the gate computes it
     gate = _gate(5.0, settle_seconds=1.0, open_for_writing=_never_open)
-    assert not gate.look(str(p), p.stat(), mtime + 10)  # first look
-    assert not gate.look(str(p), p.stat(), mtime + 10.5)  # settled for only 0.5 s
-    assert gate.look(str(p), p.stat(), mtime + 11)
+    assert not gate.look(str(p), Identity.of(p.stat()), mtime + 10)  # first look
+    assert not gate.look(str(p), Identity.of(p.stat()), mtime + 10.5)  # settled for only 0.5 s
+    assert gate.look(str(p), Identity.of(p.stat()), mtime + 11)
     young = _gate(5.0, settle_seconds=1.0, open_for_writing=_never_open)
-    young.look(str(p), p.stat(), mtime + 1)
-    assert not young.look(str(p), p.stat(), mtime + 3)  # settled but only 3 s old
-    assert young.look(str(p), p.stat(), mtime + 5)
+    young.look(str(p), Identity.of(p.stat()), mtime + 1)
+    assert not young.look(str(p), Identity.of(p.stat()), mtime + 3)  # settled but only 3 s old
+    assert young.look(str(p), Identity.of(p.stat()), mtime + 5)
 
 
 def test_growth_restarts_the_settle_clock_even_with_min_age_zero(tmp_path: Path) -> None:
@@ -38,12 +38,12 @@ def test_growth_restarts_the_settle_clock_even_with_min_age_zero(tmp_path: Path)
     p.write_bytes(b"x")
     gate = _gate(0.0, settle_seconds=1.0, open_for_writing=_never_open)
     now = p.stat().st_mtime_ns / 1e9 + 100
-    gate.look(str(p), p.stat(), now)
+    gate.look(str(p), Identity.of(p.stat()), now)
     with p.open("ab") as f:
         f.write(b"more")
-    assert not gate.look(str(p), p.stat(), now + 5)  # changed: first look again
+    assert not gate.look(str(p), Identity.of(p.stat()), now + 5)  # changed: first look again
     assert not gate.settled(str(p), now + 5.5)
-    assert gate.look(str(p), p.stat(), now + 6)
+    assert gate.look(str(p), Identity.of(p.stat()), now + 6)
     assert gate.identity(str(p)) == Identity.of(p.stat())
     gate.forget(str(p))
     assert gate.identity(str(p)) is None and len(gate) == 0
@@ -71,7 +71,7 @@ def test_confirm_holds_back_files_open_for_writing(tmp_path: Path) -> None:
     gate = _gate(0.0, settle_seconds=1.0)
     now = p.stat().st_mtime_ns / 1e9 + 100
     for f in (p, q):
-        gate.look(str(f), f.stat(), now)
+        gate.look(str(f), Identity.of(f.stat()), now)
     fd = os.open(p, os.O_WRONLY | os.O_APPEND)
     try:
         assert gate.confirm([str(p), str(q)], now + 2) == {str(q)}
@@ -87,9 +87,9 @@ def test_write_events_hold_a_file_until_its_writer_closes_it(tmp_path: Path) -> 
     p.write_bytes(b"x")
     gate = _gate(0.0, settle_seconds=1.0, open_for_writing=_never_open)  # /proc hidden
     now = p.stat().st_mtime_ns / 1e9 + 100
-    gate.look(str(p), p.stat(), now)
+    gate.look(str(p), Identity.of(p.stat()), now)
     gate.note_writing(str(p), True, now)
-    assert gate.look(str(p), p.stat(), now + 5)  # size and mtime settled...
+    assert gate.look(str(p), Identity.of(p.stat()), now + 5)  # size and mtime settled...
     assert gate.confirm([str(p)], now + 5) == set()  # ...but a writer has it open
     assert gate.writing(str(p), now + 5)
     gate.note_writing(str(p), False, now + 6)  # close-after-write event
@@ -117,7 +117,7 @@ def test_files_last_written_before_watching_began_need_a_quiet_period(tmp_path: 
     gate = AgeGate(
         0.0, settle_seconds=1.0, open_for_writing=_never_open, unwatched_quiet_seconds=60.0
     )
-    gate.look(str(p), p.stat(), mtime + 1)
+    gate.look(str(p), Identity.of(p.stat()), mtime + 1)
     assert not gate.settled(str(p), mtime + 5)  # no watcher: a writer may be pausing
     assert gate.settled(str(p), mtime + 60)
     gate.watch_since = mtime + 0.5  # watching began after its last write
@@ -128,7 +128,7 @@ def test_files_last_written_before_watching_began_need_a_quiet_period(tmp_path: 
     gate.note_writing(str(p), False, mtime + 2)  # renamed in (or closed): complete
     assert gate.settled(str(p), mtime + 5)
     gate.forget(str(p))
-    gate.look(str(p), p.stat(), mtime + 6)
+    gate.look(str(p), Identity.of(p.stat()), mtime + 6)
     assert not gate.settled(str(p), mtime + 8)  # forgotten: unwatched again
 
 
@@ -139,12 +139,13 @@ def test_future_mtime_is_clock_skew_aged_from_the_first_look(tmp_path: Path) -> 
     mtime = p.stat().st_mtime_ns / 1e9
     now = mtime - 3600.0  # our clock is an hour behind the writer's
     gate = _gate(5.0, settle_seconds=1.0, open_for_writing=_never_open)
-    assert not gate.look(str(p), p.stat(), now)
+    assert not gate.look(str(p), Identity.of(p.stat()), now)
     assert gate.skew(str(p), now) > 3500
-    assert not gate.look(str(p), p.stat(), now + 4)  # unchanged for 4 s < min_age
-    assert gate.look(str(p), p.stat(), now + 5)
+    assert gate.new_skew(str(p), now) > 3500 and gate.new_skew(str(p), now) == 0.0  # told once
+    assert not gate.look(str(p), Identity.of(p.stat()), now + 4)  # unchanged for 4 s < min_age
+    assert gate.look(str(p), Identity.of(p.stat()), now + 5)
     p.write_bytes(b"x" * 20)  # it grew: the clock restarts
-    p_st = p.stat()
+    p_st = Identity.of(p.stat())
     assert not gate.look(str(p), p_st, now + 6)
     assert not gate.look(str(p), p_st, now + 10)
     assert gate.look(str(p), p_st, now + 11)
@@ -155,5 +156,5 @@ def test_small_skew_is_not_reported(tmp_path: Path) -> None:
     p.write_bytes(b"x")
     mtime = p.stat().st_mtime_ns / 1e9
     gate = _gate(0.0, open_for_writing=_never_open)
-    gate.look(str(p), p.stat(), mtime - 1.0)
+    gate.look(str(p), Identity.of(p.stat()), mtime - 1.0)
     assert gate.skew(str(p), mtime - 1.0) == 0.0

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from netmon_exporter.ingest.age_gate import Identity
-from netmon_exporter.ingest.ledger import (
+from netmon_exporter.ingest.ledger import Ledger, LedgerError, read_totals
+from netmon_exporter.ingest.records import (
     DONE,
     FAILED,
     GONE,
@@ -21,9 +21,7 @@ from netmon_exporter.ingest.ledger import (
     QUARANTINED,
     SEEN,
     Entry,
-    Ledger,
-    LedgerError,
-    read_totals,
+    Identity,
 )
 
 A = Identity(1, 100, 10, 1_000)
@@ -169,7 +167,7 @@ _WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path
     from netmon_exporter.ingest.ledger import Ledger
-    from netmon_exporter.ingest.age_gate import Identity
+    from netmon_exporter.ingest.records import Identity
     led = Ledger(Path(sys.argv[1]))
     led.requeue_in_progress()
     i = 0

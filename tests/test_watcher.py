@@ -11,14 +11,8 @@ from pathlib import Path
 import pytest
 
 from netmon_exporter.config import CaptureConfig
-from netmon_exporter.ingest.watcher import (
-    Watcher,
-    file_kind,
-    in_shard,
-    matches,
-    scan,
-    series_of,
-)
+from netmon_exporter.ingest.names import file_kind, in_shard, matches, series_of
+from netmon_exporter.ingest.watcher import Watcher, scan
 
 PATTERNS = ("*.pcap", "*.pcapng", "*.pcap.gz", "*.csv")
 

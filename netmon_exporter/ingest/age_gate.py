@@ -25,7 +25,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
+
+from .records import Identity
 
 DEFAULT_SETTLE_SECONDS = 1.0
 # A "being written" mark without its close event is trusted this long after the
@@ -35,19 +36,6 @@ WRITER_STALE_SECONDS = 3600.0
 DEFAULT_UNWATCHED_QUIET_SECONDS = 60.0
 # mtimes further ahead than this are clock skew, not a file written "just now".
 CLOCK_SKEW_TOLERANCE_SECONDS = 2.0
-
-
-class Identity(NamedTuple):
-    """What makes a file the same file: a rename or a rewrite changes it."""
-
-    dev: int
-    ino: int
-    size: int
-    mtime_ns: int
-
-    @staticmethod
-    def of(st: os.stat_result) -> Identity:
-        return Identity(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 @dataclass
@@ -78,16 +66,16 @@ class AgeGate:
         self._looks: dict[str, _Look] = {}
         self._writing: dict[str, float] = {}  # path -> time of the last write event
         self._closed: set[str] = set()  # seen closed after writing, or renamed in: complete
+        self._skew_told: set[str] = set()  # paths whose clock skew was reported
 
     def __len__(self) -> int:
         return len(self._looks)
 
-    def look(self, path: str, st: os.stat_result, now: float) -> bool:
+    def look(self, path: str, ident: Identity, now: float) -> bool:
         """Record a look; return True when size and mtime are settled and old enough.
 
         The caller must still confirm with :meth:`confirm` before reading.
         """
-        ident = Identity.of(st)
         prev = self._looks.get(path)
         if prev is None or prev.identity != ident:
             self._looks[path] = _Look(ident, now)
@@ -120,6 +108,14 @@ class AgeGate:
             return 0.0
         ahead = prev.identity.mtime_ns / 1e9 - now
         return ahead if ahead > CLOCK_SKEW_TOLERANCE_SECONDS else 0.0
+
+    def new_skew(self, path: str, now: float) -> float:
+        """Like :meth:`skew`, but only the first time for a path (until it is forgotten)."""
+        ahead = self.skew(path, now)
+        if not ahead or path in self._skew_told:
+            return 0.0
+        self._skew_told.add(path)
+        return ahead
 
     def note_writing(self, path: str, writing: bool, now: float) -> None:
         """Record a filesystem event: a writer created or wrote it (True), or closed it
@@ -164,11 +160,13 @@ class AgeGate:
         """Forget the looks at paths no longer followed (write marks stay)."""
         for path in [p for p in self._looks if p not in keep]:
             del self._looks[path]
+        self._skew_told &= keep
 
     def forget(self, path: str) -> None:
         """Drop what we know of a path, except that a writer has it open."""
         self._looks.pop(path, None)
         self._closed.discard(path)
+        self._skew_told.discard(path)
 
 
 def files_open_for_writing(paths: Iterable[str], proc: str = "/proc") -> set[str]:

@@ -10,6 +10,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..flow_schema import FlowBatch
+from ..flows.flow_csv import FlowCsvWriter
+
 QUARANTINE_DIR = "quarantine"
 FLOWS_DIR = "flows"
 NAME_MAX = 255  # bytes in one path component (Linux, most file systems)
@@ -149,6 +152,27 @@ def flow_csv_name(path: Path, capture_directory: Path, mtime_ns: int, part: str 
     tail = f"_{when}{part}_Flow.csv"
     # room for the writer's ".<name>.<pid>.tmp" while it writes
     return fit_name(name, NAME_MAX - len(os.fsencode(tail)) - len("..4194304.tmp")) + tail
+
+
+def write_end_csv(
+    flows: FlowBatch, origin: Path, mtime_ns: int, capture_directory: Path, output_directory: Path
+) -> tuple[str, int]:
+    """Write the flows left open at the end of a series beside its last file's CSV.
+
+    Named after that file (``origin``) with ``_end``, so a crash before the carry is
+    dropped rewrites the same CSV rather than duplicating rows. Returns (path, rows).
+    """
+    directory = output_directory / FLOWS_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    name = flow_csv_name(origin, capture_directory, mtime_ns, part="_end")
+    writer = FlowCsvWriter(directory / name)
+    try:
+        writer.write(flows)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return str(writer.path), writer.rows
 
 
 def prune_flow_csvs(

@@ -8,9 +8,11 @@ order (started, failed..., done or quarantined).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..flow_schema import FlowBatch
-from ..pipeline import FileResult
+if TYPE_CHECKING:  # annotations only: the scheduler core imports this module lightly
+    from ..flow_schema import FlowBatch
+    from ..pipeline import FileResult
 
 
 @dataclass(frozen=True)
@@ -138,25 +140,12 @@ Event = (
 
 @dataclass(frozen=True)
 class IngestStatus:
-    """A snapshot of ingestion for health, gauges and ``/health``."""
+    """A snapshot of ingestion for the daemon's gauges and health checks."""
 
-    backlog: int = 0  # ready or waiting for a retry
-    in_progress: int = 0  # handed to a worker
-    not_ready: int = 0  # seen, still being written or too young
-    workers: int = 0  # worker processes alive
+    backlog: int = 0  # ready or waiting for a retry (netmon_backlog_files)
+    in_progress: int = 0  # handed to a worker (netmon_files_in_progress)
+    not_ready: int = 0  # seen, still being written or too young (netmon_files_not_ready)
     oldest_ready_age_seconds: float = 0.0  # how long the oldest ready file has waited
     backlog_growth_streak: int = 0  # consecutive intervals the backlog grew
-    directory_ok: bool = True
-    directory_error: str | None = None
-    ledger_ok: bool = True
-    ledger_error: str | None = None
-    watching: bool = False  # filesystem events arrive (else rescans only)
-    watch_error: str | None = None
-    recent_done: int = 0  # files done in the last RECENT_SECONDS
-    recent_quarantined: int = 0  # files quarantined in the last RECENT_SECONDS
-    recent_failed_attempts: int = 0  # failed attempts (retried or not), same window
-    last_activity_timestamp: float | None = None
-    last_success_timestamp: float | None = None
-    carried_series: int = 0  # rotation series holding open flows
-    running: bool = False
-    problems: tuple[str, ...] = ()  # recent contained errors, output write failures
+    ledger_error: str | None = None  # why the ledger is unusable (health: state_storage)
+    problems: tuple[str, ...] = ()  # contained errors, unwritable outputs, no watcher

@@ -34,21 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .age_gate import Identity
+from .records import DONE, FAILED, GONE, IN_PROGRESS, QUARANTINED, SEEN, Entry, Identity
 
 LEDGER_FILE = "ledger.sqlite3"
 LOCK_FILE = "ledger.lock"
 SCHEMA_VERSION = 2
 
-SEEN, IN_PROGRESS, FAILED, DONE, QUARANTINED, GONE = (
-    "seen",
-    "in_progress",
-    "failed",
-    "done",
-    "quarantined",
-    "gone",
-)
-FINAL_STATES = (DONE, QUARANTINED)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -83,21 +74,6 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 class LedgerError(Exception):
     """The ledger cannot be opened or written (reason is user-facing)."""
-
-
-@dataclass(frozen=True)
-class Entry:
-    id: int
-    path: str
-    identity: Identity
-    series: str | None
-    kind: str
-    state: str
-    attempts: int
-    next_retry: float | None
-    reason: str | None
-    message: str | None
-    ready_at: float
 
 
 @dataclass(frozen=True)
@@ -424,10 +400,11 @@ class Ledger:
         )
 
     def mark_gone(self, entry_id: int, now: float) -> None:
+        """Record that a file not yet processed disappeared (or changed) before its end."""
         self._tx(
             lambda db: db.execute(
-                "UPDATE files SET state=?, updated_at=? WHERE id=? AND state IN (?,?)",
-                (GONE, now, entry_id, SEEN, FAILED),
+                "UPDATE files SET state=?, updated_at=? WHERE id=? AND state IN (?,?,?)",
+                (GONE, now, entry_id, SEEN, FAILED, IN_PROGRESS),
             ),
             durable=False,
         )

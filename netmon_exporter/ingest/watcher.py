@@ -8,16 +8,15 @@ interval) is what guarantees nothing is missed on file systems without events
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import logging
 import os
-import re
 import stat
 import threading
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from .names import matches
 
 log = logging.getLogger("netmon_exporter.ingest")
 
@@ -30,53 +29,6 @@ class _StopRaceFilter(logging.Filter):
 
 
 logging.getLogger("watchdog.observers.inotify").addFilter(_StopRaceFilter())
-
-_KIND_SUFFIXES = (
-    (".pcapng.gz", "pcapng"),
-    (".pcapng", "pcapng"),
-    (".csv.gz", "csv"),
-    (".csv", "csv"),
-)
-
-
-def matches(name: str, patterns: Sequence[str]) -> bool:
-    """Return whether a file name matches one of the glob patterns (case-sensitive)."""
-    if name.startswith("."):
-        return False  # hidden and temporary files (".name.tmp") of writers
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
-
-
-def in_shard(name: str, shard_index: int, shard_count: int) -> bool:
-    """Return whether this instance owns a shard key (a stable CRC-32 of it).
-
-    The service passes the file's rotation series, or its name when it has none.
-    """
-    if shard_count <= 1:
-        return True
-    return zlib.crc32(name.encode("utf-8", "surrogateescape")) % shard_count == shard_index
-
-
-def file_kind(name: str) -> str:
-    """Guess the kind (metrics.FILE_KINDS) from the name; the parser has the last word."""
-    lower = name.lower()
-    for suffix, kind in _KIND_SUFFIXES:
-        if lower.endswith(suffix):
-            return kind
-    return "pcap"
-
-
-def series_of(name: str, pattern: re.Pattern[str] | None) -> str | None:
-    """Return the rotation series a file belongs to, or None if it stands alone."""
-    if pattern is None:
-        return None
-    m = pattern.match(name)
-    if m is None:
-        return None
-    try:
-        source = m.group("source")
-    except IndexError:
-        return None
-    return source if source is not None else None
 
 
 def classify(st: os.stat_result, follow_symlinks: bool) -> str | None:

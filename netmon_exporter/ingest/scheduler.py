@@ -1,0 +1,378 @@
+"""Which capture to process next and what becomes of it: the pure core of ingestion.
+
+No threads, clocks or OS calls. The shell (``service.py``) tells the
+:class:`Scheduler` what it saw — looks at files, ledger rows, worker outcomes,
+the time — and carries out the decisions that come back (``decisions.py``).
+The rules that make ingestion correct live here:
+
+- files of one rotation series run one at a time, in time order (mtime, then
+  the number in the name): a file waits for every earlier file of its series;
+- a failed attempt is retried after ``retry_delay × 2^(attempt−1)`` seconds
+  (capped at an hour, plus up to 50 % jitter from the injected rng), up to
+  ``max_retries`` retries, then quarantined;
+- outputs that cannot be written never use up an attempt nor quarantine a file;
+  they are retried with a doubling delay of at most five minutes;
+- flows carried across a rotation are ended when no file of the series is pending
+  within the flow idle timeout, or when a file of the series is quarantined;
+- a file that changes after it was found ready is a new file; one set aside
+  after an unexpected error stays aside until it changes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import re
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol
+
+from ..config import Config
+from .decisions import (
+    Decision,
+    Dispose,
+    EndCarry,
+    Failed,
+    FileInfo,
+    Forget,
+    HandBack,
+    Interrupted,
+    OutputFailed,
+    Quarantine,
+    RecordDone,
+    RecordQuarantine,
+    RecordRetry,
+    Result,
+    RetryOutput,
+    StartFile,
+    Succeeded,
+    Vanished,
+    Why,
+)
+from .names import file_kind, series_of
+from .records import DONE, FAILED, QUARANTINED, Entry, Identity
+
+MAX_BACKOFF_SECONDS = 3600.0
+MAX_OUTPUT_BACKOFF_SECONDS = 300.0  # outputs unwritable: retry at least this often
+_DIGITS = re.compile(r"(\d+)")
+
+
+class Uniform(Protocol):
+    """Where jitter comes from (``random.Random`` in production, a stub in tests)."""
+
+    def uniform(self, a: float, b: float) -> float: ...
+
+
+class FileState(Enum):
+    UNRIPE = "unripe"  # found; the age gate has not passed it yet
+    READY = "ready"  # in the ledger, waiting for a worker
+    RETRY = "retry"  # waiting until ``next_retry``
+    RUNNING = "running"  # handed to a worker
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The settings the scheduler decides by."""
+
+    max_retries: int = 3
+    retry_delay_seconds: float = 5.0
+    carry_across_files: bool = True
+    carry_idle_seconds: float = 120.0  # flows.idle_timeout_seconds
+    source: re.Pattern[str] | None = None  # capture.source_pattern
+
+    @staticmethod
+    def of(cfg: Config) -> Rules:
+        return Rules(
+            max_retries=cfg.processing.max_retries,
+            retry_delay_seconds=cfg.processing.retry_delay_seconds,
+            carry_across_files=cfg.flows.carry_across_files,
+            carry_idle_seconds=cfg.flows.idle_timeout_seconds,
+            source=re.compile(cfg.capture.source_pattern),
+        )
+
+
+def _natural(name: str) -> tuple[Any, ...]:
+    return tuple(int(p) if p.isdigit() else p for p in _DIGITS.split(name))
+
+
+def _order(info: FileInfo) -> tuple[Any, ...]:
+    """Time order within a series: mtime, then the natural order of the name."""
+    return (info.identity.mtime_ns, _natural(os.path.basename(info.path)))
+
+
+@dataclass
+class TrackedFile:
+    """A file the scheduler follows until it is done, quarantined or gone."""
+
+    info: FileInfo
+    state: FileState = FileState.UNRIPE
+    key: int = 0  # ledger row, once admitted
+    ready_at: float = 0.0
+    attempts: int = 0  # failed attempts so far (output failures do not count)
+    next_retry: float = 0.0
+    output_failures: int = 0  # consecutive attempts whose outputs could not be written
+    use_carry: bool = False
+    order: tuple[Any, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        self.order = _order(self.info)
+
+    @property
+    def waiting(self) -> bool:
+        return self.state in (FileState.READY, FileState.RETRY)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """How much work there is, for gauges and health."""
+
+    backlog: int  # ready or waiting for a retry
+    in_progress: int
+    not_ready: int
+    oldest_ready_age_seconds: float
+
+
+class Scheduler:
+    """Follow files from first look to done or quarantine (see the module docstring)."""
+
+    def __init__(self, rules: Rules, rng: Uniform) -> None:
+        self.rules = rules
+        self._rng = rng
+        self._files: dict[str, TrackedFile] = {}
+        self._running: dict[int, TrackedFile] = {}
+        self._finished: dict[str, Identity] = {}  # done files still in place: not looked at
+        self._set_aside: dict[str, Identity] = {}  # contained after an error, until changed
+        self._carries: dict[str, float] = {}  # series holding carried flows -> when stored
+
+    # ------------------------------------------------------------------ settings
+    def configure(self, rules: Rules) -> None:
+        self.rules = rules
+
+    def rejudge(self) -> None:
+        """Capture settings changed: forget waiting files so they are judged anew."""
+        self._drop_waiting()
+        self._finished.clear()  # a changed after_processing applies to kept files too
+
+    def resync(self, carries: dict[str, float]) -> None:
+        """The ledger was (re)opened: take its carries, and look everything up again."""
+        self._carries = dict(carries)
+        self._drop_waiting()
+
+    def _drop_waiting(self) -> None:
+        for path in [p for p, f in self._files.items() if f.state is not FileState.RUNNING]:
+            del self._files[path]
+
+    # ------------------------------------------------------------------ looking
+    def observe(self, path: str, identity: Identity | None, now: float) -> list[Decision]:
+        """Take one look at a path (``None``: it is gone, or is not to be opened)."""
+        f = self._files.get(path)
+        if f is not None and f.state is FileState.RUNNING:
+            return []
+        if identity is None:
+            return self._drop(path, Why.GONE) if f is not None else []
+        if f is None:
+            if identity in (self._finished.get(path), self._set_aside.get(path)):
+                return []
+            self._set_aside.pop(path, None)
+            self._files[path] = self._new_file(path, identity)
+            return []
+        if f.info.identity == identity:
+            return []
+        if f.waiting:  # changed after it was found ready: a new file
+            out = self._drop(path, Why.CHANGED)
+            return out + self.observe(path, identity, now)
+        self._files[path] = self._new_file(path, identity)  # still unripe: it grew
+        return []
+
+    def _new_file(self, path: str, identity: Identity) -> TrackedFile:
+        name = os.path.basename(path)
+        return TrackedFile(
+            FileInfo(path, identity, series_of(name, self.rules.source), file_kind(name))
+        )
+
+    def scanned(self, found: Collection[str], now: float) -> list[Decision]:
+        """A full scan found exactly ``found``: what is missing is gone."""
+        out: list[Decision] = []
+        for path in [p for p in self._files if p not in found]:
+            out += self.observe(path, None, now)
+        for table in (self._finished, self._set_aside):
+            for path in [p for p in table if p not in found]:
+                del table[path]
+        return out
+
+    def unripe(self) -> list[FileInfo]:
+        """Files waiting for the age gate."""
+        return [f.info for f in self._files.values() if f.state is FileState.UNRIPE]
+
+    def paths(self) -> set[str]:
+        return set(self._files)
+
+    def is_unripe(self, path: str) -> bool:
+        f = self._files.get(path)
+        return f is not None and f.state is FileState.UNRIPE
+
+    # ------------------------------------------------------------------ admission
+    def admitted(self, info: FileInfo, entry: Entry, now: float) -> list[Decision]:
+        """The age gate passed the file and the ledger has this row for it."""
+        f = self._files.get(info.path)
+        if f is None or f.state is not FileState.UNRIPE or f.info != info:
+            return []
+        f.key, f.ready_at, f.attempts = entry.id, entry.ready_at, entry.attempts
+        if entry.state == DONE:  # a crash came between the done mark and the disposal
+            return [*self._drop(info.path), Dispose(info, recovered=True)]
+        if entry.state == QUARANTINED:  # likewise, before (or instead of) the move
+            reason, message = entry.reason or "internal", entry.message or ""
+            q = Quarantine(f.key, info, reason, message, entry.attempts, now, recovered=True)
+            return [*self._drop(info.path), q]
+        if entry.state == FAILED:
+            f.state, f.next_retry = FileState.RETRY, entry.next_retry or now
+        else:
+            f.state = FileState.READY
+        return []
+
+    # ------------------------------------------------------------------ dispatching
+    def due(self, now: float, slots: int) -> list[StartFile]:
+        """Up to ``slots`` files to start now: series heads first come, first served."""
+        if slots <= 0:
+            return []
+        heads: dict[str, TrackedFile] = {}
+        busy: set[str] = set()
+        for f in self._files.values():
+            series = f.info.series
+            if series is None:
+                continue
+            if f.state is FileState.RUNNING:
+                busy.add(series)
+            if series not in heads or f.order < heads[series].order:
+                heads[series] = f
+        ready = [
+            f
+            for f in self._files.values()
+            if (f.state is FileState.READY or (f.state is FileState.RETRY and f.next_retry <= now))
+            and (f.info.series is None or (heads[f.info.series] is f and f.info.series not in busy))
+        ]
+        chosen = heapq.nsmallest(slots, ready, key=lambda f: (f.ready_at, f.order))
+        return [StartFile(f.key, f.info, self._uses_carry(f.info), f.attempts + 1) for f in chosen]
+
+    def _uses_carry(self, info: FileInfo) -> bool:
+        return self.rules.carry_across_files and info.series is not None and info.kind != "csv"
+
+    def started(self, start: StartFile) -> None:
+        """The shell handed ``start`` to a worker."""
+        f = self._files.get(start.file.path)
+        if f is None or f.key != start.key:
+            return
+        f.state, f.use_carry = FileState.RUNNING, start.use_carry
+        self._running[f.key] = f
+
+    @property
+    def in_progress(self) -> int:
+        return len(self._running)
+
+    def running(self) -> list[int]:
+        return list(self._running)
+
+    def running_file(self, key: int) -> FileInfo | None:
+        f = self._running.get(key)
+        return f.info if f is not None else None
+
+    # ------------------------------------------------------------------ outcomes
+    def outcome(self, key: int, result: Result, now: float) -> list[Decision]:
+        """What to do now that the attempt on row ``key`` ended."""
+        f = self._running.pop(key, None)
+        if f is None:
+            return []  # set aside meanwhile
+        if isinstance(result, Succeeded):
+            return self._succeeded(f, result.carry, now)
+        if isinstance(result, OutputFailed):
+            return self._output_failed(f, result.message, now)
+        if isinstance(result, Failed):
+            return self._failed(f, result, now)
+        if isinstance(result, Interrupted):
+            return [HandBack(key, f.info), *self._drop(f.info.path)]
+        assert isinstance(result, Vanished)
+        return self._drop(f.info.path, Why.VANISHED)
+
+    def _succeeded(self, f: TrackedFile, carry: bool, now: float) -> list[Decision]:
+        series = f.info.series
+        if f.use_carry and series is not None:
+            if carry:
+                self._carries[series] = now
+            else:
+                self._carries.pop(series, None)
+        lag = max(0.0, now - f.ready_at)
+        done = RecordDone(f.key, f.info, f.use_carry, lag, f.attempts + 1)
+        return [done, *self._drop(f.info.path), Dispose(f.info)]
+
+    def _output_failed(self, f: TrackedFile, message: str, now: float) -> list[Decision]:
+        f.output_failures += 1
+        base = self.rules.retry_delay_seconds * 2 ** (f.output_failures - 1)
+        delay = min(base, MAX_OUTPUT_BACKOFF_SECONDS) * self._rng.uniform(1.0, 1.25)
+        f.state, f.next_retry = FileState.RETRY, now + delay
+        return [RetryOutput(f.key, f.info, message, delay)]
+
+    def _failed(self, f: TrackedFile, failure: Failed, now: float) -> list[Decision]:
+        attempt = f.attempts + 1
+        reason, message = failure.reason, failure.message
+        if attempt <= self.rules.max_retries:
+            base = self.rules.retry_delay_seconds * 2 ** (attempt - 1)
+            delay = min(base, MAX_BACKOFF_SECONDS) * self._rng.uniform(1.0, 1.5)
+            f.state, f.attempts, f.next_retry = FileState.RETRY, attempt, now + delay
+            return [RecordRetry(f.key, f.info, reason, message, attempt, delay)]
+        out: list[Decision] = [RecordQuarantine(f.key, f.info, reason, message, attempt)]
+        series = f.info.series
+        if f.use_carry and series is not None and self._carries.pop(series, None) is not None:
+            # The series is broken at this file: end the flows carried into it, so the
+            # next file neither continues them across the gap nor inherits a carry
+            # that may be what made this one fail.
+            out.append(EndCarry(series))
+        out += self._drop(f.info.path)
+        out.append(Quarantine(f.key, f.info, reason, message, attempt, now, recovered=False))
+        return out
+
+    def set_aside(self, path: str) -> list[Decision]:
+        """An unexpected error while handling ``path``: stop following it until it changes."""
+        f = self._files.get(path)
+        if f is not None:
+            self._set_aside[path] = f.info.identity
+            self._running.pop(f.key, None)
+        return self._drop(path, Why.SET_ASIDE)
+
+    def stays(self, info: FileInfo) -> None:
+        """A finished file stayed where it was (kept, or its move failed): do not redo it."""
+        self._finished[info.path] = info.identity
+
+    def _drop(self, path: str, why: Why = Why.FINISHED) -> list[Decision]:
+        f = self._files.pop(path, None)
+        marks_gone = why in (Why.GONE, Why.CHANGED, Why.VANISHED)
+        return [Forget(path, why, f.key if f is not None and marks_gone else 0)]
+
+    # ------------------------------------------------------------------ carried flows
+    def tick(self, now: float) -> list[Decision]:
+        """End the carries whose series has no pending file and has been idle long enough."""
+        pending = {f.info.series for f in self._files.values()}
+        out: list[Decision] = []
+        for series, stored in list(self._carries.items()):
+            if series in pending:
+                continue
+            if self.rules.carry_across_files and now - stored < self.rules.carry_idle_seconds:
+                continue
+            del self._carries[series]
+            out.append(EndCarry(series))
+        return out
+
+    def carry_kept(self, series: str, now: float) -> None:
+        """Ending a carry failed (its CSV could not be written): try after another idle period."""
+        self._carries[series] = now
+
+    def carried_series(self) -> Iterable[str]:
+        return list(self._carries)
+
+    # ------------------------------------------------------------------ status
+    def backlog(self, now: float) -> Backlog:
+        ready = [f for f in self._files.values() if f.state is FileState.READY]
+        retry = sum(1 for f in self._files.values() if f.state is FileState.RETRY)
+        unripe = sum(1 for f in self._files.values() if f.state is FileState.UNRIPE)
+        oldest = max((now - f.ready_at for f in ready), default=0.0)
+        return Backlog(len(ready) + retry, len(self._running), unripe, max(0.0, oldest))

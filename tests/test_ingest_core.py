@@ -1,0 +1,478 @@
+"""The scheduler core, table-driven: events in, decisions out; no threads, clocks or files.
+
+Each case is a list of steps ``(time, input, expected decisions)``. Decisions are
+shown as short strings (see ``show``) so a table reads as a story.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from netmon_exporter.ingest import decisions as dn
+from netmon_exporter.ingest.records import DONE, FAILED, QUARANTINED, SEEN, Entry, Identity
+from netmon_exporter.ingest.scheduler import Backlog, Rules, Scheduler
+
+SOURCE = re.compile(r"^(?P<source>[a-z]+)-\d+\.[a-z]+$")  # a-0001.pcap is series a
+RULES = Rules(max_retries=2, retry_delay_seconds=10.0, carry_idle_seconds=60.0, source=SOURCE)
+
+
+class Low:
+    """No jitter: every delay is its base value."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
+class High:
+    """Most jitter: every delay is its base value times the top of the range."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+def name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def _carry(d: dn.StartFile) -> str:
+    return (" carry" if d.use_carry else "") + (f" #{d.attempt}" if d.attempt > 1 else "")
+
+
+def _why(d: dn.Forget) -> str:
+    return ("" if d.why is dn.Why.FINISHED else f" {d.why.value}") + (" mark-gone" if d.key else "")
+
+
+def _recovered(d: dn.Quarantine | dn.Dispose) -> str:
+    return " recovered" if d.recovered else ""
+
+
+SHOW: dict[type, Callable[[Any], str]] = {
+    dn.StartFile: lambda d: f"start {name(d.file.path)}{_carry(d)}",
+    dn.Forget: lambda d: f"forget {name(d.path)}{_why(d)}",
+    dn.RecordDone: lambda d: f"done {name(d.file.path)} after {d.attempts}",
+    dn.RecordRetry: lambda d: (
+        f"retry {name(d.file.path)} #{d.attempt} {d.reason} in {d.retry_in:g}"
+    ),
+    dn.RecordQuarantine: lambda d: f"give-up {name(d.file.path)} #{d.attempt} {d.reason}",
+    dn.RetryOutput: lambda d: f"output-blocked {name(d.file.path)} in {d.retry_in:g}",
+    dn.HandBack: lambda d: f"hand-back {name(d.file.path)}",
+    dn.EndCarry: lambda d: f"end-carry {d.series}",
+    dn.Quarantine: lambda d: f"quarantine {name(d.file.path)}{_recovered(d)}",
+    dn.Dispose: lambda d: f"dispose {name(d.file.path)}{_recovered(d)}",
+}
+
+
+def show(d: dn.Decision) -> str:
+    """One decision as a short string."""
+    return SHOW[type(d)](d)
+
+
+@dataclass
+class Harness:
+    """A scheduler plus what the shell would remember: ledger keys and identities."""
+
+    core: Scheduler
+    now: float = 0.0
+    keys: dict[str, int] = field(default_factory=dict)
+    idents: dict[str, Identity] = field(default_factory=dict)
+
+    def info(self, path: str) -> dn.FileInfo:
+        (info,) = [i for i in self.core.unripe() if i.path == path]
+        return info
+
+
+Step = Callable[[Harness], list[dn.Decision]]
+
+
+def ident(path: str, mtime: float, size: int = 100) -> Identity:
+    return Identity(1, zlib.crc32(path.encode()), size, int(mtime * 1e9))
+
+
+def see(path: str, mtime: float = 1.0, size: int = 100) -> Step:
+    """A look found the file with this mtime and size."""
+
+    def step(h: Harness) -> list[dn.Decision]:
+        h.idents[path] = ident(path, mtime, size)
+        return h.core.observe(path, h.idents[path], h.now)
+
+    return step
+
+
+def gone(path: str) -> Step:
+    return lambda h: h.core.observe(path, None, h.now)
+
+
+def scanned(*paths: str) -> Step:
+    return lambda h: h.core.scanned(set(paths), h.now)
+
+
+def admit(
+    path: str,
+    state: str = SEEN,
+    attempts: int = 0,
+    next_retry: float | None = None,
+    ready_at: float | None = None,
+    reason: str | None = None,
+) -> Step:
+    """The age gate passed the file; the ledger answers with this row."""
+
+    def step(h: Harness) -> list[dn.Decision]:
+        info = h.info(path)
+        key = h.keys.setdefault(path, len(h.keys) + 1)
+        row = Entry(
+            key,
+            path,
+            info.identity,
+            info.series,
+            info.kind,
+            state,
+            attempts,
+            next_retry,
+            reason,
+            "it failed" if reason else None,
+            h.now if ready_at is None else ready_at,
+        )
+        return h.core.admitted(info, row, h.now)
+
+    return step
+
+
+def start(slots: int = 8) -> Step:
+    """A scheduling round with ``slots`` free workers; the shell starts what is due."""
+
+    def step(h: Harness) -> list[dn.Decision]:
+        due = h.core.due(h.now, slots)
+        for s in due:
+            h.core.started(s)
+        return list(due)
+
+    return step
+
+
+def end(path: str, result: dn.Result) -> Step:
+    return lambda h: h.core.outcome(h.keys[path], result, h.now)
+
+
+def ok(path: str, carry: bool = True) -> Step:
+    return end(path, dn.Succeeded(carry))
+
+
+def fail(path: str, reason: str = "format") -> Step:
+    return end(path, dn.Failed(reason, "it failed"))
+
+
+def blocked(path: str) -> Step:
+    return end(path, dn.OutputFailed("disk full"))
+
+
+def tick() -> Step:
+    return lambda h: h.core.tick(h.now)
+
+
+def set_aside(path: str) -> Step:
+    return lambda h: h.core.set_aside(path)
+
+
+def stays(path: str) -> Step:
+    def step(h: Harness) -> list[dn.Decision]:
+        h.core.stays(dn.FileInfo(path, h.idents[path], None, "pcap"))
+        return []
+
+    return step
+
+
+def resync(**carries: float) -> Step:
+    def step(h: Harness) -> list[dn.Decision]:
+        h.core.resync(carries)
+        return []
+
+    return step
+
+
+def rules(**changes: object) -> Step:
+    def step(h: Harness) -> list[dn.Decision]:
+        h.core.configure(Rules(**{**RULES.__dict__, **changes}))  # type: ignore[arg-type]
+        return []
+
+    return step
+
+
+def ready(path: str, mtime: float = 1.0) -> list[tuple[float, Step, list[str]]]:
+    """Steps at time 0: found, then admitted as a new ledger row."""
+    return [(0, see(path, mtime), []), (0, admit(path), [])]
+
+
+DONE_A1 = ["done a-0001.pcap after 1", "forget a-0001.pcap", "dispose a-0001.pcap"]
+
+CASES: dict[str, list[tuple[float, Step, list[str]]]] = {
+    "a series runs one file at a time, in time order, carrying flows along": [
+        (0, see("a-0002.pcap", 2), []),
+        (0, see("a-0001.pcap", 1), []),
+        (0, admit("a-0002.pcap"), []),
+        (1, start(), []),  # a-0001 is older and not ready yet: a-0002 waits for it
+        (1, admit("a-0001.pcap"), []),
+        (1, start(), ["start a-0001.pcap carry"]),
+        (2, start(), []),  # one file per series at a time
+        (3, ok("a-0001.pcap"), DONE_A1),
+        (3, start(), ["start a-0002.pcap carry"]),
+    ],
+    "equal mtimes go by the number in the name": [
+        *ready("a-0010.pcap"),
+        *ready("a-0009.pcap"),
+        (0, start(), ["start a-0009.pcap carry"]),
+    ],
+    "an older file turning up while a later one runs waits for it": [
+        *ready("a-0002.pcap", 2),
+        (0, start(), ["start a-0002.pcap carry"]),
+        *ready("a-0001.pcap", 1),
+        (1, start(), []),
+        (
+            2,
+            ok("a-0002.pcap"),
+            ["done a-0002.pcap after 1", "forget a-0002.pcap", "dispose a-0002.pcap"],
+        ),
+        (2, start(), ["start a-0001.pcap carry"]),
+    ],
+    "files of no series run side by side, oldest ready first, as slots allow": [
+        (0, see("x.pcap"), []),
+        (0, see("y.pcap"), []),
+        (0, see("z.pcap"), []),
+        (5, admit("z.pcap"), []),
+        (6, admit("y.pcap"), []),
+        (7, admit("x.pcap"), []),
+        (7, start(2), ["start z.pcap", "start y.pcap"]),
+        (7, start(0), []),
+        (7, start(2), ["start x.pcap"]),
+    ],
+    "flow CSVs stand alone: no carry": [
+        *ready("a-0001.csv"),
+        (0, start(), ["start a-0001.csv"]),
+    ],
+    "retries back off, doubling, then quarantine after max_retries": [
+        *ready("x.pcap"),
+        (0, start(), ["start x.pcap"]),
+        (1, fail("x.pcap"), ["retry x.pcap #1 format in 10"]),
+        (10.9, start(), []),
+        (11, start(), ["start x.pcap #2"]),
+        (12, fail("x.pcap", "timeout"), ["retry x.pcap #2 timeout in 20"]),
+        (31.9, start(), []),
+        (32, start(), ["start x.pcap #3"]),
+        (
+            33,
+            fail("x.pcap"),
+            ["give-up x.pcap #3 format", "forget x.pcap", "quarantine x.pcap"],
+        ),
+        (99, start(), []),
+    ],
+    "a failing file holds back the later files of its series until quarantined": [
+        *ready("a-0001.pcap", 1),
+        *ready("a-0002.pcap", 2),
+        (0, start(), ["start a-0001.pcap carry"]),
+        (1, fail("a-0001.pcap"), ["retry a-0001.pcap #1 format in 10"]),
+        (5, start(), []),  # a-0002 must not overtake its failing predecessor
+        (11, start(), ["start a-0001.pcap carry #2"]),
+    ],
+    "outputs that cannot be written never use up attempts nor quarantine": [
+        *ready("x.pcap"),
+        (0, start(), ["start x.pcap"]),
+        (0, blocked("x.pcap"), ["output-blocked x.pcap in 10"]),
+        (10, start(), ["start x.pcap"]),  # still attempt 1
+        (10, blocked("x.pcap"), ["output-blocked x.pcap in 20"]),
+        (30, start(), ["start x.pcap"]),
+        (30, blocked("x.pcap"), ["output-blocked x.pcap in 40"]),
+        (70, start(), ["start x.pcap"]),
+        (70, blocked("x.pcap"), ["output-blocked x.pcap in 80"]),
+        (150, start(), ["start x.pcap"]),
+        (150, blocked("x.pcap"), ["output-blocked x.pcap in 160"]),
+        (310, start(), ["start x.pcap"]),
+        (310, blocked("x.pcap"), ["output-blocked x.pcap in 300"]),  # capped at 5 minutes
+        (610, start(), ["start x.pcap"]),
+        (610, fail("x.pcap"), ["retry x.pcap #1 format in 10"]),  # a real failure: attempt 1
+    ],
+    "carried flows end after the idle timeout, not while a next file is pending": [
+        *ready("a-0001.pcap"),
+        (0, start(), ["start a-0001.pcap carry"]),
+        (0, ok("a-0001.pcap"), DONE_A1),
+        (59, tick(), []),
+        (59, see("a-0002.pcap", 2), []),  # being written: the series is not over
+        (200, tick(), []),
+        (200, gone("a-0002.pcap"), ["forget a-0002.pcap gone"]),  # deleted unfinished
+        (201, tick(), ["end-carry a"]),
+        (500, tick(), []),
+    ],
+    "a carry is ended once its idle timeout passes": [
+        *ready("a-0001.pcap"),
+        (0, start(), ["start a-0001.pcap carry"]),
+        (0, ok("a-0001.pcap"), DONE_A1),
+        (59.9, tick(), []),
+        (60, tick(), ["end-carry a"]),
+    ],
+    "a file leaving no open flows drops its series' carry": [
+        *ready("a-0001.pcap"),
+        (0, start(), ["start a-0001.pcap carry"]),
+        (0, ok("a-0001.pcap", carry=False), DONE_A1),
+        (999, tick(), []),
+    ],
+    "a carry whose CSV could not be written is tried again after another idle period": [
+        (0, resync(a=0.0), []),
+        (60, tick(), ["end-carry a"]),
+        (60, lambda h: h.core.carry_kept("a", h.now) or [], []),
+        (119, tick(), []),
+        (120, tick(), ["end-carry a"]),
+    ],
+    "carrying switched off: carries end at once": [
+        (0, resync(a=0.0), []),
+        (1, tick(), []),
+        (1, rules(carry_across_files=False), []),
+        (1, tick(), ["end-carry a"]),
+    ],
+    "a quarantined file ends the carry of its series; the next file starts fresh": [
+        *ready("a-0001.pcap", 1),
+        *ready("a-0002.pcap", 2),
+        *ready("a-0003.pcap", 3),
+        (0, start(), ["start a-0001.pcap carry"]),
+        (0, ok("a-0001.pcap"), DONE_A1),
+        (0, rules(max_retries=0), []),
+        (0, start(), ["start a-0002.pcap carry"]),
+        (
+            1,
+            fail("a-0002.pcap"),
+            [
+                "give-up a-0002.pcap #1 format",
+                "end-carry a",
+                "forget a-0002.pcap",
+                "quarantine a-0002.pcap",
+            ],
+        ),
+        (1, start(), ["start a-0003.pcap carry"]),
+        (1, tick(), []),  # nothing carried any more
+    ],
+    "crash recovery: a done row is disposed of, not redone": [
+        (0, see("x.pcap"), []),
+        (0, admit("x.pcap", DONE), ["forget x.pcap", "dispose x.pcap recovered"]),
+        (0, start(), []),
+        (0, stays("x.pcap"), []),
+        (5, see("x.pcap"), []),  # kept in place: never looked at again
+        (5, lambda h: [dn.StartFile(0, i, False, 0) for i in h.core.unripe()], []),
+    ],
+    "crash recovery: a quarantined row is moved aside, not redone": [
+        (0, see("x.pcap"), []),
+        (
+            0,
+            admit("x.pcap", QUARANTINED, 3, reason="format"),
+            ["forget x.pcap", "quarantine x.pcap recovered"],
+        ),
+        (0, start(), []),
+    ],
+    "crash recovery: a failed row waits for its retry and keeps its attempts": [
+        (0, see("x.pcap"), []),
+        (0, admit("x.pcap", FAILED, attempts=2, next_retry=50.0), []),
+        (49, start(), []),
+        (50, start(), ["start x.pcap #3"]),
+        (51, fail("x.pcap"), ["give-up x.pcap #3 format", "forget x.pcap", "quarantine x.pcap"]),
+    ],
+    "crash recovery: an interrupted row (in progress, requeued as seen) is redone": [
+        (0, see("x.pcap"), []),
+        (0, admit("x.pcap", SEEN, attempts=1), []),
+        (0, start(), ["start x.pcap #2"]),
+    ],
+    "a file changing while ready is a new file, gated again": [
+        *ready("x.pcap"),
+        (1, see("x.pcap", 1, size=200), ["forget x.pcap changed mark-gone"]),
+        (1, start(), []),  # back behind the age gate
+        (2, admit("x.pcap"), []),
+        (2, start(), ["start x.pcap"]),
+        (3, see("x.pcap", 1, size=300), []),  # running: the worker's outcome decides
+    ],
+    "a file growing before it is ready just restarts its gate": [
+        (0, see("x.pcap", 1, size=100), []),
+        (1, see("x.pcap", 1, size=200), []),
+        (2, admit("x.pcap"), []),
+        (2, start(), ["start x.pcap"]),
+    ],
+    "files disappearing: unripe, ready, missing from a scan, during processing": [
+        (0, see("u.pcap"), []),
+        (0, gone("u.pcap"), ["forget u.pcap gone"]),
+        *ready("r.pcap"),
+        (0, gone("r.pcap"), ["forget r.pcap gone mark-gone"]),
+        *ready("s.pcap"),
+        (0, see("t.pcap"), []),
+        (1, scanned("t.pcap"), ["forget s.pcap gone mark-gone"]),
+        *ready("v.pcap"),
+        (2, start(), ["start v.pcap"]),
+        (2, scanned("t.pcap"), []),  # running files are the worker's business
+        (3, end("v.pcap", dn.Vanished()), ["forget v.pcap vanished mark-gone"]),
+    ],
+    "shutting down hands interrupted files back": [
+        *ready("x.pcap"),
+        (0, start(), ["start x.pcap"]),
+        (1, end("x.pcap", dn.Interrupted()), ["hand-back x.pcap", "forget x.pcap"]),
+    ],
+    "a file set aside after an error stays aside until it changes": [
+        *ready("x.pcap"),
+        (0, start(), ["start x.pcap"]),
+        (1, set_aside("x.pcap"), ["forget x.pcap set_aside"]),
+        (2, ok("x.pcap"), []),  # its late outcome is ignored
+        (3, see("x.pcap"), []),
+        (3, start(), []),
+        (4, see("x.pcap", 2), []),  # changed: a new file
+        (4, admit("x.pcap"), []),
+        (4, start(), ["start x.pcap"]),
+    ],
+    "a reopened ledger drops waiting files and takes its carries": [
+        *ready("x.pcap"),
+        *ready("y.pcap"),
+        (0, start(1), ["start x.pcap"]),
+        (1, resync(b=0.0), []),
+        (1, start(), []),  # y is looked up again first
+        (1, ok("x.pcap", carry=False), ["done x.pcap after 1", "forget x.pcap", "dispose x.pcap"]),
+        (60, tick(), ["end-carry b"]),
+    ],
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_scheduler(case: str) -> None:
+    h = Harness(Scheduler(RULES, Low()))
+    for i, (now, step, expected) in enumerate(CASES[case]):
+        h.now = now
+        got = [show(d) for d in step(h)]
+        assert got == expected, f"step {i} at t={now}"
+
+
+def test_jitter_comes_from_the_rng_and_backoff_is_capped() -> None:
+    core = Scheduler(Rules(max_retries=10, retry_delay_seconds=60.0), High())
+    path = "/c/x.pcap"
+    core.observe(path, ident(path, 1), 0)
+    (info,) = core.unripe()
+    core.admitted(
+        info, Entry(1, path, info.identity, None, "pcap", SEEN, 0, None, None, None, 0), 0
+    )
+    delays = []
+    for n in range(8):
+        (s,) = core.due(1e9, 1)
+        core.started(s)
+        (d,) = core.outcome(1, dn.Failed("io", "boom"), 0)
+        assert isinstance(d, dn.RecordRetry) and d.attempt == n + 1
+        delays.append(d.retry_in)
+    assert delays == [90, 180, 360, 720, 1440, 2880, 5400, 5400]  # × 1.5, capped at an hour
+
+
+def test_backlog_counts_what_waits_and_what_runs() -> None:
+    h = Harness(Scheduler(RULES, Low()))
+    steps = [*ready("x.pcap"), *ready("y.pcap"), (0, see("u.pcap"), [])]
+    for now, step, _ in steps:
+        h.now = now
+        step(h)
+    h.core.started(h.core.due(0, 1)[0])
+    assert h.core.backlog(30.0) == Backlog(1, 1, 1, 30.0)
+
+
+def test_outcome_of_an_unknown_key_decides_nothing() -> None:
+    assert Scheduler(RULES, Low()).outcome(7, dn.Succeeded(), 0) == []
