@@ -15,9 +15,11 @@ import logging
 import os
 import queue
 import signal
+import socket
 import sys
 import threading
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +28,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from . import __version__, recording
+from . import recording
+from .build_info import build_info
 from .config import (
     Config,
     ConfigError,
@@ -35,12 +38,12 @@ from .config import (
     restart_required_changes,
 )
 from .health import HealthInputs, HealthReport, evaluate
-from .http_server import Endpoints, HttpServer, ReloadOutcome
+from .http_server import Endpoints, HttpServer, ReloadOutcome, parse_listen_address
 from .logging_setup import FORMATS, LEVELS, setup_logging
 from .metrics import Metrics, build_metrics
 from .models import ModelError
 from .summarise import template_summary
-from .web_config import WebConfigError, load_web_config
+from .web_config import LiveWebConfig, WebConfig, WebConfigError, load_web_config
 
 log = logging.getLogger("netmon_exporter")
 
@@ -51,47 +54,171 @@ MAX_PENDING_REPORTS = 16  # windows waiting for their summary; beyond, the templ
 CHECK_TIMEOUT_SECONDS = 30.0  # --config.check gives up (exit 1) after this long
 
 
+class _FlagParser(argparse.ArgumentParser):
+    """argparse as Prometheus's kingpin behaves: whole flag names only, each flag once."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_abbrev=False, **kwargs)
+
+
+class _Once(argparse.Action):
+    """Store a flag's value, refusing a second occurrence (argparse keeps the last)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        self.flag_value = kwargs.pop("flag_value", None)
+        if self.flag_value is not None:
+            kwargs["nargs"] = 0
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        seen: set[str] = namespace.__dict__.setdefault("_flags_seen", set())
+        if self.dest in seen:
+            values_given = (
+                "" if self.nargs == 0 else f" ({getattr(namespace, self.dest)!r}, then {values!r})"
+            )
+            parser.error(
+                f"flag {self.option_strings[0]} given more than once{values_given}; give it once"
+            )
+        seen.add(self.dest)
+        setattr(namespace, self.dest, self.flag_value if self.flag_value is not None else values)
+
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(build_info().version_text(parser.prog))
+        parser.exit()
+
+
 def build_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    """Return the daemon's flags, named and behaving as in Prometheus and its exporters."""
+    p = _FlagParser(
         prog="netmon-exporter",
         description="Process rotated packet captures and flow CSVs into flows, detections and "
         "Prometheus metrics. Sub-commands: flows, train, evaluate "
         "(netmon-exporter COMMAND --help).",
     )
-    p.add_argument(
+
+    def flag(name: str, dest: str, help: str, **kwargs: Any) -> None:
+        p.add_argument(name, dest=dest, action=_Once, help=help, **kwargs)
+
+    flag(
         "--config.file",
-        dest="config_file",
+        "config_file",
+        "Configuration file (default: %(default)s).",
         default="config.yaml",
-        help="Configuration file (default: %(default)s).",
+        metavar="PATH",
     )
-    p.add_argument(
+    flag(
         "--config.check",
-        dest="config_check",
-        action="store_true",
-        help="Validate the configuration, print OK or every error, and exit.",
+        "config_check",
+        "Validate the configuration (and the models and web config it needs), print OK or "
+        "every error, and exit 0 or 1.",
+        default=False,
+        flag_value=True,
     )
-    p.add_argument(
+    flag(
         "--web.listen-address",
-        dest="listen_address",
+        "listen_address",
+        "Address to listen on (default: %(default)s; port 0 picks a free one).",
         default=f":{DEFAULT_PORT}",
-        help="Address to listen on (default: %(default)s; port 0 picks a free one).",
+        metavar="HOST:PORT",
     )
-    p.add_argument(
+    flag(
         "--web.telemetry-path",
-        dest="telemetry_path",
+        "telemetry_path",
+        "Path under which to expose metrics, below --web.route-prefix (default: %(default)s).",
         default="/metrics",
-        help="Path under which to expose metrics (default: %(default)s).",
+        metavar="PATH",
     )
-    p.add_argument(
+    flag(
         "--web.config.file",
-        dest="web_config_file",
+        "web_config_file",
+        "exporter-toolkit web config file for TLS and basic auth (promtool check web-config "
+        "accepts it); re-read when it or its certificate files change.",
         default="",
-        help="exporter-toolkit web config file for TLS and basic auth.",
+        metavar="PATH",
     )
-    p.add_argument("--log.level", dest="log_level", default="info", choices=LEVELS)
-    p.add_argument("--log.format", dest="log_format", default="logfmt", choices=FORMATS)
-    p.add_argument("--version", action="version", version=f"netmon-exporter {__version__}")
+    flag(
+        "--web.external-url",
+        "external_url",
+        "The URL under which netmon-exporter is reachable from outside (behind a reverse "
+        "proxy, say); used in links it hands out. Its path is the default route prefix. "
+        "Default: http(s)://<hostname>:<port>/ from --web.listen-address.",
+        default="",
+        metavar="URL",
+    )
+    flag(
+        "--web.route-prefix",
+        "route_prefix",
+        "Prefix for every HTTP endpoint (/metrics, /health, /-/...). "
+        "Default: the path of --web.external-url, else /.",
+        default=None,
+        metavar="PATH",
+    )
+    flag(
+        "--log.level",
+        "log_level",
+        "Only log messages with the given severity or above. One of: "
+        f"{', '.join(LEVELS)} (default: %(default)s).",
+        default="info",
+        choices=LEVELS,
+        metavar="LEVEL",
+    )
+    flag(
+        "--log.format",
+        "log_format",
+        f"Output format of log messages. One of: {', '.join(FORMATS)} (default: %(default)s).",
+        default="logfmt",
+        choices=FORMATS,
+        metavar="FORMAT",
+    )
+    p.add_argument("--version", action=_Version, help="Show the version and build, and exit.")
     return p
+
+
+def web_urls(
+    external: str, route_prefix: str | None, listen_address: str, tls: bool
+) -> tuple[str, str]:
+    """Return the external URL and route prefix as Prometheus derives them from the flags.
+
+    The external URL defaults to ``http(s)://<hostname>:<port>/``; its path loses trailing
+    slashes and gains a leading one. The route prefix defaults to that path and is
+    always ``/`` followed by its segments. Raise ValueError saying what is wrong.
+    """
+    if not external:
+        _, port = parse_listen_address(listen_address)
+        scheme = "https" if tls else "http"
+        external = f"{scheme}://{socket.gethostname()}:{port}/"
+    if external[:1] in "\"'" or external[-1:] in "\"'":
+        raise ValueError(f"--web.external-url: {external!r} must not begin or end with quotes")
+    url = urllib.parse.urlsplit(external)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ValueError(
+            f"--web.external-url: {external!r} is not an absolute http(s) URL "
+            "(e.g. https://netmon.example.com/netmon/)"
+        )
+    if url.username is not None or url.password is not None:
+        raise ValueError("--web.external-url: must not hold credentials (user:password@)")
+    if url.query or url.fragment:
+        raise ValueError("--web.external-url: must not have a query or fragment")
+    path = url.path.rstrip("/")
+    if path and not path.startswith("/"):
+        path = "/" + path
+    external = urllib.parse.urlunsplit((url.scheme, url.netloc, path, "", ""))
+    prefix = path if route_prefix is None else route_prefix
+    prefix = "/" + prefix.strip("/")
+    if any(part in (".", "..") for part in prefix.split("/")) or "//" in prefix:
+        raise ValueError(f"--web.route-prefix: {prefix!r} must be a plain path")
+    return external, prefix
 
 
 # ----------------------------------------------------------------------------- config
@@ -157,7 +284,13 @@ def _digest(path: Path) -> str:
 class Daemon:
     """Wires the stages together and runs the main loop."""
 
-    def __init__(self, holder: ConfigHolder, metrics: Metrics, telemetry_path: str) -> None:
+    def __init__(
+        self,
+        holder: ConfigHolder,
+        metrics: Metrics,
+        telemetry_path: str,
+        external_url: str = "",
+    ) -> None:
         from .alerting import AlertPusher
         from .analysis import Analyzer
         from .ingest.service import IngestService
@@ -167,6 +300,7 @@ class Daemon:
         self.holder = holder
         self.m = metrics
         self.telemetry_path = telemetry_path
+        self.external_url = external_url  # --web.external-url (generatorURL of alerts, later)
         cfg = holder.config
         self.stop_event = threading.Event()
         self.reload_requests: queue.Queue[concurrent.futures.Future[ReloadOutcome] | None] = (
@@ -578,7 +712,9 @@ def run_daemon(argv: list[str]) -> int:
     setup_logging(args.log_level, args.log_format)
     try:
         holder = ConfigHolder.load(Path(args.config_file))
-        web = load_web_config(args.web_config_file)
+        web: WebConfig | LiveWebConfig = (
+            LiveWebConfig(args.web_config_file) if args.web_config_file else WebConfig()
+        )
     except ConfigError as exc:
         log.error(
             "invalid configuration; not starting",
@@ -589,6 +725,15 @@ def run_daemon(argv: list[str]) -> int:
         return 1
     except WebConfigError as exc:
         log.error("invalid web config; not starting", extra={"err": str(exc)})
+        print(f"web config error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        external_url, route_prefix = web_urls(
+            args.external_url, args.route_prefix, args.listen_address, web.ssl_context is not None
+        )
+    except ValueError as exc:
+        log.error("invalid flag; not starting", extra={"err": str(exc)})
+        print(f"flag error: {exc}", file=sys.stderr)
         return 1
     if not args.telemetry_path.startswith("/") or args.telemetry_path in (
         "/",
@@ -609,7 +754,7 @@ def run_daemon(argv: list[str]) -> int:
     GCCollector(registry=registry)
     metrics = build_metrics(registry)
     try:
-        daemon = Daemon(holder, metrics, args.telemetry_path)
+        daemon = Daemon(holder, metrics, args.telemetry_path, external_url)
     except ModelError as exc:
         log.error("cannot load a configured model; not starting", extra={"err": str(exc)})
         print(f"model error: {exc}", file=sys.stderr)
@@ -627,6 +772,7 @@ def run_daemon(argv: list[str]) -> int:
         ready=lambda: daemon.ready,
         reload=reload_from_http,
         telemetry_path=args.telemetry_path,
+        route_prefix=route_prefix,
     )
     try:
         server = HttpServer(args.listen_address, endpoints, web)
@@ -652,11 +798,20 @@ def run_daemon(argv: list[str]) -> int:
             "address": server.address,
             "scheme": server.scheme,
             "telemetry_path": args.telemetry_path,
+            "route_prefix": route_prefix,
+            "external_url": external_url,
         },
     )
+    info = build_info()
     log.info(
         "starting netmon-exporter",
-        extra={"version": __version__, "pid": os.getpid(), "config": str(holder.path)},
+        extra={
+            "version": info.version,
+            "revision": info.revision,
+            "branch": info.branch,
+            "pid": os.getpid(),
+            "config": str(holder.path),
+        },
     )
     try:
         daemon.start()

@@ -427,3 +427,35 @@ def test_web_config_is_read_within_the_config_bounds(tmp_path: Path) -> None:
         with pytest.raises(WebConfigError, match=says):
             load_web_config(str(path))
         assert time.monotonic() - t0 < 5
+
+
+def test_route_prefix_serves_every_endpoint_under_it() -> None:
+    """--web.route-prefix: as Prometheus, endpoints move under it and / redirects there."""
+    state = State()
+    registry = CollectorRegistry()
+    build_metrics(registry)
+    ep = Endpoints(
+        registry=registry,
+        health=lambda: state.health,
+        ready=lambda: state.ready,
+        reload=state.reload,
+        route_prefix="/netmon/",
+    )
+    server = HttpServer("127.0.0.1:0", ep, WebConfig())
+    server.start()
+    base = f"http://{server.address}"
+    try:
+        for path in ("/metrics", "/health", "/-/healthy", "/-/ready", "/", ""):
+            assert fetch(base + "/netmon" + path)[0] == 200, path
+        assert fetch(base + "/netmon/-/reload", method="POST")[0] == 200
+        for path in ("/metrics", "/health", "/-/healthy", "/netmon/netmon/metrics"):
+            assert fetch(base + path)[0] == 404, path
+        conn = http.client.HTTPConnection(*server.address.rsplit(":", 1), timeout=10)
+        conn.request("GET", "/")
+        resp = conn.getresponse()
+        assert resp.status == 302 and resp.getheader("Location") == "/netmon/"
+        conn.close()
+        _, body, _ = fetch(base + "/netmon/")
+        assert 'href="/netmon/metrics"' in body and 'href="/netmon/health"' in body
+    finally:
+        server.stop()
