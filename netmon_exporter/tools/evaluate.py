@@ -33,7 +33,21 @@ from ..detectors import REGISTRY
 from ..flow_schema import FlowBatch
 from ..pipeline import CaptureFormatError, FlowSettings, process_file
 from ..window import WindowAggregator
+from .evaluate_suites import (
+    CaseResult,
+    SweepRow,
+    benign_findings,
+    format_benign,
+    format_hard,
+    format_sweeps,
+    found,
+    hard_misses,
+    run_cases,
+    run_sweeps,
+    suite_cases,
+)
 from .scenarios import KINDS, SPOOFED, Scenario, Truth, generate, label_flows
+from .suites import SWEEPS
 
 # Detectors whose findings on real captures are not judged: periodic DNS and keep-alive
 # connections in ordinary traffic plausibly look like tunnels and beacons. Every other
@@ -263,6 +277,8 @@ class Evaluation:
     real_skipped: str = ""
     models: dict[str, Any] | None = None
     seconds: float = 0.0
+    cases: list[CaseResult] = field(default_factory=list)  # benign and hard suites
+    sweeps: dict[str, list[SweepRow]] = field(default_factory=dict)
     scores: dict[str, DetectorScore] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -288,7 +304,14 @@ class Evaluation:
 
     @property
     def ok(self) -> bool:
-        return not self.missed and not self.benign_detections and not self.real_bad
+        return (
+            not self.missed
+            and not self.benign_detections
+            and not self.real_bad
+            and not benign_findings(self.cases)
+            and not hard_misses(self.cases, matches)
+            and all(r.found == r.seeds for rows in self.sweeps.values() for r in rows[:1])
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -310,6 +333,20 @@ class Evaluation:
             "real_captures": self.real,
             "real_captures_skipped": self.real_skipped or None,
             "models": self.models,
+            "cases": [
+                {
+                    "case": r.case.key,
+                    "seed": r.scenario.seed,
+                    "flows": r.flows,
+                    "found": found(r, matches),
+                    "detections": [d.to_dict() for d in r.detections],
+                }
+                for r in self.cases
+            ],
+            "sweeps": {
+                n: [{"value": r.value, "found": r.found, "seeds": r.seeds} for r in rows]
+                for n, rows in self.sweeps.items()
+            },
             "ok": self.ok,
             "seconds": round(self.seconds, 1),
         }
@@ -321,9 +358,25 @@ def evaluate(
     """Generate and analyse the scenarios, the real captures and (``--models``) the models."""
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     t0 = time.perf_counter()
+    suites = set(args.suite)
     with tempfile.TemporaryDirectory(prefix="netmon-scenarios-") as tmp:
         work = args.work_dir or Path(tmp)
-        results, _ = run_scenarios(seeds, args.kinds, work, detectors)
+        results = (
+            run_scenarios(seeds, args.kinds, work, detectors)[0] if "standard" in suites else []
+        )
+        case_results = [
+            r
+            for suite in ("benign", "hard")
+            if suite in suites
+            for r in run_cases(
+                suite_cases(suite), seeds, work, detectors, analyse_capture, keep=args.keep
+            )
+        ]
+        sweeps = (
+            run_sweeps(list(SWEEPS), seeds, work, detectors, analyse_capture, matches)
+            if "sweeps" in suites
+            else {}
+        )
         models = (
             evaluate_models([s + 1000 for s in seeds[:2]], seeds[:2], work, args.kinds)
             if args.models
@@ -333,6 +386,7 @@ def evaluate(
             for r in results:
                 r.scenario.path.unlink(missing_ok=True)
     ev = Evaluation(seeds, list(args.kinds), results, None, models=models)
+    ev.cases, ev.sweeps = case_results, sweeps
     if pcaps is None:
         ev.real_skipped = "no --pcaps directory given"
     elif not real_captures(pcaps):
@@ -428,15 +482,40 @@ def format_bars(ev: Evaluation) -> str:
         real = "real captures as expected: " + (
             "yes" if not ev.real_bad else "NO " + ", ".join(ev.real_bad)
         )
+    suites = ""
+    if any(r.case.suite == "benign" for r in ev.cases):
+        noisy = {r.case.key for r in benign_findings(ev.cases)}
+        suites += "; busy benign roles quiet: " + (
+            "yes" if not noisy else "NO " + ", ".join(sorted(noisy))
+        )
+    if any(r.case.suite == "hard" for r in ev.cases):
+        missed = {r.case.key for r in hard_misses(ev.cases, matches)}
+        suites += "; evasive attacks found: " + (
+            "yes" if not missed else "NO " + ", ".join(sorted(missed))
+        )
+    if ev.sweeps:
+        weak = [n for n, rows in ev.sweeps.items() if rows and rows[0].found < rows[0].seeds]
+        suites += "; sweeps catch their first value: " + (
+            "yes" if not weak else "NO " + ", ".join(weak)
+        )
     return (
         f"\nbars: recall >= {RECALL_BAR} for every detector: {recall}; benign scenarios quiet: "
-        f"{quiet}; {real}  ({ev.seconds:.0f} s)"
+        f"{quiet}{suites}; {real}  ({ev.seconds:.0f} s)"
     )
 
 
 def format_report(ev: Evaluation, pcaps: Path | None) -> list[str]:
     packets = sum(r.scenario.packets for r in ev.results)
     flows = sum(r.flows for r in ev.results)
+    extra = []
+    if any(r.case.suite == "benign" for r in ev.cases):
+        extra += format_benign([r for r in ev.cases if r.case.suite == "benign"])
+    if any(r.case.suite == "hard" for r in ev.cases):
+        extra += format_hard([r for r in ev.cases if r.case.suite == "hard"], matches)
+    if ev.sweeps:
+        extra += format_sweeps(ev.sweeps)
+    if not ev.results:
+        return [*extra, *format_real(ev, pcaps), format_bars(ev)]
     lines = [
         f"Scenario evaluation: {len(ev.seeds)} seeds x {len(ev.kinds)} kinds = "
         f"{len(ev.results)} captures, {packets:,} packets, {flows:,} flows",
@@ -444,6 +523,7 @@ def format_report(ev: Evaluation, pcaps: Path | None) -> list[str]:
         f"detections on benign-only scenarios: {len(ev.benign_detections)}",
         *(f"  {d.detector}: {d.summary}" for d in ev.benign_detections[:5]),
         *format_findings(ev.results),
+        *extra,
         *format_real(ev, pcaps),
     ]
     if ev.models:
@@ -489,6 +569,16 @@ def add_parser(subparsers: Any) -> None:
         type=Path,
         default=None,
         help="Where scenario captures are written (default: a temp dir).",
+    )
+    p.add_argument(
+        "--suite",
+        nargs="+",
+        default=["standard"],
+        choices=("standard", "benign", "hard", "sweeps"),
+        help="What to run: standard (one plain attack per scenario), benign (busy benign "
+        "roles, 15 minutes each: every finding is a false alarm), hard (evasive attacks), "
+        "sweeps (detection probability against attack rate near each threshold). "
+        "Default: standard.",
     )
     p.add_argument("--keep", action="store_true", help="Keep the generated captures.")
     p.add_argument("--json", action="store_true", help="Print JSON instead of tables.")
