@@ -1,16 +1,28 @@
 # netmon-exporter container image.
 #   docker build -t netmon-exporter:0.1.0 .
-#   docker run -p 9864:9864 -v /srv/captures:/captures:ro netmon-exporter:0.1.0
+#   docker run -p 127.0.0.1:9864:9864 -v /srv/captures:/captures:ro netmon-exporter:0.1.0
 # Runs as the unprivileged user "netmon" (uid 10001); the capture directory only needs to
 # be readable by it (writable too if capture.after_processing is move or delete).
+#
+# The image does not create /captures: mount the capture directory there. Without a mount
+# the daemon refuses to start ("capture.directory: /captures does not exist") and exits 1,
+# rather than watching an empty directory and looking healthy (deploy/README.md).
+#
+# Dependencies come from deploy/docker/requirements.txt (pinned, with hashes), so a
+# rebuild installs the same packages.
 
 FROM python:3.11.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
+COPY deploy/docker/requirements.txt ./requirements.txt
+RUN python -m venv /opt/netmon-exporter \
+ && /opt/netmon-exporter/bin/pip install --no-compile --require-hashes --no-deps \
+      -r requirements.txt
 COPY pyproject.toml README.md ./
 COPY netmon_exporter ./netmon_exporter
-RUN python -m venv /opt/netmon-exporter \
- && /opt/netmon-exporter/bin/pip install --no-compile . \
+RUN /opt/netmon-exporter/bin/pip install --no-compile --no-deps --no-build-isolation \
+      --no-index . \
+ && /opt/netmon-exporter/bin/pip check \
  && /opt/netmon-exporter/bin/netmon-exporter --version
 
 FROM python:3.11.11-slim-bookworm
@@ -20,7 +32,7 @@ LABEL org.opencontainers.image.title="netmon-exporter" \
 RUN groupadd --system --gid 10001 netmon \
  && useradd --system --uid 10001 --gid netmon --home-dir /var/lib/netmon-exporter \
       --shell /usr/sbin/nologin netmon \
- && mkdir -p /captures /var/lib/netmon-exporter/state /var/lib/netmon-exporter/output \
+ && mkdir -p /var/lib/netmon-exporter/state /var/lib/netmon-exporter/output \
       /var/cache/netmon-exporter/numba /etc/netmon-exporter \
  && chown -R netmon:netmon /var/lib/netmon-exporter /var/cache/netmon-exporter
 COPY --from=build /opt/netmon-exporter /opt/netmon-exporter
@@ -32,9 +44,10 @@ USER netmon:netmon
 WORKDIR /var/lib/netmon-exporter
 VOLUME ["/var/lib/netmon-exporter"]
 EXPOSE 9864
-# /-/healthy answers 200 while the process serves HTTP; /health (503 when unhealthy) is
-# for Prometheus and humans, so a missing capture mount alerts instead of restart-looping.
-HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9864/-/healthy', timeout=4).status == 200 else 1)"]
+# /health answers 503 while a critical check fails (the capture directory vanished or is
+# unreadable, state or output not writable), so `docker ps` shows "unhealthy"; Prometheus
+# pages through NetmonUnhealthy. Docker itself does not restart unhealthy containers.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9864/health', timeout=4).status == 200 else 1)"]
 ENTRYPOINT ["netmon-exporter"]
 CMD ["--config.file=/etc/netmon-exporter/config.yaml", "--web.listen-address=:9864", "--log.format=logfmt"]

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests use: real Prometheus (with promtool), Alertmanager
-# (with amtool), and tshark as the independent reference decoder for the flow engine.
+# (with amtool), tshark as the independent reference decoder for the flow engine, and
+# docker-compose 1.29 to validate docker-compose.yml against the Compose schema (no Docker
+# engine needed or started).
 # Idempotent: does nothing when the binaries are already there.
 set -euo pipefail
 need=()
@@ -8,6 +10,7 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1 \
   || need+=(prometheus-alertmanager)
 command -v tshark >/dev/null 2>&1 || need+=(tshark)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

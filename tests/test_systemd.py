@@ -91,30 +91,69 @@ def test_runs_unprivileged_and_hardened(unit: dict[str, dict[str, list[str]]]) -
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
 
 
-def _copy_with_real_binary(tmp_path: Path) -> Path:
+def _installed_root(tmp_path: Path) -> tuple[Path, Path]:
+    """A root file system laid out as deploy/README.md installs the service.
+
+    The unit is verified byte for byte as shipped: no path in it is rewritten. Its
+    commands exist where the README puts them (the virtual environment in
+    /opt/netmon-exporter, whose entry point is this environment's; /bin/kill from this
+    host) and the units it orders itself against are this host's own.
+    """
     exe = shutil.which("netmon-exporter", path=str(Path(sys.executable).parent))
     if exe is None:
         pytest.skip("netmon-exporter entry point not installed in this environment")
-    copy = tmp_path / UNIT.name
-    copy.write_text(UNIT.read_text().replace(BINARY, exe))
-    return copy
+    host_units = Path("/usr/lib/systemd/system")
+    kill = shutil.which("kill", path="/usr/bin:/bin")
+    if not host_units.is_dir() or kill is None:
+        pytest.skip("no systemd unit directory or /bin/kill on this host")
+    root = tmp_path / "root"
+    binary = root / BINARY.lstrip("/")
+    binary.parent.mkdir(parents=True)
+    shutil.copy2(exe, binary)
+    (root / "usr" / "bin").mkdir(parents=True)
+    (root / "bin").symlink_to("usr/bin")
+    shutil.copy2(Path(kill).resolve(), root / "usr" / "bin" / "kill")
+    shutil.copytree(host_units, root / "usr" / "lib" / "systemd" / "system", symlinks=True)
+    unit = root / "etc" / "systemd" / "system" / UNIT.name
+    unit.parent.mkdir(parents=True)
+    shutil.copy2(UNIT, unit)
+    assert unit.read_bytes() == UNIT.read_bytes()
+    return root, unit
 
 
 @needs_systemd_analyze
-def test_systemd_analyze_verify(tmp_path: Path) -> None:
-    copy = _copy_with_real_binary(tmp_path)
+def test_systemd_analyze_verify_as_shipped(tmp_path: Path) -> None:
+    root, unit = _installed_root(tmp_path)
     out = subprocess.run(
-        ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=60
+        ["systemd-analyze", "verify", f"--root={root}", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stderr.strip() == "", out.stderr
 
 
 @needs_systemd_analyze
-def test_systemd_exposure_level_is_low(tmp_path: Path) -> None:
-    copy = _copy_with_real_binary(tmp_path)
+def test_systemd_analyze_verify_catches_a_wrong_path(tmp_path: Path) -> None:
+    """The check above is not vacuous: a unit naming a binary that is not installed fails."""
+    root, unit = _installed_root(tmp_path)
+    unit.write_text(UNIT.read_text().replace(BINARY, "/opt/netmon/bin/netmon-exporter"))
     out = subprocess.run(
-        ["systemd-analyze", "security", "--offline=true", str(copy)],
+        ["systemd-analyze", "verify", f"--root={root}", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0
+    assert "/opt/netmon/bin/netmon-exporter is not executable" in out.stderr
+
+
+@needs_systemd_analyze
+def test_systemd_exposure_level_is_low(tmp_path: Path) -> None:
+    root, unit = _installed_root(tmp_path)
+    out = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", f"--root={root}", str(unit)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -128,7 +167,4 @@ def test_systemd_exposure_level_is_low(tmp_path: Path) -> None:
 
 def test_stop_signal_goes_to_the_daemon_only() -> None:
     """KillMode=mixed: the daemon coordinates its workers' shutdown within TimeoutStopSec."""
-    text = (
-        Path(__file__).resolve().parent.parent / "deploy" / "systemd" / "netmon-exporter.service"
-    ).read_text()
-    assert "\nKillMode=mixed\n" in text
+    assert "\nKillMode=mixed\n" in UNIT.read_text()

@@ -4,11 +4,12 @@ Prometheus runs ``prometheus/prometheus.yml`` as shipped but scraping the daemon
 evaluating rules every second, with ``alerts/netmon.rules.yml`` time-compressed 60 times
 (``for: 1m`` becomes ``1s``, ``[5m]`` becomes ``[5s]``: see ``conftest.compress_rules``).
 Alertmanager runs ``prometheus/alertmanager.yml`` as shipped with its receivers pointed at
-a local webhook, so the routing (critical pages, warning tickets) is what is tested.
+a local webhook, so the routing (security findings to their own receiver, critical pages,
+warning tickets) is what is tested.
 
 Checked, in one run (under a minute):
 - five real captures are processed, and the port scan in one of them reaches Alertmanager
-  as a detection alert;
+  as a detection alert and is notified to the security receiver;
 (a) every query of every dashboard panel is accepted by Prometheus, names only metrics that
     the daemon really exposes, and returns data unless its metric has no series yet;
 (b) removing the watch directory makes NetmonUnhealthy fire in Prometheus, reach
@@ -164,15 +165,15 @@ def test_stack_end_to_end(
     scans = wait_until(
         lambda: am.alerts("NetmonPortScan"), 20, "the port-scan detection in Alertmanager", log=plog
     )
-    severity = scans[0]["labels"]["severity"]
-    expected_receiver = "pager" if severity == "critical" else "ticket"
-    assert [r["name"] for r in scans[0]["receivers"]] == [expected_receiver]
-    wait_until(
-        lambda: webhook.alerts(f"/{expected_receiver}", "NetmonPortScan", "firing"),
+    # Security findings go to their own receiver, whatever their severity.
+    assert [r["name"] for r in scans[0]["receivers"]] == ["security"]
+    notified = wait_until(
+        lambda: webhook.alerts("/security", "NetmonPortScan", "firing"),
         20,
         "the port-scan detection to be notified",
         log=am.log,
     )
+    assert notified[0]["labels"]["source"] and notified[0]["labels"]["target"]
 
     # Every compressed rule evaluates without error (all names are the shipped ones).
     shipped_names = {r["alert"] for g in compressed["groups"] for r in g["rules"]}
@@ -220,7 +221,7 @@ def test_stack_end_to_end(
     captures.rename(away)
     firing = wait_until(
         lambda: prom.alerts("NetmonUnhealthy", "firing"),
-        20,
+        30,  # a health check every 10 s, then "for: 5m" compressed to 5 s
         "NetmonUnhealthy to fire in Prometheus",
         log=plog,
     )
@@ -228,7 +229,11 @@ def test_stack_end_to_end(
     assert labels["severity"] == "critical"
     assert labels["instance"] == instance and labels["job"] == "netmon"
     assert "capture_directory" in firing[0]["annotations"]["description"]
-    assert firing[0]["annotations"]["runbook_url"] == "alerts/runbook.md#netmonunhealthy"
+    assert firing[0]["annotations"]["runbook_url"].startswith("https://")
+    assert firing[0]["annotations"]["runbook_url"].endswith("/alerts/runbook.md#netmonunhealthy")
+    assert firing[0]["annotations"]["dashboard_url"].endswith(
+        f"/d/netmon-overview?var-job=netmon&var-instance={instance.replace(':', '%3A')}"
+    )
     held = wait_until(
         lambda: am.alerts("NetmonUnhealthy"),
         20,
@@ -313,13 +318,13 @@ def test_stack_end_to_end(
 def test_compress_rules_scales_durations_only(tmp_path: Path) -> None:
     doc = compress_rules(SHIPPED_RULES, tmp_path / "rules.yml")
     rules = {r["alert"]: r for g in doc["groups"] for r in g["rules"]}
-    assert rules["NetmonExporterDown"]["for"] == "2s"
+    assert rules["NetmonExporterDown"]["for"] == "5s"
     assert rules["NetmonConfigReloadFailed"]["expr"].startswith(
-        "max_over_time(netmon_config_last_reload_successful[5s]) == 0"
+        'max_over_time(netmon_config_last_reload_successful{job="netmon"}[5s]) == 0'
     )
     spike = rules["NetmonDetectionRateSpike"]["expr"]
     assert "[10s]" in spike and "[360s] offset 10s" in spike and "> 10" in spike
-    assert "> 1800" in rules["NetmonNoCapturesArriving"]["expr"]
+    assert "> 600" in rules["NetmonNoCapturesArriving"]["expr"]
     assert not any(re.search(r"\[\d+[mh]\]|offset \d+[mh]", r["expr"]) for r in rules.values())
     assert set(rules) == {
         r["alert"] for g in yaml.safe_load(SHIPPED_RULES.read_text())["groups"] for r in g["rules"]
