@@ -42,6 +42,7 @@ from .http_server import Endpoints, HttpServer, ReloadOutcome, parse_listen_addr
 from .logging_setup import FORMATS, LEVELS, setup_logging
 from .metrics import Metrics, build_metrics
 from .models import ModelError
+from .process_metrics import WorkerProcessCollector
 from .summarise import template_summary
 from .web_config import LiveWebConfig, WebConfig, WebConfigError, load_web_config
 
@@ -752,6 +753,7 @@ def run_daemon(argv: list[str]) -> int:
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
+    WorkerProcessCollector(registry=registry)
     metrics = build_metrics(registry)
     try:
         daemon = Daemon(holder, metrics, args.telemetry_path, external_url)

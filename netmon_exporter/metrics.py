@@ -11,9 +11,16 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
 
-from . import __version__
+from .build_info import build_info
 from .detection import SEVERITIES
 from .detectors import REGISTRY
 
@@ -126,6 +133,9 @@ SETTINGS: dict[str, tuple[str, str]] = {
 
 def build_metrics(registry: CollectorRegistry) -> Metrics:
     """Create and register every metric on ``registry``, with label values pre-initialised."""
+    # No _created series: they were a quarter of every scrape and nothing reads them.
+    # (A process-wide switch in prometheus-client, read at every collection.)
+    disable_created_metrics()
     ns = NAMESPACE
     r = registry
 
@@ -216,8 +226,18 @@ def build_metrics(registry: CollectorRegistry) -> Metrics:
             "Anomaly scores of analysed flows (0 normal, 1 anomalous).",
             _SCORE_BUCKETS,
         ),
-        alerts_sent=counter("alerts_sent", "Alerts accepted by Alertmanager."),
-        alerts_failed=counter("alerts_failed", "Alerts that could not be delivered."),
+        alerts_sent=counter(
+            "alerts_sent",
+            "Alert deliveries accepted by at least one Alertmanager. An active detection is "
+            "re-sent every alertmanager.resend_interval_seconds and once more when it "
+            "resolves, and each send counts: this is deliveries, not distinct alerts "
+            "(netmon_detections_total counts those). Starts from 0 when the daemon restarts.",
+        ),
+        alerts_failed=counter(
+            "alerts_failed",
+            "Alert deliveries no Alertmanager accepted (each failed push counts its alerts "
+            "again; they are retried). Starts from 0 when the daemon restarts.",
+        ),
         llm_summaries=counter("llm_summaries", "Window summaries written by the LLM."),
         llm_failed=counter(
             "llm_summaries_failed", "Window summaries the LLM failed to write (templated one used)."
@@ -270,9 +290,13 @@ def build_metrics(registry: CollectorRegistry) -> Metrics:
     _preinitialise(m)
     import numpy
 
+    info = build_info()
     m.build_info.info(
         {
-            "version": __version__,
+            "version": info.version,
+            "revision": info.revision,
+            "branch": info.branch,
+            "build_date": info.build_date,
             "python_version": platform.python_version(),
             "numpy_version": numpy.__version__,
         }
@@ -312,3 +336,16 @@ def _preinitialise(m: Metrics) -> None:
         m.health_check.labels(check)
     for kind in MODEL_KINDS:
         m.model_loaded.labels(kind)
+
+
+# Worker processes (read from /proc by process_metrics.WorkerProcessCollector) ----------
+WORKER_SLOTS = 16  # worker label values "0".."15"; the most processing.workers allows
+WORKER_PROCESS_HELP = {
+    "worker_cpu_seconds": "CPU time (user + system) of each worker process and the fork "
+    "server; a worker replaced after a crash or timeout starts its slot again from 0.",
+    "worker_resident_memory_bytes": "Resident memory of each worker process and the fork server.",
+    "worker_open_fds": "Open file descriptors of each worker process and the fork server.",
+    "workers_cpu_seconds": "CPU time of all worker processes, the fork server and their "
+    "helpers, including processes that have exited (no resets while the daemon runs; "
+    "starts from 0 when it restarts).",
+}

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -161,3 +162,210 @@ def test_counters_are_seeded_from_ledger_totals() -> None:
     assert r.get_sample_value("netmon_bytes_total", {"protocol": "tcp"}) == 6400
     assert r.get_sample_value("netmon_flows_total", {"protocol": "udp"}) == 4
     assert r.get_sample_value("netmon_flow_csv_rows_total") == 9
+
+
+# ---------------------------------------------------------------- issue 14: the exposition
+
+
+def test_no_created_series() -> None:
+    text = exposition()
+    assert "_created" not in text
+    assert "netmon_files_processed_total" in text
+
+
+def test_build_info_names_the_revision() -> None:
+    from netmon_exporter.build_info import build_info
+
+    r = CollectorRegistry()
+    build_metrics(r)
+    info = build_info()
+    labels = {
+        "version": info.version,
+        "revision": info.revision,
+        "branch": info.branch,
+        "build_date": info.build_date,
+    }
+    sample = [s for f in r.collect() if f.name == "netmon_build" for s in f.samples][0]
+    assert sample.name == "netmon_build_info" and sample.value == 1
+    assert labels.items() <= sample.labels.items()
+
+
+def test_alert_help_says_what_resends_and_restarts_do() -> None:
+    text = exposition()
+    sent = next(x for x in text.splitlines() if x.startswith("# HELP netmon_alerts_sent_total"))
+    assert "re-sent" in sent and "not distinct alerts" in sent and "restarts" in sent
+    failed = next(x for x in text.splitlines() if x.startswith("# HELP netmon_alerts_failed_total"))
+    assert "restarts" in failed
+
+
+# ---------------------------------------------------------------- worker processes
+
+
+def fake_proc(root: Path, procs: dict[int, tuple[int, str, int, int, int]]) -> None:
+    """Write /proc/<pid>/{stat,cmdline,fd/} for pid -> (ppid, cmdline, ticks, child_ticks, rss)."""
+    for pid, (ppid, cmd, ticks, child, rss) in procs.items():
+        d = root / str(pid)
+        (d / "fd").mkdir(parents=True)
+        for fd in range(pid % 5 + 3):
+            (d / "fd" / str(fd)).touch()
+        fields = ["S", str(ppid)] + ["0"] * 9 + [str(ticks), "0", str(child), "0"]
+        fields += ["0"] * 6 + [str(rss)] + ["0"] * 20
+        (d / "stat").write_text(f"{pid} (python3 (a) b) " + " ".join(fields) + "\n")
+        (d / "cmdline").write_bytes(cmd.encode().replace(b" ", b"\0"))
+    (root / "self").mkdir(exist_ok=True)
+
+
+FORKSERVER = "python -c from multiprocessing.forkserver import main; main(8, 9)"
+TRACKER = "python -c from multiprocessing.resource_tracker import main;main(7)"
+
+
+def samples(r: CollectorRegistry) -> dict[tuple[str, str], float]:
+    return {
+        (s.name, s.labels.get("worker", "")): s.value
+        for f in r.collect()
+        for s in f.samples
+        if s.name.startswith("netmon_worker")
+    }
+
+
+def test_worker_collector_reads_descendants_from_proc(tmp_path: Path) -> None:
+    from netmon_exporter.process_metrics import WorkerProcessCollector
+
+    procs = {
+        100: (1, "netmon-exporter", 500, 40, 1000),
+        101: (100, FORKSERVER, 10, 300, 2000),
+        102: (100, TRACKER, 1, 0, 500),
+        230: (101, FORKSERVER, 700, 0, 60000),  # workers: forked, same cmdline
+        210: (101, FORKSERVER, 900, 0, 50000),
+        999: (1, "unrelated", 5000, 0, 10),
+        998: (999, "unrelated child", 5000, 0, 10),
+    }
+    fake_proc(tmp_path, procs)
+    r = CollectorRegistry()
+    collector = WorkerProcessCollector(r, pid=100, proc=tmp_path)
+    got = samples(r)
+    tick, page = collector._ticks_per_second, collector._page_size
+    assert got[("netmon_worker_cpu_seconds_total", "0")] == 900 / tick  # lowest pid: slot 0
+    assert got[("netmon_worker_cpu_seconds_total", "1")] == 700 / tick
+    assert got[("netmon_worker_cpu_seconds_total", "fork_server")] == 10 / tick
+    assert got[("netmon_worker_cpu_seconds_total", "other")] == 1 / tick
+    assert got[("netmon_worker_resident_memory_bytes", "1")] == 60000 * page
+    assert got[("netmon_worker_open_fds", "0")] == 210 % 5 + 3
+    # Every descendant and what they reaped, plus what the daemon itself reaped.
+    total = (10 + 300) + 1 + 700 + 900 + 40
+    assert got[("netmon_workers_cpu_seconds_total", "")] == total / tick
+    assert {w for _, w in got} <= {"0", "1", "fork_server", "other", ""}
+
+
+def test_worker_slots_are_kept_and_the_total_never_goes_back(tmp_path: Path) -> None:
+    from netmon_exporter.process_metrics import WorkerProcessCollector
+
+    procs = {
+        100: (1, "netmon-exporter", 0, 0, 1),
+        101: (100, FORKSERVER, 0, 0, 1),
+        210: (101, FORKSERVER, 900, 0, 1),
+        230: (101, FORKSERVER, 700, 0, 1),
+    }
+    fake_proc(tmp_path / "a", procs)
+    r = CollectorRegistry()
+    collector = WorkerProcessCollector(r, pid=100, proc=tmp_path / "a")
+    tick = collector._ticks_per_second
+    first = samples(r)
+    # Worker 210 exits and is reaped by the fork server (its CPU moves to cutime);
+    # a new worker 150 (a lower, reused pid) takes the free slot 0; 230 keeps slot 1.
+    procs[101] = (100, FORKSERVER, 0, 900, 1)
+    del procs[210]
+    procs[150] = (101, FORKSERVER, 50, 0, 1)
+    fake_proc(tmp_path / "b", procs)
+    collector.proc = tmp_path / "b"
+    second = samples(r)
+    assert second[("netmon_worker_cpu_seconds_total", "1")] == 700 / tick
+    assert second[("netmon_worker_cpu_seconds_total", "0")] == 50 / tick
+    total = ("netmon_workers_cpu_seconds_total", "")
+    assert second[total] == first[total] + 50 / tick
+    # The fork server dies: its workers are re-parented away; the total holds.
+    fake_proc(tmp_path / "c", {100: (1, "netmon-exporter", 0, 0, 1)})
+    collector.proc = tmp_path / "c"
+    assert samples(r)[total] == second[total]
+
+
+def test_worker_collector_on_the_real_proc() -> None:
+    """Forked children of this process show up, with memory and fds."""
+    import multiprocessing
+
+    from netmon_exporter.process_metrics import WorkerProcessCollector
+
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=__import__("time").sleep, args=(5,))
+    child.start()
+    try:
+        r = CollectorRegistry()
+        WorkerProcessCollector(r)
+        got = samples(r)
+        assert got[("netmon_worker_resident_memory_bytes", "0")] > 1e6
+        assert got[("netmon_worker_open_fds", "0")] >= 1
+    finally:
+        child.kill()
+        child.join()
+
+
+# ---------------------------------------------------------------- a real scrape of the daemon
+
+DAEMON_CONFIG = """\
+capture:
+  directory: captures
+  min_age_seconds: 0
+processing:
+  workers: 2
+output:
+  directory: out
+state:
+  directory: state
+"""
+
+
+def scrape(url: str, gzip_ok: bool) -> tuple[bytes, bytes, dict[str, str]]:
+    import gzip as gz
+    import urllib.request
+
+    headers = {"Accept-Encoding": "gzip"} if gzip_ok else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as r:
+        raw = r.read()
+        got = dict(r.headers)
+    plain = gz.decompress(raw) if got.get("Content-Encoding") == "gzip" else raw
+    return raw, plain, got
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_real_scrape_is_clean_cheap_and_shows_the_workers(tmp_path: Path) -> None:
+    from .integration.daemon_process import DaemonProcess
+
+    (tmp_path / "captures").mkdir()
+    (tmp_path / "config.yaml").write_text(DAEMON_CONFIG)
+    d = DaemonProcess(tmp_path / "config.yaml").start()
+    try:
+
+        def workers_up() -> bool:
+            body = scrape(d.url + "/metrics", False)[1].decode()
+            return 'netmon_worker_resident_memory_bytes{worker="1"}' in body
+
+        d.wait_for(workers_up, timeout=60, what="two worker processes")
+        zipped, text, headers = scrape(d.url + "/metrics", True)
+        assert headers["Content-Encoding"] == "gzip" and len(zipped) < len(text) / 4
+        body = text.decode()
+        assert "_created" not in body
+        for series in (
+            'netmon_worker_cpu_seconds_total{worker="0"}',
+            'netmon_worker_cpu_seconds_total{worker="fork_server"}',
+            'netmon_worker_open_fds{worker="1"}',
+            "netmon_workers_cpu_seconds_total ",
+            'revision="',
+        ):
+            assert series in body, series
+        proc = subprocess.run(
+            ["promtool", "check", "metrics"], input=text, capture_output=True, timeout=60
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert proc.stdout + proc.stderr == b""  # not even a lint warning
+    finally:
+        d.stop()
