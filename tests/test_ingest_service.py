@@ -43,7 +43,12 @@ from netmon_exporter.ingest import (
     IngestError,
     IngestService,
 )
+from netmon_exporter.ingest.decisions import Dispose, EndCarry, FileInfo, Quarantine, RecordDone
+from netmon_exporter.ingest.executor import Executor
 from netmon_exporter.ingest.ledger import LEDGER_FILE, Ledger
+from netmon_exporter.ingest.ledger_link import LedgerLink
+from netmon_exporter.ingest.records import Identity
+from netmon_exporter.ingest.scheduler import Rules, Scheduler
 from netmon_exporter.pipeline import CaptureFormatError, FileResult, FlowSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -231,24 +236,69 @@ def test_files_are_processed_once_in_series_order_with_carry(tmp_path: Path) -> 
         led.close()
 
 
-def test_carried_flows_flushed_after_idle_timeout(tmp_path: Path) -> None:
-    clock = FastClock(20)
-    cfg = make_config(tmp_path, flows={"idle_timeout_seconds": 10.0})
-    write_files(tmp_path / "cap", ["s-0001.pcap", "s-0002.pcap"])
-    svc = service(cfg, clock)
-    svc.start()
-    try:
-        events = collect(svc, lambda ev: bool(of(ev, CarryFlushed)), 15)
-    finally:
-        svc.stop(5)
-    flushed = of(events, CarryFlushed)
-    assert [(f.series, len(f.flows)) for f in flushed] == [("s", 2)]
-    assert events.index(flushed[0]) > max(events.index(e) for e in of(events, FileDone))
-    led = Ledger(cfg.state.directory)
-    try:
-        assert led.carries() == {}
-    finally:
-        led.close()
+# ------------------------------------------------------------- the executor, without threads
+
+
+def executor(cfg: Config, events: list[Any]) -> tuple[Executor, LedgerLink, Scheduler]:
+    import random
+
+    from netmon_exporter.ingest.age_gate import AgeGate
+
+    link = LedgerLink(cfg.state.directory, events.append)
+    assert link.open(0.0) is not None
+    core = Scheduler(Rules.of(cfg), random.Random(0))
+    ex = Executor(cfg, core, AgeGate(0.0), link, events.append, fake_finish, lambda: 100.0)
+    return ex, link, core
+
+
+def test_ending_a_carry_writes_its_csv_then_drops_it(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    path = tmp_path / "cap" / "s-0001.pcap"
+    events: list[Any] = []
+    ex, link, _ = executor(cfg, events)
+    assert link.ledger is not None
+    (row,) = link.ledger.record_ready([(str(path), Identity(1, 2, 3, 10**18), "s", "pcap")], 1.0)
+    link.ledger.mark_done(row.id, 2.0, series="s", carry=b"a;b;", update_carry=True)
+    assert ex.apply([EndCarry("s")])
+    (flushed,) = of(events, CarryFlushed)
+    assert (flushed.series, len(flushed.flows), flushed.csv_rows) == ("s", 2, 2)
+    assert Path(flushed.csv_path).name == "s-0001.pcap_20010909T014640Z_end_Flow.csv"
+    assert link.ledger.carries() == {}
+    link.close()
+
+
+def test_a_failed_quarantine_move_is_told_once_and_counted_when_it_succeeds(
+    tmp_path: Path,
+) -> None:
+    cfg = make_config(tmp_path)
+    path = tmp_path / "cap" / "junk.pcap"
+    path.write_bytes(b"junk")
+    (tmp_path / "out").write_text("not a directory")  # the output directory is unusable
+    events: list[Any] = []
+    ex, link, _ = executor(cfg, events)
+    info = FileInfo(str(path), Identity.of(path.stat()), None, "pcap")
+    move = Quarantine(1, info, "format", "not a capture", 1, 100.0, recovered=False)
+    assert ex.apply([move]) and ex.apply([dataclasses.replace(move, recovered=True)])
+    assert [type(e) for e in events] == [IngestError] and path.exists()
+    assert "cannot move" in ex.problems.current(100.0, None)[0]
+    (tmp_path / "out").unlink()  # writable again: the rescan finds it quarantined, moves it
+    assert ex.apply([dataclasses.replace(move, recovered=True)])
+    assert [type(e) for e in events] == [IngestError, FileQuarantined]  # counted once, now
+    assert not path.exists() and (tmp_path / "out" / "quarantine" / "junk.pcap").exists()
+    link.close()
+
+
+def test_a_failed_ledger_write_stops_the_rest_of_the_decisions(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, capture={"after_processing": "delete"})
+    path = tmp_path / "cap" / "x.pcap"
+    path.write_bytes(b"ok")
+    events: list[Any] = []
+    ex, link, _ = executor(cfg, events)
+    info = FileInfo(str(path), Identity.of(path.stat()), None, "pcap")
+    link.close()  # as after a failed write
+    result = fake_process(path, FlowSettings())
+    assert not ex.apply([RecordDone(1, info, False, 0.0, 1), Dispose(info)], result)
+    assert events == [] and path.exists()  # not reported, not deleted: it is redone
 
 
 def test_quarantined_file_ends_the_flows_carried_into_it(tmp_path: Path) -> None:
@@ -518,8 +568,6 @@ def test_crash_before_the_move_completes_it_without_processing_again(tmp_path: P
     cap = tmp_path / "cap"
     write_files(cap, ["late-1.pcap"])
     st = (cap / "late-1.pcap").stat()
-    from netmon_exporter.ingest.age_gate import Identity
-
     led = Ledger(cfg.state.directory)  # as if we died right after the done mark
     e = led.record_ready([(str(cap / "late-1.pcap"), Identity.of(st), "late", "pcap")], 1.0)[0]
     led.mark_done(e.id, 2.0)
