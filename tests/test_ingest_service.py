@@ -170,6 +170,15 @@ def collect(
     raise AssertionError(f"timed out; events so far: {[type(e).__name__ for e in events]}")
 
 
+def drive(svc: IngestService, until: Callable[[list[Any]], bool], timeout: float) -> list[Any]:
+    """Start the service, collect its events until ``until`` says enough, stop it."""
+    svc.start()
+    try:
+        return collect(svc, until, timeout)
+    finally:
+        svc.stop(5)
+
+
 def eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
     """Wait for a status snapshot to catch up with the events (it is taken once per round)."""
     deadline = time.monotonic() + timeout
@@ -206,11 +215,7 @@ def test_files_are_processed_once_in_series_order_with_carry(tmp_path: Path) -> 
         os.utime(cap / name, ns=(10**18 + k * 10**9, 10**18 + k * 10**9))
     (cap / "lonely.pcap").write_bytes(b"ok")
     svc = service(cfg)
-    svc.start()
-    try:
-        events = collect(svc, lambda ev: len(of(ev, FileDone)) == 8, 20)
-    finally:
-        svc.stop(5)
+    events = drive(svc, lambda ev: len(of(ev, FileDone)) == 8, 20)
     assert sorted(done_names(events)) == sorted([*names, "lonely.pcap"])
     order = done_names(events)
     assert [n for n in order if n.startswith("east")] == names[:4]
@@ -310,11 +315,7 @@ def test_quarantined_file_ends_the_flows_carried_into_it(tmp_path: Path) -> None
         (cap / name).write_bytes(content)
         os.utime(cap / name, ns=(10**18 + k * 10**9,) * 2)
     svc = service(cfg)
-    svc.start()
-    try:
-        events = collect(svc, lambda ev: len(of(ev, FileDone)) == 2, 15)
-    finally:
-        svc.stop(5)
+    events = drive(svc, lambda ev: len(of(ev, FileDone)) == 2, 15)
     kinds = [type(e).__name__ for e in events if not isinstance(e, FileStarted)]
     assert kinds == ["FileDone", "FileFailed", "CarryFlushed", "FileQuarantined", "FileDone"]
     assert len(of(events, CarryFlushed)[0].flows) == 1  # q-1's open flows
@@ -326,19 +327,11 @@ def test_carry_survives_a_restart_instead_of_being_flushed(tmp_path: Path) -> No
     cap = tmp_path / "cap"
     write_files(cap, ["r-0001.pcap"])
     svc = service(cfg)
-    svc.start()
-    try:
-        collect(svc, lambda ev: len(of(ev, FileDone)) == 1, 15)
-    finally:
-        svc.stop(5)
+    drive(svc, lambda ev: len(of(ev, FileDone)) == 1, 15)
     assert of(svc.poll_events(0), CarryFlushed) == []
     write_files(cap, ["r-0002.pcap"])
     svc = service(cfg)
-    svc.start()
-    try:
-        collect(svc, lambda ev: len(of(ev, FileDone)) == 1, 15)
-    finally:
-        svc.stop(5)
+    drive(svc, lambda ev: len(of(ev, FileDone)) == 1, 15)
     assert (tmp_path / "out" / "flows" / "r-0002.pcap.out").read_bytes() == b"r-0001.pcap;"
 
 
@@ -382,11 +375,7 @@ def test_crash_and_format_error_are_quarantined_with_reasons(tmp_path: Path) -> 
     (cap / "bad.pcap").write_bytes(b"BAD!")
     write_files(cap, ["fine.pcap"])
     svc = service(cfg, clock)
-    svc.start()
-    try:
-        events = collect(svc, lambda ev: len(of(ev, FileQuarantined)) == 2, 20)
-    finally:
-        svc.stop(5)
+    events = drive(svc, lambda ev: len(of(ev, FileQuarantined)) == 2, 20)
     by_file: dict[str, list[tuple[str, int, bool]]] = {}
     for f in of(events, FileFailed):
         by_file.setdefault(Path(f.path).name, []).append((f.reason, f.attempt, f.will_retry))
@@ -553,11 +542,7 @@ def test_after_processing_move_and_delete(tmp_path: Path, action: str) -> None:
     cfg = make_config(tmp_path, capture={"after_processing": action})
     write_files(tmp_path / "cap", ["m-1.pcap", "m-2.pcap"])
     svc = service(cfg)
-    svc.start()
-    try:
-        collect(svc, lambda ev: len(of(ev, FileDone)) == 2, 15)
-    finally:
-        svc.stop(5)
+    drive(svc, lambda ev: len(of(ev, FileDone)) == 2, 15)
     assert list((tmp_path / "cap").iterdir()) == []
     moved = sorted(p.name for p in (tmp_path / "done").iterdir()) if action == "move" else []
     assert moved == (["m-1.pcap", "m-2.pcap"] if action == "move" else [])
@@ -573,11 +558,7 @@ def test_crash_before_the_move_completes_it_without_processing_again(tmp_path: P
     led.mark_done(e.id, 2.0)
     led.close()
     svc = service(cfg)
-    svc.start()
-    try:
-        events = collect(svc, lambda ev: bool(of(ev, FileSkipped)), 10)
-    finally:
-        svc.stop(5)
+    events = drive(svc, lambda ev: bool(of(ev, FileSkipped)), 10)
     assert of(events, FileStarted) == [] and of(events, FileDone) == []
     assert (of(events, FileSkipped)[0].state, (tmp_path / "done" / "late-1.pcap").exists()) == (
         "done",
@@ -629,11 +610,7 @@ def test_unusable_ledger_and_directory_are_reported(tmp_path: Path) -> None:
     missing = make_config(tmp_path / "other")
     (tmp_path / "other" / "cap").rmdir()
     svc = service(missing)
-    svc.start()
-    try:
-        events = collect(svc, lambda ev: bool(of(ev, IngestError)), 10)
-    finally:
-        svc.stop(5)
+    events = drive(svc, lambda ev: bool(of(ev, IngestError)), 10)
     assert of(events, IngestError)[0].category == "io"
     assert "cannot list capture directory" in of(events, IngestError)[0].message
 
