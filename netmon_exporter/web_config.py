@@ -25,7 +25,10 @@ As in Go's ``yaml.UnmarshalStrict``, unknown keys and values of the wrong type a
 errors; enumerations (TLS versions, client auth types, cipher suites, curves) take
 exactly exporter-toolkit's names; only the headers exporter-toolkit allows may be set,
 some only to fixed values; a password hash must pass Go's ``bcrypt.Cost``. Every
-problem is reported at once. The file is read within the bounds of ``config.yaml``
+problem is reported at once. ``http2`` is accepted and has no effect: the server speaks
+HTTP/1.1 only, as exporter-toolkit does with ``http2: false``. ``rate_limit`` (newer
+exporter-toolkit) is not supported and refused as an unknown key, so nobody believes
+it applies. The file is read within the bounds of ``config.yaml``
 (size, no aliases, no duplicate keys), which is stricter than Go on one point: YAML
 anchors and aliases are refused.
 
