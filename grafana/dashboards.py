@@ -1,14 +1,20 @@
 """Generate netmon-exporter's Grafana dashboards with grafana-foundation-sdk.
 
 Run ``python grafana/dashboards.py`` to rewrite ``grafana/dashboards/*.json`` (the
-committed output) or ``python grafana/dashboards.py --check`` to fail when the committed
-files differ from what this script generates. The SDK is pinned
-(``grafana-foundation-sdk==1769699379!11.6.0``) and targets Grafana 11.6.
+committed output) and ``deploy/kubernetes/base/grafana-dashboards.yaml`` (the same
+dashboards as ConfigMaps for Grafana's dashboard sidecar), or
+``python grafana/dashboards.py --check`` to fail when the committed files differ from what
+this script generates. The SDK is pinned (``grafana-foundation-sdk==1769699379!11.6.0``)
+and targets Grafana 11.6.
 
-Every query uses only metrics from ``netmon_exporter/metrics.py`` (plus ``up`` and
-``process_start_time_seconds``), filters by the ``$instance`` variable, and uses
+Every Prometheus query uses only metrics from ``netmon_exporter/metrics.py`` (plus ``up``,
+the ``process_*`` series of the daemon's process collector and the worker process series),
+carries the ``$site``, ``$job`` and ``$instance`` variables (:data:`S`), and uses
 ``$__rate_interval`` in ``rate()``; panels that total a counter over the whole time range
-use ``increase(...[$__range])``.
+use ``increase(...[$__range])``. Firing Netmon alerts, detections, restarts and config
+reloads are annotations on every time series. Two panels read alerts rather than metrics:
+an alert list of the firing Netmon rules (Prometheus rules) and a table of the current
+security findings, read from Alertmanager's API through the Infinity data source.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from grafana_foundation_sdk.builders import (
     bargauge,
     heatmap,
@@ -34,15 +41,29 @@ from grafana_foundation_sdk.builders import (
 from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import prometheus as prom
+from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.cog import runtime as cogruntime
+from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import heatmap as hm
 from grafana_foundation_sdk.models import prometheus as pm
 
-OUT_DIR = Path(__file__).resolve().parent / "dashboards"
+ROOT = Path(__file__).resolve().parent.parent
+OUT_DIR = ROOT / "grafana" / "dashboards"
+KUBERNETES_OUT = ROOT / "deploy" / "kubernetes" / "base" / "grafana-dashboards.yaml"
 DATASOURCE = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
-S = 'instance=~"$instance"'  # the selector every query carries
+#: The selector every query carries. ``site`` exists only on federated or remote-written
+#: series (an external label), so its "All" value ``.*`` also matches series without it.
+S = 'job=~"$job", site=~"$site", instance=~"$instance"'
+#: Alertmanager's API through the Infinity plugin (grafana/provisioning/datasources).
+ALERTMANAGER_API = dm.DataSourceRef(
+    type_val="yesoreyeram-infinity-datasource", uid="alertmanager-api"
+)
+#: Keys of a Prometheus annotation query that Grafana reads but the SDK's AnnotationQuery
+#: model lacks; :func:`build` adds them.
+PROMETHEUS_ANNOTATION_KEYS = ("titleFormat", "textFormat", "tagKeys", "useValueForTime")
 RATE = "[$__rate_interval]"
 RANGE = "[$__range]"
 TAGS = ["netmon", "netmon-exporter"]
@@ -306,19 +327,70 @@ RELOAD_MAP = _value_texts({"1": ("Succeeded", "green"), "0": ("Failed", "red")})
 ON_OFF_MAP = _value_texts({"1": ("On", "green"), "0": ("Off", "text")})
 
 
-def new_dashboard(uid: str, title: str, description: str) -> db.Dashboard:
-    instance = (
-        db.QueryVariable("instance")
-        .label("Instance")
+@dataclass(frozen=True)
+class Annotation:
+    """A Prometheus annotation shown on every time series panel."""
+
+    name: str
+    expr: str
+    color: str
+    title: str
+    text: str
+    tags: str
+
+
+ANNOTATIONS = (
+    Annotation(
+        "Netmon alerts",
+        f'ALERTS{{alertname=~"Netmon.+", alertstate="firing", {S}}}',
+        "red",
+        "{{alertname}}",
+        "{{severity}} {{category}} alert on {{instance}}",
+        "severity,category",
+    ),
+    Annotation(
+        "Detections",
+        f"sum by (detector, severity) (increase(netmon_detections_total{{{S}}}{RATE})) > 0",
+        "orange",
+        "{{detector}}",
+        "{{severity}} detections",
+        "detector,severity",
+    ),
+    Annotation(
+        "Restarts",
+        f"changes(process_start_time_seconds{{{S}}}{RATE}) > 0",
+        "purple",
+        "restart",
+        "{{instance}} restarted",
+        "instance",
+    ),
+    Annotation(
+        "Config reloads",
+        f"changes(netmon_config_last_reload_success_timestamp_seconds{{{S}}}{RATE}) > 0",
+        "blue",
+        "config reloaded",
+        "{{instance}} loaded its configuration",
+        "instance",
+    ),
+)
+
+
+def _query_variable(name: str, label: str, query: str, all_value: str) -> db.QueryVariable:
+    return (
+        db.QueryVariable(name)
+        .label(label)
         .datasource(DATASOURCE)
-        .query("label_values(netmon_build_info, instance)")
+        .query(query)
         .multi(True)
         .include_all(True)
-        .all_value(".+")
+        .all_value(all_value)
         .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(dm.VariableSort.ALPHABETICAL_ASC)
         .current(dm.VariableOption(selected=True, text="All", value="$__all"))
     )
+
+
+def new_dashboard(uid: str, title: str, description: str) -> db.Dashboard:
     links = [
         db.DashboardLink("netmon-exporter")
         .type(dm.DashboardLinkType.DASHBOARDS)
@@ -327,7 +399,7 @@ def new_dashboard(uid: str, title: str, description: str) -> db.Dashboard:
         .include_vars(True)
         .keep_time(True)
     ]
-    return (
+    d = (
         db.Dashboard(title)
         .uid(uid)
         .description(description)
@@ -344,7 +416,145 @@ def new_dashboard(uid: str, title: str, description: str) -> db.Dashboard:
             .type("prometheus")
             .current(dm.VariableOption(selected=True, text="Prometheus", value="prometheus"))
         )
-        .with_variable(instance)
+        # Federated or remote-written data carries the site's external label (scale-out).
+        .with_variable(
+            _query_variable("site", "Site", "label_values(netmon_build_info, site)", ".*")
+        )
+        .with_variable(
+            _query_variable(
+                "job", "Job", 'label_values(netmon_build_info{site=~"$site"}, job)', ".+"
+            )
+        )
+        .with_variable(
+            _query_variable(
+                "instance",
+                "Instance",
+                'label_values(netmon_build_info{site=~"$site", job=~"$job"}, instance)',
+                ".+",
+            )
+        )
+    )
+    for a in ANNOTATIONS:
+        d = d.annotation(
+            db.AnnotationQuery()
+            .name(a.name)
+            .datasource(DATASOURCE)
+            .enable(True)
+            .icon_color(a.color)
+            .expr(a.expr)
+        )
+    return d
+
+
+def alert_list(title: str, description: str, *, width: int = 24, height: int = 7) -> Any:
+    """Firing and pending Netmon alert rules of the Prometheus data source.
+
+    Grafana's alert list reads alert *rules* (here Prometheus's, by data source name); it
+    cannot list alerts pushed straight to Alertmanager, such as the security findings:
+    :func:`findings_table` shows those.
+    """
+    options = {
+        "viewMode": "list",
+        "groupMode": "default",
+        "groupBy": [],
+        "maxItems": 20,
+        "sortOrder": 3,  # importance
+        "dashboardAlerts": False,
+        "alertName": "Netmon",
+        "alertInstanceLabelFilter": "",
+        "datasource": "Prometheus",
+        "folder": None,
+        "showInstances": True,
+        "showInactiveAlerts": False,
+        "stateFilter": {
+            "firing": True,
+            "pending": True,
+            "recovering": True,
+            "noData": False,
+            "normal": False,
+            "error": True,
+        },
+    }
+    return (
+        db.Panel()
+        .type("alertlist")
+        .title(title)
+        .description(description)
+        .span(width)
+        .height(height)
+        .options(options)
+    )
+
+
+#: Alertmanager's v2 API: the active, unsilenced, uninhibited alerts the exporter pushed.
+FINDINGS_URL = (
+    "/api/v2/alerts?active=true&silenced=false&inhibited=false"
+    "&filter=service%3D%22netmon-exporter%22"
+)
+#: Column -> JSON path in each alert of FINDINGS_URL's answer (``labels`` are the
+#: alert's identifying labels, set by netmon_exporter/alerting.py).
+FINDINGS_COLUMNS = (
+    ("Severity", "labels.severity", "string"),
+    ("Detector", "labels.detector", "string"),
+    ("Source", "labels.source", "string"),
+    ("Target", "labels.target", "string"),
+    ("Summary", "annotations.summary", "string"),
+    ("Since", "startsAt", "timestamp"),
+)
+
+
+class _Query(cogbuilder.Builder[cogvariants.Dataquery]):
+    """A target for a data source the SDK has no model for (kept as plain JSON)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._query = cogruntime.UnknownDataquery(data)
+
+    def build(self) -> cogvariants.Dataquery:
+        return self._query
+
+
+def findings_table(*, width: int = 24, height: int = 9) -> Any:
+    query = {
+        "refId": "A",
+        "datasource": {"type": ALERTMANAGER_API.type_val, "uid": ALERTMANAGER_API.uid},
+        "type": "json",
+        "source": "url",
+        "parser": "backend",
+        "format": "table",
+        "url": FINDINGS_URL,
+        "url_options": {"method": "GET", "data": ""},
+        "root_selector": "",
+        "columns": [
+            {"text": text, "selector": selector, "type": kind}
+            for text, selector, kind in FINDINGS_COLUMNS
+        ],
+    }
+    severity_colors = _value_texts(
+        {
+            "critical": ("critical", "red"),
+            "warning": ("warning", "orange"),
+            "info": ("info", "blue"),
+        }
+    )
+    return (
+        table.Panel()
+        .title("Current security findings")
+        .description(
+            "Detections the exporter pushed to Alertmanager that are active now (not "
+            "silenced or inhibited): who (source) did what (detector) to whom (target). "
+            "Read from Alertmanager's API through the Infinity data source; silence or "
+            "explore them under Alerting > Alert groups (Alertmanager data source)."
+        )
+        .datasource(ALERTMANAGER_API)
+        .unit("none")
+        .span(width)
+        .height(height)
+        .with_target(_Query(query))
+        .show_header(True)
+        .cell_height(cm.TableCellHeight.SM)
+        .mappings(severity_colors)
+        .cell_options(cm.TableColorTextCellOptions())
+        .sort_by([cb.TableSortByFieldState().display_name("Since").desc(True)])
     )
 
 
@@ -415,6 +625,14 @@ def overview() -> db.Dashboard:
             "GET /health and the log.",
             [Q(f"netmon_health_check_ok{{{S}}}", "{{instance}} {{check}}")],
             OK_MAP,
+        )
+    )
+    d = d.with_panel(
+        alert_list(
+            "Firing Netmon alerts",
+            "Netmon alert rules firing or pending in Prometheus (the data source named "
+            "Prometheus), most important first. Security findings pushed by the exporter "
+            "are on the Detections dashboard.",
         )
     )
 
@@ -656,6 +874,16 @@ def traffic() -> db.Dashboard:
             ],
         )
     )
+    d = d.with_panel(
+        ts(
+            "Flows ended early (flow table full)",
+            "Flows ended before their timeout because a worker's flow table reached "
+            "flows.max_open_flows (alert NetmonFlowsEvicted): their features are cut short.",
+            "cps",
+            [Q(rate("netmon_flows_evicted_total"), "evicted")],
+            width=24,
+        )
+    )
     return d
 
 
@@ -665,6 +893,8 @@ def detections() -> db.Dashboard:
         "netmon-exporter / Detections",
         "Detections by detector and severity, classifications and anomaly scores.",
     )
+    d = d.with_row(db.Row("Current findings"))
+    d = d.with_panel(findings_table())
     d = d.with_row(db.Row("Detections"))
     d = d.with_panel(
         ts(
@@ -862,11 +1092,13 @@ def performance() -> db.Dashboard:
     d = d.with_panel(
         ts(
             "Backlog and in progress",
-            "Files waiting, and files being processed right now.",
+            "Files waiting, files being processed right now, and files found but not "
+            "ready yet (younger than capture.min_age_seconds or still being written).",
             "short",
             [
                 Q(f"sum(netmon_backlog_files{{{S}}})", "waiting"),
                 Q(f"sum(netmon_files_in_progress{{{S}}})", "in progress"),
+                Q(f"sum(netmon_files_not_ready{{{S}}})", "not ready"),
             ],
         )
     )
@@ -923,6 +1155,59 @@ def performance() -> db.Dashboard:
                 Q(f"sum by (instance) (netmon_windows_kept{{{S}}})", "{{instance}}"),
                 Q(f"max(netmon_config_max_windows{{{S}}})", "limit"),
             ],
+        )
+    )
+
+    d = d.with_row(db.Row("Process resources"))
+    d = d.with_panel(
+        ts(
+            "CPU",
+            "CPU time per second (1 = one core) of the daemon process and of each worker "
+            "process (worker label; a replaced worker starts its slot again).",
+            "percentunit",
+            [
+                Q(rate("process_cpu_seconds_total", "instance"), "{{instance}} daemon"),
+                Q(
+                    rate("netmon_worker_cpu_seconds_total", "instance, worker"),
+                    "{{instance}} worker {{worker}}",
+                ),
+            ],
+            width=8,
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Resident memory",
+            "Resident memory of the daemon process and of each worker process.",
+            "bytes",
+            [
+                Q(
+                    f"sum by (instance) (process_resident_memory_bytes{{{S}}})",
+                    "{{instance}} daemon",
+                ),
+                Q(
+                    f"sum by (instance, worker) (netmon_worker_resident_memory_bytes{{{S}}})",
+                    "{{instance}} worker {{worker}}",
+                ),
+            ],
+            width=8,
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Open file descriptors",
+            "Open file descriptors of the daemon process (against its limit, alert "
+            "NetmonFileDescriptorsNearLimit at 80%) and of each worker process.",
+            "short",
+            [
+                Q(f"sum by (instance) (process_open_fds{{{S}}})", "{{instance}} daemon"),
+                Q(f"max by (instance) (process_max_fds{{{S}}})", "{{instance}} limit"),
+                Q(
+                    f"sum by (instance, worker) (netmon_worker_open_fds{{{S}}})",
+                    "{{instance}} worker {{worker}}",
+                ),
+            ],
+            width=8,
         )
     )
     return d
@@ -1003,6 +1288,20 @@ def errors() -> db.Dashboard:
                 Q(rate("netmon_files_quarantined_total"), "quarantined"),
                 Q(rate("netmon_files_skipped_duplicate_total"), "duplicates skipped"),
             ],
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Files ignored and dated in the future",
+            "Files matching capture.patterns that are never opened, by reason (alert "
+            "NetmonFilesIgnored), and files whose modification time was in the future "
+            "(alert NetmonCaptureClockSkew).",
+            "cps",
+            [
+                Q(rate("netmon_files_ignored_total", "reason"), "ignored {{reason}}"),
+                Q(rate("netmon_files_clock_skew_total"), "clock skew"),
+            ],
+            width=24,
         )
     )
 
@@ -1096,6 +1395,13 @@ def build(name: str) -> dict[str, Any]:
     dashboard = DASHBOARDS[name]().build()
     _number_panels(dashboard.panels or [])
     rendered: dict[str, Any] = json.loads(json.dumps(dashboard, cls=JSONEncoder))
+    extras = {
+        a.name: {"titleFormat": a.title, "textFormat": a.text, "tagKeys": a.tags}
+        for a in ANNOTATIONS
+    }
+    for annotation in rendered.get("annotations", {}).get("list", []):
+        if annotation.get("name") in extras:
+            annotation.update(extras[annotation["name"]], useValueForTime=False)
     return rendered
 
 
@@ -1104,39 +1410,96 @@ def render(name: str) -> str:
     return json.dumps(build(name), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+class _Dumper(yaml.SafeDumper):
+    """Block style for multi-line strings: the dashboards stay readable in the ConfigMaps."""
+
+
+_Dumper.add_representer(
+    str,
+    lambda dumper, value: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None
+    ),
+)
+
+
+def render_configmaps() -> str:
+    """Every dashboard as a ConfigMap that Grafana's dashboard sidecar loads.
+
+    The label ``grafana_dashboard: "1"`` and the folder annotation ``grafana_folder`` are
+    the defaults of the sidecar in Grafana's Helm chart (and kube-prometheus-stack).
+    """
+    docs = [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": f"{name}-dashboard",
+                "labels": {
+                    "app.kubernetes.io/name": "netmon-exporter",
+                    "app.kubernetes.io/component": "dashboards",
+                    "grafana_dashboard": "1",
+                },
+                "annotations": {"grafana_folder": "netmon-exporter"},
+            },
+            "data": {f"{name}.json": render(name)},
+        }
+        for name in DASHBOARDS
+    ]
+    header = (
+        "# GENERATED by grafana/dashboards.py -- do not edit; run `python grafana/dashboards.py`.\n"
+        "# The dashboards of grafana/dashboards/ as ConfigMaps for Grafana's dashboard sidecar.\n"
+    )
+    return header + yaml.dump_all(
+        docs, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True
+    )
+
+
+def _write_or_compare(path: Path, text: str, check: bool) -> bool:
+    """Write ``text`` (or, with ``check``, compare it); False when the file is stale."""
+    if not check:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path}")
+        return True
+    current = path.read_text(encoding="utf-8") if path.exists() else ""
+    if current == text:
+        return True
+    sys.stdout.writelines(
+        difflib.unified_diff(
+            current.splitlines(keepends=True),
+            text.splitlines(keepends=True),
+            str(path),
+            "generated",
+            n=1,
+        )
+    )
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="output directory")
+    parser.add_argument(
+        "--kubernetes-out",
+        type=Path,
+        help=f"the ConfigMaps file (default {KUBERNETES_OUT.relative_to(ROOT)}, or "
+        "grafana-dashboards.yaml in --out when --out is given)",
+    )
     parser.add_argument(
         "--check",
         action="store_true",
         help="fail if the files in --out differ from the generated ones",
     )
     args = parser.parse_args(argv)
-    stale = []
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name in DASHBOARDS:
-        path = args.out / f"{name}.json"
-        text = render(name)
-        if args.check:
-            current = path.read_text(encoding="utf-8") if path.exists() else ""
-            if current != text:
-                stale.append(path)
-                sys.stdout.writelines(
-                    difflib.unified_diff(
-                        current.splitlines(keepends=True),
-                        text.splitlines(keepends=True),
-                        str(path),
-                        "generated",
-                        n=1,
-                    )
-                )
-            continue
-        path.write_text(text, encoding="utf-8")
-        print(f"wrote {path}")
+    configmaps = args.kubernetes_out or (
+        KUBERNETES_OUT if args.out == OUT_DIR else args.out / "grafana-dashboards.yaml"
+    )
+    outputs = [(args.out / f"{name}.json", render(name)) for name in DASHBOARDS]
+    outputs.append((configmaps, render_configmaps()))
+    stale = [path for path, text in outputs if not _write_or_compare(path, text, args.check)]
     if stale:
         print(
-            f"{len(stale)} dashboard(s) out of date: run python grafana/dashboards.py",
+            f"{len(stale)} file(s) out of date: run python grafana/dashboards.py",
             file=sys.stderr,
         )
         return 1

@@ -5,6 +5,13 @@ the schema is derived from those models: every model class becomes a JSON-schema
 whose properties are the JSON keys its ``to_json`` writes (``additionalProperties: false``),
 typed from its annotations (enums, literals, nested models), with per-panel-type
 ``options``/``fieldConfig.defaults.custom`` and Prometheus targets.
+
+Two things the dashboards use have no SDK model, and get an explicit, closed schema here
+instead: the Infinity data source's query (the security-findings table reads
+Alertmanager's API through it), and the keys of a Prometheus annotation query that Grafana
+reads but the SDK's ``AnnotationQuery`` lacks (``titleFormat``, ``textFormat``,
+``tagKeys``, ``useValueForTime``). Grafana's ``alertlist`` panel has no options model
+either; its options are checked against the panel's documented option names.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import subprocess
 import sys
 import types
 import typing
+import urllib.parse
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -71,8 +79,28 @@ PROMQL_FUNCTIONS_AND_KEYWORDS = {
     "le",
     "offset",
     "bool",
+    "changes",
 }
-NON_EXPORTER_METRICS = {"up", "process_start_time_seconds"}
+#: Series that are not in build_metrics' catalogue: Prometheus's own, and the daemon's
+#: process collector (prometheus_client's ProcessCollector).
+NON_EXPORTER_METRICS = {
+    "up",
+    "ALERTS",
+    "process_start_time_seconds",
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
+}
+#: The worker processes' series, from the daemon's worker process collector (its help
+#: texts live in netmon_exporter/metrics.py: WORKER_PROCESS_HELP).
+WORKER_METRICS = {
+    "netmon_worker_cpu_seconds_total",
+    "netmon_worker_resident_memory_bytes",
+    "netmon_worker_open_fds",
+}
+SELECTOR = 'job=~"$job", site=~"$site", instance=~"$instance"'
+INFINITY = "yesoreyeram-infinity-datasource"
 
 
 def load_generator() -> types.ModuleType:
@@ -106,13 +134,20 @@ def data_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def all_queries() -> list[tuple[str, str, str]]:
-    """(dashboard, panel title, expr) for every target of every panel."""
-    return [
+    """(dashboard, panel title, expr) for every Prometheus query: targets and annotations."""
+    targets = [
         (name, p["title"], t["expr"])
         for name, d in committed().items()
         for p in data_panels(d)
         for t in p.get("targets", [])
+        if t["datasource"]["type"] == "prometheus"
     ]
+    annotations = [
+        (name, f"annotation {a['name']}", a["expr"])
+        for name, d in committed().items()
+        for a in d["annotations"]["list"]
+    ]
+    return targets + annotations
 
 
 SERIES_SUFFIXES = {
@@ -219,6 +254,64 @@ class _SchemaBuilder:
         return {}  # object / Any: free-form in the SDK too
 
 
+#: The subset of the Infinity plugin's query model the dashboards use (closed: a typo or
+#: an unknown key is an error).
+INFINITY_QUERY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["refId", "datasource", "type", "source", "url", "format", "columns"],
+    "properties": {
+        "refId": {"type": "string"},
+        "datasource": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"type": {"const": INFINITY}, "uid": {"type": "string"}},
+        },
+        "type": {"enum": ["json"]},
+        "source": {"enum": ["url"]},
+        "parser": {"enum": ["simple", "backend", "jq-backend", "uql", "groq"]},
+        "format": {"enum": ["table", "dataframe", "timeseries"]},
+        "url": {"type": "string", "pattern": "^/api/v2/"},
+        "url_options": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"method": {"enum": ["GET"]}, "data": {"type": "string"}},
+        },
+        "root_selector": {"type": "string"},
+        "columns": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["selector", "text", "type"],
+                "properties": {
+                    "selector": {"type": "string", "minLength": 1},
+                    "text": {"type": "string", "minLength": 1},
+                    "type": {"enum": ["string", "number", "timestamp", "boolean"]},
+                },
+            },
+        },
+    },
+}
+#: Options of Grafana's alertlist panel (public/app/plugins/panel/alertlist/types.ts).
+ALERTLIST_OPTIONS = {
+    "viewMode",
+    "groupMode",
+    "groupBy",
+    "maxItems",
+    "sortOrder",
+    "dashboardAlerts",
+    "alertName",
+    "alertInstanceLabelFilter",
+    "datasource",
+    "folder",
+    "showInstances",
+    "showInactiveAlerts",
+    "stateFilter",
+}
+
+
 @cache
 def sdk_dashboard_schema() -> dict[str, Any]:
     b = _SchemaBuilder()
@@ -242,6 +335,27 @@ def sdk_dashboard_schema() -> dict[str, Any]:
         )
     panel_name = "dashboard.Panel"
     b.defs[panel_name] = {"allOf": [b.defs[panel_name], *panel_rules]}
+    # Targets: Prometheus queries (the SDK model), or the Infinity query (no SDK model).
+    b.defs["dashboard.Panel"]["allOf"][0]["properties"]["targets"] = {
+        "type": "array",
+        "items": {
+            "if": {
+                "properties": {"datasource": {"properties": {"type": {"const": INFINITY}}}},
+                "required": ["datasource"],
+            },
+            "then": INFINITY_QUERY_SCHEMA,
+            "else": b.ref(pm.Dataquery),
+        },
+    }
+    annotation = b.defs["dashboard.AnnotationQuery"]["properties"]
+    annotation.update(
+        {
+            "titleFormat": {"type": "string"},
+            "textFormat": {"type": "string"},
+            "tagKeys": {"type": "string"},
+            "useValueForTime": {"type": "boolean"},
+        }
+    )
     # Dashboard.panels is Panel | RowPanel: discriminate on the type.
     b.defs["dashboard.Dashboard"]["properties"]["panels"] = {
         "type": "array",
@@ -269,6 +383,23 @@ def test_generation_reproduces_committed_json_byte_for_byte() -> None:
     for name in gen.DASHBOARDS:
         text = (DASH_DIR / f"{name}.json").read_text(encoding="utf-8")
         assert gen.render(name) == text, f"{name}.json is stale: run python grafana/dashboards.py"
+    configmaps = gen.KUBERNETES_OUT.read_text(encoding="utf-8")
+    assert gen.render_configmaps() == configmaps, "grafana-dashboards.yaml is stale"
+
+
+def test_configmaps_carry_the_committed_dashboards() -> None:
+    gen = load_generator()
+    docs = list(yaml.safe_load_all(gen.KUBERNETES_OUT.read_text()))
+    assert [d["kind"] for d in docs] == ["ConfigMap"] * len(EXPECTED)
+    seen = {}
+    for doc in docs:
+        assert doc["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert doc["metadata"]["annotations"]["grafana_folder"] == "netmon-exporter"
+        ((key, text),) = doc["data"].items()
+        seen[key] = text
+    assert seen == {
+        f"{name}.json": (DASH_DIR / f"{name}.json").read_text(encoding="utf-8") for name in EXPECTED
+    }
 
 
 def test_check_mode_detects_a_stale_file(tmp_path: Path) -> None:
@@ -297,6 +428,7 @@ def test_check_mode_detects_a_stale_file(tmp_path: Path) -> None:
     )
     assert stale.returncode == 1
     assert "netmon-traffic.json" in stale.stdout
+    assert (tmp_path / "grafana-dashboards.yaml").is_file()  # never the committed one
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -310,6 +442,11 @@ def test_dashboard_round_trips_through_sdk_models(name: str) -> None:
 
     data = committed()[name]
     again = json.loads(json.dumps(dm.Dashboard.from_json(data), cls=JSONEncoder))
+    # The SDK's AnnotationQuery drops the Prometheus annotation keys it has no model for.
+    gen = load_generator()
+    for annotation in data["annotations"]["list"]:
+        for key in gen.PROMETHEUS_ANNOTATION_KEYS:
+            annotation.pop(key, None)
     assert again == data
 
 
@@ -322,6 +459,10 @@ def test_dashboard_round_trips_through_sdk_models(name: str) -> None:
         lambda d: d["panels"][1]["options"].update(graphMode="sparkline"),
         lambda d: d["templating"]["list"][1].update(refresh=9),
         lambda d: d.pop("schemaVersion"),
+        lambda d: d["annotations"]["list"][0].update(titelFormat="{{alertname}}"),
+        lambda d: _findings(d)["targets"][0].update(parser="regex"),
+        lambda d: _findings(d)["targets"][0]["columns"][0].pop("selector"),
+        lambda d: _findings(d)["targets"][0].update(expr="up"),
     ],
     ids=[
         "unknown-key",
@@ -330,14 +471,33 @@ def test_dashboard_round_trips_through_sdk_models(name: str) -> None:
         "stat-option-enum",
         "variable-refresh",
         "missing-required",
+        "annotation-key",
+        "infinity-parser",
+        "infinity-column",
+        "infinity-unknown-key",
     ],
 )
 def test_sdk_schema_rejects_invalid_dashboards(mutate: Any) -> None:
     broken = copy.deepcopy(committed()["netmon-overview"])
+    broken["panels"].append(copy.deepcopy(_findings(committed()["netmon-detections"])))
     assert broken["panels"][1]["type"] == "stat"
     mutate(broken)
     with pytest.raises(jsonschema.ValidationError):
         validate(broken)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def _findings(d: dict[str, Any]) -> dict[str, Any]:
+    (table,) = [p for p in data_panels(d) if p["title"] == "Current security findings"]
+    return table
+
+
+def _check_expr(where: str, expr: str) -> None:
+    assert SELECTOR in expr, f"{where}: not filtered by $job, $site and $instance"
+    for fn, window in re.findall(r"\b(rate|irate|increase|changes)\(\s*[^\[]*\[([^\]]+)\]", expr):
+        allowed = {"$__rate_interval"} | ({"$__range"} if fn == "increase" else set())
+        assert window in allowed, f"{where}: {fn}(...[{window}])"
+    assert not re.search(r"\[\d+[smhd]\]", expr), f"{where}: hard-coded range"
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -346,25 +506,96 @@ def test_dashboard_conventions(name: str) -> None:
     assert d["uid"] == name
     assert "netmon" in d["tags"]
     variables = {v["name"]: v for v in d["templating"]["list"]}
+    assert list(variables) == ["datasource", "site", "job", "instance"]
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    assert variables["instance"]["type"] == "query"
-    assert variables["instance"]["includeAll"] and variables["instance"]["multi"]
+    for var in ("site", "job", "instance"):
+        assert variables[var]["type"] == "query", var
+        assert variables[var]["includeAll"] and variables[var]["multi"], var
+        assert variables[var]["query"].startswith("label_values(netmon_build_info"), var
+        assert variables[var]["query"].endswith(f", {var})"), var
+    # "All sites" must also match series without a site label (a site's own Prometheus).
+    assert variables["site"]["allValue"] == ".*"
+    assert variables["job"]["allValue"] == variables["instance"]["allValue"] == ".+"
     ids = [p["id"] for p in panels(d)]
     assert len(ids) == len(set(ids)), "duplicate panel ids"
     for p in data_panels(d):
         where = f"{name} / {p['title']}"
+        assert p.get("description"), f"{where}: no description"
+        if p["type"] == "alertlist":
+            continue  # reads alert rules, not queries: test_alert_list_panel
+        if p["datasource"]["type"] == INFINITY:
+            continue  # reads Alertmanager: test_findings_table
         assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, where
         assert p["fieldConfig"]["defaults"].get("unit"), f"{where}: no unit"
-        assert p.get("description"), f"{where}: no description"
         assert p["targets"], f"{where}: no query"
         for t in p["targets"]:
-            expr = t["expr"]
-            assert 'instance=~"$instance"' in expr, f"{where}: not filtered by $instance"
-            for fn, window in re.findall(r"\b(rate|irate|increase)\(\s*[^\[]*\[([^\]]+)\]", expr):
-                allowed = {"$__rate_interval"} | ({"$__range"} if fn == "increase" else set())
-                assert window in allowed, f"{where}: {fn}(...[{window}])"
-            assert not re.search(r"\[\d+[smhd]\]", expr), f"{where}: hard-coded range"
+            _check_expr(where, t["expr"])
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_alerts_detections_restarts_and_reloads_annotate_every_time_series(name: str) -> None:
+    d = committed()[name]
+    annotations = {a["name"]: a for a in d["annotations"]["list"]}
+    assert set(annotations) == {"Netmon alerts", "Detections", "Restarts", "Config reloads"}
+    for a in annotations.values():
+        where = f"{name} / annotation {a['name']}"
+        assert a["enable"] and not a["hide"], where
+        assert a["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, where
+        assert "filter" not in a, f"{where}: limited to some panels"
+        assert a["titleFormat"] and a["textFormat"] and a["tagKeys"], where
+        _check_expr(where, a["expr"])
+    assert 'alertname=~"Netmon.+"' in annotations["Netmon alerts"]["expr"]
+    assert 'alertstate="firing"' in annotations["Netmon alerts"]["expr"]
+    assert any(p["type"] == "timeseries" for p in data_panels(d))
+
+
+def test_alert_list_panel() -> None:
+    d = committed()["netmon-overview"]
+    (panel,) = [p for p in data_panels(d) if p["type"] == "alertlist"]
+    options = panel["options"]
+    assert set(options) == ALERTLIST_OPTIONS
+    # The alert list names its rule source by data source *name*: the provisioned one.
+    ds = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    assert options["datasource"] == ds["datasources"][0]["name"]
+    assert options["alertName"] == "Netmon"
+    assert options["stateFilter"]["firing"] and not options["stateFilter"]["normal"]
+
+
+def test_findings_table() -> None:
+    """Who did what to whom: the columns are the labels the daemon really pushes."""
+    from netmon_exporter.alerting import SERVICE, build_annotations, build_labels
+    from netmon_exporter.detection import Detection
+
+    gen = load_generator()
+    table = _findings(committed()["netmon-detections"])
+    assert table["type"] == "table"
+    (target,) = table["targets"]
+    provisioned = yaml.safe_load(
+        (GRAFANA / "provisioning" / "datasources" / "alertmanager.yml").read_text()
+    )
+    infinity = next(d for d in provisioned["datasources"] if d["type"] == INFINITY)
+    assert table["datasource"] == target["datasource"] == {"type": INFINITY, "uid": infinity["uid"]}
+    url = urllib.parse.urlsplit(target["url"])
+    assert url.path == "/api/v2/alerts"
+    query = urllib.parse.parse_qs(url.query)
+    assert query["filter"] == [f'service="{SERVICE}"']
+    assert query["active"] == ["true"] and query["silenced"] == ["false"]
+    det = Detection("port_scan", "critical", "10.0.0.66", "10.0.0.5:22", 0.0, 60.0)
+    alert = {
+        "labels": build_labels(det, det.severity),
+        "annotations": build_annotations(det, 0.0, 60.0),
+        "startsAt": "2026-01-01T00:00:00Z",
+    }
+    values = {}
+    for column in target["columns"]:
+        node: Any = alert
+        for part in column["selector"].split("."):
+            node = node[part]
+        values[column["text"]] = node
+    assert values["Source"] == "10.0.0.66" and values["Target"] == "10.0.0.5:22"
+    assert values["Detector"] == "port_scan" and values["Severity"] == "critical"
+    assert [c[0] for c in gen.FINDINGS_COLUMNS] == [c["text"] for c in target["columns"]]
 
 
 def test_layout_fits_the_grid() -> None:
@@ -375,8 +606,21 @@ def test_layout_fits_the_grid() -> None:
             assert g["h"] >= 1
 
 
+def test_worker_metrics_are_the_daemons() -> None:
+    """The worker series the dashboards use are the ones the daemon's collector exposes."""
+    import netmon_exporter.metrics as metrics
+
+    helps = getattr(metrics, "WORKER_PROCESS_HELP", None)
+    if helps is None:
+        pytest.skip("worker process metrics not in netmon_exporter/metrics.py yet")
+    names = set()
+    for key in helps:
+        names |= {f"netmon_{key}", f"netmon_{key}_total"}
+    assert names >= WORKER_METRICS
+
+
 def test_every_query_uses_only_exported_metrics() -> None:
-    exposed = exposed_metric_names() | NON_EXPORTER_METRICS
+    exposed = exposed_metric_names() | NON_EXPORTER_METRICS | WORKER_METRICS
     queries = all_queries()
     assert len(queries) > 50
     for dash, title, expr in queries:
@@ -408,6 +652,12 @@ def test_provisioning_points_at_the_dashboards() -> None:
     assert source["type"] == "prometheus"
     assert source["uid"] == "prometheus"
     assert source["isDefault"] is True
+    am = yaml.safe_load((prov / "datasources" / "alertmanager.yml").read_text())
+    by_type = {d["type"]: d for d in am["datasources"]}
+    assert by_type["alertmanager"]["uid"] == "alertmanager"
+    assert by_type["alertmanager"]["jsonData"]["implementation"] == "prometheus"
+    infinity = by_type[INFINITY]
+    assert infinity["jsonData"]["allowedHosts"] == [infinity["url"]]
     dash = yaml.safe_load((prov / "dashboards" / "netmon.yml").read_text())
     (provider,) = dash["providers"]
     assert provider["type"] == "file"
