@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import random
 import re
 import shutil
 import socket
@@ -495,3 +496,80 @@ def test_live_config_refuses_a_bad_file_at_start(tmp_path: Path) -> None:
     path.write_text("tls_server_config:\n  clent_auth_type: x\n")
     with pytest.raises(WebConfigError, match="did you mean client_auth_type"):
         LiveWebConfig(str(path))
+
+
+# ---------------------------------------------------------------- random files, same verdicts
+
+_HASH = "'$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi'"
+_TLS_VALUES = {
+    "cert_file": ["certs/server.crt", "certs/client.crt", "nope", "''", "~", "certs/ca.key"],
+    "key_file": ["certs/server.key", "certs/client.key", "nope", "''", "~", "certs/server.crt"],
+    "client_auth_type": [
+        *filter(None, CLIENT_AUTH_TYPES),
+        "''",
+        "~",
+        "bogus",
+        "requireanyclientcert",
+    ],
+    "client_ca_file": ["certs/ca.crt", "nope", "''", "~", "certs/server.key"],
+    "cipher_suites": [
+        "[TLS_AES_128_GCM_SHA256]",
+        "[TLS_RSA_WITH_AES_128_CBC_SHA, TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]",
+        "[]",
+        "~",
+        "[bogus]",
+        "x",
+        "[~]",
+    ],
+    "curve_preferences": ["[X25519]", "[CurveP256, CurveP384]", "[]", "~", "[P-256]", "X25519"],
+    "min_version": [*TLS_VERSIONS, "~", "''", "TLS1.2", "12", "[TLS12]"],
+    "max_version": ["TLS10", "TLS12", "TLS13", "~", "TLS14", "true"],
+    "prefer_server_cipher_suites": ["true", "false", "yes", "No", "~", "1", "'true'", "Y"],
+    "clent_auth_type": ["RequireAndVerifyClientCert"],
+}
+_HTTP_VALUES = {
+    "http2": ["true", "false", "off", "~", "'no'", "0"],
+    "headers": [
+        "{X-Frame-Options: deny}",
+        "{X-Frame-Options: SAMEORIGIN}",
+        "{Strict-Transport-Security: 1, X-XSS-Protection: ~}",
+        "{Server: x}",
+        "{}",
+        "~",
+        "[]",
+        "{Content-Security-Policy: [a]}",
+    ],
+}
+_USERS = [_HASH, "x", "~", "'$2y$40$" + "a" * 53 + "'", "[a]", "123"]
+
+
+def random_web_config(rng: random.Random) -> str:
+    """Return a web config made of keys this promtool knows, good and bad values mixed."""
+    lines = []
+    for section, values, chance in (
+        ("tls_server_config", _TLS_VALUES, 0.8),
+        ("http_server_config", _HTTP_VALUES, 0.4),
+    ):
+        if rng.random() < chance:
+            body = [f"  {k}: {rng.choice(v)}" for k, v in values.items() if rng.random() < 0.35]
+            lines += [f"{section}:", *body] if body else [f"{section}: {{}}"]
+    if rng.random() < 0.3:
+        users = [f"  u{i}: {rng.choice(_USERS)}" for i in range(rng.randint(0, 2))]
+        lines += ["basic_auth_users:", *users] if users else ["basic_auth_users: {}"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.skipif(not HAVE_PROMTOOL, reason="promtool not installed")
+def test_random_web_configs_get_promtools_verdict(corpus: Path) -> None:
+    """200 random mixes of good and bad values: the daemon says yes exactly when promtool does."""
+    rng = random.Random(14)
+    differ = []
+    for i in range(200):
+        text = random_web_config(rng)
+        path = corpus / f"random-{i}.yml"
+        path.write_text(text)
+        ours, message = daemon_verdict(path)
+        theirs, output = promtool_verdict(path)
+        if ours != theirs:
+            differ.append(f"{text}daemon: {message}\npromtool: {output}")
+    assert not differ, "\n\n".join(differ[:5])
