@@ -562,9 +562,11 @@ def render_prometheus_rule(cfg: MixinConfig) -> str:
 
 
 #: The configuration of the Kubernetes manifests: the ServiceMonitor scrapes the Service
-#: "netmon-exporter", so that is the job label.
+#: "netmon-exporter", so that is the job label; kube-prometheus-stack's node_exporter job
+#: is "node-exporter". The Grafana URL is a placeholder, as the runbook's.
 KUBERNETES = MixinConfig(
     selector='job="netmon-exporter"',
+    node_selector='job="node-exporter"',
     grafana_url="https://grafana.example.com",
 )
 
