@@ -18,7 +18,7 @@ import numpy as np
 from .config import DetectorsConfig, ModelsConfig
 from .detection import Detection
 from .detectors import REGISTRY, Detector, build_detector
-from .detectors.features import addr_codes
+from .detectors.features import addr_codes, clear_cache
 from .flow_schema import FlowBatch
 from .models import BENIGN, Model, load_model
 
@@ -133,6 +133,7 @@ class Analyzer:
             names, counts = np.unique(classes.astype(str), return_counts=True)
             class_counts = {str(c): int(n) for c, n in zip(names, counts, strict=True)}
             detections.extend(self._classifier_detections(flows, classes, window_start, window_end))
+        clear_cache()  # the cache would keep this window's columns alive until the next one
         return WindowAnalysis(
             detections=detections,
             class_counts=class_counts,

@@ -86,6 +86,7 @@ class Metrics:
     packets_skipped: Counter
     ip_fragments: Counter
     flows: Counter
+    flows_evicted: Counter
     flow_csv_rows: Counter
     windows_processed: Counter
     windows_kept: Gauge
@@ -210,6 +211,10 @@ def build_metrics(registry: CollectorRegistry) -> Metrics:
         ),
         ip_fragments=counter("ip_fragments", "IPv4/IPv6 fragments seen."),
         flows=counter("flows", "Flows completed, by transport protocol.", ("protocol",)),
+        flows_evicted=counter(
+            "flows_evicted",
+            "Flows ended early because a worker's flow table was full (flows.max_open_flows).",
+        ),
         flow_csv_rows=counter("flow_csv_rows", "Rows written to flow CSV files."),
         windows_processed=counter("windows_processed", "Time windows closed and reported."),
         windows_kept=gauge("windows_kept", "Window reports currently kept on disk."),

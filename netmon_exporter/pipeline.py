@@ -16,10 +16,11 @@ import numpy as np
 
 from .capture import decode as D
 from .capture.pcap_reader import CaptureError, CaptureReader, PacketChunk, sniff_kind
+from .flow_sample import narrow
 from .flow_schema import FlowBatch
 from .flows.features import flow_batch
 from .flows.flow_csv import FlowCsvError, FlowCsvWriter, csv_name_for, read_flow_csv
-from .flows.flow_table import FlowTable
+from .flows.flow_table import EMIT_ROWS, FlowTable
 
 # Labels of metrics.PROTOCOLS / metrics.SKIP_REASONS (kept literal: the pipeline does
 # not import the metrics module).
@@ -34,7 +35,9 @@ _STATUS_REASON = {
 # IP protocol number -> index into _PROTOCOLS
 _PROTO_INDEX = np.full(257, 4, dtype=np.int64)
 _PROTO_INDEX[6], _PROTO_INDEX[17], _PROTO_INDEX[1], _PROTO_INDEX[58] = 0, 1, 2, 3
-_BATCH_FLOWS = 8192  # flows per FlowBatch handed out (bounds per-batch memory)
+_BATCH_FLOWS = EMIT_ROWS  # flows per FlowBatch handed out (bounds per-batch memory)
+# flows.max_open_flows' default (config imports nothing of ours; a test keeps them equal)
+DEFAULT_MAX_OPEN_FLOWS = 200_000
 
 
 class CaptureFormatError(Exception):
@@ -55,6 +58,7 @@ class FlowSettings:
     carry_across_files: bool = True
     tcp_close_grace_seconds: float = 2.0  # final ACK / retransmitted FIN after close
     max_file_bytes: int = 0  # 0: no limit; larger files fail "too_large"
+    max_open_flows: int = DEFAULT_MAX_OPEN_FLOWS  # 0: no cap; beyond, the oldest are evicted
 
     def table(self) -> FlowTable:
         return FlowTable(
@@ -62,6 +66,7 @@ class FlowSettings:
             self.active_timeout_seconds,
             self.activity_timeout_seconds,
             self.tcp_close_grace_seconds,
+            self.max_open_flows,
         )
 
 
@@ -84,10 +89,24 @@ class FileResult:
     first_ts: float | None = None  # capture time span (epoch seconds)
     last_ts: float | None = None
     flow_count: int = 0  # flows completed (also when not collected)
+    flows_by_protocol: dict[str, int] = field(default_factory=dict)  # of flow_count
+    flows_evicted: int = 0  # flows ended early because the flow table was full
+
+    def flow_counts(self) -> dict[str, int]:
+        """Flows completed by protocol label (exact even when ``flows`` is a sample)."""
+        if self.flows_by_protocol or not len(self.flows):
+            return dict(self.flows_by_protocol)
+        return _flow_counts(self.flows)
 
     @property
     def packets(self) -> int:
         return sum(self.packets_by_protocol.values()) + sum(self.skipped_by_reason.values())
+
+
+def _flow_counts(flows: FlowBatch) -> dict[str, int]:
+    idx = _PROTO_INDEX[np.clip(np.asarray(flows["protocol"], dtype=np.int64), 0, 256)]
+    counts = np.bincount(idx, minlength=5)
+    return {p: int(n) for p, n in zip(_PROTOCOLS, counts, strict=True) if n}
 
 
 class _Counts:
@@ -165,12 +184,15 @@ def process_file(
             raise _output_error(csv_path, exc) from exc
     batches: list[FlowBatch] = []
     n_flows = 0
+    by_protocol: dict[str, int] = {}
 
     def emit(batch: FlowBatch) -> None:
         nonlocal n_flows
         if not len(batch):
             return
         n_flows += len(batch)
+        for proto, n in _flow_counts(batch).items():
+            by_protocol[proto] = by_protocol.get(proto, 0) + n
         if writer is not None:
             try:
                 writer.write(batch)
@@ -181,6 +203,7 @@ def process_file(
         if on_flows is not None:
             on_flows(batch)
 
+    evicted = 0
     try:
         if kind == "csv":
             counts = _Counts()
@@ -194,7 +217,7 @@ def process_file(
                 emit(finish_carry(carry, settings))
             file_kind = "csv"
         else:
-            counts, out_carry, file_kind = _process_capture(
+            counts, out_carry, file_kind, evicted = _process_capture(
                 path, settings, carry, final, emit, on_progress
             )
         if writer is not None:
@@ -230,6 +253,8 @@ def process_file(
         first_ts=counts.first,
         last_ts=counts.last,
         flow_count=n_flows,
+        flows_by_protocol=by_protocol,
+        flows_evicted=evicted,
     )
 
 
@@ -248,6 +273,7 @@ def _load_carry(carry: bytes | None, settings: FlowSettings) -> FlowTable:
             settings.active_timeout_seconds,
             settings.activity_timeout_seconds,
             settings.tcp_close_grace_seconds,
+            settings.max_open_flows,
         )
     except ValueError as exc:
         raise CaptureFormatError(str(exc), "internal") from exc
@@ -260,15 +286,14 @@ def _process_capture(
     final: bool,
     emit: Callable[[FlowBatch], None],
     on_progress: Callable[[int], None] | None,
-) -> tuple[_Counts, bytes | None, str]:
+) -> tuple[_Counts, bytes | None, str, int]:
     table = _load_carry(carry, settings)
     counts = _Counts()
     reader = CaptureReader(path)
     try:
         for chunk in reader:
             counts.add(chunk)
-            for part in table.add(chunk.P, chunk.PE, chunk.buf).parts(_BATCH_FLOWS):
-                emit(flow_batch(part))
+            table.add(chunk.P, chunk.PE, chunk.buf, lambda part: emit(flow_batch(part)))
             if on_progress is not None:
                 on_progress(reader.bytes_read)
     except CaptureError as exc:
@@ -283,10 +308,20 @@ def _process_capture(
             emit(flow_batch(part))
     else:
         out_carry = table.to_bytes()
-    return counts, out_carry, reader.kind
+    return counts, out_carry, reader.kind, table.evicted
 
 
 def finish_carry(carry: bytes, settings: FlowSettings) -> FlowBatch:
     """End every flow held in ``carry`` (no next file came) and return them."""
     table = _load_carry(carry, settings)
     return flow_batch(table.finish())
+
+
+def finish_carry_rows(carry: bytes, settings: FlowSettings) -> FlowBatch:
+    """End every flow held in ``carry``; return them narrowed for analysis (main process).
+
+    Features are computed a few thousand flows at a time, so memory stays near the
+    size of the carry rather than of every feature of every carried flow.
+    """
+    table = _load_carry(carry, settings)
+    return FlowBatch.concat([narrow(flow_batch(p)) for p in table.finish().parts(_BATCH_FLOWS)])

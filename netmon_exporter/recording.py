@@ -66,7 +66,12 @@ def record_file_done(m: Metrics, result: Any, kind: str, lag_seconds: float | No
         m.ip_fragments.inc(int(result.ip_fragments))
     if result.csv_rows:
         m.flow_csv_rows.inc(int(result.csv_rows))
-    record_flows(m, result.flows)
+    # exact even when result.flows is the sample a worker kept for analysis
+    flow_counts = getattr(result, "flow_counts", None)
+    for proto, n in (flow_counts() if flow_counts else protocol_counts(result.flows)).items():
+        m.flows.labels(_label(proto, PROTOCOLS, "other")).inc(int(n))
+    if getattr(result, "flows_evicted", 0):
+        m.flows_evicted.inc(int(result.flows_evicted))
     m.last_success.set(time.time())
 
 

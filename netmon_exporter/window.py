@@ -10,6 +10,15 @@ Flows more than ``BACKFILL_SECONDS`` older than the closed boundary are a
 *backfill* (old captures dropped in for analysis, another sensor's timeline): they
 get windows of their own, which close at once, so their detections and reports
 carry their real times instead of being mixed into today's window.
+
+A window does not hold its flows as they came: it keeps the columns analysis reads,
+narrow, at most ``flow_sample.ROW_CAP`` rows of them (a flood is thinned, small
+groups of flows are kept whole; see :mod:`.flow_sample`), and an exact tally of
+every flow by second and protocol. Totals and the protocol mix of the report come
+from the tally; top talkers are estimated from the rows and their sampling weights.
+Tallies are per second of the first packet, so with a window length that is not a
+whole number of seconds a flow may be counted in the window next to the one
+holding its row.
 """
 
 from __future__ import annotations
@@ -28,7 +37,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import WindowsConfig
+from .flow_sample import (
+    NO_TIME,
+    ROW_CAP,
+    FlowSample,
+    SampledFlows,
+    take_tally,
+    tally_of,
+    weights,
+)
 from .flow_schema import FlowBatch, addrs_to_str
+from .heap import map_large_blocks, release_free_memory
 from .text_safety import clean_data
 
 if TYPE_CHECKING:
@@ -43,7 +62,12 @@ _PROTOCOLS = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
 
 @dataclass(frozen=True)
 class ClosedWindow:
-    """A closed window: its bounds (epoch seconds) and every flow assigned to it."""
+    """A closed window: its bounds (epoch seconds) and its flows.
+
+    ``flows`` is every flow assigned to the window, or (as the aggregator builds it)
+    a :class:`~.flow_sample.SampledFlows`: the rows kept for analysis and the exact
+    tally of all flows.
+    """
 
     start: float
     end: float
@@ -55,18 +79,23 @@ class WindowAggregator:
     """Assign flows to windows, close them by watermark, write and prune window reports."""
 
     def __init__(
-        self, cfg: WindowsConfig, report_dir: Path, clock: Callable[[], float] = time.time
+        self,
+        cfg: WindowsConfig,
+        report_dir: Path,
+        clock: Callable[[], float] = time.time,
+        row_cap: int = ROW_CAP,
     ) -> None:
         self.cfg = cfg
         self.report_dir = Path(report_dir)
         self._clock = clock
-        # window index -> parts: (batch, its rows in this window or None for all rows);
-        # rows are gathered once, when the window closes.
-        self._parts: dict[int, list[tuple[FlowBatch, np.ndarray | None]]] = {}
+        self._row_cap = row_cap
+        # window index -> what it keeps of its flows (rows for analysis, exact tally)
+        self._windows: dict[int, FlowSample] = {}
         self._late: dict[int, int] = {}
         self._max_ts = -math.inf
         self._closed_until: int | None = None  # every window index below this is closed
         self._pending: list[ClosedWindow] = []  # closed by a length change, handed out next
+        map_large_blocks()  # window columns go back to the OS when their window is done
 
     @property
     def length(self) -> float:
@@ -78,11 +107,19 @@ class WindowAggregator:
         return self._max_ts - self.length
 
     def open_windows(self) -> int:
-        return len(self._parts)
+        return len(self._windows)
+
+    def rows_held(self) -> int:
+        """Flow rows held by the open windows (each window holds at most the row cap)."""
+        return sum(len(s) for s in self._windows.values())
 
     def add(self, flows: FlowBatch) -> list[ClosedWindow]:
-        """Add a batch of flows; return the windows the advancing watermark closed."""
-        if len(flows):
+        """Add a batch of flows; return the windows the advancing watermark closed.
+
+        ``flows`` may be a :class:`~.flow_sample.SampledFlows` (a worker's thinned
+        result): its rows are analysed, its tally counted.
+        """
+        if len(flows) or isinstance(flows, SampledFlows):
             self._assign(flows)
         return self._take_pending() + self._close(
             lambda index: (index + 1) * self.length <= self.watermark
@@ -115,48 +152,53 @@ class WindowAggregator:
         return pending
 
     def _assign(self, flows: FlowBatch) -> None:
+        tally = flows.tally if isinstance(flows, SampledFlows) else tally_of(flows)
         first = np.asarray(flows["first_ts"], dtype=np.float64)
         last = np.asarray(flows["last_ts"], dtype=np.float64)
+        t_first = np.where(tally["sec"] == NO_TIME, np.nan, tally["sec"].astype(np.float64))
+        t_last = tally["last"]
         # A time far in the future (a broken capture clock) would drag the watermark
         # ahead and make every later flow late: such times count as unusable.
         horizon = self._clock() + MAX_FUTURE_SECONDS
-        times = np.concatenate([first, last])
+        times = np.concatenate([first, last, t_first, t_last])
         times = times[np.isfinite(times) & (times <= horizon)]
         if len(times):
             self._max_ts = max(self._max_ts, float(times.max()))
         # A flow without a usable time goes with the newest data seen.
         fallback = self._max_ts if np.isfinite(self._max_ts) else 0.0
-        first = np.where(np.isfinite(first) & (first <= horizon), first, fallback)
-        index = np.floor(first / self.length).astype(np.int64)
+        rows_at = self._indices(first, horizon, fallback)
+        tally_at = self._indices(t_first, horizon, fallback)
         if self._closed_until is not None:
             backfill_before = self._closed_until - max(1, int(BACKFILL_SECONDS // self.length))
-            late = (index < self._closed_until) & (index >= backfill_before)
-            if late.any():
-                self._late[self._closed_until] = self._late.get(self._closed_until, 0) + int(
-                    late.sum()
-                )
-                index[late] = self._closed_until
-        if (index == index[0]).all():  # the common case: the whole batch in one window
-            self._parts.setdefault(int(index[0]), []).append((flows, None))
-            return
-        order = np.argsort(index, kind="stable")
-        sorted_index = index[order]
-        bounds = np.flatnonzero(np.diff(sorted_index)) + 1
-        for rows in np.split(order, bounds):
-            key = int(index[rows[0]])
-            self._parts.setdefault(key, []).append((flows, rows))
+            for index, counted in ((rows_at, False), (tally_at, True)):
+                late = (index < self._closed_until) & (index >= backfill_before)
+                if late.any():
+                    if counted:
+                        n = int(tally["flows"][late].sum())
+                        self._late[self._closed_until] = self._late.get(self._closed_until, 0) + n
+                    index[late] = self._closed_until
+        for key, rows, entries in _split(rows_at, tally_at):
+            sample = self._windows.get(key)
+            if sample is None:
+                sample = self._windows[key] = FlowSample(self._row_cap)
+            part = flows if rows is None else flows.take(rows)
+            sample.merge(part, tally if entries is None else take_tally(tally, entries))
+
+    def _indices(self, first: np.ndarray, horizon: float, fallback: float) -> np.ndarray:
+        first = np.where(np.isfinite(first) & (first <= horizon), first, fallback)
+        return np.floor(first / self.length).astype(np.int64)
 
     def _close(self, ready: Any) -> list[ClosedWindow]:
         out: list[ClosedWindow] = []
-        for index in sorted(self._parts):
+        for index in sorted(self._windows):
             if not ready(index):
                 break
-            parts = self._parts.pop(index)
+            sample = self._windows.pop(index)
             out.append(
                 ClosedWindow(
                     start=index * self.length,
                     end=(index + 1) * self.length,
-                    flows=_gather(parts),
+                    flows=sample.result(),
                     late_flows=self._late.pop(index, 0),
                 )
             )
@@ -198,6 +240,7 @@ class WindowAggregator:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         self.prune()
+        release_free_memory()  # what the window's analysis freed
         return path
 
     def report_dict(
@@ -223,21 +266,21 @@ class WindowAggregator:
         return len(self._reports())
 
 
-def _gather(parts: list[tuple[FlowBatch, np.ndarray | None]]) -> FlowBatch:
-    """Build one batch from parts, copying each column once."""
-    if len(parts) == 1 and parts[0][1] is None:
-        return parts[0][0]
-    names = list(parts[0][0].columns)
-    if any(list(b.columns) != names for b, _ in parts):  # differing sources: slow path
-        return FlowBatch.concat([b if rows is None else b.take(rows) for b, rows in parts])
-    return FlowBatch(
-        {
-            k: np.concatenate(
-                [b.columns[k] if rows is None else b.columns[k][rows] for b, rows in parts]
-            )
-            for k in names
-        }
-    )
+def _split(
+    rows_at: np.ndarray, tally_at: np.ndarray
+) -> list[tuple[int, np.ndarray | None, np.ndarray | None]]:
+    """Return (window index, its rows, its tally entries); None means all of them."""
+    keys = np.union1d(rows_at, tally_at)
+    if len(keys) == 1:
+        return [(int(keys[0]), None, None)]
+    parts = []
+    for at in (rows_at, tally_at):
+        order = np.argsort(at, kind="stable")
+        lo = np.searchsorted(at[order], keys, side="left")
+        hi = np.searchsorted(at[order], keys, side="right")
+        parts.append((order, lo, hi))
+    (ro, rlo, rhi), (to, tlo, thi) = parts
+    return [(int(k), ro[rlo[i] : rhi[i]], to[tlo[i] : thi[i]]) for i, k in enumerate(keys.tolist())]
 
 
 def _num(flows: FlowBatch, name: str) -> np.ndarray:
@@ -251,15 +294,20 @@ def _iso(ts: float) -> str:
 
 
 def top_talkers(flows: FlowBatch, n: int) -> list[dict[str, Any]]:
-    """Rank addresses by bytes sent (forward bytes as source plus backward bytes as destination)."""
+    """Rank addresses by bytes sent (forward bytes as source plus backward bytes as destination).
+
+    Rows that stand for several flows (``sample_weight``, a thinned flood) count as
+    many, so the figures are estimates where a window was sampled.
+    """
     if n <= 0 or len(flows) == 0:
         return []
     from .detectors.features import addr_codes
 
     codes = addr_codes(flows)
     m = len(codes.table)
-    fwd_b, bwd_b = _num(flows, "TotLen Fwd Pkts"), _num(flows, "TotLen Bwd Pkts")
-    fwd_p, bwd_p = _num(flows, "Tot Fwd Pkts"), _num(flows, "Tot Bwd Pkts")
+    w = weights(flows)
+    fwd_b, bwd_b = _num(flows, "TotLen Fwd Pkts") * w, _num(flows, "TotLen Bwd Pkts") * w
+    fwd_p, bwd_p = _num(flows, "Tot Fwd Pkts") * w, _num(flows, "Tot Bwd Pkts") * w
     sent = np.bincount(codes.src, weights=fwd_b, minlength=m) + np.bincount(
         codes.dst, weights=bwd_b, minlength=m
     )
@@ -269,42 +317,41 @@ def top_talkers(flows: FlowBatch, n: int) -> list[dict[str, Any]]:
     packets = np.bincount(codes.src, weights=fwd_p, minlength=m) + np.bincount(
         codes.dst, weights=bwd_p, minlength=m
     )
-    flows_n = np.bincount(codes.src, minlength=m) + np.bincount(codes.dst, minlength=m)
+    flows_n = np.bincount(codes.src, weights=w, minlength=m) + np.bincount(
+        codes.dst, weights=w, minlength=m
+    )
     order = np.lexsort((-packets, -sent))[:n]
     names = addrs_to_str(codes.table[order])
     return [
         {
             "rank": i + 1,
             "address": names[i],
-            "bytes_sent": int(sent[j]),
-            "bytes_received": int(received[j]),
-            "packets_sent": int(packets[j]),
-            "flows": int(flows_n[j]),
+            "bytes_sent": int(round(sent[j])),
+            "bytes_received": int(round(received[j])),
+            "packets_sent": int(round(packets[j])),
+            "flows": int(round(flows_n[j])),
         }
         for i, j in enumerate(order)
     ]
 
 
 def protocol_mix(flows: FlowBatch) -> dict[str, dict[str, int]]:
-    """Flows, packets and bytes per transport protocol (tcp, udp, icmp, icmpv6, other)."""
-    proto = np.asarray(flows["protocol"]) if len(flows) else np.zeros(0, dtype=np.uint8)
-    pkts = _num(flows, "Tot Fwd Pkts") + _num(flows, "Tot Bwd Pkts")
-    byts = _num(flows, "TotLen Fwd Pkts") + _num(flows, "TotLen Bwd Pkts")
+    """Flows, packets and bytes per transport protocol (tcp, udp, icmp, icmpv6, other).
+
+    Exact for sampled windows too: counted from the tally of every flow.
+    """
+    tally = flows.tally if isinstance(flows, SampledFlows) else tally_of(flows)
+    proto = tally["protocol"]
     out: dict[str, dict[str, int]] = {}
     known = np.zeros(len(proto), dtype=bool)
-    for number, name in _PROTOCOLS.items():
-        m = proto == number
+    for number, name in [*_PROTOCOLS.items(), (-1, "other")]:
+        m = proto == number if number >= 0 else ~known
         known |= m
         out[name] = {
-            "flows": int(m.sum()),
-            "packets": int(pkts[m].sum()),
-            "bytes": int(byts[m].sum()),
+            "flows": int(tally["flows"][m].sum()),
+            "packets": int(tally["packets"][m].sum()),
+            "bytes": int(tally["bytes"][m].sum()),
         }
-    out["other"] = {
-        "flows": int((~known).sum()),
-        "packets": int(pkts[~known].sum()),
-        "bytes": int(byts[~known].sum()),
-    }
     return out
 
 
@@ -340,7 +387,7 @@ def build_report(
             "length_seconds": window.end - window.start,
         },
         "totals": {
-            "flows": len(flows),
+            "flows": sum(v["flows"] for v in mix.values()),
             "packets": sum(v["packets"] for v in mix.values()),
             "bytes": sum(v["bytes"] for v in mix.values()),
             "late_flows": window.late_flows,
@@ -353,6 +400,7 @@ def build_report(
         "anomaly": anomaly,
         "analysis": {
             "flows_analysed": analysis.flows_analysed,
+            "flows_sampled_out": flows.sampled_out if isinstance(flows, SampledFlows) else 0,
             "seconds": round(analysis.seconds, 6),
         },
         "summary": summary,

@@ -7,6 +7,7 @@ output of the Zeek traces (reproduced in the comments).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import ipaddress
 import shutil
 import subprocess
@@ -424,3 +425,155 @@ def test_chunk_boundaries_do_not_change_flows(
         return FlowBatch.concat(out)
 
     assert _canonical(run(chunk)) == _canonical(process_file(path, _SET).flows)
+
+
+# -- the cap on open flows (flows.max_open_flows) -------------------------------------
+
+
+def _tcp_pcap(path: Path, pkts: list[tuple[float, int, int, int, int]]) -> Path:
+    """Write TCP packets (time, client number, client port, flags, payload length) from
+    10.1.x.y clients to 10.0.0.1:80, without scapy (struct; fast enough for thousands)."""
+    import struct
+
+    recs = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    for t, client, sport, flags, size in pkts:
+        tcp = struct.pack("!HHIIBBHHH", sport, 80, 1, 0, 0x50, flags, 1024, 0, 0) + b"x" * size
+        src = bytes([10, 1, (client >> 8) & 0xFF, client & 0xFF])
+        ip = struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0, src, bytes([10, 0, 0, 1])
+        )
+        frame = b"\x02\x00\x00\x00\x00\xaa\x02\x00\x00\x00\x00\xbb\x08\x00" + ip + tcp
+        sec = int(t)
+        recs.append(struct.pack("<IIII", sec, round((t - sec) * 1e6), len(frame), len(frame)))
+        recs.append(frame)
+    path.write_bytes(b"".join(recs))
+    return path
+
+
+def _packets(fl: FlowBatch) -> int:
+    return int((fl["Tot Fwd Pkts"] + fl["Tot Bwd Pkts"]).sum())
+
+
+def test_a_full_table_ends_the_least_recently_active_flow(tmp_path: Path) -> None:
+    # A, B, C open; A is touched again; D arrives with the table full (cap 3): B, the flow
+    # whose latest packet came earliest, is ended, not A. B's next packet starts a new
+    # flow, which in turn ends C.
+    pkts = [(1.0, 1, 1001, 0x02, 0), (2.0, 2, 1002, 0x02, 0), (3.0, 3, 1003, 0x02, 0)]
+    pkts += [(4.0, 1, 1001, 0x10, 10), (5.0, 4, 1004, 0x02, 0), (6.0, 2, 1002, 0x10, 10)]
+    path = _tcp_pcap(tmp_path / "lru.pcap", pkts)
+    res = process_file(path, FlowSettings(max_open_flows=3))
+    assert res.flows_evicted == 2 and res.flow_count == len(res.flows) == 5
+    by_port = collections.defaultdict(list)
+    for port, n in zip(res.flows["src_port"], res.flows["Tot Fwd Pkts"], strict=True):
+        by_port[int(port)].append(int(n))
+    assert dict(by_port) == {1001: [2], 1002: [1, 1], 1003: [1], 1004: [1]}
+    assert _packets(res.flows) == len(pkts)
+    uncapped = process_file(path, FlowSettings(max_open_flows=0))
+    assert uncapped.flows_evicted == 0 and len(uncapped.flows) == 4
+
+
+def test_the_cap_holds_at_every_chunk_and_no_packet_is_lost(tmp_path: Path) -> None:
+    from netmon_exporter.capture.pcap_reader import CaptureReader
+    from netmon_exporter.flows.features import flow_batch
+    from netmon_exporter.flows.flow_table import L_LIVE
+
+    rng = np.random.default_rng(3)
+    # 3000 clients, 1-4 packets each, interleaved over 60 s; some come back after a pause
+    pkts = []
+    for c in range(3000):
+        t0 = float(rng.uniform(0, 60))
+        for k in range(int(rng.integers(1, 5))):
+            pkts.append((t0 + k * float(rng.exponential(5.0)), c, 2000 + c % 60000, 0x10, k))
+    pkts.sort()
+    path = _tcp_pcap(tmp_path / "many.pcap", pkts)
+    cap = 100
+    table = FlowSettings(max_open_flows=cap).table()
+    out = []
+    for chunk in CaptureReader(path, max_packets=97):
+        out.append(flow_batch(table.add(chunk.P, chunk.PE, chunk.buf)))
+        assert table.open_flows <= cap and int(table.lru[L_LIVE]) == table.open_flows
+    out.append(flow_batch(table.finish()))
+    flows = FlowBatch.concat(out)
+    assert table.evicted > 0
+    assert _packets(flows) == len(pkts)  # every packet is in exactly one emitted flow
+    res = process_file(path, FlowSettings(max_open_flows=cap))
+    assert res.flows_evicted == table.evicted and _packets(res.flows) == len(pkts)
+    assert _canonical(res.flows) == _canonical(flows)  # chunk size does not matter
+    assert sum(res.flows_by_protocol.values()) == res.flow_count == len(res.flows)
+
+
+def test_evicted_flows_have_the_features_they_would_have_had(tmp_path: Path) -> None:
+    # Conversations one after another: the table is always full, every eviction hits a
+    # conversation that already ended, so capped and uncapped flows are identical.
+    pkts = []
+    for c in range(500):
+        t = 100.0 + c * 0.5
+        pkts += [(t, c, 3000, 0x02, 0), (t + 0.01, c, 3000, 0x18, 100 + c % 7)]
+        pkts += [(t + 0.02, c, 3000, 0x18, 20), (t + 0.2, c, 3000, 0x10, 0)]
+    path = _tcp_pcap(tmp_path / "seq.pcap", pkts)
+    capped = process_file(path, FlowSettings(max_open_flows=10))
+    uncapped = process_file(path, FlowSettings(max_open_flows=0))
+    assert capped.flows_evicted == 490 and uncapped.flows_evicted == 0
+    assert _canonical(capped.flows) == _canonical(uncapped.flows)
+
+
+_CAPPED = FlowSettings(
+    idle_timeout_seconds=60,
+    active_timeout_seconds=150,
+    tcp_close_grace_seconds=2.0,
+    max_open_flows=3,
+)
+
+
+@_PROP
+@given(
+    spec=st.lists(_packet, min_size=1, max_size=40),
+    chunk=st.integers(min_value=1, max_value=7),
+    cap=st.integers(min_value=1, max_value=5),
+)
+def test_eviction_does_not_depend_on_chunk_boundaries(
+    tmp_path: Path, spec: list[tuple], chunk: int, cap: int
+) -> None:
+    from netmon_exporter.capture.pcap_reader import CaptureReader
+    from netmon_exporter.flows.features import flow_batch
+
+    path, pkts = _build(tmp_path, spec)
+    capped = dataclasses.replace(_CAPPED, max_open_flows=cap)
+    table = capped.table()
+    out = [
+        flow_batch(table.add(c.P, c.PE, c.buf))
+        for c in CaptureReader(path, max_packets=chunk, read_size=64)
+    ]
+    out.append(flow_batch(table.finish()))
+    whole = process_file(path, capped)
+    assert _canonical(FlowBatch.concat(out)) == _canonical(whole.flows)
+    assert table.evicted == whole.flows_evicted
+    assert _packets(whole.flows) == sum(whole.packets_by_protocol.values())
+
+
+@_PROP
+@given(
+    spec=st.lists(_packet, min_size=1, max_size=40),
+    cut=st.integers(min_value=0, max_value=40),
+    cap=st.integers(min_value=1, max_value=5),
+)
+def test_eviction_order_survives_a_rotation(
+    tmp_path: Path, spec: list[tuple], cut: int, cap: int
+) -> None:
+    capped = dataclasses.replace(_CAPPED, max_open_flows=cap)
+    path, pkts = _build(tmp_path, spec)
+    cut = min(cut, len(pkts))
+    one = write(tmp_path / "one.pcap", pkts[:cut]) if cut else None
+    two = write(tmp_path / "two.pcap", pkts[cut:]) if cut < len(pkts) else None
+    whole = process_file(path, capped)
+    parts, carry, evicted = [], None, 0
+    for p in (one, two):
+        if p is None:
+            continue
+        res = process_file(p, capped, carry=carry, final=False)
+        parts.append(res.flows)
+        carry, evicted = res.carry, evicted + res.flows_evicted
+    if carry is not None:
+        parts.append(finish_carry(carry, capped))
+    assert _canonical(FlowBatch.concat(parts)) == _canonical(whole.flows)
+    assert evicted == whole.flows_evicted

@@ -9,6 +9,14 @@ the number of open flows plus one chunk, never by the size of the file, and the
 open flows can be serialised (:meth:`FlowTable.to_bytes`) to continue in the
 next file of a rotated capture.
 
+The number of open flows is capped (``max_open``, ``flows.max_open_flows``): open
+flows are kept in a least-recently-active list (a packet moves its flow to the
+end), and a new flow that would exceed the cap first ends the flow at the head
+of the list, whose latest packet came earliest. Such an *evicted* flow is
+emitted like any ended flow (with the features it has so far) and counted; a
+later packet of it starts a new flow. Eviction depends only on the order of the
+packets, so chunk boundaries do not change it either.
+
 Flow semantics (see docs/flow-features.md):
 
 * the client (forward direction) is the sender of the first packet seen, or its
@@ -26,6 +34,7 @@ fall does not change the flows.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,6 +95,15 @@ FLOW_FREE, FLOW_OPEN, FLOW_CLOSED, FLOW_DONE = 0, 1, 2, 3
 # params: idle, active, activity timeout, close grace (all microseconds)
 P_IDLE, P_ACTIVE, P_ACTIVITY, P_GRACE = range(4)
 
+# Per-flow links (int64 matrix, -1: none): the least-recently-active list of open flows
+# and the list of closed flows (in their grace period) by last activity.
+LK_PRV, LK_NXT, LK_CPRV, LK_CNXT = range(4)
+NLK = 4
+# lru: head and tail of both lists (-1: empty), open flows, flows evicted so far, the
+# cap on open flows (0: none), the first row that may hold a live flow (rows are in
+# order of creation, so of first packet)
+L_HEAD, L_TAIL, L_LIVE, L_EVICTED, L_CAP, L_CHEAD, L_CTAIL, L_OLDEST = range(8)
+
 POOL_BYTES = 1 << 22
 
 
@@ -130,11 +148,67 @@ def rebuild_table(K, status, nflows, table):
         table[h] = f
 
 
+@njit(cache=True, inline="always")
+def _unlink(links, lru, f, c):
+    """Take flow ``f`` out of a list (``c`` 0: least recently active, 2: closed)."""
+    p = links[f, LK_PRV + c]
+    q = links[f, LK_NXT + c]
+    if p >= 0:
+        links[p, LK_NXT + c] = q
+    else:
+        lru[L_HEAD + 5 * (c // 2)] = q
+    if q >= 0:
+        links[q, LK_PRV + c] = p
+    else:
+        lru[L_TAIL + 5 * (c // 2)] = p
+    links[f, LK_PRV + c] = -1
+    links[f, LK_NXT + c] = -1
+
+
+@njit(cache=True, inline="always")
+def _append(links, lru, f, c):
+    """Put flow ``f`` at the end of a list (``c`` as in :func:`_unlink`)."""
+    t = lru[L_TAIL + 5 * (c // 2)]
+    links[f, LK_PRV + c] = t
+    links[f, LK_NXT + c] = -1
+    if t >= 0:
+        links[t, LK_NXT + c] = f
+    else:
+        lru[L_HEAD + 5 * (c // 2)] = f
+    lru[L_TAIL + 5 * (c // 2)] = f
+
+
 @njit(cache=True)
-def _close(S, status, f):
+def _close(S, status, f, links, lru):
     if S[f, S_END_ACTIVE] - S[f, S_START_ACTIVE] > 0:
         _stat(S, f, S_ACT, S[f, S_END_ACTIVE] - S[f, S_START_ACTIVE])
+    if status[f] == FLOW_CLOSED:
+        _unlink(links, lru, f, 2)
     status[f] = FLOW_DONE
+    _unlink(links, lru, f, 0)
+    lru[L_LIVE] -= 1
+
+
+@njit(cache=True)
+def _end_timed_out(S, status, nflows, now, params, links, lru):
+    """End the flows that no packet after ``now`` can join, without scanning the table.
+
+    The closed list's head has the oldest last packet of the closed flows, the
+    least-recently-active list's head that of all flows, and the first live row the
+    oldest first packet: timeouts are found at those heads (packet times in order).
+    """
+    while lru[L_CHEAD] >= 0 and now - S[lru[L_CHEAD], S_LAST_TS] > params[P_GRACE]:
+        _close(S, status, lru[L_CHEAD], links, lru)
+    while lru[L_HEAD] >= 0 and now - S[lru[L_HEAD], S_LAST_TS] > params[P_IDLE]:
+        _close(S, status, lru[L_HEAD], links, lru)
+    f = lru[L_OLDEST]
+    while f < nflows:
+        if status[f] == FLOW_OPEN or status[f] == FLOW_CLOSED:
+            if now - S[f, S_FIRST_TS] <= params[P_ACTIVE]:
+                break
+            _close(S, status, f, links, lru)
+        f += 1
+    lru[L_OLDEST] = f
 
 
 @njit(cache=True)
@@ -325,12 +399,13 @@ def _update(S, status, f, d, P, PE, i, buf, pool, st, params):
 
 
 @njit(cache=True)
-def process_packets(P, PE, buf, K, S, status, table, pool, st, params, start):
+def process_packets(P, PE, buf, K, S, status, table, pool, st, params, start, links, lru):
     """Add the decodable packets of ``P[start:]`` to their flows; return where it stopped.
 
     Stops early (returning the index of the packet not yet added) when a new flow
     would exceed the flow arrays or half the hash table: the caller grows them and
-    calls again. ``st`` = [number of flows, pool bytes used, latest timestamp seen].
+    calls again. ``st`` = [number of flows, pool bytes used, latest timestamp seen];
+    ``links``/``lru``: the least-recently-active and closed lists (``LK_*``, ``L_*``).
     """
     mask = len(table) - 1
     nflows = st[0]
@@ -382,11 +457,17 @@ def process_packets(P, PE, buf, K, S, status, table, pool, st, params, start):
             and status[f] != FLOW_DONE
             and _expired(S, status, f, float(ts), P[i, D.F_FLAGS], params)
         ):
-            _close(S, status, f)
+            _close(S, status, f, links, lru)
         if f == -1 or status[f] == FLOW_DONE:
             if nflows >= len(status) or 2 * (nflows + 1) > len(table):
                 st[0] = nflows
                 return i
+            if lru[L_CAP] > 0 and lru[L_LIVE] >= lru[L_CAP]:
+                # full: flows that have timed out end first (as at the end of a chunk)
+                _end_timed_out(S, status, nflows, float(st[2]), params, links, lru)
+                while lru[L_LIVE] >= lru[L_CAP] and lru[L_HEAD] >= 0:
+                    _close(S, status, lru[L_HEAD], links, lru)  # the least recently active
+                    lru[L_EVICTED] += 1
             f = nflows
             nflows += 1
             # The client is the sender of the first packet, unless that packet is a
@@ -396,15 +477,25 @@ def process_packets(P, PE, buf, K, S, status, table, pool, st, params, start):
                 client_is_a = not src_is_a
             _new_flow(S, K, status, f, ahi, alo, bhi, blo, ap, bp, pr, aux, client_is_a)
             table[h] = f
+            _append(links, lru, f, 0)
+            lru[L_LIVE] += 1
+        elif lru[L_TAIL] != f:
+            _unlink(links, lru, f, 0)
+            _append(links, lru, f, 0)
         fwd_is_a = S[f, S_FWD_IS_A] != 0.0
         d = 0 if fwd_is_a == src_is_a else 1
+        was_closed = status[f] == FLOW_CLOSED
         _update(S, status, f, d, P, PE, i, buf, pool, st, params)
+        if was_closed:
+            _unlink(links, lru, f, 2)
+        if status[f] == FLOW_CLOSED:
+            _append(links, lru, f, 2)
     st[0] = nflows
     return P.shape[0]
 
 
 @njit(cache=True)
-def expire(S, status, nflows, now, params, everything):
+def expire(S, status, nflows, now, params, everything, links, lru):
     """Close flows that no later packet can join (or all of them)."""
     for f in range(nflows):
         s = status[f]
@@ -417,27 +508,31 @@ def expire(S, status, nflows, now, params, everything):
             or now - S[f, S_FIRST_TS] > params[P_ACTIVE]
             or (s == FLOW_CLOSED and now - last > params[P_GRACE])
         ):
-            _close(S, status, f)
+            _close(S, status, f, links, lru)
 
 
 @njit(cache=True)
-def compact(K, S, status, nflows, pool, pool2):
+def compact(K, S, status, nflows, pool, pool2, links, lru):
     """Move the open flows to the front (in place) and their query names into ``pool2``.
 
     Returns (open flows, bytes of ``pool2`` used).
     """
     m = 0
     used = 0
+    moved = np.full(nflows, -1, dtype=np.int64)
     for f in range(nflows):
         s = status[f]
         if s != FLOW_OPEN and s != FLOW_CLOSED:
             continue
+        moved[f] = m
         if m != f:
             for k in range(NK):
                 K[m, k] = K[f, k]
             for k in range(NS):
                 S[m, k] = S[f, k]
             status[m] = s
+            for k in range(NLK):
+                links[m, k] = links[f, k]
         ln = np.int64(S[m, S_QPOOL_LEN])
         if ln > 0:
             off = np.int64(S[m, S_QPOOL_OFF])
@@ -448,11 +543,59 @@ def compact(K, S, status, nflows, pool, pool2):
         m += 1
     for f in range(m, nflows):
         status[f] = FLOW_FREE
+        for k in range(NLK):
+            links[f, k] = -1
+    for f in range(m):
+        for k in range(NLK):
+            if links[f, k] >= 0:
+                links[f, k] = moved[links[f, k]]
+    for k in (L_HEAD, L_TAIL, L_CHEAD, L_CTAIL):
+        if lru[k] >= 0:
+            lru[k] = moved[lru[k]]
+    lru[L_OLDEST] = 0
     return m, used
+
+
+@njit(cache=True)
+def link_in_order(order, closed, links, lru):
+    """Build both lists from rows in order, least recent first (the ``closed`` rows too)."""
+    for k in (L_HEAD, L_TAIL, L_CHEAD, L_CTAIL):
+        lru[k] = -1
+    for f in order:
+        _append(links, lru, f, 0)
+    for f in closed:
+        _append(links, lru, f, 2)
+    lru[L_LIVE] = len(order)
+    lru[L_OLDEST] = 0
+
+
+@njit(cache=True)
+def list_order(links, lru, n, c):
+    """Return the rows of a list (``c`` as in :func:`_unlink`), least recent first."""
+    out = np.empty(n, dtype=np.int64)
+    f = lru[L_HEAD + 5 * (c // 2)]
+    k = 0
+    while f >= 0 and k < n:
+        out[k] = f
+        k += 1
+        f = links[f, LK_NXT + c]
+    return out[:k]
+
+
+def _by_time(S: np.ndarray, status: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both list orders rebuilt from last packet times (ties: row order)."""
+    order = np.argsort(S[:, S_LAST_TS], kind="stable").astype(np.int64)
+    return order, order[status[order] == FLOW_CLOSED]
 
 
 def _pow2(n: int) -> int:
     return 1 << max(4, int(n - 1).bit_length())
+
+
+# Rows beyond the cap: flows that ended within one chunk wait in their rows until the
+# chunk is harvested; a chunk of the capture reader holds at most 32768 packets.
+_SPARE_ROWS = 1 << 15
+EMIT_ROWS = 8192  # finished flows handed out at a time (see FlowTable.add)
 
 
 @dataclass
@@ -475,36 +618,91 @@ class FinishedFlows:
             for i in range(0, len(self), rows)
         ]
 
+    @staticmethod
+    def concat(parts: list[FinishedFlows]) -> FinishedFlows:
+        """Join pieces (each with its own name pool) into one."""
+        parts = [p for p in parts if len(p)] or parts[:1]
+        if len(parts) == 1:
+            return parts[0]
+        S = np.concatenate([p.S for p in parts])
+        base = 0
+        at = 0
+        for p in parts:
+            rows = S[at : at + len(p)]
+            named = rows[:, S_QPOOL_LEN] > 0
+            rows[named, S_QPOOL_OFF] += base
+            base += len(p.pool)
+            at += len(p)
+        return FinishedFlows(
+            np.concatenate([p.K for p in parts]), S, np.concatenate([p.pool for p in parts])
+        )
+
 
 class FlowTable:
-    """Open flows of one capture series; feed it packet chunks, collect finished flows."""
+    """Open flows of one capture series; feed it packet chunks, collect finished flows.
 
-    def __init__(self, idle_s: float, active_s: float, activity_s: float, grace_s: float) -> None:
+    ``max_open`` caps the open flows (0: no cap); :attr:`evicted` counts the flows
+    ended early to respect it.
+    """
+
+    def __init__(
+        self, idle_s: float, active_s: float, activity_s: float, grace_s: float, max_open: int = 0
+    ) -> None:
         self.params = np.array(
             [idle_s * 1e6, active_s * 1e6, activity_s * 1e6, grace_s * 1e6], dtype=np.float64
         )
-        self.K = np.zeros((0, NK), dtype=np.int64)
-        self.S = np.zeros((0, NS), dtype=np.float64)
-        self.status = np.zeros(0, dtype=np.int8)
+        self.max_open = max(0, int(max_open))
+        self._alloc(0)
         self.pool = np.zeros(POOL_BYTES, dtype=np.uint8)
         self.pool2 = np.zeros(POOL_BYTES, dtype=np.uint8)
         self.table = np.zeros(0, dtype=np.int64)
         self.st = np.zeros(3, dtype=np.int64)  # nflows, pool used, latest ts
+        self.lru = np.array([-1, -1, 0, 0, self.max_open, -1, -1, 0], dtype=np.int64)  # L_*
 
     @property
     def open_flows(self) -> int:
         return int(self.st[0])
 
+    @property
+    def evicted(self) -> int:
+        """Flows ended early because the table was full (since this table was made)."""
+        return int(self.lru[L_EVICTED])
+
+    def _alloc(self, rows: int) -> None:
+        """Allocate the flow arrays (rows beyond those used stay untouched, so unpaid)."""
+        self._K = np.empty((rows, NK), dtype=np.int64)
+        self._S = np.empty((rows, NS), dtype=np.float64)
+        self._status = np.zeros(rows, dtype=np.int8)
+        self._links = np.full((rows, NLK), -1, dtype=np.int64)
+        self._view(rows)
+
+    def _view(self, rows: int) -> None:
+        self.K, self.S, self.status = self._K[:rows], self._S[:rows], self._status[:rows]
+        self.links = self._links[:rows]
+
     def _reserve(self, need: int) -> None:
         if need <= len(self.status):
             return
-        cap = max(need + need // 4, 1 << 12)  # modest growth: this is most of our memory
+        rows = max(need + need // 4, 1 << 12)  # modest growth: this is most of our memory
         n = int(self.st[0])
-        K = np.empty((cap, NK), dtype=np.int64)
-        S = np.empty((cap, NS), dtype=np.float64)
-        status = np.zeros(cap, dtype=np.int8)
-        K[:n], S[:n], status[:n] = self.K[:n], self.S[:n], self.status[:n]
-        self.K, self.S, self.status = K, S, status
+        if self.max_open:
+            # With a cap the arrays are made once at their largest size: pages are only
+            # paid for when a row is first used, and growing never copies.
+            full = max(self.max_open, n) + _SPARE_ROWS
+            if len(self._status) < full:
+                old = self._arrays()
+                self._alloc(full)
+                for new, was in zip(self._arrays(), old, strict=True):
+                    new[:n] = was[:n]
+            self._view(min(rows, len(self._status)))
+            return
+        old = self._arrays()
+        self._alloc(rows)
+        for new, was in zip(self._arrays(), old, strict=True):
+            new[:n] = was[:n]
+
+    def _arrays(self) -> list[np.ndarray]:
+        return [self._K, self._S, self._status, self._links]
 
     def _index(self) -> None:
         """(Re)build the hash table over the open flows, sized for the flow arrays."""
@@ -513,13 +711,26 @@ class FlowTable:
             self.table = np.empty(size, dtype=np.int64)
         rebuild_table(self.K, self.status, int(self.st[0]), self.table)
 
-    def add(self, P: np.ndarray, PE: np.ndarray, buf: np.ndarray) -> FinishedFlows:
-        """Add one chunk of packets; return the flows that are certainly finished."""
+    def add(
+        self,
+        P: np.ndarray,
+        PE: np.ndarray,
+        buf: np.ndarray,
+        emit: Callable[[FinishedFlows], None] | None = None,
+    ) -> FinishedFlows:
+        """Add one chunk of packets; return the flows that are certainly finished.
+
+        With ``emit``, finished flows are handed to it instead, in pieces of at most
+        :data:`EMIT_ROWS` (a flood ends tens of thousands of flows per chunk: copied
+        out all at once they would cost as much memory again as a tenth of the table),
+        and an empty :class:`FinishedFlows` is returned.
+        """
         n = P.shape[0]
         # Room for the open flows and a guess at the new ones; grown on demand, so
         # memory follows the number of flows, not the chunk size.
         self._reserve(int(self.st[0]) + n // 8 + 1024)
         self._index()
+        parts = []
         i = 0
         while True:
             i = process_packets(
@@ -534,46 +745,95 @@ class FlowTable:
                 self.st,
                 self.params,
                 i,
+                self.links,
+                self.lru,
             )
             if i >= n:
                 break
+            if self.max_open and len(self.status) == len(self._status):
+                # every row in use (open flows plus flows ended in this chunk): hand the
+                # ended ones out now to free their rows
+                parts.append(self._harvest(emit))
             self._reserve(int(self.st[0]) + max(1024, (n - i) // 4))
             self._index()
-        expire(self.S, self.status, int(self.st[0]), float(self.st[2]), self.params, False)
-        return self._harvest()
+        self._expire(False)
+        parts.append(self._harvest(emit))
+        return FinishedFlows.concat(parts)
 
     def finish(self) -> FinishedFlows:
         """End every open flow (no more packets will come)."""
-        expire(self.S, self.status, int(self.st[0]), float(self.st[2]), self.params, True)
+        self._expire(True)
         return self._harvest()
 
-    def _harvest(self) -> FinishedFlows:
+    def _expire(self, everything: bool) -> None:
+        expire(
+            self.S,
+            self.status,
+            int(self.st[0]),
+            float(self.st[2]),
+            self.params,
+            everything,
+            self.links,
+            self.lru,
+        )
+
+    def _harvest(self, emit: Callable[[FinishedFlows], None] | None = None) -> FinishedFlows:
         n = int(self.st[0])
+        if emit is not None:
+            done = np.flatnonzero(self.status[:n] == FLOW_DONE)
+            if len(done):
+                named = (self.S[done, S_QPOOL_LEN] > 0).any()
+                pool = self.pool[: int(self.st[1])].copy() if named else self.pool[:0].copy()
+                for at in range(0, len(done), EMIT_ROWS):
+                    rows = done[at : at + EMIT_ROWS]
+                    emit(FinishedFlows(self.K[rows], self.S[rows], pool))
+                self.status[done] = FLOW_FREE
+            out = FinishedFlows(self.K[:0].copy(), self.S[:0].copy(), self.pool[:0].copy())
+            if len(done) or self.st[1] > POOL_BYTES // 2:
+                self._compact()
+            return out
         if n and (self.status[:n] == FLOW_DONE).all():
             # everything ended (end of capture): hand out views, no copy
             pool = self.pool[: int(self.st[1])].copy()
             out = FinishedFlows(self.K[:n], self.S[:n], pool)
-            self.K = np.zeros((0, NK), dtype=np.int64)
-            self.S = np.zeros((0, NS), dtype=np.float64)
-            self.status = np.zeros(0, dtype=np.int8)
+            self._alloc(0)
             self.st[0] = 0
             self.st[1] = 0
+            for k in (L_HEAD, L_TAIL, L_CHEAD, L_CTAIL):
+                self.lru[k] = -1
+            self.lru[L_LIVE] = self.lru[L_OLDEST] = 0
             return out
         done = np.flatnonzero(self.status[:n] == FLOW_DONE)
         names = self.S[done, S_QPOOL_LEN] > 0
         pool = self.pool[: int(self.st[1])].copy() if names.any() else self.pool[:0].copy()
         out = FinishedFlows(self.K[done], self.S[done], pool)
         if len(done) or self.st[1] > POOL_BYTES // 2:
-            m, used = compact(self.K, self.S, self.status, n, self.pool, self.pool2)
-            self.pool, self.pool2 = self.pool2, self.pool
-            self.st[0] = m
-            self.st[1] = used
+            self._compact()
         return out
+
+    def _compact(self) -> None:
+        m, used = compact(
+            self.K,
+            self.S,
+            self.status,
+            int(self.st[0]),
+            self.pool,
+            self.pool2,
+            self.links,
+            self.lru,
+        )
+        self.pool, self.pool2 = self.pool2, self.pool
+        self.st[0] = m
+        self.st[1] = used
 
     # -- carry across rotated files ---------------------------------------------------
     def to_bytes(self) -> bytes:
         """Serialise the open flows (numpy .npz, no pickle)."""
         n = int(self.st[0])
+        order = list_order(self.links, self.lru, n, 0)
+        closed = list_order(self.links, self.lru, n, 2)
+        if len(order) != n or len(closed) != (self.status[:n] == FLOW_CLOSED).sum():
+            order, closed = _by_time(self.S[:n], self.status[:n])  # lists damaged: rebuild
         bio = io.BytesIO()
         np.savez(
             bio,
@@ -583,17 +843,31 @@ class FlowTable:
             pool=self.pool[: int(self.st[1])],
             st=self.st,
             params=self.params,
+            lru=order,
+            closed=closed,
         )
         return bio.getvalue()
 
     @classmethod
     def from_bytes(
-        cls, data: bytes, idle_s: float, active_s: float, activity_s: float, grace_s: float
+        cls,
+        data: bytes,
+        idle_s: float,
+        active_s: float,
+        activity_s: float,
+        grace_s: float,
+        max_open: int = 0,
     ) -> FlowTable:
-        """Restore open flows saved by :meth:`to_bytes`; raise ValueError if malformed."""
+        """Restore open flows saved by :meth:`to_bytes`; raise ValueError if malformed.
+
+        The least-recently-active and closed orders are restored too (rebuilt from the
+        flows' last packet times for state saved before they were kept).
+        """
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 K, S, status, pool, st = (z["K"], z["S"], z["status"], z["pool"], z["st"])
+                order = z["lru"] if "lru" in z.files else None
+                closed = z["closed"] if "closed" in z.files else None
         except Exception as exc:  # np.load raises many types for garbage input
             raise ValueError(f"invalid carry state: {exc}") from exc
         n = int(st[0]) if st.shape == (3,) else -1
@@ -615,14 +889,21 @@ class FlowTable:
         offs = S[:, S_QPOOL_OFF]
         if n and ((lens > 0) & ((offs < 0) | (offs + lens > len(pool)))).any():
             raise ValueError("invalid carry state: name pool offsets out of range")
-        t = cls(idle_s, active_s, activity_s, grace_s)
-        t.K, t.S, t.status = K.copy(), S.copy(), status.copy()
-        if n == 0:
-            t.K, t.S, t.status = (
-                np.zeros((0, NK), np.int64),
-                np.zeros((0, NS)),
-                np.zeros(0, np.int8),
-            )
+        if order is None or closed is None:
+            order, closed = _by_time(S, status)
+        if (
+            order.dtype != np.int64
+            or closed.dtype != np.int64
+            or order.shape != (n,)
+            or not np.array_equal(np.sort(order), np.arange(n))
+            or not np.array_equal(np.sort(closed), np.flatnonzero(status == FLOW_CLOSED))
+        ):
+            raise ValueError("invalid carry state: bad flow order")
+        t = cls(idle_s, active_s, activity_s, grace_s, max_open)
+        if n:
+            t._alloc(n)
+            t.K[:], t.S[:], t.status[:] = K, S, status
+            link_in_order(order, closed, t.links, t.lru)
         t.pool[: len(pool)] = pool
         t.st[:] = st
         return t

@@ -6,11 +6,18 @@ without touching the others (``concurrent.futures.ProcessPoolExecutor`` cannot
 kill one task). Workers are forked from a forkserver (safe with the daemon's
 threads, cheap to replace) and die with it when the daemon dies, even by
 ``kill -9``.
+
+A worker does not send every column of every flow back: as the file's flows are
+finished it keeps what analysis needs (:class:`~..flow_sample.FlowSample`: narrow
+columns, at most ``FILE_ROW_CAP`` rows, the exact tally of all flows), and sends those
+rows in pieces of about ``_PART_ROWS`` before the result, so neither side ever holds
+a pickle of the whole file. The main process joins the pieces into the result.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import itertools
 import logging
@@ -26,11 +33,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..flow_sample import FILE_ROW_CAP, FlowSample, SampledFlows, narrow
+from ..flow_schema import FlowBatch
+from ..heap import map_large_blocks, release_free_memory
 from ..pipeline import CaptureFormatError, FileResult, FlowSettings
 
 log = logging.getLogger("netmon_exporter.ingest")
 
 ProcessFn = Callable[..., FileResult]
+_PART_ROWS = 32768  # flow rows per message from a worker (a few MB pickled)
 
 _CTX = multiprocessing.get_context("forkserver")
 _CTX.set_forkserver_preload(
@@ -75,6 +86,7 @@ class _Worker:
     started: float = 0.0
     retiring: bool = False
     ident: int = field(default=0)
+    parts: list[FlowBatch] = field(default_factory=list)  # rows of the task's result so far
 
 
 def _die_with_parent() -> None:
@@ -97,10 +109,38 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def _run(process: ProcessFn, task: Task, streams: bool) -> tuple[FileResult, FlowSample | None]:
+    """Process ``task``'s file; with ``streams``, keep only what analysis needs of its flows."""
+    extra: dict[str, Any] = {"csv_path": Path(task.csv_path)} if task.csv_path else {}
+    sample = FlowSample(FILE_ROW_CAP) if streams else None
+    if sample is not None:
+        extra.update(collect=False, on_flows=sample.add)
+    result = process(
+        Path(task.path),
+        task.settings,
+        carry=task.carry,
+        csv_dir=Path(task.csv_dir) if task.csv_dir else None,
+        final=task.final,
+        **extra,
+    )
+    return result, sample
+
+
+def _send_rows(conn: multiprocessing.connection.Connection, sample: FlowSample) -> SampledFlows:
+    """Send the sample's rows in parts; return what is left to send with the result."""
+    parts = sample.parts(_PART_ROWS)
+    while parts:
+        conn.send(("part", parts.pop(0)))
+    empty = narrow(FlowBatch.empty())
+    return SampledFlows(empty.columns, sample.tally())
+
+
 def worker_main(conn: multiprocessing.connection.Connection, process: ProcessFn) -> None:
     """Run tasks from ``conn`` until it closes; report each outcome back."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the daemon, which decides
     _die_with_parent()
+    map_large_blocks()
+    streams = takes_flow_stream(process)
     while True:
         try:
             task = conn.recv()
@@ -109,16 +149,9 @@ def worker_main(conn: multiprocessing.connection.Connection, process: ProcessFn)
         if task is None:
             return
         t0 = time.perf_counter()
+        sample: FlowSample | None = None
         try:
-            extra = {"csv_path": Path(task.csv_path)} if task.csv_path else {}
-            result = process(
-                Path(task.path),
-                task.settings,
-                carry=task.carry,
-                csv_dir=Path(task.csv_dir) if task.csv_dir else None,
-                final=task.final,
-                **extra,
-            )
+            result, sample = _run(process, task, streams)
             msg: tuple[Any, ...] = ("ok", result)
         except CaptureFormatError as exc:
             msg = ("fail", exc.reason, str(exc))
@@ -132,6 +165,9 @@ def worker_main(conn: multiprocessing.connection.Connection, process: ProcessFn)
             msg = ("fail", "internal", f"{type(exc).__name__}: {exc}{where}")
         msg = (*msg, time.perf_counter() - t0)
         try:
+            if sample is not None and msg[0] == "ok":
+                msg = ("ok", dataclasses.replace(msg[1], flows=_send_rows(conn, sample)), msg[-1])
+            sample = None
             conn.send(msg)
         except (BrokenPipeError, EOFError):
             return
@@ -139,15 +175,39 @@ def worker_main(conn: multiprocessing.connection.Connection, process: ProcessFn)
             conn.send(
                 ("fail", "internal", f"cannot return the result: {exc}", time.perf_counter() - t0)
             )
+        sample, msg = None, ()
+        release_free_memory()  # an idle worker should not sit on a flood's worth of pages
 
 
 def takes_csv_path(process: ProcessFn) -> bool:
     """Return whether ``process`` accepts ``csv_path`` (the real pipeline does)."""
+    return _takes(process, "csv_path")
+
+
+def takes_flow_stream(process: ProcessFn) -> bool:
+    """Return whether ``process`` can hand out flows as it goes (``collect``, ``on_flows``)."""
+    return _takes(process, "collect") and _takes(process, "on_flows")
+
+
+def _takes(process: ProcessFn, name: str) -> bool:
     try:
         params = inspect.signature(process).parameters
     except (TypeError, ValueError):
         return False
-    return "csv_path" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _joined(result: FileResult, parts: list[FlowBatch]) -> FileResult:
+    """Put the rows a worker sent in parts back into its result."""
+    if not parts:
+        return result
+    flows = result.flows
+    tally = flows.tally if isinstance(flows, SampledFlows) else None
+    rows = FlowBatch.concat([*parts, flows])
+    parts.clear()
+    if tally is None:
+        return dataclasses.replace(result, flows=rows)
+    return dataclasses.replace(result, flows=SampledFlows(rows.columns, tally))
 
 
 class WorkerPool:
@@ -240,6 +300,7 @@ class WorkerPool:
                     self._reconcile()
                     return self.submit(task)
                 w.task = task
+                w.parts = []
                 w.started = time.monotonic()
                 return
         raise RuntimeError("no idle worker")
@@ -268,6 +329,11 @@ class WorkerPool:
         task = w.task
         try:
             msg = w.conn.recv()
+            while msg[0] == "part":  # rows of the result, before the result itself
+                w.parts.append(msg[1])
+                if not w.conn.poll():
+                    return None
+                msg = w.conn.recv()
         except (EOFError, OSError):
             return None  # the sentinel tells us it died
         except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be unpickled here
@@ -278,12 +344,13 @@ class WorkerPool:
                 time.monotonic() - w.started,
             )
         w.task = None
+        parts, w.parts = w.parts, []
         if task is None:
             return None
         if w.retiring:
             self._retire(w)
         if msg[0] == "ok":
-            return Outcome(task, result=msg[1], seconds=msg[2])
+            return Outcome(task, result=_joined(msg[1], parts), seconds=msg[2])
         return Outcome(task, reason=msg[1], message=msg[2], seconds=msg[3])
 
     def _reap(self, w: _Worker) -> list[Outcome]:
