@@ -99,17 +99,17 @@ def see(path: str, mtime: float = 1.0, size: int = 100) -> Step:
 
     def step(h: Harness) -> list[dn.Decision]:
         h.idents[path] = ident(path, mtime, size)
-        return h.core.observe(path, h.idents[path], h.now)
+        return h.core.observe(path, h.idents[path])
 
     return step
 
 
 def gone(path: str) -> Step:
-    return lambda h: h.core.observe(path, None, h.now)
+    return lambda h: h.core.observe(path, None)
 
 
 def scanned(*paths: str) -> Step:
-    return lambda h: h.core.scanned(set(paths), h.now)
+    return lambda h: h.core.scanned(set(paths))
 
 
 def admit(
@@ -449,7 +449,7 @@ def test_scheduler(case: str) -> None:
 def test_jitter_comes_from_the_rng_and_backoff_is_capped() -> None:
     core = Scheduler(Rules(max_retries=10, retry_delay_seconds=60.0), High())
     path = "/c/x.pcap"
-    core.observe(path, ident(path, 1), 0)
+    core.observe(path, ident(path, 1))
     (info,) = core.unripe()
     core.admitted(
         info, Entry(1, path, info.identity, None, "pcap", SEEN, 0, None, None, None, 0), 0

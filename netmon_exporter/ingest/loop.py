@@ -137,7 +137,9 @@ class SchedulerLoop:
             self._look_at([f.path for f in self._core.unripe()], now)
         self._dispatch(now)
         for outcome in self._pool.wait(LOOP_SECONDS, (self._inbox.wake_fd,)):
-            self._guarded(outcome.task.path, "recording the outcome of", self._take, outcome)
+            info = self._core.running_file(outcome.task.key)  # task.path may be a link's target
+            path = info.path if info is not None else outcome.task.path
+            self._guarded(path, "recording the outcome of", self._take, outcome)
         self._inbox.drain()
         if self._ledger.ledger is not None:  # carries are ended through the ledger
             self._exec.apply(self._core.tick(self._clock()))
@@ -223,7 +225,7 @@ class SchedulerLoop:
         found = self.finder.scan()
         if found is None:
             return
-        self._exec.apply(self._core.scanned(found.keys(), now))
+        self._exec.apply(self._core.scanned(found.keys()))
         for path, identity in found.items():
             self._guarded(path, "looking at", self._observe, path, identity, now)
         self._gate.prune_looks(self._core.paths())
@@ -236,7 +238,7 @@ class SchedulerLoop:
             self._promote(now)
 
     def _observe(self, path: str, identity: Identity | None, now: float) -> None:
-        self._exec.apply(self._core.observe(path, identity, now))
+        self._exec.apply(self._core.observe(path, identity))
         if identity is None or not self._core.is_unripe(path):
             return
         self._gate.look(path, identity, now)

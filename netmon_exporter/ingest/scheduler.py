@@ -23,7 +23,7 @@ from __future__ import annotations
 import heapq
 import os
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
@@ -164,7 +164,7 @@ class Scheduler:
             del self._files[path]
 
     # ------------------------------------------------------------------ looking
-    def observe(self, path: str, identity: Identity | None, now: float) -> list[Decision]:
+    def observe(self, path: str, identity: Identity | None) -> list[Decision]:
         """Take one look at a path (``None``: it is gone, or is not to be opened)."""
         f = self._files.get(path)
         if f is not None and f.state is FileState.RUNNING:
@@ -181,7 +181,7 @@ class Scheduler:
             return []
         if f.waiting:  # changed after it was found ready: a new file
             out = self._drop(path, Why.CHANGED)
-            return out + self.observe(path, identity, now)
+            return out + self.observe(path, identity)
         self._files[path] = self._new_file(path, identity)  # still unripe: it grew
         return []
 
@@ -191,11 +191,11 @@ class Scheduler:
             FileInfo(path, identity, series_of(name, self.rules.source), file_kind(name))
         )
 
-    def scanned(self, found: Collection[str], now: float) -> list[Decision]:
+    def scanned(self, found: Collection[str]) -> list[Decision]:
         """A full scan found exactly ``found``: what is missing is gone."""
         out: list[Decision] = []
         for path in [p for p in self._files if p not in found]:
-            out += self.observe(path, None, now)
+            out += self.observe(path, None)
         for table in (self._finished, self._set_aside):
             for path in [p for p in table if p not in found]:
                 del table[path]
@@ -365,9 +365,6 @@ class Scheduler:
     def carry_kept(self, series: str, now: float) -> None:
         """Ending a carry failed (its CSV could not be written): try after another idle period."""
         self._carries[series] = now
-
-    def carried_series(self) -> Iterable[str]:
-        return list(self._carries)
 
     # ------------------------------------------------------------------ status
     def backlog(self, now: float) -> Backlog:
