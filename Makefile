@@ -44,6 +44,7 @@ dashboards: $(STAMP)
 
 ## check-assets: alert rules and their unit tests, Prometheus/Alertmanager configs, dashboards up to date
 check-assets: $(STAMP) system-deps
+	$(PY) alerts/generate.py --check
 	promtool check rules alerts/netmon.rules.yml
 	promtool test rules alerts/netmon.rules.test.yml
 	promtool check config prometheus/prometheus.yml
