@@ -14,8 +14,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..config import Config
 from ..metrics import FILE_KINDS
 from ..pipeline import FileResult, FlowSettings
@@ -54,22 +52,8 @@ def flow_settings(cfg: Config) -> FlowSettings:
         active_timeout_seconds=f.active_timeout_seconds,
         activity_timeout_seconds=f.activity_timeout_seconds,
         carry_across_files=f.carry_across_files,
+        max_open_flows=f.max_open_flows,
     )
-
-
-# TODO(issue 10): one home for protocol names. FileResult.flow_counts() (pipeline, not
-# yet committed) gives exact counts by protocol label; use it here once it lands.
-_PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
-
-
-def _flows_by_protocol(result: FileResult) -> dict[str, int]:
-    out: dict[str, int] = {}
-    if len(result.flows) and "protocol" in result.flows:
-        nums, counts = np.unique(result.flows["protocol"], return_counts=True)
-        for n, c in zip(nums.tolist(), counts.tolist(), strict=True):
-            name = _PROTO_NAMES.get(int(n), "other")
-            out[name] = out.get(name, 0) + int(c)
-    return out
 
 
 def summary(result: FileResult) -> dict[str, Any]:
@@ -78,7 +62,7 @@ def summary(result: FileResult) -> dict[str, Any]:
         "packets": dict(result.packets_by_protocol),
         "bytes": dict(result.bytes_by_protocol),
         "flows": int(result.flow_count),
-        "flows_by_protocol": _flows_by_protocol(result),
+        "flows_by_protocol": result.flow_counts(),  # exact: ``flows`` may be a sample
         "csv_rows": int(result.csv_rows),
     }
 
