@@ -605,6 +605,14 @@ class Daemon:
                 self.m.errors.labels("io").inc()
         self.update_health()
 
+    def is_ready(self) -> bool:
+        """Ready: started, not stopping, and able to record work (the ledger is open and ours).
+
+        A second instance pointed at the same state directory is alive (``/-/healthy``)
+        but not ready, because it cannot process anything.
+        """
+        return self.ready and self.ingest.status().ledger_open
+
     def update_health(self) -> HealthReport:
         cfg = self.holder.config
         st = self.ingest.status()
@@ -771,7 +779,7 @@ def run_daemon(argv: list[str]) -> int:
     endpoints = Endpoints(
         registry=registry,
         health=lambda: daemon.health,
-        ready=lambda: daemon.ready,
+        ready=daemon.is_ready,
         reload=reload_from_http,
         telemetry_path=args.telemetry_path,
         route_prefix=route_prefix,

@@ -148,4 +148,5 @@ class IngestStatus:
     oldest_ready_age_seconds: float = 0.0  # how long the oldest ready file has waited
     backlog_growth_streak: int = 0  # consecutive intervals the backlog grew
     ledger_error: str | None = None  # why the ledger is unusable (health: state_storage)
+    ledger_open: bool = False  # the ledger is open and ours (readiness)
     problems: tuple[str, ...] = ()  # contained errors, unwritable outputs, no watcher

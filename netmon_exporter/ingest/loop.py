@@ -166,6 +166,7 @@ class SchedulerLoop:
             oldest_ready_age_seconds=b.oldest_ready_age_seconds,
             backlog_growth_streak=self._growth.streak,
             ledger_error=self._ledger.error,
+            ledger_open=self._ledger.ledger is not None,
             problems=self._problems.current(now, self.finder.watch_error),
         )
 
