@@ -1,23 +1,25 @@
-"""Detections pushed to Alertmanager's v2 API (``POST /api/v2/alerts``).
+"""Incidents pushed to Alertmanager's v2 API (``POST /api/v2/alerts``).
 
 Alertmanager expects its clients to behave like Prometheus: send every active
 alert again and again (here every ``resend_interval_seconds``) with an ``endsAt``
 in the near future, so that alerts resolve by themselves if the sender dies, and
 send an explicit ``endsAt`` in the past once the condition is over.
 
-:class:`AlertPusher` keeps the set of active detections keyed by
-``Detection.key``. The daemon's main loop calls :meth:`AlertPusher.observe` with
-each window's detections; a pusher thread calls :meth:`AlertPusher.due` and
-:meth:`AlertPusher.push`. A detection not observed again for
-``resolve_after_seconds`` is sent once more as resolved and forgotten. Nothing
-here raises for Alertmanager trouble or touches metrics: :class:`PushResult`
-says what happened and the daemon records it.
+:class:`AlertPusher` holds an :class:`~.incidents.IncidentBook` (one incident per
+``Detection.key``, however many windows it lasts; see :mod:`.incidents` for its
+life). The daemon's main loop calls :meth:`AlertPusher.observe` with each pushed
+window's findings; a pusher thread calls :meth:`AlertPusher.due` and
+:meth:`AlertPusher.push`. Nothing here raises for Alertmanager trouble or touches
+metrics: :class:`PushResult` and :class:`~.incidents.Observed` say what happened and
+the daemon records it.
 
-Labels stay low-cardinality-safe and stable for the life of one detection
-(Alertmanager identifies an alert by its label set): ``alertname``
-(``Netmon`` + the detector in CamelCase, e.g. ``NetmonPortScan``), ``detector``,
-``severity``, ``source``, ``target`` (length-capped) and ``service``. Everything
-else (evidence, summary, window) goes into annotations.
+Labels identify an alert for its whole life (Alertmanager identifies an alert by its
+label set) and stay few and bounded: ``alertname`` (``Netmon`` + the detector in
+CamelCase, e.g. ``NetmonPortScan``), ``category="security"`` (routed apart from the
+``category="health"`` alerts of the rules), ``detector``, ``severity``, ``source``,
+``target`` (length-capped), ``instance`` (the sensor: ``alerting.sensor`` or the host
+name) and ``service``. Everything else (the incident's windows, latest and peak
+evidence, summary) goes into annotations.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ import json
 import logging
 import math
 import re
+import socket
 import threading
 import time
-from collections import OrderedDict
+import urllib.parse
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,24 +41,66 @@ from typing import Any
 
 import requests
 
-from .config import AlertmanagerConfig
-from .detection import SEVERITY_RANK, Detection
+from .config import AlertingConfig, AlertmanagerConfig
+from .detection import Detection
+from .incidents import Incident, IncidentBook, IncidentPolicy, Key, Observed
 from .redaction import redact_secrets, redact_url, short_cause
 from .text_safety import clean_text, plain_text
 
 log = logging.getLogger(__name__)
 
 SERVICE = "netmon-exporter"
+#: The ``category`` label of pushed detections (the rules' health alerts carry "health").
+CATEGORY = "security"
 FALLBACK_ALERTNAME = "NetmonDetection"
 #: Longest label value sent; longer ones are cut and suffixed with a hash so they stay distinct.
 MAX_LABEL_CHARS = 128
 #: Longest annotation value sent.
 MAX_ANNOTATION_CHARS = 2048
-#: Default bound of the active set (least recently observed detections are evicted first).
-DEFAULT_MAX_ACTIVE = 10_000
 #: After a failed push, the next attempt waits this long, doubling up to the resend interval.
 RETRY_BASE_SECONDS = 5.0
 _DETECTOR_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+
+
+def sensor_name(cfg: AlertingConfig) -> str:
+    """Return the sensor's name: ``alerting.sensor``, else this host's name."""
+    return cfg.sensor or socket.gethostname() or "unknown"
+
+
+def incident_policy(am: AlertmanagerConfig, alerting: AlertingConfig) -> IncidentPolicy:
+    """Return how incidents resolve and how many are held, from the config."""
+    return IncidentPolicy(
+        resolve_after_windows=alerting.resolve_after_windows,
+        resolve_after_seconds=am.resolve_after_seconds,
+        max_incidents=alerting.max_incidents,
+    )
+
+
+@dataclass(frozen=True)
+class AlertIdentity:
+    """What every alert of this exporter carries besides its finding."""
+
+    sensor: str  # the instance label
+    generator_url: str = ""  # alerting.generator_url template, or "" for external_url
+    external_url: str = ""  # --web.external-url
+
+    def link(self, inc: Incident) -> str:
+        """Return the alert's generatorURL (the template filled in, URL-encoded)."""
+        if not self.generator_url:
+            return self.external_url
+        det = inc.latest
+        values = {
+            "detector": det.detector,
+            "source": det.source,
+            "target": det.target,
+            "from_ms": str(int(inc.first_window_start * 1000)),
+            "to_ms": str(int(inc.last_window_end * 1000)),
+        }
+        quoted = {k: urllib.parse.quote(v, safe="") for k, v in values.items()}
+        try:
+            return self.generator_url.format(**quoted)
+        except (KeyError, IndexError, ValueError):  # validated by config; never fatal here
+            return self.external_url
 
 
 @dataclass(frozen=True)
@@ -79,9 +124,9 @@ class PushResult:
     """One push: ``sent`` alerts accepted by at least one Alertmanager, ``failed`` by none.
 
     ``resolved`` counts the sent alerts that were resolutions; ``evicted`` the
-    detections dropped from the full active set since the previous push;
-    ``retries`` is 1 when this push repeats a failed one (the daemon counts it as
-    a retry of stage ``alertmanager``).
+    incidents dropped from the full book since the previous push; ``retries`` is 1
+    when this push repeats a failed one (the daemon counts it as a retry of stage
+    ``alertmanager``).
     """
 
     sent: int
@@ -98,155 +143,165 @@ class PushResult:
         return self.failed == 0
 
 
-@dataclass
-class _Entry:
-    detection: Detection
-    severity: str
-    labels: dict[str, str]
-    first_seen: float
-    last_seen: float
-    resolved_at: float | None = None
-    generation: int = 0  # bumped whenever Alertmanager must hear about a change
-    delivered: int = -1  # generation last accepted by an Alertmanager
-
-
 @dataclass(frozen=True)
 class _Pending:
     alert: dict[str, Any]
-    key: tuple[str, str, str] | None  # None: a superseded label set, resolved once
-    generation: int
+    key: Key | None  # None: a superseded label set, resolved once
+    version: int
     resolved: bool
 
 
 class AlertPusher:
-    """Keep the active detections and push them to every configured Alertmanager.
+    """Keep the incidents and push them to every configured Alertmanager.
 
     ``observe`` (main loop) and ``push`` (pusher thread) may run concurrently;
     pushes themselves are serialised. HTTP happens outside the state lock, so
-    ``observe`` never waits for a slow Alertmanager.
+    ``observe`` never waits for a slow Alertmanager. :meth:`reconfigure` applies a
+    reloaded config and keeps the incidents (a restart starts with none).
     """
 
     def __init__(
         self,
         cfg: AlertmanagerConfig,
+        alerting: AlertingConfig | None = None,
         session: requests.Session | None = None,
         clock: Callable[[], float] = time.time,
         external_url: str = "",
-        max_active: int = DEFAULT_MAX_ACTIVE,
     ) -> None:
-        self._cfg = cfg
-        self._urls = tuple(u.rstrip("/") for u in cfg.urls)
-        self._sessions = {
-            u: session if session is not None else requests.Session() for u in self._urls
-        }
+        alerting = alerting or AlertingConfig()
+        self._session = session
         self._clock = clock
-        self._external_url = external_url
-        self._max_active = max(1, max_active)
         self._lock = threading.Lock()
         self._push_lock = threading.Lock()
-        self._active: OrderedDict[tuple[str, str, str], _Entry] = OrderedDict()
+        self._book = IncidentBook(incident_policy(cfg, alerting))
+        self._delivered: dict[Key, int] = {}  # incident -> version last accepted
         self._superseded: list[_Pending] = []
         self._last_ok_at: float | None = None
         self._consecutive_failures = 0
         self._next_retry_at: float | None = None
         self._evicted_since_push = 0
         self.evicted_total = 0
+        self._configure(cfg, alerting, external_url)
+
+    def _configure(self, cfg: AlertmanagerConfig, alerting: AlertingConfig, external: str) -> None:
+        self._cfg = cfg
+        self._urls = tuple(u.rstrip("/") for u in cfg.urls)
+        self._sessions = {
+            u: self._session if self._session is not None else requests.Session()
+            for u in self._urls
+        }
+        self._identity = AlertIdentity(sensor_name(alerting), alerting.generator_url, external)
+        self._book.policy = incident_policy(cfg, alerting)
         self.failures_by_url: dict[str, int] = {redact_url(u): 0 for u in self._urls}
 
     def __repr__(self) -> str:
         return f"AlertPusher(urls={[redact_url(u) for u in self._urls]!r})"
 
+    def reconfigure(
+        self,
+        cfg: AlertmanagerConfig,
+        alerting: AlertingConfig,
+        external_url: str = "",
+        now: float | None = None,
+    ) -> None:
+        """Apply a reloaded config, keeping every incident.
+
+        New Alertmanager URLs hear of every incident at the next push. A new sensor
+        name is a new label set: the alerts under the old one are sent once as resolved.
+        """
+        with self._push_lock, self._lock:
+            old_urls, old_identity = self._urls, self._identity
+            now = self._clock() if now is None else now
+            self._configure(cfg, alerting, external_url)
+            if self._identity.sensor != old_identity.sensor:
+                for inc in self._book:
+                    if inc.key in self._delivered:
+                        old = self._alert(inc, now, True, inc.severity, old_identity)
+                        self._superseded.append(_Pending(old, None, 0, True))
+                self._delivered.clear()
+            if self._urls != old_urls:
+                self._delivered.clear()
+                self._last_ok_at = self._next_retry_at = None
+                self._consecutive_failures = 0
+            if not self._urls:
+                self._superseded.clear()
+                self._forget_resolved()
+
     # ---------------------------------------------------------------- state
 
     def active_count(self) -> int:
-        """Detections currently held (active, or resolved and not yet delivered)."""
+        """Incidents currently held (active, or resolved and not yet delivered)."""
         with self._lock:
-            return len(self._active)
+            return len(self._book)
+
+    def active_keys(self) -> frozenset[Key]:
+        """Keys of the active incidents (kept first when a window's findings are capped)."""
+        with self._lock:
+            return self._book.active_keys()
 
     def active_by_detector(self) -> dict[str, int]:
-        """Count active (not resolved) detections per detector, for a gauge in the daemon."""
-        counts: dict[str, int] = {}
+        """Count active (not resolved) incidents per detector, for a gauge in the daemon."""
         with self._lock:
-            for entry in self._active.values():
-                if entry.resolved_at is None:
-                    name = entry.detection.detector
-                    counts[name] = counts.get(name, 0) + 1
-        return counts
+            return self._book.active_by_detector()
 
-    def observe(self, detections: Iterable[Detection], now: float | None = None) -> int:
-        """Record one window's detections as seen at ``now``; return how many were evicted."""
+    def incidents(self) -> list[Incident]:
+        """Return the incidents held, least recently seen first (a snapshot, for tests)."""
+        with self._lock:
+            return list(self._book)
+
+    def observe(self, findings: Iterable[Detection], now: float | None = None) -> Observed:
+        """Record one pushed window's findings as seen at wall-clock ``now``.
+
+        Every call is one window: incidents it does not mention move one window closer
+        to resolution.
+        """
         now = self._clock() if now is None else now
-        evicted = 0
         with self._lock:
-            for det in detections:
-                self._observe_one(det, now)
-            self._resolve_stale(now)
-            while len(self._active) > self._max_active:
-                self._active.popitem(last=False)
-                evicted += 1
-            self._evicted_since_push += evicted
-            self.evicted_total += evicted
-        if evicted:
-            log.warning(
-                "Alert active set full (%d): evicted %d least recently seen detection(s); "
-                "Alertmanager resolves them when their endsAt passes",
-                self._max_active,
-                evicted,
-            )
-        return evicted
-
-    def _observe_one(self, det: Detection, now: float) -> None:
-        entry = self._active.get(det.key)
-        if entry is None:
-            self._active[det.key] = _Entry(
-                det, det.severity, build_labels(det, det.severity), first_seen=now, last_seen=now
-            )
-            return
-        self._active.move_to_end(det.key)
-        entry.detection = det
-        entry.last_seen = max(entry.last_seen, now)
-        if entry.resolved_at is not None:
-            entry.resolved_at = None  # back before the resolution went out
-            entry.generation += 1
-        if SEVERITY_RANK.get(det.severity, -1) > SEVERITY_RANK.get(entry.severity, -1):
-            # A new severity is a new label set for Alertmanager: end the old one.
-            if entry.delivered >= 0:
-                old = self._alert(entry, now, resolved=True)
-                self._superseded.append(_Pending(old, None, 0, True))
-                del self._superseded[: -self._max_active]
-            entry.severity = det.severity
-            entry.labels = build_labels(det, det.severity)
-            entry.generation += 1
-
-    def _resolve_stale(self, now: float) -> None:
-        limit = self._cfg.resolve_after_seconds
-        stale = [
-            key
-            for key, entry in self._active.items()
-            if entry.resolved_at is None and now - entry.last_seen >= limit
-        ]
-        for key in stale:
+            observed = self._book.observe(findings, now)
+            for esc in observed.escalated:
+                if esc.incident.key in self._delivered:
+                    # A new severity is a new label set for Alertmanager: end the old one.
+                    old = self._alert(esc.incident, now, True, esc.previous, self._identity)
+                    self._superseded.append(_Pending(old, None, 0, True))
+            del self._superseded[: -self._book.policy.max_incidents]
+            self._book.expire(now)
             if not self._urls:
-                del self._active[key]  # nobody to tell: just forget it
-                continue
-            entry = self._active[key]
-            entry.resolved_at = now
-            entry.generation += 1
+                self._forget_resolved()
+            for key in [k for k in self._delivered if self._book.get(k) is None]:
+                del self._delivered[key]
+            self._evicted_since_push += observed.evicted
+            self.evicted_total += observed.evicted
+        if observed.evicted:
+            log.warning(
+                "Incident book full (%d): forgot %d incident(s), resolved first; "
+                "Alertmanager resolves the active ones when their endsAt passes",
+                self._book.policy.max_incidents,
+                observed.evicted,
+            )
+        return observed
+
+    def _forget_resolved(self) -> None:
+        for inc in self._book:
+            if not inc.active:
+                self._book.forget(inc.key)
 
     def due(self, now: float | None = None) -> bool:
         """Say whether :meth:`push` has something to send now."""
         now = self._clock() if now is None else now
         if not self._urls:
+            with self._lock:
+                self._book.expire(now)
+                self._forget_resolved()
             return False
         with self._lock:
-            self._resolve_stale(now)
+            self._book.expire(now)
             if self._next_retry_at is not None and now < self._next_retry_at:
                 return False
             if self._superseded:
                 return True
-            if any(e.generation != e.delivered for e in self._active.values()):
+            if any(self._delivered.get(i.key) != i.version for i in self._book):
                 return True
-            if not self._active:
+            if not len(self._book):
                 return False
             return (
                 self._last_ok_at is None
@@ -317,17 +372,14 @@ class AlertPusher:
 
     def _snapshot(self, now: float) -> tuple[list[_Pending], int, int]:
         with self._lock:
-            self._resolve_stale(now)
+            self._book.expire(now)
             pending = list(self._superseded)
             self._superseded = []
-            entries = sorted(
-                self._active.items(), key=lambda kv: (kv[1].resolved_at is None, kv[1].first_seen)
-            )
-            for key, entry in entries:
-                resolved = entry.resolved_at is not None
-                pending.append(
-                    _Pending(self._alert(entry, now, resolved), key, entry.generation, resolved)
-                )
+            incidents = sorted(self._book, key=lambda i: (i.active, i.opened_at))
+            for inc in incidents:
+                resolved = not inc.active
+                alert = self._alert(inc, now, resolved, inc.severity, self._identity)
+                pending.append(_Pending(alert, inc.key, inc.version, resolved))
             evicted, self._evicted_since_push = self._evicted_since_push, 0
             retries = 1 if self._consecutive_failures else 0
         return pending, evicted, retries
@@ -340,13 +392,13 @@ class AlertPusher:
                         if not ok:
                             self._superseded.append(p)
                         continue
-                    entry = self._active.get(p.key)
-                    if not ok or entry is None or entry.generation != p.generation:
+                    inc = self._book.get(p.key)
+                    if not ok or inc is None or inc.version != p.version:
                         continue
-                    entry.delivered = p.generation
-                    if p.resolved:
-                        del self._active[p.key]
-            del self._superseded[: -self._max_active]
+                    self._delivered[p.key] = p.version
+                    if p.resolved and self._book.forget(p.key, p.version):
+                        del self._delivered[p.key]
+            del self._superseded[: -self._book.policy.max_incidents]
             if all(accepted):
                 self._last_ok_at = now
                 self._consecutive_failures = 0
@@ -410,20 +462,23 @@ class AlertPusher:
 
     # ---------------------------------------------------------------- payload
 
-    def _alert(self, entry: _Entry, now: float, resolved: bool) -> dict[str, Any]:
+    def _alert(
+        self, inc: Incident, now: float, resolved: bool, severity: str, identity: AlertIdentity
+    ) -> dict[str, Any]:
         if resolved:
-            ends = max(now, entry.first_seen)
+            ends = max(now, inc.opened_at)
         else:
             # Far enough ahead that the next resend (even a retried one) arrives first.
             ends = now + max(self._cfg.resolve_after_seconds, 2 * self._cfg.resend_interval_seconds)
         alert: dict[str, Any] = {
-            "labels": dict(entry.labels),
-            "annotations": build_annotations(entry.detection, entry.first_seen, entry.last_seen),
-            "startsAt": rfc3339(entry.first_seen),
+            "labels": build_labels(inc.latest, severity, identity.sensor),
+            "annotations": build_annotations(inc),
+            "startsAt": rfc3339(inc.opened_at),
             "endsAt": rfc3339(ends),
         }
-        if self._external_url:
-            alert["generatorURL"] = self._external_url
+        link = identity.link(inc)
+        if link:
+            alert["generatorURL"] = link
         return alert
 
 
@@ -446,14 +501,16 @@ def cap_label(value: str, limit: int = MAX_LABEL_CHARS) -> str:
     return clean_text(value, limit - 9) + "~" + digest
 
 
-def build_labels(det: Detection, severity: str) -> dict[str, str]:
+def build_labels(det: Detection, severity: str, sensor: str = "") -> dict[str, str]:
     """Return the alert's identifying labels (empty values left out, as Alertmanager does)."""
     labels = {
         "alertname": alertname(det.detector),
+        "category": CATEGORY,
         "detector": cap_label(det.detector, 48),
         "severity": cap_label(severity, 16),
         "source": cap_label(det.source),
         "target": cap_label(det.target),
+        "instance": cap_label(sensor),
         "service": SERVICE,
     }
     return {k: v for k, v in labels.items() if v}
@@ -468,27 +525,34 @@ def _evidence_text(evidence: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def build_annotations(det: Detection, first_seen: float, last_seen: float) -> dict[str, str]:
-    """Return the human details: summary, description, evidence and times."""
+def _evidence_json(evidence: dict[str, Any]) -> str:
+    return json.dumps({str(k): v for k, v in evidence.items()}, sort_keys=True, default=str)
+
+
+def build_annotations(inc: Incident) -> dict[str, str]:
+    """Return the human details: summary, the incident's life, latest and peak evidence."""
+    det = inc.latest
     summary = det.summary or f"{det.detector} from {det.source or '?'} to {det.target or '?'}"
-    window = f"{rfc3339(det.window_start)} to {rfc3339(det.window_end)}"
+    first, last = rfc3339(inc.first_window_start), rfc3339(inc.last_window_end)
     description = (
-        f"{det.detector} ({det.severity}) from {det.source or '?'} to "
-        f"{det.target or '?'} in window {window}."
+        f"{det.detector} ({inc.severity}) from {det.source or '?'} to {det.target or '?'}: "
+        f"seen in {inc.windows} window(s) from {first} to {last}."
     )
     evidence = _evidence_text(det.evidence)
     if evidence:
-        description += f" Evidence: {evidence}."
+        description += f" Latest evidence: {evidence}."
+    if inc.peak is not det:
+        description += f" Peak: {inc.peak.summary or _evidence_text(inc.peak.evidence)}."
     annotations = {
         "summary": summary,
         "description": description,
-        "evidence": json.dumps(
-            {str(k): v for k, v in det.evidence.items()}, sort_keys=True, default=str
-        ),
+        "evidence": _evidence_json(det.evidence),
+        "peak_evidence": _evidence_json(inc.peak.evidence),
+        "windows": str(inc.windows),
         "window_start": rfc3339(det.window_start),
         "window_end": rfc3339(det.window_end),
-        "first_seen": rfc3339(first_seen),
-        "last_seen": rfc3339(last_seen),
+        "first_seen": first,
+        "last_seen": last,
     }
     return {k: clean_text(v, MAX_ANNOTATION_CHARS) for k, v in annotations.items()}
 

@@ -14,10 +14,12 @@ section is built). It never imports a pipeline stage, numpy or Prometheus, so
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import reprlib
 import stat
+import string
 import types
 import typing
 import urllib.parse
@@ -280,9 +282,179 @@ class AlertmanagerConfig:
         60.0, "Active detections are re-sent this often.", min=5, max=86400
     )
     resolve_after_seconds: float = _f(
-        300.0, "A detection not seen again for this long is resolved.", min=10, max=86400
+        300.0,
+        "An incident not seen again for this long (wall clock) is resolved even when no "
+        "window closes (captures stopped); usually alerting.resolve_after_windows "
+        "resolves it first.",
+        min=10,
+        max=86400,
     )
     max_alerts_per_push: int = _f(200, "Upper bound of alerts in one push.", min=1, max=100000)
+
+
+# Placeholders alerting.generator_url may use (each URL-encoded when filled in).
+GENERATOR_URL_FIELDS = ("detector", "source", "target", "from_ms", "to_ms")
+
+
+@dataclass(frozen=True)
+class AlertingConfig:
+    sensor: str = _f(
+        "",
+        "This sensor's name, sent as the instance label of every pushed alert (one "
+        "sensor's findings apart from another's); empty: the host name.",
+    )
+    generator_url: str = _f(
+        "",
+        "Link sent as each alert's generatorURL, e.g. a Grafana detections dashboard; may "
+        "use {detector}, {source}, {target}, {from_ms} and {to_ms} (the incident's first and "
+        "last window, Unix milliseconds). Empty: the exporter's --web.external-url.",
+    )
+    max_window_age_seconds: float = _f(
+        600.0,
+        "A window that ended longer ago than this (replayed or backfilled captures, a "
+        "backlog being worked off) gets its report and metrics but is not pushed to "
+        "Alertmanager; counted in netmon_alert_windows_held_back_total. 0: push every window.",
+        min=0,
+        max=31536000,
+    )
+    resolve_after_windows: int = _f(
+        3,
+        "An incident (one detector, source and target) not seen in this many windows in "
+        "a row is resolved.",
+        min=1,
+        max=1000,
+    )
+    max_findings_per_detector: int = _f(
+        10,
+        "Findings of one detector kept per window (reported and alerted); the rest become "
+        "one summary finding ('412 more findings'), so a spoofed flood is not hundreds of "
+        "alerts naming innocent addresses.",
+        min=1,
+        max=10000,
+    )
+    max_incidents: int = _f(
+        10000,
+        "Incidents held at most; beyond, resolved ones are forgotten first, then the "
+        "least recently seen (Alertmanager resolves those at their endsAt).",
+        min=10,
+        max=1000000,
+    )
+
+
+# Allow-lists -------------------------------------------------------------------------
+
+#: The ``ignore`` scope that applies to every detector (the others are one per detector).
+IGNORE_ALL = "all"
+
+
+@dataclass(frozen=True)
+class IgnoreConfig:
+    sources: tuple[str, ...] = _f((), "Source addresses or networks (CIDR).")
+    destinations: tuple[str, ...] = _f((), "Destination (target) addresses or networks (CIDR).")
+    ports: tuple[int, ...] = _f((), "Destination ports (1-65535).")
+    zones: tuple[str, ...] = _f((), "DNS zones (each covers every name under it).")
+
+
+@dataclass(frozen=True)
+class IgnoreAllConfig(IgnoreConfig):
+    """``ignore.all``: the same lists as per detector, documented with examples."""
+
+    sources: tuple[str, ...] = _f(
+        (), "Source addresses or networks (CIDR), e.g. ['10.0.5.10', '192.0.2.16/28']."
+    )
+    destinations: tuple[str, ...] = _f(
+        (), "Destination (target) addresses or networks (CIDR), e.g. ['10.0.2.25']."
+    )
+    ports: tuple[int, ...] = _f((), "Destination ports (1-65535), e.g. [25].")
+    zones: tuple[str, ...] = _f(
+        (), "DNS zones, each covering every name under it, e.g. ['zen.spamhaus.org']."
+    )
+
+
+# Examples shown beside each detector's allow-list in config.yaml (a test checks the names).
+IGNORE_EXAMPLES: dict[str, str] = {
+    "port_scan": "sources: your vulnerability scanners (['192.0.2.16/28'])",
+    "address_sweep": "sources: a monitoring server that pings or polls every host",
+    "beacon": "sources: a monitoring server polling hosts on a schedule (['10.0.5.10'])",
+    "brute_force": "sources: a cloud mail filter relaying inbound mail, or a NAT gateway "
+    "many users share; ports: [25] for inbound mail",
+    "dns_tunnel": "zones: a mail server's reputation lookups (['zen.spamhaus.org', "
+    "'hbl.spamhaus.org'])",
+    "udp_flood": "destinations: an NVR receiving camera streams",
+}
+
+
+def ignore_section(registry: Mapping[str, DetectorSpec]) -> type:
+    """Build the ``ignore`` section: ``all``, then one allow-list per registered detector."""
+    fields: list[tuple[str, type, Any]] = [
+        (
+            IGNORE_ALL,
+            IgnoreAllConfig,
+            _f(
+                IgnoreAllConfig,
+                "Ignored for every detector. Prefer a detector's own list: a scanner "
+                "allowed everywhere is a blind spot if it is ever abused.",
+                factory=True,
+            ),
+        )
+    ]
+    for name in registry:
+        if name == IGNORE_ALL:
+            raise ValueError(f"detector name {name!r} collides with ignore.{IGNORE_ALL}")
+        example = IGNORE_EXAMPLES.get(name)
+        text = f"Ignored for {name} only." + (f" Example: {example}." if example else "")
+        fields.append((name, IgnoreConfig, _f(IgnoreConfig, text, factory=True)))
+    return dataclasses.make_dataclass("IgnoreSections", fields, frozen=True)
+
+
+_IgnoreSections: Any = ignore_section(REGISTRY)
+
+
+@dataclass(frozen=True)
+class IgnoreSectionsConfig(_IgnoreSections):
+    """The ``ignore`` section: ``ignore.all`` and ``ignore.<detector>``, each an IgnoreConfig."""
+
+
+def parse_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """Return the network an allow-list entry names (an address is a /32 or /128).
+
+    Raise ValueError saying what is wrong: host bits set is refused rather than
+    widened, since ``10.0.5.7/8`` is far more often a typo than a wish for a /8.
+    """
+    try:
+        return ipaddress.ip_network(text.strip(), strict=True)
+    except ValueError:
+        pass
+    try:
+        loose = ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise ValueError(
+            "is not an IP address or network (e.g. 10.0.5.10, 10.0.5.0/24, 2001:db8::/48)"
+        ) from None
+    host = text.strip().split("/", 1)[0]
+    raise ValueError(
+        f"has host bits set; write the network ({loose}) or the address "
+        f"({host}/{loose.max_prefixlen})"
+    )
+
+
+def normalise_zone(text: str) -> str:
+    """Return a DNS zone as matched (lower case, no final dot); raise ValueError if invalid."""
+    zone = text.strip().lower().rstrip(".")
+    if zone.startswith("*."):
+        raise ValueError("must not start with '*.': a zone already covers every name under it")
+    labels = zone.split(".")
+    if (
+        not zone
+        or len(zone) > 253
+        or not all(0 < len(x) <= 63 and x.isascii() for x in labels)
+        or not all(c.isalnum() or c in "-_" for x in labels for c in x)
+    ):
+        raise ValueError(
+            "is not a DNS zone (dot-separated labels of letters, digits, '-' and '_', "
+            "e.g. zen.spamhaus.org)"
+        )
+    return zone
 
 
 @dataclass(frozen=True)
@@ -296,8 +468,20 @@ class Config:
     health: HealthConfig = _f(HealthConfig, "Health thresholds.", factory=True)
     detectors: DetectorsConfig = _f(DetectorsConfig, "Explainable detectors.", factory=True)
     models: ModelsConfig = _f(ModelsConfig, "scikit-learn models.", factory=True)
+    ignore: IgnoreSectionsConfig = _f(
+        IgnoreSectionsConfig,
+        "Allow-lists (reloadable): a finding matching an entry is suppressed: counted in "
+        "netmon_detections_suppressed_total and listed apart in its window report, never "
+        "alerted. Flows and traffic metrics are untouched.",
+        factory=True,
+    )
     llm: LLMConfig = _f(LLMConfig, "Window summaries.", factory=True)
     alertmanager: AlertmanagerConfig = _f(AlertmanagerConfig, "Detection alerts.", factory=True)
+    alerting: AlertingConfig = _f(
+        AlertingConfig,
+        "What becomes an alert: incidents, caps, replayed windows, labels.",
+        factory=True,
+    )
 
 
 # --------------------------------------------------------------------------- decoding
@@ -620,6 +804,52 @@ def _check_urls(cfg: Config, errors: list[str]) -> None:
                 errors.append(f"{where}: {_fmt(url)} is not a valid URL ({_clip(str(exc))})")
 
 
+def _check_alerting(cfg: Config, errors: list[str]) -> None:
+    """Check the allow-lists and the alert identity settings."""
+    for scope in dataclasses.fields(cfg.ignore):
+        lists: IgnoreConfig = getattr(cfg.ignore, scope.name)
+        where = f"ignore.{scope.name}"
+        for key in ("sources", "destinations"):
+            for i, text in enumerate(getattr(lists, key)):
+                try:
+                    parse_network(text)
+                except ValueError as exc:
+                    errors.append(f"{where}.{key}[{i}]: {_fmt(text)} {exc}")
+        for i, port in enumerate(lists.ports):
+            if port == 0:
+                errors.append(f"{where}.ports[{i}]: 0 is not a port (1-65535)")
+        for i, text in enumerate(lists.zones):
+            try:
+                normalise_zone(text)
+            except ValueError as exc:
+                errors.append(f"{where}.zones[{i}]: {_fmt(text)} {exc}")
+    a = cfg.alerting
+    if len(a.sensor) > 128 or not a.sensor.isprintable():
+        errors.append(
+            f"alerting.sensor: {_fmt(a.sensor)} must be printable text of at most 128 characters"
+        )
+    if a.generator_url:
+        if not a.generator_url.startswith(("http://", "https://")):
+            errors.append(
+                f"alerting.generator_url: {_fmt(a.generator_url)} must start with "
+                "http:// or https://"
+            )
+        try:
+            names = [n for _, n, _, _ in string.Formatter().parse(a.generator_url) if n is not None]
+        except ValueError:
+            errors.append(
+                "alerting.generator_url: unbalanced '{' or '}' (write {{ and }} for literal braces)"
+            )
+            names = []
+        for name in names:
+            if name not in GENERATOR_URL_FIELDS:
+                known = ", ".join("{" + f + "}" for f in GENERATOR_URL_FIELDS)
+                errors.append(
+                    f"alerting.generator_url: unknown placeholder {{{_clip(name, 40)}}} "
+                    f"(known: {known})"
+                )
+
+
 # --------------------------------------------------------------------------- YAML
 
 
@@ -813,6 +1043,7 @@ def parse_config(
     data, errors = _load_yaml(text, source)
     cfg = _decode(Config, data, "", errors)
     _check_urls(cfg, errors)
+    _check_alerting(cfg, errors)
     if errors:
         raise ConfigError(_capped(errors), source)
     cfg = _resolve_paths(cfg, base_dir or Path.cwd())

@@ -22,7 +22,7 @@ import time
 import urllib.parse
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from .config import (
 from .health import HealthInputs, HealthReport, evaluate
 from .http_server import Endpoints, HttpServer, ReloadOutcome, parse_listen_address
 from .logging_setup import FORMATS, LEVELS, setup_logging
-from .metrics import Metrics, build_metrics
+from .metrics import DETECTORS, Metrics, build_metrics
 from .models import ModelError
 from .process_metrics import WorkerProcessCollector
 from .summarise import template_summary
@@ -296,12 +296,13 @@ class Daemon:
         from .analysis import Analyzer
         from .ingest.service import IngestService
         from .summarise import Summariser
+        from .suppression import SuppressionRules
         from .window import WindowAggregator
 
         self.holder = holder
         self.m = metrics
         self.telemetry_path = telemetry_path
-        self.external_url = external_url  # --web.external-url (generatorURL of alerts, later)
+        self.external_url = external_url  # --web.external-url (alerts' generatorURL)
         cfg = holder.config
         self.stop_event = threading.Event()
         self.reload_requests: queue.Queue[concurrent.futures.Future[ReloadOutcome] | None] = (
@@ -315,7 +316,8 @@ class Daemon:
         self.aggregator = WindowAggregator(cfg.windows, cfg.output.directory / "windows")
         self.analyzer = Analyzer(cfg.detectors, cfg.models, cfg.state.directory)
         self.summariser = Summariser(cfg.llm)
-        self.pusher = AlertPusher(cfg.alertmanager, external_url="")
+        self.pusher = AlertPusher(cfg.alertmanager, cfg.alerting, external_url=external_url)
+        self.suppression = SuppressionRules.from_config(cfg.ignore)
         self._llm_error: str | None = None
         self._am_error: str | None = None
         self._reporter = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="reporter")
@@ -446,10 +448,13 @@ class Daemon:
         if cfg.llm != old.llm:
             self.summariser = type(self.summariser)(cfg.llm)
             self._llm_error = None
-        if cfg.alertmanager != old.alertmanager:
-            # Active alerts of the old set carry endsAt, so Alertmanager resolves them itself.
-            self.pusher = type(self.pusher)(cfg.alertmanager)
-            self._am_error = None
+        if cfg.alertmanager != old.alertmanager or cfg.alerting != old.alerting:
+            # Incidents are kept: a reload neither re-pages nor forgets what is open.
+            self.pusher.reconfigure(cfg.alertmanager, cfg.alerting, self.external_url)
+            if cfg.alertmanager != old.alertmanager:
+                self._am_error = None
+        if cfg.ignore != old.ignore:
+            self.suppression = type(self.suppression).from_config(cfg.ignore)
         recording.record_settings(self.m, cfg)
         recording.record_models(self.m, self.analyzer.model_info())
         for model in self.analyzer.models():
@@ -515,8 +520,9 @@ class Daemon:
 
     def _close_window(self, window: Any) -> None:
         analysis = self.analyzer.analyse(window.flows, window.start, window.end)
-        recording.record_analysis(self.m, analysis)
-        self.pusher.observe(analysis.detections, time.time())
+        recording.record_analysis(self.m, analysis)  # every finding, suppressed ones too
+        triage = self._triage(window, analysis)
+        analysis = replace(analysis, detections=triage.findings)
         waiting = sum(1 for f, _, _ in self._pending_reports if not f.done())
         # A slow LLM must neither stall this loop nor pile up windows (each holds its flows):
         # past the bound, windows get the templated summary at once.
@@ -563,6 +569,45 @@ class Daemon:
         self.m.windows_kept.set(self.aggregator.reports_kept())
 
     # -- alerts
+    def _triage(self, window: Any, analysis: Any) -> Any:
+        """Set aside allow-listed findings, cap the rest, and hand them to the pusher.
+
+        Return the :class:`~.incidents.WindowTriage` (what the report should say).
+        """
+        from .incidents import triage_window
+
+        cfg = self.holder.config.alerting
+        now = time.time()
+        triage = triage_window(
+            analysis.detections,
+            self.suppression,
+            window_end=window.end,
+            now=now,
+            max_findings_per_detector=cfg.max_findings_per_detector,
+            max_window_age_seconds=cfg.max_window_age_seconds,
+            sticky=self.pusher.active_keys(),
+        )
+        for (detector, reason), n in triage.suppressed_counts().items():
+            if detector in DETECTORS:
+                self.m.detections_suppressed.labels(detector, reason).inc(n)
+        if triage.held_back:
+            self.m.alert_windows_held_back.inc()
+            log.log(
+                logging.INFO if triage.findings else logging.DEBUG,
+                "window not pushed to Alertmanager",
+                extra={
+                    "window_end": window.end,
+                    "findings": len(triage.findings),
+                    "reason": triage.held_back,
+                },
+            )
+            return triage
+        observed = self.pusher.observe(triage.findings, now)
+        for inc in observed.opened:
+            if inc.latest.detector in DETECTORS:
+                self.m.incidents_opened.labels(inc.latest.detector).inc()
+        return triage
+
     def _push_loop(self) -> None:
         while not self.stop_event.wait(1.0):
             self._push_once()

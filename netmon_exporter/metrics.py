@@ -23,6 +23,7 @@ from prometheus_client import (
 from .build_info import build_info
 from .detection import SEVERITIES
 from .detectors import REGISTRY
+from .suppression import REASONS as SUPPRESSION_REASONS
 
 NAMESPACE = "netmon"
 
@@ -115,6 +116,10 @@ class Metrics:
     setting: dict[str, Gauge]
     model_info: Gauge
     model_loaded: Gauge
+    # allow-lists and incidents
+    detections_suppressed: Counter
+    incidents_opened: Counter
+    alert_windows_held_back: Counter
 
 
 # Active settings exported as gauges: metric suffix -> (help, config attribute path)
@@ -291,6 +296,25 @@ def build_metrics(registry: CollectorRegistry) -> Metrics:
         model_loaded=gauge(
             "model_loaded", "1 if a model of this kind is loaded, else 0.", ("kind",)
         ),
+        detections_suppressed=counter(
+            "detections_suppressed",
+            "Detections set aside by an allow-list (ignore.*), by detector and the kind of "
+            "entry that matched (source, destination, port, zone); also counted in "
+            "netmon_detections_total, never reported or alerted.",
+            ("detector", "reason"),
+        ),
+        incidents_opened=counter(
+            "incidents_opened",
+            "Incidents opened (a finding that was not already an open incident), by "
+            "detector: each is one new alert.",
+            ("detector",),
+        ),
+        alert_windows_held_back=counter(
+            "alert_windows_held_back",
+            "Windows not pushed to Alertmanager because they ended more than "
+            "alerting.max_window_age_seconds ago (replayed or backfilled captures, a "
+            "backlog); they still get reports and metrics.",
+        ),
     )
     _preinitialise(m)
     import numpy
@@ -341,6 +365,10 @@ def _preinitialise(m: Metrics) -> None:
         m.health_check.labels(check)
     for kind in MODEL_KINDS:
         m.model_loaded.labels(kind)
+    for det in DETECTORS:
+        m.incidents_opened.labels(det)
+        for reason in SUPPRESSION_REASONS:
+            m.detections_suppressed.labels(det, reason)
 
 
 # Worker processes (read from /proc by process_metrics.WorkerProcessCollector) ----------

@@ -20,7 +20,7 @@ from netmon_exporter.alerting import (
     build_labels,
     rfc3339,
 )
-from netmon_exporter.config import AlertmanagerConfig
+from netmon_exporter.config import AlertingConfig, AlertmanagerConfig
 from netmon_exporter.detection import Detection
 
 from .loopback_http import LoopbackServer
@@ -95,6 +95,10 @@ def cfg(*urls: str, **kw: Any) -> AlertmanagerConfig:
     return AlertmanagerConfig(**settings)
 
 
+def alerting(**kw: Any) -> AlertingConfig:
+    return AlertingConfig(**{"sensor": "sensor-1", **kw})
+
+
 def det(
     source: str = "10.0.0.5",
     detector: str = "port_scan",
@@ -122,7 +126,7 @@ def ts(text: str) -> float:
 
 
 def test_first_push_sends_labels_annotations_and_times(am: FakeAlertmanager) -> None:
-    pusher = AlertPusher(cfg(am.url), external_url="http://netmon.example:9700/")
+    pusher = AlertPusher(cfg(am.url), alerting(), external_url="http://netmon.example:9700/")
     assert not pusher.due(T0)
     pusher.observe([det()], now=T0)
     assert pusher.due(T0)
@@ -133,10 +137,12 @@ def test_first_push_sends_labels_annotations_and_times(am: FakeAlertmanager) -> 
     (alert,) = am.alerts
     assert alert["labels"] == {
         "alertname": "NetmonPortScan",
+        "category": "security",
         "detector": "port_scan",
         "severity": "warning",
         "source": "10.0.0.5",
         "target": "10.0.1.1",
+        "instance": "sensor-1",
         "service": "netmon-exporter",
     }
     ann = alert["annotations"]
@@ -144,6 +150,9 @@ def test_first_push_sends_labels_annotations_and_times(am: FakeAlertmanager) -> 
     assert "distinct_ports=250" in ann["description"] and "ratio=0.988" in ann["description"]
     assert json.loads(ann["evidence"]) == {"distinct_ports": 250, "ratio": 0.98765}
     assert ts(ann["window_start"]) == T0 - 60 and ts(ann["window_end"]) == T0
+    assert ts(ann["first_seen"]) == T0 - 60 and ts(ann["last_seen"]) == T0
+    assert ann["windows"] == "1"
+    assert json.loads(ann["peak_evidence"]) == {"distinct_ports": 250, "ratio": 0.98765}
     assert ts(alert["startsAt"]) == T0
     assert ts(alert["endsAt"]) == T0 + 1 + 300  # now + resolve window
     assert alert["generatorURL"] == "http://netmon.example:9700/"
@@ -157,7 +166,8 @@ def test_active_alerts_resent_every_interval_with_same_start(am: FakeAlertmanage
     pusher.observe([det()], now=T0)
     pusher.push(T0)
     assert not pusher.due(T0 + 30)
-    pusher.observe([det()], now=T0 + 30)  # same key again: nothing new to send
+    later = Detection("port_scan", "warning", "10.0.0.5", "10.0.1.1", T0, T0 + 60, {}, "again")
+    pusher.observe([later], now=T0 + 30)  # same key again: nothing new to send
     assert not pusher.due(T0 + 59)
     assert pusher.due(T0 + 60)
     pusher.push(T0 + 60)
@@ -165,7 +175,12 @@ def test_active_alerts_resent_every_interval_with_same_start(am: FakeAlertmanage
     assert first["labels"] == second["labels"]
     assert ts(second["startsAt"]) == T0
     assert ts(second["endsAt"]) == T0 + 60 + 300
-    assert ts(second["annotations"]["last_seen"]) == T0 + 30
+    assert ts(second["annotations"]["first_seen"]) == T0 - 60
+    assert ts(second["annotations"]["last_seen"]) == T0 + 60
+    assert second["annotations"]["windows"] == "2"
+    assert second["annotations"]["summary"] == "again"
+    # the peak is the stronger first finding, not the latest
+    assert json.loads(second["annotations"]["peak_evidence"])["distinct_ports"] == 250
 
 
 def test_endsat_outlives_the_resend_interval(am: FakeAlertmanager) -> None:
@@ -265,10 +280,10 @@ def test_batches_bounded_by_max_alerts_per_push(am: FakeAlertmanager) -> None:
 
 
 def test_active_set_bounded_oldest_evicted_and_counted(am: FakeAlertmanager) -> None:
-    pusher = AlertPusher(cfg(am.url), max_active=5)
-    assert pusher.observe([det(f"10.0.0.{i}") for i in range(5)], now=T0) == 0
+    pusher = AlertPusher(cfg(am.url), alerting(max_incidents=5, resolve_after_windows=10))
+    assert pusher.observe([det(f"10.0.0.{i}") for i in range(5)], now=T0).evicted == 0
     pusher.observe([det("10.0.0.0")], now=T0 + 1)  # refreshed: now the newest
-    assert pusher.observe([det("10.0.9.1"), det("10.0.9.2")], now=T0 + 2) == 2
+    assert pusher.observe([det("10.0.9.1"), det("10.0.9.2")], now=T0 + 2).evicted == 2
     result = pusher.push(T0 + 3)
     assert result.evicted == 2 and pusher.evicted_total == 2
     sources = {a["labels"]["source"] for a in am.alerts}
@@ -357,7 +372,7 @@ def test_credentials_in_url_never_logged(
 
 
 def test_observe_and_push_from_two_threads(am: FakeAlertmanager) -> None:
-    pusher = AlertPusher(cfg(am.url, max_alerts_per_push=50), max_active=300)
+    pusher = AlertPusher(cfg(am.url, max_alerts_per_push=50), alerting(max_incidents=300))
     stop = threading.Event()
     errors: list[BaseException] = []
     clock = {"now": T0}
@@ -472,3 +487,92 @@ def test_error_body_echoing_credentials_is_redacted(
     text = result.errors[0] + caplog.text
     assert "YWRtaW46aHVudGVyMg" not in text and "hunter2" not in text
     assert "[REDACTED]" in result.errors[0] and "\n" not in result.errors[0]
+
+
+# ------------------------------------------------------------------ incidents and identity
+
+
+def test_incident_resolves_after_quiet_windows_not_per_window(am: FakeAlertmanager) -> None:
+    pusher = AlertPusher(cfg(am.url), alerting(resolve_after_windows=2))
+    for minute in range(4):  # four windows of the same scan: one alert, re-sent
+        pusher.observe([det()], now=T0 + 60 * minute)
+        if pusher.due(T0 + 60 * minute):
+            pusher.push(T0 + 60 * minute)
+    assert {json.dumps(a["labels"], sort_keys=True) for a in am.alerts} == {
+        json.dumps(am.alerts[0]["labels"], sort_keys=True)
+    }
+    pusher.observe([], now=T0 + 240)
+    assert pusher.push(T0 + 240).resolved == 0  # one quiet window: still active
+    pusher.observe([], now=T0 + 300)
+    assert pusher.due(T0 + 300)
+    result = pusher.push(T0 + 300)
+    assert (result.sent, result.resolved) == (1, 1)
+    assert ts(am.posts[-1][0]["endsAt"]) == T0 + 300
+    assert am.posts[-1][0]["annotations"]["windows"] == "4"
+    assert pusher.active_count() == 0
+
+
+def test_generator_url_template_filled_and_encoded(am: FakeAlertmanager) -> None:
+    template = (
+        "https://grafana.example/d/netmon?var-detector={detector}&var-source={source}"
+        "&from={from_ms}&to={to_ms}"
+    )
+    pusher = AlertPusher(
+        cfg(am.url), alerting(generator_url=template), external_url="http://ignored:9864"
+    )
+    pusher.observe([det("2001:db8::5")], now=T0)
+    pusher.push(T0)
+    assert am.alerts[0]["generatorURL"] == (
+        "https://grafana.example/d/netmon?var-detector=port_scan&var-source=2001%3Adb8%3A%3A5"
+        f"&from={int((T0 - 60) * 1000)}&to={int(T0 * 1000)}"
+    )
+
+
+def test_summary_finding_is_one_alert_naming_no_address(am: FakeAlertmanager) -> None:
+    from netmon_exporter.incidents import cap_findings
+
+    spoofed = [det(f"198.51.100.{i}") for i in range(400)]
+    findings, folded = cap_findings(spoofed, 10)
+    pusher = AlertPusher(cfg(am.url), alerting())
+    pusher.observe(findings, now=T0)
+    assert pusher.push(T0).sent == 11 and folded == 390
+    others = [a for a in am.alerts if a["labels"]["source"] == "others"]
+    assert len(others) == 1 and others[0]["labels"]["target"] == "others"
+    assert "390 more port_scan findings" in others[0]["annotations"]["summary"]
+
+
+def test_reload_keeps_incidents_and_new_urls_hear_of_them(
+    am: FakeAlertmanager, am2: FakeAlertmanager
+) -> None:
+    pusher = AlertPusher(cfg(am.url), alerting())
+    pusher.observe([det()], now=T0)
+    pusher.push(T0)
+    pusher.reconfigure(cfg(am.url), alerting(max_findings_per_detector=3))
+    assert pusher.active_count() == 1 and not pusher.due(T0 + 1)  # nothing to re-page
+    pusher.reconfigure(cfg(am2.url), alerting())
+    assert pusher.due(T0 + 2)
+    pusher.push(T0 + 2)
+    (moved,) = am2.alerts
+    assert ts(moved["startsAt"]) == T0  # the same incident, not a new one
+
+
+def test_reload_with_a_new_sensor_name_ends_the_old_label_set(am: FakeAlertmanager) -> None:
+    pusher = AlertPusher(cfg(am.url), alerting(sensor="tap-a"))
+    pusher.observe([det()], now=T0)
+    pusher.push(T0)
+    pusher.reconfigure(cfg(am.url), alerting(sensor="tap-b"), now=T0 + 1)
+    assert pusher.due(T0 + 1)
+    pusher.push(T0 + 1)
+    by_instance = {a["labels"]["instance"]: a for a in am.posts[-1]}
+    assert ts(by_instance["tap-a"]["endsAt"]) == T0 + 1
+    assert ts(by_instance["tap-b"]["endsAt"]) > T0 + 1
+
+
+def test_sensor_defaults_to_the_host_name(am: FakeAlertmanager) -> None:
+    import socket
+
+    pusher = AlertPusher(cfg(am.url), AlertingConfig())
+    pusher.observe([det()], now=T0)
+    pusher.push(T0)
+    assert am.alerts[0]["labels"]["instance"] == socket.gethostname()
+    assert am.alerts[0]["labels"]["category"] == "security"

@@ -206,10 +206,12 @@ def test_detections_fire_and_resolve_in_real_alertmanager(alertmanager: RealAler
     scan_alert = stored["NetmonPortScan"]
     assert scan_alert["labels"] == {
         "alertname": "NetmonPortScan",
+        "category": "security",
         "detector": "port_scan",
         "severity": "warning",
         "source": "10.0.0.5",
         "target": "10.0.1.1",
+        "instance": socket.gethostname(),
         "service": "netmon-exporter",
     }
     assert scan_alert["status"]["state"] == "active"
