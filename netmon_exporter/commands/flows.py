@@ -15,7 +15,7 @@ from typing import TextIO
 
 from ..pipeline import CaptureFormatError, FileResult, FlowSettings, finish_carry, process_file
 
-PROGRESS_MIN_BYTES = 16 << 20  # no bar for small files
+PROGRESS_MIN_BYTES = 16 << 20  # on a terminal, without --progress: no bar for small files
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -72,7 +72,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         dest="progress",
         action="store_true",
         default=None,
-        help="always show a progress bar on stderr",
+        help="show a progress bar on stderr for every file, terminal or not, and leave its "
+        "last line (default: on a terminal, for files of 16 MB or more)",
     )
     p.add_argument(
         "--no-progress", dest="progress", action="store_false", help="never show a progress bar"
@@ -81,16 +82,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 class _Bar:
-    """A one-line progress bar on stderr for one file."""
+    """A one-line progress bar on stderr for one file.
 
-    def __init__(self, name: str, total: int, out: TextIO) -> None:
-        self.name, self.total, self.out = name, max(total, 1), out
+    ``keep``: end with the bar at 100% on its own line (``--progress``), else erase it.
+    """
+
+    def __init__(self, name: str, total: int, out: TextIO, keep: bool = False) -> None:
+        self.name, self.total, self.out, self.keep = name, max(total, 1), out, keep
         self.t0 = time.perf_counter()
         self.last = 0.0
+        self.update(0)
 
     def update(self, done: int) -> None:
         now = time.perf_counter()
-        if now - self.last < 0.2 and done < self.total:
+        if now - self.last < 0.2 and 0 < done < self.total:
             return
         self.last = now
         frac = min(done / self.total, 1.0)
@@ -103,8 +108,13 @@ class _Bar:
         )
         self.out.flush()
 
-    def close(self) -> None:
-        self.out.write("\r" + " " * 80 + "\r")
+    def close(self, finished: bool = True) -> None:
+        if self.keep:
+            if finished:  # a flow CSV read as input reports no progress on the way
+                self.update(self.total)
+            self.out.write("\n")
+        else:
+            self.out.write("\r" + " " * 80 + "\r")
         self.out.flush()
 
 
@@ -137,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     show = args.progress if args.progress is not None else sys.stderr.isatty()
+    # --progress: every file, whatever its size; on a terminal by default: big files only
+    min_bytes = 0 if args.progress else PROGRESS_MIN_BYTES
     from ..flows.flow_csv import FlowCsvWriter  # noqa: PLC0415
 
     t0 = time.perf_counter()
@@ -147,7 +159,12 @@ def run(args: argparse.Namespace) -> int:
         for i, path in enumerate(args.files):
             last = i == len(args.files) - 1
             size = path.stat().st_size
-            bar = _Bar(path.name, size, sys.stderr) if show and size >= PROGRESS_MIN_BYTES else None
+            bar = (
+                _Bar(path.name, size, sys.stderr, keep=bool(args.progress))
+                if show and size >= min_bytes
+                else None
+            )
+            finished = False
             try:
                 res: FileResult = process_file(
                     path,
@@ -158,9 +175,10 @@ def run(args: argparse.Namespace) -> int:
                     on_flows=writer.write,
                     on_progress=bar.update if bar else None,
                 )
+                finished = True
             finally:
                 if bar:
-                    bar.close()
+                    bar.close(finished)
             carry = res.carry
             packets += res.packets
             flows += res.flow_count
