@@ -21,8 +21,10 @@ _HEADER = """\
 # netmon-exporter configuration.
 #
 # Every key is optional; the value shown is the default. Relative paths are
-# relative to this file. Validate with:
-#   netmon-exporter --config.file=config.yaml --config.check
+# relative to this file. Validate with (from this file's directory; the capture
+# directory must exist, as `make run` makes it; in a checkout, the command is
+# .venv/bin/netmon-exporter once `make venv` or `make run` has installed it):
+#   mkdir -p captures && netmon-exporter --config.file=config.yaml --config.check
 # Apply changes without a restart: kill -HUP <pid>, or curl -X POST http://HOST:9864/-/reload
 # (keys marked "restart" are only read at start-up). Listen address, telemetry path,
 # web config (TLS, basic auth) and logging are command-line flags (see --help).
