@@ -71,6 +71,9 @@ ANALYSIS_FEATURES: tuple[str, ...] = (
     "fwd_rst_cnt",
     "bwd_rst_cnt",
     "icmp_type",
+    "Idle Mean",  # beacon: regular idle gaps between bursts inside one long flow
+    "Idle Std",
+    "Active Mean",
 )
 ANALYSIS_STRINGS: tuple[str, ...] = ("dns_qname",)
 assert set(ANALYSIS_FEATURES) <= set(FEATURE_COLUMNS)
@@ -274,6 +277,7 @@ class FlowSample:
         self._u: list[np.ndarray] = []  # priority of each row
         self._g: list[np.ndarray] = []  # group key of each row
         self._p: list[np.ndarray] = []  # chance of each row to have been kept
+        self._pending: list[FlowBatch] = []  # last rows added, u/g/p not computed yet
         self._n = 0
         self._tallies: list[Mapping[str, np.ndarray]] = []
         self._tau_keys = np.zeros(0, np.uint64)  # thinned groups, sorted ...
@@ -301,6 +305,15 @@ class FlowSample:
         if not len(batch):
             return
         rows = narrow(batch)
+        if self._tau_all >= 1.0 and not len(self._tau_keys):
+            # nothing thinned yet: priorities are only needed once something must be
+            self._rows.append(rows)
+            self._pending.append(rows)
+            self._n += len(rows)
+            if self._n > self.cap:
+                self._thin()
+            return
+        self._compute_pending()
         u, g = priorities(rows), group_keys(rows)
         p = 1.0 / weights(rows)
         tau = np.full(len(rows), self._tau_all)
@@ -322,7 +335,15 @@ class FlowSample:
         self._p.append(p)
         self._n += len(rows)
 
+    def _compute_pending(self) -> None:
+        for rows in self._pending:
+            self._u.append(priorities(rows))
+            self._g.append(group_keys(rows))
+            self._p.append(1.0 / weights(rows))
+        self._pending = []
+
     def _state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self._compute_pending()
         u, g, p = (np.concatenate(x) if x else np.zeros(0) for x in (self._u, self._g, self._p))
         g = g.astype(np.uint64, copy=False)
         self._u, self._g, self._p = [u], [g], [p]
@@ -375,8 +396,10 @@ class FlowSample:
 
     def parts(self, rows: int = 32768) -> list[FlowBatch]:
         """The kept rows (with ``sample_weight``), in pieces of about ``rows``."""
-        _, _, p = self._state()
-        w = (1.0 / np.maximum(p, 1e-300)).astype(np.float32)
+        w = None  # never thinned here: the rows' own weights are right
+        if self._tau_all < 1.0 or len(self._tau_keys):
+            _, _, p = self._state()
+            w = (1.0 / np.maximum(p, 1e-300)).astype(np.float32)
         out: list[FlowBatch] = []
         group: list[FlowBatch] = []
         size = at = 0
@@ -387,9 +410,9 @@ class FlowSample:
                 continue
             if group:
                 joined = FlowBatch.concat(group)
-                cols = dict(joined.columns)
-                cols[WEIGHT] = w[at : at + len(joined)]
-                out.append(FlowBatch(cols))
+                if w is not None:
+                    joined = FlowBatch({**joined.columns, WEIGHT: w[at : at + len(joined)]})
+                out.append(joined)
                 at += len(joined)
             group, size = ([part], len(part)) if part is not None else ([], 0)
         return out

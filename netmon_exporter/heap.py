@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import threading
 from typing import Any
 
 LARGE_BLOCK_BYTES = 1 << 20
@@ -45,3 +46,18 @@ def release_free_memory() -> bool:
         return False
     libc.malloc_trim(0)
     return True
+
+
+_later_lock = threading.Lock()
+_later: threading.Timer | None = None
+
+
+def release_free_memory_soon(delay_seconds: float = 3.0) -> None:
+    """Trim once more in a moment (when whoever holds the data just processed let go of it)."""
+    global _later
+    with _later_lock:
+        if _later is not None and _later.is_alive():
+            return
+        _later = threading.Timer(delay_seconds, release_free_memory)
+        _later.daemon = True
+        _later.start()

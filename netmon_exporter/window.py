@@ -47,7 +47,7 @@ from .flow_sample import (
     weights,
 )
 from .flow_schema import FlowBatch, addrs_to_str
-from .heap import map_large_blocks, release_free_memory
+from .heap import map_large_blocks, release_free_memory, release_free_memory_soon
 from .text_safety import clean_data
 
 if TYPE_CHECKING:
@@ -240,7 +240,8 @@ class WindowAggregator:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         self.prune()
-        release_free_memory()  # what the window's analysis freed
+        release_free_memory()  # what the window's analysis freed ...
+        release_free_memory_soon()  # ... and the window itself, once the daemon drops it
         return path
 
     def report_dict(

@@ -477,6 +477,8 @@ def process_packets(P, PE, buf, K, S, status, table, pool, st, params, start, li
                 client_is_a = not src_is_a
             _new_flow(S, K, status, f, ahi, alo, bhi, blo, ap, bp, pr, aux, client_is_a)
             table[h] = f
+            links[f, LK_CPRV] = -1  # rows are not cleared when made or freed
+            links[f, LK_CNXT] = -1
             _append(links, lru, f, 0)
             lru[L_LIVE] += 1
         elif lru[L_TAIL] != f:
@@ -673,7 +675,7 @@ class FlowTable:
         self._K = np.empty((rows, NK), dtype=np.int64)
         self._S = np.empty((rows, NS), dtype=np.float64)
         self._status = np.zeros(rows, dtype=np.int8)
-        self._links = np.full((rows, NLK), -1, dtype=np.int64)
+        self._links = np.empty((rows, NLK), dtype=np.int64)  # set when a flow is made
         self._view(rows)
 
     def _view(self, rows: int) -> None:
@@ -903,6 +905,7 @@ class FlowTable:
         if n:
             t._alloc(n)
             t.K[:], t.S[:], t.status[:] = K, S, status
+            t.links[:] = -1
             link_in_order(order, closed, t.links, t.lru)
         t.pool[: len(pool)] = pool
         t.st[:] = st

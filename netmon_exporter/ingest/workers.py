@@ -42,6 +42,7 @@ log = logging.getLogger("netmon_exporter.ingest")
 
 ProcessFn = Callable[..., FileResult]
 _PART_ROWS = 32768  # flow rows per message from a worker (a few MB pickled)
+_TRIM_AFTER_FLOWS = 20_000  # give free memory back after files with this many flows
 
 _CTX = multiprocessing.get_context("forkserver")
 _CTX.set_forkserver_preload(
@@ -150,6 +151,7 @@ def worker_main(conn: multiprocessing.connection.Connection, process: ProcessFn)
             return
         t0 = time.perf_counter()
         sample: FlowSample | None = None
+        result: FileResult | None = None
         try:
             result, sample = _run(process, task, streams)
             msg: tuple[Any, ...] = ("ok", result)
@@ -164,6 +166,8 @@ def worker_main(conn: multiprocessing.connection.Connection, process: ProcessFn)
             where = f" at {tb[-1].filename}:{tb[-1].lineno}" if tb else ""
             msg = ("fail", "internal", f"{type(exc).__name__}: {exc}{where}")
         msg = (*msg, time.perf_counter() - t0)
+        # big files leave free pages behind (a failure may be a runaway file)
+        trim = msg[0] != "ok" or getattr(msg[1], "flow_count", 0) >= _TRIM_AFTER_FLOWS
         try:
             if sample is not None and msg[0] == "ok":
                 msg = ("ok", dataclasses.replace(msg[1], flows=_send_rows(conn, sample)), msg[-1])
@@ -175,8 +179,10 @@ def worker_main(conn: multiprocessing.connection.Connection, process: ProcessFn)
             conn.send(
                 ("fail", "internal", f"cannot return the result: {exc}", time.perf_counter() - t0)
             )
-        sample, msg = None, ()
-        release_free_memory()  # an idle worker should not sit on a flood's worth of pages
+        result = sample = None
+        msg = ()
+        if trim:
+            release_free_memory()  # an idle worker should not sit on a flood's worth of pages
 
 
 def takes_csv_path(process: ProcessFn) -> bool:

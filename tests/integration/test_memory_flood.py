@@ -165,7 +165,7 @@ def run_flood(site: Path, capture: Path, root: Path = ROOT, timeout: float = 240
             what="the flood window closed and reported",
         )
         total_seconds = time.monotonic() - t0
-        time.sleep(3.0)  # the reporter thread lets go of the window
+        time.sleep(5.0)  # the daemon lets go of the window; memory is trimmed after 3 s
         after_kib = _status_kib(d.proc.pid, "VmRSS")
         sampler.stop()
         main_peak = _status_kib(d.proc.pid, "VmHWM")
