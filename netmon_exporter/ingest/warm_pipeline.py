@@ -54,6 +54,7 @@ def warm_up() -> None:
             f.write(_tiny_capture())
         settings = FlowSettings()
         process_file(Path(name), settings)
+        process_file(Path(name), FlowSettings(max_open_flows=1))  # eviction, compaction
         carried = process_file(Path(name), settings, final=False).carry
         if carried:
             finish_carry(carried, settings)
