@@ -191,6 +191,10 @@ def run_flood(site: Path, capture: Path, root: Path = ROOT, timeout: float = 240
 @pytest.mark.integration
 @pytest.mark.slow
 def test_daemon_memory_on_a_1_5m_flow_syn_flood(tmp_path: Path) -> None:
+    # numba's on-disk cache as after the first run: the fork server loads compiled code
+    # instead of compiling it (which alone costs ~200 MB in a fresh checkout)
+    import netmon_exporter.ingest.warm_pipeline  # noqa: F401
+
     capture = tmp_path / "flood.pcap.gz"
     write_syn_flood(capture, FLOWS, seconds=30.0, start=START)
     got = run_flood(tmp_path / "site", capture)
