@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 from prometheus_client import CollectorRegistry
 
 from netmon_exporter import recording
@@ -29,7 +30,13 @@ from netmon_exporter.flow_sample import (
     water_level,
     weights,
 )
-from netmon_exporter.flow_schema import KEY_COLUMNS, FlowBatch, make_batch, str_to_addrs
+from netmon_exporter.flow_schema import (
+    CIC_FEATURES,
+    KEY_COLUMNS,
+    FlowBatch,
+    make_batch,
+    str_to_addrs,
+)
 from netmon_exporter.ingest.workers import _PART_ROWS, Task, WorkerPool
 from netmon_exporter.metrics import build_metrics
 from netmon_exporter.models import DEFAULT_FEATURES
@@ -43,6 +50,7 @@ from netmon_exporter.pipeline import (
 from netmon_exporter.window import WindowAggregator, build_report, top_talkers
 
 from .flood_capture import write_syn_flood
+from .test_features import _captures, _ours_by_tuple, reference_flows
 
 ROOT = Path(__file__).resolve().parents[1]
 PCAPS = Path(__file__).parent / "data" / "pcaps"
@@ -68,6 +76,23 @@ def test_narrow_rows_equal_the_reference_within_float32() -> None:
             assert np.allclose(rows[col], full[col], rtol=2**-24, atol=0, equal_nan=True), col
         assert list(rows["dns_qname"]) == list(full["dns_qname"])
         assert (weights(rows) == 1).all()
+
+
+@pytest.mark.parametrize("path", _captures(), ids=lambda p: p.name)
+def test_narrow_rows_match_the_scapy_slow_path(path: Path) -> None:
+    rows = narrow(
+        process_file(path, FlowSettings(idle_timeout_seconds=1e6, active_timeout_seconds=1e7)).flows
+    )
+    ours, ref, compared = _ours_by_tuple(rows), reference_flows(path), 0
+    for key, r in ref.items():
+        if len(ours.get(key, [])) != 1:  # closed and reopened: one flow in the slow path
+            continue
+        i = ours[key][0]
+        for name in set(ANALYSIS_FEATURES) & set(CIC_FEATURES):
+            # float32 rounding (2**-24) on top of the slow path's own tolerance
+            assert rows[name][i] == pytest.approx(r[name], rel=2**-24 + 1e-9, abs=1e-6), name
+        compared += 1
+    assert compared >= 1
 
 
 def _names_read(path: Path) -> set[str]:
