@@ -175,6 +175,7 @@ class AlertPusher:
         self._push_lock = threading.Lock()
         self._book = IncidentBook(incident_policy(cfg, alerting))
         self._delivered: dict[Key, int] = {}  # incident -> version last accepted
+        self._fired_at: dict[Key, float] = {}  # incident -> when its firing was first accepted
         self._superseded: list[_Pending] = []
         self._last_ok_at: float | None = None
         self._consecutive_failures = 0
@@ -219,8 +220,10 @@ class AlertPusher:
                         old = self._alert(inc, now, True, inc.severity, old_identity)
                         self._superseded.append(_Pending(old, None, 0, True))
                 self._delivered.clear()
+                self._fired_at.clear()
             if self._urls != old_urls:
                 self._delivered.clear()
+                self._fired_at.clear()
                 self._last_ok_at = self._next_retry_at = None
                 self._consecutive_failures = 0
             if not self._urls:
@@ -267,8 +270,9 @@ class AlertPusher:
             self._book.expire(now)
             if not self._urls:
                 self._forget_resolved()
-            for key in [k for k in self._delivered if self._book.get(k) is None]:
-                del self._delivered[key]
+            for gone in [k for k in self._fired_at if self._book.get(k) is None]:
+                self._delivered.pop(gone, None)
+                del self._fired_at[gone]
             self._evicted_since_push += observed.evicted
             self.evicted_total += observed.evicted
         if observed.evicted:
@@ -299,7 +303,7 @@ class AlertPusher:
                 return False
             if self._superseded:
                 return True
-            if any(self._delivered.get(i.key) != i.version for i in self._book):
+            if any(self._news(i, now) for i in self._book):
                 return True
             if not len(self._book):
                 return False
@@ -370,6 +374,23 @@ class AlertPusher:
             )
         return result
 
+    def _holding(self, inc: Incident, now: float) -> bool:
+        """Whether a resolved incident is still sent as firing.
+
+        Its firing alert must have been accepted, at least one resend interval ago,
+        before the resolution goes out: a backlog of windows can open and resolve an
+        incident within seconds, and a resolution that reaches Alertmanager before
+        its group_wait has passed would notify nobody of a real attack.
+        """
+        fired = self._fired_at.get(inc.key)
+        return fired is None or now - fired < self._cfg.resend_interval_seconds
+
+    def _news(self, inc: Incident, now: float) -> bool:
+        """Whether Alertmanager must hear of this incident now (not only at the resend)."""
+        if inc.active:
+            return self._delivered.get(inc.key) != inc.version
+        return inc.key not in self._fired_at or not self._holding(inc, now)
+
     def _snapshot(self, now: float) -> tuple[list[_Pending], int, int]:
         with self._lock:
             self._book.expire(now)
@@ -377,7 +398,7 @@ class AlertPusher:
             self._superseded = []
             incidents = sorted(self._book, key=lambda i: (i.active, i.opened_at))
             for inc in incidents:
-                resolved = not inc.active
+                resolved = not inc.active and not self._holding(inc, now)
                 alert = self._alert(inc, now, resolved, inc.severity, self._identity)
                 pending.append(_Pending(alert, inc.key, inc.version, resolved))
             evicted, self._evicted_since_push = self._evicted_since_push, 0
@@ -393,11 +414,17 @@ class AlertPusher:
                             self._superseded.append(p)
                         continue
                     inc = self._book.get(p.key)
-                    if not ok or inc is None or inc.version != p.version:
+                    if not ok or inc is None:
                         continue
-                    self._delivered[p.key] = p.version
+                    if not p.resolved:  # fired, even if the incident changed meanwhile
+                        self._fired_at.setdefault(p.key, now)
+                    if inc.version != p.version:
+                        continue
+                    if inc.active or p.resolved:
+                        self._delivered[p.key] = p.version
                     if p.resolved and self._book.forget(p.key, p.version):
                         del self._delivered[p.key]
+                        del self._fired_at[p.key]
             del self._superseded[: -self._book.policy.max_incidents]
             if all(accepted):
                 self._last_ok_at = now

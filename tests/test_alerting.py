@@ -326,11 +326,17 @@ def test_all_down_keeps_alerts_and_retries_with_backoff(am: FakeAlertmanager) ->
     second = pusher.push(T0 + 5)
     assert second.retries == 1 and second.failed == 1
     assert not pusher.due(T0 + 14) and pusher.due(T0 + 15)  # then 10 s
-    # resolution happens while Alertmanager is down; it is delivered once it is back
+    # The scan ends while Alertmanager is down. Once it is back, the incident is sent
+    # firing first (nobody was told of it), and resolved one resend interval later.
     am.status = 200
     result = pusher.push(T0 + 400)
-    assert (result.sent, result.resolved, result.retries) == (1, 1, 1)
-    assert ts(am.posts[-1][0]["endsAt"]) == T0 + 400
+    assert (result.sent, result.resolved, result.retries) == (1, 0, 1)
+    assert ts(am.posts[-1][0]["endsAt"]) > T0 + 400
+    assert not pusher.due(T0 + 459)
+    assert pusher.due(T0 + 460)
+    result = pusher.push(T0 + 460)
+    assert (result.sent, result.resolved) == (1, 1)
+    assert ts(am.posts[-1][0]["endsAt"]) == T0 + 460
     assert pusher.active_count() == 0
     assert not pusher.due(T0 + 1000)
 
@@ -402,9 +408,10 @@ def test_observe_and_push_from_two_threads(am: FakeAlertmanager) -> None:
         t.join(30)
     assert errors == []
     assert pusher.active_count() <= 300
-    final = pusher.push(clock["now"] + 10_000)  # everything resolves
+    pusher.push(clock["now"] + 10_000)  # everything resolves; the never sent fire first
+    final = pusher.push(clock["now"] + 20_000)
     assert final.failed == 0 and pusher.active_count() == 0
-    assert all(ts(a["endsAt"]) == clock["now"] + 10_000 for a in am.posts[-1])
+    assert all(ts(a["endsAt"]) == clock["now"] + 20_000 for a in am.posts[-1])
 
 
 def test_rfc3339_format() -> None:
@@ -576,3 +583,19 @@ def test_sensor_defaults_to_the_host_name(am: FakeAlertmanager) -> None:
     pusher.push(T0)
     assert am.alerts[0]["labels"]["instance"] == socket.gethostname()
     assert am.alerts[0]["labels"]["category"] == "security"
+
+
+def test_incident_opened_and_resolved_between_two_pushes_fires_first(am: FakeAlertmanager) -> None:
+    """A backlog of windows can open and close an incident within a second: it still pages."""
+    pusher = AlertPusher(cfg(am.url, resend_interval_seconds=30), alerting(resolve_after_windows=1))
+    pusher.observe([det()], now=T0)
+    pusher.observe([], now=T0 + 0.1)  # resolved before any push
+    assert pusher.due(T0 + 0.2)
+    first = pusher.push(T0 + 0.2)
+    assert (first.sent, first.resolved) == (1, 0)
+    assert ts(am.posts[-1][0]["endsAt"]) > T0 + 1  # firing, so group_wait sees it
+    assert not pusher.due(T0 + 29)  # held firing for one resend interval
+    assert pusher.due(T0 + 30.2)
+    second = pusher.push(T0 + 30.2)
+    assert (second.sent, second.resolved) == (1, 1)
+    assert pusher.active_count() == 0

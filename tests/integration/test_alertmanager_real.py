@@ -186,11 +186,12 @@ def test_detections_fire_and_resolve_in_real_alertmanager(alertmanager: RealAler
         {"syn_per_second": 912.5},
         "SYN flood against 10.0.1.2:443",
     )
-    # Resolve quickly so the test does not wait minutes (the config decoder allows >= 10 s).
+    # Resolve quickly so the test does not wait minutes (the config decoder allows >= 10 s
+    # and >= 5 s; a resolution goes out once the firing alert is a resend interval old).
     cfg = AlertmanagerConfig(
         urls=(alertmanager.url,),
         timeout_seconds=5,
-        resend_interval_seconds=60,
+        resend_interval_seconds=1,
         resolve_after_seconds=1.5,
         max_alerts_per_push=10,
     )
