@@ -590,6 +590,15 @@ class Daemon:
         for (detector, reason), n in triage.suppressed_counts().items():
             if detector in DETECTORS:
                 self.m.detections_suppressed.labels(detector, reason).inc(n)
+        if triage.suppressed:
+            rules: dict[str, int] = {}
+            for s in triage.suppressed:
+                rule = f"{s.to_dict()['suppressed_by']}: {s.entry}"
+                rules[rule] = rules.get(rule, 0) + 1
+            log.debug(
+                "findings suppressed by allow-lists",
+                extra={"window_end": window.end, "count": len(triage.suppressed), "rules": rules},
+            )
         if triage.held_back:
             self.m.alert_windows_held_back.inc()
             log.log(
