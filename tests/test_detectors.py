@@ -540,7 +540,7 @@ def _beacon_windows(intervals: np.ndarray, sizes: np.ndarray) -> list:
 
 def test_regular_beacon_found():
     rng = np.random.default_rng(1)
-    found = _beacon_windows(30 * (1 + rng.uniform(-0.03, 0.03, 12)), 400 + rng.integers(0, 20, 12))
+    found = _beacon_windows(30 * (1 + rng.uniform(-0.03, 0.03, 25)), 400 + rng.integers(0, 20, 25))
     assert found and found[0].source == "10.0.0.66" and found[0].target == "198.51.100.7:443"
     assert found[0].evidence["connections"] >= CFG.beacon.min_connections
 
@@ -550,7 +550,7 @@ def test_beacon_with_a_missed_beat_is_still_found():
     intervals = 40 * (1 + rng.uniform(-0.02, 0.02, 14))
     intervals[6] *= 2  # one beat lost
     found = _beacon_windows(intervals, np.full(14, 300))
-    assert found and found[-1].evidence["interval_robust_cv"] < 0.1
+    assert found and found[-1].evidence["interval_dispersion"] < 0.1
 
 
 def test_group_median_mad():
@@ -639,13 +639,20 @@ def test_random_batches_never_crash_and_evidence_is_json():
         icmp_flood=dataclasses.replace(CFG.icmp_flood, min_packets=1, min_packets_per_second=1),
         brute_force=dataclasses.replace(CFG.brute_force, min_attempts=2),
         dns_tunnel=dataclasses.replace(
-            CFG.dns_tunnel, min_unique_subdomains=2, min_suspicious_share=0.0
+            CFG.dns_tunnel,
+            min_unique_subdomains=2,
+            min_suspicious_share=0.0,
+            min_volume_names=2,
+            min_volume_bytes=0,
+            min_fresh_share=0.0,
+            min_active_minutes=1,
         ),
         beacon=dataclasses.replace(
             CFG.beacon,
             min_connections=3,
-            max_interval_cv=10,
-            max_size_cv=10,
+            min_score=0,
+            min_timing_score=0,
+            min_size_score=0,
             min_interval_seconds=0,
         ),
     )

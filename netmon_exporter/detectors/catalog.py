@@ -320,25 +320,85 @@ BRUTE_FORCE = DetectorSpec(
 @dataclass(frozen=True)
 class DnsTunnelConfig:
     enabled: bool = _f(
-        True, "Long, high-entropy query names; many unique subdomains of one domain."
+        True, "Many distinct, long or random query names under one domain from one source."
     )
-    min_qname_length: int = _f(
-        40, "Query names at least this long count as suspicious.", min=1, max=255
-    )
+    min_qname_length: int = _f(40, "Query names at least this long count as long.", min=1, max=255)
     min_entropy: float = _f(
-        3.5, "Shannon entropy (bits/char) above which a name is suspicious.", min=0, max=8
+        3.5, "Shannon entropy (bits/char) from which a long name counts as random.", min=0, max=8
     )
     min_unique_subdomains: int = _f(
-        50, "Distinct names under one domain from one source.", min=2, max=1000000
+        50,
+        "Long names rule: distinct names under one domain (or spread over several) "
+        "from one source within the horizon.",
+        min=2,
+        max=1000000,
     )
     min_suspicious_share: float = _f(
-        0.5, "Share of those names that must be long and high-entropy.", min=0, max=1
+        0.5, "Long names rule: share of those names that are long and random.", min=0, max=1
+    )
+    min_volume_names: int = _f(
+        100,
+        "Volume rule (short names): distinct names under one domain from one source "
+        "within the horizon.",
+        min=2,
+        max=1000000,
+    )
+    min_volume_bytes: int = _f(
+        1500,
+        "Volume rule: characters of subdomain those distinct names carry together.",
+        min=0,
+        max=1_000_000_000,
+    )
+    min_fresh_share: float = _f(
+        0.8,
+        "Volume rule: distinct names / queries (a poller asks the same names again).",
+        min=0,
+        max=1,
+    )
+    min_active_minutes: int = _f(
+        5,
+        "Volume rule: distinct minutes with queries (a one-off burst is not a channel).",
+        min=1,
+        max=100000,
+    )
+    # Reputation and blocklist lookups: long, random-looking names by design, answered
+    # by the provider's own servers (no attacker can receive data through them).
+    reputation_zones: tuple[str, ...] = _f(
+        (
+            "spamhaus.org",  # zen, sbl, xbl, pbl, dbl, zrd (public mirrors)
+            "spamhaus.net",  # Data Query Service: <key>.zen.dq..., hashed HBL (_file, _email)
+            "spamcop.net",  # bl.spamcop.net
+            "uribl.com",  # multi.uribl.com
+            "surbl.org",  # multi.surbl.org
+            "barracudacentral.org",  # b.barracudacentral.org
+            "dnswl.org",  # list.dnswl.org
+            "mailspike.net",  # bl.mailspike.net, rep.mailspike.net
+            "abusix.zone",  # Abusix Mail Intelligence
+            "senderscore.com",  # bl.score.senderscore.com
+            "hash.cymru.com",  # Team Cymru malware hash registry
+            "sophosxl.net",  # Sophos Live Protection file and URL lookups
+            "avqs.mcafee.com",  # McAfee/Trellix GTI file reputation
+            "avts.mcafee.com",
+        ),
+        "Zones whose names are never tunnels: DNS blocklists, URI blocklists, hashed "
+        "lookups (Spamhaus HBL, Team Cymru MHR) and antivirus reputation services; add "
+        "your own (each covers every name under it).",
+    )
+    resolver_min_clients: int = _f(
+        3,
+        "A host that answered DNS for this many clients within the horizon is a "
+        "resolver: names it forwards for clients seen here are judged at the client.",
+        min=1,
+        max=1000000,
     )
     horizon_seconds: float = _f(
-        600.0, "Names are accumulated over this many seconds.", min=1, max=86400
+        3600.0, "Names are accumulated over this many seconds.", min=1, max=86400
     )
     max_state_rows: int = _f(
-        1_000_000, "Upper bound of names remembered across windows.", min=1000, max=100_000_000
+        1_000_000,
+        "Upper bound of (source, name, window) rows remembered (about 70 bytes each).",
+        min=1000,
+        max=100_000_000,
     )
     severity: str = _f("warning", "Severity of detections.", choices=SEVERITIES)
 
@@ -349,49 +409,109 @@ DNS_TUNNEL = DetectorSpec(
     help="DNS tunnelling.",
     implementation=_HERE + ".dns_tunnel:DnsTunnelDetector",
     evidence={
-        "unique_names": "Distinct query names under the domain within the horizon.",
-        "threshold": "The threshold crossed (min_unique_subdomains).",
-        "queries": "Queries under the domain within the horizon.",
+        "rule": "long_names, volume (short names) or spread (over several domains).",
+        "unique_names": "Distinct query names within the horizon (a one-socket stream "
+        "counts its queries).",
+        "threshold": "The threshold crossed (min_unique_subdomains or min_volume_names).",
+        "queries": "Queries under the domain(s) within the horizon.",
+        "domains": "Registered domains the names are under (1 unless spread).",
         "suspicious_share": "Share of names that are long and high-entropy.",
+        "name_bytes": "Characters of subdomain the distinct names carry.",
+        "fresh_share": "Distinct names / queries.",
+        "active_minutes": "Distinct minutes with queries.",
         "mean_name_length": "Mean query name length (characters).",
         "max_name_length": "Longest query name (characters).",
         "mean_entropy": "Mean Shannon entropy of the names (bits per character).",
         "horizon_seconds": _HORIZON,
         "sample_names": "Up to 3 of the names (cut at 80 characters).",
+        "sample_domains": "Up to 5 of the domains, most names first (the target is 'many' "
+        "when spread).",
     },
 )
 
 
 @dataclass(frozen=True)
 class BeaconConfig:
-    enabled: bool = _f(True, "A host contacting one peer at regular intervals with similar sizes.")
+    enabled: bool = _f(
+        True, "A host contacting one peer on a schedule (RITA-style score, jitter tolerated)."
+    )
     min_connections: int = _f(
-        8, "Connections needed before regularity is judged.", min=3, max=1000000
-    )
-    max_interval_cv: float = _f(
-        0.1,
-        "Largest robust coefficient of variation of the intervals "
-        "(1.4826 x MAD / median: a missed beat is tolerated).",
-        min=0,
-        max=10,
-    )
-    max_size_cv: float = _f(
-        0.2, "Largest coefficient of variation of the bytes sent.", min=0, max=10
-    )
-    min_regular_share: float = _f(
-        0.8,
-        "Share of intervals within 2 x max_interval_cv of the "
-        "median (few samples can fake a small MAD).",
-        min=0,
-        max=1,
+        8,
+        "Check-ins needed before a pair is scored: connections starting at least "
+        "min_interval_seconds after the one before (closer ones, such as a task's output "
+        "posted right after a check-in, belong to it), or bursts inside one connection.",
+        min=3,
+        max=1000000,
     )
     min_interval_seconds: float = _f(
         5.0, "Shorter median intervals are bursts, not beacons.", min=0, max=86400
     )
+    min_score: float = _f(
+        0.8,
+        "Beacon score (mean of the timing, size and duration scores; bursts inside one "
+        "connection: of timing and duration) at or above which a pair is reported.",
+        min=0,
+        max=1,
+    )
+    min_timing_score: float = _f(
+        0.75,
+        "Timing score needed: the mean of 1 - MAD/median of the intervals and the share "
+        "of intervals within ±40 % of the median. 0.75 keeps Cobalt-Strike-style jitter "
+        "up to 60 %, and random (Poisson) contacts (about 0.3) out.",
+        min=0,
+        max=1,
+    )
+    min_size_score: float = _f(
+        0.8,
+        "Size score needed: the mean of 1 - MAD/median of the bytes sent and the share of "
+        "connections within ±25 % of the median. A schedule whose content varies "
+        "(telemetry batches, reports: about 0.5) carries data, not check-ins (about 0.9).",
+        min=0,
+        max=1,
+    )
+    full_coverage_seconds: float = _f(
+        900.0,
+        "A series spanning this long gets the full duration score; a short regular burst "
+        "(a download in chunks, retries) scores low, and a new beacon is reported after "
+        "6 to 15 minutes, depending on its regularity.",
+        min=1,
+        max=604800,
+    )
+    min_burst_bytes: float = _f(
+        100.0,
+        "Bursts inside one connection must carry at least this many bytes from the "
+        "source on average; smaller ones are keep-alives (TLS, MQTT, WebSocket pings).",
+        min=0,
+        max=1e9,
+    )
+    poller_min_destinations: int = _f(
+        10,
+        "A source with periodic contacts to this many destinations on the same period "
+        "is a poller (monitoring), not an implant; its contacts on that period are not "
+        "reported.",
+        min=2,
+        max=1000000,
+    )
+    poller_period_tolerance: float = _f(
+        0.1, "Periods within this relative difference are the same period.", min=0.01, max=1
+    )
+    ignore_udp_ports: tuple[int, ...] = _f(
+        (67, 68, 123, 137, 138, 546, 547, 1900, 3702, 5353, 5355, 5678, 10001),
+        "UDP infrastructure services whose schedules are not beacons, matched on either "
+        "port: DHCP(v6), NTP, NetBIOS, SSDP, WS-Discovery, mDNS, LLMNR, MikroTik and "
+        "Ubiquiti discovery.",
+    )
+    resolver_min_clients: int = _f(
+        3,
+        "DNS to a host that answered DNS for this many clients within the horizon is "
+        "DNS to a resolver, not a beacon (DNS beacons are dns_tunnel's to find).",
+        min=1,
+        max=1000000,
+    )
     horizon_seconds: float = _f(3600.0, "History kept per pair.", min=10, max=604800)
     max_state_rows: int = _f(
         1_000_000,
-        "Upper bound of connections remembered across windows.",
+        "Upper bound of connections remembered across windows (24 bytes each).",
         min=1000,
         max=100_000_000,
     )
@@ -404,13 +524,21 @@ BEACON = DetectorSpec(
     help="Beaconing.",
     implementation=_HERE + ".beacon:BeaconDetector",
     evidence={
-        "connections": "Connections of the pair within the horizon.",
-        "threshold": "The threshold crossed (min_connections).",
-        "median_interval_seconds": "Median time between connection starts.",
-        "interval_robust_cv": "1.4826 x MAD / median of the intervals.",
-        "regular_share": "Share of intervals within 2 x max_interval_cv of the median.",
-        "mean_bytes_sent": "Mean bytes the source sent per connection.",
-        "size_cv": "Coefficient of variation of the bytes sent.",
+        "score": "Beacon score: mean of timing, size and duration scores (0-1).",
+        "threshold": "The score crossed (min_score).",
+        "kind": "connections (a series of connections) or in_connection (bursts in one flow).",
+        "connections": "Check-ins of the pair within the horizon: connections starting at "
+        "least min_interval_seconds after the one before (or bursts inside one connection).",
+        "median_interval_seconds": "Median time between connection starts (or bursts).",
+        "interval_dispersion": "MAD / median of the intervals (from the idle-gap CV in one flow).",
+        "interval_skew": "Bowley skew of the intervals (null inside one connection).",
+        "regular_share": "Share of intervals within ±40 % of the median (estimated in one flow).",
+        "timing_score": "Mean of 1 - interval_dispersion and regular_share.",
+        "median_bytes_sent": "Median bytes the source sent per connection (mean per burst).",
+        "size_score": "Mean of 1 - MAD / median of the bytes sent and the share within "
+        "±25 % of the median (null inside one connection).",
+        "duration_score": "Time spanned by the series / full_coverage_seconds (at most 1).",
+        "same_period_destinations": "Destinations the source contacts on the same period.",
         "protocol": "Transport protocol of the pair.",
         "horizon_seconds": _HORIZON,
     },

@@ -1,4 +1,38 @@
-"""DNS tunnelling: many unique, long, high-entropy names under one domain from one source."""
+"""DNS tunnelling: a source moving data through query names under a domain it controls.
+
+Names are judged per (source, registered domain) over a horizon, by three rules:
+
+* **long names**: at least ``min_unique_subdomains`` distinct names of which at least
+  ``min_suspicious_share`` are long and random-looking (``min_qname_length``
+  characters, Shannon entropy ``min_entropy`` bits per character): iodine, dnscat2,
+  DNS beacons with data;
+* **volume**: at least ``min_volume_names`` distinct names carrying at least
+  ``min_volume_bytes`` characters of subdomain, nearly all of them new
+  (``min_fresh_share`` of the queries ask a name not asked before) and arriving over
+  at least ``min_active_minutes`` distinct minutes: a tunnel that keeps names short
+  (RITA's "C2 over DNS" counts subdomains per domain the same way); a poller that
+  resolves the same names again and again is not fresh, a one-off burst is not
+  sustained;
+* **spread**: a source whose long random names are spread over several domains (at
+  least :data:`MIN_ZONE_NAMES` per domain) is judged on their sum, so rotating a
+  tunnel over twenty domains does not divide it below the threshold.
+
+What is not a tunnel: names under the reputation and blocklist zones of
+``reputation_zones`` (a mail server's DNSBL/URIBL lookups and Spamhaus HBL's hashed
+labels are long and random by design), reverse lookups (``.arpa``), mDNS
+(``.local``); and the names a resolver forwards: a host that answered DNS for at
+least ``resolver_min_clients`` clients is a resolver, and its own queries under a
+domain that a client of the capture also queried are that client's, judged there.
+
+One flow is one socket: a tool that sends every query from one UDP socket
+(iodine) makes one flow whose first name alone is known. Such a flow, with at
+least :data:`MIN_FLOW_QUERIES` queries, sizes that vary (different messages) and
+queries long on average, counts as that many distinct long names under the
+domain of its first name.
+
+State: one row per (source, name) per window, for the horizon, at most
+``max_state_rows`` (about 70 bytes each) and the (resolver, client) pairs seen.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +43,21 @@ import numpy as np
 
 from ..detection import Detection
 from ..flow_schema import FlowBatch, addr_to_str
-from .base import HorizonStore
+from .base import HorizonStore, addr_words, mix64
 from .catalog import DnsTunnelConfig
-from .features import combine, distinct_per_group, factorize_addrs, group
+from .features import UDP, col, combine, factorize_addrs, group, num
 
 # Second-level labels under which registrations happen one level deeper (co.uk, com.au, ...).
 _SECOND_LEVEL = frozenset({"co", "com", "net", "org", "gov", "ac", "edu", "ne", "or", "go"})
 # Names that are long and random by design, not tunnels.
 _IGNORED_SUFFIXES = (".arpa", ".local")
 _NAME_CACHE_LIMIT = 200_000
+DNS_PORT = 53
+MIN_ZONE_NAMES = 3  # spread rule: long random names a domain needs to count
+MIN_FLOW_QUERIES = 10  # a one-socket flow with this many queries is judged as a stream
+DNS_OVERHEAD = 18  # bytes of a query besides its name: header, type, class, length octets
+MAX_RESOLVER_ROWS = 200_000
+SPREAD_TARGET = "many"  # the target of a tunnel spread over several domains
 
 
 def registered_domain(name: str) -> str:
@@ -38,112 +78,378 @@ def shannon_entropy(text: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in Counter(text).values())
 
 
-class DnsTunnelDetector:
-    """Per (source, registered domain): distinct names over a horizon, and how random they look.
+def zone_suffixes(zones: tuple[str, ...]) -> tuple[str, ...]:
+    """Normalise zones for matching: lower case, no final dot, no ``*.``."""
+    out = []
+    for z in zones:
+        z = z.strip().lower().rstrip(".")
+        z = z[2:] if z.startswith("*.") else z
+        if z:
+            out.append(z)
+    return tuple(out)
 
-    A name is suspicious when it is at least ``min_qname_length`` long and its
-    entropy is at least ``min_entropy``; a detection needs ``min_unique_subdomains``
-    distinct names of which ``min_suspicious_share`` are suspicious. Reverse
-    lookups (``.arpa``) and mDNS (``.local``) are ignored.
-    """
+
+def in_zones(name: str, zones: tuple[str, ...]) -> bool:
+    """Whether ``name`` is one of ``zones`` or under one of them."""
+    return any(name == z or name.endswith("." + z) for z in zones)
+
+
+def addr_hash(addrs: np.ndarray) -> np.ndarray:
+    """Hash ``V16`` addresses into 64 bits."""
+    hi, lo = addr_words(addrs)
+    return mix64(mix64(lo) ^ hi)
+
+
+class ObservedResolvers:
+    """Hosts seen answering DNS (port 53) for at least ``min_clients`` clients in a horizon."""
+
+    def __init__(self, horizon_seconds: float, min_clients: int) -> None:
+        self.min_clients = min_clients
+        self._pairs = HorizonStore(horizon_seconds, MAX_RESOLVER_ROWS)
+
+    def update(self, flows: FlowBatch, now: float) -> np.ndarray:
+        """Add the answered DNS exchanges of ``flows``; return the resolvers' address hashes."""
+        dns = (flows["dst_port"] == DNS_PORT) & (num(flows, "Tot Bwd Pkts") > 0)
+        pairs = np.zeros((2, 0), np.uint64)
+        if dns.any():
+            pairs = np.unique(
+                np.stack([addr_hash(flows["dst_ip"][dns]), addr_hash(flows["src_ip"][dns])]),
+                axis=1,
+            )
+        rows, _ = self._pairs.update(
+            {"ts": np.full(pairs.shape[1], now), "dst": pairs[0], "src": pairs[1]}, now
+        )
+        if not len(rows["ts"]):
+            return np.zeros(0, np.uint64)
+        pairs = np.unique(np.stack([rows["dst"], rows["src"]]), axis=1)
+        dsts, clients = np.unique(pairs[0], return_counts=True)
+        return dsts[clients >= self.min_clients]
+
+
+class DnsTunnelDetector:
+    """Judge each source's query names per registered domain (see the module docstring)."""
 
     name = "dns_tunnel"
 
     def __init__(self, cfg: DnsTunnelConfig) -> None:
         self.cfg = cfg
         self.store = HorizonStore(cfg.horizon_seconds, cfg.max_state_rows)
-        # name -> (name id, domain id, suspicious, length, entropy); ids only ever grow,
-        # so ids in the history stay valid when the cache is cleared.
-        self._names: dict[str, tuple[int, int, bool, int, float]] = {}
+        self.resolvers = ObservedResolvers(cfg.horizon_seconds, cfg.resolver_min_clients)
+        self._zones = zone_suffixes(cfg.reputation_zones)
+        # name -> (name id, domain id, ignored, suspicious, length, entropy, subdomain chars);
+        # ids only ever grow, so ids in the history stay valid when the cache is cleared.
+        self._names: dict[str, tuple[int, int, bool, bool, int, float, int]] = {}
         self._domains: dict[str, int] = {}
-        self._next_name = 0
+        self._domain_text: dict[int, str] = {}
+        self._next_id = 0
 
-    def _describe(self, name: str) -> tuple[int, int, bool, int, float]:
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def _domain_id(self, domain: str) -> int:
+        got = self._domains.get(domain)
+        if got is None:
+            if len(self._domains) >= _NAME_CACHE_LIMIT:
+                self._domains.clear()
+            got = self._domains[domain] = self._new_id()
+            self._domain_text[got] = domain
+            if len(self._domain_text) > 4 * _NAME_CACHE_LIMIT:
+                self._domain_text = {i: d for d, i in self._domains.items()}
+        return got
+
+    def _describe(self, name: str) -> tuple[int, int, bool, bool, int, float, int]:
         got = self._names.get(name)
         if got is None:
             if len(self._names) >= _NAME_CACHE_LIMIT:
                 self._names.clear()
             domain = registered_domain(name)
-            domain_id = self._domains.get(domain)
-            if domain_id is None:
-                if len(self._domains) >= _NAME_CACHE_LIMIT:
-                    self._domains.clear()
-                domain_id = self._domains[domain] = self._next_name
-                self._next_name += 1
+            ignored = not name or name.endswith(_IGNORED_SUFFIXES) or in_zones(name, self._zones)
             entropy = shannon_entropy(name)
             suspicious = len(name) >= self.cfg.min_qname_length and entropy >= self.cfg.min_entropy
-            got = (self._next_name, domain_id, suspicious, len(name), entropy)
-            self._next_name += 1
+            sub = name[: max(len(name) - len(domain) - 1, 0)]
+            got = (
+                self._new_id(),
+                self._domain_id(domain),
+                ignored,
+                suspicious,
+                len(name),
+                entropy,
+                len(sub) - sub.count("."),
+            )
             self._names[name] = got
         return got
+
+    # ------------------------------------------------------------------ per window
+
+    def _window_rows(self, flows: FlowBatch) -> dict[str, np.ndarray]:
+        """One row per (source, name) of this window's DNS queries (names described once)."""
+        qname = flows["dns_qname"]
+        idx = np.flatnonzero((flows["dst_port"] == DNS_PORT) & (qname != ""))
+        if len(idx) == 0:
+            return {}
+        uniq, inv = np.unique(qname[idx].astype(str), return_inverse=True)
+        info = [self._describe(q) for q in uniq.tolist()]
+        name_id, domain_id, ignored, suspicious, length, entropy, sub = (
+            np.array(c) for c in zip(*info, strict=True)
+        )
+        keep = ~ignored[inv]
+        idx, inv = idx[keep], inv[keep]
+        if len(idx) == 0:
+            return {}
+        sub_chars = sub[inv].astype(np.float64)
+        # A one-socket stream (iodine): many queries of varying size, long on average.
+        queries = np.maximum(num(flows, "Tot Fwd Pkts")[idx], 1.0)
+        mean_query = col(flows, "Fwd Pkt Len Mean")[idx]
+        varied = (col(flows, "Fwd Pkt Len Max")[idx] - mean_query > 1) | (
+            col(flows, "Bwd Pkt Len Max")[idx] - col(flows, "Bwd Pkt Len Mean")[idx] > 1
+        )
+        stream = (
+            (flows["protocol"][idx] == UDP)
+            & (flows["src_port"][idx] != DNS_PORT)
+            & (queries >= MIN_FLOW_QUERIES)
+            & varied
+            & (mean_query - DNS_OVERHEAD >= self.cfg.min_qname_length)
+        )
+        est_sub = np.maximum(mean_query - DNS_OVERHEAD - (length[inv] - sub[inv]), 1.0)
+        src, table = factorize_addrs(flows["src_ip"][idx])
+        n_ids = self._next_id + 1
+        gid, first, _ = group(combine((src, len(table)), (name_id[inv], n_ids)))
+        n = len(first)
+        names = np.where(stream, queries, 1.0)
+        nbytes = np.where(stream, queries * est_sub, sub_chars)
+        ts = np.asarray(flows["first_ts"], dtype=np.float64)[idx]
+        t_first = np.full(n, np.inf)
+        np.minimum.at(t_first, gid, ts)
+        per_group_max = np.zeros(n)
+        np.maximum.at(per_group_max, gid, names)
+        bytes_max = np.zeros(n)
+        np.maximum.at(bytes_max, gid, nbytes)
+        is_stream = np.zeros(n, dtype=bool)
+        np.logical_or.at(is_stream, gid, stream)
+        est_length = np.zeros(n)
+        np.maximum.at(est_length, gid, np.where(stream, mean_query - DNS_OVERHEAD, 0.0))
+        rows = inv[first]
+        return {
+            "src": flows["src_ip"][idx][first],
+            "ts": t_first,
+            "name": name_id[rows],
+            "domain": domain_id[rows],
+            "queries": np.bincount(gid, weights=queries, minlength=n).astype(np.float32),
+            "names": per_group_max.astype(np.float32),
+            "bytes": bytes_max.astype(np.float32),
+            "suspicious": suspicious[rows] | is_stream,
+            "length": np.where(is_stream, est_length, length[rows]).astype(np.int16),
+            "entropy": entropy[rows].astype(np.float32),
+            "text": uniq[rows].astype(object),
+        }
+
+    # ------------------------------------------------------------------ detect
 
     def detect(self, flows: FlowBatch, window_start: float, window_end: float) -> list[Detection]:
         if not self.cfg.enabled or "dns_qname" not in flows:
             return []
-        qname = flows["dns_qname"]
-        idx = np.flatnonzero(flows["dst_port"] == 53)
-        described = [
-            self._describe(q) if q and not q.endswith(_IGNORED_SUFFIXES) else None
-            for q in map(str, qname[idx])
-        ]
-        keep = np.array([d is not None for d in described], dtype=bool)
-        kept = [d for d in described if d is not None]
-        idx = idx[keep] if len(idx) else idx
-        new = {
-            "src": flows["src_ip"][idx],
-            "ts": flows["first_ts"][idx],
-            "name": np.array([d[0] for d in kept], dtype=np.int64),
-            "domain": np.array([d[1] for d in kept], dtype=np.int64),
-            "suspicious": np.array([d[2] for d in kept], dtype=bool),
-            "length": np.array([d[3] for d in kept], dtype=np.int64),
-            "entropy": np.array([d[4] for d in kept], dtype=np.float64),
-            "text": qname[idx].astype(object),
-        }
+        resolvers = self.resolvers.update(flows, window_end) if len(flows) else np.zeros(0)
+        new = self._window_rows(flows) if len(flows) else {}
+        if not new:
+            new = _EMPTY_ROWS
         rows, is_new = self.store.update(new, window_end)
-        if len(is_new) < self.cfg.min_unique_subdomains or not is_new.any():
+        if not is_new.any():
             return []
         src, table = factorize_addrs(rows["src"])
-        n_ids = self._next_name + 1
-        gid, first, counts = group(combine((src, len(table)), (rows["domain"], n_ids)))
+        # A resolver's queries under a domain a client also asked are that client's.
+        from_resolver = np.isin(addr_hash(table), resolvers)[src]
+        asked = np.unique(rows["domain"][~from_resolver])
+        forwarded = from_resolver & np.isin(rows["domain"], asked)
+        if forwarded.any():
+            keep = ~forwarded
+            rows = {k: v[keep] for k, v in rows.items()}
+            is_new = is_new[keep]
+            src = src[keep]
+            if not is_new.any():
+                return []
+        return self._judge(rows, is_new, src, table, window_start, window_end)
+
+    def _judge(
+        self,
+        rows: dict[str, np.ndarray],
+        is_new: np.ndarray,
+        src: np.ndarray,
+        table: np.ndarray,
+        window_start: float,
+        window_end: float,
+    ) -> list[Detection]:
+        cfg = self.cfg
+        n_ids = self._next_id + 1
+        gid, first, _ = group(combine((src, len(table)), (rows["domain"], n_ids)))
         n_groups = len(first)
-        unique = distinct_per_group(gid, n_groups, rows["name"], n_ids)
+        # Distinct names per group: per (group, name) the largest estimate of its rows.
+        nid, nfirst, _ = group(combine((gid, n_groups), (rows["name"], n_ids)))
+        n_names = len(nfirst)
+        names = np.zeros(n_names)
+        np.maximum.at(names, nid, rows["names"].astype(np.float64))
+        nbytes = np.zeros(n_names)
+        np.maximum.at(nbytes, nid, rows["bytes"].astype(np.float64))
+        g_of = gid[nfirst]
+        unique = np.bincount(g_of, weights=names, minlength=n_groups)
+        suspicious = np.bincount(
+            g_of, weights=names * rows["suspicious"][nfirst], minlength=n_groups
+        )
+        name_bytes = np.bincount(g_of, weights=nbytes, minlength=n_groups)
+        queries = np.bincount(gid, weights=rows["queries"].astype(np.float64), minlength=n_groups)
+        minute = np.floor(rows["ts"] / 60).astype(np.int64)
+        minute -= minute.min() if len(minute) else 0
+        _, mfirst, _ = group(combine((gid, n_groups), (minute, int(minute.max()) + 1)))
+        minutes = np.bincount(gid[mfirst], minlength=n_groups)
         has_new = np.bincount(gid[is_new], minlength=n_groups) > 0
-        hits = np.flatnonzero((unique >= self.cfg.min_unique_subdomains) & has_new)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.where(unique > 0, suspicious / unique, 0.0)
+            fresh = np.where(queries > 0, np.minimum(unique / queries, 1.0), 0.0)
+        long_names = (unique >= cfg.min_unique_subdomains) & (share >= cfg.min_suspicious_share)
+        volume = (
+            (unique >= cfg.min_volume_names)
+            & (name_bytes >= cfg.min_volume_bytes)
+            & (fresh >= cfg.min_fresh_share)
+            & (minutes >= cfg.min_active_minutes)
+        )
+        rule = np.where(long_names, 1, np.where(volume, 2, 0))
+        # Spread: per source, the long random names of its domains with a few each.
+        g_src = src[first]
+        counted = suspicious >= MIN_ZONE_NAMES
+        src_long = np.bincount(
+            g_src, weights=np.where(counted, suspicious, 0), minlength=len(table)
+        )
+        src_zones = np.bincount(g_src, weights=counted, minlength=len(table))
+        src_hit = np.bincount(g_src, weights=rule > 0, minlength=len(table)) > 0
+        spread_src = (src_long >= cfg.min_unique_subdomains) & (src_zones >= 2) & ~src_hit
+        new_src = np.bincount(g_src, weights=has_new, minlength=len(table)) > 0
         out: list[Detection] = []
-        for g in hits:
-            m = np.flatnonzero(gid == g)
-            _, once = np.unique(rows["name"][m], return_index=True)
-            rows_g = m[once]  # one row per distinct name
-            share = float(rows["suspicious"][rows_g].mean())
-            if share < self.cfg.min_suspicious_share:
-                continue
-            source = addr_to_str(table[src[first[g]]])
-            domain = registered_domain(str(rows["text"][first[g]]))
-            evidence = {
-                "unique_names": int(unique[g]),
-                "threshold": self.cfg.min_unique_subdomains,
-                "queries": int(counts[g]),
-                "suspicious_share": round(share, 3),
-                "mean_name_length": round(float(rows["length"][rows_g].mean()), 1),
-                "max_name_length": int(rows["length"][rows_g].max()),
-                "mean_entropy": round(float(rows["entropy"][rows_g].mean()), 3),
-                "horizon_seconds": self.cfg.horizon_seconds,
-                "sample_names": [str(rows["text"][i])[:80] for i in rows_g[:3]],
-            }
+        for g in np.flatnonzero((rule > 0) & has_new).tolist():
             out.append(
-                Detection(
-                    detector=self.name,
-                    severity=self.cfg.severity,
-                    source=source,
-                    target=domain,
-                    window_start=window_start,
-                    window_end=window_end,
-                    evidence=evidence,
-                    summary=(
-                        f"{source} queried {int(unique[g])} distinct names under {domain} "
-                        f"({share:.0%} long and random-looking) within "
-                        f"{self.cfg.horizon_seconds:g} s"
-                    ),
+                self._detection(
+                    rows,
+                    gid,
+                    g,
+                    table,
+                    src,
+                    "long_names" if rule[g] == 1 else "volume",
+                    {
+                        "unique": unique[g],
+                        "queries": queries[g],
+                        "domains": 1,
+                        "share": share[g],
+                        "bytes": name_bytes[g],
+                        "fresh": fresh[g],
+                        "minutes": minutes[g],
+                    },
+                    window_start,
+                    window_end,
+                )
+            )
+        for s in np.flatnonzero(spread_src & new_src):
+            groups = np.flatnonzero((g_src == s) & counted)
+            top = int(groups[np.argmax(suspicious[groups])])
+            u = unique[groups].sum()
+            q = queries[groups].sum()
+            out.append(
+                self._detection(
+                    rows,
+                    gid,
+                    top,
+                    table,
+                    src,
+                    "spread",
+                    {
+                        "unique": u,
+                        "queries": q,
+                        "domains": len(groups),
+                        "share": suspicious[groups].sum() / max(u, 1.0),
+                        "bytes": name_bytes[groups].sum(),
+                        "fresh": min(u / max(q, 1.0), 1.0),
+                        "minutes": minutes[groups].max(),
+                    },
+                    window_start,
+                    window_end,
+                    members=groups,
                 )
             )
         return out
+
+    def _detection(
+        self,
+        rows: dict[str, np.ndarray],
+        gid: np.ndarray,
+        g: int,
+        table: np.ndarray,
+        src: np.ndarray,
+        rule: str,
+        m: dict[str, float],
+        window_start: float,
+        window_end: float,
+        members: np.ndarray | None = None,
+    ) -> Detection:
+        cfg = self.cfg
+        in_group = np.isin(gid, members) if members is not None else gid == g
+        sel = np.flatnonzero(in_group)
+        _, once = np.unique(rows["name"][sel], return_index=True)
+        sel = sel[once]
+        source = addr_to_str(table[src[sel[0]]])
+        domain = self._domain_text.get(int(rows["domain"][np.flatnonzero(gid == g)[0]]), "?")
+        zones = [domain]
+        if members is not None:
+            top = members[np.argsort(-np.bincount(gid[sel], minlength=gid.max() + 1)[members])]
+            zones = [self._domain_text.get(int(rows["domain"][gid == m][0]), "?") for m in top]
+        unique = int(round(m["unique"]))
+        threshold = cfg.min_volume_names if rule == "volume" else cfg.min_unique_subdomains
+        domains = int(m["domains"])
+        evidence = {
+            "rule": rule,
+            "unique_names": unique,
+            "threshold": threshold,
+            "queries": int(round(m["queries"])),
+            "domains": domains,
+            "suspicious_share": round(float(m["share"]), 3),
+            "name_bytes": int(round(m["bytes"])),
+            "fresh_share": round(float(m["fresh"]), 3),
+            "active_minutes": int(m["minutes"]),
+            "mean_name_length": round(float(rows["length"][sel].mean()), 1),
+            "max_name_length": int(rows["length"][sel].max()),
+            "mean_entropy": round(float(rows["entropy"][sel].mean()), 3),
+            "horizon_seconds": cfg.horizon_seconds,
+            "sample_names": [str(rows["text"][i])[:80] for i in sel[:3]],
+            "sample_domains": zones[:5],
+        }
+        where = f"{domains} domains ({', '.join(zones[:3])}, ...)" if domains > 1 else domain
+        what = {
+            "long_names": "long and random-looking",
+            "volume": f"fresh, {int(m['bytes'])} characters of subdomain",
+            "spread": "long and random-looking",
+        }[rule]
+        return Detection(
+            detector=self.name,
+            severity=cfg.severity,
+            source=source,
+            target=SPREAD_TARGET if members is not None else domain,
+            window_start=window_start,
+            window_end=window_end,
+            evidence=evidence,
+            summary=(
+                f"{source} queried {unique} distinct names under {where} ({what}) within "
+                f"{cfg.horizon_seconds:g} s"
+            ),
+        )
+
+
+_EMPTY_ROWS: dict[str, np.ndarray] = {
+    "src": np.zeros(0, dtype="V16"),
+    "ts": np.zeros(0),
+    "name": np.zeros(0, np.int64),
+    "domain": np.zeros(0, np.int64),
+    "queries": np.zeros(0, np.float32),
+    "names": np.zeros(0, np.float32),
+    "bytes": np.zeros(0, np.float32),
+    "suspicious": np.zeros(0, bool),
+    "length": np.zeros(0, np.int16),
+    "entropy": np.zeros(0, np.float32),
+    "text": np.zeros(0, object),
+}

@@ -35,7 +35,11 @@ CaseFn = Callable[[_Capture, _Site, float, float], tuple[Truth, ...]]
 SUITES = ("benign", "hard")
 
 # Modules that register cases with @case (imported by load_cases, one line per module).
-CASE_MODULES: tuple[str, ...] = ("netmon_exporter.tools.cases_monitoring",)
+CASE_MODULES: tuple[str, ...] = (
+    "netmon_exporter.tools.cases_monitoring",
+    "netmon_exporter.tools.cases_beacon",
+    "netmon_exporter.tools.cases_dns",
+)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,264 @@
+"""DNS roles: a mail server's reputation lookups (benign) and evasive tunnels (hard).
+
+Clients resolve through the site resolver, which forwards what it has not cached to
+authoritative servers from a port of its own, as a recursive resolver does; so every
+name a client asks shows up twice on the wire, once from the client and once from
+the resolver. Tunnels are written as their tools send them: iodine keeps one UDP
+socket for the whole session and polls while idle; others open a socket per query.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import numpy as np
+
+from .cases_beacon import long_session
+from .scenarios import Truth, _Capture, _outsider, _Site
+from .suites import CaseFn, Sweep, case, sweep
+
+_LETTERS = list("abcdefghijklmnopqrstuvwxyz")
+
+
+def dns_exchange(
+    cap: _Capture,
+    t: float,
+    client: str,
+    server: str,
+    name: str,
+    sport: int | None = None,
+    qtype: str = "A",
+    answer: bytes | None = None,
+    rtt: float = 0.01,
+) -> None:
+    """One query from ``client``'s ``sport`` (random when None) and its answer.
+
+    ``answer`` is TXT data (for a tunnel's downstream); without it an A record.
+    """
+    from scapy.layers.dns import DNS, DNSQR, DNSRR
+
+    rng = cap.rng
+    sport = sport or int(rng.integers(20000, 65000))
+    qid = int(rng.integers(0, 65535))
+    cap.udp(
+        t, client, server, sport, 53, bytes(DNS(id=qid, rd=1, qd=DNSQR(qname=name, qtype=qtype)))
+    )
+    rr = (
+        DNSRR(
+            rrname=name, type="TXT", rdata=[answer[i : i + 255] for i in range(0, len(answer), 255)]
+        )
+        if answer is not None
+        else DNSRR(rrname=name, type="A", rdata="192.0.2.10", ttl=60)
+    )
+    reply = DNS(id=qid, qr=1, rd=1, ra=1, qd=DNSQR(qname=name, qtype=qtype), an=rr)
+    cap.udp(t + rtt, server, client, 53, sport, bytes(reply))
+
+
+class Resolver:
+    """The site resolver: answers clients, forwarding names it has not cached upstream."""
+
+    def __init__(self, cap: _Capture, address: str, upstreams: int = 3) -> None:
+        self.cap = cap
+        self.address = address
+        self.upstreams = [_outsider(cap.rng) for _ in range(upstreams)]
+        self._cached: dict[str, float] = {}
+
+    def ask(
+        self,
+        t: float,
+        client: str,
+        name: str,
+        sport: int | None = None,
+        qtype: str = "A",
+        answer: bytes | None = None,
+        ttl: float = 300.0,
+    ) -> None:
+        rng = self.cap.rng
+        rtt = 0.0005
+        if t - self._cached.get(name, -1e18) > ttl:
+            self._cached[name] = t
+            up = str(rng.choice(self.upstreams))
+            wait = 0.01 + float(rng.exponential(0.02))
+            dns_exchange(self.cap, t + 0.0002, self.address, up, name, None, qtype, answer, wait)
+            rtt += wait
+        dns_exchange(self.cap, t, client, self.address, name, sport, qtype, answer, rtt)
+
+
+def smtp_delivery(cap: _Capture, t: float, sender: str, server: str, size: int) -> None:
+    """One inbound message: greeting, EHLO, MAIL, RCPT, DATA, the message, QUIT."""
+    rng = cap.rng
+    rtt = 0.02 + float(rng.exponential(0.04))
+    steps = np.array([0.0, 1, 2, 3, 4, 5]) * (rtt + 0.01) + t
+    steps[5] += size / 1e6  # the message takes its time
+    requests = np.array([20, 30, 40, 10, max(size, 200), 10])
+    responses = np.array([220, 30, 20, 40, 40, 20]) + rng.integers(0, 20, 6)
+    long_session(cap, sender, server, 25, steps, requests, responses, rtt=rtt)
+
+
+def _reversed(ip: str) -> str:
+    return ".".join(reversed(ip.split(".")))
+
+
+def _b32(data: bytes) -> str:
+    return base64.b32encode(data).decode().rstrip("=").lower()
+
+
+@case("benign", "mail_reputation_lookups")
+def mail_reputation_lookups(
+    cap: _Capture, site: _Site, start: float, duration: float
+) -> tuple[Truth, ...]:
+    """A mail server checks each inbound message against DNSBLs, URIBLs and Spamhaus HBL."""
+    rng = cap.rng
+    resolver = Resolver(cap, site.resolver)
+    mail = site.mail_server
+    key = "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz0123456789"), 26))
+    domains = [f"{''.join(rng.choice(_LETTERS, int(rng.integers(4, 12))))}.com" for _ in range(400)]
+    t = start + float(rng.exponential(10))
+    while t < start + duration:
+        sender = _outsider(rng)
+        smtp_delivery(cap, t, sender, mail, int(rng.lognormal(np.log(20000), 1.0)))
+        rev = _reversed(sender)
+        names = [
+            f"{rev}.{zone}"
+            for zone in (
+                "zen.spamhaus.org",
+                "bl.spamcop.net",
+                "b.barracudacentral.org",
+                "list.dnswl.org",
+            )
+        ]
+        for d in rng.choice(domains, int(rng.integers(1, 6)), replace=False):
+            names += [f"{d}.dbl.spamhaus.org", f"{d}.multi.uribl.com", f"{d}.multi.surbl.org"]
+        sender_address = f"user{int(rng.integers(0, 10**6))}@{rng.choice(domains)}"
+        digest = hashlib.sha1(sender_address.encode()).hexdigest()
+        names.append(f"{digest}._email.{key}.hbl.dq.spamhaus.net")
+        for _ in range(int(rng.integers(0, 3))):  # attachments: hashed file lookups
+            blob = rng.bytes(32)
+            names.append(f"{_b32(hashlib.sha256(blob).digest())}._file.{key}.hbl.dq.spamhaus.net")
+            names.append(f"{hashlib.md5(blob).hexdigest()}.malware.hash.cymru.com")
+        for i, name in enumerate(names):
+            resolver.ask(t + 0.2 + 0.003 * i, mail, name, ttl=900.0)
+        t += float(rng.exponential(6.0))  # about ten messages a minute, ~90 lookups a minute
+    return ()
+
+
+# ----------------------------------------------------------------------------- tunnels
+
+
+def _domain(rng: np.random.Generator) -> str:
+    return f"{''.join(rng.choice(_LETTERS, int(rng.integers(5, 9))))}.{rng.choice(['com', 'net', 'io'])}"
+
+
+def _data_name(rng: np.random.Generator, n_bytes: int, serial: int, domain: str) -> str:
+    """A tunnel's upstream query: data in base32 labels, a serial that defeats caches."""
+    label = _b32(rng.bytes(n_bytes))
+    chunks = [label[j : j + 63] for j in range(0, len(label), 63)]
+    return ".".join([*chunks, f"{serial:x}", domain])
+
+
+@case("hard", "dns_tunnel_single_socket")
+def dns_tunnel_single_socket(
+    cap: _Capture, site: _Site, start: float, duration: float
+) -> tuple[Truth, ...]:
+    """iodine-style: every query from one UDP socket (one flow), TXT downstream, idle polls."""
+    rng = cap.rng
+    resolver = Resolver(cap, site.resolver)
+    client = str(rng.choice(site.clients[1:12]))
+    domain = _domain(rng)
+    sport = int(rng.integers(20000, 65000))
+    t = start + float(rng.uniform(0, 60))
+    serial = 0
+    while t < start + duration - 1:
+        busy = rng.random() < 0.3  # a transfer: a burst of full queries, else an idle poll
+        for _ in range(int(rng.integers(5, 40)) if busy else 1):
+            name = _data_name(rng, int(rng.integers(60, 110)) if busy else 6, serial, domain)
+            down = rng.bytes(int(rng.integers(20, 600)))
+            resolver.ask(t, client, name, sport, "TXT", down)
+            serial += 1
+            t += float(rng.exponential(0.15))
+        t += float(rng.uniform(1, 4))  # iodine's idle poll interval
+    return (Truth("dns_tunnel", client, domain),)
+
+
+@case("hard", "dns_tunnel_short_names")
+def dns_tunnel_short_names(
+    cap: _Capture, site: _Site, start: float, duration: float
+) -> tuple[Truth, ...]:
+    """Every name under 40 characters (small chunks), a socket per query, ~10-20 a minute."""
+    rng = cap.rng
+    resolver = Resolver(cap, site.resolver)
+    client = str(rng.choice(site.clients[1:12]))
+    domain = _domain(rng)
+    rate = float(rng.uniform(10, 20)) / 60
+    t = start + float(rng.exponential(1 / rate))
+    serial = 0
+    while t < start + duration:
+        name = _data_name(rng, int(rng.integers(9, 13)), serial, domain)
+        assert len(name) < 40, name
+        resolver.ask(t, client, name, None, "A")
+        serial += 1
+        t += float(rng.exponential(1 / rate))
+    return (Truth("dns_tunnel", client, domain),)
+
+
+def _slow_tunnel(
+    cap: _Capture, site: _Site, start: float, duration: float, per_minute: float
+) -> tuple[Truth, ...]:
+    rng = cap.rng
+    resolver = Resolver(cap, site.resolver)
+    client = str(rng.choice(site.clients[1:12]))
+    domain = _domain(rng)
+    t = start + float(rng.exponential(60 / per_minute))
+    serial = 0
+    while t < start + duration:
+        name = _data_name(rng, int(rng.integers(24, 40)), serial, domain)
+        resolver.ask(t, client, name, None, str(rng.choice(["A", "TXT"])))
+        serial += 1
+        t += float(rng.exponential(60 / per_minute))
+    return (Truth("dns_tunnel", client, domain),)
+
+
+@case("hard", "dns_tunnel_slow", duration=1800.0)
+def dns_tunnel_slow(cap: _Capture, site: _Site, start: float, duration: float) -> tuple[Truth, ...]:
+    """Long random names, one every 13-25 s on average (Poisson), for 30 minutes."""
+    return _slow_tunnel(cap, site, start, duration, 60 / float(cap.rng.uniform(13, 25)))
+
+
+@case("hard", "dns_tunnel_rotating_domains")
+def dns_tunnel_rotating_domains(
+    cap: _Capture, site: _Site, start: float, duration: float
+) -> tuple[Truth, ...]:
+    """Names rotated over 20 domains (about 15 per domain), ~20 queries a minute."""
+    rng = cap.rng
+    resolver = Resolver(cap, site.resolver)
+    client = str(rng.choice(site.clients[1:12]))
+    domains = [_domain(rng) for _ in range(20)]
+    t = start + float(rng.exponential(3))
+    serial = 0
+    while t < start + duration:
+        name = _data_name(rng, int(rng.integers(24, 40)), serial, domains[serial % 20])
+        resolver.ask(t, client, name, None, "A")
+        serial += 1
+        t += float(rng.exponential(3))
+    return (Truth("dns_tunnel", client),)
+
+
+def _at_rate(per_minute: float) -> CaseFn:
+    def build(cap: _Capture, site: _Site, start: float, duration: float) -> tuple[Truth, ...]:
+        return _slow_tunnel(cap, site, start, duration, per_minute)
+
+    build.__doc__ = f"A tunnel of long random names at {per_minute:g} queries a minute."
+    return build
+
+
+sweep(
+    Sweep(
+        name="dns_tunnel_rate",
+        detector="dns_tunnel",
+        parameter="queries per minute (Poisson), long random names, 60 min",
+        values=(1.5, 1.2, 1.0, 0.8, 0.6, 0.4),
+        make=_at_rate,
+        duration=3600.0,
+    )
+)

@@ -1,0 +1,320 @@
+"""Beacon detector: RITA-style scoring, what ordinary scheduled traffic is, the suites."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netmon_exporter.config import DetectorsConfig
+from netmon_exporter.detectors import REGISTRY
+from netmon_exporter.detectors.beacon import (
+    MAX_PERIODIC_ROWS,
+    BeaconDetector,
+    bowley_skew,
+    dispersion_score,
+    group_quantiles,
+)
+from netmon_exporter.flow_schema import FlowBatch, make_batch, str_to_addrs
+from netmon_exporter.tools.cases_beacon import cs_sleeps
+from netmon_exporter.tools.evaluate import analyse_capture, matches
+from netmon_exporter.tools.evaluate_suites import found, run_cases
+from netmon_exporter.tools.suites import cases
+
+CFG = DetectorsConfig().beacon
+T0 = 1_700_000_040.0  # a window boundary for 60 s windows
+IMPLANT, C2 = "10.0.0.66", "198.51.100.7"
+
+
+def batch(rows: list[dict]) -> FlowBatch:
+    """Flows from row dicts; defaults: a short completed TCP connection to C2:443."""
+    d = {
+        "src": IMPLANT,
+        "dst": C2,
+        "sport": 40000,
+        "dport": 443,
+        "proto": 6,
+        "ts": T0,
+        "dur": 0.5,
+        "fwd_bytes": 400.0,
+        "bwd": 5,
+        "idle_mean": np.nan,
+        "idle_std": np.nan,
+        "active_mean": np.nan,
+    }
+    rows = [{**d, **r} for r in rows]
+
+    def c(k: str) -> list:
+        return [r[k] for r in rows]
+
+    return make_batch(
+        len(rows),
+        src_ip=str_to_addrs(c("src")),
+        dst_ip=str_to_addrs(c("dst")),
+        src_port=c("sport"),
+        dst_port=c("dport"),
+        protocol=c("proto"),
+        first_ts=c("ts"),
+        last_ts=[r["ts"] + r["dur"] for r in rows],
+        **{
+            "Tot Fwd Pkts": [5] * len(rows),
+            "Tot Bwd Pkts": c("bwd"),
+            "TotLen Fwd Pkts": c("fwd_bytes"),
+            "Flow Duration": [r["dur"] * 1e6 for r in rows],
+            "Idle Mean": [r["idle_mean"] * 1e6 for r in rows],
+            "Idle Std": [r["idle_std"] * 1e6 for r in rows],
+            "Active Mean": [r["active_mean"] * 1e6 for r in rows],
+        },
+    )
+
+
+def windows(rows: list[dict], cfg=CFG, det: BeaconDetector | None = None) -> list:
+    """Feed rows (with "ts") window by window; return every detection."""
+    det = det or BeaconDetector(cfg)
+    ts = np.array([r["ts"] for r in rows])
+    out = []
+    last = int((ts.max() - T0) // 60) + 1 if len(ts) else 1
+    for w in range(last):
+        start = T0 + 60 * w
+        sel = [r for r, t in zip(rows, ts, strict=True) if start <= t < start + 60]
+        for d in det.detect(batch(sel) if sel else FlowBatch.empty(), start, start + 60):
+            assert list(d.evidence) == list(REGISTRY["beacon"].evidence)
+            out.append(d)
+    return out
+
+
+def series(intervals: np.ndarray, sizes: np.ndarray | float = 400.0, **row) -> list[dict]:
+    ts = T0 + 1 + np.cumsum(intervals)
+    sizes = np.broadcast_to(sizes, ts.shape)
+    return [
+        {"ts": float(t), "fwd_bytes": float(s), "sport": 40000 + i, **row}
+        for i, (t, s) in enumerate(zip(ts, sizes, strict=True))
+    ]
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def test_group_quantiles_interpolate_like_the_median():
+    v = np.array([4.0, 1, 3, 2, 10, 20])
+    g = np.array([0, 0, 0, 0, 1, 1])
+    q1, med, q3 = group_quantiles(v, g, 3, (0.25, 0.5, 0.75))
+    assert med[:2].tolist() == [2.5, 15.0] and q1[0] == 1.75 and q3[0] == 3.25
+    assert np.isnan(med[2])
+
+
+def test_dispersion_and_skew_scores():
+    assert dispersion_score(np.array([10.0, 0.0, 0.0]), np.array([2.0, 0.0, 1.0])).tolist() == [
+        0.8,
+        1.0,
+        0.0,
+    ]
+    # quartiles too close to judge: no skew (as RITA)
+    assert bowley_skew(np.array([9.9]), np.array([10.0]), np.array([10.1])).tolist() == [0.0]
+    assert bowley_skew(np.array([1.0]), np.array([2.0]), np.array([5.0]))[0] == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------- jitter and scoring
+
+
+@pytest.mark.parametrize("jitter", [0.0, 0.3, 0.5])
+def test_cobalt_strike_jitter_is_tolerated(jitter):
+    rng = np.random.default_rng(11)
+    found = windows(series(cs_sleeps(rng, 45.0, jitter, 25), 420 + rng.integers(0, 30, 25)))
+    assert found and {(d.source, d.target) for d in found} == {(IMPLANT, f"{C2}:443")}
+    d = found[-1]
+    assert d.evidence["kind"] == "connections" and d.evidence["score"] >= CFG.min_score
+    assert d.evidence["timing_score"] >= CFG.min_timing_score
+
+
+def test_symmetric_jitter_is_tolerated():
+    rng = np.random.default_rng(12)
+    assert windows(series(cs_sleeps(rng, 40.0, 0.25, 25, symmetric=True)))
+
+
+def test_random_contacts_and_varied_content_are_not_beacons():
+    rng = np.random.default_rng(2)
+    for seed in range(5):
+        r = np.random.default_rng(seed)
+        assert windows(series(r.exponential(40, 30))) == [], seed
+    # a fixed schedule whose content varies (telemetry batches) carries data
+    assert windows(series(np.full(25, 60.0), rng.lognormal(np.log(2500), 0.6, 25))) == []
+
+
+def test_a_short_regular_burst_is_not_a_beacon():
+    """Ten connections five seconds apart (a download in chunks, retries) span too little."""
+    cfg = dataclasses.replace(CFG, min_interval_seconds=5)
+    rows = series(np.full(10, 5.5))
+    rows.append({"ts": T0 + 1800, "src": "10.0.0.9", "dst": "10.0.0.10"})  # time passes
+    assert windows(rows, cfg) == []
+
+
+def test_a_beacon_is_found_once_it_spans_enough_of_the_time_observed():
+    det = BeaconDetector(CFG)
+    # an hour of other traffic observed first, then a new beacon every 30 s
+    windows(
+        [{"ts": T0 + 60 * k, "src": "10.0.0.9", "dst": "10.0.0.10"} for k in range(60)], det=det
+    )
+    rows = series(np.full(40, 30.0))
+    for r in rows:
+        r["ts"] += 3600
+    found = windows(rows, det=det)
+    assert found
+    first = min(d.window_end for d in found) - (T0 + 3600)
+    assert 5 * 60 <= first <= 15 * 60  # 40 % of full_coverage_seconds to all of it
+
+
+# ---------------------------------------------------------------- ordinary traffic
+
+
+def test_a_poller_is_not_a_beacon_but_its_other_schedule_is():
+    rows = []
+    for h in range(30):  # 30 hosts polled every 30 s, each with its own phase
+        for r in series(np.full(30, 30.0) + 0.01 * h, dst=f"10.0.1.{h + 1}", dport=161, proto=17):
+            r["ts"] += h * 0.7
+            rows.append(r)
+    assert windows(rows) == []
+    implant = series(cs_sleeps(np.random.default_rng(3), 75.0, 0.2, 12))
+    found = windows(rows + implant)
+    assert [(d.source, d.target) for d in found][-1] == (IMPLANT, f"{C2}:443")
+    assert {d.target for d in found} == {f"{C2}:443"}
+
+
+def test_the_poller_rule_remembers_destinations_across_windows():
+    """A slow poller: each window sees only a few of its destinations."""
+    rows = []
+    for h in range(12):
+        for r in series(np.full(14, 240.0), dst=f"10.0.1.{h + 1}", dport=80):
+            r["ts"] += h * 20
+            rows.append(r)
+    assert windows(rows) == []
+
+
+def test_infrastructure_services_broadcast_and_resolvers_are_not_beacons():
+    ntp = series(np.full(20, 64.0), proto=17, dport=123)
+    ntpd = series(np.full(20, 64.0), proto=17, dport=123, sport=123)
+    dhcp = series(np.full(20, 60.0), proto=17, sport=68, dport=67, dst="10.0.0.1")
+    ubnt_reply = series(np.full(60, 10.0), proto=17, sport=10001, dport=51000, dst="10.0.0.3")
+    bcast = series(np.full(60, 10.0), proto=17, dport=9999, dst="255.255.255.255")
+    mcast = series(np.full(30, 30.0), proto=17, dport=9999, dst="239.1.2.3")
+    for rows in (ntp, ntpd, dhcp, ubnt_reply, bcast, mcast):
+        assert windows(rows) == [], rows[0]
+    # DNS every 30 s: to a resolver that answers three clients it is not a beacon...
+    resolver = "10.0.0.53"
+    dns = series(np.full(30, 30.0), proto=17, dport=53, dst=resolver)
+    others = [
+        {"ts": T0 + 5 + k, "src": f"10.0.0.{20 + k}", "dst": resolver, "dport": 53, "proto": 17}
+        for k in range(3)
+    ]
+    assert windows(others + dns) == []
+    # ...to a host no one else uses for DNS it is judged
+    assert windows(dns)
+
+
+def test_ignored_udp_ports_are_configurable():
+    ntp = series(np.full(20, 64.0), proto=17, dport=123)
+    assert windows(ntp, dataclasses.replace(CFG, ignore_udp_ports=()))
+
+
+# ---------------------------------------------------------------- inside one connection
+
+
+def long_flow(idle: float, idle_sd: float, bursts: int, fwd_bytes: float, **row) -> dict:
+    active = 0.2
+    return {
+        "ts": T0 + 2,
+        "dur": bursts * (idle + active),
+        "idle_mean": idle,
+        "idle_std": idle_sd,
+        "active_mean": active,
+        "fwd_bytes": fwd_bytes,
+        **row,
+    }
+
+
+def test_regular_bursts_inside_one_connection_are_a_beacon():
+    # the flow ends (and is judged) in the window after its last burst
+    (d,) = windows([long_flow(40.0, 6.0, 25, 25 * 450.0), {"ts": T0 + 1000, "src": "10.9.9.9"}])
+    assert (d.source, d.target) == (IMPLANT, f"{C2}:443")
+    assert d.evidence["kind"] == "in_connection" and d.evidence["connections"] == 26
+    assert d.evidence["interval_skew"] is None and d.evidence["size_score"] is None
+
+
+def test_keepalives_and_irregular_sessions_inside_one_connection_are_not():
+    pad = {"ts": T0 + 1000, "src": "10.9.9.9"}
+    assert windows([long_flow(30.0, 1.0, 40, 40 * 35.0), pad]) == []  # TLS/MQTT pings
+    assert windows([long_flow(40.0, 40.0, 25, 25 * 450.0), pad]) == []  # interactive use
+    assert windows([long_flow(40.0, 2.0, 4, 4 * 450.0), pad]) == []  # too few bursts
+
+
+# ---------------------------------------------------------------- state
+
+
+def test_state_stays_bounded():
+    cfg = dataclasses.replace(CFG, max_state_rows=1000, horizon_seconds=120)
+    det = BeaconDetector(cfg)
+    rng = np.random.default_rng(8)
+    for w in range(6):
+        start = T0 + 60 * w
+        rows = [
+            {"src": f"10.0.{i % 7}.{i % 5}", "dport": int(p), "ts": start + float(t)}
+            for i, (p, t) in enumerate(
+                zip(rng.integers(1, 9, 400), rng.uniform(0, 60, 400), strict=True)
+            )
+        ]
+        det.detect(batch(rows), start, start + 60)
+        assert len(det) <= 1000
+        assert len(det._periodic) <= MAX_PERIODIC_ROWS
+
+
+# ---------------------------------------------------------------- the suites
+
+
+def _ours(results) -> list:
+    return [
+        (r.case.key, d.detector, d.source, d.target)
+        for r in results
+        for d in r.detections
+        if d.detector in ("beacon", "dns_tunnel")
+    ]
+
+
+@pytest.mark.slow
+def test_busy_benign_roles_raise_no_beacon_or_dns_tunnel(tmp_path: Path):
+    """Every registered benign role, shipped config, one seed: no beacon, no tunnel."""
+    results = run_cases(cases("benign"), [1], tmp_path, DetectorsConfig(), analyse_capture)
+    assert {r.case.name for r in results} >= {
+        "monitoring_poller",
+        "ntp_clients",
+        "discovery_broadcasts",
+        "dhcp_renewals",
+        "update_and_telemetry",
+        "mail_reputation_lookups",
+        "busy_site",
+    }
+    assert _ours(results) == []
+
+
+BEACON_CASES = [
+    "beacon_jitter_30",
+    "beacon_jitter_50",
+    "beacon_jitter_symmetric_25",
+    "beacon_in_one_tls_connection",
+    "beacon_udp_one_socket",
+]
+
+
+@pytest.mark.parametrize("name", BEACON_CASES)
+def test_evasive_beacon_is_found(tmp_path: Path, name: str):
+    (c,) = [c for c in cases("hard") if c.name == name]
+    (r,) = run_cases([c], [1], tmp_path, DetectorsConfig(), analyse_capture)
+    assert found(r, matches), [(d.detector, d.source, d.target) for d in r.detections]
+    # and nothing else is called a beacon
+    wrong = [d for d in r.detections if d.detector == "beacon" and not found_one(d, r)]
+    assert wrong == []
+
+
+def found_one(d, r) -> bool:
+    return any(matches(d, t) for t in r.scenario.truths)
