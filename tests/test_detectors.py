@@ -217,7 +217,7 @@ def test_tcp_sweep_found():
     assert (d.source, d.target, d.evidence["distinct_hosts"]) == ("10.0.0.66", "tcp/445", 30)
 
 
-def test_icmp_echo_sweep_found_even_when_answered():
+def test_icmp_echo_sweep_found_even_when_answered_after_the_poller_hold():
     batch = flows(
         [
             {
@@ -235,7 +235,14 @@ def test_icmp_echo_sweep_found_even_when_answered():
             for i in range(1, 31)
         ]
     )
-    (d,) = run(AddressSweepDetector(CFG.address_sweep), batch)
+    det = AddressSweepDetector(CFG.address_sweep)
+    assert run(det, batch) == []  # mostly answered: held so that a poller can show itself
+    found, start = [], T0
+    while not found and start < T0 + 2 * CFG.address_sweep.poller_hold_seconds:
+        start += 60
+        found = run(det, flows([]), start)
+    (d,) = found  # nobody came back to those hosts: a sweep, reported once the hold is over
+    assert start - T0 >= CFG.address_sweep.poller_hold_seconds - 60
     assert d.target == "icmp/echo" and d.evidence["answered"] == 30
 
 
@@ -432,7 +439,9 @@ def test_icmp_errors_are_not_a_flood():
 # ---------------------------------------------------------------- brute force
 
 
-def _ssh(n: int, start: float = T0, step: float = 5.0, pkts: int = 20) -> FlowBatch:
+def _ssh(
+    n: int, start: float = T0, step: float = 5.0, pkts: int = 20, received: int = 1500
+) -> FlowBatch:
     return flows(
         [
             {
@@ -442,6 +451,7 @@ def _ssh(n: int, start: float = T0, step: float = 5.0, pkts: int = 20) -> FlowBa
                 "sport": 50000 + i,
                 "fwd": pkts // 2,
                 "bwd": pkts // 2,
+                "bwd_bytes": received,
                 "ts": start + i * step,
             }
             for i in range(n)
@@ -457,7 +467,8 @@ def test_brute_force_found():
 
 def test_few_logins_or_long_sessions_are_not_brute_force():
     assert run(BruteForceDetector(CFG.brute_force), _ssh(4)) == []
-    assert run(BruteForceDetector(CFG.brute_force), _ssh(10, pkts=400)) == []
+    long = _ssh(10, pkts=900, received=400_000)  # interactive sessions
+    assert run(BruteForceDetector(CFG.brute_force), long) == []
 
 
 def test_brute_force_counts_across_windows_within_horizon():
@@ -567,39 +578,31 @@ def test_irregular_contacts_are_not_beacons():
     assert _beacon_windows(np.full(20, 30.0), rng.integers(100, 5000, 20)) == []
 
 
-def test_peer_to_peer_client_is_not_a_sweeper_but_a_one_port_sweep_is():
+def test_peer_to_peer_exemption_needs_answered_peers_not_unanswered_decoys():
     rng = np.random.default_rng(4)
     ports = rng.choice(np.arange(1024, 65535), 80, replace=False)
-    p2p = [
-        {
-            "proto": 17,
-            "src": "10.0.0.15",
-            "dst": f"10.2.{i}.1",
-            "dport": int(ports[i]),
-            "fwd": 1,
-            "bwd": 0,
-            "fwd_syn": 0,
-            "bwd_syn": 0,
-        }
-        for i in range(80)
-    ]
-    p2p += [
-        {
-            "proto": 17,
-            "src": "10.0.0.15",
-            "dst": f"10.3.{i}.1",
-            "dport": 6346,
-            "fwd": 1,
-            "bwd": 0,
-            "fwd_syn": 0,
-            "bwd_syn": 0,
-        }
+    udp = {"proto": 17, "src": "10.0.0.15", "fwd_syn": 0, "bwd_syn": 0, "fwd_bytes": 60}
+    sweep = [
+        {**udp, "dst": f"10.3.{i}.1", "dport": 6346, "fwd": 1, "bwd": 0, "bwd_bytes": 0}
         for i in range(30)
     ]
-    assert run(AddressSweepDetector(CFG.address_sweep), flows(p2p)) == []
-    off = dataclasses.replace(CFG.address_sweep, p2p_min_ports=0)
-    (d,) = run(AddressSweepDetector(off), flows(p2p))
+    # A Gnutella/DHT overlay: peers on their own random ports, answering.
+    peers = [
+        {**udp, "dst": f"10.2.{i}.1", "dport": int(ports[i]), "fwd": 2, "bwd": 2} for i in range(40)
+    ]
+    decoys = [{**p, "bwd": 0, "bwd_bytes": 0} for p in peers]  # the same, never answered
+    assert run(AddressSweepDetector(CFG.address_sweep), flows(peers + sweep)) == []
+    (d,) = run(AddressSweepDetector(CFG.address_sweep), flows(decoys + sweep))
     assert d.target == "udp/6346"
+    off = dataclasses.replace(CFG.address_sweep, p2p_min_ports=0)
+    (d,) = run(AddressSweepDetector(off), flows(peers + sweep))
+    assert d.target == "udp/6346"
+    # An overlay member's sweep of a privileged or TCP service is judged on its own.
+    smb = [
+        {**UNANSWERED, "src": "10.0.0.15", "dst": f"10.4.0.{i}", "dport": 445} for i in range(30)
+    ]
+    (d,) = run(AddressSweepDetector(CFG.address_sweep), flows(peers + smb))
+    assert d.target == "tcp/445"
 
 
 # ---------------------------------------------------------------- robustness

@@ -1,93 +1,310 @@
-"""Horizontal scan: one source probing one service (or ICMP echo) on many hosts."""
+"""Horizontal scan: one source probing one service (or ICMP echo) on many hosts.
+
+Zeek's scan policy counts distinct hosts a source failed to connect to on one port
+within 5 minutes (25 by default). This detector does the same with every probe kind
+of :mod:`.scan_probes` (ICMP echo counts answered or not), in two time tiers (fast:
+``min_hosts`` in ``horizon_seconds``; slow: ``slow_min_hosts`` in
+``slow_horizon_seconds``), plus a network-centric view for sweeps split over many
+sources (Snort's distributed portsweep: source ``many``, target the /24 or /64 and
+the service, top sources in the evidence).
+
+Ordinary traffic that touches many hosts on one service is told apart per swept
+service, never per source, so noise elsewhere buys nothing:
+
+* **Peer-to-peer**: on an unprivileged port, peers that served or fetched content
+  (``p2p_min_peer_bytes``) on that same service (Delivery Optimization on tcp/7680,
+  BitTorrent peers on a common port); for UDP, a source whose *answered* UDP went to
+  many distinct unprivileged ports, about one per peer (a DHT or Gnutella overlay).
+* **Pollers**: a source that comes back to the same hosts on a schedule and mostly
+  gets answers (a monitoring server) is not sweeping them. A sweep whose hosts mostly
+  answered is held for ``poller_hold_seconds`` after its first contact so a poller's
+  first round can show its schedule; mostly unanswered sweeps are reported at once.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ..detection import Detection
-from ..flow_schema import FlowBatch, addr_to_str
-from .base import HorizonStore
+from ..flow_schema import FlowBatch, addrs_to_str
+from .base import HorizonStore, top_counts
 from .catalog import AddressSweepConfig
-from .features import (
-    ICMP,
-    ICMPV6,
-    TCP,
-    UDP,
-    combine,
-    distinct_per_group,
-    factorize_addrs,
-    group,
-    probe_evidence,
-    probes,
-    service,
+from .features import UDP
+from .scan_probes import (
+    ANSWERED,
+    RESET,
+    UNANSWERED,
+    ContactStore,
+    classify,
+    group_ids,
+    key_hash,
+    kind_counts,
+    select,
+    service_name,
+    tiers,
 )
 
-_PROTO_CODE = {TCP: 0, UDP: 1, ICMP: 2, ICMPV6: 3}
-_CODE_PROTO = {v: k for k, v in _PROTO_CODE.items()}
+_SUMS = ("probes", "unanswered", "reset", "answered", "success")
+_UDP_CODE = 1
+
+
+def network_of(addrs: np.ndarray) -> np.ndarray:
+    """Return each ``V16`` address's /24 (IPv4-mapped) or /64 (IPv6) network address."""
+    raw = np.frombuffer(np.ascontiguousarray(addrs).tobytes(), dtype=np.uint8).reshape(-1, 16)
+    raw = raw.copy()
+    v4 = (raw[:, :10] == 0).all(axis=1) & (raw[:, 10] == 0xFF) & (raw[:, 11] == 0xFF)
+    raw[v4, 15] = 0
+    raw[~v4, 8:] = 0
+    return raw.view(addrs.dtype).reshape(-1) if len(raw) else addrs[:0]
+
+
+def network_text(net: np.ndarray) -> str:
+    text = addrs_to_str(net)[0]
+    return f"{text}/64" if ":" in text else f"{text}/24"
 
 
 class AddressSweepDetector:
-    """Count distinct probed hosts per (source, service) over a horizon (Zeek: 25 hosts).
-
-    TCP and UDP count only failed attempts (see ``features.probes``); ICMP echo
-    requests count whether answered or not, since a ping sweep maps live hosts.
-    """
+    """Distinct probed hosts per (source, service) in two tiers, and per network over sources."""
 
     name = "address_sweep"
 
     def __init__(self, cfg: AddressSweepConfig) -> None:
         self.cfg = cfg
-        self.store = HorizonStore(cfg.horizon_seconds, cfg.max_state_rows)
+        self.tiers = tiers(
+            (cfg.horizon_seconds, cfg.min_hosts), (cfg.slow_horizon_seconds, cfg.slow_min_hosts)
+        )
+        horizon = max([h for h, _ in self.tiers] or [cfg.horizon_seconds])
+        self.store = ContactStore(
+            horizon, cfg.max_state_rows, sums=_SUMS, maxes=("content",), ors=("kinds",)
+        )
+        self.overlay = HorizonStore(horizon, cfg.max_state_rows)
+        self._prev_end: float | None = None
+
+    # ------------------------------------------------------------------ state
+
+    def _new_rows(self, flows: FlowBatch) -> dict[str, np.ndarray]:
+        """Probe rows, plus contacts that worked for the (source, service) keys with probes."""
+        c = classify(flows)
+        ts = np.asarray(flows["first_ts"], dtype=np.float64)
+        # A flow's own span counts as a revisit: a poller's echo requests to one host
+        # with one identifier (or a long poll) are one flow over many minutes.
+        last = np.maximum(np.asarray(flows["last_ts"], dtype=np.float64), ts)
+        probe = np.flatnonzero((c["kinds"] != 0) & c["known"])
+        keys = key_hash(flows["src_ip"][probe], c["svc"][probe])
+        old = self.store.rows
+        if len(old.get("last", ())):
+            had = old["probes"] > 0
+            keys = np.concatenate([keys, key_hash(old["src"][had], old["svc"][had])])
+        ok = c["success"] & c["known"] & ~c["group_dst"]
+        out_ok = np.flatnonzero(ok)
+        out_ok = out_ok[np.isin(key_hash(flows["src_ip"][out_ok], c["svc"][out_ok]), keys)]
+        # Content the source served on its own service counts for a peer service too.
+        in_ok = np.flatnonzero(ok & (c["content"] >= self.cfg.p2p_min_peer_bytes))
+        in_ok = in_ok[np.isin(key_hash(flows["dst_ip"][in_ok], c["svc"][in_ok]), keys)]
+        outcome = c["outcome"]
+        parts = []
+        for idx, src, dst, is_probe in (
+            (probe, "src_ip", "dst_ip", True),
+            (out_ok, "src_ip", "dst_ip", False),
+            (in_ok, "dst_ip", "src_ip", False),
+        ):
+            o = outcome[idx]
+            n = len(idx)
+            one = np.ones(n, dtype=np.int64)
+            zero = np.zeros(n, dtype=np.int64)
+            parts.append(
+                {
+                    "src": flows[src][idx],
+                    "dst": flows[dst][idx],
+                    "svc": c["svc"][idx],
+                    "first": ts[idx],
+                    "last": last[idx],
+                    "probes": one if is_probe else zero,
+                    "unanswered": (o == UNANSWERED).astype(np.int64) if is_probe else zero,
+                    "reset": (o == RESET).astype(np.int64) if is_probe else zero,
+                    "answered": (o == ANSWERED).astype(np.int64) if is_probe else zero,
+                    "success": zero if is_probe else one,
+                    "content": np.zeros(n) if is_probe else c["content"][idx],
+                    "kinds": c["kinds"][idx] if is_probe else zero,
+                }
+            )
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def _update_overlay(self, flows: FlowBatch, window_end: float) -> None:
+        """Remember, per source and window, answered UDP to distinct unprivileged ports."""
+        c = classify(flows)
+        port = np.asarray(flows["dst_port"]).astype(np.int64)
+        idx = np.flatnonzero(
+            c["success"] & (np.asarray(flows["protocol"]) == UDP) & (port >= 1024) & ~c["group_dst"]
+        )
+        if len(idx) == 0:
+            self.overlay.update(
+                {
+                    "src": flows["src_ip"][:0],
+                    "ports": np.zeros(0),
+                    "hosts": np.zeros(0),
+                    "ts": np.zeros(0),
+                },
+                window_end,
+            )
+            return
+        gid, first, _ = group_ids(flows["src_ip"][idx])
+        n = len(first)
+        ports = np.zeros(n)
+        hosts = np.zeros(n)
+        for col, out in ((port[idx], ports), (key_hash(flows["dst_ip"][idx]), hosts)):
+            _, pair_first = np.unique(key_hash(gid.astype(np.int64), col), return_index=True)
+            out += np.bincount(gid[pair_first], minlength=n)
+        keep = ports >= 3
+        self.overlay.update(
+            {
+                "src": flows["src_ip"][idx][first][keep],
+                "ports": ports[keep],
+                "hosts": hosts[keep],
+                "ts": np.full(int(keep.sum()), window_end),
+            },
+            window_end,
+        )
+
+    def _overlay_sources(self, now: float, horizon: float) -> np.ndarray:
+        """Hashes of the sources that look like members of a UDP peer-to-peer overlay."""
+        rows, _ = self.overlay.update(
+            {
+                "src": np.zeros(0, dtype="V16"),
+                "ports": np.zeros(0),
+                "hosts": np.zeros(0),
+                "ts": np.zeros(0),
+            },
+            now,
+        )
+        live = rows["ts"] >= now - horizon if len(rows.get("ts", ())) else np.zeros(0, bool)
+        if not live.any() or not self.cfg.p2p_min_ports:
+            return np.zeros(0, dtype=np.uint64)
+        gid, first, _ = group_ids(rows["src"][live])
+        ports = np.bincount(gid, weights=rows["ports"][live])
+        hosts = np.bincount(gid, weights=rows["hosts"][live])
+        p2p = (ports >= self.cfg.p2p_min_ports) & (2 * ports >= hosts)
+        return key_hash(rows["src"][live][first[p2p]])
+
+    # ------------------------------------------------------------------ detection
 
     def detect(self, flows: FlowBatch, window_start: float, window_end: float) -> list[Detection]:
         if not self.cfg.enabled:
             return []
-        p = probes(flows)
-        proto = flows["protocol"]
-        idx = np.flatnonzero(p["sweep"] & np.isin(proto, list(_PROTO_CODE)))
-        pcode = np.zeros(len(idx), dtype=np.int64)
-        for number, code in _PROTO_CODE.items():
-            pcode[proto[idx] == number] = code
-        new = {
-            "src": flows["src_ip"][idx],
-            "dst": flows["dst_ip"][idx],
-            "service": pcode * 65536 + p["sweep_port"][idx] % 65536,
-            "outcome": p["outcome"][idx],
-            "ts": flows["first_ts"][idx],
-        }
-        rows, is_new = self.store.update(new, window_end)
-        if len(is_new) < self.cfg.min_hosts or not is_new.any():
+        new = self._new_rows(flows)
+        self._update_overlay(flows, window_end)
+        rows, touched = self.store.update(new, window_end)
+        prev_end, self._prev_end = self._prev_end, window_end
+        if len(touched) == 0 or not (rows["probes"] > 0).any():
             return []
-        n = len(is_new)
-        codes, table = factorize_addrs(np.concatenate([rows["src"], rows["dst"]]))
-        src, dst = codes[:n], codes[n:]
-        gid, first, counts = group(combine((src, len(table)), (rows["service"], 4 * 65536)))
-        n_groups = len(first)
-        hosts = distinct_per_group(gid, n_groups, dst, len(table))
-        has_new = np.bincount(gid[is_new], minlength=n_groups) > 0
-        hits = np.flatnonzero((hosts >= self.cfg.min_hosts) & has_new)
-        if len(hits) and self.cfg.p2p_min_ports:
-            hits = hits[
-                ~self._peer_to_peer(src, dst, rows["service"], len(table))[src[first[hits]]]
-            ]
+        new_probe = new["probes"] > 0
+        new_keys = key_hash(new["src"][new_probe], new["svc"][new_probe])
         out: list[Detection] = []
-        for g in hits:
-            m = gid == g
-            svc = int(rows["service"][first[g]])
-            target = service(_CODE_PROTO[svc // 65536], svc % 65536)
-            source = addr_to_str(table[src[first[g]]])
-            outcome = rows["outcome"][m]
-            ts = rows["ts"][m]
-            sample = [addr_to_str(a) for a in table[np.unique(dst[m])[:10]]]
-            evidence = {
-                "distinct_hosts": int(hosts[g]),
-                "threshold": self.cfg.min_hosts,
-                **probe_evidence(
-                    outcome, ts, counts[g], (m & is_new).sum(), self.cfg.horizon_seconds
-                ),
-                "answered": int((outcome == 2).sum()),
-                "sample_hosts": sample,
-            }
+        reported: set[int] = set()
+        for horizon, threshold in self.tiers:
+            live = rows["last"] >= window_end - horizon
+            out += self._single(
+                select(rows, live),
+                touched[live],
+                new_keys,
+                horizon,
+                threshold,
+                reported,
+                window_start,
+                window_end,
+                prev_end,
+            )
+        if self.cfg.distributed_min_sources and self.tiers:
+            horizon = self.tiers[0][0]
+            live = rows["last"] >= window_end - horizon
+            out += self._distributed(
+                select(rows, live), touched[live], horizon, window_start, window_end
+            )
+        return out
+
+    def _groups(self, rows: dict[str, np.ndarray], now: float) -> dict[str, np.ndarray]:
+        """Per (source, service): swept hosts and the tests that exempt or hold it."""
+        cfg = self.cfg
+        gid, first, contacted = group_ids(rows["src"], rows["svc"])
+        n = len(first)
+
+        def count(mask: np.ndarray) -> np.ndarray:
+            return np.bincount(gid, weights=mask.astype(np.float64), minlength=n)
+
+        swept = count(rows["probes"] > 0)
+        answered = count((rows["answered"] > 0) | (rows["success"] > 0))
+        revisited = count(rows["last"] - rows["first"] >= cfg.revisit_seconds)
+        peers = count(rows["content"] >= cfg.p2p_min_peer_bytes)
+        order = np.argsort(gid, kind="stable")
+        starts = np.flatnonzero(np.r_[True, gid[order][1:] != gid[order][:-1]]) if n else order
+        first_seen = np.minimum.reduceat(rows["first"][order], starts) if n else np.zeros(0)
+        svc = rows["svc"][first]
+        code, port = svc // 65536, svc % 65536
+        unprivileged = (code <= _UDP_CODE) & (port >= 1024)
+        p2p = np.zeros(n, dtype=bool)
+        if cfg.p2p_min_peers:
+            need = np.maximum(cfg.p2p_min_peers, np.ceil(cfg.p2p_min_peer_share * swept))
+            p2p |= unprivileged & (peers >= need)
+        overlay = self._overlay_sources(now, max(h for h, _ in self.tiers))
+        if len(overlay):
+            p2p |= (
+                unprivileged & (code == _UDP_CODE) & np.isin(key_hash(rows["src"][first]), overlay)
+            )
+        share = cfg.poller_min_share
+        mostly_answered = answered >= share * contacted
+        poller = (share < 1) & mostly_answered & (revisited >= share * contacted)
+        held = mostly_answered & (now - first_seen < cfg.poller_hold_seconds)
+        return {
+            "gid": gid,
+            "first": first,
+            "swept": swept,
+            "answered": answered,
+            "first_seen": first_seen,
+            "exempt": p2p | poller,
+            "held": held,
+        }
+
+    def _single(
+        self,
+        rows: dict[str, np.ndarray],
+        touched: np.ndarray,
+        new_keys: np.ndarray,
+        horizon: float,
+        threshold: int,
+        reported: set[int],
+        window_start: float,
+        window_end: float,
+        prev_end: float | None,
+    ) -> list[Detection]:
+        if not len(rows["last"]):
+            return []
+        g = self._groups(rows, window_end)
+        gid, first = g["gid"], g["first"]
+        n = len(first)
+        has_new = np.bincount(gid[touched & (rows["probes"] > 0)], minlength=n) > 0
+        hold = self.cfg.poller_hold_seconds
+        newly_due = (
+            np.zeros(n, dtype=bool)
+            if prev_end is None
+            else (prev_end - g["first_seen"] < hold) & (window_end - g["first_seen"] >= hold)
+        )
+        hit = (g["swept"] >= threshold) & ~g["exempt"] & ~g["held"] & (has_new | newly_due)
+        out = []
+        for i in np.flatnonzero(hit):
+            src, svc = rows["src"][first[i] : first[i] + 1], rows["svc"][first[i] : first[i] + 1]
+            key = int(key_hash(src, svc)[0])
+            if key in reported:
+                continue
+            reported.add(key)
+            m = (gid == i) & (rows["probes"] > 0)
+            source = addrs_to_str(src)[0]
+            target = service_name(int(svc[0]))
+            in_window = int((new_keys == np.uint64(key)).sum())
+            ev = self._evidence(
+                select(rows, m), threshold, horizon, in_window, int(g["answered"][i])
+            )
+            ev["sources"] = 1
+            ev["top_sources"] = [{"value": source, "count": ev["distinct_hosts"]}]
             out.append(
                 Detection(
                     detector=self.name,
@@ -96,21 +313,100 @@ class AddressSweepDetector:
                     target=target,
                     window_start=window_start,
                     window_end=window_end,
-                    evidence=evidence,
+                    evidence=ev,
                     summary=(
-                        f"{source} probed {target} on {int(hosts[g])} distinct hosts within "
-                        f"{self.cfg.horizon_seconds:g} s"
+                        f"{source} probed {target} on {ev['distinct_hosts']} distinct hosts "
+                        f"within {horizon:g} s ({ev['unanswered']} unanswered, "
+                        f"{ev['answered']} answered)"
                     ),
                 )
             )
         return out
 
-    def _peer_to_peer(
-        self, src: np.ndarray, dst: np.ndarray, svc: np.ndarray, n_addr: int
-    ) -> np.ndarray:
-        """Mark sources whose probes look like a P2P client's: many ports, ~one per host."""
-        port_probe = svc < 2 * 65536  # TCP and UDP, not ICMP echo
-        s, d, v = src[port_probe], dst[port_probe], svc[port_probe]
-        ports = distinct_per_group(s, n_addr, v, 2 * 65536)
-        hosts = distinct_per_group(s, n_addr, d, n_addr)
-        return (ports >= self.cfg.p2p_min_ports) & (2 * ports >= hosts)
+    def _distributed(
+        self,
+        rows: dict[str, np.ndarray],
+        touched: np.ndarray,
+        horizon: float,
+        window_start: float,
+        window_end: float,
+    ) -> list[Detection]:
+        """Many sources, each probing a few hosts of one network on one service."""
+        cfg = self.cfg
+        if not len(rows["last"]):
+            return []
+        g = self._groups(rows, window_end)
+        per_row_swept = g["swept"][g["gid"]]
+        ok = (rows["probes"] > 0) & ~g["exempt"][g["gid"]] & (per_row_swept < cfg.min_hosts)
+        if not ok.any():
+            return []
+        rows, touched = select(rows, ok), touched[ok]
+        net = network_of(rows["dst"])
+        # hosts per (source, network, service)
+        sn, sn_first, sn_hosts = group_ids(rows["src"], net, rows["svc"])
+        contrib = sn_hosts[sn] >= cfg.distributed_min_hosts_per_source
+        if not contrib.any():
+            return []
+        rows, touched, net = select(rows, contrib), touched[contrib], net[contrib]
+        sn, sn_first, sn_hosts = group_ids(rows["src"], net, rows["svc"])
+        tgt, tgt_first, tgt_hosts = group_ids(net, rows["svc"])
+        has_new = np.bincount(tgt[touched], minlength=len(tgt_first)) > 0
+        out = []
+        for t in np.flatnonzero(has_new & (tgt_hosts >= cfg.min_hosts)):
+            m = tgt == t
+            src_g, src_first, _ = group_ids(rows["src"][m])
+            n_sources = len(src_first)
+            if n_sources < cfg.distributed_min_sources:
+                continue
+            tr = select(rows, m)
+            target = f"{network_text(net[tgt_first[t] : tgt_first[t] + 1])} " + service_name(
+                int(rows["svc"][tgt_first[t]])
+            )
+            per_source = np.bincount(src_g)
+            top = top_counts(addrs_to_str(tr["src"][src_first]), per_source)
+            ev = self._evidence(
+                tr,
+                cfg.min_hosts,
+                horizon,
+                int(touched[m].sum()),
+                int(((tr["answered"] > 0) | (tr["success"] > 0)).sum()),
+            )
+            ev["sources"] = n_sources
+            ev["top_sources"] = top
+            out.append(
+                Detection(
+                    detector=self.name,
+                    severity=cfg.severity,
+                    source="many",
+                    target=target,
+                    window_start=window_start,
+                    window_end=window_end,
+                    evidence=ev,
+                    summary=(
+                        f"{n_sources} sources probed {target} on {ev['distinct_hosts']} "
+                        f"distinct hosts within {horizon:g} s (distributed sweep; "
+                        f"top: {top[0]['value']})"
+                    ),
+                )
+            )
+        return out
+
+    @staticmethod
+    def _evidence(
+        rows: dict[str, np.ndarray], threshold: int, horizon: float, in_window: int, answered: int
+    ) -> dict[str, object]:
+        hosts = np.unique(rows["dst"])
+        return {
+            "distinct_hosts": len(hosts),
+            "threshold": threshold,
+            "probes": int(rows["probes"].sum()),
+            "probes_in_window": in_window,
+            "unanswered": int(rows["unanswered"].sum()),
+            "reset": int(rows["reset"].sum()),
+            "horizon_seconds": horizon,
+            "first_seen": float(rows["first"].min()),
+            "last_seen": float(rows["last"].max()),
+            "answered": answered,
+            "sample_hosts": addrs_to_str(hosts[:10]),
+            "probe_kinds": kind_counts(rows["kinds"]),
+        }

@@ -86,24 +86,73 @@ _FLOOD_SOURCES = {
 
 @dataclass(frozen=True)
 class PortScanConfig:
-    enabled: bool = _f(True, "Vertical scan: one source probing many ports of one host.")
+    enabled: bool = _f(
+        True,
+        "Vertical scan: one source probing many ports of one host (SYN, FIN, Maimon, "
+        "Xmas, NULL, ACK and UDP probes), or many sources probing one host.",
+    )
     min_ports: int = _f(
-        15, "Distinct probed ports on one host (Zeek default 15).", min=2, max=65535
+        15,
+        "Fast tier: distinct probed ports on one host within horizon_seconds (Zeek default 15).",
+        min=2,
+        max=65535,
     )
     horizon_seconds: float = _f(
         300.0,
-        "Probes are accumulated over this many seconds, so slow "
-        "scans spread over several windows are found.",
+        "Fast tier horizon: probes are accumulated over this many seconds (Zeek: 5 minutes).",
         min=1,
         max=86400,
     )
+    slow_min_ports: int = _f(
+        25,
+        "Slow tier: distinct probed ports on one host within slow_horizon_seconds, so a "
+        "scan paced under the fast tier (or in bursts kept under it) still adds up "
+        "(0 disables the tier).",
+        min=0,
+        max=65535,
+    )
+    slow_horizon_seconds: float = _f(
+        3600.0,
+        "Slow tier horizon (and how long a probed host and port is remembered).",
+        min=1,
+        max=86400,
+    )
+    distributed_min_sources: int = _f(
+        5,
+        "Distributed scan: at least this many sources, each probing at least "
+        "distributed_min_ports_per_source ports of one host within horizon_seconds "
+        "(0 disables the view).",
+        min=0,
+        max=1000000,
+    )
+    distributed_min_ports_per_source: int = _f(
+        3,
+        "Distinct ports a source must probe on the host to count towards a distributed scan.",
+        min=1,
+        max=65535,
+    )
+    distributed_min_ports: int = _f(
+        30,
+        "Distinct ports those sources probed on the host together.",
+        min=2,
+        max=65535,
+    )
     max_state_rows: int = _f(
         1_000_000,
-        "Upper bound of probes remembered across windows (oldest dropped first).",
+        "Upper bound of (source, host, port) contacts remembered across windows "
+        "(least recently seen dropped first).",
         min=1000,
         max=100_000_000,
     )
     severity: str = _f("warning", "Severity of detections.", choices=SEVERITIES)
+
+
+_SCAN_SOURCES = {
+    "probe_kinds": "Probes by kind (syn, fin, xmas, null/ack, udp, echo), counted per "
+    "distinct contact.",
+    "sources": "Distinct sources (1, or several for a distributed scan reported as 'many').",
+    "top_sources": "The five sources with most distinct ports (or hosts), with counts.",
+}
 
 
 PORT_SCAN = DetectorSpec(
@@ -113,10 +162,11 @@ PORT_SCAN = DetectorSpec(
     implementation=_HERE + ".port_scan:PortScanDetector",
     evidence={
         "distinct_ports": "Distinct ports (tcp/N, udp/N) probed on the target within the horizon.",
-        "threshold": "The threshold crossed (min_ports).",
+        "threshold": "The threshold crossed (min_ports, slow_min_ports or distributed_min_ports).",
         **_PROBES,
         "open": "Probes the target answered with SYN-ACK (open ports).",
         "sample_ports": "Up to 20 of the probed ports.",
+        **_SCAN_SOURCES,
     },
 )
 
@@ -124,24 +174,105 @@ PORT_SCAN = DetectorSpec(
 @dataclass(frozen=True)
 class AddressSweepConfig:
     enabled: bool = _f(
-        True, "Horizontal scan: one source probing one port (or ICMP echo) on many hosts."
+        True,
+        "Horizontal scan: one source probing one service (or ICMP echo) on many hosts, "
+        "or many sources sweeping one network.",
     )
     min_hosts: int = _f(
-        25, "Distinct probed hosts on one port (Zeek default 25).", min=2, max=1000000
+        25,
+        "Fast tier: distinct probed hosts on one service within horizon_seconds (Zeek default 25).",
+        min=2,
+        max=1000000,
     )
-    horizon_seconds: float = _f(
-        300.0, "Probes are accumulated over this many seconds.", min=1, max=86400
+    horizon_seconds: float = _f(300.0, "Fast tier horizon (Zeek: 5 minutes).", min=1, max=86400)
+    slow_min_hosts: int = _f(
+        40,
+        "Slow tier: distinct probed hosts on one service within slow_horizon_seconds "
+        "(0 disables the tier).",
+        min=0,
+        max=1000000,
+    )
+    slow_horizon_seconds: float = _f(
+        3600.0,
+        "Slow tier horizon (and how long a contact is remembered).",
+        min=1,
+        max=86400,
+    )
+    distributed_min_sources: int = _f(
+        5,
+        "Distributed sweep: at least this many sources, each probing at least "
+        "distributed_min_hosts_per_source hosts of one /24 (IPv6: /64) on one service, "
+        "min_hosts hosts together, within horizon_seconds (0 disables the view).",
+        min=0,
+        max=1000000,
+    )
+    distributed_min_hosts_per_source: int = _f(
+        2,
+        "Hosts a source must probe in the network to count towards a distributed sweep.",
+        min=1,
+        max=1000000,
     )
     p2p_min_ports: int = _f(
-        50,
-        "A source whose probes went to at least this many distinct "
-        "ports, about one port per host, is a peer-to-peer client (peers "
-        "listen on random ports), not a sweeper (0 disables this).",
+        20,
+        "A source that exchanged UDP both ways with peers on at least this many distinct "
+        "unprivileged ports, about one port per peer, runs a peer-to-peer overlay "
+        "(peers listen on random ports); its UDP sweeps of unprivileged ports are not "
+        "reported. Only answered exchanges count, so unanswered decoys buy nothing "
+        "(0 disables this).",
         min=0,
         max=65536,
     )
+    p2p_min_peers: int = _f(
+        3,
+        "A swept unprivileged service is peer-to-peer (Delivery Optimization, BitTorrent "
+        "peers on a common port) when at least this many of the hosts the source "
+        "reached on that same service exchanged p2p_min_peer_bytes with it (0 disables "
+        "this).",
+        min=0,
+        max=1000000,
+    )
+    p2p_min_peer_share: float = _f(
+        0.1,
+        "... and when those content peers number at least this share of the swept hosts.",
+        min=0,
+        max=1,
+    )
+    p2p_min_peer_bytes: int = _f(
+        16384,
+        "Bytes one side of a session must carry for its peer to count as a content peer "
+        "(one BitTorrent block).",
+        min=1,
+        max=1_000_000_000,
+    )
+    revisit_seconds: float = _f(
+        10.0,
+        "A host contacted again at least this long after the first contact is revisited "
+        "(a poller's schedule; retries of one probe come sooner).",
+        min=0,
+        max=86400,
+    )
+    poller_min_share: float = _f(
+        0.5,
+        "A source whose contacts on the service are mostly revisited and mostly answered "
+        "(each at least this share of the hosts) polls them: a monitoring server, not a "
+        "sweeper (1 disables this).",
+        min=0,
+        max=1,
+    )
+    poller_hold_seconds: float = _f(
+        300.0,
+        "A sweep most of whose hosts answered is reported only once its first contact is "
+        "this old, so a poller's first round can show its schedule (mostly unanswered "
+        "sweeps are reported at once).",
+        min=0,
+        max=86400,
+    )
     max_state_rows: int = _f(
-        1_000_000, "Upper bound of probes remembered across windows.", min=1000, max=100_000_000
+        1_000_000,
+        "Upper bound of (source, host, service) contacts remembered across windows "
+        "(least recently seen dropped first).",
+        min=1000,
+        max=100_000_000,
     )
     severity: str = _f("warning", "Severity of detections.", choices=SEVERITIES)
 
@@ -153,10 +284,11 @@ ADDRESS_SWEEP = DetectorSpec(
     implementation=_HERE + ".address_sweep:AddressSweepDetector",
     evidence={
         "distinct_hosts": "Distinct hosts probed on the service within the horizon.",
-        "threshold": "The threshold crossed (min_hosts).",
+        "threshold": "The threshold crossed (min_hosts or slow_min_hosts).",
         **_PROBES,
-        "answered": "Probes a host answered (SYN-ACK or echo reply).",
+        "answered": "Probed hosts that answered (SYN-ACK, echo reply) or served the source.",
         "sample_hosts": "Up to 10 of the probed hosts.",
+        **_SCAN_SOURCES,
     },
 )
 
@@ -276,22 +408,83 @@ ICMP_FLOOD = DetectorSpec(
 
 @dataclass(frozen=True)
 class BruteForceConfig:
-    enabled: bool = _f(True, "Many short connections from one source to a login service.")
+    enabled: bool = _f(
+        True,
+        "Repeated failed-login-shaped sessions (short, small and alike on the server "
+        "side) to a login service, from one source or from many.",
+    )
     ports: tuple[int, ...] = _f(
         (21, 22, 23, 25, 110, 143, 465, 587, 993, 995, 3389),
         "Login service ports (FTP, SSH, Telnet, SMTP, POP3, IMAP, RDP).",
     )
     min_attempts: int = _f(
-        5, "Connection attempts (ET rules: 5 SSH attempts in 120 s).", min=2, max=1000000
+        5,
+        "Fast tier: similar attempts from one source to one server and port within "
+        "horizon_seconds (ET rules: 5 SSH attempts in 120 s).",
+        min=2,
+        max=1000000,
     )
-    horizon_seconds: float = _f(
-        120.0, "Attempts are counted over this many seconds.", min=1, max=86400
+    horizon_seconds: float = _f(120.0, "Fast tier horizon.", min=1, max=86400)
+    slow_min_attempts: int = _f(
+        30,
+        "Slow tier: similar attempts within slow_horizon_seconds (Zeek: 30 failed SSH "
+        "logins in 30 minutes; 0 disables the tier).",
+        min=0,
+        max=1000000,
+    )
+    slow_horizon_seconds: float = _f(
+        1800.0, "Slow tier horizon (and how long sessions are remembered).", min=1, max=86400
+    )
+    max_server_bytes: int = _f(
+        16384,
+        "Sessions whose server sent more are not attempts: a refusal after a TLS or SSH "
+        "handshake is a few KB, a successful mail or file session is more.",
+        min=1,
+        max=1_000_000_000,
     )
     max_flow_packets: int = _f(
-        40, "Flows with more packets are sessions, not attempts.", min=1, max=1000000
+        400,
+        "Sessions with more packets are interactive, not attempts (several passwords "
+        "per connection stay far below).",
+        min=1,
+        max=1000000,
+    )
+    similar_tolerance: float = _f(
+        0.25,
+        "Attempts are alike when the bytes each side sent lie within this fraction of "
+        "the attempts' median (or similar_min_bytes, whichever is larger).",
+        min=0,
+        max=10,
+    )
+    similar_min_bytes: int = _f(
+        512,
+        "Smallest tolerance in bytes (password lengths and protocol chatter vary a little).",
+        min=0,
+        max=1_000_000,
+    )
+    min_similar_share: float = _f(
+        0.7,
+        "Share of all the pair's sessions that must be alike attempts: delivered mail "
+        "(varied messages) and many users behind one address (varied, larger "
+        "responses) fall below it.",
+        min=0,
+        max=1,
+    )
+    distributed_min_sources: int = _f(
+        10,
+        "Distributed guessing: alike attempts against one server and port from at least "
+        "this many sources within horizon_seconds (0 disables the view).",
+        min=0,
+        max=1000000,
+    )
+    distributed_min_attempts: int = _f(
+        20,
+        "Alike attempts those sources made together.",
+        min=2,
+        max=1000000,
     )
     max_state_rows: int = _f(
-        1_000_000, "Upper bound of attempts remembered across windows.", min=1000, max=100_000_000
+        1_000_000, "Upper bound of sessions remembered across windows.", min=1000, max=100_000_000
     )
     severity: str = _f("warning", "Severity of detections.", choices=SEVERITIES)
 
@@ -302,8 +495,9 @@ BRUTE_FORCE = DetectorSpec(
     help="Login brute force.",
     implementation=_HERE + ".brute_force:BruteForceDetector",
     evidence={
-        "attempts": "Short completed connections to the login port within the horizon.",
-        "threshold": "The threshold crossed (min_attempts).",
+        "attempts": "Alike attempts to the login port within the horizon.",
+        "threshold": "The threshold crossed (min_attempts, slow_min_attempts or "
+        "distributed_min_attempts).",
         "attempts_in_window": "Of those, the ones that started in this window.",
         "port": "The login port.",
         "service": "The service usually on that port (ssh, rdp, ...).",
@@ -313,6 +507,11 @@ BRUTE_FORCE = DetectorSpec(
         "mean_duration_seconds": "Mean attempt duration.",
         "first_seen": _FIRST_SEEN,
         "last_seen": _LAST_SEEN,
+        "mean_bytes_received": "Mean bytes the server sent per attempt.",
+        "similar_share": "Share of all the sessions that are alike attempts.",
+        "server_resets": "Attempts the server ended with a reset.",
+        "sources": "Distinct sources (1, or several for distributed guessing reported as 'many').",
+        "top_sources": "The five sources with most attempts, with counts.",
     },
 )
 

@@ -1,82 +1,131 @@
-"""Vertical port scan: one source probing many ports of one host (Zeek's scan policy)."""
+"""Vertical port scan: one source probing many ports of one host, or many sources one host.
+
+Zeek's scan policy counts distinct ports a source failed to connect to on one host
+within 5 minutes (15 by default). This detector does the same with more probe kinds
+(SYN, FIN/Maimon, Xmas, NULL/ACK, UDP; see :mod:`.scan_probes`) and two time tiers
+(fast: ``min_ports`` in ``horizon_seconds``; slow: ``slow_min_ports`` in
+``slow_horizon_seconds``), so a scan paced under the fast tier, or in bursts kept
+under it, still adds up. A target-centric view (Snort's distributed portscan)
+finds many sources each probing a few ports of one host: the source is reported as
+``many`` with the top sources in the evidence.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ..detection import Detection
-from ..flow_schema import FlowBatch, addr_to_str
-from .base import HorizonStore
+from ..flow_schema import FlowBatch, addrs_to_str
+from .base import top_counts
 from .catalog import PortScanConfig
-from .features import (
-    UDP,
-    combine,
-    distinct_per_group,
-    factorize_addrs,
-    group,
-    probe_evidence,
-    probes,
+from .scan_probes import (
+    ANSWERED,
+    ECHO,
+    RESET,
+    UNANSWERED,
+    ContactStore,
+    classify,
+    group_ids,
+    key_hash,
+    kind_counts,
+    select,
+    service_name,
+    tiers,
 )
+
+_SUMS = ("probes", "unanswered", "reset", "open")
 
 
 class PortScanDetector:
-    """Count distinct probed ports per (source, host) over a horizon of several windows.
-
-    Only failed attempts count (half-open TCP: unanswered, reset, or answered with
-    SYN-ACK and then torn down by the prober; unanswered UDP), so busy clients
-    talking to many services of one server do not look like scanners.
-    """
+    """Distinct probed ports per (source, host) in two tiers, and per host over sources."""
 
     name = "port_scan"
 
     def __init__(self, cfg: PortScanConfig) -> None:
         self.cfg = cfg
-        self.store = HorizonStore(cfg.horizon_seconds, cfg.max_state_rows)
+        self.tiers = tiers(
+            (cfg.horizon_seconds, cfg.min_ports), (cfg.slow_horizon_seconds, cfg.slow_min_ports)
+        )
+        horizon = max([h for h, _ in self.tiers] or [cfg.horizon_seconds])
+        self.store = ContactStore(horizon, cfg.max_state_rows, sums=_SUMS, ors=("kinds",))
 
     def detect(self, flows: FlowBatch, window_start: float, window_end: float) -> list[Detection]:
         if not self.cfg.enabled:
             return []
-        p = probes(flows)
-        idx = np.flatnonzero(p["scan"])
+        c = classify(flows)
+        idx = np.flatnonzero((c["kinds"] != 0) & (c["kinds"] != ECHO) & c["known"])
+        outcome = c["outcome"][idx]
+        ts = np.asarray(flows["first_ts"], dtype=np.float64)[idx]
         new = {
             "src": flows["src_ip"][idx],
             "dst": flows["dst_ip"][idx],
-            "service": (
-                np.where(flows["protocol"][idx] == UDP, 65536, 0)
-                + flows["dst_port"][idx].astype(np.int64)
-            ),
-            "outcome": p["outcome"][idx],
-            "ts": flows["first_ts"][idx],
+            "svc": c["svc"][idx],
+            "first": ts,
+            "last": ts,
+            "probes": np.ones(len(idx), dtype=np.int64),
+            "unanswered": (outcome == UNANSWERED).astype(np.int64),
+            "reset": (outcome == RESET).astype(np.int64),
+            "open": (outcome == ANSWERED).astype(np.int64),
+            "kinds": c["kinds"][idx],
         }
-        rows, is_new = self.store.update(new, window_end)
-        if len(is_new) < self.cfg.min_ports or not is_new.any():
+        rows, touched = self.store.update(new, window_end)
+        if not touched.any():
             return []
-        n = len(is_new)
-        codes, table = factorize_addrs(np.concatenate([rows["src"], rows["dst"]]))
-        src, dst = codes[:n], codes[n:]
-        gid, first, counts = group(combine((src, len(table)), (dst, len(table))))
-        n_groups = len(first)
-        ports = distinct_per_group(gid, n_groups, rows["service"], 131072)
-        has_new = np.bincount(gid[is_new], minlength=n_groups) > 0
-        hits = np.flatnonzero((ports >= self.cfg.min_ports) & has_new)
+        new_keys = key_hash(new["src"], new["dst"])
         out: list[Detection] = []
-        for g in hits:
+        reported: set[tuple[bytes, bytes]] = set()
+        for horizon, threshold in self.tiers:
+            live = rows["last"] >= window_end - horizon
+            out += self._single(
+                select(rows, live),
+                touched[live],
+                new_keys,
+                horizon,
+                threshold,
+                reported,
+                window_start,
+                window_end,
+            )
+        if self.cfg.distributed_min_sources and self.tiers:
+            horizon = self.tiers[0][0]
+            live = rows["last"] >= window_end - horizon
+            out += self._distributed(
+                select(rows, live), touched[live], horizon, window_start, window_end
+            )
+        return out
+
+    def _single(
+        self,
+        rows: dict[str, np.ndarray],
+        touched: np.ndarray,
+        new_keys: np.ndarray,
+        horizon: float,
+        threshold: int,
+        reported: set[tuple[bytes, bytes]],
+        window_start: float,
+        window_end: float,
+    ) -> list[Detection]:
+        gid, first, ports = group_ids(rows["src"], rows["dst"])
+        if len(ports) == 0:
+            return []
+        has_new = np.bincount(gid[touched], minlength=len(ports)) > 0
+        out = []
+        for g in np.flatnonzero((ports >= threshold) & has_new):
             m = gid == g
-            services = np.unique(rows["service"][m])
-            outcome = rows["outcome"][m]
-            ts = rows["ts"][m]
-            source = addr_to_str(table[src[first[g]]])
-            target = addr_to_str(table[dst[first[g]]])
-            sample = [f"{'udp' if s >= 65536 else 'tcp'}/{s % 65536}" for s in services[:20]]
-            evidence = {
-                "distinct_ports": int(ports[g]),
-                "threshold": self.cfg.min_ports,
-                **probe_evidence(
-                    outcome, ts, counts[g], (m & is_new).sum(), self.cfg.horizon_seconds
-                ),
-                "open": int((outcome == 2).sum()),
-                "sample_ports": sample,
-            }
+            src, dst = rows["src"][first[g]], rows["dst"][first[g]]
+            key = (src.tobytes(), dst.tobytes())
+            if key in reported:
+                continue
+            reported.add(key)
+            source, target = addrs_to_str(np.array([src, dst]))
+            g_key = key_hash(
+                rows["src"][first[g] : first[g] + 1], rows["dst"][first[g] : first[g] + 1]
+            )
+            in_window = int((new_keys == g_key[0]).sum())
+            ev = self._evidence(select(rows, m), threshold, horizon, in_window)
+            kinds = ", ".join(kind_counts(rows["kinds"][m]))
+            ev["sources"] = 1
+            ev["top_sources"] = [{"value": source, "count": int(ports[g])}]
             out.append(
                 Detection(
                     detector=self.name,
@@ -85,12 +134,85 @@ class PortScanDetector:
                     target=target,
                     window_start=window_start,
                     window_end=window_end,
-                    evidence=evidence,
+                    evidence=ev,
                     summary=(
                         f"{source} probed {int(ports[g])} distinct ports on {target} within "
-                        f"{self.cfg.horizon_seconds:g} s ({evidence['unanswered']} unanswered, "
-                        f"{evidence['reset']} reset)"
+                        f"{horizon:g} s ({ev['unanswered']} unanswered, {ev['reset']} reset; "
+                        f"{kinds} probes)"
                     ),
                 )
             )
         return out
+
+    def _distributed(
+        self,
+        rows: dict[str, np.ndarray],
+        touched: np.ndarray,
+        horizon: float,
+        window_start: float,
+        window_end: float,
+    ) -> list[Detection]:
+        """Many sources, each probing a few ports of one host (each below the fast tier)."""
+        cfg = self.cfg
+        pair, pair_first, pair_ports = group_ids(rows["src"], rows["dst"])
+        if len(pair_ports) == 0:
+            return []
+        per_row = pair_ports[pair]
+        contrib = (per_row >= cfg.distributed_min_ports_per_source) & (per_row < cfg.min_ports)
+        if not contrib.any():
+            return []
+        rows, touched, per_row = select(rows, contrib), touched[contrib], per_row[contrib]
+        host, host_first, _ = group_ids(rows["dst"])
+        n_hosts = len(host_first)
+        has_new = np.bincount(host[touched], minlength=n_hosts) > 0
+        out = []
+        for h in np.flatnonzero(has_new):
+            m = host == h
+            src_gid, src_first, _ = group_ids(rows["src"][m])
+            n_sources = len(src_first)
+            ports = len(np.unique(rows["svc"][m]))
+            if n_sources < cfg.distributed_min_sources or ports < cfg.distributed_min_ports:
+                continue
+            hr = select(rows, m)
+            target = addrs_to_str(rows["dst"][host_first[h] : host_first[h] + 1])[0]
+            per_source = per_row[m][src_first]
+            top = top_counts(addrs_to_str(hr["src"][src_first]), per_source)
+            ev = self._evidence(hr, cfg.distributed_min_ports, horizon, int(touched[m].sum()))
+            ev["sources"] = n_sources
+            ev["top_sources"] = top
+            out.append(
+                Detection(
+                    detector=self.name,
+                    severity=cfg.severity,
+                    source="many",
+                    target=target,
+                    window_start=window_start,
+                    window_end=window_end,
+                    evidence=ev,
+                    summary=(
+                        f"{n_sources} sources probed {ports} distinct ports on {target} within "
+                        f"{horizon:g} s (distributed scan; top: {top[0]['value']})"
+                    ),
+                )
+            )
+        return out
+
+    @staticmethod
+    def _evidence(
+        rows: dict[str, np.ndarray], threshold: int, horizon: float, in_window: int
+    ) -> dict[str, object]:
+        services = np.unique(rows["svc"])
+        return {
+            "distinct_ports": len(services),
+            "threshold": threshold,
+            "probes": int(rows["probes"].sum()),
+            "probes_in_window": in_window,
+            "unanswered": int(rows["unanswered"].sum()),
+            "reset": int(rows["reset"].sum()),
+            "horizon_seconds": horizon,
+            "first_seen": float(rows["first"].min()),
+            "last_seen": float(rows["last"].max()),
+            "open": int(rows["open"].sum()),
+            "sample_ports": [service_name(s) for s in services[:20]],
+            "probe_kinds": kind_counts(rows["kinds"]),
+        }

@@ -39,6 +39,8 @@ CASE_MODULES: tuple[str, ...] = (
     "netmon_exporter.tools.cases_monitoring",
     "netmon_exporter.tools.cases_beacon",
     "netmon_exporter.tools.cases_dns",
+    "netmon_exporter.tools.cases_scans",
+    "netmon_exporter.tools.cases_bruteforce",
 )
 
 

@@ -1,0 +1,294 @@
+"""What counts as a scan probe, and the bounded memory of contacts the scan detectors share.
+
+A *probe* is an attempt the target did not accept (Zeek's "failed connection",
+Snort's "negative response"), read from a flow's counters:
+
+* ``syn``: half-open TCP (SYNs, perhaps a RST, never an ACK or data from the
+  prober), or a handshake the prober completed and reset at once without data
+  (Zeek's ``ShR``, nmap's connect scan of an open port);
+* ``fin`` / ``xmas`` / ``null/ack``: TCP without a SYN either way and without data,
+  answered by resets only or not at all: FIN and Maimon (FIN/ACK), Xmas
+  (FIN/PSH/URG), NULL and ACK scans. The window's columns carry FIN and PSH in
+  total only; a reset answer carries neither, so they are the prober's. NULL and
+  ACK probes answered by a reset cannot be told apart (the ACK count is a total).
+  Such a flow may also be the tail of a connection picked up after the idle
+  timeout (a keepalive, a late FIN); a server's tail goes *from* its service port
+  *to* the client's higher, unprivileged port, so flows with that orientation
+  are not counted (Zeek flips mid-stream flows by the same likely-server-port
+  reading);
+* ``udp``: an unanswered UDP flow of at most three packets to a unicast address,
+  except the traceroute range 33434-33534 (traceroute and mtr send one probe per
+  port there);
+* ``echo``: an ICMP/ICMPv6 echo request to a unicast address, answered or not
+  (sweeps only; a ping sweep maps live hosts).
+
+:class:`ContactStore` keeps one row per (source, destination, service) with the
+first and last time and counters, so an hour of history costs one row per distinct
+probed pair rather than one per probe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..flow_schema import FlowBatch
+from .base import addr_words, mix64
+from .features import (
+    ICMP,
+    ICMPV6,
+    TCP,
+    UDP,
+    _is_multicast_or_broadcast,
+    cached,
+    col,
+    icmp_type,
+    num,
+    tcp_outcomes,
+)
+
+# Probe kinds, one bit each (``kinds`` columns are bit masks).
+SYN, FIN, XMAS, NULL_ACK, UDP_PROBE, ECHO = 1, 2, 4, 8, 16, 32
+KIND_NAMES: dict[int, str] = {
+    SYN: "syn",
+    FIN: "fin",
+    XMAS: "xmas",
+    NULL_ACK: "null/ack",
+    UDP_PROBE: "udp",
+    ECHO: "echo",
+}
+TRACEROUTE_PORTS = (33434, 33534)  # inclusive: the default range of traceroute and mtr
+
+# Outcome of a probe: the target never answered, answered with a reset, or answered
+# (SYN-ACK of an open port, an echo reply).
+UNANSWERED, RESET, ANSWERED = 0, 1, 2
+
+# Service codes: protocol code * 65536 + port (ICMP echo: port 0).
+PROTO_CODE = {TCP: 0, UDP: 1, ICMP: 2, ICMPV6: 3}
+CODE_NAME = {0: "tcp", 1: "udp", 2: "icmp", 3: "icmpv6"}
+N_SERVICES = 4 * 65536
+
+
+def service_name(svc: int) -> str:
+    """Format a service code for humans: ``tcp/22``, ``udp/161``, ``icmp/echo``."""
+    code, port = divmod(int(svc), 65536)
+    if code >= 2:
+        return f"{CODE_NAME[code]}/echo"
+    return f"{CODE_NAME[code]}/{port}"
+
+
+def _classify(flows: FlowBatch) -> dict[str, np.ndarray]:
+    n = len(flows)
+    proto = np.asarray(flows["protocol"]).astype(np.int64)
+    tcp, udp = proto == TCP, proto == UDP
+    fwd, bwd = num(flows, "Tot Fwd Pkts"), num(flows, "Tot Bwd Pkts")
+    fwd_bytes, bwd_bytes = num(flows, "TotLen Fwd Pkts"), num(flows, "TotLen Bwd Pkts")
+    fwd_syn = col(flows, "fwd_syn_cnt")
+    have_dir = ~np.isnan(fwd_syn)
+    fwd_syn = np.nan_to_num(fwd_syn)
+    bwd_syn = num(flows, "bwd_syn_cnt")
+    fwd_rst, bwd_rst = num(flows, "fwd_rst_cnt"), num(flows, "bwd_rst_cnt")
+    fin, psh = num(flows, "FIN Flag Cnt"), num(flows, "PSH Flag Cnt")
+    sport = np.asarray(flows["src_port"]).astype(np.int64)
+    dport = np.asarray(flows["dst_port"]).astype(np.int64)
+    group_dst = _is_multicast_or_broadcast(flows["dst_ip"]) if n else np.zeros(0, dtype=bool)
+    t = tcp_outcomes(flows)
+    no_data = (fwd_bytes == 0) & (bwd_bytes == 0)
+
+    # A handshake the prober completed and reset at once, nothing sent (Zeek's ShR).
+    connect_reset = tcp & have_dir & (fwd_syn >= 1) & (bwd_syn >= 1) & (fwd_rst >= 1) & no_data
+    syn = t["half_open"] | connect_reset
+    resets_only = (bwd == 0) | ((bwd <= bwd_rst) & (bwd_bytes == 0))
+    server_tail = (sport < dport) & (dport >= 1024)
+    stealth = (
+        tcp
+        & have_dir
+        & (fwd_syn == 0)
+        & (bwd_syn == 0)
+        & (fwd_rst == 0)
+        & (fwd >= 1)
+        & (fwd <= 3)
+        & no_data
+        & resets_only
+        & ~server_tail
+        & ~group_dst
+    )
+    traceroute = (dport >= TRACEROUTE_PORTS[0]) & (dport <= TRACEROUTE_PORTS[1])
+    udp_probe = udp & (bwd == 0) & (fwd >= 1) & (fwd <= 3) & ~group_dst & ~traceroute
+    itype = icmp_type(flows)
+    echo = (((proto == ICMP) & (itype == 8)) | ((proto == ICMPV6) & (itype == 128))) & ~group_dst
+
+    kinds = np.zeros(n, dtype=np.int64)
+    kinds[syn] = SYN
+    kinds[stealth & (fin > 0) & (psh > 0)] = XMAS
+    kinds[stealth & (fin > 0) & (psh == 0)] = FIN
+    kinds[stealth & (fin == 0)] = NULL_ACK
+    kinds[udp_probe] = UDP_PROBE
+    kinds[echo] = ECHO
+    answered_tcp = t["synack"] & (kinds == SYN)
+    outcome = np.where(
+        answered_tcp | (echo & (bwd > 0)),
+        ANSWERED,
+        np.where((kinds != 0) & ((bwd_rst > 0) | t["reset"]) & tcp, RESET, UNANSWERED),
+    ).astype(np.int8)
+    # A contact that worked: a TCP connection the client completed (not a probe) or an
+    # answered UDP exchange; the bytes the larger side sent tell a content exchange.
+    success = (tcp & ~t["half_open"] & (kinds == 0) & (fwd_bytes + bwd_bytes > 0)) | (
+        udp & (bwd > 0) & (fwd > 0)
+    )
+    code = np.zeros(n, dtype=np.int64)
+    for number, c in PROTO_CODE.items():
+        code[proto == number] = c
+    port = np.where(echo | (code >= 2), 0, dport)
+    return {
+        "kinds": kinds,
+        "outcome": outcome,
+        "success": success,
+        "known": np.isin(proto, list(PROTO_CODE)),
+        "svc": code * 65536 + port,
+        "content": np.maximum(fwd_bytes, bwd_bytes),
+        "group_dst": group_dst,
+    }
+
+
+def classify(flows: FlowBatch) -> dict[str, np.ndarray]:
+    """Return per-flow ``kinds`` (probe bit, 0 if none), ``outcome``, ``success``, ``svc``.
+
+    Cached per batch: both scan detectors read it.
+    """
+    return cached(flows, "scan_probes", _classify)
+
+
+def key_hash(*parts: np.ndarray) -> np.ndarray:
+    """Hash equal-length key columns (``V16`` addresses or integers) into one uint64."""
+    h: np.ndarray | None = None
+    for p in parts:
+        if p.dtype.kind == "V":
+            hi, lo = addr_words(p)
+            words = [hi, lo]
+        else:
+            words = [p.astype(np.uint64)]
+        for w in words:
+            h = mix64(w) if h is None else mix64(h ^ mix64(w))
+    assert h is not None
+    return h
+
+
+class ContactStore:
+    """Contacts merged per (``src``, ``dst``, ``svc``): first/last time and counters.
+
+    ``sums`` columns add up, ``maxes`` keep the largest value, ``ors`` are bit masks.
+    Memory is bounded twice: keys not seen within the horizon are dropped, and
+    beyond ``max_rows`` the least recently seen go first.
+    """
+
+    def __init__(
+        self,
+        horizon_seconds: float,
+        max_rows: int,
+        sums: tuple[str, ...],
+        maxes: tuple[str, ...] = (),
+        ors: tuple[str, ...] = (),
+    ) -> None:
+        self.horizon = float(horizon_seconds)
+        self.max_rows = int(max_rows)
+        self.sums, self.maxes, self.ors = sums, maxes, ors
+        self._cols: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self._cols.get("last", ()))
+
+    @property
+    def rows(self) -> dict[str, np.ndarray]:
+        return self._cols
+
+    def clear(self) -> None:
+        self._cols = {}
+
+    def update(
+        self, new: Mapping[str, np.ndarray], now: float
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Merge ``new`` rows (``first``/``last`` times) in; return (rows, touched mask)."""
+        n_new = len(new["last"])
+        names = ("src", "dst", "svc", "first", "last", *self.sums, *self.maxes, *self.ors)
+        if self._cols:
+            cols = {k: np.concatenate([self._cols[k], np.asarray(new[k])]) for k in names}
+        else:
+            cols = {k: np.asarray(new[k]) for k in names}
+        is_new = np.zeros(len(cols["last"]), dtype=bool)
+        if n_new:
+            is_new[-n_new:] = True
+        if len(is_new) == 0:
+            self._cols = cols
+            return cols, is_new
+        shi, slo = addr_words(cols["src"])
+        dhi, dlo = addr_words(cols["dst"])
+        order = np.lexsort((cols["svc"], dlo, dhi, slo, shi))
+        s = {k: v[order] for k, v in cols.items()}
+        is_new = is_new[order]
+        k_shi, k_slo, k_dhi, k_dlo = shi[order], slo[order], dhi[order], dlo[order]
+        starts = np.flatnonzero(
+            np.r_[
+                True,
+                (k_shi[1:] != k_shi[:-1])
+                | (k_slo[1:] != k_slo[:-1])
+                | (k_dhi[1:] != k_dhi[:-1])
+                | (k_dlo[1:] != k_dlo[:-1])
+                | (s["svc"][1:] != s["svc"][:-1]),
+            ]
+        )
+        merged = {
+            "src": s["src"][starts],
+            "dst": s["dst"][starts],
+            "svc": s["svc"][starts],
+            "first": np.minimum.reduceat(s["first"], starts),
+            "last": np.maximum.reduceat(s["last"], starts),
+        }
+        for k in self.sums:
+            merged[k] = np.add.reduceat(s[k], starts)
+        for k in self.maxes:
+            merged[k] = np.maximum.reduceat(s[k], starts)
+        for k in self.ors:
+            merged[k] = np.bitwise_or.reduceat(s[k], starts)
+        touched = np.maximum.reduceat(is_new.astype(np.int8), starts).astype(bool)
+        keep = (merged["last"] >= now - self.horizon) | touched
+        if len(keep) > self.max_rows:
+            cut = np.sort(merged["last"])[-self.max_rows]
+            keep &= merged["last"] >= cut
+            if keep.sum() > self.max_rows:  # ties at the cut
+                keep[np.flatnonzero(keep)[: int(keep.sum()) - self.max_rows]] = False
+        if not keep.all():
+            merged = {k: v[keep] for k, v in merged.items()}
+            touched = touched[keep]
+        self._cols = merged
+        return merged, touched
+
+
+def select(rows: Mapping[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[mask] for k, v in rows.items()}
+
+
+def kind_counts(kinds: np.ndarray) -> dict[str, int]:
+    """Count rows per probe kind (a row's mask may hold several kinds)."""
+    return {
+        name: int(((kinds & bit) != 0).sum())
+        for bit, name in KIND_NAMES.items()
+        if ((kinds & bit) != 0).any()
+    }
+
+
+def group_ids(*parts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group rows by the key columns: (group id per row, first row per group, rows per group)."""
+    if len(parts[0]) == 0:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z, z
+    _, first, gid, counts = np.unique(
+        key_hash(*parts), return_index=True, return_inverse=True, return_counts=True
+    )
+    return gid.astype(np.int64, copy=False), first, counts
+
+
+def tiers(*pairs: tuple[float, int]) -> list[tuple[float, int]]:
+    """The (horizon seconds, threshold) tiers in use, shortest first (threshold 0: off)."""
+    return sorted((float(h), int(t)) for h, t in pairs if t > 0)
