@@ -24,6 +24,14 @@ FORMATS = ("logfmt", "json")
 # Attributes every LogRecord has; anything else passed via ``extra=`` is a field.
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
+# Loggers whose every line is about one dependency. Their lines carry ``category=`` with
+# the netmon_errors_total category that dependency's failures count under, so the
+# runbook's ``grep 'category=llm'`` finds them; a ``category`` given in ``extra=`` wins.
+LOGGER_CATEGORIES = {
+    "netmon_exporter.summarise": "llm",
+    "netmon_exporter.alerting": "alertmanager",
+}
+
 
 def _message(record: logging.LogRecord) -> str:
     try:
@@ -45,6 +53,8 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     for key, value in vars(record).items():
         if key not in _RESERVED and not key.startswith("_"):
             out[key] = value
+    if "category" not in out and record.name in LOGGER_CATEGORIES:
+        out["category"] = LOGGER_CATEGORIES[record.name]
     if record.exc_info and record.exc_info[0] is not None:
         out["err"] = f"{record.exc_info[0].__name__}: {record.exc_info[1]}"
     return out

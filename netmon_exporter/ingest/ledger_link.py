@@ -58,7 +58,8 @@ class LedgerLink:
         msg = str(exc)
         if self.error != msg:
             log.error(
-                "ledger unusable; not processing files until it works again", extra={"err": msg}
+                "ledger unusable; not processing files until it works again",
+                extra={"category": "ledger", "err": msg},
             )
             self._emit(IngestError("ledger", msg))
         self.error = msg
