@@ -178,6 +178,8 @@ llm:
 alertmanager:
   urls: [http://127.0.0.1:{closed_port}]
   timeout_seconds: 1
+alerting:
+  max_window_age_seconds: 0  # the sample captures are years old: push them anyway
 """
     )
     d = DaemonProcess(site / "config.yaml").start()
