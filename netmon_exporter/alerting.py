@@ -499,7 +499,14 @@ class AlertPusher:
             ends = now + max(self._cfg.resolve_after_seconds, 2 * self._cfg.resend_interval_seconds)
         alert: dict[str, Any] = {
             "labels": build_labels(inc.latest, severity, identity.sensor),
-            "annotations": build_annotations(inc),
+            "annotations": build_annotations(
+                inc.latest,
+                inc.first_window_start,
+                inc.last_window_end,
+                windows=inc.windows,
+                peak=inc.peak,
+                severity=inc.severity,
+            ),
             "startsAt": rfc3339(inc.opened_at),
             "endsAt": rfc3339(ends),
         }
@@ -556,26 +563,38 @@ def _evidence_json(evidence: dict[str, Any]) -> str:
     return json.dumps({str(k): v for k, v in evidence.items()}, sort_keys=True, default=str)
 
 
-def build_annotations(inc: Incident) -> dict[str, str]:
-    """Return the human details: summary, the incident's life, latest and peak evidence."""
-    det = inc.latest
+def build_annotations(
+    det: Detection,
+    first_seen: float,
+    last_seen: float,
+    *,
+    windows: int = 1,
+    peak: Detection | None = None,
+    severity: str = "",
+) -> dict[str, str]:
+    """Return the human details: summary, the incident's life, latest and peak evidence.
+
+    ``det`` is the latest finding; ``first_seen``/``last_seen`` the start of the
+    incident's first window and the end of its last (data time).
+    """
+    peak = det if peak is None else peak
     summary = det.summary or f"{det.detector} from {det.source or '?'} to {det.target or '?'}"
-    first, last = rfc3339(inc.first_window_start), rfc3339(inc.last_window_end)
+    first, last = rfc3339(first_seen), rfc3339(last_seen)
     description = (
-        f"{det.detector} ({inc.severity}) from {det.source or '?'} to {det.target or '?'}: "
-        f"seen in {inc.windows} window(s) from {first} to {last}."
+        f"{det.detector} ({severity or det.severity}) from {det.source or '?'} to "
+        f"{det.target or '?'}: seen in {windows} window(s) from {first} to {last}."
     )
     evidence = _evidence_text(det.evidence)
     if evidence:
         description += f" Latest evidence: {evidence}."
-    if inc.peak is not det:
-        description += f" Peak: {inc.peak.summary or _evidence_text(inc.peak.evidence)}."
+    if peak is not det:
+        description += f" Peak: {peak.summary or _evidence_text(peak.evidence)}."
     annotations = {
         "summary": summary,
         "description": description,
         "evidence": _evidence_json(det.evidence),
-        "peak_evidence": _evidence_json(inc.peak.evidence),
-        "windows": str(inc.windows),
+        "peak_evidence": _evidence_json(peak.evidence),
+        "windows": str(windows),
         "window_start": rfc3339(det.window_start),
         "window_end": rfc3339(det.window_end),
         "first_seen": first,
