@@ -331,6 +331,7 @@ class Daemon:
     # -- lifecycle
     def start(self) -> None:
         self._seed_counters()
+        self.m.windows_kept.set(self.aggregator.reports_kept())  # reports already on disk
         recording.record_settings(self.m, self.holder.config)
         recording.record_models(self.m, self.analyzer.model_info())
         for model in self.analyzer.models():
@@ -497,9 +498,7 @@ class Daemon:
         elif isinstance(event, ev.FileSkipped):
             m.files_skipped_duplicate.inc()
         elif isinstance(event, ev.CarryFlushed):
-            recording.record_flows(m, event.flows)
-            if event.csv_rows:
-                m.flow_csv_rows.inc(event.csv_rows)
+            recording.record_carry_flushed(m, event)
             self._add_flows(event.flows)
         elif isinstance(event, ev.FileIgnored):
             m.files_ignored.labels(event.reason).inc()

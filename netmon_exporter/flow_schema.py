@@ -283,3 +283,19 @@ def addrs_to_str(values: np.ndarray) -> list[str]:
     for i in np.flatnonzero(~is_v4):
         out[i] = str(ipaddress.IPv6Address(raw[i].tobytes()))
     return out
+
+
+# IANA protocol number -> the protocol label flows are counted under (else "other").
+PROTOCOL_LABELS: dict[int, str] = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
+
+
+def protocol_counts(flows: FlowBatch) -> dict[str, int]:
+    """Count flows by protocol label (tcp, udp, icmp, icmpv6, other)."""
+    if not len(flows):
+        return {}
+    nums, counts = np.unique(flows["protocol"], return_counts=True)
+    out: dict[str, int] = {}
+    for n, c in zip(nums.tolist(), counts.tolist(), strict=True):
+        key = PROTOCOL_LABELS.get(int(n), "other")
+        out[key] = out.get(key, 0) + int(c)
+    return out

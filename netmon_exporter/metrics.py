@@ -51,6 +51,52 @@ MODEL_KINDS = ("anomaly", "classifier")
 # Every registered detector, then the model detections.
 DETECTORS: tuple[str, ...] = (*REGISTRY, *MODEL_KINDS)
 
+# Counters restored at start-up from what the ledger committed
+# (recording.seed_from_totals): a restart, clean or not, neither resets them nor counts
+# anything twice. Every other counter and histogram starts from 0 when the daemon starts.
+RESTORED_COUNTERS = (
+    "files_processed",
+    "files_failed",
+    "files_quarantined",
+    "packets",
+    "bytes",
+    "packets_skipped",
+    "ip_fragments",
+    "flows",
+    "flows_evicted",
+    "flow_csv_rows",
+)
+RESTORED_NOTE = "Survives restarts: restored from the ledger at start-up."
+# What a restart does to the metrics that are neither a counter restored or started from
+# 0, nor a gauge of the present state set again at start-up (docs/metrics.md says it).
+AFTER_RESTART = {
+    "last_success_timestamp_seconds": "restored: when the ledger last marked a file done",
+    "last_activity_timestamp_seconds": "0 until a file is picked up",
+    "windows_kept": "counted from the reports on disk",
+    "top_talker_bytes": "no series until the next window report",
+    "detections_active": "0 until a window has findings (incidents start afresh)",
+}
+# Labelled metrics whose label values are not a closed set pre-initialised to 0, and what
+# bounds their series (docs/metrics.md lists them; a test checks every other labelled
+# metric has its series from the start).
+OPEN_LABELS = {
+    "top_talker_bytes": "`rank` 1 to `windows.top_talkers` (at most 100) and `address` the "
+    "talker's IP address: at most `windows.top_talkers` series, all replaced at each window "
+    "report; none before the first report. Addresses churn: keep `windows.top_talkers` "
+    "small, or drop the metric at scrape time (`metric_relabel_configs`) and read the "
+    "window reports, which list the same talkers.",
+    "model_info": "one series per loaded model (at most two: `anomaly`, `classifier`), its "
+    "labels the model's metadata; none while no model is loaded (`netmon_model_loaded` says "
+    "which are).",
+    "classifications": "`class`: `benign` and `anomalous` from the start; a loaded "
+    "classifier's own classes (as many as the model has) once it is loaded.",
+    "build": "one series; its labels are this build's versions.",
+    "worker_cpu_seconds": "`worker`: a worker slot `0` to `15`, `fork_server` or `other`; "
+    "series only for the processes running (the same for the other `netmon_worker_*`).",
+    "worker_resident_memory_bytes": "as `netmon_worker_cpu_seconds_total`.",
+    "worker_open_fds": "as `netmon_worker_cpu_seconds_total`.",
+}
+
 _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _LAG_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 _SIZE_BUCKETS = (1e3, 1e4, 1e5, 1e6, 1e7, 5e7, 1e8, 5e8, 1e9, 4e9)
@@ -146,6 +192,8 @@ def build_metrics(registry: CollectorRegistry) -> Metrics:
     r = registry
 
     def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+        if name in RESTORED_COUNTERS:
+            doc = f"{doc} {RESTORED_NOTE}"
         return Counter(name, doc, labels, namespace=ns, registry=r)
 
     def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .config import Config
-from .flow_schema import FlowBatch
+from .flow_schema import FlowBatch, protocol_counts
 from .health import HealthReport
 from .metrics import (
     DETECTORS,
@@ -24,28 +24,30 @@ from .metrics import (
     Metrics,
 )
 
-_PROTO_NUM = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
+if TYPE_CHECKING:
+    from .ingest.ledger import Totals
 
 
 def _label(value: str, allowed: tuple[str, ...], fallback: str) -> str:
     return value if value in allowed else fallback
 
 
-def protocol_counts(flows: FlowBatch) -> dict[str, int]:
-    """Count flows by protocol label (closed set)."""
-    if not len(flows):
-        return {}
-    nums, counts = np.unique(flows["protocol"], return_counts=True)
-    out: dict[str, int] = {}
-    for n, c in zip(nums.tolist(), counts.tolist(), strict=True):
-        key = _PROTO_NUM.get(int(n), "other")
-        out[key] = out.get(key, 0) + int(c)
-    return out
-
-
 def record_flows(m: Metrics, flows: FlowBatch) -> None:
     for proto, n in protocol_counts(flows).items():
         m.flows.labels(proto).inc(n)
+
+
+def record_carry_flushed(m: Metrics, event: Any) -> None:
+    """Record flows ended with no next file of their series (an ingest.CarryFlushed).
+
+    Counts what the ledger committed with the carry's drop, so a restart restores
+    exactly this.
+    """
+    counts = event.flows_by_protocol or protocol_counts(event.flows)
+    for proto, n in counts.items():
+        m.flows.labels(_label(proto, PROTOCOLS, "other")).inc(int(n))
+    if event.csv_rows:
+        m.flow_csv_rows.inc(int(event.csv_rows))
 
 
 def record_file_done(m: Metrics, result: Any, kind: str, lag_seconds: float | None) -> None:
@@ -170,20 +172,37 @@ def record_models(m: Metrics, models: Iterable[Mapping[str, str]]) -> None:
         ).set(1)
 
 
-def seed_from_totals(m: Metrics, totals: Any) -> None:
-    """Raise counters to what the ledger has committed (after a restart)."""
+def seed_from_totals(m: Metrics, totals: Totals) -> None:
+    """Raise the counters of ``metrics.RESTORED_COUNTERS`` to what the ledger committed.
+
+    Called once at start-up, before any work: each counter then reads what it read
+    before the restart (clean or not), as the labels mapping here is the one the
+    ``record_*`` functions use when the work is done.
+    """
     for kind, n in totals.done_by_kind.items():
         m.files_processed.labels(_label(kind, FILE_KINDS, "pcap")).inc(int(n))
+    for (kind, reason), n in totals.failed_by_kind_reason.items():
+        m.files_failed.labels(
+            _label(kind, FILE_KINDS, "pcap"), _label(reason, FAIL_REASONS, "internal")
+        ).inc(int(n))
     for (kind, reason), n in totals.quarantined_by_kind_reason.items():
         record_quarantined_n(m, kind, reason, int(n))
     for proto, n in totals.packets_by_protocol.items():
         m.packets.labels(_label(proto, PROTOCOLS, "other")).inc(int(n))
     for proto, n in totals.bytes_by_protocol.items():
         m.bytes.labels(_label(proto, PROTOCOLS, "other")).inc(int(n))
-    for proto, n in getattr(totals, "flows_by_protocol", {}).items():
+    for reason, n in totals.skipped_by_reason.items():
+        m.packets_skipped.labels(_label(reason, SKIP_REASONS, "malformed")).inc(int(n))
+    if totals.ip_fragments:
+        m.ip_fragments.inc(int(totals.ip_fragments))
+    for proto, n in totals.flows_by_protocol.items():
         m.flows.labels(_label(proto, PROTOCOLS, "other")).inc(int(n))
+    if totals.flows_evicted:
+        m.flows_evicted.inc(int(totals.flows_evicted))
     if totals.csv_rows:
         m.flow_csv_rows.inc(int(totals.csv_rows))
+    if totals.last_done_at:
+        m.last_success.set(float(totals.last_done_at))
 
 
 def record_quarantined_n(m: Metrics, kind: str, reason: str, n: int) -> None:

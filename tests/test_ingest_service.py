@@ -269,6 +269,11 @@ def test_ending_a_carry_writes_its_csv_then_drops_it(tmp_path: Path) -> None:
     assert (flushed.series, len(flushed.flows), flushed.csv_rows) == ("s", 2, 2)
     assert Path(flushed.csv_path).name == "s-0001.pcap_20010909T014640Z_end_Flow.csv"
     assert link.ledger.carries() == {}
+    # counted with the drop, as the event says: a restart restores exactly this
+    totals = link.ledger.totals()
+    assert sum(flushed.flows_by_protocol.values()) == 2
+    assert totals.flows_by_protocol == flushed.flows_by_protocol
+    assert (totals.flows, totals.csv_rows) == (2, 2)
     link.close()
 
 

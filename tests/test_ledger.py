@@ -163,6 +163,66 @@ def test_totals_and_prune(ledger: Ledger) -> None:
     assert ledger.counts() == {DONE: 1}
 
 
+def test_every_restored_count_survives_and_prune_keeps_totals(ledger: Ledger) -> None:
+    """What the daemon's restored counters read: failures, carry drops, pruned rows included."""
+    summary = {
+        "packets": {"tcp": 10},
+        "bytes": {"tcp": 1000},
+        "skipped": {"non_ip": 3},
+        "ip_fragments": 2,
+        "flows": 4,
+        "flows_by_protocol": {"tcp": 4},
+        "flows_evicted": 1,
+        "csv_rows": 4,
+    }
+    for i in range(2):
+        e = _ready(ledger, path=f"/c/a-{i}.pcap")
+        ledger.mark_done(e.id, 7.0 + i, summary=summary)
+    bad = _ready(ledger, path="/c/bad.pcap")
+    ledger.mark_failed(bad.id, 7.0, "io", "read error", 8.0)
+    ledger.mark_quarantined(bad.id, 9.0, "format", "bad magic")
+    ledger.drop_carry("a", {"flows": 3, "flows_by_protocol": {"udp": 3}, "csv_rows": 3})
+    before = read_totals(ledger.directory)
+    assert before is not None
+    assert before.done_by_kind == {"pcap": 2}
+    assert before.failed_by_kind_reason == {("pcap", "io"): 1, ("pcap", "format"): 1}
+    assert before.quarantined_by_kind_reason == {("pcap", "format"): 1}
+    assert before.skipped_by_reason == {"non_ip": 6}
+    assert (before.ip_fragments, before.flows_evicted, before.flows, before.csv_rows) == (
+        4,
+        2,
+        11,
+        11,
+    )
+    assert before.flows_by_protocol == {"tcp": 8, "udp": 3}
+    assert before.last_done_at == 8.0
+    # every finished file is gone from disk: its row is forgotten, not what it counted
+    assert ledger.prune(100.0, exists=lambda p: False) == 3
+    assert ledger.counts() == {}
+    assert read_totals(ledger.directory) == before
+
+
+def test_totals_of_a_ledger_from_before_tallies(tmp_path: Path) -> None:
+    """A ledger written by an older version (no tallies table) still seeds the counters.
+
+    Totals are read before start-up opens (and upgrades) the ledger.
+    """
+    import sqlite3
+
+    led = Ledger(tmp_path / "state")
+    e = _ready(led)
+    led.mark_done(e.id, 7.0, summary={"packets": {"udp": 5}, "flows": 1})
+    led.close()
+    db = sqlite3.connect(tmp_path / "state" / "ledger.sqlite3")
+    db.execute("DROP TABLE tallies")
+    db.execute("DELETE FROM meta WHERE key='last_done_at'")
+    db.commit()
+    db.close()
+    t = read_totals(tmp_path / "state")
+    assert t is not None and t.packets_by_protocol == {"udp": 5} and t.flows == 1
+    assert t.last_done_at == 7.0
+
+
 _WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path

@@ -164,6 +164,46 @@ def test_counters_are_seeded_from_ledger_totals() -> None:
     assert r.get_sample_value("netmon_flow_csv_rows_total") == 9
 
 
+def test_seeding_restores_exactly_the_restored_counters() -> None:
+    """Every counter metrics.RESTORED_COUNTERS names (and its HELP says survives) is seeded;
+    no other counter is."""
+    from netmon_exporter.ingest.ledger import Totals
+    from netmon_exporter.metrics import RESTORED_COUNTERS, RESTORED_NOTE
+    from netmon_exporter.recording import seed_from_totals
+
+    r = CollectorRegistry()
+    m = build_metrics(r)
+    seed_from_totals(
+        m,
+        Totals(
+            done_by_kind={"pcap": 3},
+            quarantined_by_kind_reason={("pcap", "format"): 1},
+            packets_by_protocol={"tcp": 100},
+            bytes_by_protocol={"tcp": 6400},
+            flows=9,
+            csv_rows=9,
+            flows_by_protocol={"tcp": 9},
+            failed_by_kind_reason={("pcap", "format"): 2},
+            skipped_by_reason={"non_ip": 4},
+            ip_fragments=5,
+            flows_evicted=6,
+            last_done_at=1_700_000_000.0,
+        ),
+    )
+    for family in r.collect():
+        if family.type != "counter" or not family.name.startswith("netmon_"):
+            continue
+        name = family.name.removeprefix("netmon_")
+        total = sum(s.value for s in family.samples if s.name.endswith("_total"))
+        assert (total > 0) == (name in RESTORED_COUNTERS), family.name
+        assert (RESTORED_NOTE in family.documentation) == (name in RESTORED_COUNTERS)
+    assert (
+        r.get_sample_value("netmon_files_failed_total", {"kind": "pcap", "reason": "format"}) == 2
+    )
+    assert r.get_sample_value("netmon_packets_skipped_total", {"reason": "non_ip"}) == 4
+    assert r.get_sample_value("netmon_last_success_timestamp_seconds") == 1_700_000_000.0
+
+
 # ---------------------------------------------------------------- issue 14: the exposition
 
 

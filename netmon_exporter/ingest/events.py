@@ -7,7 +7,7 @@ order (started, failed..., done or quarantined).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # annotations only: the scheduler core imports this module lightly
@@ -78,13 +78,15 @@ class CarryFlushed:
     """Flows held open across a rotation ended because no next file came in time.
 
     They are written to their own flow CSV (``csv_path``, ``csv_rows``) named
-    after the file whose end left them open.
+    after the file whose end left them open. ``flows_by_protocol`` is what the
+    ledger committed with the carry's drop (what restarted counters are restored to).
     """
 
     flows: FlowBatch
     series: str = ""
     csv_path: str | None = None
     csv_rows: int = 0
+    flows_by_protocol: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
+from ..flow_schema import protocol_counts
 from ..metrics import FILE_KINDS
 from ..pipeline import FileResult, FlowSettings
 from . import events as ev
@@ -57,13 +58,29 @@ def flow_settings(cfg: Config) -> FlowSettings:
 
 
 def summary(result: FileResult) -> dict[str, Any]:
-    """What the ledger keeps of a result, so counters can be restored after a restart."""
+    """What the ledger keeps of a result, so counters can be restored after a restart.
+
+    Everything :func:`~netmon_exporter.recording.record_file_done` counts for the file
+    (see ``metrics.RESTORED_COUNTERS``), in the ledger's summary keys.
+    """
     return {
         "packets": dict(result.packets_by_protocol),
         "bytes": dict(result.bytes_by_protocol),
+        "skipped": {k: int(v) for k, v in result.skipped_by_reason.items() if v},
+        "ip_fragments": int(result.ip_fragments),
         "flows": int(result.flow_count),
         "flows_by_protocol": result.flow_counts(),  # exact: ``flows`` may be a sample
+        "flows_evicted": int(result.flows_evicted),
         "csv_rows": int(result.csv_rows),
+    }
+
+
+def carry_summary(flows_by_protocol: dict[str, int], csv_rows: int) -> dict[str, Any]:
+    """What the ledger counts when a carry is dropped: the flows it ended, their CSV rows."""
+    return {
+        "flows": sum(flows_by_protocol.values()),
+        "flows_by_protocol": dict(flows_by_protocol),
+        "csv_rows": int(csv_rows),
     }
 
 
@@ -244,9 +261,10 @@ class Executor:
         """End the flows carried for ``series`` and report them.
 
         Order: end the flows, write their CSV (rewritten under the same name if a
-        crash repeats this), drop the carry, hand the flows out. A crash after the
-        drop loses a few open flows from windows and metrics rather than counting
-        them twice; their CSV is already written.
+        crash repeats this), drop the carry and count the flows in one ledger step,
+        hand the flows out. A crash after the drop loses a few flows from windows
+        rather than counting them twice; their CSV is written and the restarted
+        counters include them.
         """
         now = self._clock()
         ok, got = self._ledger.run(
@@ -273,11 +291,13 @@ class Executor:
                 log.warning("cannot write outputs", extra={"series": series, "err": str(exc)})
                 self._core.carry_kept(series, now)  # try again after another idle period
                 return True
-        ok, _ = self._ledger.run(lambda led: led.drop_carry(series), now)
+        counts = protocol_counts(flows) if flows is not None else {}
+        facts = carry_summary(counts, rows)
+        ok, _ = self._ledger.run(lambda led: led.drop_carry(series, facts), now)
         if not ok:
             return False
         if flows is not None:
-            self._emit(ev.CarryFlushed(flows, series, csv_path, rows))
+            self._emit(ev.CarryFlushed(flows, series, csv_path, rows, counts))
         return True
 
     def _finished_flows(self, series: str, blob: bytes | None) -> Any:

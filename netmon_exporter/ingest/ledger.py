@@ -15,6 +15,13 @@ The open flows carried from one file of a rotation series to the next are
 stored in the same transaction as that file's ``done`` mark, so a crash can
 neither lose them nor count them twice.
 
+What was counted is committed with the work it counts, so the daemon's counters
+can be restored after any restart (:meth:`Ledger.totals`): a ``done`` row keeps a
+summary of its file (packets, bytes, skipped packets, fragments, flows, CSV rows);
+the ``tallies`` table accumulates what belongs to no single row, each in the
+transaction of the event it counts: failed attempts, the flows ended when a carry
+is dropped, and the rows forgotten by :meth:`Ledger.prune`.
+
 File names are bytes, not text: any name the OS can hold (``bad-\xff.pcap``)
 must be recordable. Paths and series names are stored as BLOBs of their
 ``os.fsencode`` bytes and read back with ``os.fsdecode``; messages are stored
@@ -69,7 +76,20 @@ CREATE TABLE IF NOT EXISTS carry (
     updated_at  REAL    NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tallies (
+    name        TEXT    NOT NULL,
+    labels      TEXT    NOT NULL,
+    value       INTEGER NOT NULL,
+    PRIMARY KEY (name, labels)
+);
 """
+
+# A sum of counted things: (name, label values) -> count. Names: ``done`` (kind),
+# ``quarantined`` and ``failed`` (kind, reason), and the summary keys below.
+Tally = dict[tuple[str, tuple[str, ...]], int]
+# Summary keys holding {label: count} and plain counts (what executor.summary() writes).
+_LABELLED = ("packets", "bytes", "skipped", "flows_by_protocol")
+_PLAIN = ("flows", "csv_rows", "ip_fragments", "flows_evicted")
 
 
 class LedgerError(Exception):
@@ -87,6 +107,72 @@ class Totals:
     flows: int
     csv_rows: int
     flows_by_protocol: dict[str, int] = field(default_factory=dict)
+    failed_by_kind_reason: dict[tuple[str, str], int] = field(default_factory=dict)
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    ip_fragments: int = 0
+    flows_evicted: int = 0
+    last_done_at: float | None = None  # when the latest file was marked done
+
+    @staticmethod
+    def of(tally: Tally, last_done_at: float | None = None) -> Totals:
+        def by(name: str) -> dict[str, int]:
+            return {k[0]: v for (n, k), v in tally.items() if n == name and len(k) == 1}
+
+        def by2(name: str) -> dict[tuple[str, str], int]:
+            return {(k[0], k[1]): v for (n, k), v in tally.items() if n == name and len(k) == 2}
+
+        def plain(name: str) -> int:
+            return tally.get((name, ()), 0)
+
+        return Totals(
+            done_by_kind=by("done"),
+            quarantined_by_kind_reason=by2("quarantined"),
+            packets_by_protocol=by("packets"),
+            bytes_by_protocol=by("bytes"),
+            flows=plain("flows"),
+            csv_rows=plain("csv_rows"),
+            flows_by_protocol=by("flows_by_protocol"),
+            failed_by_kind_reason=by2("failed"),
+            skipped_by_reason=by("skipped"),
+            ip_fragments=plain("ip_fragments"),
+            flows_evicted=plain("flows_evicted"),
+            last_done_at=last_done_at,
+        )
+
+
+def summary_tally(summary: dict[str, Any] | None) -> Tally:
+    """Return what a summary (a done file's, or a dropped carry's) adds to the totals."""
+    facts = summary or {}
+    out: Tally = {}
+    for name in _LABELLED:
+        for label, n in (facts.get(name) or {}).items():
+            if int(n):
+                _merge(out, {(name, (str(label),)): int(n)})
+    for name in _PLAIN:
+        if int(facts.get(name) or 0):
+            out[(name, ())] = int(facts[name])
+    return out
+
+
+def _merge(into: Tally, more: Tally) -> Tally:
+    for key, n in more.items():
+        into[key] = into.get(key, 0) + n
+    return into
+
+
+def _add_tally(db: sqlite3.Connection, tally: Tally) -> None:
+    """Add ``tally`` to the ``tallies`` table (inside the caller's transaction)."""
+    db.executemany(
+        "INSERT INTO tallies (name, labels, value) VALUES (?,?,?) "
+        "ON CONFLICT (name, labels) DO UPDATE SET value = value + excluded.value",
+        [(name, json.dumps(list(labels)), n) for (name, labels), n in tally.items() if n],
+    )
+
+
+def _count_failure(db: sqlite3.Connection, entry_id: int, reason: str) -> None:
+    row = db.execute("SELECT kind FROM files WHERE id=?", (entry_id,)).fetchone()
+    if row is not None:
+        _add_tally(db, {("failed", (row[0], reason)): 1})
 
 
 _COLUMNS = (
@@ -345,6 +431,7 @@ class Ledger:
             )
             if cur.rowcount != 1:
                 raise LedgerError(f"file {entry_id} is not in the ledger or already done")
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('last_done_at', ?)", (str(now),))
             if update_carry and series is not None:
                 if carry is None:
                     db.execute("DELETE FROM carry WHERE series=?", (_key(series),))
@@ -367,6 +454,7 @@ class Ledger:
                 "message=?, updated_at=? WHERE id=?",
                 (FAILED, next_retry, reason, _text(message), now, entry_id),
             )
+            _count_failure(db, entry_id, reason)
             row = db.execute("SELECT attempts FROM files WHERE id=?", (entry_id,)).fetchone()
             return int(row[0]) if row else 0
 
@@ -381,6 +469,8 @@ class Ledger:
                 "message=?, updated_at=? WHERE id=?",
                 (QUARANTINED, 1 if count_attempt else 0, reason, _text(message), now, entry_id),
             )
+            if count_attempt:  # the attempt that failed for good is a failed attempt too
+                _count_failure(db, entry_id, reason)
             row = db.execute("SELECT attempts FROM files WHERE id=?", (entry_id,)).fetchone()
             return int(row[0]) if row else 0
 
@@ -427,55 +517,82 @@ class Ledger:
         )
         return _entry(rows[0]) if rows else None
 
-    def drop_carry(self, series: str) -> None:
-        self._tx(lambda db: db.execute("DELETE FROM carry WHERE series=?", (_key(series),)))
+    def drop_carry(self, series: str, summary: dict[str, Any] | None = None) -> None:
+        """Forget the series' carry; count ``summary`` (the flows it ended) in the same step."""
+
+        def fn(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM carry WHERE series=?", (_key(series),))
+            _add_tally(db, summary_tally(summary))
+
+        self._tx(fn)
 
     # -- housekeeping
     def prune(self, older_than: float, exists: Callable[[str], bool], limit: int = 1000) -> int:
-        """Forget finished files last touched before ``older_than`` that no longer exist."""
+        """Forget finished files last touched before ``older_than`` that no longer exist.
+
+        What they counted moves into the tallies in the same transaction, so the
+        totals (and the counters restored from them) do not drop.
+        """
         rows = self._query(
-            "SELECT id, path FROM files WHERE state IN (?,?,?) AND updated_at < ? "
-            "ORDER BY updated_at LIMIT ?",
+            "SELECT id, path, state, kind, reason, summary FROM files WHERE state IN (?,?,?) "
+            "AND updated_at < ? ORDER BY updated_at LIMIT ?",
             (DONE, QUARANTINED, GONE, older_than, limit),
         )
-        ids = [(i,) for i, p in rows if not exists(_name(p) or "")]
-        if ids:
-            self._tx(lambda db: db.executemany("DELETE FROM files WHERE id=?", ids))
+        gone = [r for r in rows if not exists(_name(r[1]) or "")]
+        if not gone:
+            return 0
+        tally: Tally = {}
+        for _, _, state, kind, reason, text in gone:
+            _merge(tally, _row_tally(state, kind, reason, text))
+        ids = [(r[0],) for r in gone]
+
+        def fn(db: sqlite3.Connection) -> None:
+            db.executemany("DELETE FROM files WHERE id=?", ids)
+            _add_tally(db, tally)
+
+        self._tx(fn)
         return len(ids)
 
     def totals(self) -> Totals:
         """Sum what was committed (see :func:`read_totals` for other threads)."""
-        done: dict[str, int] = {}
-        quarantined: dict[tuple[str, str], int] = {}
-        packets: dict[str, int] = {}
-        byts: dict[str, int] = {}
-        flows = rows_total = 0
-        flows_by_protocol: dict[str, int] = {}
-        for kind, n in self._query(
-            "SELECT kind, COUNT(*) FROM files WHERE state=? GROUP BY kind", (DONE,)
+        tally: Tally = {}
+        for state, kind, reason, text in self._query(
+            "SELECT state, kind, reason, summary FROM files WHERE state IN (?,?)",
+            (DONE, QUARANTINED),
         ):
-            done[kind] = n
-        for kind, reason, n in self._query(
-            "SELECT kind, reason, COUNT(*) FROM files WHERE state=? GROUP BY kind, reason",
-            (QUARANTINED,),
-        ):
-            quarantined[(kind, reason or "internal")] = n
-        for (text,) in self._query(
-            "SELECT summary FROM files WHERE state=? AND summary IS NOT NULL", (DONE,)
-        ):
+            _merge(tally, _row_tally(state, kind, reason, text))
+        has_tallies = self._query(  # read before start-up creates it in an older ledger
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='tallies'"
+        )
+        rows = self._query("SELECT name, labels, value FROM tallies") if has_tallies else []
+        for name, labels, n in rows:
             try:
-                s = json.loads(text)
-            except ValueError:
+                key = (str(name), tuple(str(x) for x in json.loads(labels)))
+            except (ValueError, TypeError):
                 continue
-            for k, v in (s.get("packets") or {}).items():
-                packets[k] = packets.get(k, 0) + int(v)
-            for k, v in (s.get("bytes") or {}).items():
-                byts[k] = byts.get(k, 0) + int(v)
-            flows += int(s.get("flows", 0))
-            for k, v in (s.get("flows_by_protocol") or {}).items():
-                flows_by_protocol[k] = flows_by_protocol.get(k, 0) + int(v)
-            rows_total += int(s.get("csv_rows", 0))
-        return Totals(done, quarantined, packets, byts, flows, rows_total, flows_by_protocol)
+            _merge(tally, {key: int(n)})
+        last = self._query("SELECT value FROM meta WHERE key='last_done_at'")
+        if not last:  # a ledger written before last_done_at was kept
+            last = self._query("SELECT MAX(updated_at) FROM files WHERE state=?", (DONE,))
+        last_done_at = float(last[0][0]) if last and last[0][0] is not None else None
+        return Totals.of(tally, last_done_at)
+
+
+def _row_tally(state: str, kind: str, reason: str | None, summary: str | None) -> Tally:
+    """What one finished row counts: a done file and its summary, or a quarantined file."""
+    if state == QUARANTINED:
+        return {("quarantined", (kind, reason or "internal")): 1}
+    if state != DONE:
+        return {}
+    out: Tally = {("done", (kind,)): 1}
+    if summary:
+        try:
+            facts = json.loads(summary)
+        except ValueError:
+            return out
+        if isinstance(facts, dict):
+            _merge(out, summary_tally(facts))
+    return out
 
 
 def read_totals(directory: Path) -> Totals | None:

@@ -107,31 +107,98 @@ def render_markdown() -> str:
     )
 
 
-def render_metrics_markdown() -> str:
+def metric_catalogue() -> list[MetricDoc]:
+    """Every metric family the daemon exports besides the standard ones, as documented.
+
+    The families of ``metrics.build_metrics`` and of the worker-process collector, in
+    registration order, with their declared label names (also for families that have
+    no series yet).
+    """
+    import tempfile
+
     from prometheus_client import CollectorRegistry
 
-    from ..metrics import DETECTORS, build_metrics
+    from ..metrics import NAMESPACE, build_metrics
+    from ..process_metrics import WorkerProcessCollector
 
     registry = CollectorRegistry()
-    build_metrics(registry)
-    rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
-    for family in registry.collect():
-        name = family.name + ("_total" if family.type == "counter" else "")
-        if family.type == "info":
-            name = family.name + "_info"
-        labels: set[str] = set()
-        for sample in family.samples:
-            labels.update(k for k in sample.labels if k not in ("le",))
-        if family.type == "info":
-            labels = {"version", "python_version", "numpy_version"}
-        shown = ", ".join(f"`{x}`" for x in sorted(labels))
-        rows.append(f"| `{name}` | {family.type} | {shown} | {family.documentation} |")
+    m = build_metrics(registry)
+    declared: dict[str, tuple[str, ...]] = {}
+    for f in dataclasses.fields(m):
+        value = getattr(m, f.name)
+        for wrapper in value.values() if isinstance(value, dict) else [value]:
+            name = getattr(wrapper, "_name", None)
+            if name is not None:  # prometheus-client keeps the declared label names here
+                declared[name] = tuple(getattr(wrapper, "_labelnames", ()))
+    out = []
+    with tempfile.TemporaryDirectory() as no_processes:
+        WorkerProcessCollector(registry, proc=no_processes)
+        for family in registry.collect():
+            labels: tuple[str, ...] = declared.get(family.name) or tuple(
+                getattr(family, "_labelnames", ())  # the worker collector's families
+            )
+            if family.type == "info":
+                labels = tuple(k for s in family.samples for k in s.labels)
+            suffix = {"counter": "_total", "info": "_info"}.get(family.type, "")
+            short = family.name.removeprefix(f"{NAMESPACE}_")
+            out.append(
+                MetricDoc(
+                    family.name + suffix, short, family.type, tuple(labels), family.documentation
+                )
+            )
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricDoc:
+    """One row of docs/metrics.md."""
+
+    name: str  # as exposed (counters with _total)
+    short: str  # without the netmon_ prefix and the _total suffix (as in metrics.py)
+    type: str
+    labels: tuple[str, ...]
+    help: str
+
+    def after_restart(self) -> str:
+        from ..metrics import AFTER_RESTART, RESTORED_COUNTERS
+
+        if self.short in AFTER_RESTART:
+            return AFTER_RESTART[self.short]
+        if self.type == "counter":
+            return "restored" if self.short in RESTORED_COUNTERS else "from 0"
+        return "from 0" if self.type == "histogram" else "current"
+
+
+def render_metrics_markdown() -> str:
+    from ..metrics import DETECTORS, OPEN_LABELS
+
+    rows = ["| metric | type | labels | after a restart | meaning |", "|---|---|---|---|---|"]
+    notes = []
+    for doc in metric_catalogue():
+        shown = ", ".join(f"`{x}`" for x in sorted(doc.labels))
+        if doc.short in OPEN_LABELS:
+            shown += " (see below)"
+            notes.append(f"- `{doc.name}`: {OPEN_LABELS[doc.short]}")
+        help_text = doc.help.replace("|", "/")
+        rows.append(
+            f"| `{doc.name}` | {doc.type} | {shown} | {doc.after_restart()} | {help_text} |"
+        )
     return (
         "# Metric reference\n\nGenerated from `netmon_exporter/metrics.py` by "
-        "`python -m netmon_exporter.tools.reference_docs`; do not edit by hand. Label values come "
-        "from closed sets defined there and are pre-initialised to 0. Besides these, the "
-        "standard `process_*` (uptime: `process_start_time_seconds`), `python_info` and "
-        "`python_gc_*` metrics are exported.\n\n" + "\n".join(rows) + "\n\n"
+        "`python -m netmon_exporter.tools.reference_docs`; do not edit by hand. Besides these, "
+        "the standard `process_*` (uptime: `process_start_time_seconds`), `python_info` and "
+        "`python_gc_*` metrics are exported. A test checks this table against a real scrape "
+        "of the daemon: the same families, the same labels.\n\n"
+        "**Labels.** Label values come from closed sets defined in `metrics.py`, and every "
+        "series of those sets exists from start-up with the value 0 (so `rate()`, `increase()` "
+        "and alert rules see a 0 before the first event), except for the metrics marked "
+        "*see below*, listed after the table with what bounds their series.\n\n"
+        "**After a restart** (clean or not): *restored* counters start from what the ledger "
+        "committed, so they continue where they were, with nothing lost or counted twice; "
+        "*from 0* counters and histograms start again from 0, which `rate()` and `increase()` "
+        "treat as a counter reset; *current* gauges describe the present state and are set "
+        "again at start-up.\n\n" + "\n".join(rows) + "\n\n"
+        "## Labels beyond pre-initialised closed sets\n\n" + "\n".join(notes) + "\n\n"
         f"Values of `detector`: {', '.join(f'`{d}`' for d in DETECTORS)} (the detector "
         "registry, then the models). Values of `severity`: "
         f"{', '.join(f'`{s}`' for s in SEVERITIES)}.\n"
