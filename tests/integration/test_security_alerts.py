@@ -5,14 +5,16 @@ real daemon, whose alerts go to the real Alertmanager running the shipped routin
 (``prometheus/alertmanager.yml``, receivers redirected to a local webhook):
 
 1. a busy benign role (issue 13's monitoring server polling 200 hosts, from
-   ``tools.suites``), 15 minutes: nothing reaches Alertmanager. The poller is on the
-   allow-list (``ignore.beacon`` / ``ignore.address_sweep``), because the detectors
-   still raise hundreds of beacons on it; every finding of this phase must be
-   counted as suppressed, so the allow-list is proven end to end whether or not the
-   detectors have become quiet meanwhile;
+   ``tools.suites``), 15 minutes, with the site's vulnerability scanner sweeping one
+   host's ports in the middle: nothing reaches Alertmanager. The scanner is on
+   ``ignore.port_scan.sources``, so its scan is found and counted as suppressed:
+   the allow-list is proven end to end. The poller is on ``ignore.beacon`` and
+   ``ignore.address_sweep`` too (the detectors raised ~3000 beacons on it when this
+   test was written); every finding of the phase must be counted as suppressed;
 2. a port scan (``tools.scenarios``), then more benign traffic: exactly one alert,
    labelled ``category="security"`` and routed to the security receiver, which
-   resolves once the scan has been absent for ``alerting.resolve_after_windows``;
+   resolves once the scan has been absent for ``alerting.resolve_after_windows``; a
+   config reload while it is open neither repeats nor forgets it;
 3. the same scan replayed with its original (old) timestamps: reported, not pushed.
 
 The captures are shifted so that phases 1 and 2 end about now (alerts are for live
@@ -22,6 +24,7 @@ Alertmanager's grouping waits are one second.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import struct
 import time
@@ -44,6 +47,7 @@ pytestmark = pytest.mark.integration
 ROTATION = 60.0  # seconds per capture file, as tcpdump -G 60 writes them
 WINDOW = 60.0
 SEED = 1
+SCANNER_SEED = 3  # a port scan from an outside address: the site's scanning service
 SCAN_SECONDS = 240.0  # the scan scenario's span (background included)
 TAIL_SECONDS = 300.0  # benign traffic after the scan, so later windows close without it
 
@@ -110,6 +114,18 @@ def shifted(frames: list[tuple[float, bytes]], offset: float) -> list[tuple[floa
     return [(t + offset, f) for t, f in frames]
 
 
+def frames_of(frames: list[tuple[float, bytes]], address: str) -> list[tuple[float, bytes]]:
+    """Return the Ethernet frames to or from ``address`` (IPv4 or IPv6)."""
+    packed = ipaddress.ip_address(address).packed
+    where = {4: (b"\x08\x00", 26, 34), 16: (b"\x86\xdd", 22, 54)}[len(packed)]
+    ethertype, lo, hi = where
+    return [
+        (t, f)
+        for t, f in frames
+        if f[12:14] == ethertype and packed in (f[lo : lo + len(packed)], f[hi - len(packed) : hi])
+    ]
+
+
 # --------------------------------------------------------------------------- fixtures
 
 
@@ -159,6 +175,7 @@ class Timeline:
     header: bytes
     order: str
     poller: str
+    scanner: str  # on ignore.port_scan.sources; scans during phase 1
     truth: Truth
     benign: list[tuple[float, bytes]]  # phase 1
     scan_and_tail: list[tuple[float, bytes]]  # phase 2
@@ -169,6 +186,10 @@ def build_timeline(out: Path) -> Timeline:
     benign = suites.generate_case(suites.load_cases()["benign/monitoring_poller"], SEED, out)
     scan = scenarios.generate("port_scan", SEED, out, duration=SCAN_SECONDS)
     (truth,) = scan.truths
+    scanner_scan = scenarios.generate("port_scan", SCANNER_SEED, out, duration=SCAN_SECONDS)
+    (scanner,) = scanner_scan.truths
+    _, _, _, scanner_frames = read_pcap(scanner_scan.path)
+    scanner_frames = frames_of(scanner_frames, scanner.attacker)  # its scan, no background
     header, order, _, benign_frames = read_pcap(benign.path)
     _, scan_order, _, scan_frames = read_pcap(scan.path)
     assert scan_order == order
@@ -179,12 +200,17 @@ def build_timeline(out: Path) -> Timeline:
     scan_start = t0 + span + 1
     tail_start = scan_start + SCAN_SECONDS
     tail = shifted(benign_frames, tail_start - benign.start)
+    mid = t0 + span / 2 - scanner_frames[0][0]
     return Timeline(
         header,
         order,
         busiest_poller(benign_frames),
+        scanner.attacker,
         truth,
-        shifted(benign_frames, t0 - benign.start),
+        sorted(
+            shifted(benign_frames, t0 - benign.start) + shifted(scanner_frames, mid),
+            key=lambda f: f[0],
+        ),
         sorted(
             shifted(scan_frames, scan_start - scan.start)
             + [f for f in tail if f[0] < tail_start + TAIL_SECONDS],
@@ -223,10 +249,12 @@ alertmanager:
   resend_interval_seconds: 5   # also how long a resolved incident stays firing at least
   resolve_after_seconds: 60    # wall-clock fallback; windows resolve it long before
 ignore:
+  port_scan:
+    sources: ['{scanner}']     # the vulnerability scanner
   beacon:
-    sources: [{poller}]        # the monitoring server polling every host
+    sources: ['{poller}']      # the monitoring server polling every host
   address_sweep:
-    sources: [{poller}]
+    sources: ['{poller}']
 alerting:
   sensor: tap-test
   resolve_after_windows: 2
@@ -242,7 +270,11 @@ def test_benign_role_quiet_port_scan_one_security_alert_replay_held_back(
     captures = site / "captures"
     captures.mkdir(parents=True)
     config = site / "config.yaml"
-    config.write_text(CONFIG.format(window=WINDOW, am=alertmanager.url, poller=timeline.poller))
+    config.write_text(
+        CONFIG.format(
+            window=WINDOW, am=alertmanager.url, poller=timeline.poller, scanner=timeline.scanner
+        )
+    )
     daemon = DaemonProcess(config, "--web.external-url=http://netmon.test:9864/").start()
     try:
         run_phases(daemon, captures, alertmanager, webhook, timeline)
@@ -283,7 +315,11 @@ def run_phases(
     found = metric_sum(daemon, "netmon_detections_total")
     suppressed = metric_sum(daemon, "netmon_detections_suppressed_total")
     assert found == suppressed, f"{found - suppressed:.0f} benign findings were not suppressed"
-    print(f"phase 1: {found:.0f} findings on the poller {timeline.poller}, all suppressed")
+    scans = metric_sum(
+        daemon, "netmon_detections_suppressed_total", detector="port_scan", reason="source"
+    )
+    assert scans >= 1, "the allow-listed scanner's scan was not found and suppressed"
+    print(f"phase 1: {found:.0f} findings, all suppressed ({scans:.0f} from the scanner)")
 
     # ---- 2. a port scan: one security alert, resolved after the scan stops ---------
     drop(captures, timeline, timeline.scan_and_tail, "tap")
@@ -294,6 +330,13 @@ def run_phases(
     assert (labels["source"], labels["target"]) == (truth.attacker, truth.victim)
     assert labels["instance"] == "tap-test" and labels["severity"] in ("warning", "critical")
     assert alert["generatorURL"] == "http://netmon.test:9864"
+    # A reload while the incident is open keeps it: no second alert, no forgotten one.
+    config = daemon.config_file
+    config.write_text(
+        config.read_text().replace("resolve_after_windows: 2", "resolve_after_windows: 3")
+    )
+    code, body = daemon.get("/-/reload", method="POST")
+    assert code == 200 and "configuration reloaded" in body, body
     fired = wait_until(
         lambda: [a for a in security_notifications(webhook) if a["status"] == "firing"],
         30,
