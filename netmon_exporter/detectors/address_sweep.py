@@ -35,7 +35,9 @@ from .scan_probes import (
     RESET,
     UNANSWERED,
     ContactStore,
+    Members,
     classify,
+    count_in,
     group_ids,
     key_hash,
     kind_counts,
@@ -288,20 +290,24 @@ class AddressSweepDetector:
             if prev_end is None
             else (prev_end - g["first_seen"] < hold) & (window_end - g["first_seen"] >= hold)
         )
-        hit = (g["swept"] >= threshold) & ~g["exempt"] & ~g["held"] & (has_new | newly_due)
+        hits = np.flatnonzero(
+            (g["swept"] >= threshold) & ~g["exempt"] & ~g["held"] & (has_new | newly_due)
+        )
+        if len(hits) == 0:
+            return []
+        members = Members(gid, n)
+        keys = key_hash(rows["src"][first[hits]], rows["svc"][first[hits]])
         out = []
-        for i in np.flatnonzero(hit):
-            src, svc = rows["src"][first[i] : first[i] + 1], rows["svc"][first[i] : first[i] + 1]
-            key = int(key_hash(src, svc)[0])
-            if key in reported:
+        for i, key, in_window in zip(hits, keys, count_in(new_keys, keys), strict=True):
+            if int(key) in reported:
                 continue
-            reported.add(key)
-            m = (gid == i) & (rows["probes"] > 0)
-            source = addrs_to_str(src)[0]
-            target = service_name(int(svc[0]))
-            in_window = int((new_keys == np.uint64(key)).sum())
+            reported.add(int(key))
+            m = members(i)
+            m = m[rows["probes"][m] > 0]
+            source = addrs_to_str(rows["src"][first[i] : first[i] + 1])[0]
+            target = service_name(int(rows["svc"][first[i]]))
             ev = self._evidence(
-                select(rows, m), threshold, horizon, in_window, int(g["answered"][i])
+                select(rows, m), threshold, horizon, int(in_window), int(g["answered"][i])
             )
             ev["sources"] = 1
             ev["top_sources"] = [{"value": source, "count": ev["distinct_hosts"]}]
@@ -337,7 +343,10 @@ class AddressSweepDetector:
             return []
         g = self._groups(rows, window_end)
         per_row_swept = g["swept"][g["gid"]]
-        ok = (rows["probes"] > 0) & ~g["exempt"][g["gid"]] & (per_row_swept < cfg.min_hosts)
+        # Only hosts that never answered the source count: many clients pinging or trying
+        # the same few live servers is a busy network, not a sweep (Zeek: failed only).
+        failed = (rows["probes"] > 0) & (rows["answered"] == 0) & (rows["success"] == 0)
+        ok = failed & ~g["exempt"][g["gid"]] & (per_row_swept < cfg.min_hosts)
         if not ok.any():
             return []
         rows, touched = select(rows, ok), touched[ok]
@@ -349,15 +358,21 @@ class AddressSweepDetector:
             return []
         rows, touched, net = select(rows, contrib), touched[contrib], net[contrib]
         sn, sn_first, sn_hosts = group_ids(rows["src"], net, rows["svc"])
-        tgt, tgt_first, tgt_hosts = group_ids(net, rows["svc"])
-        has_new = np.bincount(tgt[touched], minlength=len(tgt_first)) > 0
+        tgt, tgt_first, _ = group_ids(net, rows["svc"])
+        n_tgt = len(tgt_first)
+        _, host_first, _ = group_ids(rows["dst"], rows["svc"])  # a host lies in one network
+        tgt_hosts = np.bincount(tgt[host_first], minlength=n_tgt)
+        has_new = np.bincount(tgt[touched], minlength=n_tgt) > 0
+        n_sources = np.bincount(tgt[sn_first], minlength=n_tgt)
+        hits = np.flatnonzero(
+            has_new & (tgt_hosts >= cfg.min_hosts) & (n_sources >= cfg.distributed_min_sources)
+        )
+        members = Members(tgt, n_tgt)
         out = []
-        for t in np.flatnonzero(has_new & (tgt_hosts >= cfg.min_hosts)):
-            m = tgt == t
+        for t in hits:
+            m = members(t)
             src_g, src_first, _ = group_ids(rows["src"][m])
-            n_sources = len(src_first)
-            if n_sources < cfg.distributed_min_sources:
-                continue
+            n_sources_t = len(src_first)
             tr = select(rows, m)
             target = f"{network_text(net[tgt_first[t] : tgt_first[t] + 1])} " + service_name(
                 int(rows["svc"][tgt_first[t]])
@@ -371,7 +386,7 @@ class AddressSweepDetector:
                 int(touched[m].sum()),
                 int(((tr["answered"] > 0) | (tr["success"] > 0)).sum()),
             )
-            ev["sources"] = n_sources
+            ev["sources"] = n_sources_t
             ev["top_sources"] = top
             out.append(
                 Detection(
@@ -383,7 +398,7 @@ class AddressSweepDetector:
                     window_end=window_end,
                     evidence=ev,
                     summary=(
-                        f"{n_sources} sources probed {target} on {ev['distinct_hosts']} "
+                        f"{n_sources_t} sources probed {target} on {ev['distinct_hosts']} "
                         f"distinct hosts within {horizon:g} s (distributed sweep; "
                         f"top: {top[0]['value']})"
                     ),

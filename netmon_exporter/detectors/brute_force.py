@@ -32,7 +32,7 @@ from ..flow_schema import FlowBatch, addrs_to_str
 from .base import HorizonStore, top_counts
 from .catalog import BruteForceConfig
 from .features import TCP, num, tcp_outcomes
-from .scan_probes import group_ids, select, tiers
+from .scan_probes import Members, group_ids, select, tiers
 
 SERVICE_NAMES = {
     21: "ftp",
@@ -143,9 +143,10 @@ class BruteForceDetector:
     ) -> list[Detection]:
         gid, first, sessions = group_ids(rows["src"], rows["dst"], rows["port"])
         has_new = np.bincount(gid[is_new], minlength=len(first)) > 0
+        members = Members(gid, len(first))
         out = []
         for g in np.flatnonzero(has_new & (sessions >= threshold)):
-            m = gid == g
+            m = members(g)
             pr = select(rows, m)
             similar = self._similar(pr)
             k = int(similar.sum())
@@ -173,9 +174,10 @@ class BruteForceDetector:
         cfg = self.cfg
         gid, first, sessions = group_ids(rows["dst"], rows["port"])
         has_new = np.bincount(gid[is_new], minlength=len(first)) > 0
+        members = Members(gid, len(first))
         out = []
         for g in np.flatnonzero(has_new & (sessions >= cfg.distributed_min_attempts)):
-            m = gid == g
+            m = members(g)
             pr = select(rows, m)
             similar = self._similar(pr)
             k = int(similar.sum())

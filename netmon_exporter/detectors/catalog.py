@@ -200,9 +200,10 @@ class AddressSweepConfig:
     )
     distributed_min_sources: int = _f(
         5,
-        "Distributed sweep: at least this many sources, each probing at least "
-        "distributed_min_hosts_per_source hosts of one /24 (IPv6: /64) on one service, "
-        "min_hosts hosts together, within horizon_seconds (0 disables the view).",
+        "Distributed sweep: at least this many sources, each failing to reach at least "
+        "distributed_min_hosts_per_source hosts of one /24 (IPv6: /64) on one service "
+        "(hosts that never answered it), min_hosts hosts together, within horizon_seconds "
+        "(0 disables the view).",
         min=0,
         max=1000000,
     )

@@ -24,7 +24,9 @@ from .scan_probes import (
     RESET,
     UNANSWERED,
     ContactStore,
+    Members,
     classify,
+    count_in,
     group_ids,
     key_hash,
     kind_counts,
@@ -109,20 +111,21 @@ class PortScanDetector:
         if len(ports) == 0:
             return []
         has_new = np.bincount(gid[touched], minlength=len(ports)) > 0
+        hits = np.flatnonzero((ports >= threshold) & has_new)
+        if len(hits) == 0:
+            return []
+        members = Members(gid, len(ports))
+        in_window = count_in(new_keys, key_hash(rows["src"][first[hits]], rows["dst"][first[hits]]))
         out = []
-        for g in np.flatnonzero((ports >= threshold) & has_new):
-            m = gid == g
+        for g, fresh in zip(hits, in_window, strict=True):
+            m = members(g)
             src, dst = rows["src"][first[g]], rows["dst"][first[g]]
             key = (src.tobytes(), dst.tobytes())
             if key in reported:
                 continue
             reported.add(key)
             source, target = addrs_to_str(np.array([src, dst]))
-            g_key = key_hash(
-                rows["src"][first[g] : first[g] + 1], rows["dst"][first[g] : first[g] + 1]
-            )
-            in_window = int((new_keys == g_key[0]).sum())
-            ev = self._evidence(select(rows, m), threshold, horizon, in_window)
+            ev = self._evidence(select(rows, m), threshold, horizon, int(fresh))
             kinds = ", ".join(kind_counts(rows["kinds"][m]))
             ev["sources"] = 1
             ev["top_sources"] = [{"value": source, "count": int(ports[g])}]
@@ -165,20 +168,28 @@ class PortScanDetector:
         host, host_first, _ = group_ids(rows["dst"])
         n_hosts = len(host_first)
         has_new = np.bincount(host[touched], minlength=n_hosts) > 0
+        # rows are distinct (source, host, port): sources = distinct pairs, ports = distinct svc
+        pair, pair_first, _ = group_ids(rows["src"], rows["dst"])
+        n_sources = np.bincount(host[pair_first], minlength=n_hosts)
+        hp, hp_first, _ = group_ids(rows["dst"], rows["svc"])
+        n_ports = np.bincount(host[hp_first], minlength=n_hosts)
+        hits = np.flatnonzero(
+            has_new
+            & (n_sources >= cfg.distributed_min_sources)
+            & (n_ports >= cfg.distributed_min_ports)
+        )
+        members = Members(host, n_hosts)
         out = []
-        for h in np.flatnonzero(has_new):
-            m = host == h
+        for h in hits:
+            m = members(h)
             src_gid, src_first, _ = group_ids(rows["src"][m])
-            n_sources = len(src_first)
-            ports = len(np.unique(rows["svc"][m]))
-            if n_sources < cfg.distributed_min_sources or ports < cfg.distributed_min_ports:
-                continue
+            ports = int(n_ports[h])
             hr = select(rows, m)
             target = addrs_to_str(rows["dst"][host_first[h] : host_first[h] + 1])[0]
             per_source = per_row[m][src_first]
             top = top_counts(addrs_to_str(hr["src"][src_first]), per_source)
             ev = self._evidence(hr, cfg.distributed_min_ports, horizon, int(touched[m].sum()))
-            ev["sources"] = n_sources
+            ev["sources"] = len(src_first)
             ev["top_sources"] = top
             out.append(
                 Detection(
@@ -190,7 +201,7 @@ class PortScanDetector:
                     window_end=window_end,
                     evidence=ev,
                     summary=(
-                        f"{n_sources} sources probed {ports} distinct ports on {target} within "
+                        f"{len(src_first)} sources probed {ports} distinct ports on {target} within "
                         f"{horizon:g} s (distributed scan; top: {top[0]['value']})"
                     ),
                 )

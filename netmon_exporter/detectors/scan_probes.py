@@ -292,3 +292,23 @@ def group_ids(*parts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def tiers(*pairs: tuple[float, int]) -> list[tuple[float, int]]:
     """The (horizon seconds, threshold) tiers in use, shortest first (threshold 0: off)."""
     return sorted((float(h), int(t)) for h, t in pairs if t > 0)
+
+
+class Members:
+    """The rows of each group, found in O(1) per group after one stable sort."""
+
+    def __init__(self, gid: np.ndarray, n_groups: int) -> None:
+        self.order = np.argsort(gid, kind="stable")
+        self.bounds = np.r_[0, np.cumsum(np.bincount(gid, minlength=n_groups))]
+
+    def __call__(self, g: int | np.integer) -> np.ndarray:
+        return self.order[self.bounds[g] : self.bounds[g + 1]]
+
+
+def count_in(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Count how often each of ``wanted`` occurs in ``keys`` (both uint64 hashes)."""
+    if len(keys) == 0 or len(wanted) == 0:
+        return np.zeros(len(wanted), dtype=np.int64)
+    uniq, counts = np.unique(keys, return_counts=True)
+    pos = np.clip(np.searchsorted(uniq, wanted), 0, len(uniq) - 1)
+    return np.where(uniq[pos] == wanted, counts[pos], 0)

@@ -1,0 +1,350 @@
+"""Port scans and address sweeps: probe kinds, tiers, distributed views, P2P and pollers.
+
+Unit tests on hand-built flow batches, then every hard scan case of
+``tools/cases_scans.py`` through the real flow engine, and every registered benign
+case (all modules) with the shipped config: no scan or brute-force finding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netmon_exporter.config import DetectorsConfig
+from netmon_exporter.detectors.address_sweep import AddressSweepDetector, network_of
+from netmon_exporter.detectors.port_scan import PortScanDetector
+from netmon_exporter.detectors.scan_probes import ContactStore, classify, service_name
+from netmon_exporter.flow_schema import FlowBatch, addrs_to_str, str_to_addrs
+from netmon_exporter.tools.evaluate import analyse_capture, matches
+from netmon_exporter.tools.evaluate_suites import found, run_cases
+from netmon_exporter.tools.suites import cases, load_cases
+
+from .test_detectors import CFG, HALF_OPEN, T0, UNANSWERED, flows, run
+
+MINE = ("port_scan", "address_sweep", "brute_force")
+# A probe without SYN, answered by a reset (a closed port).
+STEALTH = {"fwd": 1, "bwd": 1, "fwd_bytes": 0, "bwd_bytes": 0, "fwd_syn": 0, "bwd_syn": 0}
+STEALTH_RST = {**STEALTH, "bwd_rst": 1}
+
+
+def with_cols(batch: FlowBatch, **cols: object) -> FlowBatch:
+    """Add feature columns the ``flows`` helper does not set (flag totals, lengths)."""
+    n = len(batch)
+    extra = {
+        k.replace("_", " "): np.broadcast_to(np.asarray(v, float), (n,)).copy()
+        for k, v in cols.items()
+    }
+    return FlowBatch({**batch.columns, **extra})
+
+
+def probes(src: str, dst: str, ports, start: float = T0, **shape: object) -> list[dict]:
+    return [
+        {**shape, "src": src, "dst": dst, "dport": int(p), "sport": 45000, "ts": start + 0.1 * i}
+        for i, p in enumerate(ports)
+    ]
+
+
+# ------------------------------------------------------------------ probe kinds
+
+
+@pytest.mark.parametrize(
+    ("fin", "psh", "kind"),
+    [(1, 0, "fin"), (1, 1, "xmas"), (0, 0, "null/ack")],
+)
+def test_probes_without_syn_count(fin, psh, kind):
+    batch = with_cols(
+        flows(probes("10.0.0.66", "10.0.0.9", range(1, 21), **STEALTH_RST)),
+        FIN_Flag_Cnt=fin,
+        PSH_Flag_Cnt=psh,
+    )
+    (d,) = run(PortScanDetector(CFG.port_scan), batch)
+    assert (d.source, d.target) == ("10.0.0.66", "10.0.0.9")
+    assert d.evidence["probe_kinds"] == {kind: 20} and d.evidence["reset"] == 20
+
+
+def test_unanswered_stealth_probes_and_connect_scans_count():
+    unanswered = {**STEALTH, "bwd": 0, "fwd": 2}
+    connect_reset = {"fwd": 3, "bwd": 1, "fwd_bytes": 0, "bwd_bytes": 0, "fwd_rst": 1}
+    batch = flows(
+        probes("10.0.0.66", "10.0.0.9", range(1, 11), **unanswered)
+        + probes("10.0.0.66", "10.0.0.9", range(11, 21), **connect_reset)
+    )
+    (d,) = run(PortScanDetector(CFG.port_scan), batch)
+    assert d.evidence["distinct_ports"] == 20 and d.evidence["unanswered"] == 10
+
+
+def test_a_servers_late_packets_to_client_ports_are_not_a_scan():
+    # After the idle timeout a server's FIN or keepalive is a flow of its own, from its
+    # service port to the client's high port, answered by a reset: not a probe.
+    tails = [
+        {**STEALTH_RST, "src": "10.0.0.9", "dst": "10.0.0.66", "sport": 443, "dport": 50000 + i}
+        for i in range(30)
+    ]
+    assert run(PortScanDetector(CFG.port_scan), with_cols(flows(tails), FIN_Flag_Cnt=1)) == []
+    assert classify(flows(tails))["kinds"].sum() == 0
+
+
+def test_traceroute_ports_are_not_a_udp_scan():
+    udp = {"proto": 17, "fwd": 1, "bwd": 0, "fwd_syn": 0, "bwd_syn": 0, "fwd_bytes": 32}
+    trace = flows(probes("10.0.0.66", "10.0.0.9", range(33434, 33474), **udp))
+    assert run(PortScanDetector(CFG.port_scan), trace) == []
+    (d,) = run(
+        PortScanDetector(CFG.port_scan), flows(probes("10.0.0.66", "10.0.0.9", range(1, 21), **udp))
+    )
+    assert d.evidence["probe_kinds"] == {"udp": 20} and d.evidence["sample_ports"][0] == "udp/1"
+
+
+def test_completed_sessions_and_multicast_are_not_probes():
+    done = flows(probes("10.0.0.66", "10.0.0.9", range(1, 40)))  # completed, with data
+    assert classify(done)["kinds"].sum() == 0
+    mcast = flows(
+        [
+            {**UNANSWERED, "proto": 17, "fwd_syn": 0, "dst": "239.1.1.1", "dport": p}
+            for p in range(1, 40)
+        ]
+    )
+    assert classify(mcast)["kinds"].sum() == 0
+
+
+# ------------------------------------------------------------------ tiers
+
+
+def test_slow_scan_found_by_the_slow_tier_only():
+    det = PortScanDetector(CFG.port_scan)
+    found = []
+    for k in range(40):  # one port every 60 s: 5 ports per 5 minutes, under the fast tier
+        start = T0 + 60 * k
+        found += run(det, flows([{**HALF_OPEN, "dport": 100 + k, "ts": start + 10}]), start)
+        if found:
+            break
+    (d,) = found
+    assert d.evidence["horizon_seconds"] == CFG.port_scan.slow_horizon_seconds
+    assert d.evidence["distinct_ports"] == CFG.port_scan.slow_min_ports == d.evidence["threshold"]
+
+
+def test_bursts_kept_under_the_fast_tier_add_up():
+    det = PortScanDetector(CFG.port_scan)
+    burst = lambda start, first: flows(  # noqa: E731
+        [{**HALF_OPEN, "dport": first + i, "ts": start + 0.1 * i} for i in range(14)]
+    )
+    assert run(det, burst(T0, 1), T0) == []
+    for k in range(1, 5):
+        assert run(det, flows([]), T0 + 60 * k) == []
+    (d,) = run(det, burst(T0 + 330, 101), T0 + 300)
+    assert d.evidence["distinct_ports"] == 28 and d.evidence["probes_in_window"] == 14
+
+
+def test_contact_store_is_bounded_and_forgets_beyond_its_horizon():
+    store = ContactStore(600, 1000, sums=("n",))
+    for w in range(5):
+        n = 800
+        src = str_to_addrs([f"10.1.{w}.{i % 250}" for i in range(n)])
+        new = {
+            "src": src,
+            "dst": str_to_addrs(["10.0.0.1"] * n),
+            "svc": np.arange(n),
+            "first": np.full(n, T0 + 60 * w),
+            "last": np.full(n, T0 + 60 * w),
+            "n": np.ones(n, dtype=np.int64),
+        }
+        rows, touched = store.update(new, T0 + 60 * w + 60)
+        assert len(store) <= 1000 and touched.sum() <= 800
+    assert rows["last"].min() >= T0 + 60 * 3  # the least recently seen went first
+    store.update({k: v[:0] for k, v in new.items()}, T0 + 60 * 4 + 700)
+    assert len(store) == 0
+
+
+# ------------------------------------------------------------------ distributed
+
+
+def test_distributed_scan_reports_many_and_the_top_sources():
+    rows = []
+    for k in range(25):
+        rows += probes(
+            f"198.51.100.{k + 1}", "10.0.0.9", range(1 + 12 * k, 13 + 12 * k), **HALF_OPEN
+        )
+    (d,) = run(PortScanDetector(CFG.port_scan), flows(rows))
+    assert (d.source, d.target) == ("many", "10.0.0.9")
+    assert d.evidence["sources"] == 25 and d.evidence["distinct_ports"] == 300
+    assert len(d.evidence["top_sources"]) == 5 and d.evidence["top_sources"][0]["count"] == 12
+
+
+def test_background_noise_from_many_sources_is_not_a_distributed_scan():
+    one_port_each = [
+        {**HALF_OPEN, "src": f"198.51.100.{k}", "dst": "10.0.0.9", "dport": 1000 + k}
+        for k in range(1, 60)
+    ]
+    few_sources = []
+    for k in range(4):
+        few_sources += probes(
+            f"198.51.100.{k + 1}", "10.0.0.9", range(1 + 12 * k, 13 + 12 * k), **HALF_OPEN
+        )
+    assert run(PortScanDetector(CFG.port_scan), flows(one_port_each)) == []
+    assert run(PortScanDetector(CFG.port_scan), flows(few_sources)) == []
+
+
+def test_distributed_sweep_of_a_network():
+    rows = [
+        {**UNANSWERED, "src": f"198.51.100.{k + 1}", "dst": f"10.9.8.{9 * k + j + 1}", "dport": 445}
+        for k in range(25)
+        for j in range(9)
+    ]
+    (d,) = run(AddressSweepDetector(CFG.address_sweep), flows(rows))
+    assert (d.source, d.target) == ("many", "10.9.8.0/24 tcp/445")
+    assert d.evidence["sources"] == 25 and d.evidence["distinct_hosts"] == 225
+
+
+def test_many_clients_reaching_the_same_live_servers_are_not_a_distributed_sweep():
+    echo = {"proto": 1, "dport": 0x0800, "sport": 0, "itype": 8, "fwd": 1, "bwd": 1}
+    rows = [
+        {
+            **echo,
+            "fwd_syn": 0,
+            "bwd_syn": 0,
+            "src": f"10.0.{k}.5",
+            "dst": f"10.9.8.{1 + (k + j) % 40}",
+        }
+        for k in range(100)
+        for j in range(3)
+    ]
+    assert run(AddressSweepDetector(CFG.address_sweep), flows(rows)) == []
+
+
+def test_network_of():
+    nets = network_of(str_to_addrs(["10.1.2.3", "2001:db8:1:2:3:4:5:6"]))
+    assert addrs_to_str(nets) == ["10.1.2.0", "2001:db8:1:2::"]
+
+
+# ------------------------------------------------------------------ ordinary traffic
+
+
+def _failed(src: str, hosts: list[str], port: int) -> list[dict]:
+    return [
+        {**UNANSWERED, "src": src, "dst": h, "dport": port, "ts": T0 + i}
+        for i, h in enumerate(hosts)
+    ]
+
+
+def test_peer_service_with_content_peers_is_not_a_sweep_judged_per_service():
+    hosts = [f"203.0.113.{i}" for i in range(1, 41)]
+    peers = [f"198.51.100.{i}" for i in range(1, 9)]
+    content = [
+        {"src": "10.0.0.15", "dst": p, "dport": 7680, "bwd_bytes": 300_000, "ts": T0 + 50}
+        for p in peers
+    ]
+    do = flows(_failed("10.0.0.15", hosts, 7680) + content)
+    assert run(AddressSweepDetector(CFG.address_sweep), do) == []
+    # content on another service buys nothing for this one
+    elsewhere = flows(_failed("10.0.0.15", hosts, 7680) + [{**c, "dport": 8080} for c in content])
+    (d,) = run(AddressSweepDetector(CFG.address_sweep), elsewhere)
+    assert d.target == "tcp/7680"
+    # nor does it for a privileged service (a worm that also fetches from the hosts)
+    smb = flows(_failed("10.0.0.15", hosts, 445) + [{**c, "dport": 445} for c in content])
+    (d,) = run(AddressSweepDetector(CFG.address_sweep), smb)
+    assert d.target == "tcp/445"
+
+
+def _echo(src: str, dst: str, ts: float, answered: bool = True) -> dict:
+    return {
+        "proto": 1,
+        "src": src,
+        "dst": dst,
+        "dport": 0x0800,
+        "sport": 0,
+        "itype": 8,
+        "fwd": 1,
+        "bwd": int(answered),
+        "fwd_syn": 0,
+        "bwd_syn": 0,
+        "ts": ts,
+        "dur": 0.001,
+    }
+
+
+def test_a_poller_coming_back_to_live_hosts_is_not_a_sweep():
+    det = AddressSweepDetector(CFG.address_sweep)
+    hosts = [f"10.7.0.{i}" for i in range(1, 101)]
+    for w in range(12):  # every host pinged every 30 s, 97 % answer
+        start = T0 + 60 * w
+        batch = flows(
+            [
+                _echo("10.0.0.5", h, start + 30 * r + i * 0.25, answered=i % 33 != 0)
+                for r in range(2)
+                for i, h in enumerate(hosts)
+            ]
+        )
+        assert run(det, batch, start) == [], w
+
+
+def test_an_unanswered_sweep_is_reported_at_once():
+    batch = flows([_echo("10.0.0.66", f"10.7.0.{i}", T0 + i, answered=False) for i in range(1, 31)])
+    (d,) = run(AddressSweepDetector(CFG.address_sweep), batch)
+    assert d.target == "icmp/echo" and d.evidence["answered"] == 0
+
+
+def test_slow_sweep_found_by_the_slow_tier():
+    det = AddressSweepDetector(CFG.address_sweep)
+    found = []
+    for k in range(60):  # one host every 20 s: 15 per 5 minutes
+        start = T0 + 60 * k
+        batch = flows(
+            [
+                {
+                    **UNANSWERED,
+                    "src": "192.0.2.9",
+                    "dst": f"10.7.{k}.{j + 1}",
+                    "dport": 3389,
+                    "ts": start + 20 * j,
+                }
+                for j in range(3)
+            ]
+        )
+        found = run(det, batch, start)
+        if found:
+            break
+    (d,) = found
+    assert d.evidence["horizon_seconds"] == CFG.address_sweep.slow_horizon_seconds
+    assert d.evidence["distinct_hosts"] >= CFG.address_sweep.slow_min_hosts
+
+
+def test_tiers_can_be_switched_off():
+    cfg = dataclasses.replace(CFG.port_scan, slow_min_ports=0, distributed_min_sources=0)
+    det = PortScanDetector(cfg)
+    assert [h for h, _ in det.tiers] == [cfg.horizon_seconds]
+    assert service_name(65536 + 53) == "udp/53" and service_name(2 * 65536) == "icmp/echo"
+
+
+# ------------------------------------------------------------------ cases, end to end
+
+HARD = [c for c in cases("hard") if any(t in c.build.__module__ for t in ("cases_scans",))]
+
+
+@pytest.mark.parametrize("case", HARD, ids=lambda c: c.name)
+def test_every_hard_scan_case_is_found_with_the_right_attacker(case, tmp_path: Path):
+    (r,) = run_cases([case], [1], tmp_path, DetectorsConfig(), analyse_capture)
+    assert r.scenario.truths and found(r, matches), [
+        (d.detector, d.source, d.target) for d in r.detections
+    ]
+
+
+def test_every_benign_case_is_quiet_for_scan_and_brute_force_detectors(tmp_path: Path):
+    benign = [c for c in load_cases().values() if c.suite == "benign"]
+    assert {
+        "mail_filter_relay",
+        "nat_mail_users",
+        "delivery_optimization",
+        "bittorrent_host",
+        "cdn_browser",
+        "monitoring_poller",
+    } <= {c.name for c in benign}
+    results = run_cases(benign, [1], tmp_path, DetectorsConfig(), analyse_capture)
+    noisy = [
+        f"{r.case.name}: {d.detector} {d.source} -> {d.target}"
+        for r in results
+        for d in r.detections
+        if d.detector in MINE
+    ]
+    assert noisy == []
