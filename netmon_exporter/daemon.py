@@ -544,8 +544,7 @@ class Daemon:
 
     def _report_with_template(self, window: Any, analysis: Any) -> None:
         report = self.aggregator.report_dict(window, analysis)
-        self.aggregator.write_report(window, analysis, template_summary(report))
-        self.m.windows_kept.set(self.aggregator.reports_kept())
+        self._kept(window, self.aggregator.write_report(window, analysis, template_summary(report)))
 
     def _report(self, window: Any, analysis: Any) -> None:
         report = self.aggregator.report_dict(window, analysis)
@@ -561,11 +560,25 @@ class Daemon:
             self._llm_error = result.error or "LLM unavailable"
         if result.attempts > 1:
             self.m.retries.labels("llm").inc(result.attempts - 1)
-        self.aggregator.write_report(window, analysis, result.text)
+        path = self.aggregator.write_report(window, analysis, result.text)
         recording.record_top_talkers(
             self.m, report.get("top_talkers", []), self.holder.config.windows.top_talkers
         )
+        self._kept(window, path)
+
+    def _kept(self, window: Any, path: Path) -> None:
+        """Count the reports on disk; say so when the one just written was pruned at once.
+
+        Reports are kept newest by window time (docs/window-report.md), so a backfilled
+        window older than all the kept ones loses its report right away.
+        """
         self.m.windows_kept.set(self.aggregator.reports_kept())
+        if not path.exists():
+            log.info(
+                "window report deleted at once: older than the newest windows.max_windows "
+                "reports (kept by window time); raise windows.max_windows to keep backfills",
+                extra={"window_start": window.start, "report": path.name},
+            )
 
     # -- alerts
     def _triage(self, window: Any, analysis: Any) -> Any:

@@ -7,6 +7,7 @@ doc, so a guard cannot silently outlive the sentence it was written for.
 
 from __future__ import annotations
 
+import datetime
 import io
 import logging
 import re
@@ -104,3 +105,64 @@ def test_explicit_category_wins(log_lines: io.StringIO) -> None:
     logging.getLogger("netmon_exporter.summarise").warning("x", extra={"category": "config"})
     line = log_lines.getvalue()
     assert "category=config" in line and "category=llm" not in line
+
+
+# ------------------------------------------------------------------ window reports kept
+
+T = 1_790_000_040.0  # a whole minute
+
+
+def _capture(path: Path, minutes: list[int], file_no: int) -> None:
+    from tests.integration.test_ingest_daemon import flows_records, pcap_header
+
+    path.write_bytes(
+        pcap_header()
+        + b"".join(flows_records(T + 60 * m, file_no * 10 + i, 2) for i, m in enumerate(minutes))
+    )
+
+
+def _report_name(minute: int) -> str:
+    stamp = datetime.datetime.fromtimestamp(T + 60 * minute, datetime.UTC)
+    return f"window-{stamp:%Y%m%dT%H%M%S}.000Z.json"
+
+
+def _reports(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / "out" / "windows").glob("window-*.json"))
+
+
+@pytest.mark.integration
+def test_a_backfilled_window_older_than_the_kept_ones_loses_its_report_at_once(
+    tmp_path: Path,
+) -> None:
+    """Guards docs/window-report.md: "newest by window time (the order of the file names), not by when they were written".
+
+    With ``max_windows: 3``, a backfilled window two hours before the kept ones is
+    written and deleted at once, the log says so, and the window still counts.
+    """
+    from tests.integration.daemon_process import DaemonProcess
+    from tests.integration.test_ingest_daemon import age
+
+    (tmp_path / "captures").mkdir()
+    (tmp_path / "config.yaml").write_text(
+        "capture:\n  directory: captures\n  min_age_seconds: 0\n"
+        "windows:\n  length_seconds: 60\n  max_windows: 3\n"
+        "output:\n  directory: out\nstate:\n  directory: state\n"
+    )
+    _capture(tmp_path / "captures" / "live.pcap", [0, 1, 2, 3, 4, 5], 1)
+    age(tmp_path / "captures" / "live.pcap")
+    d = DaemonProcess(tmp_path / "config.yaml").start()
+    try:
+        # the watermark (newest packet minus one window) closes the first four windows
+        d.wait_for(lambda: d.metric("netmon_windows_processed_total") == 4, 60, "4 windows")
+        kept = _reports(tmp_path)
+        assert kept == [_report_name(m) for m in (1, 2, 3)]
+        _capture(tmp_path / "captures" / "backfill.pcap", [-120], 2)
+        age(tmp_path / "captures" / "backfill.pcap")
+        d.wait_for(lambda: d.metric("netmon_windows_processed_total") == 5, 60, "backfill")
+        d.wait_for(lambda: "window report deleted at once" in d.log_text(), 10, "the log line")
+        assert _reports(tmp_path) == kept  # the backfill's report came and went
+        assert d.metric("netmon_windows_kept") == 3
+    finally:
+        d.stop()
+    line = next(ln for ln in d.lines if "window report deleted at once" in ln)
+    assert "level=info" in line and _report_name(-120) in line
