@@ -318,6 +318,7 @@ class Daemon:
         self.summariser = Summariser(cfg.llm)
         self.pusher = AlertPusher(cfg.alertmanager, cfg.alerting, external_url=external_url)
         self.suppression = SuppressionRules.from_config(cfg.ignore)
+        self._holding_back = False  # the last window was too old to push
         self._llm_error: str | None = None
         self._am_error: str | None = None
         self._reporter = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="reporter")
@@ -602,7 +603,7 @@ class Daemon:
         for (detector, reason), n in triage.suppressed_counts().items():
             if detector in DETECTORS:
                 self.m.detections_suppressed.labels(detector, reason).inc(n)
-        if triage.suppressed:
+        if triage.suppressed and log.isEnabledFor(logging.DEBUG):
             rules: dict[str, int] = {}
             for s in triage.suppressed:
                 rule = f"{s.to_dict()['suppressed_by']}: {s.entry}"
@@ -613,8 +614,9 @@ class Daemon:
             )
         if triage.held_back:
             self.m.alert_windows_held_back.inc()
+            # Said at info once per run of old windows (a replay can be thousands of them).
             log.log(
-                logging.INFO if triage.findings else logging.DEBUG,
+                logging.DEBUG if self._holding_back else logging.INFO,
                 "window not pushed to Alertmanager",
                 extra={
                     "window_end": window.end,
@@ -622,7 +624,9 @@ class Daemon:
                     "reason": triage.held_back,
                 },
             )
+            self._holding_back = True
             return triage
+        self._holding_back = False
         observed = self.pusher.observe(triage.findings, now)
         for inc in observed.opened:
             if inc.latest.detector in DETECTORS:
