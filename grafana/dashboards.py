@@ -923,6 +923,46 @@ def detections() -> db.Dashboard:
             stack=True,
         )
     )
+    d = d.with_row(db.Row("Alerting"))
+    d = d.with_panel(
+        ts(
+            "Incidents opened",
+            "New incidents per minute, by detector: a finding that continues across windows "
+            "stays one incident (one alert) until it has been quiet for "
+            "alerting.resolve_after_windows windows.",
+            "cpm",
+            [Q(rate("netmon_incidents_opened_total", "detector", scale="60 * "), "{{detector}}")],
+            width=8,
+            stack=True,
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Findings suppressed by allow-lists",
+            "Findings matched by an ignore entry (ignore.all or ignore.<detector>), per "
+            "minute, by detector and what matched. Counted, never pushed; flows and traffic "
+            "metrics are unaffected.",
+            "cpm",
+            [
+                Q(
+                    rate("netmon_detections_suppressed_total", "detector, reason", scale="60 * "),
+                    "{{detector}} ({{reason}})",
+                )
+            ],
+            width=8,
+            stack=True,
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Windows held back from Alertmanager",
+            "Windows whose end was older than alerting.max_window_age_seconds (backfilled or "
+            "replayed captures, a backlog being worked off): reported, not pushed.",
+            "cpm",
+            [Q(rate("netmon_alert_windows_held_back_total", scale="60 * "), "held back")],
+            width=8,
+        )
+    )
     d = d.with_panel(
         table_panel(
             "Detections in range",
