@@ -66,7 +66,9 @@ class AgeGate:
         self._looks: dict[str, _Look] = {}
         self._writing: dict[str, float] = {}  # path -> time of the last write event
         self._closed: set[str] = set()  # seen closed after writing, or renamed in: complete
-        self._skew_told: set[str] = set()  # paths whose clock skew was reported
+        # path -> identity whose clock skew was reported: told once per file, whatever
+        # the scheduler forgets and looks at again (a reload re-judges every waiting file)
+        self._skew_told: dict[str, Identity] = {}
 
     def __len__(self) -> int:
         return len(self._looks)
@@ -110,11 +112,12 @@ class AgeGate:
         return ahead if ahead > CLOCK_SKEW_TOLERANCE_SECONDS else 0.0
 
     def new_skew(self, path: str, now: float) -> float:
-        """Like :meth:`skew`, but only the first time for a path (until it is forgotten)."""
+        """Like :meth:`skew`, but only the first time for a file (a path and its identity)."""
         ahead = self.skew(path, now)
-        if not ahead or path in self._skew_told:
+        look = self._looks.get(path)
+        if not ahead or look is None or self._skew_told.get(path) == look.identity:
             return 0.0
-        self._skew_told.add(path)
+        self._skew_told[path] = look.identity
         return ahead
 
     def note_writing(self, path: str, writing: bool, now: float) -> None:
@@ -136,6 +139,7 @@ class AgeGate:
             if now - t >= WRITER_STALE_SECONDS or not exists(path):
                 del self._writing[path]
         self._closed = {p for p in self._closed if exists(p)}
+        self._skew_told = {p: i for p, i in self._skew_told.items() if exists(p)}
 
     def confirm(self, paths: Iterable[str], now: float) -> set[str]:
         """Return the subset of candidate paths nobody is writing; restart the others' clock."""
@@ -160,13 +164,11 @@ class AgeGate:
         """Forget the looks at paths no longer followed (write marks stay)."""
         for path in [p for p in self._looks if p not in keep]:
             del self._looks[path]
-        self._skew_told &= keep
 
     def forget(self, path: str) -> None:
         """Drop what we know of a path, except that a writer has it open."""
         self._looks.pop(path, None)
         self._closed.discard(path)
-        self._skew_told.discard(path)
 
 
 def files_open_for_writing(paths: Iterable[str], proc: str = "/proc") -> set[str]:
