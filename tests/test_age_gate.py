@@ -167,11 +167,11 @@ def test_clock_skew_is_told_once_per_file_even_after_the_path_is_forgotten(tmp_p
     mtime = p.stat().st_mtime_ns / 1e9
     now = mtime - 3600.0
     gate = _gate(0.0, open_for_writing=_never_open)
-    gate.look(str(p), p.stat(), now)
+    gate.look(str(p), Identity.of(p.stat()), now)
     assert gate.new_skew(str(p), now) > 0
     gate.forget(str(p))
-    gate.look(str(p), p.stat(), now + 1)
+    gate.look(str(p), Identity.of(p.stat()), now + 1)
     assert gate.new_skew(str(p), now + 1) == 0.0
     p.write_bytes(b"xx")  # a new file under the same name is told again
-    gate.look(str(p), p.stat(), now + 2)
+    gate.look(str(p), Identity.of(p.stat()), now + 2)
     assert gate.new_skew(str(p), now + 2) > 0
