@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -330,23 +332,40 @@ def test_worker_slots_are_kept_and_the_total_never_goes_back(tmp_path: Path) -> 
 
 
 def test_worker_collector_on_the_real_proc() -> None:
-    """Forked children of this process show up, with memory and fds."""
-    import multiprocessing
+    """Forked children of a process show up, with memory and fds.
+
+    The parent is a fresh interpreter of its own, not pytest's: earlier tests may have
+    left a fork server or resource tracker below pytest, which changes the labels.
+    """
+    import subprocess
+    import sys
+    import time
 
     from netmon_exporter.process_metrics import WorkerProcessCollector
 
-    ctx = multiprocessing.get_context("fork")
-    child = ctx.Process(target=__import__("time").sleep, args=(5,))
-    child.start()
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, time\nif os.fork() == 0:\n    time.sleep(30)\nelse:\n    time.sleep(30)",
+        ],
+        start_new_session=True,  # killed as a group: the forked child too
+    )
     try:
-        r = CollectorRegistry()
-        WorkerProcessCollector(r)
-        got = samples(r)
+        got: dict[tuple[str, str], float] = {}
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            r = CollectorRegistry()
+            WorkerProcessCollector(r, pid=parent.pid)
+            got = samples(r)
+            if ("netmon_worker_resident_memory_bytes", "0") in got:
+                break
+            time.sleep(0.05)
         assert got[("netmon_worker_resident_memory_bytes", "0")] > 1e6
         assert got[("netmon_worker_open_fds", "0")] >= 1
     finally:
-        child.kill()
-        child.join()
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait()
 
 
 # ---------------------------------------------------------------- a real scrape of the daemon
