@@ -234,8 +234,8 @@ def test_huge_values_are_clipped_in_messages(tmp_path: Path) -> None:
         f"? {'k' * 5000}\n: 1\n"
     )
     assert errors_of(text, tmp_path) == [
-        f"'{'k' * 36}...: unknown key (allowed: alertmanager, capture, detectors, flows, "
-        "health, llm, models, output, processing, state, windows)",
+        f"'{'k' * 36}...: unknown key (allowed: alerting, alertmanager, capture, detectors, "
+        "flows, health, ignore, llm, models, output, processing, state, windows)",
         "capture.directory: [1, 1, 1, 1, ...] is not a path",
         f"capture.after_processing: '{'x' * (ECHO_CHARS - 4)}... is not one of keep, move, delete",
     ]
