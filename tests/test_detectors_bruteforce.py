@@ -59,6 +59,7 @@ def sessions(
 
 
 def test_six_passwords_per_connection_over_the_old_packet_cap():
+    """Guards docs/detectors.md: "six passwords in one SSH connection are about 42 packets"."""
     batch = sessions(8, sent=2310, received=2120, pkts=42, step=12)
     (d,) = run(BruteForceDetector(CFG.brute_force), batch)
     assert (d.source, d.target) == ("203.0.113.7", "10.0.0.22:22")
@@ -83,6 +84,7 @@ def test_slow_guessing_found_by_the_slow_tier():
 
 
 def test_mail_delivery_carrying_messages_is_not_guessing():
+    """Guards docs/detectors.md: "each session carries a message, so the client side varies with it"."""
     rng = np.random.default_rng(3)
     messages = np.clip(rng.lognormal(np.log(4500), 0.9, 12), 900, 400_000) + 700
     mail = sessions(12, sent=messages, received=4600, port=25, step=10, largest=1400)

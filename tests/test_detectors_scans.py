@@ -77,6 +77,7 @@ def test_unanswered_stealth_probes_and_connect_scans_count():
 
 
 def test_a_servers_late_packets_to_client_ports_are_not_a_scan():
+    """Guards docs/detectors.md: "a server's tail goes *from* its service port *to* the client's higher, unprivileged port"."""
     # After the idle timeout a server's FIN or keepalive is a flow of its own, from its
     # service port to the client's high port, answered by a reset: not a probe.
     tails = [
@@ -88,6 +89,7 @@ def test_a_servers_late_packets_to_client_ports_are_not_a_scan():
 
 
 def test_traceroute_ports_are_not_a_udp_scan():
+    """Guards docs/detectors.md: "except ports 33434–33534, where traceroute and mtr send one probe per hop"."""
     udp = {"proto": 17, "fwd": 1, "bwd": 0, "fwd_syn": 0, "bwd_syn": 0, "fwd_bytes": 32}
     trace = flows(probes("10.0.0.66", "10.0.0.9", range(33434, 33474), **udp))
     assert run(PortScanDetector(CFG.port_scan), trace) == []
@@ -198,6 +200,7 @@ def test_distributed_sweep_of_a_network():
 
 
 def test_many_clients_reaching_the_same_live_servers_are_not_a_distributed_sweep():
+    """Guards docs/detectors.md: "only hosts that never answered a source count toward a distributed sweep"."""
     echo = {"proto": 1, "dport": 0x0800, "sport": 0, "itype": 8, "fwd": 1, "bwd": 1}
     rows = [
         {
@@ -229,6 +232,7 @@ def _failed(src: str, hosts: list[str], port: int) -> list[dict]:
 
 
 def test_peer_service_with_content_peers_is_not_a_sweep_judged_per_service():
+    """Guards docs/detectors.md: "with the source *on that same service*, in either direction"."""
     hosts = [f"203.0.113.{i}" for i in range(1, 41)]
     peers = [f"198.51.100.{i}" for i in range(1, 9)]
     content = [
