@@ -10,6 +10,7 @@ whose config section did not change.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,17 @@ def resolve_model_path(value: str, state_dir: Path) -> Path | None:
         return None
     p = Path(value)
     return p if p.is_absolute() else Path(state_dir) / p
+
+
+@dataclass(frozen=True)
+class AnalyzerSetup:
+    """Models and detectors built for a new config, not yet running (see Analyzer.prepare)."""
+
+    detectors: Mapping[str, Detector]
+    anomaly: Model | None
+    classifier: Model | None
+    cfg_detectors: DetectorsConfig
+    cfg_models: ModelsConfig
 
 
 class Analyzer:
@@ -90,8 +102,12 @@ class Analyzer:
             )
         return anomaly, classifier
 
-    def reload(self, cfg_detectors: DetectorsConfig, cfg_models: ModelsConfig) -> None:
-        """Swap in a new config; raise ``ModelError`` (changing nothing) if a model fails to load."""
+    def prepare(self, cfg_detectors: DetectorsConfig, cfg_models: ModelsConfig) -> AnalyzerSetup:
+        """Load models and build detectors for a new config, changing nothing that runs.
+
+        Raise ``ModelError`` if a model cannot be loaded. Detectors whose settings did not
+        change are carried over (with the state they learnt across windows).
+        """
         anomaly, classifier = self._load_models(cfg_models)
         detectors: dict[str, Detector] = {}
         for name in REGISTRY:
@@ -103,9 +119,17 @@ class Analyzer:
                 detectors[name] = kept
             else:
                 detectors[name] = build_detector(name, cfg_detectors)
-        self.anomaly_model, self.classifier = anomaly, classifier
-        self._detectors = detectors
-        self._cfg_detectors, self._cfg_models = cfg_detectors, cfg_models
+        return AnalyzerSetup(detectors, anomaly, classifier, cfg_detectors, cfg_models)
+
+    def commit(self, setup: AnalyzerSetup) -> None:
+        """Swap in what :meth:`prepare` built, in one step."""
+        self.anomaly_model, self.classifier = setup.anomaly, setup.classifier
+        self._detectors = dict(setup.detectors)
+        self._cfg_detectors, self._cfg_models = setup.cfg_detectors, setup.cfg_models
+
+    def reload(self, cfg_detectors: DetectorsConfig, cfg_models: ModelsConfig) -> None:
+        """Prepare and commit; raise ``ModelError`` (changing nothing) if a model fails to load."""
+        self.commit(self.prepare(cfg_detectors, cfg_models))
 
     def analyse(self, flows: FlowBatch, window_start: float, window_end: float) -> WindowAnalysis:
         """Run every detector and model over one window's flows."""

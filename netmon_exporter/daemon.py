@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
@@ -45,6 +45,11 @@ from .models import ModelError
 from .process_metrics import WorkerProcessCollector
 from .summarise import template_summary
 from .web_config import LiveWebConfig, WebConfig, WebConfigError, load_web_config
+
+if TYPE_CHECKING:
+    from .analysis import AnalyzerSetup
+    from .summarise import Summariser
+    from .suppression import SuppressionRules
 
 log = logging.getLogger("netmon_exporter")
 
@@ -270,6 +275,37 @@ class ConfigHolder:
             return ReloadOutcome(True, msg, restart)
 
 
+class ComponentErrors:
+    """The last error of each optional component, written from its own thread.
+
+    A reload that replaces a component bumps its generation: a call that started under
+    the old settings cannot then report an error (or a recovery) for the new ones.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._errors: dict[str, str | None] = {}
+        self._generations: dict[str, int] = {}
+
+    def generation(self, name: str) -> int:
+        with self._lock:
+            return self._generations.get(name, 0)
+
+    def report(self, name: str, generation: int, error: str | None) -> None:
+        with self._lock:
+            if self._generations.get(name, 0) == generation:
+                self._errors[name] = error
+
+    def reset(self, name: str) -> None:
+        with self._lock:
+            self._generations[name] = self._generations.get(name, 0) + 1
+            self._errors[name] = None
+
+    def get(self, name: str) -> str | None:
+        with self._lock:
+            return self._errors.get(name)
+
+
 class ReloadError(Exception):
     """A valid config that cannot be applied (e.g. its model file cannot be loaded)."""
 
@@ -319,8 +355,8 @@ class Daemon:
         self.pusher = AlertPusher(cfg.alertmanager, cfg.alerting, external_url=external_url)
         self.suppression = SuppressionRules.from_config(cfg.ignore)
         self._holding_back = False  # the last window was too old to push
-        self._llm_error: str | None = None
-        self._am_error: str | None = None
+        # LLM and Alertmanager errors, set from the reporter and pusher threads
+        self._errors = ComponentErrors()
         self._reporter = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="reporter")
         # (future, window, analysis) of reports handed to the reporter thread, oldest first
         self._pending_reports: deque[tuple[concurrent.futures.Future[None], Any, Any]] = deque()
@@ -435,28 +471,48 @@ class Daemon:
         return outcome
 
     def _prepare(self, cfg: Config, old: Config) -> Callable[[], None]:
-        # Models load first: a model that cannot be loaded fails the whole reload and
-        # leaves every component as it was.
+        """Build everything the new config needs off to the side; change nothing that runs.
+
+        Whatever can fail (models) fails here and leaves every component as it was; the
+        returned step only swaps references, which cannot fail half-way.
+        """
         try:
-            self.analyzer.reload(cfg.detectors, cfg.models)
+            setup = self.analyzer.prepare(cfg.detectors, cfg.models)
         except ModelError as exc:
             self.m.errors.labels("model").inc()
             raise ReloadError(f"models: {exc}") from None
-        return lambda: self._apply(cfg, old)
+        summariser = type(self.summariser)(cfg.llm) if cfg.llm != old.llm else None
+        suppression = (
+            type(self.suppression).from_config(cfg.ignore) if cfg.ignore != old.ignore else None
+        )
+        return lambda: self._apply(cfg, old, setup, summariser, suppression)
 
-    def _apply(self, cfg: Config, old: Config) -> None:
+    def _apply(
+        self,
+        cfg: Config,
+        old: Config,
+        setup: AnalyzerSetup,
+        summariser: Summariser | None,
+        suppression: SuppressionRules | None,
+    ) -> None:
+        """Swap in what :meth:`_prepare` built (on the daemon thread, between windows).
+
+        The reporter and pusher threads keep the object they hold for a call in progress
+        (immutable hand-off); errors that call reports for the old settings are ignored.
+        """
+        self.analyzer.commit(setup)
         self.ingest.apply_config(cfg)
         self.aggregator.reconfigure(cfg.windows)
-        if cfg.llm != old.llm:
-            self.summariser = type(self.summariser)(cfg.llm)
-            self._llm_error = None
+        if summariser is not None:
+            self.summariser = summariser
+            self._errors.reset("llm")
         if cfg.alertmanager != old.alertmanager or cfg.alerting != old.alerting:
             # Incidents are kept: a reload neither re-pages nor forgets what is open.
             self.pusher.reconfigure(cfg.alertmanager, cfg.alerting, self.external_url)
             if cfg.alertmanager != old.alertmanager:
-                self._am_error = None
-        if cfg.ignore != old.ignore:
-            self.suppression = type(self.suppression).from_config(cfg.ignore)
+                self._errors.reset("alertmanager")
+        if suppression is not None:
+            self.suppression = suppression
         recording.record_settings(self.m, cfg)
         recording.record_models(self.m, self.analyzer.model_info())
         for model in self.analyzer.models():
@@ -549,16 +605,17 @@ class Daemon:
 
     def _report(self, window: Any, analysis: Any) -> None:
         report = self.aggregator.report_dict(window, analysis)
-        result = self.summariser.summarise(report)
+        summariser, generation = self.summariser, self._errors.generation("llm")
+        result = summariser.summarise(report)
         if result.attempts:
             self.m.llm_seconds.observe(result.seconds)
         if result.source == "llm":
             self.m.llm_summaries.inc()
-            self._llm_error = None
-        elif self.holder.config.llm.enabled:
+            self._errors.report("llm", generation, None)
+        elif summariser.enabled:
             self.m.llm_failed.inc()
             self.m.errors.labels("llm").inc()
-            self._llm_error = result.error or "LLM unavailable"
+            self._errors.report("llm", generation, result.error or "LLM unavailable")
         if result.attempts > 1:
             self.m.retries.labels("llm").inc(result.attempts - 1)
         path = self.aggregator.write_report(window, analysis, result.text)
@@ -640,6 +697,7 @@ class Daemon:
 
     def _push_once(self) -> None:
         now = time.time()
+        generation = self._errors.generation("alertmanager")
         try:
             recording.record_active_detections(self.m, self.pusher.active_by_detector())
             if not self.pusher.due(now):
@@ -647,7 +705,7 @@ class Daemon:
             result = self.pusher.push(now)
         except Exception as exc:  # the pusher thread must survive anything
             log.exception("alert push crashed")
-            self._am_error = str(exc)
+            self._errors.report("alertmanager", generation, str(exc))
             self.m.errors.labels("alertmanager").inc()
             return
         self.m.alertmanager_seconds.observe(result.seconds)
@@ -656,10 +714,11 @@ class Daemon:
             self.m.alerts_failed.inc(result.failed)
             self.m.errors.labels("alertmanager").inc()
             self.m.retries.labels("alertmanager").inc()
-            self._am_error = "; ".join(result.errors)[:300] or "push failed"
-            log.warning("alertmanager push failed", extra={"err": self._am_error})
+            err = "; ".join(result.errors)[:300] or "push failed"
+            self._errors.report("alertmanager", generation, err)
+            log.warning("alertmanager push failed", extra={"err": err})
         elif result.sent:
-            self._am_error = None
+            self._errors.report("alertmanager", generation, None)
 
     # -- health and housekeeping
     def _housekeeping(self) -> None:
@@ -704,9 +763,9 @@ class Daemon:
                 recent_failures=sum(self._recent),
                 error_ratio_threshold=cfg.health.error_ratio_threshold,
                 llm_enabled=cfg.llm.enabled,
-                llm_error=self._llm_error,
+                llm_error=self._errors.get("llm"),
                 alertmanager_enabled=bool(cfg.alertmanager.urls),
-                alertmanager_error=self._am_error,
+                alertmanager_error=self._errors.get("alertmanager"),
                 ingest_problems=st.problems,
             )
         )

@@ -120,6 +120,11 @@ class Summariser:
         )
 
     @property
+    def enabled(self) -> bool:
+        """Whether an LLM is asked at all (else every summary is the template)."""
+        return bool(self._cfg.enabled)
+
+    @property
     def endpoint(self) -> str:
         """The chat-completions URL requested (credentials in it removed)."""
         return redact_url(_chat_url(self._cfg.url))
