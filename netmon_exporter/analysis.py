@@ -20,7 +20,7 @@ from .config import DetectorsConfig, ModelsConfig
 from .detection import Detection
 from .detectors import REGISTRY, Detector, build_detector
 from .detectors.features import addr_codes, clear_cache
-from .flow_schema import FlowBatch
+from .flow_schema import FLOWS, SLICES, FlowBatch, view
 from .models import BENIGN, Model, load_model
 
 
@@ -35,6 +35,11 @@ class WindowAnalysis:
     seconds: float
     anomaly_threshold: float = 0.6
     detector_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _reads(det: Detector) -> str:
+    """Which view of a window a detector reads (``reads``: "flows", the default, or "slices")."""
+    return str(getattr(det, "reads", FLOWS))
 
 
 def resolve_model_path(value: str, state_dir: Path) -> Path | None:
@@ -131,15 +136,31 @@ class Analyzer:
         """Prepare and commit; raise ``ModelError`` (changing nothing) if a model fails to load."""
         self.commit(self.prepare(cfg_detectors, cfg_models))
 
-    def analyse(self, flows: FlowBatch, window_start: float, window_end: float) -> WindowAnalysis:
-        """Run every detector and model over one window's flows."""
+    def analyse(self, records: FlowBatch, window_start: float, window_end: float) -> WindowAnalysis:
+        """Run every detector and model over one window's flows.
+
+        A window holds whole flows and per-window slices of flows that crossed window
+        boundaries (``flow_schema.RECORD_*``). Detectors see the whole flows, unless
+        they declare ``reads = "slices"`` (the volumetric ones): then they see each
+        flow's packets within this window. Models see whole flows.
+        """
         t0 = time.perf_counter()
-        detections: list[Detection] = []
+        flows = view(records, FLOWS)
+        found: dict[str, list[Detection]] = {}
         timings: dict[str, float] = {}
-        for name, det in self._detectors.items():
+        # whole-flow detectors first, then the slice readers: the per-batch feature cache
+        # holds one batch at a time
+        order = sorted(self._detectors.items(), key=lambda kv: _reads(kv[1]) == SLICES)
+        slices: FlowBatch | None = None
+        for name, det in order:
             t = time.perf_counter()
-            detections.extend(det.detect(flows, window_start, window_end))
+            batch = flows
+            if _reads(det) == SLICES:
+                slices = view(records, SLICES) if slices is None else slices
+                batch = slices
+            found[name] = det.detect(batch, window_start, window_end)
             timings[name] = time.perf_counter() - t
+        detections = [d for name in self._detectors for d in found[name]]
         cfg = self._cfg_models
         scores = np.zeros(0)
         class_counts: dict[str, int] = {}

@@ -171,6 +171,11 @@ class WindowsConfig:
 class OutputConfig:
     directory: Path = _f(Path("./output"), "Flow CSVs, window reports and quarantine live here.")
     flows_csv: bool = _f(True, "Write one CICFlowMeter-compatible CSV per processed capture.")
+    flows_csv_interim: bool = _f(
+        False,
+        "Write the per-window slices of flows that cross window boundaries (one row per "
+        "flow and window, flow_record 1 or 2) instead of one row per whole flow.",
+    )
     retention_hours: float = _f(
         168.0, "Flow CSVs older than this are deleted (0 keeps all).", min=0, max=87600
     )

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .flow_schema import FEATURE_COLUMNS, KEY_COLUMNS, FlowBatch
+from .flow_schema import FEATURE_COLUMNS, KEY_COLUMNS, FlowBatch, is_flow, is_slice
 
 # Rows kept for per-flow analysis per window (about 50 MB) and per file a worker
 # sends (a window usually gathers several files).
@@ -74,6 +74,19 @@ ANALYSIS_FEATURES: tuple[str, ...] = (
     "Idle Mean",  # beacon: regular idle gaps between bursts inside one long flow
     "Idle Std",
     "Active Mean",
+    # per-query DNS statistics (dns_tunnel), per flow or per slice
+    "dns_queries",
+    "dns_nxdomain",
+    "dns_qnames",
+    "dns_zones",
+    "dns_qname_len_total",
+    "dns_qname_len_max",
+    "dns_label_entropy",
+    "dns_query_bytes",
+    "dns_response_bytes",
+    # whole flow or per-window slice (flow_schema.RECORD_*), and a slice's flow's age
+    "flow_record",
+    "flow_age",
 )
 ANALYSIS_STRINGS: tuple[str, ...] = ("dns_qname",)
 assert set(ANALYSIS_FEATURES) <= set(FEATURE_COLUMNS)
@@ -106,8 +119,8 @@ class SampledFlows(FlowBatch):
 
     @property
     def sampled_out(self) -> int:
-        """Flows tallied but not kept as rows."""
-        return self.flows_total - len(self)
+        """Flows tallied but not kept as rows (interim slices are not flows)."""
+        return max(self.flows_total - int(is_flow(self).sum()), 0)
 
 
 def _num(batch: FlowBatch, name: str) -> np.ndarray:
@@ -117,7 +130,12 @@ def _num(batch: FlowBatch, name: str) -> np.ndarray:
 
 
 def tally_of(batch: FlowBatch) -> dict[str, np.ndarray]:
-    """Count every flow of ``batch`` by second of its first packet and protocol."""
+    """Count every flow of ``batch`` by second of its first packet and protocol.
+
+    Flows are counted by their whole-flow record, packets and bytes by their slices
+    (each at the second of the slice's first packet): a flow cut at window boundaries
+    adds its traffic to the windows where it flowed and counts once, where it began.
+    """
     n = len(batch)
     if n == 0:
         return empty_tally()
@@ -129,7 +147,13 @@ def tally_of(batch: FlowBatch) -> dict[str, np.ndarray]:
     proto = np.asarray(batch["protocol"], dtype=np.int64)
     packets = _num(batch, "Tot Fwd Pkts") + _num(batch, "Tot Bwd Pkts")
     byts = _num(batch, "TotLen Fwd Pkts") + _num(batch, "TotLen Bwd Pkts")
-    return _group_tally(sec, proto, np.ones(n, np.int64), packets, byts, last)
+    flows = np.ones(n, np.int64)
+    if "flow_record" in batch:
+        traffic = is_slice(batch)
+        flows = is_flow(batch).astype(np.int64)
+        packets = np.where(traffic, packets, 0.0)
+        byts = np.where(traffic, byts, 0.0)
+    return _group_tally(sec, proto, flows, packets, byts, last)
 
 
 def _group_tally(

@@ -135,6 +135,17 @@ EXTRA_FEATURES: tuple[str, ...] = (
     "dns_qname_labels",  # number of labels in it
     "dns_qname_entropy",  # Shannon entropy (bits/char) of the name's characters
     "dns_nxdomain",  # number of responses with RCODE 3
+    # Per-query DNS statistics (every query of the flow or slice, not only the first).
+    "dns_qnames",  # distinct query names (HyperLogLog estimate, near exact below ~80)
+    "dns_zones",  # distinct registered domains (last two labels) of the flow so far
+    "dns_qname_len_total",  # sum of the query names' lengths, bytes
+    "dns_qname_len_max",  # longest query name, bytes
+    "dns_label_entropy",  # mean per query of the entropy of its labels left of the domain
+    "dns_query_bytes",  # DNS payload bytes of the queries
+    "dns_response_bytes",  # DNS payload bytes of the responses
+    # What the record is (RECORD_*) and, for a slice, how long its flow had been going.
+    "flow_record",
+    "flow_age",  # seconds from the flow's first packet to this record's first packet
 )
 
 # Object columns (Python str) that some flows carry; "" when absent.
@@ -144,6 +155,46 @@ STRING_COLUMNS: tuple[str, ...] = (
 )
 
 FEATURE_COLUMNS: tuple[str, ...] = CIC_FEATURES + EXTRA_FEATURES
+
+# What a row stands for (the ``flow_record`` column; missing means RECORD_FLOW). A flow
+# still open at a window boundary is cut there into interim records, as NetFlow/IPFIX
+# exporters do at an active timeout, but aligned to the windows (docs/flow-features.md):
+RECORD_FLOW = 0  # a whole flow never cut: also its only slice
+RECORD_SLICE = 1  # an interim record: a flow's packets within one window, the flow still open
+RECORD_TAIL = 2  # the last slice of a cut flow (its packets since its last interim record)
+RECORD_WHOLE = 3  # the whole of a cut flow (CICFlowMeter semantics)
+FLOWS, SLICES = "flows", "slices"  # the two views of a batch (see ``view``)
+
+
+def record_kinds(batch: FlowBatch) -> np.ndarray:
+    """Return each row's RECORD_* (RECORD_FLOW where the column is missing)."""
+    if "flow_record" not in batch:
+        return np.zeros(len(batch), dtype=np.int8)
+    kind = np.asarray(batch["flow_record"], dtype=np.float64)
+    return np.where(np.isfinite(kind), kind, RECORD_FLOW).astype(np.int8)
+
+
+def is_flow(batch: FlowBatch) -> np.ndarray:
+    """Rows that stand for a whole flow (counted once each, CICFlowMeter semantics)."""
+    kind = record_kinds(batch)
+    return (kind == RECORD_FLOW) | (kind == RECORD_WHOLE)
+
+
+def is_slice(batch: FlowBatch) -> np.ndarray:
+    """Rows that stand for a flow's packets within one window (their sums are traffic)."""
+    kind = record_kinds(batch)
+    return (kind == RECORD_FLOW) | (kind == RECORD_SLICE) | (kind == RECORD_TAIL)
+
+
+def view(batch: FlowBatch, which: str) -> FlowBatch:
+    """The batch's whole flows (``FLOWS``) or its per-window slices (``SLICES``).
+
+    Returns ``batch`` itself (no copy) when every row belongs to the view.
+    """
+    if "flow_record" not in batch:
+        return batch
+    keep = is_flow(batch) if which == FLOWS else is_slice(batch)
+    return batch if keep.all() else batch.take(keep)
 
 
 @dataclass(frozen=True)
@@ -290,7 +341,8 @@ PROTOCOL_LABELS: dict[int, str] = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
 
 
 def protocol_counts(flows: FlowBatch) -> dict[str, int]:
-    """Count flows by protocol label (tcp, udp, icmp, icmpv6, other)."""
+    """Count flows by protocol label (tcp, udp, icmp, icmpv6, other); slices are not flows."""
+    flows = view(flows, FLOWS)
     if not len(flows):
         return {}
     nums, counts = np.unique(flows["protocol"], return_counts=True)

@@ -17,7 +17,7 @@ import numpy as np
 from .capture import decode as D
 from .capture.pcap_reader import CaptureError, CaptureReader, PacketChunk, sniff_kind
 from .flow_sample import narrow
-from .flow_schema import FlowBatch
+from .flow_schema import FLOWS, FlowBatch, view
 from .flows.features import flow_batch
 from .flows.flow_csv import FlowCsvError, FlowCsvWriter, csv_name_for, read_flow_csv
 from .flows.flow_table import EMIT_ROWS, FlowTable
@@ -59,6 +59,10 @@ class FlowSettings:
     tcp_close_grace_seconds: float = 2.0  # final ACK / retransmitted FIN after close
     max_file_bytes: int = 0  # 0: no limit; larger files fail "too_large"
     max_open_flows: int = DEFAULT_MAX_OPEN_FLOWS  # 0: no cap; beyond, the oldest are evicted
+    # > 0: flows still open at each multiple of this many seconds (the window boundaries)
+    # are cut into interim records, so windows see packets where they happen
+    interim_seconds: float = 0.0
+    csv_interim: bool = False  # the flow CSV holds the slices instead of whole flows
 
     def table(self) -> FlowTable:
         return FlowTable(
@@ -67,6 +71,7 @@ class FlowSettings:
             self.activity_timeout_seconds,
             self.tcp_close_grace_seconds,
             self.max_open_flows,
+            self.interim_seconds,
         )
 
 
@@ -78,7 +83,7 @@ class FileResult:
     kind: str  # "pcap" | "pcapng" | "csv"
     size_bytes: int
     seconds: float
-    flows: FlowBatch  # flows completed in this file (carried ones included)
+    flows: FlowBatch  # records of this file: flows completed (carried ones included), slices
     packets_by_protocol: dict[str, int] = field(default_factory=dict)  # metrics.PROTOCOLS
     bytes_by_protocol: dict[str, int] = field(default_factory=dict)
     skipped_by_reason: dict[str, int] = field(default_factory=dict)  # metrics.SKIP_REASONS
@@ -104,6 +109,7 @@ class FileResult:
 
 
 def _flow_counts(flows: FlowBatch) -> dict[str, int]:
+    flows = view(flows, FLOWS)  # interim records are not flows
     idx = _PROTO_INDEX[np.clip(np.asarray(flows["protocol"], dtype=np.int64), 0, 256)]
     counts = np.bincount(idx, minlength=5)
     return {p: int(n) for p, n in zip(_PROTOCOLS, counts, strict=True) if n}
@@ -156,8 +162,9 @@ def process_file(
     ``final=False`` keeps flows still open at the end in ``FileResult.carry``
     instead of ending them. ``csv_dir`` set: write the flows as CSV there (or to
     ``csv_path``). ``collect=False`` leaves ``FileResult.flows`` empty (memory stays
-    bounded); ``on_flows`` receives each batch of finished flows; ``on_progress``
-    the uncompressed bytes read so far.
+    bounded); ``on_flows`` receives each batch of records (finished flows and, with
+    ``settings.interim_seconds``, interim slices); ``on_progress`` the uncompressed
+    bytes read so far.
     """
     path = Path(path)
     t0 = time.perf_counter()
@@ -179,7 +186,7 @@ def process_file(
     writer = None
     if csv_path is not None:
         try:
-            writer = FlowCsvWriter(csv_path)
+            writer = FlowCsvWriter(csv_path, interim=settings.csv_interim)
         except OSError as exc:
             raise _output_error(csv_path, exc) from exc
     batches: list[FlowBatch] = []
@@ -190,9 +197,9 @@ def process_file(
         nonlocal n_flows
         if not len(batch):
             return
-        n_flows += len(batch)
         for proto, n in _flow_counts(batch).items():
             by_protocol[proto] = by_protocol.get(proto, 0) + n
+            n_flows += n
         if writer is not None:
             try:
                 writer.write(batch)
@@ -274,6 +281,7 @@ def _load_carry(carry: bytes | None, settings: FlowSettings) -> FlowTable:
             settings.activity_timeout_seconds,
             settings.tcp_close_grace_seconds,
             settings.max_open_flows,
+            settings.interim_seconds,
         )
     except ValueError as exc:
         raise CaptureFormatError(str(exc), "internal") from exc

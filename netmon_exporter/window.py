@@ -1,6 +1,10 @@
 """Fixed, wall-clock-aligned time windows over flows, and the JSON window report.
 
-Flows are assigned to the window holding their ``first_ts``. A window closes
+Flows are assigned to the window holding their ``first_ts``; a flow that crossed a
+window boundary comes as interim records (one per window it was active in, each at its
+own first packet) plus its whole record (see :mod:`.flow_schema` ``RECORD_*``): the
+slices carry its packets and bytes to the windows where they flowed, the whole record
+counts it as one flow. A window closes
 when the watermark (the latest packet time seen minus a grace of one window
 length) passes its end, so flows that end a little later, or come from the next
 capture file, still land in their window. Flows that arrive for a window already
@@ -46,7 +50,7 @@ from .flow_sample import (
     tally_of,
     weights,
 )
-from .flow_schema import FlowBatch, addrs_to_str
+from .flow_schema import SLICES, FlowBatch, addrs_to_str, view
 from .heap import map_large_blocks, release_free_memory, release_free_memory_soon
 from .text_safety import clean_data
 
@@ -298,8 +302,10 @@ def top_talkers(flows: FlowBatch, n: int) -> list[dict[str, Any]]:
     """Rank addresses by bytes sent (forward bytes as source plus backward bytes as destination).
 
     Rows that stand for several flows (``sample_weight``, a thinned flood) count as
-    many, so the figures are estimates where a window was sampled.
+    many, so the figures are estimates where a window was sampled. Long flows count by
+    their slices in this window (bytes that flowed here), not as whole flows.
     """
+    flows = view(flows, SLICES)
     if n <= 0 or len(flows) == 0:
         return []
     from .detectors.features import addr_codes

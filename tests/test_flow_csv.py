@@ -9,7 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from netmon_exporter.flow_schema import CIC_FEATURES, FlowBatch, addrs_to_str, str_to_addrs
+from netmon_exporter.flow_schema import (
+    CIC_FEATURES,
+    EXTRA_FEATURES,
+    FlowBatch,
+    addrs_to_str,
+    str_to_addrs,
+)
 from netmon_exporter.flows.csv_dialects import (
     CIC_CSV_COLUMNS,
     CIC_LONG_NAMES,
@@ -116,7 +122,7 @@ def _line(
     ],
 )
 def test_number_formatting(x: float, text: str) -> None:
-    row = _line([np.array([x])] + [np.array([0.0])] * 88)
+    row = _line([np.array([x])] + [np.array([0.0])] * (len(CIC_FEATURES) + len(EXTRA_FEATURES) - 1))
     assert row[:7] == [
         "1.1.1.1-2.2.2.2-1-2-6",
         "1.1.1.1",

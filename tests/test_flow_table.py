@@ -577,3 +577,189 @@ def test_eviction_order_survives_a_rotation(
         parts.append(finish_carry(carry, capped))
     assert _canonical(FlowBatch.concat(parts)) == _canonical(whole.flows)
     assert evicted == whole.flows_evicted
+
+
+# -- interim records: flows cut at window boundaries (issue 11 item 1) ---------------
+
+_SLICED = dataclasses.replace(_SET, interim_seconds=20.0)
+
+
+def _whole_rows(fl: FlowBatch) -> list[tuple]:
+    """The canonical whole flows of a batch, without the record columns."""
+    from netmon_exporter.flow_schema import FLOWS, view
+
+    whole = view(fl, FLOWS)
+    cols = {k: v for k, v in whole.columns.items() if k not in ("flow_record", "flow_age")}
+    return _canonical(FlowBatch(cols))
+
+
+def _per_window(fl: FlowBatch, length: float) -> collections.Counter:
+    """Packets per window counted from the slices (the traffic the windows see)."""
+    from netmon_exporter.flow_schema import SLICES, view
+
+    s = view(fl, SLICES)
+    out: collections.Counter = collections.Counter()
+    for t, n in zip(s["first_ts"], s["Tot Fwd Pkts"] + s["Tot Bwd Pkts"], strict=True):
+        out[int(t // length)] += int(n)
+    return out
+
+
+@_PROP
+@given(
+    spec=st.lists(_packet, min_size=1, max_size=40),
+    cuts=st.lists(st.integers(min_value=0, max_value=40), max_size=3),
+    chunk=st.integers(min_value=1, max_value=7),
+)
+def test_interim_records_count_every_packet_once_in_its_window_whatever_the_cuts(
+    tmp_path: Path, spec: list[tuple], cuts: list[int], chunk: int
+) -> None:
+    """Over random file and chunk cut points, the slices hold each packet once, in the
+    window of its timestamp, and the whole flows are those of an uncut run."""
+    from netmon_exporter.capture.pcap_reader import CaptureReader
+    from netmon_exporter.flows.features import flow_batch
+
+    whole_path, pkts = _build(tmp_path, spec)
+    expected = collections.Counter(int(t // 20.0) for t, _ in pkts)
+    one_shot = process_file(whole_path, _SLICED).flows
+    assert _per_window(one_shot, 20.0) == expected
+    assert _whole_rows(one_shot) == _whole_rows(process_file(whole_path, _SET).flows)
+    # rotated files (the carry holds the open flows and where their slices begin) ...
+    bounds = sorted({min(c, len(pkts)) for c in cuts} | {0, len(pkts)})
+    parts, carry = [], None
+    for k, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        if hi <= lo:
+            continue
+        res = process_file(
+            write(tmp_path / f"p{k}.pcap", pkts[lo:hi]), _SLICED, carry=carry, final=False
+        )
+        parts.append(res.flows)
+        carry = res.carry
+    if carry is not None:
+        parts.append(finish_carry(carry, _SLICED))
+    rotated = FlowBatch.concat(parts)
+    assert _per_window(rotated, 20.0) == expected
+    assert _canonical(rotated) == _canonical(one_shot)
+    # ... and the reader's chunks change nothing either
+    table = _SLICED.table()
+    out = [
+        flow_batch(table.add(c.P, c.PE, c.buf))
+        for c in CaptureReader(whole_path, max_packets=chunk, read_size=64)
+    ]
+    out.append(flow_batch(table.finish()))
+    assert _canonical(FlowBatch.concat(out)) == _canonical(one_shot)
+
+
+def _udp_stream(tmp: Path, times: list[float]) -> Path:
+    pkts = [
+        (t, Ether() / IP(src=C, dst=S) / UDP(sport=5004, dport=5004) / (b"v" * 100)) for t in times
+    ]
+    return write(tmp / "stream.pcap", pkts)
+
+
+def test_a_long_flow_is_cut_at_each_window_boundary(tmp_path: Path) -> None:
+    from netmon_exporter.flow_schema import RECORD_SLICE, RECORD_TAIL, RECORD_WHOLE
+    from netmon_exporter.flows.flow_csv import read_flow_csv
+
+    t0 = 1_700_000_040.0  # a window start (60 s windows)
+    times = [t0 + 10 + 0.5 * i for i in range(300)]  # 150 s: three windows
+    path = _udp_stream(tmp_path, times)
+    res = process_file(path, FlowSettings(interim_seconds=60.0), csv_dir=tmp_path)
+    fl = res.flows
+    kinds = [int(k) for k in fl["flow_record"]]
+    assert sorted(kinds) == [RECORD_SLICE, RECORD_SLICE, RECORD_TAIL, RECORD_WHOLE]
+    assert res.flow_count == 1 and res.flow_counts() == {"udp": 1}
+    slices = sorted(
+        (float(fl["first_ts"][i]), int(fl["Tot Fwd Pkts"][i]), float(fl["flow_age"][i]))
+        for i in range(len(fl))
+        if kinds[i] != RECORD_WHOLE
+    )
+    assert [n for _, n, _ in slices] == [100, 120, 80]
+    assert [t for t, _, _ in slices] == [t0 + 10, t0 + 60, t0 + 120]
+    assert [a for _, _, a in slices] == [0.0, 50.0, 110.0]
+    whole = fl.take(np.array(kinds) == RECORD_WHOLE)
+    assert int(whole["Tot Fwd Pkts"][0]) == 300 and whole["first_ts"][0] == t0 + 10
+    assert whole["TotLen Fwd Pkts"][0] == 300 * 100
+    # the CSV keeps the whole flow, unless asked for the slices
+    assert res.csv_rows == 1
+    (rows,) = list(read_flow_csv(Path(res.csv_path)))
+    assert len(rows) == 1 and rows["Tot Fwd Pkts"][0] == 300
+    inter = process_file(
+        path, FlowSettings(interim_seconds=60.0, csv_interim=True), csv_path=tmp_path / "i.csv"
+    )
+    assert inter.csv_rows == 3 and inter.flow_count == 1
+    (rows,) = list(read_flow_csv(tmp_path / "i.csv"))
+    assert sorted(rows["Tot Fwd Pkts"].tolist()) == [80, 100, 120]
+
+
+def test_without_interim_records_nothing_is_cut(tmp_path: Path) -> None:
+    path = _udp_stream(tmp_path, [1_700_000_050.0 + i for i in range(100)])
+    fl = process_file(path, FlowSettings()).flows
+    assert len(fl) == 1 and fl["flow_record"][0] == 0 and fl["Tot Fwd Pkts"][0] == 100
+
+
+def test_a_quiet_flow_is_not_cut_again(tmp_path: Path) -> None:
+    """A flow with no packets since its last cut has no slice for that window."""
+    t0 = 1_700_000_040.0
+    times = [t0 + 50, t0 + 55, t0 + 190]  # window 0, then nothing for two windows
+    fl = process_file(
+        _udp_stream(tmp_path, times), FlowSettings(interim_seconds=60.0, idle_timeout_seconds=300)
+    ).flows
+    assert sorted(zip(fl["flow_record"].tolist(), fl["Tot Fwd Pkts"].tolist(), strict=True)) == [
+        (1.0, 2.0),
+        (2.0, 1.0),
+        (3.0, 3.0),
+    ]
+
+
+def _dns_query(t: float, name: str, sport: int = 40000) -> tuple[float, object]:
+    from scapy.layers.dns import DNS, DNSQR
+
+    return (
+        t,
+        Ether()
+        / IP(src=C, dst=S)
+        / UDP(sport=sport, dport=53)
+        / DNS(id=1, rd=1, qd=DNSQR(qname=name)),
+    )
+
+
+def test_dns_statistics_cover_every_query_of_a_flow_and_of_each_slice(tmp_path: Path) -> None:
+    t0 = 1_700_000_040.0
+    names = [f"{i:04x}abcdefghijklmnop.t.example.com" for i in range(40)]  # one socket
+    pkts = [_dns_query(t0 + 1 + i, n) for i, n in enumerate(names)]
+    pkts.append(_dns_query(t0 + 70, names[0]))  # a repeat, in the next window
+    path = write(tmp_path / "dns.pcap", pkts)
+    fl = process_file(path, FlowSettings(interim_seconds=60.0)).flows
+    kind = fl["flow_record"]
+    whole = fl.take(kind == 3)
+    assert whole["dns_queries"][0] == 41
+    assert abs(whole["dns_qnames"][0] - 40) <= 10  # HyperLogLog, 64 registers: ~13 %
+    assert whole["dns_zones"][0] == 1
+    assert whole["dns_qname_len_max"][0] == len(names[0])
+    assert whole["dns_qname_len_total"][0] == 41 * len(names[0])
+    assert whole["dns_query_bytes"][0] > 41 * len(names[0])
+    assert whole["dns_response_bytes"][0] == 0
+    # entropy of the labels left of example.com: "<4 hex>abcdefghijklmnop" and "t"
+    assert 3.5 < whole["dns_label_entropy"][0] < 4.6
+    first, last = fl.take(kind == 1), fl.take(kind == 2)
+    assert first["dns_queries"][0] == 40 and abs(first["dns_qnames"][0] - 40) <= 10
+    assert (last["dns_queries"][0], last["dns_qnames"][0]) == (1, 1)
+    assert last["dns_qname_len_total"][0] == len(names[0])
+
+
+def test_carry_saved_before_interim_records_still_loads(tmp_path: Path) -> None:
+    import io
+
+    from netmon_exporter.flows import flow_table as T
+
+    path = _udp_stream(tmp_path, [1_700_000_050.0 + i for i in range(10)])
+    carry = process_file(path, FlowSettings(interim_seconds=60.0), final=False).carry
+    assert carry is not None
+    with np.load(io.BytesIO(carry)) as z:
+        old = {k: z[k] for k in z.files}
+    old["S"] = old["S"][:, : T.NS_V1]  # what a release before interim records saved
+    old["st"] = old["st"][:3]
+    bio = io.BytesIO()
+    np.savez(bio, **old)
+    fl = finish_carry(bio.getvalue(), FlowSettings(interim_seconds=60.0))
+    assert len(fl) == 1 and fl["Tot Fwd Pkts"][0] == 10 and fl["flow_record"][0] == 0

@@ -28,9 +28,12 @@ from ..flow_schema import (
     ADDR_DTYPE,
     CIC_FEATURES,
     EXTRA_FEATURES,
+    FLOWS,
+    SLICES,
     FlowBatch,
     make_batch,
     str_to_addrs,
+    view,
 )
 from . import csv_format
 from .csv_dialects import CIC_CSV_COLUMNS, header_aliases, normalise_header
@@ -51,10 +54,16 @@ def csv_name_for(input_path: Path) -> str:
 
 
 class FlowCsvWriter:
-    """Write flow batches to ``path`` through a temporary file renamed on :meth:`close`."""
+    """Write flow batches to ``path`` through a temporary file renamed on :meth:`close`.
 
-    def __init__(self, path: Path) -> None:
+    Of the records a batch may hold (``flow_record``), whole flows are written
+    (CICFlowMeter semantics: one row per flow); with ``interim`` the per-window slices
+    instead (a flow cut at window boundaries is one row per window it was active in).
+    """
+
+    def __init__(self, path: Path, interim: bool = False) -> None:
         self.path = Path(path)
+        self.interim = interim
         self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         self._fh: BinaryIO | None = open(self.tmp, "wb")  # noqa: SIM115
         self._fh.write((",".join(OUTPUT_COLUMNS) + "\n").encode())
@@ -62,6 +71,9 @@ class FlowCsvWriter:
 
     def write(self, batch: FlowBatch) -> None:
         if not len(batch) or self._fh is None:
+            return
+        batch = view(batch, SLICES if self.interim else FLOWS)
+        if not len(batch):
             return
         step = csv_format.ROWS_PER_CALL
         for i in range(0, len(batch), step):

@@ -84,7 +84,49 @@ S_FWD_IS_A = 106
 S_PKTS = 107
 S_BYTES = 108  # wire bytes, both directions
 S_FWD_WIRE = 109  # wire bytes forward
-NS = 110
+NS_V1 = 110  # columns of carry state saved before interim records (widened on load)
+# Interim records: a flow still open at a window boundary is cut there (an IPFIX active
+# timeout aligned to windows). Each S_B_* column holds the value its accumulator had
+# when the flow's last interim record was emitted (0 before), so a slice's counts are
+# the difference, like IPFIX delta counters.
+S_SL_FIRST = 110  # first packet of the current slice; -1 until it has one
+S_SL_SEQ = 111  # interim records emitted so far (0: never cut)
+S_B_PKTS = 112  # + direction: packets (ST_N of S_FLEN + 6 * direction)
+S_B_BYTES = 114  # + direction: payload bytes (ST_SUM)
+S_B_SYN = 116  # + direction
+S_B_FIN = 118  # + direction
+S_B_RST = 120  # + direction
+S_B_PSH = 122  # + direction
+S_B_ACK = 124
+S_DNS_SLOT = 125  # row of the flow's per-query DNS statistics in D (-1: none)
+NS = 126
+
+# Per-query DNS statistics live in a side table D, one row per flow that carried DNS,
+# so that the many flows without DNS do not pay for them (queries: QR = 0 messages with
+# a readable name).
+D_QNAMED = 0  # queries with a name (D_QNAMED .. D_RBYTES: additive, sliced by bases)
+D_QLEN_SUM = 1  # sum of their name lengths
+D_LENT_SUM = 2  # sum of their label entropies (bits/char)
+D_QBYTES = 3  # payload bytes of queries
+D_RBYTES = 4  # payload bytes of responses
+D_QLEN_MAX = 5
+D_SL_QLEN_MAX = 6  # longest query name in the current slice
+D_B_Q = 7  # bases (values at the last cut) of S_DNS_Q, S_DNS_NX and D_QNAMED .. D_RBYTES
+D_B_NX = 8
+D_B_QNAMED = 9  # + k: base of D_QNAMED + k
+# HyperLogLog sketches: 12 registers of 4 bits per column (48 bits, exact in a float64);
+# ranks are capped at 15, so a sketch of m registers saturates near m * 2**14 names.
+HLL_BITS, HLL_PER_COL = 4, 12
+HLL_NAMES, HLL_ZONES = 64, 16  # registers: standard error about 13 % and 26 %
+HLL_NAMES_COLS = -(-HLL_NAMES // HLL_PER_COL)  # 6
+HLL_ZONES_COLS = -(-HLL_ZONES // HLL_PER_COL)  # 2
+D_HLL_NAMES = 14  # distinct query names of the flow
+D_HLL_SLICE = D_HLL_NAMES + HLL_NAMES_COLS  # distinct query names of the current slice
+D_HLL_ZONES = D_HLL_SLICE + HLL_NAMES_COLS  # distinct registered domains of the flow
+ND = D_HLL_ZONES + HLL_ZONES_COLS  # 28
+
+# What a record stands for (FinishedFlows.kind; the flow_record column, flow_schema.RECORD_*)
+REC_FLOW, REC_SLICE, REC_TAIL, REC_WHOLE = 0, 1, 2, 3
 
 # Key columns: endpoint A < endpoint B (address, port), protocol, ICMP key.
 K_AHI, K_ALO, K_BHI, K_BLO, K_APORT, K_BPORT, K_PROTO, K_AUX = range(8)
@@ -92,8 +134,13 @@ NK = 8
 
 FLOW_FREE, FLOW_OPEN, FLOW_CLOSED, FLOW_DONE = 0, 1, 2, 3
 
-# params: idle, active, activity timeout, close grace (all microseconds)
-P_IDLE, P_ACTIVE, P_ACTIVITY, P_GRACE = range(4)
+# params: idle, active, activity timeout, close grace, interim slice length (0: none; all
+# microseconds)
+P_IDLE, P_ACTIVE, P_ACTIVITY, P_GRACE, P_SLICE = range(5)
+# st: flows in use, name pool bytes used, latest timestamp seen, next slice boundary (-1:
+# not yet known), why process_packets stopped early (STOP_*), rows of D in use
+ST_FLOWS, ST_POOL, ST_LATEST, ST_BOUNDARY, ST_STOP, ST_DNS = range(6)
+STOP_BOUNDARY, STOP_DNS_FULL = 1, 2
 
 # Per-flow links (int64 matrix, -1: none): the least-recently-active list of open flows
 # and the list of closed flows (in their grace period) by last activity.
@@ -286,6 +333,8 @@ def _new_flow(S, K, status, f, ahi, alo, bhi, blo, ap, bp, pr, aux, fwd_is_a):
     S[f, S_QPOOL_LEN] = -1.0
     S[f, S_ICMP_T] = -1.0
     S[f, S_ICMP_C] = -1.0
+    S[f, S_SL_FIRST] = -1.0
+    S[f, S_DNS_SLOT] = -1.0
     status[f] = FLOW_OPEN
 
 
@@ -304,11 +353,99 @@ def _expired(S, status, f, t, flags, params):
     return False
 
 
+@njit(cache=True, inline="always")
+def _mix64(h):
+    """MurmurHash3's 64-bit finaliser on int64 (logical shifts by masking)."""
+    h ^= (h >> 33) & np.int64(0x7FFFFFFF)
+    h *= np.int64(-49064778989728563)  # 0xff51afd7ed558ccd
+    h ^= (h >> 33) & np.int64(0x7FFFFFFF)
+    h *= np.int64(-4265267296055464877)  # 0xc4ceb9fe1a85ec53
+    h ^= (h >> 33) & np.int64(0x7FFFFFFF)
+    return h
+
+
+@njit(cache=True, inline="always")
+def _hll_add(S, f, base, m, h):
+    """Add hash ``h`` to the HyperLogLog sketch of ``m`` registers at ``S[f, base:]``."""
+    idx = h & (m - 1)
+    w = (h >> 8) & np.int64((1 << 55) - 1)
+    rank = np.int64(1)
+    top = (1 << HLL_BITS) - 1
+    while (w & 1) == 0 and rank < top:
+        w >>= 1
+        rank += 1
+    col = base + idx // HLL_PER_COL
+    sh = HLL_BITS * (idx % HLL_PER_COL)
+    v = np.int64(S[f, col])
+    if rank > ((v >> sh) & top):
+        v = (v & ~(np.int64(top) << sh)) | (rank << sh)
+        S[f, col] = float(v)
+
+
 @njit(cache=True)
-def _update(S, status, f, d, P, PE, i, buf, pool, st, params):
+def _query_stats(DN, f, buf, qoff, qlen, labels, hist):
+    """Per-query statistics (into row ``f`` of ``DN``) of the name at ``buf[qoff]``.
+
+    ``labels`` wire labels. Length, entropy of the labels left of the registered domain
+    (the last two labels; the whole name when it has no more), and the name and domain
+    in the sketches.
+    """
+    DN[f, D_QNAMED] += 1.0
+    DN[f, D_QLEN_SUM] += qlen
+    if qlen > DN[f, D_QLEN_MAX]:
+        DN[f, D_QLEN_MAX] = qlen
+    if qlen > DN[f, D_SL_QLEN_MAX]:
+        DN[f, D_SL_QLEN_MAX] = qlen
+    zone_from = labels - 2 if labels > 2 else 0
+    counted = labels - 2 if labels > 2 else labels
+    prime = np.int64(1099511628211)
+    h = np.int64(-3750763034362895579)  # FNV-1a offset basis
+    hz = h
+    p = qoff
+    n = 0
+    for k in range(labels):
+        ln = np.int64(buf[p])
+        h = (h ^ ln) * prime
+        if k >= zone_from:
+            hz = (hz ^ ln) * prime
+        for j in range(ln):
+            c = np.int64(buf[p + 1 + j])
+            if 65 <= c <= 90:
+                c += 32
+            h = (h ^ c) * prime
+            if k >= zone_from:
+                hz = (hz ^ c) * prime
+            if k < counted:
+                hist[c] += 1
+                n += 1
+        p += 1 + ln
+    ent = 0.0
+    p = qoff
+    for _ in range(counted):
+        ln = np.int64(buf[p])
+        for j in range(ln):
+            c = np.int64(buf[p + 1 + j])
+            if 65 <= c <= 90:
+                c += 32
+            if hist[c] > 0:
+                q = hist[c] / n
+                ent -= q * np.log2(q)
+                hist[c] = 0
+        p += 1 + ln
+    DN[f, D_LENT_SUM] += ent
+    h = _mix64(h)
+    _hll_add(DN, f, D_HLL_NAMES, HLL_NAMES, h)
+    _hll_add(DN, f, D_HLL_SLICE, HLL_NAMES, h)
+    _hll_add(DN, f, D_HLL_ZONES, HLL_ZONES, _mix64(hz))
+
+
+@njit(cache=True)
+def _update(S, status, f, d, P, PE, i, buf, pool, st, params, hist, DN):
     t = float(P[i, D.F_TS])
     L = float(P[i, D.F_PAY])
     pr = P[i, D.F_PROTO]
+    if S[f, S_SL_FIRST] < 0:
+        S[f, S_SL_FIRST] = t
     if S[f, S_PKTS] == 0.0:
         S[f, S_FIRST_TS] = t
         S[f, S_LAST_TS] = t
@@ -379,11 +516,25 @@ def _update(S, status, f, d, P, PE, i, buf, pool, st, params):
     dns = P[i, D.F_DNS]
     if dns >= 0:
         S[f, S_DNS_HAS] = 1.0
+        slot = np.int64(S[f, S_DNS_SLOT])
+        if slot < 0:  # the caller made sure a row is free
+            slot = st[ST_DNS]
+            st[ST_DNS] += 1
+            S[f, S_DNS_SLOT] = slot
+            for k in range(ND):
+                DN[slot, k] = 0.0
+            DN[slot, D_B_Q] = S[f, S_DNS_Q]  # DNS seen after a cut: the slice starts at 0
+            DN[slot, D_B_NX] = S[f, S_DNS_NX]
+        qoff = P[i, D.F_QOFF]
         if dns == 0:
             S[f, S_DNS_Q] += 1.0
-        elif P[i, D.F_RCODE] == 3:
-            S[f, S_DNS_NX] += 1.0
-        qoff = P[i, D.F_QOFF]
+            DN[slot, D_QBYTES] += L
+            if qoff >= 0:
+                _query_stats(DN, slot, buf, qoff, P[i, D.F_QLEN], P[i, D.F_QLABELS], hist)
+        else:
+            DN[slot, D_RBYTES] += L
+            if P[i, D.F_RCODE] == 3:
+                S[f, S_DNS_NX] += 1.0
         if qoff >= 0 and S[f, S_QPOOL_LEN] < 0:
             S[f, S_DNS_QLEN] = P[i, D.F_QLEN]
             S[f, S_DNS_QLABELS] = P[i, D.F_QLABELS]
@@ -399,20 +550,38 @@ def _update(S, status, f, d, P, PE, i, buf, pool, st, params):
 
 
 @njit(cache=True)
-def process_packets(P, PE, buf, K, S, status, table, pool, st, params, start, links, lru):
+def process_packets(P, PE, buf, K, S, status, table, pool, st, params, start, links, lru, DN):
     """Add the decodable packets of ``P[start:]`` to their flows; return where it stopped.
 
     Stops early (returning the index of the packet not yet added) when a new flow
     would exceed the flow arrays or half the hash table: the caller grows them and
-    calls again. ``st`` = [number of flows, pool bytes used, latest timestamp seen];
-    ``links``/``lru``: the least-recently-active and closed lists (``LK_*``, ``L_*``).
+    calls again; before a DNS packet when ``DN`` (the per-query DNS statistics) has no
+    free row (``st[ST_STOP]`` = STOP_DNS_FULL: the caller grows it); or, with interim
+    records (``params[P_SLICE]``), at the first packet at or after the next slice
+    boundary (STOP_BOUNDARY): the caller cuts the open flows there
+    (:func:`pending_slices`, :func:`rebase`) and calls again. ``st``: the ``ST_*``
+    fields; ``links``/``lru``: the least-recently-active and closed lists (``LK_*``,
+    ``L_*``).
     """
     mask = len(table) - 1
     nflows = st[0]
+    slice_us = np.int64(params[P_SLICE])
+    hist = np.zeros(256, dtype=np.int64)  # per-query entropy scratch, left all zero
     for i in range(start, P.shape[0]):
         if P[i, D.F_STATUS] != D.ST_OK:
             continue
         ts = P[i, D.F_TS]
+        if slice_us > 0:
+            if st[ST_BOUNDARY] < 0:
+                st[ST_BOUNDARY] = (ts // slice_us + 1) * slice_us
+            elif ts >= st[ST_BOUNDARY]:
+                st[0] = nflows
+                st[ST_STOP] = STOP_BOUNDARY
+                return i
+        if P[i, D.F_DNS] >= 0 and st[ST_DNS] >= DN.shape[0]:
+            st[0] = nflows
+            st[ST_STOP] = STOP_DNS_FULL
+            return i
         if ts > st[2]:
             st[2] = ts
         shi = P[i, D.F_SHI]
@@ -487,7 +656,7 @@ def process_packets(P, PE, buf, K, S, status, table, pool, st, params, start, li
         fwd_is_a = S[f, S_FWD_IS_A] != 0.0
         d = 0 if fwd_is_a == src_is_a else 1
         was_closed = status[f] == FLOW_CLOSED
-        _update(S, status, f, d, P, PE, i, buf, pool, st, params)
+        _update(S, status, f, d, P, PE, i, buf, pool, st, params, hist, DN)
         if was_closed:
             _unlink(links, lru, f, 2)
         if status[f] == FLOW_CLOSED:
@@ -511,6 +680,48 @@ def expire(S, status, nflows, now, params, everything, links, lru):
             or (s == FLOW_CLOSED and now - last > params[P_GRACE])
         ):
             _close(S, status, f, links, lru)
+
+
+@njit(cache=True)
+def pending_slices(S, status, nflows):
+    """Rows of the open flows with packets since their last cut (or since they began)."""
+    m = 0
+    for f in range(nflows):
+        if (status[f] == FLOW_OPEN or status[f] == FLOW_CLOSED) and S[f, S_SL_FIRST] >= 0:
+            m += 1
+    out = np.empty(m, dtype=np.int64)
+    m = 0
+    for f in range(nflows):
+        if (status[f] == FLOW_OPEN or status[f] == FLOW_CLOSED) and S[f, S_SL_FIRST] >= 0:
+            out[m] = f
+            m += 1
+    return out
+
+
+@njit(cache=True)
+def rebase(S, rows, DN):
+    """Start a new slice of each flow in ``rows`` (its interim record was emitted)."""
+    for f in rows:
+        for d in range(2):
+            S[f, S_B_PKTS + d] = S[f, S_FLEN + 6 * d + ST_N]
+            S[f, S_B_BYTES + d] = S[f, S_FLEN + 6 * d + ST_SUM]
+            S[f, S_B_SYN + d] = S[f, S_SYN + d]
+            S[f, S_B_FIN + d] = S[f, S_FIN + d]
+            S[f, S_B_RST + d] = S[f, S_RST + d]
+            S[f, S_B_PSH + d] = S[f, S_FWD_PSH + d]
+        S[f, S_B_ACK] = S[f, S_FLAG + 4]
+        S[f, S_SL_FIRST] = -1.0
+        S[f, S_SL_SEQ] += 1.0
+        q = np.int64(S[f, S_DNS_SLOT])
+        if q < 0:
+            continue
+        DN[q, D_B_Q] = S[f, S_DNS_Q]
+        DN[q, D_B_NX] = S[f, S_DNS_NX]
+        for k in range(D_RBYTES + 1):
+            DN[q, D_B_QNAMED + k] = DN[q, k]
+        for k in range(HLL_NAMES_COLS):
+            DN[q, D_HLL_SLICE + k] = 0.0
+        DN[q, D_SL_QLEN_MAX] = 0.0
 
 
 @njit(cache=True)
@@ -559,6 +770,35 @@ def compact(K, S, status, nflows, pool, pool2, links, lru):
 
 
 @njit(cache=True)
+def compact_dns(S, nflows, DN):
+    """Move the DNS rows of flows ``0 .. nflows-1`` to the front of ``DN``; return how many.
+
+    Rows keep their order (a row only ever moves towards the front), so this is in place.
+    """
+    m = 0
+    for f in range(nflows):
+        if S[f, S_DNS_SLOT] >= 0:
+            m += 1
+    slots = np.empty(m, dtype=np.int64)
+    owners = np.empty(m, dtype=np.int64)
+    m = 0
+    for f in range(nflows):
+        if S[f, S_DNS_SLOT] >= 0:
+            slots[m] = np.int64(S[f, S_DNS_SLOT])
+            owners[m] = f
+            m += 1
+    order = np.argsort(slots)
+    for k in range(m):
+        j = order[k]
+        old = slots[j]
+        if old != k:
+            for c in range(ND):
+                DN[k, c] = DN[old, c]
+        S[owners[j], S_DNS_SLOT] = k
+    return m
+
+
+@njit(cache=True)
 def link_in_order(order, closed, links, lru):
     """Build both lists from rows in order, least recent first (the ``closed`` rows too)."""
     for k in (L_HEAD, L_TAIL, L_CHEAD, L_CTAIL):
@@ -602,23 +842,47 @@ EMIT_ROWS = 8192  # finished flows handed out at a time (see FlowTable.add)
 
 @dataclass
 class FinishedFlows:
-    """Accumulator rows of flows that ended, with their keys and query-name pool."""
+    """Accumulator rows of records to hand out, with their keys and query-name pool.
+
+    ``kind`` (``REC_*`` per row; None: every row a whole flow) says what each row
+    stands for: a flow never cut at a window boundary, an interim slice of an open flow,
+    the last slice of a cut flow, or the whole of a cut flow.
+    """
 
     K: np.ndarray
     S: np.ndarray
     pool: np.ndarray
+    kind: np.ndarray | None = None
+    D: np.ndarray | None = None  # each record's per-query DNS row (None: no DNS at all)
 
     def __len__(self) -> int:
         return int(self.K.shape[0])
 
+    def kinds(self) -> np.ndarray:
+        if self.kind is None:
+            return np.zeros(len(self), dtype=np.uint8)
+        return self.kind
+
     def parts(self, rows: int) -> list[FinishedFlows]:
-        """Split into pieces of at most ``rows`` flows (to bound feature memory)."""
+        """Split into pieces of at most ``rows`` records (to bound feature memory)."""
         if len(self) <= rows:
             return [self]
         return [
-            FinishedFlows(self.K[i : i + rows], self.S[i : i + rows], self.pool)
+            FinishedFlows(
+                self.K[i : i + rows],
+                self.S[i : i + rows],
+                self.pool,
+                None if self.kind is None else self.kind[i : i + rows],
+                None if self.D is None else self.D[i : i + rows],
+            )
             for i in range(0, len(self), rows)
         ]
+
+    def dns(self) -> np.ndarray:
+        """Each record's per-query DNS statistics (``D_*`` columns; zeros without DNS)."""
+        if self.D is None:
+            return np.zeros((len(self), ND))
+        return self.D
 
     @staticmethod
     def concat(parts: list[FinishedFlows]) -> FinishedFlows:
@@ -635,30 +899,69 @@ class FinishedFlows:
             rows[named, S_QPOOL_OFF] += base
             base += len(p.pool)
             at += len(p)
+        kind = None
+        if any(p.kind is not None for p in parts):
+            kind = np.concatenate([p.kinds() for p in parts])
+        dns = None
+        if any(p.D is not None for p in parts):
+            dns = np.concatenate([p.dns() for p in parts])
         return FinishedFlows(
-            np.concatenate([p.K for p in parts]), S, np.concatenate([p.pool for p in parts])
+            np.concatenate([p.K for p in parts]),
+            S,
+            np.concatenate([p.pool for p in parts]),
+            kind,
+            dns,
         )
+
+
+def _ended(S: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Records of the ended flows in ``rows``: (row of each record, its kind).
+
+    A flow never cut is one ``REC_FLOW`` record; a cut flow is its whole (``REC_WHOLE``,
+    in the flow's place, so whole flows keep their order) and, when it had packets since
+    its last cut, its last slice (``REC_TAIL``, after all the others).
+    """
+    cut = S[rows, S_SL_SEQ] > 0
+    if not cut.any():
+        return rows, np.zeros(len(rows), dtype=np.uint8)
+    tail = rows[cut & (S[rows, S_SL_FIRST] >= 0)]
+    kind = np.where(cut, REC_WHOLE, REC_FLOW).astype(np.uint8)
+    return (
+        np.concatenate([rows, tail]),
+        np.concatenate([kind, np.full(len(tail), REC_TAIL, dtype=np.uint8)]),
+    )
 
 
 class FlowTable:
     """Open flows of one capture series; feed it packet chunks, collect finished flows.
 
     ``max_open`` caps the open flows (0: no cap); :attr:`evicted` counts the flows
-    ended early to respect it.
+    ended early to respect it. ``slice_s`` > 0 cuts the flows still open at every
+    multiple of ``slice_s`` seconds since the epoch (the window boundaries) into interim
+    records (``REC_SLICE``); a flow that was cut ends as its last slice and its whole.
     """
 
     def __init__(
-        self, idle_s: float, active_s: float, activity_s: float, grace_s: float, max_open: int = 0
+        self,
+        idle_s: float,
+        active_s: float,
+        activity_s: float,
+        grace_s: float,
+        max_open: int = 0,
+        slice_s: float = 0.0,
     ) -> None:
         self.params = np.array(
-            [idle_s * 1e6, active_s * 1e6, activity_s * 1e6, grace_s * 1e6], dtype=np.float64
+            [idle_s * 1e6, active_s * 1e6, activity_s * 1e6, grace_s * 1e6, 0.0],
+            dtype=np.float64,
         )
+        self.params[P_SLICE] = float(round(max(0.0, slice_s) * 1e6))
         self.max_open = max(0, int(max_open))
         self._alloc(0)
         self.pool = np.zeros(POOL_BYTES, dtype=np.uint8)
         self.pool2 = np.zeros(POOL_BYTES, dtype=np.uint8)
         self.table = np.zeros(0, dtype=np.int64)
-        self.st = np.zeros(3, dtype=np.int64)  # nflows, pool used, latest ts
+        self.st = np.array([0, 0, 0, -1, 0, 0], dtype=np.int64)  # ST_*
+        self.DN = np.zeros((0, ND), dtype=np.float64)  # per-query DNS rows (ST_DNS in use)
         self.lru = np.array([-1, -1, 0, 0, self.max_open, -1, -1, 0], dtype=np.int64)  # L_*
 
     @property
@@ -749,9 +1052,17 @@ class FlowTable:
                 i,
                 self.links,
                 self.lru,
+                self.DN,
             )
             if i >= n:
                 break
+            stop, self.st[ST_STOP] = self.st[ST_STOP], 0
+            if stop == STOP_BOUNDARY:
+                parts.extend(self._cut(int(P[i, D.F_TS]), emit))
+                continue
+            if stop == STOP_DNS_FULL:
+                self._grow_dns()
+                continue
             if self.max_open and len(self.status) == len(self._status):
                 # every row in use (open flows plus flows ended in this chunk): hand the
                 # ended ones out now to free their rows
@@ -761,6 +1072,50 @@ class FlowTable:
         self._expire(False)
         parts.append(self._harvest(emit))
         return FinishedFlows.concat(parts)
+
+    def _grow_dns(self) -> None:
+        used = int(self.st[ST_DNS])
+        rows = max(1024, 2 * len(self.DN))
+        grown = np.empty((rows, ND), dtype=np.float64)  # rows are cleared when taken
+        grown[:used] = self.DN[:used]
+        self.DN = grown
+
+    def _records(self, rows: np.ndarray, pool: np.ndarray, kind: np.ndarray) -> FinishedFlows:
+        """Copy out the records of ``rows`` (accumulators, keys and DNS rows)."""
+        dns = None
+        slots = self.S[rows, S_DNS_SLOT].astype(np.int64)
+        has = slots >= 0
+        if has.any():
+            dns = np.zeros((len(rows), ND), dtype=np.float64)
+            dns[has] = self.DN[slots[has]]
+        return FinishedFlows(self.K[rows], self.S[rows], pool, kind, dns)
+
+    def _cut(self, ts: int, emit: Callable[[FinishedFlows], None] | None) -> list[FinishedFlows]:
+        """Cut the open flows at the boundary that the packet at ``ts`` crossed.
+
+        Flows that no packet at ``ts`` could join end first (as they would at a chunk
+        end), so where chunks are cut never changes which flows are sliced. Each open
+        flow with packets since its last cut is handed out as an interim record, then
+        starts a new slice. Returns the records when there is no ``emit``.
+        """
+        n = int(self.st[0])
+        expire(self.S, self.status, n, float(ts), self.params, False, self.links, self.lru)
+        rows = pending_slices(self.S, self.status, n)
+        out: list[FinishedFlows] = []
+        if len(rows):
+            named = (self.S[rows, S_QPOOL_LEN] > 0).any()
+            pool = self.pool[: int(self.st[1])].copy() if named else self.pool[:0].copy()
+            for at in range(0, len(rows), EMIT_ROWS):
+                part = rows[at : at + EMIT_ROWS]
+                rec = self._records(part, pool, np.full(len(part), REC_SLICE, np.uint8))
+                if emit is not None:
+                    emit(rec)
+                else:
+                    out.append(rec)
+            rebase(self.S, rows, self.DN)
+        step = int(self.params[P_SLICE])
+        self.st[ST_BOUNDARY] = (ts // step + 1) * step
+        return out
 
     def finish(self) -> FinishedFlows:
         """End every open flow (no more packets will come)."""
@@ -786,19 +1141,25 @@ class FlowTable:
             if len(done):
                 named = (self.S[done, S_QPOOL_LEN] > 0).any()
                 pool = self.pool[: int(self.st[1])].copy() if named else self.pool[:0].copy()
-                for at in range(0, len(done), EMIT_ROWS):
-                    rows = done[at : at + EMIT_ROWS]
-                    emit(FinishedFlows(self.K[rows], self.S[rows], pool))
+                recs, kinds = _ended(self.S, done)
+                for at in range(0, len(recs), EMIT_ROWS):
+                    emit(self._records(recs[at : at + EMIT_ROWS], pool, kinds[at : at + EMIT_ROWS]))
                 self.status[done] = FLOW_FREE
             out = FinishedFlows(self.K[:0].copy(), self.S[:0].copy(), self.pool[:0].copy())
             if len(done) or self.st[1] > POOL_BYTES // 2:
                 self._compact()
             return out
         if n and (self.status[:n] == FLOW_DONE).all():
-            # everything ended (end of capture): hand out views, no copy
+            # everything ended (end of capture): hand out views, no copy (unless some
+            # flows were cut: their records are more than their rows)
             pool = self.pool[: int(self.st[1])].copy()
-            out = FinishedFlows(self.K[:n], self.S[:n], pool)
+            recs, kinds = _ended(self.S, np.arange(n))
+            if len(recs) == n and not int(self.st[ST_DNS]):
+                out = FinishedFlows(self.K[:n], self.S[:n], pool, kinds)
+            else:
+                out = self._records(recs, pool, kinds)
             self._alloc(0)
+            self.st[ST_DNS] = 0
             self.st[0] = 0
             self.st[1] = 0
             for k in (L_HEAD, L_TAIL, L_CHEAD, L_CTAIL):
@@ -808,7 +1169,8 @@ class FlowTable:
         done = np.flatnonzero(self.status[:n] == FLOW_DONE)
         names = self.S[done, S_QPOOL_LEN] > 0
         pool = self.pool[: int(self.st[1])].copy() if names.any() else self.pool[:0].copy()
-        out = FinishedFlows(self.K[done], self.S[done], pool)
+        recs, kinds = _ended(self.S, done)
+        out = self._records(recs, pool, kinds)
         if len(done) or self.st[1] > POOL_BYTES // 2:
             self._compact()
         return out
@@ -827,6 +1189,8 @@ class FlowTable:
         self.pool, self.pool2 = self.pool2, self.pool
         self.st[0] = m
         self.st[1] = used
+        if self.st[ST_DNS]:
+            self.st[ST_DNS] = compact_dns(self.S, m, self.DN)
 
     # -- carry across rotated files ---------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -836,17 +1200,22 @@ class FlowTable:
         closed = list_order(self.links, self.lru, n, 2)
         if len(order) != n or len(closed) != (self.status[:n] == FLOW_CLOSED).sum():
             order, closed = _by_time(self.S[:n], self.status[:n])  # lists damaged: rebuild
+        S = self.S[:n].copy()
+        slots = S[:, S_DNS_SLOT].astype(np.int64)
+        has = slots >= 0
+        S[has, S_DNS_SLOT] = np.arange(int(has.sum()))  # only the open flows' DNS rows
         bio = io.BytesIO()
         np.savez(
             bio,
             K=self.K[:n],
-            S=self.S[:n],
+            S=S,
             status=self.status[:n],
             pool=self.pool[: int(self.st[1])],
             st=self.st,
             params=self.params,
             lru=order,
             closed=closed,
+            dns=self.DN[slots[has]],
         )
         return bio.getvalue()
 
@@ -859,20 +1228,26 @@ class FlowTable:
         activity_s: float,
         grace_s: float,
         max_open: int = 0,
+        slice_s: float = 0.0,
     ) -> FlowTable:
         """Restore open flows saved by :meth:`to_bytes`; raise ValueError if malformed.
 
         The least-recently-active and closed orders are restored too (rebuilt from the
-        flows' last packet times for state saved before they were kept).
+        flows' last packet times for state saved before they were kept), and state saved
+        before interim records is widened: such a flow's first slice starts with it.
         """
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 K, S, status, pool, st = (z["K"], z["S"], z["status"], z["pool"], z["st"])
                 order = z["lru"] if "lru" in z.files else None
                 closed = z["closed"] if "closed" in z.files else None
+                dns = z["dns"] if "dns" in z.files else np.zeros((0, ND))
         except Exception as exc:  # np.load raises many types for garbage input
             raise ValueError(f"invalid carry state: {exc}") from exc
-        n = int(st[0]) if st.shape == (3,) else -1
+        n = int(st[0]) if st.shape in ((3,), (6,)) and st.dtype == np.int64 else -1
+        if S.dtype == np.float64 and S.shape == (n, NS_V1):
+            S = _widen(S)
+        slots = S[:, S_DNS_SLOT] if S.ndim == 2 and S.shape[1:] == (NS,) else np.zeros(0)
         if (
             K.dtype != np.int64
             or S.dtype != np.float64
@@ -887,6 +1262,14 @@ class FlowTable:
             raise ValueError("invalid carry state: unexpected shapes or types")
         if n and (not np.isin(status, (FLOW_OPEN, FLOW_CLOSED)).all()):
             raise ValueError("invalid carry state: bad flow status")
+        if (
+            dns.dtype != np.float64
+            or dns.ndim != 2
+            or dns.shape[1] != ND
+            or not np.array_equal(np.sort(slots[slots >= 0]), np.arange(len(dns)))
+            or ((slots < 0) & (slots != -1)).any()
+        ):
+            raise ValueError("invalid carry state: bad DNS rows")
         lens = S[:, S_QPOOL_LEN]
         offs = S[:, S_QPOOL_OFF]
         if n and ((lens > 0) & ((offs < 0) | (offs + lens > len(pool)))).any():
@@ -901,12 +1284,25 @@ class FlowTable:
             or not np.array_equal(np.sort(closed), np.flatnonzero(status == FLOW_CLOSED))
         ):
             raise ValueError("invalid carry state: bad flow order")
-        t = cls(idle_s, active_s, activity_s, grace_s, max_open)
+        t = cls(idle_s, active_s, activity_s, grace_s, max_open, slice_s)
         if n:
             t._alloc(n)
             t.K[:], t.S[:], t.status[:] = K, S, status
             t.links[:] = -1
             link_in_order(order, closed, t.links, t.lru)
         t.pool[: len(pool)] = pool
-        t.st[:] = st
+        t.st[:3] = st[:3]
+        t.st[ST_BOUNDARY] = st[ST_BOUNDARY] if len(st) > ST_BOUNDARY else -1
+        t.st[ST_STOP] = 0
+        t.DN = dns.copy()
+        t.st[ST_DNS] = len(dns)
         return t
+
+
+def _widen(S: np.ndarray) -> np.ndarray:
+    """Carry state saved before interim records, in today's columns."""
+    out = np.zeros((len(S), NS), dtype=np.float64)
+    out[:, :NS_V1] = S
+    out[:, S_SL_FIRST] = S[:, S_FIRST_TS]  # nothing of these flows was handed out yet
+    out[:, S_DNS_SLOT] = -1.0
+    return out

@@ -15,13 +15,20 @@ import struct
 import tempfile
 from pathlib import Path
 
+# A DNS query for "a.b" (header, question): the per-query statistics are compiled too.
+_QUERY = (
+    struct.pack("!HHHHHH", 1, 0x0100, 1, 0, 0, 0) + b"\x01a\x01b\x00" + struct.pack("!HH", 1, 1)
+)
+
 
 def _tiny_capture() -> bytes:
     header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
     records = []
-    for proto, l4 in (
-        (17, struct.pack("!HHHH", 5353, 53, 8, 0)),
-        (6, struct.pack("!HHIIBBHHH", 40000, 80, 1, 0, 0x50, 0x02, 1024, 0, 0)),
+    for k, (proto, l4) in enumerate(
+        (
+            (17, struct.pack("!HHHH", 5353, 53, 8 + len(_QUERY), 0) + _QUERY),
+            (6, struct.pack("!HHIIBBHHH", 40000, 80, 1, 0, 0x50, 0x02, 1024, 0, 0)),
+        )
     ):
         ip = (
             struct.pack(
@@ -40,7 +47,8 @@ def _tiny_capture() -> bytes:
             + l4
         )
         frame = b"\x00\x11\x22\x33\x44\x55\x66\x77\x88\x99\xaa\xbb\x08\x00" + ip
-        records.append(struct.pack("<IIII", 1_700_000_000, 0, len(frame), len(frame)) + frame)
+        ts = 1_700_000_000 + k  # a second apart: a 1-s interim slice cuts between them
+        records.append(struct.pack("<IIII", ts, 0, len(frame), len(frame)) + frame)
     return header + b"".join(records)
 
 
@@ -55,6 +63,7 @@ def warm_up() -> None:
         settings = FlowSettings()
         process_file(Path(name), settings)
         process_file(Path(name), FlowSettings(max_open_flows=1))  # eviction, compaction
+        process_file(Path(name), FlowSettings(interim_seconds=1.0))  # interim records
         carried = process_file(Path(name), settings, final=False).carry
         if carried:
             finish_carry(carried, settings)
