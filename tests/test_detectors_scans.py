@@ -283,6 +283,40 @@ def test_a_poller_coming_back_to_live_hosts_is_not_a_sweep():
         assert run(det, batch, start) == [], w
 
 
+def test_a_revisit_is_a_new_contact_not_a_long_retransmitting_flow():
+    open_port = {"fwd": 2, "bwd": 1, "fwd_bytes": 0, "bwd_bytes": 0, "bwd_syn": 1, "fwd_rst": 1}
+
+    def windows(rows_for):
+        det = AddressSweepDetector(CFG.address_sweep)
+        out = []
+        for w in range(8):
+            out += run(det, flows(rows_for(T0 + 60 * w)), T0 + 60 * w)
+        return out
+
+    hosts = [f"10.7.0.{i}" for i in range(1, 31)]
+    # one long flow per host (SYN retried for 40 s, then answered): one contact each
+    once = windows(
+        lambda start: (
+            [
+                {**open_port, "src": "192.0.2.9", "dst": h, "dport": 22, "ts": T0 + i, "dur": 40}
+                for i, h in enumerate(hosts)
+            ]
+            if start == T0
+            else []
+        )
+    )
+    assert [d.target for d in once] == ["tcp/22"]
+    # a new connection to each host every 30 s: a poller
+    again = windows(
+        lambda start: [
+            {**open_port, "src": "192.0.2.9", "dst": h, "dport": 22, "ts": start + r * 30 + i * 0.5}
+            for r in range(2)
+            for i, h in enumerate(hosts)
+        ]
+    )
+    assert again == []
+
+
 def test_an_unanswered_sweep_is_reported_at_once():
     batch = flows([_echo("10.0.0.66", f"10.7.0.{i}", T0 + i, answered=False) for i in range(1, 31)])
     (d,) = run(AddressSweepDetector(CFG.address_sweep), batch)

@@ -32,6 +32,7 @@ from .catalog import AddressSweepConfig
 from .features import UDP
 from .scan_probes import (
     ANSWERED,
+    ECHO,
     RESET,
     UNANSWERED,
     ContactStore,
@@ -235,7 +236,10 @@ class AddressSweepDetector:
 
         swept = count(rows["probes"] > 0)
         answered = count((rows["answered"] > 0) | (rows["success"] > 0))
-        revisited = count(rows["last"] - rows["first"] >= cfg.revisit_seconds)
+        # Came back: another connection later on (a retransmitted SYN is the same flow),
+        # or, for ICMP, more echo requests later in the same flow (one identifier).
+        again = (rows["probes"] + rows["success"] >= 2) | ((rows["kinds"] & ECHO) != 0)
+        revisited = count(again & (rows["last"] - rows["first"] >= cfg.revisit_seconds))
         peers = count(rows["content"] >= cfg.p2p_min_peer_bytes)
         order = np.argsort(gid, kind="stable")
         starts = np.flatnonzero(np.r_[True, gid[order][1:] != gid[order][:-1]]) if n else order
