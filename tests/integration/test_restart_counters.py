@@ -79,6 +79,11 @@ def family(samples: Samples, name: str) -> Samples:
 
 
 def test_counters_survive_a_clean_restart(tmp_path: Path) -> None:
+    """Guards docs/ingestion.md: "so after a restart each reads what it read before".
+
+    Guards docs/metrics.md: "*restored* counters start from what the ledger committed".
+    Guards docs/ingestion.md: "`netmon_windows_kept` is counted from the reports on disk".
+    """
     (tmp_path / "config.yaml").write_text(CONFIG)
     cap = tmp_path / "captures"
     cap.mkdir()
