@@ -66,6 +66,13 @@ GUARDED_ELSEWHERE: tuple[tuple[str, str, str], ...] = (
         "tests/integration/test_hostile_files.py::test_flows_open_at_the_end_of_a_series_reach_a_csv",
     ),
     (
+        "docs/alerting.md",
+        "`generatorURL` is `alerting.generator_url` when set, else the daemon's "
+        "`--web.external-url`",
+        "tests/integration/test_security_alerts.py::"
+        "test_benign_role_quiet_port_scan_one_security_alert_replay_held_back",
+    ),
+    (
         "README.md",
         "503 while starting or stopping, or while the ledger cannot be used (e.g. another "
         "instance holds the state directory)",
