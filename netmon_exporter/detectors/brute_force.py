@@ -14,10 +14,12 @@ get their own, varied and often larger responses. So, per (source, server, port)
 * attempts are *similar* when both their client and server bytes lie within
   ``similar_tolerance`` (or ``similar_min_bytes``) of the attempts' medians;
 * a finding needs ``min_attempts`` similar attempts within ``horizon_seconds`` (or
-  ``slow_min_attempts`` within ``slow_horizon_seconds``), making up at least
-  ``min_similar_share`` of all the sessions of the pair.
+  ``slow_min_attempts`` within ``slow_horizon_seconds``), while similar attempts make
+  up at least ``min_similar_share`` of all the pair's sessions remembered (the slow
+  horizon: a relay's varied messages are not judged on the few of the last minutes).
 
-The same test per (server, port) over all sources finds distributed guessing
+The same test per (server, port) over all sources, within ``horizon_seconds``, finds
+distributed guessing
 (``distributed_min_sources`` sources): the source is reported as ``many`` with the
 top sources in the evidence. Thresholds follow Emerging Threats (5 SSH attempts in
 120 s) and Zeek (30 failed logins in 30 minutes).
@@ -110,19 +112,7 @@ class BruteForceDetector:
         rows, is_new = self.store.update(self._sessions(flows), window_end)
         if not is_new.any():
             return []
-        out: list[Detection] = []
-        reported: set[tuple[bytes, bytes, int]] = set()
-        for horizon, threshold in self.tiers:
-            live = (rows["ts"] >= window_end - horizon) | is_new
-            out += self._pairs(
-                select(rows, live),
-                is_new[live],
-                horizon,
-                threshold,
-                reported,
-                window_start,
-                window_end,
-            )
+        out = self._pairs(rows, is_new, window_start, window_end)
         if self.cfg.distributed_min_sources:
             horizon = self.tiers[0][0]
             live = (rows["ts"] >= window_end - horizon) | is_new
@@ -135,32 +125,42 @@ class BruteForceDetector:
         self,
         rows: dict[str, np.ndarray],
         is_new: np.ndarray,
-        horizon: float,
-        threshold: int,
-        reported: set[tuple[bytes, bytes, int]],
         window_start: float,
         window_end: float,
     ) -> list[Detection]:
-        gid, first, sessions = group_ids(rows["src"], rows["dst"], rows["port"])
-        has_new = np.bincount(gid[is_new], minlength=len(first)) > 0
-        members = Members(gid, len(first))
+        """Judge each pair's shape on all its remembered sessions, count it per tier.
+
+        The share of alike attempts is taken over every session of the pair within the
+        slow horizon, so a relay's varied messages are not judged on the ten of them
+        that fell in the last two minutes; the attempts are counted per tier.
+        """
+        gid, first, _ = group_ids(rows["src"], rows["dst"], rows["port"])
+        n = len(first)
+        has_new = np.bincount(gid[is_new], minlength=n) > 0
+        lives = [(rows["ts"] >= window_end - h) | is_new for h, _ in self.tiers]
+        enough = np.zeros(n, dtype=bool)
+        for (_, threshold), live in zip(self.tiers, lives, strict=True):
+            enough |= np.bincount(gid[live], minlength=n) >= threshold
+        members = Members(gid, n)
         out = []
-        for g in np.flatnonzero(has_new & (sessions >= threshold)):
+        for g in np.flatnonzero(has_new & enough):
             m = members(g)
             pr = select(rows, m)
             similar = self._similar(pr)
-            k = int(similar.sum())
-            if k < threshold or k < self.cfg.min_similar_share * len(similar):
+            if similar.mean() < self.cfg.min_similar_share:
                 continue
-            key = (pr["src"][0].tobytes(), pr["dst"][0].tobytes(), int(pr["port"][0]))
-            if key in reported:
-                continue
-            reported.add(key)
-            source = addrs_to_str(pr["src"][:1])[0]
-            ev = self._evidence(pr, similar, is_new[m], threshold, horizon)
-            ev["sources"] = 1
-            ev["top_sources"] = [{"value": source, "count": k}]
-            out.append(self._detection(source, pr, ev, horizon, window_start, window_end))
+            for (horizon, threshold), live in zip(self.tiers, lives, strict=True):
+                alike = similar & live[m]
+                k = int(alike.sum())
+                if k < threshold:
+                    continue
+                source = addrs_to_str(pr["src"][:1])[0]
+                ev = self._evidence(pr, alike, is_new[m], threshold, horizon)
+                ev["similar_share"] = round(float(similar.mean()), 3)
+                ev["sources"] = 1
+                ev["top_sources"] = [{"value": source, "count": k}]
+                out.append(self._detection(source, pr, ev, horizon, window_start, window_end))
+                break
         return out
 
     def _distributed(

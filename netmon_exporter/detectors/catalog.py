@@ -465,7 +465,8 @@ class BruteForceConfig:
     )
     min_similar_share: float = _f(
         0.7,
-        "Share of all the pair's sessions that must be alike attempts: delivered mail "
+        "Share of all the pair's sessions within slow_horizon_seconds (distributed: of the "
+        "server's within horizon_seconds) that must be alike attempts: delivered mail "
         "(varied messages) and many users behind one address (varied, larger "
         "responses) fall below it.",
         min=0,
@@ -509,7 +510,8 @@ BRUTE_FORCE = DetectorSpec(
         "first_seen": _FIRST_SEEN,
         "last_seen": _LAST_SEEN,
         "mean_bytes_received": "Mean bytes the server sent per attempt.",
-        "similar_share": "Share of all the sessions that are alike attempts.",
+        "similar_share": "Share of the sessions (the pair's within the slow horizon; for "
+        "'many', the server's within the horizon) that are alike attempts.",
         "server_resets": "Attempts the server ended with a reset.",
         "sources": "Distinct sources (1, or several for distributed guessing reported as 'many').",
         "top_sources": "The five sources with most attempts, with counts.",
