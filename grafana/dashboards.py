@@ -827,13 +827,15 @@ def traffic() -> db.Dashboard:
     d = d.with_panel(
         bars(
             "Top talkers (last window)",
-            "Bytes sent by the top talkers of the last closed "
-            "window (windows.top_talkers entries per instance).",
+            "Bytes sent by the top talkers of the last closed window, by rank "
+            "(windows.top_talkers ranks per instance). Addresses show when "
+            "windows.top_talker_addresses is on; the window reports always list them.",
             "bytes",
             [
                 Q(
-                    f"topk(10, max by (address) (netmon_top_talker_bytes{{{S}}}))",
-                    "{{address}}",
+                    f"topk(10, max by (instance, rank, address) "
+                    f"(netmon_top_talker_bytes{{{S}}} > 0))",
+                    "#{{rank}} {{address}} ({{instance}})",
                     instant=True,
                 )
             ],
@@ -842,7 +844,8 @@ def traffic() -> db.Dashboard:
     d = d.with_panel(
         table_panel(
             "Top talkers by instance",
-            "Rank, address and bytes of the last closed window, per instance.",
+            "Rank, address (with windows.top_talker_addresses) and bytes of the last closed "
+            "window, per instance.",
             "bytes",
             [
                 Q(

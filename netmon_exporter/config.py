@@ -163,8 +163,26 @@ class WindowsConfig:
     length_seconds: float = _f(
         60.0, "Window length; windows are aligned to wall-clock multiples.", min=1, max=86400
     )
-    max_windows: int = _f(100, "Window reports kept (older ones are pruned).", min=1, max=1000)
-    top_talkers: int = _f(10, "Top-N talkers listed per window report.", min=0, max=100)
+    max_windows: int = _f(
+        100,
+        "Window reports kept: those of the newest windows by window time (the report of a "
+        "backfilled window older than all of them is deleted at once).",
+        min=1,
+        max=1000,
+    )
+    top_talkers: int = _f(
+        10,
+        "Top-N talkers listed per window report, and ranks of netmon_top_talker_bytes.",
+        min=0,
+        max=100,
+    )
+    top_talker_addresses: bool = _f(
+        False,
+        "Put each top talker's IP address in the address label of netmon_top_talker_bytes: "
+        "at most windows.top_talkers series, replaced at each window report, so addresses "
+        "churn series in Prometheus. Off: one series per rank, address empty; window "
+        "reports and alerts carry the addresses either way.",
+    )
 
 
 @dataclass(frozen=True)

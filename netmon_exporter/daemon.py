@@ -369,6 +369,8 @@ class Daemon:
     def start(self) -> None:
         self._seed_counters()
         self.m.windows_kept.set(self.aggregator.reports_kept())  # reports already on disk
+        w = self.holder.config.windows
+        recording.record_top_talkers(self.m, [], w.top_talkers, w.top_talker_addresses)
         recording.record_settings(self.m, self.holder.config)
         recording.record_models(self.m, self.analyzer.model_info())
         for model in self.analyzer.models():
@@ -503,6 +505,12 @@ class Daemon:
         self.analyzer.commit(setup)
         self.ingest.apply_config(cfg)
         self.aggregator.reconfigure(cfg.windows)
+        w = cfg.windows
+        if (w.top_talkers, w.top_talker_addresses) != (
+            old.windows.top_talkers,
+            old.windows.top_talker_addresses,
+        ):  # the ranks (or addresses) change now; the values come with the next window
+            recording.record_top_talkers(self.m, [], w.top_talkers, w.top_talker_addresses)
         if summariser is not None:
             self.summariser = summariser
             self._errors.reset("llm")
@@ -601,7 +609,8 @@ class Daemon:
 
     def _report_with_template(self, window: Any, analysis: Any) -> None:
         report = self.aggregator.report_dict(window, analysis)
-        self._kept(window, self.aggregator.write_report(window, analysis, template_summary(report)))
+        path = self.aggregator.write_report(window, analysis, template_summary(report))
+        self._reported(window, report, path)
 
     def _report(self, window: Any, analysis: Any) -> None:
         report = self.aggregator.report_dict(window, analysis)
@@ -619,17 +628,17 @@ class Daemon:
         if result.attempts > 1:
             self.m.retries.labels("llm").inc(result.attempts - 1)
         path = self.aggregator.write_report(window, analysis, result.text)
-        recording.record_top_talkers(
-            self.m, report.get("top_talkers", []), self.holder.config.windows.top_talkers
-        )
-        self._kept(window, path)
+        self._reported(window, report, path)
 
-    def _kept(self, window: Any, path: Path) -> None:
-        """Count the reports on disk; say so when the one just written was pruned at once.
+    def _reported(self, window: Any, report: dict[str, Any], path: Path) -> None:
+        """Record a written report's top talkers and the reports on disk; log a pruned one.
 
         Reports are kept newest by window time (docs/window-report.md), so a backfilled
         window older than all the kept ones loses its report right away.
         """
+        w = self.holder.config.windows
+        talkers = report.get("top_talkers", [])
+        recording.record_top_talkers(self.m, talkers, w.top_talkers, w.top_talker_addresses)
         self.m.windows_kept.set(self.aggregator.reports_kept())
         if not path.exists():
             log.info(

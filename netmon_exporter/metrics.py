@@ -73,18 +73,20 @@ AFTER_RESTART = {
     "last_success_timestamp_seconds": "restored: when the ledger last marked a file done",
     "last_activity_timestamp_seconds": "0 until a file is picked up",
     "windows_kept": "counted from the reports on disk",
-    "top_talker_bytes": "no series until the next window report",
+    "top_talker_bytes": "0 for every rank until the next window report (with addresses: no "
+    "series until then)",
     "detections_active": "0 until a window has findings (incidents start afresh)",
 }
 # Labelled metrics whose label values are not a closed set pre-initialised to 0, and what
 # bounds their series (docs/metrics.md lists them; a test checks every other labelled
 # metric has its series from the start).
 OPEN_LABELS = {
-    "top_talker_bytes": "`rank` 1 to `windows.top_talkers` (at most 100) and `address` the "
-    "talker's IP address: at most `windows.top_talkers` series, all replaced at each window "
-    "report; none before the first report. Addresses churn: keep `windows.top_talkers` "
-    "small, or drop the metric at scrape time (`metric_relabel_configs`) and read the "
-    "window reports, which list the same talkers.",
+    "top_talker_bytes": "`rank` 1 to `windows.top_talkers` (at most 100), one series per "
+    "rank from start-up; `address` is empty (Prometheus drops an empty label), unless "
+    "`windows.top_talker_addresses` is on: then it is the talker's IP address, at most "
+    "`windows.top_talkers` series, all replaced at each window report and none before the "
+    "first, so addresses churn series. The window reports list the talkers with their "
+    "addresses either way.",
     "model_info": "one series per loaded model (at most two: `anomaly`, `classifier`), its "
     "labels the model's metadata; none while no model is loaded (`netmon_model_loaded` says "
     "which are).",
@@ -302,7 +304,8 @@ def build_metrics(registry: CollectorRegistry) -> Metrics:
         ),
         top_talker_bytes=gauge(
             "top_talker_bytes",
-            "Bytes sent by the top talkers of the last window (bounded by windows.top_talkers).",
+            "Bytes sent by the top talkers of the last window, by rank (1 to "
+            "windows.top_talkers); address is empty unless windows.top_talker_addresses is on.",
             ("rank", "address"),
         ),
         file_seconds=hist(

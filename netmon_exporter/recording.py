@@ -132,11 +132,21 @@ def record_active_detections(m: Metrics, active: Mapping[str, int]) -> None:
         m.detections_active.labels(det).set(active.get(det, 0))
 
 
-def record_top_talkers(m: Metrics, talkers: Iterable[Mapping[str, Any]], limit: int) -> None:
-    """Replace the bounded top-talker series with the last window's."""
+def record_top_talkers(
+    m: Metrics, talkers: Iterable[Mapping[str, Any]], limit: int, addresses: bool = False
+) -> None:
+    """Replace the top-talker series with the last window's (``[]`` at start-up).
+
+    Without ``addresses`` (windows.top_talker_addresses) there is one series per rank
+    1..``limit``, address empty, 0 where the window had fewer talkers: a closed set with
+    no churn. With it, one series per talker, labelled with its address.
+    """
     m.top_talker_bytes.clear()
-    for rank, t in enumerate(list(talkers)[:limit], start=1):
-        m.top_talker_bytes.labels(str(rank), str(t.get("address", ""))[:45]).set(
+    ranked = list(talkers)[:limit]
+    for rank in range(1, (len(ranked) if addresses else limit) + 1):
+        t = ranked[rank - 1] if rank <= len(ranked) else {}
+        address = str(t.get("address", ""))[:45] if addresses else ""
+        m.top_talker_bytes.labels(str(rank), address).set(
             float(t.get("bytes_sent", t.get("bytes", 0)))
         )
 

@@ -67,7 +67,9 @@ def test_metric_reference_matches_a_real_scrape(tmp_path: Path) -> None:
     d = DaemonProcess(tmp_path / "config.yaml").start()
     try:
         d.wait_for(lambda: (d.metric("netmon_windows_processed_total") or 0) >= 2, 60, "windows")
-        d.wait_for(lambda: d.metric("netmon_top_talker_bytes") is not None, 30, "top talkers")
+        d.wait_for(
+            lambda: (d.metric("netmon_top_talker_bytes", {"rank": "1"}) or 0) > 0, 30, "talkers"
+        )
         _, body = d.get("/metrics")
     finally:
         d.stop()

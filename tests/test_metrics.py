@@ -206,6 +206,35 @@ def test_seeding_restores_exactly_the_restored_counters() -> None:
     assert r.get_sample_value("netmon_last_success_timestamp_seconds") == 1_700_000_000.0
 
 
+def test_top_talkers_are_ranks_without_addresses_unless_opted_in() -> None:
+    """Guards docs/metrics.md: "`rank` 1 to `windows.top_talkers` (at most 100), one series per rank from start-up".
+
+    Issue 14: no addresses in labels by default (no series churn); opt in with
+    windows.top_talker_addresses, bounded by windows.top_talkers.
+    """
+    from netmon_exporter.recording import record_top_talkers
+
+    r = CollectorRegistry()
+    m = build_metrics(r)
+
+    def series() -> dict[tuple[str, str], float]:
+        (family,) = (f for f in r.collect() if f.name == "netmon_top_talker_bytes")
+        return {(s.labels["rank"], s.labels["address"]): s.value for s in family.samples}
+
+    talkers = [
+        {"address": "10.0.0.5", "bytes_sent": 900},
+        {"address": "10.0.0.6", "bytes_sent": 100},
+    ]
+    record_top_talkers(m, [], 3)  # start-up
+    assert series() == {("1", ""): 0, ("2", ""): 0, ("3", ""): 0}
+    record_top_talkers(m, talkers, 3)
+    assert series() == {("1", ""): 900, ("2", ""): 100, ("3", ""): 0}
+    record_top_talkers(m, talkers, 3, addresses=True)
+    assert series() == {("1", "10.0.0.5"): 900, ("2", "10.0.0.6"): 100}
+    record_top_talkers(m, talkers * 3, 3, addresses=True)
+    assert len(series()) == 3  # bounded by windows.top_talkers
+
+
 # ---------------------------------------------------------------- issue 14: the exposition
 
 
