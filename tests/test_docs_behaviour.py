@@ -166,3 +166,21 @@ def test_a_backfilled_window_older_than_the_kept_ones_loses_its_report_at_once(
         d.stop()
     line = next(ln for ln in d.lines if "window report deleted at once" in ln)
     assert "level=info" in line and _report_name(-120) in line
+
+
+# ------------------------------------------------------------------ flags
+
+
+def test_readme_synopsis_lists_every_flag_and_no_other() -> None:
+    """Guards README.md: "[--web.external-url=URL] [--web.route-prefix=PATH]".
+
+    The "Running it" synopsis and the daemon's own flags are the same set.
+    """
+    from netmon_exporter.daemon import build_arg_parser
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    synopsis = text.split("## Running it", 1)[1].split("```", 2)[1]
+    shown = set(re.findall(r"(?<![\w-])--[a-z][\w.-]*[a-z]", synopsis))
+    shown -= {"--baseline", "--labelled"}  # sub-command flags
+    real = {o for a in build_arg_parser()._actions for o in a.option_strings}
+    assert shown == real - {"-h", "--help"}, shown ^ (real - {"-h", "--help"})
