@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
 
 from netmon_exporter.analysis import WindowAnalysis
 from netmon_exporter.config import WindowsConfig
 from netmon_exporter.detection import Detection
-from netmon_exporter.flow_schema import FlowBatch, make_batch, str_to_addrs
+from netmon_exporter.flow_schema import FlowBatch, is_flow, make_batch, str_to_addrs
 from netmon_exporter.window import WindowAggregator
+
+from .test_flow_table import _PROP, _SET, _build, _packet, write
 
 BASE = 1_700_000_040.0  # multiple of 60
 
@@ -205,3 +209,65 @@ def test_backfilled_old_capture_gets_its_own_windows(tmp_path):
         (old + 60, 1, 0),
     ]
     assert agg.open_windows() == 1  # the current window (BASE+900) is still open
+
+
+# -- interim records: windows see packets where they happen (issue 11 item 1) ---------
+
+
+def test_a_long_flow_counts_in_the_windows_where_its_packets_are(tmp_path):
+    """Slices carry packets and bytes to their windows; the flow counts once, at its start."""
+    from netmon_exporter.flow_schema import RECORD_SLICE, RECORD_TAIL, RECORD_WHOLE
+
+    rows = batch([BASE + 10, BASE + 60, BASE + 120, BASE + 10], dur=50.0)
+    kinds = np.array([RECORD_SLICE, RECORD_SLICE, RECORD_TAIL, RECORD_WHOLE], dtype=float)
+    packets = np.array([100.0, 120.0, 80.0, 300.0])
+    cols = {**rows.columns, "flow_record": kinds, "Tot Fwd Pkts": packets}
+    cols["Tot Bwd Pkts"] = np.zeros(4)
+    cols["TotLen Fwd Pkts"] = packets * 10
+    agg = WindowAggregator(WindowsConfig(length_seconds=60), tmp_path)
+    windows = agg.add(FlowBatch(cols)) + agg.flush()
+    reports = [agg.report_dict(w, empty_analysis()) for w in windows]
+    assert [r["totals"]["packets"] for r in reports] == [100, 120, 80]
+    assert [r["totals"]["flows"] for r in reports] == [1, 0, 0]
+    assert [r["top_talkers"][0]["bytes_sent"] for r in reports] == [1000, 1200, 800]
+    assert reports[0]["analysis"]["flows_sampled_out"] == 0
+
+
+_CUTS = st.lists(st.integers(min_value=0, max_value=40), max_size=3)
+
+
+@_PROP
+@given(spec=st.lists(_packet, min_size=1, max_size=40), cuts=_CUTS)
+def test_per_window_packet_totals_equal_the_captures_packets_whatever_the_cuts(
+    tmp_path, spec, cuts
+):
+    """Rotated files with carried flows: each window's totals hold exactly its packets."""
+    import collections
+    import dataclasses
+
+    from netmon_exporter.pipeline import finish_carry, process_file
+
+    settings = dataclasses.replace(_SET, interim_seconds=20.0)
+    _, pkts = _build(tmp_path, spec)
+    bounds = sorted({min(c, len(pkts)) for c in cuts} | {0, len(pkts)})
+    agg = WindowAggregator(WindowsConfig(length_seconds=20), tmp_path / "w")
+    windows, carry, flows_total = [], None, 0
+    for k, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        if hi <= lo:
+            continue
+        res = process_file(
+            write(tmp_path / f"f{k}.pcap", pkts[lo:hi]), settings, carry=carry, final=False
+        )
+        windows += agg.add(res.flows)
+        carry, flows_total = res.carry, flows_total + res.flow_count
+    if carry is not None:
+        ended = finish_carry(carry, settings)
+        windows += agg.add(ended)
+        flows_total += int(is_flow(ended).sum())
+    windows += agg.flush()
+    reports = [agg.report_dict(w, empty_analysis()) for w in windows]
+    got = collections.Counter()
+    for r in reports:
+        got[int(r["window"]["start"] // 20)] += r["totals"]["packets"]
+    assert +got == collections.Counter(int(t // 20) for t, _ in pkts)
+    assert sum(r["totals"]["flows"] for r in reports) == flows_total

@@ -191,6 +191,11 @@ def _is_multicast_or_broadcast(addrs: np.ndarray) -> np.ndarray:
     return v4_multi | v4_bcast | v6_multi
 
 
+def is_group_address(addrs: np.ndarray) -> np.ndarray:
+    """Multicast and broadcast addresses (IPv4 x.x.x.255 counts as broadcast)."""
+    return _is_multicast_or_broadcast(addrs)
+
+
 def _probes(flows: FlowBatch) -> dict[str, np.ndarray]:
     n = len(flows)
     if n == 0:

@@ -1,51 +1,57 @@
-"""UDP flood: a high, mostly unanswered packet rate towards one victim."""
+"""UDP flood: a high, unanswered packet rate towards one victim, shaped like an attack."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..detection import Detection
 from ..flow_schema import FlowBatch
 from .catalog import UdpFloodConfig
-from .features import UDP
-from .flood_rate import flood_candidates, flood_detection
+from .features import UDP, addr_codes, is_group_address, num
+from .flood_rate import Victim, VolumeFlood
 
 
-class UdpFloodDetector:
-    """Peak one-second UDP packet rate towards a victim, which answers little of it.
+class UdpFloodDetector(VolumeFlood):
+    """UDP towards a victim at a flood's rate that it answers little of (see VolumeFlood).
 
-    The reply ratio keeps busy but healthy UDP services (QUIC uploads, DNS
-    servers answering their clients) out; ``ignore_ports`` keeps one-way
-    telemetry collectors (syslog, NetFlow, ...) out.
+    The reply ratio keeps busy but healthy UDP services (QUIC, DNS servers answering
+    their clients) out; ``ignore_ports`` keeps one-way telemetry collectors (syslog,
+    NetFlow, ...) out; multicast and broadcast groups are not victims (IPTV, discovery).
+    A source the victim sends UDP to (RTCP receiver reports to a camera, a transfer
+    tool's feedback) is in an exchange, not flooding it alone.
     """
 
     name = "udp_flood"
+    what = "UDP"
 
     def __init__(self, cfg: UdpFloodConfig) -> None:
-        self.cfg = cfg
+        super().__init__(cfg)
+        self.flood_cfg: UdpFloodConfig = cfg
 
-    def detect(self, flows: FlowBatch, window_start: float, window_end: float) -> list[Detection]:
-        if not self.cfg.enabled or len(flows) == 0:
-            return []
-        c = self.cfg
-        out = []
+    def rows(self, flows: FlowBatch) -> np.ndarray:
+        c = self.flood_cfg
         mask = (flows["protocol"] == UDP) & ~np.isin(flows["dst_port"], list(c.ignore_ports))
-        for cand in flood_candidates(
-            flows, mask, c.min_packets, c.min_packets_per_second, c.min_sources
-        ):
-            ratio = cand.replies / max(cand.packets, 1)
-            if ratio > c.max_response_ratio:
-                continue
-            out.append(
-                flood_detection(
-                    self.name,
-                    "UDP",
-                    cand,
-                    c.severity,
-                    c.min_packets_per_second,
-                    window_start,
-                    window_end,
-                    reply_ratio=round(ratio, 4),
-                )
-            )
-        return out
+        if mask.any():
+            mask &= ~is_group_address(flows["dst_ip"])
+        return np.flatnonzero(mask)
+
+    def _volume_ok(self, v: Victim) -> bool:
+        return super()._volume_ok(v) and (
+            v.replies <= self.flood_cfg.max_response_ratio * max(v.packets, 1.0)
+        )
+
+    def exchanges(self, flows: FlowBatch, v: Victim) -> bool:
+        codes = addr_codes(flows)
+        udp = flows["protocol"] == UDP
+        back = (
+            (codes.src == v.top_code)
+            & (codes.dst == v.victim_code)
+            & (num(flows, "Tot Bwd Pkts") > 0)
+        ) | (
+            (codes.src == v.victim_code)
+            & (codes.dst == v.top_code)
+            & (num(flows, "Tot Fwd Pkts") > 0)
+        )
+        return bool((udp & back).any())
+
+    def extra(self, v: Victim) -> dict[str, object]:
+        return {"reply_ratio": round(v.replies / max(v.packets, 1.0), 4)}

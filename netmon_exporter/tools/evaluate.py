@@ -30,7 +30,7 @@ from ..analysis import Analyzer
 from ..config import DetectorsConfig, ModelsConfig, WindowsConfig
 from ..detection import Detection
 from ..detectors import REGISTRY
-from ..flow_schema import FlowBatch
+from ..flow_schema import FLOWS, FlowBatch, view
 from ..pipeline import CaptureFormatError, FlowSettings, process_file
 from ..window import WindowAggregator
 from .evaluate_suites import (
@@ -87,17 +87,22 @@ class ScenarioResult:
 
 
 def analyse_capture(path: Path, detectors: DetectorsConfig) -> tuple[FlowBatch, list[Detection]]:
-    """Run one capture through flows, default windows and a fresh analyser (no models)."""
-    flows = process_file(path, FlowSettings()).flows
+    """Run one capture through flows, default windows and a fresh analyser (no models).
+
+    Flows are cut at the window boundaries as in the daemon (interim records); the
+    whole flows are returned.
+    """
+    windows = WindowsConfig()
+    flows = process_file(path, FlowSettings(interim_seconds=windows.length_seconds)).flows
     with tempfile.TemporaryDirectory(prefix="netmon-eval-") as tmp:
         analyzer = Analyzer(detectors, ModelsConfig(), Path(tmp))
-        agg = WindowAggregator(WindowsConfig(), Path(tmp) / "windows")
+        agg = WindowAggregator(windows, Path(tmp) / "windows")
         detections = [
             d
             for w in agg.add(flows) + agg.flush()
             for d in analyzer.analyse(w.flows, w.start, w.end).detections
         ]
-    return flows, detections
+    return view(flows, FLOWS), detections
 
 
 def _host(target: str) -> str:
@@ -114,6 +119,8 @@ def matches(d: Detection, t: Truth) -> bool:
     """A detection matches a truth: same detector, right attacker (or victim when spoofed)."""
     if d.detector != t.detector:
         return False
+    if t.deadline and d.window_start >= t.deadline:
+        return False  # found too late (e.g. a flood reported after its first windows)
     if t.attacker == SPOOFED:
         return _host(d.target) == t.victim
     if d.source != t.attacker:

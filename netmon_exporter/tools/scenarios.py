@@ -32,12 +32,15 @@ class Truth:
     ``required=False`` marks a finding that is right but not demanded: e.g. a DNS
     tunnel client polling its resolver at a fixed period is also a beacon. Such a
     detection counts as correct for precision and is not counted for recall.
+    ``deadline`` (epoch seconds) demands timeliness: a flood must be found in a window
+    that starts before it, not once its flow has ended.
     """
 
     detector: str
     attacker: str
     victim: str = ""
     required: bool = True
+    deadline: float = 0.0  # the finding's window must start before this (0: any time)
 
 
 @dataclass(frozen=True)
