@@ -82,6 +82,7 @@ class AddressSweepDetector:
         )
         self.overlay = HorizonStore(horizon, cfg.max_state_rows)
         self._prev_end: float | None = None
+        self._overlay_members = np.zeros(0, dtype=np.uint64)
 
     # ------------------------------------------------------------------ state
 
@@ -198,6 +199,7 @@ class AddressSweepDetector:
         self._update_overlay(flows, window_end)
         rows, touched = self.store.update(new, window_end)
         prev_end, self._prev_end = self._prev_end, window_end
+        self._overlay_members = self._overlay_sources(window_end, self.store.horizon)
         if len(touched) == 0 or not (rows["probes"] > 0).any():
             return []
         new_probe = new["probes"] > 0
@@ -251,7 +253,7 @@ class AddressSweepDetector:
         if cfg.p2p_min_peers:
             need = np.maximum(cfg.p2p_min_peers, np.ceil(cfg.p2p_min_peer_share * swept))
             p2p |= unprivileged & (peers >= need)
-        overlay = self._overlay_sources(now, max(h for h, _ in self.tiers))
+        overlay = self._overlay_members
         if len(overlay):
             p2p |= (
                 unprivileged & (code == _UDP_CODE) & np.isin(key_hash(rows["src"][first]), overlay)

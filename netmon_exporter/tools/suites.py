@@ -39,7 +39,6 @@ CASE_MODULES: tuple[str, ...] = (
     "netmon_exporter.tools.cases_monitoring",
     "netmon_exporter.tools.cases_beacon",
     "netmon_exporter.tools.cases_dns",
-    "netmon_exporter.tools.cases_floods",
     "netmon_exporter.tools.cases_scans",
     "netmon_exporter.tools.cases_bruteforce",
 )
