@@ -852,62 +852,75 @@ def _check_timed_out(path: str, timeout: float) -> None:
     os._exit(1)
 
 
-def run_daemon(argv: list[str]) -> int:
-    args = build_arg_parser().parse_args(argv)
-    if args.config_check:
-        return check_config(args.config_file, args.web_config_file, CHECK_TIMEOUT_SECONDS)
-    setup_logging(args.log_level, args.log_format)
+class StartupError(Exception):
+    """The daemon cannot start; the message is printed to stderr and logged."""
+
+    def __init__(self, log_message: str, printed: list[str], **extra: Any) -> None:
+        super().__init__(log_message)
+        self.printed = printed
+        self.extra = extra
+
+
+_RESERVED_PATHS = ("/", "/health", "/-/healthy", "/-/ready", "/-/reload")
+
+
+def _load_startup_config(
+    args: argparse.Namespace,
+) -> tuple[ConfigHolder, WebConfig | LiveWebConfig]:
     try:
         holder = ConfigHolder.load(Path(args.config_file))
         web: WebConfig | LiveWebConfig = (
             LiveWebConfig(args.web_config_file) if args.web_config_file else WebConfig()
         )
     except ConfigError as exc:
-        log.error(
+        raise StartupError(
             "invalid configuration; not starting",
-            extra={"file": exc.source or args.config_file, "errors": exc.errors},
-        )
-        for err in exc.errors:
-            print(f"config error: {err}", file=sys.stderr)
-        return 1
+            [f"config error: {err}" for err in exc.errors],
+            file=exc.source or args.config_file,
+            errors=exc.errors,
+        ) from None
     except WebConfigError as exc:
-        log.error("invalid web config; not starting", extra={"err": str(exc)})
-        print(f"web config error: {exc}", file=sys.stderr)
-        return 1
+        raise StartupError(
+            "invalid web config; not starting", [f"web config error: {exc}"], err=str(exc)
+        ) from None
+    return holder, web
+
+
+def _check_paths(args: argparse.Namespace, web: WebConfig | LiveWebConfig) -> tuple[str, str]:
+    """Return the external URL and route prefix; refuse a telemetry path of another endpoint."""
     try:
         external_url, route_prefix = web_urls(
             args.external_url, args.route_prefix, args.listen_address, web.ssl_context is not None
         )
     except ValueError as exc:
-        log.error("invalid flag; not starting", extra={"err": str(exc)})
-        print(f"flag error: {exc}", file=sys.stderr)
-        return 1
-    if not args.telemetry_path.startswith("/") or args.telemetry_path in (
-        "/",
-        "/health",
-        "/-/healthy",
-        "/-/ready",
-        "/-/reload",
-    ):
-        log.error(
+        raise StartupError(
+            "invalid flag; not starting", [f"flag error: {exc}"], err=str(exc)
+        ) from None
+    if not args.telemetry_path.startswith("/") or args.telemetry_path in _RESERVED_PATHS:
+        raise StartupError(
             "--web.telemetry-path must be an absolute path not used by another endpoint",
-            extra={"path": args.telemetry_path},
+            [],
+            path=args.telemetry_path,
         )
-        return 1
+    return external_url, route_prefix
 
+
+def _registry() -> tuple[CollectorRegistry, Metrics]:
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     WorkerProcessCollector(registry=registry)
-    metrics = build_metrics(registry)
-    try:
-        daemon = Daemon(holder, metrics, args.telemetry_path, external_url)
-    except ModelError as exc:
-        log.error("cannot load a configured model; not starting", extra={"err": str(exc)})
-        print(f"model error: {exc}", file=sys.stderr)
-        return 1
+    return registry, build_metrics(registry)
 
+
+def _serve(
+    args: argparse.Namespace,
+    daemon: Daemon,
+    registry: CollectorRegistry,
+    web: WebConfig | LiveWebConfig,
+    route_prefix: str,
+) -> HttpServer:
     def reload_from_http() -> ReloadOutcome:
         try:
             return daemon.request_reload().result(timeout=60)
@@ -923,11 +936,12 @@ def run_daemon(argv: list[str]) -> int:
         route_prefix=route_prefix,
     )
     try:
-        server = HttpServer(args.listen_address, endpoints, web)
+        return HttpServer(args.listen_address, endpoints, web)
     except (OSError, ValueError) as exc:
-        log.error("cannot listen", extra={"address": args.listen_address, "err": str(exc)})
-        return 1
+        raise StartupError("cannot listen", [], address=args.listen_address, err=str(exc)) from None
 
+
+def _install_signals(daemon: Daemon) -> None:
     def on_signal(signum: int, _frame: Any) -> None:
         if signum == signal.SIGHUP:
             log.info("SIGHUP received, reloading configuration")
@@ -939,7 +953,11 @@ def run_daemon(argv: list[str]) -> int:
     for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
 
-    server.start()
+
+def _log_start(
+    args: argparse.Namespace, server: HttpServer, holder: ConfigHolder, urls: tuple[str, str]
+) -> None:
+    external_url, route_prefix = urls
     log.info(
         "Listening on",
         extra={
@@ -961,6 +979,34 @@ def run_daemon(argv: list[str]) -> int:
             "config": str(holder.path),
         },
     )
+
+
+def run_daemon(argv: list[str]) -> int:
+    args = build_arg_parser().parse_args(argv)
+    if args.config_check:
+        return check_config(args.config_file, args.web_config_file, CHECK_TIMEOUT_SECONDS)
+    setup_logging(args.log_level, args.log_format)
+    try:
+        holder, web = _load_startup_config(args)
+        external_url, route_prefix = _check_paths(args, web)
+        registry, metrics = _registry()
+        try:
+            daemon = Daemon(holder, metrics, args.telemetry_path, external_url)
+        except ModelError as exc:
+            raise StartupError(
+                "cannot load a configured model; not starting",
+                [f"model error: {exc}"],
+                err=str(exc),
+            ) from None
+        server = _serve(args, daemon, registry, web, route_prefix)
+    except StartupError as exc:
+        log.error(str(exc), extra=exc.extra)
+        for line in exc.printed:
+            print(line, file=sys.stderr)
+        return 1
+    _install_signals(daemon)
+    server.start()
+    _log_start(args, server, holder, (external_url, route_prefix))
     try:
         daemon.start()
         daemon.run()
