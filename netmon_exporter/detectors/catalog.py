@@ -73,12 +73,13 @@ _PROBES = {
 }
 _FLOOD_RATE = {  # flood_rate.flood_detection: these, the detector's own, then _FLOOD_SOURCES
     "packets": "Packets towards the victim in the window.",
-    "peak_packets_per_second": "Busiest one-second rate, each flow spread over its life.",
+    "peak_packets_per_second": "Busiest one-second rate in the window, each flow's packets "
+    "spread over its slice of the window.",
     "threshold_packets_per_second": "The detector's min_packets_per_second.",
     "reply_packets": "Packets the victim sent back.",
 }
 _FLOOD_SOURCES = {
-    "flows": "Flows towards the victim in the window.",
+    "flows": "Flows (per-window slices) towards the victim in the window.",
     "sources": "Distinct sources of those flows.",
     "top_sources": "The five sources that sent most packets, with counts.",
 }
@@ -294,17 +295,34 @@ ADDRESS_SWEEP = DetectorSpec(
 )
 
 
+_FLOOD_BASELINE_SECONDS = (
+    "Time constant of each victim's baseline (an exponential moving average of its "
+    "traffic in windows without a finding for it)."
+)
+_FLOOD_WARMUP = "A victim's baseline is used once it has been followed this long."
+_FLOOD_STATE_ROWS = (
+    "Upper bound of victims followed (baselines) and of victims whose last seconds are "
+    "carried into the next window (the busiest kept)."
+)
+_FLOOD_SEVERITY = (
+    "Severity of detections; raised to critical at the critical rate (critical pages: "
+    "see docs/detectors.md, Floods)."
+)
+
+
 @dataclass(frozen=True)
 class SynFloodConfig:
     enabled: bool = _f(True, "Many half-open connections to one victim port.")
     min_half_open: int = _f(
         200,
-        "Half-open (SYN without the client's ACK) connections towards one victim port in a window.",
+        "Half-open (SYN without the client's ACK) connections towards one victim port within "
+        "the busiest span of one window length (the last seconds of the window before "
+        "included, so bursts cut by a window boundary count whole).",
         min=1,
         max=100000000,
     )
     min_ratio: float = _f(
-        0.8, "Share of the victim port's TCP flows that are half-open.", min=0, max=1
+        0.8, "Share of the victim port's TCP connections that are half-open.", min=0, max=1
     )
     spoofed_min_sources: int = _f(
         50,
@@ -312,7 +330,42 @@ class SynFloodConfig:
         min=2,
         max=100000000,
     )
-    severity: str = _f("critical", "Severity of detections.", choices=SEVERITIES)
+    spoofed_min_ratio: float = _f(
+        0.5,
+        "Half-open share that is enough when the half-open connections come from "
+        "spoofed_min_sources sources or more.",
+        min=0,
+        max=1,
+    )
+    min_ratio_rise: float = _f(
+        0.3,
+        "Once the port's baseline is warm: a rise of the half-open share by this much over "
+        "the port's own is enough (a busy server serving its clients while flooded).",
+        min=0,
+        max=1,
+    )
+    rise_factor: float = _f(
+        2.0,
+        "... provided the half-open connections are also this many times the port's usual.",
+        min=1,
+        max=1000,
+    )
+    baseline_seconds: float = _f(600.0, _FLOOD_BASELINE_SECONDS, min=60, max=86400)
+    baseline_warmup_seconds: float = _f(180.0, _FLOOD_WARMUP, min=0, max=86400)
+    critical_half_open_per_second: float = _f(
+        1000.0,
+        "Half-open connections per second (over the span) at which a SYN flood is critical "
+        "(0: never).",
+        min=0,
+        max=1e9,
+    )
+    max_state_rows: int = _f(50_000, _FLOOD_STATE_ROWS, min=100, max=10_000_000)
+    severity: str = _f("warning", _FLOOD_SEVERITY, choices=SEVERITIES)
+
+
+_FLOOD_STATE = {
+    "since": "Start of the first window of this flood (reported in every window it lasts).",
+}
 
 
 SYN_FLOOD = DetectorSpec(
@@ -321,19 +374,39 @@ SYN_FLOOD = DetectorSpec(
     help="SYN flood.",
     implementation=_HERE + ".syn_flood:SynFloodDetector",
     evidence={
-        "half_open": "Half-open connections towards the victim port in the window.",
+        "half_open": "Half-open connections towards the victim port in the busiest span.",
         "threshold": "The threshold crossed (min_half_open).",
-        "tcp_flows": "TCP flows towards the victim port in the window.",
+        "tcp_flows": "TCP connections towards the victim port in the same span.",
         "half_open_ratio": "half_open / tcp_flows.",
-        "sources": "Distinct sources of the half-open connections.",
+        "reason": "ratio (min_ratio), spoofed (many sources, spoofed_min_ratio) or rise "
+        "(over the port's baseline, min_ratio_rise).",
+        "baseline_half_open_ratio": "The port's usual half-open share (null while not warm).",
+        "baseline_half_open_per_minute": "The port's usual half-open connections per minute "
+        "(null while not warm).",
+        "half_open_per_second": "half_open / span_seconds (what critical_half_open_per_second "
+        "is compared with).",
+        "span_seconds": "Length of the span (one window).",
+        **_FLOOD_STATE,
+        "sources": "Distinct sources of the half-open connections (this window).",
         "spoofed": "Whether sources reached spoofed_min_sources (source reported as 'many').",
         "dst_port": "The victim port.",
-        "syn_packets": "SYN packets sent in the half-open connections.",
-        "unanswered": "Half-open connections the victim never answered.",
-        "seconds": "Time from the first to the last half-open connection.",
+        "syn_packets": "SYN packets sent in the half-open connections (this window).",
+        "unanswered": "Half-open connections the victim never answered (this window).",
+        "seconds": "Time from the first to the last half-open connection (this window).",
         "top_sources": "The five sources with most half-open connections, with counts.",
     },
 )
+
+
+_FLOOD_SHAPE = {
+    "reason": "many_sources (spoofed_min_sources), one_source (one source alone at "
+    "the flood rate, not in an exchange with the victim) or rise (over the victim's "
+    "baseline, rise_factor).",
+    "baseline_packets_per_second": "The victim's usual busiest second (null while not warm).",
+    "top_source_packets_per_second": "The busiest second of the top source alone.",
+    "span_packets": "Packets in the busiest span of one window length (min_packets).",
+    **_FLOOD_STATE,
+}
 
 
 @dataclass(frozen=True)
@@ -341,13 +414,17 @@ class UdpFloodConfig:
     enabled: bool = _f(True, "Detect this flood.")
     min_packets_per_second: float = _f(
         1000.0,
-        "Packets per second towards one victim, over the "
-        "time its flows were active (at least 1 s).",
+        "Packets per second towards one victim in its busiest second (each flow's packets "
+        "spread over its slice of the window).",
         min=1,
         max=1e9,
     )
     min_packets: int = _f(
-        2000, "Packets towards the victim in the window.", min=1, max=1_000_000_000
+        2000,
+        "Packets towards the victim within the busiest span of one window length (the last "
+        "seconds of the window before included).",
+        min=1,
+        max=1_000_000_000,
     )
     max_response_ratio: float = _f(
         0.2,
@@ -359,13 +436,36 @@ class UdpFloodConfig:
     min_sources: int = _f(
         1, "Distinct sources needed (spoofed floods use many).", min=1, max=1000000
     )
+    spoofed_min_sources: int = _f(
+        50,
+        "With at least this many sources the traffic is shaped like a spoofed or "
+        "distributed flood.",
+        min=2,
+        max=100000000,
+    )
+    rise_factor: float = _f(
+        2.0,
+        "Once the victim's baseline is warm, a busiest second this many times its usual "
+        "one, and higher by min_packets_per_second, is a flood whatever its shape.",
+        min=1,
+        max=1000,
+    )
+    baseline_seconds: float = _f(600.0, _FLOOD_BASELINE_SECONDS, min=60, max=86400)
+    baseline_warmup_seconds: float = _f(180.0, _FLOOD_WARMUP, min=0, max=86400)
+    critical_packets_per_second: float = _f(
+        50000.0,
+        "Busiest-second rate at which a UDP flood is critical (0: never).",
+        min=0,
+        max=1e9,
+    )
+    max_state_rows: int = _f(50_000, _FLOOD_STATE_ROWS, min=100, max=10_000_000)
     ignore_ports: tuple[int, ...] = _f(
         (162, 514, 2055, 4739, 6343),
         "Destination ports whose collectors legitimately "
         "receive unanswered UDP at high rates (SNMP traps, "
         "syslog, NetFlow, IPFIX, sFlow).",
     )
-    severity: str = _f("critical", "Severity of detections.", choices=SEVERITIES)
+    severity: str = _f("warning", _FLOOD_SEVERITY, choices=SEVERITIES)
 
 
 UDP_FLOOD = DetectorSpec(
@@ -376,6 +476,7 @@ UDP_FLOOD = DetectorSpec(
     evidence={
         **_FLOOD_RATE,
         "reply_ratio": "reply_packets / packets (at most max_response_ratio).",
+        **_FLOOD_SHAPE,
         **_FLOOD_SOURCES,
     },
 )
@@ -386,16 +487,42 @@ class IcmpFloodConfig:
     enabled: bool = _f(True, "Detect ICMP/ICMPv6 floods.")
     min_packets_per_second: float = _f(
         500.0,
-        "ICMP packets per second towards one victim, over "
-        "the time its flows were active (at least 1 s).",
+        "ICMP packets per second towards one victim in its busiest second (each flow's "
+        "packets spread over its slice of the window).",
         min=1,
         max=1e9,
     )
     min_packets: int = _f(
-        1000, "ICMP packets towards the victim in the window.", min=1, max=1_000_000_000
+        1000,
+        "ICMP packets towards the victim within the busiest span of one window length.",
+        min=1,
+        max=1_000_000_000,
     )
     min_sources: int = _f(1, "Distinct sources needed.", min=1, max=1000000)
-    severity: str = _f("critical", "Severity of detections.", choices=SEVERITIES)
+    spoofed_min_sources: int = _f(
+        50,
+        "With at least this many sources the traffic is shaped like a spoofed or "
+        "distributed flood.",
+        min=2,
+        max=100000000,
+    )
+    rise_factor: float = _f(
+        2.0,
+        "Once the victim's baseline is warm, a busiest second this many times its usual "
+        "one, and higher by min_packets_per_second, is a flood whatever its shape.",
+        min=1,
+        max=1000,
+    )
+    baseline_seconds: float = _f(600.0, _FLOOD_BASELINE_SECONDS, min=60, max=86400)
+    baseline_warmup_seconds: float = _f(180.0, _FLOOD_WARMUP, min=0, max=86400)
+    critical_packets_per_second: float = _f(
+        20000.0,
+        "Busiest-second rate at which an ICMP flood is critical (0: never).",
+        min=0,
+        max=1e9,
+    )
+    max_state_rows: int = _f(50_000, _FLOOD_STATE_ROWS, min=100, max=10_000_000)
+    severity: str = _f("warning", _FLOOD_SEVERITY, choices=SEVERITIES)
 
 
 ICMP_FLOOD = DetectorSpec(
@@ -403,7 +530,7 @@ ICMP_FLOOD = DetectorSpec(
     settings=IcmpFloodConfig,
     help="ICMP flood.",
     implementation=_HERE + ".icmp_flood:IcmpFloodDetector",
-    evidence={**_FLOOD_RATE, **_FLOOD_SOURCES},
+    evidence={**_FLOOD_RATE, **_FLOOD_SHAPE, **_FLOOD_SOURCES},
 )
 
 

@@ -39,6 +39,7 @@ CASE_MODULES: tuple[str, ...] = (
     "netmon_exporter.tools.cases_monitoring",
     "netmon_exporter.tools.cases_beacon",
     "netmon_exporter.tools.cases_dns",
+    "netmon_exporter.tools.cases_floods",
     "netmon_exporter.tools.cases_scans",
     "netmon_exporter.tools.cases_bruteforce",
 )
