@@ -123,14 +123,14 @@ def _message_size(rng: np.random.Generator) -> int:
 def mail_filter_relay(
     cap: _Capture, site: _Site, start: float, duration: float
 ) -> tuple[Truth, ...]:
-    """A cloud mail filter delivers inbound mail to the site's SMTP server every 12 s."""
+    """A mail filter relays inbound mail to the site's SMTP server, one message every 12 s."""
     rng = cap.rng
     relays = [_outsider(rng) for _ in range(2)]  # one provider, two outbound addresses
     cert = int(rng.integers(3600, 4800))
     t = start + float(rng.exponential(12.0))
     while t < start + duration - 10:
         relay = str(rng.choice(relays))
-        tls = rng.random() < 0.9
+        tls = rng.random() < 0.5  # STARTTLS when both ends offer it
         steps: list[Step] = [("s", 68, 0.0), ("c", 26, 0.01), ("s", 182, 0.0)]
         if tls:
             steps += [
@@ -145,9 +145,8 @@ def mail_filter_relay(
             ]
         for _ in range(1 if rng.random() < 0.85 else int(rng.integers(2, 4))):
             rcpt = int(rng.integers(1, 4))
-            steps += [("c", 60, 0.0), ("s", 30, 0.005)]
-            steps += [("c", 45, 0.0), ("s", 30, 0.005)] * rcpt
-            steps += [("c", 28, 0.0), ("s", 50, 0.005)]  # DATA / 354
+            # ESMTP PIPELINING: MAIL, RCPT(s) and DATA in one segment, the replies in one
+            steps += [("c", 60 + 45 * rcpt + 6, 0.0), ("s", 30 * (rcpt + 1) + 50, 0.005)]
             steps += [("c", _message_size(rng), 0.0), ("s", 72, 0.05)]  # message / 250 queued
         steps += [("c", 28, 0.0), ("s", 45, 0.0)]  # QUIT / 221
         exchange_session(cap, t, relay, site.mail_server, 25, steps, rtt=0.02 + rng.random() * 0.03)
