@@ -193,6 +193,25 @@ def merge_tallies(tallies: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarr
     )
 
 
+def progress_tally(latest: float) -> dict[str, np.ndarray]:
+    """A tally entry of no flows that says how far a capture has been read (``latest``).
+
+    With interim records every packet before the window holding ``latest`` has been
+    handed out (open flows are cut at each boundary), so windows may close up to there
+    even when the newest packets are still in open flows.
+    """
+    if not np.isfinite(latest) or abs(latest) >= 2.0**61:
+        return empty_tally()
+    return {
+        "sec": np.array([int(np.floor(latest))], np.int64),
+        "protocol": np.zeros(1, np.int64),
+        "flows": np.zeros(1, np.int64),
+        "packets": np.zeros(1, np.int64),
+        "bytes": np.zeros(1, np.int64),
+        "last": np.array([float(latest)]),
+    }
+
+
 def take_tally(tally: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
     return {k: tally[k][index] for k in TALLY_FIELDS}
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..flow_sample import FILE_ROW_CAP, FlowSample, SampledFlows, narrow
+from ..flow_sample import FILE_ROW_CAP, FlowSample, SampledFlows, narrow, progress_tally
 from ..flow_schema import FlowBatch
 from ..heap import map_large_blocks, release_free_memory
 from ..pipeline import CaptureFormatError, FileResult, FlowSettings
@@ -124,6 +124,9 @@ def _run(process: ProcessFn, task: Task, streams: bool) -> tuple[FileResult, Flo
         final=task.final,
         **extra,
     )
+    if sample is not None and task.settings.interim_seconds > 0 and result.last_ts is not None:
+        # flows are cut at window boundaries: windows before the newest may close now
+        sample.merge(FlowBatch.empty(), progress_tally(result.last_ts))
     return result, sample
 
 
