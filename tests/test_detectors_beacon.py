@@ -129,6 +129,25 @@ def test_cobalt_strike_jitter_is_tolerated(jitter):
     assert d.evidence["timing_score"] >= CFG.min_timing_score
 
 
+def test_a_tasked_beacon_keeps_its_schedule():
+    """Output posted soon after a check-in (within a quarter period, unlike it) is its beat."""
+    rng = np.random.default_rng(13)
+    rows = series(cs_sleeps(rng, 40.0, 0.5, 28), 420 + rng.integers(0, 30, 28))
+    for r in rows[3::5]:  # every fifth check-in was tasked
+        rows.append({**r, "ts": r["ts"] + float(rng.uniform(5.2, 7)), "fwd_bytes": 6000.0})
+    rows.sort(key=lambda r: r["ts"])
+    found = windows(rows)
+    assert found and found[-1].evidence["regular_share"] >= 0.9
+
+
+def test_missed_beats_do_not_hide_a_beacon():
+    rng = np.random.default_rng(14)
+    intervals = cs_sleeps(rng, 45.0, 0.3, 24)
+    intervals[[5, 11, 17]] *= 2  # three beats lost (host asleep)
+    found = windows(series(intervals))
+    assert found and found[-1].evidence["timing_score"] >= CFG.min_timing_score
+
+
 def test_symmetric_jitter_is_tolerated():
     rng = np.random.default_rng(12)
     assert windows(series(cs_sleeps(rng, 40.0, 0.25, 25, symmetric=True)))
@@ -211,6 +230,15 @@ def test_infrastructure_services_broadcast_and_resolvers_are_not_beacons():
     assert windows(others + dns) == []
     # ...to a host no one else uses for DNS it is judged
     assert windows(dns)
+
+
+def test_inbound_schedules_and_self_traffic_are_not_beacons():
+    """A public source calling a private address is a client (or a guesser: brute_force's)."""
+    inbound = series(np.full(25, 30.0), src="203.0.113.5", dst="10.0.0.22", dport=22)
+    assert windows(inbound) == []
+    assert windows(series(np.full(25, 30.0), dst=IMPLANT)) == []
+    outbound = series(np.full(25, 30.0), src="10.0.0.22", dst="203.0.113.5", dport=22)
+    assert windows(outbound)
 
 
 def test_ignored_udp_ports_are_configurable():

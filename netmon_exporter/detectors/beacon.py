@@ -2,34 +2,38 @@
 
 Two kinds of evidence, one decision:
 
-* **Connections**: the start times and bytes sent of each pair's connections (source,
-  destination, protocol, port) over a horizon. A pair is scored once it has
-  ``min_connections`` of them, in the manner of RITA (activecm/rita
-  ``analysis/beacons.go``): a *timing* score, the mean of the dispersion score
-  ``1 - MAD/median`` of the intervals and the share of intervals within ±40 % of the
-  median; a *size* score, the same two terms for the bytes sent (within ±25 %); and
-  a *duration*
-  score, the time the series spans as a share of ``full_coverage_seconds`` (RITA's
-  coverage of the observation, over a horizon of an hour rather than a day). Their
-  mean is the beacon score. RITA's second timing term, the
-  Bowley skew of the interval quartiles, is reported but not scored: on the 7 to 20
-  intervals a pair has within an hour it is mostly noise (simulated: RITA's timing
+* **Check-ins**: the start times and bytes sent of each pair's connections (source,
+  destination, protocol, port) over a horizon, a connection that follows the one
+  before within ``min_interval_seconds`` (a retry), or one unlike the check-ins soon
+  after (a task's output), belonging to its check-in. From ``min_connections``
+  check-ins a pair is scored in the manner of RITA (activecm/rita
+  ``analysis/beacons.go``): a *timing* score (:func:`timing_score`: ``1 - MAD/median``
+  of the intervals, the share within ±40 % of the median, ``1 - CV`` with lapses left
+  out) against a bar raised for few intervals and for busy sources; a *size* score
+  (``1 - MAD/median`` of the bytes sent and the share within ±25 %); and a *duration*
+  score, the time the series spans over ``full_coverage_seconds`` (RITA's coverage of
+  the observation, over an hour rather than a day). Their mean is the beacon score.
+  RITA's Bowley skew of the interval quartiles is reported but not scored: on the 7 to
+  20 intervals a pair has within an hour it is mostly noise (simulated: RITA's timing
   score at 0.7 passes 11 % of Poisson series of 8 connections and misses 23 % of
-  beacons with 30 % jitter; this one at 0.75 passes 3 % and misses none). Median
-  statistics tolerate jitter and a missed beat, so Cobalt-Strike-style jitter (sleep
-  drawn from ``[S(1-j), S]``) keeps a high score where a coefficient of variation
-  would not.
+  beacons with 30 % jitter; this one passes 0.2 % and misses 14 % at 8 check-ins,
+  none at 20, beats lost and tasks included). Median statistics tolerate jitter and a
+  missed beat, so Cobalt-Strike-style jitter (sleep drawn from ``[S(1-j), S]``) keeps a
+  high score where a coefficient of variation alone would not.
 * **Bursts inside one connection**: a beacon that keeps one long-lived connection
   (or one UDP socket within the flow idle timeout) is one flow. The flow engine
   keeps each flow's idle gaps (gaps longer than its activity timeout, 5 s) as
-  ``Idle Mean``/``Idle Std``; a flow whose gaps are regular, numerous and separate
-  bursts that carry data is scored the same way, dispersion and regular share
-  estimated from the coefficient of variation (as if normal), without a size term
-  (the engine keeps no per-burst sizes).
+  ``Idle Mean``/``Idle Std``, and ``Flow IAT Max`` is the longest; a flow whose gaps
+  are regular and numerous and separate bursts that carry data is scored the same
+  way, its terms estimated from the gaps' coefficient of variation (as if normal,
+  the longest gap left out when it is a lapse), without a size term (the engine keeps
+  no per-burst sizes).
 
 What is *not* a beacon, whatever its regularity: traffic to broadcast and multicast
-addresses; UDP to or from the infrastructure ports in ``ignore_udp_ports`` (NTP,
-DHCP, discovery protocols); DNS to a resolver (a host that answered DNS for at least
+addresses; inbound traffic (a public source to a private address: a remote client,
+or a slow password guesser, which ``brute_force`` judges); a host talking to itself;
+UDP to or from the infrastructure ports in ``ignore_udp_ports`` (NTP, DHCP, discovery
+protocols); DNS to a resolver (a host that answered DNS for at least
 ``resolver_min_clients`` clients within the horizon) and a resolver's own queries
 upstream; and the periodic contacts of a *poller*: a source with periodic contacts
 to at least ``poller_min_destinations`` destinations on the same period (within
@@ -61,7 +65,10 @@ MAX_PERIODIC_ROWS = 200_000
 _MAD_PER_SD = 0.6745  # MAD of a normal distribution, in standard deviations
 REGULAR_BAND = 0.4  # an interval within ±40 % of the median is on schedule
 SIZE_BAND = 0.25  # a connection within ±25 % of the median bytes sent is a like check-in
-BEAT_SHARE = 0.25  # connections closer than this share of the typical interval: one beat
+FOLLOW_UP_SHARE = 0.25  # an unlike connection this soon after a beat belongs to it
+LAPSE = 1.6  # an interval of more typical ones is a lapse (beats lost), not jitter
+FAN_OUT_MARGIN = 0.02  # the timing bar is raised by this per other same-period destination
+SMALL_SAMPLE_MARGIN = 1.0  # the timing bar is raised by this / intervals (chance regularity)
 PERIOD_MIN_CONNECTIONS = 4  # enough to tell a pair's period for the poller rule
 erf = np.vectorize(math.erf, otypes=[np.float64])
 _NO_PERIODIC: dict[str, np.ndarray] = {
@@ -70,6 +77,22 @@ _NO_PERIODIC: dict[str, np.ndarray] = {
     "dst": np.zeros(0, np.uint64),
     "period": np.zeros(0),
 }
+
+
+def is_private(addrs: np.ndarray) -> np.ndarray:
+    """Site-internal addresses: RFC 1918, CGNAT, link-local, IPv6 ULA and link-local."""
+    raw = np.frombuffer(np.ascontiguousarray(addrs).tobytes(), dtype=np.uint8).reshape(-1, 16)
+    v4 = (raw[:, :10] == 0).all(axis=1) & (raw[:, 10] == 0xFF) & (raw[:, 11] == 0xFF)
+    a, b = raw[:, 12], raw[:, 13]
+    private4 = (
+        (a == 10)
+        | ((a == 172) & ((b & 0xF0) == 16))
+        | ((a == 192) & (b == 168))
+        | ((a == 100) & ((b & 0xC0) == 64))
+        | ((a == 169) & (b == 254))
+    )
+    private6 = ((raw[:, 0] & 0xFE) == 0xFC) | ((raw[:, 0] == 0xFE) & ((raw[:, 1] & 0xC0) == 0x80))
+    return np.where(v4, private4, private6)
 
 
 def pair_hash(flows: FlowBatch) -> np.ndarray:
@@ -130,6 +153,17 @@ def bowley_skew(q1: np.ndarray, q2: np.ndarray, q3: np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(skew), -1.0, 1.0)
 
 
+def timing_score(dispersion: np.ndarray, regular: np.ndarray, cv: np.ndarray) -> np.ndarray:
+    """Mean of the dispersion score, the on-schedule share and ``1 - CV`` of the intervals.
+
+    The median terms tolerate jitter and a missed beat; the coefficient of variation
+    (lapses left out) sees the spread of random (Poisson) contacts that a few intervals
+    can hide from the median.
+    """
+    cv_score = np.clip(1.0 - np.nan_to_num(cv, nan=1.0), 0.0, 1.0)
+    return (dispersion + regular + cv_score) / 3
+
+
 class BeaconDetector:
     """Score pairs' connection series and long flows' idle gaps for schedule-like regularity."""
 
@@ -188,7 +222,12 @@ class BeaconDetector:
         to_resolver = (flows["dst_port"] == DNS_PORT) & (
             np.isin(dst_h, resolvers) | np.isin(addr_hash(flows["src_ip"]), resolvers)
         )
-        return ~(_is_multicast_or_broadcast(flows["dst_ip"]) | infra | to_resolver)
+        to_itself = flows["src_ip"] == flows["dst_ip"]
+        # Inbound (a public source to a private address) is a client of ours, not an
+        # implant calling home (RITA filters external-to-internal the same way).
+        inbound = ~is_private(flows["src_ip"]) & is_private(flows["dst_ip"])
+        group = _is_multicast_or_broadcast(flows["dst_ip"])
+        return ~(group | infra | to_resolver | to_itself | inbound)
 
     # ------------------------------------------------------------------ scoring
 
@@ -224,18 +263,25 @@ class BeaconDetector:
         )
         rows = rows[np.lexsort((self._ts[rows], gid))]
         ts, size = self._ts[rows], self._bytes[rows]
-        # A beat is a check-in and what follows it closely (a task's output posted a few
-        # seconds later, a retry): a connection within min_interval_seconds, or a
-        # quarter of the pair's typical interval, of the one before belongs to its beat.
-        # Intervals are measured between beats.
+        # A beat is a check-in and what follows it closely: a connection within
+        # min_interval_seconds of the one before (a retry), or one unlike the check-ins
+        # (bytes sent outside the size band: a task's output posted) within a quarter of
+        # the typical interval. Intervals are measured between beats. (Merging like
+        # connections relative to the period would trim the short gaps of random
+        # contacts and make them look regular.)
+        s_med, s_mad = group_median_mad(size, gid, n_groups)
+        like = np.abs(size - s_med[gid]) <= SIZE_BAND * s_med[gid]
         same = gid[1:] == gid[:-1]
         gap = np.diff(ts)
-        apart = gap >= self.cfg.min_interval_seconds
-        typical = np.full(n_groups, np.nan)
+        # The typical interval from check-in to check-in (like connections only).
+        l_ts, l_gid = ts[like], gid[like]
+        l_gap = np.diff(l_ts)
+        apart = (l_gid[1:] == l_gid[:-1]) & (l_gap >= self.cfg.min_interval_seconds)
+        typical = np.zeros(n_groups)
         if apart.any():
-            (typical,) = group_quantiles(gap[same & apart], gid[1:][same & apart], n_groups, (0.5,))
-        close = np.maximum(self.cfg.min_interval_seconds, BEAT_SHARE * np.nan_to_num(typical))
-        beat = np.r_[True, ~same | (gap >= close[gid[1:]])]
+            (typical,) = group_quantiles(l_gap[apart], l_gid[1:][apart], n_groups, (0.5,))
+        follow_up = ~like[1:] & (gap < FOLLOW_UP_SHARE * np.nan_to_num(typical[gid[1:]]))
+        beat = np.r_[True, ~same | ((gap >= self.cfg.min_interval_seconds) & ~follow_up)]
         b_ts, b_gid = ts[beat], gid[beat]
         beats = np.bincount(b_gid, minlength=n_groups)
         b_same = b_gid[1:] == b_gid[:-1]
@@ -244,13 +290,24 @@ class BeaconDetector:
         deviation = np.abs(iv - med[iv_gid])
         (mad,) = group_quantiles(deviation, iv_gid, n_groups, (0.5,))
         dispersion = dispersion_score(med, mad)
-        regular = np.bincount(
-            iv_gid, weights=deviation <= REGULAR_BAND * med[iv_gid], minlength=n_groups
-        ) / np.maximum(np.bincount(iv_gid, minlength=n_groups), 1)
-        s_med, s_mad = group_median_mad(size, gid, n_groups)
-        size_share = np.bincount(
-            gid, weights=np.abs(size - s_med[gid]) <= SIZE_BAND * s_med[gid], minlength=n_groups
-        ) / np.maximum(n_rows, 1)
+        n_iv = np.maximum(np.bincount(iv_gid, minlength=n_groups), 1)
+        regular = (
+            np.bincount(iv_gid, weights=deviation <= REGULAR_BAND * med[iv_gid], minlength=n_groups)
+            / n_iv
+        )
+        # The coefficient of variation leaves out lapses (an interval of more than
+        # LAPSE typical ones: missed beats, the host asleep): they are not jitter, and
+        # the median terms shrug them off.
+        kept = iv < LAPSE * med[iv_gid]
+        n_kept = np.maximum(np.bincount(iv_gid, weights=kept, minlength=n_groups), 1)
+        mean = np.bincount(iv_gid, weights=iv * kept, minlength=n_groups) / n_kept
+        var = (
+            np.bincount(iv_gid, weights=kept * (iv - mean[iv_gid]) ** 2, minlength=n_groups)
+            / n_kept
+        )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cv = np.sqrt(var) / mean
+        size_share = np.bincount(gid, weights=like, minlength=n_groups) / np.maximum(n_rows, 1)
         first = np.minimum.reduceat(ts, np.r_[0, np.cumsum(n_rows)[:-1]])
         last = np.maximum.reduceat(ts, np.r_[0, np.cumsum(n_rows)[:-1]])
         by_key = np.argsort(batch_key)
@@ -262,7 +319,7 @@ class BeaconDetector:
             "dispersion": 1.0 - dispersion,
             "skew": bowley_skew(q1, med, q3),
             "regular": regular,
-            "timing": (dispersion + regular) / 2,
+            "timing": timing_score(dispersion, regular, cv),
             "bytes": s_med,
             "size": (dispersion_score(s_med, s_mad) + size_share) / 2,
             "duration": self._duration_score(last - first),
@@ -276,16 +333,20 @@ class BeaconDetector:
         idle_sd = col(flows, "Idle Std") / 1e6
         active = np.nan_to_num(col(flows, "Active Mean") / 1e6)
         duration = col(flows, "Flow Duration") / 1e6
+        longest = col(flows, "Flow IAT Max") / 1e6  # the longest idle gap
         with np.errstate(invalid="ignore", divide="ignore"):
             gaps = np.floor(duration / (idle + active) + 0.5)
             per_burst = num(flows, "TotLen Fwd Pkts") / (gaps + 1)
-            cv = idle_sd / idle
+            # Leave the longest gap out when it is a lapse (as for series).
+            rest = (gaps * idle - longest) / (gaps - 1)
+            rest_var = (gaps * (idle_sd**2 + idle**2) - longest**2) / (gaps - 1) - rest**2
+            missed = (gaps >= 4) & (longest >= LAPSE * rest)
+            cv = np.where(missed, np.sqrt(np.maximum(rest_var, 0)) / rest, idle_sd / idle)
         cand = np.flatnonzero(
             np.isfinite(idle)
             & np.isfinite(cv)
             & (idle >= self.cfg.min_interval_seconds)
             & (gaps + 1 >= self.cfg.min_connections)
-            & (per_burst >= self.cfg.min_burst_bytes)
         )
         if len(cand) == 0:
             return {}
@@ -301,12 +362,13 @@ class BeaconDetector:
             "dispersion": 1.0 - dispersion,
             "skew": np.full(n, np.nan),
             "regular": regular,
-            "timing": (dispersion + regular) / 2,
+            "timing": timing_score(dispersion, regular, cv[cand]),
             "bytes": per_burst[cand],
             "size": np.full(n, np.nan),
             "duration": self._duration_score(duration[cand]),
             "in_connection": np.ones(n, dtype=bool),
-            "judged": np.ones(n, dtype=bool),
+            # Keep-alives tell a period (for the poller rule) but are not judged.
+            "judged": per_burst[cand] >= self.cfg.min_burst_bytes,
         }
 
     def _remember_periodic(self, new: dict[str, np.ndarray], now: float) -> dict[str, np.ndarray]:
@@ -368,10 +430,18 @@ class BeaconDetector:
             (found["timing"] + found["duration"]) / 2,
             (found["timing"] + size + found["duration"]) / 3,
         )
+        # A few intervals look regular by chance more often, and so does one of many
+        # destinations contacted at random by one busy source (a browser): the bar is
+        # raised for them (the poller rule, below, is the limit of the second).
+        timing_bar = (
+            self.cfg.min_timing_score
+            + SMALL_SAMPLE_MARGIN / np.maximum(found["connections"] - 1, 1)
+            + FAN_OUT_MARGIN * np.maximum(fan_out - 1, 0)
+        )
         hits = np.flatnonzero(
             found["judged"]
             & (found["interval"] >= self.cfg.min_interval_seconds)
-            & (found["timing"] >= self.cfg.min_timing_score)
+            & (found["timing"] >= timing_bar)
             & (size >= self.cfg.min_size_score)
             & (score >= self.cfg.min_score)
             & (fan_out < self.cfg.poller_min_destinations)
