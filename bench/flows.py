@@ -28,6 +28,20 @@ OUT = HERE / "out"
 GNU_TIME = "/usr/bin/time"  # GNU time, for each tool's own peak RSS
 OUR_PYTHON = Path(os.environ.get("NETMON_PYTHON", ROOT / ".venv" / "bin" / "python"))
 
+# What `netmon-exporter flows` does, with interim records (flows cut at window
+# boundaries, as the daemon does): same work, same summary line.
+INTERIM_SCRIPT = r"""
+import sys, time
+from pathlib import Path
+t0 = time.perf_counter()
+from netmon_exporter.pipeline import FlowSettings, process_file
+r = process_file(Path(sys.argv[1]), FlowSettings(interim_seconds=float(sys.argv[3])),
+                 csv_path=Path(sys.argv[2]))
+secs = time.perf_counter() - t0
+print(f"{r.packets} packets, {r.flow_count} flows in {secs:.2f} s "
+      f"({r.packets / secs:,.0f} packets/s) -> {sys.argv[2]}")
+"""
+
 NFSTREAM_SCRIPT = r"""
 import sys
 from nfstream import NFStreamer
@@ -93,30 +107,23 @@ def csv_rows(path: Path, protos: tuple[str, ...] | None = None, col: str = "Prot
         return sum(1 for row in r if row[i] in protos)
 
 
-def run_ours(path: Path, out: Path) -> Run:
-    secs, rss, text = measure(
-        [
-            str(OUR_PYTHON),
-            "-m",
-            "netmon_exporter",
-            "flows",
-            str(path),
-            "-o",
-            str(out),
-            "--no-progress",
-        ],
-        cwd=ROOT,
-    )
+def run_ours(path: Path, out: Path, interim: float = 0.0) -> Run:
+    if interim:
+        cmd = [str(OUR_PYTHON), "-c", INTERIM_SCRIPT, str(path), str(out), str(interim)]
+    else:
+        cmd = [str(OUR_PYTHON), "-m", "netmon_exporter", "flows", str(path), "-o", str(out)]
+        cmd.append("--no-progress")
+    secs, rss, text = measure(cmd, cwd=ROOT)
     m = re.match(r"(\d+) packets, (\d+) flows in ([0-9.]+) s \(([0-9,]+) packets/s\)", text)
     if not m:
         raise RuntimeError(f"unexpected summary: {text!r}")
     return Run(
-        "netmon flows",
+        f"netmon interim {interim:g}s" if interim else "netmon flows",
         int(m.group(1)),
         secs,
         rss,
         int(m.group(2)),
-        note=f"CLI says {m.group(4)} packets/s",
+        note=f"{'in-process' if interim else 'CLI'} says {m.group(4)} packets/s",
     )
 
 
@@ -156,6 +163,13 @@ def main() -> int:
     )
     ap.add_argument("--rounds", type=int, default=1, help="alternating rounds (best is kept)")
     ap.add_argument("--skip-nfstream", action="store_true")
+    ap.add_argument(
+        "--interim",
+        type=float,
+        default=0.0,
+        help="also run our engine cutting flows at windows of this many seconds (the "
+        "daemon's interim records; 60 as in its default config)",
+    )
     a = ap.parse_args()
 
     if not Path(GNU_TIME).exists():
@@ -201,6 +215,8 @@ def main() -> int:
     packets = 0
     for rnd in range(a.rounds):
         runs = [lambda: run_ours(cap, OUT / "ours.csv")]
+        if a.interim:
+            runs.append(lambda: run_ours(cap, OUT / "ours-interim.csv", a.interim))
         if nfs_py:
             runs.append(lambda: run_nfstream(nfs_py, cap, OUT / "nfstream.csv", 0))
         if cic_venv:
@@ -238,6 +254,13 @@ def main() -> int:
         )
     ours = best["netmon flows"]
     print()
+    inter = next((r for name, r in best.items() if name.startswith("netmon interim")), None)
+    if inter is not None:
+        print(
+            f"interim records / whole flows packets/s: {inter.pps / ours.pps:5.2f}x   "
+            f"(flows {inter.flows} vs {ours.flows}; peak RSS {inter.rss_mb:.0f} vs "
+            f"{ours.rss_mb:.0f} MB)"
+        )
     if "nfstream" in best:
         nf = best["nfstream"]
         print(

@@ -270,3 +270,24 @@ def test_a_worker_sends_a_bounded_sample_in_parts(tmp_path: Path) -> None:
     assert res.flows.flows_total == res.flow_count == flows
     assert res.flow_counts() == {"tcp": flows} and res.flows_evicted == 0
     assert set(res.flows.columns) == {*KEY_COLUMNS, *ANALYSIS_FEATURES, *ANALYSIS_STRINGS, WEIGHT}
+
+
+def test_a_worker_with_interim_records_says_how_far_it_read(tmp_path: Path) -> None:
+    """Slices come with the file's sample; a no-flow tally entry at its last packet lets
+    the windows before it close (issue 11 item 1)."""
+    from netmon_exporter.flow_schema import is_flow, is_slice
+    from netmon_exporter.ingest.workers import _run
+
+    cap = tmp_path / "s0-1.pcap.gz"
+    write_syn_flood(cap, 2000, seconds=150.0, start=T0)  # three windows, one-packet flows
+    task = Task(1, str(cap), FlowSettings(interim_seconds=60.0), None, None, False, 120.0)
+    res, sample = _run(process_file, task, streams=True)
+    assert sample is not None and res.last_ts is not None
+    tally = sample.tally()
+    assert float(tally["last"].max()) == pytest.approx(res.last_ts)
+    assert int(tally["flows"].sum()) == res.flow_count  # the marker counts no flow
+    rows = sample.result()
+    assert int(is_flow(rows).sum()) == res.flow_count
+    assert int(tally["packets"].sum()) == int(
+        (rows["Tot Fwd Pkts"] + rows["Tot Bwd Pkts"])[is_slice(rows)].sum()
+    )
