@@ -59,6 +59,16 @@ def batch(rows: list[dict]) -> FlowBatch:
         return [r[k] for r in rows]
 
     size = [r.get("qsize", len(r["qname"]) + 18.0) for r in rows]
+    stats = {  # the engine's per-query statistics, when a row gives them
+        column: [r.get(key, np.nan) for r in rows]
+        for column, key in (
+            ("dns_queries", "queries"),
+            ("dns_qnames", "qnames"),
+            ("dns_zones", "zones"),
+            ("dns_qname_len_total", "len_total"),
+            ("dns_label_entropy", "label_entropy"),
+        )
+    }
     return make_batch(
         len(rows),
         src_ip=str_to_addrs(c("src")),
@@ -77,6 +87,7 @@ def batch(rows: list[dict]) -> FlowBatch:
             "Fwd Pkt Len Max": [r.get("qmax", s) for r, s in zip(rows, size, strict=True)],
             "Bwd Pkt Len Mean": [r.get("amean", 60.0) for r in rows],
             "Bwd Pkt Len Max": [r.get("amax", 60.0) for r in rows],
+            **stats,
         },
     )
 
@@ -219,6 +230,40 @@ def test_one_socket_stream_counts_its_queries():
     assert windows([{**stream, "sport": 53}, {"qname": "www.example.com", "ts": T0 + 61}]) == []
 
 
+def slice_rows(n_windows: int, distinct: int, mean_len: float, entropy: float, **row) -> list:
+    """One socket's per-window records, with the engine's per-query statistics."""
+    return [
+        {
+            "qname": "vaaaakatq.t1.io-tun.net",
+            "ts": T0 + 60 * w + 1,
+            "fwd": distinct,
+            "queries": float(distinct),
+            "qnames": float(distinct),
+            "zones": 1.0,
+            "len_total": distinct * mean_len,
+            "label_entropy": entropy,
+            **row,
+        }
+        for w in range(n_windows)
+    ]
+
+
+def test_a_socket_is_judged_on_the_distinct_names_each_window_asked():
+    """Interim records: the tunnel is found while its one flow is still open."""
+    found = windows(slice_rows(3, 30, 120.0, 4.6))
+    assert found and found[0].window_start == T0 + 60  # 60 names by the second window
+    d = found[0]
+    assert (d.source, d.target, d.evidence["rule"]) == (CLIENT, "io-tun.net", "long_names")
+    # short names: the volume rule, once sustained over five minutes
+    found = windows(slice_rows(8, 20, 30.0, 3.6))
+    assert found and found[0].evidence["rule"] == "volume"
+    assert found[0].window_start >= T0 + 4 * 60
+    # names of several domains (a forwarder's socket) are not one domain's
+    assert windows(slice_rows(8, 30, 120.0, 4.6, zones=5.0)) == []
+    # one name asked again and again is one name
+    assert windows(slice_rows(8, 1, 120.0, 4.6)) == []
+
+
 def test_state_stays_bounded():
     cfg = dataclasses.replace(CFG, max_state_rows=1000)
     det = DnsTunnelDetector(cfg)
@@ -232,6 +277,7 @@ def test_state_stays_bounded():
 
 DNS_CASES = [
     "dns_tunnel_single_socket",
+    "dns_tunnel_single_socket_short_names",
     "dns_tunnel_short_names",
     "dns_tunnel_slow",
     "dns_tunnel_rotating_domains",

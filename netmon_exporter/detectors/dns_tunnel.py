@@ -24,11 +24,15 @@ labels are long and random by design), reverse lookups (``.arpa``), mDNS
 least ``resolver_min_clients`` clients is a resolver, and its own queries under a
 domain that a client of the capture also queried are that client's, judged there.
 
-One flow is one socket: a tool that sends every query from one UDP socket
-(iodine) makes one flow whose first name alone is known. Such a flow, with at
-least :data:`MIN_FLOW_QUERIES` queries, sizes that vary (different messages) and
-queries long on average, counts as that many distinct long names under the
-domain of its first name.
+One flow is one socket, and a tool that sends every query from one UDP socket
+(iodine) makes one flow whose first name alone is known. The detector reads each
+window's records (``reads = "slices"``: interim records of flows still open), and the
+flow engine counts each record's distinct names, their lengths and label entropy: a
+record of several distinct names under one domain stands for that many names (long
+and random if they are so on average), so such a tunnel is judged while it runs.
+Without those statistics (flows from CSV files) a record with at least
+:data:`MIN_FLOW_QUERIES` queries of varying sizes, long on average, counts as that
+many long names.
 
 State: one row per (source, name) per window, for the horizon, at most
 ``max_state_rows`` (about 70 bytes each) and the (resolver, client) pairs seen.
@@ -130,6 +134,9 @@ class DnsTunnelDetector:
     """Judge each source's query names per registered domain (see the module docstring)."""
 
     name = "dns_tunnel"
+    # Each window's own queries (interim records of flows still open): a tunnel that
+    # keeps one socket open is judged while it runs, not when its flow ends.
+    reads = "slices"
 
     def __init__(self, cfg: DnsTunnelConfig) -> None:
         self.cfg = cfg
@@ -183,7 +190,12 @@ class DnsTunnelDetector:
     # ------------------------------------------------------------------ per window
 
     def _window_rows(self, flows: FlowBatch) -> dict[str, np.ndarray]:
-        """One row per (source, name) of this window's DNS queries (names described once)."""
+        """One row per (source, name) of this window's DNS records (names described once).
+
+        A record that asked several distinct names (one socket, iodine) only names its
+        first; it stands for its distinct names (the engine's per-query statistics, or
+        an estimate from its sizes where they are missing) under a row of its own.
+        """
         qname = flows["dns_qname"]
         idx = np.flatnonzero((flows["dst_port"] == DNS_PORT) & (qname != ""))
         if len(idx) == 0:
@@ -197,51 +209,87 @@ class DnsTunnelDetector:
         idx, inv = idx[keep], inv[keep]
         if len(idx) == 0:
             return {}
-        sub_chars = sub[inv].astype(np.float64)
-        # A one-socket stream (iodine): many queries of varying size, long on average.
-        queries = np.maximum(num(flows, "Tot Fwd Pkts")[idx], 1.0)
+        m = self._multi_name(flows, idx, length[inv] - sub[inv])
+        names, multi = m["names"], m["multi"]
+        row_name = name_id[inv].copy()
+        row_name[multi] = [self._new_id() for _ in range(int(multi.sum()))]
+        src, table = factorize_addrs(flows["src_ip"][idx])
+        n_ids = self._next_id + 1
+        gid, first, _ = group(combine((src, len(table)), (row_name, n_ids)))
+        n = len(first)
+        ts = np.asarray(flows["first_ts"], dtype=np.float64)[idx]
+        t_first = np.full(n, np.inf)
+        np.minimum.at(t_first, gid, ts)
+        rows = inv[first]
+        multi_g = multi[first]  # a multi-name record is a group of its own
+        return {
+            "src": flows["src_ip"][idx][first],
+            "ts": t_first,
+            "name": row_name[first],
+            "domain": domain_id[rows],
+            "queries": np.bincount(gid, weights=m["queries"], minlength=n).astype(np.float32),
+            "names": np.where(multi_g, names[first], 1.0).astype(np.float32),
+            "bytes": np.where(multi_g, m["bytes"][first], sub[rows]).astype(np.float32),
+            "suspicious": np.where(multi_g, m["long"][first], suspicious[rows]),
+            "length": np.where(multi_g, m["length"][first], length[rows]).astype(np.int16),
+            "entropy": np.where(multi_g, m["entropy"][first], entropy[rows]).astype(np.float32),
+            "text": uniq[rows].astype(object),
+        }
+
+    def _multi_name(
+        self, flows: FlowBatch, idx: np.ndarray, zone_chars: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Queries of each record, and for records of several distinct names their shape.
+
+        The engine counts each record's distinct names, their lengths and label entropy
+        (``dns_qnames``, ``dns_qname_len_total``, ``dns_label_entropy``). A record whose
+        names span several domains (``dns_zones``, a forwarder) or that comes from port
+        53 (a resolver) is not counted this way: its names are not all under the first
+        name's domain. Without the statistics (flows from CSV files) a one-socket stream
+        is recognised by its sizes: at least :data:`MIN_FLOW_QUERIES` queries that vary
+        (different messages) and are long on average, all taken as distinct names.
+        """
+        udp = flows["protocol"][idx] == UDP
+        not_resolver = flows["src_port"][idx] != DNS_PORT
+        fwd_pkts = np.maximum(num(flows, "Tot Fwd Pkts")[idx], 1.0)
+        asked = col(flows, "dns_queries")[idx]
+        queries = np.where(np.isfinite(asked) & (asked >= 1), asked, fwd_pkts)
+        distinct = col(flows, "dns_qnames")[idx]
+        zones = col(flows, "dns_zones")[idx]
+        known = np.isfinite(distinct)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_len = col(flows, "dns_qname_len_total")[idx] / queries
+        label_entropy = col(flows, "dns_label_entropy")[idx]
+        counted = (
+            known
+            & (np.round(distinct) >= 2)
+            & ~(zones > 1.5)  # NaN (unknown) passes
+            & not_resolver
+        )
+        # Fallback: a stream recognised by its sizes.
         mean_query = col(flows, "Fwd Pkt Len Mean")[idx]
         varied = (col(flows, "Fwd Pkt Len Max")[idx] - mean_query > 1) | (
             col(flows, "Bwd Pkt Len Max")[idx] - col(flows, "Bwd Pkt Len Mean")[idx] > 1
         )
         stream = (
-            (flows["protocol"][idx] == UDP)
-            & (flows["src_port"][idx] != DNS_PORT)
-            & (queries >= MIN_FLOW_QUERIES)
+            ~known
+            & udp
+            & not_resolver
+            & (fwd_pkts >= MIN_FLOW_QUERIES)
             & varied
             & (mean_query - DNS_OVERHEAD >= self.cfg.min_qname_length)
         )
-        est_sub = np.maximum(mean_query - DNS_OVERHEAD - (length[inv] - sub[inv]), 1.0)
-        src, table = factorize_addrs(flows["src_ip"][idx])
-        n_ids = self._next_id + 1
-        gid, first, _ = group(combine((src, len(table)), (name_id[inv], n_ids)))
-        n = len(first)
-        names = np.where(stream, queries, 1.0)
-        nbytes = np.where(stream, queries * est_sub, sub_chars)
-        ts = np.asarray(flows["first_ts"], dtype=np.float64)[idx]
-        t_first = np.full(n, np.inf)
-        np.minimum.at(t_first, gid, ts)
-        per_group_max = np.zeros(n)
-        np.maximum.at(per_group_max, gid, names)
-        bytes_max = np.zeros(n)
-        np.maximum.at(bytes_max, gid, nbytes)
-        is_stream = np.zeros(n, dtype=bool)
-        np.logical_or.at(is_stream, gid, stream)
-        est_length = np.zeros(n)
-        np.maximum.at(est_length, gid, np.where(stream, mean_query - DNS_OVERHEAD, 0.0))
-        rows = inv[first]
+        length = np.where(counted, mean_len, mean_query - DNS_OVERHEAD)
+        names = np.where(counted, np.round(distinct), fwd_pkts)
         return {
-            "src": flows["src_ip"][idx][first],
-            "ts": t_first,
-            "name": name_id[rows],
-            "domain": domain_id[rows],
-            "queries": np.bincount(gid, weights=queries, minlength=n).astype(np.float32),
-            "names": per_group_max.astype(np.float32),
-            "bytes": bytes_max.astype(np.float32),
-            "suspicious": suspicious[rows] | is_stream,
-            "length": np.where(is_stream, est_length, length[rows]).astype(np.int16),
-            "entropy": entropy[rows].astype(np.float32),
-            "text": uniq[rows].astype(object),
+            "multi": counted | stream,
+            "queries": queries,
+            "names": names,
+            "length": np.nan_to_num(length),
+            "bytes": names * np.maximum(np.nan_to_num(length) - zone_chars, 1.0),
+            "long": stream
+            | ((mean_len >= self.cfg.min_qname_length) & (label_entropy >= self.cfg.min_entropy)),
+            "entropy": np.where(counted, np.nan_to_num(label_entropy), 0.0),
         }
 
     # ------------------------------------------------------------------ detect

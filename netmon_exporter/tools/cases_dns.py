@@ -181,6 +181,27 @@ def dns_tunnel_single_socket(
     return (Truth("dns_tunnel", client, domain),)
 
 
+@case("hard", "dns_tunnel_single_socket_short_names")
+def dns_tunnel_single_socket_short_names(
+    cap: _Capture, site: _Site, start: float, duration: float
+) -> tuple[Truth, ...]:
+    """One UDP socket and names under 40 characters, ~10-20 queries a minute."""
+    rng = cap.rng
+    resolver = Resolver(cap, site.resolver)
+    client = str(rng.choice(site.clients[1:12]))
+    domain = _domain(rng)
+    sport = int(rng.integers(20000, 65000))
+    rate = float(rng.uniform(10, 20)) / 60
+    t = start + float(rng.exponential(1 / rate))
+    serial = 0
+    while t < start + duration:
+        name = _data_name(rng, int(rng.integers(9, 13)), serial, domain)
+        resolver.ask(t, client, name, sport, "TXT", rng.bytes(int(rng.integers(20, 200))))
+        serial += 1
+        t += float(rng.exponential(1 / rate))
+    return (Truth("dns_tunnel", client, domain),)
+
+
 @case("hard", "dns_tunnel_short_names")
 def dns_tunnel_short_names(
     cap: _Capture, site: _Site, start: float, duration: float
