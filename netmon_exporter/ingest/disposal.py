@@ -155,17 +155,23 @@ def flow_csv_name(path: Path, capture_directory: Path, mtime_ns: int, part: str 
 
 
 def write_end_csv(
-    flows: FlowBatch, origin: Path, mtime_ns: int, capture_directory: Path, output_directory: Path
+    flows: FlowBatch,
+    origin: Path,
+    mtime_ns: int,
+    capture_directory: Path,
+    output_directory: Path,
+    interim: bool = False,
 ) -> tuple[str, int]:
     """Write the flows left open at the end of a series beside its last file's CSV.
 
     Named after that file (``origin``) with ``_end``, so a crash before the carry is
     dropped rewrites the same CSV rather than duplicating rows. Returns (path, rows).
+    ``interim``: their last slices rather than whole flows (``output.flows_csv_interim``).
     """
     directory = output_directory / FLOWS_DIR
     directory.mkdir(parents=True, exist_ok=True)
     name = flow_csv_name(origin, capture_directory, mtime_ns, part="_end")
-    writer = FlowCsvWriter(directory / name)
+    writer = FlowCsvWriter(directory / name, interim=interim)
     try:
         writer.write(flows)
         writer.close()

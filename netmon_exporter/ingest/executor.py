@@ -286,6 +286,7 @@ class Executor:
                     origin.identity.mtime_ns,
                     c.capture.directory,
                     c.output.directory,
+                    interim=c.output.flows_csv_interim,
                 )
             except OSError as exc:
                 msg = f"cannot write the flow CSV of series {series!r} ({exc}); retrying"
