@@ -34,9 +34,12 @@ INTERIM_SCRIPT = r"""
 import sys, time
 from pathlib import Path
 t0 = time.perf_counter()
+from netmon_exporter.flows.flow_csv import FlowCsvWriter
 from netmon_exporter.pipeline import FlowSettings, process_file
+writer = FlowCsvWriter(Path(sys.argv[2]))
 r = process_file(Path(sys.argv[1]), FlowSettings(interim_seconds=float(sys.argv[3])),
-                 csv_path=Path(sys.argv[2]))
+                 collect=False, on_flows=writer.write)
+writer.close()
 secs = time.perf_counter() - t0
 print(f"{r.packets} packets, {r.flow_count} flows in {secs:.2f} s "
       f"({r.packets / secs:,.0f} packets/s) -> {sys.argv[2]}")
