@@ -34,7 +34,7 @@ FAIL_REASONS = ("format", "truncated", "io", "timeout", "worker_crash", "too_lar
 SKIP_REASONS = ("non_ip", "truncated", "malformed", "unsupported_link")
 ERROR_CATEGORIES = ("parse", "io", "ledger", "model", "llm", "alertmanager", "config", "internal")
 RETRY_STAGES = ("parse", "output", "llm", "alertmanager")
-IGNORE_REASONS = ("symlink", "special", "name_too_long")
+IGNORE_REASONS = ("symlink", "special")
 HEALTH_STATES = ("healthy", "degraded", "unhealthy")
 HEALTH_CHECKS = (
     "capture_directory",
@@ -247,7 +247,7 @@ def build_metrics(registry: CollectorRegistry) -> Metrics:
         files_ignored=counter(
             "files_ignored",
             "Files matching the patterns that are never opened: symbolic links (unless "
-            "capture.follow_symlinks), special files, names too long to derive outputs from.",
+            "capture.follow_symlinks) and special files (FIFOs, sockets, devices).",
             ("reason",),
         ),
         files_clock_skew=counter(
