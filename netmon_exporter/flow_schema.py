@@ -336,8 +336,14 @@ def addrs_to_str(values: np.ndarray) -> list[str]:
     return out
 
 
-# IANA protocol number -> the protocol label flows are counted under (else "other").
+# The one home of protocol names: IANA protocol number -> the label packets, bytes and
+# flows are counted under (netmon_*_total{protocol}); anything else is "other".
 PROTOCOL_LABELS: dict[int, str] = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
+PROTOCOLS: tuple[str, ...] = (*PROTOCOL_LABELS.values(), "other")
+# protocol number (0-255, 256 for anything out of range) -> index into PROTOCOLS
+PROTOCOL_INDEX = np.full(257, len(PROTOCOLS) - 1, dtype=np.int64)
+for _number, _label in PROTOCOL_LABELS.items():
+    PROTOCOL_INDEX[_number] = PROTOCOLS.index(_label)
 
 
 def protocol_counts(flows: FlowBatch) -> dict[str, int]:

@@ -20,6 +20,7 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+from . import flow_schema
 from .build_info import build_info
 from .detection import SEVERITIES
 from .detectors import REGISTRY
@@ -28,7 +29,7 @@ from .suppression import REASONS as SUPPRESSION_REASONS
 NAMESPACE = "netmon"
 
 # Closed label sets ---------------------------------------------------------------
-PROTOCOLS = ("tcp", "udp", "icmp", "icmpv6", "other")
+PROTOCOLS = flow_schema.PROTOCOLS  # tcp, udp, icmp, icmpv6, other
 FILE_KINDS = ("pcap", "pcapng", "csv")
 FAIL_REASONS = ("format", "truncated", "io", "timeout", "worker_crash", "too_large", "internal")
 SKIP_REASONS = ("non_ip", "truncated", "malformed", "unsupported_link")

@@ -17,14 +17,13 @@ import numpy as np
 from .capture import decode as D
 from .capture.pcap_reader import CaptureError, CaptureReader, PacketChunk, sniff_kind
 from .flow_sample import narrow
-from .flow_schema import FLOWS, FlowBatch, view
+from .flow_schema import FLOWS, PROTOCOL_INDEX, PROTOCOLS, FlowBatch, view
 from .flows.features import flow_batch
 from .flows.flow_csv import FlowCsvError, FlowCsvWriter, csv_name_for, read_flow_csv
 from .flows.flow_table import EMIT_ROWS, FlowTable
 
-# Labels of metrics.PROTOCOLS / metrics.SKIP_REASONS (kept literal: the pipeline does
-# not import the metrics module).
-_PROTOCOLS = ("tcp", "udp", "icmp", "icmpv6", "other")
+# Labels of metrics.SKIP_REASONS (kept literal: the pipeline does not import the
+# metrics module); protocol labels come from flow_schema.PROTOCOLS.
 _SKIP_REASONS = ("non_ip", "truncated", "malformed", "unsupported_link")
 _STATUS_REASON = {
     D.ST_NON_IP: "non_ip",
@@ -32,9 +31,6 @@ _STATUS_REASON = {
     D.ST_MALFORMED: "malformed",
     D.ST_UNSUPPORTED_LINK: "unsupported_link",
 }
-# IP protocol number -> index into _PROTOCOLS
-_PROTO_INDEX = np.full(257, 4, dtype=np.int64)
-_PROTO_INDEX[6], _PROTO_INDEX[17], _PROTO_INDEX[1], _PROTO_INDEX[58] = 0, 1, 2, 3
 _BATCH_FLOWS = EMIT_ROWS  # flows per FlowBatch handed out (bounds per-batch memory)
 # flows.max_open_flows' default (config imports nothing of ours; a test keeps them equal)
 DEFAULT_MAX_OPEN_FLOWS = 200_000
@@ -110,9 +106,9 @@ class FileResult:
 
 def _flow_counts(flows: FlowBatch) -> dict[str, int]:
     flows = view(flows, FLOWS)  # interim records are not flows
-    idx = _PROTO_INDEX[np.clip(np.asarray(flows["protocol"], dtype=np.int64), 0, 256)]
+    idx = PROTOCOL_INDEX[np.clip(np.asarray(flows["protocol"], dtype=np.int64), 0, 256)]
     counts = np.bincount(idx, minlength=5)
-    return {p: int(n) for p, n in zip(_PROTOCOLS, counts, strict=True) if n}
+    return {p: int(n) for p, n in zip(PROTOCOLS, counts, strict=True) if n}
 
 
 class _Counts:
@@ -130,7 +126,7 @@ class _Counts:
         P = chunk.P
         status = P[:, D.F_STATUS]
         ok = status == D.ST_OK
-        idx = _PROTO_INDEX[np.clip(P[ok, D.F_PROTO], 0, 256)]
+        idx = PROTOCOL_INDEX[np.clip(P[ok, D.F_PROTO], 0, 256)]
         self.pkts += np.bincount(idx, minlength=5)
         self.byts += np.bincount(idx, weights=P[ok, D.F_WIRELEN], minlength=5).astype(np.int64)
         if not ok.all():
@@ -250,8 +246,8 @@ def process_file(
         size_bytes=size,
         seconds=time.perf_counter() - t0,
         flows=FlowBatch.concat(batches) if collect else FlowBatch.empty(),
-        packets_by_protocol={p: int(v) for p, v in zip(_PROTOCOLS, counts.pkts, strict=True)},
-        bytes_by_protocol={p: int(v) for p, v in zip(_PROTOCOLS, counts.byts, strict=True)},
+        packets_by_protocol={p: int(v) for p, v in zip(PROTOCOLS, counts.pkts, strict=True)},
+        bytes_by_protocol={p: int(v) for p, v in zip(PROTOCOLS, counts.byts, strict=True)},
         skipped_by_reason=dict(counts.skip),
         ip_fragments=counts.frags,
         carry=out_carry,

@@ -50,7 +50,7 @@ from .flow_sample import (
     tally_of,
     weights,
 )
-from .flow_schema import SLICES, FlowBatch, addrs_to_str, view
+from .flow_schema import PROTOCOL_LABELS, SLICES, FlowBatch, addrs_to_str, view
 from .heap import map_large_blocks, release_free_memory, release_free_memory_soon
 from .text_safety import clean_data
 
@@ -61,7 +61,6 @@ REPORT_SCHEMA_VERSION = 1
 BACKFILL_SECONDS = 3600.0  # late by more than this: the flows get their own windows
 MAX_FUTURE_SECONDS = 86400.0  # packet times beyond now + this are treated as unusable
 REPORT_PREFIX = "window-"
-_PROTOCOLS = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
 
 
 @dataclass(frozen=True)
@@ -351,7 +350,7 @@ def protocol_mix(flows: FlowBatch) -> dict[str, dict[str, int]]:
     proto = tally["protocol"]
     out: dict[str, dict[str, int]] = {}
     known = np.zeros(len(proto), dtype=bool)
-    for number, name in [*_PROTOCOLS.items(), (-1, "other")]:
+    for number, name in [*PROTOCOL_LABELS.items(), (-1, "other")]:
         m = proto == number if number >= 0 else ~known
         known |= m
         out[name] = {

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..flow_schema import ADDR_DTYPE, FlowBatch, addrs_to_str
+from ..flow_schema import ADDR_DTYPE, PROTOCOL_LABELS, FlowBatch, addrs_to_str
 
 TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
 
@@ -239,7 +239,7 @@ def probes(flows: FlowBatch) -> dict[str, np.ndarray]:
     return cached(flows, "probes", _probes)
 
 
-PROTO_NAMES = {TCP: "tcp", UDP: "udp", ICMP: "icmp", ICMPV6: "icmpv6"}
+PROTO_NAMES = PROTOCOL_LABELS  # protocol number -> tcp, udp, icmp, icmpv6
 
 
 def service(proto: int, port: int) -> str:

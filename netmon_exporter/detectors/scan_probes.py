@@ -33,7 +33,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..flow_schema import FlowBatch
+from ..flow_schema import PROTOCOLS, FlowBatch
 from .base import addr_words, mix64
 from .features import (
     ICMP,
@@ -66,7 +66,7 @@ UNANSWERED, RESET, ANSWERED = 0, 1, 2
 
 # Service codes: protocol code * 65536 + port (ICMP echo: port 0).
 PROTO_CODE = {TCP: 0, UDP: 1, ICMP: 2, ICMPV6: 3}
-CODE_NAME = {0: "tcp", 1: "udp", 2: "icmp", 3: "icmpv6"}
+CODE_NAME = dict(enumerate(PROTOCOLS[:4]))  # probe code -> tcp, udp, icmp, icmpv6
 N_SERVICES = 4 * 65536
 
 
