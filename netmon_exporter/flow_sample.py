@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .flow_schema import FEATURE_COLUMNS, KEY_COLUMNS, FlowBatch, is_flow, is_slice
+from .flow_schema import FEATURE_COLUMNS, KEY_COLUMNS, MODEL_FEATURES, FlowBatch, is_flow, is_slice
 
 # Rows kept for per-flow analysis per window (about 50 MB) and per file a worker
 # sends (a window usually gathers several files).
@@ -41,31 +41,7 @@ WEIGHT = "sample_weight"
 # (models.DEFAULT_FEATURES, the one `train` uses) read; tests/test_memory_rows.py checks
 # that this stays in step with those modules.
 ANALYSIS_FEATURES: tuple[str, ...] = (
-    "Flow Duration",
-    "Tot Fwd Pkts",
-    "Tot Bwd Pkts",
-    "TotLen Fwd Pkts",
-    "TotLen Bwd Pkts",
-    "Fwd Pkt Len Max",
-    "Fwd Pkt Len Mean",
-    "Bwd Pkt Len Max",
-    "Bwd Pkt Len Mean",
-    "Flow Byts/s",
-    "Flow Pkts/s",
-    "Flow IAT Mean",
-    "Flow IAT Max",
-    "Fwd IAT Mean",
-    "Bwd IAT Mean",
-    "FIN Flag Cnt",
-    "SYN Flag Cnt",
-    "RST Flag Cnt",
-    "PSH Flag Cnt",
-    "ACK Flag Cnt",
-    "Init Fwd Win Byts",
-    "Init Bwd Win Byts",
-    "Down/Up Ratio",
-    "Pkt Len Mean",
-    "Pkt Len Std",
+    *(f for f in MODEL_FEATURES if f not in KEY_COLUMNS),
     "fwd_syn_cnt",
     "bwd_syn_cnt",
     "fwd_rst_cnt",

@@ -336,6 +336,40 @@ def addrs_to_str(values: np.ndarray) -> list[str]:
     return out
 
 
+# Features the models use by default (models.DEFAULT_FEATURES, the set `train` uses):
+# present both in flows we build from captures and in CIC-IDS2017-style flow CSVs.
+# Keys are numeric too.
+MODEL_FEATURES: tuple[str, ...] = (
+    "dst_port",
+    "protocol",
+    "Flow Duration",
+    "Tot Fwd Pkts",
+    "Tot Bwd Pkts",
+    "TotLen Fwd Pkts",
+    "TotLen Bwd Pkts",
+    "Fwd Pkt Len Max",
+    "Fwd Pkt Len Mean",
+    "Bwd Pkt Len Max",
+    "Bwd Pkt Len Mean",
+    "Flow Byts/s",
+    "Flow Pkts/s",
+    "Flow IAT Mean",
+    "Flow IAT Max",
+    "Fwd IAT Mean",
+    "Bwd IAT Mean",
+    "FIN Flag Cnt",
+    "SYN Flag Cnt",
+    "RST Flag Cnt",
+    "PSH Flag Cnt",
+    "ACK Flag Cnt",
+    "Init Fwd Win Byts",
+    "Init Bwd Win Byts",
+    "Down/Up Ratio",
+    "Pkt Len Mean",
+    "Pkt Len Std",
+)
+
+
 # The one home of protocol names: IANA protocol number -> the label packets, bytes and
 # flows are counted under (netmon_*_total{protocol}); anything else is "other".
 PROTOCOL_LABELS: dict[int, str] = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}

@@ -22,43 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from .flow_schema import FEATURE_COLUMNS, FlowBatch
+from .flow_schema import FEATURE_COLUMNS, MODEL_FEATURES, FlowBatch
 
 FORMAT_VERSION = 1
 MODEL_KINDS = ("anomaly", "classifier")
 BENIGN = "benign"
 
-# Features the models use by default: present both in flows we build from
-# captures and in CIC-IDS2017-style flow CSVs. Keys are numeric too.
-DEFAULT_FEATURES: tuple[str, ...] = (
-    "dst_port",
-    "protocol",
-    "Flow Duration",
-    "Tot Fwd Pkts",
-    "Tot Bwd Pkts",
-    "TotLen Fwd Pkts",
-    "TotLen Bwd Pkts",
-    "Fwd Pkt Len Max",
-    "Fwd Pkt Len Mean",
-    "Bwd Pkt Len Max",
-    "Bwd Pkt Len Mean",
-    "Flow Byts/s",
-    "Flow Pkts/s",
-    "Flow IAT Mean",
-    "Flow IAT Max",
-    "Fwd IAT Mean",
-    "Bwd IAT Mean",
-    "FIN Flag Cnt",
-    "SYN Flag Cnt",
-    "RST Flag Cnt",
-    "PSH Flag Cnt",
-    "ACK Flag Cnt",
-    "Init Fwd Win Byts",
-    "Init Bwd Win Byts",
-    "Down/Up Ratio",
-    "Pkt Len Mean",
-    "Pkt Len Std",
-)
+# Features the models use by default (flow_schema.MODEL_FEATURES: present both in flows
+# we build from captures and in CIC-IDS2017-style flow CSVs).
+DEFAULT_FEATURES: tuple[str, ...] = MODEL_FEATURES
 _NUMERIC_KEYS = ("src_port", "dst_port", "protocol")
 KNOWN_FEATURES = frozenset(FEATURE_COLUMNS) | frozenset(_NUMERIC_KEYS)
 
