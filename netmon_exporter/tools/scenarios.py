@@ -680,7 +680,15 @@ def generate(
     cap.tagging = True
     attack = ATTACKS.get(kind)
     truths = attack(cap, site, start, duration) if attack else ()
-    path = Path(out_dir) / f"scenario-{kind}-seed{seed}.pcap"
+    return write_scenario(
+        cap, kind, seed, Path(out_dir) / f"scenario-{kind}-seed{seed}.pcap", truths
+    )
+
+
+def write_scenario(
+    cap: _Capture, kind: str, seed: int, path: Path, truths: tuple[Truth, ...]
+) -> Scenario:
+    """Write the capture and return it as a :class:`Scenario` with its truths."""
     n = cap.write(path)
     return Scenario(
         kind=kind,

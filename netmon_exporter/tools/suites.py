@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .scenarios import Scenario, Truth, _background, _Capture, _Site, _site
+from .scenarios import Scenario, Truth, _background, _Capture, _Site, _site, write_scenario
 
 CaseFn = Callable[[_Capture, _Site, float, float], tuple[Truth, ...]]
 SUITES = ("benign", "hard")
@@ -120,17 +120,7 @@ def generate_case(c: Case, seed: int, out_dir: Path) -> Scenario:
     cap.tagging = True
     truths = c.build(cap, site, start, c.duration)
     path = Path(out_dir) / f"case-{c.suite}-{c.name}-seed{seed}.pcap"
-    n = cap.write(path)
-    return Scenario(
-        kind=c.key,
-        seed=seed,
-        path=path,
-        truths=truths,
-        packets=n,
-        start=cap.frames[0][0],
-        end=cap.frames[-1][0],
-        attack_pairs=frozenset(cap.attack_pairs),
-    )
+    return write_scenario(cap, c.key, seed, path, truths)
 
 
 @dataclass(frozen=True)
