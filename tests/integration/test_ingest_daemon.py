@@ -371,7 +371,7 @@ def test_e_sighup_changes_workers_without_losing_in_flight_files(tmp_path: Path)
     site = make_site(tmp_path, workers=1)
     cap = site / "captures"
     for i in range(12):
-        gzip_bomb(cap / f"busy{i:02d}x.pcap.gz", megabytes=40)  # ~0.3 s each
+        gzip_bomb(cap / f"busy{i:02d}x.pcap.gz", megabytes=120)  # ~0.5 s each, warm
         age(cap / f"busy{i:02d}x.pcap.gz", 3600 - i)
     d = DaemonProcess(site / "config.yaml").start()
     busy: list[float] = []
