@@ -265,6 +265,14 @@ class _Site:
     mail_server: str
     lan_prefix: str  # "10.a.b." for sweeps of the site's own /24
 
+    @property
+    def v4_servers(self) -> tuple[str, ...]:
+        return tuple(s for s in self.servers if ":" not in s)
+
+    @property
+    def v6_servers(self) -> tuple[str, ...]:
+        return tuple(s for s in self.servers if ":" in s)
+
 
 def _site(rng: np.random.Generator) -> _Site:
     a, b = int(rng.integers(1, 250)), int(rng.integers(1, 250))
@@ -306,17 +314,13 @@ _NAMES = (
 )
 
 
-def _background(
-    cap: _Capture, site: _Site, start: float, duration: float, intensity: float
-) -> None:
+def _browsing(cap: _Capture, site: _Site, start: float, duration: float, intensity: float) -> None:
+    """Each visit resolves a name (IPv4 clients), then one or more HTTPS/HTTP connections."""
     rng = cap.rng
-    v4_servers = [s for s in site.servers if ":" not in s]
-    v6_servers = [s for s in site.servers if ":" in s]
-    # Browsing: each visit resolves a name, then one or more HTTPS/HTTP connections.
     for _ in range(int(rng.integers(60, 100) * intensity)):
         client = str(rng.choice(site.clients))
         t = start + rng.random() * duration
-        server = str(rng.choice(v6_servers if ":" in client else v4_servers))
+        server = str(rng.choice(site.v6_servers if ":" in client else site.v4_servers))
         if ":" not in client:
             cap.dns(t, client, site.resolver, str(rng.choice(_NAMES)))
         for _ in range(int(rng.integers(1, 4))):
@@ -331,18 +335,27 @@ def _background(
                 rtt=0.01 + rng.random() * 0.08,
                 exchanges=int(rng.integers(1, 4)),
             )
-    # Pings now and then.
+
+
+def _pings(cap: _Capture, site: _Site, start: float, duration: float, intensity: float) -> None:
+    """Pings now and then: a few answered echoes from a LAN client to a server."""
+    rng = cap.rng
     for _ in range(int(rng.integers(3, 8) * intensity) + 1):
         client = str(rng.choice(site.clients[:12]))
         t = start + rng.random() * duration
         ident = int(rng.integers(1, 65000))
         for s in range(int(rng.integers(1, 5))):
-            cap.icmp_echo(t + s, client, str(rng.choice(v4_servers)), ident, s, reply=True)
-    # One interactive SSH session (long) and a couple of mail submissions.
-    admin = site.clients[0]
+            cap.icmp_echo(t + s, client, str(rng.choice(site.v4_servers)), ident, s, reply=True)
+
+
+def _ssh_and_mail(
+    cap: _Capture, site: _Site, start: float, duration: float, intensity: float
+) -> None:
+    """One long interactive SSH session by the admin and a couple of mail submissions."""
+    rng = cap.rng
     cap.session(
         start + rng.random() * duration / 2,
-        admin,
+        site.clients[0],
         site.ssh_server,
         22,
         request=120,
@@ -360,7 +373,13 @@ def _background(
             response=200,
             exchanges=6,
         )
-    # Multicast/broadcast chatter that nobody answers (SSDP, mDNS, NetBIOS).
+
+
+def _multicast_chatter(
+    cap: _Capture, site: _Site, start: float, duration: float, intensity: float
+) -> None:
+    """Multicast/broadcast chatter that nobody answers (SSDP, mDNS, NetBIOS)."""
+    rng = cap.rng
     for _ in range(int(rng.integers(10, 30) * intensity)):
         client = str(rng.choice(site.clients[:12]))
         t = start + rng.random() * duration
@@ -371,10 +390,16 @@ def _background(
             cap.udp(t, client, "224.0.0.251", 5353, 5353, bytes(40))
         else:
             cap.udp(t, client, site.lan_prefix + "255", 137, 137, bytes(50))
-    # Look-alikes of attacks that are not attacks: a client fetching from many
-    # servers at once (completed connections, not a sweep), retries towards a dead
-    # server (a few half-open connections, not a flood), a video call (steady
-    # two-way UDP, not a flood).
+
+
+def _crawler(cap: _Capture, site: _Site, start: float, duration: float, intensity: float) -> None:
+    """Look-alikes of a sweep and of a SYN flood, neither an attack.
+
+    A client fetches from many servers at once (completed connections, not a sweep),
+    then retries towards a dead server (a few half-open connections, not a flood).
+    """
+    rng = cap.rng
+    v4_servers = site.v4_servers
     crawler = str(rng.choice(site.clients[:12]))
     t = start + rng.random() * duration * 0.8
     for server in rng.choice(v4_servers, min(len(v4_servers), 25), replace=False):
@@ -393,29 +418,73 @@ def _background(
         for k in range(3):
             cap.tcp(t + (2**k - 1), crawler, dead, sport, 443, "S", 1000)
         t += 8
-    caller, peer = str(rng.choice(site.clients[:12])), str(rng.choice(v4_servers))
+
+
+def _video_call(
+    cap: _Capture, site: _Site, start: float, duration: float, intensity: float
+) -> None:
+    """Look-alike of a UDP flood: a video call, steady two-way UDP."""
+    rng = cap.rng
+    caller, peer = str(rng.choice(site.clients[:12])), str(rng.choice(site.v4_servers))
     t = start + rng.random() * duration * 0.5
     cport, pport = int(rng.integers(40000, 60000)), int(rng.integers(3478, 3500))
     for i in range(int(rng.integers(500, 1500) * intensity) + 50):
         cap.udp(t + i * 0.02, caller, peer, cport, pport, bytes(160))
         cap.udp(t + i * 0.02 + 0.007, peer, caller, pport, cport, bytes(160))
-    # A QUIC-like download and a bulk upload.
-    client, server = str(rng.choice(site.clients[:12])), str(rng.choice(v4_servers))
+
+
+def _quic_download(
+    cap: _Capture, site: _Site, start: float, duration: float, intensity: float
+) -> None:
+    """A QUIC-like download: a stream of large UDP datagrams, an acknowledgement every third."""
+    rng = cap.rng
+    client, server = str(rng.choice(site.clients[:12])), str(rng.choice(site.v4_servers))
     t = start + rng.random() * duration / 2
     sport = int(rng.integers(40000, 60000))
     for i in range(int(rng.integers(150, 400) * intensity) + 20):
         cap.udp(t + i * 0.004, server, client, 443, sport, bytes(1200))
         if i % 3 == 0:
             cap.udp(t + i * 0.004 + 0.001, client, server, sport, 443, bytes(40))
+
+
+def _bulk_upload(
+    cap: _Capture, site: _Site, start: float, duration: float, intensity: float
+) -> None:
+    """A bulk upload over SSH: fifty full-sized requests on one connection."""
+    rng = cap.rng
     cap.session(
         start + rng.random() * duration / 2,
         str(rng.choice(site.clients[:12])),
-        str(rng.choice(v4_servers)),
+        str(rng.choice(site.v4_servers)),
         22,
         request=1400,
         response=100,
         exchanges=50,
     )
+
+
+_Role = Callable[[_Capture, _Site, float, float, float], None]
+
+# The roles of the site's everyday traffic, written one after another from the one
+# random generator: the order is part of every capture's seed (append, do not reorder).
+_BACKGROUND_ROLES: tuple[_Role, ...] = (
+    _browsing,
+    _pings,
+    _ssh_and_mail,
+    _multicast_chatter,
+    _crawler,
+    _video_call,
+    _quic_download,
+    _bulk_upload,
+)
+
+
+def _background(
+    cap: _Capture, site: _Site, start: float, duration: float, intensity: float
+) -> None:
+    """The site's benign traffic over ``duration`` seconds; ``intensity`` scales its amount."""
+    for role in _BACKGROUND_ROLES:
+        role(cap, site, start, duration, intensity)
 
 
 # ----------------------------------------------------------------------------- attacks
