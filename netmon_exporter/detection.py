@@ -8,6 +8,9 @@ from typing import Any
 # The closed set of severities, least to most urgent (config choices, metric labels, ordering).
 SEVERITIES: tuple[str, ...] = ("info", "warning", "critical")
 SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
+# The scikit-learn model kinds (models.py): the ``detector`` of model detections, after
+# the registered detectors (metric labels, model metadata).
+MODEL_KINDS: tuple[str, ...] = ("anomaly", "classifier")
 
 
 @dataclass(frozen=True)

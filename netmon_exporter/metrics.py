@@ -22,7 +22,7 @@ from prometheus_client import (
 
 from . import flow_schema
 from .build_info import build_info
-from .detection import SEVERITIES
+from .detection import MODEL_KINDS, SEVERITIES
 from .detectors import REGISTRY
 from .suppression import REASONS as SUPPRESSION_REASONS
 
@@ -48,7 +48,6 @@ HEALTH_CHECKS = (
     "ingestion",
 )
 DEFAULT_CLASSES = ("benign", "anomalous")
-MODEL_KINDS = ("anomaly", "classifier")
 # Every registered detector, then the model detections.
 DETECTORS: tuple[str, ...] = (*REGISTRY, *MODEL_KINDS)
 

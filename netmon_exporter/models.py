@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from .detection import MODEL_KINDS
 from .flow_schema import FEATURE_COLUMNS, MODEL_FEATURES, FlowBatch
 
 FORMAT_VERSION = 1
-MODEL_KINDS = ("anomaly", "classifier")
 BENIGN = "benign"
 
 # Features the models use by default (flow_schema.MODEL_FEATURES: present both in flows
