@@ -11,6 +11,9 @@ SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITI
 # The scikit-learn model kinds (models.py): the ``detector`` of model detections, after
 # the registered detectors (metric labels, model metadata).
 MODEL_KINDS: tuple[str, ...] = ("anomaly", "classifier")
+# Per model kind, the evidence key that says how strong a finding is (a registered
+# detector declares its own: ``DetectorSpec.peak_evidence``).
+MODEL_PEAK_EVIDENCE: dict[str, str] = {"anomaly": "anomalous_flows", "classifier": "flows"}
 
 
 @dataclass(frozen=True)

@@ -40,24 +40,18 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .detection import SEVERITY_RANK, Detection
+from .detection import MODEL_PEAK_EVIDENCE, SEVERITY_RANK, Detection
+from .detectors import REGISTRY
 from .suppression import Suppressed, SuppressionRules, suppress
 
 Key = tuple[str, str, str]  # Detection.key: (detector, source, target)
 
-#: The evidence that says how strong a finding is, per detector: an incident's peak is
-#: its finding with the largest value. Detectors not listed compare equal (latest wins).
+#: The evidence that says how strong a finding is, per detector (each registered
+#: detector's ``DetectorSpec.peak_evidence``, then the models'): an incident's peak is its
+#: finding with the largest value. Detectors not listed compare equal (latest wins).
 PEAK_EVIDENCE: dict[str, str] = {
-    "port_scan": "distinct_ports",
-    "address_sweep": "distinct_hosts",
-    "syn_flood": "half_open",
-    "udp_flood": "peak_packets_per_second",
-    "icmp_flood": "peak_packets_per_second",
-    "brute_force": "attempts",
-    "dns_tunnel": "unique_names",
-    "beacon": "connections",
-    "anomaly": "anomalous_flows",
-    "classifier": "flows",
+    **{name: spec.peak_evidence for name, spec in REGISTRY.items()},
+    **MODEL_PEAK_EVIDENCE,
 }
 #: Source and target of the summary finding that stands for the findings beyond the cap.
 SUMMARY_ENDPOINT = "others"

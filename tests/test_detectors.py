@@ -754,6 +754,7 @@ SPEC = DetectorSpec(
     help="Loud hosts.",
     implementation="loud_host:LoudHostDetector",
     evidence={"flows": "Flows the source started.", "threshold": "min_flows."},
+    peak_evidence="flows",
 )
 """
 

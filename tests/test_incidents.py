@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from netmon_exporter.detection import Detection
+from netmon_exporter.detection import MODEL_KINDS, Detection
+from netmon_exporter.detectors import REGISTRY
 from netmon_exporter.incidents import (
     MAX_SUPPRESSED_LISTED,
+    PEAK_EVIDENCE,
     SUMMARY_ENDPOINT,
     IncidentBook,
     IncidentPolicy,
@@ -209,6 +211,12 @@ def test_cap_summary_is_a_stable_incident_across_windows() -> None:
         book.observe(out, T0 + w * W)
     summaries = [i for i in book if i.key[1] == SUMMARY_ENDPOINT]
     assert len(summaries) == 1 and summaries[0].windows == 3
+
+
+def test_peak_evidence_comes_from_each_detector_spec_and_every_model_kind() -> None:
+    assert list(PEAK_EVIDENCE) == [*REGISTRY, *MODEL_KINDS]
+    for name, spec in REGISTRY.items():
+        assert PEAK_EVIDENCE[name] == spec.peak_evidence in spec.evidence, name
 
 
 def test_magnitude_of_unknown_detector_or_odd_evidence_is_zero() -> None:

@@ -3,7 +3,8 @@
 A detector is two things: its implementation (``detectors/<name>.py``: numpy, state,
 ``detect``) and its declaration here (a settings dataclass in the ``setting(...)``
 style of ``config``, a :class:`DetectorSpec` naming its section help, its
-implementation and the evidence keys its detections carry, and one line in
+implementation, the evidence keys its detections carry and the one that measures a
+finding's strength, and one line in
 :data:`REGISTRY`). Everything else derives from the registry: the ``detectors``
 section of the config schema, the ``detector`` label set of the metrics, the
 configuration and detector references and the evaluation harness.
@@ -41,6 +42,9 @@ class DetectorSpec:
     help: str  # one line: the section's comment in config.yaml
     implementation: str  # "package.module:Class"; Class(settings) has ``detect``
     evidence: Mapping[str, str]  # key of Detection.evidence -> meaning
+    # the evidence key that says how strong a finding is: an incident's peak finding is
+    # the one with the largest value (incidents.magnitude)
+    peak_evidence: str
 
     def load(self) -> Callable[[Any], Any]:
         """Import and return the implementation class (the runtime half)."""
@@ -169,6 +173,7 @@ PORT_SCAN = DetectorSpec(
         "sample_ports": "Up to 20 of the probed ports.",
         **_SCAN_SOURCES,
     },
+    peak_evidence="distinct_ports",
 )
 
 
@@ -292,6 +297,7 @@ ADDRESS_SWEEP = DetectorSpec(
         "sample_hosts": "Up to 10 of the probed hosts.",
         **_SCAN_SOURCES,
     },
+    peak_evidence="distinct_hosts",
 )
 
 
@@ -395,6 +401,7 @@ SYN_FLOOD = DetectorSpec(
         "seconds": "Time from the first to the last half-open connection (this window).",
         "top_sources": "The five sources with most half-open connections, with counts.",
     },
+    peak_evidence="half_open",
 )
 
 
@@ -479,6 +486,7 @@ UDP_FLOOD = DetectorSpec(
         **_FLOOD_SHAPE,
         **_FLOOD_SOURCES,
     },
+    peak_evidence="peak_packets_per_second",
 )
 
 
@@ -531,6 +539,7 @@ ICMP_FLOOD = DetectorSpec(
     help="ICMP flood.",
     implementation=_HERE + ".icmp_flood:IcmpFloodDetector",
     evidence={**_FLOOD_RATE, **_FLOOD_SHAPE, **_FLOOD_SOURCES},
+    peak_evidence="peak_packets_per_second",
 )
 
 
@@ -643,6 +652,7 @@ BRUTE_FORCE = DetectorSpec(
         "sources": "Distinct sources (1, or several for distributed guessing reported as 'many').",
         "top_sources": "The five sources with most attempts, with counts.",
     },
+    peak_evidence="attempts",
 )
 
 
@@ -756,6 +766,7 @@ DNS_TUNNEL = DetectorSpec(
         "sample_domains": "Up to 5 of the domains, most names first (the target is 'many' "
         "when spread).",
     },
+    peak_evidence="unique_names",
 )
 
 
@@ -875,6 +886,7 @@ BEACON = DetectorSpec(
         "protocol": "Transport protocol of the pair.",
         "horizon_seconds": _HORIZON,
     },
+    peak_evidence="connections",
 )
 
 
