@@ -16,13 +16,23 @@ MODEL_KINDS: tuple[str, ...] = ("anomaly", "classifier")
 MODEL_PEAK_EVIDENCE: dict[str, str] = {"anomaly": "anomalous_flows", "classifier": "flows"}
 
 
+def host_port(host: str, port: int) -> str:
+    """Format an address and port as a finding's target: ``10.0.0.1:443``, ``[2001:db8::1]:443``.
+
+    An IPv6 address is bracketed, so that the port can be told apart
+    (``suppression`` reads targets back this way).
+    """
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass(frozen=True)
 class Detection:
     """One finding: who did what to whom in which window, and the evidence for it.
 
     ``detector`` and ``severity`` come from the closed sets ``metrics.DETECTORS``
     and :data:`SEVERITIES`; ``source`` and ``target`` are free text (addresses,
-    ``addr:port``, a domain) and must never become metric labels.
+    ``addr:port`` as :func:`host_port` writes it, a domain) and must never become
+    metric labels.
     """
 
     detector: str

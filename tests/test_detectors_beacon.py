@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from netmon_exporter.config import DetectorsConfig
+from netmon_exporter.detection import host_port
 from netmon_exporter.detectors import REGISTRY
 from netmon_exporter.detectors.beacon import (
     MAX_PERIODIC_ROWS,
@@ -18,6 +20,7 @@ from netmon_exporter.detectors.beacon import (
     group_quantiles,
 )
 from netmon_exporter.flow_schema import FlowBatch, make_batch, str_to_addrs
+from netmon_exporter.suppression import endpoints
 from netmon_exporter.tools.cases_beacon import cs_sleeps
 from netmon_exporter.tools.evaluate import analyse_capture, matches
 from netmon_exporter.tools.evaluate_suites import found, run_cases
@@ -127,6 +130,17 @@ def test_cobalt_strike_jitter_is_tolerated(jitter):
     d = found[-1]
     assert d.evidence["kind"] == "connections" and d.evidence["score"] >= CFG.min_score
     assert d.evidence["timing_score"] >= CFG.min_timing_score
+
+
+def test_an_ipv6_target_is_bracketed_before_its_port():
+    rng = np.random.default_rng(11)
+    rows = series(cs_sleeps(rng, 45.0, 0.3, 25), src="fd00::66", dst="2001:db8::7")
+    found = windows(rows)
+    assert found and {d.target for d in found} == {"[2001:db8::7]:443"}
+    # read back as address and port (allow-lists match it), never as one longer address
+    ends = endpoints(found[-1])
+    assert ends.destination == ipaddress.ip_address("2001:db8::7") and ends.ports == {443}
+    assert host_port("10.0.0.1", 443) == "10.0.0.1:443"
 
 
 def test_a_tasked_beacon_keeps_its_schedule():

@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from ..detection import Detection
+from ..detection import Detection, host_port
 from ..flow_schema import FlowBatch, addr_to_str
 from .base import HorizonStore, addr_words, mix64
 from .catalog import BeaconConfig
@@ -469,7 +469,7 @@ class BeaconDetector:
         dst = addr_to_str(flows["dst_ip"][row])
         proto = int(flows["protocol"][row])
         port = int(flows["dst_port"][row])
-        target = f"{dst}:{port}" if proto in (TCP, UDP) else dst
+        target = host_port(dst, port) if proto in (TCP, UDP) else dst
         inside = bool(found["in_connection"][g])
         skew = float(found["skew"][g])
         size = float(found["size"][g])
