@@ -79,6 +79,11 @@ def cs_sleeps(
     return sleep * (1 - jitter * rng.random(n))
 
 
+def _implant_and_c2(cap: _Capture, site: _Site) -> tuple[str, str]:
+    """An infected client of the site and the outside command-and-control server it calls."""
+    return str(cap.rng.choice(site.clients[1:12])), _outsider(cap.rng)
+
+
 def _implant(
     cap: _Capture,
     site: _Site,
@@ -90,8 +95,7 @@ def _implant(
 ) -> tuple[Truth, ...]:
     """An HTTPS beacon with a new connection per check-in; returns its truth."""
     rng = cap.rng
-    client = str(rng.choice(site.clients[1:12]))
-    c2 = _outsider(rng)
+    client, c2 = _implant_and_c2(cap, site)
     port = int(rng.choice([443, 443, 80, 8443]))
     s = float(rng.uniform(*sleep))
     request, response = int(rng.integers(200, 600)), int(rng.integers(60, 400))
@@ -121,28 +125,37 @@ def _implant(
     return (Truth("beacon", client, c2),)
 
 
-@case("hard", "beacon_jitter_30")
-def beacon_jitter_30(
-    cap: _Capture, site: _Site, start: float, duration: float
-) -> tuple[Truth, ...]:
-    """Cobalt-Strike-style beacon, sleep 20-70 s with 30 % jitter, tasked now and then."""
-    return _implant(cap, site, start, duration, 0.3)
+def _implant_case(jitter: float, doc: str, symmetric: bool = False) -> CaseFn:
+    def build(cap: _Capture, site: _Site, start: float, duration: float) -> tuple[Truth, ...]:
+        return _implant(cap, site, start, duration, jitter, symmetric=symmetric)
+
+    build.__doc__ = doc
+    return build
 
 
-@case("hard", "beacon_jitter_50")
-def beacon_jitter_50(
-    cap: _Capture, site: _Site, start: float, duration: float
-) -> tuple[Truth, ...]:
-    """Cobalt-Strike-style beacon, sleep 20-70 s with 50 % jitter, tasked now and then."""
-    return _implant(cap, site, start, duration, 0.5)
-
-
-@case("hard", "beacon_jitter_symmetric_25")
-def beacon_jitter_symmetric_25(
-    cap: _Capture, site: _Site, start: float, duration: float
-) -> tuple[Truth, ...]:
-    """Beacon with symmetric ±25 % jitter around a 20-70 s sleep."""
-    return _implant(cap, site, start, duration, 0.25, symmetric=True)
+# Beacons with a new connection per check-in: (case, jitter, symmetric, what it is).
+_IMPLANT_CASES = (
+    (
+        "beacon_jitter_30",
+        0.3,
+        False,
+        "Cobalt-Strike-style beacon, sleep 20-70 s with 30 % jitter, tasked now and then.",
+    ),
+    (
+        "beacon_jitter_50",
+        0.5,
+        False,
+        "Cobalt-Strike-style beacon, sleep 20-70 s with 50 % jitter, tasked now and then.",
+    ),
+    (
+        "beacon_jitter_symmetric_25",
+        0.25,
+        True,
+        "Beacon with symmetric ±25 % jitter around a 20-70 s sleep.",
+    ),
+)
+for _name, _jitter, _symmetric, _doc in _IMPLANT_CASES:
+    case("hard", _name)(_implant_case(_jitter, _doc, symmetric=_symmetric))
 
 
 @case("hard", "beacon_in_one_tls_connection")
@@ -151,8 +164,7 @@ def beacon_in_one_tls_connection(
 ) -> tuple[Truth, ...]:
     """Check-ins every 20-60 s (20 % jitter) inside one long-lived TLS connection."""
     rng = cap.rng
-    client = str(rng.choice(site.clients[1:12]))
-    c2 = _outsider(rng)
+    client, c2 = _implant_and_c2(cap, site)
     sleep = float(rng.uniform(20, 60))
     t0 = start + float(rng.uniform(1, 30))
     gaps = cs_sleeps(rng, sleep, 0.2, int(duration / (sleep * 0.8)) + 2)
@@ -178,8 +190,7 @@ def beacon_udp_one_socket(
 ) -> tuple[Truth, ...]:
     """A UDP implant polling its server from one socket every 15-45 s (30 % jitter)."""
     rng = cap.rng
-    client = str(rng.choice(site.clients[1:12]))
-    c2 = _outsider(rng)
+    client, c2 = _implant_and_c2(cap, site)
     port = int(rng.choice([443, 8080, 4444, 53]))
     sport = int(rng.integers(32768, 61000))
     sleep = float(rng.uniform(15, 45))
@@ -194,11 +205,9 @@ def beacon_udp_one_socket(
 
 
 def _jittered(jitter_percent: float) -> CaseFn:
-    def build(cap: _Capture, site: _Site, start: float, duration: float) -> tuple[Truth, ...]:
-        return _implant(cap, site, start, duration, jitter_percent / 100)
-
-    build.__doc__ = f"Cobalt-Strike-style beacon with {jitter_percent:g} % jitter."
-    return build
+    return _implant_case(
+        jitter_percent / 100, f"Cobalt-Strike-style beacon with {jitter_percent:g} % jitter."
+    )
 
 
 sweep(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable
 
 import numpy as np
 
@@ -181,25 +182,68 @@ def dns_tunnel_single_socket(
     return (Truth("dns_tunnel", client, domain),)
 
 
+def _poisson_tunnel(
+    cap: _Capture,
+    site: _Site,
+    start: float,
+    duration: float,
+    *,
+    mean_gap: Callable[[np.random.Generator], float],
+    name_bytes: tuple[int, int],
+    qtypes: tuple[str, ...] = ("A",),
+    downstream: tuple[int, int] | None = None,
+    one_socket: bool = False,
+    domains: int = 1,
+    max_name: int | None = None,
+) -> tuple[Truth, ...]:
+    """A client sending data in names at Poisson times through the site resolver.
+
+    ``mean_gap`` draws the mean seconds between queries (after the client, its
+    domains and its socket); each name carries ``name_bytes`` (a range) of data under
+    the next of ``domains`` random domains, with a query type from ``qtypes`` (drawn
+    when more than one) and, with ``downstream`` (a range of bytes), a TXT answer of
+    random data. ``one_socket``: every query from one source port, else a socket per
+    query. ``max_name``: every name shorter than that (checked).
+    """
+    rng = cap.rng
+    resolver = Resolver(cap, site.resolver)
+    client = str(rng.choice(site.clients[1:12]))
+    zones = [_domain(rng) for _ in range(domains)]
+    sport = int(rng.integers(20000, 65000)) if one_socket else None
+    gap = mean_gap(rng)
+    t = start + float(rng.exponential(gap))
+    serial = 0
+    while t < start + duration:
+        name = _data_name(rng, int(rng.integers(*name_bytes)), serial, zones[serial % domains])
+        assert max_name is None or len(name) < max_name, name
+        qtype = qtypes[0] if len(qtypes) == 1 else str(rng.choice(qtypes))
+        answer = rng.bytes(int(rng.integers(*downstream))) if downstream else None
+        resolver.ask(t, client, name, sport, qtype, answer)
+        serial += 1
+        t += float(rng.exponential(gap))
+    return (Truth("dns_tunnel", client, zones[0] if domains == 1 else ""),)
+
+
+def _ten_to_twenty_a_minute(rng: np.random.Generator) -> float:
+    return 1 / (float(rng.uniform(10, 20)) / 60)
+
+
 @case("hard", "dns_tunnel_single_socket_short_names")
 def dns_tunnel_single_socket_short_names(
     cap: _Capture, site: _Site, start: float, duration: float
 ) -> tuple[Truth, ...]:
     """One UDP socket and names under 40 characters, ~10-20 queries a minute."""
-    rng = cap.rng
-    resolver = Resolver(cap, site.resolver)
-    client = str(rng.choice(site.clients[1:12]))
-    domain = _domain(rng)
-    sport = int(rng.integers(20000, 65000))
-    rate = float(rng.uniform(10, 20)) / 60
-    t = start + float(rng.exponential(1 / rate))
-    serial = 0
-    while t < start + duration:
-        name = _data_name(rng, int(rng.integers(9, 13)), serial, domain)
-        resolver.ask(t, client, name, sport, "TXT", rng.bytes(int(rng.integers(20, 200))))
-        serial += 1
-        t += float(rng.exponential(1 / rate))
-    return (Truth("dns_tunnel", client, domain),)
+    return _poisson_tunnel(
+        cap,
+        site,
+        start,
+        duration,
+        mean_gap=_ten_to_twenty_a_minute,
+        name_bytes=(9, 13),
+        qtypes=("TXT",),
+        downstream=(20, 200),
+        one_socket=True,
+    )
 
 
 @case("hard", "dns_tunnel_short_names")
@@ -207,37 +251,29 @@ def dns_tunnel_short_names(
     cap: _Capture, site: _Site, start: float, duration: float
 ) -> tuple[Truth, ...]:
     """Every name under 40 characters (small chunks), a socket per query, ~10-20 a minute."""
-    rng = cap.rng
-    resolver = Resolver(cap, site.resolver)
-    client = str(rng.choice(site.clients[1:12]))
-    domain = _domain(rng)
-    rate = float(rng.uniform(10, 20)) / 60
-    t = start + float(rng.exponential(1 / rate))
-    serial = 0
-    while t < start + duration:
-        name = _data_name(rng, int(rng.integers(9, 13)), serial, domain)
-        assert len(name) < 40, name
-        resolver.ask(t, client, name, None, "A")
-        serial += 1
-        t += float(rng.exponential(1 / rate))
-    return (Truth("dns_tunnel", client, domain),)
+    return _poisson_tunnel(
+        cap,
+        site,
+        start,
+        duration,
+        mean_gap=_ten_to_twenty_a_minute,
+        name_bytes=(9, 13),
+        max_name=40,
+    )
 
 
 def _slow_tunnel(
     cap: _Capture, site: _Site, start: float, duration: float, per_minute: float
 ) -> tuple[Truth, ...]:
-    rng = cap.rng
-    resolver = Resolver(cap, site.resolver)
-    client = str(rng.choice(site.clients[1:12]))
-    domain = _domain(rng)
-    t = start + float(rng.exponential(60 / per_minute))
-    serial = 0
-    while t < start + duration:
-        name = _data_name(rng, int(rng.integers(24, 40)), serial, domain)
-        resolver.ask(t, client, name, None, str(rng.choice(["A", "TXT"])))
-        serial += 1
-        t += float(rng.exponential(60 / per_minute))
-    return (Truth("dns_tunnel", client, domain),)
+    return _poisson_tunnel(
+        cap,
+        site,
+        start,
+        duration,
+        mean_gap=lambda _rng: 60 / per_minute,
+        name_bytes=(24, 40),
+        qtypes=("A", "TXT"),
+    )
 
 
 @case("hard", "dns_tunnel_slow", duration=1800.0)
@@ -251,18 +287,9 @@ def dns_tunnel_rotating_domains(
     cap: _Capture, site: _Site, start: float, duration: float
 ) -> tuple[Truth, ...]:
     """Names rotated over 20 domains (about 15 per domain), ~20 queries a minute."""
-    rng = cap.rng
-    resolver = Resolver(cap, site.resolver)
-    client = str(rng.choice(site.clients[1:12]))
-    domains = [_domain(rng) for _ in range(20)]
-    t = start + float(rng.exponential(3))
-    serial = 0
-    while t < start + duration:
-        name = _data_name(rng, int(rng.integers(24, 40)), serial, domains[serial % 20])
-        resolver.ask(t, client, name, None, "A")
-        serial += 1
-        t += float(rng.exponential(3))
-    return (Truth("dns_tunnel", client),)
+    return _poisson_tunnel(
+        cap, site, start, duration, mean_gap=lambda _rng: 3.0, name_bytes=(24, 40), domains=20
+    )
 
 
 def _at_rate(per_minute: float) -> CaseFn:
