@@ -544,7 +544,7 @@ class RunResult:
     profile_file: str = ""
     files: int = 0
     feed_seconds: float = 0.0  # first to last file renamed in
-    carry_bytes: int = 0  # the ledger's carried-flow blobs at the end (every series)
+    carry_bytes: int = 0  # carried-flow state at the end (every series)
     carry_series: int = 0
 
     @property
@@ -793,20 +793,28 @@ def run_daemon(
 
 
 def ledger_carry(state: Path) -> tuple[int, int]:
-    """(bytes, series) of the flows the ledger carries to the next file of each series."""
+    """(bytes, series) of the flows carried to the next file of each series.
+
+    The ledger holds a reference per series (or, in older code, the state itself); the
+    bytes counted are the carried state's, wherever it is kept.
+    """
     import sqlite3
 
     try:
         db = sqlite3.connect(f"file:{state / 'ledger.sqlite3'}?mode=ro", uri=True, timeout=5)
         try:
-            n, rows = db.execute(
-                "SELECT COALESCE(SUM(LENGTH(blob)), 0), COUNT(*) FROM carry"
-            ).fetchone()
+            blobs = [bytes(b) for (b,) in db.execute("SELECT blob FROM carry")]
         finally:
             db.close()
-        return int(n), int(rows)
     except sqlite3.Error:
         return 0, 0
+    total = 0
+    for blob in blobs:
+        if blob.startswith(b"netmon-carry-ref"):  # ingest/carry_store.py: a carry file
+            total += int(json.loads(blob.split(b"\n", 1)[1])["size"])
+        else:
+            total += len(blob)
+    return total, len(blobs)
 
 
 def _feed(hidden: list[tuple[Path, Path, splitter.Piece]], rate: float, drops: dict) -> None:
@@ -1111,9 +1119,8 @@ def print_results(cap: Capture, runs: list[RunResult]) -> None:
         if r.carry_series and r.carried >= 0:
             print(
                 f"  carried to the next file at the end: {r.carried} flows in {r.carry_series} "
-                f"series, {r.carry_bytes / 1e6:.1f} MB in the ledger "
-                f"({r.carry_bytes / max(r.carried, 1):.0f} B per flow); each file boundary "
-                "moves its series' carry worker -> main -> ledger -> main -> next worker"
+                f"series, {r.carry_bytes / 1e6:.1f} MB of state "
+                f"({r.carry_bytes / max(r.carried, 1):.0f} B per flow)"
             )
         for p in r.procs:
             if p.role == "other" and p.cpu_used < 0.01:

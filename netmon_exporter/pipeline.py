@@ -84,7 +84,9 @@ class FileResult:
     bytes_by_protocol: dict[str, int] = field(default_factory=dict)
     skipped_by_reason: dict[str, int] = field(default_factory=dict)  # metrics.SKIP_REASONS
     ip_fragments: int = 0
-    carry: bytes | None = None  # opaque open-flow state for the next file of the series
+    # opaque open-flow state for the next file of the series (from a worker: a
+    # reference to it in ingest.carry_store)
+    carry: bytes | None = None
     csv_path: str | None = None  # flow CSV written, if any
     csv_rows: int = 0
     first_ts: float | None = None  # capture time span (epoch seconds)
@@ -92,6 +94,7 @@ class FileResult:
     flow_count: int = 0  # flows completed (also when not collected)
     flows_by_protocol: dict[str, int] = field(default_factory=dict)  # of flow_count
     flows_evicted: int = 0  # flows ended early because the flow table was full
+    warnings: tuple[str, ...] = ()  # what went wrong without stopping the file
 
     def flow_counts(self) -> dict[str, int]:
         """Flows completed by protocol label (exact even when ``flows`` is a sample)."""

@@ -42,6 +42,7 @@ from netmon_exporter.ingest import (
     FileStarted,
     IngestError,
     IngestService,
+    carry_store,
 )
 from netmon_exporter.ingest.decisions import Dispose, EndCarry, FileInfo, Quarantine, RecordDone
 from netmon_exporter.ingest.executor import Executor
@@ -236,7 +237,16 @@ def test_files_are_processed_once_in_series_order_with_carry(tmp_path: Path) -> 
     led = Ledger(cfg.state.directory)
     try:
         assert led.counts() == {"done": 8}
-        assert led.get_carry("east") == b"".join(f"{n};".encode() for n in names[:4])
+        # the ledger references the carry file the worker wrote; replaced ones are gone
+        ref = led.get_carry("east")
+        assert ref is not None and carry_store.is_ref(ref)
+        carry_dir = carry_store.directory(cfg.state.directory)
+        state = carry_store.load(carry_dir, ref)
+        assert state == b"".join(f"{n};".encode() for n in names[:4])
+        files = sorted(p.name for p in carry_dir.iterdir())
+        assert files == sorted(
+            carry_store.parse(led.get_carry(s) or b"").name for s in ("east", "west")
+        )
     finally:
         led.close()
 

@@ -18,6 +18,7 @@ from ..config import Config
 from ..flow_schema import protocol_counts
 from ..metrics import FILE_KINDS
 from ..pipeline import FileResult, FlowSettings
+from . import carry_store
 from . import events as ev
 from .age_gate import AgeGate
 from .decisions import (
@@ -148,19 +149,29 @@ class Executor:
     def _record_done(self, d: RecordDone, result: FileResult) -> bool:
         now = self._clock()
         facts = summary(result)
-        ok, _ = self._ledger.run(
-            lambda led: led.mark_done(
+        series = d.file.series
+        replaces = d.update_carry and series is not None
+
+        def done(led: Ledger) -> bytes | None:
+            old = led.get_carry(series) if replaces and series is not None else None
+            led.mark_done(
                 d.key,
                 now,
-                series=d.file.series,
+                series=series,
                 carry=result.carry,
                 update_carry=d.update_carry,
                 summary=facts,
-            ),
-            now,
-        )
+            )
+            return old
+
+        ok, old = self._ledger.run(done, now)
         if not ok:
             return False
+        if old is not None and old != result.carry:
+            carry_store.remove(self._carry_dir, old)  # no longer referenced
+        for warning in result.warnings:
+            self._emit(ev.IngestError("ledger", warning))
+            self.problems.note("carry", warning, now)
         kind = result.kind if result.kind in FILE_KINDS else d.file.kind
         self._emit(
             ev.FileDone(dataclasses.replace(result, carry=None), kind, d.lag_seconds, d.attempts)
@@ -299,15 +310,21 @@ class Executor:
         ok, _ = self._ledger.run(lambda led: led.drop_carry(series, facts), now)
         if not ok:
             return False
+        carry_store.remove(self._carry_dir, blob)
         if flows is not None:
             self._emit(ev.CarryFlushed(flows, series, csv_path, rows, counts))
         return True
+
+    @property
+    def _carry_dir(self) -> Path:
+        return carry_store.directory(self._ledger.directory)
 
     def _finished_flows(self, series: str, blob: bytes | None) -> Any:
         if blob is None:
             return None
         try:
-            return self._finish(blob, flow_settings(self.cfg))
+            state = carry_store.load(self._carry_dir, blob)
+            return self._finish(state, flow_settings(self.cfg))
         except Exception as exc:  # noqa: BLE001 - a bad carry must not stop ingestion
             msg = f"cannot end the flows carried for series {series!r}: {exc}"
             self._emit(ev.IngestError("internal", msg))

@@ -508,6 +508,10 @@ class Ledger:
         rows = self._query("SELECT blob FROM carry WHERE series=?", (_key(series),))
         return bytes(rows[0][0]) if rows else None
 
+    def carry_blobs(self) -> list[bytes]:
+        """Every stored carry (for start-up housekeeping of carry files)."""
+        return [bytes(b) for (b,) in self._query("SELECT blob FROM carry")]
+
     def carry_origin(self, series: str) -> Entry | None:
         """Return the file whose end left the series' carried flows open (for naming)."""
         rows = self._query(

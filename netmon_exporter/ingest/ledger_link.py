@@ -7,10 +7,12 @@ break exactly-once — and the health check ``state_storage`` fails with the rea
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from . import carry_store
 from .events import Event, IngestError
 from .ledger import Ledger, LedgerError
 
@@ -29,6 +31,7 @@ class LedgerLink:
         self.ledger: Ledger | None = None
         self.error: str | None = None
         self._reopen_at = 0.0
+        self._started = time.time()  # carry files older than this are from earlier runs
 
     def open(self, now: float) -> dict[str, float] | None:
         """Open the ledger and hand back interrupted work; return its carries (None: failed)."""
@@ -36,9 +39,13 @@ class LedgerLink:
             ledger = Ledger(self.directory)
             requeued = ledger.requeue_in_progress()
             carries = ledger.carries()
+            kept = carry_store.referenced_names(ledger.carry_blobs())
         except LedgerError as exc:
             self.failed(exc, now)
             return None
+        removed = carry_store.sweep(carry_store.directory(self.directory), kept, self._started)
+        if removed:
+            log.info("removed carry files no committed file references", extra={"files": removed})
         self.ledger = ledger
         if self.error:
             log.info("ledger usable again", extra={"dir": str(self.directory)})

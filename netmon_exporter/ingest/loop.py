@@ -24,6 +24,7 @@ from typing import Any
 from ..config import Config
 from ..metrics import FAIL_REASONS
 from ..pipeline import FlowSettings
+from . import carry_store
 from .age_gate import AgeGate
 from .decisions import (
     Failed,
@@ -344,6 +345,7 @@ class SchedulerLoop:
             final=not start.use_carry,
             timeout_seconds=c.processing.file_timeout_seconds,
             csv_path=csv_path,
+            carry_dir=str(carry_store.directory(self._ledger.directory)),
         )
 
     # ------------------------------------------------------------------ outcomes

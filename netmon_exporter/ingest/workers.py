@@ -37,6 +37,7 @@ from ..flow_sample import FILE_ROW_CAP, FlowSample, SampledFlows, narrow, progre
 from ..flow_schema import FlowBatch
 from ..heap import map_large_blocks, release_free_memory
 from ..pipeline import CaptureFormatError, FileResult, FlowSettings
+from . import carry_store
 
 log = logging.getLogger("netmon_exporter.ingest")
 
@@ -66,6 +67,9 @@ class Task:
     final: bool
     timeout_seconds: float
     csv_path: str | None = None  # exact flow CSV path, for process functions that take one
+    # where carried flows live: ``carry`` may be a carry_store reference, and the
+    # file's own carry is written there (None: carries travel inline, as bytes)
+    carry_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -116,18 +120,41 @@ def _run(process: ProcessFn, task: Task, streams: bool) -> tuple[FileResult, Flo
     sample = FlowSample(FILE_ROW_CAP) if streams else None
     if sample is not None:
         extra.update(collect=False, on_flows=sample.add)
+    carry, lost = _carried(task)
     result = process(
         Path(task.path),
         task.settings,
-        carry=task.carry,
+        carry=carry,
         csv_dir=Path(task.csv_dir) if task.csv_dir else None,
         final=task.final,
         **extra,
     )
+    carry = None
     if sample is not None and task.settings.interim_seconds > 0 and result.last_ts is not None:
         # flows are cut at window boundaries: windows before the newest may close now
         sample.merge(FlowBatch.empty(), progress_tally(result.last_ts))
+    if result.carry is not None and task.carry_dir is not None:
+        try:
+            ref = carry_store.save(task.carry_dir, task.key, result.carry)
+        except OSError as exc:
+            where = task.carry_dir
+            msg = f"cannot write the flows carried to the next file to {where}: {exc}"
+            raise CaptureFormatError(msg, "output") from exc
+        result = dataclasses.replace(result, carry=ref)
+    if lost:
+        result = dataclasses.replace(result, warnings=(*result.warnings, lost))
     return result, sample
+
+
+def _carried(task: Task) -> tuple[bytes | None, str]:
+    """The flows carried into ``task``'s file, and why they were lost (or "")."""
+    if task.carry is None:
+        return None, ""
+    try:
+        return carry_store.load(task.carry_dir, task.carry), ""
+    except carry_store.CarryError as exc:
+        # the previous file's open flows are gone; this file and the series go on
+        return None, f"flows carried into {task.path} lost: {exc}"
 
 
 def _send_rows(conn: multiprocessing.connection.Connection, sample: FlowSample) -> SampledFlows:

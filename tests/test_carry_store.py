@@ -1,0 +1,109 @@
+"""Carried flows on disk (ingest/carry_store.py): written by workers, referenced by the ledger."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from netmon_exporter.ingest import carry_store
+from netmon_exporter.ingest.workers import Task, _run
+from netmon_exporter.pipeline import FileResult, FlowSettings, process_file
+
+
+def test_round_trip_and_inline_state_passes_through(tmp_path: Path) -> None:
+    ref = carry_store.save(tmp_path, 7, b"open flows" * 1000)
+    assert carry_store.is_ref(ref) and len(ref) < 200
+    assert carry_store.load(tmp_path, ref) == b"open flows" * 1000
+    name = carry_store.parse(ref).name
+    assert name.startswith("7-") and (tmp_path / name).stat().st_mode & 0o777 == 0o600
+    # a ledger written before carry files holds the state itself
+    assert carry_store.load(tmp_path, b"PK\x03\x04 npz state") == b"PK\x03\x04 npz state"
+    # every attempt gets its own file: a redo never overwrites a committed carry
+    assert carry_store.parse(carry_store.save(tmp_path, 7, b"x")).name != name
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "altered", "bad-ref"])
+def test_damaged_carry_is_an_error_not_garbage(tmp_path: Path, damage: str) -> None:
+    ref = carry_store.save(tmp_path, 1, b"0123456789" * 100)
+    path = tmp_path / carry_store.parse(ref).name
+    if damage == "missing":
+        path.unlink()
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:-1])
+    elif damage == "altered":
+        path.write_bytes(b"9" + path.read_bytes()[1:])
+    else:
+        ref = ref.replace(b'"name": "', b'"name": "../../etc/')
+    with pytest.raises(carry_store.CarryError):
+        carry_store.load(tmp_path, ref)
+
+
+def test_sweep_keeps_referenced_and_recent_files(tmp_path: Path) -> None:
+    kept = carry_store.parse(carry_store.save(tmp_path, 1, b"a")).name
+    stale = carry_store.parse(carry_store.save(tmp_path, 2, b"b")).name
+    fresh = carry_store.parse(carry_store.save(tmp_path, 3, b"c")).name
+    (tmp_path / ".tmp-4-0123456789abcdef.carry").write_bytes(b"half")
+    (tmp_path / "notes.txt").write_text("not ours")
+    old = time.time() - 3600
+    for name in (kept, stale, ".tmp-4-0123456789abcdef.carry", "notes.txt"):
+        os.utime(tmp_path / name, (old, old))
+    assert carry_store.sweep(tmp_path, {kept}, older_than=time.time() - 60) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([kept, fresh, "notes.txt"])
+    assert carry_store.sweep(tmp_path / "nowhere", set(), time.time()) == 0
+
+
+def _fake(path: Path, settings: FlowSettings, *, carry: bytes | None, csv_dir, final) -> FileResult:
+    seen = (carry or b"") + path.name.encode() + b";"
+    return FileResult(str(path), "pcap", 0, 0.0, flows=_empty(), carry=None if final else seen)
+
+
+def _empty():  # noqa: ANN202
+    from netmon_exporter.flow_schema import FlowBatch
+
+    return FlowBatch.empty()
+
+
+def _task(tmp_path: Path, name: str, carry: bytes | None, final: bool = False) -> Task:
+    return Task(
+        key=1,
+        path=str(tmp_path / name),
+        settings=FlowSettings(),
+        carry=carry,
+        csv_dir=None,
+        final=final,
+        timeout_seconds=10,
+        carry_dir=str(tmp_path / "carry"),
+    )
+
+
+def test_worker_writes_and_reads_the_carry_file(tmp_path: Path) -> None:
+    first, _ = _run(_fake, _task(tmp_path, "a.pcap", None), streams=False)
+    assert first.carry is not None and carry_store.is_ref(first.carry) and not first.warnings
+    second, _ = _run(_fake, _task(tmp_path, "b.pcap", first.carry), streams=False)
+    assert carry_store.load(tmp_path / "carry", second.carry or b"") == b"a.pcap;b.pcap;"
+
+
+def test_a_lost_carry_costs_its_flows_not_the_file(tmp_path: Path) -> None:
+    first, _ = _run(_fake, _task(tmp_path, "a.pcap", None), streams=False)
+    (tmp_path / "carry" / carry_store.parse(first.carry or b"").name).unlink()
+    second, _ = _run(_fake, _task(tmp_path, "b.pcap", first.carry), streams=False)
+    assert carry_store.load(tmp_path / "carry", second.carry or b"") == b"b.pcap;"
+    assert len(second.warnings) == 1 and "lost" in second.warnings[0]
+
+
+def test_real_flow_state_survives_the_round_trip(tmp_path: Path) -> None:
+    """The real pipeline through a carry file equals the pipeline with the state inline."""
+    sample_pcap = Path(__file__).parent / "data" / "pcaps" / "dns-edns-ecs.pcap"
+    settings = FlowSettings(idle_timeout_seconds=1e6)
+    whole = process_file(sample_pcap, settings, final=False)
+    assert whole.carry is not None
+    task = Task(1, str(sample_pcap), settings, None, None, False, 10, carry_dir=str(tmp_path))
+    via_file, _ = _run(process_file, task, streams=False)
+    state = carry_store.load(tmp_path, via_file.carry or b"")
+    ended_inline = process_file(sample_pcap, settings, carry=whole.carry, final=True)
+    ended_file = process_file(sample_pcap, settings, carry=state, final=True)
+    assert ended_inline.flow_count == ended_file.flow_count > 0
