@@ -72,6 +72,31 @@ def spread_bins(
     return np.cumsum(diff.reshape(n_groups, width), axis=1)[:, :nbins]
 
 
+def busiest_keys(totals: np.ndarray, threshold: float, max_keys: int) -> np.ndarray:
+    """The keys worth judging (and keeping for the next window): those with a fair share
+    of a flood (5 % of ``threshold``, at least 1), at most the ``max_keys`` busiest."""
+    judged = np.flatnonzero(totals >= max(1.0, 0.05 * threshold))
+    if len(judged) > max_keys:
+        judged = judged[np.argsort(-totals[judged], kind="stable")[:max_keys]]
+    return judged
+
+
+def judged_rows(inv: np.ndarray, judged: np.ndarray, n_keys: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a judged key (``inv``: each row's key), and each such row's index in ``judged``."""
+    pos = np.full(n_keys, -1, np.int64)
+    pos[judged] = np.arange(len(judged))
+    sel = pos[inv] >= 0
+    return sel, pos[inv][sel]
+
+
+def still_flooded(
+    since: dict[int, float], keys: np.ndarray, frozen: np.ndarray
+) -> dict[int, float]:
+    """Keep when each flood began for the keys reported in this window (``frozen``) only."""
+    reported = {int(k) for k in keys[frozen]}
+    return {k: v for k, v in since.items() if k in reported}
+
+
 def peak_rate(first: np.ndarray, last: np.ndarray, packets: np.ndarray) -> float:
     """Return the busiest one-second packet rate, spreading each flow's packets over its life.
 
@@ -436,12 +461,7 @@ class VolumeFlood:
             vkey = victim_keys(flows["dst_ip"][idx])
             keys_all, inv = np.unique(vkey, return_inverse=True)
             per_key = np.bincount(inv, weights=fwd, minlength=len(keys_all)).astype(np.float64)
-            # judged (and kept for the next window): victims with a fair share of a flood
-            keep_min = max(1.0, 0.05 * float(c.min_packets))
-            judged = np.flatnonzero(per_key >= keep_min)
-            if len(judged) > int(c.max_state_rows):
-                busiest = np.argsort(-per_key[judged], kind="stable")
-                judged = judged[busiest[: int(c.max_state_rows)]]
+            judged = busiest_keys(per_key, float(c.min_packets), int(c.max_state_rows))
             found, frozen, peaks = self._judge(
                 flows, idx, inv, fwd, keys_all, judged, t0, length, window_start, window_end
             )
@@ -454,8 +474,7 @@ class VolumeFlood:
         values = per_key / float(length)
         values[judged] = np.maximum(values[judged], peaks)
         self.baselines.update(keys_all, values[:, None], window_start, window_end, frozen)
-        reported = {int(k) for k in keys_all[frozen]}
-        self.since = {k: v for k, v in self.since.items() if k in reported}
+        self.since = still_flooded(self.since, keys_all, frozen)
         return found
 
     def _judge(
@@ -474,12 +493,10 @@ class VolumeFlood:
         """Judge the ``judged`` victims; return (detections, reported mask, their peaks)."""
         c = self.cfg
         frozen = np.zeros(len(keys_all), bool)
-        pos = np.full(len(keys_all), -1, np.int64)
-        pos[judged] = np.arange(len(judged))
-        sel = pos[inv] >= 0
+        sel, grp = judged_rows(inv, judged, len(keys_all))
         first = np.asarray(flows["first_ts"], dtype=np.float64)[idx[sel]]
         last = np.asarray(flows["last_ts"], dtype=np.float64)[idx[sel]]
-        bins = spread_bins(pos[inv][sel], len(judged), first, last, fwd[sel], t0, length)
+        bins = spread_bins(grp, len(judged), first, last, fwd[sel], t0, length)
         res = self.spans.judge(keys_all[judged], bins[:, None, :], t0, np.ones(len(judged), bool))
         base, warm = self.baselines.lookup(keys_all[judged], window_start)
         out: list[Detection] = []

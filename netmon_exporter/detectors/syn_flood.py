@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..detection import Detection
@@ -10,9 +12,43 @@ from ..flow_schema import FlowBatch
 from .base import top_counts
 from .catalog import SynFloodConfig
 from .features import addr_codes, num, tcp_outcomes
-from .flood_rate import RATIO, RISE, Baselines, SpanCounter, severity_for, spread_bins, victim_keys
+from .flood_rate import (
+    RATIO,
+    RISE,
+    Baselines,
+    SpanCounter,
+    busiest_keys,
+    judged_rows,
+    severity_for,
+    spread_bins,
+    still_flooded,
+    victim_keys,
+)
 
 SPOOFED = "spoofed"  # evidence "reason": many sources and most connections half-open
+
+
+@dataclass(frozen=True)
+class PortSpan:
+    """One (victim, port)'s busiest span: the counts its judgement reads."""
+
+    rows: np.ndarray  # its half-open connections (rows of the window's flows)
+    half_open: float
+    tcp_flows: float  # at least 1
+    seconds: float  # the span's length
+    source_codes: np.ndarray  # distinct sources of the half-open connections (address codes)
+    source_counts: np.ndarray  # their half-open connections
+    baseline_per_minute: float  # the port's usual half-open connections per minute
+    baseline_ratio: float  # the port's usual half-open share
+    warm: bool  # the baseline followed long enough to compare with
+
+    @property
+    def ratio(self) -> float:
+        return self.half_open / self.tcp_flows
+
+    @property
+    def sources(self) -> int:
+        return len(self.source_codes)
 
 
 class SynFloodDetector:
@@ -49,17 +85,7 @@ class SynFloodDetector:
         t = tcp_outcomes(flows) if len(flows) else {"tcp": np.zeros(0, bool)}
         tcp = np.flatnonzero(t["tcp"])
         if not len(tcp):
-            self.spans.judge(
-                np.zeros(0, np.uint64), np.zeros((0, 2, length)), t0, np.zeros(0, bool)
-            )
-            self.baselines.update(
-                np.zeros(0, np.uint64),
-                np.zeros((0, 2)),
-                window_start,
-                window_end,
-                np.zeros(0, bool),
-            )
-            self.since = {}
+            self._quiet(t0, length, window_start, window_end)
             return []
         w = weights(flows)[tcp]
         half = t["half_open"][tcp].astype(np.float64) * w
@@ -67,16 +93,11 @@ class SynFloodDetector:
         keys, inv = np.unique(pkey, return_inverse=True)
         ho = np.bincount(inv, weights=half, minlength=len(keys))
         conns = np.bincount(inv, weights=w, minlength=len(keys))
-        judged = np.flatnonzero(ho >= max(1.0, 0.05 * c.min_half_open))
-        if len(judged) > c.max_state_rows:
-            judged = judged[np.argsort(-ho[judged], kind="stable")[: c.max_state_rows]]
+        judged = busiest_keys(ho, c.min_half_open, c.max_state_rows)
         found: list[Detection] = []
         frozen = np.zeros(len(keys), bool)
-        pos = np.full(len(keys), -1, np.int64)
-        pos[judged] = np.arange(len(judged))
-        sel = pos[inv] >= 0
+        sel, grp = judged_rows(inv, judged, len(keys))
         first = np.asarray(flows["first_ts"], dtype=np.float64)[tcp[sel]]
-        grp = pos[inv][sel]
         bins = np.stack(
             [
                 spread_bins(grp, len(judged), first, first, half[sel], t0, length),
@@ -106,9 +127,16 @@ class SynFloodDetector:
         # the baseline: half-open and TCP connections per minute of each port with traffic
         values = np.stack([ho, conns], axis=1) * per_min
         self.baselines.update(keys, values, window_start, window_end, frozen)
-        reported = {int(k) for k in keys[frozen]}
-        self.since = {k: v for k, v in self.since.items() if k in reported}
+        self.since = still_flooded(self.since, keys, frozen)
         return found
+
+    def _quiet(self, t0: int, length: int, window_start: float, window_end: float) -> None:
+        """A window without TCP: no span carried over, no flood ongoing, baselines decay."""
+        self.spans.judge(np.zeros(0, np.uint64), np.zeros((0, 2, length)), t0, np.zeros(0, bool))
+        self.baselines.update(
+            np.zeros(0, np.uint64), np.zeros((0, 2)), window_start, window_end, np.zeros(0, bool)
+        )
+        self.since = {}
 
     def _judge(
         self,
@@ -125,55 +153,83 @@ class SynFloodDetector:
 
         ``base``: the port's baseline half-open and TCP connections per minute.
         """
-        c = self.cfg
-        half_open, conns = float(span[0]), max(float(span[1]), 1.0)
-        ratio = half_open / conns
-        span_seconds = max(window_end - window_start, 1.0)
         ho_rows = rows[t["half_open"][rows]]
         if not len(ho_rows):
             return None
         codes = addr_codes(flows)
         src_codes, src_n = np.unique(codes.src[ho_rows], return_counts=True)
-        sources = len(src_codes)
         base_ho, base_conns = float(base[0]), float(base[1])  # per minute
-        base_ratio = base_ho / base_conns if base_conns > 0 else 0.0
-        base_span = base_ho * span_seconds / 60.0
-        reason = None
-        if ratio >= c.min_ratio:
-            reason = RATIO
-        elif sources >= c.spoofed_min_sources and ratio >= c.spoofed_min_ratio:
-            reason = SPOOFED
-        elif (
-            warm
-            and ratio - base_ratio >= c.min_ratio_rise
-            and half_open >= c.rise_factor * base_span
-        ):
-            reason = RISE
+        p = PortSpan(
+            rows=ho_rows,
+            half_open=float(span[0]),
+            tcp_flows=max(float(span[1]), 1.0),
+            seconds=max(window_end - window_start, 1.0),
+            source_codes=src_codes,
+            source_counts=src_n,
+            baseline_per_minute=base_ho,
+            baseline_ratio=base_ho / base_conns if base_conns > 0 else 0.0,
+            warm=warm,
+        )
+        reason = self._reason(p)
         if reason is None:
             return None
+        return self._detection(flows, t, p, reason, window_start, window_end)
+
+    def _reason(self, p: PortSpan) -> str | None:
+        """Why the port is flooded (:data:`RATIO`, :data:`SPOOFED`, :data:`RISE`), or None."""
+        c = self.cfg
+        ratio = p.ratio
+        if ratio >= c.min_ratio:
+            return RATIO
+        if p.sources >= c.spoofed_min_sources and ratio >= c.spoofed_min_ratio:
+            return SPOOFED
+        base_span = p.baseline_per_minute * p.seconds / 60.0
+        if (
+            p.warm
+            and ratio - p.baseline_ratio >= c.min_ratio_rise
+            and p.half_open >= c.rise_factor * base_span
+        ):
+            return RISE
+        return None
+
+    def _detection(
+        self,
+        flows: FlowBatch,
+        t: dict[str, np.ndarray],
+        p: PortSpan,
+        reason: str,
+        window_start: float,
+        window_end: float,
+    ) -> Detection:
+        """Report a flooded port: who (the top source when it sent most, else many), evidence."""
+        c = self.cfg
+        codes = addr_codes(flows)
+        ho_rows, src_n = p.rows, p.source_counts
         victim = codes.text(codes.dst[ho_rows[:1]])[0]
         vport = int(flows["dst_port"][ho_rows[0]])
-        top = top_counts(codes.text(src_codes[np.argsort(-src_n)[:5]]), np.sort(src_n)[::-1][:5])
-        spoofed = sources >= c.spoofed_min_sources
+        top = top_counts(
+            codes.text(p.source_codes[np.argsort(-src_n)[:5]]), np.sort(src_n)[::-1][:5]
+        )
+        spoofed = p.sources >= c.spoofed_min_sources
         # the top source is the attacker when it sent most of them, else many did
         alone = int(src_n.max()) * 2 >= len(ho_rows)
         source = str(top[0]["value"]) if alone and not spoofed else "many"
         key = int(victim_keys(flows["dst_ip"][ho_rows[:1]], flows["dst_port"][ho_rows[:1]])[0])
         since = self.since.setdefault(key, window_start)
-        rate = half_open / span_seconds
+        rate = p.half_open / p.seconds
         w = weights(flows)[ho_rows]
         evidence = {
-            "half_open": int(round(half_open)),
+            "half_open": int(round(p.half_open)),
             "threshold": c.min_half_open,
-            "tcp_flows": int(round(conns)),
-            "half_open_ratio": round(ratio, 4),
+            "tcp_flows": int(round(p.tcp_flows)),
+            "half_open_ratio": round(p.ratio, 4),
             "reason": reason,
-            "baseline_half_open_ratio": round(base_ratio, 4) if warm else None,
-            "baseline_half_open_per_minute": round(base_ho, 1) if warm else None,
+            "baseline_half_open_ratio": round(p.baseline_ratio, 4) if p.warm else None,
+            "baseline_half_open_per_minute": round(p.baseline_per_minute, 1) if p.warm else None,
             "half_open_per_second": round(rate, 1),
-            "span_seconds": span_seconds,
+            "span_seconds": p.seconds,
             "since": since,
-            "sources": sources,
+            "sources": p.sources,
             "spoofed": spoofed,
             "dst_port": vport,
             "syn_packets": int(round(float((num(flows, "fwd_syn_cnt")[ho_rows] * w).sum()))),
@@ -183,14 +239,6 @@ class SynFloodDetector:
             ),
             "top_sources": top,
         }
-        who = (
-            f"{sources} sources" + (" (spoofed)" if spoofed else "") if source == "many" else source
-        )
-        why = {
-            RATIO: f"{ratio:.0%} of its TCP connections",
-            SPOOFED: f"{ratio:.0%} of its TCP connections, from many sources",
-            RISE: f"{ratio:.0%} of its TCP connections, usually {base_ratio:.0%}",
-        }[reason]
         return Detection(
             detector=self.name,
             severity=severity_for(c.severity, rate, c.critical_half_open_per_second),
@@ -199,8 +247,23 @@ class SynFloodDetector:
             window_start=window_start,
             window_end=window_end,
             evidence=evidence,
-            summary=(
-                f"{int(round(half_open))} half-open connections to {victim}:{vport} from "
-                f"{who} within {span_seconds:.0f} s ({why})"
-            ),
+            summary=self._summary(p, reason, source, spoofed, f"{victim}:{vport}"),
+        )
+
+    @staticmethod
+    def _summary(p: PortSpan, reason: str, source: str, spoofed: bool, where: str) -> str:
+        ratio = p.ratio
+        who = (
+            f"{p.sources} sources" + (" (spoofed)" if spoofed else "")
+            if source == "many"
+            else source
+        )
+        why = {
+            RATIO: f"{ratio:.0%} of its TCP connections",
+            SPOOFED: f"{ratio:.0%} of its TCP connections, from many sources",
+            RISE: f"{ratio:.0%} of its TCP connections, usually {p.baseline_ratio:.0%}",
+        }[reason]
+        return (
+            f"{int(round(p.half_open))} half-open connections to {where} from "
+            f"{who} within {p.seconds:.0f} s ({why})"
         )
