@@ -33,7 +33,6 @@ for rules about findings; ``prometheus/alertmanager.yml`` routes on it.
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -43,6 +42,10 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from generated_files import write_or_check  # noqa: E402  (scripts/generated_files.py)
+
 #: Placeholder: set it to where your copy of this repository's runbook is published.
 DEFAULT_RUNBOOK_URL_PATTERN = (
     "https://git.example.com/netmon/netmon-exporter/blob/main/alerts/runbook.md#%s"
@@ -576,27 +579,6 @@ TARGETS: dict[str, tuple[Callable[[MixinConfig], str], MixinConfig]] = {
 }
 
 
-def _check_or_write(path: Path, text: str, check: bool) -> bool:
-    """Write ``text`` to ``path`` or compare it; return False when a check finds it stale."""
-    if not check:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        print(f"wrote {path}")
-        return True
-    current = path.read_text(encoding="utf-8") if path.exists() else ""
-    if current == text:
-        return True
-    sys.stdout.writelines(
-        difflib.unified_diff(
-            current.splitlines(keepends=True),
-            text.splitlines(keepends=True),
-            str(path),
-            "generated",
-        )
-    )
-    return False
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if a committed file is stale")
@@ -639,12 +621,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         render = render_rules if args.format == "rules" else render_prometheus_rule
         text = render(cfg, "your parameters, below")
-        return 0 if _check_or_write(args.output, text, args.check) else 1
+        return 0 if write_or_check(args.output, text, args.check) else 1
 
     stale = [
         rel
         for rel, (render, cfg) in TARGETS.items()
-        if not _check_or_write(args.root / rel, render(cfg), args.check)
+        if not write_or_check(args.root / rel, render(cfg), args.check)
     ]
     if stale:
         print(f"out of date: {', '.join(stale)}; run python alerts/generate.py", file=sys.stderr)

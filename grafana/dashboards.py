@@ -20,7 +20,6 @@ security findings, read from Alertmanager's API through the Infinity data source
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -51,6 +50,10 @@ from grafana_foundation_sdk.models import heatmap as hm
 from grafana_foundation_sdk.models import prometheus as pm
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from generated_files import write_or_check  # noqa: E402  (scripts/generated_files.py)
+
 OUT_DIR = ROOT / "grafana" / "dashboards"
 KUBERNETES_OUT = ROOT / "deploy" / "kubernetes" / "base" / "grafana-dashboards.yaml"
 DATASOURCE = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
@@ -1497,28 +1500,6 @@ def render_configmaps() -> str:
     )
 
 
-def _write_or_compare(path: Path, text: str, check: bool) -> bool:
-    """Write ``text`` (or, with ``check``, compare it); False when the file is stale."""
-    if not check:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        print(f"wrote {path}")
-        return True
-    current = path.read_text(encoding="utf-8") if path.exists() else ""
-    if current == text:
-        return True
-    sys.stdout.writelines(
-        difflib.unified_diff(
-            current.splitlines(keepends=True),
-            text.splitlines(keepends=True),
-            str(path),
-            "generated",
-            n=1,
-        )
-    )
-    return False
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="output directory")
@@ -1539,7 +1520,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     outputs = [(args.out / f"{name}.json", render(name)) for name in DASHBOARDS]
     outputs.append((configmaps, render_configmaps()))
-    stale = [path for path, text in outputs if not _write_or_compare(path, text, args.check)]
+    stale = [
+        path for path, text in outputs if not write_or_check(path, text, args.check, context=1)
+    ]
     if stale:
         print(
             f"{len(stale)} file(s) out of date: run python grafana/dashboards.py",
