@@ -327,9 +327,49 @@ class DnsTunnelDetector:
         window_start: float,
         window_end: float,
     ) -> list[Detection]:
-        cfg = self.cfg
+        """Judge each (source, domain) by the long-names and volume rules, each source by spread."""
+        g = self._domain_stats(rows, is_new, src, len(table))
+        rule = self._rule(g)
+        out: list[Detection] = []
+        for i in np.flatnonzero((rule > 0) & g["has_new"]).tolist():
+            out.append(
+                self._detection(
+                    rows,
+                    g["gid"],
+                    i,
+                    table,
+                    src,
+                    "long_names" if rule[i] == 1 else "volume",
+                    _domain_measures(g, i),
+                    window_start,
+                    window_end,
+                )
+            )
+        for groups in self._spread(g, rule, src, len(table)):
+            top = int(groups[np.argmax(g["suspicious"][groups])])
+            out.append(
+                self._detection(
+                    rows,
+                    g["gid"],
+                    top,
+                    table,
+                    src,
+                    "spread",
+                    _spread_measures(g, groups),
+                    window_start,
+                    window_end,
+                    members=groups,
+                )
+            )
+        return out
+
+    def _domain_stats(
+        self, rows: dict[str, np.ndarray], is_new: np.ndarray, src: np.ndarray, n_sources: int
+    ) -> dict[str, np.ndarray]:
+        """Per (source, domain) group: distinct names, long random ones, subdomain
+        characters, queries, fresh and suspicious shares, active minutes, new this window."""
         n_ids = self._next_id + 1
-        gid, first, _ = group(combine((src, len(table)), (rows["domain"], n_ids)))
+        gid, first, _ = group(combine((src, n_sources), (rows["domain"], n_ids)))
         n_groups = len(first)
         # Distinct names per group: per (group, name) the largest estimate of its rows.
         nid, nfirst, _ = group(combine((gid, n_groups), (rows["name"], n_ids)))
@@ -343,85 +383,59 @@ class DnsTunnelDetector:
         suspicious = np.bincount(
             g_of, weights=names * rows["suspicious"][nfirst], minlength=n_groups
         )
-        name_bytes = np.bincount(g_of, weights=nbytes, minlength=n_groups)
         queries = np.bincount(gid, weights=rows["queries"].astype(np.float64), minlength=n_groups)
         minute = np.floor(rows["ts"] / 60).astype(np.int64)
         minute -= minute.min() if len(minute) else 0
         _, mfirst, _ = group(combine((gid, n_groups), (minute, int(minute.max()) + 1)))
-        minutes = np.bincount(gid[mfirst], minlength=n_groups)
-        has_new = np.bincount(gid[is_new], minlength=n_groups) > 0
         with np.errstate(invalid="ignore", divide="ignore"):
             share = np.where(unique > 0, suspicious / unique, 0.0)
             fresh = np.where(queries > 0, np.minimum(unique / queries, 1.0), 0.0)
-        long_names = (unique >= cfg.min_unique_subdomains) & (share >= cfg.min_suspicious_share)
+        return {
+            "gid": gid,
+            "source": src[first],
+            "unique": unique,
+            "suspicious": suspicious,
+            "bytes": np.bincount(g_of, weights=nbytes, minlength=n_groups),
+            "queries": queries,
+            "minutes": np.bincount(gid[mfirst], minlength=n_groups),
+            "has_new": np.bincount(gid[is_new], minlength=n_groups) > 0,
+            "share": share,
+            "fresh": fresh,
+        }
+
+    def _rule(self, g: dict[str, np.ndarray]) -> np.ndarray:
+        """Per group, the rule it meets: 1 long names, 2 volume, 0 none."""
+        cfg = self.cfg
+        long_names = (g["unique"] >= cfg.min_unique_subdomains) & (
+            g["share"] >= cfg.min_suspicious_share
+        )
         volume = (
-            (unique >= cfg.min_volume_names)
-            & (name_bytes >= cfg.min_volume_bytes)
-            & (fresh >= cfg.min_fresh_share)
-            & (minutes >= cfg.min_active_minutes)
+            (g["unique"] >= cfg.min_volume_names)
+            & (g["bytes"] >= cfg.min_volume_bytes)
+            & (g["fresh"] >= cfg.min_fresh_share)
+            & (g["minutes"] >= cfg.min_active_minutes)
         )
-        rule = np.where(long_names, 1, np.where(volume, 2, 0))
-        # Spread: per source, the long random names of its domains with a few each.
-        g_src = src[first]
+        return np.where(long_names, 1, np.where(volume, 2, 0))
+
+    def _spread(
+        self, g: dict[str, np.ndarray], rule: np.ndarray, src: np.ndarray, n_sources: int
+    ) -> list[np.ndarray]:
+        """Per source that meets the spread rule: its groups (domains) that count towards it.
+
+        A source whose long random names, a few per domain, add up over several domains,
+        when none of its domains meets a rule alone and one of them is new this window.
+        """
+        g_src = g["source"]
+        suspicious = g["suspicious"]
         counted = suspicious >= MIN_ZONE_NAMES
-        src_long = np.bincount(
-            g_src, weights=np.where(counted, suspicious, 0), minlength=len(table)
-        )
-        src_zones = np.bincount(g_src, weights=counted, minlength=len(table))
-        src_hit = np.bincount(g_src, weights=rule > 0, minlength=len(table)) > 0
-        spread_src = (src_long >= cfg.min_unique_subdomains) & (src_zones >= 2) & ~src_hit
-        new_src = np.bincount(g_src, weights=has_new, minlength=len(table)) > 0
-        out: list[Detection] = []
-        for g in np.flatnonzero((rule > 0) & has_new).tolist():
-            out.append(
-                self._detection(
-                    rows,
-                    gid,
-                    g,
-                    table,
-                    src,
-                    "long_names" if rule[g] == 1 else "volume",
-                    {
-                        "unique": unique[g],
-                        "queries": queries[g],
-                        "domains": 1,
-                        "share": share[g],
-                        "bytes": name_bytes[g],
-                        "fresh": fresh[g],
-                        "minutes": minutes[g],
-                    },
-                    window_start,
-                    window_end,
-                )
-            )
-        for s in np.flatnonzero(spread_src & new_src):
-            groups = np.flatnonzero((g_src == s) & counted)
-            top = int(groups[np.argmax(suspicious[groups])])
-            u = unique[groups].sum()
-            q = queries[groups].sum()
-            out.append(
-                self._detection(
-                    rows,
-                    gid,
-                    top,
-                    table,
-                    src,
-                    "spread",
-                    {
-                        "unique": u,
-                        "queries": q,
-                        "domains": len(groups),
-                        "share": suspicious[groups].sum() / max(u, 1.0),
-                        "bytes": name_bytes[groups].sum(),
-                        "fresh": min(u / max(q, 1.0), 1.0),
-                        "minutes": minutes[groups].max(),
-                    },
-                    window_start,
-                    window_end,
-                    members=groups,
-                )
-            )
-        return out
+        src_long = np.bincount(g_src, weights=np.where(counted, suspicious, 0), minlength=n_sources)
+        src_zones = np.bincount(g_src, weights=counted, minlength=n_sources)
+        src_hit = np.bincount(g_src, weights=rule > 0, minlength=n_sources) > 0
+        spread_src = (src_long >= self.cfg.min_unique_subdomains) & (src_zones >= 2) & ~src_hit
+        new_src = np.bincount(g_src, weights=g["has_new"], minlength=n_sources) > 0
+        return [
+            np.flatnonzero((g_src == s) & counted) for s in np.flatnonzero(spread_src & new_src)
+        ]
 
     def _detection(
         self,
@@ -486,6 +500,34 @@ class DnsTunnelDetector:
                 f"{cfg.horizon_seconds:g} s"
             ),
         )
+
+
+def _domain_measures(g: dict[str, np.ndarray], i: int) -> dict[str, float]:
+    """The measures of one (source, domain) group, as a finding reports them."""
+    return {
+        "unique": g["unique"][i],
+        "queries": g["queries"][i],
+        "domains": 1,
+        "share": g["share"][i],
+        "bytes": g["bytes"][i],
+        "fresh": g["fresh"][i],
+        "minutes": g["minutes"][i],
+    }
+
+
+def _spread_measures(g: dict[str, np.ndarray], groups: np.ndarray) -> dict[str, float]:
+    """The measures of a source's names spread over ``groups`` (its domains), summed."""
+    u = g["unique"][groups].sum()
+    q = g["queries"][groups].sum()
+    return {
+        "unique": u,
+        "queries": q,
+        "domains": len(groups),
+        "share": g["suspicious"][groups].sum() / max(u, 1.0),
+        "bytes": g["bytes"][groups].sum(),
+        "fresh": min(u / max(q, 1.0), 1.0),
+        "minutes": g["minutes"][groups].max(),
+    }
 
 
 _EMPTY_ROWS: dict[str, np.ndarray] = {
