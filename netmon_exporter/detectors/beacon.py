@@ -164,6 +164,39 @@ def timing_score(dispersion: np.ndarray, regular: np.ndarray, cv: np.ndarray) ->
     return (dispersion + regular + cv_score) / 3
 
 
+def interval_scores(b_ts: np.ndarray, b_gid: np.ndarray, n_groups: int) -> dict[str, np.ndarray]:
+    """Per group, from its beats' times (grouped, in time order): the intervals' quartiles
+    (``q1``, ``median``, ``q3``), ``dispersion`` score, ``regular`` (on-schedule) share and
+    ``cv`` (coefficient of variation, lapses left out)."""
+    b_same = b_gid[1:] == b_gid[:-1]
+    iv, iv_gid = np.diff(b_ts)[b_same], b_gid[1:][b_same]
+    q1, med, q3 = group_quantiles(iv, iv_gid, n_groups, (0.25, 0.5, 0.75))
+    deviation = np.abs(iv - med[iv_gid])
+    (mad,) = group_quantiles(deviation, iv_gid, n_groups, (0.5,))
+    n_iv = np.maximum(np.bincount(iv_gid, minlength=n_groups), 1)
+    regular = (
+        np.bincount(iv_gid, weights=deviation <= REGULAR_BAND * med[iv_gid], minlength=n_groups)
+        / n_iv
+    )
+    # The coefficient of variation leaves out lapses (an interval of more than
+    # LAPSE typical ones: missed beats, the host asleep): they are not jitter, and
+    # the median terms shrug them off.
+    kept = iv < LAPSE * med[iv_gid]
+    n_kept = np.maximum(np.bincount(iv_gid, weights=kept, minlength=n_groups), 1)
+    mean = np.bincount(iv_gid, weights=iv * kept, minlength=n_groups) / n_kept
+    var = np.bincount(iv_gid, weights=kept * (iv - mean[iv_gid]) ** 2, minlength=n_groups) / n_kept
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cv = np.sqrt(var) / mean
+    return {
+        "q1": q1,
+        "median": med,
+        "q3": q3,
+        "dispersion": dispersion_score(med, mad),
+        "regular": regular,
+        "cv": cv,
+    }
+
+
 class BeaconDetector:
     """Score pairs' connection series and long flows' idle gaps for schedule-like regularity."""
 
@@ -246,6 +279,45 @@ class BeaconDetector:
             num(flows, "TotLen Fwd Pkts"),
             now,
         )
+        history = self._history(batch_key)
+        if history is None:
+            return {}
+        pairs, gid, rows, n_rows = history
+        n_groups = len(pairs)
+        ts, size = self._ts[rows], self._bytes[rows]
+        s_med, s_mad = group_median_mad(size, gid, n_groups)
+        like = np.abs(size - s_med[gid]) <= SIZE_BAND * s_med[gid]
+        beat = self._beats(ts, gid, like, n_groups)
+        beats = np.bincount(gid[beat], minlength=n_groups)
+        iv = interval_scores(ts[beat], gid[beat], n_groups)
+        size_share = np.bincount(gid, weights=like, minlength=n_groups) / np.maximum(n_rows, 1)
+        first = np.minimum.reduceat(ts, np.r_[0, np.cumsum(n_rows)[:-1]])
+        last = np.maximum.reduceat(ts, np.r_[0, np.cumsum(n_rows)[:-1]])
+        by_key = np.argsort(batch_key)
+        at = np.searchsorted(batch_key, pairs, sorter=by_key)
+        return {
+            "row": by_key[at],  # a flow of the pair in this batch
+            "connections": beats.astype(np.float64),
+            "interval": iv["median"],
+            "dispersion": 1.0 - iv["dispersion"],
+            "skew": bowley_skew(iv["q1"], iv["median"], iv["q3"]),
+            "regular": iv["regular"],
+            "timing": timing_score(iv["dispersion"], iv["regular"], iv["cv"]),
+            "bytes": s_med,
+            "size": (dispersion_score(s_med, s_mad) + size_share) / 2,
+            "duration": self._duration_score(last - first),
+            "in_connection": np.zeros(n_groups, dtype=bool),
+            "judged": beats >= self.cfg.min_connections,
+        }
+
+    def _history(
+        self, batch_key: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """The remembered connections of this window's pairs that have enough of them.
+
+        Return (those pairs, each connection's pair index, its row in the history, the
+        connections per pair), pair by pair and in time order; None when no pair has enough.
+        """
         sorted_keys = np.sort(batch_key)
         pairs = sorted_keys[np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]]
         lo = np.searchsorted(self._key, pairs, side="left")
@@ -254,23 +326,27 @@ class BeaconDetector:
         # they are judged from ``min_connections`` on.
         cand = np.flatnonzero(hi - lo >= min(PERIOD_MIN_CONNECTIONS, self.cfg.min_connections))
         if len(cand) == 0:
-            return {}
+            return None
         n_rows = hi[cand] - lo[cand]
-        n_groups = len(cand)
-        gid = np.repeat(np.arange(n_groups), n_rows)
+        gid = np.repeat(np.arange(len(cand)), n_rows)
         rows = np.repeat(lo[cand] - np.cumsum(np.r_[0, n_rows[:-1]]), n_rows) + np.arange(
             n_rows.sum()
         )
         rows = rows[np.lexsort((self._ts[rows], gid))]
-        ts, size = self._ts[rows], self._bytes[rows]
-        # A beat is a check-in and what follows it closely: a connection within
-        # min_interval_seconds of the one before (a retry), or one unlike the check-ins
-        # (bytes sent outside the size band: a task's output posted) within a quarter of
-        # the typical interval. Intervals are measured between beats. (Merging like
-        # connections relative to the period would trim the short gaps of random
-        # contacts and make them look regular.)
-        s_med, s_mad = group_median_mad(size, gid, n_groups)
-        like = np.abs(size - s_med[gid]) <= SIZE_BAND * s_med[gid]
+        return pairs[cand], gid, rows, n_rows
+
+    def _beats(
+        self, ts: np.ndarray, gid: np.ndarray, like: np.ndarray, n_groups: int
+    ) -> np.ndarray:
+        """Mark the connections that are beats (``like``: within the size band of check-ins).
+
+        A beat is a check-in and what follows it closely: a connection within
+        min_interval_seconds of the one before (a retry), or one unlike the check-ins
+        (bytes sent outside the size band: a task's output posted) within a quarter of
+        the typical interval. Intervals are measured between beats. (Merging like
+        connections relative to the period would trim the short gaps of random
+        contacts and make them look regular.)
+        """
         same = gid[1:] == gid[:-1]
         gap = np.diff(ts)
         # The typical interval from check-in to check-in (like connections only).
@@ -281,51 +357,7 @@ class BeaconDetector:
         if apart.any():
             (typical,) = group_quantiles(l_gap[apart], l_gid[1:][apart], n_groups, (0.5,))
         follow_up = ~like[1:] & (gap < FOLLOW_UP_SHARE * np.nan_to_num(typical[gid[1:]]))
-        beat = np.r_[True, ~same | ((gap >= self.cfg.min_interval_seconds) & ~follow_up)]
-        b_ts, b_gid = ts[beat], gid[beat]
-        beats = np.bincount(b_gid, minlength=n_groups)
-        b_same = b_gid[1:] == b_gid[:-1]
-        iv, iv_gid = np.diff(b_ts)[b_same], b_gid[1:][b_same]
-        q1, med, q3 = group_quantiles(iv, iv_gid, n_groups, (0.25, 0.5, 0.75))
-        deviation = np.abs(iv - med[iv_gid])
-        (mad,) = group_quantiles(deviation, iv_gid, n_groups, (0.5,))
-        dispersion = dispersion_score(med, mad)
-        n_iv = np.maximum(np.bincount(iv_gid, minlength=n_groups), 1)
-        regular = (
-            np.bincount(iv_gid, weights=deviation <= REGULAR_BAND * med[iv_gid], minlength=n_groups)
-            / n_iv
-        )
-        # The coefficient of variation leaves out lapses (an interval of more than
-        # LAPSE typical ones: missed beats, the host asleep): they are not jitter, and
-        # the median terms shrug them off.
-        kept = iv < LAPSE * med[iv_gid]
-        n_kept = np.maximum(np.bincount(iv_gid, weights=kept, minlength=n_groups), 1)
-        mean = np.bincount(iv_gid, weights=iv * kept, minlength=n_groups) / n_kept
-        var = (
-            np.bincount(iv_gid, weights=kept * (iv - mean[iv_gid]) ** 2, minlength=n_groups)
-            / n_kept
-        )
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cv = np.sqrt(var) / mean
-        size_share = np.bincount(gid, weights=like, minlength=n_groups) / np.maximum(n_rows, 1)
-        first = np.minimum.reduceat(ts, np.r_[0, np.cumsum(n_rows)[:-1]])
-        last = np.maximum.reduceat(ts, np.r_[0, np.cumsum(n_rows)[:-1]])
-        by_key = np.argsort(batch_key)
-        at = np.searchsorted(batch_key, pairs[cand], sorter=by_key)
-        return {
-            "row": by_key[at],  # a flow of the pair in this batch
-            "connections": beats.astype(np.float64),
-            "interval": med,
-            "dispersion": 1.0 - dispersion,
-            "skew": bowley_skew(q1, med, q3),
-            "regular": regular,
-            "timing": timing_score(dispersion, regular, cv),
-            "bytes": s_med,
-            "size": (dispersion_score(s_med, s_mad) + size_share) / 2,
-            "duration": self._duration_score(last - first),
-            "in_connection": np.zeros(n_groups, dtype=bool),
-            "judged": beats >= self.cfg.min_connections,
-        }
+        return np.r_[True, ~same | ((gap >= self.cfg.min_interval_seconds) & ~follow_up)]
 
     def _bursts(self, flows: FlowBatch, now: float) -> dict[str, np.ndarray]:
         """Score the idle gaps of long flows that ended in this window (beacons in one flow)."""
