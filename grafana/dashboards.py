@@ -322,6 +322,62 @@ def rate(metric: str, by: str = "", extra: str = "", scale: str = "") -> str:
     return f"{scale}{grouping}(rate({metric}{selector}{RATE}))"
 
 
+def in_range(metric: str, by: str) -> str:
+    """A counter's increase over the dashboard's time range, summed by ``by``."""
+    return f"sum by ({by}) (increase({metric}{{{S}}}{RANGE}))"
+
+
+def by_label(
+    title: str, description: str, unit: str, metric: str, label: str, *, scale: str = "", **kw: Any
+) -> Any:
+    """A time series of a counter's rate, a series per value of ``label``."""
+    return ts(
+        title, description, unit, [Q(rate(metric, label, scale=scale), f"{{{{{label}}}}}")], **kw
+    )
+
+
+def counters(
+    title: str, description: str, series: dict[str, str], *, unit: str = "cps", **kw: Any
+) -> Any:
+    """A time series of the rates of a few counters (legend -> metric), a series each."""
+    return ts(title, description, unit, [Q(rate(m), legend) for legend, m in series.items()], **kw)
+
+
+def quantile_panel(
+    title: str, description: str, metric: str, *, unit: str = "s", by: str = ""
+) -> Any:
+    """A time series of a histogram's quantiles (p50, p90, p99), optionally by a label."""
+    return ts(title, description, unit, quantiles(metric, by))
+
+
+def share(title: str, description: str, unit: str, metric: str, label: str, **kw: Any) -> Any:
+    """A donut of a counter's increase over the time range, by ``label``."""
+    return pie(
+        title,
+        description,
+        unit,
+        [Q(in_range(metric, label), f"{{{{{label}}}}}", instant=True)],
+        width=6,
+        **kw,
+    )
+
+
+def instant_table(title: str, description: str, unit: str, expr: str, **kw: Any) -> Any:
+    """A table of one instant query: a row per series, its labels as columns."""
+    return table_panel(
+        title, description, unit, [Q(expr, instant=True, fmt=pm.PromQueryFormat.TABLE)], **kw
+    )
+
+
+def with_rows(d: db.Dashboard, rows: dict[str, list[Any]]) -> db.Dashboard:
+    """Add each row and then its panels (a panel belongs to the row above it)."""
+    for title, panels in rows.items():
+        d = d.with_row(db.Row(title))
+        for panel in panels:
+            d = d.with_panel(panel)
+    return d
+
+
 HEALTH_MAP = _value_texts(
     {"0": ("Healthy", "green"), "1": ("Degraded", "orange"), "2": ("Unhealthy", "red")}
 )
@@ -564,14 +620,38 @@ def findings_table(*, width: int = 24, height: int = 9) -> Any:
 # --------------------------------------------------------------------------- dashboards
 
 
+def errors_by_category() -> Any:
+    """On the overview and the errors dashboard."""
+    return by_label(
+        "Errors by category",
+        "Errors counted by the daemon, by category.",
+        "cps",
+        "netmon_errors_total",
+        "category",
+        stack=True,
+    )
+
+
 def overview() -> db.Dashboard:
     d = new_dashboard(
         "netmon-overview",
         "netmon-exporter / Overview & health",
         "Health, uptime, throughput, errors and the active configuration of netmon-exporter.",
     )
-    d = d.with_row(db.Row("Health"))
-    d = d.with_panel(
+    timing = [
+        ("interval", "netmon_config_interval_seconds"),
+        ("min age", "netmon_config_min_age_seconds"),
+        ("retry delay", "netmon_config_retry_delay_seconds"),
+        ("file timeout", "netmon_config_file_timeout_seconds"),
+        ("window length", "netmon_config_window_length_seconds"),
+    ]
+    capacity = [
+        ("workers", "netmon_config_workers"),
+        ("batch size", "netmon_config_batch_size"),
+        ("max retries", "netmon_config_max_retries"),
+        ("max windows", "netmon_config_max_windows"),
+    ]
+    health = [
         stat_panel(
             "Health state",
             "Worst health state across the selected instances (see /health for the reasons).",
@@ -585,9 +665,7 @@ def overview() -> db.Dashboard:
             ],
             mappings=HEALTH_MAP,
             thresholds=_thresholds((None, "green"), (1, "orange"), (2, "red")),
-        )
-    )
-    d = d.with_panel(
+        ),
         stat_panel(
             "Uptime",
             "Time since the process started (process_start_time_seconds).",
@@ -599,9 +677,7 @@ def overview() -> db.Dashboard:
                     "{{instance}}",
                 )
             ],
-        )
-    )
-    d = d.with_panel(
+        ),
         stat_panel(
             "Files waiting",
             "Files seen and waiting to be processed (backlog).",
@@ -609,9 +685,7 @@ def overview() -> db.Dashboard:
             [Q(f"sum(netmon_backlog_files{{{S}}})", "backlog")],
             graph=True,
             thresholds=_thresholds((None, "green"), (10, "orange"), (100, "red")),
-        )
-    )
-    d = d.with_panel(
+        ),
         stat_panel(
             "Config reload",
             "Whether the last configuration reload succeeded.",
@@ -619,69 +693,50 @@ def overview() -> db.Dashboard:
             [Q(f"min(netmon_config_last_reload_successful{{{S}}})", "reload")],
             mappings=RELOAD_MAP,
             thresholds=_thresholds((None, "red"), (1, "green")),
-        )
-    )
-    d = d.with_panel(
+        ),
         state_timeline(
             "Health checks",
             "Each health check per instance: OK or failing. The reason is in "
             "GET /health and the log.",
             [Q(f"netmon_health_check_ok{{{S}}}", "{{instance}} {{check}}")],
             OK_MAP,
-        )
-    )
-    d = d.with_panel(
+        ),
         alert_list(
             "Firing Netmon alerts",
             "Netmon alert rules firing or pending in Prometheus (the data source named "
             "Prometheus), most important first. Security findings pushed by the exporter "
             "are on the Detections dashboard.",
-        )
-    )
-
-    d = d.with_row(db.Row("Throughput"))
-    d = d.with_panel(
-        ts(
+        ),
+    ]
+    throughput = [
+        by_label(
             "Files processed",
             "Files processed successfully, by kind.",
             "cps",
-            [Q(rate("netmon_files_processed_total", "kind"), "{{kind}}")],
-        )
-    )
-    d = d.with_panel(
-        ts(
+            "netmon_files_processed_total",
+            "kind",
+        ),
+        by_label(
             "Flows completed",
             "Flows completed, by transport protocol.",
             "cps",
-            [Q(rate("netmon_flows_total", "protocol"), "{{protocol}}")],
+            "netmon_flows_total",
+            "protocol",
             stack=True,
-        )
-    )
-    d = d.with_panel(
-        ts(
+        ),
+        counters(
             "Windows and alerts",
             "Windows closed and reported; detection "
             "alerts delivered to and failed at Alertmanager.",
-            "cps",
-            [
-                Q(rate("netmon_windows_processed_total"), "windows"),
-                Q(rate("netmon_alerts_sent_total"), "alerts sent"),
-                Q(rate("netmon_alerts_failed_total"), "alerts failed"),
-            ],
-        )
-    )
-    d = d.with_panel(
-        ts(
-            "Errors by category",
-            "Errors counted by the daemon, by category.",
-            "cps",
-            [Q(rate("netmon_errors_total", "category"), "{{category}}")],
-            stack=True,
-        )
-    )
-
-    d = d.with_row(db.Row("Configuration"))
-    d = d.with_panel(
+            {
+                "windows": "netmon_windows_processed_total",
+                "alerts sent": "netmon_alerts_sent_total",
+                "alerts failed": "netmon_alerts_failed_total",
+            },
+        ),
+        errors_by_category(),
+    ]
+    configuration = [
         stat_panel(
             "Last successful reload",
             "When the configuration was last loaded successfully.",
@@ -693,16 +748,7 @@ def overview() -> db.Dashboard:
                 )
             ],
             width=6,
-        )
-    )
-    timing = [
-        ("interval", "netmon_config_interval_seconds"),
-        ("min age", "netmon_config_min_age_seconds"),
-        ("retry delay", "netmon_config_retry_delay_seconds"),
-        ("file timeout", "netmon_config_file_timeout_seconds"),
-        ("window length", "netmon_config_window_length_seconds"),
-    ]
-    d = d.with_panel(
+        ),
         stat_panel(
             "Active timing settings",
             "processing.interval_seconds, capture.min_age_seconds, "
@@ -712,15 +758,7 @@ def overview() -> db.Dashboard:
             [Q(f"max({m}{{{S}}})", name) for name, m in timing],
             width=9,
             text_mode=cm.BigValueTextMode.VALUE_AND_NAME,
-        )
-    )
-    capacity = [
-        ("workers", "netmon_config_workers"),
-        ("batch size", "netmon_config_batch_size"),
-        ("max retries", "netmon_config_max_retries"),
-        ("max windows", "netmon_config_max_windows"),
-    ]
-    d = d.with_panel(
+        ),
         stat_panel(
             "Active capacity settings",
             "processing.workers, processing.batch_size, "
@@ -729,9 +767,7 @@ def overview() -> db.Dashboard:
             [Q(f"max({m}{{{S}}})", name) for name, m in capacity],
             width=6,
             text_mode=cm.BigValueTextMode.VALUE_AND_NAME,
-        )
-    )
-    d = d.with_panel(
+        ),
         stat_panel(
             "Parallel processing",
             "processing.parallel.",
@@ -739,26 +775,19 @@ def overview() -> db.Dashboard:
             [Q(f"min(netmon_config_parallel{{{S}}})", "parallel")],
             width=3,
             mappings=ON_OFF_MAP,
-        )
-    )
-    d = d.with_panel(
-        table_panel(
+        ),
+        instant_table(
             "Versions",
             "netmon-exporter, Python and numpy versions per instance.",
             "none",
-            [
-                Q(
-                    f"max by (instance, version, python_version, numpy_version) "
-                    f"(netmon_build_info{{{S}}})",
-                    instant=True,
-                    fmt=pm.PromQueryFormat.TABLE,
-                )
-            ],
+            f"max by (instance, version, python_version, numpy_version) (netmon_build_info{{{S}}})",
             width=24,
             height=6,
-        )
+        ),
+    ]
+    return with_rows(
+        d, {"Health": health, "Throughput": throughput, "Configuration": configuration}
     )
-    return d
 
 
 def traffic() -> db.Dashboard:
@@ -767,67 +796,47 @@ def traffic() -> db.Dashboard:
         "netmon-exporter / Traffic",
         "Packets, bytes and flows by protocol, and the top talkers, from the processed captures.",
     )
-    d = d.with_row(db.Row("Volume"))
-    d = d.with_panel(
-        ts(
+    volume = [
+        by_label(
             "Packets by protocol",
             "Packets parsed per second of processing, by transport protocol.",
             "pps",
-            [Q(rate("netmon_packets_total", "protocol"), "{{protocol}}")],
+            "netmon_packets_total",
+            "protocol",
             stack=True,
-        )
-    )
-    d = d.with_panel(
-        ts(
+        ),
+        by_label(
             "Bytes by protocol",
             "Bytes on the wire (original length), by transport protocol.",
             "Bps",
-            [Q(rate("netmon_bytes_total", "protocol"), "{{protocol}}")],
+            "netmon_bytes_total",
+            "protocol",
             stack=True,
-        )
-    )
-    d = d.with_panel(
-        ts(
+        ),
+        by_label(
             "Flows by protocol",
             "Flows completed, by transport protocol.",
             "cps",
-            [Q(rate("netmon_flows_total", "protocol"), "{{protocol}}")],
+            "netmon_flows_total",
+            "protocol",
             stack=True,
-        )
-    )
-    d = d.with_panel(
-        pie(
+        ),
+        share(
             "Protocol mix (bytes)",
             "Share of bytes by protocol over the time range.",
             "bytes",
-            [
-                Q(
-                    f"sum by (protocol) (increase(netmon_bytes_total{{{S}}}{RANGE}))",
-                    "{{protocol}}",
-                    instant=True,
-                )
-            ],
-            width=6,
-        )
-    )
-    d = d.with_panel(
-        pie(
+            "netmon_bytes_total",
+            "protocol",
+        ),
+        share(
             "Protocol mix (flows)",
             "Share of flows by protocol over the time range.",
             "short",
-            [
-                Q(
-                    f"sum by (protocol) (increase(netmon_flows_total{{{S}}}{RANGE}))",
-                    "{{protocol}}",
-                    instant=True,
-                )
-            ],
-            width=6,
-        )
-    )
-
-    d = d.with_row(db.Row("Top talkers"))
-    d = d.with_panel(
+            "netmon_flows_total",
+            "protocol",
+        ),
+    ]
+    top_talkers = [
         bars(
             "Top talkers (last window)",
             "Bytes sent by the top talkers of the last closed window, by rank "
@@ -842,55 +851,40 @@ def traffic() -> db.Dashboard:
                     instant=True,
                 )
             ],
-        )
-    )
-    d = d.with_panel(
-        table_panel(
+        ),
+        instant_table(
             "Top talkers by instance",
             "Rank, address (with windows.top_talker_addresses) and bytes of the last closed "
             "window, per instance.",
             "bytes",
-            [
-                Q(
-                    f"max by (instance, rank, address) (netmon_top_talker_bytes{{{S}}})",
-                    instant=True,
-                    fmt=pm.PromQueryFormat.TABLE,
-                )
-            ],
-        )
-    )
-
-    d = d.with_row(db.Row("Parsing"))
-    d = d.with_panel(
-        ts(
+            f"max by (instance, rank, address) (netmon_top_talker_bytes{{{S}}})",
+        ),
+    ]
+    parsing = [
+        by_label(
             "Packets skipped",
             "Packets not turned into flows, by reason.",
             "pps",
-            [Q(rate("netmon_packets_skipped_total", "reason"), "{{reason}}")],
-        )
-    )
-    d = d.with_panel(
-        ts(
+            "netmon_packets_skipped_total",
+            "reason",
+        ),
+        counters(
             "IP fragments and CSV rows",
             "IPv4/IPv6 fragments seen; rows written to flow CSV files.",
-            "cps",
-            [
-                Q(rate("netmon_ip_fragments_total"), "fragments"),
-                Q(rate("netmon_flow_csv_rows_total"), "flow CSV rows"),
-            ],
-        )
-    )
-    d = d.with_panel(
-        ts(
+            {
+                "fragments": "netmon_ip_fragments_total",
+                "flow CSV rows": "netmon_flow_csv_rows_total",
+            },
+        ),
+        counters(
             "Flows ended early (flow table full)",
             "Flows ended before their timeout because a worker's flow table reached "
             "flows.max_open_flows (alert NetmonFlowsEvicted): their features are cut short.",
-            "cps",
-            [Q(rate("netmon_flows_evicted_total"), "evicted")],
+            {"evicted": "netmon_flows_evicted_total"},
             width=24,
-        )
-    )
-    return d
+        ),
+    ]
+    return with_rows(d, {"Volume": volume, "Top talkers": top_talkers, "Parsing": parsing})
 
 
 def detections() -> db.Dashboard:
@@ -899,50 +893,47 @@ def detections() -> db.Dashboard:
         "netmon-exporter / Detections",
         "Detections by detector and severity, classifications and anomaly scores.",
     )
-    d = d.with_row(db.Row("Current findings"))
-    d = d.with_panel(findings_table())
-    d = d.with_row(db.Row("Detections"))
-    d = d.with_panel(
-        ts(
+    per_minute = "60 * "
+    found = [
+        by_label(
             "Detections by detector",
             "Detections raised per minute, by detector.",
             "cpm",
-            [Q(rate("netmon_detections_total", "detector", scale="60 * "), "{{detector}}")],
+            "netmon_detections_total",
+            "detector",
+            scale=per_minute,
             stack=True,
-        )
-    )
-    d = d.with_panel(
-        ts(
+        ),
+        by_label(
             "Detections by severity",
             "Detections raised per minute, by severity.",
             "cpm",
-            [Q(rate("netmon_detections_total", "severity", scale="60 * "), "{{severity}}")],
+            "netmon_detections_total",
+            "severity",
+            scale=per_minute,
             stack=True,
-        )
-    )
-    d = d.with_panel(
+        ),
         ts(
             "Active detections",
             "Detections not yet resolved, by detector.",
             "short",
             [Q(f"sum by (detector) (netmon_detections_active{{{S}}})", "{{detector}}")],
             stack=True,
-        )
-    )
-    d = d.with_row(db.Row("Alerting"))
-    d = d.with_panel(
-        ts(
+        ),
+    ]
+    alerting = [
+        by_label(
             "Incidents opened",
             "New incidents per minute, by detector: a finding that continues across windows "
             "stays one incident (one alert) until it has been quiet for "
             "alerting.resolve_after_windows windows.",
             "cpm",
-            [Q(rate("netmon_incidents_opened_total", "detector", scale="60 * "), "{{detector}}")],
+            "netmon_incidents_opened_total",
+            "detector",
+            scale=per_minute,
             width=8,
             stack=True,
-        )
-    )
-    d = d.with_panel(
+        ),
         ts(
             "Findings suppressed by allow-lists",
             "Findings matched by an ignore entry (ignore.all or ignore.<detector>), per "
@@ -951,92 +942,65 @@ def detections() -> db.Dashboard:
             "cpm",
             [
                 Q(
-                    rate("netmon_detections_suppressed_total", "detector, reason", scale="60 * "),
+                    rate(
+                        "netmon_detections_suppressed_total", "detector, reason", scale=per_minute
+                    ),
                     "{{detector}} ({{reason}})",
                 )
             ],
             width=8,
             stack=True,
-        )
-    )
-    d = d.with_panel(
+        ),
         ts(
             "Windows held back from Alertmanager",
             "Windows whose end was older than alerting.max_window_age_seconds (backfilled or "
             "replayed captures, a backlog being worked off): reported, not pushed.",
             "cpm",
-            [Q(rate("netmon_alert_windows_held_back_total", scale="60 * "), "held back")],
+            [Q(rate("netmon_alert_windows_held_back_total", scale=per_minute), "held back")],
             width=8,
-        )
-    )
-    d = d.with_panel(
-        table_panel(
+        ),
+        instant_table(
             "Detections in range",
             "Detections over the time range, by detector and severity.",
             "short",
-            [
-                Q(
-                    f"sum by (detector, severity) (increase(netmon_detections_total{{{S}}}{RANGE})) > 0",
-                    instant=True,
-                    fmt=pm.PromQueryFormat.TABLE,
-                )
-            ],
-        )
-    )
-
-    d = d.with_row(db.Row("Models"))
-    d = d.with_panel(
-        ts(
+            in_range("netmon_detections_total", "detector, severity") + " > 0",
+        ),
+    ]
+    models = [
+        by_label(
             "Classifications by class",
             "Flows classified per second, by class (supervised classifier).",
             "cps",
-            [Q(rate("netmon_classifications_total", "class"), "{{class}}")],
+            "netmon_classifications_total",
+            "class",
             stack=True,
-        )
-    )
-    d = d.with_panel(
-        pie(
+        ),
+        share(
             "Classification mix",
             "Share of classified flows by class over the time range.",
             "short",
-            [
-                Q(
-                    f"sum by (class) (increase(netmon_classifications_total{{{S}}}{RANGE}))",
-                    "{{class}}",
-                    instant=True,
-                )
-            ],
-            width=6,
-            height=8,
-        )
-    )
-    d = d.with_panel(
-        ts(
+            "netmon_classifications_total",
+            "class",
+        ),
+        counters(
             "Flows analysed",
             "Flows passed through detectors and models.",
-            "cps",
-            [Q(rate("netmon_flows_analysed_total"), "flows analysed")],
+            {"flows analysed": "netmon_flows_analysed_total"},
             width=6,
-        )
-    )
-    d = d.with_panel(
+        ),
         heatmap_panel(
             "Anomaly scores",
             "Distribution of anomaly scores of analysed flows (0 normal, 1 anomalous).",
             "none",
             "netmon_anomaly_score",
-        )
-    )
-    d = d.with_panel(
-        ts(
+        ),
+        quantile_panel(
             "Anomaly score quantiles",
             "Quantiles of the anomaly score (0 normal, "
             "1 anomalous; models.anomaly_threshold marks a flow anomalous).",
-            "none",
-            quantiles("netmon_anomaly_score"),
-        )
-    )
-    d = d.with_panel(
+            "netmon_anomaly_score",
+            unit="none",
+        ),
         stat_panel(
             "Models loaded",
             "Whether a model of each kind is loaded on every selected instance "
@@ -1047,26 +1011,26 @@ def detections() -> db.Dashboard:
             height=6,
             mappings=_value_texts({"1": ("Loaded", "green"), "0": ("Not loaded", "text")}),
             text_mode=cm.BigValueTextMode.VALUE_AND_NAME,
-        )
-    )
-    d = d.with_panel(
-        table_panel(
+        ),
+        instant_table(
             "Loaded models",
             "Models in use, with algorithm, version, training time and digest.",
             "none",
-            [
-                Q(
-                    f"max by (instance, kind, algorithm, version, trained_at, digest) "
-                    f"(netmon_model_info{{{S}}})",
-                    instant=True,
-                    fmt=pm.PromQueryFormat.TABLE,
-                )
-            ],
+            f"max by (instance, kind, algorithm, version, trained_at, digest) "
+            f"(netmon_model_info{{{S}}})",
             width=18,
             height=6,
-        )
+        ),
+    ]
+    return with_rows(
+        d,
+        {
+            "Current findings": [findings_table()],
+            "Detections": found,
+            "Alerting": alerting,
+            "Models": models,
+        },
     )
-    return d
 
 
 def performance() -> db.Dashboard:
@@ -1076,24 +1040,19 @@ def performance() -> db.Dashboard:
         "How long files and windows take, how far behind processing is, and how "
         "busy the workers are.",
     )
-    d = d.with_row(db.Row("Files"))
-    d = d.with_panel(
-        ts(
+    files = [
+        quantile_panel(
             "File processing time",
             "Quantiles of the time to process one file, by kind.",
-            "s",
-            quantiles("netmon_file_processing_seconds", "kind", (0.5, 0.9, 0.99)),
-        )
-    )
-    d = d.with_panel(
+            "netmon_file_processing_seconds",
+            by="kind",
+        ),
         heatmap_panel(
             "File processing time distribution",
             "Files by processing time.",
             "s",
             "netmon_file_processing_seconds",
-        )
-    )
-    d = d.with_panel(
+        ),
         ts(
             "File size",
             "Average and p90 size of processed files, by kind.",
@@ -1106,36 +1065,27 @@ def performance() -> db.Dashboard:
                 ),
                 *quantiles("netmon_file_size_bytes", "kind", (0.9,)),
             ],
-        )
-    )
-    d = d.with_panel(
-        ts(
+        ),
+        counters(
             "Processing throughput",
             "Packets parsed per second, all protocols: "
             "how much traffic the processor gets through.",
-            "pps",
-            [Q(rate("netmon_packets_total"), "packets")],
-        )
-    )
-
-    d = d.with_row(db.Row("Keeping up"))
-    d = d.with_panel(
-        ts(
+            {"packets": "netmon_packets_total"},
+            unit="pps",
+        ),
+    ]
+    keeping_up = [
+        quantile_panel(
             "Lag from ready to processed",
             "Quantiles of the time between a file becoming ready and being processed.",
-            "s",
-            quantiles("netmon_file_lag_seconds"),
-        )
-    )
-    d = d.with_panel(
+            "netmon_file_lag_seconds",
+        ),
         heatmap_panel(
             "Lag distribution",
             "Files by lag from ready to processed.",
             "s",
             "netmon_file_lag_seconds",
-        )
-    )
-    d = d.with_panel(
+        ),
         ts(
             "Backlog and in progress",
             "Files waiting, files being processed right now, and files found but not "
@@ -1146,9 +1096,7 @@ def performance() -> db.Dashboard:
                 Q(f"sum(netmon_files_in_progress{{{S}}})", "in progress"),
                 Q(f"sum(netmon_files_not_ready{{{S}}})", "not ready"),
             ],
-        )
-    )
-    d = d.with_panel(
+        ),
         ts(
             "Worker utilisation",
             "Busy workers over configured workers (processing.workers).",
@@ -1160,9 +1108,7 @@ def performance() -> db.Dashboard:
                     "{{instance}}",
                 )
             ],
-        )
-    )
-    d = d.with_panel(
+        ),
         ts(
             "Time since last success",
             "Seconds since a file was last processed "
@@ -1180,19 +1126,14 @@ def performance() -> db.Dashboard:
                     "{{instance}} activity",
                 ),
             ],
-        )
-    )
-
-    d = d.with_row(db.Row("Windows"))
-    d = d.with_panel(
-        ts(
+        ),
+    ]
+    windows = [
+        quantile_panel(
             "Window processing time",
             "Quantiles of the time to analyse and report one window.",
-            "s",
-            quantiles("netmon_window_processing_seconds"),
-        )
-    )
-    d = d.with_panel(
+            "netmon_window_processing_seconds",
+        ),
         ts(
             "Windows kept",
             "Window reports currently kept on disk (windows.max_windows).",
@@ -1201,11 +1142,9 @@ def performance() -> db.Dashboard:
                 Q(f"sum by (instance) (netmon_windows_kept{{{S}}})", "{{instance}}"),
                 Q(f"max(netmon_config_max_windows{{{S}}})", "limit"),
             ],
-        )
-    )
-
-    d = d.with_row(db.Row("Process resources"))
-    d = d.with_panel(
+        ),
+    ]
+    resources = [
         ts(
             "CPU",
             "CPU time per second (1 = one core) of the daemon process and of each worker "
@@ -1219,9 +1158,7 @@ def performance() -> db.Dashboard:
                 ),
             ],
             width=8,
-        )
-    )
-    d = d.with_panel(
+        ),
         ts(
             "Resident memory",
             "Resident memory of the daemon process and of each worker process.",
@@ -1237,9 +1174,7 @@ def performance() -> db.Dashboard:
                 ),
             ],
             width=8,
-        )
-    )
-    d = d.with_panel(
+        ),
         ts(
             "Open file descriptors",
             "Open file descriptors of the daemon process (against its limit, alert "
@@ -1254,9 +1189,17 @@ def performance() -> db.Dashboard:
                 ),
             ],
             width=8,
-        )
+        ),
+    ]
+    return with_rows(
+        d,
+        {
+            "Files": files,
+            "Keeping up": keeping_up,
+            "Windows": windows,
+            "Process resources": resources,
+        },
     )
-    return d
 
 
 def errors() -> db.Dashboard:
@@ -1266,35 +1209,24 @@ def errors() -> db.Dashboard:
         "Errors, failed files, retries, quarantines, configuration reloads and "
         "the LLM and Alertmanager dependencies.",
     )
-    d = d.with_row(db.Row("Errors"))
-    d = d.with_panel(
-        ts(
-            "Errors by category",
-            "Errors counted by the daemon, by category.",
-            "cps",
-            [Q(rate("netmon_errors_total", "category"), "{{category}}")],
-            stack=True,
-        )
-    )
-    d = d.with_panel(
-        ts(
+    failures = [
+        errors_by_category(),
+        by_label(
             "Failed file attempts by reason",
             "File processing attempts that "
             "failed, by reason (retried until processing.max_retries).",
             "cps",
-            [Q(rate("netmon_files_failed_total", "reason"), "{{reason}}")],
+            "netmon_files_failed_total",
+            "reason",
             stack=True,
-        )
-    )
-    d = d.with_panel(
-        ts(
+        ),
+        by_label(
             "Retries by stage",
             "Retries scheduled, by stage.",
             "cps",
-            [Q(rate("netmon_retries_total", "stage"), "{{stage}}")],
-        )
-    )
-    d = d.with_panel(
+            "netmon_retries_total",
+            "stage",
+        ),
         ts(
             "Failure ratio",
             "Failed attempts over all attempts (alert NetmonFileFailureRatioHigh above 10%).",
@@ -1307,36 +1239,29 @@ def errors() -> db.Dashboard:
                     "failure ratio",
                 )
             ],
-        )
-    )
-
-    d = d.with_row(db.Row("Quarantine and duplicates"))
-    d = d.with_panel(
+        ),
+    ]
+    quarantine = [
         bars(
             "Quarantined in range",
             "Files quarantined over the time range, by kind and reason.",
             "short",
             [
                 Q(
-                    f"sum by (kind, reason) (increase(netmon_files_quarantined_total{{{S}}}{RANGE}))",
+                    in_range("netmon_files_quarantined_total", "kind, reason"),
                     "{{kind}} {{reason}}",
                     instant=True,
                 )
             ],
-        )
-    )
-    d = d.with_panel(
-        ts(
+        ),
+        counters(
             "Quarantines and duplicates",
             "Files quarantined, and files skipped because the ledger already has them done.",
-            "cps",
-            [
-                Q(rate("netmon_files_quarantined_total"), "quarantined"),
-                Q(rate("netmon_files_skipped_duplicate_total"), "duplicates skipped"),
-            ],
-        )
-    )
-    d = d.with_panel(
+            {
+                "quarantined": "netmon_files_quarantined_total",
+                "duplicates skipped": "netmon_files_skipped_duplicate_total",
+            },
+        ),
         ts(
             "Files ignored and dated in the future",
             "Files matching capture.patterns that are never opened, by reason (alert "
@@ -1348,75 +1273,61 @@ def errors() -> db.Dashboard:
                 Q(rate("netmon_files_clock_skew_total"), "clock skew"),
             ],
             width=24,
-        )
-    )
-
-    d = d.with_row(db.Row("LLM summaries"))
-    d = d.with_panel(
-        ts(
-            "LLM summaries",
-            "Window summaries written by the LLM, and failures "
-            "(the templated summary is used then).",
-            "cps",
-            [
-                Q(rate("netmon_llm_summaries_total"), "written"),
-                Q(rate("netmon_llm_summaries_failed_total"), "failed"),
+        ),
+    ]
+    return with_rows(
+        d,
+        {
+            "Errors": failures,
+            "Quarantine and duplicates": quarantine,
+            "LLM summaries": [
+                counters(
+                    "LLM summaries",
+                    "Window summaries written by the LLM, and failures "
+                    "(the templated summary is used then).",
+                    {
+                        "written": "netmon_llm_summaries_total",
+                        "failed": "netmon_llm_summaries_failed_total",
+                    },
+                ),
+                quantile_panel(
+                    "LLM request duration",
+                    "Quantiles of LLM request duration.",
+                    "netmon_llm_request_seconds",
+                ),
             ],
-        )
-    )
-    d = d.with_panel(
-        ts(
-            "LLM request duration",
-            "Quantiles of LLM request duration.",
-            "s",
-            quantiles("netmon_llm_request_seconds"),
-        )
-    )
-
-    d = d.with_row(db.Row("Alertmanager"))
-    d = d.with_panel(
-        ts(
-            "Detection alerts",
-            "Alerts accepted by Alertmanager, and alerts that could not be delivered.",
-            "cps",
-            [
-                Q(rate("netmon_alerts_sent_total"), "sent"),
-                Q(rate("netmon_alerts_failed_total"), "failed"),
+            "Alertmanager": [
+                counters(
+                    "Detection alerts",
+                    "Alerts accepted by Alertmanager, and alerts that could not be delivered.",
+                    {"sent": "netmon_alerts_sent_total", "failed": "netmon_alerts_failed_total"},
+                ),
+                quantile_panel(
+                    "Alertmanager push duration",
+                    "Quantiles of push duration.",
+                    "netmon_alertmanager_push_seconds",
+                ),
             ],
-        )
-    )
-    d = d.with_panel(
-        ts(
-            "Alertmanager push duration",
-            "Quantiles of push duration.",
-            "s",
-            quantiles("netmon_alertmanager_push_seconds"),
-        )
-    )
-
-    d = d.with_row(db.Row("Configuration reloads"))
-    d = d.with_panel(
-        ts(
-            "Reloads",
-            "Configuration reloads attempted and failed.",
-            "cps",
-            [
-                Q(rate("netmon_config_reloads_total"), "attempted"),
-                Q(rate("netmon_config_reload_failures_total"), "failed"),
+            "Configuration reloads": [
+                counters(
+                    "Reloads",
+                    "Configuration reloads attempted and failed.",
+                    {
+                        "attempted": "netmon_config_reloads_total",
+                        "failed": "netmon_config_reload_failures_total",
+                    },
+                ),
+                state_timeline(
+                    "Last reload successful",
+                    "Whether each instance's last configuration reload "
+                    "succeeded (alert NetmonConfigReloadFailed).",
+                    [Q(f"netmon_config_last_reload_successful{{{S}}}", "{{instance}}")],
+                    RELOAD_MAP,
+                    width=12,
+                ),
             ],
-        )
+        },
     )
-    d = d.with_panel(
-        state_timeline(
-            "Last reload successful",
-            "Whether each instance's last configuration reload "
-            "succeeded (alert NetmonConfigReloadFailed).",
-            [Q(f"netmon_config_last_reload_successful{{{S}}}", "{{instance}}")],
-            RELOAD_MAP,
-            width=12,
-        )
-    )
-    return d
 
 
 DASHBOARDS: dict[str, Callable[[], db.Dashboard]] = {
