@@ -37,11 +37,14 @@ from .scan_probes import (
     UNANSWERED,
     ContactStore,
     Members,
+    by_tier,
     classify,
     count_in,
     group_ids,
     key_hash,
     kind_counts,
+    probe_evidence,
+    scan_detection,
     select,
     service_name,
     tiers,
@@ -206,25 +209,14 @@ class AddressSweepDetector:
         new_keys = key_hash(new["src"][new_probe], new["svc"][new_probe])
         out: list[Detection] = []
         reported: set[int] = set()
-        for horizon, threshold in self.tiers:
-            live = rows["last"] >= window_end - horizon
+        window = (window_start, window_end)
+        for horizon, threshold, live, fresh in by_tier(rows, touched, self.tiers, window_end):
             out += self._single(
-                select(rows, live),
-                touched[live],
-                new_keys,
-                horizon,
-                threshold,
-                reported,
-                window_start,
-                window_end,
-                prev_end,
+                live, fresh, new_keys, horizon, threshold, reported, window, prev_end
             )
-        if self.cfg.distributed_min_sources and self.tiers:
-            horizon = self.tiers[0][0]
-            live = rows["last"] >= window_end - horizon
-            out += self._distributed(
-                select(rows, live), touched[live], horizon, window_start, window_end
-            )
+        if self.cfg.distributed_min_sources:
+            for horizon, _, live, fresh in by_tier(rows, touched, self.tiers[:1], window_end):
+                out += self._distributed(live, fresh, horizon, window)
         return out
 
     def _groups(self, rows: dict[str, np.ndarray], now: float) -> dict[str, np.ndarray]:
@@ -280,12 +272,12 @@ class AddressSweepDetector:
         horizon: float,
         threshold: int,
         reported: set[int],
-        window_start: float,
-        window_end: float,
+        window: tuple[float, float],
         prev_end: float | None,
     ) -> list[Detection]:
         if not len(rows["last"]):
             return []
+        window_end = window[1]
         g = self._groups(rows, window_end)
         gid, first = g["gid"], g["first"]
         n = len(first)
@@ -315,22 +307,15 @@ class AddressSweepDetector:
             ev = self._evidence(
                 select(rows, m), threshold, horizon, int(in_window), int(g["answered"][i])
             )
-            ev["sources"] = 1
-            ev["top_sources"] = [{"value": source, "count": ev["distinct_hosts"]}]
+            summary = (
+                f"{source} probed {target} on {ev['distinct_hosts']} distinct hosts "
+                f"within {horizon:g} s ({ev['unanswered']} unanswered, "
+                f"{ev['answered']} answered)"
+            )
+            top = [{"value": source, "count": ev["distinct_hosts"]}]
             out.append(
-                Detection(
-                    detector=self.name,
-                    severity=self.cfg.severity,
-                    source=source,
-                    target=target,
-                    window_start=window_start,
-                    window_end=window_end,
-                    evidence=ev,
-                    summary=(
-                        f"{source} probed {target} on {ev['distinct_hosts']} distinct hosts "
-                        f"within {horizon:g} s ({ev['unanswered']} unanswered, "
-                        f"{ev['answered']} answered)"
-                    ),
+                scan_detection(
+                    self.name, self.cfg.severity, source, target, ev, (1, top), summary, window
                 )
             )
         return out
@@ -340,14 +325,13 @@ class AddressSweepDetector:
         rows: dict[str, np.ndarray],
         touched: np.ndarray,
         horizon: float,
-        window_start: float,
-        window_end: float,
+        window: tuple[float, float],
     ) -> list[Detection]:
         """Many sources, each probing a few hosts of one network on one service."""
         cfg = self.cfg
         if not len(rows["last"]):
             return []
-        g = self._groups(rows, window_end)
+        g = self._groups(rows, window[1])
         per_row_swept = g["swept"][g["gid"]]
         # Only hosts that never answered the source count: many clients pinging or trying
         # the same few live servers is a busy network, not a sweep (Zeek: failed only).
@@ -392,22 +376,14 @@ class AddressSweepDetector:
                 int(touched[m].sum()),
                 int(((tr["answered"] > 0) | (tr["success"] > 0)).sum()),
             )
-            ev["sources"] = n_sources_t
-            ev["top_sources"] = top
+            summary = (
+                f"{n_sources_t} sources probed {target} on {ev['distinct_hosts']} "
+                f"distinct hosts within {horizon:g} s (distributed sweep; "
+                f"top: {top[0]['value']})"
+            )
             out.append(
-                Detection(
-                    detector=self.name,
-                    severity=cfg.severity,
-                    source="many",
-                    target=target,
-                    window_start=window_start,
-                    window_end=window_end,
-                    evidence=ev,
-                    summary=(
-                        f"{n_sources_t} sources probed {target} on {ev['distinct_hosts']} "
-                        f"distinct hosts within {horizon:g} s (distributed sweep; "
-                        f"top: {top[0]['value']})"
-                    ),
+                scan_detection(
+                    self.name, cfg.severity, "many", target, ev, (n_sources_t, top), summary, window
                 )
             )
         return out
@@ -418,15 +394,7 @@ class AddressSweepDetector:
     ) -> dict[str, object]:
         hosts = np.unique(rows["dst"])
         return {
-            "distinct_hosts": len(hosts),
-            "threshold": threshold,
-            "probes": int(rows["probes"].sum()),
-            "probes_in_window": in_window,
-            "unanswered": int(rows["unanswered"].sum()),
-            "reset": int(rows["reset"].sum()),
-            "horizon_seconds": horizon,
-            "first_seen": float(rows["first"].min()),
-            "last_seen": float(rows["last"].max()),
+            **probe_evidence(rows, "distinct_hosts", len(hosts), threshold, horizon, in_window),
             "answered": answered,
             "sample_hosts": addrs_to_str(hosts[:10]),
             "probe_kinds": kind_counts(rows["kinds"]),

@@ -25,11 +25,14 @@ from .scan_probes import (
     UNANSWERED,
     ContactStore,
     Members,
+    by_tier,
     classify,
     count_in,
     group_ids,
     key_hash,
     kind_counts,
+    probe_evidence,
+    scan_detection,
     select,
     service_name,
     tiers,
@@ -76,24 +79,12 @@ class PortScanDetector:
         new_keys = key_hash(new["src"], new["dst"])
         out: list[Detection] = []
         reported: set[tuple[bytes, bytes]] = set()
-        for horizon, threshold in self.tiers:
-            live = rows["last"] >= window_end - horizon
-            out += self._single(
-                select(rows, live),
-                touched[live],
-                new_keys,
-                horizon,
-                threshold,
-                reported,
-                window_start,
-                window_end,
-            )
-        if self.cfg.distributed_min_sources and self.tiers:
-            horizon = self.tiers[0][0]
-            live = rows["last"] >= window_end - horizon
-            out += self._distributed(
-                select(rows, live), touched[live], horizon, window_start, window_end
-            )
+        window = (window_start, window_end)
+        for horizon, threshold, live, fresh in by_tier(rows, touched, self.tiers, window_end):
+            out += self._single(live, fresh, new_keys, horizon, threshold, reported, window)
+        if self.cfg.distributed_min_sources:
+            for horizon, _, live, fresh in by_tier(rows, touched, self.tiers[:1], window_end):
+                out += self._distributed(live, fresh, horizon, window)
         return out
 
     def _single(
@@ -104,8 +95,7 @@ class PortScanDetector:
         horizon: float,
         threshold: int,
         reported: set[tuple[bytes, bytes]],
-        window_start: float,
-        window_end: float,
+        window: tuple[float, float],
     ) -> list[Detection]:
         gid, first, ports = group_ids(rows["src"], rows["dst"])
         if len(ports) == 0:
@@ -127,22 +117,15 @@ class PortScanDetector:
             source, target = addrs_to_str(np.array([src, dst]))
             ev = self._evidence(select(rows, m), threshold, horizon, int(fresh))
             kinds = ", ".join(kind_counts(rows["kinds"][m]))
-            ev["sources"] = 1
-            ev["top_sources"] = [{"value": source, "count": int(ports[g])}]
+            summary = (
+                f"{source} probed {int(ports[g])} distinct ports on {target} within "
+                f"{horizon:g} s ({ev['unanswered']} unanswered, {ev['reset']} reset; "
+                f"{kinds} probes)"
+            )
+            top = [{"value": source, "count": int(ports[g])}]
             out.append(
-                Detection(
-                    detector=self.name,
-                    severity=self.cfg.severity,
-                    source=source,
-                    target=target,
-                    window_start=window_start,
-                    window_end=window_end,
-                    evidence=ev,
-                    summary=(
-                        f"{source} probed {int(ports[g])} distinct ports on {target} within "
-                        f"{horizon:g} s ({ev['unanswered']} unanswered, {ev['reset']} reset; "
-                        f"{kinds} probes)"
-                    ),
+                scan_detection(
+                    self.name, self.cfg.severity, source, target, ev, (1, top), summary, window
                 )
             )
         return out
@@ -152,8 +135,7 @@ class PortScanDetector:
         rows: dict[str, np.ndarray],
         touched: np.ndarray,
         horizon: float,
-        window_start: float,
-        window_end: float,
+        window: tuple[float, float],
     ) -> list[Detection]:
         """Many sources, each probing a few ports of one host (each below the fast tier)."""
         cfg = self.cfg
@@ -189,21 +171,20 @@ class PortScanDetector:
             per_source = per_row[m][src_first]
             top = top_counts(addrs_to_str(hr["src"][src_first]), per_source)
             ev = self._evidence(hr, cfg.distributed_min_ports, horizon, int(touched[m].sum()))
-            ev["sources"] = len(src_first)
-            ev["top_sources"] = top
+            summary = (
+                f"{len(src_first)} sources probed {ports} distinct ports on {target} within "
+                f"{horizon:g} s (distributed scan; top: {top[0]['value']})"
+            )
             out.append(
-                Detection(
-                    detector=self.name,
-                    severity=cfg.severity,
-                    source="many",
-                    target=target,
-                    window_start=window_start,
-                    window_end=window_end,
-                    evidence=ev,
-                    summary=(
-                        f"{len(src_first)} sources probed {ports} distinct ports on {target} within "
-                        f"{horizon:g} s (distributed scan; top: {top[0]['value']})"
-                    ),
+                scan_detection(
+                    self.name,
+                    cfg.severity,
+                    "many",
+                    target,
+                    ev,
+                    (len(src_first), top),
+                    summary,
+                    window,
                 )
             )
         return out
@@ -214,15 +195,7 @@ class PortScanDetector:
     ) -> dict[str, object]:
         services = np.unique(rows["svc"])
         return {
-            "distinct_ports": len(services),
-            "threshold": threshold,
-            "probes": int(rows["probes"].sum()),
-            "probes_in_window": in_window,
-            "unanswered": int(rows["unanswered"].sum()),
-            "reset": int(rows["reset"].sum()),
-            "horizon_seconds": horizon,
-            "first_seen": float(rows["first"].min()),
-            "last_seen": float(rows["last"].max()),
+            **probe_evidence(rows, "distinct_ports", len(services), threshold, horizon, in_window),
             "open": int(rows["open"].sum()),
             "sample_ports": [service_name(s) for s in services[:20]],
             "probe_kinds": kind_counts(rows["kinds"]),

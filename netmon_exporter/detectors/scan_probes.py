@@ -1,4 +1,5 @@
-"""What counts as a scan probe, and the bounded memory of contacts the scan detectors share.
+"""What counts as a scan probe, the bounded memory of contacts the scan detectors share,
+and the frame of their findings (tiers, probe evidence, sources).
 
 A *probe* is an attempt the target did not accept (Zeek's "failed connection",
 Snort's "negative response"), read from a flow's counters:
@@ -24,15 +25,18 @@ Snort's "negative response"), read from a flow's counters:
 
 :class:`ContactStore` keeps one row per (source, destination, service) with the
 first and last time and counters, so an hour of history costs one row per distinct
-probed pair rather than one per probe.
+probed pair rather than one per probe. :func:`by_tier` gives each time tier its
+contacts, :func:`probe_evidence` and :func:`scan_detection` the evidence and the
+detection every scan finding has.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
+from ..detection import Detection
 from ..flow_schema import PROTOCOLS, FlowBatch
 from .base import addr_words, mix64
 from .features import (
@@ -292,6 +296,54 @@ def group_ids(*parts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def tiers(*pairs: tuple[float, int]) -> list[tuple[float, int]]:
     """The (horizon seconds, threshold) tiers in use, shortest first (threshold 0: off)."""
     return sorted((float(h), int(t)) for h, t in pairs if t > 0)
+
+
+def by_tier(
+    rows: dict[str, np.ndarray], touched: np.ndarray, tiers: list[tuple[float, int]], now: float
+) -> Iterator[tuple[float, int, dict[str, np.ndarray], np.ndarray]]:
+    """Each tier's (horizon, threshold, rows, touched): the contacts last seen within its horizon."""
+    for horizon, threshold in tiers:
+        live = rows["last"] >= now - horizon
+        yield horizon, threshold, select(rows, live), touched[live]
+
+
+def probe_evidence(
+    rows: Mapping[str, np.ndarray],
+    count_key: str,
+    count: int,
+    threshold: int,
+    horizon: float,
+    in_window: int,
+) -> dict[str, object]:
+    """The evidence a scan finding opens with: the count that crossed ``threshold``
+    (``count_key``: distinct ports or hosts), then its probes' counts and times."""
+    return {
+        count_key: count,
+        "threshold": threshold,
+        "probes": int(rows["probes"].sum()),
+        "probes_in_window": in_window,
+        "unanswered": int(rows["unanswered"].sum()),
+        "reset": int(rows["reset"].sum()),
+        "horizon_seconds": horizon,
+        "first_seen": float(rows["first"].min()),
+        "last_seen": float(rows["last"].max()),
+    }
+
+
+def scan_detection(
+    detector: str,
+    severity: str,
+    source: str,
+    target: str,
+    evidence: dict[str, object],
+    sources: tuple[int, list[dict[str, object]]],
+    summary: str,
+    window: tuple[float, float],
+) -> Detection:
+    """A scan finding: ``evidence`` closed by its ``sources`` (how many, and the top ones
+    with counts), from one source or ``many``."""
+    evidence["sources"], evidence["top_sources"] = sources
+    return Detection(detector, severity, source, target, *window, evidence, summary)
 
 
 class Members:
