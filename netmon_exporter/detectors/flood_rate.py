@@ -72,6 +72,11 @@ def spread_bins(
     return np.cumsum(diff.reshape(n_groups, width), axis=1)[:, :nbins]
 
 
+def window_seconds(window_start: float, window_end: float) -> tuple[int, int]:
+    """The window's per-second bins: its first second and how many seconds (at least 1)."""
+    return int(np.floor(window_start)), max(int(round(window_end - window_start)), 1)
+
+
 def busiest_keys(totals: np.ndarray, threshold: float, max_keys: int) -> np.ndarray:
     """The keys worth judging (and keeping for the next window): those with a fair share
     of a flood (5 % of ``threshold``, at least 1), at most the ``max_keys`` busiest."""
@@ -446,8 +451,7 @@ class VolumeFlood:
         c = self.cfg
         if not c.enabled:
             return []
-        length = max(int(round(window_end - window_start)), 1)
-        t0 = int(np.floor(window_start))
+        t0, length = window_seconds(window_start, window_end)
         idx = self.rows(flows) if len(flows) else np.zeros(0, np.int64)
         keys_all = np.zeros(0, np.uint64)
         per_key = np.zeros(0)

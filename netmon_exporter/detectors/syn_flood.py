@@ -23,6 +23,7 @@ from .flood_rate import (
     spread_bins,
     still_flooded,
     victim_keys,
+    window_seconds,
 )
 
 SPOOFED = "spoofed"  # evidence "reason": many sources and most connections half-open
@@ -80,8 +81,7 @@ class SynFloodDetector:
         c = self.cfg
         if not c.enabled:
             return []
-        length = max(int(round(window_end - window_start)), 1)
-        t0 = int(np.floor(window_start))
+        t0, length = window_seconds(window_start, window_end)
         t = tcp_outcomes(flows) if len(flows) else {"tcp": np.zeros(0, bool)}
         tcp = np.flatnonzero(t["tcp"])
         if not len(tcp):
