@@ -10,37 +10,16 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from .daemon_site import daemon_config
 from .integration.daemon_process import DaemonProcess
 from .test_config_hostile import BOMB_CONFIG
 
 pytestmark = pytest.mark.integration
 
-CONFIG = """\
-capture:
-  directory: captures
-  min_age_seconds: 0
-processing:
-  interval_seconds: 10
-  workers: 1
-output:
-  directory: out
-state:
-  directory: state
-"""
-
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
-    (tmp_path / "captures").mkdir()
-    (tmp_path / "config.yaml").write_text(CONFIG)
-    d = DaemonProcess(tmp_path / "config.yaml").start()
-    yield d
-    d.kill()
+CONFIG = daemon_config()  # what the daemon fixture (tests/conftest.py) runs
 
 
 def test_sighup_with_an_alias_bomb_is_refused_quickly(daemon: DaemonProcess) -> None:

@@ -7,42 +7,15 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
+from ..daemon_site import daemon_config
 from .daemon_process import DaemonProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
 
-CONFIG = """\
-capture:
-  directory: captures
-  min_age_seconds: 0
-processing:
-  interval_seconds: 10
-  workers: 1
-output:
-  directory: out
-state:
-  directory: state
-"""
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> Path:
-    (tmp_path / "captures").mkdir()
-    (tmp_path / "config.yaml").write_text(CONFIG)
-    return tmp_path
-
-
-@pytest.fixture
-def daemon(site: Path) -> Iterator[DaemonProcess]:
-    d = DaemonProcess(site / "config.yaml").start()
-    yield d
-    d.kill()
+CONFIG = daemon_config()  # what the daemon_site and daemon fixtures (tests/conftest.py) run
 
 
 def test_metrics_catalogue_and_promtool(daemon: DaemonProcess) -> None:
@@ -66,8 +39,8 @@ def test_metrics_catalogue_and_promtool(daemon: DaemonProcess) -> None:
     assert code == 200 and json.loads(health)["state"] == "healthy"
 
 
-def test_sighup_with_bad_config_keeps_old_one(daemon: DaemonProcess, site: Path) -> None:
-    cfg = site / "config.yaml"
+def test_sighup_with_bad_config_keeps_old_one(daemon: DaemonProcess, daemon_site: Path) -> None:
+    cfg = daemon_site / "config.yaml"
     cfg.write_text(CONFIG.replace("min_age_seconds: 0", "min_age_seconds: 400"))
     before = daemon.metric("netmon_config_reload_failures_total")
     daemon.send(signal.SIGHUP)
@@ -91,8 +64,10 @@ def test_sighup_with_bad_config_keeps_old_one(daemon: DaemonProcess, site: Path)
     assert daemon.metric("netmon_config_last_reload_success_timestamp_seconds") > time.time() - 60
 
 
-def test_http_reload_failure_answers_500_with_reason(daemon: DaemonProcess, site: Path) -> None:
-    (site / "config.yaml").write_text(CONFIG + "bogus: 1\n")
+def test_http_reload_failure_answers_500_with_reason(
+    daemon: DaemonProcess, daemon_site: Path
+) -> None:
+    (daemon_site / "config.yaml").write_text(CONFIG + "bogus: 1\n")
     code, body = daemon.get("/-/reload", method="POST")
     assert code == 500
     assert "bogus: unknown key" in json.loads(body)["message"]
@@ -104,8 +79,10 @@ def test_unchanged_reload_is_a_noop(daemon: DaemonProcess) -> None:
     assert code == 200 and "unchanged" in json.loads(body)["message"]
 
 
-def test_restart_only_setting_is_reported(daemon: DaemonProcess, site: Path) -> None:
-    (site / "config.yaml").write_text(CONFIG.replace("directory: state", "directory: state2"))
+def test_restart_only_setting_is_reported(daemon: DaemonProcess, daemon_site: Path) -> None:
+    (daemon_site / "config.yaml").write_text(
+        CONFIG.replace("directory: state", "directory: state2")
+    )
     code, body = daemon.get("/-/reload", method="POST")
     assert code == 200
     assert json.loads(body)["restart_required"] == ["state.directory"]
@@ -119,17 +96,17 @@ def test_sigterm_exits_zero_promptly(daemon: DaemonProcess) -> None:
     assert any("msg=stopped" in line for line in daemon.lines), daemon.log_text()
 
 
-def test_bad_config_at_startup_exits_1(site: Path) -> None:
-    (site / "config.yaml").write_text(CONFIG.replace("workers: 1", "workers: 99"))
-    d = DaemonProcess(site / "config.yaml")
-    proc = subprocess.run(d.args, capture_output=True, text=True, timeout=60, cwd=site)
+def test_bad_config_at_startup_exits_1(daemon_site: Path) -> None:
+    (daemon_site / "config.yaml").write_text(CONFIG.replace("workers: 1", "workers: 99"))
+    d = DaemonProcess(daemon_site / "config.yaml")
+    proc = subprocess.run(d.args, capture_output=True, text=True, timeout=60, cwd=daemon_site)
     assert proc.returncode == 1
     assert "processing.workers: 99 is above the maximum 16" in proc.stderr
 
 
-def test_processes_sample_captures(daemon: DaemonProcess, site: Path) -> None:
+def test_processes_sample_captures(daemon: DaemonProcess, daemon_site: Path) -> None:
     for name in ("icmp.pcap", "tcp-handshake-reorder.pcap", "dns-edns-ecs.pcap"):
-        shutil.copy(SAMPLES / name, site / "captures" / name)
+        shutil.copy(SAMPLES / name, daemon_site / "captures" / name)
     daemon.wait_for(
         lambda: daemon.metric("netmon_files_processed_total", {"kind": "pcap"}) == 3,
         timeout=60,
@@ -139,10 +116,10 @@ def test_processes_sample_captures(daemon: DaemonProcess, site: Path) -> None:
     assert daemon.metric("netmon_packets_total", {"protocol": "icmp"}) > 0
     assert daemon.metric("netmon_flows_total", {"protocol": "udp"}) > 0
     assert daemon.metric("netmon_last_success_timestamp_seconds") > 0
-    assert list((site / "out").rglob("*.csv")), "flow CSVs written"
+    assert list((daemon_site / "out").rglob("*.csv")), "flow CSVs written"
 
 
-def test_dead_llm_and_alertmanager_degrade_health_but_never_block_flows(site: Path) -> None:
+def test_dead_llm_and_alertmanager_degrade_health_but_never_block_flows(daemon_site: Path) -> None:
     """A hanging LLM and an unreachable Alertmanager: files keep flowing, health degrades."""
     import socket
     import threading
@@ -167,7 +144,7 @@ def test_dead_llm_and_alertmanager_degrade_health_but_never_block_flows(site: Pa
 
     t = threading.Thread(target=accept, daemon=True)
     t.start()
-    (site / "config.yaml").write_text(
+    (daemon_site / "config.yaml").write_text(
         CONFIG
         + f"""\
 llm:
@@ -182,11 +159,11 @@ alerting:
   max_window_age_seconds: 0  # the sample captures are years old: push them anyway
 """
     )
-    d = DaemonProcess(site / "config.yaml").start()
+    d = DaemonProcess(daemon_site / "config.yaml").start()
     try:
         names = ["synscan.pcap", "icmp.pcap", "dns-edns-ecs.pcap", "tcp-handshake-reorder.pcap"]
         for name in names:
-            shutil.copy(SAMPLES / name, site / "captures" / name)
+            shutil.copy(SAMPLES / name, daemon_site / "captures" / name)
         d.wait_for(
             lambda: d.metric("netmon_files_processed_total", {"kind": "pcap"}) == 4,
             timeout=60,
@@ -215,7 +192,7 @@ alerting:
         assert checks["capture_directory"]["ok"]
         assert d.metric("netmon_health_check_ok", {"check": "llm"}) == 0
         assert d.metric("netmon_up") == 1
-        reports = list((site / "out" / "windows").glob("window-*.json"))
+        reports = list((daemon_site / "out" / "windows").glob("window-*.json"))
         assert reports, "window reports written with the templated summary"
         assert all(json.loads(p.read_text())["summary"] for p in reports)
     finally:
@@ -227,11 +204,11 @@ alerting:
             s.close()
 
 
-def test_trained_model_is_loaded_and_described(site: Path) -> None:
+def test_trained_model_is_loaded_and_described(daemon_site: Path) -> None:
     """`train --baseline` output configured in models.anomaly_path is loaded and exported."""
     import sys
 
-    model = site / "state" / "models" / "anomaly.skops"
+    model = daemon_site / "state" / "models" / "anomaly.skops"
     proc = subprocess.run(
         [
             sys.executable,
@@ -249,17 +226,17 @@ def test_trained_model_is_loaded_and_described(site: Path) -> None:
         capture_output=True,
         text=True,
         timeout=300,
-        cwd=site,
+        cwd=daemon_site,
     )
     assert proc.returncode == 0, proc.stderr
-    (site / "config.yaml").write_text(CONFIG + f"models:\n  anomaly_path: {model}\n")
-    d = DaemonProcess(site / "config.yaml").start()
+    (daemon_site / "config.yaml").write_text(CONFIG + f"models:\n  anomaly_path: {model}\n")
+    d = DaemonProcess(daemon_site / "config.yaml").start()
     try:
         assert d.metric("netmon_model_loaded", {"kind": "anomaly"}) == 1
         assert d.metric("netmon_model_loaded", {"kind": "classifier"}) == 0
         assert d.metric("netmon_model_info", {"kind": "anomaly"}) == 1
-        shutil.copy(SAMPLES / "synscan.pcap", site / "captures" / "synscan.pcap")
-        shutil.copy(SAMPLES / "icmp.pcap", site / "captures" / "icmp.pcap")
+        shutil.copy(SAMPLES / "synscan.pcap", daemon_site / "captures" / "synscan.pcap")
+        shutil.copy(SAMPLES / "icmp.pcap", daemon_site / "captures" / "icmp.pcap")
         d.wait_for(
             lambda: (d.metric("netmon_flows_analysed_total") or 0) > 0,
             timeout=60,
@@ -268,9 +245,9 @@ def test_trained_model_is_loaded_and_described(site: Path) -> None:
         count = d.metric("netmon_anomaly_score_count")
         assert count is not None and count > 0
         # A broken model file on reload is refused; the loaded model stays.
-        bad = site / "state" / "models" / "bad.skops"
+        bad = daemon_site / "state" / "models" / "bad.skops"
         bad.write_bytes(b"not a model")
-        (site / "config.yaml").write_text(CONFIG + f"models:\n  anomaly_path: {bad}\n")
+        (daemon_site / "config.yaml").write_text(CONFIG + f"models:\n  anomaly_path: {bad}\n")
         code, body = d.get("/-/reload", method="POST")
         assert code == 500 and "models:" in json.loads(body)["message"], body
         assert d.metric("netmon_config_last_reload_successful") == 0
@@ -279,6 +256,6 @@ def test_trained_model_is_loaded_and_described(site: Path) -> None:
     finally:
         assert d.stop() == 0
     # The same broken model at start-up: refused with a clear message, no traceback.
-    proc = subprocess.run(d.args, capture_output=True, text=True, timeout=120, cwd=site)
+    proc = subprocess.run(d.args, capture_output=True, text=True, timeout=120, cwd=daemon_site)
     assert proc.returncode == 1 and "model error:" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr

@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry
 
 from netmon_exporter.metrics import build_metrics
 
+from ..daemon_site import daemon_config, write_site
 from .conftest import (
     SHIPPED_RULES,
     Webhook,
@@ -62,24 +63,16 @@ SUBSTITUTIONS = {
     "$site": ".*",
 }
 
-CONFIG = """\
-capture:
-  directory: captures
-  min_age_seconds: 0
-processing:
-  interval_seconds: 10
-  workers: 1
+CONFIG = daemon_config(
+    """\
 windows:
   length_seconds: 1
-output:
-  directory: out
-state:
-  directory: state
 alertmanager:
   urls: ["{alertmanager}"]
 alerting:
   max_window_age_seconds: 0  # the sample captures are years old: push them anyway
 """
+)
 BAD_CONFIG_LINE = "  interval_seconds: 5\n"  # below the minimum of 10
 
 
@@ -140,10 +133,8 @@ def test_stack_end_to_end(
 
     site = tmp_path / "site"
     captures = site / "captures"
-    captures.mkdir(parents=True)
-    config_file = site / "config.yaml"
     good_config = CONFIG.format(alertmanager=am.url)
-    config_file.write_text(good_config)
+    config_file = write_site(site, good_config)
     daemon = start_daemon(config_file)
     instance = daemon.address
 

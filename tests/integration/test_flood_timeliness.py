@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ..daemon_site import daemon_config, write_site
 from .daemon_process import DaemonProcess
 from .test_ingest_daemon import age, metric, pcap_header, udp_record
 
@@ -26,20 +27,7 @@ FILES = 10  # minutes of capture, one rotated file per minute (tcpdump -G 60)
 ATTACKER, VICTIM = (198, 51, 100, 7), (10, 0, 0, 53)
 FLOOD_START, FLOOD_SECONDS, FLOOD_PPS = T0 + 80.0, 480.0, 1200
 
-CONFIG = """\
-capture:
-  directory: captures
-  min_age_seconds: 0
-processing:
-  interval_seconds: 10
-  workers: 2
-output:
-  directory: out
-state:
-  directory: state
-windows:
-  length_seconds: 60
-"""
+CONFIG = daemon_config("windows:\n  length_seconds: 60\n", workers=2)
 
 
 def _records(times: np.ndarray, which: np.ndarray, frames: list[bytes]) -> bytes:
@@ -88,8 +76,7 @@ def reports(root: Path) -> list[dict]:
 
 def test_an_8_minute_single_flow_flood_is_reported_where_it_starts(tmp_path: Path) -> None:
     root = tmp_path
-    (root / "captures").mkdir()
-    (root / "config.yaml").write_text(CONFIG)
+    write_site(root, CONFIG)
     expected = write_capture(root / "captures")
     started = time.monotonic()
     d = DaemonProcess(root / "config.yaml").start()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from ..daemon_site import daemon_config
 from ..loopback_http import LoopbackServer
 from .daemon_process import DaemonProcess
 from .test_ingest_daemon import flows_records, metric, metric_sum, pcap_header
@@ -25,20 +26,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 T0 = 1_790_000_000.0
 
-CONFIG = """\
-capture:
-  directory: captures
-  min_age_seconds: 0
-processing:
-  interval_seconds: 10
-  workers: 2
-  batch_size: {batch}
+CONFIG = daemon_config(
+    """\
 windows:
   length_seconds: 10
-output:
-  directory: out
-state:
-  directory: state
 llm:
   enabled: true
   url: {llm}/v1
@@ -50,7 +41,10 @@ alerting:
   max_window_age_seconds: 0
 models:
   anomaly_path: {model_path}
-"""
+""",
+    workers=2,
+    processing="  batch_size: {batch}\n",
+)
 
 
 def test_sighup_every_50ms_under_load_loses_nothing(tmp_path: Path) -> None:

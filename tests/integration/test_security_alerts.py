@@ -39,6 +39,7 @@ import pytest
 from netmon_exporter.tools import scenarios, suites
 from netmon_exporter.tools.scenarios import Truth
 
+from ..daemon_site import daemon_config, write_site
 from .conftest import AlertmanagerServer, Webhook, alertmanager_test_config, wait_until
 from .daemon_process import DaemonProcess
 
@@ -230,19 +231,10 @@ def drop(
         write_pcap(captures / name, timeline.header, timeline.order, part)
 
 
-CONFIG = """\
-capture:
-  directory: captures
-  min_age_seconds: 0
-processing:
-  interval_seconds: 10
-  workers: 1
+CONFIG = daemon_config(
+    """\
 windows:
   length_seconds: {window:g}
-output:
-  directory: out
-state:
-  directory: state
 alertmanager:
   urls: [{am}]
   timeout_seconds: 5
@@ -260,6 +252,7 @@ alerting:
   resolve_after_windows: 2
   max_window_age_seconds: 3600
 """
+)
 
 
 def test_benign_role_quiet_port_scan_one_security_alert_replay_held_back(
@@ -268,12 +261,11 @@ def test_benign_role_quiet_port_scan_one_security_alert_replay_held_back(
     timeline = build_timeline(tmp_path / "generated")
     site = tmp_path / "site"
     captures = site / "captures"
-    captures.mkdir(parents=True)
-    config = site / "config.yaml"
-    config.write_text(
+    config = write_site(
+        site,
         CONFIG.format(
             window=WINDOW, am=alertmanager.url, poller=timeline.poller, scanner=timeline.scanner
-        )
+        ),
     )
     daemon = DaemonProcess(config, "--web.external-url=http://netmon.test:9864/").start()
     try:
