@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -228,21 +229,18 @@ def _ten_to_twenty_a_minute(rng: np.random.Generator) -> float:
     return 1 / (float(rng.uniform(10, 20)) / 60)
 
 
+# Short names (9-12 bytes of data) at 10-20 queries a minute; long names (24-39 bytes).
+_short_names = partial(_poisson_tunnel, mean_gap=_ten_to_twenty_a_minute, name_bytes=(9, 13))
+_long_names = partial(_poisson_tunnel, name_bytes=(24, 40))
+
+
 @case("hard", "dns_tunnel_single_socket_short_names")
 def dns_tunnel_single_socket_short_names(
     cap: _Capture, site: _Site, start: float, duration: float
 ) -> tuple[Truth, ...]:
     """One UDP socket and names under 40 characters, ~10-20 queries a minute."""
-    return _poisson_tunnel(
-        cap,
-        site,
-        start,
-        duration,
-        mean_gap=_ten_to_twenty_a_minute,
-        name_bytes=(9, 13),
-        qtypes=("TXT",),
-        downstream=(20, 200),
-        one_socket=True,
+    return _short_names(
+        cap, site, start, duration, qtypes=("TXT",), downstream=(20, 200), one_socket=True
     )
 
 
@@ -251,29 +249,14 @@ def dns_tunnel_short_names(
     cap: _Capture, site: _Site, start: float, duration: float
 ) -> tuple[Truth, ...]:
     """Every name under 40 characters (small chunks), a socket per query, ~10-20 a minute."""
-    return _poisson_tunnel(
-        cap,
-        site,
-        start,
-        duration,
-        mean_gap=_ten_to_twenty_a_minute,
-        name_bytes=(9, 13),
-        max_name=40,
-    )
+    return _short_names(cap, site, start, duration, max_name=40)
 
 
 def _slow_tunnel(
     cap: _Capture, site: _Site, start: float, duration: float, per_minute: float
 ) -> tuple[Truth, ...]:
-    return _poisson_tunnel(
-        cap,
-        site,
-        start,
-        duration,
-        mean_gap=lambda _rng: 60 / per_minute,
-        name_bytes=(24, 40),
-        qtypes=("A", "TXT"),
-    )
+    gap = 60 / per_minute
+    return _long_names(cap, site, start, duration, mean_gap=lambda _: gap, qtypes=("A", "TXT"))
 
 
 @case("hard", "dns_tunnel_slow", duration=1800.0)
@@ -287,9 +270,7 @@ def dns_tunnel_rotating_domains(
     cap: _Capture, site: _Site, start: float, duration: float
 ) -> tuple[Truth, ...]:
     """Names rotated over 20 domains (about 15 per domain), ~20 queries a minute."""
-    return _poisson_tunnel(
-        cap, site, start, duration, mean_gap=lambda _rng: 3.0, name_bytes=(24, 40), domains=20
-    )
+    return _long_names(cap, site, start, duration, mean_gap=lambda _: 3.0, domains=20)
 
 
 def _at_rate(per_minute: float) -> CaseFn:
