@@ -63,12 +63,17 @@ ANALYSIS_FEATURES: tuple[str, ...] = (
     # whole flow or per-window slice (flow_schema.RECORD_*), and a slice's flow's age
     "flow_record",
     "flow_age",
+    # top talkers (window.py): bytes on the wire, as netmon_bytes_total counts them
+    "fwd_wire_bytes",
+    "bwd_wire_bytes",
 )
 ANALYSIS_STRINGS: tuple[str, ...] = ("dns_qname",)
 assert set(ANALYSIS_FEATURES) <= set(FEATURE_COLUMNS)
 
 # The exact tally: one entry per (second of the first packet, protocol number).
-TALLY_FIELDS = ("sec", "protocol", "flows", "packets", "bytes", "last")
+# ``bytes``: on the wire (frame lengths, as netmon_bytes_total); ``payload_bytes``: transport
+# payload (CICFlowMeter's TotLen), both of the records' own packets.
+TALLY_FIELDS = ("sec", "protocol", "flows", "packets", "bytes", "payload_bytes", "last")
 NO_TIME = np.int64(-(2**62))  # ``sec`` of flows without a usable first packet time
 
 
@@ -79,6 +84,7 @@ def empty_tally() -> dict[str, np.ndarray]:
         "flows": np.zeros(0, np.int64),
         "packets": np.zeros(0, np.int64),
         "bytes": np.zeros(0, np.int64),
+        "payload_bytes": np.zeros(0, np.int64),
         "last": np.zeros(0, np.float64),
     }
 
@@ -122,14 +128,16 @@ def tally_of(batch: FlowBatch) -> dict[str, np.ndarray]:
     sec[~ok] = NO_TIME
     proto = np.asarray(batch["protocol"], dtype=np.int64)
     packets = _num(batch, "Tot Fwd Pkts") + _num(batch, "Tot Bwd Pkts")
-    byts = _num(batch, "TotLen Fwd Pkts") + _num(batch, "TotLen Bwd Pkts")
+    wire = _num(batch, "fwd_wire_bytes") + _num(batch, "bwd_wire_bytes")  # 0 from flow CSVs
+    payload = _num(batch, "TotLen Fwd Pkts") + _num(batch, "TotLen Bwd Pkts")
     flows = np.ones(n, np.int64)
     if "flow_record" in batch:
         traffic = is_slice(batch)
         flows = is_flow(batch).astype(np.int64)
         packets = np.where(traffic, packets, 0.0)
-        byts = np.where(traffic, byts, 0.0)
-    return _group_tally(sec, proto, flows, packets, byts, last)
+        wire = np.where(traffic, wire, 0.0)
+        payload = np.where(traffic, payload, 0.0)
+    return _group_tally(sec, proto, flows, packets, wire, payload, last)
 
 
 def _group_tally(
@@ -137,7 +145,8 @@ def _group_tally(
     proto: np.ndarray,
     flows: np.ndarray,
     packets: np.ndarray,
-    byts: np.ndarray,
+    wire: np.ndarray,
+    payload: np.ndarray,
     last: np.ndarray,
 ) -> dict[str, np.ndarray]:
     if len(sec) == 0:
@@ -151,7 +160,8 @@ def _group_tally(
         "protocol": p[start],
         "flows": np.add.reduceat(flows[order], start).astype(np.int64),
         "packets": np.round(np.add.reduceat(packets[order], start)).astype(np.int64),
-        "bytes": np.round(np.add.reduceat(byts[order], start)).astype(np.int64),
+        "bytes": np.round(np.add.reduceat(wire[order], start)).astype(np.int64),
+        "payload_bytes": np.round(np.add.reduceat(payload[order], start)).astype(np.int64),
         "last": np.maximum.reduceat(last, start),
     }
 
@@ -164,9 +174,7 @@ def merge_tallies(tallies: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarr
     if len(tallies) == 1:
         return dict(tallies[0])
     cat = {k: np.concatenate([t[k] for t in tallies]) for k in TALLY_FIELDS}
-    return _group_tally(
-        cat["sec"], cat["protocol"], cat["flows"], cat["packets"], cat["bytes"], cat["last"]
-    )
+    return _group_tally(*(cat[k] for k in TALLY_FIELDS))
 
 
 def progress_tally(latest: float) -> dict[str, np.ndarray]:
@@ -184,6 +192,7 @@ def progress_tally(latest: float) -> dict[str, np.ndarray]:
         "flows": np.zeros(1, np.int64),
         "packets": np.zeros(1, np.int64),
         "bytes": np.zeros(1, np.int64),
+        "payload_bytes": np.zeros(1, np.int64),
         "last": np.array([float(latest)]),
     }
 

@@ -146,6 +146,10 @@ EXTRA_FEATURES: tuple[str, ...] = (
     # What the record is (RECORD_*) and, for a slice, how long its flow had been going.
     "flow_record",
     "flow_age",  # seconds from the flow's first packet to this record's first packet
+    # Bytes on the wire (frame lengths as captured: link, IP and transport headers and
+    # payload), as netmon_bytes_total counts them; the TotLen columns count payload only.
+    "fwd_wire_bytes",
+    "bwd_wire_bytes",
 )
 
 # Object columns (Python str) that some flows carry; "" when absent.

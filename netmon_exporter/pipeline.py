@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 
@@ -60,8 +61,9 @@ class FlowSettings:
     interim_seconds: float = 0.0
     csv_interim: bool = False  # the flow CSV holds the slices instead of whole flows
 
-    def table(self) -> FlowTable:
-        return FlowTable(
+    def table_args(self) -> tuple[float, float, float, float, int, float]:
+        """The flow table's settings, in :class:`FlowTable`'s argument order."""
+        return (
             self.idle_timeout_seconds,
             self.active_timeout_seconds,
             self.activity_timeout_seconds,
@@ -69,6 +71,15 @@ class FlowSettings:
             self.max_open_flows,
             self.interim_seconds,
         )
+
+    def table(self) -> FlowTable:
+        return FlowTable(*self.table_args())
+
+
+# Open flows carried from one file of a series to the next: serialised (``to_bytes``),
+# as named arrays (``state_arrays``), or the live table a worker kept from the last file.
+CarryState: TypeAlias = bytes | Mapping[str, np.ndarray] | FlowTable
+SaveCarry: TypeAlias = Callable[[FlowTable], bytes]
 
 
 @dataclass(frozen=True)
@@ -147,13 +158,14 @@ def process_file(
     path: Path,
     settings: FlowSettings,
     *,
-    carry: bytes | None = None,
+    carry: CarryState | None = None,
     csv_dir: Path | None = None,
     final: bool = True,
     collect: bool = True,
     on_flows: Callable[[FlowBatch], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
     csv_path: Path | None = None,
+    save_carry: SaveCarry | None = None,
 ) -> FileResult:
     """Parse one file into flows; raise :class:`CaptureFormatError` for unreadable input.
 
@@ -163,7 +175,8 @@ def process_file(
     ``csv_path``). ``collect=False`` leaves ``FileResult.flows`` empty (memory stays
     bounded); ``on_flows`` receives each batch of records (finished flows and, with
     ``settings.interim_seconds``, interim slices); ``on_progress`` the uncompressed
-    bytes read so far.
+    bytes read so far; ``save_carry`` keeps the open flows left at the end and returns
+    what ``FileResult.carry`` holds (default: :meth:`FlowTable.to_bytes`).
     """
     path = Path(path)
     t0 = time.perf_counter()
@@ -218,13 +231,15 @@ def process_file(
                     emit(batch)
             except FlowCsvError as exc:
                 raise CaptureFormatError(str(exc), "format") from exc
-            out_carry = carry if (carry is not None and not final) else None
+            out_carry = None
+            if carry is not None and not final:  # a flow CSV continues nothing: pass it on
+                out_carry = _keep(_load_carry(carry, settings), save_carry)
             if carry is not None and final:
                 emit(finish_carry(carry, settings))
             file_kind = "csv"
         else:
             counts, out_carry, file_kind, evicted = _process_capture(
-                path, settings, carry, final, emit, on_progress
+                path, settings, carry, final, emit, on_progress, save_carry
             )
         if writer is not None:
             try:
@@ -269,32 +284,38 @@ def _output_error(path: Path | str, exc: OSError) -> CaptureFormatError:
     return CaptureFormatError(f"{path}: cannot write flow CSV ({exc.strerror or exc})", "output")
 
 
-def _load_carry(carry: bytes | None, settings: FlowSettings) -> FlowTable:
+def _load_carry(carry: CarryState | None, settings: FlowSettings) -> FlowTable:
+    """The flow table to continue: fresh, restored, or the live one if its settings hold."""
     if carry is None:
         return settings.table()
+    args = settings.table_args()
     try:
-        return FlowTable.from_bytes(
-            carry,
-            settings.idle_timeout_seconds,
-            settings.active_timeout_seconds,
-            settings.activity_timeout_seconds,
-            settings.tcp_close_grace_seconds,
-            settings.max_open_flows,
-            settings.interim_seconds,
-        )
+        if isinstance(carry, FlowTable):
+            if carry.runs_with(*args):
+                return carry
+            return FlowTable.from_arrays(carry.state_arrays(), *args)  # settings reloaded
+        if isinstance(carry, bytes):
+            return FlowTable.from_bytes(carry, *args)
+        return FlowTable.from_arrays(carry, *args)
     except ValueError as exc:
         raise CaptureFormatError(str(exc), "internal") from exc
+
+
+def _keep(table: FlowTable, save_carry: SaveCarry | None) -> bytes:
+    return save_carry(table) if save_carry is not None else table.to_bytes()
 
 
 def _process_capture(
     path: Path,
     settings: FlowSettings,
-    carry: bytes | None,
+    carry: CarryState | None,
     final: bool,
     emit: Callable[[FlowBatch], None],
     on_progress: Callable[[int], None] | None,
+    save_carry: SaveCarry | None,
 ) -> tuple[_Counts, bytes | None, str, int]:
     table = _load_carry(carry, settings)
+    evicted_before = table.evicted  # a live table kept from the last file counted those
     counts = _Counts()
     reader = CaptureReader(path)
     try:
@@ -314,17 +335,17 @@ def _process_capture(
         for part in table.finish().parts(_BATCH_FLOWS):
             emit(flow_batch(part))
     else:
-        out_carry = table.to_bytes()
-    return counts, out_carry, reader.kind, table.evicted
+        out_carry = _keep(table, save_carry)
+    return counts, out_carry, reader.kind, table.evicted - evicted_before
 
 
-def finish_carry(carry: bytes, settings: FlowSettings) -> FlowBatch:
+def finish_carry(carry: CarryState, settings: FlowSettings) -> FlowBatch:
     """End every flow held in ``carry`` (no next file came) and return them."""
     table = _load_carry(carry, settings)
     return flow_batch(table.finish())
 
 
-def finish_carry_rows(carry: bytes, settings: FlowSettings) -> FlowBatch:
+def finish_carry_rows(carry: CarryState, settings: FlowSettings) -> FlowBatch:
     """End every flow held in ``carry``; return them narrowed for analysis (main process).
 
     Features are computed a few thousand flows at a time, so memory stays near the

@@ -57,7 +57,7 @@ from .text_safety import clean_data
 if TYPE_CHECKING:
     from .analysis import WindowAnalysis
 
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2  # 2: bytes on the wire, payload_bytes added
 BACKFILL_SECONDS = 3600.0  # late by more than this: the flows get their own windows
 MAX_FUTURE_SECONDS = 86400.0  # packet times beyond now + this are treated as unusable
 REPORT_PREFIX = "window-"
@@ -298,7 +298,7 @@ def _iso(ts: float) -> str:
 
 
 def top_talkers(flows: FlowBatch, n: int) -> list[dict[str, Any]]:
-    """Rank addresses by bytes sent (forward bytes as source plus backward bytes as destination).
+    """Rank addresses by wire bytes sent (forward as source plus backward as destination).
 
     Rows that stand for several flows (``sample_weight``, a thinned flood) count as
     many, so the figures are estimates where a window was sampled. Long flows count by
@@ -312,7 +312,7 @@ def top_talkers(flows: FlowBatch, n: int) -> list[dict[str, Any]]:
     codes = addr_codes(flows)
     m = len(codes.table)
     w = weights(flows)
-    fwd_b, bwd_b = _num(flows, "TotLen Fwd Pkts") * w, _num(flows, "TotLen Bwd Pkts") * w
+    fwd_b, bwd_b = _num(flows, "fwd_wire_bytes") * w, _num(flows, "bwd_wire_bytes") * w
     fwd_p, bwd_p = _num(flows, "Tot Fwd Pkts") * w, _num(flows, "Tot Bwd Pkts") * w
     sent = np.bincount(codes.src, weights=fwd_b, minlength=m) + np.bincount(
         codes.dst, weights=bwd_b, minlength=m
@@ -342,7 +342,7 @@ def top_talkers(flows: FlowBatch, n: int) -> list[dict[str, Any]]:
 
 
 def protocol_mix(flows: FlowBatch) -> dict[str, dict[str, int]]:
-    """Flows, packets and bytes per transport protocol (tcp, udp, icmp, icmpv6, other).
+    """Flows, packets, wire and payload bytes per transport protocol (tcp, udp, icmp, ...).
 
     Exact for sampled windows too: counted from the tally of every flow.
     """
@@ -357,6 +357,7 @@ def protocol_mix(flows: FlowBatch) -> dict[str, dict[str, int]]:
             "flows": int(tally["flows"][m].sum()),
             "packets": int(tally["packets"][m].sum()),
             "bytes": int(tally["bytes"][m].sum()),
+            "payload_bytes": int(tally["payload_bytes"][m].sum()),
         }
     return out
 
@@ -396,6 +397,7 @@ def build_report(
             "flows": sum(v["flows"] for v in mix.values()),
             "packets": sum(v["packets"] for v in mix.values()),
             "bytes": sum(v["bytes"] for v in mix.values()),
+            "payload_bytes": sum(v["payload_bytes"] for v in mix.values()),
             "late_flows": window.late_flows,
         },
         "protocols": mix,

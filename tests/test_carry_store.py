@@ -107,3 +107,65 @@ def test_real_flow_state_survives_the_round_trip(tmp_path: Path) -> None:
     ended_inline = process_file(sample_pcap, settings, carry=whole.carry, final=True)
     ended_file = process_file(sample_pcap, settings, carry=state, final=True)
     assert ended_inline.flow_count == ended_file.flow_count > 0
+
+
+def test_named_arrays_round_trip_raw(tmp_path: Path) -> None:
+    import numpy as np
+
+    arrays = {
+        "K": np.arange(24, dtype=np.int64).reshape(3, 8),
+        "S": np.linspace(0, 1, 3 * 128).reshape(3, 128),
+        "status": np.array([1, 2, 1], dtype=np.int8),
+        "pool": np.frombuffer(b"example.org", dtype=np.uint8),
+        "dns": np.zeros((0, 28)),
+        "st": np.array([3, 11, 0, -1, 0, 0], dtype=np.int64),
+    }
+    ref = carry_store.save_arrays(tmp_path, 9, arrays)
+    back = carry_store.load(tmp_path, ref)
+    assert isinstance(back, dict) and list(back) == list(arrays)
+    for name, arr in arrays.items():
+        assert back[name].dtype == arr.dtype and back[name].shape == arr.shape
+        assert (back[name] == arr).all()
+    # a header that points outside the file is refused, not read past
+    path = tmp_path / carry_store.parse(ref).name
+    raw = bytearray(path.read_bytes())
+    raw[12:14] = b"{{"  # break the JSON header
+    path.write_bytes(bytes(raw))
+    with pytest.raises(carry_store.CarryError):
+        carry_store.load(tmp_path, ref)  # checksum first
+    forged = carry_store.CarryRef(path.name, len(raw), __import__("zlib").crc32(raw), "arrays")
+    with pytest.raises(carry_store.CarryError, match="malformed"):
+        carry_store.load(tmp_path, forged.encode())
+
+
+def test_the_worker_goes_on_with_its_live_table(tmp_path: Path, monkeypatch) -> None:
+    """The next file of a series given to the same worker continues the table it kept
+    (the carry is written all the same); flows equal those of the state read back."""
+    from netmon_exporter.capture.pcap_reader import CaptureReader  # noqa: F401  (warm import)
+    from netmon_exporter.ingest import workers
+
+    src = Path(__file__).parent / "data" / "pcaps" / "dns-edns-ecs.pcap"
+    settings = FlowSettings(idle_timeout_seconds=1e6, interim_seconds=60.0)
+    carry_dir = tmp_path / "carry"
+
+    def task(path: Path, carry: bytes | None, final: bool) -> Task:
+        return Task(1, str(path), settings, carry, None, final, 10, carry_dir=str(carry_dir))
+
+    first, _ = _run(process_file, task(src, None, False), streams=False)
+    assert first.carry is not None and carry_store.parse(first.carry).form == "arrays"
+    assert (carry_dir / carry_store.parse(first.carry).name).exists()
+
+    def no_read(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the kept table should have been used")
+
+    monkeypatch.setattr(carry_store, "load", no_read)
+    live, _ = _run(process_file, task(src, first.carry, True), streams=False)
+    monkeypatch.undo()
+    # the same file again, with the carry read back from its file instead
+    workers._KEPT.take(first.carry)
+    read_back, _ = _run(process_file, task(src, first.carry, True), streams=False)
+    assert live.flow_count == read_back.flow_count > 0
+    assert live.flows_evicted == read_back.flows_evicted == 0
+    keys = ("first_ts", "Tot Fwd Pkts", "fwd_wire_bytes", "flow_record")
+    for k in keys:
+        assert sorted(live.flows[k].tolist()) == sorted(read_back.flows[k].tolist())

@@ -604,6 +604,17 @@ def _per_window(fl: FlowBatch, length: float) -> collections.Counter:
     return out
 
 
+def _wire_per_window(fl: FlowBatch, length: float) -> collections.Counter:
+    """Bytes on the wire per window counted from the slices (what reports show)."""
+    from netmon_exporter.flow_schema import SLICES, view
+
+    s = view(fl, SLICES)
+    out: collections.Counter = collections.Counter()
+    for t, n in zip(s["first_ts"], s["fwd_wire_bytes"] + s["bwd_wire_bytes"], strict=True):
+        out[int(t // length)] += int(n)
+    return out
+
+
 @_PROP
 @given(
     spec=st.lists(_packet, min_size=1, max_size=40),
@@ -620,8 +631,12 @@ def test_interim_records_count_every_packet_once_in_its_window_whatever_the_cuts
 
     whole_path, pkts = _build(tmp_path, spec)
     expected = collections.Counter(int(t // 20.0) for t, _ in pkts)
+    wire: collections.Counter = collections.Counter()
+    for t, p in pkts:
+        wire[int(t // 20.0)] += len(bytes(p))
     one_shot = process_file(whole_path, _SLICED).flows
     assert _per_window(one_shot, 20.0) == expected
+    assert _wire_per_window(one_shot, 20.0) == wire
     assert _whole_rows(one_shot) == _whole_rows(process_file(whole_path, _SET).flows)
     # rotated files (the carry holds the open flows and where their slices begin) ...
     bounds = sorted({min(c, len(pkts)) for c in cuts} | {0, len(pkts)})
@@ -638,6 +653,7 @@ def test_interim_records_count_every_packet_once_in_its_window_whatever_the_cuts
         parts.append(finish_carry(carry, _SLICED))
     rotated = FlowBatch.concat(parts)
     assert _per_window(rotated, 20.0) == expected
+    assert _wire_per_window(rotated, 20.0) == wire
     assert _canonical(rotated) == _canonical(one_shot)
     # ... and the reader's chunks change nothing either
     table = _SLICED.table()
@@ -763,3 +779,33 @@ def test_carry_saved_before_interim_records_still_loads(tmp_path: Path) -> None:
     np.savez(bio, **old)
     fl = finish_carry(bio.getvalue(), FlowSettings(interim_seconds=60.0))
     assert len(fl) == 1 and fl["Tot Fwd Pkts"][0] == 10 and fl["flow_record"][0] == 0
+
+
+def test_carry_saved_before_wire_byte_slices_still_loads(tmp_path: Path) -> None:
+    """State of 126 columns (before wire-byte slice bases): the next slice's wire bytes
+    are the flow's wire bytes in proportion to the packets not yet handed out."""
+    import io
+
+    from netmon_exporter.flow_schema import RECORD_WHOLE
+    from netmon_exporter.flows import flow_table as T
+
+    t0 = 1_700_000_040.0
+    times = [t0 + 50 + i for i in range(20)]  # 10 packets before the boundary, 10 after
+    path = _udp_stream(tmp_path, times[:15])
+    s = FlowSettings(interim_seconds=60.0)
+    carry = process_file(path, s, final=False).carry
+    assert carry is not None
+    with np.load(io.BytesIO(carry)) as z:
+        old = {k: z[k] for k in z.files}
+    assert old["S"].shape[1] == T.NS
+    old["S"] = old["S"][:, : T.NS_V2]  # what a release before wire-byte slices saved
+    bio = io.BytesIO()
+    np.savez(bio, **old)
+    fl = finish_carry(bio.getvalue(), s)
+    kinds = fl["flow_record"]
+    tail = fl.take(kinds != RECORD_WHOLE)
+    whole = fl.take(kinds == RECORD_WHOLE)
+    assert int(tail["Tot Fwd Pkts"][0]) == 5 and int(whole["Tot Fwd Pkts"][0]) == 15
+    per_packet = whole["fwd_wire_bytes"][0] / 15
+    assert per_packet == 142  # 14 Ethernet + 20 IPv4 + 8 UDP + 100 payload
+    assert tail["fwd_wire_bytes"][0] == 5 * per_packet

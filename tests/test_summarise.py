@@ -517,6 +517,8 @@ def test_real_window_report_shape() -> None:
             "Tot Bwd Pkts": [1] * n,
             "TotLen Fwd Pkts": [1000] * n,
             "TotLen Bwd Pkts": [50] * n,
+            "fwd_wire_bytes": [1108] * n,  # payload plus 54 header bytes per packet
+            "bwd_wire_bytes": [104] * n,
         },
     )
     scan = Detection(
@@ -533,10 +535,10 @@ def test_real_window_report_shape() -> None:
     report = build_report(ClosedWindow(1_700_000_000.0, 1_700_000_060.0, flows), analysis, "", 5)
     report = json.loads(json.dumps(report))  # as written to and read from disk
     text = template_summary(report)
-    assert text.startswith("Window 2023-11-14 22:13:20–22:14:20 UTC: 12 packets, 4.2 kB, 4 flows.")
+    assert text.startswith("Window 2023-11-14 22:13:20–22:14:20 UTC: 12 packets, 4.8 kB, 4 flows.")
     assert "Top protocol TCP (TCP 75%, UDP 25% of packets)." in text
     assert "1 detection: port_scan ×1, warning from 10.0.0.1." in text
-    assert "Top talker 10.0.0.1 (3.0 kB)." in text
+    assert "Top talker 10.0.0.1 (3.3 kB)." in text
     data = json.loads(build_prompt(report).split("\n", 1)[1])
     assert data["window_start"] == "2023-11-14 22:13:20 UTC"
     assert set(data["protocols"]) == {"tcp", "udp"}  # empty ones left out

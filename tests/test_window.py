@@ -28,6 +28,9 @@ def batch(
         "Tot Bwd Pkts": [1] * n,
         "TotLen Fwd Pkts": [fwd_bytes] * n,
         "TotLen Bwd Pkts": [50] * n,
+        # on the wire: a 54-byte Ethernet + IPv4 + TCP header per packet besides the payload
+        "fwd_wire_bytes": [fwd_bytes + 2 * 54] * n,
+        "bwd_wire_bytes": [50 + 54] * n,
     }
     return make_batch(
         n,
@@ -127,12 +130,16 @@ def test_report_schema_top_talkers_and_detections(tmp_path):
         "all quiet",
     )
     r = json.loads(path.read_text())
-    assert r["schema_version"] == 1
+    assert r["schema_version"] == 2
     assert r["window"]["start"] == BASE and r["window"]["length_seconds"] == 60
     assert r["totals"]["flows"] == 5 and r["totals"]["packets"] == 15
+    # bytes on the wire, as netmon_bytes_total counts them; payload under its own name
+    assert r["totals"]["payload_bytes"] == 3 * 1050 + 60 + 55
+    assert r["totals"]["bytes"] == r["totals"]["payload_bytes"] + 5 * 3 * 54
+    assert r["protocols"]["tcp"]["bytes"] == 3 * (1000 + 50 + 3 * 54)
     assert r["protocols"]["tcp"]["flows"] == 3 and r["protocols"]["icmp"]["flows"] == 1
     assert [t["address"] for t in r["top_talkers"]] == ["10.0.0.5", "10.0.0.2"]
-    assert r["top_talkers"][0]["bytes_sent"] == 3000
+    assert r["top_talkers"][0]["bytes_sent"] == 3 * (1000 + 2 * 54)
     assert r["detections"][0]["evidence"] == {"distinct_ports": 20}
     assert r["detections_by_detector"] == {"port_scan": 1}
     assert r["classifications"] == {"benign": 5}
@@ -224,12 +231,17 @@ def test_a_long_flow_counts_in_the_windows_where_its_packets_are(tmp_path):
     cols = {**rows.columns, "flow_record": kinds, "Tot Fwd Pkts": packets}
     cols["Tot Bwd Pkts"] = np.zeros(4)
     cols["TotLen Fwd Pkts"] = packets * 10
+    cols["TotLen Bwd Pkts"] = np.zeros(4)
+    cols["fwd_wire_bytes"] = packets * 64
+    cols["bwd_wire_bytes"] = np.zeros(4)
     agg = WindowAggregator(WindowsConfig(length_seconds=60), tmp_path)
     windows = agg.add(FlowBatch(cols)) + agg.flush()
     reports = [agg.report_dict(w, empty_analysis()) for w in windows]
     assert [r["totals"]["packets"] for r in reports] == [100, 120, 80]
     assert [r["totals"]["flows"] for r in reports] == [1, 0, 0]
-    assert [r["top_talkers"][0]["bytes_sent"] for r in reports] == [1000, 1200, 800]
+    assert [r["totals"]["bytes"] for r in reports] == [6400, 7680, 5120]
+    assert [r["totals"]["payload_bytes"] for r in reports] == [1000, 1200, 800]
+    assert [r["top_talkers"][0]["bytes_sent"] for r in reports] == [6400, 7680, 5120]
     assert reports[0]["analysis"]["flows_sampled_out"] == 0
 
 

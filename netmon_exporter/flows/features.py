@@ -44,8 +44,26 @@ class _Stats:
 
 def flow_batch(done: T.FinishedFlows) -> FlowBatch:
     """Compute every flow column (keys, CIC features, extras, strings) of finished flows."""
-    K, S = done.K, done.S
-    n = len(K)
+    S = done.S
+    cols = _key_columns(done.K, S)
+    cic = _cic_features(S)
+    for name in CIC_FEATURES:
+        cols[name] = np.ascontiguousarray(cic[name], dtype=np.float64)
+    extra = _extra_features(done)
+    for name in EXTRA_FEATURES:
+        cols[name] = np.ascontiguousarray(extra[name], dtype=np.float64)
+    kind = done.kinds()
+    cut = np.flatnonzero((kind == T.REC_SLICE) | (kind == T.REC_TAIL))
+    if len(cut):
+        has_dns = S[:, T.S_DNS_HAS] != 0
+        _slices(cols, S[cut], done.dns()[cut], cut, has_dns[cut])
+    cols["dns_qname"] = _query_names(done)
+    cols["label"] = np.full(len(S), "", dtype=object)
+    return FlowBatch(cols)
+
+
+def _key_columns(K: np.ndarray, S: np.ndarray) -> dict[str, np.ndarray]:
+    """Addresses, ports (ICMP: type and code), protocol and times, client first."""
     cols: dict[str, np.ndarray] = {}
     fwd_a = S[:, T.S_FWD_IS_A] != 0
     a = _addr(K[:, T.K_AHI], K[:, T.K_ALO])
@@ -66,8 +84,12 @@ def flow_batch(done: T.FinishedFlows) -> FlowBatch:
     last = S[:, T.S_LAST_TS]
     cols["first_ts"] = first / 1e6
     cols["last_ts"] = last / 1e6
+    return cols
 
-    dur = last - first
+
+def _cic_features(S: np.ndarray) -> dict[str, np.ndarray]:
+    """The CICFlowMeter features of whole flows (slices are adjusted by ``_slices``)."""
+    dur = S[:, T.S_LAST_TS] - S[:, T.S_FIRST_TS]
     dur_s = dur / 1e6
     fl = _Stats(S, T.S_FLEN)
     bl = _Stats(S, T.S_FLEN + 6)
@@ -161,8 +183,15 @@ def flow_batch(done: T.FinishedFlows) -> FlowBatch:
         "Idle Max": idle.max,
         "Idle Min": idle.min,
     }
-    for name in CIC_FEATURES:
-        cols[name] = np.ascontiguousarray(f[name], dtype=np.float64)
+    return f
+
+
+def _extra_features(done: T.FinishedFlows) -> dict[str, np.ndarray]:
+    """Our columns beyond CICFlowMeter's: flags by direction, ICMP, DNS, wire bytes."""
+    K, S = done.K, done.S
+    n = len(S)
+    proto = K[:, T.K_PROTO]
+    icmp = (proto == 1) | (proto == 58)
     nan = np.full(n, np.nan)
     has_dns = S[:, T.S_DNS_HAS] != 0
     has_name = S[:, T.S_QPOOL_LEN] >= 0
@@ -195,21 +224,21 @@ def flow_batch(done: T.FinishedFlows) -> FlowBatch:
         "dns_response_bytes": dns(DN[:, T.D_RBYTES]),
         "flow_record": done.kinds().astype(np.float64),
         "flow_age": np.zeros(n),
+        "fwd_wire_bytes": S[:, T.S_FWD_WIRE],
+        "bwd_wire_bytes": S[:, T.S_BYTES] - S[:, T.S_FWD_WIRE],
     }
-    for name in EXTRA_FEATURES:
-        cols[name] = np.ascontiguousarray(extra[name], dtype=np.float64)
-    kind = done.kinds()
-    cut = np.flatnonzero((kind == T.REC_SLICE) | (kind == T.REC_TAIL))
-    if len(cut):
-        _slices(cols, S[cut], DN[cut], cut, has_dns[cut])
-    qname = np.full(n, "", dtype=object)
+    return extra
+
+
+def _query_names(done: T.FinishedFlows) -> np.ndarray:
+    """Each flow's first DNS query name ("" when none), from the table's name pool."""
+    S = done.S
+    qname = np.full(len(S), "", dtype=object)
     for i in np.flatnonzero(S[:, T.S_QPOOL_LEN] > 0):
         off = int(S[i, T.S_QPOOL_OFF])
         ln = int(S[i, T.S_QPOOL_LEN])
         qname[i] = done.pool[off : off + ln].tobytes().decode("ascii", "backslashreplace")
-    cols["dns_qname"] = qname
-    cols["label"] = np.full(n, "", dtype=object)
-    return FlowBatch(cols)
+    return qname
 
 
 _HLL_ALPHA = {16: 0.673, 32: 0.697, 64: 0.709}
@@ -312,6 +341,8 @@ def _slices(
         "dns_query_bytes": dn(T.D_QBYTES),
         "dns_response_bytes": dn(T.D_RBYTES),
         "flow_age": (first - S[:, T.S_FIRST_TS]) / 1e6,
+        "fwd_wire_bytes": delta(T.S_FWD_WIRE, T.S_B_WIRE),
+        "bwd_wire_bytes": S[:, T.S_BYTES] - S[:, T.S_FWD_WIRE] - S[:, T.S_B_WIRE + 1],
     }
     for name, values in new.items():
         column = cols[name].copy()  # may be a view of the accumulators (one-row batches)

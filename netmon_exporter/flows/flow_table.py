@@ -34,7 +34,7 @@ fall does not change the flows.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,7 +99,9 @@ S_B_RST = 120  # + direction
 S_B_PSH = 122  # + direction
 S_B_ACK = 124
 S_DNS_SLOT = 125  # row of the flow's per-query DNS statistics in D (-1: none)
-NS = 126
+NS_V2 = 126  # columns of carry state saved before wire-byte slices (widened on load)
+S_B_WIRE = 126  # + direction: wire bytes (S_FWD_WIRE; backward S_BYTES - S_FWD_WIRE)
+NS = 128
 
 # Per-query DNS statistics live in a side table D, one row per flow that carried DNS,
 # so that the many flows without DNS do not pay for them (queries: QR = 0 messages with
@@ -705,6 +707,7 @@ def rebase(S, rows, DN):
         for d in range(2):
             S[f, S_B_PKTS + d] = S[f, S_FLEN + 6 * d + ST_N]
             S[f, S_B_BYTES + d] = S[f, S_FLEN + 6 * d + ST_SUM]
+            S[f, S_B_WIRE + d] = S[f, S_FWD_WIRE] if d == 0 else S[f, S_BYTES] - S[f, S_FWD_WIRE]
             S[f, S_B_SYN + d] = S[f, S_SYN + d]
             S[f, S_B_FIN + d] = S[f, S_FIN + d]
             S[f, S_B_RST + d] = S[f, S_RST + d]
@@ -950,11 +953,7 @@ class FlowTable:
         max_open: int = 0,
         slice_s: float = 0.0,
     ) -> None:
-        self.params = np.array(
-            [idle_s * 1e6, active_s * 1e6, activity_s * 1e6, grace_s * 1e6, 0.0],
-            dtype=np.float64,
-        )
-        self.params[P_SLICE] = float(round(max(0.0, slice_s) * 1e6))
+        self.params = _params(idle_s, active_s, activity_s, grace_s, slice_s)
         self.max_open = max(0, int(max_open))
         self._alloc(0)
         self.pool = np.zeros(POOL_BYTES, dtype=np.uint8)
@@ -1195,29 +1194,38 @@ class FlowTable:
     # -- carry across rotated files ---------------------------------------------------
     def to_bytes(self) -> bytes:
         """Serialise the open flows (numpy .npz, no pickle)."""
+        bio = io.BytesIO()
+        np.savez(bio, **self.state_arrays())  # type: ignore[arg-type]
+        return bio.getvalue()
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The open flows as named arrays (what :meth:`from_arrays` takes back).
+
+        Only the flows' rows, their DNS rows and the names they use; the large arrays
+        are views or compact copies, so writing them out costs one pass over the state.
+        """
         n = int(self.st[0])
         order = list_order(self.links, self.lru, n, 0)
         closed = list_order(self.links, self.lru, n, 2)
         if len(order) != n or len(closed) != (self.status[:n] == FLOW_CLOSED).sum():
             order, closed = _by_time(self.S[:n], self.status[:n])  # lists damaged: rebuild
-        S = self.S[:n].copy()
-        slots = S[:, S_DNS_SLOT].astype(np.int64)
+        slots = self.S[:n, S_DNS_SLOT].astype(np.int64)
         has = slots >= 0
-        S[has, S_DNS_SLOT] = np.arange(int(has.sum()))  # only the open flows' DNS rows
-        bio = io.BytesIO()
-        np.savez(
-            bio,
-            K=self.K[:n],
-            S=S,
-            status=self.status[:n],
-            pool=self.pool[: int(self.st[1])],
-            st=self.st,
-            params=self.params,
-            lru=order,
-            closed=closed,
-            dns=self.DN[slots[has]],
-        )
-        return bio.getvalue()
+        S = self.S[:n]
+        if has.any():  # only the open flows' DNS rows, renumbered
+            S = S.copy()
+            S[has, S_DNS_SLOT] = np.arange(int(has.sum()))
+        return {
+            "K": self.K[:n],
+            "S": S,
+            "status": self.status[:n],
+            "pool": self.pool[: int(self.st[1])],
+            "st": self.st.copy(),
+            "params": self.params.copy(),
+            "lru": order,
+            "closed": closed,
+            "dns": self.DN[slots[has]],
+        }
 
     @classmethod
     def from_bytes(
@@ -1230,22 +1238,41 @@ class FlowTable:
         max_open: int = 0,
         slice_s: float = 0.0,
     ) -> FlowTable:
-        """Restore open flows saved by :meth:`to_bytes`; raise ValueError if malformed.
+        """Restore open flows saved by :meth:`to_bytes`; raise ValueError if malformed."""
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                arrays = {name: z[name] for name in z.files}
+        except Exception as exc:  # np.load raises many types for garbage input
+            raise ValueError(f"invalid carry state: {exc}") from exc
+        return cls.from_arrays(arrays, idle_s, active_s, activity_s, grace_s, max_open, slice_s)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        arrays: Mapping[str, np.ndarray],
+        idle_s: float,
+        active_s: float,
+        activity_s: float,
+        grace_s: float,
+        max_open: int = 0,
+        slice_s: float = 0.0,
+    ) -> FlowTable:
+        """Restore open flows saved by :meth:`state_arrays`; raise ValueError if malformed.
 
         The least-recently-active and closed orders are restored too (rebuilt from the
         flows' last packet times for state saved before they were kept), and state saved
-        before interim records is widened: such a flow's first slice starts with it.
+        by earlier versions is widened: a flow saved before interim records starts its
+        first slice with it; one saved before wire-byte slices starts its next slice's
+        wire bytes in proportion to its packets.
         """
         try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as z:
-                K, S, status, pool, st = (z["K"], z["S"], z["status"], z["pool"], z["st"])
-                order = z["lru"] if "lru" in z.files else None
-                closed = z["closed"] if "closed" in z.files else None
-                dns = z["dns"] if "dns" in z.files else np.zeros((0, ND))
-        except Exception as exc:  # np.load raises many types for garbage input
-            raise ValueError(f"invalid carry state: {exc}") from exc
+            K, S, status, pool, st = (arrays[k] for k in ("K", "S", "status", "pool", "st"))
+        except KeyError as exc:
+            raise ValueError(f"invalid carry state: no array {exc}") from exc
+        order, closed = arrays.get("lru"), arrays.get("closed")
+        dns = arrays.get("dns", np.zeros((0, ND)))
         n = int(st[0]) if st.shape in ((3,), (6,)) and st.dtype == np.int64 else -1
-        if S.dtype == np.float64 and S.shape == (n, NS_V1):
+        if S.dtype == np.float64 and S.ndim == 2 and S.shape[0] == n and S.shape[1] < NS:
             S = _widen(S)
         slots = S[:, S_DNS_SLOT] if S.ndim == 2 and S.shape[1:] == (NS,) else np.zeros(0)
         if (
@@ -1286,7 +1313,8 @@ class FlowTable:
             raise ValueError("invalid carry state: bad flow order")
         t = cls(idle_s, active_s, activity_s, grace_s, max_open, slice_s)
         if n:
-            t._alloc(n)
+            t._reserve(n)
+            t._view(n)
             t.K[:], t.S[:], t.status[:] = K, S, status
             t.links[:] = -1
             link_in_order(order, closed, t.links, t.lru)
@@ -1294,15 +1322,47 @@ class FlowTable:
         t.st[:3] = st[:3]
         t.st[ST_BOUNDARY] = st[ST_BOUNDARY] if len(st) > ST_BOUNDARY else -1
         t.st[ST_STOP] = 0
-        t.DN = dns.copy()
+        t.DN = np.array(dns, dtype=np.float64)
         t.st[ST_DNS] = len(dns)
         return t
 
+    def runs_with(
+        self,
+        idle_s: float,
+        active_s: float,
+        activity_s: float,
+        grace_s: float,
+        max_open: int = 0,
+        slice_s: float = 0.0,
+    ) -> bool:
+        """Whether this table runs with exactly these settings (then it can go on as it is)."""
+        params = _params(idle_s, active_s, activity_s, grace_s, slice_s)
+        return bool(np.array_equal(params, self.params)) and max(0, int(max_open)) == self.max_open
+
+
+def _params(
+    idle_s: float, active_s: float, activity_s: float, grace_s: float, slice_s: float
+) -> np.ndarray:
+    params = np.array(
+        [idle_s * 1e6, active_s * 1e6, activity_s * 1e6, grace_s * 1e6, 0.0], dtype=np.float64
+    )
+    params[P_SLICE] = float(round(max(0.0, slice_s) * 1e6))
+    return params
+
 
 def _widen(S: np.ndarray) -> np.ndarray:
-    """Carry state saved before interim records, in today's columns."""
+    """Carry state saved by an earlier version (NS_V1 or NS_V2 columns), in today's."""
+    if S.shape[1] not in (NS_V1, NS_V2):
+        return S  # refused by the shape check
     out = np.zeros((len(S), NS), dtype=np.float64)
-    out[:, :NS_V1] = S
-    out[:, S_SL_FIRST] = S[:, S_FIRST_TS]  # nothing of these flows was handed out yet
-    out[:, S_DNS_SLOT] = -1.0
+    out[:, : S.shape[1]] = S
+    if S.shape[1] == NS_V1:
+        out[:, S_SL_FIRST] = S[:, S_FIRST_TS]  # nothing of these flows was handed out yet
+        out[:, S_DNS_SLOT] = -1.0
+    # wire bytes already handed out in slices: the share of the packets handed out
+    fwd_wire, bwd_wire = out[:, S_FWD_WIRE], out[:, S_BYTES] - out[:, S_FWD_WIRE]
+    for d, wire in ((0, fwd_wire), (1, bwd_wire)):
+        pkts = out[:, S_FLEN + 6 * d + ST_N]
+        share = np.divide(out[:, S_B_PKTS + d], pkts, out=np.zeros(len(S)), where=pkts > 0)
+        out[:, S_B_WIRE + d] = np.round(wire * share)
     return out

@@ -17,7 +17,7 @@ from typing import Any
 from ..config import Config
 from ..flow_schema import protocol_counts
 from ..metrics import FILE_KINDS
-from ..pipeline import FileResult, FlowSettings
+from ..pipeline import CarryState, FileResult, FlowSettings
 from . import carry_store
 from . import events as ev
 from .age_gate import AgeGate
@@ -97,7 +97,7 @@ class Executor:
         gate: AgeGate,
         ledger: LedgerLink,
         emit: Callable[[ev.Event], None],
-        finish: Callable[[bytes, FlowSettings], Any],
+        finish: Callable[[CarryState, FlowSettings], Any],
         clock: Callable[[], float],
     ) -> None:
         self.cfg = cfg

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..config import Config
 from ..metrics import FAIL_REASONS
-from ..pipeline import FlowSettings
+from ..pipeline import CarryState, FlowSettings
 from . import carry_store
 from .age_gate import AgeGate
 from .decisions import (
@@ -72,7 +72,7 @@ class SchedulerLoop:
         *,
         clock: Callable[[], float],
         process: ProcessFn,
-        finish: Callable[[bytes, FlowSettings], Any],
+        finish: Callable[[CarryState, FlowSettings], Any],
         gate: AgeGate,
         rng: Uniform,
         max_pending_results: int | None,

@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import pipeline
 from ..config import Config
-from ..pipeline import FlowSettings
+from ..pipeline import CarryState, FlowSettings
 from .age_gate import DEFAULT_SETTLE_SECONDS, DEFAULT_UNWATCHED_QUIET_SECONDS, AgeGate
 from .events import Event, IngestStatus
 from .ledger import Totals, read_totals
@@ -47,7 +47,7 @@ class IngestService:
         *,
         clock: Callable[[], float] = time.time,
         process: ProcessFn | None = None,
-        finish: Callable[[bytes, FlowSettings], Any] | None = None,
+        finish: Callable[[CarryState, FlowSettings], Any] | None = None,
         settle_seconds: float = DEFAULT_SETTLE_SECONDS,
         unwatched_quiet_seconds: float = DEFAULT_UNWATCHED_QUIET_SECONDS,
         open_for_writing: Callable[[Iterable[str]], set[str]] | None = None,

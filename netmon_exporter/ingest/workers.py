@@ -16,6 +16,7 @@ a pickle of the whole file. The main process joins the pieces into the result.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import inspect
@@ -92,6 +93,8 @@ class _Worker:
     retiring: bool = False
     ident: int = field(default=0)
     parts: list[FlowBatch] = field(default_factory=list)  # rows of the task's result so far
+    # carries this worker wrote lately: it may still hold their flow tables (_KeptTables)
+    holds: collections.deque[bytes] = field(default_factory=lambda: collections.deque(maxlen=4))
 
 
 def _die_with_parent() -> None:
@@ -120,6 +123,9 @@ def _run(process: ProcessFn, task: Task, streams: bool) -> tuple[FileResult, Flo
     sample = FlowSample(FILE_ROW_CAP) if streams else None
     if sample is not None:
         extra.update(collect=False, on_flows=sample.add)
+    keeps = task.carry_dir is not None and _takes(process, "save_carry")
+    if keeps:
+        extra["save_carry"] = lambda table: _KEPT.save(task, table)
     carry, lost = _carried(task)
     result = process(
         Path(task.path),
@@ -133,28 +139,68 @@ def _run(process: ProcessFn, task: Task, streams: bool) -> tuple[FileResult, Flo
     if sample is not None and task.settings.interim_seconds > 0 and result.last_ts is not None:
         # flows are cut at window boundaries: windows before the newest may close now
         sample.merge(FlowBatch.empty(), progress_tally(result.last_ts))
-    if result.carry is not None and task.carry_dir is not None:
-        try:
-            ref = carry_store.save(task.carry_dir, task.key, result.carry)
-        except OSError as exc:
-            where = task.carry_dir
-            msg = f"cannot write the flows carried to the next file to {where}: {exc}"
-            raise CaptureFormatError(msg, "output") from exc
+    if result.carry is not None and task.carry_dir and not carry_store.is_ref(result.carry):
+        state = result.carry
+        ref = _stored(task, lambda: carry_store.save(task.carry_dir or "", task.key, state))
         result = dataclasses.replace(result, carry=ref)
     if lost:
         result = dataclasses.replace(result, warnings=(*result.warnings, lost))
     return result, sample
 
 
-def _carried(task: Task) -> tuple[bytes | None, str]:
+def _stored(task: Task, write: Callable[[], bytes]) -> bytes:
+    try:
+        return write()
+    except OSError as exc:
+        msg = f"cannot write the flows carried to the next file to {task.carry_dir}: {exc}"
+        raise CaptureFormatError(msg, "output") from exc
+
+
+def _carried(task: Task) -> tuple[Any, str]:
     """The flows carried into ``task``'s file, and why they were lost (or "")."""
     if task.carry is None:
         return None, ""
+    kept = _KEPT.take(task.carry)
+    if kept is not None:
+        return kept, ""
     try:
         return carry_store.load(task.carry_dir, task.carry), ""
     except carry_store.CarryError as exc:
         # the previous file's open flows are gone; this file and the series go on
         return None, f"flows carried into {task.path} lost: {exc}"
+
+
+class _KeptTables:
+    """Flow tables this worker left open at the end of its last files, by carry reference.
+
+    The carry is always written (the ledger commits its reference with the file's done
+    mark); when the next file of the series comes to the same worker (the pool prefers
+    it), the live table goes on without being read back and rebuilt. A table is taken
+    out while a file uses it, so a file that fails leaves nothing half-updated here; at
+    most ``_MAX_KEPT`` tables and ``_MAX_KEPT_FLOWS`` open flows are kept.
+    """
+
+    def __init__(self) -> None:
+        self._tables: collections.OrderedDict[bytes, Any] = collections.OrderedDict()
+
+    def save(self, task: Task, table: Any) -> bytes:
+        arrays = table.state_arrays()
+        ref = _stored(task, lambda: carry_store.save_arrays(task.carry_dir or "", task.key, arrays))
+        self._tables[ref] = table
+        while len(self._tables) > _MAX_KEPT or (
+            len(self._tables) > 1
+            and sum(t.open_flows for t in self._tables.values()) > _MAX_KEPT_FLOWS
+        ):
+            self._tables.popitem(last=False)
+        return ref
+
+    def take(self, ref: bytes) -> Any:
+        return self._tables.pop(ref, None)
+
+
+_MAX_KEPT = 4
+_MAX_KEPT_FLOWS = 400_000
+_KEPT = _KeptTables()  # per worker process
 
 
 def _send_rows(conn: multiprocessing.connection.Connection, sample: FlowSample) -> SampledFlows:
@@ -326,20 +372,29 @@ class WorkerPool:
 
     # -- work
     def submit(self, task: Task) -> None:
-        """Give ``task`` to an idle worker (the caller checked :meth:`idle`)."""
-        for w in self._workers:
-            if w.task is None and not w.retiring:
-                try:
-                    w.conn.send(task)
-                except (OSError, ValueError):
-                    self._retire(w, kill=True)
-                    self._reconcile()
-                    return self.submit(task)
-                w.task = task
-                w.parts = []
-                w.started = time.monotonic()
-                return
-        raise RuntimeError("no idle worker")
+        """Give ``task`` to an idle worker (the caller checked :meth:`idle`).
+
+        The worker that wrote the task's carry is preferred: it may still hold the flow
+        table, which then goes on without being read back.
+        """
+        idle = [w for w in self._workers if w.task is None and not w.retiring]
+        idle.sort(key=lambda w: task.carry is None or task.carry not in w.holds)
+        if task.carry is not None:
+            for w in self._workers:
+                if task.carry in w.holds:
+                    w.holds.remove(task.carry)
+        if not idle:
+            raise RuntimeError("no idle worker")
+        w = idle[0]
+        try:
+            w.conn.send(task)
+        except (OSError, ValueError):
+            self._retire(w, kill=True)
+            self._reconcile()
+            return self.submit(task)
+        w.task = task
+        w.parts = []
+        w.started = time.monotonic()
 
     def wait(self, timeout: float, wake: Sequence[Any] = ()) -> list[Outcome]:
         """Wait up to ``timeout`` for results, crashes or a ``wake`` fd; return outcomes."""
@@ -386,6 +441,8 @@ class WorkerPool:
         if w.retiring:
             self._retire(w)
         if msg[0] == "ok":
+            if msg[1].carry is not None:
+                w.holds.append(msg[1].carry)
             return Outcome(task, result=_joined(msg[1], parts), seconds=msg[2])
         return Outcome(task, reason=msg[1], message=msg[2], seconds=msg[3])
 
