@@ -1212,9 +1212,13 @@ class FlowTable:
         slots = self.S[:n, S_DNS_SLOT].astype(np.int64)
         has = slots >= 0
         S = self.S[:n]
-        if has.any():  # only the open flows' DNS rows, renumbered
-            S = S.copy()
-            S[has, S_DNS_SLOT] = np.arange(int(has.sum()))
+        used = int(has.sum())
+        if used and (used != self.st[ST_DNS] or slots[has].max() >= used):
+            S = S.copy()  # DNS rows of ended flows in between: only the open flows' rows
+            S[has, S_DNS_SLOT] = np.arange(used)
+            dns = self.DN[slots[has]]
+        else:  # compacted already (every chunk ends so): the rows in use, as they are
+            dns = self.DN[:used]
         return {
             "K": self.K[:n],
             "S": S,
@@ -1224,7 +1228,7 @@ class FlowTable:
             "params": self.params.copy(),
             "lru": order,
             "closed": closed,
-            "dns": self.DN[slots[has]],
+            "dns": dns,
         }
 
     @classmethod
