@@ -180,6 +180,53 @@ def process_file(
     """
     path = Path(path)
     t0 = time.perf_counter()
+    size, kind = _look_at(path, settings)
+    if csv_path is None and csv_dir is not None:
+        csv_path = Path(csv_dir) / csv_name_for(path)
+    out = _Output(csv_path, settings.csv_interim, collect, on_flows)
+    try:
+        if kind == "csv":
+            counts, out_carry, evicted = _process_flow_csv(
+                path, settings, carry, final, out, save_carry
+            )
+            file_kind = "csv"
+        else:
+            counts, out_carry, file_kind, evicted = _process_capture(
+                path, settings, carry, final, out, on_progress, save_carry
+            )
+        out.close()
+    except CaptureFormatError:
+        out.abort()
+        raise
+    except OSError as exc:
+        out.abort()
+        raise CaptureFormatError(f"{path}: I/O error ({exc.strerror or exc})", "io") from exc
+    except MemoryError as exc:
+        out.abort()
+        raise CaptureFormatError(f"{path}: out of memory while processing", "too_large") from exc
+    return FileResult(
+        path=str(path),
+        kind=file_kind,
+        size_bytes=size,
+        seconds=time.perf_counter() - t0,
+        flows=FlowBatch.concat(out.batches) if collect else FlowBatch.empty(),
+        packets_by_protocol={p: int(v) for p, v in zip(PROTOCOLS, counts.pkts, strict=True)},
+        bytes_by_protocol={p: int(v) for p, v in zip(PROTOCOLS, counts.byts, strict=True)},
+        skipped_by_reason=dict(counts.skip),
+        ip_fragments=counts.frags,
+        carry=out_carry,
+        csv_path=str(csv_path) if out.writer is not None else None,
+        csv_rows=out.writer.rows if out.writer is not None else 0,
+        first_ts=counts.first,
+        last_ts=counts.last,
+        flow_count=out.flows,
+        flows_by_protocol=out.by_protocol,
+        flows_evicted=evicted,
+    )
+
+
+def _look_at(path: Path, settings: FlowSettings) -> tuple[int, str]:
+    """The file's size and kind ("pcap", "pcapng", "csv"); refuse what we cannot read."""
     try:
         size = os.stat(path).st_size
         kind = sniff_kind(path)
@@ -193,90 +240,78 @@ def process_file(
         kind = "csv"
     if kind == "unknown":
         raise CaptureFormatError(f"{path}: not a pcap, pcapng or flow CSV file", "format")
-    if csv_path is None and csv_dir is not None:
-        csv_path = Path(csv_dir) / csv_name_for(path)
-    writer = None
-    if csv_path is not None:
-        try:
-            writer = FlowCsvWriter(csv_path, interim=settings.csv_interim)
-        except OSError as exc:
-            raise _output_error(csv_path, exc) from exc
-    batches: list[FlowBatch] = []
-    n_flows = 0
-    by_protocol: dict[str, int] = {}
+    return size, kind
 
-    def emit(batch: FlowBatch) -> None:
-        nonlocal n_flows
+
+class _Output:
+    """Where a file's records go: counted by protocol, the flow CSV, kept, handed on."""
+
+    def __init__(
+        self,
+        csv_path: Path | None,
+        interim: bool,
+        collect: bool,
+        on_flows: Callable[[FlowBatch], None] | None,
+    ) -> None:
+        self.writer = None
+        if csv_path is not None:
+            try:
+                self.writer = FlowCsvWriter(csv_path, interim=interim)
+            except OSError as exc:
+                raise _output_error(csv_path, exc) from exc
+        self.batches: list[FlowBatch] = []
+        self.flows = 0
+        self.by_protocol: dict[str, int] = {}
+        self._collect, self._on_flows = collect, on_flows
+
+    def __call__(self, batch: FlowBatch) -> None:
         if not len(batch):
             return
         for proto, n in _flow_counts(batch).items():
-            by_protocol[proto] = by_protocol.get(proto, 0) + n
-            n_flows += n
-        if writer is not None:
+            self.by_protocol[proto] = self.by_protocol.get(proto, 0) + n
+            self.flows += n
+        if self.writer is not None:
             try:
-                writer.write(batch)
+                self.writer.write(batch)
             except OSError as exc:
-                raise _output_error(writer.path, exc) from exc
-        if collect:
-            batches.append(batch)
-        if on_flows is not None:
-            on_flows(batch)
+                raise _output_error(self.writer.path, exc) from exc
+        if self._collect:
+            self.batches.append(batch)
+        if self._on_flows is not None:
+            self._on_flows(batch)
 
-    evicted = 0
-    try:
-        if kind == "csv":
-            counts = _Counts()
+    def close(self) -> None:
+        if self.writer is not None:
             try:
-                for batch in read_flow_csv(path):
-                    emit(batch)
-            except FlowCsvError as exc:
-                raise CaptureFormatError(str(exc), "format") from exc
-            out_carry = None
-            if carry is not None and not final:  # a flow CSV continues nothing: pass it on
-                out_carry = _keep(_load_carry(carry, settings), save_carry)
-            if carry is not None and final:
-                emit(finish_carry(carry, settings))
-            file_kind = "csv"
-        else:
-            counts, out_carry, file_kind, evicted = _process_capture(
-                path, settings, carry, final, emit, on_progress, save_carry
-            )
-        if writer is not None:
-            try:
-                writer.close()
+                self.writer.close()
             except OSError as exc:
-                raise _output_error(writer.path, exc) from exc
-    except CaptureFormatError:
-        if writer is not None:
-            writer.abort()
-        raise
-    except OSError as exc:
-        if writer is not None:
-            writer.abort()
-        raise CaptureFormatError(f"{path}: I/O error ({exc.strerror or exc})", "io") from exc
-    except MemoryError as exc:
-        if writer is not None:
-            writer.abort()
-        raise CaptureFormatError(f"{path}: out of memory while processing", "too_large") from exc
-    return FileResult(
-        path=str(path),
-        kind=file_kind,
-        size_bytes=size,
-        seconds=time.perf_counter() - t0,
-        flows=FlowBatch.concat(batches) if collect else FlowBatch.empty(),
-        packets_by_protocol={p: int(v) for p, v in zip(PROTOCOLS, counts.pkts, strict=True)},
-        bytes_by_protocol={p: int(v) for p, v in zip(PROTOCOLS, counts.byts, strict=True)},
-        skipped_by_reason=dict(counts.skip),
-        ip_fragments=counts.frags,
-        carry=out_carry,
-        csv_path=str(csv_path) if writer is not None else None,
-        csv_rows=writer.rows if writer is not None else 0,
-        first_ts=counts.first,
-        last_ts=counts.last,
-        flow_count=n_flows,
-        flows_by_protocol=by_protocol,
-        flows_evicted=evicted,
-    )
+                raise _output_error(self.writer.path, exc) from exc
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+
+
+def _process_flow_csv(
+    path: Path,
+    settings: FlowSettings,
+    carry: CarryState | None,
+    final: bool,
+    emit: Callable[[FlowBatch], None],
+    save_carry: SaveCarry | None,
+) -> tuple[_Counts, bytes | None, int]:
+    """Read a flow CSV's flows; a carry passes through it (a CSV continues no flows)."""
+    try:
+        for batch in read_flow_csv(path):
+            emit(batch)
+    except FlowCsvError as exc:
+        raise CaptureFormatError(str(exc), "format") from exc
+    out_carry = None
+    if carry is not None and not final:
+        out_carry = _keep(_load_carry(carry, settings), save_carry)
+    if carry is not None and final:
+        emit(finish_carry(carry, settings))
+    return _Counts(), out_carry, 0
 
 
 def _output_error(path: Path | str, exc: OSError) -> CaptureFormatError:

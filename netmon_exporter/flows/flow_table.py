@@ -1269,52 +1269,8 @@ class FlowTable:
         first slice with it; one saved before wire-byte slices starts its next slice's
         wire bytes in proportion to its packets.
         """
-        try:
-            K, S, status, pool, st = (arrays[k] for k in ("K", "S", "status", "pool", "st"))
-        except KeyError as exc:
-            raise ValueError(f"invalid carry state: no array {exc}") from exc
-        order, closed = arrays.get("lru"), arrays.get("closed")
-        dns = arrays.get("dns", np.zeros((0, ND)))
-        n = int(st[0]) if st.shape in ((3,), (6,)) and st.dtype == np.int64 else -1
-        if S.dtype == np.float64 and S.ndim == 2 and S.shape[0] == n and S.shape[1] < NS:
-            S = _widen(S)
-        slots = S[:, S_DNS_SLOT] if S.ndim == 2 and S.shape[1:] == (NS,) else np.zeros(0)
-        if (
-            K.dtype != np.int64
-            or S.dtype != np.float64
-            or status.dtype != np.int8
-            or pool.dtype != np.uint8
-            or K.shape != (n, NK)
-            or S.shape != (n, NS)
-            or status.shape != (n,)
-            or len(pool) > POOL_BYTES
-            or int(st[1]) != len(pool)
-        ):
-            raise ValueError("invalid carry state: unexpected shapes or types")
-        if n and (not np.isin(status, (FLOW_OPEN, FLOW_CLOSED)).all()):
-            raise ValueError("invalid carry state: bad flow status")
-        if (
-            dns.dtype != np.float64
-            or dns.ndim != 2
-            or dns.shape[1] != ND
-            or not np.array_equal(np.sort(slots[slots >= 0]), np.arange(len(dns)))
-            or ((slots < 0) & (slots != -1)).any()
-        ):
-            raise ValueError("invalid carry state: bad DNS rows")
-        lens = S[:, S_QPOOL_LEN]
-        offs = S[:, S_QPOOL_OFF]
-        if n and ((lens > 0) & ((offs < 0) | (offs + lens > len(pool)))).any():
-            raise ValueError("invalid carry state: name pool offsets out of range")
-        if order is None or closed is None:
-            order, closed = _by_time(S, status)
-        if (
-            order.dtype != np.int64
-            or closed.dtype != np.int64
-            or order.shape != (n,)
-            or not np.array_equal(np.sort(order), np.arange(n))
-            or not np.array_equal(np.sort(closed), np.flatnonzero(status == FLOW_CLOSED))
-        ):
-            raise ValueError("invalid carry state: bad flow order")
+        K, S, status, pool, st, order, closed, dns = _checked_state(arrays)
+        n = len(K)
         t = cls(idle_s, active_s, activity_s, grace_s, max_open, slice_s)
         if n:
             t._reserve(n)
@@ -1342,6 +1298,57 @@ class FlowTable:
         """Whether this table runs with exactly these settings (then it can go on as it is)."""
         params = _params(idle_s, active_s, activity_s, grace_s, slice_s)
         return bool(np.array_equal(params, self.params)) and max(0, int(max_open)) == self.max_open
+
+
+def _checked_state(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    """The arrays of saved state, widened to today's columns; ValueError if inconsistent."""
+    try:
+        K, S, status, pool, st = (arrays[k] for k in ("K", "S", "status", "pool", "st"))
+    except KeyError as exc:
+        raise ValueError(f"invalid carry state: no array {exc}") from exc
+    order, closed = arrays.get("lru"), arrays.get("closed")
+    dns = arrays.get("dns", np.zeros((0, ND)))
+    n = int(st[0]) if st.shape in ((3,), (6,)) and st.dtype == np.int64 else -1
+    if S.dtype == np.float64 and S.ndim == 2 and S.shape[0] == n and S.shape[1] < NS:
+        S = _widen(S)
+    slots = S[:, S_DNS_SLOT] if S.ndim == 2 and S.shape[1:] == (NS,) else np.zeros(0)
+    if (
+        K.dtype != np.int64
+        or S.dtype != np.float64
+        or status.dtype != np.int8
+        or pool.dtype != np.uint8
+        or K.shape != (n, NK)
+        or S.shape != (n, NS)
+        or status.shape != (n,)
+        or len(pool) > POOL_BYTES
+        or int(st[1]) != len(pool)
+    ):
+        raise ValueError("invalid carry state: unexpected shapes or types")
+    if n and (not np.isin(status, (FLOW_OPEN, FLOW_CLOSED)).all()):
+        raise ValueError("invalid carry state: bad flow status")
+    if (
+        dns.dtype != np.float64
+        or dns.ndim != 2
+        or dns.shape[1] != ND
+        or not np.array_equal(np.sort(slots[slots >= 0]), np.arange(len(dns)))
+        or ((slots < 0) & (slots != -1)).any()
+    ):
+        raise ValueError("invalid carry state: bad DNS rows")
+    lens = S[:, S_QPOOL_LEN]
+    offs = S[:, S_QPOOL_OFF]
+    if n and ((lens > 0) & ((offs < 0) | (offs + lens > len(pool)))).any():
+        raise ValueError("invalid carry state: name pool offsets out of range")
+    if order is None or closed is None:
+        order, closed = _by_time(S, status)
+    if (
+        order.dtype != np.int64
+        or closed.dtype != np.int64
+        or order.shape != (n,)
+        or not np.array_equal(np.sort(order), np.arange(n))
+        or not np.array_equal(np.sort(closed), np.flatnonzero(status == FLOW_CLOSED))
+    ):
+        raise ValueError("invalid carry state: bad flow order")
+    return K, S, status, pool, st, order, closed, dns
 
 
 def _params(
