@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import hashlib
 import logging
 import os
-import queue
 import signal
 import socket
 import sys
@@ -21,8 +19,7 @@ import threading
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,26 +27,27 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 
 from . import recording
 from .build_info import build_info
-from .config import (
-    Config,
-    ConfigError,
-    load_config,
-    read_config_file,
-    restart_required_changes,
-)
+from .config import ConfigError
 from .health import HealthInputs, HealthReport, evaluate
 from .http_server import Endpoints, HttpServer, ReloadOutcome, parse_listen_address
 from .logging_setup import FORMATS, LEVELS, setup_logging
 from .metrics import DETECTORS, Metrics, build_metrics
 from .models import ModelError
 from .process_metrics import WorkerProcessCollector
+from .runtime.component_errors import ComponentErrors
+from .runtime.parts import Parts
+from .runtime.reload import ConfigHolder, Reloader
+from .runtime.reload import ReloadError as ReloadError  # re-exported
 from .summarise import template_summary
 from .web_config import LiveWebConfig, WebConfig, WebConfigError, load_web_config
 
 if TYPE_CHECKING:
-    from .analysis import AnalyzerSetup
+    from .alerting import AlertPusher
+    from .analysis import Analyzer
+    from .ingest.service import IngestService
     from .summarise import Summariser
     from .suppression import SuppressionRules
+    from .window import WindowAggregator
 
 log = logging.getLogger("netmon_exporter")
 
@@ -227,94 +225,6 @@ def web_urls(
     return external, prefix
 
 
-# ----------------------------------------------------------------------------- config
-
-
-@dataclass
-class ConfigHolder:
-    """SafeConfig: reloads are requested anywhere but validated and swapped in one place."""
-
-    path: Path
-    config: Config
-    digest: str
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @classmethod
-    def load(cls, path: Path) -> ConfigHolder:
-        cfg = load_config(path)
-        return cls(path, cfg, _digest(path))
-
-    def try_reload(self, prepare: Callable[[Config, Config], Callable[[], None]]) -> ReloadOutcome:
-        """Validate the file and swap it in, all or nothing.
-
-        ``prepare(new, old)`` does everything that can fail (loading models) without
-        changing what runs, and returns the commit step; only when it succeeds is the
-        config swapped and the commit step run.
-        """
-        with self.lock:
-            try:
-                digest = _digest(self.path)
-            except ConfigError as exc:
-                return ReloadOutcome(False, "; ".join(exc.errors))
-            if digest == self.digest:
-                return ReloadOutcome(True, "configuration unchanged")
-            try:
-                new = load_config(self.path)
-            except ConfigError as exc:
-                return ReloadOutcome(False, "; ".join(exc.errors))
-            try:
-                commit = prepare(new, self.config)
-            except ReloadError as exc:
-                return ReloadOutcome(False, str(exc))
-            restart = tuple(restart_required_changes(self.config, new))
-            self.config, self.digest = new, digest
-            commit()
-            msg = "configuration reloaded"
-            if restart:
-                msg += "; these changes need a restart to take effect: " + ", ".join(restart)
-            return ReloadOutcome(True, msg, restart)
-
-
-class ComponentErrors:
-    """The last error of each optional component, written from its own thread.
-
-    A reload that replaces a component bumps its generation: a call that started under
-    the old settings cannot then report an error (or a recovery) for the new ones.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._errors: dict[str, str | None] = {}
-        self._generations: dict[str, int] = {}
-
-    def generation(self, name: str) -> int:
-        with self._lock:
-            return self._generations.get(name, 0)
-
-    def report(self, name: str, generation: int, error: str | None) -> None:
-        with self._lock:
-            if self._generations.get(name, 0) == generation:
-                self._errors[name] = error
-
-    def reset(self, name: str) -> None:
-        with self._lock:
-            self._generations[name] = self._generations.get(name, 0) + 1
-            self._errors[name] = None
-
-    def get(self, name: str) -> str | None:
-        with self._lock:
-            return self._errors.get(name)
-
-
-class ReloadError(Exception):
-    """A valid config that cannot be applied (e.g. its model file cannot be loaded)."""
-
-
-def _digest(path: Path) -> str:
-    # Bounded like load_config: a config symlinked to /dev/zero must not be read forever.
-    return hashlib.sha256(read_config_file(path)).hexdigest()
-
-
 # ----------------------------------------------------------------------------- daemon
 
 
@@ -328,35 +238,20 @@ class Daemon:
         telemetry_path: str,
         external_url: str = "",
     ) -> None:
-        from .alerting import AlertPusher
-        from .analysis import Analyzer
-        from .ingest.service import IngestService
-        from .summarise import Summariser
-        from .suppression import SuppressionRules
-        from .window import WindowAggregator
-
         self.holder = holder
         self.m = metrics
         self.telemetry_path = telemetry_path
         self.external_url = external_url  # --web.external-url (alerts' generatorURL)
-        cfg = holder.config
         self.stop_event = threading.Event()
-        self.reload_requests: queue.Queue[concurrent.futures.Future[ReloadOutcome] | None] = (
-            queue.Queue()
-        )
         self.ready = False
         self._health = HealthReport("healthy", ())
         self._recent: deque[bool] = deque(maxlen=RECENT_FILES)  # True = failure
         self._last_flows_wall = time.time()
-        self.ingest = IngestService(cfg)
-        self.aggregator = WindowAggregator(cfg.windows, cfg.output.directory / "windows")
-        self.analyzer = Analyzer(cfg.detectors, cfg.models, cfg.state.directory)
-        self.summariser = Summariser(cfg.llm)
-        self.pusher = AlertPusher(cfg.alertmanager, cfg.alerting, external_url=external_url)
-        self.suppression = SuppressionRules.from_config(cfg.ignore)
-        self._holding_back = False  # the last window was too old to push
+        self.parts = Parts.build(holder.config, external_url)
         # LLM and Alertmanager errors, set from the reporter and pusher threads
         self._errors = ComponentErrors()
+        self.reloader = Reloader(holder, self.parts, metrics, self._errors, external_url)
+        self._holding_back = False  # the last window was too old to push
         self._reporter = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="reporter")
         # (future, window, analysis) of reports handed to the reporter thread, oldest first
         self._pending_reports: deque[tuple[concurrent.futures.Future[None], Any, Any]] = deque()
@@ -365,16 +260,38 @@ class Daemon:
             target=self._push_loop, name="alert-pusher", daemon=True
         )
 
+    # -- the running components (see runtime/parts.py)
+    @property
+    def ingest(self) -> IngestService:
+        return self.parts.ingest
+
+    @property
+    def aggregator(self) -> WindowAggregator:
+        return self.parts.aggregator
+
+    @property
+    def analyzer(self) -> Analyzer:
+        return self.parts.analyzer
+
+    @property
+    def summariser(self) -> Summariser:
+        return self.parts.summariser
+
+    @property
+    def pusher(self) -> AlertPusher:
+        return self.parts.pusher
+
+    @property
+    def suppression(self) -> SuppressionRules:
+        return self.parts.suppression
+
     # -- lifecycle
     def start(self) -> None:
         self._seed_counters()
         self.m.windows_kept.set(self.aggregator.reports_kept())  # reports already on disk
         w = self.holder.config.windows
         recording.record_top_talkers(self.m, [], w.top_talkers, w.top_talker_addresses)
-        recording.record_settings(self.m, self.holder.config)
-        recording.record_models(self.m, self.analyzer.model_info())
-        for model in self.analyzer.models():
-            recording.preinit_classes(self.m, model.classes)
+        self.parts.record_config(self.m, self.holder.config)
         self.m.reload_successful.set(1)
         self.m.reload_success_ts.set(time.time())
         self.ingest.start()
@@ -398,7 +315,7 @@ class Daemon:
     def run(self) -> None:
         next_health = 0.0
         while not self.stop_event.is_set():
-            self._serve_reloads()
+            self.reloader.serve()
             for event in self.ingest.poll_events(timeout=0.2):
                 try:
                     self._handle(event)
@@ -432,99 +349,11 @@ class Daemon:
                 self._report_with_template(window, analysis)
         running = [f for f, _, _ in self._pending_reports if not f.done()]
         concurrent.futures.wait(running, timeout=max(0.0, deadline - time.monotonic()))
-        self._serve_reloads(final=True)
+        self.reloader.serve(final=True)
 
     # -- reload
     def request_reload(self) -> concurrent.futures.Future[ReloadOutcome]:
-        fut: concurrent.futures.Future[ReloadOutcome] = concurrent.futures.Future()
-        self.reload_requests.put(fut)
-        return fut
-
-    def _serve_reloads(self, final: bool = False) -> None:
-        while True:
-            try:
-                fut = self.reload_requests.get_nowait()
-            except queue.Empty:
-                return
-            if fut is None:
-                continue
-            if final:
-                fut.set_result(ReloadOutcome(False, "shutting down"))
-                continue
-            fut.set_result(self._reload())
-
-    def _reload(self) -> ReloadOutcome:
-        self.m.reloads.inc()
-        outcome = self.holder.try_reload(self._prepare)
-        if not outcome.ok:
-            self.m.reloads_failed.inc()
-            self.m.reload_successful.set(0)
-            self.m.errors.labels("config").inc()
-            log.error(
-                "configuration reload failed; keeping the old configuration",
-                extra={"file": str(self.holder.path), "err": outcome.message},
-            )
-            return outcome
-        for key in outcome.restart_required:
-            log.warning("setting changed but needs a restart", extra={"key": key})
-        self.m.reload_successful.set(1)
-        self.m.reload_success_ts.set(time.time())
-        log.info(outcome.message, extra={"file": str(self.holder.path)})
-        return outcome
-
-    def _prepare(self, cfg: Config, old: Config) -> Callable[[], None]:
-        """Build everything the new config needs off to the side; change nothing that runs.
-
-        Whatever can fail (models) fails here and leaves every component as it was; the
-        returned step only swaps references, which cannot fail half-way.
-        """
-        try:
-            setup = self.analyzer.prepare(cfg.detectors, cfg.models)
-        except ModelError as exc:
-            self.m.errors.labels("model").inc()
-            raise ReloadError(f"models: {exc}") from None
-        summariser = type(self.summariser)(cfg.llm) if cfg.llm != old.llm else None
-        suppression = (
-            type(self.suppression).from_config(cfg.ignore) if cfg.ignore != old.ignore else None
-        )
-        return lambda: self._apply(cfg, old, setup, summariser, suppression)
-
-    def _apply(
-        self,
-        cfg: Config,
-        old: Config,
-        setup: AnalyzerSetup,
-        summariser: Summariser | None,
-        suppression: SuppressionRules | None,
-    ) -> None:
-        """Swap in what :meth:`_prepare` built (on the daemon thread, between windows).
-
-        The reporter and pusher threads keep the object they hold for a call in progress
-        (immutable hand-off); errors that call reports for the old settings are ignored.
-        """
-        self.analyzer.commit(setup)
-        self.ingest.apply_config(cfg)
-        self.aggregator.reconfigure(cfg.windows)
-        w = cfg.windows
-        if (w.top_talkers, w.top_talker_addresses) != (
-            old.windows.top_talkers,
-            old.windows.top_talker_addresses,
-        ):  # the ranks (or addresses) change now; the values come with the next window
-            recording.record_top_talkers(self.m, [], w.top_talkers, w.top_talker_addresses)
-        if summariser is not None:
-            self.summariser = summariser
-            self._errors.reset("llm")
-        if cfg.alertmanager != old.alertmanager or cfg.alerting != old.alerting:
-            # Incidents are kept: a reload neither re-pages nor forgets what is open.
-            self.pusher.reconfigure(cfg.alertmanager, cfg.alerting, self.external_url)
-            if cfg.alertmanager != old.alertmanager:
-                self._errors.reset("alertmanager")
-        if suppression is not None:
-            self.suppression = suppression
-        recording.record_settings(self.m, cfg)
-        recording.record_models(self.m, self.analyzer.model_info())
-        for model in self.analyzer.models():
-            recording.preinit_classes(self.m, model.classes)
+        return self.reloader.request()
 
     # -- events
     def _handle(self, event: Any) -> None:
