@@ -13,11 +13,15 @@ SUBCOMMANDS: dict[str, str] = {
     "train": ".commands.train",
     "evaluate": ".tools.evaluate",
 }
+# Sub-commands that only parse captures: started without SciPy (see lean_start.py).
+LEAN = {"flows"}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
+        if argv[0] in LEAN:
+            importlib.import_module(".lean_start", __package__)
         parser = argparse.ArgumentParser(prog="netmon-exporter")
         sub = parser.add_subparsers(dest="command", required=True)
         importlib.import_module(SUBCOMMANDS[argv[0]], __package__).add_parser(sub)

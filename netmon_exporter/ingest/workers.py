@@ -49,6 +49,7 @@ _TRIM_AFTER_FLOWS = 20_000  # give free memory back after files with this many f
 _CTX = multiprocessing.get_context("forkserver")
 _CTX.set_forkserver_preload(
     [
+        "netmon_exporter.lean_start",  # workers only parse: no SciPy (before numba)
         "netmon_exporter.pipeline",
         "netmon_exporter.ingest.workers",
         "netmon_exporter.ingest.warm_pipeline",

@@ -1,0 +1,78 @@
+"""Fast start (issue 12 item 4): processes that only parse start without SciPy.
+
+See netmon_exporter/lean_start.py: numba's BLAS probe imports scipy.linalg; the flows
+command and the worker fork server skip it, which is only sound while no compiled
+kernel uses linear algebra and the daemon's main process (scikit-learn) never skips it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PKG = ROOT / "netmon_exporter"
+PCAP = Path(__file__).parent / "data" / "pcaps" / "icmp.pcap"
+
+# numpy calls that numba implements through BLAS/LAPACK, and the @ operator
+_LINALG = re.compile(
+    r"np\.(dot|vdot|inner|outer|matmul|kron|trace|cov|corrcoef|linalg|polyfit|einsum)\b"
+    r"|[\w\)\]]\s*@\s*[\w\(\[]"
+)
+
+
+def test_no_compiled_kernel_uses_linear_algebra() -> None:
+    compiled = [p for p in PKG.rglob("*.py") if "njit" in p.read_text()]
+    assert compiled, "no numba kernels found"
+    for path in compiled:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            assert not _LINALG.search(code), f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+
+
+def _run(code: str, tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_the_flows_command_starts_without_scipy(tmp_path: Path) -> None:
+    """What `python -m netmon_exporter flows` loads, listed when the process ends."""
+    _run(
+        "import atexit, json, sys\n"
+        "atexit.register(lambda: json.dump(sorted(k for k, v in sys.modules.items() if v), open('modules.json', 'w')))\n"
+        "from netmon_exporter.cli import main\n"
+        f"raise SystemExit(main(['flows', {str(PCAP)!r}, '-o', 'out.csv']))\n",
+        tmp_path,
+    )
+    assert (tmp_path / "out.csv").stat().st_size > 0
+    loaded = set(json.loads((tmp_path / "modules.json").read_text()))
+    assert {"netmon_exporter.lean_start", "numba", "netmon_exporter.pipeline"} <= loaded
+    assert not {m for m in loaded if m.startswith(("scipy.linalg.", "sklearn"))}
+
+
+def test_the_daemon_keeps_scipy_for_its_models(tmp_path: Path) -> None:
+    code = (
+        "import sys, netmon_exporter.daemon, netmon_exporter.models, sklearn.ensemble; "
+        "assert 'netmon_exporter.lean_start' not in sys.modules; "
+        "assert sys.modules.get('scipy.linalg.cython_blas') is not None"
+    )
+    _run(code, tmp_path)
+
+
+def test_workers_are_forked_from_a_lean_fork_server() -> None:
+    import multiprocessing.forkserver as fs
+
+    from netmon_exporter.ingest import workers
+
+    assert workers._CTX.get_start_method() == "forkserver"
+    assert fs._forkserver._preload_modules[0] == "netmon_exporter.lean_start"  # type: ignore[attr-defined]
