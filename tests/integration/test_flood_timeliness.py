@@ -109,8 +109,13 @@ def test_an_8_minute_single_flow_flood_is_reported_where_it_starts(tmp_path: Pat
     assert first == start_window  # 40 s of 1200 pps in its first window is plenty
     # every packet counted in the window where it was sent, once (across rotations and
     # the flow carried from file to file)
+    # and its bytes on the wire, as netmon_bytes_total counts them (every frame here is
+    # a UDP datagram of the same size; its payload is what CICFlowMeter's TotLen counts)
+    frame = len(udp_record(0, ATTACKER, VICTIM, 40001, 9999)) - 16
     for w, r in got.items():
         assert r["totals"]["packets"] == expected[w], (w, r["totals"])
+        assert r["totals"]["bytes"] == expected[w] * frame, (w, r["totals"])
+        assert 0 < r["totals"]["payload_bytes"] < r["totals"]["bytes"], (w, r["totals"])
     # the flood is one flow: counted once, in the window where it began, not yet ended
     assert sum(r["totals"]["flows"] for r in got.values()) < 600
     assert elapsed < 120, elapsed
