@@ -49,21 +49,22 @@ import socket
 import ssl
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, Protocol, cast
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder, gzip_accepted, make_wsgi_app
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 from tornado import httputil, iostream
 from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
 from tornado.httpserver import HTTPServer as _TornadoServer
 from tornado.ioloop import IOLoop
 
 from . import __version__
+from .exposition import MAX_AGE, RenderCache, Rendered
 from .health import UNHEALTHY, HealthReport
 from .web_config import WebConfig, WebConfigError
 
@@ -87,6 +88,10 @@ class Endpoints:
     reload: Callable[[], ReloadOutcome]
     telemetry_path: str = "/metrics"
     route_prefix: str = "/"  # every path above is served under it
+    # A scrape may be answered from a render made up to this many seconds before it
+    # arrived (shared by concurrent scrapers; see exposition.py). 0: a render per scrape
+    # (concurrent scrapes still share one).
+    metrics_max_age: float = MAX_AGE
 
 
 class WebConfigSource(Protocol):
@@ -180,50 +185,13 @@ def credentials(req: Request) -> tuple[str, str] | None:
     return (user, pw) if user else None
 
 
-T = TypeVar("T")
+@dataclass(frozen=True)
+class MetricsVariant:
+    """What a /metrics body depends on: its format and its ``name[]`` filter."""
 
-
-class _Run(Generic[T]):
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.result: T | None = None
-        self.error: BaseException | None = None
-
-
-class SharedRun(Generic[T]):
-    """Run a function once for every caller that asked for the same key while it waited.
-
-    Callers that arrive while a run is in progress wait for the *next* run, which starts
-    after them, so nobody gets data older than their request; runs never overlap (they
-    would only share the GIL). N concurrent scrapes then cost a few renders, not N.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running = threading.Lock()
-        self._queued: dict[Hashable, _Run[T]] = {}
-
-    def run(self, key: Hashable, fn: Callable[[], T]) -> T:
-        with self._lock:
-            run = self._queued.get(key)
-            leader = run is None
-            if run is None:
-                run = self._queued[key] = _Run()
-        if leader:
-            with self._running:
-                with self._lock:
-                    del self._queued[key]
-                try:
-                    run.result = fn()
-                except BaseException as exc:
-                    run.error = exc
-                finally:
-                    run.done.set()
-        else:
-            run.done.wait()
-        if run.error is not None:
-            raise run.error
-        return cast(T, run.result)
+    content_type: str
+    names: tuple[str, ...]
+    encoder: Callable[[Any], bytes] = field(compare=False, hash=False)  # registry -> body
 
 
 class Routes:
@@ -231,8 +199,9 @@ class Routes:
 
     def __init__(self, endpoints: Endpoints) -> None:
         self.ep = endpoints
-        self._metrics_app = make_wsgi_app(endpoints.registry)
-        self._renders: SharedRun[tuple[int, tuple[tuple[str, str], ...], bytes]] = SharedRun()
+        self.renders: RenderCache[MetricsVariant] = RenderCache(
+            self._render, max_age=endpoints.metrics_max_age
+        )
         ep = endpoints
         prefix = "/" + ep.route_prefix.strip("/")
         landing = _landing(ep.telemetry_path, prefix)
@@ -248,6 +217,7 @@ class Routes:
             ),
         }
         self.routes = {under_prefix(prefix, path): route for path, route in table.items()}
+        self._metrics_path = under_prefix(prefix, ep.telemetry_path)
         self._reload_path = under_prefix(prefix, _RELOAD_PATH)
         if prefix != "/":
             home = prefix + "/"
@@ -283,34 +253,48 @@ class Routes:
             )
         return fn(req)
 
-    def _metrics(self, req: Request) -> Response:
-        accept = req.headers.get("Accept", "")
-        accept_encoding = req.headers.get("Accept-Encoding", "")
-        names = tuple(sorted(parse_qs(req.query).get("name[]", [])))
-        key = (choose_encoder(accept)[1], gzip_accepted(accept_encoding), names)
-        status, headers, body = self._renders.run(
-            key, lambda: self._render(req.path, req.query, accept, accept_encoding)
+    def respond_now(self, req: Request) -> tuple[Response | None, Callable[[], None] | None]:
+        """Answer a scrape from a fresh render without blocking, if there is one.
+
+        For the event loop: no thread hop, no render, no gzip. Returns None when the
+        request needs :meth:`respond` (on a worker thread), and, when the render served
+        is getting old, a refresh to run on a worker thread.
+        """
+        if req.path != self._metrics_path or req.method not in ("GET", "HEAD"):
+            return None, None
+        variant, want_gzip = self._variant(req)
+        entry, refresh_due = self.renders.peek(variant)
+        refresh = (lambda: self.renders.refresh(variant, want_gzip)) if refresh_due else None
+        if entry is None or (want_gzip and not entry.gzip_ready):
+            return None, refresh
+        return self._metrics_response(variant, entry, want_gzip), refresh
+
+    def _variant(self, req: Request) -> tuple[MetricsVariant, bool]:
+        # As prometheus-client's own WSGI app: content negotiation, gzip, name[] filters.
+        encoder, content_type = choose_encoder(req.headers.get("Accept", ""))
+        names = tuple(sorted(set(parse_qs(req.query).get("name[]", []))))
+        return MetricsVariant(content_type, names, encoder), gzip_accepted(
+            req.headers.get("Accept-Encoding", "")
         )
-        return Response(status, body, headers)
 
-    def _render(
-        self, path: str, query: str, accept: str, accept_encoding: str
-    ) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
-        # prometheus-client's own WSGI app: content negotiation, gzip and name[] filters.
-        environ = {
-            "REQUEST_METHOD": "GET",
-            "PATH_INFO": path,
-            "QUERY_STRING": query,
-            "HTTP_ACCEPT": accept,
-            "HTTP_ACCEPT_ENCODING": accept_encoding,
-        }
-        got: list[Any] = []
+    def _metrics_response(self, variant: MetricsVariant, entry: Rendered, gz: bool) -> Response:
+        if gz:
+            return Response(
+                200,
+                entry.gzipped(),
+                (("Content-Type", variant.content_type), ("Content-Encoding", "gzip")),
+            )
+        return Response(200, entry.body, (("Content-Type", variant.content_type),))
 
-        def start_response(status: str, headers: list[tuple[str, str]], _exc: Any = None) -> None:
-            got[:] = [int(status.split()[0]), tuple(headers)]
+    def _metrics(self, req: Request) -> Response:
+        variant, want_gzip = self._variant(req)
+        return self._metrics_response(variant, self.renders.get(variant), want_gzip)
 
-        body = b"".join(self._metrics_app(environ, start_response))
-        return got[0], got[1], body
+    def _render(self, variant: MetricsVariant) -> bytes:
+        registry = self.ep.registry
+        if variant.names:
+            return variant.encoder(registry.restricted_registry(list(variant.names)))
+        return variant.encoder(registry)
 
     def _health(self, _: Request) -> Response:
         report = self.ep.health()
@@ -487,6 +471,11 @@ class _CappedServer(_TornadoServer):
         super().on_close(server_conn)
 
 
+def _log_failure(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("metrics refresh failed", exc_info=fut.exception())
+
+
 def parse_listen_address(addr: str) -> tuple[str, int]:
     """Split ``host:port`` / ``:port`` / ``[::1]:port``; raise ValueError with a clear reason."""
     host, sep, port = addr.rpartition(":")
@@ -621,11 +610,8 @@ class HttpServer:
             await self._write(request, self._routes.text(500, b"Internal Server Error\n"), ())
             return
         if await self._authorised(req, web):
-            pool: Executor = self._reloads if self._routes.is_reload(req) else self._workers
             try:
-                resp = await asyncio.get_running_loop().run_in_executor(
-                    pool, self._routes.respond, req
-                )
+                resp = await self._respond(req)
             except Exception:
                 log.exception("http endpoint failed", extra={"path": req.path})
                 resp = self._routes.text(500, b"Internal Server Error\n")
@@ -636,6 +622,19 @@ class HttpServer:
             extra={"client": req.client, "method": req.method, "path": req.path},
         )
         await self._write(request, resp, tuple(web.headers.items()))
+
+    async def _respond(self, req: Request) -> Response:
+        # A scrape with a fresh render is answered here, on the loop: a hop to a worker
+        # thread and back costs two GIL hand-overs, which under load are the scrape's
+        # whole latency. Anything else runs on a worker thread.
+        resp, refresh = self._routes.respond_now(req)
+        loop = asyncio.get_running_loop()
+        if refresh is not None:
+            loop.run_in_executor(self._workers, refresh).add_done_callback(_log_failure)
+        if resp is not None:
+            return resp
+        pool: Executor = self._reloads if self._routes.is_reload(req) else self._workers
+        return await loop.run_in_executor(pool, self._routes.respond, req)
 
     async def _authorised(self, req: Request, web: WebConfig) -> bool:
         if not web.users:

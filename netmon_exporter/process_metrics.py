@@ -2,8 +2,11 @@
 
 ``process_*`` (prometheus-client's ProcessCollector) covers the main process only, yet
 the parsing happens in worker processes forked from a fork server. This collector finds
-them by walking parent pids in /proc from the daemon's own pid, so the ingest code
-needs no hooks and the workers never touch metrics.
+them from the daemon's own pid, so the ingest code needs no hooks and the workers never
+touch metrics: through ``/proc/<pid>/task/<tid>/children`` (Linux 3.5+ with
+``CONFIG_PROC_CHILDREN``, as every major distribution builds it), which reads only the
+daemon and its descendants, however many other processes the host runs; where the
+kernel lacks it, by reading every ``/proc/<pid>/stat`` and following parent pids.
 
 Each descendant gets a ``worker`` label from a small closed set: ``fork_server``; a
 slot ``"0"``.. ``"15"`` for workers, kept while the pid lives and handed to new pids
@@ -109,20 +112,68 @@ class WorkerProcessCollector(Collector):
         if registry is not None:
             registry.register(self)
 
+    def _stat(self, pid: int) -> ProcStat | None:
+        try:
+            return parse_stat(pid, (self.proc / str(pid) / "stat").read_text())
+        except (OSError, ValueError, IndexError):
+            return None  # exited while we looked, or not ours to read
+
+    def _children(self, pid: int) -> list[int] | None:
+        """Return the children of every thread of ``pid``; None if /proc cannot say."""
+        task = self.proc / str(pid) / "task"
+        try:
+            tids = os.listdir(task)
+        except OSError:
+            return None
+        out: list[int] = []
+        for tid in tids:
+            try:
+                text = (task / tid / "children").read_text()
+            except FileNotFoundError:
+                if tid == str(pid):
+                    return None  # no CONFIG_PROC_CHILDREN (or a thread that just ended)
+                continue
+            except OSError:
+                continue
+            out.extend(int(c) for c in text.split() if c.isdigit())
+        return out
+
+    def _tree_stats(self) -> list[ProcStat] | None:
+        """Read our pid and its descendants only; None where /proc has no children files."""
+        me = self._stat(self.pid)
+        if me is None:
+            return None
+        out = [me]
+        todo, seen = [self.pid], {self.pid}
+        while todo:
+            pid = todo.pop()
+            children = self._children(pid)
+            if children is None and pid == self.pid:
+                return None  # no children files here (or a fake /proc): walk all of /proc
+            for child in children or ():
+                if child in seen:  # a pid reused mid-walk must not loop
+                    continue
+                seen.add(child)
+                st = self._stat(child)
+                if st is not None:
+                    out.append(st)
+                    todo.append(child)
+        return out
+
     def _stats(self) -> list[ProcStat]:
+        tree = self._tree_stats()
+        if tree is not None:
+            return tree
         out: list[ProcStat] = []
         try:
             entries = list(os.scandir(self.proc))
         except OSError:
             return out
         for entry in entries:
-            if not entry.name.isdigit():
-                continue
-            try:
-                text = (Path(entry.path) / "stat").read_text()
-                out.append(parse_stat(int(entry.name), text))
-            except (OSError, ValueError, IndexError):
-                continue  # exited while we looked, or not ours to read
+            if entry.name.isdigit():
+                st = self._stat(int(entry.name))
+                if st is not None:
+                    out.append(st)
         return out
 
     def _cmdline(self, pid: int) -> bytes:
