@@ -62,19 +62,7 @@ def _put_float(out, w, x):
             mi //= 10
             e += 1
         out[w] = 48 + mi // 1000000
-        w += 1
-        frac = mi % 1000000
-        if frac:
-            out[w] = 46
-            w += 1
-            digits = 6
-            while frac % 10 == 0:
-                frac //= 10
-                digits -= 1
-            for j in range(digits - 1, -1, -1):
-                out[w + j] = 48 + frac % 10
-                frac //= 10
-            w += digits
+        w = _put_frac(out, w + 1, mi % 1000000)
         out[w] = 101
         w += 1
         if e < 0:
@@ -90,18 +78,24 @@ def _put_float(out, w, x):
     ip = scaled // 1000000
     frac = scaled % 1000000
     w = _put_int(out, w, ip)
-    if frac:
-        out[w] = 46
-        w += 1
-        digits = 6
-        while frac % 10 == 0:
-            frac //= 10
-            digits -= 1
-        for j in range(digits - 1, -1, -1):
-            out[w + j] = 48 + frac % 10
-            frac //= 10
-        w += digits
-    return w
+    return _put_frac(out, w, frac)
+
+
+@njit(cache=True, inline="always")
+def _put_frac(out, w, frac):
+    """Write the millionths ``frac`` (0 <= frac < 10**6) as ".ddd" without trailing zeros."""
+    if not frac:
+        return w
+    out[w] = 46
+    w += 1
+    digits = 6
+    while frac % 10 == 0:
+        frac //= 10
+        digits -= 1
+    for j in range(digits - 1, -1, -1):
+        out[w + j] = 48 + frac % 10
+        frac //= 10
+    return w + digits
 
 
 @njit(cache=True, inline="always")

@@ -950,11 +950,12 @@ class FlowTable:
         active_s: float,
         activity_s: float,
         grace_s: float,
-        max_open: int = 0,
+        max_open: float = 0,
         slice_s: float = 0.0,
     ) -> None:
-        self.params = _params(idle_s, active_s, activity_s, grace_s, slice_s)
-        self.max_open = max(0, int(max_open))
+        self.params, self.max_open = _settings(
+            idle_s, active_s, activity_s, grace_s, max_open, slice_s
+        )
         self._alloc(0)
         self.pool = np.zeros(POOL_BYTES, dtype=np.uint8)
         self.pool2 = np.zeros(POOL_BYTES, dtype=np.uint8)
@@ -1232,36 +1233,20 @@ class FlowTable:
         }
 
     @classmethod
-    def from_bytes(
-        cls,
-        data: bytes,
-        idle_s: float,
-        active_s: float,
-        activity_s: float,
-        grace_s: float,
-        max_open: int = 0,
-        slice_s: float = 0.0,
-    ) -> FlowTable:
+    def from_bytes(cls, data: bytes, *args: float) -> FlowTable:
         """Restore open flows saved by :meth:`to_bytes`; raise ValueError if malformed."""
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 arrays = {name: z[name] for name in z.files}
         except Exception as exc:  # np.load raises many types for garbage input
             raise ValueError(f"invalid carry state: {exc}") from exc
-        return cls.from_arrays(arrays, idle_s, active_s, activity_s, grace_s, max_open, slice_s)
+        return cls.from_arrays(arrays, *args)
 
     @classmethod
-    def from_arrays(
-        cls,
-        arrays: Mapping[str, np.ndarray],
-        idle_s: float,
-        active_s: float,
-        activity_s: float,
-        grace_s: float,
-        max_open: int = 0,
-        slice_s: float = 0.0,
-    ) -> FlowTable:
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], *args: float) -> FlowTable:
         """Restore open flows saved by :meth:`state_arrays`; raise ValueError if malformed.
+
+        ``args`` are this class's own arguments (timeouts, cap, slice length).
 
         The least-recently-active and closed orders are restored too (rebuilt from the
         flows' last packet times for state saved before they were kept), and state saved
@@ -1271,7 +1256,7 @@ class FlowTable:
         """
         K, S, status, pool, st, order, closed, dns = _checked_state(arrays)
         n = len(K)
-        t = cls(idle_s, active_s, activity_s, grace_s, max_open, slice_s)
+        t = cls(*args)
         if n:
             t._reserve(n)
             t._view(n)
@@ -1286,18 +1271,10 @@ class FlowTable:
         t.st[ST_DNS] = len(dns)
         return t
 
-    def runs_with(
-        self,
-        idle_s: float,
-        active_s: float,
-        activity_s: float,
-        grace_s: float,
-        max_open: int = 0,
-        slice_s: float = 0.0,
-    ) -> bool:
-        """Whether this table runs with exactly these settings (then it can go on as it is)."""
-        params = _params(idle_s, active_s, activity_s, grace_s, slice_s)
-        return bool(np.array_equal(params, self.params)) and max(0, int(max_open)) == self.max_open
+    def runs_with(self, *args: float) -> bool:
+        """Whether this table runs with these arguments (then it can go on as it is)."""
+        params, max_open = _settings(*args)
+        return bool(np.array_equal(params, self.params)) and max_open == self.max_open
 
 
 def _checked_state(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
@@ -1351,14 +1328,20 @@ def _checked_state(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
     return K, S, status, pool, st, order, closed, dns
 
 
-def _params(
-    idle_s: float, active_s: float, activity_s: float, grace_s: float, slice_s: float
-) -> np.ndarray:
+def _settings(
+    idle_s: float,
+    active_s: float,
+    activity_s: float,
+    grace_s: float,
+    max_open: float = 0,
+    slice_s: float = 0.0,
+) -> tuple[np.ndarray, int]:
+    """A table's timing parameters (microseconds, ``P_*``) and open-flow cap."""
     params = np.array(
         [idle_s * 1e6, active_s * 1e6, activity_s * 1e6, grace_s * 1e6, 0.0], dtype=np.float64
     )
     params[P_SLICE] = float(round(max(0.0, slice_s) * 1e6))
-    return params
+    return params, max(0, int(max_open))
 
 
 def _widen(S: np.ndarray) -> np.ndarray:
