@@ -229,18 +229,12 @@ class Analyzer:
                 "mean_score": round(float(scores[rows].mean()), 4),
                 "top_dst_ports": [int(p) for p in ports[np.argsort(-n)[:5]]],
             }
+            summary = (
+                f"{source} had {len(rows)} flows unlike the baseline "
+                f"(score >= {cfg.anomaly_threshold:g}), mostly to {target}"
+            )
             out.append(
-                Detection(
-                    "anomaly",
-                    cfg.severity,
-                    source,
-                    target,
-                    ws,
-                    we,
-                    evidence,
-                    f"{source} had {len(rows)} flows unlike the baseline "
-                    f"(score >= {cfg.anomaly_threshold:g}), mostly to {target}",
-                )
+                Detection("anomaly", cfg.severity, source, target, ws, we, evidence, summary)
             )
         return out
 
@@ -257,17 +251,10 @@ class Analyzer:
                     "flows": int(len(rows)),
                     "threshold": cfg.classifier_min_flows,
                 }
+                summary = (
+                    f"{len(rows)} flows from {source} classified as {cls!r}, mostly to {target}"
+                )
                 out.append(
-                    Detection(
-                        "classifier",
-                        cfg.severity,
-                        source,
-                        target,
-                        ws,
-                        we,
-                        evidence,
-                        f"{len(rows)} flows from {source} classified as "
-                        f"{cls!r}, mostly to {target}",
-                    )
+                    Detection("classifier", cfg.severity, source, target, ws, we, evidence, summary)
                 )
         return out
