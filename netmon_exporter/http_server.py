@@ -538,6 +538,11 @@ class HttpServer:
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     @property
+    def metrics_renders(self) -> int:
+        """How many times /metrics was rendered (for tests and debugging)."""
+        return self._routes.renders.renders
+
+    @property
     def open_connections(self) -> int:
         """Connections the server holds now (for tests and debugging)."""
         return self._server.open_connections() if self._server else 0
@@ -590,11 +595,6 @@ class HttpServer:
             log.warning("http connections still open at shutdown")
 
     def _on_request(self, request: httputil.HTTPServerRequest) -> None:
-        task = asyncio.ensure_future(self._serve(request))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _serve(self, request: httputil.HTTPServerRequest) -> None:
         url = urlsplit(request.uri or "")
         req = Request(
             method=request.method or "",
@@ -604,58 +604,94 @@ class HttpServer:
             client=request.remote_ip or "",
         )
         try:
-            web = self._web.current()
+            web: WebConfig | None = self._web.current()
         except WebConfigError:
+            web = None
+        verdict = None if web is None else _quick_verdict(req, web)
+        tried = False
+        if web is not None and verdict is True:
+            # A scrape with a fresh render is answered right here, in this loop iteration:
+            # under load every further iteration (a task step, a hop to a worker thread
+            # and back) waits for the GIL, which is most of a scrape's latency.
+            tried = True
+            resp, refresh = self._routes.respond_now(req)
+            self._start_refresh(refresh)
+            if resp is not None:
+                self._log_request(req)
+                sent = self._send(request, resp, tuple(web.headers.items()))
+                if sent is not None and not sent.done():
+                    self._track(self._deadline(request, sent))
+                return
+        self._track(self._serve(request, req, web, verdict, tried))
+
+    def _track(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _start_refresh(self, refresh: Callable[[], None] | None) -> None:
+        if refresh is not None:
+            loop = asyncio.get_running_loop()
+            loop.run_in_executor(self._workers, refresh).add_done_callback(_log_failure)
+
+    async def _serve(
+        self,
+        request: httputil.HTTPServerRequest,
+        req: Request,
+        web: WebConfig | None,
+        verdict: bool | None,
+        tried_now: bool,
+    ) -> None:
+        if web is None:
             # As exporter-toolkit: an invalid web config answers 500 (the reason is logged).
             await self._write(request, self._routes.text(500, b"Internal Server Error\n"), ())
             return
-        if await self._authorised(req, web):
+        if verdict is None:
+            verdict = await self._verify(req, web)
+        if verdict:
             try:
-                resp = await self._respond(req)
+                resp = await self._respond(req, tried_now)
             except Exception:
                 log.exception("http endpoint failed", extra={"path": req.path})
                 resp = self._routes.text(500, b"Internal Server Error\n")
         else:
             resp = self._routes.unauthorised()
+        self._log_request(req)
+        await self._write(request, resp, tuple(web.headers.items()))
+
+    def _log_request(self, req: Request) -> None:
         log.debug(
             "http request",
             extra={"client": req.client, "method": req.method, "path": req.path},
         )
-        await self._write(request, resp, tuple(web.headers.items()))
 
-    async def _respond(self, req: Request) -> Response:
-        # A scrape with a fresh render is answered here, on the loop: a hop to a worker
-        # thread and back costs two GIL hand-overs, which under load are the scrape's
-        # whole latency. Anything else runs on a worker thread.
-        resp, refresh = self._routes.respond_now(req)
-        loop = asyncio.get_running_loop()
-        if refresh is not None:
-            loop.run_in_executor(self._workers, refresh).add_done_callback(_log_failure)
-        if resp is not None:
-            return resp
+    async def _respond(self, req: Request, tried_now: bool) -> Response:
+        if not tried_now:  # authorised by bcrypt, just now: a fresh render may be there
+            resp, refresh = self._routes.respond_now(req)
+            self._start_refresh(refresh)
+            if resp is not None:
+                return resp
         pool: Executor = self._reloads if self._routes.is_reload(req) else self._workers
-        return await loop.run_in_executor(pool, self._routes.respond, req)
+        return await asyncio.get_running_loop().run_in_executor(pool, self._routes.respond, req)
 
-    async def _authorised(self, req: Request, web: WebConfig) -> bool:
-        if not web.users:
-            return True
+    async def _verify(self, req: Request, web: WebConfig) -> bool:
+        """After a precheck that took a throttle token: bcrypt, on its own thread.
+
+        A wrong-password flood queues there, not in the scrapes.
+        """
         creds = credentials(req)
-        if creds is None:
-            return False
-        verdict = web.precheck(creds[0], creds[1], req.client)
-        if verdict is not None:
-            return verdict
-        # bcrypt on its own thread: a wrong-password flood queues there, not in the scrapes.
+        assert creds is not None
         return await asyncio.get_running_loop().run_in_executor(
             self._bcrypt, web.verify, creds[0], creds[1], req.client
         )
 
-    async def _write(
+    def _send(
         self,
         request: httputil.HTTPServerRequest,
         resp: Response,
         extra: tuple[tuple[str, str], ...],
-    ) -> None:
+    ) -> asyncio.Future[None] | None:
+        """Start writing a response; return the future of its write (None: connection gone)."""
         conn = cast(HTTP1Connection, request.connection)
         headers = _CasedHeaders()
         for k, v in (*resp.headers, *extra):
@@ -667,8 +703,37 @@ class HttpServer:
             sent = conn.write_headers(start, headers, body or None)
             sent.add_done_callback(lambda f: f.cancelled() or f.exception())
             conn.finish()
+        except (iostream.StreamClosedError, httputil.HTTPOutputError):
+            return None
+        return cast("asyncio.Future[None]", sent)
+
+    async def _deadline(
+        self, request: httputil.HTTPServerRequest, sent: asyncio.Future[None]
+    ) -> None:
+        """Drop a client that does not read its response within the write timeout."""
+        try:
             await asyncio.wait_for(asyncio.shield(sent), self.limits.write_timeout)
         except TimeoutError:
-            conn.stream.close()
+            cast(HTTP1Connection, request.connection).stream.close()
         except (iostream.StreamClosedError, httputil.HTTPOutputError):
             pass
+
+    async def _write(
+        self,
+        request: httputil.HTTPServerRequest,
+        resp: Response,
+        extra: tuple[tuple[str, str], ...],
+    ) -> None:
+        sent = self._send(request, resp, extra)
+        if sent is not None:
+            await self._deadline(request, sent)
+
+
+def _quick_verdict(req: Request, web: WebConfig) -> bool | None:
+    """Authorised (True), refused (False), or None: bcrypt must decide (a token was taken)."""
+    if not web.users:
+        return True
+    creds = credentials(req)
+    if creds is None:
+        return False
+    return web.precheck(creds[0], creds[1], req.client)

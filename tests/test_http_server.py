@@ -20,7 +20,9 @@ from pathlib import Path
 import bcrypt
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
 
+from netmon_exporter.exposition import RenderCache
 from netmon_exporter.health import CheckResult, HealthReport
 from netmon_exporter.http_server import (
     Endpoints,
@@ -457,5 +459,246 @@ def test_route_prefix_serves_every_endpoint_under_it() -> None:
         conn.close()
         _, body, _ = fetch(base + "/netmon/")
         assert 'href="/netmon/metrics"' in body and 'href="/netmon/health"' in body
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- the /metrics render cache
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_render_cache_serves_a_render_for_max_age_then_renders_anew() -> None:
+    clock, values = Clock(), iter(range(100))
+    cache: RenderCache[str] = RenderCache(
+        lambda key: f"{key} {next(values)}".encode(), max_age=1.0, clock=clock
+    )
+    assert cache.peek("a") == (None, False)  # nothing yet, and peek never renders
+    assert cache.get("a").body == b"a 0"
+    clock.now += 1.0  # exactly max_age: still served
+    assert cache.get("a").body == b"a 0"
+    assert cache.get("b").body == b"b 1"  # each variant its own render
+    clock.now += 0.001  # older than max_age: never served again
+    assert cache.peek("a") == (None, False)
+    assert cache.get("a").body == b"a 2"
+    assert cache.renders == 3
+
+
+def test_render_cache_asks_once_for_a_refresh_ahead_and_refresh_renders_anew() -> None:
+    clock, values = Clock(), iter(range(100))
+    cache: RenderCache[str] = RenderCache(
+        lambda key: str(next(values)).encode(), max_age=1.0, refresh_after=0.5, clock=clock
+    )
+    cache.get("a")
+    clock.now += 0.4
+    entry, due = cache.peek("a")
+    assert entry is not None and entry.body == b"0" and not due
+    clock.now += 0.2
+    assert cache.peek("a")[1] is True
+    assert cache.peek("a")[1] is False  # asked once per render
+    cache.refresh("a", with_gzip=True)
+    entry, due = cache.peek("a")
+    assert entry is not None and entry.body == b"1" and entry.gzip_ready and not due
+    assert gzip.decompress(entry.gzipped()) == b"1"
+
+
+def test_render_cache_errors_reach_every_waiter_and_are_not_cached() -> None:
+    calls = []
+
+    def render(key: str) -> bytes:
+        calls.append(key)
+        if len(calls) == 1:
+            raise OSError("proc went away")
+        return b"ok"
+
+    cache: RenderCache[str] = RenderCache(render)
+    with pytest.raises(OSError, match="proc went away"):
+        cache.get("a")
+    assert cache.get("a").body == b"ok"
+
+
+def test_render_cache_keeps_at_most_max_entries() -> None:
+    cache: RenderCache[int] = RenderCache(lambda key: b"x" * key, max_entries=3)
+    for key in range(10):
+        cache.get(key)
+    assert [key for key in range(10) if cache.peek(key)[0] is not None] == [7, 8, 9]
+
+
+def test_concurrent_callers_share_one_render_unless_it_started_too_long_ago() -> None:
+    clock = Clock()
+    started, release = threading.Event(), threading.Event()
+    count = iter(range(100))
+
+    def render(_: str) -> bytes:
+        started.set()
+        release.wait(10)
+        return str(next(count)).encode()
+
+    cache: RenderCache[str] = RenderCache(render, max_age=1.0, clock=clock)
+    got: list[bytes] = []
+
+    def get() -> None:
+        got.append(cache.get("a").body)
+
+    first = threading.Thread(target=get)
+    first.start()
+    assert started.wait(10)
+    joiners = [threading.Thread(target=get) for _ in range(8)]
+    for t in joiners:
+        t.start()
+    time.sleep(0.2)  # they are waiting for the render under way
+    clock.now += 1.5  # a render that started 1.5 s ago is too old to join: a new one
+    late = threading.Thread(target=get)
+    late.start()
+    time.sleep(0.2)
+    release.set()
+    for t in (first, *joiners, late):
+        t.join(10)
+    assert sorted(got) == [b"0"] * 9 + [b"1"]
+    assert cache.renders == 2
+
+
+class SlowCollector:
+    """A collector whose value can be changed and whose collect can be made slow."""
+
+    def __init__(self) -> None:
+        self.value = 1.0
+        self.delay = 0.0
+        self.collects = 0
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        self.collects += 1
+        time.sleep(self.delay)
+        yield GaugeMetricFamily("test_value", "A value the test sets.", value=self.value)
+
+
+def serve_registry(registry: CollectorRegistry, max_age: float) -> tuple[HttpServer, str]:
+    state = State()
+    ep = Endpoints(
+        registry=registry,
+        health=lambda: state.health,
+        ready=lambda: state.ready,
+        reload=state.reload,
+        metrics_max_age=max_age,
+    )
+    server = HttpServer("127.0.0.1:0", ep, WebConfig())
+    server.start()
+    return server, f"http://{server.address}"
+
+
+def test_scrapes_see_new_values_once_the_render_is_older_than_max_age() -> None:
+    registry = CollectorRegistry()
+    value = SlowCollector()
+    registry.register(value)
+    server, base = serve_registry(registry, max_age=0.3)
+    try:
+        assert "test_value 1.0" in fetch(base + "/metrics")[1]
+        value.value = 2.0
+        t0 = time.monotonic()
+        seen = fetch(base + "/metrics")[1]
+        if time.monotonic() - t0 < 0.3:
+            assert "test_value 1.0" in seen  # within the bound: the shared render
+        time.sleep(0.31)
+        assert "test_value 2.0" in fetch(base + "/metrics")[1]  # past it: never stale
+    finally:
+        server.stop()
+    # max_age 0: every scrape renders.
+    server, base = serve_registry(registry, max_age=0.0)
+    try:
+        for v in (3.0, 4.0, 5.0):
+            value.value = v
+            assert f"test_value {v}" in fetch(base + "/metrics")[1]
+    finally:
+        server.stop()
+
+
+def test_cached_scrapes_keep_filters_formats_gzip_and_head_exact(
+    plain: tuple[State, str],
+) -> None:
+    _, base = plain
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+
+    def get(path: str, method: str = "GET", **headers: str) -> tuple[bytes, dict[str, str]]:
+        conn.request(method, path, headers=headers)
+        resp = conn.getresponse()
+        assert resp.status == 200
+        return resp.read(), dict(resp.getheaders())
+
+    try:
+        for _ in range(2):  # the second round is served from the renders of the first
+            plain_body, h = get("/metrics")
+            assert "Content-Encoding" not in h
+            assert h["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+            zipped, hz = get("/metrics", **{"Accept-Encoding": "gzip"})
+            assert hz["Content-Encoding"] == "gzip"
+            assert gzip.decompress(zipped) == plain_body
+            head, hh = get("/metrics", "HEAD", **{"Accept-Encoding": "gzip"})
+            assert head == b"" and int(hh["Content-Length"]) == len(zipped)
+            head, hh = get("/metrics", "HEAD")
+            assert head == b"" and int(hh["Content-Length"]) == len(plain_body)
+            om, ho = get("/metrics", Accept="application/openmetrics-text")
+            assert ho["Content-Type"].startswith("application/openmetrics-text")
+            assert om.endswith(b"# EOF\n") and not plain_body.endswith(b"# EOF\n")
+            one, _ = get("/metrics?name[]=netmon_up")
+            assert b"netmon_up" in one and b"netmon_files_processed_total" not in one
+            two, _ = get("/metrics?name[]=netmon_up&name[]=netmon_files_processed_total")
+            assert b"netmon_up" in two and b"netmon_files_processed_total" in two
+            # The filter's order does not matter.
+            two_b, _ = get("/metrics?name[]=netmon_files_processed_total&name[]=netmon_up")
+            assert two_b == two
+    finally:
+        conn.close()
+
+
+def test_concurrent_scrapes_share_one_render() -> None:
+    registry = CollectorRegistry()
+    build_metrics(registry)
+    slow = SlowCollector()
+    slow.delay = 0.3  # every scrape below arrives while the first render runs
+    registry.register(slow)
+    server, base = serve_registry(registry, max_age=5.0)
+    try:
+        bodies: list[str] = []
+
+        def scrape() -> None:
+            bodies.append(fetch(base + "/metrics")[1])
+
+        threads = [threading.Thread(target=scrape) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(bodies) == 8 and len(set(bodies)) == 1
+        assert server.metrics_renders == 1 and slow.collects == 1
+    finally:
+        server.stop()
+
+
+def test_a_slow_refresh_never_holds_up_scrapes() -> None:
+    """Past refresh_after, scrapes get the render they have while a new one is made."""
+    registry = CollectorRegistry()
+    slow = SlowCollector()
+    registry.register(slow)
+    server, base = serve_registry(registry, max_age=1.0)  # refreshed after 0.5 s
+    try:
+        fetch(base + "/metrics")
+        slow.delay, slow.value = 0.8, 2.0
+        time.sleep(0.6)
+        for _ in range(3):  # the first starts the refresh; none waits for it
+            t0 = time.monotonic()
+            assert "test_value 1.0" in fetch(base + "/metrics")[1]
+            assert time.monotonic() - t0 < 0.25
+        deadline = time.monotonic() + 5
+        while "test_value 2.0" not in fetch(base + "/metrics")[1]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert server.metrics_renders == 2
     finally:
         server.stop()

@@ -360,6 +360,68 @@ def test_worker_slots_are_kept_and_the_total_never_goes_back(tmp_path: Path) -> 
     assert samples(r)[total] == second[total]
 
 
+def add_children_files(root: Path, procs: dict[int, tuple[int, str, int, int, int]]) -> None:
+    """Add /proc/<pid>/task/<tid>/children, as CONFIG_PROC_CHILDREN kernels have them.
+
+    A second thread of each process holds its odd-numbered children (a child belongs to
+    the thread that forked it).
+    """
+    for pid in procs:
+        kids = sorted(c for c, (ppid, *_) in procs.items() if ppid == pid)
+        for tid, mine in ((pid, kids[::2]), (pid + 10_000, kids[1::2])):
+            (root / str(pid) / "task" / str(tid)).mkdir(parents=True)
+            text = "".join(f"{c} " for c in mine)
+            (root / str(pid) / "task" / str(tid) / "children").write_text(text)
+
+
+def test_worker_collector_reads_only_its_subtree_through_children_files(tmp_path: Path) -> None:
+    """With children files, only the daemon's subtree is read, not every process on the host."""
+    from netmon_exporter.process_metrics import WorkerProcessCollector
+
+    procs = {
+        100: (1, "netmon-exporter", 500, 40, 1000),
+        101: (100, FORKSERVER, 10, 300, 2000),
+        102: (100, TRACKER, 1, 0, 500),
+        230: (101, FORKSERVER, 700, 0, 60000),
+        210: (101, FORKSERVER, 900, 0, 50000),
+        250: (101, FORKSERVER, 100, 0, 50000),
+    }
+    fake_proc(tmp_path, procs)
+    add_children_files(tmp_path, procs)
+    # A stranger whose stat claims the daemon as its parent: the /proc walk would count
+    # it, the children files do not list it (and an unreadable stat must not matter).
+    fake_proc(tmp_path, {999: (100, "stranger", 5000, 0, 10), 998: (1, "x", 0, 0, 1)})
+    (tmp_path / "998" / "stat").write_text("garbage")
+    r = CollectorRegistry()
+    collector = WorkerProcessCollector(r, pid=100, proc=tmp_path)
+    assert collector._tree_stats() is not None
+    got = samples(r)
+    tick = collector._ticks_per_second
+    assert got[("netmon_worker_cpu_seconds_total", "0")] == 900 / tick
+    assert got[("netmon_worker_cpu_seconds_total", "1")] == 700 / tick
+    assert got[("netmon_worker_cpu_seconds_total", "2")] == 100 / tick
+    assert got[("netmon_worker_cpu_seconds_total", "other")] == 1 / tick
+    total = (10 + 300) + 1 + 700 + 900 + 100 + 40
+    assert got[("netmon_workers_cpu_seconds_total", "")] == total / tick
+    # Without children files (an old kernel): the same answer from the whole /proc walk,
+    # the stranger included, which is why the children files are preferred.
+    shutil.rmtree(tmp_path / "100" / "task")
+    assert collector._tree_stats() is None
+    walked = samples(r)
+    assert walked[("netmon_workers_cpu_seconds_total", "")] == (total + 5000) / tick
+
+
+@pytest.mark.skipif(
+    not Path(f"/proc/self/task/{os.getpid()}/children").exists(),
+    reason="kernel without CONFIG_PROC_CHILDREN",
+)
+def test_worker_collector_uses_children_files_on_the_real_proc() -> None:
+    from netmon_exporter.process_metrics import WorkerProcessCollector
+
+    tree = WorkerProcessCollector(pid=os.getpid())._tree_stats()
+    assert tree is not None and tree[0].pid == os.getpid()
+
+
 def test_worker_collector_on_the_real_proc() -> None:
     """Forked children of a process show up, with memory and fds.
 
