@@ -1,9 +1,11 @@
-"""The long-running daemon: flags, config reload, HTTP, and the main event loop.
+"""The long-running daemon: flags, start-up, HTTP, signals, and the main event loop.
 
 Data flows one way: ingest (watcher, ledger, workers) emits file events; the main
 loop records them, feeds flows into windows, analyses closed windows, hands
 reports to the reporter thread (LLM summary + JSON) and detections to the
 alert pusher thread. A slow LLM or a dead Alertmanager never blocks this loop.
+Each of those jobs is a collaborator in ``runtime/`` (see its docstring); this module
+wires them. Only ``cli`` imports it.
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections import deque
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,17 +28,21 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from . import recording
 from .build_info import build_info
 from .config import ConfigError
-from .health import HealthInputs, HealthReport, evaluate
+from .health import HealthReport
 from .http_server import Endpoints, HttpServer, ReloadOutcome, parse_listen_address
 from .logging_setup import FORMATS, LEVELS, setup_logging
-from .metrics import DETECTORS, Metrics, build_metrics
+from .metrics import Metrics, build_metrics
 from .models import ModelError
 from .process_metrics import WorkerProcessCollector
+from .runtime.alerts import Alerts
 from .runtime.component_errors import ComponentErrors
+from .runtime.events import EventRecorder
+from .runtime.health_monitor import HealthMonitor
 from .runtime.parts import Parts
 from .runtime.reload import ConfigHolder, Reloader
 from .runtime.reload import ReloadError as ReloadError  # re-exported
-from .summarise import template_summary
+from .runtime.reports import Reports
+from .runtime.windows import Windows
 from .web_config import LiveWebConfig, WebConfig, WebConfigError, load_web_config
 
 if TYPE_CHECKING:
@@ -53,8 +57,6 @@ log = logging.getLogger("netmon_exporter")
 
 DEFAULT_PORT = 9864
 HEALTH_PERIOD_SECONDS = 1.0
-RECENT_FILES = 50  # files considered for the error ratio
-MAX_PENDING_REPORTS = 16  # windows waiting for their summary; beyond, the template is used
 CHECK_TIMEOUT_SECONDS = 30.0  # --config.check gives up (exit 1) after this long
 
 
@@ -229,7 +231,13 @@ def web_urls(
 
 
 class Daemon:
-    """Wires the stages together and runs the main loop."""
+    """Wires the stages together and runs the main loop.
+
+    The work is done by collaborators in ``runtime/``: ``events`` (ingest events),
+    ``windows`` (closed window → analysis → triage → report), ``alerts`` (triage and the
+    pusher thread), ``reports`` (the reporter thread), ``reloader`` (all-or-nothing
+    reload) and ``monitor`` (health). The daemon owns start-up, the loop and shutdown.
+    """
 
     def __init__(
         self,
@@ -244,21 +252,16 @@ class Daemon:
         self.external_url = external_url  # --web.external-url (alerts' generatorURL)
         self.stop_event = threading.Event()
         self.ready = False
-        self._health = HealthReport("healthy", ())
-        self._recent: deque[bool] = deque(maxlen=RECENT_FILES)  # True = failure
-        self._last_flows_wall = time.time()
+        idle_since = time.time()
         self.parts = Parts.build(holder.config, external_url)
         # LLM and Alertmanager errors, set from the reporter and pusher threads
-        self._errors = ComponentErrors()
-        self.reloader = Reloader(holder, self.parts, metrics, self._errors, external_url)
-        self._holding_back = False  # the last window was too old to push
-        self._reporter = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="reporter")
-        # (future, window, analysis) of reports handed to the reporter thread, oldest first
-        self._pending_reports: deque[tuple[concurrent.futures.Future[None], Any, Any]] = deque()
-        self._reports_behind = False  # summaries falling behind (warned once per episode)
-        self._pusher_thread = threading.Thread(
-            target=self._push_loop, name="alert-pusher", daemon=True
-        )
+        self._errors = errors = ComponentErrors()
+        self.reloader = Reloader(holder, self.parts, metrics, errors, external_url)
+        self.alerts = Alerts(holder, self.parts, metrics, errors, self.stop_event)
+        self.reports = Reports(holder, self.parts, metrics, errors)
+        self.windows = Windows(self.parts, metrics, self.alerts, self.reports, idle_since)
+        self.events = EventRecorder(metrics, self.windows)
+        self.monitor = HealthMonitor(holder, self.parts.ingest, metrics, errors, self.events.recent)
 
     # -- the running components (see runtime/parts.py)
     @property
@@ -295,7 +298,7 @@ class Daemon:
         self.m.reload_successful.set(1)
         self.m.reload_success_ts.set(time.time())
         self.ingest.start()
-        self._pusher_thread.start()
+        self.alerts.start()
         self.update_health()
         self.ready = True
 
@@ -318,7 +321,7 @@ class Daemon:
             self.reloader.serve()
             for event in self.ingest.poll_events(timeout=0.2):
                 try:
-                    self._handle(event)
+                    self.events.handle(event)
                 except Exception:  # one bad event must not stop the daemon
                     log.exception(
                         "failed to handle ingest event", extra={"event": type(event).__name__}
@@ -340,236 +343,20 @@ class Daemon:
         # Results that arrived while stopping are still recorded.
         while events := self.ingest.poll_events(timeout=0):
             for event in events:
-                self._handle(event)
+                self.events.handle(event)
         # Reports still waiting for the LLM get the templated summary now; the one being
         # summarised may finish until the deadline.
-        self._reporter.shutdown(wait=False, cancel_futures=True)
-        for fut, window, analysis in self._pending_reports:
-            if fut.cancelled():
-                self._report_with_template(window, analysis)
-        running = [f for f, _, _ in self._pending_reports if not f.done()]
-        concurrent.futures.wait(running, timeout=max(0.0, deadline - time.monotonic()))
+        self.reports.shutdown(deadline)
         self.reloader.serve(final=True)
 
-    # -- reload
     def request_reload(self) -> concurrent.futures.Future[ReloadOutcome]:
+        """Ask for a reload (from any thread); the main loop serves it between events."""
         return self.reloader.request()
-
-    # -- events
-    def _handle(self, event: Any) -> None:
-        from .ingest import events as ev
-
-        m = self.m
-        if isinstance(event, ev.FileStarted):
-            m.last_activity.set(time.time())
-        elif isinstance(event, ev.FileDone):
-            recording.record_file_done(m, event.result, event.kind, event.lag_seconds)
-            self._recent.append(False)
-            self._add_flows(event.result.flows)
-        elif isinstance(event, ev.FileFailed):
-            recording.record_file_failed(m, event.kind, event.reason)
-            m.errors.labels(event.category).inc()
-            if event.will_retry:
-                m.retries.labels("parse").inc()
-            else:
-                self._recent.append(True)
-            log.warning(
-                "file failed",
-                extra={
-                    "file": event.path,
-                    "reason": event.reason,
-                    "attempt": event.attempt,
-                    "will_retry": event.will_retry,
-                    "err": event.message,
-                },
-            )
-        elif isinstance(event, ev.FileQuarantined):
-            recording.record_quarantined(m, event.kind, event.reason)
-            log.error(
-                "file quarantined",
-                extra={"file": event.path, "reason": event.reason, "err": event.message},
-            )
-        elif isinstance(event, ev.FileSkipped):
-            m.files_skipped_duplicate.inc()
-        elif isinstance(event, ev.CarryFlushed):
-            recording.record_carry_flushed(m, event)
-            self._add_flows(event.flows)
-        elif isinstance(event, ev.FileIgnored):
-            m.files_ignored.labels(event.reason).inc()
-        elif isinstance(event, ev.ClockSkew):
-            m.files_clock_skew.inc()
-        elif isinstance(event, ev.OutputBlocked):
-            m.errors.labels("io").inc()
-            m.retries.labels("output").inc()
-        elif isinstance(event, ev.IngestError):
-            m.errors.labels(event.category).inc()
-            log.error("ingest error", extra={"category": event.category, "err": event.message})
-
-    def _add_flows(self, flows: Any) -> None:
-        if len(flows):
-            self._last_flows_wall = time.time()
-        for window in self.aggregator.add(flows):
-            self._close_window(window)
-
-    def _close_window(self, window: Any) -> None:
-        analysis = self.analyzer.analyse(window.flows, window.start, window.end)
-        recording.record_analysis(self.m, analysis)  # every finding, suppressed ones too
-        triage = self._triage(window, analysis)
-        analysis = replace(analysis, detections=triage.findings)
-        waiting = sum(1 for f, _, _ in self._pending_reports if not f.done())
-        # A slow LLM must neither stall this loop nor pile up windows (each holds its flows):
-        # past the bound, windows get the templated summary at once.
-        if waiting >= MAX_PENDING_REPORTS:
-            # Said once per episode, and only when an LLM is what we are waiting for
-            # (without one, a burst of windows is just report files being written).
-            if not self._reports_behind and self.holder.config.llm.enabled:
-                log.warning(
-                    "summaries are falling behind; using the templated summary",
-                    extra={"waiting": waiting},
-                )
-            self._reports_behind = True
-            self._report_with_template(window, analysis)
-            return
-        if self._reports_behind and self.holder.config.llm.enabled:
-            log.info("summaries caught up", extra={"waiting": waiting})
-        self._reports_behind = False
-        fut = self._reporter.submit(self._report, window, analysis)
-        self._pending_reports.append((fut, window, analysis))
-
-    def _report_with_template(self, window: Any, analysis: Any) -> None:
-        report = self.aggregator.report_dict(window, analysis)
-        path = self.aggregator.write_report(window, analysis, template_summary(report))
-        self._reported(window, report, path)
-
-    def _report(self, window: Any, analysis: Any) -> None:
-        report = self.aggregator.report_dict(window, analysis)
-        summariser, generation = self.summariser, self._errors.generation("llm")
-        result = summariser.summarise(report)
-        if result.attempts:
-            self.m.llm_seconds.observe(result.seconds)
-        if result.source == "llm":
-            self.m.llm_summaries.inc()
-            self._errors.report("llm", generation, None)
-        elif summariser.enabled:
-            self.m.llm_failed.inc()
-            self.m.errors.labels("llm").inc()
-            self._errors.report("llm", generation, result.error or "LLM unavailable")
-        if result.attempts > 1:
-            self.m.retries.labels("llm").inc(result.attempts - 1)
-        path = self.aggregator.write_report(window, analysis, result.text)
-        self._reported(window, report, path)
-
-    def _reported(self, window: Any, report: dict[str, Any], path: Path) -> None:
-        """Record a written report's top talkers and the reports on disk; log a pruned one.
-
-        Reports are kept newest by window time (docs/window-report.md), so a backfilled
-        window older than all the kept ones loses its report right away.
-        """
-        w = self.holder.config.windows
-        talkers = report.get("top_talkers", [])
-        recording.record_top_talkers(self.m, talkers, w.top_talkers, w.top_talker_addresses)
-        self.m.windows_kept.set(self.aggregator.reports_kept())
-        if not path.exists():
-            log.info(
-                "window report deleted at once: older than the newest windows.max_windows "
-                "reports (kept by window time); raise windows.max_windows to keep backfills",
-                extra={"window_start": window.start, "report": path.name},
-            )
-
-    # -- alerts
-    def _triage(self, window: Any, analysis: Any) -> Any:
-        """Set aside allow-listed findings, cap the rest, and hand them to the pusher.
-
-        Return the :class:`~.incidents.WindowTriage` (what the report should say).
-        """
-        from .incidents import triage_window
-
-        cfg = self.holder.config.alerting
-        now = time.time()
-        triage = triage_window(
-            analysis.detections,
-            self.suppression,
-            window_end=window.end,
-            now=now,
-            max_findings_per_detector=cfg.max_findings_per_detector,
-            max_window_age_seconds=cfg.max_window_age_seconds,
-            sticky=self.pusher.active_keys(),
-        )
-        for (detector, reason), n in triage.suppressed_counts().items():
-            if detector in DETECTORS:
-                self.m.detections_suppressed.labels(detector, reason).inc(n)
-        if triage.suppressed and log.isEnabledFor(logging.DEBUG):
-            rules: dict[str, int] = {}
-            for s in triage.suppressed:
-                rule = f"{s.to_dict()['suppressed_by']}: {s.entry}"
-                rules[rule] = rules.get(rule, 0) + 1
-            log.debug(
-                "findings suppressed by allow-lists",
-                extra={"window_end": window.end, "count": len(triage.suppressed), "rules": rules},
-            )
-        if triage.held_back:
-            self.m.alert_windows_held_back.inc()
-            # Said at info once per run of old windows (a replay can be thousands of them).
-            log.log(
-                logging.DEBUG if self._holding_back else logging.INFO,
-                "window not pushed to Alertmanager",
-                extra={
-                    "window_end": window.end,
-                    "findings": len(triage.findings),
-                    "reason": triage.held_back,
-                },
-            )
-            self._holding_back = True
-            return triage
-        self._holding_back = False
-        observed = self.pusher.observe(triage.findings, now)
-        for inc in observed.opened:
-            if inc.latest.detector in DETECTORS:
-                self.m.incidents_opened.labels(inc.latest.detector).inc()
-        return triage
-
-    def _push_loop(self) -> None:
-        while not self.stop_event.wait(1.0):
-            self._push_once()
-        self._push_once()
-
-    def _push_once(self) -> None:
-        now = time.time()
-        generation = self._errors.generation("alertmanager")
-        try:
-            recording.record_active_detections(self.m, self.pusher.active_by_detector())
-            if not self.pusher.due(now):
-                return
-            result = self.pusher.push(now)
-        except Exception as exc:  # the pusher thread must survive anything
-            log.exception("alert push crashed")
-            self._errors.report("alertmanager", generation, str(exc))
-            self.m.errors.labels("alertmanager").inc()
-            return
-        self.m.alertmanager_seconds.observe(result.seconds)
-        self.m.alerts_sent.inc(result.sent)
-        if result.failed:
-            self.m.alerts_failed.inc(result.failed)
-            self.m.errors.labels("alertmanager").inc()
-            self.m.retries.labels("alertmanager").inc()
-            err = "; ".join(result.errors)[:300] or "push failed"
-            self._errors.report("alertmanager", generation, err)
-            log.warning("alertmanager push failed", extra={"err": err})
-        elif result.sent:
-            self._errors.report("alertmanager", generation, None)
 
     # -- health and housekeeping
     def _housekeeping(self) -> None:
-        cfg = self.holder.config
-        idle = time.time() - self._last_flows_wall
-        if idle > max(2 * cfg.windows.length_seconds, cfg.processing.interval_seconds):
-            for window in self.aggregator.flush_idle():
-                self._close_window(window)
-        while self._pending_reports and self._pending_reports[0][0].done():
-            fut, _, _ = self._pending_reports.popleft()
-            if fut.exception() is not None:
-                log.error("window report failed", exc_info=fut.exception())
-                self.m.errors.labels("io").inc()
+        self.windows.flush_if_idle(self.holder.config)
+        self.reports.reap()
         self.update_health()
 
     def is_ready(self) -> bool:
@@ -581,46 +368,11 @@ class Daemon:
         return self.ready and self.ingest.status().ledger_open
 
     def update_health(self) -> HealthReport:
-        cfg = self.holder.config
-        st = self.ingest.status()
-        self.m.backlog.set(st.backlog)
-        self.m.in_progress.set(st.in_progress)
-        self.m.not_ready.set(st.not_ready)
-        self.m.workers_busy.set(st.in_progress)
-        report = evaluate(
-            HealthInputs(
-                capture_directory=cfg.capture.directory,
-                state_directory=cfg.state.directory,
-                output_directory=cfg.output.directory,
-                ledger_error=st.ledger_error,
-                backlog_growth_streak=st.backlog_growth_streak,
-                backlog_growth_limit=cfg.health.backlog_growth_intervals,
-                oldest_ready_age_seconds=st.oldest_ready_age_seconds,
-                max_lag_seconds=cfg.health.max_lag_seconds,
-                recent_files=len(self._recent),
-                recent_failures=sum(self._recent),
-                error_ratio_threshold=cfg.health.error_ratio_threshold,
-                llm_enabled=cfg.llm.enabled,
-                llm_error=self._errors.get("llm"),
-                alertmanager_enabled=bool(cfg.alertmanager.urls),
-                alertmanager_error=self._errors.get("alertmanager"),
-                ingest_problems=st.problems,
-            )
-        )
-        if report.state != self._health.state:
-            failing = {c.name: c.reason for c in report.checks if not c.ok}
-            log.log(
-                logging.INFO if report.state == "healthy" else logging.WARNING,
-                "health state changed",
-                extra={"from": self._health.state, "to": report.state, "failing": failing},
-            )
-        self._health = report
-        recording.record_health(self.m, report)
-        return report
+        return self.monitor.update()
 
     @property
     def health(self) -> HealthReport:
-        return self._health
+        return self.monitor.report
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -70,6 +70,20 @@ def test_nothing_but_cli_imports_the_daemon() -> None:
     assert bad == []
 
 
+def test_only_the_daemon_imports_its_runtime_collaborators() -> None:
+    """Guards docs/architecture.md: "nothing but `daemon` imports `runtime/`"."""
+    assert "nothing but `daemon` imports `runtime/`" in DOC.read_text()
+    assert "netmon_exporter.runtime.reload" in MODULES  # the package is where the rule says
+    bad = [
+        m
+        for m, p in MODULES.items()
+        if m != "netmon_exporter.daemon"
+        and not m.startswith("netmon_exporter.runtime")
+        and any(n.startswith("netmon_exporter.runtime") for n in imports_of(p))
+    ]
+    assert bad == []
+
+
 def test_the_runtime_never_imports_tools() -> None:
     bad = [
         m
