@@ -25,6 +25,11 @@ stuck reload nor a wrong-password flood can take the scrape threads.
 Every request passes the basic-auth check before anything else (also unknown
 methods), and no response names the server or its version.
 
+``/metrics`` serves renders shared by scrapers (``exposition.py``): a scrape gets a render
+that started at most ``Endpoints.metrics_max_age`` (1 s) before it arrived, or waits for
+one. A fresh render is answered on the event loop in the iteration that read the request
+(after the auth check); rendering, gzip and every other endpoint run on the thread pool.
+
 The web config is consulted per request and per connection, as exporter-toolkit does
 (its ``ServeHTTP`` re-reads the file, its ``GetConfigForClient`` the certificate): a
 :class:`~netmon_exporter.web_config.LiveWebConfig` re-reads it when a file changed, so
@@ -270,8 +275,13 @@ class Routes:
         return self._metrics_response(variant, entry, want_gzip), refresh
 
     def _variant(self, req: Request) -> tuple[MetricsVariant, bool]:
-        # As prometheus-client's own WSGI app: content negotiation, gzip, name[] filters.
-        encoder, content_type = choose_encoder(req.headers.get("Accept", ""))
+        # As prometheus-client's own WSGI app: content negotiation, gzip, name[] filters;
+        # an Accept header it cannot parse (a version that is not a number) gets the
+        # default text format, as the Go client does, not a 500 and a logged traceback.
+        try:
+            encoder, content_type = choose_encoder(req.headers.get("Accept", ""))
+        except (TypeError, ValueError):
+            encoder, content_type = choose_encoder("")
         names = tuple(sorted(set(parse_qs(req.query).get("name[]", []))))
         return MetricsVariant(content_type, names, encoder), gzip_accepted(
             req.headers.get("Accept-Encoding", "")
@@ -613,8 +623,11 @@ class HttpServer:
             # A scrape with a fresh render is answered right here, in this loop iteration:
             # under load every further iteration (a task step, a hop to a worker thread
             # and back) waits for the GIL, which is most of a scrape's latency.
-            tried = True
-            resp, refresh = self._routes.respond_now(req)
+            try:
+                resp, refresh = self._routes.respond_now(req)
+                tried = True
+            except Exception:  # answered (500, logged) on a worker thread, as any endpoint
+                resp, refresh = None, None
             self._start_refresh(refresh)
             if resp is not None:
                 self._log_request(req)

@@ -339,6 +339,38 @@ def test_methods_pass_auth_first_and_no_version_is_disclosed(
     assert call("GET", "/metrics", auth).getheader("Server") is None
 
 
+def test_a_warm_render_cache_still_asks_for_auth_and_odd_accept_headers_get_text(
+    server_factory: type[ServerProcess],
+) -> None:
+    """Scrapes answered from a shared render (on the event loop) pass auth first too."""
+    srv = server_factory(auth=True)
+    token = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+    wrong = base64.b64encode(b"alice:wrong").decode()
+
+    def call(headers: dict[str, str], method: str = "GET") -> tuple[int, bytes, str]:
+        conn = http.client.HTTPConnection(srv.host, srv.port, timeout=10)
+        conn.request(method, "/metrics", headers=headers)
+        resp = conn.getresponse()
+        body = resp.read()
+        conn.close()
+        return resp.status, body, resp.getheader("Content-Type") or ""
+
+    status, warm, _ = call({"Authorization": f"Basic {token}"})
+    assert status == 200 and b"netmon_up" in warm
+    for headers in ({}, {"Authorization": f"Basic {wrong}"}, {"Authorization": "Bearer x"}):
+        for method in ("GET", "HEAD"):
+            status, body, _ = call(headers, method)
+            assert status == 401 and b"netmon_up" not in body, (headers, method)
+    # prometheus-client raises on a version that is not a number: the default text format.
+    for accept in (
+        "application/openmetrics-text; version=abc",
+        "text/plain; version=x.y; escaping=zzz",
+    ):
+        status, body, ctype = call({"Authorization": f"Basic {token}", "Accept": accept})
+        assert status == 200 and b"netmon_up" in body, accept
+        assert ctype.startswith("text/plain; version=0.0.4"), ctype
+
+
 if __name__ == "__main__":
     _serve_main(json.loads(sys.argv[1]))
 
