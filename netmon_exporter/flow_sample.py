@@ -29,7 +29,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .flow_schema import FEATURE_COLUMNS, KEY_COLUMNS, MODEL_FEATURES, FlowBatch, is_flow, is_slice
+from .flow_schema import (
+    FEATURE_COLUMNS,
+    KEY_COLUMNS,
+    MODEL_FEATURES,
+    FlowBatch,
+    is_first,
+    is_flow,
+    is_slice,
+)
 
 # Rows kept for per-flow analysis per window (about 50 MB) and per file a worker
 # sends (a window usually gathers several files).
@@ -73,7 +81,8 @@ assert set(ANALYSIS_FEATURES) <= set(FEATURE_COLUMNS)
 # The exact tally: one entry per (second of the first packet, protocol number).
 # ``bytes``: on the wire (frame lengths, as netmon_bytes_total); ``payload_bytes``: transport
 # payload (CICFlowMeter's TotLen), both of the records' own packets.
-TALLY_FIELDS = ("sec", "protocol", "flows", "packets", "bytes", "payload_bytes", "last")
+# ``flows``: flows begun (counted at their first record), ``whole``: whole-flow records.
+TALLY_FIELDS = ("sec", "protocol", "flows", "whole", "packets", "bytes", "payload_bytes", "last")
 NO_TIME = np.int64(-(2**62))  # ``sec`` of flows without a usable first packet time
 
 
@@ -82,6 +91,7 @@ def empty_tally() -> dict[str, np.ndarray]:
         "sec": np.zeros(0, np.int64),
         "protocol": np.zeros(0, np.int64),
         "flows": np.zeros(0, np.int64),
+        "whole": np.zeros(0, np.int64),
         "packets": np.zeros(0, np.int64),
         "bytes": np.zeros(0, np.int64),
         "payload_bytes": np.zeros(0, np.int64),
@@ -101,8 +111,8 @@ class SampledFlows(FlowBatch):
 
     @property
     def sampled_out(self) -> int:
-        """Flows tallied but not kept as rows (interim slices are not flows)."""
-        return max(self.flows_total - int(is_flow(self).sum()), 0)
+        """Whole flows offered but not kept as rows (interim slices are not flows)."""
+        return max(int(self.tally["whole"].sum()) - int(is_flow(self).sum()), 0)
 
 
 def _num(batch: FlowBatch, name: str) -> np.ndarray:
@@ -114,9 +124,11 @@ def _num(batch: FlowBatch, name: str) -> np.ndarray:
 def tally_of(batch: FlowBatch) -> dict[str, np.ndarray]:
     """Count every flow of ``batch`` by second of its first packet and protocol.
 
-    Flows are counted by their whole-flow record, packets and bytes by their slices
-    (each at the second of the slice's first packet): a flow cut at window boundaries
-    adds its traffic to the windows where it flowed and counts once, where it began.
+    Flows are counted by their first record (``flow_schema.is_first``: a flow never
+    cut, or a cut flow's first slice), packets and bytes by their slices (each at the
+    second of the slice's first packet): a flow cut at window boundaries adds its
+    traffic to the windows where it flowed and counts once, where it began, as soon as
+    its first slice is handed out (not minutes later, when it ends).
     """
     n = len(batch)
     if n == 0:
@@ -130,20 +142,22 @@ def tally_of(batch: FlowBatch) -> dict[str, np.ndarray]:
     packets = _num(batch, "Tot Fwd Pkts") + _num(batch, "Tot Bwd Pkts")
     wire = _num(batch, "fwd_wire_bytes") + _num(batch, "bwd_wire_bytes")  # 0 from flow CSVs
     payload = _num(batch, "TotLen Fwd Pkts") + _num(batch, "TotLen Bwd Pkts")
-    flows = np.ones(n, np.int64)
+    flows = whole = np.ones(n, np.int64)
     if "flow_record" in batch:
         traffic = is_slice(batch)
-        flows = is_flow(batch).astype(np.int64)
+        flows = is_first(batch).astype(np.int64)
+        whole = is_flow(batch).astype(np.int64)
         packets = np.where(traffic, packets, 0.0)
         wire = np.where(traffic, wire, 0.0)
         payload = np.where(traffic, payload, 0.0)
-    return _group_tally(sec, proto, flows, packets, wire, payload, last)
+    return _group_tally(sec, proto, flows, whole, packets, wire, payload, last)
 
 
 def _group_tally(
     sec: np.ndarray,
     proto: np.ndarray,
     flows: np.ndarray,
+    whole: np.ndarray,
     packets: np.ndarray,
     wire: np.ndarray,
     payload: np.ndarray,
@@ -159,6 +173,7 @@ def _group_tally(
         "sec": s[start],
         "protocol": p[start],
         "flows": np.add.reduceat(flows[order], start).astype(np.int64),
+        "whole": np.add.reduceat(whole[order], start).astype(np.int64),
         "packets": np.round(np.add.reduceat(packets[order], start)).astype(np.int64),
         "bytes": np.round(np.add.reduceat(wire[order], start)).astype(np.int64),
         "payload_bytes": np.round(np.add.reduceat(payload[order], start)).astype(np.int64),
@@ -190,6 +205,7 @@ def progress_tally(latest: float) -> dict[str, np.ndarray]:
         "sec": np.array([int(np.floor(latest))], np.int64),
         "protocol": np.zeros(1, np.int64),
         "flows": np.zeros(1, np.int64),
+        "whole": np.zeros(1, np.int64),
         "packets": np.zeros(1, np.int64),
         "bytes": np.zeros(1, np.int64),
         "payload_bytes": np.zeros(1, np.int64),

@@ -184,6 +184,25 @@ def is_flow(batch: FlowBatch) -> np.ndarray:
     return (kind == RECORD_FLOW) | (kind == RECORD_WHOLE)
 
 
+def is_first(batch: FlowBatch) -> np.ndarray:
+    """Rows that are a flow's first record: where the flow is counted as it begins.
+
+    A flow never cut (``RECORD_FLOW``), or the first slice of a cut flow (a
+    ``RECORD_SLICE`` whose ``flow_age`` is 0: it starts with the flow's first packet).
+    Its first slice is handed out at the first window boundary the flow crosses, so a
+    long or idle flow is counted in the window where it began while that window is
+    still open, not when the flow ends minutes later. Without ``flow_age`` (rows from
+    elsewhere) the whole-flow records count instead, as :func:`is_flow`.
+    """
+    kind = record_kinds(batch)
+    if "flow_age" not in batch:
+        return is_flow(batch)
+    age = np.asarray(batch["flow_age"], dtype=np.float64)
+    if not np.isfinite(age[kind == RECORD_SLICE]).all():
+        return is_flow(batch)
+    return (kind == RECORD_FLOW) | ((kind == RECORD_SLICE) & (age == 0.0))
+
+
 def is_slice(batch: FlowBatch) -> np.ndarray:
     """Rows that stand for a flow's packets within one window (their sums are traffic)."""
     kind = record_kinds(batch)

@@ -283,3 +283,32 @@ def test_per_window_packet_totals_equal_the_captures_packets_whatever_the_cuts(
         got[int(r["window"]["start"] // 20)] += r["totals"]["packets"]
     assert +got == collections.Counter(int(t // 20) for t, _ in pkts)
     assert sum(r["totals"]["flows"] for r in reports) == flows_total
+
+
+def test_an_idle_flow_counts_in_its_window_before_it_ends(tmp_path):
+    """A UDP flow with packets in one window ends 120 s later (idle timeout): its first
+    slice, cut at the next boundary, counts it where it began while that window is
+    open; its whole record, much later, counts no second time (and is not late)."""
+    from netmon_exporter.flow_schema import RECORD_SLICE, RECORD_TAIL, RECORD_WHOLE
+
+    agg = WindowAggregator(WindowsConfig(length_seconds=60), tmp_path)
+    first = batch([BASE + 10])
+    cols = {**first.columns, "flow_record": np.array([float(RECORD_SLICE)])}
+    cols["flow_age"] = np.zeros(1)
+    assert agg.add(FlowBatch(cols)) == []
+    # the watermark moves on (other traffic) and the flow's window closes before it ends
+    closed = agg.add(batch([BASE + 130]))
+    assert [w.start for w in closed] == [BASE]
+    report = agg.report_dict(closed[0], empty_analysis())
+    assert report["totals"]["flows"] == 1 and report["totals"]["late_flows"] == 0
+    # ... 120 s after its last packet it ends: an empty last slice and its whole record
+    rest = batch([BASE + 10, BASE + 10])
+    cols = {**rest.columns, "flow_record": np.array([float(RECORD_TAIL), float(RECORD_WHOLE)])}
+    cols["flow_age"] = np.array([0.5, 0.0])
+    for k in ("Tot Fwd Pkts", "Tot Bwd Pkts", "TotLen Fwd Pkts", "TotLen Bwd Pkts"):
+        cols[k] = np.array([0.0, cols[k][1]])
+    agg.add(FlowBatch(cols))
+    later = agg.add(batch([BASE + 250])) + agg.flush()
+    reports = [agg.report_dict(w, empty_analysis()) for w in later]
+    assert sum(r["totals"]["flows"] for r in reports) == 2  # the two other flows only
+    assert sum(r["totals"]["late_flows"] for r in reports) == 0
