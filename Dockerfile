@@ -41,6 +41,8 @@ ENV PATH=/opt/netmon-exporter/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     NUMBA_CACHE_DIR=/var/cache/netmon-exporter/numba
 USER netmon:netmon
+# compile the flow engine into the image's numba cache: no container pays a first compile
+RUN python -m netmon_exporter.ingest.warm_pipeline
 WORKDIR /var/lib/netmon-exporter
 VOLUME ["/var/lib/netmon-exporter"]
 EXPOSE 9864

@@ -76,3 +76,21 @@ def test_workers_are_forked_from_a_lean_fork_server() -> None:
 
     assert workers._CTX.get_start_method() == "forkserver"
     assert fs._forkserver._preload_modules[0] == "netmon_exporter.lean_start"  # type: ignore[attr-defined]
+
+
+def test_the_flow_engine_compiles_ahead_of_time(tmp_path: Path) -> None:
+    """`make` and the image build run this once, so no process pays a first compile; it
+    covers the CSV writer and reader too (workers compiled those on their first file)."""
+    run = subprocess.run(
+        [sys.executable, "-m", "netmon_exporter.ingest.warm_pipeline"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "flow engine compiled and cached" in run.stdout
+    makefile = (ROOT / "Makefile").read_text()
+    assert "-m netmon_exporter.ingest.warm_pipeline" in makefile
+    assert "python -m netmon_exporter.ingest.warm_pipeline" in (ROOT / "Dockerfile").read_text()

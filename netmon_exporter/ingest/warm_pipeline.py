@@ -5,12 +5,15 @@ call into the compiled (numba) parsing code costs about half a second per
 process; doing it once here means every worker, including one that replaces a
 killed worker, inherits the compiled code and meets ``file_timeout_seconds``
 from its first file. Failures are ignored: a cold worker is only slower.
+
+``python -m netmon_exporter.ingest.warm_pipeline`` compiles every kernel into numba's
+cache ahead of time (``make`` does it after installing, the container image when it is
+built), so no process pays the 30-60 s of a first compile; failures are shown then.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import struct
 import tempfile
 from pathlib import Path
@@ -53,24 +56,32 @@ def _tiny_capture() -> bytes:
 
 
 def warm_up() -> None:
-    """Parse a two-packet capture, both finishing its flows and carrying them."""
+    """Parse a two-packet capture, both finishing its flows and carrying them, and write
+    and read back their flow CSVs (whole flows and slices)."""
+    from ..flows.flow_csv import read_flow_csv
     from ..pipeline import FlowSettings, finish_carry, process_file
 
-    fd, name = tempfile.mkstemp(prefix="netmon-warmup-", suffix=".pcap")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(_tiny_capture())
+    with tempfile.TemporaryDirectory(prefix="netmon-warmup-") as tmp:
+        name = Path(tmp) / "warm.pcap"
+        name.write_bytes(_tiny_capture())
         settings = FlowSettings()
-        process_file(Path(name), settings)
-        process_file(Path(name), FlowSettings(max_open_flows=1))  # eviction, compaction
-        process_file(Path(name), FlowSettings(interim_seconds=1.0))  # interim records
-        carried = process_file(Path(name), settings, final=False).carry
+        process_file(name, settings, csv_path=Path(tmp) / "flows.csv")
+        process_file(name, FlowSettings(max_open_flows=1))  # eviction, compaction
+        sliced = FlowSettings(interim_seconds=1.0, csv_interim=True)  # interim records
+        process_file(name, sliced, csv_path=Path(tmp) / "slices.csv")
+        for _ in read_flow_csv(Path(tmp) / "slices.csv"):
+            pass
+        carried = process_file(name, settings, final=False).carry
         if carried:
             finish_carry(carried, settings)
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(name)
 
 
-with contextlib.suppress(Exception):  # a failing warm-up must not take the fork server down
+if __name__ == "__main__":
+    import time
+
+    t0 = time.perf_counter()
     warm_up()
+    print(f"flow engine compiled and cached in {time.perf_counter() - t0:.1f} s")
+else:
+    with contextlib.suppress(Exception):  # a failing warm-up must not take the fork server down
+        warm_up()
