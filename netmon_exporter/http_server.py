@@ -481,6 +481,9 @@ class _CappedServer(_TornadoServer):
         super().on_close(server_conn)
 
 
+_REFRESH_DELAY = 0.02  # seconds; well inside the render's max_age - refresh_after
+
+
 def _log_failure(fut: asyncio.Future[None]) -> None:
     if not fut.cancelled() and fut.exception() is not None:
         log.error("metrics refresh failed", exc_info=fut.exception())
@@ -643,9 +646,16 @@ class HttpServer:
         task.add_done_callback(self._tasks.discard)
 
     def _start_refresh(self, refresh: Callable[[], None] | None) -> None:
-        if refresh is not None:
-            loop = asyncio.get_running_loop()
+        if refresh is None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def start() -> None:
             loop.run_in_executor(self._workers, refresh).add_done_callback(_log_failure)
+
+        # A little later: scrapers that arrive together (HA pairs, a benchmark's threads)
+        # are answered from the render they share before the new one takes the GIL.
+        loop.call_later(_REFRESH_DELAY, start)
 
     async def _serve(
         self,
