@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -349,6 +350,11 @@ class Daemon:
         self.reports.shutdown(deadline)
         self.reloader.serve(final=True)
 
+    def on_metrics_change(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` after every reload and health change, before anyone hears of it."""
+        self.reloader.after_reload = fn
+        self.monitor.on_change = fn
+
     def request_reload(self) -> concurrent.futures.Future[ReloadOutcome]:
         """Ask for a reload (from any thread); the main loop serves it between events."""
         return self.reloader.request()
@@ -580,6 +586,7 @@ def run_daemon(argv: list[str]) -> int:
                 err=str(exc),
             ) from None
         server = _serve(args, daemon, registry, web, route_prefix)
+        daemon.on_metrics_change(server.metrics_changed)
     except StartupError as exc:
         log.error(str(exc), extra=exc.extra)
         for line in exc.printed:

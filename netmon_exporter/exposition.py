@@ -16,6 +16,10 @@ progress (same condition), else a new one. So:
   render waiting and never wait for one. Prometheus (every 15 s or so) always gets a
   render made for it.
 
+The owner may also say that what it exports changed in a way a scraper must see at once
+(a reload was applied, the health state changed): :meth:`RenderCache.invalidate`. A
+scrape that arrives after that gets a render that started after it.
+
 This module knows nothing of Prometheus: it caches whatever ``render(key)`` returns
 (``http_server`` renders with prometheus-client). Keys are bounded by ``max_entries``
 (least recently used dropped first), and expired renders are dropped as new ones come.
@@ -89,11 +93,17 @@ class RenderCache(Generic[K]):
         self._rendering = threading.Lock()  # one render at a time
         self._entries: OrderedDict[K, Rendered] = OrderedDict()
         self._runs: dict[K, _Run] = {}
+        self._not_before = float("-inf")  # renders that started earlier are stale
         self.renders = 0  # how many renders ran (for tests and debugging)
+
+    def invalidate(self) -> None:
+        """Serve no render that started before now (a reload or health change happened)."""
+        with self._lock:
+            self._not_before = self._clock()
 
     def _fresh(self, key: K, now: float) -> Rendered | None:
         entry = self._entries.get(key)
-        if entry is None or now - entry.started > self.max_age:
+        if entry is None or now - entry.started > self.max_age or entry.started < self._not_before:
             return None
         self._entries.move_to_end(key)
         return entry
@@ -137,7 +147,10 @@ class RenderCache(Generic[K]):
                 return entry
             run = self._runs.get(key)
             # A render that started more than max_age ago is too old to join: queue a new one.
-            leader = run is None or (run.started is not None and now - run.started > self.max_age)
+            leader = run is None or (
+                run.started is not None
+                and (now - run.started > self.max_age or run.started < self._not_before)
+            )
             if leader:
                 run = self._runs[key] = _Run()
         assert run is not None

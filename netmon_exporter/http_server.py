@@ -550,6 +550,10 @@ class HttpServer:
         host, port = str(self._bound[0]), self._bound[1]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
+    def metrics_changed(self) -> None:
+        """The next scrape must see the registry as it is now (a reload, a health change)."""
+        self._routes.renders.invalidate()
+
     @property
     def metrics_renders(self) -> int:
         """How many times /metrics was rendered (for tests and debugging)."""

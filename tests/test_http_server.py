@@ -490,6 +490,58 @@ def test_render_cache_serves_a_render_for_max_age_then_renders_anew() -> None:
     assert cache.renders == 3
 
 
+def test_render_cache_invalidated_serves_no_older_render() -> None:
+    """After a reload or a health change the daemon invalidates: the next scrape renders."""
+    clock, values = Clock(), iter(range(100))
+    cache: RenderCache[str] = RenderCache(
+        lambda key: f"{key} {next(values)}".encode(), max_age=1.0, clock=clock
+    )
+    assert cache.get("a").body == b"a 0"
+    clock.now += 0.1
+    cache.invalidate()
+    assert cache.peek("a") == (None, False)
+    assert cache.get("a").body == b"a 1"  # rendered after the change
+    assert cache.get("a").body == b"a 1"  # and shared again until the next one
+
+
+def test_a_reload_is_seen_by_the_next_scrape() -> None:
+    """POST /-/reload answers after the daemon told the server: no 1-s-old render after it."""
+    from prometheus_client import Gauge
+
+    registry = CollectorRegistry()
+    gauge = Gauge("netmon_config_workers", "workers", registry=registry)
+    gauge.set(1)
+    server: HttpServer | None = None
+
+    def reload() -> ReloadOutcome:
+        gauge.set(2)
+        assert server is not None
+        server.metrics_changed()  # what the daemon's Reloader.after_reload does
+        return ReloadOutcome(True, "")
+
+    endpoints = Endpoints(
+        registry=registry,
+        health=lambda: HealthReport("healthy", ()),
+        ready=lambda: True,
+        reload=reload,
+        metrics_max_age=60.0,  # without the invalidation a scrape would see the old value
+    )
+    server = HttpServer("127.0.0.1:0", endpoints, WebConfig())
+    server.start()
+    try:
+        base = f"http://{server.address}"
+        assert (
+            "netmon_config_workers 1.0" in urllib.request.urlopen(base + "/metrics").read().decode()
+        )
+        req = urllib.request.Request(base + "/-/reload", method="POST")
+        assert urllib.request.urlopen(req).status == 200
+        assert (
+            "netmon_config_workers 2.0" in urllib.request.urlopen(base + "/metrics").read().decode()
+        )
+    finally:
+        server.stop()
+
+
 def test_render_cache_asks_once_for_a_refresh_ahead_and_refresh_renders_anew() -> None:
     clock, values = Clock(), iter(range(100))
     cache: RenderCache[str] = RenderCache(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .. import recording
@@ -44,6 +45,9 @@ class HealthMonitor:
         self._errors = errors
         self._recent = recent  # the last files' outcomes, True = failure (runtime/events.py)
         self.report = HealthReport("healthy", ())
+        # told when the state or a check changes (the HTTP server's /metrics renders are
+        # then stale: a scrape right after sees the new health)
+        self.on_change: Callable[[], None] = lambda: None
 
     def update(self) -> HealthReport:
         cfg = self.holder.config
@@ -72,6 +76,7 @@ class HealthMonitor:
                 ingest_problems=st.problems,
             )
         )
+        changed = report.state != self.report.state or report.checks != self.report.checks
         if report.state != self.report.state:
             failing = {c.name: c.reason for c in report.checks if not c.ok}
             log.log(
@@ -81,4 +86,6 @@ class HealthMonitor:
             )
         self.report = report
         recording.record_health(self.m, report)
+        if changed:
+            self.on_change()
         return report

@@ -110,6 +110,9 @@ class Reloader:
         self._errors = errors
         self.external_url = external_url  # --web.external-url (alerts' generatorURL)
         self.requests: queue.Queue[concurrent.futures.Future[ReloadOutcome] | None] = queue.Queue()
+        # told after every reload, before its requester hears of it (the HTTP server's
+        # /metrics renders are then stale: POST /-/reload, then a scrape, sees the new config)
+        self.after_reload: Callable[[], None] = lambda: None
 
     def request(self) -> concurrent.futures.Future[ReloadOutcome]:
         fut: concurrent.futures.Future[ReloadOutcome] = concurrent.futures.Future()
@@ -128,7 +131,9 @@ class Reloader:
             if final:
                 fut.set_result(ReloadOutcome(False, "shutting down"))
                 continue
-            fut.set_result(self.reload())
+            outcome = self.reload()
+            self.after_reload()
+            fut.set_result(outcome)
 
     def reload(self) -> ReloadOutcome:
         self.m.reloads.inc()
