@@ -87,6 +87,29 @@ def _key_columns(K: np.ndarray, S: np.ndarray) -> dict[str, np.ndarray]:
     return cols
 
 
+# CIC features that are an accumulator column as it is (flag counts, header lengths, ...).
+_DIRECT: dict[str, int] = {
+    "Fwd PSH Flags": T.S_FWD_PSH,
+    "Bwd PSH Flags": T.S_FWD_PSH + 1,
+    "Fwd URG Flags": T.S_FWD_URG,
+    "Bwd URG Flags": T.S_FWD_URG + 1,
+    "Fwd Header Len": T.S_FWD_HDR,
+    "Bwd Header Len": T.S_FWD_HDR + 1,
+    "FIN Flag Cnt": T.S_FLAG + 0,
+    "SYN Flag Cnt": T.S_FLAG + 1,
+    "RST Flag Cnt": T.S_FLAG + 2,
+    "PSH Flag Cnt": T.S_FLAG + 3,
+    "ACK Flag Cnt": T.S_FLAG + 4,
+    "URG Flag Cnt": T.S_FLAG + 5,
+    "CWE Flag Count": T.S_FLAG + 7,
+    "ECE Flag Cnt": T.S_FLAG + 6,
+    "Init Fwd Win Byts": T.S_INIT_WIN,
+    "Init Bwd Win Byts": T.S_INIT_WIN + 1,
+    "Fwd Act Data Pkts": T.S_FWD_ACT_DATA,
+    "Fwd Seg Size Min": T.S_FWD_HDR_MIN,
+}
+
+
 def _cic_features(S: np.ndarray) -> dict[str, np.ndarray]:
     """The CICFlowMeter features of whole flows (slices are adjusted by ``_slices``)."""
     dur = S[:, T.S_LAST_TS] - S[:, T.S_FIRST_TS]
@@ -135,12 +158,6 @@ def _cic_features(S: np.ndarray) -> dict[str, np.ndarray]:
         "Bwd IAT Std": bwiat.std,
         "Bwd IAT Max": bwiat.max,
         "Bwd IAT Min": bwiat.min,
-        "Fwd PSH Flags": S[:, T.S_FWD_PSH],
-        "Bwd PSH Flags": S[:, T.S_FWD_PSH + 1],
-        "Fwd URG Flags": S[:, T.S_FWD_URG],
-        "Bwd URG Flags": S[:, T.S_FWD_URG + 1],
-        "Fwd Header Len": S[:, T.S_FWD_HDR],
-        "Bwd Header Len": S[:, T.S_FWD_HDR + 1],
         "Fwd Pkts/s": _safe_div(fl.n, dur_s),
         "Bwd Pkts/s": _safe_div(bl.n, dur_s),
         "Pkt Len Min": al.min,
@@ -148,14 +165,6 @@ def _cic_features(S: np.ndarray) -> dict[str, np.ndarray]:
         "Pkt Len Mean": al.mean,
         "Pkt Len Std": al.std,
         "Pkt Len Var": al.var,
-        "FIN Flag Cnt": S[:, T.S_FLAG + 0],
-        "SYN Flag Cnt": S[:, T.S_FLAG + 1],
-        "RST Flag Cnt": S[:, T.S_FLAG + 2],
-        "PSH Flag Cnt": S[:, T.S_FLAG + 3],
-        "ACK Flag Cnt": S[:, T.S_FLAG + 4],
-        "URG Flag Cnt": S[:, T.S_FLAG + 5],
-        "CWE Flag Count": S[:, T.S_FLAG + 7],
-        "ECE Flag Cnt": S[:, T.S_FLAG + 6],
         "Down/Up Ratio": _safe_div(bl.n, fl.n),
         "Pkt Size Avg": _safe_div(al.sum, npk),
         "Fwd Seg Size Avg": fl.mean,
@@ -170,10 +179,6 @@ def _cic_features(S: np.ndarray) -> dict[str, np.ndarray]:
         "Subflow Fwd Byts": fl.sum / sf,
         "Subflow Bwd Pkts": bl.n / sf,
         "Subflow Bwd Byts": bl.sum / sf,
-        "Init Fwd Win Byts": S[:, T.S_INIT_WIN],
-        "Init Bwd Win Byts": S[:, T.S_INIT_WIN + 1],
-        "Fwd Act Data Pkts": S[:, T.S_FWD_ACT_DATA],
-        "Fwd Seg Size Min": S[:, T.S_FWD_HDR_MIN],
         "Active Mean": act.mean,
         "Active Std": act.std,
         "Active Max": act.max,
@@ -183,6 +188,7 @@ def _cic_features(S: np.ndarray) -> dict[str, np.ndarray]:
         "Idle Max": idle.max,
         "Idle Min": idle.min,
     }
+    f.update({name: S[:, col] for name, col in _DIRECT.items()})
     return f
 
 
