@@ -20,6 +20,14 @@ RUN python -m venv /opt/netmon-exporter \
       -r requirements.txt
 COPY pyproject.toml README.md ./
 COPY netmon_exporter ./netmon_exporter
+# The build context has no .git: say which commit this is, as Prometheus's images do
+# (docker build --build-arg REVISION=$(git rev-parse HEAD) \
+#   --build-arg BRANCH=$(git rev-parse --abbrev-ref HEAD) ...); --version and
+# netmon_build_info report it, and the build date.
+ARG REVISION=unknown
+ARG BRANCH=unknown
+RUN /opt/netmon-exporter/bin/python -m netmon_exporter.build_info \
+      --revision "$REVISION" --branch "$BRANCH"
 RUN /opt/netmon-exporter/bin/pip install --no-compile --no-deps --no-build-isolation \
       --no-index . \
  && /opt/netmon-exporter/bin/pip check \

@@ -3,7 +3,9 @@
 Taken, in this order, from git when the package runs from a checkout (so a developer's
 ``--version`` names the commit), from ``BUILD_INFO.json`` beside this module when a
 build wrote it (``python -m netmon_exporter.build_info`` in a checkout, before
-``pip install .``), else "unknown". Read once per process.
+``pip install .``; the container build, which has no ``.git``, passes
+``--revision``/``--branch`` from its build arguments), else "unknown". Read once per
+process.
 """
 
 from __future__ import annotations
@@ -91,15 +93,39 @@ def build_info() -> BuildInfo:
     return from_git() or from_file() or BuildInfo()
 
 
-def write_build_file(path: Path = BUILD_FILE) -> BuildInfo:
-    """Write the checkout's identity for an installed copy to report (build step)."""
-    info = from_git()
-    if info is None:
-        raise SystemExit("not a git checkout: nothing to write")
+def write_build_file(path: Path = BUILD_FILE, revision: str = "", branch: str = "") -> BuildInfo:
+    """Write the build's identity for an installed copy to report (build step).
+
+    ``revision``/``branch`` given (a container build has no ``.git``): those, else the
+    checkout's; the build date is now.
+    """
+    if revision:
+        info = BuildInfo(__version__, revision, branch or UNKNOWN)
+    else:
+        found = from_git()
+        if found is None:
+            raise SystemExit("not a git checkout and no --revision given: nothing to write")
+        info = found
     info = BuildInfo(info.version, info.revision, info.branch, _date(datetime.now(UTC).timestamp()))
     path.write_text(json.dumps(asdict(info), indent=2) + "\n", encoding="utf-8")
     return info
 
 
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        prog="python -m netmon_exporter.build_info",
+        description="Write BUILD_INFO.json beside the package (a build step).",
+        allow_abbrev=False,
+    )
+    ap.add_argument("--revision", default="", help="commit (default: the checkout's)")
+    ap.add_argument("--branch", default="", help="branch (default: the checkout's)")
+    ap.add_argument("--output", type=Path, default=BUILD_FILE, help="where to write it")
+    a = ap.parse_args(argv)
+    print(write_build_file(a.output, a.revision.strip(), a.branch.strip()).version_text())
+    return 0
+
+
 if __name__ == "__main__":  # pragma: no cover - a build step
-    print(write_build_file().version_text())
+    raise SystemExit(main())

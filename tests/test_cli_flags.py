@@ -195,6 +195,23 @@ def test_build_info_from_the_build_file_else_unknown(tmp_path: Path) -> None:
     )
 
 
+def test_a_container_build_writes_the_commit_it_was_given(tmp_path: Path) -> None:
+    """The image has no .git: its build passes --revision/--branch (Dockerfile ARGs), the
+    file is package data (pip installs it), and the installed copy reports it."""
+    out = tmp_path / "BUILD_INFO.json"
+    build_info_module.main(["--revision", "0123abc", "--branch", "release-1", "--output", str(out)])
+    got = from_file(out)
+    assert got is not None and (got.revision, got.branch) == ("0123abc", "release-1")
+    assert re.fullmatch(r"\d{8}-\d{2}:\d{2}:\d{2}", got.build_date)
+    root = Path(build_info_module.__file__).resolve().parents[1]
+    dockerfile = (root / "Dockerfile").read_text()
+    assert "ARG REVISION" in dockerfile and "ARG BRANCH" in dockerfile
+    assert '-m netmon_exporter.build_info \\\n      --revision "$REVISION" --branch "$BRANCH"' in (
+        dockerfile
+    )
+    assert '"BUILD_INFO.json"' in (root / "pyproject.toml").read_text()
+
+
 # ---------------------------------------------------------------- the real daemon
 
 CONFIG = """\
