@@ -4,7 +4,8 @@ The real daemon (``python -m netmon_exporter --config.file=... --web.listen-addr
 127.0.0.1:0``, default settings but ``capture.min_age_seconds: 0``) is fed a capture cut
 into rotated files (``bench/split.py``: ``--file-seconds`` slots, ``--series`` capture
 series split by a symmetric hash of the address pair, so every flow stays in one series).
-Files are dropped as ``tcpdump -G`` drops them: a hidden name, then a rename into
+Files are dropped as ``tcpdump -G`` drops them (modified at their last packet's time): a
+hidden name, then a rename into
 place. Each run starts a fresh daemon (fresh ledger, outputs and windows):
 
 * ``burst``: every file renamed in at once; the daemon works as fast as it can.
@@ -628,6 +629,9 @@ def run_daemon(
     for p in cap.pieces:  # hard links: no copying, the same page-cached bytes every run
         tmp = captures / f".{p.name}.part"
         os.link(cap.split_dir / p.name, tmp)
+        # modified when its last packet was written, as a capture tool leaves its files
+        # (the daemon orders a series' files, and the series among themselves, by mtime)
+        os.utime(tmp, (p.last_ts, p.last_ts))
         hidden.append((tmp, captures / p.name, p))
     n_files = len(cap.pieces)
     d = Daemon(site).start()

@@ -239,6 +239,18 @@ CASES: dict[str, list[tuple[float, Step, list[str]]]] = {
         ),
         (2, start(), ["start a-0001.pcap carry"]),
     ],
+    "series heads go in capture time order, whichever became ready first": [
+        (0, see("b-0001.pcap", 200), []),
+        (0, see("a-0001.pcap", 100), []),
+        (0, see("lone.pcap", 50), []),
+        (5, admit("b-0001.pcap"), []),
+        (6, admit("a-0001.pcap"), []),
+        (7, admit("lone.pcap"), []),
+        # the heads share the earliest ready time (5): a (captured earlier), then b; the
+        # lone file, ready last, comes after them
+        (7, start(1), ["start a-0001.pcap carry"]),
+        (7, start(2), ["start b-0001.pcap carry", "start lone.pcap"]),
+    ],
     "files of no series run side by side, oldest ready first, as slots allow": [
         (0, see("x.pcap"), []),
         (0, see("y.pcap"), []),

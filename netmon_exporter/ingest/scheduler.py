@@ -233,7 +233,14 @@ class Scheduler:
 
     # ------------------------------------------------------------------ dispatching
     def due(self, now: float, slots: int) -> list[StartFile]:
-        """Up to ``slots`` files to start now: series heads first come, first served."""
+        """Up to ``slots`` files to start now.
+
+        Files of no series: first come (ready), first served. Series heads: in capture
+        time order (mtime, then name) among themselves, placed as the earliest ready of
+        them: after a backlog (a restart, an outage) the series advance together, so one
+        interface's files do not run minutes of capture time ahead of another's and close
+        the windows the other still has flows for.
+        """
         if slots <= 0:
             return []
         heads: dict[str, TrackedFile] = {}
@@ -252,7 +259,13 @@ class Scheduler:
             if (f.state is FileState.READY or (f.state is FileState.RETRY and f.next_retry <= now))
             and (f.info.series is None or (heads[f.info.series] is f and f.info.series not in busy))
         ]
-        chosen = heapq.nsmallest(slots, ready, key=lambda f: (f.ready_at, f.order))
+        heads_ready = [f.ready_at for f in ready if f.info.series is not None]
+        together = min(heads_ready) if heads_ready else 0.0
+
+        def key(f: TrackedFile) -> tuple[Any, ...]:
+            return (f.ready_at if f.info.series is None else together, f.order)
+
+        chosen = heapq.nsmallest(slots, ready, key=key)
         return [StartFile(f.key, f.info, self._uses_carry(f.info), f.attempts + 1) for f in chosen]
 
     def _uses_carry(self, info: FileInfo) -> bool:
