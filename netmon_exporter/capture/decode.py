@@ -457,6 +457,20 @@ def _pcapng_ts(hi, lo, r, off_s):
     return us + off_s * 1000000
 
 
+@njit(cache=True, inline="always")
+def _malformed(P, PE, n, orig, ts):
+    """Row ``n``: a packet whose record cannot be read (bad interface, bad lengths)."""
+    for kk in range(N_FIELDS):
+        P[n, kk] = 0
+    P[n, F_STATUS] = ST_MALFORMED
+    P[n, F_WIRELEN] = orig
+    P[n, F_TS] = ts
+    P[n, F_PROTO] = -1
+    P[n, F_DNS] = -1
+    P[n, F_QOFF] = -1
+    PE[n] = 0.0
+
+
 @njit(cache=True)
 def walk_pcapng(b, pos, end, st, if_link, if_res, if_off, P, PE, maxp, frag, hist, res):
     """Decode whole pcapng blocks from ``b[pos:end]``.
@@ -522,15 +536,7 @@ def walk_pcapng(b, pos, end, st, if_link, if_res, if_off, P, PE, maxp, frag, his
             cap = _u32x(b, pos + 20, sw)
             orig = _u32x(b, pos + 24, sw)
             if ifid >= st[1] or 28 + cap > blen - 4:
-                for kk in range(N_FIELDS):
-                    P[n, kk] = 0
-                P[n, F_STATUS] = ST_MALFORMED
-                P[n, F_WIRELEN] = orig
-                P[n, F_TS] = st[2]
-                P[n, F_PROTO] = -1
-                P[n, F_DNS] = -1
-                P[n, F_QOFF] = -1
-                PE[n] = 0.0
+                _malformed(P, PE, n, orig, st[2])
             else:
                 ts = _pcapng_ts(hi, lo, if_res[ifid], if_off[ifid])
                 st[2] = ts
@@ -547,15 +553,7 @@ def walk_pcapng(b, pos, end, st, if_link, if_res, if_off, P, PE, maxp, frag, his
             if orig < cap:
                 cap = orig
             if st[1] < 1:
-                for kk in range(N_FIELDS):
-                    P[n, kk] = 0
-                P[n, F_STATUS] = ST_MALFORMED
-                P[n, F_WIRELEN] = orig
-                P[n, F_TS] = st[2]
-                P[n, F_PROTO] = -1
-                P[n, F_DNS] = -1
-                P[n, F_QOFF] = -1
-                PE[n] = 0.0
+                _malformed(P, PE, n, orig, st[2])
             else:
                 decode_packet(b, pos + 12, cap, orig, if_link[0], st[2], P, PE, n, frag, hist)
             n += 1
