@@ -218,4 +218,6 @@ def test_flows_open_at_the_end_of_a_series_reach_a_csv(tmp_path: Path) -> None:
     ends = sorted((root / "out" / "flows").glob("*_end_Flow.csv"))
     assert [p.name.split("_")[0] for p in ends] == ["sensor-0002.pcap"]
     assert len(ends[0].read_text().splitlines()) == 1 + 3
+    # the carry files went with the carries: the one each file replaced, then the last
+    assert list((root / "state" / "carry").iterdir()) == []
     shutil.rmtree(root / "state")
