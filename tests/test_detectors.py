@@ -28,7 +28,8 @@ from netmon_exporter.detectors.icmp_flood import IcmpFloodDetector
 from netmon_exporter.detectors.port_scan import PortScanDetector
 from netmon_exporter.detectors.syn_flood import SynFloodDetector
 from netmon_exporter.detectors.udp_flood import UdpFloodDetector
-from netmon_exporter.flow_schema import FlowBatch, addrs_to_str, make_batch, str_to_addrs
+from netmon_exporter.flow_schema import FlowBatch, addrs_to_str, str_to_addrs
+from tests.helpers import column, rows_batch
 
 CFG = DetectorsConfig()
 T0 = 1_700_000_040.0  # a window boundary for 60 s windows
@@ -56,19 +57,12 @@ def flows(rows: list[dict]) -> FlowBatch:
         "qname": "",
     }
     rows = [{**d, **r} for r in rows]
-    n = len(rows)
 
     def c(k: str) -> list:
-        return [r[k] for r in rows]
+        return column(rows, k)
 
-    return make_batch(
-        n,
-        src_ip=str_to_addrs(c("src")),
-        dst_ip=str_to_addrs(c("dst")),
-        src_port=c("sport"),
-        dst_port=c("dport"),
-        protocol=c("proto"),
-        first_ts=c("ts"),
+    return rows_batch(
+        rows,
         last_ts=[r["ts"] + r["dur"] for r in rows],
         **{
             "Tot Fwd Pkts": c("fwd"),
@@ -88,6 +82,7 @@ def flows(rows: list[dict]) -> FlowBatch:
 
 HALF_OPEN = {"fwd": 1, "bwd": 1, "fwd_bytes": 0, "bwd_bytes": 0, "bwd_syn": 0, "bwd_rst": 1}
 UNANSWERED = {"fwd": 2, "bwd": 0, "fwd_bytes": 0, "bwd_bytes": 0, "fwd_syn": 2, "bwd_syn": 0}
+UDP = {"proto": 17, "fwd_syn": 0, "bwd_syn": 0}
 
 
 def run(det, batch: FlowBatch, start: float = T0, length: float = 60.0):
@@ -250,13 +245,11 @@ def test_udp_to_multicast_groups_is_not_a_sweep():
     batch = flows(
         [
             {
-                "proto": 17,
+                **UDP,
                 "dst": f"239.255.{i}.250",
                 "dport": 1900,
                 "fwd": 1,
                 "bwd": 0,
-                "fwd_syn": 0,
-                "bwd_syn": 0,
             }
             for i in range(1, 40)
         ]
@@ -317,7 +310,7 @@ def test_udp_flood_found_and_rate_in_evidence():
     batch = flows(
         [
             {
-                "proto": 17,
+                **UDP,
                 "src": "10.0.0.66",
                 "sport": 5000 + i,
                 "dst": "192.0.2.20",
@@ -326,8 +319,6 @@ def test_udp_flood_found_and_rate_in_evidence():
                 "bwd": 0,
                 "dur": 2.0,
                 "ts": T0 + 10 + i * 0.2,
-                "fwd_syn": 0,
-                "bwd_syn": 0,
             }
             for i in range(10)
         ]
@@ -342,13 +333,11 @@ def test_answered_bulk_udp_is_not_a_flood():
     batch = flows(
         [
             {
-                "proto": 17,
+                **UDP,
                 "dport": 443,
                 "fwd": 20000,
                 "bwd": 8000,
                 "dur": 5.0,
-                "fwd_syn": 0,
-                "bwd_syn": 0,
             }
         ]
     )
@@ -359,15 +348,13 @@ def test_busy_telemetry_collector_is_not_a_flood():
     batch = flows(
         [
             {
-                "proto": 17,
+                **UDP,
                 "src": f"10.5.0.{i}",
                 "dst": "10.0.0.9",
                 "dport": 2055,
                 "fwd": 2000,
                 "bwd": 0,
                 "dur": 1.0,
-                "fwd_syn": 0,
-                "bwd_syn": 0,
             }
             for i in range(1, 6)
         ]
@@ -381,13 +368,11 @@ def test_slow_udp_is_not_a_flood():
     batch = flows(
         [
             {
-                "proto": 17,
+                **UDP,
                 "dport": 514,
                 "fwd": 5000,
                 "bwd": 0,
                 "dur": 59.0,
-                "fwd_syn": 0,
-                "bwd_syn": 0,
             }
         ]
     )
@@ -485,15 +470,13 @@ def _dns(names: list[str], src: str = "10.0.0.66") -> FlowBatch:
     return flows(
         [
             {
-                "proto": 17,
+                **UDP,
                 "src": src,
                 "dst": "10.0.0.53",
                 "dport": 53,
                 "sport": 30000 + i,
                 "fwd": 1,
                 "bwd": 1,
-                "fwd_syn": 0,
-                "bwd_syn": 0,
                 "qname": q,
                 "ts": T0 + i * 0.5,
             }
@@ -581,7 +564,7 @@ def test_irregular_contacts_are_not_beacons():
 def test_peer_to_peer_exemption_needs_answered_peers_not_unanswered_decoys():
     rng = np.random.default_rng(4)
     ports = rng.choice(np.arange(1024, 65535), 80, replace=False)
-    udp = {"proto": 17, "src": "10.0.0.15", "fwd_syn": 0, "bwd_syn": 0, "fwd_bytes": 60}
+    udp = {**UDP, "src": "10.0.0.15", "fwd_bytes": 60}
     sweep = [
         {**udp, "dst": f"10.3.{i}.1", "dport": 6346, "fwd": 1, "bwd": 0, "bwd_bytes": 0}
         for i in range(30)

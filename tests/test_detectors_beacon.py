@@ -19,12 +19,13 @@ from netmon_exporter.detectors.beacon import (
     dispersion_score,
     group_quantiles,
 )
-from netmon_exporter.flow_schema import FlowBatch, make_batch, str_to_addrs
+from netmon_exporter.flow_schema import FlowBatch
 from netmon_exporter.suppression import endpoints
 from netmon_exporter.tools.cases_beacon import cs_sleeps
 from netmon_exporter.tools.evaluate import analyse_capture, matches
-from netmon_exporter.tools.evaluate_suites import found, run_cases
+from netmon_exporter.tools.evaluate_suites import run_cases
 from netmon_exporter.tools.suites import cases
+from tests.helpers import column, hard_case_found, rows_batch
 
 CFG = DetectorsConfig().beacon
 T0 = 1_700_000_040.0  # a window boundary for 60 s windows
@@ -50,16 +51,10 @@ def batch(rows: list[dict]) -> FlowBatch:
     rows = [{**d, **r} for r in rows]
 
     def c(k: str) -> list:
-        return [r[k] for r in rows]
+        return column(rows, k)
 
-    return make_batch(
-        len(rows),
-        src_ip=str_to_addrs(c("src")),
-        dst_ip=str_to_addrs(c("dst")),
-        src_port=c("sport"),
-        dst_port=c("dport"),
-        protocol=c("proto"),
-        first_ts=c("ts"),
+    return rows_batch(
+        rows,
         last_ts=[r["ts"] + r["dur"] for r in rows],
         **{
             "Tot Fwd Pkts": [5] * len(rows),
@@ -350,9 +345,7 @@ BEACON_CASES = [
 
 @pytest.mark.parametrize("name", BEACON_CASES)
 def test_evasive_beacon_is_found(tmp_path: Path, name: str):
-    (c,) = [c for c in cases("hard") if c.name == name]
-    (r,) = run_cases([c], [1], tmp_path, DetectorsConfig(), analyse_capture)
-    assert found(r, matches), [(d.detector, d.source, d.target) for d in r.detections]
+    r = hard_case_found(tmp_path, name)
     # and nothing else is called a beacon
     wrong = [d for d in r.detections if d.detector == "beacon" and not found_one(d, r)]
     assert wrong == []

@@ -19,10 +19,11 @@ from netmon_exporter.detectors.dns_tunnel import (
     registered_domain,
     zone_suffixes,
 )
-from netmon_exporter.flow_schema import FlowBatch, make_batch, str_to_addrs
+from netmon_exporter.flow_schema import FlowBatch
 from netmon_exporter.tools.evaluate import analyse_capture, matches
-from netmon_exporter.tools.evaluate_suites import found, run_cases
+from netmon_exporter.tools.evaluate_suites import run_cases
 from netmon_exporter.tools.suites import cases
+from tests.helpers import column, hard_case_found, rows_batch
 
 CFG = DetectorsConfig().dns_tunnel
 T0 = 1_700_000_040.0
@@ -56,7 +57,7 @@ def batch(rows: list[dict]) -> FlowBatch:
     rows = [{**d, **r} for r in rows]
 
     def c(k: str) -> list:
-        return [r[k] for r in rows]
+        return column(rows, k)
 
     size = [r.get("qsize", len(r["qname"]) + 18.0) for r in rows]
     stats = {  # the engine's per-query statistics, when a row gives them
@@ -69,14 +70,8 @@ def batch(rows: list[dict]) -> FlowBatch:
             ("dns_label_entropy", "label_entropy"),
         )
     }
-    return make_batch(
-        len(rows),
-        src_ip=str_to_addrs(c("src")),
-        dst_ip=str_to_addrs(c("dst")),
-        src_port=c("sport"),
-        dst_port=c("dport"),
-        protocol=c("proto"),
-        first_ts=c("ts"),
+    return rows_batch(
+        rows,
         last_ts=[r["ts"] + 0.01 for r in rows],
         dns_qname=c("qname"),
         **{
@@ -286,9 +281,7 @@ DNS_CASES = [
 
 @pytest.mark.parametrize("name", DNS_CASES)
 def test_evasive_tunnel_is_found_with_the_right_source(tmp_path: Path, name: str):
-    (c,) = [c for c in cases("hard") if c.name == name]
-    (r,) = run_cases([c], [1], tmp_path, DetectorsConfig(), analyse_capture)
-    assert found(r, matches), [(d.detector, d.source, d.target) for d in r.detections]
+    r = hard_case_found(tmp_path, name)
     ours = [d for d in r.detections if d.detector == "dns_tunnel"]
     assert all(any(matches(d, t) for t in r.scenario.truths) for d in ours), [
         (d.source, d.target) for d in ours
