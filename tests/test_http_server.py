@@ -48,7 +48,7 @@ class State:
 
 
 def serve(
-    state: State, web: WebConfig | None = None, path: str = "/metrics"
+    state: State, web: WebConfig | None = None, path: str = "/metrics", route_prefix: str = "/"
 ) -> tuple[HttpServer, str]:
     registry = CollectorRegistry()
     build_metrics(registry)
@@ -58,6 +58,7 @@ def serve(
         ready=lambda: state.ready,
         reload=state.reload,
         telemetry_path=path,
+        route_prefix=route_prefix,
     )
     server = HttpServer("127.0.0.1:0", ep, web or WebConfig())
     server.start()
@@ -433,19 +434,7 @@ def test_web_config_is_read_within_the_config_bounds(tmp_path: Path) -> None:
 
 def test_route_prefix_serves_every_endpoint_under_it() -> None:
     """--web.route-prefix: as Prometheus, endpoints move under it and / redirects there."""
-    state = State()
-    registry = CollectorRegistry()
-    build_metrics(registry)
-    ep = Endpoints(
-        registry=registry,
-        health=lambda: state.health,
-        ready=lambda: state.ready,
-        reload=state.reload,
-        route_prefix="/netmon/",
-    )
-    server = HttpServer("127.0.0.1:0", ep, WebConfig())
-    server.start()
-    base = f"http://{server.address}"
+    server, base = serve(State(), route_prefix="/netmon/")
     try:
         for path in ("/metrics", "/health", "/-/healthy", "/-/ready", "/", ""):
             assert fetch(base + "/netmon" + path)[0] == 200, path

@@ -126,16 +126,21 @@ def test_tampered_model_is_refused(tmp_path, anomaly_file):
         load_model(path)
 
 
+def _refused_with_matching_digest(path, anomaly_file, match: str) -> None:
+    """`path` given `anomaly_file`'s metadata with its own digest still does not load."""
+    from netmon_exporter.models import file_sha256
+
+    md = json.loads(metadata_path(anomaly_file).read_text())
+    md["model_sha256"] = file_sha256(path)
+    metadata_path(path).write_text(json.dumps(md))
+    with pytest.raises(ModelError, match=match):
+        load_model(path)
+
+
 def test_garbage_with_matching_digest_is_refused(tmp_path, anomaly_file):
     path = tmp_path / "g.skops"
     path.write_bytes(b"not a zip archive")
-    md = json.loads(metadata_path(anomaly_file).read_text())
-    from netmon_exporter.models import file_sha256
-
-    md["model_sha256"] = file_sha256(path)
-    metadata_path(path).write_text(json.dumps(md))
-    with pytest.raises(ModelError, match="not a readable skops file"):
-        load_model(path)
+    _refused_with_matching_digest(path, anomaly_file, "not a readable skops file")
 
 
 def test_untrusted_types_are_refused(tmp_path, anomaly_file):
@@ -143,15 +148,9 @@ def test_untrusted_types_are_refused(tmp_path, anomaly_file):
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer
 
-    from netmon_exporter.models import file_sha256
-
     path = tmp_path / "evil.skops"
     sio.dump(Pipeline([("f", FunctionTransformer(func=json.loads))]), path)
-    md = json.loads(metadata_path(anomaly_file).read_text())
-    md["model_sha256"] = file_sha256(path)
-    metadata_path(path).write_text(json.dumps(md))
-    with pytest.raises(ModelError, match="allow-list"):
-        load_model(path)
+    _refused_with_matching_digest(path, anomaly_file, "allow-list")
 
 
 def test_train_command_baseline_and_labelled(tmp_path, capsys):

@@ -21,6 +21,7 @@ replaced by those PEM files (for the inline ``cert``, ``key`` and ``client_ca`` 
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import random
 import re
@@ -29,6 +30,7 @@ import socket
 import ssl
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import bcrypt
@@ -245,6 +247,16 @@ def serve(web: object, path: str = "/metrics") -> HttpServer:
     return server
 
 
+@contextlib.contextmanager
+def served(path: Path) -> Iterator[HttpServer]:
+    """The server on the web config file at `path`, stopped on leaving."""
+    server = serve(load_web_config(str(path)))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def client_context(pki: Path, cert: str | None = "client") -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
     if cert:
@@ -324,53 +336,40 @@ def test_client_allowed_sans_are_checked_in_the_handshake(tmp_path: Path, pki: P
         TLS + "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: certs/ca.crt\n"
         "  client_allowed_sans: [scraper.example.com]\n",
     )
-    server = serve(load_web_config(str(path)))
-    try:
+    with served(path) as server:
         assert get(server, client_context(pki, "client"))[0] == 200
         for refused in ("intruder", None):  # a SAN not allowed; no certificate
             with pytest.raises((ssl.SSLError, ConnectionError)):
                 get(server, client_context(pki, refused))
-    finally:
-        server.stop()
 
 
 @needs_openssl
 def test_client_certificates_taken_without_verification(tmp_path: Path, pki: Path) -> None:
     """RequireAnyClientCert wants a certificate, any; RequestClientCert takes none too."""
     path = web_file(tmp_path, pki, TLS + "  client_auth_type: RequireAnyClientCert\n")
-    server = serve(load_web_config(str(path)))
-    try:
+    with served(path) as server:
         assert get(server, client_context(pki, "self-signed-client"))[0] == 200
         with pytest.raises((ssl.SSLError, ConnectionError)):
             get(server, client_context(pki, None))
-    finally:
-        server.stop()
     path.write_text(TLS + "  client_auth_type: RequestClientCert\n")
-    server = serve(load_web_config(str(path)))
-    try:
+    with served(path) as server:
         assert get(server, client_context(pki, None))[0] == 200
         assert get(server, client_context(pki, "self-signed-client"))[0] == 200
-    finally:
-        server.stop()
 
 
 @needs_openssl
 def test_versions_and_curves_are_applied(tmp_path: Path, pki: Path) -> None:
     path = web_file(tmp_path, pki, TLS + "  min_version: TLS13\n  curve_preferences: [CurveP384]\n")
-    server = serve(load_web_config(str(path)))
-    try:
+    with served(path) as server:
         old = client_context(pki)
         old.maximum_version = ssl.TLSVersion.TLSv1_2
         with pytest.raises((ssl.SSLError, ConnectionError)):
             get(server, old)
         assert get(server, client_context(pki))[0] == 200
-    finally:
-        server.stop()
     path.write_text(
         TLS + "  max_version: TLS12\n  cipher_suites: [TLS_RSA_WITH_AES_256_GCM_SHA384]\n"
     )
-    server = serve(load_web_config(str(path)))
-    try:
+    with served(path) as server:
         host, port = server.address.rsplit(":", 1)
         ctx = client_context(pki)
         ctx.set_ciphers("ECDHE-RSA-AES128-GCM-SHA256:AES256-GCM-SHA384")  # the server picks
@@ -380,8 +379,6 @@ def test_versions_and_curves_are_applied(tmp_path: Path, pki: Path) -> None:
         ):
             assert tls.version() == "TLSv1.2"
             assert tls.cipher()[0] == "AES256-GCM-SHA384"  # type: ignore[index]
-    finally:
-        server.stop()
 
 
 def test_subject_alt_names_are_read_as_go_prints_them(pki: Path) -> None:
