@@ -169,3 +169,36 @@ def test_the_worker_goes_on_with_its_live_table(tmp_path: Path, monkeypatch) -> 
     keys = ("first_ts", "Tot Fwd Pkts", "fwd_wire_bytes", "flow_record")
     for k in keys:
         assert sorted(live.flows[k].tolist()) == sorted(read_back.flows[k].tolist())
+
+
+class _Table:
+    """Stands for a FlowTable: rows its arrays used, flows open now."""
+
+    def __init__(self, rows: int, open_flows: int) -> None:
+        import numpy as np
+
+        self.status = np.zeros(rows, dtype=np.int8)
+        self.open_flows = open_flows
+
+    def state_arrays(self) -> dict:
+        import numpy as np
+
+        return {"st": np.array([self.open_flows], dtype=np.int64)}
+
+
+def test_kept_tables_follow_need(tmp_path: Path) -> None:
+    """A table that once held a flood is not kept (the next file rebuilds it from the
+    carry file at its size), and the kept tables' rows stay within flows.max_open_flows."""
+    from netmon_exporter.ingest.workers import _KeptTables
+
+    kept = _KeptTables()
+    task = _task(tmp_path, "a.pcap", None)
+    busy = kept.save(task, _Table(rows=20_000, open_flows=10_000))
+    flooded = kept.save(task, _Table(rows=200_000, open_flows=5_000))
+    assert kept.take(flooded) is None and kept.take(busy) is not None
+    capped = _task(tmp_path, "b.pcap", None)
+    capped = Task(**{**capped.__dict__, "settings": FlowSettings(max_open_flows=100_000)})
+    refs = [kept.save(capped, _Table(rows=40_000, open_flows=30_000)) for _ in range(3)]
+    # 3 x 40,000 rows > 100,000: the oldest goes
+    assert kept.take(refs[0]) is None
+    assert all(kept.take(r) is not None for r in refs[1:])

@@ -177,8 +177,12 @@ class _KeptTables:
     The carry is always written (the ledger commits its reference with the file's done
     mark); when the next file of the series comes to the same worker (the pool prefers
     it), the live table goes on without being read back and rebuilt. A table is taken
-    out while a file uses it, so a file that fails leaves nothing half-updated here; at
-    most ``_MAX_KEPT`` tables and ``_MAX_KEPT_FLOWS`` open flows are kept.
+    out while a file uses it, so a file that fails leaves nothing half-updated here.
+
+    Memory follows need: a table's arrays keep every row it ever used, so one that once
+    held far more flows than it holds now (a flood passed) is not kept (the next file
+    rebuilds it, at its size, from the carry file), and the kept tables' rows stay within
+    ``flows.max_open_flows`` in all (what one table may use anyway), at most ``_MAX_KEPT``.
     """
 
     def __init__(self) -> None:
@@ -187,10 +191,12 @@ class _KeptTables:
     def save(self, task: Task, table: Any) -> bytes:
         arrays = table.state_arrays()
         ref = _stored(task, lambda: carry_store.save_arrays(task.carry_dir or "", task.key, arrays))
-        self._tables[ref] = table
+        rows = _rows(table)
+        budget = max(task.settings.max_open_flows or _UNCAPPED_ROWS, _SMALL_ROWS)
+        if rows <= max(4 * table.open_flows, _SMALL_ROWS) and rows <= budget:
+            self._tables[ref] = table
         while len(self._tables) > _MAX_KEPT or (
-            len(self._tables) > 1
-            and sum(t.open_flows for t in self._tables.values()) > _MAX_KEPT_FLOWS
+            sum(_rows(t) for t in self._tables.values()) > budget
         ):
             self._tables.popitem(last=False)
         return ref
@@ -199,8 +205,14 @@ class _KeptTables:
         return self._tables.pop(ref, None)
 
 
+def _rows(table: Any) -> int:
+    """Rows the table's arrays have used (they never shrink): what it costs to keep."""
+    return len(table.status)
+
+
 _MAX_KEPT = 4
-_MAX_KEPT_FLOWS = 400_000
+_SMALL_ROWS = 65_536  # ~75 MB of accumulators at most for a table kept whatever its use
+_UNCAPPED_ROWS = 200_000  # the budget when flows.max_open_flows is 0 (no cap)
 _KEPT = _KeptTables()  # per worker process
 
 
