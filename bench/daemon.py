@@ -50,7 +50,6 @@ import os
 import re
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -58,7 +57,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -67,6 +66,9 @@ sys.path.insert(0, str(HERE))
 
 import flows as oneshot  # noqa: E402  (bench/flows.py: run_ours, measure, OUR_PYTHON)
 import split as splitter  # noqa: E402
+
+sys.path.insert(1, str(ROOT))  # after bench/, for tests/flood_capture.py
+from tests.flood_capture import tick_capture  # noqa: E402
 
 OUR_PYTHON = oneshot.OUR_PYTHON if oneshot.OUR_PYTHON.exists() else Path(sys.executable)
 CODE: dict[str, Any] = {"root": ROOT, "carry": True}  # --root, --no-carry
@@ -169,14 +171,38 @@ class Proc:
         return max(0.0, self.cpu - self.cpu0)
 
 
-class Sampler:
+class Poller:
+    """A daemon thread calling :meth:`poll` every ``every`` seconds, from start to stop."""
+
+    def __init__(self, name: str, every: float) -> None:
+        self._every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def poll(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            self.poll()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
+class Sampler(Poller):
     """Poll CPU and memory of the daemon and its descendants every 100 ms."""
 
     def __init__(self, pid: int) -> None:
+        super().__init__("sampler", 0.1)
         self.pid = pid
         self.procs: dict[int, Proc] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
         self._tree_at = 0.0
         self._lock = threading.Lock()
         self._in_phase = False  # once the measured phase began, new processes count from 0
@@ -229,18 +255,11 @@ class Sampler:
                 p.cpu0 = p.cpu
             self._in_phase = True
 
-    def start(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            self.sample()
+    def poll(self) -> None:
+        self.sample()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        super().stop()
         self.sample()
 
     def rows(self) -> list[Proc]:
@@ -469,48 +488,23 @@ def warm_workers(d: Daemon, workers: int, timeout: float = 300.0) -> None:
         time.sleep(0.1)
 
 
-def tick_capture(path: Path, ts: float) -> None:
-    """One UDP packet at ``ts`` (a file of its own): the watermark passes the open windows."""
-    payload = b"x" * 20
-    udp = struct.pack("!HHHH", 5000, 5001, 8 + len(payload), 0) + payload
-    ip = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, bytes([10, 9, 9, 9]), bytes(4)
-    )
-    frame = b"\x00\x11\x22\x33\x44\x55\x66\x77\x88\x99\xaa\xbb\x08\x00" + ip + udp
-    sec = int(ts)
-    rec = struct.pack("<IIII", sec, int((ts - sec) * 1e6), len(frame), len(frame)) + frame
-    tmp = path.with_name("." + path.name + ".part")
-    tmp.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + rec)
-    os.replace(tmp, path)
-
-
-class CsvWatcher:
+class CsvWatcher(Poller):
     """Note when each flow CSV appears in ``out/flows`` (polled every 20 ms)."""
 
     def __init__(self, directory: Path) -> None:
+        super().__init__("csv-watch", 0.02)
         self.directory = directory
         self.seen: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="csv-watch", daemon=True)
 
-    def start(self) -> CsvWatcher:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            try:
-                names = os.listdir(self.directory)
-            except OSError:
-                continue
-            now = time.monotonic()
-            for n in names:
-                if n.endswith("_Flow.csv") and not n.startswith(".") and n not in self.seen:
-                    self.seen[n] = now
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
+    def poll(self) -> None:
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return
+        now = time.monotonic()
+        for n in names:
+            if n.endswith("_Flow.csv") and not n.startswith(".") and n not in self.seen:
+                self.seen[n] = now
 
     def count(self) -> int:
         return sum(1 for n in list(self.seen) if not n.endswith("_end_Flow.csv"))

@@ -32,20 +32,22 @@ def _flows(rng: np.random.Generator, target: int, scan: bool) -> dict[str, np.nd
         ):
             cols[k].append(np.asarray(v))
 
+    def pairs(fid0, start, reply_after, proto, flags, pay, kind):  # noqa: ANN001
+        """One packet each way per flow, the reply ``reply_after`` s later; the rest per direction."""
+        n = len(start)
+        add(
+            np.repeat(np.arange(n), 2) + fid0,
+            np.repeat(start, 2) + np.tile([0.0, reply_after], n),
+            np.tile([0, 1], n),
+            np.full(2 * n, proto),
+            np.tile(flags, n),
+            np.tile(pay, n),
+            np.tile(kind, n),
+        )
+
     if scan:
         n = target // 2
-        fid = np.repeat(np.arange(n), 2)
-        start = np.sort(rng.uniform(0, duration, n))
-        t = np.repeat(start, 2) + np.tile([0.0, 0.0002], n)
-        add(
-            fid,
-            t,
-            np.tile([0, 1], n),
-            np.full(2 * n, 6),
-            np.tile([0x02, 0x14], n),
-            np.zeros(2 * n, int),
-            np.zeros(2 * n, int),
-        )
+        pairs(0, np.sort(rng.uniform(0, duration, n)), 0.0002, 6, [0x02, 0x14], [0, 0], [0, 0])
         return {k: np.concatenate(v) for k, v in cols.items()}
 
     # TCP connections: 3 handshake + m data + 3 close packets
@@ -81,17 +83,7 @@ def _flows(rng: np.random.Generator, target: int, scan: bool) -> dict[str, np.nd
     fid0 += nf
     # DNS pairs
     n_dns = int(target * 0.03)
-    fid = np.repeat(np.arange(n_dns), 2) + fid0
-    t = np.repeat(rng.uniform(0, duration, n_dns), 2) + np.tile([0.0, 0.003], n_dns)
-    add(
-        fid,
-        t,
-        np.tile([0, 1], n_dns),
-        np.full(2 * n_dns, 17),
-        np.zeros(2 * n_dns, int),
-        np.tile([38, 38], n_dns),
-        np.tile([1, 2], n_dns),
-    )
+    pairs(fid0, rng.uniform(0, duration, n_dns), 0.003, 17, [0, 0], [38, 38], [1, 2])
     fid0 += n_dns
     # longer UDP flows (media-like) of 20 packets
     n_udp = int(target * 0.05) // 20
@@ -109,17 +101,7 @@ def _flows(rng: np.random.Generator, target: int, scan: bool) -> dict[str, np.nd
     fid0 += n_udp
     # ICMP echo pairs
     n_icmp = int(target * 0.04) // 2
-    fid = np.repeat(np.arange(n_icmp), 2) + fid0
-    t = np.repeat(rng.uniform(0, duration, n_icmp), 2) + np.tile([0.0, 0.001], n_icmp)
-    add(
-        fid,
-        t,
-        np.tile([0, 1], n_icmp),
-        np.full(2 * n_icmp, 1),
-        np.zeros(2 * n_icmp, int),
-        np.full(2 * n_icmp, 56),
-        np.tile([3, 4], n_icmp),
-    )
+    pairs(fid0, rng.uniform(0, duration, n_icmp), 0.001, 1, [0, 0], [56, 56], [3, 4])
     return {k: np.concatenate(v) for k, v in cols.items()}
 
 

@@ -8,6 +8,7 @@ seconds to build and compress. Run as ``python -m tests.flood_capture OUT [FLOWS
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 import sys
 from pathlib import Path
@@ -86,6 +87,22 @@ def write_syn_flood(path: Path, flows: int = 1_500_000, **kwargs: object) -> int
     else:
         path.write_bytes(header + body)
     return flows
+
+
+def tick_capture(path: Path, ts: float) -> None:
+    """One UDP packet at ``ts``, a file of its own (written under a dot-name, then renamed):
+    it moves the watermark past the open windows."""
+    payload = b"x" * 20
+    udp = struct.pack("!HHHH", 5000, 5001, 8 + len(payload), 0) + payload
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, bytes([10, 9, 9, 9]), bytes(4)
+    )
+    frame = b"\x00\x11\x22\x33\x44\x55\x66\x77\x88\x99\xaa\xbb\x08\x00" + ip + udp
+    sec = int(ts)
+    rec = struct.pack("<IIII", sec, int((ts - sec) * 1e6), len(frame), len(frame)) + frame
+    tmp = path.with_name("." + path.name + ".part")
+    tmp.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + rec)
+    os.replace(tmp, path)
 
 
 def main(argv: list[str]) -> int:

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import struct
 import tempfile
 import threading
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from ..flood_capture import write_syn_flood
+from ..flood_capture import tick_capture, write_syn_flood
 from .daemon_process import DaemonProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,19 +111,6 @@ class Sampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-
-
-def tick_capture(path: Path, ts: float) -> None:
-    """One UDP packet at ``ts``: moves the watermark so the flood's window closes."""
-    payload = b"x" * 20
-    udp = struct.pack("!HHHH", 5000, 5001, 8 + len(payload), 0) + payload
-    ip = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, bytes([10, 9, 9, 9]), bytes(4)
-    )
-    frame = b"\x00\x11\x22\x33\x44\x55\x66\x77\x88\x99\xaa\xbb\x08\x00" + ip + udp
-    sec = int(ts)
-    rec = struct.pack("<IIII", sec, int((ts - sec) * 1e6), len(frame), len(frame)) + frame
-    path.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + rec)
 
 
 def _metric(d: DaemonProcess, name: str, labels: dict[str, str] | None = None) -> float:
