@@ -124,6 +124,12 @@ class _Mixin:
     def sum_by(self, inner: str) -> str:
         return f"sum by ({self.by}) ({inner})"
 
+    def failed_share_over(self, failed_total: str, done_total: str, share: float) -> str:
+        """The 15-minute share of failures among attempts (failed + done) is above ``share``."""
+        failed = self.sum_by(f"rate({failed_total}{self.s()}[15m])")
+        done = self.sum_by(f"rate({done_total}{self.s()}[15m])")
+        return f"{failed}\n/\n(\n  {done}\n  + {failed}\n)\n> {share}"
+
     def failing_checks(self) -> str:
         """Template text listing the failing health checks of the alert's exporter."""
         matchers = ", ".join(f"{label}=%q" for label in self.cfg.group_labels)
@@ -272,8 +278,6 @@ class _Mixin:
 
     def processing(self) -> list[Rule]:
         by = self.by
-        failed = f"sum by ({by}) (rate(netmon_files_failed_total{self.s()}[15m]))"
-        done = f"sum by ({by}) (rate(netmon_files_processed_total{self.s()}[15m]))"
         return [
             Rule(
                 "NetmonBacklogGrowing",
@@ -305,7 +309,9 @@ class _Mixin:
             ),
             Rule(
                 "NetmonFileFailureRatioHigh",
-                f"{failed}\n/\n(\n  {done}\n  + {failed}\n)\n> 0.1",
+                self.failed_share_over(
+                    "netmon_files_failed_total", "netmon_files_processed_total", 0.1
+                ),
                 "warning",
                 "health",
                 "netmon-exporter {{ $labels.instance }}: "
@@ -419,12 +425,12 @@ class _Mixin:
 
     def dependencies(self) -> list[Rule]:
         by = self.by
-        failed = f"sum by ({by}) (rate(netmon_llm_summaries_failed_total{self.s()}[15m]))"
-        done = f"sum by ({by}) (rate(netmon_llm_summaries_total{self.s()}[15m]))"
         return [
             Rule(
                 "NetmonLLMSummariesFailing",
-                f"{failed}\n/\n(\n  {done}\n  + {failed}\n)\n> 0.5",
+                self.failed_share_over(
+                    "netmon_llm_summaries_failed_total", "netmon_llm_summaries_total", 0.5
+                ),
                 "warning",
                 "health",
                 "netmon-exporter {{ $labels.instance }}: LLM summaries failing "
