@@ -33,16 +33,22 @@ def test_no_compiled_kernel_uses_linear_algebra() -> None:
             assert not _LINALG.search(code), f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
 
 
-def _run(code: str, tmp_path: Path) -> None:
+def _python(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` in ``tmp_path`` on this checkout alone; it must succeed."""
     run = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, *args],
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
     )
     assert run.returncode == 0, run.stderr[-2000:]
+    return run
+
+
+def _run(code: str, tmp_path: Path) -> None:
+    _python(tmp_path, "-c", code)
 
 
 def test_the_flows_command_starts_without_scipy(tmp_path: Path) -> None:
@@ -81,15 +87,7 @@ def test_workers_are_forked_from_a_lean_fork_server() -> None:
 def test_the_flow_engine_compiles_ahead_of_time(tmp_path: Path) -> None:
     """`make` and the image build run this once, so no process pays a first compile; it
     covers the CSV writer and reader too (workers compiled those on their first file)."""
-    run = subprocess.run(
-        [sys.executable, "-m", "netmon_exporter.ingest.warm_pipeline"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
+    run = _python(tmp_path, "-m", "netmon_exporter.ingest.warm_pipeline", timeout=600)
     assert "flow engine compiled and cached" in run.stdout
     makefile = (ROOT / "Makefile").read_text()
     assert "-m netmon_exporter.ingest.warm_pipeline" in makefile

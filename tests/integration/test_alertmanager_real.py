@@ -164,6 +164,19 @@ def _wait_for(predicate: Any, seconds: float, what: str) -> Any:
     pytest.fail(f"timed out after {seconds:g}s waiting for {what}")
 
 
+def _scan_notifications(alertmanager: RealAlertmanager, status: str) -> Any:
+    """The port scan's notifications with ``status`` the receiver got (waits up to 10 s)."""
+    return _wait_for(
+        lambda: [
+            a
+            for a in alertmanager.webhook.alerts()
+            if a["labels"]["alertname"] == "NetmonPortScan" and a["status"] == status
+        ],
+        10,
+        f"the {status} notification",
+    )
+
+
 def test_detections_fire_and_resolve_in_real_alertmanager(alertmanager: RealAlertmanager) -> None:
     now = time.time()
     scan = Detection(
@@ -224,15 +237,7 @@ def test_detections_fire_and_resolve_in_real_alertmanager(alertmanager: RealAler
     assert stored["NetmonSynFlood"]["labels"]["target"] == "10.0.1.2:443"
 
     # The firing notification reaches the receiver with the annotations.
-    fired = _wait_for(
-        lambda: [
-            a
-            for a in alertmanager.webhook.alerts()
-            if a["labels"]["alertname"] == "NetmonPortScan" and a["status"] == "firing"
-        ],
-        10,
-        "the firing notification",
-    )
+    fired = _scan_notifications(alertmanager, "firing")
     assert fired[0]["annotations"]["summary"] == scan.summary
 
     # The flood keeps being seen; the scan does not and is resolved.
@@ -249,15 +254,7 @@ def test_detections_fire_and_resolve_in_real_alertmanager(alertmanager: RealAler
     assert [a["labels"]["alertname"] for a in remaining] == ["NetmonSynFlood"]
     assert remaining[0]["status"]["state"] == "active"
 
-    resolved = _wait_for(
-        lambda: [
-            a
-            for a in alertmanager.webhook.alerts()
-            if a["labels"]["alertname"] == "NetmonPortScan" and a["status"] == "resolved"
-        ],
-        10,
-        "the resolved notification",
-    )
+    resolved = _scan_notifications(alertmanager, "resolved")
     assert resolved[0]["labels"]["source"] == "10.0.0.5"
     assert not [
         a

@@ -181,16 +181,20 @@ def _totals(d: DaemonProcess) -> dict[str, float]:
     }
 
 
+def _wait_for_300(d: DaemonProcess, what: str) -> None:
+    d.wait_for(
+        lambda: metric(d, "netmon_files_processed_total", {"kind": "pcap"}) == 300,
+        timeout=120,
+        what=what,
+    )
+
+
 def test_a_300_files_two_kill_9s_match_a_clean_run(tmp_path: Path) -> None:
     clean = make_site(tmp_path / "clean")
     _drop_300(clean)
     d = DaemonProcess(clean / "config.yaml").start()
     try:
-        d.wait_for(
-            lambda: metric(d, "netmon_files_processed_total", {"kind": "pcap"}) == 300,
-            timeout=120,
-            what="clean run: 300 files",
-        )
+        _wait_for_300(d, "clean run: 300 files")
         expected = _totals(d)
     finally:
         assert d.stop() == 0
@@ -211,11 +215,7 @@ def test_a_300_files_two_kill_9s_match_a_clean_run(tmp_path: Path) -> None:
         assert before.get("done", 0) < 300, "the kill came too late to interrupt work"
     d = DaemonProcess(site / "config.yaml").start()
     try:
-        d.wait_for(
-            lambda: metric(d, "netmon_files_processed_total", {"kind": "pcap"}) == 300,
-            timeout=120,
-            what="300 files after two kill -9s",
-        )
+        _wait_for_300(d, "300 files after two kill -9s")
         time.sleep(1.0)  # nothing more may arrive
         got = _totals(d)
     finally:
