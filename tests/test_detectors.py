@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+from functools import partial
 
 import numpy as np
 import pytest
@@ -57,27 +58,21 @@ def flows(rows: list[dict]) -> FlowBatch:
         "qname": "",
     }
     rows = [{**d, **r} for r in rows]
-
-    def c(k: str) -> list:
-        return column(rows, k)
-
-    return rows_batch(
-        rows,
-        last_ts=[r["ts"] + r["dur"] for r in rows],
-        **{
-            "Tot Fwd Pkts": c("fwd"),
-            "Tot Bwd Pkts": c("bwd"),
-            "TotLen Fwd Pkts": c("fwd_bytes"),
-            "TotLen Bwd Pkts": c("bwd_bytes"),
-            "Flow Duration": [r["dur"] * 1e6 for r in rows],
-            "fwd_syn_cnt": c("fwd_syn"),
-            "bwd_syn_cnt": c("bwd_syn"),
-            "fwd_rst_cnt": c("fwd_rst"),
-            "bwd_rst_cnt": c("bwd_rst"),
-            "icmp_type": c("itype"),
-            "dns_qname": c("qname"),
-        },
-    )
+    c = partial(column, rows)
+    columns = {
+        "Tot Fwd Pkts": c("fwd"),
+        "Tot Bwd Pkts": c("bwd"),
+        "TotLen Fwd Pkts": c("fwd_bytes"),
+        "TotLen Bwd Pkts": c("bwd_bytes"),
+        "Flow Duration": [r["dur"] * 1e6 for r in rows],
+        "fwd_syn_cnt": c("fwd_syn"),
+        "bwd_syn_cnt": c("bwd_syn"),
+        "fwd_rst_cnt": c("fwd_rst"),
+        "bwd_rst_cnt": c("bwd_rst"),
+        "icmp_type": c("itype"),
+        "dns_qname": c("qname"),
+    }
+    return rows_batch(rows, last_ts=[r["ts"] + r["dur"] for r in rows], **columns)
 
 
 HALF_OPEN = {"fwd": 1, "bwd": 1, "fwd_bytes": 0, "bwd_bytes": 0, "bwd_syn": 0, "bwd_rst": 1}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -49,23 +50,17 @@ def batch(rows: list[dict]) -> FlowBatch:
         "active_mean": np.nan,
     }
     rows = [{**d, **r} for r in rows]
-
-    def c(k: str) -> list:
-        return column(rows, k)
-
-    return rows_batch(
-        rows,
-        last_ts=[r["ts"] + r["dur"] for r in rows],
-        **{
-            "Tot Fwd Pkts": [5] * len(rows),
-            "Tot Bwd Pkts": c("bwd"),
-            "TotLen Fwd Pkts": c("fwd_bytes"),
-            "Flow Duration": [r["dur"] * 1e6 for r in rows],
-            "Idle Mean": [r["idle_mean"] * 1e6 for r in rows],
-            "Idle Std": [r["idle_std"] * 1e6 for r in rows],
-            "Active Mean": [r["active_mean"] * 1e6 for r in rows],
-        },
-    )
+    c = partial(column, rows)
+    columns = {
+        "Tot Fwd Pkts": [5] * len(rows),
+        "Tot Bwd Pkts": c("bwd"),
+        "TotLen Fwd Pkts": c("fwd_bytes"),
+        "Flow Duration": [r["dur"] * 1e6 for r in rows],
+        "Idle Mean": [r["idle_mean"] * 1e6 for r in rows],
+        "Idle Std": [r["idle_std"] * 1e6 for r in rows],
+        "Active Mean": [r["active_mean"] * 1e6 for r in rows],
+    }
+    return rows_batch(rows, last_ts=[r["ts"] + r["dur"] for r in rows], **columns)
 
 
 def windows(rows: list[dict], cfg=CFG, det: BeaconDetector | None = None) -> list:
