@@ -856,7 +856,7 @@ STAGE_RULES: list[tuple[str, str, str]] = [
     ("windows (assign, sample, tally)", "netmon_exporter/runtime/windows.py", "add_flows"),
     ("windows (assign, sample, tally)", "netmon_exporter/window.py", ""),
     ("windows (assign, sample, tally)", "netmon_exporter/flow_sample.py", ""),
-    ("analysis (detectors, models)", "netmon_exporter/runtime/windows.py", "close"),
+    ("analysis (detectors, models)", "netmon_exporter/runtime/windows.py", "_analyse"),
     ("analysis (detectors, models)", "netmon_exporter/analysis.py", ""),
     ("analysis (detectors, models)", "netmon_exporter/detectors/", ""),
     ("analysis (detectors, models)", "netmon_exporter/models.py", ""),

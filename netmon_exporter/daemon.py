@@ -299,6 +299,7 @@ class Daemon:
         self.m.reload_successful.set(1)
         self.m.reload_success_ts.set(time.time())
         self.ingest.start()
+        self.windows.start()
         self.alerts.start()
         self.update_health()
         self.ready = True
@@ -345,6 +346,8 @@ class Daemon:
         while events := self.ingest.poll_events(timeout=0):
             for event in events:
                 self.events.handle(event)
+        if not self.windows.drain(deadline):
+            log.warning("shutdown deadline passed with windows still being analysed")
         # Reports still waiting for the LLM get the templated summary now; the one being
         # summarised may finish until the deadline.
         self.reports.shutdown(deadline)

@@ -12,7 +12,8 @@ scikit-learn), `ingest.service`, `window`, `analysis`, `summarise`, `alerting`,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .. import recording
@@ -38,6 +39,9 @@ class Parts:
     summariser: Summariser
     pusher: AlertPusher
     suppression: SuppressionRules
+    # Held while a closed window is analysed and triaged (runtime/windows.py, its own
+    # thread) and while a reload swaps components in: a window sees one config, whole.
+    analysis_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def build(cls, cfg: Config, external_url: str) -> Parts:

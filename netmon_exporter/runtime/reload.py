@@ -185,6 +185,17 @@ class Reloader:
         The reporter and pusher threads keep the object they hold for a call in progress
         (immutable hand-off); errors that call reports for the old settings are ignored.
         """
+        with self.parts.analysis_lock:  # between two windows' analyses, never during one
+            self._swap(cfg, old, setup, summariser, suppression)
+
+    def _swap(
+        self,
+        cfg: Config,
+        old: Config,
+        setup: AnalyzerSetup,
+        summariser: Summariser | None,
+        suppression: SuppressionRules | None,
+    ) -> None:
         p = self.parts
         p.analyzer.commit(setup)
         p.ingest.apply_config(cfg)
