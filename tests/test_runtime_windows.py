@@ -74,3 +74,16 @@ def test_a_reload_swaps_components_between_two_analyses() -> None:
     assert windows.drain(time.monotonic() + 10)
     # the window under analysis when the reload came saw one config, whole
     assert analyzer.seen == [(0.0, "old", "old"), (120.0, "new", "new")]
+
+
+def test_without_a_running_analysis_thread_windows_are_analysed_where_they_close() -> None:
+    windows, _, reported, _ = _windows()
+    windows.close(_window(0.0))  # not started yet: at once, on this thread
+    assert reported == [0.0]
+    windows.start()
+    windows._queue.put(None)  # the thread ends as if it had died ...
+    assert windows._thread is not None
+    windows._thread.join(5)
+    for start in (60.0 * k for k in range(2, 6)):  # ... and the queue never blocks the daemon
+        windows.close(_window(start))
+    assert reported == [0.0, 120.0, 180.0, 240.0, 300.0]

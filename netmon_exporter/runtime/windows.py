@@ -96,8 +96,8 @@ class Windows:
 
     def close(self, window: ClosedWindow) -> None:
         """Queue ``window`` for analysis (analysed here when no analysis thread runs)."""
-        if self._thread is None:
-            self._analyse(window)
+        if self._thread is None or not self._thread.is_alive():
+            self._analyse(window)  # not started, drained at shutdown, or (never) dead
         else:
             self._queue.put(window)  # waits while MAX_WAITING windows wait
 
