@@ -186,34 +186,24 @@ class Reloader:
         (immutable hand-off); errors that call reports for the old settings are ignored.
         """
         with self.parts.analysis_lock:  # between two windows' analyses, never during one
-            self._swap(cfg, old, setup, summariser, suppression)
-
-    def _swap(
-        self,
-        cfg: Config,
-        old: Config,
-        setup: AnalyzerSetup,
-        summariser: Summariser | None,
-        suppression: SuppressionRules | None,
-    ) -> None:
-        p = self.parts
-        p.analyzer.commit(setup)
-        p.ingest.apply_config(cfg)
-        p.aggregator.reconfigure(cfg.windows)
-        w = cfg.windows
-        if (w.top_talkers, w.top_talker_addresses) != (
-            old.windows.top_talkers,
-            old.windows.top_talker_addresses,
-        ):  # the ranks (or addresses) change now; the values come with the next window
-            recording.record_top_talkers(self.m, [], w.top_talkers, w.top_talker_addresses)
-        if summariser is not None:
-            p.summariser = summariser
-            self._errors.reset("llm")
-        if cfg.alertmanager != old.alertmanager or cfg.alerting != old.alerting:
-            # Incidents are kept: a reload neither re-pages nor forgets what is open.
-            p.pusher.reconfigure(cfg.alertmanager, cfg.alerting, self.external_url)
-            if cfg.alertmanager != old.alertmanager:
-                self._errors.reset("alertmanager")
-        if suppression is not None:
-            p.suppression = suppression
-        p.record_config(self.m, cfg)
+            p = self.parts
+            p.analyzer.commit(setup)
+            p.ingest.apply_config(cfg)
+            p.aggregator.reconfigure(cfg.windows)
+            w = cfg.windows
+            if (w.top_talkers, w.top_talker_addresses) != (
+                old.windows.top_talkers,
+                old.windows.top_talker_addresses,
+            ):  # the ranks (or addresses) change now; the values come with the next window
+                recording.record_top_talkers(self.m, [], w.top_talkers, w.top_talker_addresses)
+            if summariser is not None:
+                p.summariser = summariser
+                self._errors.reset("llm")
+            if cfg.alertmanager != old.alertmanager or cfg.alerting != old.alerting:
+                # Incidents are kept: a reload neither re-pages nor forgets what is open.
+                p.pusher.reconfigure(cfg.alertmanager, cfg.alerting, self.external_url)
+                if cfg.alertmanager != old.alertmanager:
+                    self._errors.reset("alertmanager")
+            if suppression is not None:
+                p.suppression = suppression
+            p.record_config(self.m, cfg)
