@@ -251,6 +251,14 @@ CASES: dict[str, list[tuple[float, Step, list[str]]]] = {
         (7, start(1), ["start a-0001.pcap carry"]),
         (7, start(2), ["start b-0001.pcap carry", "start lone.pcap"]),
     ],
+    "a head ready much later waits its turn, whatever its mtime": [
+        (0, see("b-0001.pcap", 200), []),
+        (0, admit("b-0001.pcap"), []),
+        (100, see("old-0001.pcap", 1), []),  # captured long ago, ready 100 s later
+        (100, admit("old-0001.pcap"), []),
+        (100, start(1), ["start b-0001.pcap carry"]),
+        (100, start(1), ["start old-0001.pcap carry"]),
+    ],
     "files of no series run side by side, oldest ready first, as slots allow": [
         (0, see("x.pcap"), []),
         (0, see("y.pcap"), []),

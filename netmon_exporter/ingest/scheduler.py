@@ -96,6 +96,10 @@ def _natural(name: str) -> tuple[Any, ...]:
     return tuple(int(p) if p.isdigit() else p for p in _DIGITS.split(name))
 
 
+# Series heads ready within this many seconds of each other run in capture-time order.
+TOGETHER_SECONDS = 60.0
+
+
 def _order(info: FileInfo) -> tuple[Any, ...]:
     """Time order within a series: mtime, then the natural order of the name."""
     return (info.identity.mtime_ns, _natural(os.path.basename(info.path)))
@@ -235,11 +239,13 @@ class Scheduler:
     def due(self, now: float, slots: int) -> list[StartFile]:
         """Up to ``slots`` files to start now.
 
-        Files of no series: first come (ready), first served. Series heads: in capture
-        time order (mtime, then name) among themselves, placed as the earliest ready of
-        them: after a backlog (a restart, an outage) the series advance together, so one
-        interface's files do not run minutes of capture time ahead of another's and close
-        the windows the other still has flows for.
+        Files of no series: first come (ready), first served. Series heads that became
+        ready within ``TOGETHER_SECONDS`` of the earliest ready head: in capture time
+        order (mtime, then name) among themselves, placed as that earliest one. After a
+        backlog (a restart, an outage) the series advance together, so one interface's
+        files do not run minutes of capture time ahead of another's and close the windows
+        the other still has flows for; a file that turns up later with an old mtime (a
+        careless copy, or someone flooding the directory) still waits its turn.
         """
         if slots <= 0:
             return []
@@ -263,7 +269,9 @@ class Scheduler:
         together = min(heads_ready) if heads_ready else 0.0
 
         def key(f: TrackedFile) -> tuple[Any, ...]:
-            return (f.ready_at if f.info.series is None else together, f.order)
+            if f.info.series is not None and f.ready_at - together <= TOGETHER_SECONDS:
+                return (together, f.order)
+            return (f.ready_at, f.order)
 
         chosen = heapq.nsmallest(slots, ready, key=key)
         return [StartFile(f.key, f.info, self._uses_carry(f.info), f.attempts + 1) for f in chosen]
