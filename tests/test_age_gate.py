@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from netmon_exporter.ingest.age_gate import AgeGate, Identity, files_open_for_writing
+from netmon_exporter.ingest.age_gate import AgeGate, Identity, Note, files_open_for_writing
 
 
 def _never_open(paths: object) -> set[str]:
@@ -88,12 +88,64 @@ def test_write_events_hold_a_file_until_its_writer_closes_it(tmp_path: Path) -> 
     gate = _gate(0.0, settle_seconds=1.0, open_for_writing=_never_open)  # /proc hidden
     now = p.stat().st_mtime_ns / 1e9 + 100
     gate.look(str(p), Identity.of(p.stat()), now)
-    gate.note_writing(str(p), True, now)
+    gate.note(str(p), Note.WRITING, now)
     assert gate.look(str(p), Identity.of(p.stat()), now + 5)  # size and mtime settled...
     assert gate.confirm([str(p)], now + 5) == set()  # ...but a writer has it open
     assert gate.writing(str(p), now + 5)
-    gate.note_writing(str(p), False, now + 6)  # close-after-write event
+    gate.note(str(p), Note.CLOSED, now + 6)  # close-after-write event
     assert gate.confirm([str(p)], now + 8) == {str(p)}
+
+
+def test_a_file_renamed_in_needs_no_second_look(tmp_path: Path) -> None:
+    """A rotation script's ``mv``: the rename says the writer is done, so with
+    ``min_age: 0`` the file is ready at its first look instead of a second later."""
+    p = tmp_path / "a.pcap"
+    p.write_bytes(b"x")
+    ident = Identity.of(p.stat())
+    now = p.stat().st_mtime_ns / 1e9 + 0.01
+    gate = _gate(0.0, settle_seconds=1.0, open_for_writing=_never_open)
+    gate.note(str(p), Note.RENAMED_IN, now)
+    gate.look(str(p), ident, now)  # the first look (the loop asks `settled` next)
+    assert gate.settled(str(p), now)
+    assert gate.confirm([str(p)], now) == {str(p)}
+    # min_age still holds: renamed in does not mean old enough
+    aged = _gate(5.0, settle_seconds=1.0, open_for_writing=_never_open)
+    aged.note(str(p), Note.RENAMED_IN, now)
+    aged.look(str(p), ident, now)
+    assert not aged.settled(str(p), now + 4.9)
+    assert aged.settled(str(p), now + 5)
+
+
+def test_a_write_after_the_rename_takes_the_waiver_back(tmp_path: Path) -> None:
+    p = tmp_path / "a.pcap"
+    p.write_bytes(b"x")
+    ident = Identity.of(p.stat())
+    now = p.stat().st_mtime_ns / 1e9 + 0.01
+    for later in (Note.WRITING, Note.CLOSED):  # a writer appended (and closed) after the rename
+        gate = _gate(0.0, settle_seconds=1.0, open_for_writing=_never_open)
+        gate.note(str(p), Note.RENAMED_IN, now)
+        gate.note(str(p), later, now + 0.1)
+        gate.look(str(p), ident, now + 0.2)
+        assert not gate.settled(str(p), now + 0.2)
+        if later is Note.CLOSED:
+            assert not gate.settled(str(p), now + 1.1)  # a reopening writer may append again
+            assert gate.settled(str(p), now + 1.2)
+        else:
+            assert gate.confirm([str(p)], now + 1.2) == set()  # and it is still open
+    # changed without an event (a writer we cannot see): settled as usual
+    gate = _gate(0.0, settle_seconds=1.0, open_for_writing=_never_open)
+    gate.note(str(p), Note.RENAMED_IN, now)
+    gate.look(str(p), ident, now)
+    assert gate.settled(str(p), now)
+    p.write_bytes(b"xy")
+    grown = Identity.of(p.stat())
+    assert not gate.look(str(p), grown, now + 0.1)
+    assert not gate.settled(str(p), now + 0.5)
+    assert gate.settled(str(p), now + 1.1)
+    # forgotten (the file went away and came back): no waiver left over
+    gate.forget(str(p))
+    gate.look(str(p), grown, now + 2)
+    assert not gate.settled(str(p), now + 2)
 
 
 def test_a_lost_close_event_expires(tmp_path: Path) -> None:
@@ -102,10 +154,10 @@ def test_a_lost_close_event_expires(tmp_path: Path) -> None:
     p = tmp_path / "a.pcap"
     p.write_bytes(b"x")
     gate = _gate(0.0, settle_seconds=1.0, open_for_writing=_never_open)
-    gate.note_writing(str(p), True, 1000.0)
+    gate.note(str(p), Note.WRITING, 1000.0)
     assert gate.confirm([str(p)], 1000.0 + WRITER_STALE_SECONDS - 1) == set()
     assert gate.confirm([str(p)], 1000.0 + WRITER_STALE_SECONDS) == {str(p)}
-    gate.note_writing(str(p), True, 1000.0)
+    gate.note(str(p), Note.WRITING, 1000.0)
     gate.prune_writing(1001.0, exists=lambda path: False)  # deleted: forgotten
     assert not gate.writing(str(p), 1001.0)
 
@@ -125,7 +177,7 @@ def test_files_last_written_before_watching_began_need_a_quiet_period(tmp_path: 
     gate.watch_since = mtime - 0.5  # its writes happened while watched
     assert gate.settled(str(p), mtime + 5)
     gate.watch_since = mtime + 0.5
-    gate.note_writing(str(p), False, mtime + 2)  # renamed in (or closed): complete
+    gate.note(str(p), Note.CLOSED, mtime + 2)  # closed after writing (or renamed in): complete
     assert gate.settled(str(p), mtime + 5)
     gate.forget(str(p))
     gate.look(str(p), Identity.of(p.stat()), mtime + 6)

@@ -456,6 +456,38 @@ def test_slowly_appended_file_is_not_read_before_complete(tmp_path: Path) -> Non
     assert sizes == final_sizes == {"held-1.pcap": 500, "reopened-1.pcap": 500}
 
 
+def test_a_file_renamed_in_skips_the_settle_time_one_written_in_place_does_not(
+    tmp_path: Path,
+) -> None:
+    """``min_age: 0``: a rotation script's ``mv`` (or a burst of them) is read at once;
+    a file written in place still waits for two looks ``settle_seconds`` apart."""
+    cfg = make_config(tmp_path)
+    cap = tmp_path / "cap"
+    settle = 3.0
+    svc = service(cfg, settle_seconds=settle, open_for_writing=lambda paths: set())
+    svc.start()
+    try:
+        time.sleep(0.3)  # watching
+        (cap / "inplace-1.pcap").write_bytes(b"P" * 100)
+        closed_at = time.monotonic()
+        hidden = cap / ".moved-1.pcap.part"  # not a capture name: out of scope until renamed
+        hidden.write_bytes(b"M" * 100)
+        hidden.rename(cap / "moved-1.pcap")
+        started: dict[str, float] = {}
+
+        def both_started(ev: list[Any]) -> bool:
+            for e in of(ev, FileStarted):
+                started.setdefault(Path(e.path).name, time.monotonic())
+            return len(started) == 2
+
+        collect(svc, both_started, 15)
+    finally:
+        svc.stop(5)
+    assert started["moved-1.pcap"] < started["inplace-1.pcap"]
+    assert started["moved-1.pcap"] - closed_at < settle
+    assert started["inplace-1.pcap"] - closed_at >= settle
+
+
 def test_workers_change_on_apply_config_without_losing_in_flight_files(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, processing={"workers": 1, "batch_size": 4})
     cap = tmp_path / "cap"

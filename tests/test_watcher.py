@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from netmon_exporter.config import CaptureConfig
+from netmon_exporter.ingest.age_gate import Note
 from netmon_exporter.ingest.names import file_kind, in_shard, matches, series_of
 from netmon_exporter.ingest.watcher import Watcher, scan
 
@@ -112,12 +113,12 @@ def test_scan_of_missing_directory_raises(tmp_path: Path) -> None:
 
 def test_watcher_reports_new_and_moved_in_files(tmp_path: Path) -> None:
     seen: list[str | None] = []
-    states: list[tuple[str | None, bool | None]] = []
+    states: list[tuple[str | None, Note | None]] = []
     got = threading.Event()
 
-    def on_path(p: str | None, writing: bool | None) -> None:
+    def on_path(p: str | None, note: Note | None) -> None:
         seen.append(p)
-        states.append((p, writing))
+        states.append((p, note))
         got.set()
 
     w = Watcher(tmp_path, False, on_path)
@@ -137,9 +138,9 @@ def test_watcher_reports_new_and_moved_in_files(tmp_path: Path) -> None:
     new, moved = str(tmp_path / "new.pcap"), str(tmp_path / "moved.pcap")
     # created (says nothing), written (a writer has it open), closed after writing
     assert [s for p, s in states if p == new][0] is None
-    assert [s for p, s in states if p == new and s is not None] == [True, False]
-    assert (moved, False) in states  # renamed in: complete
-    assert (moved, True) not in states
+    assert [s for p, s in states if p == new and s is not None] == [Note.WRITING, Note.CLOSED]
+    assert (moved, Note.RENAMED_IN) in states  # renamed in: complete
+    assert (moved, Note.WRITING) not in states and (moved, Note.CLOSED) not in states
     assert not w.running
 
 

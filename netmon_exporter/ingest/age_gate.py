@@ -10,6 +10,13 @@ safe against local writers that pause between appends; a writer on another host
 (NFS) is only caught by (1) and (2), as long as it pauses for less than
 ``settle_seconds`` plus ``min_age``.
 
+A file *renamed into* the directory (a rotation script's ``mv``, a writer that
+writes under a temporary name) needs no second look for (2): the rename says its
+writer is done, and any write after it (an event of its own) takes the waiver
+back. A close-after-write event earns no such waiver: a writer that reopens the
+file for every append closes it between appends, and only the settle time
+protects against reading it between two of them.
+
 A file whose mtime lies in the future (the sensor's clock runs ahead of ours)
 is aged from the first look that saw it unchanged rather than from its mtime,
 so clock skew delays it by ``min_age`` instead of stranding it.
@@ -25,6 +32,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import Enum
 
 from .records import Identity
 
@@ -36,6 +44,14 @@ WRITER_STALE_SECONDS = 3600.0
 DEFAULT_UNWATCHED_QUIET_SECONDS = 60.0
 # mtimes further ahead than this are clock skew, not a file written "just now".
 CLOCK_SKEW_TOLERANCE_SECONDS = 2.0
+
+
+class Note(Enum):
+    """What a filesystem event says about a file's writers."""
+
+    WRITING = "writing"  # written to: a writer has it open
+    CLOSED = "closed"  # a writer closed it after writing
+    RENAMED_IN = "renamed_in"  # renamed into the directory: written elsewhere, complete
 
 
 @dataclass
@@ -66,6 +82,7 @@ class AgeGate:
         self._looks: dict[str, _Look] = {}
         self._writing: dict[str, float] = {}  # path -> time of the last write event
         self._closed: set[str] = set()  # seen closed after writing, or renamed in: complete
+        self._renamed: set[str] = set()  # renamed in, not written since: no settle time
         # path -> identity whose clock skew was reported: told once per file, whatever
         # the scheduler forgets and looks at again (a reload re-judges every waiting file)
         self._skew_told: dict[str, Identity] = {}
@@ -80,6 +97,8 @@ class AgeGate:
         """
         prev = self._looks.get(path)
         if prev is None or prev.identity != ident:
+            if prev is not None:  # changed unseen since the rename: settle as usual
+                self._renamed.discard(path)
             self._looks[path] = _Look(ident, now)
             return False
         return self.settled(path, now)
@@ -101,7 +120,7 @@ class AgeGate:
             age = now - prev.since
         if age < need:
             return False
-        return now - prev.since >= self.settle_seconds
+        return path in self._renamed or now - prev.since >= self.settle_seconds
 
     def skew(self, path: str, now: float) -> float:
         """Seconds by which the file's mtime lies in the future (0 when it does not)."""
@@ -120,15 +139,21 @@ class AgeGate:
         self._skew_told[path] = look.identity
         return ahead
 
-    def note_writing(self, path: str, writing: bool, now: float) -> None:
-        """Record a filesystem event: a writer created or wrote it (True), or closed it
-        (False; also for a file renamed in), which also vouches that its writes were seen."""
-        if writing:
+    def note(self, path: str, note: Note, now: float) -> None:
+        """Record a filesystem event: a writer created or wrote the file, closed it after
+        writing, or it was renamed in. The last two also vouch that its writes were seen;
+        a rename also waives the settle time until the next write (module docstring)."""
+        if note is Note.WRITING:
             self._writing[path] = now
             self._closed.discard(path)
-        else:
-            self._writing.pop(path, None)
-            self._closed.add(path)
+            self._renamed.discard(path)
+            return
+        self._writing.pop(path, None)
+        self._closed.add(path)
+        if note is Note.RENAMED_IN:
+            self._renamed.add(path)
+        else:  # closed after writing: written since it came, so settle as usual
+            self._renamed.discard(path)
 
     def writing(self, path: str, now: float) -> bool:
         t = self._writing.get(path)
@@ -139,6 +164,7 @@ class AgeGate:
             if now - t >= WRITER_STALE_SECONDS or not exists(path):
                 del self._writing[path]
         self._closed = {p for p in self._closed if exists(p)}
+        self._renamed = {p for p in self._renamed if exists(p)}
         self._skew_told = {p: i for p, i in self._skew_told.items() if exists(p)}
 
     def confirm(self, paths: Iterable[str], now: float) -> set[str]:
@@ -169,6 +195,7 @@ class AgeGate:
         """Drop what we know of a path, except that a writer has it open."""
         self._looks.pop(path, None)
         self._closed.discard(path)
+        self._renamed.discard(path)
 
 
 def files_open_for_writing(paths: Iterable[str], proc: str = "/proc") -> set[str]:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..config import Config
-from .age_gate import AgeGate
+from .age_gate import AgeGate, Note
 from .events import Event, FileIgnored, IngestError
 from .names import owned
 from .records import Identity
@@ -32,7 +32,7 @@ class Finder:
         self,
         cfg: Config,
         gate: AgeGate,
-        on_path: Callable[[str | None, bool | None], None],
+        on_path: Callable[[str | None, Note | None], None],
         emit: Callable[[Event], None],
     ) -> None:
         self._cfg = cfg

@@ -126,9 +126,9 @@ class SchedulerLoop:
         if now >= self._next_housekeeping:
             full = True
             self._housekeeping(now)
-        for path, writing in changed.items():
-            if writing is not None and self.finder.in_scope(path):
-                self._gate.note_writing(path, writing, now)
+        for path, note in changed.items():
+            if note is not None and self.finder.in_scope(path):
+                self._gate.note(path, note, now)
         if full:
             self._full_scan(now)
         elif changed:
@@ -137,10 +137,13 @@ class SchedulerLoop:
             self._next_relook = now + RELOOK_SECONDS
             self._look_at([f.path for f in self._core.unripe()], now)
         self._dispatch(now)
-        for outcome in self._pool.wait(LOOP_SECONDS, (self._inbox.wake_fd,)):
+        outcomes = self._pool.wait(LOOP_SECONDS, (self._inbox.wake_fd,))
+        for outcome in outcomes:
             info = self._core.running_file(outcome.task.key)  # task.path may be a link's target
             path = info.path if info is not None else outcome.task.path
             self._guarded(path, "recording the outcome of", self._take, outcome)
+        if outcomes:  # a series' next file goes out now, not after another round of looks
+            self._dispatch(self._clock())
         self._inbox.drain()
         if self._ledger.ledger is not None:  # carries are ended through the ledger
             self._exec.apply(self._core.tick(self._clock()))

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from ..config import Config
+from .age_gate import Note
 from .events import Event, FileDone, IngestStatus
 
 MAX_CHANGED_PATHS = 10000  # beyond this many pending watch events, rescan instead
@@ -27,7 +28,7 @@ class Inbox:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._changed: dict[str, bool | None] = {}  # path -> writer state from events
+        self._changed: dict[str, Note | None] = {}  # path -> writer state from events
         self._scan = True  # a full scan is wanted
         self._woken = False
         self._config: Config | None = None
@@ -53,14 +54,14 @@ class Inbox:
             while os.read(self._r, 4096):
                 pass
 
-    def on_path(self, path: str | None, writing: bool | None = None) -> None:
+    def on_path(self, path: str | None, note: Note | None = None) -> None:
         """Take a watch event (observer thread): remember it, wake the scheduler once."""
         with self._lock:
             if path is None or len(self._changed) >= MAX_CHANGED_PATHS:
                 self._scan = True
                 self._changed.clear()
-            elif writing is not None or path not in self._changed:
-                self._changed[path] = writing
+            elif note is not None or path not in self._changed:
+                self._changed[path] = note
             if self._woken:
                 return
             self._woken = True
@@ -70,7 +71,7 @@ class Inbox:
         with self._lock:
             self._scan = True
 
-    def take_changes(self) -> tuple[dict[str, bool | None], bool]:
+    def take_changes(self) -> tuple[dict[str, Note | None], bool]:
         """Return the paths changed since the last call, and whether a full scan is wanted."""
         with self._lock:
             changed, self._changed = self._changed, {}

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .age_gate import Note
 from .names import matches
 
 log = logging.getLogger("netmon_exporter.ingest")
@@ -111,17 +112,18 @@ def scan(
 class Watcher:
     """A watchdog observer that reports changed paths to a callback.
 
-    ``on_path(path, writing)`` is called from the observer thread for every file
-    event: ``writing`` is True when the file was written to (a writer has it
-    open), False when a writer closed it after writing or it was renamed in
-    (complete), None when it says nothing about writers (created — watchdog also
-    reports files found in a new directory as created, after their writer may
-    have closed them —, attributes changed, deleted). ``on_path(None, None)`` asks
+    ``on_path(path, note)`` is called from the observer thread for every file
+    event: ``note`` is :class:`~.age_gate.Note` ``WRITING`` when the file was written
+    to (a writer has it open), ``CLOSED`` when a writer closed it after writing,
+    ``RENAMED_IN`` when it was renamed in (complete), None when it says nothing
+    about writers (created — watchdog also reports files found in a new directory
+    as created, after their writer may have closed them —, attributes changed,
+    deleted). ``on_path(None, None)`` asks
     for a full scan (a directory appeared, or the watch was lost).
     """
 
     def __init__(
-        self, directory: Path, recursive: bool, on_path: Callable[[str | None, bool | None], None]
+        self, directory: Path, recursive: bool, on_path: Callable[[str | None, Note | None], None]
     ) -> None:
         self.directory = directory
         self.recursive = recursive
@@ -176,11 +178,11 @@ class Watcher:
                     if src:
                         on_path(src, None)
                     if dest:
-                        on_path(dest, False)  # renamed in: written elsewhere, complete
+                        on_path(dest, Note.RENAMED_IN)  # written elsewhere, complete
                 elif kind == "modified":
-                    on_path(src, True)
+                    on_path(src, Note.WRITING)
                 elif kind == "closed":
-                    on_path(src, False)
+                    on_path(src, Note.CLOSED)
                 else:
                     on_path(src, None)
 
