@@ -80,6 +80,20 @@ def _task(tmp_path: Path, name: str, carry: bytes | None, final: bool = False) -
     )
 
 
+def test_replaced_carries_are_removed_off_the_caller_thread(tmp_path: Path) -> None:
+    refs = [carry_store.save(tmp_path, k, b"state %d" % k) for k in range(1, 6)]
+    remover = carry_store.Remover()
+    for ref in refs[:4]:
+        remover.remove(tmp_path, ref)
+    remover.remove(tmp_path, b"inline state, not a reference")  # ignored
+    remover.remove(None, refs[4])  # no directory: ignored
+    remover.close()  # the removals queued so far are done
+    assert [p.name for p in tmp_path.iterdir()] == [carry_store.parse(refs[4]).name]
+    remover.remove(tmp_path, refs[4])  # usable again after close
+    remover.close()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_worker_writes_and_reads_the_carry_file(tmp_path: Path) -> None:
     first, _ = _run(_fake, _task(tmp_path, "a.pcap", None), streams=False)
     assert first.carry is not None and carry_store.is_ref(first.carry) and not first.warnings

@@ -105,6 +105,7 @@ class Executor:
         self._emit, self._finish, self._clock = emit, finish, clock
         self.problems = Problems()  # what degrades the health check ``ingestion``
         self._unmoved: set[str] = set()  # quarantined in the ledger, move still to do
+        self.remover = carry_store.Remover()  # replaced carry files, off this thread
 
     def apply(self, decisions: Sequence[Decision], result: FileResult | None = None) -> bool:
         """Carry out ``decisions`` in order; False when a ledger write failed and stopped them."""
@@ -168,7 +169,7 @@ class Executor:
         if not ok:
             return False
         if old is not None and old != result.carry:
-            carry_store.remove(self._carry_dir, old)  # no longer referenced
+            self.remover.remove(self._carry_dir, old)  # no longer referenced
         for warning in result.warnings:
             self._emit(ev.IngestError("ledger", warning))
             self.problems.note("carry", warning, now)
@@ -310,7 +311,7 @@ class Executor:
         ok, _ = self._ledger.run(lambda led: led.drop_carry(series, facts), now)
         if not ok:
             return False
-        carry_store.remove(self._carry_dir, blob)
+        self.remover.remove(self._carry_dir, blob)
         if flows is not None:
             self._emit(ev.CarryFlushed(flows, series, csv_path, rows, counts))
         return True

@@ -156,6 +156,7 @@ class SchedulerLoop:
         self._pool.shutdown(left, self._take)
         for key in self._core.running():  # not finished in time: redone after the restart
             self._exec.apply(self._core.outcome(key, Interrupted(), self._clock()))
+        self._exec.remover.close()
         self._ledger.close()
         self._publish()
         self._inbox.close()
