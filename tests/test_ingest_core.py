@@ -41,7 +41,11 @@ def name(path: str) -> str:
 
 
 def _carry(d: dn.StartFile) -> str:
-    return (" carry" if d.use_carry else "") + (f" #{d.attempt}" if d.attempt > 1 else "")
+    return (
+        (" carry" if d.use_carry else "")
+        + (f" #{d.attempt}" if d.attempt > 1 else "")
+        + (f" behind row {d.after}" if d.after else "")
+    )
 
 
 def _why(d: dn.Forget) -> str:
@@ -61,7 +65,7 @@ SHOW: dict[type, Callable[[Any], str]] = {
     ),
     dn.RecordQuarantine: lambda d: f"give-up {name(d.file.path)} #{d.attempt} {d.reason}",
     dn.RetryOutput: lambda d: f"output-blocked {name(d.file.path)} in {d.retry_in:g}",
-    dn.HandBack: lambda d: f"hand-back {name(d.file.path)}",
+    dn.HandBack: lambda d: f"hand-back {name(d.file.path)}" + (" again" if d.again else ""),
     dn.EndCarry: lambda d: f"end-carry {d.series}",
     dn.Quarantine: lambda d: f"quarantine {name(d.file.path)}{_recovered(d)}",
     dn.Dispose: lambda d: f"dispose {name(d.file.path)}{_recovered(d)}",
@@ -153,6 +157,22 @@ def start(slots: int = 8) -> Step:
         return list(due)
 
     return step
+
+
+def queue(limit: int = 8) -> Step:
+    """The shell queues what may wait behind a running file of its series."""
+
+    def step(h: Harness) -> list[dn.Decision]:
+        behind = h.core.follow_ups(limit)
+        for s in behind:
+            h.core.started(s)
+        return list(behind)
+
+    return step
+
+
+def not_run(path: str) -> Step:
+    return end(path, dn.NotRun())
 
 
 def end(path: str, result: dn.Result) -> Step:
@@ -289,6 +309,58 @@ CASES: dict[str, list[tuple[float, Step, list[str]]]] = {
             ["give-up x.pcap #3 format", "forget x.pcap", "quarantine x.pcap"],
         ),
         (99, start(), []),
+    ],
+    "the next file of a series waits behind the running one, on the same worker": [
+        *ready("a-0001.pcap", 1),
+        *ready("a-0002.pcap", 2),
+        *ready("a-0003.pcap", 3),
+        *ready("b-0001.pcap", 1),
+        (0, start(1), ["start a-0001.pcap carry"]),
+        (0, queue(), ["start a-0002.pcap carry behind row 1"]),
+        (0, queue(), []),  # one file waits behind another, no more
+        (0, start(), ["start b-0001.pcap carry"]),
+        (1, ok("a-0001.pcap"), DONE_A1),
+        (1, queue(0), []),  # no room for more results
+        (1, queue(), ["start a-0003.pcap carry behind row 2"]),
+        (
+            2,
+            ok("a-0002.pcap"),
+            ["done a-0002.pcap after 1", "forget a-0002.pcap", "dispose a-0002.pcap"],
+        ),
+        (
+            3,
+            ok("a-0003.pcap"),
+            ["done a-0003.pcap after 1", "forget a-0003.pcap", "dispose a-0003.pcap"],
+        ),
+    ],
+    "a file behind one that failed was not run: it waits its turn again, no attempt used": [
+        *ready("a-0001.pcap", 1),
+        *ready("a-0002.pcap", 2),
+        (0, start(), ["start a-0001.pcap carry"]),
+        (0, queue(), ["start a-0002.pcap carry behind row 1"]),
+        (1, fail("a-0001.pcap"), ["retry a-0001.pcap #1 format in 10"]),
+        (1, queue(), []),  # nothing waits behind a file that is not running
+        (1, not_run("a-0002.pcap"), ["hand-back a-0002.pcap again"]),
+        (5, start(), []),  # still behind its failing predecessor
+        (11, start(), ["start a-0001.pcap carry #2"]),
+        (11, queue(), ["start a-0002.pcap carry behind row 1"]),
+        (12, ok("a-0001.pcap"), ["done a-0001.pcap after 2", *DONE_A1[1:]]),
+        (
+            13,
+            ok("a-0002.pcap"),
+            ["done a-0002.pcap after 1", "forget a-0002.pcap", "dispose a-0002.pcap"],
+        ),
+    ],
+    "only files that carry flows and have not failed wait behind another": [
+        *ready("a-0001.csv", 1),
+        *ready("a-0002.csv", 2),
+        *ready("b-0001.pcap", 1),
+        *ready("b-0002.pcap", 2),
+        (0, start(), ["start a-0001.csv", "start b-0001.pcap carry"]),
+        (0, queue(), ["start b-0002.pcap carry behind row 3"]),  # flow CSVs carry nothing
+        (1, not_run("b-0002.pcap"), ["hand-back b-0002.pcap again"]),
+        (1, blocked("b-0001.pcap"), ["output-blocked b-0001.pcap in 10"]),
+        (1, queue(), []),
     ],
     "a failing file holds back the later files of its series until quarantined": [
         *ready("a-0001.pcap", 1),

@@ -251,6 +251,58 @@ def test_files_are_processed_once_in_series_order_with_carry(tmp_path: Path) -> 
         led.close()
 
 
+@pytest.mark.parametrize("broken", [b"BAD", b"CRASH", b"HANG"])
+def test_a_file_queued_behind_a_failing_one_waits_and_goes_on_from_the_ledger(
+    tmp_path: Path, broken: bytes
+) -> None:
+    """The next file of a series waits behind the running one on its worker; when that
+    one fails (an error, its worker crashing, a timeout kill), the file behind it is not
+    run on its flows: it waits its turn and goes on from what the ledger holds."""
+    cfg = make_config(
+        tmp_path, processing={"max_retries": 0, "workers": 2, "file_timeout_seconds": 2.0}
+    )
+    cap = tmp_path / "cap"
+    names = [f"s-{i:04d}.pcap" for i in range(1, 7)]
+    for k, n in enumerate(names):
+        (cap / n).write_bytes(broken if n == "s-0003.pcap" else b"SLOW 0.15")
+        os.utime(cap / n, ns=(10**18 + k * 10**9,) * 2)
+    svc = service(cfg)
+    events = drive(svc, lambda ev: len(of(ev, FileDone)) == 5, 30)
+    assert done_names(events) == [n for n in names if n != "s-0003.pcap"]
+    (q,) = of(events, FileQuarantined)
+    assert Path(q.path).name == "s-0003.pcap"
+    (flushed,) = of(events, CarryFlushed)
+    assert len(flushed.flows) == 2  # s-0001 and s-0002's open flows, ended once
+    out = tmp_path / "out" / "flows"
+    seen = {n: (out / f"{n}.out").read_bytes() for n in done_names(events)}
+    assert seen == {
+        "s-0001.pcap": b"",
+        "s-0002.pcap": b"s-0001.pcap;",
+        "s-0004.pcap": b"",  # a fresh start after the quarantine, not s-0003's leftovers
+        "s-0005.pcap": b"s-0004.pcap;",
+        "s-0006.pcap": b"s-0004.pcap;s-0005.pcap;",
+    }
+    assert all(e.attempts == 1 for e in of(events, FileDone))  # waiting is not an attempt
+    # files did wait behind their predecessor: started before it was done
+    order = [
+        (type(e).__name__, Path(getattr(e, "path", "") or e.result.path).name)
+        for e in events
+        if isinstance(e, (FileStarted, FileDone))
+    ]
+    queued = [
+        n
+        for n, prev in zip(names[1:], names)
+        if ("FileDone", prev) in order
+        and order.index(("FileStarted", n)) < order.index(("FileDone", prev))
+    ]
+    assert "s-0002.pcap" in queued and "s-0006.pcap" in queued
+    started = [Path(e.path).name for e in of(events, FileStarted)]
+    # queued behind s-0003 while that one still ran (always, for the one that hangs;
+    # one that fails at once may be gone first), then run on its own
+    runs = started.count("s-0004.pcap")
+    assert runs == 2 if broken == b"HANG" else runs in (1, 2)
+
+
 # ------------------------------------------------------------- the executor, without threads
 
 

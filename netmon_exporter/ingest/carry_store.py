@@ -217,9 +217,7 @@ class Remover:
             return
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="carry-remover", daemon=True
-                )
+                self._thread = threading.Thread(target=self._run, name="carry-remover", daemon=True)
                 self._thread.start()
         self._queue.put((carry_dir, blob))
 
@@ -267,4 +265,3 @@ def referenced_names(blobs: list[bytes]) -> set[str]:
             with contextlib.suppress(CarryError):
                 names.add(parse(blob).name)
     return names
-

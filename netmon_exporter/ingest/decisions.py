@@ -57,7 +57,13 @@ class Interrupted:
     """The attempt was cut short by a shutdown: hand the file back for the next start."""
 
 
-Result = Succeeded | Failed | OutputFailed | Vanished | Interrupted
+@dataclass(frozen=True)
+class NotRun:
+    """A file queued behind its series' previous file was not processed: that file did
+    not succeed, or its outcome could not be recorded. Not an attempt; it waits again."""
+
+
+Result = Succeeded | Failed | OutputFailed | Vanished | Interrupted | NotRun
 
 
 # ----------------------------------------------------------------- decisions (outputs)
@@ -79,6 +85,9 @@ class StartFile:
     file: FileInfo
     use_carry: bool  # continue the flows its series carried, and carry its own on
     attempt: int
+    # queued behind the running file of its series (that ledger row), to the same worker,
+    # which goes on with that file's open flows if, and only if, it succeeded; 0: not queued
+    after: int = 0
 
 
 @dataclass(frozen=True)
@@ -136,10 +145,12 @@ class RetryOutput:
 
 @dataclass(frozen=True)
 class HandBack:
-    """Give an interrupted file back to the ledger, to be redone after the next start."""
+    """Give an interrupted file back to the ledger, to be redone after the next start
+    (``again``: the file stays followed and waits for a worker once more)."""
 
     key: int
     file: FileInfo
+    again: bool = False
 
 
 @dataclass(frozen=True)

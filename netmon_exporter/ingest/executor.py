@@ -223,7 +223,7 @@ class Executor:
     def _hand_back(self, d: HandBack) -> bool:
         now = self._clock()
         ok, _ = self._ledger.run(lambda led: led.mark_seen(d.key, now), now)
-        if ok:  # if not, the next start re-queues in_progress rows anyway
+        if ok and not d.again:  # if not ok, the next start re-queues in_progress rows anyway
             log.info("file handed back for the next start", extra={"file": d.file.path})
         return True
 

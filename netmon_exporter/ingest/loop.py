@@ -30,6 +30,7 @@ from .decisions import (
     Failed,
     FileInfo,
     Interrupted,
+    NotRun,
     OutputFailed,
     Result,
     StartFile,
@@ -46,7 +47,7 @@ from .ledger_link import LedgerLink
 from .mailbox import Inbox, Outbox
 from .records import Identity
 from .scheduler import Rules, Scheduler, Uniform
-from .workers import Outcome, ProcessFn, Task, WorkerPool
+from .workers import NOT_RUN, Outcome, ProcessFn, Task, WorkerPool
 
 log = logging.getLogger("netmon_exporter.ingest")
 
@@ -92,6 +93,10 @@ class SchedulerLoop:
         self._pool = WorkerPool(process, concurrency(cfg))
         self._next_housekeeping = 0.0
         self._next_relook = 0.0
+        # files queued behind another (ledger row -> the row before it), and rows before
+        # them whose done mark is committed: a queued file's result counts only then
+        self._behind: dict[int, int] = {}
+        self._recorded: set[int] = set()
 
     # ------------------------------------------------------------------ the thread
     def run(self) -> None:
@@ -308,6 +313,9 @@ class SchedulerLoop:
         )
         for start in self._core.due(now, slots):
             self._guarded(start.file.path, "starting", self._start, start, now)
+        running = self._core.in_progress
+        for start in self._core.follow_ups(limit - self._outbox.undelivered - running):
+            self._guarded(start.file.path, "queueing", self._start, start, now)
 
     def _start(self, start: StartFile, now: float) -> None:
         f = start.file
@@ -315,18 +323,29 @@ class SchedulerLoop:
         if identity != f.identity:  # gone or changed since it was found ready
             self._observe(f.path, identity, now)
             return
+        if start.after and not self._pool.queueable(start.after):
+            return
         ok, carry = self._ledger.run(lambda led: self._claim(led, start, now), now)
         if not ok:
             return
-        self._pool.submit(self._task(start, carry))
+        task = self._task(start, carry)
+        if start.after:
+            if not self._pool.submit_after(task):  # its worker died meanwhile
+                self._ledger.run(lambda led: led.mark_seen(start.key, now), now)
+                return
+            self._behind[start.key] = start.after
+        else:
+            self._pool.submit(task)
         self._core.started(start)
         self._outbox.emit(FileStarted(f.path, f.kind, start.attempt))
 
     @staticmethod
     def _claim(led: Ledger, start: StartFile, now: float) -> bytes | None:
-        """Read the series' carry and mark the file in progress."""
+        """Read the series' carry and mark the file in progress (a file queued behind
+        another goes on from that one's flows, which its worker holds)."""
         series = start.file.series
-        carry = led.get_carry(series) if start.use_carry and series is not None else None
+        use = start.use_carry and series is not None and not start.after
+        carry = led.get_carry(series) if use and series is not None else None
         led.mark_in_progress(start.key, now)
         return carry
 
@@ -350,20 +369,30 @@ class SchedulerLoop:
             timeout_seconds=c.processing.file_timeout_seconds,
             csv_path=csv_path,
             carry_dir=str(carry_store.directory(self._ledger.directory)),
+            after=start.after,
         )
 
     # ------------------------------------------------------------------ outcomes
     def _take(self, outcome: Outcome) -> None:
         key = outcome.task.key
         result = self._result(key, outcome)
-        if result is not None:
-            self._exec.apply(self._core.outcome(key, result, self._clock()), outcome.result)
+        if result is None:
+            return
+        recorded = self._exec.apply(self._core.outcome(key, result, self._clock()), outcome.result)
+        if recorded and isinstance(result, Succeeded) and key in self._behind.values():
+            self._recorded.add(key)  # the file queued behind it may count
+        self._recorded &= set(self._behind.values())
 
     def _result(self, key: int, outcome: Outcome) -> Result | None:
         """What a worker's outcome means for the core (None: no file of ours)."""
+        before = self._behind.pop(key, 0)
         info = self._core.running_file(key)
         if info is None:
             return None
+        if outcome.reason == NOT_RUN or (before and before not in self._recorded):
+            # not run, or run on the open flows of a file that failed or whose done mark
+            # could not be written: it waits again, to go on from what the ledger holds
+            return NotRun()
         if outcome.result is not None:
             return Succeeded(carry=outcome.result.carry is not None)
         if self._inbox.stopping.is_set() and outcome.reason == "worker_crash":

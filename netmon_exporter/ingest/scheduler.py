@@ -6,7 +6,9 @@ the time — and carries out the decisions that come back (``decisions.py``).
 The rules that make ingestion correct live here:
 
 - files of one rotation series run one at a time, in time order (mtime, then
-  the number in the name): a file waits for every earlier file of its series;
+  the number in the name): a file waits for every earlier file of its series; the
+  next one may be queued behind the running one, to the same worker, which goes on
+  with its open flows only if that file succeeded (:meth:`Scheduler.follow_ups`);
 - a failed attempt is retried after ``retry_delay × 2^(attempt−1)`` seconds
   (capped at an hour, plus up to 50 % jitter from the injected rng), up to
   ``max_retries`` retries, then quarantined;
@@ -38,6 +40,7 @@ from .decisions import (
     Forget,
     HandBack,
     Interrupted,
+    NotRun,
     OutputFailed,
     Quarantine,
     RecordDone,
@@ -276,6 +279,39 @@ class Scheduler:
         chosen = heapq.nsmallest(slots, ready, key=key)
         return [StartFile(f.key, f.info, self._uses_carry(f.info), f.attempts + 1) for f in chosen]
 
+    def follow_ups(self, limit: int) -> list[StartFile]:
+        """Up to ``limit`` files to queue behind the running file of their series.
+
+        A series whose earliest file runs and carries its flows on may have its next
+        ready file queued to the same worker, so that worker goes on without waiting
+        for the main process to record one file and hand out the next (a backlog after
+        an outage, a burst of files). Only one file waits behind another, and only one
+        that has not failed before: the worker runs it only if the file before it
+        succeeded (else it comes back :class:`NotRun`, not an attempt).
+        """
+        if limit <= 0:
+            return []
+        by_series: dict[str, list[TrackedFile]] = {}
+        for f in self._files.values():
+            if f.info.series is not None:
+                by_series.setdefault(f.info.series, []).append(f)
+        out: list[StartFile] = []
+        for files in by_series.values():
+            if len(files) < 2:
+                continue
+            head, second = heapq.nsmallest(2, files, key=lambda f: f.order)
+            if (
+                head.state is FileState.RUNNING
+                and head.use_carry
+                and second.state is FileState.READY
+                and second.attempts == 0
+                and self._uses_carry(second.info)
+            ):
+                out.append(StartFile(second.key, second.info, True, 1, after=head.key))
+                if len(out) == limit:
+                    break
+        return out
+
     def _uses_carry(self, info: FileInfo) -> bool:
         return self.rules.carry_across_files and info.series is not None and info.kind != "csv"
 
@@ -312,6 +348,9 @@ class Scheduler:
             return self._failed(f, result, now)
         if isinstance(result, Interrupted):
             return [HandBack(key, f.info), *self._drop(f.info.path)]
+        if isinstance(result, NotRun):
+            f.state = FileState.READY  # waits for its turn again, as it was
+            return [HandBack(key, f.info, again=True)]
         assert isinstance(result, Vanished)
         return self._drop(f.info.path, Why.VANISHED)
 

@@ -43,6 +43,7 @@ from . import carry_store
 log = logging.getLogger("netmon_exporter.ingest")
 
 ProcessFn = Callable[..., FileResult]
+NOT_RUN = "not_run"  # outcome reason: a task queued behind one that did not succeed
 _PART_ROWS = 32768  # flow rows per message from a worker (a few MB pickled)
 _TRIM_AFTER_FLOWS = 20_000  # give free memory back after files with this many flows
 
@@ -72,6 +73,9 @@ class Task:
     # where carried flows live: ``carry`` may be a carry_store reference, and the
     # file's own carry is written there (None: carries travel inline, as bytes)
     carry_dir: str | None = None
+    # queued behind this ledger row's task on the same worker: run only if that task
+    # succeeded there, going on with the flows it left open (``carry`` is then unused)
+    after: int = 0
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,7 @@ class _Worker:
     retiring: bool = False
     ident: int = field(default=0)
     parts: list[FlowBatch] = field(default_factory=list)  # rows of the task's result so far
+    queued: Task | None = None  # sent behind ``task``; the worker starts it when done
     # carries this worker wrote lately: it may still hold their flow tables (_KeptTables)
     holds: collections.deque[bytes] = field(default_factory=lambda: collections.deque(maxlen=4))
 
@@ -155,6 +160,26 @@ def _stored(task: Task, write: Callable[[], bytes]) -> bytes:
     except OSError as exc:
         msg = f"cannot write the flows carried to the next file to {task.carry_dir}: {exc}"
         raise CaptureFormatError(msg, "output") from exc
+
+
+class NotRun(Exception):
+    """A task queued behind another whose file did not succeed in this worker."""
+
+
+# What this worker's last task left: its ledger row, and the carry of its file (None:
+# no flows left open) or _FAILED. A task queued behind it goes on from there.
+_FAILED = b""
+_last: tuple[int, bytes | None] = (0, _FAILED)
+
+
+def _behind(task: Task) -> Task:
+    """The task as run: one queued behind another takes that one's carry, or is not run."""
+    if not task.after:
+        return task
+    key, carry = _last
+    if key != task.after or carry == _FAILED:
+        raise NotRun(f"not run: the file before it (ledger row {task.after}) did not succeed")
+    return dataclasses.replace(task, carry=carry)
 
 
 def _carried(task: Task) -> tuple[Any, str]:
@@ -241,9 +266,14 @@ def worker_main(conn: multiprocessing.connection.Connection, process: ProcessFn)
         t0 = time.perf_counter()
         sample: FlowSample | None = None
         result: FileResult | None = None
+        global _last
         try:
-            result, sample = _run(process, task, streams)
+            ran, _last = _behind(task), (task.key, _FAILED)
+            result, sample = _run(process, ran, streams)
             msg: tuple[Any, ...] = ("ok", result)
+            _last = (task.key, result.carry)
+        except NotRun as exc:
+            msg = ("fail", NOT_RUN, str(exc))
         except CaptureFormatError as exc:
             msg = ("fail", exc.reason, str(exc))
         except MemoryError:
@@ -330,7 +360,7 @@ class WorkerPool:
         return sum(1 for w in self._workers if not w.retiring)
 
     def busy(self) -> list[Task]:
-        return [w.task for w in self._workers if w.task is not None]
+        return [t for w in self._workers for t in (w.task, w.queued) if t is not None]
 
     def idle(self) -> int:
         self._reconcile()
@@ -409,6 +439,35 @@ class WorkerPool:
         w.parts = []
         w.started = time.monotonic()
 
+    def queueable(self, key: int) -> bool:
+        """Whether a task may be queued behind the running task of ledger row ``key``."""
+        return any(
+            w.task is not None and w.task.key == key and w.queued is None and not w.retiring
+            for w in self._workers
+        )
+
+    def submit_after(self, task: Task) -> bool:
+        """Queue ``task`` behind the running task of ledger row ``task.after``, on its
+        worker (which starts it as soon as that one is done); False when that cannot be
+        done (no such task running, something queued there already, worker retiring)."""
+        for w in self._workers:
+            if w.task is not None and w.task.key == task.after:
+                if w.queued is not None or w.retiring:
+                    return False
+                try:
+                    w.conn.send(task)
+                except (OSError, ValueError):
+                    return False  # the worker is dying: its sentinel tells the rest
+                w.queued = task
+                return True
+        return False
+
+    @staticmethod
+    def _not_run(task: Task | None, why: str) -> list[Outcome]:
+        if task is None:
+            return []
+        return [Outcome(task, reason=NOT_RUN, message=f"not run: {why}")]
+
     def wait(self, timeout: float, wake: Sequence[Any] = ()) -> list[Outcome]:
         """Wait up to ``timeout`` for results, crashes or a ``wake`` fd; return outcomes."""
         conns = {w.conn: w for w in self._workers if w.task is not None}
@@ -418,9 +477,7 @@ class WorkerPool:
         for obj in ready:
             w = conns.get(obj)  # type: ignore[call-overload]
             if w is not None and w in self._workers:
-                outcome = self._receive(w)
-                if outcome is not None:
-                    outcomes.append(outcome)
+                outcomes.extend(self._receive(w))
         for obj in ready:
             w = sentinels.get(obj)
             if w is not None and w in self._workers:
@@ -429,17 +486,17 @@ class WorkerPool:
         self._reconcile()
         return outcomes
 
-    def _receive(self, w: _Worker) -> Outcome | None:
+    def _receive(self, w: _Worker) -> list[Outcome]:
         task = w.task
         try:
             msg = w.conn.recv()
             while msg[0] == "part":  # rows of the result, before the result itself
                 w.parts.append(msg[1])
                 if not w.conn.poll():
-                    return None
+                    return []
                 msg = w.conn.recv()
         except (EOFError, OSError):
-            return None  # the sentinel tells us it died
+            return []  # the sentinel tells us it died
         except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be unpickled here
             msg = (
                 "fail",
@@ -447,26 +504,28 @@ class WorkerPool:
                 f"cannot read the worker's result: {exc}",
                 time.monotonic() - w.started,
             )
-        w.task = None
+        w.task, w.queued = w.queued, None  # the worker has started what was queued
+        w.started = time.monotonic()
         parts, w.parts = w.parts, []
         if task is None:
-            return None
-        if w.retiring:
+            return []
+        if w.retiring and w.task is None:
             self._retire(w)
         if msg[0] == "ok":
             if msg[1].carry is not None:
                 w.holds.append(msg[1].carry)
-            return Outcome(task, result=_joined(msg[1], parts), seconds=msg[2])
-        return Outcome(task, reason=msg[1], message=msg[2], seconds=msg[3])
+            return [Outcome(task, result=_joined(msg[1], parts), seconds=msg[2])]
+        return [Outcome(task, reason=msg[1], message=msg[2], seconds=msg[3])]
 
     def _reap(self, w: _Worker) -> list[Outcome]:
         """A worker process ended: fail its task (if any) and forget it."""
         if w.task is not None and w.conn.poll():
             got = self._receive(w)  # it answered before dying
-            if got is not None:
+            if got:
+                queued, w.task = w.task, None  # what it had started behind that answer
                 self._retire(w, kill=True)
-                return [got]
-        task = w.task
+                return [*got, *self._not_run(queued, "its worker process ended")]
+        task, queued = w.task, w.queued
         w.proc.join(timeout=1)
         code = w.proc.exitcode
         self._retire(w, kill=True)
@@ -483,7 +542,8 @@ class WorkerPool:
                 reason="worker_crash",
                 message=f"worker process {how} while processing the file",
                 seconds=time.monotonic() - w.started,
-            )
+            ),
+            *self._not_run(queued, "the file before it crashed its worker"),
         ]
 
     def check_timeouts(self) -> list[Outcome]:
@@ -492,7 +552,7 @@ class WorkerPool:
         for w in list(self._workers):
             if w.task is None or now - w.started < w.task.timeout_seconds:
                 continue
-            task = w.task
+            task, queued = w.task, w.queued
             self._retire(w, kill=True)
             out.append(
                 Outcome(
@@ -503,6 +563,7 @@ class WorkerPool:
                     seconds=now - w.started,
                 )
             )
+            out += self._not_run(queued, "the file before it timed out")
         return out
 
     def shutdown(self, timeout: float, on_outcome: Callable[[Outcome], None]) -> list[Task]:
@@ -515,7 +576,7 @@ class WorkerPool:
                 break
             for outcome in self.wait(min(left, 0.2)):
                 on_outcome(outcome)
-        unfinished = [w.task for w in self._workers if w.task is not None]
+        unfinished = self.busy()
         for w in list(self._workers):
             self._retire(w, kill=w.task is not None)
         return unfinished
