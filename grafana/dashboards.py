@@ -1143,6 +1143,14 @@ def performance() -> db.Dashboard:
                 Q(f"max(netmon_config_max_windows{{{S}}})", "limit"),
             ],
         ),
+        ts(
+            "Windows awaiting analysis",
+            "Closed windows the detectors have not finished yet (the one being analysed "
+            "included). A count that stays above 1 means analysis falls behind; health "
+            "check keeping_up fails when the oldest closed more than health.max_lag_seconds ago.",
+            "short",
+            [Q(f"max by (instance) (netmon_windows_awaiting_analysis{{{S}}})", "{{instance}}")],
+        ),
     ]
     resources = [
         ts(

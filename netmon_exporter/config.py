@@ -220,7 +220,8 @@ class HealthConfig:
     )
     max_lag_seconds: float = _f(
         600.0,
-        "Health degrades when the oldest waiting file has been ready this long.",
+        "Health degrades when the oldest waiting file has been ready this long, or the "
+        "oldest closed window still waiting for analysis closed this long ago.",
         min=1,
         max=86400,
     )

@@ -262,7 +262,9 @@ class Daemon:
         self.reports = Reports(holder, self.parts, metrics, errors)
         self.windows = Windows(self.parts, metrics, self.alerts, self.reports, idle_since)
         self.events = EventRecorder(metrics, self.windows)
-        self.monitor = HealthMonitor(holder, self.parts.ingest, metrics, errors, self.events.recent)
+        self.monitor = HealthMonitor(
+            holder, self.parts.ingest, metrics, errors, self.events.recent, self.windows.backlog
+        )
 
     # -- the running components (see runtime/parts.py)
     @property

@@ -50,6 +50,9 @@ class HealthInputs:
     backlog_growth_limit: int = 5
     oldest_ready_age_seconds: float = 0.0
     max_lag_seconds: float = 600.0
+    # how long ago the oldest closed window still waiting for (or in) analysis closed
+    analysis_wait_seconds: float = 0.0
+    windows_awaiting_analysis: int = 0
     recent_files: int = 0
     recent_failures: int = 0
     error_ratio_threshold: float = 0.2
@@ -126,6 +129,14 @@ def _keeping_up(inp: HealthInputs) -> CheckResult:
             False,
             f"oldest waiting file has been ready for "
             f"{inp.oldest_ready_age_seconds:.0f}s (limit {inp.max_lag_seconds:.0f}s)",
+        )
+    if inp.analysis_wait_seconds > inp.max_lag_seconds:
+        return CheckResult(
+            "keeping_up",
+            False,
+            False,
+            f"{inp.windows_awaiting_analysis} closed window(s) wait for analysis, the oldest "
+            f"closed {inp.analysis_wait_seconds:.0f}s ago (limit {inp.max_lag_seconds:.0f}s)",
         )
     return CheckResult("keeping_up", True, False, "backlog is being worked off")
 

@@ -139,6 +139,7 @@ class Metrics:
     flow_csv_rows: Counter
     windows_processed: Counter
     windows_kept: Gauge
+    windows_awaiting_analysis: Gauge
     flows_analysed: Counter
     detections: Counter
     detections_active: Gauge
@@ -273,6 +274,11 @@ def build_metrics(registry: CollectorRegistry) -> Metrics:
         flow_csv_rows=counter("flow_csv_rows", "Rows written to flow CSV files."),
         windows_processed=counter("windows_processed", "Time windows closed and reported."),
         windows_kept=gauge("windows_kept", "Window reports currently kept on disk."),
+        windows_awaiting_analysis=gauge(
+            "windows_awaiting_analysis",
+            "Closed windows not analysed yet, the one being analysed included (health "
+            "keeping_up fails when the oldest closed more than health.max_lag_seconds ago).",
+        ),
         flows_analysed=counter("flows_analysed", "Flows passed through detectors and models."),
         detections=counter(
             "detections", "Detections raised, by detector and severity.", ("detector", "severity")

@@ -82,6 +82,16 @@ def test_old_waiting_file_degrades(tmp_path: Path) -> None:
     assert report.state == DEGRADED
 
 
+def test_windows_waiting_long_for_analysis_degrade(tmp_path: Path) -> None:
+    """Files keep flowing but the detectors fall behind: closed windows pile up."""
+    fine = inputs(tmp_path, analysis_wait_seconds=600, windows_awaiting_analysis=2)
+    assert evaluate(fine).state == HEALTHY
+    report = evaluate(inputs(tmp_path, analysis_wait_seconds=601, windows_awaiting_analysis=3))
+    assert report.state == DEGRADED
+    reason = checks(report)["keeping_up"].reason
+    assert "3 closed window(s) wait for analysis" in reason and "601s ago" in reason
+
+
 def test_error_ratio_threshold(tmp_path: Path) -> None:
     assert evaluate(inputs(tmp_path, recent_files=10, recent_failures=2)).state == HEALTHY
     report = evaluate(inputs(tmp_path, recent_files=10, recent_failures=3))

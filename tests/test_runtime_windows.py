@@ -8,6 +8,7 @@ import time
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from prometheus_client import CollectorRegistry
 
 from netmon_exporter.analysis import WindowAnalysis
@@ -61,6 +62,24 @@ def test_windows_are_analysed_in_order_off_the_daemon_thread() -> None:
     # after the drain (shutdown), a window is analysed where it closes
     windows.close(_window(240.0))
     assert reported[-1] == 240.0
+
+
+def test_closed_windows_awaiting_analysis_are_counted_with_their_age() -> None:
+    windows, analyzer, reported, _ = _windows()
+    assert windows.backlog() == (0, 0.0)
+    windows.start()
+    windows.close(_window(0.0))
+    windows.close(_window(120.0))
+    assert analyzer.started.wait(5)
+    waiting, age = windows.backlog()  # one being analysed, one queued behind it
+    assert waiting == 2 and 0.0 <= age < 5.0
+    time.sleep(0.05)
+    assert windows.backlog()[1] > age  # the oldest keeps ageing until it is done
+    assert windows.drain(time.monotonic() + 10)
+    assert reported == [0.0, 120.0] and windows.backlog() == (0, 0.0)
+    with pytest.raises(RuntimeError):  # analysed where it closes, and failing there
+        windows.close(_window(60.0))
+    assert windows.backlog() == (0, 0.0)
 
 
 def test_a_reload_swaps_components_between_two_analyses() -> None:

@@ -38,8 +38,10 @@ class HealthMonitor:
         metrics: Metrics,
         errors: ComponentErrors,
         recent: deque[bool],
+        analysis_backlog: Callable[[], tuple[int, float]] = lambda: (0, 0.0),
     ) -> None:
         self.holder = holder
+        self._analysis_backlog = analysis_backlog  # closed windows not analysed, oldest age
         self.ingest = ingest
         self.m = metrics
         self._errors = errors
@@ -56,6 +58,8 @@ class HealthMonitor:
         self.m.in_progress.set(st.in_progress)
         self.m.not_ready.set(st.not_ready)
         self.m.workers_busy.set(st.in_progress)
+        awaiting, analysis_wait = self._analysis_backlog()
+        self.m.windows_awaiting_analysis.set(awaiting)
         report = evaluate(
             HealthInputs(
                 capture_directory=cfg.capture.directory,
@@ -66,6 +70,8 @@ class HealthMonitor:
                 backlog_growth_limit=cfg.health.backlog_growth_intervals,
                 oldest_ready_age_seconds=st.oldest_ready_age_seconds,
                 max_lag_seconds=cfg.health.max_lag_seconds,
+                analysis_wait_seconds=analysis_wait,
+                windows_awaiting_analysis=awaiting,
                 recent_files=len(self._recent),
                 recent_failures=sum(self._recent),
                 error_ratio_threshold=cfg.health.error_ratio_threshold,

@@ -20,6 +20,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -58,6 +59,8 @@ class Windows:
         self.last_flows_wall = idle_since  # wall time flows last came in
         self._queue: queue.Queue[ClosedWindow | None] = queue.Queue(maxsize=MAX_WAITING)
         self._thread: threading.Thread | None = None
+        # when each closed window not yet analysed was closed (monotonic), oldest first
+        self._closed_at: deque[float] = deque()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="analysis", daemon=True)
@@ -81,6 +84,12 @@ class Windows:
         """Closed windows queued for analysis."""
         return self._queue.qsize()
 
+    def backlog(self) -> tuple[int, float]:
+        """Closed windows not analysed yet (the one being analysed included), and how
+        long ago the oldest of them closed, in seconds (0 when none)."""
+        closed = list(self._closed_at)
+        return len(closed), (time.monotonic() - closed[0]) if closed else 0.0
+
     def add_flows(self, flows: FlowBatch) -> None:
         if len(flows):
             self.last_flows_wall = time.time()
@@ -96,8 +105,12 @@ class Windows:
 
     def close(self, window: ClosedWindow) -> None:
         """Queue ``window`` for analysis (analysed here when no analysis thread runs)."""
+        self._closed_at.append(time.monotonic())
         if self._thread is None or not self._thread.is_alive():
-            self._analyse(window)  # not started, drained at shutdown, or (never) dead
+            try:  # not started, drained at shutdown, or (never) dead
+                self._analyse(window)
+            finally:
+                self._closed_at.popleft()
         else:
             self._queue.put(window)  # waits while MAX_WAITING windows wait
 
@@ -108,6 +121,8 @@ class Windows:
             except Exception:  # one window's failure must not stop the analysis of the rest
                 log.exception("cannot analyse a window", extra={"window_start": window.start})
                 self.m.errors.labels("internal").inc()
+            finally:
+                self._closed_at.popleft()
 
     def _analyse(self, window: ClosedWindow) -> None:
         with self.parts.analysis_lock:
