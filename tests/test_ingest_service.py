@@ -291,7 +291,7 @@ def test_a_file_queued_behind_a_failing_one_waits_and_goes_on_from_the_ledger(
     ]
     queued = [
         n
-        for n, prev in zip(names[1:], names)
+        for n, prev in zip(names[1:], names[:-1], strict=True)
         if ("FileDone", prev) in order
         and order.index(("FileStarted", n)) < order.index(("FileDone", prev))
     ]

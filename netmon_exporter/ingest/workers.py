@@ -522,9 +522,9 @@ class WorkerPool:
         if w.task is not None and w.conn.poll():
             got = self._receive(w)  # it answered before dying
             if got:
-                queued, w.task = w.task, None  # what it had started behind that answer
+                started, w.task = w.task, None  # what it had started behind that answer
                 self._retire(w, kill=True)
-                return [*got, *self._not_run(queued, "its worker process ended")]
+                return [*got, *self._not_run(started, "its worker process ended")]
         task, queued = w.task, w.queued
         w.proc.join(timeout=1)
         code = w.proc.exitcode
