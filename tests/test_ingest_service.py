@@ -303,6 +303,68 @@ def test_a_file_queued_behind_a_failing_one_waits_and_goes_on_from_the_ledger(
     assert runs == 2 if broken == b"HANG" else runs in (1, 2)
 
 
+def _split_pcap(src: Path, parts: int) -> list[bytes]:
+    """Cut a classic pcap into ``parts`` captures of consecutive records (as rotation does)."""
+    import struct
+
+    data = src.read_bytes()
+    head, pos, records = data[:24], 24, []
+    while pos + 16 <= len(data):
+        (incl,) = struct.unpack_from("<I", data, pos + 8)
+        records.append(data[pos : pos + 16 + incl])
+        pos += 16 + incl
+    step = -(-len(records) // parts)
+    return [head + b"".join(records[i : i + step]) for i in range(0, len(records), step)]
+
+
+def _csv_flows(paths: Iterable[Path]) -> list[tuple[str, ...]]:
+    """Each flow of the CSVs as (Flow ID, packets and payload bytes each way), sorted."""
+    import csv
+
+    rows = []
+    for path in paths:
+        with path.open(newline="") as f:
+            for r in csv.DictReader(f):
+                fields = ("Tot Fwd Pkts", "Tot Bwd Pkts", "TotLen Fwd Pkts", "TotLen Bwd Pkts")
+                rows.append((r["Flow ID"], *(r[k] for k in fields)))
+    return sorted(rows)
+
+
+@pytest.mark.parametrize("sample", ["ftp-cwd-navigation.pcap", "reddit-ipv6.pcap"])
+def test_a_burst_of_a_rotated_series_gives_the_one_shot_flows(tmp_path: Path, sample: str) -> None:
+    """The real pipeline, files queued behind each other on the worker that holds their
+    series' flow table: every flow once, whole, as one pass over the capture finds it."""
+    from netmon_exporter.ingest.executor import flow_settings
+    from netmon_exporter.pipeline import process_file
+
+    cfg = make_config(tmp_path, processing={"workers": 2}, flows={"idle_timeout_seconds": 5.0})
+    cap = tmp_path / "cap"
+    pieces = _split_pcap(REPO / "samples" / sample, 8)
+    names = [f"s-{i:04d}.pcap" for i in range(1, len(pieces) + 1)]
+    for k, (name, piece) in enumerate(zip(names, pieces, strict=True)):
+        (tmp_path / f".{name}").write_bytes(piece)
+        os.utime(tmp_path / f".{name}", ns=(10**18 + k * 10**9,) * 2)
+    for name in names:  # a burst: renamed in at once, as a backlog after an outage
+        os.rename(tmp_path / f".{name}", cap / name)
+    svc = IngestService(cfg, clock=FastClock(20), settle_seconds=0.2, unwatched_quiet_seconds=0.0)
+    events = drive(svc, lambda ev: len(of(ev, FileDone)) == len(names) and of(ev, CarryFlushed), 60)
+    assert done_names(events) == names
+    order = [
+        (type(e).__name__, Path(e.path if isinstance(e, FileStarted) else e.result.path).name)
+        for e in events
+        if isinstance(e, (FileStarted, FileDone))
+    ]
+    assert any(  # some file did wait behind the one before it, on that one's worker
+        order.index(("FileStarted", n)) < order.index(("FileDone", prev))
+        for n, prev in zip(names[1:], names[:-1], strict=True)
+    )
+    one_shot = tmp_path / "one-shot"
+    one_shot.mkdir()
+    process_file(REPO / "samples" / sample, flow_settings(cfg), csv_dir=one_shot)
+    expected = _csv_flows(one_shot.iterdir())  # ftp: one control connection over all 8 files
+    assert _csv_flows((tmp_path / "out" / "flows").iterdir()) == expected and expected
+
+
 # ------------------------------------------------------------- the executor, without threads
 
 
