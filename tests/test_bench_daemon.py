@@ -80,5 +80,9 @@ def test_bench_daemon_runs_and_its_tables_parse(tmp_path: Path) -> None:
     # every packet reached a window or is still held in an open flow carried to the next file
     windows = re.search(r"windows (\d+): (\d+) packets, (\d+) flows", out)
     assert windows and 0 < int(windows.group(2)) <= packets
+    # one worker, two capture series: the series take turns in capture-time order, so no
+    # window closes before the other series' flows for it came (none is late)
+    late = re.findall(r"windows \d+: \d+ packets, \d+ flows \((\d+) late\)", out)
+    assert late and set(late) == {"0"}, out
     assert (tmp_path / "daemon-last.json").exists()
     assert not (tmp_path / "daemon-sites").exists()  # cleaned up without --keep

@@ -163,7 +163,7 @@ def queue(limit: int = 8) -> Step:
     """The shell queues what may wait behind a running file of its series."""
 
     def step(h: Harness) -> list[dn.Decision]:
-        behind = h.core.follow_ups(limit)
+        behind = h.core.follow_ups(h.now, limit)
         for s in behind:
             h.core.started(s)
         return list(behind)
@@ -315,10 +315,9 @@ CASES: dict[str, list[tuple[float, Step, list[str]]]] = {
         *ready("a-0002.pcap", 2),
         *ready("a-0003.pcap", 3),
         *ready("b-0001.pcap", 1),
-        (0, start(1), ["start a-0001.pcap carry"]),
+        (0, start(), ["start a-0001.pcap carry", "start b-0001.pcap carry"]),
         (0, queue(), ["start a-0002.pcap carry behind row 1"]),
         (0, queue(), []),  # one file waits behind another, no more
-        (0, start(), ["start b-0001.pcap carry"]),
         (1, ok("a-0001.pcap"), DONE_A1),
         (1, queue(0), []),  # no room for more results
         (1, queue(), ["start a-0003.pcap carry behind row 2"]),
@@ -350,6 +349,26 @@ CASES: dict[str, list[tuple[float, Step, list[str]]]] = {
             ok("a-0002.pcap"),
             ["done a-0002.pcap after 1", "forget a-0002.pcap", "dispose a-0002.pcap"],
         ),
+    ],
+    "no file waits behind another while another series waits for a worker": [
+        *ready("a-0001.pcap", 1),
+        *ready("a-0002.pcap", 3),
+        *ready("b-0001.pcap", 2),
+        *ready("b-0002.pcap", 4),
+        (0, start(1), ["start a-0001.pcap carry"]),  # one worker
+        (0, queue(), []),  # b-0001 is waiting: a-0002 must not take its turn
+        (1, ok("a-0001.pcap"), DONE_A1),
+        (1, start(1), ["start b-0001.pcap carry"]),  # capture-time order: b before a-0002
+        (1, queue(), []),
+        (
+            2,
+            ok("b-0001.pcap"),
+            ["done b-0001.pcap after 1", "forget b-0001.pcap", "dispose b-0001.pcap"],
+        ),
+        (2, start(1), ["start a-0002.pcap carry"]),
+        (2, queue(), []),  # b-0002 waits
+        (3, start(1), ["start b-0002.pcap carry"]),  # a second worker
+        (3, queue(), []),  # nothing further to queue in either series
     ],
     "only files that carry flows and have not failed wait behind another": [
         *ready("a-0001.csv", 1),

@@ -314,7 +314,7 @@ class SchedulerLoop:
         for start in self._core.due(now, slots):
             self._guarded(start.file.path, "starting", self._start, start, now)
         running = self._core.in_progress
-        for start in self._core.follow_ups(limit - self._outbox.undelivered - running):
+        for start in self._core.follow_ups(now, limit - self._outbox.undelivered - running):
             self._guarded(start.file.path, "queueing", self._start, start, now)
 
     def _start(self, start: StartFile, now: float) -> None:

@@ -279,7 +279,7 @@ class Scheduler:
         chosen = heapq.nsmallest(slots, ready, key=key)
         return [StartFile(f.key, f.info, self._uses_carry(f.info), f.attempts + 1) for f in chosen]
 
-    def follow_ups(self, limit: int) -> list[StartFile]:
+    def follow_ups(self, now: float, limit: int) -> list[StartFile]:
         """Up to ``limit`` files to queue behind the running file of their series.
 
         A series whose earliest file runs and carries its flows on may have its next
@@ -287,9 +287,11 @@ class Scheduler:
         for the main process to record one file and hand out the next (a backlog after
         an outage, a burst of files). Only one file waits behind another, and only one
         that has not failed before: the worker runs it only if the file before it
-        succeeded (else it comes back :class:`NotRun`, not an attempt).
+        succeeded (else it comes back :class:`NotRun`, not an attempt). Only while no
+        other file waits for a worker: with fewer workers than series, the series
+        still take turns in capture-time order (:meth:`due`), none runs ahead.
         """
-        if limit <= 0:
+        if limit <= 0 or self.due(now, 1):
             return []
         by_series: dict[str, list[TrackedFile]] = {}
         for f in self._files.values():
