@@ -86,9 +86,10 @@ def test_workers_are_forked_from_a_lean_fork_server() -> None:
 
 def test_the_flow_engine_compiles_ahead_of_time(tmp_path: Path) -> None:
     """`make` and the image build run this once, so no process pays a first compile; it
-    covers the CSV writer and reader too (workers compiled those on their first file)."""
+    covers the CSV writer and reader too (workers compiled those on their first file), and
+    the scan detectors' contact merge (the daemon's first window compiled it)."""
     run = _python(tmp_path, "-m", "netmon_exporter.ingest.warm_pipeline", timeout=600)
-    assert "flow engine compiled and cached" in run.stdout
+    assert "flow engine and detector kernels compiled and cached" in run.stdout
     makefile = (ROOT / "Makefile").read_text()
     assert "-m netmon_exporter.ingest.warm_pipeline" in makefile
     assert "python -m netmon_exporter.ingest.warm_pipeline" in (ROOT / "Dockerfile").read_text()

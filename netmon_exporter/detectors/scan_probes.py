@@ -39,6 +39,7 @@ import numpy as np
 from ..detection import Detection
 from ..flow_schema import PROTOCOLS, FlowBatch
 from .base import addr_words, mix64
+from .contact_merge import key_words, merge_positions
 from .features import (
     ICMP,
     ICMPV6,
@@ -213,49 +214,38 @@ class ContactStore:
     def update(
         self, new: Mapping[str, np.ndarray], now: float
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Merge ``new`` rows (``first``/``last`` times) in; return (rows, touched mask)."""
-        n_new = len(new["last"])
+        """Merge ``new`` rows (``first``/``last`` times) in; return (rows, touched mask).
+
+        Rows stay sorted by key (source, destination, service: see :mod:`.contact_merge`);
+        only the new rows are sorted, then both are merged in one pass.
+        """
         names = ("src", "dst", "svc", "first", "last", *self.sums, *self.maxes, *self.ors)
-        if self._cols:
-            cols = {k: np.concatenate([self._cols[k], np.asarray(new[k])]) for k in names}
-        else:
-            cols = {k: np.asarray(new[k]) for k in names}
-        is_new = np.zeros(len(cols["last"]), dtype=bool)
-        if n_new:
-            is_new[-n_new:] = True
-        if len(is_new) == 0:
-            self._cols = cols
-            return cols, is_new
-        shi, slo = addr_words(cols["src"])
-        dhi, dlo = addr_words(cols["dst"])
-        order = np.lexsort((cols["svc"], dlo, dhi, slo, shi))
-        s = {k: v[order] for k, v in cols.items()}
-        is_new = is_new[order]
-        k_shi, k_slo, k_dhi, k_dlo = shi[order], slo[order], dhi[order], dlo[order]
-        starts = np.flatnonzero(
-            np.r_[
-                True,
-                (k_shi[1:] != k_shi[:-1])
-                | (k_slo[1:] != k_slo[:-1])
-                | (k_dhi[1:] != k_dhi[:-1])
-                | (k_dlo[1:] != k_dlo[:-1])
-                | (s["svc"][1:] != s["svc"][:-1]),
-            ]
-        )
-        merged = {
-            "src": s["src"][starts],
-            "dst": s["dst"][starts],
-            "svc": s["svc"][starts],
-            "first": np.minimum.reduceat(s["first"], starts),
-            "last": np.maximum.reduceat(s["last"], starts),
-        }
-        for k in self.sums:
-            merged[k] = np.add.reduceat(s[k], starts)
-        for k in self.maxes:
-            merged[k] = np.maximum.reduceat(s[k], starts)
-        for k in self.ors:
-            merged[k] = np.bitwise_or.reduceat(s[k], starts)
-        touched = np.maximum.reduceat(is_new.astype(np.int8), starts).astype(bool)
+        fresh = {k: np.asarray(new[k]) for k in names}
+        if len(fresh["last"]):
+            order = np.lexsort(_sort_keys(fresh))
+            fresh = {k: v[order] for k, v in fresh.items()}
+        old = self._cols or {k: v[:0] for k, v in fresh.items()}
+        dest_old, dest_new, size = merge_positions(*_words(old), *_words(fresh))
+        merged: dict[str, np.ndarray] = {}
+        for k in names:
+            dtype = np.result_type(old[k], fresh[k])
+            if k in ("src", "dst", "svc"):
+                out = np.empty(size, dtype)
+                out[dest_new] = fresh[k]
+            else:
+                out = np.full(size, _identity(k, dtype, self), dtype)
+                _combine(k, self).at(out, dest_new, fresh[k])
+            if len(old[k]):
+                if k in ("src", "dst", "svc"):
+                    out[dest_old] = old[k]
+                else:
+                    # a key is once in the store: combine with what the new rows brought
+                    out[dest_old] = _combine(k, self)(out[dest_old], old[k])
+            merged[k] = out
+        del old
+        self._cols = {}
+        touched = np.zeros(size, dtype=bool)
+        touched[dest_new] = True
         keep = (merged["last"] >= now - self.horizon) | touched
         if len(keep) > self.max_rows:
             cut = np.sort(merged["last"])[-self.max_rows]
@@ -267,6 +257,37 @@ class ContactStore:
             touched = touched[keep]
         self._cols = merged
         return merged, touched
+
+
+def _words(cols: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    return key_words(cols["src"], cols["dst"], cols["svc"])
+
+
+def _sort_keys(cols: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    """``np.lexsort`` keys (last one first) in the order :mod:`.contact_merge` merges."""
+    s, d, v = _words(cols)
+    return (v, d[:, 1], d[:, 0], s[:, 1], s[:, 0])
+
+
+def _combine(name: str, store: ContactStore) -> np.ufunc:
+    if name == "first":
+        return np.minimum
+    if name == "last" or name in store.maxes:
+        return np.maximum
+    if name in store.ors:
+        return np.bitwise_or
+    return np.add
+
+
+def _identity(name: str, dtype: np.dtype, store: ContactStore) -> object:
+    """What combining with leaves a value as it is (for keys only the new rows have)."""
+    if name == "first" or name == "last" or name in store.maxes:
+        low = name != "first"
+        if dtype.kind == "f":
+            return -np.inf if low else np.inf
+        info = np.iinfo(dtype)
+        return info.min if low else info.max
+    return 0
 
 
 def select(rows: Mapping[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:

@@ -76,12 +76,40 @@ def warm_up() -> None:
             finish_carry(carried, settings)
 
 
+def warm_detectors() -> None:
+    """Compile the detectors' kernel (the scan detectors' contact merge), which runs in
+    the daemon's main process, not in workers: only when run as a program."""
+    import numpy as np
+
+    from ..detectors.scan_probes import ContactStore
+    from ..flow_schema import str_to_addrs
+
+    store = ContactStore(60.0, 10, sums=("n",))
+    for t in (0.0, 1.0):
+        two = str_to_addrs(["10.0.0.1", "10.0.0.2"])
+        times = np.array([t, t])
+        store.update(
+            {
+                "src": two,
+                "dst": two[::-1],
+                "svc": np.array([1, 2]),
+                "first": times,
+                "last": times,
+                "n": np.ones(2, np.int64),
+            },
+            t,
+        )
+
+
 if __name__ == "__main__":
     import time
 
     t0 = time.perf_counter()
     warm_up()
-    print(f"flow engine compiled and cached in {time.perf_counter() - t0:.1f} s")
+    warm_detectors()
+    print(
+        f"flow engine and detector kernels compiled and cached in {time.perf_counter() - t0:.1f} s"
+    )
 else:
     with contextlib.suppress(Exception):  # a failing warm-up must not take the fork server down
         warm_up()
