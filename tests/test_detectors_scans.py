@@ -139,55 +139,19 @@ def test_bursts_kept_under_the_fast_tier_add_up():
     assert d.evidence["distinct_ports"] == 28 and d.evidence["probes_in_window"] == 14
 
 
-def _reference_update(store: ContactStore, cols: dict, new: dict, now: float) -> tuple:
-    """The store's merge as it was written first: sort store and new rows together."""
-    from netmon_exporter.detectors.base import addr_words
-
-    names = ("src", "dst", "svc", "first", "last", *store.sums, *store.maxes, *store.ors)
-    if cols:
-        cols = {k: np.concatenate([cols[k], np.asarray(new[k])]) for k in names}
-    else:
-        cols = {k: np.asarray(new[k]) for k in names}
-    n_new = len(new["last"])
-    is_new = np.zeros(len(cols["last"]), dtype=bool)
-    if n_new:
-        is_new[-n_new:] = True
-    if len(is_new) == 0:
-        return cols, is_new
-    shi, slo = addr_words(cols["src"])
-    dhi, dlo = addr_words(cols["dst"])
-    order = np.lexsort((cols["svc"], dlo, dhi, slo, shi))
-    s = {k: v[order] for k, v in cols.items()}
-    is_new = is_new[order]
-    key = [shi[order], slo[order], dhi[order], dlo[order], s["svc"]]
-    starts = np.flatnonzero(np.r_[True, np.any([k[1:] != k[:-1] for k in key], axis=0)])
-    merged = {k: s[k][starts] for k in ("src", "dst", "svc")}
-    merged["first"] = np.minimum.reduceat(s["first"], starts)
-    merged["last"] = np.maximum.reduceat(s["last"], starts)
-    for k in store.sums:
-        merged[k] = np.add.reduceat(s[k], starts)
-    for k in store.maxes:
-        merged[k] = np.maximum.reduceat(s[k], starts)
-    for k in store.ors:
-        merged[k] = np.bitwise_or.reduceat(s[k], starts)
-    touched = np.maximum.reduceat(is_new.astype(np.int8), starts).astype(bool)
-    keep = (merged["last"] >= now - store.horizon) | touched
-    if len(keep) > store.max_rows:
-        cut = np.sort(merged["last"])[-store.max_rows]
-        keep &= merged["last"] >= cut
-        if keep.sum() > store.max_rows:
-            keep[np.flatnonzero(keep)[: int(keep.sum()) - store.max_rows]] = False
-    return {k: v[keep] for k, v in merged.items()}, touched[keep]
-
-
 @pytest.mark.parametrize("seed", range(6))
-def test_contact_store_merge_equals_sorting_everything_again(seed: int) -> None:
+def test_contact_store_one_pass_merge_equals_sorting_everything_again(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Windows of random contacts (repeats within and across windows, IPv4 and IPv6,
-    negative and positive services, expiry and the row cap): the one-pass merge keeps
-    exactly the rows, order and counters that sorting store and new rows together did."""
+    negative and positive services, expiry and the row cap) through a store merged in
+    one compiled pass and one merged by sorting store and new rows together: exactly the
+    same rows, order, dtypes and counters every window."""
+    from netmon_exporter.detectors import scan_probes
+
     rng = np.random.default_rng(seed)
-    store = ContactStore(300, 400, sums=("n",), maxes=("content",), ors=("kinds",))
-    cols: dict = {}
+    args = dict(sums=("n",), maxes=("content",), ors=("kinds",))
+    one_pass, sorting = ContactStore(300, 400, **args), ContactStore(300, 400, **args)
     pool_src = str_to_addrs([f"10.0.{i // 250}.{i % 250}" for i in range(60)] + ["2001:db8::1"])
     pool_dst = str_to_addrs([f"192.168.1.{i}" for i in range(40)] + ["2001:db8::ff", "::1"])
     for w in range(12):
@@ -204,14 +168,15 @@ def test_contact_store_merge_equals_sorting_everything_again(seed: int) -> None:
             "kinds": rng.choice([1, 2, 4, 32], n),
         }
         now = 1060.0 + 60 * w
-        want, want_touched = _reference_update(store, cols, new, now)
-        got, touched = store.update(new, now)
+        monkeypatch.setattr(scan_probes, "MERGE_KERNEL_ROWS", 10**9)
+        want, want_touched = sorting.update(new, now)
+        monkeypatch.setattr(scan_probes, "MERGE_KERNEL_ROWS", 0)
+        got, touched = one_pass.update(new, now)
         assert list(got) == list(want)
         for k in want:
             assert got[k].dtype == want[k].dtype and np.array_equal(got[k], want[k]), (w, k)
         assert np.array_equal(touched, want_touched)
-        cols = want
-    assert 0 < len(store) <= 400
+    assert 0 < len(one_pass) <= 400
 
 
 def test_contact_store_is_bounded_and_forgets_beyond_its_horizon():

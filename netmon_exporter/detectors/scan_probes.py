@@ -216,36 +216,24 @@ class ContactStore:
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Merge ``new`` rows (``first``/``last`` times) in; return (rows, touched mask).
 
-        Rows stay sorted by key (source, destination, service: see :mod:`.contact_merge`);
-        only the new rows are sorted, then both are merged in one pass.
+        Rows stay sorted by key (source, destination, service). A store of up to
+        ``MERGE_KERNEL_ROWS`` rows is merged by sorting it and the new rows together; a
+        larger one (scan-heavy traffic) by sorting only the new rows and merging both in
+        one compiled pass (:mod:`.contact_merge`): no sort of the whole store, one copy
+        of it instead of three. Below that size the compiled pass is not worth what
+        loading compiled code costs a process that has none (~0.3 s and ~60 MB).
         """
         names = ("src", "dst", "svc", "first", "last", *self.sums, *self.maxes, *self.ors)
         fresh = {k: np.asarray(new[k]) for k in names}
-        if len(fresh["last"]):
-            order = np.lexsort(_sort_keys(fresh))
-            fresh = {k: v[order] for k, v in fresh.items()}
-        old = self._cols or {k: v[:0] for k, v in fresh.items()}
-        dest_old, dest_new, size = merge_positions(*_words(old), *_words(fresh))
-        merged: dict[str, np.ndarray] = {}
-        for k in names:
-            dtype = np.result_type(old[k], fresh[k])
-            if k in ("src", "dst", "svc"):
-                out = np.empty(size, dtype)
-                out[dest_new] = fresh[k]
-            else:
-                out = np.full(size, _identity(k, dtype, self), dtype)
-                _combine(k, self).at(out, dest_new, fresh[k])
-            if len(old[k]):
-                if k in ("src", "dst", "svc"):
-                    out[dest_old] = old[k]
-                else:
-                    # a key is once in the store: combine with what the new rows brought
-                    out[dest_old] = _combine(k, self)(out[dest_old], old[k])
-            merged[k] = out
+        old, self._cols = self._cols, {}
+        if old and len(old["last"]) + len(fresh["last"]) >= MERGE_KERNEL_ROWS:
+            merged, touched = self._merge_in_one_pass(old, fresh, names)
+        else:
+            merged, touched = self._merge_by_sorting(old, fresh, names)
         del old
-        self._cols = {}
-        touched = np.zeros(size, dtype=bool)
-        touched[dest_new] = True
+        if len(touched) == 0:
+            self._cols = merged
+            return merged, touched
         keep = (merged["last"] >= now - self.horizon) | touched
         if len(keep) > self.max_rows:
             cut = np.sort(merged["last"])[-self.max_rows]
@@ -257,6 +245,77 @@ class ContactStore:
             touched = touched[keep]
         self._cols = merged
         return merged, touched
+
+    def _merge_by_sorting(
+        self, old: dict[str, np.ndarray], fresh: dict[str, np.ndarray], names: tuple[str, ...]
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        n_new = len(fresh["last"])
+        cols = {k: np.concatenate([old[k], fresh[k]]) for k in names} if old else fresh
+        is_new = np.zeros(len(cols["last"]), dtype=bool)
+        if n_new:
+            is_new[-n_new:] = True
+        if len(is_new) == 0:
+            return cols, is_new
+        shi, slo = addr_words(cols["src"])
+        dhi, dlo = addr_words(cols["dst"])
+        order = np.lexsort((cols["svc"], dlo, dhi, slo, shi))
+        s = {k: v[order] for k, v in cols.items()}
+        is_new = is_new[order]
+        k_shi, k_slo, k_dhi, k_dlo = shi[order], slo[order], dhi[order], dlo[order]
+        starts = np.flatnonzero(
+            np.r_[
+                True,
+                (k_shi[1:] != k_shi[:-1])
+                | (k_slo[1:] != k_slo[:-1])
+                | (k_dhi[1:] != k_dhi[:-1])
+                | (k_dlo[1:] != k_dlo[:-1])
+                | (s["svc"][1:] != s["svc"][:-1]),
+            ]
+        )
+        merged = {
+            "src": s["src"][starts],
+            "dst": s["dst"][starts],
+            "svc": s["svc"][starts],
+            "first": np.minimum.reduceat(s["first"], starts),
+            "last": np.maximum.reduceat(s["last"], starts),
+        }
+        for k in self.sums:
+            merged[k] = np.add.reduceat(s[k], starts)
+        for k in self.maxes:
+            merged[k] = np.maximum.reduceat(s[k], starts)
+        for k in self.ors:
+            merged[k] = np.bitwise_or.reduceat(s[k], starts)
+        touched = np.maximum.reduceat(is_new.astype(np.int8), starts).astype(bool)
+        return merged, touched
+
+    def _merge_in_one_pass(
+        self, old: dict[str, np.ndarray], fresh: dict[str, np.ndarray], names: tuple[str, ...]
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        if len(fresh["last"]):
+            order = np.lexsort(_sort_keys(fresh))
+            fresh = {k: v[order] for k, v in fresh.items()}
+        dest_old, dest_new, size = merge_positions(*_words(old), *_words(fresh))
+        merged: dict[str, np.ndarray] = {}
+        for k in names:
+            dtype = np.result_type(old[k], fresh[k])
+            if k in ("src", "dst", "svc"):
+                out = np.empty(size, dtype)
+                out[dest_new] = fresh[k]
+                out[dest_old] = old[k]
+            else:
+                combine = _combine(k, self)
+                out = np.full(size, _identity(k, dtype, self), dtype)
+                combine.at(out, dest_new, fresh[k])
+                # a key is once in the store: combine it with what the new rows brought
+                out[dest_old] = combine(out[dest_old], old[k])
+            merged[k] = out
+        touched = np.zeros(size, dtype=bool)
+        touched[dest_new] = True
+        return merged, touched
+
+
+# Stores merged in one compiled pass from this many rows on (see ContactStore.update).
+MERGE_KERNEL_ROWS = 200_000
 
 
 def _words(cols: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
