@@ -227,7 +227,11 @@ def build_metrics(registry: CollectorRegistry) -> Metrics:
             "last_success_timestamp_seconds", "Unix time of the last file processed successfully."
         ),
         backlog=gauge("backlog_files", "Files seen and waiting to be processed."),
-        in_progress=gauge("files_in_progress", "Files being processed right now."),
+        in_progress=gauge(
+            "files_in_progress",
+            "Files handed to a worker process: being processed, or queued on the worker "
+            "processing the file before them in their series.",
+        ),
         not_ready=gauge(
             "files_not_ready",
             "Files found but not ready yet (too young, still being written, or settling).",

@@ -264,10 +264,19 @@ def test_a_file_queued_behind_a_failing_one_waits_and_goes_on_from_the_ledger(
     cap = tmp_path / "cap"
     names = [f"s-{i:04d}.pcap" for i in range(1, 7)]
     for k, n in enumerate(names):
-        (cap / n).write_bytes(broken if n == "s-0003.pcap" else b"SLOW 0.15")
+        (cap / n).write_bytes(broken if n == "s-0003.pcap" else b"SLOW 0.3")
         os.utime(cap / n, ns=(10**18 + k * 10**9,) * 2)
     svc = service(cfg)
-    events = drive(svc, lambda ev: len(of(ev, FileDone)) == 5, 30)
+    busy: set[tuple[int, int]] = set()  # (files handed out, workers busy) as the status said
+
+    def five_done(ev: list[Any]) -> bool:
+        st = svc.status()
+        busy.add((st.in_progress, st.workers_busy))
+        return len(of(ev, FileDone)) == 5
+
+    events = drive(svc, five_done, 30)
+    # a file queued behind another is handed out, but no second worker is busy with it
+    assert max(w for _, w in busy) <= 1 < max(n for n, _ in busy)
     assert done_names(events) == [n for n in names if n != "s-0003.pcap"]
     (q,) = of(events, FileQuarantined)
     assert Path(q.path).name == "s-0003.pcap"

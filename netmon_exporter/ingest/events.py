@@ -146,6 +146,7 @@ class IngestStatus:
 
     backlog: int = 0  # ready or waiting for a retry (netmon_backlog_files)
     in_progress: int = 0  # handed to a worker (netmon_files_in_progress)
+    workers_busy: int = 0  # worker processes with a file (netmon_workers_busy)
     not_ready: int = 0  # seen, still being written or too young (netmon_files_not_ready)
     oldest_ready_age_seconds: float = 0.0  # how long the oldest ready file has waited
     backlog_growth_streak: int = 0  # consecutive intervals the backlog grew

@@ -172,6 +172,7 @@ class SchedulerLoop:
         self._outbox.status = IngestStatus(
             backlog=b.backlog,
             in_progress=b.in_progress,
+            workers_busy=self._pool.working(),
             not_ready=b.not_ready,
             oldest_ready_age_seconds=b.oldest_ready_age_seconds,
             backlog_growth_streak=self._growth.streak,

@@ -359,6 +359,10 @@ class WorkerPool:
     def alive(self) -> int:
         return sum(1 for w in self._workers if not w.retiring)
 
+    def working(self) -> int:
+        """Worker processes busy with a file (what is queued behind it not counted)."""
+        return sum(1 for w in self._workers if w.task is not None)
+
     def busy(self) -> list[Task]:
         return [t for w in self._workers for t in (w.task, w.queued) if t is not None]
 

@@ -57,7 +57,7 @@ class HealthMonitor:
         self.m.backlog.set(st.backlog)
         self.m.in_progress.set(st.in_progress)
         self.m.not_ready.set(st.not_ready)
-        self.m.workers_busy.set(st.in_progress)
+        self.m.workers_busy.set(st.workers_busy)
         awaiting, analysis_wait = self._analysis_backlog()
         self.m.windows_awaiting_analysis.set(awaiting)
         report = evaluate(
