@@ -587,3 +587,96 @@ def test_backlog_counts_what_waits_and_what_runs() -> None:
 
 def test_outcome_of_an_unknown_key_decides_nothing() -> None:
     assert Scheduler(RULES, Low()).outcome(7, dn.Succeeded(), 0) == []
+
+
+def _due_by_scanning(core: Scheduler, now: float, slots: int) -> list[int]:
+    """`Scheduler.due` as first written: every followed file looked at (the reference)."""
+    from netmon_exporter.ingest.scheduler import TOGETHER_SECONDS, FileState
+
+    heads: dict[str, Any] = {}
+    busy: set[str] = set()
+    for f in core._files.values():
+        series = f.info.series
+        if series is None:
+            continue
+        if f.state is FileState.RUNNING:
+            busy.add(series)
+        if series not in heads or f.order < heads[series].order:
+            heads[series] = f
+    ready = [
+        f
+        for f in core._files.values()
+        if (f.state is FileState.READY or (f.state is FileState.RETRY and f.next_retry <= now))
+        and (f.info.series is None or (heads[f.info.series] is f and f.info.series not in busy))
+    ]
+    heads_ready = [f.ready_at for f in ready if f.info.series is not None]
+    together = min(heads_ready) if heads_ready else 0.0
+
+    def key(f: Any) -> tuple[Any, ...]:
+        if f.info.series is not None and f.ready_at - together <= TOGETHER_SECONDS:
+            return (together, f.order)
+        return (f.ready_at, f.order)
+
+    import heapq
+
+    return [f.key for f in heapq.nsmallest(slots, ready, key=key)]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_series_index_answers_as_a_scan_of_every_file_would(seed: int) -> None:
+    """Random looks, admissions, starts, outcomes, changes and disappearances over a few
+    series and loose files: `due` (which reads the per-series index) picks exactly what
+    looking at every followed file picks."""
+    import random
+
+    rng = random.Random(seed)
+    core = Scheduler(RULES, Low())
+    paths = [f"/c/{s}-{i:04d}.pcap" for s in "abc" for i in range(6)] + ["/c/x.pcap", "/c/y.pcap"]
+    keys: dict[str, int] = {}
+    for step in range(400):
+        now = float(step)
+        path = rng.choice(paths)
+        op = rng.random()
+        if op < 0.35:
+            core.observe(
+                path, ident(path, rng.choice([1.0, 2.0, 3.0, float(step)]), rng.randint(1, 3))
+            )
+        elif op < 0.45:
+            core.observe(path, None)
+        elif op < 0.7:
+            for info in core.unripe():
+                key = keys.setdefault(info.path, len(keys) + 1)
+                row = Entry(
+                    key,
+                    info.path,
+                    info.identity,
+                    info.series,
+                    info.kind,
+                    SEEN,
+                    0,
+                    None,
+                    None,
+                    None,
+                    now,
+                )
+                core.admitted(info, row, now)
+        elif op < 0.85:
+            for s in core.due(now, rng.randint(1, 3)):
+                core.started(s)
+        else:
+            running = core.running()
+            if running:
+                result = rng.choice(
+                    [
+                        dn.Succeeded(True),
+                        dn.Failed("format", "x"),
+                        dn.OutputFailed("full"),
+                        dn.NotRun(),
+                    ]
+                )
+                core.outcome(rng.choice(running), result, now)
+        for slots in (1, 2, 5):
+            assert [s.key for s in core.due(now, slots)] == _due_by_scanning(core, now, slots), step
+        assert sorted(core._loose | {p for fs in core._series.values() for _, p in fs}) == sorted(
+            core._files
+        )

@@ -22,6 +22,8 @@ The rules that make ingestion correct live here:
 
 from __future__ import annotations
 
+import bisect
+import collections
 import heapq
 import os
 import re
@@ -147,6 +149,11 @@ class Scheduler:
         self.rules = rules
         self._rng = rng
         self._files: dict[str, TrackedFile] = {}
+        # the followed files of each series in time order, (order, path), and those of no
+        # series: what `due` and `follow_ups` look at, so a backlog of a hundred thousand
+        # files costs them the number of series, not of files
+        self._series: dict[str, list[tuple[tuple[Any, ...], str]]] = {}
+        self._loose: set[str] = set()
         self._running: dict[int, TrackedFile] = {}
         self._finished: dict[str, Identity] = {}  # done files still in place: not looked at
         self._set_aside: dict[str, Identity] = {}  # contained after an error, until changed
@@ -168,7 +175,33 @@ class Scheduler:
 
     def _drop_waiting(self) -> None:
         for path in [p for p, f in self._files.items() if f.state is not FileState.RUNNING]:
-            del self._files[path]
+            self._untrack(path)
+
+    def _track(self, f: TrackedFile) -> None:
+        """Follow ``f`` (replacing what was followed under its path)."""
+        path = f.info.path
+        self._untrack(path)
+        self._files[path] = f
+        series = f.info.series
+        if series is None:
+            self._loose.add(path)
+        else:
+            bisect.insort(self._series.setdefault(series, []), (f.order, path))
+
+    def _untrack(self, path: str) -> TrackedFile | None:
+        f = self._files.pop(path, None)
+        if f is None:
+            return None
+        series = f.info.series
+        if series is None:
+            self._loose.discard(path)
+            return f
+        files = self._series[series]
+        at = bisect.bisect_left(files, (f.order, path))
+        del files[at]
+        if not files:
+            del self._series[series]
+        return f
 
     # ------------------------------------------------------------------ looking
     def observe(self, path: str, identity: Identity | None) -> list[Decision]:
@@ -182,14 +215,14 @@ class Scheduler:
             if identity in (self._finished.get(path), self._set_aside.get(path)):
                 return []
             self._set_aside.pop(path, None)
-            self._files[path] = self._new_file(path, identity)
+            self._track(self._new_file(path, identity))
             return []
         if f.info.identity == identity:
             return []
         if f.waiting:  # changed after it was found ready: a new file
             out = self._drop(path, Why.CHANGED)
             return out + self.observe(path, identity)
-        self._files[path] = self._new_file(path, identity)  # still unripe: it grew
+        self._track(self._new_file(path, identity))  # still unripe: it grew
         return []
 
     def _new_file(self, path: str, identity: Identity) -> TrackedFile:
@@ -252,21 +285,15 @@ class Scheduler:
         """
         if slots <= 0:
             return []
-        heads: dict[str, TrackedFile] = {}
-        busy: set[str] = set()
-        for f in self._files.values():
-            series = f.info.series
-            if series is None:
-                continue
-            if f.state is FileState.RUNNING:
-                busy.add(series)
-            if series not in heads or f.order < heads[series].order:
-                heads[series] = f
+        busy = {f.info.series for f in self._running.values()}
+        candidates = [self._files[p] for p in self._loose]
+        candidates += [
+            self._files[files[0][1]] for series, files in self._series.items() if series not in busy
+        ]
         ready = [
             f
-            for f in self._files.values()
-            if (f.state is FileState.READY or (f.state is FileState.RETRY and f.next_retry <= now))
-            and (f.info.series is None or (heads[f.info.series] is f and f.info.series not in busy))
+            for f in candidates
+            if f.state is FileState.READY or (f.state is FileState.RETRY and f.next_retry <= now)
         ]
         heads_ready = [f.ready_at for f in ready if f.info.series is not None]
         together = min(heads_ready) if heads_ready else 0.0
@@ -293,18 +320,15 @@ class Scheduler:
         """
         if limit <= 0 or self.due(now, 1):
             return []
-        by_series: dict[str, list[TrackedFile]] = {}
-        for f in self._files.values():
-            if f.info.series is not None:
-                by_series.setdefault(f.info.series, []).append(f)
         out: list[StartFile] = []
-        for files in by_series.values():
-            if len(files) < 2:
-                continue
-            head, second = heapq.nsmallest(2, files, key=lambda f: f.order)
+        for head in list(self._running.values()):
+            series = head.info.series
+            files = self._series.get(series) if series is not None else None
+            if not files or len(files) < 2 or files[0][1] != head.info.path:
+                continue  # no next file, or a file came in before the running one
+            second = self._files[files[1][1]]
             if (
-                head.state is FileState.RUNNING
-                and head.use_carry
+                head.use_carry
                 and second.state is FileState.READY
                 and second.attempts == 0
                 and self._uses_carry(second.info)
@@ -406,14 +430,14 @@ class Scheduler:
         self._finished[info.path] = info.identity
 
     def _drop(self, path: str, why: Why = Why.FINISHED) -> list[Decision]:
-        f = self._files.pop(path, None)
+        f = self._untrack(path)
         marks_gone = why in (Why.GONE, Why.CHANGED, Why.VANISHED)
         return [Forget(path, why, f.key if f is not None and marks_gone else 0)]
 
     # ------------------------------------------------------------------ carried flows
     def tick(self, now: float) -> list[Decision]:
         """End the carries whose series has no pending file and has been idle long enough."""
-        pending = {f.info.series for f in self._files.values()}
+        pending = set(self._series)  # series with a file followed
         out: list[Decision] = []
         for series, stored in list(self._carries.items()):
             if series in pending:
@@ -430,8 +454,11 @@ class Scheduler:
 
     # ------------------------------------------------------------------ status
     def backlog(self, now: float) -> Backlog:
-        ready = [f for f in self._files.values() if f.state is FileState.READY]
-        retry = sum(1 for f in self._files.values() if f.state is FileState.RETRY)
-        unripe = sum(1 for f in self._files.values() if f.state is FileState.UNRIPE)
-        oldest = max((now - f.ready_at for f in ready), default=0.0)
-        return Backlog(len(ready) + retry, len(self._running), unripe, max(0.0, oldest))
+        states = collections.Counter(f.state for f in self._files.values())
+        first_ready = min(
+            (f.ready_at for f in self._files.values() if f.state is FileState.READY),
+            default=now,
+        )
+        waiting = states[FileState.READY] + states[FileState.RETRY]
+        oldest = max(0.0, now - first_ready)
+        return Backlog(waiting, len(self._running), states[FileState.UNRIPE], oldest)
