@@ -25,12 +25,12 @@ from .scan_probes import (
     UNANSWERED,
     ContactStore,
     Members,
-    by_tier,
     classify,
     count_in,
     group_ids,
     key_hash,
     kind_counts,
+    pair_runs,
     probe_evidence,
     scan_detection,
     select,
@@ -80,11 +80,23 @@ class PortScanDetector:
         out: list[Detection] = []
         reported: set[tuple[bytes, bytes]] = set()
         window = (window_start, window_end)
-        for horizon, threshold, live, fresh in by_tier(rows, touched, self.tiers, window_end):
-            out += self._single(live, fresh, new_keys, horizon, threshold, reported, window)
-        if self.cfg.distributed_min_sources:
-            for horizon, _, live, fresh in by_tier(rows, touched, self.tiers[:1], window_end):
-                out += self._distributed(live, fresh, horizon, window)
+        pair = pair_runs(rows)
+        for horizon, threshold in self.tiers:
+            # only pairs a new contact touched can be reported: look at their rows alone
+            live = rows["last"] >= window_end - horizon
+            hot = np.zeros(int(pair[-1]) + 1, dtype=bool)
+            hot[pair[touched & live]] = True
+            idx = np.flatnonzero(live & hot[pair])
+            out += self._single(
+                select(rows, idx), touched[idx], new_keys, horizon, threshold, reported, window
+            )
+        if self.cfg.distributed_min_sources and self.tiers:
+            cfg, horizon = self.cfg, self.tiers[0][0]
+            live = rows["last"] >= window_end - horizon
+            per_row = np.bincount(pair[live], minlength=int(pair[-1]) + 1)[pair]  # its pair's
+            contrib = live & (per_row >= cfg.distributed_min_ports_per_source)
+            idx = np.flatnonzero(contrib & (per_row < cfg.min_ports))
+            out += self._distributed(select(rows, idx), touched[idx], per_row[idx], horizon, window)
         return out
 
     def _single(
@@ -134,19 +146,18 @@ class PortScanDetector:
         self,
         rows: dict[str, np.ndarray],
         touched: np.ndarray,
+        per_row: np.ndarray,
         horizon: float,
         window: tuple[float, float],
     ) -> list[Detection]:
-        """Many sources, each probing a few ports of one host (each below the fast tier)."""
+        """Many sources, each probing a few ports of one host (each below the fast tier).
+
+        ``rows``: the live contacts of pairs with at least distributed_min_ports_per_source
+        and fewer than min_ports live contacts; ``per_row``: that count, per row.
+        """
         cfg = self.cfg
-        pair, pair_first, pair_ports = group_ids(rows["src"], rows["dst"])
-        if len(pair_ports) == 0:
+        if len(per_row) == 0:
             return []
-        per_row = pair_ports[pair]
-        contrib = (per_row >= cfg.distributed_min_ports_per_source) & (per_row < cfg.min_ports)
-        if not contrib.any():
-            return []
-        rows, touched, per_row = select(rows, contrib), touched[contrib], per_row[contrib]
         host, host_first, _ = group_ids(rows["dst"])
         n_hosts = len(host_first)
         has_new = np.bincount(host[touched], minlength=n_hosts) > 0

@@ -378,6 +378,24 @@ def tiers(*pairs: tuple[float, int]) -> list[tuple[float, int]]:
     return sorted((float(h), int(t)) for h, t in pairs if t > 0)
 
 
+def pair_runs(rows: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Per row, the number of its (source, destination) pair, counted from 0.
+
+    A contact store's rows are sorted by (source, destination, service), so each pair's
+    rows are one run: the pairs are found by comparing neighbours, without hashing or
+    sorting (numbered in store order, not in :func:`group_ids`' order).
+    """
+    n = len(rows["last"])
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    src = np.ascontiguousarray(rows["src"]).view(np.uint64).reshape(-1, 2)
+    dst = np.ascontiguousarray(rows["dst"]).view(np.uint64).reshape(-1, 2)
+    change = np.empty(n, dtype=bool)
+    change[0] = True
+    change[1:] = (src[1:] != src[:-1]).any(axis=1) | (dst[1:] != dst[:-1]).any(axis=1)
+    return np.cumsum(change) - 1
+
+
 def by_tier(
     rows: dict[str, np.ndarray], touched: np.ndarray, tiers: list[tuple[float, int]], now: float
 ) -> Iterator[tuple[float, int, dict[str, np.ndarray], np.ndarray]]:
