@@ -243,6 +243,8 @@ class ContactStore:
         if not keep.all():
             merged = {k: v[keep] for k, v in merged.items()}
             touched = touched[keep]
+        for column in merged.values():  # handed out uncopied (`select`): never written
+            column.flags.writeable = False
         self._cols = merged
         return merged, touched
 
@@ -350,6 +352,12 @@ def _identity(name: str, dtype: np.dtype, store: ContactStore) -> object:
 
 
 def select(rows: Mapping[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+    """The rows ``mask`` (booleans or indices) picks. A mask of every row hands out the
+    columns themselves, not a copy (a contact store of a million rows is ~100 MB a copy):
+    detectors read the rows they are given, never write them."""
+    mask = np.asarray(mask)
+    if mask.dtype == bool and mask.all():
+        return dict(rows)
     return {k: v[mask] for k, v in rows.items()}
 
 
