@@ -147,28 +147,26 @@ def admit(
     return step
 
 
-def start(slots: int = 8) -> Step:
-    """A scheduling round with ``slots`` free workers; the shell starts what is due."""
+def _hand_out(pick: Callable[[Harness], list[dn.StartFile]]) -> Step:
+    """The shell hands out what ``pick`` chose and tells the core it did."""
 
     def step(h: Harness) -> list[dn.Decision]:
-        due = h.core.due(h.now, slots)
-        for s in due:
+        chosen = pick(h)
+        for s in chosen:
             h.core.started(s)
-        return list(due)
+        return list(chosen)
 
     return step
+
+
+def start(slots: int = 8) -> Step:
+    """A scheduling round with ``slots`` free workers; the shell starts what is due."""
+    return _hand_out(lambda h: h.core.due(h.now, slots))
 
 
 def queue(limit: int = 8) -> Step:
     """The shell queues what may wait behind a running file of its series."""
-
-    def step(h: Harness) -> list[dn.Decision]:
-        behind = h.core.follow_ups(h.now, limit)
-        for s in behind:
-            h.core.started(s)
-        return list(behind)
-
-    return step
+    return _hand_out(lambda h: h.core.follow_ups(h.now, limit))
 
 
 def not_run(path: str) -> Step:

@@ -43,6 +43,8 @@ class HorizonStore:
             order.sort()
             cols = {k: v[order] for k, v in cols.items()}
             is_new = is_new[order]
+        for column in cols.values():  # handed out uncopied (scan_probes.select): never written
+            column.flags.writeable = False
         self._cols = cols
         return cols, is_new
 
@@ -62,9 +64,14 @@ def mix64(x: np.ndarray) -> np.ndarray:
     return z
 
 
+def addr_pairs(addrs: np.ndarray) -> np.ndarray:
+    """``V16`` addresses as an (n, 2) uint64 array, one row per address (a view)."""
+    return np.ascontiguousarray(addrs).view(np.uint64).reshape(-1, 2)
+
+
 def addr_words(addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return the two uint64 halves of ``V16`` addresses."""
-    w = np.ascontiguousarray(addrs).view(np.uint64).reshape(-1, 2)
+    w = addr_pairs(addrs)
     return w[:, 0], w[:, 1]
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .base import addr_pairs
+
 
 def key_words(src: np.ndarray, dst: np.ndarray, svc: np.ndarray) -> tuple[np.ndarray, ...]:
     """The key as the kernel reads it: each address as two uint64 words (a view, no
@@ -26,11 +28,7 @@ def key_words(src: np.ndarray, dst: np.ndarray, svc: np.ndarray) -> tuple[np.nda
     s = np.asarray(svc)
     if s.dtype.kind == "i":
         s = s.astype(np.int64).view(np.uint64) ^ np.uint64(1 << 63)
-    return (_pairs(src), _pairs(dst), np.ascontiguousarray(s, dtype=np.uint64))
-
-
-def _pairs(addrs: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(addrs).view(np.uint64).reshape(-1, 2)
+    return (addr_pairs(src), addr_pairs(dst), np.ascontiguousarray(s, dtype=np.uint64))
 
 
 @njit(cache=True, inline="always")
@@ -62,27 +60,17 @@ def merge_positions(as_, ad, av, bs, bd, bv):
     dest_b = np.empty(m, np.int64)
     i = j = 0
     k = -1
-    # the key placed last: row ``last`` of a (from_a) or of b
-    last, from_a = -1, True
+    ls, ld, lv, last = as_, ad, av, -1  # the key placed last: row ``last`` of those arrays
     while i < n or j < m:
-        if j >= m or (i < n and _cmp(as_, ad, av, i, bs, bd, bv, j) <= 0):
-            if last < 0:
-                k += 1
-            elif from_a:
-                k += _cmp(as_, ad, av, last, as_, ad, av, i) != 0
-            else:
-                k += _cmp(bs, bd, bv, last, as_, ad, av, i) != 0
+        take_a = j >= m or (i < n and _cmp(as_, ad, av, i, bs, bd, bv, j) <= 0)
+        s, d, v, r = (as_, ad, av, i) if take_a else (bs, bd, bv, j)
+        if last < 0 or _cmp(ls, ld, lv, last, s, d, v, r) != 0:
+            k += 1  # a new key
+        if take_a:
             dest_a[i] = k
-            last, from_a = i, True
             i += 1
         else:
-            if last < 0:
-                k += 1
-            elif from_a:
-                k += _cmp(as_, ad, av, last, bs, bd, bv, j) != 0
-            else:
-                k += _cmp(bs, bd, bv, last, bs, bd, bv, j) != 0
             dest_b[j] = k
-            last, from_a = j, False
             j += 1
+        ls, ld, lv, last = s, d, v, r
     return dest_a, dest_b, k + 1

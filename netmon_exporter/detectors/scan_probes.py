@@ -38,7 +38,7 @@ import numpy as np
 
 from ..detection import Detection
 from ..flow_schema import PROTOCOLS, FlowBatch
-from .base import addr_words, mix64
+from .base import addr_pairs, addr_words, mix64
 from .contact_merge import key_words, merge_positions
 from .features import (
     ICMP,
@@ -396,8 +396,7 @@ def pair_runs(rows: Mapping[str, np.ndarray]) -> np.ndarray:
     n = len(rows["last"])
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    src = np.ascontiguousarray(rows["src"]).view(np.uint64).reshape(-1, 2)
-    dst = np.ascontiguousarray(rows["dst"]).view(np.uint64).reshape(-1, 2)
+    src, dst = addr_pairs(rows["src"]), addr_pairs(rows["dst"])
     change = np.empty(n, dtype=bool)
     change[0] = True
     change[1:] = (src[1:] != src[:-1]).any(axis=1) | (dst[1:] != dst[:-1]).any(axis=1)
