@@ -56,10 +56,13 @@ def _tiny_capture() -> bytes:
 
 
 def warm_up() -> None:
-    """Parse a two-packet capture, both finishing its flows and carrying them, and write
-    and read back their flow CSVs (whole flows and slices)."""
+    """Parse a two-packet capture, both finishing its flows and carrying them (inline and
+    through a carry file), and write and read back their flow CSVs (whole flows and
+    slices)."""
     from ..flows.flow_csv import read_flow_csv
+    from ..flows.flow_table import FlowTable
     from ..pipeline import FlowSettings, finish_carry, process_file
+    from . import carry_store
 
     with tempfile.TemporaryDirectory(prefix="netmon-warmup-") as tmp:
         name = Path(tmp) / "warm.pcap"
@@ -74,6 +77,9 @@ def warm_up() -> None:
         carried = process_file(name, settings, final=False).carry
         if carried:
             finish_carry(carried, settings)
+            # a worker's carry file: the column encoding both ways (float and int columns)
+            table = FlowTable.from_bytes(carried, *settings.table_args())
+            carry_store.load(tmp, carry_store.save_arrays(tmp, 1, table.state_arrays()))
 
 
 def warm_detectors() -> None:
