@@ -268,7 +268,15 @@ CASES: dict[str, list[tuple[float, Step, list[str]]]] = {
         # the heads share the earliest ready time (5): a (captured earlier), then b; the
         # lone file, ready last, comes after them
         (7, start(1), ["start a-0001.pcap carry"]),
-        (7, start(2), ["start b-0001.pcap carry", "start lone.pcap"]),
+        # b-0001 was captured 100 s after the running a-0001: more than half a window
+        # ahead, it waits for a to go on
+        (7, start(2), ["start lone.pcap"]),
+        (
+            8,
+            ok("a-0001.pcap"),
+            ["done a-0001.pcap after 1", "forget a-0001.pcap", "dispose a-0001.pcap"],
+        ),
+        (8, start(2), ["start b-0001.pcap carry"]),
     ],
     "a head ready much later waits its turn, whatever its mtime": [
         (0, see("b-0001.pcap", 200), []),
@@ -368,6 +376,48 @@ CASES: dict[str, list[tuple[float, Step, list[str]]]] = {
         (2, queue(), []),  # b-0002 waits
         (3, start(1), ["start b-0002.pcap carry"]),  # a second worker
         (3, queue(), []),  # nothing further to queue in either series
+    ],
+    "a series runs at most half a window (capture time) ahead of another": [
+        *ready("a-0001.pcap", 0),
+        *ready("a-0002.pcap", 30),
+        *ready("a-0003.pcap", 40),
+        *ready("b-0001.pcap", 5),
+        *ready("b-0002.pcap", 45),
+        (0, start(), ["start a-0001.pcap carry", "start b-0001.pcap carry"]),
+        # b-0002 would be 45 s ahead of a's 0-s file, a-0002 only 25 s ahead of b's
+        (0, queue(), ["start a-0002.pcap carry behind row 1"]),
+        (1, ok("a-0001.pcap"), DONE_A1),
+        (1, queue(), ["start b-0002.pcap carry behind row 4"]),  # a-0003: 35 s ahead of b
+        (
+            2,
+            ok("b-0001.pcap"),
+            ["done b-0001.pcap after 1", "forget b-0001.pcap", "dispose b-0001.pcap"],
+        ),
+        (2, queue(), ["start a-0003.pcap carry behind row 2"]),
+    ],
+    "the series furthest behind is never held; a failing one holds nobody back": [
+        *ready("a-0001.pcap", 100),
+        *ready("a-0002.pcap", 200),
+        *ready("b-0001.pcap", 160),
+        (0, start(1), ["start a-0001.pcap carry"]),  # one worker: capture-time order
+        (0, queue(), []),  # b-0001 waits for a worker
+        (1, ok("a-0001.pcap"), DONE_A1),
+        (1, start(1), ["start b-0001.pcap carry"]),
+        (2, start(1), []),  # a-0002 is 40 s ahead of the running b-0001
+        (2, fail("b-0001.pcap"), ["retry b-0001.pcap #1 format in 10"]),
+        (2, start(1), ["start a-0002.pcap carry"]),  # b waits for a retry: a goes on
+    ],
+    "a series more than the backfill horizon behind holds nobody back": [
+        *ready("a-0001.pcap", 4000),
+        *ready("a-0002.pcap", 4005),
+        *ready("b-0001.pcap", 0),
+        *ready("b-0002.pcap", 5),
+        (0, start(), ["start b-0001.pcap carry", "start a-0001.pcap carry"]),
+        (
+            0,
+            queue(),
+            ["start b-0002.pcap carry behind row 3", "start a-0002.pcap carry behind row 1"],
+        ),
     ],
     "only files that carry flows and have not failed wait behind another": [
         *ready("a-0001.csv", 1),
@@ -612,6 +662,20 @@ def _due_by_scanning(core: Scheduler, now: float, slots: int) -> list[int]:
         if (f.state is FileState.READY or (f.state is FileState.RETRY and f.next_retry <= now))
         and (f.info.series is None or (heads[f.info.series] is f and f.info.series not in busy))
     ]
+    # a series more than half a window ahead of another's head (ready or running, ready
+    # not much later, not a backfill) waits: every pair looked at
+    active = [h for h in heads.values() if h.state in (FileState.READY, FileState.RUNNING)]
+
+    def ahead(f: Any) -> bool:
+        behind = [
+            h.info.identity.mtime_ns
+            for h in active
+            if h.info.series != f.info.series and h.ready_at <= f.ready_at + TOGETHER_SECONDS
+        ]
+        gap = f.info.identity.mtime_ns - min(behind) if behind else 0
+        return f.info.series is not None and 30e9 < gap <= 3600e9
+
+    ready = [f for f in ready if not ahead(f)]
     heads_ready = [f.ready_at for f in ready if f.info.series is not None]
     together = min(heads_ready) if heads_ready else 0.0
 

@@ -31,6 +31,7 @@ from netmon_exporter.config import (
     OutputConfig,
     ProcessingConfig,
     StateConfig,
+    WindowsConfig,
 )
 from netmon_exporter.flow_schema import FlowBatch, make_batch
 from netmon_exporter.ingest import (
@@ -310,6 +311,46 @@ def test_a_file_queued_behind_a_failing_one_waits_and_goes_on_from_the_ledger(
     # one that fails at once may be gone first), then run on its own
     runs = started.count("s-0004.pcap")
     assert runs == 2 if broken == b"HANG" else runs in (1, 2)
+
+
+@pytest.mark.parametrize("window", [60.0, 86400.0])
+def test_series_on_their_own_workers_stay_within_half_a_window(
+    tmp_path: Path, window: float
+) -> None:
+    """A backlog of two series, one slow to process (a busier interface): with a worker
+    each, the fast one does not run more than half a window (capture time) ahead of the
+    slow one, which would close windows the slow one still has flows for. With a day-long
+    window the same backlog shows the fast series running far ahead (the check bites)."""
+    cfg = make_config(tmp_path, processing={"workers": 2})
+    cfg = dataclasses.replace(cfg, windows=WindowsConfig(length_seconds=window))
+    cap = tmp_path / "cap"
+    mtimes: dict[str, float] = {}
+    for k in range(12):  # a file every 10 s of capture in each series
+        for series, content in (("a", b"SLOW 0.01"), ("b", b"SLOW 0.12")):
+            name = f"{series}-{k:04d}.pcap"
+            (cap / name).write_bytes(content)
+            mtimes[name] = 1_700_000_000.0 + 10 * k
+            os.utime(cap / name, (mtimes[name], mtimes[name]))
+    svc = service(cfg)
+    events = drive(svc, lambda ev: len(of(ev, FileDone)) == 24, 60)
+    order = done_names(events)
+    assert sorted(order) == sorted(mtimes)
+
+    def overtaken(name: str) -> list[str]:  # files of the other series it ran ahead of
+        before = set(order[: order.index(name)])
+        return [
+            other
+            for other in mtimes
+            if other[0] != name[0]
+            and mtimes[other] < mtimes[name] - 30.0  # half of a 60-s window
+            and other not in before
+        ]
+
+    ahead = {name: overtaken(name) for name in order if overtaken(name)}
+    if window == 60.0:
+        assert ahead == {}, order
+    else:
+        assert len(ahead) >= 3, order
 
 
 def _split_pcap(src: Path, parts: int) -> list[bytes]:

@@ -27,7 +27,7 @@ import collections
 import heapq
 import os
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
@@ -85,15 +85,26 @@ class Rules:
     carry_across_files: bool = True
     carry_idle_seconds: float = 120.0  # flows.idle_timeout_seconds
     source: re.Pattern[str] | None = None  # capture.source_pattern
+    # How far (capture time, by the files' mtimes) a series may run ahead of another
+    # series whose earliest file is ready or running: half a window, so that no window
+    # closes (the watermark is one window behind the latest packet) before the slower
+    # series' flows for it came. A series further behind than ``backfill_seconds`` is a
+    # backfill (its flows get windows of their own) and holds nobody back.
+    series_lead_seconds: float = 30.0
+    backfill_seconds: float = 3600.0
 
     @staticmethod
     def of(cfg: Config) -> Rules:
+        from ..window import BACKFILL_SECONDS
+
         return Rules(
             max_retries=cfg.processing.max_retries,
             retry_delay_seconds=cfg.processing.retry_delay_seconds,
             carry_across_files=cfg.flows.carry_across_files,
             carry_idle_seconds=cfg.flows.idle_timeout_seconds,
             source=re.compile(cfg.capture.source_pattern),
+            series_lead_seconds=cfg.windows.length_seconds / 2,
+            backfill_seconds=BACKFILL_SECONDS,
         )
 
 
@@ -290,10 +301,12 @@ class Scheduler:
         candidates += [
             self._files[files[0][1]] for series, files in self._series.items() if series not in busy
         ]
+        ahead = self._ahead()
         ready = [
             f
             for f in candidates
-            if f.state is FileState.READY or (f.state is FileState.RETRY and f.next_retry <= now)
+            if (f.state is FileState.READY or (f.state is FileState.RETRY and f.next_retry <= now))
+            and not ahead(f)
         ]
         heads_ready = [f.ready_at for f in ready if f.info.series is not None]
         together = min(heads_ready) if heads_ready else 0.0
@@ -321,6 +334,7 @@ class Scheduler:
         if limit <= 0 or self.due(now, 1):
             return []
         out: list[StartFile] = []
+        ahead = self._ahead()
         for head in list(self._running.values()):
             series = head.info.series
             files = self._series.get(series) if series is not None else None
@@ -332,11 +346,63 @@ class Scheduler:
                 and second.state is FileState.READY
                 and second.attempts == 0
                 and self._uses_carry(second.info)
+                and not ahead(second)
             ):
                 out.append(StartFile(second.key, second.info, True, 1, after=head.key))
                 if len(out) == limit:
                     break
         return out
+
+    def _ahead(self) -> Callable[[TrackedFile], bool]:
+        """Whether starting a file would take its series more than the allowed lead
+        (``Rules.series_lead_seconds``) ahead of another series whose earliest file is
+        ready or running and became ready no later than ``TOGETHER_SECONDS`` after it.
+
+        Series run side by side on their own workers after a backlog or a burst, and
+        one of them (a busier interface, the worker sharing a core with the main
+        process) would otherwise pull ahead and close windows the other still has
+        flows for. The series furthest behind is never held, so all go on. Nobody is
+        held back by a series whose file fails (it waits for a retry), is not yet
+        written, turned up much later with an old mtime (a careless copy, or someone
+        flooding the directory: it waits its turn, see :meth:`due`), or is more than
+        ``Rules.backfill_seconds`` behind (a backfill gets windows of its own).
+        """
+        heads: list[tuple[float, int, str]] = []
+        for series, files in self._series.items():
+            f = self._files[files[0][1]]
+            if f.state is FileState.READY or f.state is FileState.RUNNING:
+                heads.append((f.ready_at, f.info.identity.mtime_ns, series))
+        if len(heads) < 2:
+            return lambda f: False
+        heads.sort()
+        ready_times = [h[0] for h in heads]
+        # the two earliest captures among the heads ready up to each one (prefixes)
+        firsts: list[tuple[tuple[int, str], tuple[int, str] | None]] = []
+        best: tuple[int, str] | None = None
+        runner_up: tuple[int, str] | None = None
+        for _, mtime_ns, series in heads:
+            here = (mtime_ns, series)
+            if best is None or here < best:
+                best, runner_up = here, best
+            elif runner_up is None or here < runner_up:
+                runner_up = here
+            firsts.append((best, runner_up))
+        lead = int(self.rules.series_lead_seconds * 1e9)
+        backfill = int(self.rules.backfill_seconds * 1e9)
+
+        def ahead(f: TrackedFile) -> bool:
+            if f.info.series is None:
+                return False
+            i = bisect.bisect_right(ready_times, f.ready_at + TOGETHER_SECONDS) - 1
+            if i < 0:
+                return False
+            first, second = firsts[i]
+            behind = second if first[1] == f.info.series else first
+            if behind is None:
+                return False
+            return lead < f.info.identity.mtime_ns - behind[0] <= backfill
+
+        return ahead
 
     def _uses_carry(self, info: FileInfo) -> bool:
         return self.rules.carry_across_files and info.series is not None and info.kind != "csv"
