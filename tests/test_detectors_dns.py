@@ -108,6 +108,16 @@ def test_zones_match_whole_labels():
     assert not in_zones("evilzen.spamhaus.org.example", zones)
     assert not in_zones("notzen.spamhaus.org", zones)
     assert registered_domain("a.b.example.co.uk") == "example.co.uk"
+    # the suffix lookup answers as trying every zone would, odd names included
+    import random
+
+    rng = random.Random(5)
+    labels = ["", "a", "org", "spamhaus", "zen", "uribl", "com", "x-y", "."]
+    zoneset = frozenset(zones) | {"org", "a.a"}
+    for _ in range(3000):
+        name = ".".join(rng.choice(labels) for _ in range(rng.randint(0, 5)))
+        expected = any(name == z or name.endswith("." + z) for z in zoneset)
+        assert in_zones(name, zoneset) == expected == in_zones(name, tuple(zoneset)), name
 
 
 # ---------------------------------------------------------------- rules

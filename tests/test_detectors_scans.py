@@ -140,18 +140,15 @@ def test_bursts_kept_under_the_fast_tier_add_up():
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_contact_store_one_pass_merge_equals_sorting_everything_again(
-    seed: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_contact_store_one_pass_merge_equals_sorting_everything_again(seed: int) -> None:
     """Windows of random contacts (repeats within and across windows, IPv4 and IPv6,
     negative and positive services, expiry and the row cap) through a store merged in
     one compiled pass and one merged by sorting store and new rows together: exactly the
     same rows, order, dtypes and counters every window."""
-    from netmon_exporter.detectors import scan_probes
-
     rng = np.random.default_rng(seed)
     args = dict(sums=("n",), maxes=("content",), ors=("kinds",))
     one_pass, sorting = ContactStore(300, 400, **args), ContactStore(300, 400, **args)
+    one_pass.merge_kernel_rows, sorting.merge_kernel_rows = 0, 10**9
     pool_src = str_to_addrs([f"10.0.{i // 250}.{i % 250}" for i in range(60)] + ["2001:db8::1"])
     pool_dst = str_to_addrs([f"192.168.1.{i}" for i in range(40)] + ["2001:db8::ff", "::1"])
     for w in range(12):
@@ -168,15 +165,50 @@ def test_contact_store_one_pass_merge_equals_sorting_everything_again(
             "kinds": rng.choice([1, 2, 4, 32], n),
         }
         now = 1060.0 + 60 * w
-        monkeypatch.setattr(scan_probes, "MERGE_KERNEL_ROWS", 10**9)
         want, want_touched = sorting.update(new, now)
-        monkeypatch.setattr(scan_probes, "MERGE_KERNEL_ROWS", 0)
         got, touched = one_pass.update(new, now)
         assert list(got) == list(want)
         for k in want:
             assert got[k].dtype == want[k].dtype and np.array_equal(got[k], want[k]), (w, k)
         assert np.array_equal(touched, want_touched)
     assert 0 < len(one_pass) <= 400
+
+
+def test_the_warm_up_compiles_the_merge_a_large_store_uses() -> None:
+    """`python -m netmon_exporter.ingest.warm_pipeline` (run by `make`) compiles the very
+    specialization of the contact merge that a store past the threshold runs (read-only
+    store columns, writable new rows): the daemon's first scan-heavy window must not
+    compile it while holding the GIL. In a fresh process: nothing else compiled it."""
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np
+from netmon_exporter.ingest.warm_pipeline import warm_detectors
+from netmon_exporter.detectors.contact_merge import merge_positions
+from netmon_exporter.detectors.scan_probes import ContactStore
+from netmon_exporter.flow_schema import str_to_addrs
+warm_detectors()
+compiled = len(merge_positions.signatures)
+store = ContactStore(600, 10**6, sums=("n",), maxes=("content",), ors=("kinds",))
+store.merge_kernel_rows = 0
+for w in range(3):
+    n = 500
+    new = {
+        "src": str_to_addrs([f"10.1.{w}.{i % 250}" for i in range(n)]),
+        "dst": str_to_addrs(["10.0.0.1"] * n),
+        "svc": np.arange(n),
+        "first": np.full(n, 60.0 * w),
+        "last": np.full(n, 60.0 * w),
+        "n": np.ones(n, dtype=np.int64),
+        "content": np.zeros(n),
+        "kinds": np.ones(n, dtype=np.int64),
+    }
+    store.update(new, 60.0 * w + 60)
+assert compiled >= 1 and len(merge_positions.signatures) == compiled, merge_positions.signatures
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def test_contact_store_is_bounded_and_forgets_beyond_its_horizon():

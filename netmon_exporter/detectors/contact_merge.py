@@ -48,12 +48,14 @@ def _cmp(s1, d1, v1, i, s2, d2, v2, j):
     return 0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def merge_positions(as_, ad, av, bs, bd, bv):
     """Positions in the merged sequence of the rows of ``a`` and of ``b``, and its length.
 
     ``a`` (the store) and ``b`` (new rows) are each sorted by key (:func:`key_words`);
-    ``a`` has no repeated key, ``b`` may. Equal keys get one position.
+    ``a`` has no repeated key, ``b`` may. Equal keys get one position. Runs without the
+    GIL: a merge into a store of a million rows takes tens of milliseconds, which the
+    HTTP thread answering ``/metrics`` would otherwise wait out.
     """
     n, m = len(av), len(bv)
     dest_a = np.empty(n, np.int64)

@@ -200,6 +200,8 @@ class ContactStore:
         self.max_rows = int(max_rows)
         self.sums, self.maxes, self.ors = sums, maxes, ors
         self._cols: dict[str, np.ndarray] = {}
+        # stores of this many rows or more are merged in one compiled pass (see update)
+        self.merge_kernel_rows = MERGE_KERNEL_ROWS
 
     def __len__(self) -> int:
         return len(self._cols.get("last", ()))
@@ -226,7 +228,7 @@ class ContactStore:
         names = ("src", "dst", "svc", "first", "last", *self.sums, *self.maxes, *self.ors)
         fresh = {k: np.asarray(new[k]) for k in names}
         old, self._cols = self._cols, {}
-        if old and len(old["last"]) + len(fresh["last"]) >= MERGE_KERNEL_ROWS:
+        if old and len(old["last"]) + len(fresh["last"]) >= self.merge_kernel_rows:
             merged, touched = self._merge_in_one_pass(old, fresh, names)
         else:
             merged, touched = self._merge_by_sorting(old, fresh, names)

@@ -84,13 +84,16 @@ def warm_up() -> None:
 
 def warm_detectors() -> None:
     """Compile the detectors' kernel (the scan detectors' contact merge), which runs in
-    the daemon's main process, not in workers: only when run as a program."""
+    the daemon's main process, not in workers: only when run as a program. The store
+    takes the compiled path from its second update on, with the same argument types as
+    a store of a million rows (a read-only store, writable new rows)."""
     import numpy as np
 
     from ..detectors.scan_probes import ContactStore
     from ..flow_schema import str_to_addrs
 
     store = ContactStore(60.0, 10, sums=("n",))
+    store.merge_kernel_rows = 1
     for t in (0.0, 1.0):
         two = str_to_addrs(["10.0.0.1", "10.0.0.2"])
         times = np.array([t, t])
