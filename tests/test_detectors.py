@@ -134,6 +134,21 @@ def test_factorize_addrs_mixed_families_round_trips():
     assert addrs_to_str(table[codes]) == addrs_to_str(addrs)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_unique_columns_answers_as_numpy_unique_over_rows(seed: int) -> None:
+    from netmon_exporter.detectors.base import unique_columns
+
+    rng = np.random.default_rng(seed)
+    for n in (0, 1, 2, 50, 3000):
+        k = int(rng.integers(1, 4))
+        cols = [rng.integers(0, 6, n).astype(np.uint64) * np.uint64(2**61) for _ in range(k)]
+        cols[-1] = cols[-1] + rng.integers(0, 3, n).astype(np.uint64)  # repeats, big values
+        got, first = unique_columns(*cols)
+        want, want_first = np.unique(np.stack(cols), axis=1, return_index=True)
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+        assert np.array_equal(first, want_first)
+
+
 def test_peak_rate_is_not_diluted_by_a_quiet_window():
     # 5000 packets in 2 s inside a 60 s window: about 2500/s, not 83/s
     first = np.array([100.0, 130.0])

@@ -56,7 +56,7 @@ import numpy as np
 
 from ..detection import Detection, host_port
 from ..flow_schema import FlowBatch, addr_to_str
-from .base import HorizonStore, addr_words, mix64
+from .base import HorizonStore, addr_words, mix64, unique_columns
 from .catalog import BeaconConfig
 from .dns_tunnel import DNS_PORT, ObservedResolvers, addr_hash
 from .features import PROTO_NAMES, TCP, UDP, _is_multicast_or_broadcast, col, num
@@ -433,7 +433,7 @@ class BeaconDetector:
         tol = math.log1p(self.cfg.poller_period_tolerance)
         # One entry per (source, destination, period band): a destination counts once.
         band = np.floor(kept["period"] / tol).astype(np.int64).view(np.uint64)
-        _, once = np.unique(np.stack([kept["src"], kept["dst"], band]), axis=1, return_index=True)
+        _, once = unique_columns(kept["src"], kept["dst"], band)
         s, p = kept["src"][once], kept["period"][once]
         _, code = np.unique(np.concatenate([s, src_h]), return_inverse=True)
         stride = 100.0  # larger than any log period: keys of two sources never interleave

@@ -48,7 +48,7 @@ import numpy as np
 
 from ..detection import Detection
 from ..flow_schema import FlowBatch, addr_to_str
-from .base import HorizonStore, addr_words, mix64
+from .base import HorizonStore, addr_words, mix64, unique_columns
 from .catalog import DnsTunnelConfig
 from .features import UDP, col, combine, factorize_addrs, group, num
 
@@ -128,16 +128,15 @@ class ObservedResolvers:
         dns = (flows["dst_port"] == DNS_PORT) & (num(flows, "Tot Bwd Pkts") > 0)
         pairs = np.zeros((2, 0), np.uint64)
         if dns.any():
-            pairs = np.unique(
-                np.stack([addr_hash(flows["dst_ip"][dns]), addr_hash(flows["src_ip"][dns])]),
-                axis=1,
+            pairs, _ = unique_columns(
+                addr_hash(flows["dst_ip"][dns]), addr_hash(flows["src_ip"][dns])
             )
         rows, _ = self._pairs.update(
             {"ts": np.full(pairs.shape[1], now), "dst": pairs[0], "src": pairs[1]}, now
         )
         if not len(rows["ts"]):
             return np.zeros(0, np.uint64)
-        pairs = np.unique(np.stack([rows["dst"], rows["src"]]), axis=1)
+        pairs, _ = unique_columns(rows["dst"], rows["src"])
         dsts, clients = np.unique(pairs[0], return_counts=True)
         return dsts[clients >= self.min_clients]
 
