@@ -415,6 +415,56 @@ def test_a_burst_of_a_rotated_series_gives_the_one_shot_flows(tmp_path: Path, sa
     assert _csv_flows((tmp_path / "out" / "flows").iterdir()) == expected and expected
 
 
+def test_one_worker_two_series_queues_the_next_file_and_keeps_each_series_whole(
+    tmp_path: Path,
+) -> None:
+    """More series than workers: the file that would start next (the other series') is
+    queued on the busy worker, which starts it the moment its file is done; each series
+    still goes on from its own flows (two flow tables on one worker, interleaved), and
+    every flow comes out once, whole, as one pass over each capture finds it."""
+    from netmon_exporter.ingest.executor import flow_settings
+    from netmon_exporter.pipeline import process_file
+
+    cfg = make_config(tmp_path, processing={"workers": 1}, flows={"idle_timeout_seconds": 5.0})
+    cap = tmp_path / "cap"
+    names: list[str] = []
+    for s, sample in enumerate(["ftp-cwd-navigation.pcap", "reddit-ipv6.pcap"]):
+        for k, piece in enumerate(_split_pcap(REPO / "samples" / sample, 6)):
+            name = f"{'ab'[s]}-{k + 1:04d}.pcap"
+            (tmp_path / f".{name}").write_bytes(piece)
+            # the series' files alternate in capture time
+            os.utime(tmp_path / f".{name}", ns=(10**18 + (2 * k + s) * 10**9,) * 2)
+            names.append(name)
+    for name in names:
+        os.rename(tmp_path / f".{name}", cap / name)
+    svc = IngestService(cfg, clock=FastClock(20), settle_seconds=0.2, unwatched_quiet_seconds=0.0)
+    events = drive(
+        svc, lambda ev: len(of(ev, FileDone)) == len(names) and len(of(ev, CarryFlushed)) == 2, 60
+    )
+    done = done_names(events)
+    assert sorted(done) == sorted(names)
+    for series in "ab":  # each series in its order
+        assert [n for n in done if n[0] == series] == sorted(n for n in names if n[0] == series)
+    order = [
+        (type(e).__name__, Path(e.path if isinstance(e, FileStarted) else e.result.path).name)
+        for e in events
+        if isinstance(e, (FileStarted, FileDone))
+    ]
+    handed = [n for kind, n in order if kind == "FileStarted"]
+    # a file of one series handed out while the other series' file still ran
+    assert any(
+        order.index(("FileStarted", n)) < order.index(("FileDone", prev))
+        for n, prev in zip(handed[1:], handed[:-1], strict=True)
+        if n[0] != prev[0]
+    ), order
+    one_shot = tmp_path / "one-shot"
+    one_shot.mkdir()
+    for sample in ["ftp-cwd-navigation.pcap", "reddit-ipv6.pcap"]:
+        process_file(REPO / "samples" / sample, flow_settings(cfg), csv_dir=one_shot)
+    expected = _csv_flows(one_shot.iterdir())
+    assert _csv_flows((tmp_path / "out" / "flows").iterdir()) == expected and expected
+
+
 # ------------------------------------------------------------- the executor, without threads
 
 
@@ -661,18 +711,23 @@ def test_workers_change_on_apply_config_without_losing_in_flight_files(tmp_path:
     svc.start()
     try:
         events = collect(svc, lambda ev: len(of(ev, FileDone)) >= 1, 15)
-        assert eventually(lambda: svc.status().in_progress == 1)
+        assert eventually(lambda: svc.status().workers_busy == 1)
         svc.apply_config(
             dataclasses.replace(cfg, processing=dataclasses.replace(cfg.processing, workers=3))
         )
-        events = collect(svc, lambda ev: svc.status().in_progress == 3, 10, events)
+        events = collect(svc, lambda ev: svc.status().workers_busy == 3, 10, events)
         svc.apply_config(cfg)  # back to one while three are in flight
-        peak_after = 0
+        peak_after = peak_handed = 0
 
         def settled(ev: list[Any]) -> bool:
-            nonlocal peak_after
-            if len(of(ev, FileDone)) >= 6:  # the three in flight finished well before
-                peak_after = max(peak_after, svc.status().in_progress)
+            nonlocal peak_after, peak_handed
+            st = svc.status()
+            peak_handed = max(peak_handed, st.in_progress)
+            # the retiring workers finish their file and the one queued behind it (two
+            # rounds of 0.3 s after the change, when at most 2 + 6 files were done);
+            # the last files run on one worker
+            if len(of(ev, FileDone)) >= 10:
+                peak_after = max(peak_after, st.workers_busy)
             return len(of(ev, FileDone)) == 12
 
         events = collect(svc, settled, 20, events)
@@ -682,6 +737,7 @@ def test_workers_change_on_apply_config_without_losing_in_flight_files(tmp_path:
     assert sorted(done_names(events)) == names
     assert len(of(events, FileStarted)) == 12
     assert peak_after == 1
+    assert peak_handed <= 6  # three busy workers, at most one file queued behind each
 
 
 def test_capture_settings_reloaded_while_a_series_waits(tmp_path: Path) -> None:
@@ -720,16 +776,19 @@ def test_parallel_false_processes_one_file_at_a_time(tmp_path: Path) -> None:
     write_files(tmp_path / "cap", [f"p{i}x.pcap" for i in range(4)], b"SLOW 0.2")
     svc = service(cfg)
     svc.start()
-    peak = 0
+    peak = handed = 0
     try:
         events: list[Any] = []
         while len(of(events, FileDone)) < 4:
             events.extend(svc.poll_events(0.05))
-            peak = max(peak, svc.status().in_progress)
+            st = svc.status()
+            peak = max(peak, st.workers_busy)
+            # one file at a time; the next may wait queued behind it on the worker
+            handed = max(handed, st.in_progress)
             assert len(events) < 100
     finally:
         svc.stop(5)
-    assert peak == 1
+    assert peak == 1 and handed <= 2
 
 
 def test_results_not_taken_by_the_daemon_are_bounded(tmp_path: Path) -> None:

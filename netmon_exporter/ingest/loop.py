@@ -317,8 +317,18 @@ class SchedulerLoop:
         running = self._core.in_progress
         for start in self._core.follow_ups(now, limit - self._outbox.undelivered - running):
             self._guarded(start.file.path, "queueing", self._start, start, now)
+        # Every worker busy (more series than workers): the file that would start next
+        # is queued on a busy worker now, which starts it the moment its file is done
+        # instead of waiting for this thread to record that one and hand out the next.
+        running = self._core.in_progress
+        room = min(self._pool.queue_slots(), limit - self._outbox.undelivered - running)
+        if room > 0 and self._pool.idle() == 0:
+            for start in self._core.due(now, room):
+                self._guarded(start.file.path, "queueing", self._start, start, now, True)
 
-    def _start(self, start: StartFile, now: float) -> None:
+    def _start(self, start: StartFile, now: float, queued: bool = False) -> None:
+        """Hand ``start`` to an idle worker, or (``queued``, or a file going on from the
+        one before it) queue it on a busy one."""
         f = start.file
         identity = self.finder.look(f.path)
         if identity != f.identity:  # gone or changed since it was found ready
@@ -335,6 +345,10 @@ class SchedulerLoop:
                 self._ledger.run(lambda led: led.mark_seen(start.key, now), now)
                 return
             self._behind[start.key] = start.after
+        elif queued:
+            if not self._pool.submit_queued(task):  # every worker has a file queued already
+                self._ledger.run(lambda led: led.mark_seen(start.key, now), now)
+                return
         else:
             self._pool.submit(task)
         self._core.started(start)

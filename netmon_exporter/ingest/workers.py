@@ -352,7 +352,8 @@ class WorkerPool:
         return self._target
 
     def resize(self, size: int) -> None:
-        """Change the number of workers; busy ones retire only after their file."""
+        """Change the number of workers; busy ones retire only after their file (and
+        the one queued behind it, if any)."""
         self._target = max(1, size)
         self._reconcile()
 
@@ -465,6 +466,33 @@ class WorkerPool:
                 w.queued = task
                 return True
         return False
+
+    def queue_slots(self) -> int:
+        """Busy workers with nothing queued behind their file (see :meth:`submit_queued`)."""
+        return sum(
+            1 for w in self._workers if w.task is not None and w.queued is None and not w.retiring
+        )
+
+    def submit_queued(self, task: Task) -> bool:
+        """Queue ``task``, a file that starts from its own carry (not one going on from
+        the running file, see :meth:`submit_after`), behind the running file of a busy
+        worker: the one that holds its flow table if any, else the one busy longest.
+        False when no worker has room (each has something queued, or is retiring)."""
+        free = [
+            w for w in self._workers if w.task is not None and w.queued is None and not w.retiring
+        ]
+        if not free:
+            return False
+        w = min(free, key=lambda w: (task.carry is None or task.carry not in w.holds, w.started))
+        for other in self._workers:
+            if task.carry is not None and task.carry in other.holds:
+                other.holds.remove(task.carry)
+        try:
+            w.conn.send(task)
+        except (OSError, ValueError):
+            return False  # the worker is dying: its sentinel tells the rest
+        w.queued = task
+        return True
 
     @staticmethod
     def _not_run(task: Task | None, why: str) -> list[Outcome]:
