@@ -353,6 +353,51 @@ def test_series_on_their_own_workers_stay_within_half_a_window(
         assert len(ahead) >= 3, order
 
 
+@pytest.mark.parametrize("broken", [b"BAD", b"CRASH", b"HANG"])
+def test_a_file_queued_behind_another_series_file_survives_its_failure(
+    tmp_path: Path, broken: bytes
+) -> None:
+    """One worker, two series: b's file is queued behind a's on the busy worker. When
+    a's file fails (an error, the worker crashing, a timeout kill), b's file is not hurt:
+    run there at once if the worker lives, else handed back "not run" (no attempt used)
+    and run later; each series' flows carry on as they should."""
+    cfg = make_config(
+        tmp_path, processing={"max_retries": 0, "workers": 1, "file_timeout_seconds": 2.0}
+    )
+    cap = tmp_path / "cap"
+    content = {
+        "a-0001.pcap": b"SLOW 0.2",
+        "b-0001.pcap": b"SLOW 0.2",
+        "a-0002.pcap": broken,
+        "b-0002.pcap": b"SLOW 0.2",
+        "a-0003.pcap": b"SLOW 0.2",
+        "b-0003.pcap": b"SLOW 0.2",
+    }
+    for k, (n, data) in enumerate(content.items()):  # alternating in capture time
+        (cap / n).write_bytes(data)
+        os.utime(cap / n, ns=(10**18 + k * 10**9,) * 2)
+    svc = service(cfg)
+    events = drive(svc, lambda ev: len(of(ev, FileDone)) == 5, 30)
+    assert sorted(done_names(events)) == sorted(n for n in content if n != "a-0002.pcap")
+    (q,) = of(events, FileQuarantined)
+    assert Path(q.path).name == "a-0002.pcap"
+    assert all(e.attempts == 1 for e in of(events, FileDone))  # waiting is not an attempt
+    started = [Path(e.path).name for e in of(events, FileStarted)]
+    # queued behind the hanging file (always) or one that crashes at once (when queued in
+    # time), b-0002 is handed out again after the worker died; never after a plain error
+    runs = started.count("b-0002.pcap")
+    assert runs == 2 if broken == b"HANG" else runs == 1 if broken == b"BAD" else runs in (1, 2)
+    out = tmp_path / "out" / "flows"
+    seen = {n: (out / f"{n}.out").read_bytes() for n in done_names(events)}
+    assert seen == {
+        "a-0001.pcap": b"",
+        "b-0001.pcap": b"",
+        "b-0002.pcap": b"b-0001.pcap;",
+        "a-0003.pcap": b"",  # a fresh start after the quarantine ended a's flows
+        "b-0003.pcap": b"b-0001.pcap;b-0002.pcap;",
+    }
+
+
 def _split_pcap(src: Path, parts: int) -> list[bytes]:
     """Cut a classic pcap into ``parts`` captures of consecutive records (as rotation does)."""
     import struct
