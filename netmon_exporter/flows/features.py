@@ -263,9 +263,8 @@ def _hll_estimate(DN: np.ndarray, base: int, m: int, rows: np.ndarray) -> np.nda
         return out
     per, bits = T.HLL_PER_COL, T.HLL_BITS
     words = DN[idx, base : base + -(-m // per)].astype(np.int64)
-    regs = np.empty((len(idx), m), dtype=np.int64)
-    for j in range(m):
-        regs[:, j] = (words[:, j // per] >> (bits * (j % per))) & ((1 << bits) - 1)
+    j = np.arange(m)
+    regs = (words[:, j // per] >> (bits * (j % per))) & ((1 << bits) - 1)
     est = _HLL_ALPHA[m] * m * m / np.exp2(-regs.astype(np.float64)).sum(axis=1)
     zeros = (regs == 0).sum(axis=1)
     small = (est <= 2.5 * m) & (zeros > 0)
