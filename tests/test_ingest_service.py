@@ -398,6 +398,88 @@ def test_a_file_queued_behind_another_series_file_survives_its_failure(
     }
 
 
+def test_a_task_holding_its_carry_inline_is_not_queued_on_a_busy_worker(tmp_path: Path) -> None:
+    """A worker reads its next task only once its file is done: a queued task larger than
+    the pipe's buffer (flows carried inline, from a ledger written before carry files)
+    would block the scheduler's send while the worker may be blocked sending its result
+    rows. Such a task is refused at once; one holding a carry reference is queued."""
+    from netmon_exporter.ingest.workers import Task, WorkerPool
+
+    cap = tmp_path / "cap"
+    cap.mkdir()
+    for name in ("a.pcap", "b.pcap", "c.pcap"):
+        (cap / name).write_bytes(b"SLOW 0.5")
+    carry_dir = tmp_path / "carry"
+    ref = carry_store.save(carry_dir, 3, b"c-before;")
+    settings = FlowSettings()
+
+    def task(key: int, name: str, carry: bytes | None) -> Task:
+        return Task(
+            key,
+            str(cap / name),
+            settings,
+            carry,
+            str(tmp_path),
+            False,
+            30.0,
+            carry_dir=str(carry_dir),
+        )
+
+    pool = WorkerPool(fake_process, 1)
+    outcomes: list[Any] = []
+    try:
+        deadline = time.monotonic() + 60
+        while pool.idle() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pool.submit(task(1, "a.pcap", None))
+        t0 = time.monotonic()
+        assert not pool.submit_queued(task(2, "b.pcap", b"x" * 4_000_000))  # inline state
+        assert time.monotonic() - t0 < 0.3
+        assert pool.submit_queued(task(3, "c.pcap", ref))
+        assert not pool.submit_queued(task(4, "b.pcap", None))  # one queued per worker
+        while len(outcomes) < 2 and time.monotonic() < deadline:
+            outcomes += pool.wait(0.5)
+    finally:
+        pool.shutdown(5.0, lambda o: None)
+    assert [o.task.key for o in outcomes] == [1, 3] and all(o.result for o in outcomes)
+    assert (tmp_path / "c.pcap.out").read_bytes() == b"c-before;"  # from its own carry
+
+
+def test_a_series_carried_inline_by_an_old_ledger_waits_for_a_free_worker(
+    tmp_path: Path,
+) -> None:
+    """After an upgrade the ledger may hold a series' open flows inline (written before
+    carry files): its next file is not queued on a busy worker (see the pool test
+    above), it starts when a worker is free and goes on from those flows."""
+    import sqlite3
+
+    cfg = make_config(tmp_path, processing={"workers": 1})
+    cap = tmp_path / "cap"
+    write_files(cap, ["b-0001.pcap"])
+    drive(service(cfg), lambda ev: len(of(ev, FileDone)) == 1, 15)
+    ledger = next((tmp_path / "state").rglob("ledger.sqlite3"))
+    with sqlite3.connect(ledger) as db:  # as a ledger from before carry files held it
+        assert db.execute("UPDATE carry SET blob=?", (b"b-0001.pcap;" + b"#" * 3_000_000,)).rowcount
+    (cap / "a-0001.pcap").write_bytes(b"SLOW 0.5")
+    (cap / "b-0002.pcap").write_bytes(b"SLOW 0.1")
+    os.utime(cap / "a-0001.pcap", (1, 1))  # a first, then b (capture time)
+    svc = service(cfg)
+    events = drive(svc, lambda ev: len(of(ev, FileDone)) == 2, 30)
+    order = [
+        (type(e).__name__, Path(e.path if isinstance(e, FileStarted) else e.result.path).name)
+        for e in events
+        if isinstance(e, (FileStarted, FileDone))
+    ]
+    assert order == [
+        ("FileStarted", "a-0001.pcap"),
+        ("FileDone", "a-0001.pcap"),
+        ("FileStarted", "b-0002.pcap"),
+        ("FileDone", "b-0002.pcap"),
+    ]
+    out = (tmp_path / "out" / "flows" / "b-0002.pcap.out").read_bytes()
+    assert out.startswith(b"b-0001.pcap;#") and len(out) > 3_000_000
+
+
 def _split_pcap(src: Path, parts: int) -> list[bytes]:
     """Cut a classic pcap into ``parts`` captures of consecutive records (as rotation does)."""
     import struct

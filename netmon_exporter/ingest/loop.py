@@ -336,6 +336,11 @@ class SchedulerLoop:
             return
         if start.after and not self._pool.queueable(start.after):
             return
+        if queued and start.use_carry and f.series is not None:
+            series = f.series
+            ok, held = self._ledger.run(lambda led: led.get_carry(series), now)
+            if not ok or (held is not None and not carry_store.is_ref(held)):
+                return  # flows held inline are not queued (WorkerPool.submit_queued)
         ok, carry = self._ledger.run(lambda led: self._claim(led, start, now), now)
         if not ok:
             return

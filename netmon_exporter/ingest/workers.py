@@ -477,7 +477,13 @@ class WorkerPool:
         """Queue ``task``, a file that starts from its own carry (not one going on from
         the running file, see :meth:`submit_after`), behind the running file of a busy
         worker: the one that holds its flow table if any, else the one busy longest.
-        False when no worker has room (each has something queued, or is retiring)."""
+        False when no worker has room (each has something queued, or is retiring), or
+        when the task holds its carried flows inline (a ledger written before carry
+        files): a worker reads its next task only once its file is done, so a task
+        larger than the pipe's buffer would block this send until then, while the
+        worker may be blocked sending its result rows here; neither would go on."""
+        if task.carry is not None and not carry_store.is_ref(task.carry):
+            return False
         free = [
             w for w in self._workers if w.task is not None and w.queued is None and not w.retiring
         ]
