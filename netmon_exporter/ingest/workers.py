@@ -490,14 +490,14 @@ class WorkerPool:
         if not free:
             return False
         w = min(free, key=lambda w: (task.carry is None or task.carry not in w.holds, w.started))
-        for other in self._workers:
-            if task.carry is not None and task.carry in other.holds:
-                other.holds.remove(task.carry)
         try:
             w.conn.send(task)
         except (OSError, ValueError):
             return False  # the worker is dying: its sentinel tells the rest
         w.queued = task
+        for other in self._workers:  # the table goes with the task (as in submit)
+            if task.carry is not None and task.carry in other.holds:
+                other.holds.remove(task.carry)
         return True
 
     @staticmethod
