@@ -95,29 +95,25 @@ def save_arrays(carry_dir: Path | str, key: int, arrays: Mapping[str, np.ndarray
     from . import carry_codec  # compiled: loaded only where carries are written or read
 
     entries: list[list[object]] = []
-    pieces: list[list[memoryview]] = []
+    pieces: list[bytes | memoryview] = []
     offset = 0
     for name, arr in arrays.items():
         data = np.ascontiguousarray(arr)
-        entry: list[object] = [name, data.dtype.str, list(data.shape), offset]
+        form: list[str] = []
         if carry_codec.packable(data):
             parts = [p.reshape(-1).view(np.uint8).data for p in carry_codec.pack(data)]
-            entry += [sum(len(p) for p in parts), _PACKED]
+            form = [_PACKED]
         else:
             parts = [data.reshape(-1).view(np.uint8).data]
-            entry.append(data.nbytes)
-        entries.append(entry)
-        pieces.append(parts)
-        offset += -(-int(entry[4]) // _ALIGN) * _ALIGN  # type: ignore[call-overload]
+        nbytes = sum(len(p) for p in parts)
+        entries.append([name, data.dtype.str, list(data.shape), offset, nbytes, *form])
+        pad = -nbytes % _ALIGN
+        pieces += [*parts, b"\0" * pad]
+        offset += nbytes + pad
     header = json.dumps(entries).encode()
     head = _ARRAYS_MAGIC + struct.pack("<I", len(header)) + header
     head += b"\0" * (-len(head) % _ALIGN)
-    out: list[bytes | memoryview] = [head]
-    for parts in pieces:
-        out += parts
-        size = sum(len(p) for p in parts)
-        if size % _ALIGN:
-            out.append(b"\0" * (-size % _ALIGN))
+    out: list[bytes | memoryview] = [head, *pieces]
     return _write(carry_dir, key, out, "arrays")
 
 

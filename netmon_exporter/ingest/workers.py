@@ -427,10 +427,7 @@ class WorkerPool:
         """
         idle = [w for w in self._workers if w.task is None and not w.retiring]
         idle.sort(key=lambda w: task.carry is None or task.carry not in w.holds)
-        if task.carry is not None:
-            for w in self._workers:
-                if task.carry in w.holds:
-                    w.holds.remove(task.carry)
+        self._hand_over_table(task)
         if not idle:
             raise RuntimeError("no idle worker")
         w = idle[0]
@@ -495,10 +492,16 @@ class WorkerPool:
         except (OSError, ValueError):
             return False  # the worker is dying: its sentinel tells the rest
         w.queued = task
-        for other in self._workers:  # the table goes with the task (as in submit)
-            if task.carry is not None and task.carry in other.holds:
-                other.holds.remove(task.carry)
+        self._hand_over_table(task)
         return True
+
+    def _hand_over_table(self, task: Task) -> None:
+        """The flow table a worker kept for ``task``'s carry goes with the task (it is
+        taken out of that worker's table store when the task starts there)."""
+        if task.carry is not None:
+            for w in self._workers:
+                if task.carry in w.holds:
+                    w.holds.remove(task.carry)
 
     @staticmethod
     def _not_run(task: Task | None, why: str) -> list[Outcome]:
