@@ -24,11 +24,13 @@ runs are reproducible.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import row_pack
 from .flow_schema import (
     FEATURE_COLUMNS,
     KEY_COLUMNS,
@@ -38,11 +40,13 @@ from .flow_schema import (
     is_flow,
     is_slice,
 )
+from .row_pack import PackedRows
 
 # Rows kept for per-flow analysis per window (about 50 MB) and per file a worker
 # sends (a window usually gathers several files).
 ROW_CAP = 250_000
 FILE_ROW_CAP = 100_000
+PACK_ROWS = 16_384  # rows a window gathers before it packs them (see FlowSample)
 WEIGHT = "sample_weight"
 
 # What detectors (detectors/*.py), reports (window.py) and the models' default feature set
@@ -313,15 +317,23 @@ def water_level(counts: np.ndarray, target: int) -> int:
 
 
 class FlowSample:
-    """At most ``cap`` narrow rows standing for every flow offered, and the exact tally."""
+    """At most ``cap`` narrow rows standing for every flow offered, and the exact tally.
 
-    def __init__(self, cap: int = ROW_CAP) -> None:
+    With ``packed`` (a window's sample) the rows are held packed column by column
+    (:mod:`.row_pack`) in parts of about ``PACK_ROWS``, and :meth:`result` unpacks them
+    only when its columns are first read (when the window is analysed, not while it
+    waits for that).
+    """
+
+    def __init__(self, cap: int = ROW_CAP, packed: bool = False) -> None:
         self.cap = max(1, int(cap))
-        self._rows: list[FlowBatch] = []
+        self.packed = packed
+        self._rows: list[FlowBatch | PackedRows] = []
+        self._loose = 0  # rows at the end of _rows not packed yet (``packed`` only)
         self._u: list[np.ndarray] = []  # priority of each row
         self._g: list[np.ndarray] = []  # group key of each row
         self._p: list[np.ndarray] = []  # chance of each row to have been kept
-        self._pending: list[FlowBatch] = []  # last rows added, u/g/p not computed yet
+        self._ranked = False  # whether u/g/p are known for every row (once thinning began)
         self._n = 0
         self._tallies: list[Mapping[str, np.ndarray]] = []
         self._tau_keys = np.zeros(0, np.uint64)  # thinned groups, sorted ...
@@ -349,15 +361,15 @@ class FlowSample:
         if not len(batch):
             return
         rows = narrow(batch)
-        if self._tau_all >= 1.0 and not len(self._tau_keys):
+        if self._tau_all >= 1.0 and not len(self._tau_keys) and not self._ranked:
             # nothing thinned yet: priorities are only needed once something must be
             self._rows.append(rows)
-            self._pending.append(rows)
             self._n += len(rows)
+            self._pack_loose(len(rows))
             if self._n > self.cap:
                 self._thin()
             return
-        self._compute_pending()
+        self._rank()
         u, g = priorities(rows), group_keys(rows)
         p = 1.0 / weights(rows)
         tau = np.full(len(rows), self._tau_all)
@@ -378,16 +390,34 @@ class FlowSample:
         self._g.append(g)
         self._p.append(p)
         self._n += len(rows)
+        self._pack_loose(len(rows))
 
-    def _compute_pending(self) -> None:
-        for rows in self._pending:
+    def _pack_loose(self, added: int) -> None:
+        """Pack the rows added last once there are ``PACK_ROWS`` of them (``packed`` only)."""
+        if not self.packed:
+            return
+        self._loose += added
+        if self._loose < PACK_ROWS:
+            return
+        k = len(self._rows)
+        while k > 0 and not isinstance(self._rows[k - 1], PackedRows):
+            k -= 1
+        self._rows[k:] = [PackedRows(row_pack.join(self._rows[k:]))]
+        self._loose = 0
+
+    def _rank(self) -> None:
+        """Compute u/g/p of every row (once: from then on rows come with theirs)."""
+        if self._ranked:
+            return
+        for part in self._rows:
+            rows = part.unpack() if isinstance(part, PackedRows) else part
             self._u.append(priorities(rows))
             self._g.append(group_keys(rows))
             self._p.append(1.0 / weights(rows))
-        self._pending = []
+        self._ranked = True
 
     def _state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        self._compute_pending()
+        self._rank()
         u, g, p = (np.concatenate(x) if x else np.zeros(0) for x in (self._u, self._g, self._p))
         g = g.astype(np.uint64, copy=False)
         self._u, self._g, self._p = [u], [g], [p]
@@ -422,11 +452,20 @@ class FlowSample:
         for i, part in enumerate(self._rows):
             mine = keep[at : at + len(part)]
             at += len(part)
-            if not mine.all():
+            if mine.all():
+                continue
+            if isinstance(part, PackedRows):
+                self._rows[i] = PackedRows(part.unpack().take(mine))
+            else:
                 self._rows[i] = part.take(mine)
         self._rows = [r for r in self._rows if len(r)]
         self._u, self._g, self._p = [u[keep]], [g[keep]], [p[keep]]
         self._n = int(keep.sum())
+        self._loose = 0
+        for part in reversed(self._rows):
+            if isinstance(part, PackedRows):
+                break
+            self._loose += len(part)
 
     def _note_tau(self, keys: np.ndarray, tau: np.ndarray) -> None:
         if not len(keys):
@@ -440,12 +479,23 @@ class FlowSample:
 
     def parts(self, rows: int = 32768) -> list[FlowBatch]:
         """The kept rows (with ``sample_weight``), in pieces of about ``rows``."""
+        out: list[FlowBatch] = []
+        for group, w in self._groups(rows):
+            joined = row_pack.join(group)
+            if w is not None:
+                joined = FlowBatch({**joined.columns, WEIGHT: w})
+            out.append(joined)
+        return out
+
+    def _groups(self, rows: int) -> list[tuple[list[FlowBatch | PackedRows], np.ndarray | None]]:
+        """The parts in groups of about ``rows`` rows, each with the weights its rows
+        get (None: the rows' own, when nothing was thinned here)."""
         w = None  # never thinned here: the rows' own weights are right
         if self._tau_all < 1.0 or len(self._tau_keys):
             _, _, p = self._state()
             w = (1.0 / np.maximum(p, 1e-300)).astype(np.float32)
-        out: list[FlowBatch] = []
-        group: list[FlowBatch] = []
+        out: list[tuple[list[FlowBatch | PackedRows], np.ndarray | None]] = []
+        group: list[FlowBatch | PackedRows] = []
         size = at = 0
         for part in [*self._rows, None]:
             if part is not None and (size + len(part) <= rows or not group):
@@ -453,11 +503,8 @@ class FlowSample:
                 size += len(part)
                 continue
             if group:
-                joined = FlowBatch.concat(group)
-                if w is not None:
-                    joined = FlowBatch({**joined.columns, WEIGHT: w[at : at + len(joined)]})
-                out.append(joined)
-                at += len(joined)
+                out.append((group, None if w is None else w[at : at + size]))
+                at += size
             group, size = ([part], len(part)) if part is not None else ([], 0)
         return out
 
@@ -467,7 +514,61 @@ class FlowSample:
         return dict(self._tallies[0])
 
     def result(self) -> SampledFlows:
-        """The kept rows (with ``sample_weight``) and the tally of every flow offered."""
-        parts = self.parts(max(self._n, 1))
-        rows = parts[0] if parts else narrow(FlowBatch.empty())
+        """The kept rows (with ``sample_weight``) and the tally of every flow offered.
+
+        A ``packed`` sample's rows stay packed until a column is first read.
+        """
+        groups = self._groups(max(self._n, 1))
+        if not groups:
+            return SampledFlows(narrow(FlowBatch.empty()).columns, self.tally())
+        group, w = groups[0]
+        if self.packed:
+            return SampledFlows(Unpacking(group, w), self.tally())
+        rows = row_pack.join(group)
+        if w is not None:
+            rows = FlowBatch({**rows.columns, WEIGHT: w})
         return SampledFlows(rows.columns, self.tally())
+
+
+class Unpacking(Mapping[str, np.ndarray]):
+    """Columns of packed rows, unpacked (all at once, by whichever thread comes first)
+    when one is first read; until then only the packed parts are held. ``rows`` tells
+    :class:`~.flow_schema.FlowBatch` its length without unpacking."""
+
+    def __init__(self, parts: list[FlowBatch | PackedRows], weight: np.ndarray | None) -> None:
+        self.rows = sum(len(p) for p in parts)
+        names: dict[str, None] = {}
+        for p in parts:
+            names.update(dict.fromkeys(row_pack.names(p)))
+        if weight is not None:
+            names[WEIGHT] = None
+        self._names = tuple(names)
+        self._parts: list[FlowBatch | PackedRows] | None = parts
+        self._weight = weight
+        self._columns: dict[str, np.ndarray] | None = None
+        self._lock = threading.Lock()
+
+    def _unpacked(self) -> dict[str, np.ndarray]:
+        with self._lock:
+            if self._columns is None:
+                cols = dict(row_pack.join(self._parts or []).columns)
+                if self._weight is not None:
+                    cols[WEIGHT] = self._weight
+                self._columns, self._parts = cols, None
+            return self._columns
+
+    @property
+    def unpacked(self) -> bool:
+        return self._columns is not None
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._unpacked()[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)

@@ -227,6 +227,9 @@ class FlowBatch:
     columns: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
+        rows = getattr(self.columns, "rows", None)  # columns not unpacked yet (flow_sample)
+        if rows is not None:
+            return int(rows)
         for col in self.columns.values():
             return int(len(col))
         return 0

@@ -183,7 +183,7 @@ class WindowAggregator:
         for key, rows, entries in _split(rows_at, tally_at):
             sample = self._windows.get(key)
             if sample is None:
-                sample = self._windows[key] = FlowSample(self._row_cap)
+                sample = self._windows[key] = FlowSample(self._row_cap, packed=True)
             part = flows if rows is None else flows.take(rows)
             sample.merge(part, tally if entries is None else take_tally(tally, entries))
 

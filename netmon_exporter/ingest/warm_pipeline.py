@@ -83,14 +83,17 @@ def warm_up() -> None:
 
 
 def warm_detectors() -> None:
-    """Compile the detectors' kernel (the scan detectors' contact merge), which runs in
-    the daemon's main process, not in workers: only when run as a program. The store
-    takes the compiled path from its second update on, with the same argument types as
-    a store of a million rows (a read-only store, writable new rows)."""
+    """Compile the kernels of the daemon's main process (not of workers): only when run
+    as a program. The scan detectors' contact merge: the store takes the compiled path
+    from its second update on, with the same argument types as a store of a million rows
+    (a read-only store, writable new rows). The windows' row packing: float32 and
+    float64 columns in every form (see :func:`warm_row_pack`)."""
     import numpy as np
 
     from ..detectors.scan_probes import ContactStore
     from ..flow_schema import str_to_addrs
+
+    warm_row_pack()
 
     store = ContactStore(60.0, 10, sums=("n",))
     store.merge_kernel_rows = 1
@@ -108,6 +111,24 @@ def warm_detectors() -> None:
             },
             t,
         )
+
+
+def warm_row_pack() -> None:
+    """Pack and unpack float32 and float64 columns of whole numbers of each code width,
+    with and without NaN, and of other values."""
+    import numpy as np
+
+    from ..flow_schema import FlowBatch
+    from ..row_pack import PackedRows
+
+    cols = {}
+    for dtype in (np.float32, np.float64):
+        for span in (2, 300, 70_000):
+            for nan in (False, True):
+                x = [0.0, span, 1.0, np.nan if nan else 1.0]
+                cols[f"{np.dtype(dtype).name}-{span}-{nan}"] = np.array(x, dtype)
+        cols[f"{np.dtype(dtype).name}-raw"] = np.array([0.5, 1.5, 2.5, 3.5], dtype)
+    PackedRows(FlowBatch(cols)).unpack()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,300 @@
+"""Windows hold their rows packed column by column (issue 12 item 3): every bit comes back.
+
+`row_pack.PackedRows` must give back each column with its name, order, dtype and bits
+(NaN payloads, -0.0, infinities, integer limits, addresses, query names), choose the
+narrow forms where they apply, and a packed `FlowSample` (what a window holds) must hand
+out exactly the rows, weights and tally an unpacked one does, thinning included.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netmon_exporter import row_pack
+from netmon_exporter.config import WindowsConfig
+from netmon_exporter.flow_sample import PACK_ROWS, FlowSample, Unpacking, narrow
+from netmon_exporter.flow_schema import FlowBatch, str_to_addrs
+from netmon_exporter.pipeline import FlowSettings, process_file
+from netmon_exporter.row_pack import CONST, RAW, U8, U16, U32, PackedRows
+from netmon_exporter.window import WindowAggregator
+
+from .test_memory_rows import _chunks, mixed_traffic
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).parent / "data" / "pcaps"
+
+
+def _same(a: FlowBatch, b: FlowBatch) -> None:
+    assert list(a.columns) == list(b.columns)
+    assert len(a) == len(b)
+    for name in a.columns:
+        x, y = np.asarray(a[name]), np.asarray(b[name])
+        assert x.dtype == y.dtype and x.shape == y.shape, name
+        if x.dtype.kind == "O":
+            assert x.tolist() == y.tolist(), name
+        else:
+            assert x.tobytes() == y.tobytes(), name
+
+
+def _round_trip(batch: FlowBatch) -> PackedRows:
+    packed = PackedRows(batch)
+    assert len(packed) == len(batch)
+    _same(batch, packed.unpack())
+    # and into the middle of larger columns, as a window joins its parts
+    _same(FlowBatch.concat([batch, batch]), row_pack.join([batch, packed]))
+    return packed
+
+
+def _kind(packed: PackedRows, name: str) -> int:
+    (col,) = [c for n, _, c in packed._cols if n == name]
+    return int(col.kind)
+
+
+def _with_bits(
+    values: np.ndarray, dtype: type, where: np.ndarray, bits_there: int, bits_else: int
+) -> np.ndarray:
+    """``values`` as ``dtype``, the rows ``where`` set to the float of ``bits_there`` and
+    the rest left as they are if ``bits_there == bits_else``, else set to ``bits_else``."""
+    out = np.asarray(values, dtype).copy()
+    raw = out.view({4: np.uint32, 8: np.uint64}[np.dtype(dtype).itemsize])
+    raw[where] = bits_there
+    if bits_there != bits_else:
+        raw[~where] = bits_else
+    return out
+
+
+def test_each_form_is_chosen_where_it_applies_and_gives_the_bits_back() -> None:
+    n = 300
+    ramp = np.arange(n, dtype=np.float64)
+    cols: dict[str, np.ndarray] = {}
+    expect: dict[str, int] = {}
+    for dt in (np.float32, np.float64):
+        t = np.dtype(dt).name
+
+        def add(name: str, values: np.ndarray, kind: int, dt: type = dt, t: str = t) -> None:
+            cols[f"{t} {name}"] = np.asarray(values, dt)
+            expect[f"{t} {name}"] = kind
+
+        add("const", np.full(n, 3.25), CONST)
+        add("const nan", np.full(n, np.nan), CONST)
+        add("zeros", np.zeros(n), CONST)
+        add("minus zero", np.full(n, -0.0), CONST)
+        add("0 and -0", np.where(ramp % 2 == 0, 0.0, -0.0), RAW)
+        add("span 255", ramp % 256 - 7, U8)
+        add("span 255 + nan", np.where(ramp == 5, np.nan, ramp % 256 - 7), U16)  # 256 codes
+        add("span 254 + nan", np.where(ramp == 5, np.nan, ramp % 255), U8)
+        add("span 65535 + nan", np.where(ramp == 5, np.nan, ramp * 219.0 + 3), U16)
+        add("span 65536", np.where(ramp == 0, 65537.0, ramp), U32)
+        add("whole with inf", np.where(ramp == 9, np.inf, ramp), RAW)
+        add("fractions", ramp / 4, RAW)
+        add("whole with -0", np.where(ramp == 9, -0.0, ramp + 1), RAW)
+        # NaNs of other bits than numpy's: each comes back as it was
+        quiet, odd = (
+            (0x7FC00000, 0xFFC00123) if t == "float32" else (0x7FF8 << 48, 0xFFF8 << 48 | 0x123)
+        )
+        add("two nans", _with_bits(ramp, dt, ramp % 3 == 0, quiet, odd), RAW)
+        add("one odd nan", _with_bits(ramp, dt, ramp == 4, odd, odd), U16)
+    big = float(2**53)
+    cols["float64 beyond 2**53"] = np.array([big + 2 * i for i in range(n)], np.float64)
+    expect["float64 beyond 2**53"] = RAW
+    cols["float32 large whole"] = (np.float32(2**40) + ramp.astype(np.float32) * 2**17).astype(
+        np.float32
+    )
+    expect["float32 large whole"] = U32
+    cols["float64 negative whole"] = -1e12 - ramp
+    expect["float64 negative whole"] = U16
+    cols["uint16 ports"] = (ramp * 211 % 65536).astype(np.uint16)
+    expect["uint16 ports"] = RAW  # span > 255: 16-bit codes would save nothing
+    cols["uint16 small"] = (1000 + ramp % 200).astype(np.uint16)
+    expect["uint16 small"] = U8
+    cols["uint8"] = (ramp % 7).astype(np.uint8)
+    expect["uint8"] = RAW
+    cols["int64 limits"] = np.where(ramp % 2 == 0, -(2**63), 2**63 - 1).astype(np.int64)
+    expect["int64 limits"] = RAW
+    cols["int64 near max"] = (2**63 - 1 - ramp.astype(np.int64)).astype(np.int64)
+    expect["int64 near max"] = U16
+    cols["uint64 high"] = (np.uint64(2**64 - 1) - ramp.astype(np.uint64)).astype(np.uint64)
+    expect["uint64 high"] = RAW
+    batch = FlowBatch(cols)
+    packed = _round_trip(batch)
+    for name, kind in expect.items():
+        assert _kind(packed, name) == kind, name
+
+
+def test_addresses_names_and_other_columns_come_back() -> None:
+    n = 500
+    rng = np.random.default_rng(5)
+    v4 = [f"10.0.{i % 251}.{i % 13}" for i in range(n)]  # one /16
+    mixed = [a if i % 5 else f"2001:db8::{i:x}" for i, a in enumerate(v4)]
+    names = np.full(n, "", dtype=object)
+    names[::17] = [f"q{i}.example.com" for i in range(len(names[::17]))]
+    names[3] = None  # not a string: kept as it is
+    names[4] = "\udcff\x00 odd"
+    batch = FlowBatch(
+        {
+            "src_ip": str_to_addrs(v4),
+            "dst_ip": str_to_addrs(mixed),
+            "same_ip": str_to_addrs(["192.0.2.1"] * n),
+            "dns_qname": names,
+            "flags": rng.integers(0, 2, n).astype(bool),
+            "text": np.array([f"t{i % 9}" for i in range(n)]),
+            "half": rng.random(n).astype(np.float16),
+            "matrix_like": np.arange(n, dtype=np.int32),
+        }
+    )
+    packed = _round_trip(batch)
+    # IPv4 in an IPv6 field: three constant words, one narrow one
+    src = next(c for name, _, c in packed._cols if name == "src_ip")
+    assert [w.kind for w in src] == [CONST, CONST, CONST, U16]
+    assert sum(w.nbytes for w in src) == 2 * n
+    (qnames,) = [c for name, _, c in packed._cols if name == "dns_qname"]
+    assert len(qnames[0]) == len(names[::17]) + 2  # only the rows with a name (or None)
+
+
+def test_empty_and_one_row_batches() -> None:
+    empty = narrow(FlowBatch.empty())
+    assert len(empty) == 0
+    _round_trip(empty)
+    one = narrow(mixed_traffic(1))
+    _round_trip(one.take(np.array([0])))
+    assert len(row_pack.join([])) == 0
+
+
+def test_random_columns_of_every_kind_round_trip() -> None:
+    rng = np.random.default_rng(12)
+    for trial in range(40):
+        n = int(rng.integers(1, 3000))
+        cols: dict[str, np.ndarray] = {}
+        for c in range(12):
+            dt = rng.choice([np.float32, np.float64, np.int64, np.uint16, np.uint32, np.uint8])
+            base = float(rng.choice([0, -5, 1e6, 2**31, 2**52]))
+            span = float(rng.choice([0, 1, 200, 255, 256, 60_000, 2**20, 2**33]))
+            x = base + np.floor(rng.random(n) * (span + 1))
+            if rng.random() < 0.3:
+                x = x + rng.random(n)  # fractions
+            if np.dtype(dt).kind == "f":
+                if rng.random() < 0.4:
+                    x[rng.random(n) < 0.2] = np.nan
+                if rng.random() < 0.1:
+                    x[rng.integers(0, n)] = -np.inf
+                arr = x.astype(dt)
+            else:
+                info = np.iinfo(dt)
+                arr = np.clip(x, info.min, info.max).astype(dt)
+            cols[f"c{c}"] = arr
+        _round_trip(FlowBatch(cols))
+        assert trial >= 0
+
+
+def _synth() -> object:
+    spec = importlib.util.spec_from_file_location("bench_synth", ROOT / "bench" / "synth.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _narrow_rows(pcap: Path) -> list[FlowBatch]:
+    rows: list[FlowBatch] = []
+    settings = FlowSettings(interim_seconds=60.0)
+    process_file(pcap, settings, collect=False, on_flows=lambda b: rows.append(narrow(b)))
+    return rows
+
+
+@pytest.mark.parametrize(("scan", "most"), [(False, 150), (True, 64)])
+def test_real_rows_come_back_the_same_in_a_fraction_of_the_bytes(
+    tmp_path: Path, scan: bool, most: int
+) -> None:
+    """bench/synth.py's ordinary mix (TCP sessions, DNS with real names, UDP, ICMP) and
+    its flow-heavy one (one SYN and one RST per flow), as a window packs them: the
+    numeric columns of a row take at most ``most`` bytes (the unpacked row: ~250)."""
+    pcap = tmp_path / "synth.pcap"
+    _synth().write_pcap(pcap, 60_000, seed=4, scan=scan)  # type: ignore[attr-defined]
+    rows = _narrow_rows(pcap)
+    whole = FlowBatch.concat(rows)
+    assert len(whole) > (20_000 if scan else 4_000)
+    packed = _round_trip(whole)
+    wide = sum(np.asarray(c).nbytes for c in whole.columns.values())
+    assert wide / len(whole) > 240
+    assert packed.nbytes / len(whole) <= most, packed.nbytes / len(whole)
+    for part in rows:
+        _round_trip(part)
+
+
+def test_rows_of_real_captures_come_back_the_same() -> None:
+    for pcap in sorted(DATA.glob("*.pcap*")):
+        for part in _narrow_rows(pcap):
+            _round_trip(part)
+
+
+def test_a_packed_sample_hands_out_what_an_unpacked_one_does() -> None:
+    """The same flows offered in the same order, with and without thinning: the same
+    rows, weights (bit for bit) and tally; the packed one holds them in parts of about
+    PACK_ROWS and fewer bytes."""
+    traffic = narrow(mixed_traffic(70_000, seed=3))
+    for cap, size in ((10**9, 3000), (25_000, 4096), (9_000, 20_000), (5, 7)):
+        plain, packed = FlowSample(cap), FlowSample(cap, packed=True)
+        for part in _chunks(traffic, size)[: 40 if size == 7 else None]:
+            plain.add(part)
+            packed.add(part)
+            assert len(plain) == len(packed)
+        got = packed.result()
+        assert isinstance(got.columns, Unpacking) and not got.columns.unpacked
+        want = plain.result()
+        assert len(got) == len(want) and not got.columns.unpacked  # len() does not unpack
+        assert set(got.columns) == set(want.columns) and "sample_weight" in got
+        assert not got.columns.unpacked
+        _same(want, got)
+        assert got.columns.unpacked
+        for k in want.tally:
+            assert np.array_equal(want.tally[k], got.tally[k])
+        _same(FlowBatch.concat(plain.parts(8192)), FlowBatch.concat(packed.parts(8192)))
+    held = FlowSample(10**9, packed=True)
+    for part in _chunks(traffic, 1000):
+        held.add(part)
+    kinds = [type(p) for p in held._rows]
+    assert kinds.count(PackedRows) == len(traffic) // PACK_ROWS
+    loose = sum(len(p) for p in held._rows if not isinstance(p, PackedRows))
+    assert loose < PACK_ROWS
+
+
+def test_two_threads_reading_a_packed_window_get_the_same_columns() -> None:
+    traffic = narrow(mixed_traffic(40_000, seed=2))
+    sample = FlowSample(10**9, packed=True)
+    for part in _chunks(traffic, 5000):
+        sample.add(part)
+    got = sample.result()
+    seen: list[np.ndarray] = []
+    start = threading.Barrier(4)
+
+    def read() -> None:
+        start.wait()
+        seen.append(got["first_ts"])
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 4 and all(s is seen[0] for s in seen)
+    assert np.array_equal(seen[0], traffic["first_ts"])
+
+
+def test_a_window_stays_packed_until_it_is_analysed(tmp_path: Path) -> None:
+    """Closed windows waiting for analysis hold packed rows; the rows they hand out are
+    those of an unpacked sample of the same flows."""
+    traffic = mixed_traffic(50_000, seed=1)
+    agg = WindowAggregator(WindowsConfig(length_seconds=60), tmp_path, row_cap=20_000)
+    plain = FlowSample(20_000)
+    for part in _chunks(traffic, 8192):
+        agg.add(part)
+        plain.add(part)
+    (window,) = agg.flush()
+    assert isinstance(window.flows.columns, Unpacking) and not window.flows.columns.unpacked
+    assert len(window.flows) == len(plain) and not window.flows.columns.unpacked
+    _same(plain.result(), window.flows)
