@@ -244,6 +244,10 @@ class FlowBatch:
         """Return the rows selected by a boolean mask or an index array."""
         return FlowBatch({k: v[index] for k, v in self.columns.items()})
 
+    def rows(self, start: int, stop: int) -> FlowBatch:
+        """Rows ``start`` to ``stop`` (excluded) as views of the columns (no copy)."""
+        return FlowBatch({k: v[start:stop] for k, v in self.columns.items()})
+
     @staticmethod
     def empty() -> FlowBatch:
         return make_batch(0)

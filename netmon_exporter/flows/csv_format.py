@@ -273,7 +273,7 @@ def _fixed(values: np.ndarray) -> np.ndarray:
     :func:`~netmon_exporter.text_safety.csv_cell`; numeric columns never pass here.
     """
     n = len(values)
-    nonempty = [i for i, v in enumerate(values.tolist()) if v]
+    nonempty = np.flatnonzero(values.astype(bool)).tolist()  # truth of each value, in C
     if not nonempty:
         return np.zeros((n, 1), dtype=np.uint8)
     enc = [_csv_field(csv_cell(values[i])).encode("utf-8", "backslashreplace") for i in nonempty]
@@ -326,9 +326,8 @@ def format_flows(
     ts_us = np.where(ts_ok, us, 0).astype(np.int64)
     lab = _fixed(np.asarray(label, dtype=object))
     qn = _fixed(np.asarray(qname, dtype=object))
-    mat = np.empty((n, len(nums)), dtype=np.float64)  # row-major: one row per flow
-    for k, col in enumerate(nums):
-        mat[:, k] = col
+    # one row per feature (contiguous copies), read by the kernel as one row per flow
+    mat = np.stack([np.asarray(c, dtype=np.float64) for c in nums]).T
     per_row = 4 * 40 + 27 + lab.shape[1] + qn.shape[1] + 40 + mat.shape[1] * 24
     out = np.empty(n * per_row, dtype=np.uint8)
     w = _format(
