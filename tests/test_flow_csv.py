@@ -12,10 +12,14 @@ import pytest
 from netmon_exporter.flow_schema import (
     CIC_FEATURES,
     EXTRA_FEATURES,
+    FLOWS,
+    SLICES,
     FlowBatch,
     addrs_to_str,
     str_to_addrs,
+    view,
 )
+from netmon_exporter.flows import csv_format, flow_csv
 from netmon_exporter.flows.csv_dialects import (
     CIC_CSV_COLUMNS,
     CIC_LONG_NAMES,
@@ -74,6 +78,69 @@ def test_aborted_writer_leaves_nothing(tmp_path: Path) -> None:
     w = FlowCsvWriter(tmp_path / "x.csv")
     w.abort()
     assert list(tmp_path.iterdir()) == []
+
+
+def _flows_of(pcap: Path, interim: float = 0.0) -> list[FlowBatch]:
+    got: list[FlowBatch] = []
+    process_file(pcap, FlowSettings(interim_seconds=interim), collect=False, on_flows=got.append)
+    return got
+
+
+@pytest.mark.parametrize("interim", [False, True])
+def test_a_background_writer_writes_the_same_bytes(tmp_path: Path, interim: bool) -> None:
+    """The `flows` command formats rows on a thread of its own: the file is byte for byte
+    what the writer makes on the calling thread (every test capture, in batches as the
+    flow table hands them out, some larger than a formatting part)."""
+    batches = [b for pcap in sorted(DATA.glob("*.pcap*")) for b in _flows_of(pcap, 1.0)]
+    batches.append(FlowBatch.concat(batches * 40))  # > csv_format.ROWS_PER_CALL rows
+    assert len(batches[-1]) > csv_format.ROWS_PER_CALL
+    paths = []
+    for background in (False, True):
+        path = tmp_path / f"{background}.csv"
+        w = FlowCsvWriter(path, interim=interim, background=background)
+        for b in batches:
+            w.write(b)
+        w.close()
+        paths.append(path)
+        assert w.rows == sum(len(view(b, SLICES if interim else FLOWS)) for b in batches)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    assert paths[0].stat().st_size > 100_000
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_background_writer_hands_its_error_back_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails on the writer's thread (a full disk) is raised by the next
+    write or by close; abort then removes the temporary file and stops the thread."""
+    batch = FlowBatch.concat(_flows_of(DATA / "dns-edns-ecs.pcap"))
+    calls = {"n": 0}
+    real = flow_csv.format_rows
+
+    def failing(part: FlowBatch) -> bytes:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(28, "No space left on device")
+        return real(part)
+
+    monkeypatch.setattr(flow_csv, "format_rows", failing)
+    w = FlowCsvWriter(tmp_path / "out.csv", background=True)
+    thread = w._thread
+    assert thread is not None and thread.is_alive()
+    with pytest.raises(OSError, match="No space left"):
+        for _ in range(200):
+            w.write(batch)
+        w.close()
+    w.abort()
+    assert not thread.is_alive() and list(tmp_path.iterdir()) == []
+    # an abort with parts still queued drops them and stops too
+    monkeypatch.setattr(flow_csv, "format_rows", real)
+    w = FlowCsvWriter(tmp_path / "out.csv", background=True)
+    for _ in range(20):
+        w.write(batch)
+    thread = w._thread
+    w.abort()
+    assert thread is not None and not thread.is_alive() and list(tmp_path.iterdir()) == []
 
 
 def test_csv_name_is_deterministic() -> None:

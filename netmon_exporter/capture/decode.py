@@ -414,7 +414,7 @@ def decode_packet(b, o, caplen, wirelen, linktype, ts, P, PE, i, frag, hist):
         frag[s, 8] = 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def walk_pcap(b, pos, end, swapped, nanosec, linktype, P, PE, maxp, frag, hist, res):
     """Decode whole pcap records from ``b[pos:end]``; ``res`` gets (pos, n, code)."""
     n = 0
@@ -471,7 +471,7 @@ def _malformed(P, PE, n, orig, ts):
     PE[n] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def walk_pcapng(b, pos, end, st, if_link, if_res, if_off, P, PE, maxp, frag, hist, res):
     """Decode whole pcapng blocks from ``b[pos:end]``.
 

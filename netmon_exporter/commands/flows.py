@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     packets = flows = 0
-    writer = FlowCsvWriter(out)
+    writer = FlowCsvWriter(out, background=True)  # formats rows while the next are parsed
     carry: bytes | None = None
     try:
         for i, path in enumerate(args.files):

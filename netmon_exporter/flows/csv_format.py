@@ -210,7 +210,7 @@ def _put_time(out, w, us):
     return w + 6
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _format(src, dst, sport, dport, proto, ts_us, ts_ok, label, qname, nums, out):
     """Format rows into ``out``; return the number of bytes written."""
     w = 0

@@ -15,7 +15,9 @@ from __future__ import annotations
 import csv
 import io
 import os
+import queue
 import re
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,19 +61,34 @@ class FlowCsvWriter:
     Of the records a batch may hold (``flow_record``), whole flows are written
     (CICFlowMeter semantics: one row per flow); with ``interim`` the per-window slices
     instead (a flow cut at window boundaries is one row per window it was active in).
+
+    With ``background`` the rows are formatted and written by a thread of their own
+    (the compiled formatter runs without the GIL), so a process with a spare core
+    parses the next packets meanwhile; at most ``_QUEUED`` parts wait for it. The
+    batches must not change after :meth:`write` (the flow table hands out new arrays).
+    An error of that thread is raised by the next :meth:`write` or by :meth:`close`.
     """
 
-    def __init__(self, path: Path, interim: bool = False) -> None:
+    def __init__(self, path: Path, interim: bool = False, background: bool = False) -> None:
         self.path = Path(path)
         self.interim = interim
         self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         self._fh: BinaryIO | None = open(self.tmp, "wb")  # noqa: SIM115
         self._fh.write((",".join(OUTPUT_COLUMNS) + "\n").encode())
         self.rows = 0
+        self._queue: queue.Queue[FlowBatch | None] | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._dropping = False  # aborted: the thread discards what is still queued
+        if background:
+            self._queue = queue.Queue(maxsize=_QUEUED)
+            self._thread = threading.Thread(target=self._run, name="csv-writer", daemon=True)
+            self._thread.start()
 
     def write(self, batch: FlowBatch) -> None:
         if not len(batch) or self._fh is None:
             return
+        self._raise_error()
         batch = view(batch, SLICES if self.interim else FLOWS)
         if not len(batch):
             return
@@ -79,13 +96,39 @@ class FlowCsvWriter:
         for i in range(0, len(batch), step):
             # slices are views: no copy of ~100 columns per part
             part = batch if len(batch) <= step else batch.rows(i, i + step)
-            self._fh.write(format_rows(part))
+            if self._queue is not None:
+                self._queue.put(part)
+            else:
+                self._fh.write(format_rows(part))
         self.rows += len(batch)
+
+    def _run(self) -> None:
+        assert self._queue is not None and self._fh is not None
+        fh = self._fh
+        while (part := self._queue.get()) is not None:
+            if self._error is not None or self._dropping:
+                continue
+            try:
+                fh.write(format_rows(part))
+            except BaseException as exc:  # noqa: BLE001 - handed to the writing thread
+                self._error = exc
+
+    def _stop(self) -> None:
+        if self._thread is not None and self._queue is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
 
     def close(self) -> None:
         """Flush, fsync and move the file into place."""
         if self._fh is None:
             return
+        self._stop()
+        self._raise_error()
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
@@ -94,10 +137,15 @@ class FlowCsvWriter:
 
     def abort(self) -> None:
         """Drop the temporary file (processing failed)."""
+        self._dropping = True
+        self._stop()
         if self._fh is not None:
             self._fh.close()
             self._fh = None
         self.tmp.unlink(missing_ok=True)
+
+
+_QUEUED = 8  # parts of csv_format.ROWS_PER_CALL rows waiting for a background writer
 
 
 def format_rows(batch: FlowBatch) -> bytes:

@@ -182,7 +182,7 @@ def _hash(ahi, alo, bhi, blo, ap, bp, pr, aux):
     return h ^ (h >> 31)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def rebuild_table(K, status, nflows, table):
     """Index every open flow of ``K[:nflows]`` in ``table`` (size a power of two)."""
     mask = len(table) - 1
@@ -551,7 +551,7 @@ def _update(S, status, f, d, P, PE, i, buf, pool, st, params, hist, DN):
                 S[f, S_QPOOL_LEN] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def process_packets(P, PE, buf, K, S, status, table, pool, st, params, start, links, lru, DN):
     """Add the decodable packets of ``P[start:]`` to their flows; return where it stopped.
 
@@ -667,7 +667,7 @@ def process_packets(P, PE, buf, K, S, status, table, pool, st, params, start, li
     return P.shape[0]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def expire(S, status, nflows, now, params, everything, links, lru):
     """Close flows that no later packet can join (or all of them)."""
     for f in range(nflows):
@@ -727,7 +727,7 @@ def rebase(S, rows, DN):
         DN[q, D_SL_QLEN_MAX] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def compact(K, S, status, nflows, pool, pool2, links, lru):
     """Move the open flows to the front (in place) and their query names into ``pool2``.
 
