@@ -60,6 +60,9 @@ class FlowSettings:
     # are cut into interim records, so windows see packets where they happen
     interim_seconds: float = 0.0
     csv_interim: bool = False  # the flow CSV holds the slices instead of whole flows
+    # read and decode the next packets on a thread of their own (a process with a core
+    # to spare: the flows command; workers are processes side by side already)
+    read_ahead: bool = False
 
     def table_args(self) -> tuple[float, float, float, float, int, float]:
         """The flow table's settings, in :class:`FlowTable`'s argument order."""
@@ -352,7 +355,7 @@ def _process_capture(
     table = _load_carry(carry, settings)
     evicted_before = table.evicted  # a live table kept from the last file counted those
     counts = _Counts()
-    reader = CaptureReader(path)
+    reader = CaptureReader(path, read_ahead=settings.read_ahead)
     try:
         for chunk in reader:
             counts.add(chunk)

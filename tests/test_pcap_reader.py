@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import ipaddress
 import struct
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -376,3 +378,76 @@ def test_ipv4_options_and_unsupported_link(tmp_path: Path) -> None:
     _write_pcap(f, [(1.0, ip)], linktype=147)  # a user DLT: not decoded, counted
     P, _, _ = read_all(f)
     assert P[0, D.F_STATUS] == D.ST_UNSUPPORTED_LINK
+
+
+def _chunks_held(reader: CaptureReader, hold: float = 0.0) -> list[tuple[np.ndarray, ...]]:
+    """Every chunk's packets, query-name bytes, and whether it stayed the same while it was
+    held (``hold`` seconds: the read-ahead thread fills the other turn meanwhile)."""
+    out = []
+    for chunk in reader:
+        P, PE = chunk.P.copy(), chunk.PE.copy()
+        names = [bytes(chunk.buf[q : q + n + 2]) for q, n in P[:, [D.F_QOFF, D.F_QLEN]] if q >= 0]
+        if hold:
+            time.sleep(hold)
+        same = np.array_equal(P, chunk.P) and np.array_equal(PE, chunk.PE, equal_nan=True)
+        later = [bytes(chunk.buf[q : q + n + 2]) for q, n in P[:, [D.F_QOFF, D.F_QLEN]] if q >= 0]
+        out.append((P, PE, np.array(names, dtype=object), np.array([same and later == names])))
+    return out
+
+
+@pytest.mark.parametrize("sizes", [{}, {"read_size": 97, "max_packets": 7}])
+def test_reading_ahead_gives_the_same_chunks(tmp_path: Path, sizes: dict[str, int]) -> None:
+    """A second thread reading and decoding the next chunk (the flows command) hands out
+    the very packets, query names and end states of the plain reader, for every test
+    capture, gzip and pcapng, truncated and corrupt ones, in large and tiny blocks; a
+    chunk held by the consumer is never overwritten by the read-ahead."""
+    frames = [(1.0 + i, _tcp(sport=1000 + i, payload=b"x" * i)) for i in range(60)]
+    plain = tmp_path / "x.pcap"
+    _write_pcap(plain, frames)
+    gz = tmp_path / "x.pcap.gz"
+    gz.write_bytes(gzip.compress(plain.read_bytes()))
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(plain.read_bytes()[:-30])
+    corrupt = tmp_path / "corrupt.pcap"
+    raw = bytearray(plain.read_bytes())
+    at = 24 + 16 * 30 + sum(len(f) for _, f in frames[:30]) + 8  # record 30's caplen
+    raw[at : at + 4] = struct.pack("<I", 0x7FFFFFFF)
+    corrupt.write_bytes(bytes(raw))
+    files = [*sorted(DATA.glob("*.pcap*")), plain, gz, cut, corrupt]
+    for path in files:
+        runs = []
+        for ahead in (False, True):
+            reader = CaptureReader(path, read_ahead=ahead, **sizes)
+            try:
+                chunks, error = _chunks_held(reader, hold=0.002 if ahead else 0.0), None
+            except CaptureError as exc:
+                chunks, error = [], (exc.reason, str(exc))
+            ends = (reader.kind, reader.truncated_tail, reader.packets, reader.bytes_read)
+            runs.append((chunks, error, ends))
+        (a, err_a, ends_a), (b, err_b, ends_b) = runs
+        assert err_a == err_b and ends_a == ends_b, path.name
+        assert (err_a is not None) == (path == corrupt), (path.name, err_a)
+        assert ends_a[1] == (path == cut), path.name
+        assert len(a) == len(b), path.name
+        for x, y in zip(a, b, strict=True):
+            assert np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1], equal_nan=True)
+            assert x[2].tolist() == y[2].tolist() and y[3].all(), path.name
+    assert sum(len(c) for c in _chunks_held(CaptureReader(plain, read_ahead=True, **sizes))) > 0
+
+
+def test_a_consumer_that_stops_early_stops_the_reading_thread(tmp_path: Path) -> None:
+    frames = [(1.0 + i, _tcp(sport=1000 + i, payload=b"x" * 40)) for i in range(400)]
+    f = tmp_path / "x.pcap"
+    _write_pcap(f, frames)
+    before = {t.name for t in threading.enumerate()}
+    reader = CaptureReader(f, read_ahead=True, read_size=256, max_packets=3)
+    it = iter(reader)
+    next(it)
+    assert "capture-reader" in {t.name for t in threading.enumerate()}
+    it.close()  # the consumer stops (an error, Ctrl-C)
+    assert {t.name for t in threading.enumerate()} <= before
+    # and one whose processing raises
+    with pytest.raises(RuntimeError):
+        for _ in CaptureReader(f, read_ahead=True, read_size=256, max_packets=3):
+            raise RuntimeError("the flow table failed")
+    assert {t.name for t in threading.enumerate()} <= before

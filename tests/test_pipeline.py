@@ -153,3 +153,36 @@ def test_memory_stays_bounded_on_a_large_capture(tmp_path: Path) -> None:
     assert packets > 390_000 and flows > 30_000
     # the capture is ~150 MB: the process must hold neither it nor its flows in memory
     assert peak_kb < 300_000, peak_kb
+
+
+def test_reading_ahead_finds_the_same_flows(tmp_path: Path) -> None:
+    """The flows command reads ahead on a second thread: every flow of every test capture
+    (and of a synthetic one of many chunks, with interim records) is the same, bit for bit,
+    and so is the CSV."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_synth", Path(__file__).resolve().parents[1] / "bench" / "synth.py"
+    )
+    assert spec and spec.loader
+    synth = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(synth)
+    big = tmp_path / "synth.pcap"
+    synth.write_pcap(big, 30_000, seed=9)
+    for path in [*sorted(DATA.glob("*.pcap*")), big]:
+        got = []
+        for ahead in (False, True):
+            settings = FlowSettings(read_ahead=ahead, interim_seconds=10.0)
+            res = process_file(path, settings, csv_path=tmp_path / f"{ahead}.csv")
+            got.append((res, (tmp_path / f"{ahead}.csv").read_bytes()))
+        (a, csv_a), (b, csv_b) = got
+        assert csv_a == csv_b and a.flow_count == b.flow_count, path.name
+        assert a.packets_by_protocol == b.packets_by_protocol, path.name
+        assert list(a.flows.columns) == list(b.flows.columns)
+        for name in a.flows.columns:
+            x, y = np.asarray(a.flows[name]), np.asarray(b.flows[name])
+            if x.dtype == object:
+                assert x.tolist() == y.tolist(), (path.name, name)
+            else:
+                assert x.tobytes() == y.tobytes(), (path.name, name)
+    assert len(got[0][0].flows) > 1000

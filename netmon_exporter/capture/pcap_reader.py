@@ -4,6 +4,11 @@ The file is read in blocks of ``read_size`` bytes; the compiled walkers in
 :mod:`.decode` turn every whole record of a block into one row of the packet
 table. Memory stays bounded by the block size and the table size, whatever the
 size of the file.
+
+With ``read_ahead`` a thread of the reader's own reads and decodes the next chunk
+while the consumer works on the current one (the walkers run without the GIL): two
+buffers and packet tables take turns, and a chunk stays valid until the consumer asks
+for the next one, as without it.
 """
 
 from __future__ import annotations
@@ -11,12 +16,14 @@ from __future__ import annotations
 import errno
 import gzip
 import os
+import queue
 import stat
+import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -33,6 +40,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 DEFAULT_READ_SIZE = 4 << 20
 DEFAULT_MAX_PACKETS = 1 << 15
+_TURNS = 2  # buffers and packet tables taking turns when reading ahead
 
 
 class CaptureError(Exception):
@@ -123,10 +131,14 @@ class CaptureReader:
         *,
         read_size: int = DEFAULT_READ_SIZE,
         max_packets: int = DEFAULT_MAX_PACKETS,
+        read_ahead: bool = False,
     ) -> None:
         self.path = Path(path)
         self.read_size = int(read_size)
         self.max_packets = int(max_packets)
+        self.read_ahead = read_ahead
+        # read ahead: called before a buffer and packet table are (re)filled; False: stop
+        self._claim: Callable[[], bool] | None = None
         self.kind = "unknown"
         self.truncated_tail = 0
         self.bytes_read = 0
@@ -134,6 +146,44 @@ class CaptureReader:
         self.frag = np.zeros((D.FRAG_SLOTS, 9), dtype=np.int64)
 
     def __iter__(self) -> Iterator[PacketChunk]:
+        if self.read_ahead:
+            return self._ahead()
+        return self._chunks()
+
+    def _ahead(self) -> Iterator[PacketChunk]:
+        """The chunks, read and decoded one ahead by a thread of their own."""
+        out: queue.SimpleQueue[PacketChunk | BaseException | None] = queue.SimpleQueue()
+        free = threading.Semaphore(_TURNS)  # buffer sets the reading thread may fill
+        stop = threading.Event()
+
+        def claim() -> bool:
+            free.acquire()
+            return not stop.is_set()
+
+        def read() -> None:
+            try:
+                for chunk in self._chunks():
+                    out.put(chunk)
+            except BaseException as exc:  # noqa: BLE001 - raised in the consumer's thread
+                out.put(exc)
+            out.put(None)
+
+        self._claim = claim
+        thread = threading.Thread(target=read, name="capture-reader", daemon=True)
+        thread.start()
+        try:
+            while (item := out.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                free.release()  # the consumer is done with that chunk's buffers
+        finally:
+            stop.set()
+            free.release(_TURNS)  # wake a reading thread waiting for a buffer: it stops
+            thread.join()
+            self._claim = None
+
+    def _chunks(self) -> Iterator[PacketChunk]:
         try:
             fh, head = _open(self.path)
         except OSError as exc:
@@ -230,12 +280,18 @@ class CaptureReader:
 
     def _stream(self, fh: BinaryIO, prefix: bytes, walker) -> Iterator[PacketChunk]:  # noqa: ANN001
         # One buffer and one packet table, reused: a chunk is only valid until the
-        # consumer asks for the next one.
-        buf = np.empty(max(2 * self.read_size, 4096), dtype=np.uint8)
+        # consumer asks for the next one. Reading ahead, two of each take turns.
+        claim = self._claim
+        turns = _TURNS if claim is not None else 1
+        if claim is not None and not claim():
+            return
+        bufs = [np.empty(max(2 * self.read_size, 4096), dtype=np.uint8) for _ in range(turns)]
+        Ps = [np.empty((self.max_packets, D.N_FIELDS), dtype=np.int64) for _ in range(turns)]
+        PEs = [np.empty(self.max_packets, dtype=np.float64) for _ in range(turns)]
+        turn = 0
+        buf, P, PE = bufs[0], Ps[0], PEs[0]
         filled = len(prefix)
         buf[:filled] = np.frombuffer(prefix, dtype=np.uint8)
-        P = np.empty((self.max_packets, D.N_FIELDS), dtype=np.int64)
-        PE = np.empty(self.max_packets, dtype=np.float64)
         res = np.zeros(3, dtype=np.int64)
         eof = False
         consumed = 0  # file offset of buf[0]
@@ -253,6 +309,19 @@ class CaptureReader:
                 raise CaptureError(
                     f"{self.path}: corrupt record header at byte {consumed + pos}", "format"
                 )
+            if n and claim is not None:
+                # the chunk handed out keeps this turn's arrays: go on in the next turn's
+                if not claim():
+                    return
+                turn = (turn + 1) % turns
+                rest = buf[pos:filled]
+                if len(bufs[turn]) < len(buf):
+                    bufs[turn] = np.empty(len(buf), dtype=np.uint8)
+                buf, P, PE = bufs[turn], Ps[turn], PEs[turn]
+                buf[: filled - pos] = rest
+                filled -= pos
+                consumed += pos
+                continue
             if pos:
                 buf[: filled - pos] = buf[pos:filled].copy()
                 filled -= pos
@@ -272,11 +341,11 @@ class CaptureReader:
                     )
                 bigger = np.empty(2 * len(buf), dtype=np.uint8)
                 bigger[:filled] = buf[:filled]
-                buf = bigger
+                buf = bufs[turn] = bigger
             filled, eof = self._fill(fh, buf, filled)
 
 
-def read_all(path: Path, **kw: int) -> tuple[np.ndarray, np.ndarray, CaptureReader]:
+def read_all(path: Path, **kw: Any) -> tuple[np.ndarray, np.ndarray, CaptureReader]:
     """Decode a whole (small) capture into one packet table; for tests and tools."""
     reader = CaptureReader(path, **kw)
     Ps, PEs = [], []

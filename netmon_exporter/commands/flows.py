@@ -127,6 +127,7 @@ def _settings(args: argparse.Namespace) -> FlowSettings | str:
         active_timeout_seconds=args.active_timeout,
         activity_timeout_seconds=args.activity_timeout,
         carry_across_files=args.rotated,
+        read_ahead=True,  # with the CSV written on a thread too: up to three cores busy
     )
 
 
