@@ -46,7 +46,8 @@ from .row_pack import PackedRows
 # sends (a window usually gathers several files).
 ROW_CAP = 250_000
 FILE_ROW_CAP = 100_000
-PACK_ROWS = 16_384  # rows a window gathers before it packs them (see FlowSample)
+PACK_ROWS = 16_384  # rows a window gathers before it packs them (see FlowSample) ...
+PACK_FROM = 100_000  # ... once it holds this many (~25 MB unpacked; below, see row_pack)
 WEIGHT = "sample_weight"
 
 # What detectors (detectors/*.py), reports (window.py) and the models' default feature set
@@ -319,17 +320,17 @@ def water_level(counts: np.ndarray, target: int) -> int:
 class FlowSample:
     """At most ``cap`` narrow rows standing for every flow offered, and the exact tally.
 
-    With ``packed`` (a window's sample) the rows are held packed column by column
-    (:mod:`.row_pack`) in parts of about ``PACK_ROWS``, and :meth:`result` unpacks them
-    only when its columns are first read (when the window is analysed, not while it
-    waits for that).
+    With ``pack_from`` (a window's sample) the rows are held packed column by column
+    (:mod:`.row_pack`) in parts of about ``PACK_ROWS`` once the sample holds that many
+    rows, and :meth:`result` hands them out unpacked only when its columns are first read
+    (when the window is analysed, not while it waits for that).
     """
 
-    def __init__(self, cap: int = ROW_CAP, packed: bool = False) -> None:
+    def __init__(self, cap: int = ROW_CAP, pack_from: int | None = None) -> None:
         self.cap = max(1, int(cap))
-        self.packed = packed
+        self.pack_from = pack_from
         self._rows: list[FlowBatch | PackedRows] = []
-        self._loose = 0  # rows at the end of _rows not packed yet (``packed`` only)
+        self._loose = 0  # rows at the end of _rows not packed yet (``pack_from`` only)
         self._u: list[np.ndarray] = []  # priority of each row
         self._g: list[np.ndarray] = []  # group key of each row
         self._p: list[np.ndarray] = []  # chance of each row to have been kept
@@ -393,11 +394,12 @@ class FlowSample:
         self._pack_loose(len(rows))
 
     def _pack_loose(self, added: int) -> None:
-        """Pack the rows added last once there are ``PACK_ROWS`` of them (``packed`` only)."""
-        if not self.packed:
+        """Pack the rows added last once there are ``PACK_ROWS`` of them (and the sample
+        holds ``pack_from`` rows)."""
+        if self.pack_from is None:
             return
         self._loose += added
-        if self._loose < PACK_ROWS:
+        if self._loose < PACK_ROWS or self._n < self.pack_from:
             return
         k = len(self._rows)
         while k > 0 and not isinstance(self._rows[k - 1], PackedRows):
@@ -516,13 +518,13 @@ class FlowSample:
     def result(self) -> SampledFlows:
         """The kept rows (with ``sample_weight``) and the tally of every flow offered.
 
-        A ``packed`` sample's rows stay packed until a column is first read.
+        With ``pack_from``, the rows are joined (and unpacked) when a column is first read.
         """
         groups = self._groups(max(self._n, 1))
         if not groups:
             return SampledFlows(narrow(FlowBatch.empty()).columns, self.tally())
         group, w = groups[0]
-        if self.packed:
+        if self.pack_from is not None:
             return SampledFlows(Unpacking(group, w), self.tally())
         rows = row_pack.join(group)
         if w is not None:

@@ -21,8 +21,11 @@ only the rows whose value is not ``""``, with their row numbers.
 On the benchmark's traffic a row costs ~60 bytes (one SYN and one RST per flow) to
 ~120 bytes (ordinary traffic) instead of ~250. Packing a column is one compiled pass to
 choose its form and one to write it; unpacking is one pass, straight into the columns
-of the window's batch. The kernels run without the GIL (the analysis thread unpacks a
-window while the daemon thread packs the next one's rows).
+of the window's batch. The kernels (:mod:`.row_pack_kernels`) run without the GIL (the
+analysis thread unpacks a window while the daemon thread packs the next one's rows) and
+are imported on first use: loading numba costs a process ~0.3 s and ~60 MB, more than
+packing saves on small windows, so windows pack their rows only once they hold many
+(``flow_sample.PACK_FROM``).
 """
 
 from __future__ import annotations
@@ -31,75 +34,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
 from .flow_schema import FlowBatch
 
 CONST, U8, U16, U32, RAW = range(5)
 _CODE_DTYPES = {U8: np.uint8, U16: np.uint16, U32: np.uint32}
-_EXACT = 9007199254740992.0  # 2**53: whole floats up to it convert to int64 and back exactly
-
-
-@njit(cache=True, nogil=True)
-def _plan_float(x, bits):
-    """(kind, base, nan bits, has NaN) of one float column (float32 or float64)."""
-    n = len(x)
-    first = bits[0]
-    varies = False
-    whole = True
-    has_nan = False
-    nan_bits = bits[0]
-    lo = np.inf
-    hi = -np.inf
-    for i in range(n):
-        v = x[i]
-        b = bits[i]
-        if b != first:
-            varies = True
-        if v != v:
-            if not has_nan:
-                has_nan = True
-                nan_bits = b
-            elif b != nan_bits:
-                whole = False  # NaNs of different bits: only RAW gives each back
-            continue
-        if np.floor(v) != v or abs(v) > _EXACT or (v == 0.0 and b != 0):
-            whole = False
-        if v < lo:
-            lo = v
-        if v > hi:
-            hi = v
-    if not varies:
-        return CONST, np.int64(first), np.int64(0), False
-    if not whole or lo > hi:  # not whole numbers, or only NaNs of different bits
-        return RAW, np.int64(0), np.int64(0), False
-    span = hi - lo + (1.0 if has_nan else 0.0)
-    if span >= 4294967296.0:
-        return RAW, np.int64(0), np.int64(0), False
-    kind = U8 if span < 256.0 else U16 if span < 65536.0 else U32
-    return kind, np.int64(lo), np.int64(nan_bits), has_nan
-
-
-@njit(cache=True, nogil=True)
-def _pack_float(x, base, has_nan, codes):
-    shift = np.int64(1) if has_nan else np.int64(0)
-    for i in range(len(x)):
-        v = x[i]
-        if v != v:
-            codes[i] = 0
-        else:
-            codes[i] = np.int64(v) - base + shift
-
-
-@njit(cache=True, nogil=True)
-def _unpack_float(codes, base, has_nan, nan_bits, out, out_bits):
-    shift = np.int64(1) if has_nan else np.int64(0)
-    for i in range(len(codes)):
-        c = np.int64(codes[i])
-        if has_nan and c == 0:
-            out_bits[i] = nan_bits
-        else:
-            out[i] = base + c - shift
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,26 +60,30 @@ _BITS = {4: np.int32, 8: np.int64}
 
 
 def _pack_floats(x: np.ndarray) -> _Column:
+    from .row_pack_kernels import pack_float, plan_float  # noqa: PLC0415 - numba: lazily
+
     x = np.ascontiguousarray(x)
     bits = x.view(_BITS[x.dtype.itemsize])
-    kind, base, nan_bits, has_nan = _plan_float(x, bits)
+    kind, base, nan_bits, has_nan = plan_float(x, bits)
     if kind == CONST:
         return _Column(CONST, int(base))
     if kind == RAW:
         return _Column(RAW, data=x.copy())
     codes = np.empty(len(x), _CODE_DTYPES[kind])
-    _pack_float(x, base, has_nan, codes)
+    pack_float(x, base, has_nan, codes)
     return _Column(int(kind), int(base), int(nan_bits), bool(has_nan), codes)
 
 
 def _unpack_floats(col: _Column, out: np.ndarray) -> None:
+    from .row_pack_kernels import unpack_float  # noqa: PLC0415 - numba: lazily
+
     bits = out.view(_BITS[out.dtype.itemsize])
     if col.kind == CONST:
         bits[:] = col.base
     elif col.kind == RAW:
         out[:] = col.data
     else:
-        _unpack_float(col.data, col.base, col.has_nan, col.nan_bits, out, bits)
+        unpack_float(col.data, col.base, col.has_nan, col.nan_bits, out, bits)
 
 
 def _pack_ints(x: np.ndarray) -> _Column:

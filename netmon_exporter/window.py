@@ -43,6 +43,7 @@ import numpy as np
 from .config import WindowsConfig
 from .flow_sample import (
     NO_TIME,
+    PACK_FROM,
     ROW_CAP,
     FlowSample,
     SampledFlows,
@@ -87,11 +88,13 @@ class WindowAggregator:
         report_dir: Path,
         clock: Callable[[], float] = time.time,
         row_cap: int = ROW_CAP,
+        pack_from: int = PACK_FROM,
     ) -> None:
         self.cfg = cfg
         self.report_dir = Path(report_dir)
         self._clock = clock
         self._row_cap = row_cap
+        self._pack_from = pack_from  # rows from which a window holds them packed
         # window index -> what it keeps of its flows (rows for analysis, exact tally)
         self._windows: dict[int, FlowSample] = {}
         self._late: dict[int, int] = {}
@@ -183,7 +186,7 @@ class WindowAggregator:
         for key, rows, entries in _split(rows_at, tally_at):
             sample = self._windows.get(key)
             if sample is None:
-                sample = self._windows[key] = FlowSample(self._row_cap, packed=True)
+                sample = self._windows[key] = FlowSample(self._row_cap, self._pack_from)
             part = flows if rows is None else flows.take(rows)
             sample.merge(part, tally if entries is None else take_tally(tally, entries))
 

@@ -238,7 +238,7 @@ def test_a_packed_sample_hands_out_what_an_unpacked_one_does() -> None:
     PACK_ROWS and fewer bytes."""
     traffic = narrow(mixed_traffic(70_000, seed=3))
     for cap, size in ((10**9, 3000), (25_000, 4096), (9_000, 20_000), (5, 7)):
-        plain, packed = FlowSample(cap), FlowSample(cap, packed=True)
+        plain, packed = FlowSample(cap), FlowSample(cap, pack_from=0)
         for part in _chunks(traffic, size)[: 40 if size == 7 else None]:
             plain.add(part)
             packed.add(part)
@@ -254,7 +254,7 @@ def test_a_packed_sample_hands_out_what_an_unpacked_one_does() -> None:
         for k in want.tally:
             assert np.array_equal(want.tally[k], got.tally[k])
         _same(FlowBatch.concat(plain.parts(8192)), FlowBatch.concat(packed.parts(8192)))
-    held = FlowSample(10**9, packed=True)
+    held = FlowSample(10**9, pack_from=0)
     for part in _chunks(traffic, 1000):
         held.add(part)
     kinds = [type(p) for p in held._rows]
@@ -265,7 +265,7 @@ def test_a_packed_sample_hands_out_what_an_unpacked_one_does() -> None:
 
 def test_two_threads_reading_a_packed_window_get_the_same_columns() -> None:
     traffic = narrow(mixed_traffic(40_000, seed=2))
-    sample = FlowSample(10**9, packed=True)
+    sample = FlowSample(10**9, pack_from=0)
     for part in _chunks(traffic, 5000):
         sample.add(part)
     got = sample.result()
@@ -289,7 +289,7 @@ def test_a_window_stays_packed_until_it_is_analysed(tmp_path: Path) -> None:
     """Closed windows waiting for analysis hold packed rows; the rows they hand out are
     those of an unpacked sample of the same flows."""
     traffic = mixed_traffic(50_000, seed=1)
-    agg = WindowAggregator(WindowsConfig(length_seconds=60), tmp_path, row_cap=20_000)
+    agg = WindowAggregator(WindowsConfig(length_seconds=60), tmp_path, row_cap=20_000, pack_from=0)
     plain = FlowSample(20_000)
     for part in _chunks(traffic, 8192):
         agg.add(part)
@@ -298,3 +298,66 @@ def test_a_window_stays_packed_until_it_is_analysed(tmp_path: Path) -> None:
     assert isinstance(window.flows.columns, Unpacking) and not window.flows.columns.unpacked
     assert len(window.flows) == len(plain) and not window.flows.columns.unpacked
     _same(plain.result(), window.flows)
+
+
+def test_small_windows_never_load_numba_and_large_ones_use_warmed_kernels() -> None:
+    """In a fresh process: windows below PACK_FROM rows hold them as they are, and the
+    daemon's main process does not load numba for them (~0.3 s and ~60 MB, more than
+    packing saves there); a window past PACK_FROM packs with the kernels the warm-up
+    compiled (no new specialization in the daemon)."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from pathlib import Path
+import tempfile
+from netmon_exporter.config import WindowsConfig
+from netmon_exporter.flow_sample import PACK_FROM, narrow
+from netmon_exporter.row_pack import PackedRows
+from netmon_exporter.window import WindowAggregator
+from netmon_exporter.flow_schema import make_batch
+import numpy as np
+
+n = PACK_FROM + 40_000  # one-packet flows from many sources (no numba-using module here)
+rng = np.random.default_rng(4)
+addrs = np.zeros(n, "V16")
+words = addrs.view(">u4").reshape(n, 4)
+words[:, 2], words[:, 3] = 0xFFFF, 0x0B000000 + np.arange(n)
+traffic = narrow(make_batch(
+    n, src_ip=addrs, dst_ip=addrs[::-1].copy(), src_port=rng.integers(1024, 65535, n),
+    dst_port=np.full(n, 80), protocol=np.full(n, 6),
+    first_ts=1.7e9 + np.sort(rng.uniform(0, 30, n)), last_ts=np.full(n, 1.7e9 + 30.0),
+    **{"Tot Fwd Pkts": np.ones(n), "Tot Bwd Pkts": np.zeros(n)},
+))
+small = traffic.take(slice(0, PACK_FROM - 1000))
+
+def _chunks(batch, size):
+    return [batch.take(slice(i, i + size)) for i in range(0, len(batch), size)]
+
+agg = WindowAggregator(WindowsConfig(length_seconds=600), Path(tempfile.mkdtemp()))
+for part in _chunks(small, 8192):
+    agg.add(part)
+assert "numba" not in sys.modules, "numba loaded for a small window"
+(window,) = agg.flush()
+assert len(window.flows["first_ts"]) == len(small)
+assert "numba" not in sys.modules
+
+from netmon_exporter.ingest.warm_pipeline import warm_row_pack
+from netmon_exporter import row_pack_kernels as K
+warm_row_pack()
+compiled = {f: len(getattr(K, f).signatures) for f in ("plan_float", "pack_float", "unpack_float")}
+agg = WindowAggregator(WindowsConfig(length_seconds=600), Path(tempfile.mkdtemp()))
+for part in _chunks(traffic, 8192):
+    agg.add(part)
+(sample,) = agg._windows.values()
+assert any(isinstance(p, PackedRows) for p in sample._rows)
+(window,) = agg.flush()
+assert len(window.flows["first_ts"]) == len(traffic)
+now = {f: len(getattr(K, f).signatures) for f in compiled}
+assert now == compiled, (compiled, now)
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
