@@ -399,6 +399,8 @@ class FlowSample:
         if self.pack_from is None:
             return
         self._loose += added
+        if self._n >= self.pack_from // 2:
+            row_pack.load_soon()  # the kernels, before this window needs them
         if self._loose < PACK_ROWS or self._n < self.pack_from:
             return
         k = len(self._rows)

@@ -25,11 +25,15 @@ of the window's batch. The kernels (:mod:`.row_pack_kernels`) run without the GI
 analysis thread unpacks a window while the daemon thread packs the next one's rows) and
 are imported on first use: loading numba costs a process ~0.3 s and ~60 MB, more than
 packing saves on small windows, so windows pack their rows only once they hold many
-(``flow_sample.PACK_FROM``).
+(``flow_sample.PACK_FROM``), and a window halfway there has them loaded on a thread of
+their own (:func:`load_soon`), so that the load (mostly under the GIL) does not hold up
+the daemon thread's events and the scrapes in one piece.
 """
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -241,3 +245,28 @@ def _spec(part: FlowBatch | PackedRows) -> list[tuple[str, np.dtype]]:
     if isinstance(part, PackedRows):
         return part.spec
     return [(name, np.asarray(col).dtype) for name, col in part.columns.items()]
+
+
+def exercise() -> None:
+    """Pack and unpack float32 and float64 columns of whole numbers of each code width,
+    with and without NaN, and of other values: every specialization the kernels use."""
+    cols = {}
+    for dtype in (np.float32, np.float64):
+        for span in (2, 300, 70_000):
+            for nan in (False, True):
+                x = [0.0, span, 1.0, np.nan if nan else 1.0]
+                cols[f"{np.dtype(dtype).name}-{span}-{nan}"] = np.array(x, dtype)
+        cols[f"{np.dtype(dtype).name}-raw"] = np.array([0.5, 1.5, 2.5, 3.5], dtype)
+    PackedRows(FlowBatch(cols)).unpack()
+
+
+_loading: list[threading.Thread] = []
+
+
+def load_soon() -> None:
+    """Load the compiled kernels on a thread of their own, once (see the module doc)."""
+    if _loading or "netmon_exporter.row_pack_kernels" in sys.modules:
+        return
+    thread = threading.Thread(target=exercise, name="row-pack-load", daemon=True)
+    _loading.append(thread)
+    thread.start()

@@ -114,21 +114,10 @@ def warm_detectors() -> None:
 
 
 def warm_row_pack() -> None:
-    """Pack and unpack float32 and float64 columns of whole numbers of each code width,
-    with and without NaN, and of other values."""
-    import numpy as np
+    """Pack and unpack float32 and float64 columns in every form (compiled and cached)."""
+    from ..row_pack import exercise
 
-    from ..flow_schema import FlowBatch
-    from ..row_pack import PackedRows
-
-    cols = {}
-    for dtype in (np.float32, np.float64):
-        for span in (2, 300, 70_000):
-            for nan in (False, True):
-                x = [0.0, span, 1.0, np.nan if nan else 1.0]
-                cols[f"{np.dtype(dtype).name}-{span}-{nan}"] = np.array(x, dtype)
-        cols[f"{np.dtype(dtype).name}-raw"] = np.array([0.5, 1.5, 2.5, 3.5], dtype)
-    PackedRows(FlowBatch(cols)).unpack()
+    exercise()
 
 
 if __name__ == "__main__":
