@@ -111,3 +111,56 @@ def test_no_progress_bar_by_default_when_not_a_terminal(
 ) -> None:
     assert main(["flows", str(DATA / "tcp-missing-syn.pcap"), "-o", str(tmp_path / "o.csv")]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_ctrl_c_stops_every_thread_and_leaves_no_csv(tmp_path: Path) -> None:
+    """The command reads ahead and writes the CSV on threads of their own: Ctrl-C in the
+    middle of a large capture still ends it at once, with status 130, one line on stderr
+    and no CSV (final or temporary) left behind. A capture corrupt in its middle ends it
+    the same way, with status 1."""
+    import importlib.util
+    import signal
+    import time
+
+    spec = importlib.util.spec_from_file_location("bench_synth", ROOT / "bench" / "synth.py")
+    assert spec and spec.loader
+    synth = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(synth)
+    pcap = tmp_path / "big.pcap"
+    synth.write_pcap(pcap, 400_000, seed=2)
+    out = tmp_path / "out" / "o.csv"
+    out.parent.mkdir()
+    cmd = [sys.executable, "-m", "netmon_exporter", "flows", str(pcap), str(pcap), str(pcap)]
+    proc = subprocess.Popen(
+        [*cmd, "-o", str(out)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 60
+    while not any(out.parent.iterdir()) and time.monotonic() < deadline:  # writing began
+        time.sleep(0.02)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.decode().strip().splitlines() == ["netmon-exporter flows: interrupted"]
+    assert list(out.parent.iterdir()) == []
+
+    import struct
+
+    raw = bytearray(pcap.read_bytes())
+    at = 24  # walk the record headers to one in the middle; make its length absurd
+    while at < len(raw) // 2:
+        at += 16 + struct.unpack_from("<I", raw, at + 8)[0]
+    raw[at + 8 : at + 12] = struct.pack("<I", 0x7FFFFFFF)
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(bytes(raw))
+    p = subprocess.run(
+        [sys.executable, "-m", "netmon_exporter", "flows", str(bad), "-o", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 1, p.stderr
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert "corrupt record header" in p.stderr, p.stderr
+    assert list(out.parent.iterdir()) == []
