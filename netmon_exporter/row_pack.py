@@ -133,7 +133,9 @@ def _packable_bytes(dtype: np.dtype) -> bool:
 class PackedRows:
     """The rows of a :class:`~.flow_schema.FlowBatch`, packed column by column.
 
-    :meth:`unpack` gives back every column with its name, order, dtype and bits.
+    :meth:`unpack` gives back every column with its name, order, dtype and bits (numbers
+    stored in the other byte order come back in the machine's, as ``np.concatenate``
+    gives them).
     """
 
     __slots__ = ("_cols", "_n")
@@ -144,11 +146,13 @@ class PackedRows:
         cols: list[tuple[str, np.dtype, object]] = []
         for name, values in batch.columns.items():
             a = np.asarray(values)
+            if a.dtype.byteorder not in "=|":  # as np.concatenate would: native byte order
+                a = a.astype(a.dtype.newbyteorder("="))
             dt = a.dtype
             packed: object
             if n == 0 or a.ndim != 1:
                 packed = a.copy()
-            elif dt.kind == "f" and dt.itemsize in _BITS:
+            elif dt.kind == "f" and dt.itemsize in _BITS and dt.isnative:
                 packed = _pack_floats(a)
             elif dt.kind in "iu" and dt.itemsize <= 8:
                 packed = _pack_ints(a)

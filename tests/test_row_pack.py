@@ -152,6 +152,14 @@ def test_addresses_names_and_other_columns_come_back() -> None:
     src = next(c for name, _, c in packed._cols if name == "src_ip")
     assert [w.kind for w in src] == [CONST, CONST, CONST, U16]
     assert sum(w.nbytes for w in src) == 2 * n
+    # numbers in the other byte order come back equal, in the machine's (as concat does)
+    other = FlowBatch(
+        {"f": (np.arange(n) / 3).astype(">f8"), "u": (np.arange(n) * 3).astype(">u4")}
+    )
+    assert not other["f"].dtype.isnative and not other["u"].dtype.isnative
+    back = PackedRows(other).unpack()
+    native = {k: v.astype(v.dtype.newbyteorder("=")) for k, v in other.columns.items()}
+    _same(FlowBatch(native), back)
     (qnames,) = [c for name, _, c in packed._cols if name == "dns_qname"]
     assert len(qnames[0]) == len(names[::17]) + 2  # only the rows with a name (or None)
 
