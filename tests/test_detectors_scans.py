@@ -139,6 +139,28 @@ def test_bursts_kept_under_the_fast_tier_add_up():
     assert d.evidence["distinct_ports"] == 28 and d.evidence["probes_in_window"] == 14
 
 
+def test_contact_stores_hold_narrow_counters():
+    """A scan detector's store holds up to a million contacts: counters are int32 and kind
+    masks int16 (74 and 86 bytes a row with the keys and times, not 96 and 112)."""
+    port, sweep = PortScanDetector(CFG.port_scan), AddressSweepDetector(CFG.address_sweep)
+    batch = flows(
+        probes("192.0.2.7", "10.0.0.99", range(1, 40), **HALF_OPEN)
+        + [{**HALF_OPEN, "dst": f"10.0.1.{i}", "dport": 22, "ts": T0 + i} for i in range(40)]
+    )
+    assert run(port, batch, T0) and run(sweep, batch, T0)  # a port scan, a sweep
+    later = flows(probes("192.0.2.7", "10.0.0.99", range(30, 90), T0 + 60, **HALF_OPEN))
+    for det, width in ((port, 74), (sweep, 86)):
+        for merge_kernel_rows in (10**9, 0):  # merged by sorting, then in one compiled pass
+            det.store.merge_kernel_rows = merge_kernel_rows
+            if merge_kernel_rows == 0:
+                run(det, later, T0 + 60)
+            rows = det.store.rows
+            assert len(rows["last"]) > 30
+            assert sum(col.itemsize for col in rows.values()) == width, {
+                k: v.dtype for k, v in rows.items()
+            }
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_contact_store_one_pass_merge_equals_sorting_everything_again(seed: int) -> None:
     """Windows of random contacts (repeats within and across windows, IPv4 and IPv6,

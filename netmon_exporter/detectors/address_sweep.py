@@ -32,7 +32,9 @@ from .catalog import AddressSweepConfig
 from .features import UDP
 from .scan_probes import (
     ANSWERED,
+    COUNT,
     ECHO,
+    KINDS,
     RESET,
     UNANSWERED,
     ContactStore,
@@ -117,8 +119,8 @@ class AddressSweepDetector:
         ):
             o = outcome[idx]
             n = len(idx)
-            one = np.ones(n, dtype=np.int64)
-            zero = np.zeros(n, dtype=np.int64)
+            one = np.ones(n, dtype=COUNT)  # counters of one contact within the horizon
+            zero = np.zeros(n, dtype=COUNT)
             parts.append(
                 {
                     "src": flows[src][idx],
@@ -127,12 +129,12 @@ class AddressSweepDetector:
                     "first": ts[idx],
                     "last": last[idx],
                     "probes": one if is_probe else zero,
-                    "unanswered": (o == UNANSWERED).astype(np.int64) if is_probe else zero,
-                    "reset": (o == RESET).astype(np.int64) if is_probe else zero,
-                    "answered": (o == ANSWERED).astype(np.int64) if is_probe else zero,
+                    "unanswered": (o == UNANSWERED).astype(COUNT) if is_probe else zero,
+                    "reset": (o == RESET).astype(COUNT) if is_probe else zero,
+                    "answered": (o == ANSWERED).astype(COUNT) if is_probe else zero,
                     "success": zero if is_probe else one,
                     "content": np.zeros(n) if is_probe else c["content"][idx],
-                    "kinds": c["kinds"][idx] if is_probe else zero,
+                    "kinds": (c["kinds"][idx] if is_probe else zero).astype(KINDS),
                 }
             )
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

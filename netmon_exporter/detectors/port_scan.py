@@ -20,7 +20,9 @@ from .base import top_counts
 from .catalog import PortScanConfig
 from .scan_probes import (
     ANSWERED,
+    COUNT,
     ECHO,
+    KINDS,
     RESET,
     UNANSWERED,
     ContactStore,
@@ -67,11 +69,12 @@ class PortScanDetector:
             "svc": c["svc"][idx],
             "first": ts,
             "last": ts,
-            "probes": np.ones(len(idx), dtype=np.int64),
-            "unanswered": (outcome == UNANSWERED).astype(np.int64),
-            "reset": (outcome == RESET).astype(np.int64),
-            "open": (outcome == ANSWERED).astype(np.int64),
-            "kinds": c["kinds"][idx],
+            # counters of one contact within the horizon: int32; probe kinds: a few bits
+            "probes": np.ones(len(idx), dtype=COUNT),
+            "unanswered": (outcome == UNANSWERED).astype(COUNT),
+            "reset": (outcome == RESET).astype(COUNT),
+            "open": (outcome == ANSWERED).astype(COUNT),
+            "kinds": c["kinds"][idx].astype(KINDS),
         }
         rows, touched = self.store.update(new, window_end)
         if not touched.any():

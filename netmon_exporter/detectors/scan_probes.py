@@ -55,6 +55,10 @@ from .features import (
 
 # Probe kinds, one bit each (``kinds`` columns are bit masks).
 SYN, FIN, XMAS, NULL_ACK, UDP_PROBE, ECHO = 1, 2, 4, 8, 16, 32
+# Contact stores' column types: a contact's counters within the horizon (int32; a store
+# of a million rows is ~100 MB, and int64 counters were a third of it) and kind masks.
+COUNT = np.int32
+KINDS = np.int16
 KIND_NAMES: dict[int, str] = {
     SYN: "syn",
     FIN: "fin",
@@ -283,8 +287,8 @@ class ContactStore:
             "first": np.minimum.reduceat(s["first"], starts),
             "last": np.maximum.reduceat(s["last"], starts),
         }
-        for k in self.sums:
-            merged[k] = np.add.reduceat(s[k], starts)
+        for k in self.sums:  # in the counters' own type (add widens small ints by default)
+            merged[k] = np.add.reduceat(s[k], starts, dtype=s[k].dtype)
         for k in self.maxes:
             merged[k] = np.maximum.reduceat(s[k], starts)
         for k in self.ors:
