@@ -46,17 +46,22 @@ def test_writes_csv_and_prints_summary(tmp_path: Path, capsys: pytest.CaptureFix
     assert rows[1][1:6] == ["141.42.64.125", "56730", "125.190.109.199", "80", "6"]
 
 
-def test_unreadable_file_is_one_line_and_nonzero(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.pcap"
-    bad.write_bytes(b"this is not a capture")
-    out = tmp_path / "o.csv"
-    p = subprocess.run(
-        [sys.executable, "-m", "netmon_exporter", "flows", str(bad), "-o", str(out)],
+def _run_flows(capture: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    """``netmon-exporter flows CAPTURE -o OUT`` as a user runs it (a process of its own)."""
+    return subprocess.run(
+        [sys.executable, "-m", "netmon_exporter", "flows", str(capture), "-o", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_unreadable_file_is_one_line_and_nonzero(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(b"this is not a capture")
+    out = tmp_path / "o.csv"
+    p = _run_flows(bad, out)
     assert p.returncode == 1
     assert "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
@@ -153,13 +158,7 @@ def test_ctrl_c_stops_every_thread_and_leaves_no_csv(tmp_path: Path) -> None:
     raw[at + 8 : at + 12] = struct.pack("<I", 0x7FFFFFFF)
     bad = tmp_path / "bad.pcap"
     bad.write_bytes(bytes(raw))
-    p = subprocess.run(
-        [sys.executable, "-m", "netmon_exporter", "flows", str(bad), "-o", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    p = _run_flows(bad, out)
     assert p.returncode == 1, p.stderr
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert "corrupt record header" in p.stderr, p.stderr
