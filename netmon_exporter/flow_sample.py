@@ -536,11 +536,11 @@ class FlowSample:
 
 class Unpacking(Mapping[str, np.ndarray]):
     """Columns of packed rows, unpacked (all at once, by whichever thread comes first)
-    when one is first read; until then only the packed parts are held. ``rows`` tells
-    :class:`~.flow_schema.FlowBatch` its length without unpacking."""
+    when one is first read; until then only the packed parts are held. ``row_count``
+    tells :class:`~.flow_schema.FlowBatch` its length without unpacking."""
 
     def __init__(self, parts: list[FlowBatch | PackedRows], weight: np.ndarray | None) -> None:
-        self.rows = sum(len(p) for p in parts)
+        self.row_count = sum(len(p) for p in parts)
         names: dict[str, None] = {}
         for p in parts:
             names.update(dict.fromkeys(row_pack.names(p)))

@@ -227,7 +227,7 @@ class FlowBatch:
     columns: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        rows = getattr(self.columns, "rows", None)  # columns not unpacked yet (flow_sample)
+        rows = getattr(self.columns, "row_count", None)  # not unpacked yet (flow_sample)
         if rows is not None:
             return int(rows)
         for col in self.columns.values():

@@ -161,6 +161,36 @@ def test_contact_stores_hold_narrow_counters():
             }
 
 
+@pytest.mark.parametrize("merge_kernel_rows", [10**9, 0])
+def test_contact_counters_saturate_instead_of_wrapping(merge_kernel_rows: int) -> None:
+    """A careless admin's day-long horizon over 1-s windows, each with a flood of one
+    contact: the int32 counters stop at their maximum, never wrap to a negative count
+    (which would hide the contact from `probes > 0`), in either merge."""
+    from netmon_exporter.detectors.scan_probes import COUNT
+
+    top = np.iinfo(COUNT).max
+    store = ContactStore(86400, 10, sums=("n",))
+    store.merge_kernel_rows = merge_kernel_rows
+
+    def contact(n: list[int], t: float) -> dict[str, np.ndarray]:
+        k = len(n)
+        return {
+            "src": str_to_addrs(["192.0.2.7"] * k),
+            "dst": str_to_addrs(["10.0.0.1"] * k),
+            "svc": np.full(k, 22),
+            "first": np.full(k, t),
+            "last": np.full(k, t),
+            "n": np.array(n, dtype=COUNT),
+        }
+
+    rows, _ = store.update(contact([top - 10, 7], T0), T0)  # one window's duplicates
+    assert rows["n"].dtype == COUNT and rows["n"].tolist() == [top - 3]
+    rows, _ = store.update(contact([5, 9], T0 + 1), T0 + 1)  # the next window's
+    assert rows["n"].dtype == COUNT and rows["n"].tolist() == [top]
+    rows, _ = store.update(contact([1], T0 + 2), T0 + 2)
+    assert rows["n"].tolist() == [top]
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_contact_store_one_pass_merge_equals_sorting_everything_again(seed: int) -> None:
     """Windows of random contacts (repeats within and across windows, IPv4 and IPv6,

@@ -137,8 +137,6 @@ class CaptureReader:
         self.read_size = int(read_size)
         self.max_packets = int(max_packets)
         self.read_ahead = read_ahead
-        # read ahead: called before a buffer and packet table are (re)filled; False: stop
-        self._claim: Callable[[], bool] | None = None
         self.kind = "unknown"
         self.truncated_tail = 0
         self.bytes_read = 0
@@ -162,13 +160,12 @@ class CaptureReader:
 
         def read() -> None:
             try:
-                for chunk in self._chunks():
+                for chunk in self._chunks(claim):
                     out.put(chunk)
             except BaseException as exc:  # noqa: BLE001 - raised in the consumer's thread
                 out.put(exc)
             out.put(None)
 
-        self._claim = claim
         thread = threading.Thread(target=read, name="capture-reader", daemon=True)
         thread.start()
         try:
@@ -181,9 +178,10 @@ class CaptureReader:
             stop.set()
             free.release(_TURNS)  # wake a reading thread waiting for a buffer: it stops
             thread.join()
-            self._claim = None
 
-    def _chunks(self) -> Iterator[PacketChunk]:
+    def _chunks(self, claim: Callable[[], bool] | None = None) -> Iterator[PacketChunk]:
+        """The chunks; ``claim`` (reading ahead) is called before a buffer and packet
+        table are filled for a new chunk, and False from it stops the reading."""
         try:
             fh, head = _open(self.path)
         except OSError as exc:
@@ -191,10 +189,10 @@ class CaptureReader:
         with fh:
             if head == PCAPNG_MAGIC:
                 self.kind = "pcapng"
-                yield from self._stream(fh, head, self._pcapng_walker())
+                yield from self._stream(fh, head, self._pcapng_walker(), claim)
             elif head in PCAP_MAGICS:
                 self.kind = "pcap"
-                yield from self._stream_pcap(fh, head)
+                yield from self._stream_pcap(fh, head, claim)
             else:
                 raise CaptureError(
                     f"{self.path}: not a pcap or pcapng capture "
@@ -203,7 +201,9 @@ class CaptureReader:
                 )
 
     # -- format specifics -----------------------------------------------------------
-    def _stream_pcap(self, fh: BinaryIO, head: bytes) -> Iterator[PacketChunk]:
+    def _stream_pcap(
+        self, fh: BinaryIO, head: bytes, claim: Callable[[], bool] | None
+    ) -> Iterator[PacketChunk]:
         swapped, nanosec = PCAP_MAGICS[head]
         rest = self._read(fh, 20)
         if len(rest) < 20:
@@ -218,7 +218,7 @@ class CaptureReader:
                 b, 0, len(b), swapped, nanosec, linktype, P, PE, len(P), self.frag, hist, res
             )
 
-        yield from self._stream(fh, b"", walker)
+        yield from self._stream(fh, b"", walker, claim)
 
     def _pcapng_walker(self):  # noqa: ANN202 - internal closure
         st = np.zeros(3, dtype=np.int64)
@@ -278,10 +278,15 @@ class CaptureReader:
         self.bytes_read += filled - start
         return filled, False
 
-    def _stream(self, fh: BinaryIO, prefix: bytes, walker) -> Iterator[PacketChunk]:  # noqa: ANN001
+    def _stream(
+        self,
+        fh: BinaryIO,
+        prefix: bytes,
+        walker,  # noqa: ANN001
+        claim: Callable[[], bool] | None,
+    ) -> Iterator[PacketChunk]:
         # One buffer and one packet table, reused: a chunk is only valid until the
         # consumer asks for the next one. Reading ahead, two of each take turns.
-        claim = self._claim
         turns = _TURNS if claim is not None else 1
         if claim is not None and not claim():
             return

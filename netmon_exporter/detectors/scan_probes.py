@@ -56,7 +56,9 @@ from .features import (
 # Probe kinds, one bit each (``kinds`` columns are bit masks).
 SYN, FIN, XMAS, NULL_ACK, UDP_PROBE, ECHO = 1, 2, 4, 8, 16, 32
 # Contact stores' column types: a contact's counters within the horizon (int32; a store
-# of a million rows is ~100 MB, and int64 counters were a third of it) and kind masks.
+# of a million rows is ~100 MB, and int64 counters were a third of it; they add up in
+# int64 and saturate, so a day-long horizon over 1-s windows of a 250,000-row flood of
+# one contact stops at 2**31 - 1 instead of wrapping) and kind masks.
 COUNT = np.int32
 KINDS = np.int16
 KIND_NAMES: dict[int, str] = {
@@ -287,8 +289,8 @@ class ContactStore:
             "first": np.minimum.reduceat(s["first"], starts),
             "last": np.maximum.reduceat(s["last"], starts),
         }
-        for k in self.sums:  # in the counters' own type (add widens small ints by default)
-            merged[k] = np.add.reduceat(s[k], starts, dtype=s[k].dtype)
+        for k in self.sums:  # (add widens small ints to int64: saturated back)
+            merged[k] = _saturated(np.add.reduceat(s[k], starts), s[k].dtype)
         for k in self.maxes:
             merged[k] = np.maximum.reduceat(s[k], starts)
         for k in self.ors:
@@ -312,10 +314,13 @@ class ContactStore:
                 out[dest_old] = old[k]
             else:
                 combine = _combine(k, self)
-                out = np.full(size, _identity(k, dtype, self), dtype)
+                # counters add up in int64 and are saturated back to their own type
+                work = np.dtype(np.int64) if k in self.sums and dtype.kind in "iu" else dtype
+                out = np.full(size, _identity(k, work, self), work)
                 combine.at(out, dest_new, fresh[k])
                 # a key is once in the store: combine it with what the new rows brought
                 out[dest_old] = combine(out[dest_old], old[k])
+                out = _saturated(out, dtype)
             merged[k] = out
         touched = np.zeros(size, dtype=bool)
         touched[dest_new] = True
@@ -344,6 +349,15 @@ def _combine(name: str, store: ContactStore) -> np.ufunc:
     if name in store.ors:
         return np.bitwise_or
     return np.add
+
+
+def _saturated(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``values`` in ``dtype``, integers beyond its range held at its limits (a counter of
+    ``COUNT`` stays at its maximum instead of wrapping to a negative count)."""
+    if values.dtype == dtype or dtype.kind not in "iu":
+        return values.astype(dtype, copy=False)
+    info = np.iinfo(dtype)
+    return np.clip(values, info.min, info.max).astype(dtype)
 
 
 def _identity(name: str, dtype: np.dtype, store: ContactStore) -> object:

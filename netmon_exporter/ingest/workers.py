@@ -466,9 +466,12 @@ class WorkerPool:
 
     def queue_slots(self) -> int:
         """Busy workers with nothing queued behind their file (see :meth:`submit_queued`)."""
-        return sum(
-            1 for w in self._workers if w.task is not None and w.queued is None and not w.retiring
-        )
+        return len(self._with_queue_room())
+
+    def _with_queue_room(self) -> list[_Worker]:
+        return [
+            w for w in self._workers if w.task is not None and w.queued is None and not w.retiring
+        ]
 
     def submit_queued(self, task: Task) -> bool:
         """Queue ``task``, a file that starts from its own carry (not one going on from
@@ -481,9 +484,7 @@ class WorkerPool:
         worker may be blocked sending its result rows here; neither would go on."""
         if task.carry is not None and not carry_store.is_ref(task.carry):
             return False
-        free = [
-            w for w in self._workers if w.task is not None and w.queued is None and not w.retiring
-        ]
+        free = self._with_queue_room()
         if not free:
             return False
         w = min(free, key=lambda w: (task.carry is None or task.carry not in w.holds, w.started))
