@@ -773,6 +773,7 @@ def test_carry_saved_before_interim_records_still_loads(tmp_path: Path) -> None:
     assert carry is not None
     with np.load(io.BytesIO(carry)) as z:
         old = {k: z[k] for k in z.files}
+    assert list(old.pop("srow")) == [0] and old.pop("seed").shape == (1, T.NSD)
     old["S"] = old["S"][:, : T.NS_V1]  # what a release before interim records saved
     old["st"] = old["st"][:3]
     bio = io.BytesIO()
@@ -798,7 +799,9 @@ def test_carry_saved_before_wire_byte_slices_still_loads(tmp_path: Path) -> None
     with np.load(io.BytesIO(carry)) as z:
         old = {k: z[k] for k in z.files}
     assert old["S"].shape[1] == T.NS
+    assert list(old.pop("srow")) == [0] and old.pop("seed").shape == (1, T.NSD)
     old["S"] = old["S"][:, : T.NS_V2]  # what a release before wire-byte slices saved
+    old["st"] = old["st"][:6]
     bio = io.BytesIO()
     np.savez(bio, **old)
     fl = finish_carry(bio.getvalue(), s)

@@ -137,12 +137,26 @@ NK = 8
 FLOW_FREE, FLOW_OPEN, FLOW_CLOSED, FLOW_DONE = 0, 1, 2, 3
 
 # params: idle, active, activity timeout, close grace, interim slice length (0: none; all
-# microseconds)
-P_IDLE, P_ACTIVE, P_ACTIVITY, P_GRACE, P_SLICE = range(5)
+# microseconds), whether one-packet flows are kept as seeds (1.0) or get rows at once
+P_IDLE, P_ACTIVE, P_ACTIVITY, P_GRACE, P_SLICE, P_SEEDS = range(6)
 # st: flows in use, name pool bytes used, latest timestamp seen, next slice boundary (-1:
-# not yet known), why process_packets stopped early (STOP_*), rows of D in use
-ST_FLOWS, ST_POOL, ST_LATEST, ST_BOUNDARY, ST_STOP, ST_DNS = range(6)
-STOP_BOUNDARY, STOP_DNS_FULL = 1, 2
+# not yet known), why process_packets stopped early (STOP_*), rows of D in use, rows of
+# S in use
+ST_FLOWS, ST_POOL, ST_LATEST, ST_BOUNDARY, ST_STOP, ST_DNS, ST_SROWS = range(7)
+STOP_BOUNDARY, STOP_DNS_FULL, STOP_SROWS = 1, 2, 3
+
+# Seeds. Most open flows of a flood or a scan never see a second packet, and a row of S
+# (1 kB) is most of what a flow costs. A flow's accumulators therefore live in a row of
+# S only from its second packet on (``srow[f]``, the row; ``owner[r]``, its flow); until
+# then (``srow[f]`` < 0) its one packet is kept in three words of ``seed[f]``, and the
+# row it would have had is rebuilt from them, by the same code, whenever it is needed
+# (a second packet, an interim record, the flow's end, a carry). A seed that was cut at
+# a window boundary is ``SEED_CUT`` (its row is rebuilt, then rebased once). Packets
+# that carry DNS, and fields that do not fit the words, get a row at once.
+SEED, SEED_CUT = -1, -2
+SEEDS = True  # the default (tests compare both ways)
+SD_TS, SD_LEN, SD_MISC = 0, 1, 2  # time; payload | wire << 32; the rest (see _seed_misc)
+NSD = 3
 
 # Per-flow links (int64 matrix, -1: none): the least-recently-active list of open flows
 # and the list of closed flows (in their grace period) by last activity.
@@ -227,10 +241,27 @@ def _append(links, lru, f, c):
     lru[L_TAIL + 5 * (c // 2)] = f
 
 
+@njit(cache=True, inline="always")
+def _last_ts(S, srow, seed, f):
+    r = srow[f]
+    if r >= 0:
+        return S[r, S_LAST_TS]
+    return float(seed[f, SD_TS])
+
+
+@njit(cache=True, inline="always")
+def _first_ts(S, srow, seed, f):
+    r = srow[f]
+    if r >= 0:
+        return S[r, S_FIRST_TS]
+    return float(seed[f, SD_TS])
+
+
 @njit(cache=True)
-def _close(S, status, f, links, lru):
-    if S[f, S_END_ACTIVE] - S[f, S_START_ACTIVE] > 0:
-        _stat(S, f, S_ACT, S[f, S_END_ACTIVE] - S[f, S_START_ACTIVE])
+def _close(S, srow, status, f, links, lru):
+    r = srow[f]  # a seed has one packet: no active period to add
+    if r >= 0 and S[r, S_END_ACTIVE] - S[r, S_START_ACTIVE] > 0:
+        _stat(S, r, S_ACT, S[r, S_END_ACTIVE] - S[r, S_START_ACTIVE])
     if status[f] == FLOW_CLOSED:
         _unlink(links, lru, f, 2)
     status[f] = FLOW_DONE
@@ -239,23 +270,23 @@ def _close(S, status, f, links, lru):
 
 
 @njit(cache=True)
-def _end_timed_out(S, status, nflows, now, params, links, lru):
+def _end_timed_out(S, srow, seed, status, nflows, now, params, links, lru):
     """End the flows that no packet after ``now`` can join, without scanning the table.
 
     The closed list's head has the oldest last packet of the closed flows, the
     least-recently-active list's head that of all flows, and the first live row the
     oldest first packet: timeouts are found at those heads (packet times in order).
     """
-    while lru[L_CHEAD] >= 0 and now - S[lru[L_CHEAD], S_LAST_TS] > params[P_GRACE]:
-        _close(S, status, lru[L_CHEAD], links, lru)
-    while lru[L_HEAD] >= 0 and now - S[lru[L_HEAD], S_LAST_TS] > params[P_IDLE]:
-        _close(S, status, lru[L_HEAD], links, lru)
+    while lru[L_CHEAD] >= 0 and now - _last_ts(S, srow, seed, lru[L_CHEAD]) > params[P_GRACE]:
+        _close(S, srow, status, lru[L_CHEAD], links, lru)
+    while lru[L_HEAD] >= 0 and now - _last_ts(S, srow, seed, lru[L_HEAD]) > params[P_IDLE]:
+        _close(S, srow, status, lru[L_HEAD], links, lru)
     f = lru[L_OLDEST]
     while f < nflows:
         if status[f] == FLOW_OPEN or status[f] == FLOW_CLOSED:
-            if now - S[f, S_FIRST_TS] <= params[P_ACTIVE]:
+            if now - _first_ts(S, srow, seed, f) <= params[P_ACTIVE]:
                 break
-            _close(S, status, f, links, lru)
+            _close(S, srow, status, f, links, lru)
         f += 1
     lru[L_OLDEST] = f
 
@@ -313,10 +344,8 @@ def _copy_qname(buf, qoff, pool, pos):
     return w - pos
 
 
-@njit(cache=True)
-def _new_flow(S, K, status, f, ahi, alo, bhi, blo, ap, bp, pr, aux, fwd_is_a):
-    for k in range(NS):
-        S[f, k] = 0.0
+@njit(cache=True, inline="always")
+def _set_key(K, f, ahi, alo, bhi, blo, ap, bp, pr, aux):
     K[f, K_AHI] = ahi
     K[f, K_ALO] = alo
     K[f, K_BHI] = bhi
@@ -325,27 +354,33 @@ def _new_flow(S, K, status, f, ahi, alo, bhi, blo, ap, bp, pr, aux, fwd_is_a):
     K[f, K_BPORT] = bp
     K[f, K_PROTO] = pr
     K[f, K_AUX] = aux
-    S[f, S_FWD_IS_A] = 1.0 if fwd_is_a else 0.0
-    S[f, S_INIT_WIN] = -1.0
-    S[f, S_INIT_WIN + 1] = -1.0
-    S[f, S_BULK + B_START] = -1.0
-    S[f, S_BULK + B_LAST] = -1.0
-    S[f, S_BULK + 8 + B_START] = -1.0
-    S[f, S_BULK + 8 + B_LAST] = -1.0
-    S[f, S_QPOOL_LEN] = -1.0
-    S[f, S_ICMP_T] = -1.0
-    S[f, S_ICMP_C] = -1.0
-    S[f, S_SL_FIRST] = -1.0
-    S[f, S_DNS_SLOT] = -1.0
-    status[f] = FLOW_OPEN
 
 
 @njit(cache=True)
-def _expired(S, status, f, t, flags, params):
-    last = S[f, S_LAST_TS]
+def _init_row(S, r, fwd_is_a):
+    """Row ``r`` as a flow without packets has it."""
+    for k in range(NS):
+        S[r, k] = 0.0
+    S[r, S_FWD_IS_A] = 1.0 if fwd_is_a else 0.0
+    S[r, S_INIT_WIN] = -1.0
+    S[r, S_INIT_WIN + 1] = -1.0
+    S[r, S_BULK + B_START] = -1.0
+    S[r, S_BULK + B_LAST] = -1.0
+    S[r, S_BULK + 8 + B_START] = -1.0
+    S[r, S_BULK + 8 + B_LAST] = -1.0
+    S[r, S_QPOOL_LEN] = -1.0
+    S[r, S_ICMP_T] = -1.0
+    S[r, S_ICMP_C] = -1.0
+    S[r, S_SL_FIRST] = -1.0
+    S[r, S_DNS_SLOT] = -1.0
+
+
+@njit(cache=True)
+def _expired(S, srow, seed, status, f, t, flags, params):
+    last = _last_ts(S, srow, seed, f)
     if t - last > params[P_IDLE]:
         return True
-    if t - S[f, S_FIRST_TS] > params[P_ACTIVE]:
+    if t - _first_ts(S, srow, seed, f) > params[P_ACTIVE]:
         return True
     if status[f] == FLOW_CLOSED:
         if (flags & 2) != 0 and (flags & 16) == 0:
@@ -442,133 +477,271 @@ def _query_stats(DN, f, buf, qoff, qlen, labels, hist):
 
 
 @njit(cache=True)
-def _update(S, status, f, d, P, PE, i, buf, pool, st, params, hist, DN):
-    t = float(P[i, D.F_TS])
-    L = float(P[i, D.F_PAY])
-    pr = P[i, D.F_PROTO]
-    if S[f, S_SL_FIRST] < 0:
-        S[f, S_SL_FIRST] = t
-    if S[f, S_PKTS] == 0.0:
-        S[f, S_FIRST_TS] = t
-        S[f, S_LAST_TS] = t
-        S[f, S_START_ACTIVE] = t
-        S[f, S_END_ACTIVE] = t
-        S[f, S_SF_LAST] = t
-        S[f, S_SF_COUNT] = 1.0
+def _packet(S, r, status, f, d, ts, pay, pr, wire, hdr, win, flags, icmpt, icmpc, activity):
+    """Add one packet (its fields but DNS) to the accumulators in row ``r`` of flow ``f``."""
+    t = float(ts)
+    L = float(pay)
+    if S[r, S_SL_FIRST] < 0:
+        S[r, S_SL_FIRST] = t
+    if S[r, S_PKTS] == 0.0:
+        S[r, S_FIRST_TS] = t
+        S[r, S_LAST_TS] = t
+        S[r, S_START_ACTIVE] = t
+        S[r, S_END_ACTIVE] = t
+        S[r, S_SF_LAST] = t
+        S[r, S_SF_COUNT] = 1.0
         if pr == 1 or pr == 58:
-            S[f, S_ICMP_T] = P[i, D.F_ICMPT]
-            S[f, S_ICMP_C] = P[i, D.F_ICMPC]
+            S[r, S_ICMP_T] = icmpt
+            S[r, S_ICMP_C] = icmpc
     else:
-        iat = t - S[f, S_LAST_TS]
+        iat = t - S[r, S_LAST_TS]
         if iat < 0:
             iat = 0.0
-        _stat(S, f, S_FIAT, iat)
+        _stat(S, r, S_FIAT, iat)
         if iat > 1e6:
-            S[f, S_SF_COUNT] += 1.0
-        if t - S[f, S_END_ACTIVE] > params[P_ACTIVITY]:
-            if S[f, S_END_ACTIVE] - S[f, S_START_ACTIVE] > 0:
-                _stat(S, f, S_ACT, S[f, S_END_ACTIVE] - S[f, S_START_ACTIVE])
-            _stat(S, f, S_IDLE, t - S[f, S_END_ACTIVE])
-            S[f, S_START_ACTIVE] = t
-            S[f, S_END_ACTIVE] = t
-        elif t > S[f, S_END_ACTIVE]:
-            S[f, S_END_ACTIVE] = t
-        if t > S[f, S_LAST_TS]:
-            S[f, S_LAST_TS] = t
-    S[f, S_PKTS] += 1.0
-    S[f, S_BYTES] += P[i, D.F_WIRELEN]
+            S[r, S_SF_COUNT] += 1.0
+        if t - S[r, S_END_ACTIVE] > activity:
+            if S[r, S_END_ACTIVE] - S[r, S_START_ACTIVE] > 0:
+                _stat(S, r, S_ACT, S[r, S_END_ACTIVE] - S[r, S_START_ACTIVE])
+            _stat(S, r, S_IDLE, t - S[r, S_END_ACTIVE])
+            S[r, S_START_ACTIVE] = t
+            S[r, S_END_ACTIVE] = t
+        elif t > S[r, S_END_ACTIVE]:
+            S[r, S_END_ACTIVE] = t
+        if t > S[r, S_LAST_TS]:
+            S[r, S_LAST_TS] = t
+    S[r, S_PKTS] += 1.0
+    S[r, S_BYTES] += wire
     if d == 0:
-        S[f, S_FWD_WIRE] += P[i, D.F_WIRELEN]
-    first_in_dir = S[f, S_FLEN + 6 * d] == 0.0
-    _stat(S, f, S_FLEN + 6 * d, L)
-    _stat(S, f, S_ALEN, L)
+        S[r, S_FWD_WIRE] += wire
+    first_in_dir = S[r, S_FLEN + 6 * d] == 0.0
+    _stat(S, r, S_FLEN + 6 * d, L)
+    _stat(S, r, S_ALEN, L)
     if not first_in_dir:
-        diat = t - S[f, S_FWD_LAST + d]
+        diat = t - S[r, S_FWD_LAST + d]
         if diat < 0:
             diat = 0.0
-        _stat(S, f, S_FWIAT + 6 * d, diat)
-    S[f, S_FWD_LAST + d] = t
-    hdr = float(P[i, D.F_HDR])
-    S[f, S_FWD_HDR + d] += hdr
+        _stat(S, r, S_FWIAT + 6 * d, diat)
+    S[r, S_FWD_LAST + d] = t
+    h = float(hdr)
+    S[r, S_FWD_HDR + d] += h
     if d == 0:
-        if first_in_dir or hdr < S[f, S_FWD_HDR_MIN]:
-            S[f, S_FWD_HDR_MIN] = hdr
+        if first_in_dir or h < S[r, S_FWD_HDR_MIN]:
+            S[r, S_FWD_HDR_MIN] = h
         if L >= 1:
-            S[f, S_FWD_ACT_DATA] += 1.0
+            S[r, S_FWD_ACT_DATA] += 1.0
     if first_in_dir:
-        S[f, S_INIT_WIN + d] = P[i, D.F_WIN]
+        S[r, S_INIT_WIN + d] = win
     if pr == 6:
-        fl = P[i, D.F_FLAGS]
+        fl = flags
         for bit in range(8):
             if fl & (1 << bit):
-                S[f, S_FLAG + bit] += 1.0
+                S[r, S_FLAG + bit] += 1.0
         if fl & 8:
-            S[f, S_FWD_PSH + d] += 1.0
+            S[r, S_FWD_PSH + d] += 1.0
         if fl & 32:
-            S[f, S_FWD_URG + d] += 1.0
+            S[r, S_FWD_URG + d] += 1.0
         if fl & 2:
-            S[f, S_SYN + d] += 1.0
+            S[r, S_SYN + d] += 1.0
         if fl & 1:
-            S[f, S_FIN + d] += 1.0
+            S[r, S_FIN + d] += 1.0
         if fl & 4:
-            S[f, S_RST + d] += 1.0
-        if (fl & 4) or (S[f, S_FIN] > 0 and S[f, S_FIN + 1] > 0):
+            S[r, S_RST + d] += 1.0
+        if (fl & 4) or (S[r, S_FIN] > 0 and S[r, S_FIN + 1] > 0):
             status[f] = FLOW_CLOSED
-    _bulk(S, f, d, t, L)
+    _bulk(S, r, d, t, L)
+
+
+@njit(cache=True)
+def _update(S, r, status, f, d, P, PE, i, buf, pool, st, params, hist, DN):
+    """Add packet ``i`` of ``P`` to flow ``f`` (accumulators in row ``r`` of ``S``)."""
+    L = float(P[i, D.F_PAY])
+    _packet(
+        S,
+        r,
+        status,
+        f,
+        d,
+        P[i, D.F_TS],
+        P[i, D.F_PAY],
+        P[i, D.F_PROTO],
+        P[i, D.F_WIRELEN],
+        P[i, D.F_HDR],
+        P[i, D.F_WIN],
+        P[i, D.F_FLAGS],
+        P[i, D.F_ICMPT],
+        P[i, D.F_ICMPC],
+        params[P_ACTIVITY],
+    )
     dns = P[i, D.F_DNS]
     if dns >= 0:
-        S[f, S_DNS_HAS] = 1.0
-        slot = np.int64(S[f, S_DNS_SLOT])
+        S[r, S_DNS_HAS] = 1.0
+        slot = np.int64(S[r, S_DNS_SLOT])
         if slot < 0:  # the caller made sure a row is free
             slot = st[ST_DNS]
             st[ST_DNS] += 1
-            S[f, S_DNS_SLOT] = slot
+            S[r, S_DNS_SLOT] = slot
             for k in range(ND):
                 DN[slot, k] = 0.0
-            DN[slot, D_B_Q] = S[f, S_DNS_Q]  # DNS seen after a cut: the slice starts at 0
-            DN[slot, D_B_NX] = S[f, S_DNS_NX]
+            DN[slot, D_B_Q] = S[r, S_DNS_Q]  # DNS seen after a cut: the slice starts at 0
+            DN[slot, D_B_NX] = S[r, S_DNS_NX]
         qoff = P[i, D.F_QOFF]
         if dns == 0:
-            S[f, S_DNS_Q] += 1.0
+            S[r, S_DNS_Q] += 1.0
             DN[slot, D_QBYTES] += L
             if qoff >= 0:
                 _query_stats(DN, slot, buf, qoff, P[i, D.F_QLEN], P[i, D.F_QLABELS], hist)
         else:
             DN[slot, D_RBYTES] += L
             if P[i, D.F_RCODE] == 3:
-                S[f, S_DNS_NX] += 1.0
-        if qoff >= 0 and S[f, S_QPOOL_LEN] < 0:
-            S[f, S_DNS_QLEN] = P[i, D.F_QLEN]
-            S[f, S_DNS_QLABELS] = P[i, D.F_QLABELS]
-            S[f, S_DNS_QENT] = PE[i]
+                S[r, S_DNS_NX] += 1.0
+        if qoff >= 0 and S[r, S_QPOOL_LEN] < 0:
+            S[r, S_DNS_QLEN] = P[i, D.F_QLEN]
+            S[r, S_DNS_QLABELS] = P[i, D.F_QLABELS]
+            S[r, S_DNS_QENT] = PE[i]
             used = st[1]
             if used + 256 <= len(pool):
                 w = _copy_qname(buf, qoff, pool, used)
-                S[f, S_QPOOL_OFF] = used
-                S[f, S_QPOOL_LEN] = w
+                S[r, S_QPOOL_OFF] = used
+                S[r, S_QPOOL_LEN] = w
                 st[1] = used + w
             else:
-                S[f, S_QPOOL_LEN] = 0.0
+                S[r, S_QPOOL_LEN] = 0.0
+
+
+@njit(cache=True, inline="always")
+def _seedable(P, i):
+    """Whether packet ``i`` may start a seed: no DNS, and its fields fit the words."""
+    if P[i, D.F_DNS] >= 0:
+        return False
+    pay = P[i, D.F_PAY]
+    wire = P[i, D.F_WIRELEN]
+    if pay < 0 or pay > 0xFFFFFFFF or wire < 0 or wire > 0x7FFFFFFF:
+        return False
+    hdr = P[i, D.F_HDR]
+    win = P[i, D.F_WIN]
+    fl = P[i, D.F_FLAGS]
+    if hdr < 0 or hdr > 0xFFFF or win < 0 or win > 0xFFFF or fl < 0 or fl > 0xFF:
+        return False
+    it = P[i, D.F_ICMPT]
+    ic = P[i, D.F_ICMPC]
+    return -1 <= it <= 255 and -1 <= ic <= 255
+
+
+@njit(cache=True, inline="always")
+def _plant(seed, f, P, i, d, fwd_is_a):
+    """Keep packet ``i`` (direction ``d``) as the seed of flow ``f``."""
+    seed[f, SD_TS] = P[i, D.F_TS]
+    seed[f, SD_LEN] = P[i, D.F_PAY] | (P[i, D.F_WIRELEN] << 32)
+    seed[f, SD_MISC] = (
+        P[i, D.F_HDR]
+        | (P[i, D.F_WIN] << 16)
+        | (P[i, D.F_FLAGS] << 32)
+        | ((P[i, D.F_ICMPT] + 1) << 40)
+        | ((P[i, D.F_ICMPC] + 1) << 49)
+        | (np.int64(d) << 58)
+        | (np.int64(1 if fwd_is_a else 0) << 59)
+    )
+
+
+@njit(cache=True)
+def _grow_seed(S, r, seed, f, pr, activity, status1):
+    """Write into row ``r`` of ``S`` what flow ``f``'s row would hold (it is a seed).
+
+    The same code as for a flow that had a row from its first packet, so the same bits;
+    ``status1`` is scratch (what the packet does to the flow's status was done when it
+    was planted).
+    """
+    m = seed[f, SD_MISC]
+    n = seed[f, SD_LEN]
+    _init_row(S, r, ((m >> 59) & 1) != 0)
+    _packet(
+        S,
+        r,
+        status1,
+        0,
+        (m >> 58) & 1,
+        seed[f, SD_TS],
+        n & 0xFFFFFFFF,
+        pr,
+        (n >> 32) & 0xFFFFFFFF,
+        m & 0xFFFF,
+        (m >> 16) & 0xFFFF,
+        (m >> 32) & 0xFF,
+        ((m >> 40) & 0x1FF) - 1,
+        ((m >> 49) & 0x1FF) - 1,
+        activity,
+    )
+
+
+@njit(cache=True, inline="always")
+def _rebase_row(S, r, DN):
+    """Start a new slice of the flow in row ``r`` (its interim record was emitted)."""
+    for d in range(2):
+        S[r, S_B_PKTS + d] = S[r, S_FLEN + 6 * d + ST_N]
+        S[r, S_B_BYTES + d] = S[r, S_FLEN + 6 * d + ST_SUM]
+        S[r, S_B_WIRE + d] = S[r, S_FWD_WIRE] if d == 0 else S[r, S_BYTES] - S[r, S_FWD_WIRE]
+        S[r, S_B_SYN + d] = S[r, S_SYN + d]
+        S[r, S_B_FIN + d] = S[r, S_FIN + d]
+        S[r, S_B_RST + d] = S[r, S_RST + d]
+        S[r, S_B_PSH + d] = S[r, S_FWD_PSH + d]
+    S[r, S_B_ACK] = S[r, S_FLAG + 4]
+    S[r, S_SL_FIRST] = -1.0
+    S[r, S_SL_SEQ] += 1.0
+    q = np.int64(S[r, S_DNS_SLOT])
+    if q < 0:
+        return
+    DN[q, D_B_Q] = S[r, S_DNS_Q]
+    DN[q, D_B_NX] = S[r, S_DNS_NX]
+    for k in range(D_RBYTES + 1):
+        DN[q, D_B_QNAMED + k] = DN[q, k]
+    for k in range(HLL_NAMES_COLS):
+        DN[q, D_HLL_SLICE + k] = 0.0
+    DN[q, D_SL_QLEN_MAX] = 0.0
+
+
+@njit(cache=True, inline="always")
+def _take_row(S, srow, seed, owner, st, f, pr, activity, DN, status1):
+    """Give flow ``f`` a row of ``S`` (the caller made sure one is free); return it.
+
+    A seed's row is rebuilt from its packet (and rebased if it was cut).
+    """
+    r = st[ST_SROWS]
+    st[ST_SROWS] += 1
+    was = srow[f]
+    srow[f] = r
+    owner[r] = f
+    if was < 0:
+        _grow_seed(S, r, seed, f, pr, activity, status1)
+        if was == SEED_CUT:
+            _rebase_row(S, r, DN)
+    return r
 
 
 @njit(cache=True, nogil=True)
-def process_packets(P, PE, buf, K, S, status, table, pool, st, params, start, links, lru, DN):
+def process_packets(
+    P, PE, buf, K, S, status, table, pool, st, params, start, links, lru, DN, srow, seed, owner
+):
     """Add the decodable packets of ``P[start:]`` to their flows; return where it stopped.
 
     Stops early (returning the index of the packet not yet added) when a new flow
     would exceed the flow arrays or half the hash table: the caller grows them and
-    calls again; before a DNS packet when ``DN`` (the per-query DNS statistics) has no
-    free row (``st[ST_STOP]`` = STOP_DNS_FULL: the caller grows it); or, with interim
-    records (``params[P_SLICE]``), at the first packet at or after the next slice
-    boundary (STOP_BOUNDARY): the caller cuts the open flows there
-    (:func:`pending_slices`, :func:`rebase`) and calls again. ``st``: the ``ST_*``
-    fields; ``links``/``lru``: the least-recently-active and closed lists (``LK_*``,
-    ``L_*``).
+    calls again; when every row of ``S`` is in use (``st[ST_STOP]`` = STOP_SROWS: the
+    caller grows it); before a DNS packet when ``DN`` (the per-query DNS statistics) has
+    no free row (STOP_DNS_FULL: the caller grows it); or, with interim records
+    (``params[P_SLICE]``), at the first packet at or after the next slice boundary
+    (STOP_BOUNDARY): the caller cuts the open flows there (:func:`pending_slices`,
+    :func:`rebase`) and calls again. ``st``: the ``ST_*`` fields; ``links``/``lru``: the
+    least-recently-active and closed lists (``LK_*``, ``L_*``); ``srow``/``seed``/
+    ``owner``: see Seeds above.
     """
     mask = len(table) - 1
     nflows = st[0]
     slice_us = np.int64(params[P_SLICE])
+    seeds = params[P_SEEDS] > 0
+    activity = params[P_ACTIVITY]
     hist = np.zeros(256, dtype=np.int64)  # per-query entropy scratch, left all zero
+    status1 = np.zeros(1, dtype=np.int8)
     for i in range(start, P.shape[0]):
         if P[i, D.F_STATUS] != D.ST_OK:
             continue
@@ -583,6 +756,10 @@ def process_packets(P, PE, buf, K, S, status, table, pool, st, params, start, li
         if P[i, D.F_DNS] >= 0 and st[ST_DNS] >= DN.shape[0]:
             st[0] = nflows
             st[ST_STOP] = STOP_DNS_FULL
+            return i
+        if st[ST_SROWS] >= S.shape[0]:
+            st[0] = nflows
+            st[ST_STOP] = STOP_SROWS
             return i
         if ts > st[2]:
             st[2] = ts
@@ -626,18 +803,19 @@ def process_packets(P, PE, buf, K, S, status, table, pool, st, params, start, li
         if (
             f != -1
             and status[f] != FLOW_DONE
-            and _expired(S, status, f, float(ts), P[i, D.F_FLAGS], params)
+            and _expired(S, srow, seed, status, f, float(ts), P[i, D.F_FLAGS], params)
         ):
-            _close(S, status, f, links, lru)
+            _close(S, srow, status, f, links, lru)
         if f == -1 or status[f] == FLOW_DONE:
             if nflows >= len(status) or 2 * (nflows + 1) > len(table):
                 st[0] = nflows
                 return i
             if lru[L_CAP] > 0 and lru[L_LIVE] >= lru[L_CAP]:
                 # full: flows that have timed out end first (as at the end of a chunk)
-                _end_timed_out(S, status, nflows, float(st[2]), params, links, lru)
+                _end_timed_out(S, srow, seed, status, nflows, float(st[2]), params, links, lru)
                 while lru[L_LIVE] >= lru[L_CAP] and lru[L_HEAD] >= 0:
-                    _close(S, status, lru[L_HEAD], links, lru)  # the least recently active
+                    # the least recently active
+                    _close(S, srow, status, lru[L_HEAD], links, lru)
                     lru[L_EVICTED] += 1
             f = nflows
             nflows += 1
@@ -646,19 +824,35 @@ def process_packets(P, PE, buf, K, S, status, table, pool, st, params, start, li
             client_is_a = src_is_a
             if pr == 6 and (P[i, D.F_FLAGS] & 0x12) == 0x12:
                 client_is_a = not src_is_a
-            _new_flow(S, K, status, f, ahi, alo, bhi, blo, ap, bp, pr, aux, client_is_a)
+            _set_key(K, f, ahi, alo, bhi, blo, ap, bp, pr, aux)
+            status[f] = FLOW_OPEN
             table[h] = f
             links[f, LK_CPRV] = -1  # rows are not cleared when made or freed
             links[f, LK_CNXT] = -1
             _append(links, lru, f, 0)
             lru[L_LIVE] += 1
+            if seeds and _seedable(P, i):
+                _plant(seed, f, P, i, 0 if client_is_a == src_is_a else 1, client_is_a)
+                srow[f] = SEED
+                if pr == 6 and (P[i, D.F_FLAGS] & 4) != 0:  # as _packet would have it
+                    status[f] = FLOW_CLOSED
+                    _append(links, lru, f, 2)
+                continue
+            r = st[ST_SROWS]
+            st[ST_SROWS] += 1
+            srow[f] = r
+            owner[r] = f
+            _init_row(S, r, client_is_a)
         elif lru[L_TAIL] != f:
             _unlink(links, lru, f, 0)
             _append(links, lru, f, 0)
-        fwd_is_a = S[f, S_FWD_IS_A] != 0.0
+        r = srow[f]
+        if r < 0:
+            r = _take_row(S, srow, seed, owner, st, f, pr, activity, DN, status1)
+        fwd_is_a = S[r, S_FWD_IS_A] != 0.0
         d = 0 if fwd_is_a == src_is_a else 1
         was_closed = status[f] == FLOW_CLOSED
-        _update(S, status, f, d, P, PE, i, buf, pool, st, params, hist, DN)
+        _update(S, r, status, f, d, P, PE, i, buf, pool, st, params, hist, DN)
         if was_closed:
             _unlink(links, lru, f, 2)
         if status[f] == FLOW_CLOSED:
@@ -668,94 +862,152 @@ def process_packets(P, PE, buf, K, S, status, table, pool, st, params, start, li
 
 
 @njit(cache=True, nogil=True)
-def expire(S, status, nflows, now, params, everything, links, lru):
+def expire(S, srow, seed, status, nflows, now, params, everything, links, lru):
     """Close flows that no later packet can join (or all of them)."""
     for f in range(nflows):
         s = status[f]
         if s != FLOW_OPEN and s != FLOW_CLOSED:
             continue
-        last = S[f, S_LAST_TS]
+        last = _last_ts(S, srow, seed, f)
         if (
             everything
             or now - last > params[P_IDLE]
-            or now - S[f, S_FIRST_TS] > params[P_ACTIVE]
+            or now - _first_ts(S, srow, seed, f) > params[P_ACTIVE]
             or (s == FLOW_CLOSED and now - last > params[P_GRACE])
         ):
-            _close(S, status, f, links, lru)
+            _close(S, srow, status, f, links, lru)
+
+
+@njit(cache=True, inline="always")
+def _in_slice(S, srow, f):
+    """Whether flow ``f`` has packets since its last cut (or since it began)."""
+    r = srow[f]
+    if r >= 0:
+        return S[r, S_SL_FIRST] >= 0
+    return r == SEED
 
 
 @njit(cache=True)
-def pending_slices(S, status, nflows):
+def pending_slices(S, srow, status, nflows):
     """Rows of the open flows with packets since their last cut (or since they began)."""
     m = 0
     for f in range(nflows):
-        if (status[f] == FLOW_OPEN or status[f] == FLOW_CLOSED) and S[f, S_SL_FIRST] >= 0:
+        if (status[f] == FLOW_OPEN or status[f] == FLOW_CLOSED) and _in_slice(S, srow, f):
             m += 1
     out = np.empty(m, dtype=np.int64)
     m = 0
     for f in range(nflows):
-        if (status[f] == FLOW_OPEN or status[f] == FLOW_CLOSED) and S[f, S_SL_FIRST] >= 0:
+        if (status[f] == FLOW_OPEN or status[f] == FLOW_CLOSED) and _in_slice(S, srow, f):
             out[m] = f
             m += 1
     return out
 
 
 @njit(cache=True)
-def rebase(S, rows, DN):
+def rebase(S, srow, rows, DN):
     """Start a new slice of each flow in ``rows`` (its interim record was emitted)."""
     for f in rows:
-        for d in range(2):
-            S[f, S_B_PKTS + d] = S[f, S_FLEN + 6 * d + ST_N]
-            S[f, S_B_BYTES + d] = S[f, S_FLEN + 6 * d + ST_SUM]
-            S[f, S_B_WIRE + d] = S[f, S_FWD_WIRE] if d == 0 else S[f, S_BYTES] - S[f, S_FWD_WIRE]
-            S[f, S_B_SYN + d] = S[f, S_SYN + d]
-            S[f, S_B_FIN + d] = S[f, S_FIN + d]
-            S[f, S_B_RST + d] = S[f, S_RST + d]
-            S[f, S_B_PSH + d] = S[f, S_FWD_PSH + d]
-        S[f, S_B_ACK] = S[f, S_FLAG + 4]
-        S[f, S_SL_FIRST] = -1.0
-        S[f, S_SL_SEQ] += 1.0
-        q = np.int64(S[f, S_DNS_SLOT])
-        if q < 0:
-            continue
-        DN[q, D_B_Q] = S[f, S_DNS_Q]
-        DN[q, D_B_NX] = S[f, S_DNS_NX]
-        for k in range(D_RBYTES + 1):
-            DN[q, D_B_QNAMED + k] = DN[q, k]
-        for k in range(HLL_NAMES_COLS):
-            DN[q, D_HLL_SLICE + k] = 0.0
-        DN[q, D_SL_QLEN_MAX] = 0.0
+        r = srow[f]
+        if r >= 0:
+            _rebase_row(S, r, DN)
+        else:
+            srow[f] = SEED_CUT
+
+
+@njit(cache=True)
+def slice_marks(S, srow, rows):
+    """For each flow of ``rows``: whether it was ever cut, and has packets since."""
+    cut = np.zeros(len(rows), dtype=np.bool_)
+    since = np.zeros(len(rows), dtype=np.bool_)
+    for k in range(len(rows)):
+        f = rows[k]
+        r = srow[f]
+        if r >= 0:
+            cut[k] = S[r, S_SL_SEQ] > 0
+            since[k] = S[r, S_SL_FIRST] >= 0
+        else:
+            cut[k] = r == SEED_CUT
+            since[k] = r == SEED
+    return cut, since
 
 
 @njit(cache=True, nogil=True)
-def compact(K, S, status, nflows, pool, pool2, links, lru):
-    """Move the open flows to the front (in place) and their query names into ``pool2``.
+def gather(S, srow, seed, K, rows, params, out):
+    """Write the accumulator row of each flow of ``rows`` to ``out`` (seeds rebuilt)."""
+    status1 = np.zeros(1, dtype=np.int8)
+    DN = np.zeros((0, ND), dtype=np.float64)  # a seed has no DNS row
+    for k in range(len(rows)):
+        f = rows[k]
+        r = srow[f]
+        if r >= 0:
+            for c in range(NS):
+                out[k, c] = S[r, c]
+        else:
+            _grow_seed(out, k, seed, f, K[f, K_PROTO], params[P_ACTIVITY], status1)
+            if r == SEED_CUT:
+                _rebase_row(out, k, DN)
 
-    Returns (open flows, bytes of ``pool2`` used).
+
+@njit(cache=True)
+def last_times(S, srow, seed, nflows):
+    """The latest packet time of each flow."""
+    out = np.empty(nflows, dtype=np.float64)
+    for f in range(nflows):
+        out[f] = _last_ts(S, srow, seed, f)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def compact(K, S, status, nflows, pool, pool2, links, lru, srow, seed, owner, nrows):
+    """Move the open flows and their rows of ``S`` to the front (in place), their query
+    names into ``pool2``.
+
+    Returns (open flows, bytes of ``pool2`` used, rows of ``S`` in use). Rows of ``S``
+    keep their order (a row only ever moves towards the front).
     """
-    m = 0
-    used = 0
     moved = np.full(nflows, -1, dtype=np.int64)
+    m = 0
     for f in range(nflows):
         s = status[f]
         if s != FLOW_OPEN and s != FLOW_CLOSED:
             continue
         moved[f] = m
+        m += 1
+    ms = 0
+    for r in range(nrows):
+        f = owner[r]
+        if moved[f] < 0:
+            continue
+        if ms != r:
+            for k in range(NS):
+                S[ms, k] = S[r, k]
+        owner[ms] = moved[f]
+        srow[f] = ms
+        ms += 1
+    m = 0
+    used = 0
+    for f in range(nflows):
+        s = status[f]
+        if s != FLOW_OPEN and s != FLOW_CLOSED:
+            continue
         if m != f:
             for k in range(NK):
                 K[m, k] = K[f, k]
-            for k in range(NS):
-                S[m, k] = S[f, k]
             status[m] = s
             for k in range(NLK):
                 links[m, k] = links[f, k]
-        ln = np.int64(S[m, S_QPOOL_LEN])
-        if ln > 0:
-            off = np.int64(S[m, S_QPOOL_OFF])
-            for k in range(ln):
-                pool2[used + k] = pool[off + k]
-            S[m, S_QPOOL_OFF] = used
-            used += ln
+            srow[m] = srow[f]
+            for k in range(NSD):
+                seed[m, k] = seed[f, k]
+        r = srow[m]
+        if r >= 0:
+            ln = np.int64(S[r, S_QPOOL_LEN])
+            if ln > 0:
+                off = np.int64(S[r, S_QPOOL_OFF])
+                for k in range(ln):
+                    pool2[used + k] = pool[off + k]
+                S[r, S_QPOOL_OFF] = used
+                used += ln
         m += 1
     for f in range(m, nflows):
         status[f] = FLOW_FREE
@@ -769,23 +1021,24 @@ def compact(K, S, status, nflows, pool, pool2, links, lru):
         if lru[k] >= 0:
             lru[k] = moved[lru[k]]
     lru[L_OLDEST] = 0
-    return m, used
+    return m, used, ms
 
 
 @njit(cache=True)
-def compact_dns(S, nflows, DN):
-    """Move the DNS rows of flows ``0 .. nflows-1`` to the front of ``DN``; return how many.
+def compact_dns(S, nrows, DN):
+    """Move the DNS rows of rows ``0 .. nrows-1`` of ``S`` to the front of ``DN``; return
+    how many.
 
     Rows keep their order (a row only ever moves towards the front), so this is in place.
     """
     m = 0
-    for f in range(nflows):
+    for f in range(nrows):
         if S[f, S_DNS_SLOT] >= 0:
             m += 1
     slots = np.empty(m, dtype=np.int64)
     owners = np.empty(m, dtype=np.int64)
     m = 0
-    for f in range(nflows):
+    for f in range(nrows):
         if S[f, S_DNS_SLOT] >= 0:
             slots[m] = np.int64(S[f, S_DNS_SLOT])
             owners[m] = f
@@ -827,9 +1080,9 @@ def list_order(links, lru, n, c):
     return out[:k]
 
 
-def _by_time(S: np.ndarray, status: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _by_time(last: np.ndarray, status: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Both list orders rebuilt from last packet times (ties: row order)."""
-    order = np.argsort(S[:, S_LAST_TS], kind="stable").astype(np.int64)
+    order = np.argsort(last, kind="stable").astype(np.int64)
     return order, order[status[order] == FLOW_CLOSED]
 
 
@@ -917,17 +1170,18 @@ class FinishedFlows:
         )
 
 
-def _ended(S: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Records of the ended flows in ``rows``: (row of each record, its kind).
+def _ended(cut: np.ndarray, since: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Records of the ended flows in ``rows``: (flow of each record, its kind).
 
-    A flow never cut is one ``REC_FLOW`` record; a cut flow is its whole (``REC_WHOLE``,
-    in the flow's place, so whole flows keep their order) and, when it had packets since
-    its last cut, its last slice (``REC_TAIL``, after all the others).
+    ``cut``/``since``: whether each flow was ever cut, and has packets since its last
+    cut (:func:`slice_marks`). A flow never cut is one ``REC_FLOW`` record; a cut flow
+    is its whole (``REC_WHOLE``, in the flow's place, so whole flows keep their order)
+    and, when it had packets since its last cut, its last slice (``REC_TAIL``, after all
+    the others).
     """
-    cut = S[rows, S_SL_SEQ] > 0
     if not cut.any():
         return rows, np.zeros(len(rows), dtype=np.uint8)
-    tail = rows[cut & (S[rows, S_SL_FIRST] >= 0)]
+    tail = rows[cut & since]
     kind = np.where(cut, REC_WHOLE, REC_FLOW).astype(np.uint8)
     return (
         np.concatenate([rows, tail]),
@@ -942,6 +1196,8 @@ class FlowTable:
     ended early to respect it. ``slice_s`` > 0 cuts the flows still open at every
     multiple of ``slice_s`` seconds since the epoch (the window boundaries) into interim
     records (``REC_SLICE``); a flow that was cut ends as its last slice and its whole.
+    ``seeds`` (default :data:`SEEDS`) keeps one-packet flows without a row of
+    accumulators (see Seeds above); the flows and records are the same either way.
     """
 
     def __init__(
@@ -952,15 +1208,18 @@ class FlowTable:
         grace_s: float,
         max_open: float = 0,
         slice_s: float = 0.0,
+        *,
+        seeds: bool | None = None,
     ) -> None:
         self.params, self.max_open = _settings(
-            idle_s, active_s, activity_s, grace_s, max_open, slice_s
+            idle_s, active_s, activity_s, grace_s, max_open, slice_s, seeds=seeds
         )
         self._alloc(0)
+        self._alloc_rows(0)
         self.pool = np.zeros(POOL_BYTES, dtype=np.uint8)
         self.pool2 = np.zeros(POOL_BYTES, dtype=np.uint8)
         self.table = np.zeros(0, dtype=np.int64)
-        self.st = np.array([0, 0, 0, -1, 0, 0], dtype=np.int64)  # ST_*
+        self.st = np.array([0, 0, 0, -1, 0, 0, 0], dtype=np.int64)  # ST_*
         self.DN = np.zeros((0, ND), dtype=np.float64)  # per-query DNS rows (ST_DNS in use)
         self.lru = np.array([-1, -1, 0, 0, self.max_open, -1, -1, 0], dtype=np.int64)  # L_*
 
@@ -973,41 +1232,82 @@ class FlowTable:
         """Flows ended early because the table was full (since this table was made)."""
         return int(self.lru[L_EVICTED])
 
+    def state_bytes(self) -> int:
+        """Bytes of the rows in use: the flows' own, their accumulator and DNS rows, and
+        the hash table (what the open flows cost, beyond buffers of fixed size)."""
+        flows, rows = int(self.st[0]), int(self.st[ST_SROWS])
+        per_flow = sum(a.itemsize * (a.size // max(len(a), 1)) for a in self._arrays())
+        per_row = sum(a.itemsize * (a.size // max(len(a), 1)) for a in self._row_arrays())
+        dns = int(self.st[ST_DNS]) * ND * 8
+        return flows * per_flow + rows * per_row + dns + self.table.nbytes
+
     def _alloc(self, rows: int) -> None:
         """Allocate the flow arrays (rows beyond those used stay untouched, so unpaid)."""
         self._K = np.empty((rows, NK), dtype=np.int64)
-        self._S = np.empty((rows, NS), dtype=np.float64)
         self._status = np.zeros(rows, dtype=np.int8)
         self._links = np.empty((rows, NLK), dtype=np.int64)  # set when a flow is made
+        self._srow = np.empty(rows, dtype=np.int64)  # set when a flow is made
+        self._seed = np.empty((rows, NSD), dtype=np.int64)
         self._view(rows)
 
     def _view(self, rows: int) -> None:
-        self.K, self.S, self.status = self._K[:rows], self._S[:rows], self._status[:rows]
-        self.links = self._links[:rows]
+        self.K, self.status = self._K[:rows], self._status[:rows]
+        self.links, self.srow, self.seed = self._links[:rows], self._srow[:rows], self._seed[:rows]
+
+    def _alloc_rows(self, rows: int) -> None:
+        """Allocate the accumulator rows (untouched rows stay unpaid)."""
+        self._S = np.empty((rows, NS), dtype=np.float64)
+        self._owner = np.empty(rows, dtype=np.int64)
+        self._view_rows(rows)
+
+    def _view_rows(self, rows: int) -> None:
+        self.S, self.owner = self._S[:rows], self._owner[:rows]
 
     def _reserve(self, need: int) -> None:
+        """Room for ``need`` flows."""
         if need <= len(self.status):
             return
+        grown = self._grown(need, int(self.st[0]), len(self._status), self._arrays, self._alloc)
+        self._view(grown)
+
+    def _reserve_rows(self, need: int) -> None:
+        """Room for ``need`` rows of accumulators."""
+        if need <= len(self.S):
+            return
+        n = int(self.st[ST_SROWS])
+        self._view_rows(self._grown(need, n, len(self._S), self._row_arrays, self._alloc_rows))
+
+    def _grown(
+        self,
+        need: int,
+        used: int,
+        have: int,
+        arrays: Callable[[], list[np.ndarray]],
+        alloc: Callable[[int], None],
+    ) -> int:
+        """Grow one set of arrays (``used`` rows kept) for ``need``; return the rows to view."""
         rows = max(need + need // 4, 1 << 12)  # modest growth: this is most of our memory
-        n = int(self.st[0])
         if self.max_open:
             # With a cap the arrays are made once at their largest size: pages are only
             # paid for when a row is first used, and growing never copies.
-            full = max(self.max_open, n) + _SPARE_ROWS
-            if len(self._status) < full:
-                old = self._arrays()
-                self._alloc(full)
-                for new, was in zip(self._arrays(), old, strict=True):
-                    new[:n] = was[:n]
-            self._view(min(rows, len(self._status)))
-            return
-        old = self._arrays()
-        self._alloc(rows)
-        for new, was in zip(self._arrays(), old, strict=True):
-            new[:n] = was[:n]
+            full = max(self.max_open, used) + _SPARE_ROWS
+            if have < full:
+                old = arrays()
+                alloc(full)
+                for new, was in zip(arrays(), old, strict=True):
+                    new[:used] = was[:used]
+            return min(rows, len(arrays()[0]))
+        old = arrays()
+        alloc(rows)
+        for new, was in zip(arrays(), old, strict=True):
+            new[:used] = was[:used]
+        return rows
 
     def _arrays(self) -> list[np.ndarray]:
-        return [self._K, self._S, self._status, self._links]
+        return [self._K, self._status, self._links, self._srow, self._seed]
+
+    def _row_arrays(self) -> list[np.ndarray]:
+        return [self._S, self._owner]
 
     def _index(self) -> None:
         """(Re)build the hash table over the open flows, sized for the flow arrays."""
@@ -1034,6 +1334,7 @@ class FlowTable:
         # Room for the open flows and a guess at the new ones; grown on demand, so
         # memory follows the number of flows, not the chunk size.
         self._reserve(int(self.st[0]) + n // 8 + 1024)
+        self._reserve_rows(int(self.st[ST_SROWS]) + 1024)
         self._index()
         parts = []
         i = 0
@@ -1053,6 +1354,9 @@ class FlowTable:
                 self.links,
                 self.lru,
                 self.DN,
+                self.srow,
+                self.seed,
+                self.owner,
             )
             if i >= n:
                 break
@@ -1062,6 +1366,12 @@ class FlowTable:
                 continue
             if stop == STOP_DNS_FULL:
                 self._grow_dns()
+                continue
+            if stop == STOP_SROWS:
+                if self.max_open and len(self.S) == len(self._S):
+                    parts.append(self._harvest(emit))  # every row in use: free the ended
+                    self._index()
+                self._reserve_rows(int(self.st[ST_SROWS]) + max(1024, (n - i) // 4))
                 continue
             if self.max_open and len(self.status) == len(self._status):
                 # every row in use (open flows plus flows ended in this chunk): hand the
@@ -1080,15 +1390,27 @@ class FlowTable:
         grown[:used] = self.DN[:used]
         self.DN = grown
 
-    def _records(self, rows: np.ndarray, pool: np.ndarray, kind: np.ndarray) -> FinishedFlows:
-        """Copy out the records of ``rows`` (accumulators, keys and DNS rows)."""
+    def _named(self, flows: np.ndarray) -> bool:
+        """Whether any of ``flows`` holds a query name (only flows with rows can)."""
+        rows = self.srow[flows]
+        rows = rows[rows >= 0]
+        return bool((self.S[rows, S_QPOOL_LEN] > 0).any())
+
+    def _records(self, flows: np.ndarray, pool: np.ndarray, kind: np.ndarray) -> FinishedFlows:
+        """Copy out the records of ``flows`` (accumulators, keys and DNS rows)."""
+        S = np.empty((len(flows), NS), dtype=np.float64)
+        gather(self.S, self.srow, self.seed, self.K, flows, self.params, S)
         dns = None
-        slots = self.S[rows, S_DNS_SLOT].astype(np.int64)
+        slots = S[:, S_DNS_SLOT].astype(np.int64)
         has = slots >= 0
         if has.any():
-            dns = np.zeros((len(rows), ND), dtype=np.float64)
+            dns = np.zeros((len(flows), ND), dtype=np.float64)
             dns[has] = self.DN[slots[has]]
-        return FinishedFlows(self.K[rows], self.S[rows], pool, kind, dns)
+        return FinishedFlows(self.K[flows], S, pool, kind, dns)
+
+    def _ended(self, flows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cut, since = slice_marks(self.S, self.srow, flows)
+        return _ended(cut, since, flows)
 
     def _cut(self, ts: int, emit: Callable[[FinishedFlows], None] | None) -> list[FinishedFlows]:
         """Cut the open flows at the boundary that the packet at ``ts`` crossed.
@@ -1099,11 +1421,22 @@ class FlowTable:
         starts a new slice. Returns the records when there is no ``emit``.
         """
         n = int(self.st[0])
-        expire(self.S, self.status, n, float(ts), self.params, False, self.links, self.lru)
-        rows = pending_slices(self.S, self.status, n)
+        expire(
+            self.S,
+            self.srow,
+            self.seed,
+            self.status,
+            n,
+            float(ts),
+            self.params,
+            False,
+            self.links,
+            self.lru,
+        )
+        rows = pending_slices(self.S, self.srow, self.status, n)
         out: list[FinishedFlows] = []
         if len(rows):
-            named = (self.S[rows, S_QPOOL_LEN] > 0).any()
+            named = self._named(rows)
             pool = self.pool[: int(self.st[1])].copy() if named else self.pool[:0].copy()
             for at in range(0, len(rows), EMIT_ROWS):
                 part = rows[at : at + EMIT_ROWS]
@@ -1112,7 +1445,7 @@ class FlowTable:
                     emit(rec)
                 else:
                     out.append(rec)
-            rebase(self.S, rows, self.DN)
+            rebase(self.S, self.srow, rows, self.DN)
         step = int(self.params[P_SLICE])
         self.st[ST_BOUNDARY] = (ts // step + 1) * step
         return out
@@ -1125,6 +1458,8 @@ class FlowTable:
     def _expire(self, everything: bool) -> None:
         expire(
             self.S,
+            self.srow,
+            self.seed,
             self.status,
             int(self.st[0]),
             float(self.st[2]),
@@ -1139,9 +1474,12 @@ class FlowTable:
         if emit is not None:
             done = np.flatnonzero(self.status[:n] == FLOW_DONE)
             if len(done):
-                named = (self.S[done, S_QPOOL_LEN] > 0).any()
-                pool = self.pool[: int(self.st[1])].copy() if named else self.pool[:0].copy()
-                recs, kinds = _ended(self.S, done)
+                pool = (
+                    self.pool[: int(self.st[1])].copy()
+                    if self._named(done)
+                    else self.pool[:0].copy()
+                )
+                recs, kinds = self._ended(done)
                 for at in range(0, len(recs), EMIT_ROWS):
                     emit(self._records(recs[at : at + EMIT_ROWS], pool, kinds[at : at + EMIT_ROWS]))
                 self.status[done] = FLOW_FREE
@@ -1151,15 +1489,19 @@ class FlowTable:
             return out
         if n and (self.status[:n] == FLOW_DONE).all():
             # everything ended (end of capture): hand out views, no copy (unless some
-            # flows were cut: their records are more than their rows)
+            # flows were cut, or are seeds, or have their rows out of order)
             pool = self.pool[: int(self.st[1])].copy()
-            recs, kinds = _ended(self.S, np.arange(n))
-            if len(recs) == n and not int(self.st[ST_DNS]):
+            everyone = np.arange(n)
+            recs, kinds = self._ended(everyone)
+            in_place = int(self.st[ST_SROWS]) == n and np.array_equal(self.srow[:n], everyone)
+            if len(recs) == n and in_place and not int(self.st[ST_DNS]):
                 out = FinishedFlows(self.K[:n], self.S[:n], pool, kinds)
             else:
                 out = self._records(recs, pool, kinds)
             self._alloc(0)
+            self._alloc_rows(0)
             self.st[ST_DNS] = 0
+            self.st[ST_SROWS] = 0
             self.st[0] = 0
             self.st[1] = 0
             for k in (L_HEAD, L_TAIL, L_CHEAD, L_CTAIL):
@@ -1167,16 +1509,15 @@ class FlowTable:
             self.lru[L_LIVE] = self.lru[L_OLDEST] = 0
             return out
         done = np.flatnonzero(self.status[:n] == FLOW_DONE)
-        names = self.S[done, S_QPOOL_LEN] > 0
-        pool = self.pool[: int(self.st[1])].copy() if names.any() else self.pool[:0].copy()
-        recs, kinds = _ended(self.S, done)
+        pool = self.pool[: int(self.st[1])].copy() if self._named(done) else self.pool[:0].copy()
+        recs, kinds = self._ended(done)
         out = self._records(recs, pool, kinds)
         if len(done) or self.st[1] > POOL_BYTES // 2:
             self._compact()
         return out
 
     def _compact(self) -> None:
-        m, used = compact(
+        m, used, rows = compact(
             self.K,
             self.S,
             self.status,
@@ -1185,12 +1526,17 @@ class FlowTable:
             self.pool2,
             self.links,
             self.lru,
+            self.srow,
+            self.seed,
+            self.owner,
+            int(self.st[ST_SROWS]),
         )
         self.pool, self.pool2 = self.pool2, self.pool
         self.st[0] = m
         self.st[1] = used
+        self.st[ST_SROWS] = rows
         if self.st[ST_DNS]:
-            self.st[ST_DNS] = compact_dns(self.S, m, self.DN)
+            self.st[ST_DNS] = compact_dns(self.S, rows, self.DN)
 
     # -- carry across rotated files ---------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -1202,17 +1548,28 @@ class FlowTable:
     def state_arrays(self) -> dict[str, np.ndarray]:
         """The open flows as named arrays (what :meth:`from_arrays` takes back).
 
-        Only the flows' rows, their DNS rows and the names they use; the large arrays
-        are views or compact copies, so writing them out costs one pass over the state.
+        Only the flows' rows, their accumulator and DNS rows and the names they use;
+        seeds stay seeds. The large arrays are views or compact copies, so writing them
+        out costs one pass over the state.
         """
         n = int(self.st[0])
         order = list_order(self.links, self.lru, n, 0)
         closed = list_order(self.links, self.lru, n, 2)
         if len(order) != n or len(closed) != (self.status[:n] == FLOW_CLOSED).sum():
-            order, closed = _by_time(self.S[:n], self.status[:n])  # lists damaged: rebuild
-        slots = self.S[:n, S_DNS_SLOT].astype(np.int64)
+            last = last_times(self.S, self.srow, self.seed, n)
+            order, closed = _by_time(last, self.status[:n])  # lists damaged: rebuild
+        srow = self.srow[:n]
+        has_row = srow >= 0
+        rows = srow[has_row]
+        nrows = int(self.st[ST_SROWS])
+        if len(rows) == nrows and np.array_equal(self.owner[rows], np.flatnonzero(has_row)):
+            S = self.S[:nrows]  # every row in use is an open flow's (compacted): as they are
+        else:
+            S = self.S[rows]
+            srow = srow.copy()
+            srow[has_row] = np.arange(len(rows))
+        slots = S[:, S_DNS_SLOT].astype(np.int64)
         has = slots >= 0
-        S = self.S[:n]
         used = int(has.sum())
         if used and (used != self.st[ST_DNS] or slots[has].max() >= used):
             S = S.copy()  # DNS rows of ended flows in between: only the open flows' rows
@@ -1220,12 +1577,16 @@ class FlowTable:
             dns = self.DN[slots[has]]
         else:  # compacted already (every chunk ends so): the rows in use, as they are
             dns = self.DN[:used]
+        st = self.st.copy()
+        st[ST_SROWS] = len(S)
         return {
             "K": self.K[:n],
             "S": S,
             "status": self.status[:n],
+            "srow": srow,
+            "seed": self.seed[:n],
             "pool": self.pool[: int(self.st[1])],
-            "st": self.st.copy(),
+            "st": st,
             "params": self.params.copy(),
             "lru": order,
             "closed": closed,
@@ -1233,17 +1594,19 @@ class FlowTable:
         }
 
     @classmethod
-    def from_bytes(cls, data: bytes, *args: float) -> FlowTable:
+    def from_bytes(cls, data: bytes, *args: float, seeds: bool | None = None) -> FlowTable:
         """Restore open flows saved by :meth:`to_bytes`; raise ValueError if malformed."""
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 arrays = {name: z[name] for name in z.files}
         except Exception as exc:  # np.load raises many types for garbage input
             raise ValueError(f"invalid carry state: {exc}") from exc
-        return cls.from_arrays(arrays, *args)
+        return cls.from_arrays(arrays, *args, seeds=seeds)
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray], *args: float) -> FlowTable:
+    def from_arrays(
+        cls, arrays: Mapping[str, np.ndarray], *args: float, seeds: bool | None = None
+    ) -> FlowTable:
         """Restore open flows saved by :meth:`state_arrays`; raise ValueError if malformed.
 
         ``args`` are this class's own arguments (timeouts, cap, slice length).
@@ -1252,23 +1615,30 @@ class FlowTable:
         flows' last packet times for state saved before they were kept), and state saved
         by earlier versions is widened: a flow saved before interim records starts its
         first slice with it; one saved before wire-byte slices starts its next slice's
-        wire bytes in proportion to its packets.
+        wire bytes in proportion to its packets; one saved before seeds has a row.
         """
-        K, S, status, pool, st, order, closed, dns = _checked_state(arrays)
-        n = len(K)
-        t = cls(*args)
+        K, S, status, srow, seed, pool, st, order, closed, dns = _checked_state(arrays)
+        n, m = len(K), len(S)
+        t = cls(*args, seeds=seeds)
         if n:
             t._reserve(n)
             t._view(n)
-            t.K[:], t.S[:], t.status[:] = K, S, status
+            t.K[:], t.status[:], t.srow[:], t.seed[:] = K, status, srow, seed
             t.links[:] = -1
             link_in_order(order, closed, t.links, t.lru)
+        if m:
+            t._reserve_rows(m)
+            t._view_rows(m)
+            t.S[:] = S
+            has_row = srow >= 0
+            t.owner[srow[has_row]] = np.flatnonzero(has_row)
         t.pool[: len(pool)] = pool
         t.st[:3] = st[:3]
         t.st[ST_BOUNDARY] = st[ST_BOUNDARY] if len(st) > ST_BOUNDARY else -1
         t.st[ST_STOP] = 0
         t.DN = np.array(dns, dtype=np.float64)
         t.st[ST_DNS] = len(dns)
+        t.st[ST_SROWS] = m
         return t
 
     def runs_with(self, *args: float) -> bool:
@@ -1285,24 +1655,41 @@ def _checked_state(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
         raise ValueError(f"invalid carry state: no array {exc}") from exc
     order, closed = arrays.get("lru"), arrays.get("closed")
     dns = arrays.get("dns", np.zeros((0, ND)))
-    n = int(st[0]) if st.shape in ((3,), (6,)) and st.dtype == np.int64 else -1
-    if S.dtype == np.float64 and S.ndim == 2 and S.shape[0] == n and S.shape[1] < NS:
-        S = _widen(S)
+    srow, seed = arrays.get("srow"), arrays.get("seed")
+    n = int(st[0]) if st.shape in ((3,), (6,), (7,)) and st.dtype == np.int64 else -1
+    if srow is None and seed is None:
+        # saved before seeds: every flow has its row, in flow order
+        srow = np.arange(max(n, 0), dtype=np.int64)
+        seed = np.zeros((max(n, 0), NSD), dtype=np.int64)
+        if S.dtype == np.float64 and S.ndim == 2 and S.shape[0] == n and S.shape[1] < NS:
+            S = _widen(S)
+    elif srow is None or seed is None:
+        raise ValueError("invalid carry state: seeds without their rows or the reverse")
     slots = S[:, S_DNS_SLOT] if S.ndim == 2 and S.shape[1:] == (NS,) else np.zeros(0)
     if (
         K.dtype != np.int64
         or S.dtype != np.float64
         or status.dtype != np.int8
         or pool.dtype != np.uint8
+        or srow.dtype != np.int64
+        or seed.dtype != np.int64
         or K.shape != (n, NK)
-        or S.shape != (n, NS)
+        or S.ndim != 2
+        or S.shape[1:] != (NS,)
         or status.shape != (n,)
+        or srow.shape != (n,)
+        or seed.shape != (n, NSD)
         or len(pool) > POOL_BYTES
         or int(st[1]) != len(pool)
     ):
         raise ValueError("invalid carry state: unexpected shapes or types")
     if n and (not np.isin(status, (FLOW_OPEN, FLOW_CLOSED)).all()):
         raise ValueError("invalid carry state: bad flow status")
+    if (
+        not np.array_equal(np.sort(srow[srow >= 0]), np.arange(len(S)))
+        or ((srow < 0) & (srow != SEED) & (srow != SEED_CUT)).any()
+    ):
+        raise ValueError("invalid carry state: bad accumulator rows")
     if (
         dns.dtype != np.float64
         or dns.ndim != 2
@@ -1316,7 +1703,7 @@ def _checked_state(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
     if n and ((lens > 0) & ((offs < 0) | (offs + lens > len(pool)))).any():
         raise ValueError("invalid carry state: name pool offsets out of range")
     if order is None or closed is None:
-        order, closed = _by_time(S, status)
+        order, closed = _by_time(last_times(S, srow, seed, n), status)
     if (
         order.dtype != np.int64
         or closed.dtype != np.int64
@@ -1325,7 +1712,7 @@ def _checked_state(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
         or not np.array_equal(np.sort(closed), np.flatnonzero(status == FLOW_CLOSED))
     ):
         raise ValueError("invalid carry state: bad flow order")
-    return K, S, status, pool, st, order, closed, dns
+    return K, S, status, srow, seed, pool, st, order, closed, dns
 
 
 def _settings(
@@ -1335,12 +1722,16 @@ def _settings(
     grace_s: float,
     max_open: float = 0,
     slice_s: float = 0.0,
+    *,
+    seeds: bool | None = None,
 ) -> tuple[np.ndarray, int]:
-    """A table's timing parameters (microseconds, ``P_*``) and open-flow cap."""
+    """A table's parameters (times in microseconds, ``P_*``) and open-flow cap."""
     params = np.array(
-        [idle_s * 1e6, active_s * 1e6, activity_s * 1e6, grace_s * 1e6, 0.0], dtype=np.float64
+        [idle_s * 1e6, active_s * 1e6, activity_s * 1e6, grace_s * 1e6, 0.0, 0.0],
+        dtype=np.float64,
     )
     params[P_SLICE] = float(round(max(0.0, slice_s) * 1e6))
+    params[P_SEEDS] = 1.0 if (SEEDS if seeds is None else seeds) else 0.0
     return params, max(0, int(max_open))
 
 

@@ -1,0 +1,382 @@
+"""Seeds: one-packet flows kept without a row of accumulators give the very same records.
+
+A flow's 1 kB row of accumulators is made at its second packet; until then its one
+packet is kept in three words and the row rebuilt from them when needed. These tests
+run the same traffic with and without seeds and compare every record bit for bit: a
+realistic mix where most flows have one packet (an unanswered SYN scan, a spoofed SYN
+flood, UDP and ICMP probes, backscatter), seeds that cross window boundaries, get a
+second packet after a cut, time out, are evicted by the cap, are carried to the next
+file, and packets whose fields do not fit a seed; then every test capture through the
+whole pipeline; then what an open flow costs, and carry state an attacker forged.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scapy.layers.dns import DNS, DNSQR, DNSRR
+
+from netmon_exporter.capture.pcap_reader import CaptureReader
+from netmon_exporter.flows import flow_table as T
+from netmon_exporter.flows.flow_table import FinishedFlows, FlowTable
+from netmon_exporter.ingest import carry_store
+from netmon_exporter.pipeline import FlowSettings, process_file
+from tests.flood_capture import syn_flood_records
+
+DATA = Path(__file__).parent / "data" / "pcaps"
+T0 = 1_700_000_030.0  # 10 s before a minute boundary: windows are cut within the capture
+
+# idle, active, activity, grace; then cap and slice length per case
+_TIMES = (20.0, 90.0, 5.0, 2.0)
+
+
+_ETH4 = bytes.fromhex("0200000000aa0200000000bb0800")
+_ETH6 = bytes.fromhex("0200000000aa0200000000bb86dd")
+S_, SA, R_, RA, A_, PA, FA = 0x02, 0x12, 0x04, 0x14, 0x10, 0x18, 0x11
+
+
+def _ip(src: str, dst: str, proto: int, l4: bytes) -> bytes:
+    if ":" in src:
+        a, b = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
+        return _ETH6 + struct.pack("!IHBB16s16s", 0x60000000, len(l4), proto, 64, a, b) + l4
+    a, b = socket.inet_aton(src), socket.inet_aton(dst)
+    head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0, 64, proto, 0, a, b)
+    return _ETH4 + head + l4
+
+
+def _tcp(
+    src: str, dst: str, sp: int, dp: int, flags: int, pay: bytes = b"", win: int = 1024
+) -> bytes:
+    return _ip(src, dst, 6, struct.pack("!HHIIBBHHH", sp, dp, 1, 0, 0x50, flags, win, 0, 0) + pay)
+
+
+def _udp(src: str, dst: str, sp: int, dp: int, pay: bytes = b"") -> bytes:
+    return _ip(src, dst, 17, struct.pack("!HHHH", sp, dp, 8 + len(pay), 0) + pay)
+
+
+def _icmp(src: str, dst: str, kind: int, code: int, ident: int, pay: bytes = b"") -> bytes:
+    return _ip(src, dst, 1, struct.pack("!BBHHH", kind, code, 0, ident, 1) + pay)
+
+
+def _pcap(path: Path, pkts: list[tuple[float, bytes]]) -> Path:
+    recs = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    for t, frame in sorted(pkts, key=lambda p: p[0]):
+        us = round(t * 1e6)
+        recs.append(struct.pack("<IIII", us // 1_000_000, us % 1_000_000, len(frame), len(frame)))
+        recs.append(frame)
+    path.write_bytes(b"".join(recs))
+    return path
+
+
+def _mix(path: Path) -> Path:
+    """About 3,000 packets over ~150 s: mostly one-packet flows, at rates seen in the field."""
+    rng = np.random.default_rng(11)
+    pkts: list[tuple[float, bytes]] = []
+    att, srv, cli, dns = "198.51.100.7", "10.0.0.2", "10.0.0.9", "10.0.0.53"
+    # an unanswered SYN scan at 25 probes/s (1,000 ports); a few ports answer
+    for k, port in enumerate(int(p) for p in rng.permutation(np.arange(1, 1001))):
+        t = T0 + 0.5 + k * 0.04
+        pkts.append((t, _tcp(att, srv, 40000, port, S_)))
+        if port % 97 == 0:  # open: SYN-ACK, then the scanner's RST
+            pkts.append((t + 0.001, _tcp(srv, att, port, 40000, SA)))
+            pkts.append((t + 0.002, _tcp(att, srv, 40000, port, R_)))
+        elif port % 89 == 0:  # closed, and says so
+            pkts.append((t + 0.001, _tcp(srv, att, port, 40000, RA)))
+    # a spoofed SYN flood: 600 sources, one packet each, over 12 s
+    for k in range(600):
+        src = f"203.0.{k // 250}.{k % 250 + 1}"
+        pkts.append((T0 + 40 + k * 0.02, _tcp(src, srv, 1024 + k, 443, S_, win=29200)))
+    # backscatter: lone SYN-ACKs (the receiver is then the client) and RSTs; some repeat
+    # within the close grace (the same flow), some after it (a new flow)
+    for k in range(150):
+        t = T0 + 55 + k * 0.3
+        peer = f"192.0.2.{k % 200 + 1}"
+        flags = SA if k % 2 else R_
+        pkts.append((t, _tcp(peer, srv, 80, 30000 + k, flags)))
+        if k % 5 == 0:
+            pkts.append((t + (1.0 if k % 10 == 0 else 3.5), _tcp(peer, srv, 80, 30000 + k, flags)))
+    # UDP and ICMP probes over the minute boundary at T0 + 70; some answered, some only
+    # after the boundary (a seed cut, then given its row)
+    for k in range(300):
+        t = T0 + 50 + k * 0.1
+        dst = f"10.0.1.{k % 250 + 1}"
+        if k % 3 == 0:
+            pkts.append((t, _udp(att, dst, 50000 + k, 161, b"\x30\x26")))
+            if k % 12 == 0:
+                pkts.append((t + 15, _udp(dst, att, 161, 50000 + k, b"\x30" * 40)))
+        elif k % 3 == 1:
+            pkts.append((t, _icmp(att, dst, 8, 0, k)))
+            if k % 7 == 1:
+                pkts.append((t + 0.002, _icmp(dst, att, 0, 0, k)))
+        else:
+            pkts.append((t, _icmp(dst, att, 3, 3, 0, bytes(28))))
+    for k in range(40):  # IPv6 singles
+        pkts.append(
+            (
+                T0 + 70 + k * 0.5,
+                _udp("2001:db8::7", f"2001:db8::{k + 100:x}", 5353, 9000 + k, b"x" * k),
+            )
+        )
+    # DNS: rows at once (names); half the queries answered
+    for k in range(30):
+        t = T0 + 10 + k * 4.0
+        name = f"h{k}.example.org"
+        pkts.append(
+            (t, _udp(cli, dns, 20000 + k, 53, bytes(DNS(id=k, rd=1, qd=DNSQR(qname=name)))))
+        )
+        if k % 2:
+            answer = DNS(id=k, qr=1, qd=DNSQR(qname=name), an=DNSRR(rrname=name, rdata="10.9.9.9"))
+            pkts.append((t + 0.01, _udp(dns, cli, 53, 20000 + k, bytes(answer))))
+    # ordinary sessions: keep-alives every 25 s (cut at each boundary), short exchanges
+    for k in range(6):
+        t = T0 + 1 + k * 25
+        pkts.append((t, _tcp(cli, srv, 41000, 22, PA, b"k" * 48)))
+        pkts.append((t + 0.05, _tcp(srv, cli, 22, 41000, A_)))
+    for k in range(40):
+        t = T0 + 2 + k * 3.3
+        sp = 42000 + k
+        for dt, up, flags, pay in (
+            (0.0, True, S_, b""),
+            (0.001, False, SA, b""),
+            (0.002, True, A_, b""),
+            (0.003, True, PA, b"GET / HTTP/1.1\r\n\r\n"),
+            (0.02, False, PA, b"y" * 700),
+            (0.03, True, FA, b""),
+            (0.031, False, FA, b""),
+            (0.032, True, A_, b""),
+        ):
+            frame = _tcp(cli, srv, sp, 80, flags, pay) if up else _tcp(srv, cli, 80, sp, flags, pay)
+            pkts.append((t + dt, frame))
+    return _pcap(path, pkts)
+
+
+@pytest.fixture(scope="module")
+def mix(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _mix(tmp_path_factory.mktemp("seeds") / "mix.pcap")
+
+
+def _run(
+    path: Path,
+    seeds: bool,
+    chunk: int,
+    cap: int = 0,
+    slice_s: float = 0.0,
+    carry_every: int = 0,
+    tmp: Path | None = None,
+    evicted: list[int] | None = None,
+) -> FinishedFlows:
+    """Records of ``path`` fed in chunks of ``chunk`` packets, the table saved and restored
+    (through a carry file when ``tmp`` is given) after every ``carry_every`` chunks; the
+    flows the cap ended early are added to ``evicted[0]``."""
+    args = (*_TIMES, cap, slice_s)
+    table = FlowTable(*args, seeds=seeds)
+    out = []
+    evicted = evicted if evicted is not None else [0]
+    for k, c in enumerate(CaptureReader(path, max_packets=chunk, read_size=4096)):
+        out.append(table.add(c.P, c.PE, c.buf))
+        if carry_every and (k + 1) % carry_every == 0:
+            arrays = table.state_arrays()
+            if tmp is not None:
+                ref = carry_store.save_arrays(tmp, k, arrays)
+                loaded = carry_store.load(tmp, ref)
+                assert isinstance(loaded, dict)
+                arrays = loaded
+            else:
+                arrays = {name: np.array(a) for name, a in arrays.items()}
+            evicted[0] += table.evicted
+            table = FlowTable.from_arrays(arrays, *args, seeds=seeds)
+    out.append(table.finish())
+    evicted[0] += table.evicted
+    return FinishedFlows.concat(out)
+
+
+def _names(rec: FinishedFlows) -> list[bytes]:
+    out = []
+    for off, ln in zip(rec.S[:, T.S_QPOOL_OFF], rec.S[:, T.S_QPOOL_LEN], strict=True):
+        out.append(bytes(rec.pool[int(off) : int(off + ln)]) if ln > 0 else b"")
+    return out
+
+
+def _same(a: FinishedFlows, b: FinishedFlows) -> None:
+    assert len(a) == len(b)
+    assert np.array_equal(a.K, b.K)
+    assert np.array_equal(a.kinds(), b.kinds())
+    sa, sb = a.S.copy(), b.S.copy()
+    sa[:, T.S_QPOOL_OFF] = sb[:, T.S_QPOOL_OFF] = 0  # offsets into each run's own pool
+    bad = np.flatnonzero((sa.view(np.uint64) != sb.view(np.uint64)).any(axis=1))
+    assert not len(bad), (
+        bad[:5],
+        np.flatnonzero(sa[bad[0]].view(np.uint64) != sb[bad[0]].view(np.uint64)),
+    )
+    assert np.array_equal(a.dns().view(np.uint64), b.dns().view(np.uint64))
+    assert _names(a) == _names(b)
+
+
+@pytest.mark.parametrize(
+    ("chunk", "cap", "slice_s", "carry_every"),
+    [
+        (32768, 0, 0.0, 0),
+        (97, 0, 60.0, 0),  # window cuts: seeds cut, then promoted or ended
+        (250, 300, 60.0, 0),  # the cap evicts seeds and rows alike
+        (64, 0, 60.0, 3),  # carried between "files" every 3 chunks
+        (500, 400, 60.0, 2),
+    ],
+)
+def test_records_are_the_same_with_and_without_seeds(
+    mix: Path, chunk: int, cap: int, slice_s: float, carry_every: int
+) -> None:
+    evicted = [0]
+    with_seeds = _run(mix, True, chunk, cap, slice_s, carry_every, evicted=evicted)
+    without = _run(mix, False, chunk, cap, slice_s, carry_every)
+    _same(with_seeds, without)
+    kinds = with_seeds.kinds()
+    if slice_s:
+        assert (kinds == T.REC_SLICE).sum() > 50  # the case is what it says: seeds were cut
+    pkts = with_seeds.S[:, T.S_PKTS][kinds != T.REC_SLICE]
+    assert (pkts == 1).mean() > 0.5  # most flows had one packet
+    assert (evicted[0] > 100) == bool(cap)  # the cap ended seeds and rows early
+
+
+def test_seeds_carried_through_carry_files_come_back_the_same(mix: Path, tmp_path: Path) -> None:
+    _same(
+        _run(mix, True, 200, 0, 60.0, 1, tmp=tmp_path),
+        _run(mix, False, 200, 0, 60.0, 0),
+    )
+
+
+def test_one_packet_flows_have_no_rows_until_a_second_packet(mix: Path) -> None:
+    table = FlowTable(*_TIMES, 0, 60.0)
+    for c in CaptureReader(mix, max_packets=2000):  # the first 2,000 packets: in the flood
+        table.add(c.P, c.PE, c.buf)
+        break
+    n = table.open_flows
+    assert n > 400
+    seeds = int((table.srow[:n] < 0).sum())
+    rows = int(table.st[T.ST_SROWS])
+    assert seeds > 0.5 * n and rows == n - seeds
+    # every row in use belongs to the flow that points at it
+    assert np.array_equal(table.srow[table.owner[:rows]], np.arange(rows))
+
+
+def test_a_seed_cut_at_a_boundary_then_answered_is_one_flow_in_two_records(
+    tmp_path: Path,
+) -> None:
+    # an SNMP probe 5 s before the minute boundary, answered 10 s after it: one flow,
+    # cut at the boundary (slice: the probe), ended as its last slice and its whole
+    b = 1_700_000_040.0  # a minute boundary
+    path = _pcap(
+        tmp_path / "late.pcap",
+        [
+            (b - 5, _udp("10.0.0.1", "10.0.0.2", 5000, 161, b"q" * 30)),
+            (b + 10, _udp("10.0.0.2", "10.0.0.1", 161, 5000, b"a" * 90)),
+        ],
+    )
+    for seeds in (True, False):
+        rec = _run(path, seeds, 1, 0, 60.0, 1)
+        assert list(rec.kinds()) == [T.REC_SLICE, T.REC_WHOLE, T.REC_TAIL]
+        assert list(rec.S[:, T.S_PKTS]) == [1, 2, 2]
+        assert list(rec.S[:, T.S_B_PKTS]) == [0, 1, 1]  # the tail counts from the cut
+    _same(_run(path, True, 1, 0, 60.0, 1), _run(path, False, 1, 0, 60.0, 1))
+
+
+def test_packets_whose_fields_do_not_fit_a_seed_get_a_row_at_once(tmp_path: Path) -> None:
+    # pcap records may claim any original length: one beyond what a seed keeps (2**31)
+    path = tmp_path / "huge.pcap"
+    recs = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    for k, orig in enumerate((0x7FFFFFFF, 0x80000000, 0xFFFFFFFF)):
+        frame = _udp("10.0.0.1", f"10.0.0.{k + 2}", 1, 2, b"z")  # distinct flows
+        recs.append(struct.pack("<IIII", 1_700_000_000 + k, 0, len(frame), orig))
+        recs.append(frame)
+    path.write_bytes(b"".join(recs))
+    table = FlowTable(*_TIMES)
+    for c in CaptureReader(path):
+        table.add(c.P, c.PE, c.buf)
+    assert list(table.srow[: table.open_flows]) == [T.SEED, 0, 1]
+    _same(_run(path, True, 1), _run(path, False, 1))
+    assert list(_run(path, True, 1).S[:, T.S_BYTES]) == [0x7FFFFFFF, 0x80000000, 0xFFFFFFFF]
+
+
+def test_every_test_capture_gives_the_same_flows_with_and_without_seeds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s = FlowSettings(interim_seconds=60.0)
+    for path in sorted(DATA.glob("*.pcap*")):
+        monkeypatch.setattr(T, "SEEDS", True)
+        a = process_file(path, s).flows
+        monkeypatch.setattr(T, "SEEDS", False)
+        b = process_file(path, s).flows
+        assert a is not None and b is not None and len(a) == len(b), path.name
+        for name, col in a.columns.items():
+            other = b.columns[name]
+            if col.dtype.kind in "fiub":
+                assert np.array_equal(col.view(np.uint8), other.view(np.uint8)), (path.name, name)
+            else:
+                assert list(col) == list(other), (path.name, name)
+
+
+def _flood_table(path: Path, flows: int, seeds: bool) -> FlowTable:
+    if not path.exists():
+        header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+        path.write_bytes(header + syn_flood_records(flows, seconds=10.0))
+    table = FlowTable(*_TIMES, 0, 60.0, seeds=seeds)
+    for c in CaptureReader(path, max_packets=1 << 15):
+        table.add(c.P, c.PE, c.buf)
+    assert table.open_flows == flows
+    return table
+
+
+def test_an_open_one_packet_flow_costs_under_400_bytes(tmp_path: Path) -> None:
+    # a spoofed SYN flood: every flow open (idle timeout not reached), one packet each
+    path = tmp_path / "flood.pcap"
+    with_seeds = _flood_table(path, 100_000, True)
+    per_flow = with_seeds.state_bytes() / with_seeds.open_flows
+    assert per_flow <= 400, per_flow
+    assert int(with_seeds.st[T.ST_SROWS]) == 0
+    without = _flood_table(path, 100_000, False)
+    assert without.state_bytes() / without.open_flows > 1000  # what a row costs
+    # and they end the same
+    _same(with_seeds.finish(), without.finish())
+
+
+def _saved(mix: Path) -> tuple[dict[str, np.ndarray], tuple]:
+    args = (*_TIMES, 0, 60.0)
+    table = FlowTable(*args)
+    for c in CaptureReader(mix, max_packets=1500):  # in the flood: many seeds open
+        table.add(c.P, c.PE, c.buf)
+        break
+    arrays = {name: np.array(a) for name, a in table.state_arrays().items()}
+    assert (arrays["srow"] < 0).sum() > 100 and (arrays["srow"] >= 0).sum() > 5
+    return arrays, args
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        lambda a: a["srow"].__setitem__(np.flatnonzero(a["srow"] >= 0)[0], 10**6),  # no row
+        lambda a: a["srow"].__setitem__(np.flatnonzero(a["srow"] >= 0)[:2], 0),  # shared row
+        lambda a: a["srow"].__setitem__(0, -3),  # not a seed mark
+        lambda a: a.__setitem__("seed", a["seed"][:-1]),  # seeds missing
+        lambda a: a.__setitem__("seed", a["seed"].astype(np.float64)),
+        lambda a: a.pop("srow"),  # half of the seeds
+        lambda a: a.__setitem__("S", a["S"][:-1]),  # a row missing
+    ],
+)
+def test_forged_seed_state_is_refused(mix: Path, forge) -> None:  # noqa: ANN001
+    arrays, args = _saved(mix)
+    forge(arrays)
+    with pytest.raises(ValueError, match="invalid carry state"):
+        FlowTable.from_arrays(arrays, *args)
+
+
+def test_any_seed_words_give_records_not_a_crash(mix: Path) -> None:
+    # the words are the attacker's (a forged carry): every field is masked when read
+    arrays, args = _saved(mix)
+    rng = np.random.default_rng(5)
+    arrays["seed"] = rng.integers(-(2**63), 2**63 - 1, size=arrays["seed"].shape, dtype=np.int64)
+    table = FlowTable.from_arrays(arrays, *args)
+    rec = table.finish()
+    assert len(rec) >= len(arrays["K"]) and np.isfinite(rec.S[:, T.S_PKTS]).all()
