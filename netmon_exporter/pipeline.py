@@ -21,7 +21,7 @@ from .flow_sample import narrow
 from .flow_schema import FLOWS, PROTOCOL_INDEX, PROTOCOLS, FlowBatch, view
 from .flows.features import flow_batch
 from .flows.flow_csv import FlowCsvError, FlowCsvWriter, csv_name_for, read_flow_csv
-from .flows.flow_table import EMIT_ROWS, FlowTable
+from .flows.flow_table import FlowTable
 
 # Labels of metrics.SKIP_REASONS (kept literal: the pipeline does not import the
 # metrics module); protocol labels come from flow_schema.PROTOCOLS.
@@ -32,7 +32,6 @@ _STATUS_REASON = {
     D.ST_MALFORMED: "malformed",
     D.ST_UNSUPPORTED_LINK: "unsupported_link",
 }
-_BATCH_FLOWS = EMIT_ROWS  # flows per FlowBatch handed out (bounds per-batch memory)
 # flows.max_open_flows' default (config imports nothing of ours; a test keeps them equal)
 DEFAULT_MAX_OPEN_FLOWS = 200_000
 
@@ -370,8 +369,7 @@ def _process_capture(
         counts.skip["truncated"] += 1
     out_carry = None
     if final or not settings.carry_across_files:
-        for part in table.finish().parts(_BATCH_FLOWS):
-            emit(flow_batch(part))
+        table.finish(lambda part: emit(flow_batch(part)))
     else:
         out_carry = _keep(table, save_carry)
     return counts, out_carry, reader.kind, table.evicted - evicted_before
@@ -390,4 +388,6 @@ def finish_carry_rows(carry: CarryState, settings: FlowSettings) -> FlowBatch:
     size of the carry rather than of every feature of every carried flow.
     """
     table = _load_carry(carry, settings)
-    return FlowBatch.concat([narrow(flow_batch(p)) for p in table.finish().parts(_BATCH_FLOWS)])
+    parts: list[FlowBatch] = []
+    table.finish(lambda part: parts.append(narrow(flow_batch(part))))
+    return FlowBatch.concat(parts)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scapy.layers.dns import DNS, DNSQR, DNSRR
 
 from netmon_exporter.capture.pcap_reader import CaptureReader
@@ -380,3 +382,53 @@ def test_any_seed_words_give_records_not_a_crash(mix: Path) -> None:
     table = FlowTable.from_arrays(arrays, *args)
     rec = table.finish()
     assert len(rec) >= len(arrays["K"]) and np.isfinite(rec.S[:, T.S_PKTS]).all()
+
+
+_hosts = st.sampled_from(["10.0.0.1", "10.0.0.2", "2001:db8::1"])  # few: flows recur
+_pkt = st.tuples(
+    st.sampled_from([0.0, 0.001, 0.5, 1.9, 2.1, 4.0, 19.0, 21.0, 31.0]),  # gap: timeouts near
+    _hosts,
+    _hosts,
+    st.sampled_from([1000, 53]),
+    st.sampled_from([80, 53]),
+    st.sampled_from(["tcp", "udp", "icmp"]),
+    st.sampled_from([S_, SA, A_, PA, FA, R_, RA, 0x01, 0x29]),
+    st.integers(min_value=0, max_value=40),
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    spec=st.lists(_pkt, min_size=1, max_size=60),
+    chunk=st.integers(min_value=1, max_value=9),
+    cap=st.sampled_from([0, 1000, 2, 5]),
+    slice_s=st.sampled_from([0.0, 5.0, 10.0, 60.0]),
+    carry_every=st.integers(min_value=0, max_value=3),
+)
+def test_any_traffic_gives_the_same_records_with_and_without_seeds(
+    tmp_path: Path, spec: list[tuple], chunk: int, cap: int, slice_s: float, carry_every: int
+) -> None:
+    t = 1_700_000_055.0  # 5 s before a minute boundary
+    pkts = []
+    for gap, src, dst, sp, dp, proto, flags, size in spec:
+        t += gap
+        if (":" in src) != (":" in dst):
+            dst = src
+        if proto == "tcp":
+            frame = _tcp(src, dst, sp, dp, flags, b"x" * size)
+        elif proto == "udp" and 53 in (sp, dp) and size % 2:  # DNS: a row at once
+            frame = _udp(src, dst, sp, dp, bytes(DNS(id=size, qd=DNSQR(qname=f"n{size}.test"))))
+        elif proto == "udp":
+            frame = _udp(src, dst, sp, dp, b"y" * size)
+        else:
+            frame = _icmp(src, dst, 8 if size % 2 else 3, 0, sp, b"z" * size)
+        pkts.append((t, frame))
+    path = _pcap(tmp_path / "any.pcap", pkts)
+    _same(
+        _run(path, True, chunk, cap, slice_s, carry_every),
+        _run(path, False, chunk, cap, slice_s, carry_every),
+    )

@@ -1450,10 +1450,31 @@ class FlowTable:
         self.st[ST_BOUNDARY] = (ts // step + 1) * step
         return out
 
-    def finish(self) -> FinishedFlows:
-        """End every open flow (no more packets will come)."""
+    def finish(self, emit: Callable[[FinishedFlows], None] | None = None) -> FinishedFlows:
+        """End every open flow (no more packets will come) and let go of the arrays.
+
+        With ``emit``, the records are handed to it in pieces of at most
+        :data:`EMIT_ROWS` (as by :meth:`add`: a table at its cap would otherwise copy
+        out every record at once) and an empty :class:`FinishedFlows` is returned.
+        """
         self._expire(True)
-        return self._harvest()
+        if emit is None:
+            return self._harvest()
+        out = self._harvest(emit)
+        self._reset()
+        return out
+
+    def _reset(self) -> None:
+        """No flows, and the flow arrays let go (after every flow was handed out)."""
+        self._alloc(0)
+        self._alloc_rows(0)
+        self.st[ST_DNS] = 0
+        self.st[ST_SROWS] = 0
+        self.st[0] = 0
+        self.st[1] = 0
+        for k in (L_HEAD, L_TAIL, L_CHEAD, L_CTAIL):
+            self.lru[k] = -1
+        self.lru[L_LIVE] = self.lru[L_OLDEST] = 0
 
     def _expire(self, everything: bool) -> None:
         expire(
@@ -1498,15 +1519,7 @@ class FlowTable:
                 out = FinishedFlows(self.K[:n], self.S[:n], pool, kinds)
             else:
                 out = self._records(recs, pool, kinds)
-            self._alloc(0)
-            self._alloc_rows(0)
-            self.st[ST_DNS] = 0
-            self.st[ST_SROWS] = 0
-            self.st[0] = 0
-            self.st[1] = 0
-            for k in (L_HEAD, L_TAIL, L_CHEAD, L_CTAIL):
-                self.lru[k] = -1
-            self.lru[L_LIVE] = self.lru[L_OLDEST] = 0
+            self._reset()
             return out
         done = np.flatnonzero(self.status[:n] == FLOW_DONE)
         pool = self.pool[: int(self.st[1])].copy() if self._named(done) else self.pool[:0].copy()
