@@ -242,18 +242,11 @@ def _append(links, lru, f, c):
 
 
 @njit(cache=True, inline="always")
-def _last_ts(S, srow, seed, f):
+def _ts(S, srow, seed, f, col):
+    """Flow ``f``'s time ``col`` (S_FIRST_TS or S_LAST_TS): a seed's is its packet's."""
     r = srow[f]
     if r >= 0:
-        return S[r, S_LAST_TS]
-    return float(seed[f, SD_TS])
-
-
-@njit(cache=True, inline="always")
-def _first_ts(S, srow, seed, f):
-    r = srow[f]
-    if r >= 0:
-        return S[r, S_FIRST_TS]
+        return S[r, col]
     return float(seed[f, SD_TS])
 
 
@@ -277,14 +270,14 @@ def _end_timed_out(S, srow, seed, status, nflows, now, params, links, lru):
     least-recently-active list's head that of all flows, and the first live row the
     oldest first packet: timeouts are found at those heads (packet times in order).
     """
-    while lru[L_CHEAD] >= 0 and now - _last_ts(S, srow, seed, lru[L_CHEAD]) > params[P_GRACE]:
+    while lru[L_CHEAD] >= 0 and now - _ts(S, srow, seed, lru[L_CHEAD], S_LAST_TS) > params[P_GRACE]:
         _close(S, srow, status, lru[L_CHEAD], links, lru)
-    while lru[L_HEAD] >= 0 and now - _last_ts(S, srow, seed, lru[L_HEAD]) > params[P_IDLE]:
+    while lru[L_HEAD] >= 0 and now - _ts(S, srow, seed, lru[L_HEAD], S_LAST_TS) > params[P_IDLE]:
         _close(S, srow, status, lru[L_HEAD], links, lru)
     f = lru[L_OLDEST]
     while f < nflows:
         if status[f] == FLOW_OPEN or status[f] == FLOW_CLOSED:
-            if now - _first_ts(S, srow, seed, f) <= params[P_ACTIVE]:
+            if now - _ts(S, srow, seed, f, S_FIRST_TS) <= params[P_ACTIVE]:
                 break
             _close(S, srow, status, f, links, lru)
         f += 1
@@ -377,10 +370,10 @@ def _init_row(S, r, fwd_is_a):
 
 @njit(cache=True)
 def _expired(S, srow, seed, status, f, t, flags, params):
-    last = _last_ts(S, srow, seed, f)
+    last = _ts(S, srow, seed, f, S_LAST_TS)
     if t - last > params[P_IDLE]:
         return True
-    if t - _first_ts(S, srow, seed, f) > params[P_ACTIVE]:
+    if t - _ts(S, srow, seed, f, S_FIRST_TS) > params[P_ACTIVE]:
         return True
     if status[f] == FLOW_CLOSED:
         if (flags & 2) != 0 and (flags & 16) == 0:
@@ -868,11 +861,11 @@ def expire(S, srow, seed, status, nflows, now, params, everything, links, lru):
         s = status[f]
         if s != FLOW_OPEN and s != FLOW_CLOSED:
             continue
-        last = _last_ts(S, srow, seed, f)
+        last = _ts(S, srow, seed, f, S_LAST_TS)
         if (
             everything
             or now - last > params[P_IDLE]
-            or now - _first_ts(S, srow, seed, f) > params[P_ACTIVE]
+            or now - _ts(S, srow, seed, f, S_FIRST_TS) > params[P_ACTIVE]
             or (s == FLOW_CLOSED and now - last > params[P_GRACE])
         ):
             _close(S, srow, status, f, links, lru)
@@ -953,7 +946,7 @@ def last_times(S, srow, seed, nflows):
     """The latest packet time of each flow."""
     out = np.empty(nflows, dtype=np.float64)
     for f in range(nflows):
-        out[f] = _last_ts(S, srow, seed, f)
+        out[f] = _ts(S, srow, seed, f, S_LAST_TS)
     return out
 
 
