@@ -5,7 +5,8 @@ in one fresh process per case and prints, for the flows still open at the end: t
 number, the bytes of the rows they use (``FlowTable.state_bytes``: keys, links, seeds,
 accumulator rows, DNS rows, hash table) and the process's RSS growth over the run
 (which adds the arrays' growth headroom, the hash table's free slots and the reader's
-buffers), each per open flow. Two captures:
+buffers; large blocks mapped and free memory released, as a worker does), each per
+open flow. Two captures:
 
 * ``flood``: a spoofed-source SYN flood (``tests/flood_capture.py``), every flow one
   packet and open (the idle timeout is not reached): what a flood or a scan leaves open;
@@ -35,6 +36,9 @@ import json, sys
 from pathlib import Path
 from netmon_exporter.capture.pcap_reader import CaptureReader
 from netmon_exporter.flows.flow_table import FlowTable
+from netmon_exporter.heap import map_large_blocks, release_free_memory
+
+map_large_blocks()  # as a worker does
 
 def rss():
     return int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) * 1024
@@ -54,6 +58,7 @@ for c in CaptureReader(path, max_packets=1 << 15):
     seen += c.P.shape[0]
     if seen >= limit:
         break
+release_free_memory()  # as a worker does after a big file
 n = max(table.open_flows, 1)
 print(json.dumps({"open": table.open_flows, "rows": table.state_bytes() / n,
                   "rss": (rss() - base) / n, "packets": seen}))

@@ -1,13 +1,15 @@
-"""Seeds: one-packet flows kept without a row of accumulators give the very same records.
+"""Seeds: flows of one or two packets kept without a row of accumulators give the very
+same records.
 
-A flow's 1 kB row of accumulators is made at its second packet; until then its one
-packet is kept in three words and the row rebuilt from them when needed. These tests
-run the same traffic with and without seeds and compare every record bit for bit: a
-realistic mix where most flows have one packet (an unanswered SYN scan, a spoofed SYN
-flood, UDP and ICMP probes, backscatter), seeds that cross window boundaries, get a
-second packet after a cut, time out, are evicted by the cap, are carried to the next
-file, and packets whose fields do not fit a seed; then every test capture through the
-whole pipeline; then what an open flow costs, and carry state an attacker forged.
+A flow's 1 kB row of accumulators is made at its third packet; until then its packets
+are kept in three words each and the row rebuilt from them when needed. These tests run
+the same traffic with and without seeds and compare every record bit for bit: a
+realistic mix where most flows have one or two packets (an unanswered SYN scan, a
+spoofed SYN flood, UDP and ICMP probes and answers, backscatter), seeds that cross
+window boundaries, get more packets after a cut, close with FINs or a RST, time out, are
+evicted by the cap, are carried to the next file, and packets whose fields do not fit a
+seed; random traffic; every test capture through the whole pipeline; then what an open
+flow costs, and carry state an attacker forged.
 """
 
 from __future__ import annotations
@@ -250,7 +252,7 @@ def test_seeds_carried_through_carry_files_come_back_the_same(mix: Path, tmp_pat
     )
 
 
-def test_one_packet_flows_have_no_rows_until_a_second_packet(mix: Path) -> None:
+def test_flows_have_no_rows_until_a_third_packet(mix: Path) -> None:
     table = FlowTable(*_TIMES, 0, 60.0)
     for c in CaptureReader(mix, max_packets=2000):  # the first 2,000 packets: in the flood
         table.add(c.P, c.PE, c.buf)
@@ -360,7 +362,7 @@ def _saved(mix: Path) -> tuple[dict[str, np.ndarray], tuple]:
     [
         lambda a: a["srow"].__setitem__(np.flatnonzero(a["srow"] >= 0)[0], 10**6),  # no row
         lambda a: a["srow"].__setitem__(np.flatnonzero(a["srow"] >= 0)[:2], 0),  # shared row
-        lambda a: a["srow"].__setitem__(0, -3),  # not a seed mark
+        lambda a: a["srow"].__setitem__(0, -5),  # not a seed mark
         lambda a: a.__setitem__("seed", a["seed"][:-1]),  # seeds missing
         lambda a: a.__setitem__("seed", a["seed"].astype(np.float64)),
         lambda a: a.pop("srow"),  # half of the seeds
@@ -432,3 +434,36 @@ def test_any_traffic_gives_the_same_records_with_and_without_seeds(
         _run(path, True, chunk, cap, slice_s, carry_every),
         _run(path, False, chunk, cap, slice_s, carry_every),
     )
+
+
+@pytest.mark.parametrize(
+    ("flags", "gap", "flows"),
+    [
+        ((FA, FA), 3.0, 2),  # FINs both ways close it: after the grace, a new flow
+        ((FA, FA), 1.0, 1),  # within the grace: the last ACK joins it
+        ((FA, A_), 3.0, 1),  # one FIN: still open
+        ((A_, R_), 3.0, 2),  # a RST closes it
+        ((FA, FA | 0x02), 1.0, 1),  # (flags as they come; the third packet is an ACK)
+    ],
+)
+def test_a_two_packet_seed_closes_as_a_flow_with_a_row_would(
+    tmp_path: Path, flags: tuple[int, int], gap: float, flows: int
+) -> None:
+    # a capture that starts as a connection closes: its last packets, both ways
+    c, s, t = "10.0.0.1", "10.0.0.2", 1_700_000_001.0
+    path = _pcap(
+        tmp_path / "close.pcap",
+        [
+            (t, _tcp(c, s, 40000, 443, flags[0])),
+            (t + 0.01, _tcp(s, c, 443, 40000, flags[1])),
+            (t + 0.01 + gap, _tcp(c, s, 40000, 443, A_)),
+        ],
+    )
+    table = FlowTable(*_TIMES)
+    for chunk in CaptureReader(path, max_packets=2):
+        table.add(chunk.P, chunk.PE, chunk.buf)
+        assert table.srow[0] == T.SEED2  # two packets, no row
+        break
+    got = _run(path, True, 1)
+    assert len(got) == flows
+    _same(got, _run(path, False, 1))

@@ -145,18 +145,22 @@ P_IDLE, P_ACTIVE, P_ACTIVITY, P_GRACE, P_SLICE, P_SEEDS = range(6)
 ST_FLOWS, ST_POOL, ST_LATEST, ST_BOUNDARY, ST_STOP, ST_DNS, ST_SROWS = range(7)
 STOP_BOUNDARY, STOP_DNS_FULL, STOP_SROWS = 1, 2, 3
 
-# Seeds. Most open flows of a flood or a scan never see a second packet, and a row of S
-# (1 kB) is most of what a flow costs. A flow's accumulators therefore live in a row of
-# S only from its second packet on (``srow[f]``, the row; ``owner[r]``, its flow); until
-# then (``srow[f]`` < 0) its one packet is kept in three words of ``seed[f]``, and the
-# row it would have had is rebuilt from them, by the same code, whenever it is needed
-# (a second packet, an interim record, the flow's end, a carry). A seed that was cut at
-# a window boundary is ``SEED_CUT`` (its row is rebuilt, then rebased once). Packets
-# that carry DNS, and fields that do not fit the words, get a row at once.
-SEED, SEED_CUT = -1, -2
+# Seeds. Most open flows of a flood or a scan never see a third packet (a probe, a
+# spoofed SYN, a SYN answered by a SYN-ACK, an echo and its reply), and a row of S (1 kB)
+# is most of what a flow costs. A flow's accumulators therefore live in a row of S only
+# from its third packet on (``srow[f]``, the row; ``owner[r]``, its flow); until then
+# (``srow[f]`` < 0) its packets are kept in three words each of ``seed[f]``, and the row
+# it would have had is rebuilt from them, by the same code, whenever it is needed (a
+# third packet, an interim record, the flow's end, a carry). ``srow[f]`` says how many
+# packets and where a cut at a window boundary fell: ``SEED`` one packet, ``SEED_CUT``
+# one packet then a cut, ``SEED2`` two packets, ``SEED2_CUT`` two packets then a cut (a
+# seed cut after its first packet gets its row at its second). Packets that carry DNS,
+# and fields that do not fit the words, get a row at once.
+SEED, SEED_CUT, SEED2, SEED2_CUT = -1, -2, -3, -4
 SEEDS = True  # the default (tests compare both ways)
-SD_TS, SD_LEN, SD_MISC = 0, 1, 2  # time; payload | wire << 32; the rest (see _seed_misc)
-NSD = 3
+SD_TS, SD_LEN, SD_MISC = 0, 1, 2  # time; payload | wire << 32; the rest (see _plant)
+SD_SECOND = 3  # the second packet's words start here
+NSD = 6
 
 # Per-flow links (int64 matrix, -1: none): the least-recently-active list of open flows
 # and the list of closed flows (in their grace period) by last activity.
@@ -247,14 +251,24 @@ def _ts(S, srow, seed, f, col):
     r = srow[f]
     if r >= 0:
         return S[r, col]
-    return float(seed[f, SD_TS])
+    t = seed[f, SD_TS]
+    if col == S_LAST_TS and r <= SEED2 and seed[f, SD_SECOND + SD_TS] > t:
+        t = seed[f, SD_SECOND + SD_TS]
+    return float(t)
+
+
+@njit(cache=True, inline="always")
+def _end_row(S, r):
+    """What a flow's end adds to its accumulators: its last active period."""
+    if S[r, S_END_ACTIVE] - S[r, S_START_ACTIVE] > 0:
+        _stat(S, r, S_ACT, S[r, S_END_ACTIVE] - S[r, S_START_ACTIVE])
 
 
 @njit(cache=True)
 def _close(S, srow, status, f, links, lru):
-    r = srow[f]  # a seed has one packet: no active period to add
-    if r >= 0 and S[r, S_END_ACTIVE] - S[r, S_START_ACTIVE] > 0:
-        _stat(S, r, S_ACT, S[r, S_END_ACTIVE] - S[r, S_START_ACTIVE])
+    r = srow[f]
+    if r >= 0:  # a seed's row gets this when it is rebuilt (status FLOW_DONE)
+        _end_row(S, r)
     if status[f] == FLOW_CLOSED:
         _unlink(links, lru, f, 2)
     status[f] = FLOW_DONE
@@ -622,11 +636,11 @@ def _seedable(P, i):
 
 
 @njit(cache=True, inline="always")
-def _plant(seed, f, P, i, d, fwd_is_a):
-    """Keep packet ``i`` (direction ``d``) as the seed of flow ``f``."""
-    seed[f, SD_TS] = P[i, D.F_TS]
-    seed[f, SD_LEN] = P[i, D.F_PAY] | (P[i, D.F_WIRELEN] << 32)
-    seed[f, SD_MISC] = (
+def _plant(seed, f, P, i, d, fwd_is_a, at):
+    """Keep packet ``i`` (direction ``d``) in flow ``f``'s seed words from ``at``."""
+    seed[f, at + SD_TS] = P[i, D.F_TS]
+    seed[f, at + SD_LEN] = P[i, D.F_PAY] | (P[i, D.F_WIRELEN] << 32)
+    seed[f, at + SD_MISC] = (
         P[i, D.F_HDR]
         | (P[i, D.F_WIN] << 16)
         | (P[i, D.F_FLAGS] << 32)
@@ -637,24 +651,18 @@ def _plant(seed, f, P, i, d, fwd_is_a):
     )
 
 
-@njit(cache=True)
-def _grow_seed(S, r, seed, f, pr, activity, status1):
-    """Write into row ``r`` of ``S`` what flow ``f``'s row would hold (it is a seed).
-
-    The same code as for a flow that had a row from its first packet, so the same bits;
-    ``status1`` is scratch (what the packet does to the flow's status was done when it
-    was planted).
-    """
-    m = seed[f, SD_MISC]
-    n = seed[f, SD_LEN]
-    _init_row(S, r, ((m >> 59) & 1) != 0)
+@njit(cache=True, inline="always")
+def _replay(S, r, seed, f, at, pr, activity, status1):
+    """Add the packet kept in flow ``f``'s seed words from ``at`` to row ``r``."""
+    m = seed[f, at + SD_MISC]
+    n = seed[f, at + SD_LEN]
     _packet(
         S,
         r,
         status1,
         0,
         (m >> 58) & 1,
-        seed[f, SD_TS],
+        seed[f, at + SD_TS],
         n & 0xFFFFFFFF,
         pr,
         (n >> 32) & 0xFFFFFFFF,
@@ -665,6 +673,33 @@ def _grow_seed(S, r, seed, f, pr, activity, status1):
         ((m >> 49) & 0x1FF) - 1,
         activity,
     )
+
+
+@njit(cache=True)
+def _grow_seed(S, r, seed, f, kind, pr, activity, status1, DN):
+    """Write into row ``r`` of ``S`` what flow ``f``'s row would hold (a seed of ``kind``).
+
+    The same code as for a flow that had a row from its first packet, in the same order
+    (packets, cuts), so the same bits; ``status1`` is scratch (what the packets do to the
+    flow's status was done when they were planted).
+    """
+    _init_row(S, r, ((seed[f, SD_MISC] >> 59) & 1) != 0)
+    _replay(S, r, seed, f, 0, pr, activity, status1)
+    if kind == SEED_CUT:
+        _rebase_row(S, r, DN)
+    if kind in (SEED2, SEED2_CUT):
+        _replay(S, r, seed, f, SD_SECOND, pr, activity, status1)
+        if kind == SEED2_CUT:
+            _rebase_row(S, r, DN)
+
+
+@njit(cache=True, inline="always")
+def _closes(seed, f, fl, d):
+    """Whether a TCP packet with flags ``fl`` in direction ``d`` closes the one-packet seed
+    of flow ``f`` (as :func:`_packet` decides: a RST, or FINs both ways)."""
+    m = seed[f, SD_MISC]
+    fin_first = ((m >> 32) & 1) != 0
+    return (fl & 4) != 0 or ((fl & 1) != 0 and fin_first and ((m >> 58) & 1) != d)
 
 
 @njit(cache=True, inline="always")
@@ -705,9 +740,7 @@ def _take_row(S, srow, seed, owner, st, f, pr, activity, DN, status1):
     srow[f] = r
     owner[r] = f
     if was < 0:
-        _grow_seed(S, r, seed, f, pr, activity, status1)
-        if was == SEED_CUT:
-            _rebase_row(S, r, DN)
+        _grow_seed(S, r, seed, f, was, pr, activity, status1, DN)
     return r
 
 
@@ -825,7 +858,7 @@ def process_packets(
             _append(links, lru, f, 0)
             lru[L_LIVE] += 1
             if seeds and _seedable(P, i):
-                _plant(seed, f, P, i, 0 if client_is_a == src_is_a else 1, client_is_a)
+                _plant(seed, f, P, i, 0 if client_is_a == src_is_a else 1, client_is_a, 0)
                 srow[f] = SEED
                 if pr == 6 and (P[i, D.F_FLAGS] & 4) != 0:  # as _packet would have it
                     status[f] = FLOW_CLOSED
@@ -840,6 +873,19 @@ def process_packets(
             _unlink(links, lru, f, 0)
             _append(links, lru, f, 0)
         r = srow[f]
+        if r == SEED and seeds and _seedable(P, i):  # a second packet: still a seed
+            fwd_is_a = ((seed[f, SD_MISC] >> 59) & 1) != 0
+            d = 0 if fwd_is_a == src_is_a else 1
+            was_closed = status[f] == FLOW_CLOSED
+            if pr == 6 and _closes(seed, f, P[i, D.F_FLAGS], d):
+                status[f] = FLOW_CLOSED
+            _plant(seed, f, P, i, d, fwd_is_a, SD_SECOND)
+            srow[f] = SEED2
+            if was_closed:
+                _unlink(links, lru, f, 2)
+            if status[f] == FLOW_CLOSED:
+                _append(links, lru, f, 2)
+            continue
         if r < 0:
             r = _take_row(S, srow, seed, owner, st, f, pr, activity, DN, status1)
         fwd_is_a = S[r, S_FWD_IS_A] != 0.0
@@ -877,7 +923,7 @@ def _in_slice(S, srow, f):
     r = srow[f]
     if r >= 0:
         return S[r, S_SL_FIRST] >= 0
-    return r == SEED
+    return r in (SEED, SEED2)
 
 
 @njit(cache=True)
@@ -903,8 +949,10 @@ def rebase(S, srow, rows, DN):
         r = srow[f]
         if r >= 0:
             _rebase_row(S, r, DN)
-        else:
+        elif r == SEED:
             srow[f] = SEED_CUT
+        elif r == SEED2:
+            srow[f] = SEED2_CUT
 
 
 @njit(cache=True)
@@ -919,14 +967,15 @@ def slice_marks(S, srow, rows):
             cut[k] = S[r, S_SL_SEQ] > 0
             since[k] = S[r, S_SL_FIRST] >= 0
         else:
-            cut[k] = r == SEED_CUT
-            since[k] = r == SEED
+            cut[k] = r in (SEED_CUT, SEED2_CUT)
+            since[k] = r in (SEED, SEED2)
     return cut, since
 
 
 @njit(cache=True, nogil=True)
-def gather(S, srow, seed, K, rows, params, out):
-    """Write the accumulator row of each flow of ``rows`` to ``out`` (seeds rebuilt)."""
+def gather(S, srow, seed, K, status, rows, params, out):
+    """Write the accumulator row of each flow of ``rows`` to ``out`` (seeds rebuilt, and
+    ended as :func:`_close` ends a row when the flow has ended)."""
     status1 = np.zeros(1, dtype=np.int8)
     DN = np.zeros((0, ND), dtype=np.float64)  # a seed has no DNS row
     for k in range(len(rows)):
@@ -936,9 +985,9 @@ def gather(S, srow, seed, K, rows, params, out):
             for c in range(NS):
                 out[k, c] = S[r, c]
         else:
-            _grow_seed(out, k, seed, f, K[f, K_PROTO], params[P_ACTIVITY], status1)
-            if r == SEED_CUT:
-                _rebase_row(out, k, DN)
+            _grow_seed(out, k, seed, f, r, K[f, K_PROTO], params[P_ACTIVITY], status1, DN)
+            if status[f] == FLOW_DONE:
+                _end_row(out, k)
 
 
 @njit(cache=True)
@@ -1392,7 +1441,7 @@ class FlowTable:
     def _records(self, flows: np.ndarray, pool: np.ndarray, kind: np.ndarray) -> FinishedFlows:
         """Copy out the records of ``flows`` (accumulators, keys and DNS rows)."""
         S = np.empty((len(flows), NS), dtype=np.float64)
-        gather(self.S, self.srow, self.seed, self.K, flows, self.params, S)
+        gather(self.S, self.srow, self.seed, self.K, self.status, flows, self.params, S)
         dns = None
         slots = S[:, S_DNS_SLOT].astype(np.int64)
         has = slots >= 0
@@ -1671,6 +1720,9 @@ def _checked_state(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
             S = _widen(S)
     elif srow is None or seed is None:
         raise ValueError("invalid carry state: seeds without their rows or the reverse")
+    elif seed.dtype == np.int64 and seed.ndim == 2 and seed.shape[1] == SD_SECOND:
+        # saved when seeds held one packet: room for the second
+        seed = np.concatenate([seed, np.zeros((len(seed), NSD - SD_SECOND), np.int64)], 1)
     slots = S[:, S_DNS_SLOT] if S.ndim == 2 and S.shape[1:] == (NS,) else np.zeros(0)
     if (
         K.dtype != np.int64
@@ -1693,7 +1745,7 @@ def _checked_state(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
         raise ValueError("invalid carry state: bad flow status")
     if (
         not np.array_equal(np.sort(srow[srow >= 0]), np.arange(len(S)))
-        or ((srow < 0) & (srow != SEED) & (srow != SEED_CUT)).any()
+        or ((srow < 0) & ~np.isin(srow, (SEED, SEED_CUT, SEED2, SEED2_CUT))).any()
     ):
         raise ValueError("invalid carry state: bad accumulator rows")
     if (
