@@ -955,23 +955,6 @@ def rebase(S, srow, rows, DN):
             srow[f] = SEED2_CUT
 
 
-@njit(cache=True)
-def slice_marks(S, srow, rows):
-    """For each flow of ``rows``: whether it was ever cut, and has packets since."""
-    cut = np.zeros(len(rows), dtype=np.bool_)
-    since = np.zeros(len(rows), dtype=np.bool_)
-    for k in range(len(rows)):
-        f = rows[k]
-        r = srow[f]
-        if r >= 0:
-            cut[k] = S[r, S_SL_SEQ] > 0
-            since[k] = S[r, S_SL_FIRST] >= 0
-        else:
-            cut[k] = r in (SEED_CUT, SEED2_CUT)
-            since[k] = r in (SEED, SEED2)
-    return cut, since
-
-
 @njit(cache=True, nogil=True)
 def gather(S, srow, seed, K, status, rows, params, out):
     """Write the accumulator row of each flow of ``rows`` to ``out`` (seeds rebuilt, and
@@ -1216,7 +1199,7 @@ def _ended(cut: np.ndarray, since: np.ndarray, rows: np.ndarray) -> tuple[np.nda
     """Records of the ended flows in ``rows``: (flow of each record, its kind).
 
     ``cut``/``since``: whether each flow was ever cut, and has packets since its last
-    cut (:func:`slice_marks`). A flow never cut is one ``REC_FLOW`` record; a cut flow
+    cut. A flow never cut is one ``REC_FLOW`` record; a cut flow
     is its whole (``REC_WHOLE``, in the flow's place, so whole flows keep their order)
     and, when it had packets since its last cut, its last slice (``REC_TAIL``, after all
     the others).
@@ -1451,7 +1434,14 @@ class FlowTable:
         return FinishedFlows(self.K[flows], S, pool, kind, dns)
 
     def _ended(self, flows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        cut, since = slice_marks(self.S, self.srow, flows)
+        """:func:`_ended` of ``flows``: whether each was ever cut, and has packets since."""
+        r = self.srow[flows]
+        cut = np.isin(r, (SEED_CUT, SEED2_CUT))
+        since = np.isin(r, (SEED, SEED2))
+        has = r >= 0
+        if has.any():
+            cut[has] = self.S[r[has], S_SL_SEQ] > 0
+            since[has] = self.S[r[has], S_SL_FIRST] >= 0
         return _ended(cut, since, flows)
 
     def _cut(self, ts: int, emit: Callable[[FinishedFlows], None] | None) -> list[FinishedFlows]:
