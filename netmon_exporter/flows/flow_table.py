@@ -137,7 +137,7 @@ NK = 8
 FLOW_FREE, FLOW_OPEN, FLOW_CLOSED, FLOW_DONE = 0, 1, 2, 3
 
 # params: idle, active, activity timeout, close grace, interim slice length (0: none; all
-# microseconds), whether one-packet flows are kept as seeds (1.0) or get rows at once
+# microseconds), whether flows of one or two packets are seeds (1.0) or get rows at once
 P_IDLE, P_ACTIVE, P_ACTIVITY, P_GRACE, P_SLICE, P_SEEDS = range(6)
 # st: flows in use, name pool bytes used, latest timestamp seen, next slice boundary (-1:
 # not yet known), why process_packets stopped early (STOP_*), rows of D in use, rows of
@@ -729,18 +729,21 @@ def _rebase_row(S, r, DN):
 
 
 @njit(cache=True, inline="always")
-def _take_row(S, srow, seed, owner, st, f, pr, activity, DN, status1):
-    """Give flow ``f`` a row of ``S`` (the caller made sure one is free); return it.
-
-    A seed's row is rebuilt from its packet (and rebased if it was cut).
-    """
+def _claim_row(srow, owner, st, f):
+    """Give flow ``f`` the next free row of ``S`` (the caller made sure there is one)."""
     r = st[ST_SROWS]
     st[ST_SROWS] += 1
-    was = srow[f]
     srow[f] = r
     owner[r] = f
-    if was < 0:
-        _grow_seed(S, r, seed, f, was, pr, activity, status1, DN)
+    return r
+
+
+@njit(cache=True, inline="always")
+def _take_row(S, srow, seed, owner, st, f, pr, activity, DN, status1):
+    """Give seed flow ``f`` a row of ``S``, rebuilt from its packets; return it."""
+    kind = srow[f]
+    r = _claim_row(srow, owner, st, f)
+    _grow_seed(S, r, seed, f, kind, pr, activity, status1, DN)
     return r
 
 
@@ -864,11 +867,7 @@ def process_packets(
                     status[f] = FLOW_CLOSED
                     _append(links, lru, f, 2)
                 continue
-            r = st[ST_SROWS]
-            st[ST_SROWS] += 1
-            srow[f] = r
-            owner[r] = f
-            _init_row(S, r, client_is_a)
+            _init_row(S, _claim_row(srow, owner, st, f), client_is_a)
         elif lru[L_TAIL] != f:
             _unlink(links, lru, f, 0)
             _append(links, lru, f, 0)
@@ -1221,7 +1220,7 @@ class FlowTable:
     ended early to respect it. ``slice_s`` > 0 cuts the flows still open at every
     multiple of ``slice_s`` seconds since the epoch (the window boundaries) into interim
     records (``REC_SLICE``); a flow that was cut ends as its last slice and its whole.
-    ``seeds`` (default :data:`SEEDS`) keeps one-packet flows without a row of
+    ``seeds`` (default :data:`SEEDS`) keeps flows of one or two packets without a row of
     accumulators (see Seeds above); the flows and records are the same either way.
     """
 
@@ -1261,8 +1260,8 @@ class FlowTable:
         """Bytes of the rows in use: the flows' own, their accumulator and DNS rows, and
         the hash table (what the open flows cost, beyond buffers of fixed size)."""
         flows, rows = int(self.st[0]), int(self.st[ST_SROWS])
-        per_flow = sum(a.itemsize * (a.size // max(len(a), 1)) for a in self._arrays())
-        per_row = sum(a.itemsize * (a.size // max(len(a), 1)) for a in self._row_arrays())
+        per_flow = sum(a.itemsize * int(np.prod(a.shape[1:])) for a in self._arrays())
+        per_row = sum(a.itemsize * int(np.prod(a.shape[1:])) for a in self._row_arrays())
         dns = int(self.st[ST_DNS]) * ND * 8
         return flows * per_flow + rows * per_row + dns + self.table.nbytes
 
@@ -1312,21 +1311,15 @@ class FlowTable:
     ) -> int:
         """Grow one set of arrays (``used`` rows kept) for ``need``; return the rows to view."""
         rows = max(need + need // 4, 1 << 12)  # modest growth: this is most of our memory
-        if self.max_open:
-            # With a cap the arrays are made once at their largest size: pages are only
-            # paid for when a row is first used, and growing never copies.
-            full = max(self.max_open, used) + _SPARE_ROWS
-            if have < full:
-                old = arrays()
-                alloc(full)
-                for new, was in zip(arrays(), old, strict=True):
-                    new[:used] = was[:used]
-            return min(rows, len(arrays()[0]))
-        old = arrays()
-        alloc(rows)
-        for new, was in zip(arrays(), old, strict=True):
-            new[:used] = was[:used]
-        return rows
+        # With a cap the arrays are made once at their largest size: pages are only paid
+        # for when a row is first used, and growing never copies.
+        size = max(self.max_open, used) + _SPARE_ROWS if self.max_open else rows
+        if not self.max_open or have < size:
+            old = arrays()
+            alloc(size)
+            for new, was in zip(arrays(), old, strict=True):
+                new[:used] = was[:used]
+        return min(rows, len(arrays()[0]))
 
     def _arrays(self) -> list[np.ndarray]:
         return [self._K, self._status, self._links, self._srow, self._seed]
@@ -1415,11 +1408,14 @@ class FlowTable:
         grown[:used] = self.DN[:used]
         self.DN = grown
 
-    def _named(self, flows: np.ndarray) -> bool:
-        """Whether any of ``flows`` holds a query name (only flows with rows can)."""
+    def _pool_for(self, flows: np.ndarray) -> np.ndarray:
+        """A copy of the name pool for records of ``flows`` (empty when none has a name;
+        only flows with rows can)."""
         rows = self.srow[flows]
         rows = rows[rows >= 0]
-        return bool((self.S[rows, S_QPOOL_LEN] > 0).any())
+        if (self.S[rows, S_QPOOL_LEN] > 0).any():
+            return self.pool[: int(self.st[1])].copy()
+        return self.pool[:0].copy()
 
     def _records(self, flows: np.ndarray, pool: np.ndarray, kind: np.ndarray) -> FinishedFlows:
         """Copy out the records of ``flows`` (accumulators, keys and DNS rows)."""
@@ -1433,11 +1429,12 @@ class FlowTable:
             dns[has] = self.DN[slots[has]]
         return FinishedFlows(self.K[flows], S, pool, kind, dns)
 
-    def _ended(self, flows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:func:`_ended` of ``flows``: whether each was ever cut, and has packets since."""
+    def _record_kinds(self, flows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`_ended` for ``flows``. A seed that was cut has no packet since (its next
+        packet gives it a row)."""
         r = self.srow[flows]
         cut = np.isin(r, (SEED_CUT, SEED2_CUT))
-        since = np.isin(r, (SEED, SEED2))
+        since = np.zeros(len(flows), dtype=bool)
         has = r >= 0
         if has.any():
             cut[has] = self.S[r[has], S_SL_SEQ] > 0
@@ -1468,8 +1465,7 @@ class FlowTable:
         rows = pending_slices(self.S, self.srow, self.status, n)
         out: list[FinishedFlows] = []
         if len(rows):
-            named = self._named(rows)
-            pool = self.pool[: int(self.st[1])].copy() if named else self.pool[:0].copy()
+            pool = self._pool_for(rows)
             for at in range(0, len(rows), EMIT_ROWS):
                 part = rows[at : at + EMIT_ROWS]
                 rec = self._records(part, pool, np.full(len(part), REC_SLICE, np.uint8))
@@ -1527,12 +1523,8 @@ class FlowTable:
         if emit is not None:
             done = np.flatnonzero(self.status[:n] == FLOW_DONE)
             if len(done):
-                pool = (
-                    self.pool[: int(self.st[1])].copy()
-                    if self._named(done)
-                    else self.pool[:0].copy()
-                )
-                recs, kinds = self._ended(done)
+                pool = self._pool_for(done)
+                recs, kinds = self._record_kinds(done)
                 for at in range(0, len(recs), EMIT_ROWS):
                     emit(self._records(recs[at : at + EMIT_ROWS], pool, kinds[at : at + EMIT_ROWS]))
                 self.status[done] = FLOW_FREE
@@ -1545,7 +1537,7 @@ class FlowTable:
             # flows were cut, or are seeds, or have their rows out of order)
             pool = self.pool[: int(self.st[1])].copy()
             everyone = np.arange(n)
-            recs, kinds = self._ended(everyone)
+            recs, kinds = self._record_kinds(everyone)
             in_place = int(self.st[ST_SROWS]) == n and np.array_equal(self.srow[:n], everyone)
             if len(recs) == n and in_place and not int(self.st[ST_DNS]):
                 out = FinishedFlows(self.K[:n], self.S[:n], pool, kinds)
@@ -1554,8 +1546,8 @@ class FlowTable:
             self._reset()
             return out
         done = np.flatnonzero(self.status[:n] == FLOW_DONE)
-        pool = self.pool[: int(self.st[1])].copy() if self._named(done) else self.pool[:0].copy()
-        recs, kinds = self._ended(done)
+        pool = self._pool_for(done)
+        recs, kinds = self._record_kinds(done)
         out = self._records(recs, pool, kinds)
         if len(done) or self.st[1] > POOL_BYTES // 2:
             self._compact()
