@@ -535,8 +535,9 @@ class FlowSample:
 
 
 class Unpacking(Mapping[str, np.ndarray]):
-    """Columns of packed rows, unpacked (all at once, by whichever thread comes first)
-    when one is first read; until then only the packed parts are held. ``row_count``
+    """Columns of packed rows, each unpacked when it is first read (by whichever thread
+    comes first); until then only the packed parts are held, and a column nobody reads
+    is never unpacked (the window's analysis reads about half of them). ``row_count``
     tells :class:`~.flow_schema.FlowBatch` its length without unpacking."""
 
     def __init__(self, parts: list[FlowBatch | PackedRows], weight: np.ndarray | None) -> None:
@@ -549,24 +550,36 @@ class Unpacking(Mapping[str, np.ndarray]):
         self._names = tuple(names)
         self._parts: list[FlowBatch | PackedRows] | None = parts
         self._weight = weight
-        self._columns: dict[str, np.ndarray] | None = None
+        self._columns: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
-
-    def _unpacked(self) -> dict[str, np.ndarray]:
-        with self._lock:
-            if self._columns is None:
-                cols = dict(row_pack.join(self._parts or []).columns)
-                if self._weight is not None:
-                    cols[WEIGHT] = self._weight
-                self._columns, self._parts = cols, None
-            return self._columns
 
     @property
     def unpacked(self) -> bool:
-        return self._columns is not None
+        """Whether every column is unpacked (and the packed rows let go)."""
+        return self._parts is None
+
+    def unpacked_columns(self) -> tuple[str, ...]:
+        """The columns unpacked so far."""
+        with self._lock:
+            return tuple(self._columns)
 
     def __getitem__(self, name: str) -> np.ndarray:
-        return self._unpacked()[name]
+        with self._lock:
+            col = self._columns.get(name)
+            if col is not None:
+                return col
+            if name not in self._names:
+                raise KeyError(name)
+            if name == WEIGHT and self._weight is not None:
+                col = self._weight
+            elif self.row_count == 0:  # as join gives it: the columns of an empty batch
+                col = row_pack.join(self._parts or []).columns[name]
+            else:
+                col = row_pack.join_column(self._parts or [], name)
+            self._columns[name] = col
+            if len(self._columns) == len(self._names):
+                self._parts = None  # every column is out: the packed rows can go
+            return col
 
     def __contains__(self, name: object) -> bool:
         return name in self._names

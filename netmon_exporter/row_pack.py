@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from .flow_schema import FlowBatch
+from .flow_schema import FlowBatch, missing_column
 
 CONST, U8, U16, U32, RAW = range(5)
 _CODE_DTYPES = {U8: np.uint8, U16: np.uint16, U32: np.uint32}
@@ -195,10 +195,15 @@ class PackedRows:
         self.unpack_into(out, 0)
         return FlowBatch(out)
 
-    def unpack_into(self, out: dict[str, np.ndarray], at: int) -> None:
-        """Write the rows into ``out[name][at : at + len(self)]`` for every column."""
+    def unpack_into(
+        self, out: Mapping[str, np.ndarray], at: int, only: Container[str] | None = None
+    ) -> None:
+        """Write the rows into ``out[name][at : at + len(self)]`` for every column (or
+        for the columns named in ``only``)."""
         n = self._n
         for name, dt, packed in self._cols:
+            if only is not None and name not in only:
+                continue
             dest = out[name][at : at + n]
             if dest.dtype != dt or len(dest) != n:
                 raise ValueError(f"column {name!r}: cannot unpack {dt} x {n} into {dest.dtype}")
@@ -238,6 +243,39 @@ def join(parts: Sequence[FlowBatch | PackedRows]) -> FlowBatch:
                 out[name][at : at + len(p)] = p[name]
         at += len(p)
     return FlowBatch(out)
+
+
+def join_column(parts: Sequence[FlowBatch | PackedRows], name: str) -> np.ndarray:
+    """Column ``name`` of ``join(parts)``, bit for bit, without unpacking the others.
+
+    ``parts`` must hold at least one row and have ``name`` in their columns (as the
+    joined batch would have it: :func:`names` of some part)."""
+    parts = [p for p in parts if len(p)]
+    dtypes = [dict(_spec(p)).get(name) for p in parts]
+    if len(parts) > 1 and all(dt == dtypes[0] for dt in dtypes):
+        out = np.empty(sum(len(p) for p in parts), dtypes[0])
+        at = 0
+        for p in parts:
+            if isinstance(p, PackedRows):
+                p.unpack_into({name: out}, at, only=(name,))
+            else:
+                out[at : at + len(p)] = p[name]
+            at += len(p)
+        return out
+    # otherwise as join's fallback, FlowBatch.concat, builds it (missing values filled)
+    pieces = []
+    for p in parts:
+        if isinstance(p, PackedRows):
+            if dict(p.spec).get(name) is None:
+                pieces.append(missing_column(name, len(p)))
+                continue
+            dt = dict(p.spec)[name]
+            col = np.empty(len(p), dt)
+            p.unpack_into({name: col}, 0, only=(name,))
+            pieces.append(col)
+        else:
+            pieces.append(p[name] if name in p else missing_column(name, len(p)))
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
 
 def names(part: FlowBatch | PackedRows) -> list[str]:

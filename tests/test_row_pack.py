@@ -9,6 +9,7 @@ out exactly the rows, weights and tally an unpacked one does, thinning included.
 from __future__ import annotations
 
 import importlib.util
+import pickle
 import threading
 from pathlib import Path
 
@@ -16,14 +17,28 @@ import numpy as np
 import pytest
 
 from netmon_exporter import row_pack
-from netmon_exporter.config import WindowsConfig
+from netmon_exporter.analysis import Analyzer
+from netmon_exporter.config import DetectorsConfig, ModelsConfig, WindowsConfig
 from netmon_exporter.flow_sample import PACK_ROWS, FlowSample, Unpacking, narrow
-from netmon_exporter.flow_schema import FlowBatch, str_to_addrs
+from netmon_exporter.flow_schema import (
+    FLOWS,
+    RECORD_FLOW,
+    RECORD_SLICE,
+    RECORD_TAIL,
+    RECORD_WHOLE,
+    SLICES,
+    FlowBatch,
+    Taken,
+    is_flow,
+    is_slice,
+    str_to_addrs,
+    view,
+)
 from netmon_exporter.pipeline import FlowSettings, process_file
 from netmon_exporter.row_pack import CONST, RAW, U8, U16, U32, PackedRows
 from netmon_exporter.window import WindowAggregator
 
-from .test_memory_rows import _chunks, mixed_traffic
+from .test_memory_rows import T0, _chunks, mixed_traffic
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data" / "pcaps"
@@ -258,6 +273,11 @@ def test_a_packed_sample_hands_out_what_an_unpacked_one_does() -> None:
         assert len(got) == len(want) and not got.columns.unpacked  # len() does not unpack
         assert set(got.columns) == set(want.columns) and "sample_weight" in got
         assert not got.columns.unpacked
+        # a column read is unpacked alone, and is the column of the unpacked sample
+        x, y = want["first_ts"], got["first_ts"]
+        assert got.columns.unpacked_columns() == ("first_ts",) and not got.columns.unpacked
+        assert x.dtype == y.dtype and np.array_equal(x.view(np.uint64), y.view(np.uint64))
+        assert got["first_ts"] is y  # unpacked once
         _same(want, got)
         assert got.columns.unpacked
         for k in want.tally:
@@ -270,6 +290,95 @@ def test_a_packed_sample_hands_out_what_an_unpacked_one_does() -> None:
     assert kinds.count(PackedRows) == len(traffic) // PACK_ROWS
     loose = sum(len(p) for p in held._rows if not isinstance(p, PackedRows))
     assert loose < PACK_ROWS
+
+
+def test_one_column_of_joined_parts_is_that_of_the_whole_join() -> None:
+    """``join_column`` gives each column of ``join`` bit for bit: parts packed and not,
+    of the same columns and of different ones (a column missing, or of another dtype),
+    one part or several."""
+    traffic = narrow(mixed_traffic(6_000, seed=5))
+    a, b, c = _chunks(traffic, 2_000)[:3]
+    other = FlowBatch({k: v for k, v in c.columns.items() if k != "dns_qname"})
+    wider = FlowBatch({**b.columns, "Flow Duration": np.asarray(b["Flow Duration"], np.float64)})
+    cases = [
+        [PackedRows(a)],
+        [a],
+        [PackedRows(a), b, PackedRows(c)],
+        [a, PackedRows(b)],
+        [PackedRows(a), other],
+        [PackedRows(a), wider, PackedRows(other)],
+        [FlowBatch.empty().take(slice(0, 0)), PackedRows(a), PackedRows(b)],
+    ]
+    for parts in cases:
+        whole = row_pack.join(parts)
+        for name in whole.columns:
+            x, y = np.asarray(whole[name]), row_pack.join_column(parts, name)
+            assert x.dtype == y.dtype and x.shape == y.shape, name
+            if x.dtype.kind == "O":
+                assert list(x) == list(y), name
+            else:
+                assert x.tobytes() == y.tobytes(), name
+
+
+def test_views_take_only_the_columns_read() -> None:
+    """``view`` (a window's whole flows or slices) takes a column when it is first read,
+    the same bits as ``take``; its length needs no column; pickled, it is every column."""
+    traffic = narrow(_with_slices(mixed_traffic(3_000, seed=7)))
+    for which, rows in ((FLOWS, is_flow(traffic)), (SLICES, is_slice(traffic))):
+        assert not rows.all()
+        got, want = view(traffic, which), traffic.take(rows)
+        assert isinstance(got.columns, Taken) and len(got) == len(want) == rows.sum()
+        assert got.columns._taken == {}
+        assert got["first_ts"] is got["first_ts"] and list(got.columns._taken) == ["first_ts"]
+        _same(want, got)
+        _same(want, FlowBatch(pickle.loads(pickle.dumps(got.columns))))
+        _same(want, traffic.take_lazily(np.flatnonzero(rows)))
+
+
+def _with_slices(traffic: FlowBatch) -> FlowBatch:
+    """``traffic`` with one flow in ten cut at a window boundary: its whole record and two
+    slices, as a worker sends them (``flow_schema.RECORD_*``)."""
+    n = len(traffic)
+    cut = np.random.default_rng(11).random(n) < 0.1
+    kind = np.where(cut, float(RECORD_WHOLE), float(RECORD_FLOW))
+    age = np.where(cut, np.nan, 0.0)
+    whole = FlowBatch({**traffic.columns, "flow_record": kind, "flow_age": age})
+    pieces = [whole]
+    for k, a in ((RECORD_SLICE, 0.0), (RECORD_TAIL, 30.0)):
+        part = traffic.take(cut)
+        m = len(part)
+        pieces.append(
+            FlowBatch(
+                {**part.columns, "flow_record": np.full(m, float(k)), "flow_age": np.full(m, a)}
+            )
+        )
+    return FlowBatch.concat(pieces)
+
+
+def test_a_packed_window_is_analysed_as_an_unpacked_one_unpacking_only_what_is_read(
+    tmp_path: Path,
+) -> None:
+    """The same flows (a SYN flood, a vertical scan, clients; whole flows and slices) in
+    a packed and an unpacked window: the same findings, counts and per-detector work,
+    and the packed one unpacks only the columns analysis reads."""
+    traffic = narrow(_with_slices(mixed_traffic(30_000, seed=6)))
+    plain, packed = FlowSample(10**9), FlowSample(10**9, pack_from=0)
+    for part in _chunks(traffic, 4096):
+        plain.add(part)
+        packed.add(part)
+    runs = []
+    for sample in (plain, packed):
+        rows = sample.result()
+        analyzer = Analyzer(DetectorsConfig(), ModelsConfig(), tmp_path)
+        got = analyzer.analyse(rows, T0, T0 + 60)
+        runs.append((got, rows))
+    (a, _), (b, rows) = runs
+    found = [(d.detector, d.source, d.target, d.evidence, d.summary) for d in a.detections]
+    assert {d[0] for d in found} >= {"syn_flood", "port_scan"}
+    assert found == [(d.detector, d.source, d.target, d.evidence, d.summary) for d in b.detections]
+    assert (a.flows_analysed, a.class_counts) == (b.flows_analysed, b.class_counts)
+    assert isinstance(rows.columns, Unpacking) and not rows.columns.unpacked
+    assert 0 < len(rows.columns.unpacked_columns()) < len(rows.columns)
 
 
 def test_two_threads_reading_a_packed_window_get_the_same_columns() -> None:

@@ -449,7 +449,7 @@ class BeaconDetector:
         if not self.cfg.enabled:
             return []
         if len(flows):
-            flows = flows.take(self._judged(flows, window_end))
+            flows = flows.take_lazily(self._judged(flows, window_end))
         parts = [p for p in (self._series(flows, window_end), self._bursts(flows, window_end)) if p]
         if not parts:
             self._remember_periodic(_NO_PERIODIC, window_end)
