@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import gc
 import logging
 import os
 import signal
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from . import recording
+from . import heap, recording
 from .build_info import build_info
 from .config import ConfigError
 from .health import HealthReport
@@ -310,6 +311,7 @@ class Daemon:
         self.windows.start()
         self.alerts.start()
         self.update_health()
+        heap.freeze_long_lived()  # what start-up loaded stays: later collections skip it
         self.ready = True
 
     def _seed_counters(self) -> None:
@@ -375,6 +377,8 @@ class Daemon:
         self.windows.flush_if_idle(self.holder.config)
         self.reports.reap()
         self.update_health()
+        if heap.refreeze_if_grown():  # code loaded since (numba's kernels): skipped too
+            log.debug("long-lived objects frozen", extra={"objects": gc.get_freeze_count()})
 
     def is_ready(self) -> bool:
         """Ready: started, not stopping, and able to record work (the ledger is open and ours).
