@@ -1330,31 +1330,3 @@ def test_shards_keep_a_rotation_series_on_one_instance() -> None:
         assert owners[sensor] == {i for i in range(3) if in_shard(sensor, i, 3)}
     spread = {next(iter(owners[f"{1700000000 + 60 * n}.pcap"])) for n in range(30)}
     assert spread == {0, 1, 2}
-
-
-def _report_priority(path: Path, settings: FlowSettings, **_: object) -> FileResult:
-    """A process function that writes its worker's nice value next to the file."""
-    Path(f"{path}.nice").write_text(str(os.getpriority(os.PRIO_PROCESS, 0)))
-    return fake_process(path, settings)
-
-
-def test_workers_run_at_a_lower_cpu_priority_than_the_daemon(tmp_path: Path) -> None:
-    """Workers add WORKER_NICE to the daemon's nice value: on busy cores the main process
-    (scrapes, health, analysis) and the capture tool get the CPU first."""
-    from netmon_exporter.ingest.workers import WORKER_NICE, Task, WorkerPool
-
-    (tmp_path / "a.pcap").write_bytes(b"x")
-    pool = WorkerPool(_report_priority, 1)
-    outcomes: list[Any] = []
-    try:
-        deadline = time.monotonic() + 60
-        while pool.idle() == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        pool.submit(Task(1, str(tmp_path / "a.pcap"), FlowSettings(), None, None, True, 30.0))
-        while not outcomes and time.monotonic() < deadline:
-            outcomes += pool.wait(0.5)
-    finally:
-        pool.shutdown(5.0, lambda o: None)
-    assert outcomes and outcomes[0].result is not None
-    ours = os.getpriority(os.PRIO_PROCESS, 0)
-    assert int((tmp_path / "a.pcap.nice").read_text()) == min(ours + WORKER_NICE, 19)

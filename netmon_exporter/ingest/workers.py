@@ -45,11 +45,6 @@ log = logging.getLogger("netmon_exporter.ingest")
 ProcessFn = Callable[..., FileResult]
 NOT_RUN = "not_run"  # outcome reason: a task queued behind one that did not succeed
 _PART_ROWS = 32768  # flow rows per message from a worker (a few MB pickled)
-# Workers run at this much lower CPU priority (nice) than the daemon's main process, so
-# that when the cores are busy the main process (its /metrics answers, health, windows
-# and analysis) and the capture tool writing the files get the CPU first; the workers
-# take whatever is left, so throughput is the same (bench/README.md, scrape latency).
-WORKER_NICE = 10
 _TRIM_AFTER_FLOWS = 20_000  # give free memory back after files with this many flows
 
 _CTX = multiprocessing.get_context("forkserver")
@@ -255,19 +250,10 @@ def _send_rows(conn: multiprocessing.connection.Connection, sample: FlowSample) 
     return SampledFlows(empty.columns, sample.tally())
 
 
-def _lower_priority() -> None:
-    """Add WORKER_NICE to this worker's nice value (capped at 19 by the kernel)."""
-    try:
-        os.nice(WORKER_NICE)
-    except OSError as exc:  # never fatal: the worker only runs at the daemon's priority
-        log.warning("cannot lower a worker's CPU priority", extra={"reason": str(exc)})
-
-
 def worker_main(conn: multiprocessing.connection.Connection, process: ProcessFn) -> None:
     """Run tasks from ``conn`` until it closes; report each outcome back."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the daemon, which decides
     _die_with_parent()
-    _lower_priority()
     map_large_blocks()
     streams = takes_flow_stream(process)
     while True:
