@@ -24,8 +24,7 @@ runs are reproducible.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +35,7 @@ from .flow_schema import (
     KEY_COLUMNS,
     MODEL_FEATURES,
     FlowBatch,
+    LazyColumns,
     is_first,
     is_flow,
     is_slice,
@@ -534,58 +534,32 @@ class FlowSample:
         return SampledFlows(rows.columns, self.tally())
 
 
-class Unpacking(Mapping[str, np.ndarray]):
-    """Columns of packed rows, each unpacked when it is first read (by whichever thread
-    comes first); until then only the packed parts are held, and a column nobody reads
-    is never unpacked (the window's analysis reads about half of them). ``row_count``
-    tells :class:`~.flow_schema.FlowBatch` its length without unpacking."""
+class Unpacking(LazyColumns):
+    """Columns of packed rows, each unpacked when it is first read; until then only the
+    packed parts are held, and a column nobody reads is never unpacked (the window's
+    analysis reads about half of them)."""
 
     def __init__(self, parts: list[FlowBatch | PackedRows], weight: np.ndarray | None) -> None:
-        self.row_count = sum(len(p) for p in parts)
         names: dict[str, None] = {}
         for p in parts:
             names.update(dict.fromkeys(row_pack.names(p)))
         if weight is not None:
             names[WEIGHT] = None
-        self._names = tuple(names)
+        super().__init__(names, sum(len(p) for p in parts))
         self._parts: list[FlowBatch | PackedRows] | None = parts
         self._weight = weight
-        self._columns: dict[str, np.ndarray] = {}
-        self._lock = threading.Lock()
 
     @property
     def unpacked(self) -> bool:
         """Whether every column is unpacked (and the packed rows let go)."""
         return self._parts is None
 
-    def unpacked_columns(self) -> tuple[str, ...]:
-        """The columns unpacked so far."""
-        with self._lock:
-            return tuple(self._columns)
+    def _make(self, name: str) -> np.ndarray:
+        if name == WEIGHT and self._weight is not None:
+            return self._weight
+        if self.row_count == 0:  # as join gives it: the columns of an empty batch
+            return row_pack.join(self._parts or []).columns[name]
+        return row_pack.join_column(self._parts or [], name)
 
-    def __getitem__(self, name: str) -> np.ndarray:
-        with self._lock:
-            col = self._columns.get(name)
-            if col is not None:
-                return col
-            if name not in self._names:
-                raise KeyError(name)
-            if name == WEIGHT and self._weight is not None:
-                col = self._weight
-            elif self.row_count == 0:  # as join gives it: the columns of an empty batch
-                col = row_pack.join(self._parts or []).columns[name]
-            else:
-                col = row_pack.join_column(self._parts or [], name)
-            self._columns[name] = col
-            if len(self._columns) == len(self._names):
-                self._parts = None  # every column is out: the packed rows can go
-            return col
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._names
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
-
-    def __len__(self) -> int:
-        return len(self._names)
+    def _all_made(self) -> None:
+        self._parts = None  # every column is out: the packed rows can go

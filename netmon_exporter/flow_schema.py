@@ -221,40 +221,73 @@ def view(batch: FlowBatch, which: str) -> FlowBatch:
     return batch if keep.all() else batch.take_lazily(keep)
 
 
-class Taken(Mapping[str, np.ndarray]):
+class LazyColumns(Mapping[str, np.ndarray]):
+    """Columns made when first read (by whichever thread comes first), then kept.
+
+    ``row_count`` tells :class:`FlowBatch` the length without making a column. A subclass
+    makes a column in :meth:`_make` and may let its sources go in :meth:`_all_made`.
+    Pickled, it is a plain dict of every column.
+    """
+
+    def __init__(self, names: Iterable[str], row_count: int) -> None:
+        self._names = tuple(names)
+        self.row_count = int(row_count)
+        self._made: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def _make(self, name: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def _all_made(self) -> None:
+        """Called once every column is made."""
+
+    def made(self) -> tuple[str, ...]:
+        """The columns made so far."""
+        with self._lock:
+            return tuple(self._made)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        with self._lock:
+            col = self._made.get(name)
+            if col is None:
+                if name not in self._names:
+                    raise KeyError(name)
+                col = self._made[name] = self._make(name)
+                if len(self._made) == len(self._names):
+                    self._all_made()
+            return col
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __reduce__(self) -> tuple[type, tuple[dict[str, np.ndarray]]]:
+        return (dict, (dict(self.items()),))
+
+
+class Taken(LazyColumns):
     """The rows ``index`` selects of ``columns``, each column taken when it is first read.
 
     A window's analysis reads about half of its columns in each view (:func:`view`): a
     copy of every column of a 250,000-row window would be ~55 MB the analysis never reads.
-    ``row_count`` tells :class:`FlowBatch` its length without taking anything. Pickled,
-    it is a plain dict of every column.
     """
 
     def __init__(self, columns: Mapping[str, np.ndarray], index: np.ndarray) -> None:
-        self._columns = columns
+        super().__init__(columns, int(index.sum()) if index.dtype == bool else len(index))
+        self._columns: Mapping[str, np.ndarray] | None = columns
         self._index = index
-        self.row_count = int(index.sum()) if index.dtype == bool else len(index)
-        self._taken: dict[str, np.ndarray] = {}
-        self._lock = threading.Lock()
 
-    def __getitem__(self, name: str) -> np.ndarray:
-        with self._lock:
-            col = self._taken.get(name)
-            if col is None:
-                col = self._taken[name] = np.asarray(self._columns[name])[self._index]
-            return col
+    def _make(self, name: str) -> np.ndarray:
+        assert self._columns is not None
+        return np.asarray(self._columns[name])[self._index]
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._columns
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._columns)
-
-    def __len__(self) -> int:
-        return len(self._columns)
-
-    def __reduce__(self) -> tuple[type, tuple[dict[str, np.ndarray]]]:
-        return (dict, (dict(self.items()),))
+    def _all_made(self) -> None:
+        self._columns = None  # every column is taken: the source can go
 
 
 @dataclass(frozen=True)

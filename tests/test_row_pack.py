@@ -275,11 +275,12 @@ def test_a_packed_sample_hands_out_what_an_unpacked_one_does() -> None:
         assert not got.columns.unpacked
         # a column read is unpacked alone, and is the column of the unpacked sample
         x, y = want["first_ts"], got["first_ts"]
-        assert got.columns.unpacked_columns() == ("first_ts",) and not got.columns.unpacked
+        assert got.columns.made() == ("first_ts",) and not got.columns.unpacked
         assert x.dtype == y.dtype and np.array_equal(x.view(np.uint64), y.view(np.uint64))
         assert got["first_ts"] is y  # unpacked once
         _same(want, got)
         assert got.columns.unpacked
+        _same(want, FlowBatch(pickle.loads(pickle.dumps(got.columns))))  # a plain dict
         for k in want.tally:
             assert np.array_equal(want.tally[k], got.tally[k])
         _same(FlowBatch.concat(plain.parts(8192)), FlowBatch.concat(packed.parts(8192)))
@@ -328,9 +329,10 @@ def test_views_take_only_the_columns_read() -> None:
         assert not rows.all()
         got, want = view(traffic, which), traffic.take(rows)
         assert isinstance(got.columns, Taken) and len(got) == len(want) == rows.sum()
-        assert got.columns._taken == {}
-        assert got["first_ts"] is got["first_ts"] and list(got.columns._taken) == ["first_ts"]
+        assert got.columns.made() == ()
+        assert got["first_ts"] is got["first_ts"] and got.columns.made() == ("first_ts",)
         _same(want, got)
+        assert got.columns._columns is None  # every column taken: the source is let go
         _same(want, FlowBatch(pickle.loads(pickle.dumps(got.columns))))
         _same(want, traffic.take_lazily(np.flatnonzero(rows)))
 
@@ -378,7 +380,7 @@ def test_a_packed_window_is_analysed_as_an_unpacked_one_unpacking_only_what_is_r
     assert found == [(d.detector, d.source, d.target, d.evidence, d.summary) for d in b.detections]
     assert (a.flows_analysed, a.class_counts) == (b.flows_analysed, b.class_counts)
     assert isinstance(rows.columns, Unpacking) and not rows.columns.unpacked
-    assert 0 < len(rows.columns.unpacked_columns()) < len(rows.columns)
+    assert 0 < len(rows.columns.made()) < len(rows.columns)
 
 
 def test_two_threads_reading_a_packed_window_get_the_same_columns() -> None:
