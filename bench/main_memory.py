@@ -42,6 +42,7 @@ from netmon_exporter.pipeline import FlowSettings, finish_carry_rows, process_fi
 from netmon_exporter.window import WindowAggregator  # noqa: E402
 
 MIB = 1 << 20
+_SO_FAR = " analysis peak so far"  # bytes, across the detectors' resets of the peak
 _NAME = re.compile(r"^s(\d+)-(\d+)\.pcap$")
 
 
@@ -65,10 +66,16 @@ class _Traced:
         return getattr(self._det, name)
 
     def detect(self, flows: FlowBatch, start: float, end: float) -> list:
+        # the peak is reset here: what came before is kept as the analysis's peak so far
+        self._peaks[_SO_FAR] = max(
+            self._peaks.get(_SO_FAR, 0.0), tracemalloc.get_traced_memory()[1]
+        )
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
         out = self._det.detect(flows, start, end)  # type: ignore[attr-defined]
-        self._peaks[self._det.name] = (tracemalloc.get_traced_memory()[1] - base) / MIB  # type: ignore[attr-defined]
+        peak = tracemalloc.get_traced_memory()[1]
+        self._peaks[self._det.name] = (peak - base) / MIB  # type: ignore[attr-defined]
+        self._peaks[_SO_FAR] = max(self._peaks[_SO_FAR], peak)
         return out
 
 
@@ -114,8 +121,9 @@ def main() -> None:
                 w = closed.pop(0)
                 held = tracemalloc.get_traced_memory()[0] / MIB
                 tracemalloc.reset_peak()
+                peaks[_SO_FAR] = 0.0
                 analyzer.analyse(w.flows, w.start, w.end)
-                top = tracemalloc.get_traced_memory()[1] / MIB
+                top = max(peaks[_SO_FAR], tracemalloc.get_traced_memory()[1]) / MIB
                 rows, start = len(w.flows), int(w.start) % 100_000
                 flows = getattr(w.flows, "flows_total", rows)
                 del w

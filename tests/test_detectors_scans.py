@@ -510,3 +510,48 @@ def test_every_benign_case_is_quiet_for_scan_and_brute_force_detectors(tmp_path:
         if d.detector in MINE
     ]
     assert noisy == []
+
+
+def test_a_full_store_is_merged_without_a_second_copy_of_itself() -> None:
+    """A store at its row bound, merged in one pass with a window of new contacts: each
+    old column is let go once its merged column is made, and the rows that go are never
+    copied, so the merge's heap peak stays near one store (it was about two: the old
+    store and the merged one side by side, then the kept rows copied out of it)."""
+    import tracemalloc
+
+    from netmon_exporter.detectors.scan_probes import COUNT, KINDS
+
+    rng = np.random.default_rng(3)
+    bound, n = 120_000, 30_000
+    store = ContactStore(600, bound, sums=("probes", "unanswered"), ors=("kinds",))
+    store.merge_kernel_rows = 0
+
+    def window(t: float) -> dict[str, np.ndarray]:
+        raw = np.zeros((n, 16), np.uint8)
+        raw[:, 10:12] = 255
+        raw[:, 12:] = rng.integers(0, 256, (n, 4))
+        ts = t + rng.uniform(0, 60, n)
+        return {
+            "src": np.repeat(str_to_addrs(["192.0.2.7"]), n),
+            "dst": raw.view("V16").ravel(),
+            "svc": rng.integers(0, 65536, n),
+            "first": ts,
+            "last": ts,
+            "probes": np.ones(n, COUNT),
+            "unanswered": np.ones(n, COUNT),
+            "kinds": np.ones(n, KINDS),
+        }
+
+    tracemalloc.start()
+    try:
+        for w in range(6):
+            new = window(T0 + 60 * w)
+            tracemalloc.reset_peak()
+            start = tracemalloc.get_traced_memory()[0]
+            store.update(new, T0 + 60 * (w + 1))
+            peak = tracemalloc.get_traced_memory()[1] - start
+            del new
+    finally:
+        tracemalloc.stop()
+    size = sum(col.nbytes for col in store.rows.values())
+    assert len(store) == bound and peak < 1.35 * size, (peak / size, size)

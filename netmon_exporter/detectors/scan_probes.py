@@ -235,26 +235,36 @@ class ContactStore:
         fresh = {k: np.asarray(new[k]) for k in names}
         old, self._cols = self._cols, {}
         if old and len(old["last"]) + len(fresh["last"]) >= self.merge_kernel_rows:
-            merged, touched = self._merge_in_one_pass(old, fresh, names)
+            pending = [dict(old)]  # the merge holds the only reference: it lets columns go
+            del old
+            merged, touched = self._merge_in_one_pass(pending.pop(), fresh, names, now)
         else:
             merged, touched = self._merge_by_sorting(old, fresh, names)
-        del old
-        if len(touched) == 0:
-            self._cols = merged
-            return merged, touched
-        keep = (merged["last"] >= now - self.horizon) | touched
-        if len(keep) > self.max_rows:
-            cut = np.sort(merged["last"])[-self.max_rows]
-            keep &= merged["last"] >= cut
-            if keep.sum() > self.max_rows:  # ties at the cut
-                keep[np.flatnonzero(keep)[: int(keep.sum()) - self.max_rows]] = False
-        if not keep.all():
-            merged = {k: v[keep] for k, v in merged.items()}
-            touched = touched[keep]
+            del old
+            if len(touched) == 0:  # nothing at all (the new rows' own arrays, left as they are)
+                self._cols = merged
+                return merged, touched
+            keep = self._keep(merged["last"], touched, now)
+            if keep is not None:
+                merged = {k: v[keep] for k, v in merged.items()}
+                touched = touched[keep]
         for column in merged.values():  # handed out uncopied (`select`): never written
             column.flags.writeable = False
         self._cols = merged
         return merged, touched
+
+    def _keep(self, last: np.ndarray, touched: np.ndarray, now: float) -> np.ndarray | None:
+        """Which merged rows stay (None: all of them): seen within the horizon or touched
+        now, and at most ``max_rows``, the least recently seen going first."""
+        if len(touched) == 0:
+            return None
+        keep = (last >= now - self.horizon) | touched
+        if len(keep) > self.max_rows:
+            cut = np.sort(last)[-self.max_rows]
+            keep &= last >= cut
+            if keep.sum() > self.max_rows:  # ties at the cut
+                keep[np.flatnonzero(keep)[: int(keep.sum()) - self.max_rows]] = False
+        return None if keep.all() else keep
 
     def _merge_by_sorting(
         self, old: dict[str, np.ndarray], fresh: dict[str, np.ndarray], names: tuple[str, ...]
@@ -299,32 +309,61 @@ class ContactStore:
         return merged, touched
 
     def _merge_in_one_pass(
-        self, old: dict[str, np.ndarray], fresh: dict[str, np.ndarray], names: tuple[str, ...]
+        self,
+        old: dict[str, np.ndarray],
+        fresh: dict[str, np.ndarray],
+        names: tuple[str, ...],
+        now: float,
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Merge, keeping only the rows :meth:`_keep` keeps, column by column: each old
+        column is let go (``old`` is the caller's copy of the store's dict) once its merged
+        column is made, so the store is held about once, not twice, while it is merged
+        (a store at its million-row bound is ~75 MB), and the rows that go are never
+        copied."""
         if len(fresh["last"]):
             order = np.lexsort(_sort_keys(fresh))
             fresh = {k: v[order] for k, v in fresh.items()}
         dest_old, dest_new, size = merge_positions(*_words(old), *_words(fresh))
-        merged: dict[str, np.ndarray] = {}
-        for k in names:
-            dtype = np.result_type(old[k], fresh[k])
-            if k in ("src", "dst", "svc"):
-                out = np.empty(size, dtype)
-                out[dest_new] = fresh[k]
-                out[dest_old] = old[k]
-            else:
-                combine = _combine(k, self)
-                # counters add up in int64 and are saturated back to their own type
-                work = np.dtype(np.int64) if k in self.sums and dtype.kind in "iu" else dtype
-                out = np.full(size, _identity(k, work, self), work)
-                combine.at(out, dest_new, fresh[k])
-                # a key is once in the store: combine it with what the new rows brought
-                out[dest_old] = combine(out[dest_old], old[k])
-                out = _saturated(out, dtype)
-            merged[k] = out
         touched = np.zeros(size, dtype=bool)
         touched[dest_new] = True
-        return merged, touched
+        last = self._merged_column("last", old, fresh, dest_old, dest_new, size)
+        keep = self._keep(last, touched, now)
+        merged: dict[str, np.ndarray] = {}
+        for k in names:
+            out = (
+                last
+                if k == "last"
+                else self._merged_column(k, old, fresh, dest_old, dest_new, size)
+            )
+            del old[k]
+            merged[k] = out if keep is None else out[keep]
+        return merged, touched if keep is None else touched[keep]
+
+    def _merged_column(
+        self,
+        k: str,
+        old: dict[str, np.ndarray],
+        fresh: dict[str, np.ndarray],
+        dest_old: np.ndarray,
+        dest_new: np.ndarray,
+        size: int,
+    ) -> np.ndarray:
+        """Column ``k`` of the merged store: rows placed where :func:`merge_positions` says,
+        rows of one key combined (min, max, bitwise or, saturated sum)."""
+        dtype = np.result_type(old[k], fresh[k])
+        if k in ("src", "dst", "svc"):
+            out = np.empty(size, dtype)
+            out[dest_new] = fresh[k]
+            out[dest_old] = old[k]
+            return out
+        combine = _combine(k, self)
+        # counters add up in int64 and are saturated back to their own type
+        work = np.dtype(np.int64) if k in self.sums and dtype.kind in "iu" else dtype
+        out = np.full(size, _identity(k, work, self), work)
+        combine.at(out, dest_new, fresh[k])
+        # a key is once in the store: combine it with what the new rows brought
+        out[dest_old] = combine(out[dest_old], old[k])
+        return _saturated(out, dtype)
 
 
 # Stores merged in one compiled pass from this many rows on (see ContactStore.update).
