@@ -311,6 +311,10 @@ class Daemon:
         self.windows.start()
         self.alerts.start()
         self.update_health()
+        if "scipy.linalg" not in sys.modules:  # no model loaded it: numba starts without it
+            from . import lean_start
+
+            lean_start.install()
         heap.freeze_long_lived()  # what start-up loaded stays: later collections skip it
         self.ready = True
 

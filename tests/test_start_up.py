@@ -1,8 +1,9 @@
 """Fast start (issue 12 item 4): processes that only parse start without SciPy.
 
 See netmon_exporter/lean_start.py: numba's BLAS probe imports scipy.linalg; the flows
-command and the worker fork server skip it, which is only sound while no compiled
-kernel uses linear algebra and the daemon's main process (scikit-learn) never skips it.
+command and the worker fork server skip it, and so does the daemon's main process when
+no model has loaded SciPy, which is only sound while no compiled kernel uses linear
+algebra and a model loaded later still finds SciPy whole.
 """
 
 from __future__ import annotations
@@ -73,6 +74,37 @@ def test_the_daemon_keeps_scipy_for_its_models(tmp_path: Path) -> None:
         "assert sys.modules.get('scipy.linalg.cython_blas') is not None"
     )
     _run(code, tmp_path)
+
+
+def test_the_daemon_without_models_starts_numba_without_scipy_and_loads_models_later(
+    tmp_path: Path,
+) -> None:
+    """As the daemon's main process does once started with no model: numba (the row-pack
+    kernels of a large window) loads without SciPy's linear algebra or numpy.f2py; a
+    model trained, saved and loaded afterwards (a reload) works, with SciPy whole."""
+    code = """
+import sys
+import numpy as np
+import netmon_exporter.daemon
+from netmon_exporter.flow_schema import make_batch
+assert "scipy.linalg" not in sys.modules and "numba" not in sys.modules
+from netmon_exporter import lean_start
+assert lean_start.install()
+from netmon_exporter import row_pack
+row_pack.exercise()
+assert "numba" in sys.modules, "numba not loaded"
+assert not [m for m, v in sys.modules.items() if v and m.startswith(("scipy.linalg", "numpy.f2py"))]
+from netmon_exporter.models import load_model, save_model, train_anomaly
+rng = np.random.default_rng(1)
+flows = make_batch(200, **{"Flow Duration": rng.uniform(1, 1e6, 200), "Tot Fwd Pkts": rng.integers(1, 20, 200)})
+path = save_model(train_anomaly(flows, data_digest="test"), "model.skops")
+model = load_model(path)
+assert len(model.score(flows)) == 200
+assert sys.modules.get("scipy.linalg.cython_blas") is not None
+assert not lean_start.install()  # SciPy is loaded now: nothing to skip
+print("ok")
+"""
+    assert _python(tmp_path, "-c", code).stdout.strip() == "ok"
 
 
 def test_workers_are_forked_from_a_lean_fork_server() -> None:
