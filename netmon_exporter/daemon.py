@@ -257,6 +257,11 @@ class Daemon:
         self.stop_event = threading.Event()
         self.ready = False
         idle_since = time.time()
+        # numba (the ingest service imports it) starts without SciPy's linear algebra;
+        # models release it before they import scikit-learn (see lean_start.py)
+        from . import lean_start
+
+        lean_start.install()
         self.parts = Parts.build(holder.config, external_url)
         # LLM and Alertmanager errors, set from the reporter and pusher threads
         self._errors = errors = ComponentErrors()
@@ -311,10 +316,6 @@ class Daemon:
         self.windows.start()
         self.alerts.start()
         self.update_health()
-        if "scipy.linalg" not in sys.modules:  # no model loaded it: numba starts without it
-            from . import lean_start
-
-            lean_start.install()
         heap.freeze_long_lived()  # what start-up loaded stays: later collections skip it
         self.ready = True
 

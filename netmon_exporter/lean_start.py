@@ -8,11 +8,12 @@ kernel calls ``np.dot``, ``np.linalg`` or the like). Processes that only parse, 
 one-shot ``flows`` command and the worker fork server, import this module before numba:
 SciPy's BLAS wrappers then count as missing and the probe returns at once.
 
-The daemon's main process imports it once started, when no model has loaded SciPy's
-linear algebra (numba loads later there, for the first large window). scikit-learn needs
-``scipy.linalg``: :mod:`.models` calls :func:`release` before it imports scikit-learn or
-skops, so a model loaded later (a reload) finds SciPy whole. It does nothing when numba
-or SciPy's linear algebra is already loaded.
+The daemon's main process imports it too, before it builds its components (the ingest
+service imports numba). scikit-learn needs ``scipy.linalg``: :mod:`.models` calls
+:func:`release` before it imports scikit-learn or skops, so models load as before (at
+start or on a reload) and find SciPy whole; anything else in that process that imports
+scikit-learn must do the same. It does nothing when numba or SciPy's linear algebra is
+already loaded.
 """
 
 from __future__ import annotations

@@ -79,9 +79,10 @@ def test_the_daemon_keeps_scipy_for_its_models(tmp_path: Path) -> None:
 def test_the_daemon_without_models_starts_numba_without_scipy_and_loads_models_later(
     tmp_path: Path,
 ) -> None:
-    """As the daemon's main process does once started with no model: numba (the row-pack
-    kernels of a large window) loads without SciPy's linear algebra or numpy.f2py; a
-    model trained, saved and loaded afterwards (a reload) works, with SciPy whole."""
+    """As the daemon's main process does before it builds its components: numba (the
+    ingest service, the row-pack kernels of a large window) loads without SciPy's linear
+    algebra or numpy.f2py; a model trained, saved and loaded afterwards (at start, or on
+    a reload) works, with SciPy whole."""
     code = """
 import sys
 import numpy as np
