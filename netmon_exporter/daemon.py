@@ -257,11 +257,11 @@ class Daemon:
         self.stop_event = threading.Event()
         self.ready = False
         idle_since = time.time()
-        # numba (the ingest service imports it) starts without SciPy's linear algebra;
-        # models release it before they import scikit-learn (see lean_start.py)
+        # numba (the ingest service imports it) never loads SciPy's linear algebra for its
+        # own sake; models still find it (see lean_start.py)
         from . import lean_start
 
-        lean_start.install()
+        lean_start.skip_blas_probe()
         self.parts = Parts.build(holder.config, external_url)
         # LLM and Alertmanager errors, set from the reporter and pusher threads
         self._errors = errors = ComponentErrors()

@@ -8,12 +8,12 @@ kernel calls ``np.dot``, ``np.linalg`` or the like). Processes that only parse, 
 one-shot ``flows`` command and the worker fork server, import this module before numba:
 SciPy's BLAS wrappers then count as missing and the probe returns at once.
 
-The daemon's main process imports it too, before it builds its components (the ingest
-service imports numba). scikit-learn needs ``scipy.linalg``: :mod:`.models` calls
-:func:`release` before it imports scikit-learn or skops, so models load as before (at
-start or on a reload) and find SciPy whole; anything else in that process that imports
-scikit-learn must do the same. It does nothing when numba or SciPy's linear algebra is
-already loaded.
+The daemon's main process needs ``scipy.linalg`` for scikit-learn (its models, loaded at
+start or on a reload), so it cannot keep SciPy's wrappers missing; it calls
+:func:`skip_blas_probe` before it builds its components instead: the probe runs there and
+then, with the wrappers missing, and they are found again at once, so numba never loads
+SciPy's linear algebra for its own sake and scikit-learn finds it whole. Nothing here
+does anything when numba's probe has run or SciPy's linear algebra is loaded already.
 """
 
 from __future__ import annotations
@@ -32,9 +32,20 @@ def install() -> bool:
 
 
 def release() -> None:
-    """Let SciPy's linear algebra be imported (scikit-learn needs it)."""
+    """Let SciPy's linear algebra be imported again (scikit-learn needs it)."""
     if _BLAS in sys.modules and sys.modules[_BLAS] is None:
         del sys.modules[_BLAS]
+
+
+def skip_blas_probe() -> None:
+    """Run numba's BLAS probe now with SciPy's wrappers missing, then find them again: for
+    a process that may import scikit-learn later (~20 ms and ~6 MB, which the first
+    compiled kernel would cost anyway; SciPy's linear algebra costs ~0.1 s and ~12 MB)."""
+    if install():
+        try:
+            import numba.np.arraymath  # noqa: F401  # the probe runs when it is imported
+        finally:
+            release()
 
 
 install()

@@ -132,16 +132,7 @@ class Model:
         }
 
 
-def _scikit_learn() -> None:
-    """Before importing scikit-learn or skops: SciPy's linear algebra may be imported
-    (the daemon may have started numba without it, see :mod:`.lean_start`)."""
-    from .lean_start import release
-
-    release()
-
-
 def _versions() -> dict[str, str]:
-    _scikit_learn()
     import sklearn
     import skops
 
@@ -182,7 +173,6 @@ def train_anomaly(
     contamination_quantile: float = 0.995,
 ) -> Model:
     """Fit an IsolationForest on normal traffic; the metadata records the score quantile seen."""
-    _scikit_learn()
     from sklearn.ensemble import IsolationForest
 
     if len(flows) < 10:
@@ -223,7 +213,6 @@ def train_classifier(
     seed: int = 0,
 ) -> tuple[Model, dict[str, Any]]:
     """Fit a RandomForest on labelled flows; return it and its held-out per-class report."""
-    _scikit_learn()
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.metrics import classification_report
     from sklearn.model_selection import train_test_split
@@ -273,7 +262,6 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 def save_model(model: Model, path: str | os.PathLike[str]) -> Path:
     """Write ``path`` (skops) and its metadata atomically; return the model path."""
-    _scikit_learn()
     import skops.io as sio
 
     p = Path(path)
@@ -321,7 +309,6 @@ def _check_metadata(md: Any, where: Path) -> None:
 
 def load_model(path: str | os.PathLike[str]) -> Model:
     """Load a model safely; raise :class:`ModelError` saying what is wrong and what to do."""
-    _scikit_learn()
     import skops.io as sio
 
     p = Path(path)
