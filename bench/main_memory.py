@@ -42,7 +42,6 @@ from netmon_exporter.pipeline import FlowSettings, finish_carry_rows, process_fi
 from netmon_exporter.window import WindowAggregator  # noqa: E402
 
 MIB = 1 << 20
-_SO_FAR = " analysis peak so far"  # bytes, across the detectors' resets of the peak
 _NAME = re.compile(r"^s(\d+)-(\d+)\.pcap$")
 
 
@@ -56,26 +55,41 @@ def _files(split: Path) -> list[tuple[int, int, Path]]:
     return sorted(out)
 
 
-class _Traced:
-    """Wrap a detector: record the traced peak above the heap at its start."""
+class _Peaks:
+    """The analysis's traced peak (bytes, kept across the detectors' resets of the peak)
+    and each detector's own (MiB above the heap at its start)."""
 
-    def __init__(self, det: object, peaks: dict[str, float]) -> None:
+    def __init__(self) -> None:
+        self.analysis = 0
+        self.detectors: dict[str, float] = {}
+
+    def start(self) -> None:
+        tracemalloc.reset_peak()
+        self.analysis = 0
+
+    def note(self) -> int:
+        """Keep the peak so far; return it."""
+        self.analysis = max(self.analysis, tracemalloc.get_traced_memory()[1])
+        return self.analysis
+
+
+class _Traced:
+    """Wrap a detector: record its traced peak above the heap at its start."""
+
+    def __init__(self, det: object, peaks: _Peaks) -> None:
         self._det, self._peaks = det, peaks
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._det, name)
 
     def detect(self, flows: FlowBatch, start: float, end: float) -> list:
-        # the peak is reset here: what came before is kept as the analysis's peak so far
-        self._peaks[_SO_FAR] = max(
-            self._peaks.get(_SO_FAR, 0.0), tracemalloc.get_traced_memory()[1]
-        )
+        self._peaks.note()  # the peak is reset here: what came before is kept
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
         out = self._det.detect(flows, start, end)  # type: ignore[attr-defined]
         peak = tracemalloc.get_traced_memory()[1]
-        self._peaks[self._det.name] = (peak - base) / MIB  # type: ignore[attr-defined]
-        self._peaks[_SO_FAR] = max(self._peaks[_SO_FAR], peak)
+        self._peaks.detectors[self._det.name] = (peak - base) / MIB  # type: ignore[attr-defined]
+        self._peaks.note()
         return out
 
 
@@ -106,7 +120,7 @@ def main() -> None:
     tracemalloc.start(1)
     with tempfile.TemporaryDirectory(prefix="netmon-main-memory-") as tmp:
         analyzer = Analyzer(DetectorsConfig(), ModelsConfig(), Path(tmp))
-        peaks: dict[str, float] = {}
+        peaks = _Peaks()
         analyzer._detectors = {n: _Traced(d, peaks) for n, d in analyzer._detectors.items()}  # type: ignore[misc]
         agg = WindowAggregator(windows, Path(tmp) / "windows")
         carries: dict[int, bytes | None] = {}
@@ -120,15 +134,14 @@ def main() -> None:
             while closed:
                 w = closed.pop(0)
                 held = tracemalloc.get_traced_memory()[0] / MIB
-                tracemalloc.reset_peak()
-                peaks[_SO_FAR] = 0.0
+                peaks.start()
                 analyzer.analyse(w.flows, w.start, w.end)
-                top = max(peaks[_SO_FAR], tracemalloc.get_traced_memory()[1]) / MIB
+                top = peaks.note() / MIB
                 rows, start = len(w.flows), int(w.start) % 100_000
                 flows = getattr(w.flows, "flows_total", rows)
                 del w
                 after = tracemalloc.get_traced_memory()[0] / MIB
-                cells = "".join(f" {peaks.get(n, 0.0):12.1f}" for n in names)
+                cells = "".join(f" {peaks.detectors.get(n, 0.0):12.1f}" for n in names)
                 print(f"{start:>6} {flows:>8} {rows:>8} {held:7.1f} {top:8.1f} {after:7.1f}{cells}")
 
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver")) as pool:

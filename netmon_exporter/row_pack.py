@@ -251,31 +251,38 @@ def join_column(parts: Sequence[FlowBatch | PackedRows], name: str) -> np.ndarra
     ``parts`` must hold at least one row and have ``name`` in their columns (as the
     joined batch would have it: :func:`names` of some part)."""
     parts = [p for p in parts if len(p)]
-    dtypes = [dict(_spec(p)).get(name) for p in parts]
-    if len(parts) > 1 and all(dt == dtypes[0] for dt in dtypes):
-        out = np.empty(sum(len(p) for p in parts), dtypes[0])
-        at = 0
-        for p in parts:
-            if isinstance(p, PackedRows):
-                p.unpack_into({name: out}, at, only=(name,))
-            else:
-                out[at : at + len(p)] = p[name]
-            at += len(p)
-        return out
-    # otherwise as join's fallback, FlowBatch.concat, builds it (missing values filled)
-    pieces = []
+    dtypes = [_dtype(p, name) for p in parts]
+    if len(parts) == 1 or any(dt is None for dt in dtypes) or len(set(dtypes)) > 1:
+        # as join's fallback, FlowBatch.concat, builds it (missing values filled)
+        pieces = [_column(p, name, dt) for p, dt in zip(parts, dtypes, strict=True)]
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+    out = np.empty(sum(len(p) for p in parts), dtypes[0])
+    at = 0
     for p in parts:
         if isinstance(p, PackedRows):
-            if dict(p.spec).get(name) is None:
-                pieces.append(missing_column(name, len(p)))
-                continue
-            dt = dict(p.spec)[name]
-            col = np.empty(len(p), dt)
-            p.unpack_into({name: col}, 0, only=(name,))
-            pieces.append(col)
+            p.unpack_into({name: out}, at, only=(name,))
         else:
-            pieces.append(p[name] if name in p else missing_column(name, len(p)))
-    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+            out[at : at + len(p)] = p[name]
+        at += len(p)
+    return out
+
+
+def _dtype(part: FlowBatch | PackedRows, name: str) -> np.dtype | None:
+    """The dtype of ``part``'s column ``name`` (None: it has none)."""
+    if isinstance(part, PackedRows):
+        return next((dt for n, dt in part.spec if n == name), None)
+    return np.asarray(part[name]).dtype if name in part else None
+
+
+def _column(part: FlowBatch | PackedRows, name: str, dtype: np.dtype | None) -> np.ndarray:
+    """``part``'s column ``name`` (of ``dtype``; None: missing values)."""
+    if dtype is None:
+        return missing_column(name, len(part))
+    if not isinstance(part, PackedRows):
+        return part[name]
+    col = np.empty(len(part), dtype)
+    part.unpack_into({name: col}, 0, only=(name,))
+    return col
 
 
 def names(part: FlowBatch | PackedRows) -> list[str]:

@@ -301,6 +301,8 @@ def test_one_column_of_joined_parts_is_that_of_the_whole_join() -> None:
     a, b, c = _chunks(traffic, 2_000)[:3]
     other = FlowBatch({k: v for k, v in c.columns.items() if k != "dns_qname"})
     wider = FlowBatch({**b.columns, "Flow Duration": np.asarray(b["Flow Duration"], np.float64)})
+    # a float64 column only some parts have (np.dtype(None) is float64: not "the same")
+    more = FlowBatch({**a.columns, "first_seen": np.arange(len(a), dtype=np.float64) + 0.5})
     cases = [
         [PackedRows(a)],
         [a],
@@ -309,6 +311,8 @@ def test_one_column_of_joined_parts_is_that_of_the_whole_join() -> None:
         [PackedRows(a), other],
         [PackedRows(a), wider, PackedRows(other)],
         [FlowBatch.empty().take(slice(0, 0)), PackedRows(a), PackedRows(b)],
+        [PackedRows(more), PackedRows(b)],
+        [PackedRows(b), more, PackedRows(c)],
     ]
     for parts in cases:
         whole = row_pack.join(parts)
