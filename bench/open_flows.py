@@ -11,12 +11,15 @@ open flow. Two captures:
 * ``flood``: a spoofed-source SYN flood (``tests/flood_capture.py``), every flow one
   packet and open (the idle timeout is not reached): what a flood or a scan leaves open;
 * ``synth``: ``bench/synth.py``'s ordinary traffic (TCP sessions, DNS, UDP, ICMP), the
-  first half of the file, so that the flows open at that point are a mix.
+  first half of the file, so that the flows open at that point are a mix;
+* ``dns``: a busy resolver's exchanges (``tests/dns_capture.py``: answered, NXDOMAIN,
+  unanswered, retried, answers alone, long names), all open: what a site's DNS leaves
+  open for the 120-s idle timeout.
 
 Seeds are on by default; ``--no-seeds`` cases give each flow its row from its first
 packet, as before seeds (the records are the same, see tests/test_flow_seeds.py)::
 
-    python bench/open_flows.py [--flows 1000000] [--packets 1000000]
+    python bench/open_flows.py [--flows 1000000] [--packets 1000000] [--exchanges 200000]
 """
 
 from __future__ import annotations
@@ -87,6 +90,18 @@ def _synth(out: Path, packets: int) -> Path:
     return path
 
 
+def _dns(out: Path, count: int) -> Path:
+    path = out / f"dns-{count}.pcap"
+    if not path.exists():
+        subprocess.run(
+            [sys.executable, "-m", "tests.dns_capture", str(path), str(count), "100"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+    return path
+
+
 def _case(path: Path, seeds: bool, limit: int) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, "-c", _CASE, str(path), "1" if seeds else "0", str(limit)],
@@ -103,12 +118,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--flows", type=int, default=1_000_000, help="flood size (one-packet flows)")
     ap.add_argument("--packets", type=int, default=1_000_000, help="synthetic capture size")
+    ap.add_argument("--exchanges", type=int, default=200_000, help="DNS exchanges (in 100 s)")
     ap.add_argument("--out", type=Path, default=OUT, help="captures (default: bench/out)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     cases = [
         ("flood", _flood(args.out, args.flows), args.flows),
         ("synth", _synth(args.out, args.packets), args.packets // 2),
+        ("dns", _dns(args.out, args.exchanges), 4 * args.exchanges),
     ]
     print(
         f"{'capture':8} {'seeds':>5} {'packets':>9} {'open flows':>11} {'rows B/flow':>12} "

@@ -103,8 +103,9 @@ def test_random_matrices_come_back_bit_for_bit(seed: int) -> None:
 def test_real_open_flows_shrink_and_come_back_the_same(tmp_path: Path, capture: str) -> None:
     """Open flows of a real capture (DNS) and of bench/synth.py's mix: every array comes
     back with the same bits, the flows finished from the file equal those finished from
-    the state in memory, and (on the mix's thousands of flows) the file is under a third
-    of the raw arrays."""
+    the state in memory, and (on the mix's thousand open flows, most of them seeds, DNS
+    exchanges among them) the file is well under the raw arrays and ~120 B a flow (at
+    468d4fc, before DNS exchanges were seeds: 289 B a flow, a third of the raw arrays)."""
     pcap = DATA / capture
     if capture == "synthetic":
         pcap = tmp_path / "synth.pcap"
@@ -122,7 +123,8 @@ def test_real_open_flows_shrink_and_come_back_the_same(tmp_path: Path, capture: 
     if capture == "synthetic":
         assert table.open_flows > 1000
         raw = sum(np.asarray(a).nbytes for a in arrays.values())
-        assert carry_store.parse(ref).size < raw / 3
+        size = carry_store.parse(ref).size
+        assert size < raw * 0.6 and size / table.open_flows < 150
     from_file = process_file(pcap, settings, carry=back, final=True)
     from_memory = process_file(pcap, settings, carry=table.to_bytes(), final=True)
     assert from_file.flow_count == from_memory.flow_count > 0

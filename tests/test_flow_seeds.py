@@ -8,8 +8,9 @@ realistic mix where most flows have one or two packets (an unanswered SYN scan, 
 spoofed SYN flood, UDP and ICMP probes and answers, backscatter), seeds that cross
 window boundaries, get more packets after a cut, close with FINs or a RST, time out, are
 evicted by the cap, are carried to the next file, and packets whose fields do not fit a
-seed; random traffic; every test capture through the whole pipeline; then what an open
-flow costs, and carry state an attacker forged.
+seed; DNS exchanges (a seed keeps what their DNS adds beside it); random traffic; every
+test capture through the whole pipeline; then what an open flow costs, and carry state
+an attacker forged.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from netmon_exporter.flows import flow_table as T
 from netmon_exporter.flows.flow_table import FinishedFlows, FlowTable
 from netmon_exporter.ingest import carry_store
 from netmon_exporter.pipeline import FlowSettings, process_file
+from tests import dns_capture
 from tests.flood_capture import syn_flood_records
 
 DATA = Path(__file__).parent / "data" / "pcaps"
@@ -125,7 +127,7 @@ def _mix(path: Path) -> Path:
                 _udp("2001:db8::7", f"2001:db8::{k + 100:x}", 5353, 9000 + k, b"x" * k),
             )
         )
-    # DNS: rows at once (names); half the queries answered
+    # DNS: seeds too, their DNS kept beside them; half the queries answered
     for k in range(30):
         t = T0 + 10 + k * 4.0
         name = f"h{k}.example.org"
@@ -353,20 +355,58 @@ def _saved(mix: Path) -> tuple[dict[str, np.ndarray], tuple]:
         table.add(c.P, c.PE, c.buf)
         break
     arrays = {name: np.array(a) for name, a in table.state_arrays().items()}
-    assert (arrays["srow"] < 0).sum() > 100 and (arrays["srow"] >= 0).sum() > 5
+    assert (arrays["srow"] < 0).sum() > 100 and (arrays["srow"] >= 0).sum() >= 1
+    assert len(arrays["dns_seeds"]) >= 3  # open DNS exchanges: seeds
     return arrays, args
+
+
+def _seed_dns(a: dict[str, np.ndarray]) -> np.ndarray:
+    """The flows whose seeds have DNS."""
+    return np.flatnonzero((a["srow"] < 0) & (a["seed"][:, T.SD_DNS] >= 0))
+
+
+def _names_overlap(a: dict[str, np.ndarray]) -> None:
+    """Every kept name at offset 0 of a pool as long as the longest: each in range, but
+    more name bytes than the pool has, which compaction would copy past the end of the
+    next pool."""
+    code = a["dns_seeds"][:, T.DS_CODE :: T.NDS_PACKET].astype(np.int64)
+    kept = ((code >> T.DC_NAME_SHIFT) & 3) == T.DC_NAME_KEPT
+    assert kept.sum() >= 2 and not (a["S"][:, T.S_QPOOL_LEN] > 0).any()
+    a["dns_seeds"][:, T.DS_POFF :: T.NDS_PACKET][kept] = 0.0
+    longest = int(((code >> T.DC_NAME_LEN) & 511)[kept].max())
+    a["pool"] = a["pool"][:longest]
+    a["st"][T.ST_POOL] = longest
+
+
+def _kept_name(a: dict[str, np.ndarray]) -> tuple[int, int]:
+    """(row of dns_seeds, column of its offset) of a name kept in the pool."""
+    code = a["dns_seeds"][:, T.DS_CODE :: T.NDS_PACKET].astype(np.int64)
+    x, p = np.argwhere(((code >> T.DC_NAME_SHIFT) & 3) == T.DC_NAME_KEPT)[0]
+    return int(x), int(p * T.NDS_PACKET + T.DS_POFF)
 
 
 @pytest.mark.parametrize(
     "forge",
     [
         lambda a: a["srow"].__setitem__(np.flatnonzero(a["srow"] >= 0)[0], 10**6),  # no row
-        lambda a: a["srow"].__setitem__(np.flatnonzero(a["srow"] >= 0)[:2], 0),  # shared row
+        lambda a: a["srow"].__setitem__(np.flatnonzero(a["srow"] < 0)[0], a["srow"].max()),
         lambda a: a["srow"].__setitem__(0, -5),  # not a seed mark
         lambda a: a.__setitem__("seed", a["seed"][:-1]),  # seeds missing
         lambda a: a.__setitem__("seed", a["seed"].astype(np.float64)),
         lambda a: a.pop("srow"),  # half of the seeds
         lambda a: a.__setitem__("S", a["S"][:-1]),  # a row missing
+        # the seeds' DNS
+        lambda a: a.__setitem__("dns_seeds", a["dns_seeds"][:-1]),  # a row missing
+        lambda a: a.__setitem__("dns_seeds", a["dns_seeds"].astype(np.float32)),
+        lambda a: a["seed"].__setitem__((_seed_dns(a)[:2], T.SD_DNS), 0),  # a shared row
+        lambda a: a["seed"].__setitem__((_seed_dns(a)[0], T.SD_DNS), -2),
+        lambda a: a["dns_seeds"].__setitem__((0, T.DS_CODE), 0.5),  # not a whole number
+        lambda a: a["dns_seeds"].__setitem__((0, T.DS_CODE), -1.0),
+        lambda a: a["dns_seeds"].__setitem__((0, T.DS_CODE), 2.0**60),
+        lambda a: a["dns_seeds"].__setitem__((0, T.DS_ENT), np.nan),
+        lambda a: a["dns_seeds"].__setitem__(_kept_name(a), len(a["pool"]) - 3),  # past the end
+        lambda a: a["dns_seeds"].__setitem__(_kept_name(a), -1.0),
+        _names_overlap,
     ],
 )
 def test_forged_seed_state_is_refused(mix: Path, forge) -> None:  # noqa: ANN001
@@ -380,7 +420,13 @@ def test_any_seed_words_give_records_not_a_crash(mix: Path) -> None:
     # the words are the attacker's (a forged carry): every field is masked when read
     arrays, args = _saved(mix)
     rng = np.random.default_rng(5)
+    dns = arrays["seed"][:, T.SD_DNS].copy()
     arrays["seed"] = rng.integers(-(2**63), 2**63 - 1, size=arrays["seed"].shape, dtype=np.int64)
+    arrays["seed"][:, T.SD_DNS] = dns  # which row of dns_seeds is checked when loaded
+    # and the seeds' DNS codes: any whole numbers, names not kept (their offsets are checked)
+    code = rng.integers(0, 2**53, size=arrays["dns_seeds"][:, :: T.NDS_PACKET].shape)
+    code &= ~np.int64(3 << T.DC_NAME_SHIFT)
+    arrays["dns_seeds"][:, T.DS_CODE :: T.NDS_PACKET] = code
     table = FlowTable.from_arrays(arrays, *args)
     rec = table.finish()
     assert len(rec) >= len(arrays["K"]) and np.isfinite(rec.S[:, T.S_PKTS]).all()
@@ -422,8 +468,11 @@ def test_any_traffic_gives_the_same_records_with_and_without_seeds(
             dst = src
         if proto == "tcp":
             frame = _tcp(src, dst, sp, dp, flags, b"x" * size)
-        elif proto == "udp" and 53 in (sp, dp) and size % 2:  # DNS: a row at once
-            frame = _udp(src, dst, sp, dp, bytes(DNS(id=size, qd=DNSQR(qname=f"n{size}.test"))))
+        elif proto == "udp" and 53 in (sp, dp) and size % 2:  # DNS, in every form
+            name = None if size % 7 == 1 else f"N{size}.Test"  # a query without a question
+            rcode = 3 if size % 5 == 1 else 0  # NXDOMAIN
+            msg = dns_capture.dns_message(size, name, response=sp == 53, rcode=rcode)
+            frame = _udp(src, dst, sp, dp, msg)
         elif proto == "udp":
             frame = _udp(src, dst, sp, dp, b"y" * size)
         else:
@@ -467,3 +516,124 @@ def test_a_two_packet_seed_closes_as_a_flow_with_a_row_would(
     got = _run(path, True, 1)
     assert len(got) == flows
     _same(got, _run(path, False, 1))
+
+
+# DNS ---------------------------------------------------------------------------------
+
+
+def _resolver(path: Path, count: int, seconds: float, start: float = T0) -> Path:
+    if not path.exists():
+        dns_capture.write_pcap(path, dns_capture.exchanges(count, seconds, start))
+    return path
+
+
+@pytest.fixture(scope="module")
+def resolver(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # 3,000 exchanges over 60 s, across the minute boundary at T0 + 10
+    return _resolver(tmp_path_factory.mktemp("dns") / "resolver.pcap", 3000, 60.0)
+
+
+@pytest.mark.parametrize(
+    ("chunk", "cap", "slice_s", "carry_every"),
+    [
+        (32768, 0, 0.0, 0),
+        (97, 0, 60.0, 0),  # exchanges cut between query and answer
+        (250, 300, 60.0, 0),  # the cap evicts seeds with DNS
+        (64, 0, 60.0, 3),  # carried between "files" every 3 chunks
+        (500, 400, 5.0, 2),
+    ],
+)
+def test_dns_exchanges_give_the_same_records_with_and_without_seeds(
+    resolver: Path, chunk: int, cap: int, slice_s: float, carry_every: int
+) -> None:
+    evicted = [0]
+    with_seeds = _run(resolver, True, chunk, cap, slice_s, carry_every, evicted=evicted)
+    _same(with_seeds, _run(resolver, False, chunk, cap, slice_s, carry_every))
+    # the case is what it says: names, NXDOMAIN, answers alone, retries
+    S, kinds = with_seeds.S, with_seeds.kinds()
+    whole = kinds != T.REC_SLICE
+    assert (S[whole, T.S_DNS_HAS] == 1).all()
+    assert (S[whole, T.S_DNS_NX] > 0).sum() > 150
+    assert ((S[whole, T.S_DNS_Q] == 0) & (S[whole, T.S_QPOOL_LEN] > 0)).sum() > 100
+    assert (S[whole, T.S_PKTS] == 3).sum() > 50
+    assert (S[whole, T.S_DNS_QLEN] > 200).sum() > 5
+    assert b"api.example.com" in set(_names(with_seeds))  # in lower case
+    bare = (with_seeds.dns()[:, T.D_QNAMED] == 0) & (S[:, T.S_DNS_Q] == 1)
+    assert (bare & whole & (S[:, T.S_QPOOL_LEN] > 0)).sum() > 50  # the answer's name
+    if slice_s:
+        assert (kinds == T.REC_SLICE).sum() > 50
+    assert (evicted[0] > 100) == bool(cap)
+
+
+def test_dns_exchanges_carried_through_carry_files_come_back_the_same(
+    resolver: Path, tmp_path: Path
+) -> None:
+    _same(
+        _run(resolver, True, 150, 0, 60.0, 1, tmp=tmp_path),
+        _run(resolver, False, 150, 0, 60.0, 0),
+    )
+
+
+def test_a_dns_exchange_has_no_row_until_a_third_packet(resolver: Path) -> None:
+    table = FlowTable(*_TIMES, 0, 60.0)
+    for c in CaptureReader(resolver, max_packets=4000):
+        table.add(c.P, c.PE, c.buf)
+        break
+    n = table.open_flows
+    srow, dns = table.srow[:n], table.seed[:n, T.SD_DNS]
+    seeds = srow < 0
+    assert n > 800 and seeds.mean() > 0.95
+    assert (dns[seeds] >= 0).all()  # every one carried DNS
+    assert int(table.st[T.ST_SROWS]) == n - seeds.sum()  # the retried ones
+    # each seed its own row of DS
+    assert len(np.unique(dns[seeds])) == seeds.sum() <= int(table.st[T.ST_DSEEDS])
+
+
+def test_names_that_find_the_pool_full_are_the_same_with_and_without_seeds(
+    resolver: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(T, "POOL_BYTES", 4096)  # room for a few dozen names a chunk
+    with_seeds = _run(resolver, True, 200, 0, 60.0, 2)
+    _same(with_seeds, _run(resolver, False, 200, 0, 60.0, 2))
+    S = with_seeds.S
+    assert ((S[:, T.S_QPOOL_LEN] == 0) & (S[:, T.S_DNS_QLEN] > 0)).sum() > 100  # no room
+    assert (S[:, T.S_QPOOL_LEN] > 0).sum() > 100
+
+
+def test_an_open_dns_exchange_costs_under_400_bytes(tmp_path: Path) -> None:
+    # 20,000 exchanges in 10 s: all still open (the idle timeout is 20 s)
+    path = _resolver(tmp_path / "busy.pcap", 20_000, 10.0, 1_700_000_001.0)
+
+    def table(seeds: bool) -> FlowTable:
+        t = FlowTable(*_TIMES, 0, 60.0, seeds=seeds)
+        for c in CaptureReader(path, max_packets=1 << 15):
+            t.add(c.P, c.PE, c.buf)
+        assert t.open_flows == 20_000
+        return t
+
+    with_seeds = table(True)
+    per_flow = with_seeds.state_bytes() / with_seeds.open_flows
+    assert per_flow <= 400, per_flow
+    without = table(False)
+    assert without.state_bytes() / without.open_flows > 1000  # a row and a DNS row
+    _same(with_seeds.finish(), without.finish())
+
+
+def test_names_that_overlap_in_the_pool_are_refused(resolver: Path) -> None:
+    # rows' names as well as seeds': more name bytes than the pool has would be copied
+    # past the end of the next pool when the table is compacted
+    args = (*_TIMES, 0, 60.0)
+    table = FlowTable(*args, seeds=False)
+    for c in CaptureReader(resolver, max_packets=1000):
+        table.add(c.P, c.PE, c.buf)
+        break
+    arrays = {name: np.array(a) for name, a in table.state_arrays().items()}
+    named = arrays["S"][:, T.S_QPOOL_LEN] > 0
+    assert named.sum() > 100
+    FlowTable.from_arrays(arrays, *args)  # as saved: fine
+    arrays["S"][named, T.S_QPOOL_OFF] = 0.0  # each in range of a pool as long as the longest
+    longest = int(arrays["S"][named, T.S_QPOOL_LEN].max())
+    arrays["pool"] = arrays["pool"][:longest]
+    arrays["st"][T.ST_POOL] = longest
+    with pytest.raises(ValueError, match="invalid carry state: names overlap"):
+        FlowTable.from_arrays(arrays, *args)

@@ -141,8 +141,8 @@ FLOW_FREE, FLOW_OPEN, FLOW_CLOSED, FLOW_DONE = 0, 1, 2, 3
 P_IDLE, P_ACTIVE, P_ACTIVITY, P_GRACE, P_SLICE, P_SEEDS = range(6)
 # st: flows in use, name pool bytes used, latest timestamp seen, next slice boundary (-1:
 # not yet known), why process_packets stopped early (STOP_*), rows of D in use, rows of
-# S in use
-ST_FLOWS, ST_POOL, ST_LATEST, ST_BOUNDARY, ST_STOP, ST_DNS, ST_SROWS = range(7)
+# S in use, rows of DS (the DNS of seeds) in use
+ST_FLOWS, ST_POOL, ST_LATEST, ST_BOUNDARY, ST_STOP, ST_DNS, ST_SROWS, ST_DSEEDS = range(8)
 STOP_BOUNDARY, STOP_DNS_FULL, STOP_SROWS = 1, 2, 3
 
 # Seeds. Most open flows of a flood or a scan never see a third packet (a probe, a
@@ -154,13 +154,34 @@ STOP_BOUNDARY, STOP_DNS_FULL, STOP_SROWS = 1, 2, 3
 # third packet, an interim record, the flow's end, a carry). ``srow[f]`` says how many
 # packets and where a cut at a window boundary fell: ``SEED`` one packet, ``SEED_CUT``
 # one packet then a cut, ``SEED2`` two packets, ``SEED2_CUT`` two packets then a cut (a
-# seed cut after its first packet gets its row at its second). Packets that carry DNS,
-# and fields that do not fit the words, get a row at once.
+# seed cut after its first packet gets its row at its second). Packets whose fields do
+# not fit the words get a row at once.
+#
+# A seed's DNS packets (most DNS flows are one query and its answer) keep what their
+# DNS adds to the row and to its row of D in a row of the side table ``DS``
+# (``seed[f, SD_DNS]``, -1: none), measured when the packet is planted (the packet's
+# buffer is gone by the time the row is rebuilt) and its query name copied to the name
+# pool then, as :func:`_update` would: per packet, a word of small integers (``DC_*``
+# bits: which message, its name's length and labels, where its name went, the sketch
+# registers it sets), the name's offset in the pool, its entropy (the decoder's) and
+# the entropy of its labels left of the registered domain.
 SEED, SEED_CUT, SEED2, SEED2_CUT = -1, -2, -3, -4
 SEEDS = True  # the default (tests compare both ways)
 SD_TS, SD_LEN, SD_MISC = 0, 1, 2  # time; payload | wire << 32; the rest (see _plant)
 SD_SECOND = 3  # the second packet's words start here
-NSD = 6
+SD_DNS = 6  # row of DS with the seed's DNS (-1: none)
+NSD = 7
+DS_CODE, DS_POFF, DS_PE, DS_ENT = range(4)  # per packet, the second's from NDS_PACKET
+NDS_PACKET = 4
+NDS = 2 * NDS_PACKET
+# DS_CODE bits: DNS (else the packet carried none), a response, NXDOMAIN, a readable
+# name, what became of the name (DC_NAME_*: the first name of a flow is kept), then
+# fields of DC_WIDTH bits at DC_* shifts
+DC_DNS, DC_RESPONSE, DC_NX, DC_NAMED = 1, 2, 4, 8
+DC_NAME_SHIFT = 4  # 0: not kept (not the first), 1: copied to the pool, 2: no room
+DC_NAME_KEPT, DC_NAME_NO_ROOM = 1, 2
+DC_QLEN, DC_LABELS, DC_NAME_LEN = 8, 17, 26  # 9 bits each
+DC_NAMES_REG, DC_NAMES_RANK, DC_ZONES_REG, DC_ZONES_RANK = 35, 41, 45, 49  # 6, 4, 4, 4 bits
 
 # Per-flow links (int64 matrix, -1: none): the least-recently-active list of open flows
 # and the list of closed flows (in their grace period) by last activity.
@@ -409,8 +430,8 @@ def _mix64(h):
 
 
 @njit(cache=True, inline="always")
-def _hll_add(S, f, base, m, h):
-    """Add hash ``h`` to the HyperLogLog sketch of ``m`` registers at ``S[f, base:]``."""
+def _hll_pick(h, m):
+    """The register (of ``m``) and the rank that hash ``h`` offers a HyperLogLog sketch."""
     idx = h & (m - 1)
     w = (h >> 8) & np.int64((1 << 55) - 1)
     rank = np.int64(1)
@@ -418,6 +439,13 @@ def _hll_add(S, f, base, m, h):
     while (w & 1) == 0 and rank < top:
         w >>= 1
         rank += 1
+    return idx, rank
+
+
+@njit(cache=True, inline="always")
+def _hll_put(S, f, base, idx, rank):
+    """Offer ``rank`` to register ``idx`` of the sketch at ``S[f, base:]``."""
+    top = (1 << HLL_BITS) - 1
     col = base + idx // HLL_PER_COL
     sh = HLL_BITS * (idx % HLL_PER_COL)
     v = np.int64(S[f, col])
@@ -426,20 +454,33 @@ def _hll_add(S, f, base, m, h):
         S[f, col] = float(v)
 
 
-@njit(cache=True)
-def _query_stats(DN, f, buf, qoff, qlen, labels, hist):
-    """Per-query statistics (into row ``f`` of ``DN``) of the name at ``buf[qoff]``.
-
-    ``labels`` wire labels. Length, entropy of the labels left of the registered domain
-    (the last two labels; the whole name when it has no more), and the name and domain
-    in the sketches.
-    """
+@njit(cache=True, inline="always")
+def _query_put(DN, f, qlen, ent, code):
+    """Add a query's statistics to row ``f`` of ``DN``: its name's length ``qlen``, the
+    entropy ``ent`` of its labels and the sketch registers in ``code`` (DC_* fields)."""
     DN[f, D_QNAMED] += 1.0
     DN[f, D_QLEN_SUM] += qlen
     if qlen > DN[f, D_QLEN_MAX]:
         DN[f, D_QLEN_MAX] = qlen
     if qlen > DN[f, D_SL_QLEN_MAX]:
         DN[f, D_SL_QLEN_MAX] = qlen
+    DN[f, D_LENT_SUM] += ent
+    top = (1 << HLL_BITS) - 1
+    ni = (code >> DC_NAMES_REG) & (HLL_NAMES - 1)
+    nr = (code >> DC_NAMES_RANK) & top
+    _hll_put(DN, f, D_HLL_NAMES, ni, nr)
+    _hll_put(DN, f, D_HLL_SLICE, ni, nr)
+    _hll_put(
+        DN, f, D_HLL_ZONES, (code >> DC_ZONES_REG) & (HLL_ZONES - 1), (code >> DC_ZONES_RANK) & top
+    )
+
+
+@njit(cache=True)
+def _query_measure(buf, qoff, labels, hist):
+    """Measure the query name at ``buf[qoff]`` (``labels`` wire labels): the entropy of
+    its labels left of the registered domain (the last two labels; the whole name when it
+    has no more), and the sketch registers its name and domain set (DC_* fields).
+    """
     zone_from = labels - 2 if labels > 2 else 0
     counted = labels - 2 if labels > 2 else labels
     prime = np.int64(1099511628211)
@@ -476,11 +517,10 @@ def _query_stats(DN, f, buf, qoff, qlen, labels, hist):
                 ent -= q * np.log2(q)
                 hist[c] = 0
         p += 1 + ln
-    DN[f, D_LENT_SUM] += ent
-    h = _mix64(h)
-    _hll_add(DN, f, D_HLL_NAMES, HLL_NAMES, h)
-    _hll_add(DN, f, D_HLL_SLICE, HLL_NAMES, h)
-    _hll_add(DN, f, D_HLL_ZONES, HLL_ZONES, _mix64(hz))
+    ni, nr = _hll_pick(_mix64(h), HLL_NAMES)
+    zi, zr = _hll_pick(_mix64(hz), HLL_ZONES)
+    code = (ni << DC_NAMES_REG) | (nr << DC_NAMES_RANK)
+    return ent, code | (zi << DC_ZONES_REG) | (zr << DC_ZONES_RANK)
 
 
 @njit(cache=True)
@@ -580,47 +620,87 @@ def _update(S, r, status, f, d, P, PE, i, buf, pool, st, params, hist, DN):
         P[i, D.F_ICMPC],
         params[P_ACTIVITY],
     )
-    dns = P[i, D.F_DNS]
-    if dns >= 0:
-        S[r, S_DNS_HAS] = 1.0
-        slot = np.int64(S[r, S_DNS_SLOT])
-        if slot < 0:  # the caller made sure a row is free
-            slot = st[ST_DNS]
-            st[ST_DNS] += 1
-            S[r, S_DNS_SLOT] = slot
-            for k in range(ND):
-                DN[slot, k] = 0.0
-            DN[slot, D_B_Q] = S[r, S_DNS_Q]  # DNS seen after a cut: the slice starts at 0
-            DN[slot, D_B_NX] = S[r, S_DNS_NX]
-        qoff = P[i, D.F_QOFF]
-        if dns == 0:
-            S[r, S_DNS_Q] += 1.0
-            DN[slot, D_QBYTES] += L
-            if qoff >= 0:
-                _query_stats(DN, slot, buf, qoff, P[i, D.F_QLEN], P[i, D.F_QLABELS], hist)
+    if P[i, D.F_DNS] >= 0:
+        code, poff, ent = _dns_measure(P, i, buf, pool, st, S[r, S_QPOOL_LEN] < 0, hist)
+        if _dns_apply(S, r, DN, st[ST_DNS], code, poff, PE[i], ent, L):
+            st[ST_DNS] += 1  # the caller made sure a row of DN is free
+
+
+@njit(cache=True)
+def _dns_measure(P, i, buf, pool, st, first_name, hist):
+    """What DNS packet ``i`` adds to its flow, as (DC_* code, name offset, label entropy).
+
+    Its query name (when it has one) is measured, and when ``first_name`` (no name of
+    the flow was kept yet) copied to the name pool if there is room.
+    """
+    code = np.int64(DC_DNS)
+    if P[i, D.F_DNS] != 0:
+        code |= DC_RESPONSE
+    if P[i, D.F_RCODE] == 3:
+        code |= DC_NX
+    qoff = P[i, D.F_QOFF]
+    ent = 0.0
+    poff = np.int64(0)
+    if qoff < 0:
+        return code, poff, ent
+    # the decoder keeps names to 255 characters (so at most 128 labels): 9 bits each
+    code |= DC_NAMED | (P[i, D.F_QLEN] << DC_QLEN) | (P[i, D.F_QLABELS] << DC_LABELS)
+    if P[i, D.F_DNS] == 0:
+        ent, regs = _query_measure(buf, qoff, P[i, D.F_QLABELS], hist)
+        code |= regs
+    if first_name:
+        used = st[ST_POOL]
+        if used + 256 <= len(pool):
+            w = _copy_qname(buf, qoff, pool, used)
+            poff = used
+            st[ST_POOL] = used + w
+            code |= (DC_NAME_KEPT << DC_NAME_SHIFT) | (w << DC_NAME_LEN)
         else:
-            DN[slot, D_RBYTES] += L
-            if P[i, D.F_RCODE] == 3:
-                S[r, S_DNS_NX] += 1.0
-        if qoff >= 0 and S[r, S_QPOOL_LEN] < 0:
-            S[r, S_DNS_QLEN] = P[i, D.F_QLEN]
-            S[r, S_DNS_QLABELS] = P[i, D.F_QLABELS]
-            S[r, S_DNS_QENT] = PE[i]
-            used = st[1]
-            if used + 256 <= len(pool):
-                w = _copy_qname(buf, qoff, pool, used)
-                S[r, S_QPOOL_OFF] = used
-                S[r, S_QPOOL_LEN] = w
-                st[1] = used + w
-            else:
-                S[r, S_QPOOL_LEN] = 0.0
+            code |= DC_NAME_NO_ROOM << DC_NAME_SHIFT
+    return code, poff, ent
+
+
+@njit(cache=True)
+def _dns_apply(S, r, DN, new_slot, code, poff, pe, ent, L):
+    """Add a DNS packet measured by :func:`_dns_measure` (payload ``L``, name entropy
+    ``pe``) to row ``r`` of ``S`` and the flow's row of ``DN``; a flow without one gets
+    row ``new_slot``. Return whether it did."""
+    S[r, S_DNS_HAS] = 1.0
+    slot = np.int64(S[r, S_DNS_SLOT])
+    made = slot < 0
+    if made:
+        slot = new_slot
+        S[r, S_DNS_SLOT] = slot
+        for k in range(ND):
+            DN[slot, k] = 0.0
+        DN[slot, D_B_Q] = S[r, S_DNS_Q]  # DNS seen after a cut: the slice starts at 0
+        DN[slot, D_B_NX] = S[r, S_DNS_NX]
+    qlen = (code >> DC_QLEN) & 511
+    if (code & DC_RESPONSE) == 0:
+        S[r, S_DNS_Q] += 1.0
+        DN[slot, D_QBYTES] += L
+        if code & DC_NAMED:
+            _query_put(DN, slot, qlen, ent, code)
+    else:
+        DN[slot, D_RBYTES] += L
+        if code & DC_NX:
+            S[r, S_DNS_NX] += 1.0
+    name = (code >> DC_NAME_SHIFT) & 3
+    if name != 0:
+        S[r, S_DNS_QLEN] = qlen
+        S[r, S_DNS_QLABELS] = (code >> DC_LABELS) & 511
+        S[r, S_DNS_QENT] = pe
+        if name == DC_NAME_KEPT:
+            S[r, S_QPOOL_OFF] = poff
+            S[r, S_QPOOL_LEN] = (code >> DC_NAME_LEN) & 511
+        else:
+            S[r, S_QPOOL_LEN] = 0.0
+    return made
 
 
 @njit(cache=True, inline="always")
 def _seedable(P, i):
-    """Whether packet ``i`` may start a seed: no DNS, and its fields fit the words."""
-    if P[i, D.F_DNS] >= 0:
-        return False
+    """Whether packet ``i`` may be kept in a seed: its fields fit the words."""
     pay = P[i, D.F_PAY]
     wire = P[i, D.F_WIRELEN]
     if pay < 0 or pay > 0xFFFFFFFF or wire < 0 or wire > 0x7FFFFFFF:
@@ -651,9 +731,32 @@ def _plant(seed, f, P, i, d, fwd_is_a, at):
     )
 
 
+@njit(cache=True)
+def _plant_dns(seed, f, DS, st, P, i, PE, buf, pool, second, hist):
+    """Keep what DNS packet ``i`` adds to flow ``f`` (a seed) in its row of ``DS``, as
+    the ``second`` packet of the seed or its first; a seed without a row gets the next
+    (the caller made sure one is free). Its query name goes to the pool now."""
+    x = seed[f, SD_DNS]
+    if x < 0:
+        x = st[ST_DSEEDS]
+        st[ST_DSEEDS] += 1
+        seed[f, SD_DNS] = x
+        for k in range(NDS):
+            DS[x, k] = 0.0
+    b = NDS_PACKET if second else 0
+    first_name = not second or ((np.int64(DS[x, DS_CODE]) >> DC_NAME_SHIFT) & 3) == 0
+    code, poff, ent = _dns_measure(P, i, buf, pool, st, first_name, hist)
+    DS[x, b + DS_CODE] = code
+    DS[x, b + DS_POFF] = poff
+    DS[x, b + DS_PE] = PE[i]
+    DS[x, b + DS_ENT] = ent
+
+
 @njit(cache=True, inline="always")
-def _replay(S, r, seed, f, at, pr, activity, status1):
-    """Add the packet kept in flow ``f``'s seed words from ``at`` to row ``r``."""
+def _replay(S, r, seed, f, at, pr, activity, status1, DN, DS, dn_row):
+    """Add the packet kept in flow ``f``'s seed words from ``at`` to row ``r`` (its DNS
+    from ``DS``, into row ``dn_row`` of ``DN`` when the flow has none yet); return
+    whether it took that row."""
     m = seed[f, at + SD_MISC]
     n = seed[f, at + SD_LEN]
     _packet(
@@ -673,24 +776,37 @@ def _replay(S, r, seed, f, at, pr, activity, status1):
         ((m >> 49) & 0x1FF) - 1,
         activity,
     )
+    x = seed[f, SD_DNS]
+    if x < 0:
+        return False
+    b = NDS_PACKET if at == SD_SECOND else 0
+    code = np.int64(DS[x, b + DS_CODE])
+    if (code & DC_DNS) == 0:
+        return False
+    L = float(n & 0xFFFFFFFF)
+    poff = np.int64(DS[x, b + DS_POFF])
+    return _dns_apply(S, r, DN, dn_row, code, poff, DS[x, b + DS_PE], DS[x, b + DS_ENT], L)
 
 
 @njit(cache=True)
-def _grow_seed(S, r, seed, f, kind, pr, activity, status1, DN):
-    """Write into row ``r`` of ``S`` what flow ``f``'s row would hold (a seed of ``kind``).
+def _grow_seed(S, r, seed, f, kind, pr, activity, status1, DN, DS, dn_row):
+    """Write into row ``r`` of ``S`` what flow ``f``'s row would hold (a seed of ``kind``),
+    its DNS into row ``dn_row`` of ``DN``; return whether it has DNS (so took that row).
 
     The same code as for a flow that had a row from its first packet, in the same order
     (packets, cuts), so the same bits; ``status1`` is scratch (what the packets do to the
     flow's status was done when they were planted).
     """
     _init_row(S, r, ((seed[f, SD_MISC] >> 59) & 1) != 0)
-    _replay(S, r, seed, f, 0, pr, activity, status1)
+    made = _replay(S, r, seed, f, 0, pr, activity, status1, DN, DS, dn_row)
     if kind == SEED_CUT:
         _rebase_row(S, r, DN)
     if kind in (SEED2, SEED2_CUT):
-        _replay(S, r, seed, f, SD_SECOND, pr, activity, status1)
+        if _replay(S, r, seed, f, SD_SECOND, pr, activity, status1, DN, DS, dn_row):
+            made = True
         if kind == SEED2_CUT:
             _rebase_row(S, r, DN)
+    return made
 
 
 @njit(cache=True, inline="always")
@@ -739,30 +855,34 @@ def _claim_row(srow, owner, st, f):
 
 
 @njit(cache=True, inline="always")
-def _take_row(S, srow, seed, owner, st, f, pr, activity, DN, status1):
-    """Give seed flow ``f`` a row of ``S``, rebuilt from its packets; return it."""
+def _take_row(S, srow, seed, owner, st, f, pr, activity, DN, DS, status1):
+    """Give seed flow ``f`` a row of ``S``, rebuilt from its packets (its DNS into the
+    next row of ``DN``: the caller made sure one is free); return it."""
     kind = srow[f]
     r = _claim_row(srow, owner, st, f)
-    _grow_seed(S, r, seed, f, kind, pr, activity, status1, DN)
+    if _grow_seed(S, r, seed, f, kind, pr, activity, status1, DN, DS, st[ST_DNS]):
+        st[ST_DNS] += 1
+    seed[f, SD_DNS] = -1  # its row of DS is let go at the next compaction
     return r
 
 
 @njit(cache=True, nogil=True)
 def process_packets(
-    P, PE, buf, K, S, status, table, pool, st, params, start, links, lru, DN, srow, seed, owner
+    P, PE, buf, K, S, status, table, pool, st, params, start, links, lru, DN, srow, seed, owner, DS
 ):
     """Add the decodable packets of ``P[start:]`` to their flows; return where it stopped.
 
     Stops early (returning the index of the packet not yet added) when a new flow
     would exceed the flow arrays or half the hash table: the caller grows them and
     calls again; when every row of ``S`` is in use (``st[ST_STOP]`` = STOP_SROWS: the
-    caller grows it); before a DNS packet when ``DN`` (the per-query DNS statistics) has
-    no free row (STOP_DNS_FULL: the caller grows it); or, with interim records
+    caller grows it); before a DNS packet when ``DN`` (the per-query DNS statistics) or
+    ``DS`` (the DNS of seeds) has no free row, and before any packet when ``DN`` has none
+    while seeds have DNS (STOP_DNS_FULL: the caller grows them); or, with interim records
     (``params[P_SLICE]``), at the first packet at or after the next slice boundary
     (STOP_BOUNDARY): the caller cuts the open flows there (:func:`pending_slices`,
     :func:`rebase`) and calls again. ``st``: the ``ST_*`` fields; ``links``/``lru``: the
     least-recently-active and closed lists (``LK_*``, ``L_*``); ``srow``/``seed``/
-    ``owner``: see Seeds above.
+    ``owner``/``DS``: see Seeds above.
     """
     mask = len(table) - 1
     nflows = st[0]
@@ -782,7 +902,13 @@ def process_packets(
                 st[0] = nflows
                 st[ST_STOP] = STOP_BOUNDARY
                 return i
-        if P[i, D.F_DNS] >= 0 and st[ST_DNS] >= DN.shape[0]:
+        dns = P[i, D.F_DNS] >= 0
+        if (
+            (dns or st[ST_DSEEDS] > 0)  # a seed with DNS that gets its row needs one
+            and st[ST_DNS] >= DN.shape[0]
+            or dns
+            and st[ST_DSEEDS] >= DS.shape[0]
+        ):
             st[0] = nflows
             st[ST_STOP] = STOP_DNS_FULL
             return i
@@ -863,6 +989,9 @@ def process_packets(
             if seeds and _seedable(P, i):
                 _plant(seed, f, P, i, 0 if client_is_a == src_is_a else 1, client_is_a, 0)
                 srow[f] = SEED
+                seed[f, SD_DNS] = -1
+                if dns:
+                    _plant_dns(seed, f, DS, st, P, i, PE, buf, pool, False, hist)
                 if pr == 6 and (P[i, D.F_FLAGS] & 4) != 0:  # as _packet would have it
                     status[f] = FLOW_CLOSED
                     _append(links, lru, f, 2)
@@ -879,6 +1008,8 @@ def process_packets(
             if pr == 6 and _closes(seed, f, P[i, D.F_FLAGS], d):
                 status[f] = FLOW_CLOSED
             _plant(seed, f, P, i, d, fwd_is_a, SD_SECOND)
+            if dns:
+                _plant_dns(seed, f, DS, st, P, i, PE, buf, pool, True, hist)
             srow[f] = SEED2
             if was_closed:
                 _unlink(links, lru, f, 2)
@@ -886,7 +1017,7 @@ def process_packets(
                 _append(links, lru, f, 2)
             continue
         if r < 0:
-            r = _take_row(S, srow, seed, owner, st, f, pr, activity, DN, status1)
+            r = _take_row(S, srow, seed, owner, st, f, pr, activity, DN, DS, status1)
         fwd_is_a = S[r, S_FWD_IS_A] != 0.0
         d = 0 if fwd_is_a == src_is_a else 1
         was_closed = status[f] == FLOW_CLOSED
@@ -955,19 +1086,26 @@ def rebase(S, srow, rows, DN):
 
 
 @njit(cache=True, nogil=True)
-def gather(S, srow, seed, K, status, rows, params, out):
+def gather(S, srow, seed, K, status, rows, params, out, DN, DS, out_dns):
     """Write the accumulator row of each flow of ``rows`` to ``out`` (seeds rebuilt, and
-    ended as :func:`_close` ends a row when the flow has ended)."""
+    ended as :func:`_close` ends a row when the flow has ended), its row of DNS
+    statistics to the same row of ``out_dns`` (and ``S_DNS_SLOT`` of ``out`` says that
+    row, -1 without DNS; ``out_dns`` may have no rows when no flow has DNS)."""
     status1 = np.zeros(1, dtype=np.int8)
-    DN = np.zeros((0, ND), dtype=np.float64)  # a seed has no DNS row
     for k in range(len(rows)):
         f = rows[k]
         r = srow[f]
         if r >= 0:
             for c in range(NS):
                 out[k, c] = S[r, c]
+            q = np.int64(S[r, S_DNS_SLOT])
+            if q >= 0:
+                for c in range(ND):
+                    out_dns[k, c] = DN[q, c]
+                out[k, S_DNS_SLOT] = k
         else:
-            _grow_seed(out, k, seed, f, r, K[f, K_PROTO], params[P_ACTIVITY], status1, DN)
+            pr = K[f, K_PROTO]
+            _grow_seed(out, k, seed, f, r, pr, params[P_ACTIVITY], status1, out_dns, DS, k)
             if status[f] == FLOW_DONE:
                 _end_row(out, k)
 
@@ -982,9 +1120,9 @@ def last_times(S, srow, seed, nflows):
 
 
 @njit(cache=True, nogil=True)
-def compact(K, S, status, nflows, pool, pool2, links, lru, srow, seed, owner, nrows):
+def compact(K, S, status, nflows, pool, pool2, links, lru, srow, seed, owner, nrows, DS):
     """Move the open flows and their rows of ``S`` to the front (in place), their query
-    names into ``pool2``.
+    names (those of seeds' DNS in ``DS`` too) into ``pool2``.
 
     Returns (open flows, bytes of ``pool2`` used, rows of ``S`` in use). Rows of ``S``
     keep their order (a row only ever moves towards the front).
@@ -1032,6 +1170,17 @@ def compact(K, S, status, nflows, pool, pool2, links, lru, srow, seed, owner, nr
                     pool2[used + k] = pool[off + k]
                 S[r, S_QPOOL_OFF] = used
                 used += ln
+        elif seed[m, SD_DNS] >= 0:
+            x = seed[m, SD_DNS]
+            for b in range(0, NDS, NDS_PACKET):
+                code = np.int64(DS[x, b + DS_CODE])
+                if ((code >> DC_NAME_SHIFT) & 3) == DC_NAME_KEPT:
+                    ln = (code >> DC_NAME_LEN) & 511
+                    off = np.int64(DS[x, b + DS_POFF])
+                    for k in range(ln):
+                        pool2[used + k] = pool[off + k]
+                    DS[x, b + DS_POFF] = used
+                    used += ln
         m += 1
     for f in range(m, nflows):
         status[f] = FLOW_FREE
@@ -1075,6 +1224,33 @@ def compact_dns(S, nrows, DN):
             for c in range(ND):
                 DN[k, c] = DN[old, c]
         S[owners[j], S_DNS_SLOT] = k
+    return m
+
+
+@njit(cache=True)
+def compact_dns_seeds(srow, seed, nflows, DS):
+    """Move the rows of ``DS`` that seeds of flows ``0 .. nflows-1`` use to its front (in
+    place: rows keep their order); return how many."""
+    m = 0
+    for f in range(nflows):
+        if srow[f] < 0 and seed[f, SD_DNS] >= 0:
+            m += 1
+    slots = np.empty(m, dtype=np.int64)
+    owners = np.empty(m, dtype=np.int64)
+    m = 0
+    for f in range(nflows):
+        if srow[f] < 0 and seed[f, SD_DNS] >= 0:
+            slots[m] = seed[f, SD_DNS]
+            owners[m] = f
+            m += 1
+    order = np.argsort(slots)
+    for k in range(m):
+        j = order[k]
+        old = slots[j]
+        if old != k:
+            for c in range(NDS):
+                DS[k, c] = DS[old, c]
+        seed[owners[j], SD_DNS] = k
     return m
 
 
@@ -1243,8 +1419,9 @@ class FlowTable:
         self.pool = np.zeros(POOL_BYTES, dtype=np.uint8)
         self.pool2 = np.zeros(POOL_BYTES, dtype=np.uint8)
         self.table = np.zeros(0, dtype=np.int64)
-        self.st = np.array([0, 0, 0, -1, 0, 0, 0], dtype=np.int64)  # ST_*
+        self.st = np.array([0, 0, 0, -1, 0, 0, 0, 0], dtype=np.int64)  # ST_*
         self.DN = np.zeros((0, ND), dtype=np.float64)  # per-query DNS rows (ST_DNS in use)
+        self.DS = np.zeros((0, NDS), dtype=np.float64)  # seeds' DNS (ST_DSEEDS in use)
         self.lru = np.array([-1, -1, 0, 0, self.max_open, -1, -1, 0], dtype=np.int64)  # L_*
 
     @property
@@ -1257,12 +1434,13 @@ class FlowTable:
         return int(self.lru[L_EVICTED])
 
     def state_bytes(self) -> int:
-        """Bytes of the rows in use: the flows' own, their accumulator and DNS rows, and
-        the hash table (what the open flows cost, beyond buffers of fixed size)."""
+        """Bytes of the rows in use: the flows' own, their accumulator and DNS rows (the
+        seeds' too), and the hash table (what the open flows cost, beyond buffers of fixed
+        size)."""
         flows, rows = int(self.st[0]), int(self.st[ST_SROWS])
         per_flow = sum(a.itemsize * int(np.prod(a.shape[1:])) for a in self._arrays())
         per_row = sum(a.itemsize * int(np.prod(a.shape[1:])) for a in self._row_arrays())
-        dns = int(self.st[ST_DNS]) * ND * 8
+        dns = int(self.st[ST_DNS]) * ND * 8 + int(self.st[ST_DSEEDS]) * NDS * 8
         return flows * per_flow + rows * per_row + dns + self.table.nbytes
 
     def _alloc(self, rows: int) -> None:
@@ -1375,6 +1553,7 @@ class FlowTable:
                 self.srow,
                 self.seed,
                 self.owner,
+                self.DS,
             )
             if i >= n:
                 break
@@ -1402,32 +1581,45 @@ class FlowTable:
         return FinishedFlows.concat(parts)
 
     def _grow_dns(self) -> None:
-        used = int(self.st[ST_DNS])
-        rows = max(1024, 2 * len(self.DN))
-        grown = np.empty((rows, ND), dtype=np.float64)  # rows are cleared when taken
-        grown[:used] = self.DN[:used]
-        self.DN = grown
+        """Room for more DNS rows: DN's or DS's, whichever is full (rows are cleared when
+        taken, so they are not here)."""
+        for name, used in (("DN", int(self.st[ST_DNS])), ("DS", int(self.st[ST_DSEEDS]))):
+            old = getattr(self, name)
+            if used < len(old):
+                continue
+            grown = np.empty((max(1024, 2 * len(old)), old.shape[1]), dtype=np.float64)
+            grown[:used] = old[:used]
+            setattr(self, name, grown)
 
     def _pool_for(self, flows: np.ndarray) -> np.ndarray:
-        """A copy of the name pool for records of ``flows`` (empty when none has a name;
-        only flows with rows can)."""
-        rows = self.srow[flows]
-        rows = rows[rows >= 0]
-        if (self.S[rows, S_QPOOL_LEN] > 0).any():
+        """A copy of the name pool for records of ``flows`` (empty when none has a name:
+        only flows with rows, or seeds with DNS, can)."""
+        r = self.srow[flows]
+        rows = r[r >= 0]
+        if (self.S[rows, S_QPOOL_LEN] > 0).any() or (self.seed[flows[r < 0], SD_DNS] >= 0).any():
             return self.pool[: int(self.st[1])].copy()
         return self.pool[:0].copy()
 
     def _records(self, flows: np.ndarray, pool: np.ndarray, kind: np.ndarray) -> FinishedFlows:
         """Copy out the records of ``flows`` (accumulators, keys and DNS rows)."""
         S = np.empty((len(flows), NS), dtype=np.float64)
-        gather(self.S, self.srow, self.seed, self.K, self.status, flows, self.params, S)
-        dns = None
-        slots = S[:, S_DNS_SLOT].astype(np.int64)
-        has = slots >= 0
-        if has.any():
-            dns = np.zeros((len(flows), ND), dtype=np.float64)
-            dns[has] = self.DN[slots[has]]
-        return FinishedFlows(self.K[flows], S, pool, kind, dns)
+        maybe_dns = int(self.st[ST_DNS]) or int(self.st[ST_DSEEDS])
+        dns = np.zeros((len(flows) if maybe_dns else 0, ND), dtype=np.float64)
+        gather(
+            self.S,
+            self.srow,
+            self.seed,
+            self.K,
+            self.status,
+            flows,
+            self.params,
+            S,
+            self.DN,
+            self.DS,
+            dns,
+        )
+        has = maybe_dns and bool((S[:, S_DNS_SLOT] >= 0).any())
+        return FinishedFlows(self.K[flows], S, pool, kind, dns if has else None)
 
     def _record_kinds(self, flows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:func:`_ended` for ``flows``. A seed that was cut has no packet since (its next
@@ -1497,6 +1689,8 @@ class FlowTable:
         self._alloc(0)
         self._alloc_rows(0)
         self.st[ST_DNS] = 0
+        self.st[ST_DSEEDS] = 0
+        self.DS = np.zeros((0, NDS), dtype=np.float64)
         self.st[ST_SROWS] = 0
         self.st[0] = 0
         self.st[1] = 0
@@ -1567,6 +1761,7 @@ class FlowTable:
             self.seed,
             self.owner,
             int(self.st[ST_SROWS]),
+            self.DS,
         )
         self.pool, self.pool2 = self.pool2, self.pool
         self.st[0] = m
@@ -1574,6 +1769,8 @@ class FlowTable:
         self.st[ST_SROWS] = rows
         if self.st[ST_DNS]:
             self.st[ST_DNS] = compact_dns(self.S, rows, self.DN)
+        if self.st[ST_DSEEDS]:
+            self.st[ST_DSEEDS] = compact_dns_seeds(self.srow, self.seed, m, self.DS)
 
     # -- carry across rotated files ---------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -1614,14 +1811,27 @@ class FlowTable:
             dns = self.DN[slots[has]]
         else:  # compacted already (every chunk ends so): the rows in use, as they are
             dns = self.DN[:used]
+        seed = self.seed[:n]
+        x = np.where(srow < 0, seed[:, SD_DNS], -1)
+        has = x >= 0
+        used = int(has.sum())
+        if used and (used != self.st[ST_DSEEDS] or x[has].max() >= used):
+            seed = seed.copy()  # rows of ended or grown seeds in between: the open seeds'
+            seed[:, SD_DNS] = -1
+            seed[has, SD_DNS] = np.arange(used)
+            dns_seeds = self.DS[x[has]]
+        else:  # compacted already: as they are
+            dns_seeds = self.DS[:used]
         st = self.st.copy()
         st[ST_SROWS] = len(S)
+        st[ST_DSEEDS] = used
         return {
             "K": self.K[:n],
             "S": S,
             "status": self.status[:n],
             "srow": srow,
-            "seed": self.seed[:n],
+            "seed": seed,
+            "dns_seeds": dns_seeds,
             "pool": self.pool[: int(self.st[1])],
             "st": st,
             "params": self.params.copy(),
@@ -1654,7 +1864,7 @@ class FlowTable:
         first slice with it; one saved before wire-byte slices starts its next slice's
         wire bytes in proportion to its packets; one saved before seeds has a row.
         """
-        K, S, status, srow, seed, pool, st, order, closed, dns = _checked_state(arrays)
+        K, S, status, srow, seed, pool, st, order, closed, dns, DS = _checked_state(arrays)
         n, m = len(K), len(S)
         t = cls(*args, seeds=seeds)
         if n:
@@ -1675,6 +1885,8 @@ class FlowTable:
         t.st[ST_STOP] = 0
         t.DN = np.array(dns, dtype=np.float64)
         t.st[ST_DNS] = len(dns)
+        t.DS = np.array(DS, dtype=np.float64)
+        t.st[ST_DSEEDS] = len(DS)
         t.st[ST_SROWS] = m
         return t
 
@@ -1692,8 +1904,9 @@ def _checked_state(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
         raise ValueError(f"invalid carry state: no array {exc}") from exc
     order, closed = arrays.get("lru"), arrays.get("closed")
     dns = arrays.get("dns", np.zeros((0, ND)))
+    DS = arrays.get("dns_seeds", np.zeros((0, NDS)))
     srow, seed = arrays.get("srow"), arrays.get("seed")
-    n = int(st[0]) if st.shape in ((3,), (6,), (7,)) and st.dtype == np.int64 else -1
+    n = int(st[0]) if st.shape in ((3,), (6,), (7,), (8,)) and st.dtype == np.int64 else -1
     if srow is None and seed is None:
         # saved before seeds: every flow has its row, in flow order
         srow = np.arange(max(n, 0), dtype=np.int64)
@@ -1702,9 +1915,11 @@ def _checked_state(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
             S = _widen(S)
     elif srow is None or seed is None:
         raise ValueError("invalid carry state: seeds without their rows or the reverse")
-    elif seed.dtype == np.int64 and seed.ndim == 2 and seed.shape[1] == SD_SECOND:
-        # saved when seeds held one packet: room for the second
-        seed = np.concatenate([seed, np.zeros((len(seed), NSD - SD_SECOND), np.int64)], 1)
+    elif seed.dtype == np.int64 and seed.ndim == 2 and seed.shape[1] in (SD_SECOND, SD_DNS):
+        # saved when seeds held one packet (room for the second), or no DNS (none)
+        more = np.zeros((len(seed), NSD - seed.shape[1]), np.int64)
+        more[:, SD_DNS - seed.shape[1]] = -1
+        seed = np.concatenate([seed, more], 1)
     slots = S[:, S_DNS_SLOT] if S.ndim == 2 and S.shape[1:] == (NS,) else np.zeros(0)
     if (
         K.dtype != np.int64
@@ -1742,6 +1957,11 @@ def _checked_state(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
     offs = S[:, S_QPOOL_OFF]
     if n and ((lens > 0) & ((offs < 0) | (offs + lens > len(pool)))).any():
         raise ValueError("invalid carry state: name pool offsets out of range")
+    # each name has its own bytes of the pool, so they add up to no more than it has
+    # (compaction copies them into a pool of that size)
+    kept = _check_dns_seeds(DS, srow, seed, len(pool)) + np.floor(lens[lens > 0]).sum()
+    if kept > len(pool):
+        raise ValueError("invalid carry state: names overlap in the pool")
     if order is None or closed is None:
         order, closed = _by_time(last_times(S, srow, seed, n), status)
     if (
@@ -1752,7 +1972,32 @@ def _checked_state(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
         or not np.array_equal(np.sort(closed), np.flatnonzero(status == FLOW_CLOSED))
     ):
         raise ValueError("invalid carry state: bad flow order")
-    return K, S, status, srow, seed, pool, st, order, closed, dns
+    return K, S, status, srow, seed, pool, st, order, closed, dns, DS
+
+
+def _check_dns_seeds(DS: np.ndarray, srow: np.ndarray, seed: np.ndarray, pool: int) -> int:
+    """ValueError unless ``DS`` holds the DNS of the seeds that say so, one row each, with
+    codes that are whole numbers and names inside the pool of ``pool`` bytes; return the
+    bytes of the names they keep."""
+    x = np.where(srow < 0, seed[:, SD_DNS], -1)
+    if (
+        DS.dtype != np.float64
+        or DS.ndim != 2
+        or DS.shape[1] != NDS
+        or not np.array_equal(np.sort(x[x >= 0]), np.arange(len(DS)))
+        or ((x < 0) & (x != -1)).any()
+    ):
+        raise ValueError("invalid carry state: bad DNS rows of seeds")
+    code, off = DS[:, DS_CODE::NDS_PACKET], DS[:, DS_POFF::NDS_PACKET]
+    whole = np.isfinite(DS).all() and ((code >= 0) & (code < 2.0**53) & (code % 1 == 0)).all()
+    if not whole:
+        raise ValueError("invalid carry state: bad DNS codes of seeds")
+    codes = code.astype(np.int64)
+    kept = ((codes >> DC_NAME_SHIFT) & 3) == DC_NAME_KEPT
+    lens = (codes >> DC_NAME_LEN) & 511
+    if (kept & ((off < 0) | (off % 1 != 0) | (off + lens > pool))).any():
+        raise ValueError("invalid carry state: name pool offsets out of range")
+    return int(lens[kept].sum())
 
 
 def _settings(
