@@ -14,6 +14,17 @@ start or on a reload), so it cannot keep SciPy's wrappers missing; it calls
 then, with the wrappers missing, and they are found again at once, so numba never loads
 SciPy's linear algebra for its own sake and scikit-learn finds it whole. Nothing here
 does anything when numba's probe has run or SciPy's linear algebra is loaded already.
+
+Importing this module also makes numba load compiled code from its cache without first
+*refreshing* its compiler (:func:`lean_cache_loads`): numba imports and registers every
+typing and lowering implementation it has (~250 registries: its random generators,
+typed containers, unicode, polynomial, linear algebra...) before it even looks in its
+cache, ~55 ms of every start of a process that only runs cached kernels, and ~0.1 s of
+imports under the GIL when the daemon's main process loads its first kernel under load.
+A cached kernel needs none of that to run, only numba's runtime (NRT) and the symbols
+that modules install when imported (``numba.cpython.hashing``'s, imported here). A
+kernel that is not in the cache is compiled as before, and compiling refreshes the
+compiler itself.
 """
 
 from __future__ import annotations
@@ -48,4 +59,35 @@ def skip_blas_probe() -> None:
             release()
 
 
-install()
+def lean_cache_loads() -> bool:
+    """Let numba load cached compiled code without refreshing its compiler first (see
+    above); return whether it does. Imports numba. Leaves numba as it is when its cache
+    does not look as this was written for (numba >= 0.60)."""
+    from numba.core import caching
+    from numba.core.runtime import nrt
+
+    cache = caching.Cache
+    if getattr(cache.load_overload, "lean", False):
+        return True
+    if not (
+        hasattr(cache, "_load_overload")
+        and hasattr(cache, "_guard_against_spurious_io_errors")
+        and hasattr(nrt, "rtsys")
+    ):
+        return False
+
+    def load_overload(self, sig, target_context):
+        # numba's own: target_context.refresh(), then the same
+        import numba.cpython.hashing  # noqa: F401, PLC0415  # symbols it installs
+
+        nrt.rtsys.initialize(target_context)
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
+
+    load_overload.lean = True  # type: ignore[attr-defined]
+    cache.load_overload = load_overload  # type: ignore[method-assign]
+    return True
+
+
+install()  # first: numba must not be loaded yet
+lean_cache_loads()

@@ -127,3 +127,91 @@ def test_the_flow_engine_compiles_ahead_of_time(tmp_path: Path) -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert "-m netmon_exporter.ingest.warm_pipeline" in makefile
     assert "python -m netmon_exporter.ingest.warm_pipeline" in (ROOT / "Dockerfile").read_text()
+
+
+_LEAN_RUN = """
+import hashlib, json, sys
+import numpy as np
+lean = sys.argv[1] == "1"
+if lean:
+    import netmon_exporter.lean_start
+from pathlib import Path
+from netmon_exporter.flows import flow_table
+from netmon_exporter.pipeline import FlowSettings, process_file
+out = []
+for path in sys.argv[2:]:
+    flows = process_file(Path(path), FlowSettings(interim_seconds=60.0)).flows
+    digest = lambda v: hashlib.sha256(
+        np.ascontiguousarray(v).view(np.uint8) if v.dtype.kind in "fiub" else repr(list(v)).encode()
+    ).hexdigest()
+    out.append({k: [len(v), digest(v)] for k, v in flows.columns.items()})  # every bit
+stats = flow_table.process_packets.stats
+print(json.dumps({
+    "flows": out,
+    "hits": sum(stats.cache_hits.values()),
+    "misses": sum(stats.cache_misses.values()),
+    "modules": sorted(m for m, v in sys.modules.items() if v and m.startswith("numba")),
+}))
+"""
+
+
+def test_cached_kernels_load_without_refreshing_numbas_compiler(tmp_path: Path) -> None:
+    """As the flows command and the workers start (lean_start imported first): kernels
+    come from numba's cache without numba importing and registering every implementation
+    it has first, and give the flows that a process where numba did gets, bit for bit."""
+    data = Path(__file__).parent / "data" / "pcaps"
+    pcaps = [str(data / n) for n in ("dns-edns-ecs.pcap", "icmp6.pcap", "pppoe.pcap")]
+
+    def run(lean: bool) -> dict:
+        return dict(json.loads(_python(tmp_path, "-c", _LEAN_RUN, str(int(lean)), *pcaps).stdout))
+
+    run(True)  # compiles what the cache lacks (a fresh checkout), as numba does
+    lean, full = run(True), run(False)
+    assert lean["hits"] > 0 and lean["misses"] == 0
+    assert lean["flows"] == full["flows"] and all(lean["flows"])
+    # what numba's refresh would have imported, in the lean process only
+    refreshed = {"numba.np.arraymath", "numba.np.random.generator_core", "numba.typed.typeddict"}
+    assert refreshed <= set(full["modules"]) and not refreshed & set(lean["modules"])
+    assert "numba.cpython.hashing" in lean["modules"]  # the symbols it installs
+
+
+def test_kernels_missing_from_the_cache_still_compile_when_loads_are_lean(tmp_path: Path) -> None:
+    """A kernel that is not cached (new code, another signature) compiles as before (the
+    compiler refreshes itself), then loads from the cache in the next lean process."""
+    (tmp_path / "kern.py").write_text(
+        "import numpy as np\n"
+        "from numba import njit\n"
+        "@njit(cache=True)\n"
+        "def f(a):\n"
+        "    d = {np.int64(0): 0.0}\n"
+        "    for x in a:\n"
+        "        k = np.int64(x) % 7\n"
+        "        d[k] = (d[k] if k in d else 0.0) + np.log2(x + 1.0)\n"
+        "    keys = np.array(sorted(d.keys()))\n"
+        "    return keys, np.argsort(a, kind='mergesort')[:3], hash('dns' + str(len(a))) % 1000\n"
+    )
+    code = (
+        "import sys, netmon_exporter.lean_start, numpy as np\n"
+        "sys.path.insert(0, '.')\n"
+        "import kern\n"
+        "k, order, h = kern.f(np.arange(50.0)[::-1].copy())\n"
+        "s = kern.f.stats\n"
+        "print(k.tolist(), order.tolist(), h, sum(s.cache_hits.values()), sum(s.cache_misses.values()))\n"
+    )
+
+    def run() -> list[str]:
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "7"},
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout.split()
+
+    first, second = run(), run()
+    assert first[-2:] == ["0", "1"] and second[-2:] == ["1", "0"]  # compiled, then loaded
+    assert first[:-2] == second[:-2]
+    assert "[0, 1, 2, 3, 4, 5, 6]" in " ".join(first) and "[49, 48, 47]" in " ".join(first)
