@@ -354,3 +354,27 @@ def test_flow_batch_has_every_schema_column_with_its_dtype() -> None:
     for name in STRING_COLUMNS:
         assert fl[name].dtype == object, name
     assert all(len(v) == len(fl) for v in fl.columns.values())
+
+
+def test_query_names_are_read_from_the_pool_as_bytes_decode_to_text() -> None:
+    """Names in bulk (ASCII) and one by one (other bytes, NUL, offsets off the pool) give
+    what decoding each name's bytes gives."""
+    from netmon_exporter.flows import flow_table as T
+    from netmon_exporter.flows.features import _query_names
+
+    names = [b"www.example.org", b"caf\xc3\xa9.example", b"nul\x00in.example", b"x" * 255,
+             b"a", b"tab\tin", b"\xff\xfe", b"last.example"]  # fmt: skip
+    pool = np.frombuffer(b"".join(names), dtype=np.uint8)
+    n = len(names) + 3
+    S = np.zeros((n, T.NS))
+    at = 0
+    for i, name in enumerate(names):
+        S[i, T.S_QPOOL_OFF], S[i, T.S_QPOOL_LEN] = at, len(name)
+        at += len(name)
+    S[len(names), T.S_QPOOL_LEN] = -1  # no name
+    S[len(names) + 1, [T.S_QPOOL_OFF, T.S_QPOOL_LEN]] = len(pool) - 3, 10  # runs off the end
+    S[len(names) + 2, [T.S_QPOOL_OFF, T.S_QPOOL_LEN]] = 4, 0  # no room was left
+    done = T.FinishedFlows(np.zeros((n, T.NK), dtype=np.int64), S, pool)
+    want = [name.decode("ascii", "backslashreplace") for name in names]
+    want += ["", pool[len(pool) - 3 :].tobytes().decode("ascii", "backslashreplace"), ""]
+    assert list(_query_names(done)) == want

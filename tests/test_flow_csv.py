@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netmon_exporter.flow_schema import (
     CIC_FEATURES,
@@ -620,3 +622,72 @@ def test_malformed_quoted_csv_names_the_line(tmp_path: Path) -> None:
             list(read_flow_csv(f))
     finally:
         csv_module.field_size_limit(old)
+
+
+def _fixed_reference(values: np.ndarray) -> np.ndarray:
+    """What csv_format._fixed wrote before its bulk path: every cell through csv_cell."""
+    from netmon_exporter.text_safety import csv_cell
+
+    n = len(values)
+    cells = [(i, v) for i, v in enumerate(values) if v]
+    if not cells:
+        return np.zeros((n, 1), dtype=np.uint8)
+    enc = [
+        (i, csv_format._csv_field(csv_cell(v)).encode("utf-8", "backslashreplace"))
+        for i, v in cells
+    ]
+    out = np.zeros((n, max(len(e) for _, e in enc)), dtype=np.uint8)
+    for i, e in enc:
+        out[i, : len(e)] = np.frombuffer(e, dtype=np.uint8)
+    return out
+
+
+def _trimmed(m: np.ndarray) -> list[bytes]:
+    return [bytes(row).rstrip(b"\0") for row in m]
+
+
+_TRICKY = [
+    "www.example.org",
+    "API.Example.COM",
+    "_dmarc.example.com",
+    "-leading.dash",
+    "-1",
+    "+3e2",
+    "=cmd|' /C calc'!A0",
+    "@SUM(1+1)",
+    "a,b",
+    'say "hi"',
+    "new\nline",
+    "tab\there",
+    "nul\x00inside",
+    "trailing nul\x00",
+    "\x00",
+    "back\\slash",
+    "caf\u00e9.example",
+    "\uff1dfullwidth",
+    "emoji\U0001f600.test",
+    "esc\x1b[31mred",
+    "x" * 255,
+    "y" * 300,
+    " spaced",
+    "",
+    "ok-name_1.example",
+]
+
+
+@pytest.mark.parametrize("rotate", range(4))
+def test_text_cells_are_written_as_cell_by_cell_cleaning_writes_them(rotate: int) -> None:
+    values = np.array(_TRICKY[rotate:] + _TRICKY[:rotate] + [None, b"raw\xffbytes"], dtype=object)
+    got, want = csv_format._fixed(values), _fixed_reference(values)
+    assert _trimmed(got) == _trimmed(want)
+    plain = np.array(["a.example", "b-1.example", "C_2"], dtype=object)  # the bulk path alone
+    assert _trimmed(csv_format._fixed(plain)) == [b"a.example", b"b-1.example", b"C_2"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.one_of(st.text(max_size=40), st.from_regex(r"[a-z0-9._-]{1,30}", fullmatch=True)))
+)
+def test_any_text_cells_are_written_as_cell_by_cell_cleaning_writes_them(cells: list[str]) -> None:
+    values = np.array(cells, dtype=object)
+    assert _trimmed(csv_format._fixed(values)) == _trimmed(_fixed_reference(values))

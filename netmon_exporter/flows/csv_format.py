@@ -266,21 +266,49 @@ def _csv_field(v: str) -> str:
     return '"' + v.replace('"', '""') + '"' if any(c in v for c in ',"\n\r') else v
 
 
+# Characters a text cell may hold and be written as it is: no escaping (clean_text), no
+# CSV quoting, and (but for a leading "-") no formula to defuse (csv_cell).
+_PLAIN = np.zeros(128, dtype=bool)
+for _c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-":
+    _PLAIN[_c] = True
+_PLAIN_MAX = 256  # longer cells take the slow path (DNS names are at most 255)
+
+
 def _fixed(values: np.ndarray) -> np.ndarray:
     """Return text values as a (n, width) uint8 matrix (zero padded), CSV-quoted if needed.
 
     Text cells (labels, DNS names from packets) are made safe for spreadsheets by
-    :func:`~netmon_exporter.text_safety.csv_cell`; numeric columns never pass here.
+    :func:`~netmon_exporter.text_safety.csv_cell`; numeric columns never pass here. Cells
+    of letters, digits, dots, dashes and underscores alone (most DNS names and labels) are
+    what that makes of them, so they are copied in bulk (numpy) and only the others pass
+    through it one by one.
     """
     n = len(values)
-    nonempty = np.flatnonzero(values.astype(bool)).tolist()  # truth of each value, in C
-    if not nonempty:
+    nonempty = np.flatnonzero(values.astype(bool))  # truth of each value, in C
+    if not len(nonempty):
         return np.zeros((n, 1), dtype=np.uint8)
-    enc = [_csv_field(csv_cell(values[i])).encode("utf-8", "backslashreplace") for i in nonempty]
-    width = max(len(e) for e in enc)
+    plain = np.zeros(0, dtype=np.int64)
+    chars = np.zeros((0, 1), dtype=np.uint32)
+    given = values[nonempty]
+    lens = np.zeros(0, dtype=np.int64)
+    if all(type(v) is str for v in given):  # noqa: E721  # str itself: its text is itself
+        lens = np.fromiter(map(len, given), dtype=np.int64, count=len(given))
+    short = np.flatnonzero(lens <= _PLAIN_MAX)  # bounds the matrix below
+    if len(short):
+        # code points, zero padded (numpy drops trailing NULs: the lengths are Python's)
+        chars = given[short].astype(str).view(np.uint32).reshape(len(short), -1)
+        inside = np.arange(chars.shape[1]) < lens[short, None]
+        ok = ((chars < 128) & _PLAIN[np.minimum(chars, 127)]) | ~inside
+        ok = ok.all(axis=1) & (chars[:, 0] != ord("-"))
+        plain, chars = short[ok], chars[ok]
+    slow = np.setdiff1d(np.arange(len(nonempty)), plain, assume_unique=True).tolist()
+    enc = [_csv_field(csv_cell(given[k])).encode("utf-8", "backslashreplace") for k in slow]
+    width = max([len(e) for e in enc] + [chars.shape[1] if len(plain) else 1])
     out = np.zeros((n, width), dtype=np.uint8)
-    for i, e in zip(nonempty, enc, strict=True):
-        out[i, : len(e)] = np.frombuffer(e, dtype=np.uint8)
+    if len(plain):
+        out[nonempty[plain], : chars.shape[1]] = chars
+    for k, e in zip(slow, enc, strict=True):
+        out[nonempty[k], : len(e)] = np.frombuffer(e, dtype=np.uint8)
     return out
 
 

@@ -240,10 +240,24 @@ def _query_names(done: T.FinishedFlows) -> np.ndarray:
     """Each flow's first DNS query name ("" when none), from the table's name pool."""
     S = done.S
     qname = np.full(len(S), "", dtype=object)
-    for i in np.flatnonzero(S[:, T.S_QPOOL_LEN] > 0):
-        off = int(S[i, T.S_QPOOL_OFF])
-        ln = int(S[i, T.S_QPOOL_LEN])
-        qname[i] = done.pool[off : off + ln].tobytes().decode("ascii", "backslashreplace")
+    rows = np.flatnonzero(S[:, T.S_QPOOL_LEN] > 0)
+    if not len(rows):
+        return qname
+    pool = done.pool
+    off = S[rows, T.S_QPOOL_OFF].astype(np.int64)
+    ln = S[rows, T.S_QPOOL_LEN].astype(np.int64)
+    bulk = (off >= 0) & (off + ln <= len(pool)) & (ln <= 255)  # names as the table keeps them
+    if bulk.any():
+        # ASCII without NUL (almost every name) in bulk: numpy decodes ASCII as Python does
+        o, n = off[bulk], ln[bulk]
+        inside = np.arange(n.max()) < n[:, None]
+        mat = np.where(inside, pool[np.where(inside, o[:, None] + np.arange(n.max()), 0)], 0)
+        ascii = (((mat > 0) & (mat < 128)) | ~inside).all(axis=1)
+        names = mat[ascii].astype(np.uint8).view(f"S{mat.shape[1]}").ravel().astype(str)
+        qname[rows[bulk][ascii]] = names.astype(object)
+        bulk[np.flatnonzero(bulk)[~ascii]] = False
+    for i, o, n in zip(rows[~bulk], off[~bulk], ln[~bulk], strict=True):
+        qname[i] = pool[o : o + n].tobytes().decode("ascii", "backslashreplace")
     return qname
 
 
