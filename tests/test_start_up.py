@@ -215,3 +215,65 @@ def test_kernels_missing_from_the_cache_still_compile_when_loads_are_lean(tmp_pa
     assert first[-2:] == ["0", "1"] and second[-2:] == ["1", "0"]  # compiled, then loaded
     assert first[:-2] == second[:-2]
     assert "[0, 1, 2, 3, 4, 5, 6]" in " ".join(first) and "[49, 48, 47]" in " ".join(first)
+
+
+_WORKER_RUN = """
+import gc, sys
+import netmon_exporter.lean_start
+from pathlib import Path
+from numba.core.registry import CPUDispatcher
+from netmon_exporter.flows.flow_table import FlowTable
+from netmon_exporter.ingest import carry_store
+from netmon_exporter.pipeline import FlowSettings, finish_carry, process_file
+import struct
+from tests import dns_capture
+from tests.flood_capture import syn_flood_records
+resolver = dns_capture.write_pcap(Path("resolver.pcap"), dns_capture.exchanges(2000, 30.0))
+flood = Path("flood.pcap")
+flood.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + syn_flood_records(5000))
+for path in [resolver, flood, *sys.argv[1:]]:
+    for s in (FlowSettings(interim_seconds=5.0, csv_interim=True), FlowSettings(max_open_flows=50)):
+        r = process_file(Path(path), s, final=False, csv_path=Path("flows.csv"))
+        if r.carry:
+            finish_carry(r.carry, s)
+            t = FlowTable.from_bytes(r.carry, *s.table_args())
+            carry_store.load(".", carry_store.save_arrays(".", 1, t.state_arrays()))
+compiled = sorted(
+    f"{o.py_func.__module__}.{o.py_func.__name__}"
+    for o in gc.get_objects()
+    if isinstance(o, CPUDispatcher) and sum(o.stats.cache_misses.values())
+)
+print("compiled:", compiled)
+"""
+
+
+def test_workers_compile_nothing_that_the_install_step_did_not(tmp_path: Path) -> None:
+    """With a cache of numba's that only `python -m netmon_exporter.ingest.warm_pipeline`
+    (the install step) has filled, what a worker does (DNS exchanges, seeds and rows, TCP,
+    a SYN flood, pcapng, interim slices, the cap, carries, CSVs) compiles nothing: a worker
+    that compiled would stall its file for seconds (DNS flows with rows, once every DNS
+    query was a seed, and pcapng files were both compiled by the first worker to meet
+    them)."""
+    data = Path(__file__).parent / "data" / "pcaps"
+    env = {
+        "PYTHONPATH": str(ROOT),
+        "PATH": "/usr/bin:/bin",
+        "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"),
+    }
+
+    def run(*args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env=env,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout
+
+    run("-m", "netmon_exporter.ingest.warm_pipeline")
+    pcaps = [str(p) for p in sorted(data.glob("*.pcap*"))]
+    assert any(p.endswith(".pcapng") for p in pcaps) and len(pcaps) > 5
+    assert "compiled: []" in run("-c", _WORKER_RUN, *pcaps)

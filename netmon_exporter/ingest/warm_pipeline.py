@@ -25,12 +25,19 @@ _QUERY = (
 
 
 def _tiny_capture() -> bytes:
+    """A DNS query (a seed), a TCP SYN, and a query asked three times (a flow with a row
+    and DNS statistics), a second apart."""
     header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
     records = []
+    query = struct.pack("!HHHH", 5353, 53, 8 + len(_QUERY), 0) + _QUERY
+    asked_again = struct.pack("!HHHH", 5354, 53, 8 + len(_QUERY), 0) + _QUERY
     for k, (proto, l4) in enumerate(
         (
-            (17, struct.pack("!HHHH", 5353, 53, 8 + len(_QUERY), 0) + _QUERY),
+            (17, query),
             (6, struct.pack("!HHIIBBHHH", 40000, 80, 1, 0, 0x50, 0x02, 1024, 0, 0)),
+            (17, asked_again),
+            (17, asked_again),
+            (17, asked_again),
         )
     ):
         ip = (
@@ -55,8 +62,27 @@ def _tiny_capture() -> bytes:
     return header + b"".join(records)
 
 
+def _as_pcapng(pcap: bytes) -> bytes:
+    """The same packets as a pcapng file (section header, interface, enhanced packets)."""
+
+    def block(kind: int, body: bytes) -> bytes:
+        body += b"\0" * (-len(body) % 4)
+        return struct.pack("<II", kind, len(body) + 12) + body + struct.pack("<I", len(body) + 12)
+
+    out = [block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))]
+    out.append(block(1, struct.pack("<HHI", 1, 0, 65535)))  # Ethernet, microseconds
+    at = 24
+    while at + 16 <= len(pcap):
+        sec, usec, incl, orig = struct.unpack_from("<IIII", pcap, at)
+        us = sec * 1_000_000 + usec
+        head = struct.pack("<IIIII", 0, us >> 32, us & 0xFFFFFFFF, incl, orig)
+        out.append(block(6, head + pcap[at + 16 : at + 16 + incl]))
+        at += 16 + incl
+    return b"".join(out)
+
+
 def warm_up() -> None:
-    """Parse a two-packet capture, both finishing its flows and carrying them (inline and
+    """Parse a tiny capture, both finishing its flows and carrying them (inline and
     through a carry file), and write and read back their flow CSVs (whole flows and
     slices)."""
     from ..flows.flow_csv import read_flow_csv
@@ -70,6 +96,9 @@ def warm_up() -> None:
         settings = FlowSettings()
         process_file(name, settings, csv_path=Path(tmp) / "flows.csv")
         process_file(name, FlowSettings(max_open_flows=1))  # eviction, compaction
+        ng = Path(tmp) / "warm.pcapng"
+        ng.write_bytes(_as_pcapng(_tiny_capture()))
+        process_file(ng, settings)
         sliced = FlowSettings(interim_seconds=1.0, csv_interim=True)  # interim records
         process_file(name, sliced, csv_path=Path(tmp) / "slices.csv")
         for _ in read_flow_csv(Path(tmp) / "slices.csv"):
