@@ -1198,12 +1198,25 @@ def compact(K, S, status, nflows, pool, pool2, links, lru, srow, seed, owner, nr
 
 
 @njit(cache=True)
+def _to_front(T, slots):
+    """Move rows ``slots`` (distinct) of ``T`` to its front, keeping their order; return
+    each one's new row. In place: a row only ever moves towards the front."""
+    order = np.argsort(slots)
+    new = np.empty_like(slots)
+    for k in range(len(slots)):
+        j = order[k]
+        old = slots[j]
+        if old != k:
+            for c in range(T.shape[1]):
+                T[k, c] = T[old, c]
+        new[j] = k
+    return new
+
+
+@njit(cache=True)
 def compact_dns(S, nrows, DN):
     """Move the DNS rows of rows ``0 .. nrows-1`` of ``S`` to the front of ``DN``; return
-    how many.
-
-    Rows keep their order (a row only ever moves towards the front), so this is in place.
-    """
+    how many."""
     m = 0
     for f in range(nrows):
         if S[f, S_DNS_SLOT] >= 0:
@@ -1216,41 +1229,27 @@ def compact_dns(S, nrows, DN):
             slots[m] = np.int64(S[f, S_DNS_SLOT])
             owners[m] = f
             m += 1
-    order = np.argsort(slots)
-    for k in range(m):
-        j = order[k]
-        old = slots[j]
-        if old != k:
-            for c in range(ND):
-                DN[k, c] = DN[old, c]
-        S[owners[j], S_DNS_SLOT] = k
+    new = _to_front(DN, slots)
+    for j in range(m):
+        S[owners[j], S_DNS_SLOT] = new[j]
     return m
 
 
 @njit(cache=True)
 def compact_dns_seeds(srow, seed, nflows, DS):
-    """Move the rows of ``DS`` that seeds of flows ``0 .. nflows-1`` use to its front (in
-    place: rows keep their order); return how many."""
+    """Move the rows of ``DS`` that seeds of flows ``0 .. nflows-1`` use to its front;
+    return how many."""
     m = 0
     for f in range(nflows):
         if srow[f] < 0 and seed[f, SD_DNS] >= 0:
             m += 1
-    slots = np.empty(m, dtype=np.int64)
     owners = np.empty(m, dtype=np.int64)
     m = 0
     for f in range(nflows):
         if srow[f] < 0 and seed[f, SD_DNS] >= 0:
-            slots[m] = seed[f, SD_DNS]
             owners[m] = f
             m += 1
-    order = np.argsort(slots)
-    for k in range(m):
-        j = order[k]
-        old = slots[j]
-        if old != k:
-            for c in range(NDS):
-                DS[k, c] = DS[old, c]
-        seed[owners[j], SD_DNS] = k
+    seed[owners, SD_DNS] = _to_front(DS, seed[owners, SD_DNS])
     return m
 
 
