@@ -75,14 +75,18 @@ def lean_cache_loads() -> bool:
         and hasattr(nrt, "rtsys")
     ):
         return False
+    full = cache.load_overload
 
     def load_overload(self, sig, target_context):
         # numba's own: target_context.refresh(), then the same
         import numba.cpython.hashing  # noqa: F401, PLC0415  # symbols it installs
 
         nrt.rtsys.initialize(target_context)
-        with self._guard_against_spurious_io_errors():
-            return self._load_overload(sig, target_context)
+        try:
+            with self._guard_against_spurious_io_errors():
+                return self._load_overload(sig, target_context)
+        except Exception:  # a numba whose cached code needs more: load it numba's way
+            return full(self, sig, target_context)
 
     load_overload.lean = True  # type: ignore[attr-defined]
     cache.load_overload = load_overload  # type: ignore[method-assign]

@@ -277,3 +277,27 @@ def test_workers_compile_nothing_that_the_install_step_did_not(tmp_path: Path) -
     pcaps = [str(p) for p in sorted(data.glob("*.pcap*"))]
     assert any(p.endswith(".pcapng") for p in pcaps) and len(pcaps) > 5
     assert "compiled: []" in run("-c", _WORKER_RUN, *pcaps)
+
+
+def test_a_cached_kernel_that_fails_to_load_leanly_loads_numbas_way(tmp_path: Path) -> None:
+    code = """
+import netmon_exporter.lean_start
+from numba.core import caching
+real, failed = caching.Cache._load_overload, []
+def once(self, sig, ctx):
+    if not failed:
+        failed.append(1)
+        raise RuntimeError("needs a registry")
+    return real(self, sig, ctx)
+caching.Cache._load_overload = once
+import sys
+from netmon_exporter.flows import flow_table
+from netmon_exporter.pipeline import FlowSettings, process_file
+from pathlib import Path
+r = process_file(Path(sys.argv[1]), FlowSettings())
+s = flow_table.process_packets.stats
+print(failed, r.flow_count, sum(s.cache_misses.values()), "numba.np.arraymath" in sys.modules)
+"""
+    _python(tmp_path, "-m", "netmon_exporter.ingest.warm_pipeline", timeout=600)  # cached
+    out = _python(tmp_path, "-c", code, str(PCAP)).stdout.split()
+    assert out == ["[1]", "1", "0", "True"]  # failed once, then loaded (refreshed), not compiled
