@@ -25,7 +25,8 @@ the run are analysed and reported inside the measured time.
 Printed per run: packets/s and flows/s end to end, file lag p50/p99 (rename to flow CSV
 on disk; and ``netmon_file_lag_seconds``, ready to done, from its buckets), CPU seconds
 and peak RSS (``VmHWM``) of every process of the daemon (main, fork server, workers),
-and, side by side, the one-shot ``netmon-exporter flows`` on the whole capture (a whole
+the peak of their PSS added up (what they use together: RSS added up counts the pages
+they share, numpy's and numba's code and the fork server's, once per process), and, side by side, the one-shot ``netmon-exporter flows`` on the whole capture (a whole
 process, CSV written, timed as bench/flows.py times it, before and after the daemon runs,
 best of the two). Also: the window reports' totals (packets, flows, late flows), the flows
 still carried in the ledger at the end, and an estimate of the main process's memory per
@@ -147,6 +148,20 @@ def status_kib(pid: int, name: str) -> int:
     return 0
 
 
+def pss_kib(pid: int) -> int:
+    """A process's proportional set size: its private pages and its share of pages it
+    shares (libraries, the fork server's copy-on-write pages), so that the PSS of a group
+    of processes adds up to the memory they use together, unlike their RSS."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def cmdline(pid: int) -> str:
     try:
         return (
@@ -206,6 +221,9 @@ class Sampler(Poller):
         self._tree_at = 0.0
         self._lock = threading.Lock()
         self._in_phase = False  # once the measured phase began, new processes count from 0
+        self._polls = 0
+        self.pss_peak_kib = 0  # largest sum of every process's PSS (sampled every 0.5 s)
+        self.rss_at_pss_peak_kib = 0  # the sum of their RSS at that moment
         self.refresh(force=True)
 
     def _role(self, pid: int, parent: int, tree: dict[int, int]) -> str:
@@ -247,6 +265,12 @@ class Sampler(Poller):
                 p.rss_kib = status_kib(p.pid, "VmRSS")
                 p.hwm_kib = max(p.hwm_kib, status_kib(p.pid, "VmHWM"))
                 p.peak_rss_kib = max(p.peak_rss_kib, p.rss_kib)
+            self._polls += 1
+            if self._in_phase and self._polls % 5 == 0:  # reading PSS walks page tables
+                pss = sum(pss_kib(p.pid) for p in self.procs.values())
+                if pss > self.pss_peak_kib:
+                    self.pss_peak_kib = pss
+                    self.rss_at_pss_peak_kib = sum(p.rss_kib for p in self.procs.values())
 
     def begin_phase(self) -> None:
         self.sample()
@@ -541,6 +565,8 @@ class RunResult:
     feed_seconds: float = 0.0  # first to last file renamed in
     carry_bytes: int = 0  # carried-flow state at the end (every series)
     carry_series: int = 0
+    pss_peak_kib: int = 0  # every process of the daemon together (see Sampler)
+    rss_at_pss_peak_kib: int = 0
 
     @property
     def pps(self) -> float:
@@ -767,6 +793,8 @@ def run_daemon(
             hist_lag_p50=histogram_quantile(0.5, lag_hist),
             hist_lag_p99=histogram_quantile(0.99, lag_hist),
             procs=procs,
+            pss_peak_kib=sampler.pss_peak_kib,
+            rss_at_pss_peak_kib=sampler.rss_at_pss_peak_kib,
             windows=len(got),
             window_packets=win_packets,
             window_flows=win_flows,
@@ -1124,6 +1152,12 @@ def print_results(cap: Capture, runs: list[RunResult]) -> None:
             print(
                 f"  {p.role:16} pid {p.pid:<8} CPU {p.cpu_used:7.2f} s   peak RSS "
                 f"{p.hwm_kib / 1024:6.0f} MB (sampled max {p.peak_rss_kib / 1024:.0f} MB)"
+            )
+        if r.pss_peak_kib:
+            print(
+                f"  every process together: peak {r.pss_peak_kib / 1024:.0f} MB by PSS "
+                f"(sampled every 0.5 s; their RSS then added up to "
+                f"{r.rss_at_pss_peak_kib / 1024:.0f} MB, shared pages counted once per process)"
             )
         if r.held_rows:
             print(

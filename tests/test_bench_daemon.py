@@ -84,5 +84,10 @@ def test_bench_daemon_runs_and_its_tables_parse(tmp_path: Path) -> None:
     # window closes before the other series' flows for it came (none is late)
     late = re.findall(r"windows \d+: \d+ packets, \d+ flows \((\d+) late\)", out)
     assert late and set(late) == {"0"}, out
+    # every process together by PSS: shared pages once, so no more than their RSS added up
+    together = re.findall(
+        r"every process together: peak (\d+) MB by PSS .* added up to (\d+) MB", out
+    )
+    assert together and all(0 < int(pss) <= int(rss) for pss, rss in together), out
     assert (tmp_path / "daemon-last.json").exists()
     assert not (tmp_path / "daemon-sites").exists()  # cleaned up without --keep
