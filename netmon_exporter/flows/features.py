@@ -267,7 +267,7 @@ _HLL_ALPHA = {16: 0.673, 32: 0.697, 64: 0.709}
 def _hll_estimate(DN: np.ndarray, base: int, m: int, rows: np.ndarray) -> np.ndarray:
     """Distinct-count estimate of the HyperLogLog sketches of ``m`` registers at ``base``.
 
-    Registers are packed as in ``flow_table._hll_add``; small counts use linear counting
+    Registers are packed as in ``flow_table._hll_put``; small counts use linear counting
     (Flajolet et al., 2007). Relative standard error about 1.04 / sqrt(m) (13 % for the
     64 registers of a name sketch). Only ``rows`` are estimated (0 elsewhere).
     """

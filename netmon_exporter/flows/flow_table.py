@@ -176,7 +176,7 @@ NDS_PACKET = 4
 NDS = 2 * NDS_PACKET
 # DS_CODE bits: DNS (else the packet carried none), a response, NXDOMAIN, a readable
 # name, what became of the name (DC_NAME_*: the first name of a flow is kept), then
-# fields of DC_WIDTH bits at DC_* shifts
+# fields at the DC_* shifts (their widths noted with them)
 DC_DNS, DC_RESPONSE, DC_NX, DC_NAMED = 1, 2, 4, 8
 DC_NAME_SHIFT = 4  # 0: not kept (not the first), 1: copied to the pool, 2: no room
 DC_NAME_KEPT, DC_NAME_NO_ROOM = 1, 2
