@@ -555,3 +555,24 @@ def test_a_full_store_is_merged_without_a_second_copy_of_itself() -> None:
         tracemalloc.stop()
     size = sum(col.nbytes for col in store.rows.values())
     assert len(store) == bound and peak < 1.35 * size, (peak / size, size)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_group_ids_numbers_groups_as_np_unique_does(seed: int) -> None:
+    from netmon_exporter.detectors.scan_probes import group_ids, key_hash
+    from netmon_exporter.flow_schema import str_to_addrs
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 3000))
+    hosts = str_to_addrs([f"10.0.{k // 250}.{k % 250}" for k in range(int(rng.integers(1, 40)))])
+    src = hosts[rng.integers(0, len(hosts), n)]
+    svc = rng.integers(0, int(rng.integers(1, 20)), n)
+    _, first, gid, counts = np.unique(
+        key_hash(src, svc), return_index=True, return_inverse=True, return_counts=True
+    )
+    got = group_ids(src, svc)
+    for a, b in zip(got, (gid, first, counts), strict=True):
+        assert a.dtype == np.int64 and np.array_equal(a, b)
+    assert [len(x) for x in group_ids(src[:0], svc[:0])] == [0, 0, 0]
+    one = group_ids(src[:1], svc[:1])
+    assert [list(x) for x in one] == [[0], [0], [1]]

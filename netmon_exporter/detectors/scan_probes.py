@@ -430,14 +430,29 @@ def kind_counts(kinds: np.ndarray) -> dict[str, int]:
 
 
 def group_ids(*parts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Group rows by the key columns: (group id per row, first row per group, rows per group)."""
-    if len(parts[0]) == 0:
+    """Group rows by the key columns: (group id per row, first row per group, rows per group).
+
+    Groups are numbered in the order of their keys' hashes, as ``np.unique`` numbers them;
+    done by hand so that fewer row-long temporaries live at once (the address sweep groups
+    its contact store's million rows several times a window).
+    """
+    n = len(parts[0])
+    if n == 0:
         z = np.zeros(0, dtype=np.int64)
         return z, z, z
-    _, first, gid, counts = np.unique(
-        key_hash(*parts), return_index=True, return_inverse=True, return_counts=True
-    )
-    return gid.astype(np.int64, copy=False), first, counts
+    h = key_hash(*parts)
+    order = np.argsort(h, kind="stable")  # stable: a group's first row comes first
+    sorted_h = h[order]
+    del h
+    starts = np.empty(n, dtype=bool)
+    starts[0] = True
+    np.not_equal(sorted_h[1:], sorted_h[:-1], out=starts[1:])
+    del sorted_h
+    first = order[starts]
+    gid = np.empty(n, dtype=np.int64)
+    gid[order] = np.cumsum(starts) - 1
+    counts = np.diff(np.append(np.flatnonzero(starts), n))
+    return gid, first, counts
 
 
 def tiers(*pairs: tuple[float, int]) -> list[tuple[float, int]]:
