@@ -222,29 +222,35 @@ def _same(a: FinishedFlows, b: FinishedFlows) -> None:
     assert _names(a) == _names(b)
 
 
-@pytest.mark.parametrize(
-    ("chunk", "cap", "slice_s", "carry_every"),
-    [
-        (32768, 0, 0.0, 0),
-        (97, 0, 60.0, 0),  # window cuts: seeds cut, then promoted or ended
-        (250, 300, 60.0, 0),  # the cap evicts seeds and rows alike
-        (64, 0, 60.0, 3),  # carried between "files" every 3 chunks
-        (500, 400, 60.0, 2),
-    ],
-)
+# (chunk, cap, slice length, carry every): how a capture is fed, both ways
+_FEEDS = [
+    (32768, 0, 0.0, 0),
+    (97, 0, 60.0, 0),  # window cuts: seeds cut, then given rows or ended
+    (250, 300, 60.0, 0),  # the cap evicts seeds and rows alike
+    (64, 0, 60.0, 3),  # carried between "files" every 3 chunks
+]
+
+
+def _both_ways(path: Path, feed: tuple[int, int, float, int]) -> tuple[FinishedFlows, int]:
+    """The records of ``path`` with seeds, checked equal to those without; and how many
+    flows the cap evicted."""
+    evicted = [0]
+    with_seeds = _run(path, True, *feed, evicted=evicted)
+    _same(with_seeds, _run(path, False, *feed))
+    return with_seeds, evicted[0]
+
+
+@pytest.mark.parametrize(("chunk", "cap", "slice_s", "carry_every"), [*_FEEDS, (500, 400, 60.0, 2)])
 def test_records_are_the_same_with_and_without_seeds(
     mix: Path, chunk: int, cap: int, slice_s: float, carry_every: int
 ) -> None:
-    evicted = [0]
-    with_seeds = _run(mix, True, chunk, cap, slice_s, carry_every, evicted=evicted)
-    without = _run(mix, False, chunk, cap, slice_s, carry_every)
-    _same(with_seeds, without)
+    with_seeds, evicted = _both_ways(mix, (chunk, cap, slice_s, carry_every))
     kinds = with_seeds.kinds()
     if slice_s:
         assert (kinds == T.REC_SLICE).sum() > 50  # the case is what it says: seeds were cut
     pkts = with_seeds.S[:, T.S_PKTS][kinds != T.REC_SLICE]
     assert (pkts == 1).mean() > 0.5  # most flows had one packet
-    assert (evicted[0] > 100) == bool(cap)  # the cap ended seeds and rows early
+    assert (evicted > 100) == bool(cap)  # the cap ended seeds and rows early
 
 
 def test_seeds_carried_through_carry_files_come_back_the_same(mix: Path, tmp_path: Path) -> None:
@@ -533,22 +539,12 @@ def resolver(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _resolver(tmp_path_factory.mktemp("dns") / "resolver.pcap", 3000, 60.0)
 
 
-@pytest.mark.parametrize(
-    ("chunk", "cap", "slice_s", "carry_every"),
-    [
-        (32768, 0, 0.0, 0),
-        (97, 0, 60.0, 0),  # exchanges cut between query and answer
-        (250, 300, 60.0, 0),  # the cap evicts seeds with DNS
-        (64, 0, 60.0, 3),  # carried between "files" every 3 chunks
-        (500, 400, 5.0, 2),
-    ],
-)
+@pytest.mark.parametrize(("chunk", "cap", "slice_s", "carry_every"), [*_FEEDS, (500, 400, 5.0, 2)])
 def test_dns_exchanges_give_the_same_records_with_and_without_seeds(
     resolver: Path, chunk: int, cap: int, slice_s: float, carry_every: int
 ) -> None:
-    evicted = [0]
-    with_seeds = _run(resolver, True, chunk, cap, slice_s, carry_every, evicted=evicted)
-    _same(with_seeds, _run(resolver, False, chunk, cap, slice_s, carry_every))
+    # cuts fall between queries and answers; the cap evicts seeds with DNS
+    with_seeds, evicted = _both_ways(resolver, (chunk, cap, slice_s, carry_every))
     # the case is what it says: names, NXDOMAIN, answers alone, retries
     S, kinds = with_seeds.S, with_seeds.kinds()
     whole = kinds != T.REC_SLICE
@@ -562,7 +558,7 @@ def test_dns_exchanges_give_the_same_records_with_and_without_seeds(
     assert (bare & whole & (S[:, T.S_QPOOL_LEN] > 0)).sum() > 50  # the answer's name
     if slice_s:
         assert (kinds == T.REC_SLICE).sum() > 50
-    assert (evicted[0] > 100) == bool(cap)
+    assert (evicted > 100) == bool(cap)
 
 
 def test_dns_exchanges_carried_through_carry_files_come_back_the_same(

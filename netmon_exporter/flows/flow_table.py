@@ -1944,13 +1944,7 @@ def _checked_state(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
         or ((srow < 0) & ~np.isin(srow, (SEED, SEED_CUT, SEED2, SEED2_CUT))).any()
     ):
         raise ValueError("invalid carry state: bad accumulator rows")
-    if (
-        dns.dtype != np.float64
-        or dns.ndim != 2
-        or dns.shape[1] != ND
-        or not np.array_equal(np.sort(slots[slots >= 0]), np.arange(len(dns)))
-        or ((slots < 0) & (slots != -1)).any()
-    ):
+    if not _owned_once(dns, ND, slots):
         raise ValueError("invalid carry state: bad DNS rows")
     lens = S[:, S_QPOOL_LEN]
     offs = S[:, S_QPOOL_OFF]
@@ -1974,18 +1968,23 @@ def _checked_state(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
     return K, S, status, srow, seed, pool, st, order, closed, dns, DS
 
 
+def _owned_once(table: np.ndarray, width: int, rows: np.ndarray) -> bool:
+    """Whether ``table`` is float64 rows of ``width`` of which each is the row of exactly
+    one flow (``rows``: each flow's row, -1 for none)."""
+    return (
+        table.dtype == np.float64
+        and table.ndim == 2
+        and table.shape[1] == width
+        and np.array_equal(np.sort(rows[rows >= 0]), np.arange(len(table)))
+        and not ((rows < 0) & (rows != -1)).any()
+    )
+
+
 def _check_dns_seeds(DS: np.ndarray, srow: np.ndarray, seed: np.ndarray, pool: int) -> int:
     """ValueError unless ``DS`` holds the DNS of the seeds that say so, one row each, with
     codes that are whole numbers and names inside the pool of ``pool`` bytes; return the
     bytes of the names they keep."""
-    x = np.where(srow < 0, seed[:, SD_DNS], -1)
-    if (
-        DS.dtype != np.float64
-        or DS.ndim != 2
-        or DS.shape[1] != NDS
-        or not np.array_equal(np.sort(x[x >= 0]), np.arange(len(DS)))
-        or ((x < 0) & (x != -1)).any()
-    ):
+    if not _owned_once(DS, NDS, np.where(srow < 0, seed[:, SD_DNS], -1)):
         raise ValueError("invalid carry state: bad DNS rows of seeds")
     code, off = DS[:, DS_CODE::NDS_PACKET], DS[:, DS_POFF::NDS_PACKET]
     whole = np.isfinite(DS).all() and ((code >= 0) & (code < 2.0**53) & (code % 1 == 0)).all()
