@@ -14,12 +14,17 @@ open flow. Two captures:
   first half of the file, so that the flows open at that point are a mix;
 * ``dns``: a busy resolver's exchanges (``tests/dns_capture.py``: answered, NXDOMAIN,
   unanswered, retried, answers alone, long names), all open: what a site's DNS leaves
-  open for the 120-s idle timeout.
+  open for the 120-s idle timeout;
+* ``idle``: TCP connections that complete their handshake (SYN, SYN-ACK, ACK) and stay
+  idle (``tests/flood_capture.py --handshakes``), all open: a client holding a pool of
+  idle connections, or a connection flood from real sources.
 
-Seeds are on by default; ``--no-seeds`` cases give each flow its row from its first
-packet, as before seeds (the records are the same, see tests/test_flow_seeds.py)::
+Each case runs with seeds (the default) and without them (``no``: each flow gets its
+row from its first packet, as before seeds; the records are the same, see
+tests/test_flow_seeds.py)::
 
     python bench/open_flows.py [--flows 1000000] [--packets 1000000] [--exchanges 200000]
+                               [--connections 300000]
 """
 
 from __future__ import annotations
@@ -102,6 +107,18 @@ def _dns(out: Path, count: int) -> Path:
     return path
 
 
+def _idle(out: Path, conns: int) -> Path:
+    path = out / f"idle-{conns}.pcap"
+    if not path.exists():
+        subprocess.run(
+            [sys.executable, "-m", "tests.flood_capture", str(path), str(conns), "--handshakes"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+    return path
+
+
 def _case(path: Path, seeds: bool, limit: int) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, "-c", _CASE, str(path), "1" if seeds else "0", str(limit)],
@@ -119,6 +136,7 @@ def main() -> int:
     ap.add_argument("--flows", type=int, default=1_000_000, help="flood size (one-packet flows)")
     ap.add_argument("--packets", type=int, default=1_000_000, help="synthetic capture size")
     ap.add_argument("--exchanges", type=int, default=200_000, help="DNS exchanges (in 100 s)")
+    ap.add_argument("--connections", type=int, default=300_000, help="idle connections (in 100 s)")
     ap.add_argument("--out", type=Path, default=OUT, help="captures (default: bench/out)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -126,6 +144,7 @@ def main() -> int:
         ("flood", _flood(args.out, args.flows), args.flows),
         ("synth", _synth(args.out, args.packets), args.packets // 2),
         ("dns", _dns(args.out, args.exchanges), 4 * args.exchanges),
+        ("idle", _idle(args.out, args.connections), 3 * args.connections),
     ]
     print(
         f"{'capture':8} {'seeds':>5} {'packets':>9} {'open flows':>11} {'rows B/flow':>12} "

@@ -151,9 +151,10 @@ class FlowsConfig:
     )
     max_open_flows: int = _f(
         200000,
-        "Open flows a worker keeps per capture (about 1 KB each with three packets or more, "
-        "about 200 B with one or two, 280 B a DNS query and its answer); a new flow beyond this "
-        "first ends the least recently active one (counted in netmon_flows_evicted_total).",
+        "Open flows a worker keeps per capture (about 1 KB each with four packets or more, "
+        "about 220 B with up to three, an idle connection's handshake included, 310 B a DNS "
+        "query and its answer); a new flow beyond this first ends the least recently active "
+        "one (counted in netmon_flows_evicted_total).",
         min=1000,
         max=100000000,
     )

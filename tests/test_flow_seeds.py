@@ -1,8 +1,9 @@
-"""Seeds: flows of one or two packets kept without a row of accumulators give the very
+"""Seeds: flows of up to three packets kept without a row of accumulators give the very
 same records.
 
-A flow's 1 kB row of accumulators is made at its third packet; until then its packets
-are kept in three words each and the row rebuilt from them when needed. These tests run
+A flow's 1 kB row of accumulators is made at its fourth packet (or at a third that
+closes it or carries DNS); until then its packets are kept in three words each and the
+row rebuilt from them when needed. These tests run
 the same traffic with and without seeds and compare every record bit for bit: a
 realistic mix where most flows have one or two packets (an unanswered SYN scan, a
 spoofed SYN flood, UDP and ICMP probes and answers, backscatter), seeds that cross
@@ -31,7 +32,7 @@ from netmon_exporter.flows.flow_table import FinishedFlows, FlowTable
 from netmon_exporter.ingest import carry_store
 from netmon_exporter.pipeline import FlowSettings, process_file
 from tests import dns_capture
-from tests.flood_capture import syn_flood_records
+from tests.flood_capture import handshake_records, syn_flood_records
 
 DATA = Path(__file__).parent / "data" / "pcaps"
 T0 = 1_700_000_030.0  # 10 s before a minute boundary: windows are cut within the capture
@@ -137,6 +138,41 @@ def _mix(path: Path) -> Path:
         if k % 2:
             answer = DNS(id=k, qr=1, qd=DNSQR(qname=name), an=DNSRR(rrname=name, rdata="10.9.9.9"))
             pkts.append((t + 0.01, _udp(dns, cli, 53, 20000 + k, bytes(answer))))
+    # three-packet flows (seeds still, unless the third packet closes the flow or comes
+    # after it closed): handshakes then idle across the boundary at T0 + 70, some that
+    # send again after it (a cut seed of three, then a row), a client that closes at once
+    # (a FIN or a RST third), a SYN retried after the server's RST, a UDP request asked
+    # again and a third echo
+    for k in range(240):
+        t = T0 + 20 + k * 0.35
+        cp = 43000 + k
+        up = [(0.0, True, S_, b""), (0.004, False, SA, b""), (0.008, True, A_, b"")]
+        v = k % 8
+        if v == 4:  # sends again after the boundary: its fourth packet, a row
+            up.append((35.0, True, PA, b"ping"))
+        elif v == 5:  # the client closes at once: FINs both ways, the last ACK
+            up[2] = (0.008, True, FA, b"")
+            up += [(0.012, False, FA, b""), (0.016, True, A_, b"")]
+        elif v == 6:
+            up[2] = (0.008, True, R_, b"")
+        elif v == 7:  # refused, then the SYN again within the close grace
+            up = [(0.0, True, S_, b""), (0.004, False, RA, b""), (1.0, True, S_, b"")]
+        for dt, out, flags, pay in up:
+            frame = (
+                _tcp(cli, srv, cp, 443, flags, pay) if out else _tcp(srv, cli, 443, cp, flags, pay)
+            )
+            pkts.append((t + dt, frame))
+    for k in range(60):
+        t = T0 + 30 + k * 1.1
+        dst = f"10.0.2.{k + 1}"
+        if k % 2:
+            for dt, out in ((0.0, True), (0.01, False), (2.0, True)):
+                a, b = (att, dst) if out else (dst, att)
+                pkts.append((t + dt, _udp(a, b, 51000 + k, 123, b"n" * 48)))
+        else:
+            for dt, kind in ((0.0, 8), (0.002, 0), (1.0, 8)):
+                a, b = (att, dst) if kind == 8 else (dst, att)
+                pkts.append((t + dt, _icmp(a, b, kind, 0, 900 + k)))
     # ordinary sessions: keep-alives every 25 s (cut at each boundary), short exchanges
     for k in range(6):
         t = T0 + 1 + k * 25
@@ -260,7 +296,7 @@ def test_seeds_carried_through_carry_files_come_back_the_same(mix: Path, tmp_pat
     )
 
 
-def test_flows_have_no_rows_until_a_third_packet(mix: Path) -> None:
+def test_flows_have_no_rows_until_a_fourth_packet(mix: Path) -> None:
     table = FlowTable(*_TIMES, 0, 60.0)
     for c in CaptureReader(mix, max_packets=2000):  # the first 2,000 packets: in the flood
         table.add(c.P, c.PE, c.buf)
@@ -272,6 +308,24 @@ def test_flows_have_no_rows_until_a_third_packet(mix: Path) -> None:
     assert seeds > 0.5 * n and rows == n - seeds
     # every row in use belongs to the flow that points at it
     assert np.array_equal(table.srow[table.owner[:rows]], np.arange(rows))
+
+
+def test_a_third_packet_stays_in_the_seed_unless_it_changes_the_flow(mix: Path) -> None:
+    table = FlowTable(*_TIMES, 0, 60.0)
+    kinds: set[int] = set()
+    for c in CaptureReader(mix, max_packets=300):
+        table.add(c.P, c.PE, c.buf)
+        n = table.open_flows
+        kinds.update(int(k) for k in np.unique(table.srow[:n][table.srow[:n] < 0]))
+        key = table.K[:n]
+        idle = (key[:, T.K_PROTO] == 6) & ((key[:, T.K_APORT] == 443) | (key[:, T.K_BPORT] == 443))
+        srow = table.srow[:n][idle & (table.status[:n] != T.FLOW_DONE)]
+        # no open connection of the mix to port 443 has a row before its fourth packet
+        # unless its third packet closed it, or came after it closed
+        if len(srow):
+            grown = table.S[srow[srow >= 0], T.S_PKTS]
+            assert (grown >= 3).all()
+    assert {T.SEED, T.SEED2, T.SEED3, T.SEED3_CUT, T.SEED2_CUT, T.SEED_CUT} <= kinds
 
 
 def test_a_seed_cut_at_a_boundary_then_answered_is_one_flow_in_two_records(
@@ -354,6 +408,31 @@ def test_an_open_one_packet_flow_costs_under_400_bytes(tmp_path: Path) -> None:
     _same(with_seeds.finish(), without.finish())
 
 
+def test_an_open_idle_connection_costs_under_400_bytes(tmp_path: Path) -> None:
+    # 30,000 connections that completed their handshake in 10 s and stay idle: all open
+    path = tmp_path / "idle.pcap"
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    path.write_bytes(header + handshake_records(30_000, seconds=10.0))
+
+    def table(seeds: bool) -> FlowTable:
+        t = FlowTable(*_TIMES, 0, 60.0, seeds=seeds)
+        for c in CaptureReader(path, max_packets=1 << 15):
+            t.add(c.P, c.PE, c.buf)
+        assert t.open_flows == 30_000
+        return t
+
+    with_seeds = table(True)
+    per_flow = with_seeds.state_bytes() / with_seeds.open_flows
+    assert per_flow <= 400, per_flow
+    assert int(with_seeds.st[T.ST_SROWS]) == 0
+    assert (with_seeds.srow[:30_000] == T.SEED3).all()
+    without = table(False)
+    assert without.state_bytes() / without.open_flows > 1000
+    done = with_seeds.finish()
+    _same(done, without.finish())
+    assert (done.S[:, T.S_PKTS] == 3).all()
+
+
 def _saved(mix: Path) -> tuple[dict[str, np.ndarray], tuple]:
     args = (*_TIMES, 0, 60.0)
     table = FlowTable(*args)
@@ -396,7 +475,7 @@ def _kept_name(a: dict[str, np.ndarray]) -> tuple[int, int]:
     [
         lambda a: a["srow"].__setitem__(np.flatnonzero(a["srow"] >= 0)[0], 10**6),  # no row
         lambda a: a["srow"].__setitem__(np.flatnonzero(a["srow"] < 0)[0], a["srow"].max()),
-        lambda a: a["srow"].__setitem__(0, -5),  # not a seed mark
+        lambda a: a["srow"].__setitem__(0, min(T.SEED_KINDS) - 1),  # not a seed mark
         lambda a: a.__setitem__("seed", a["seed"][:-1]),  # seeds missing
         lambda a: a.__setitem__("seed", a["seed"].astype(np.float64)),
         lambda a: a.pop("srow"),  # half of the seeds
@@ -633,3 +712,33 @@ def test_names_that_overlap_in_the_pool_are_refused(resolver: Path) -> None:
     arrays["st"][T.ST_POOL] = longest
     with pytest.raises(ValueError, match="invalid carry state: names overlap"):
         FlowTable.from_arrays(arrays, *args)
+
+
+@pytest.mark.parametrize("width", [T.SD_SECOND, T.SD_DNS, T.SD_THIRD])
+def test_carries_saved_when_seeds_were_narrower_still_load(
+    resolver: Path, tmp_path: Path, width: int
+) -> None:
+    # seeds of one packet (3 words), of two without DNS (6), of two with DNS (7): what
+    # earlier releases saved; carried seeds of those have no third packet
+    if width == T.SD_THIRD:
+        path = resolver
+    else:
+        path = tmp_path / "flood.pcap"
+        header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+        path.write_bytes(header + syn_flood_records(3000, seconds=10.0))
+    args = (*_TIMES, 0, 60.0)
+    table = FlowTable(*args)
+    for c in CaptureReader(path, max_packets=2500):
+        table.add(c.P, c.PE, c.buf)
+        break
+    arrays = {name: np.array(a) for name, a in table.state_arrays().items()}
+    srow = arrays["srow"]
+    assert (srow < 0).sum() > 900 and not np.isin(srow, (T.SEED3, T.SEED3_CUT)).any()
+    if width < T.SD_THIRD:
+        assert (arrays["seed"][:, T.SD_DNS] < 0).all() and not len(arrays["dns_seeds"])
+    old = dict(arrays, seed=arrays["seed"][:, :width].copy())
+    if width == T.SD_SECOND:
+        assert (srow[srow < 0] == T.SEED).all()
+    got = FlowTable.from_arrays(old, *args).finish()
+    _same(got, FlowTable.from_arrays(arrays, *args).finish())
+    assert len(got) >= len(srow)  # every flow ended (a cut one as its tail and its whole)

@@ -137,7 +137,7 @@ NK = 8
 FLOW_FREE, FLOW_OPEN, FLOW_CLOSED, FLOW_DONE = 0, 1, 2, 3
 
 # params: idle, active, activity timeout, close grace, interim slice length (0: none; all
-# microseconds), whether flows of one or two packets are seeds (1.0) or get rows at once
+# microseconds), whether flows of up to three packets are seeds (1.0) or get rows at once
 P_IDLE, P_ACTIVE, P_ACTIVITY, P_GRACE, P_SLICE, P_SEEDS = range(6)
 # st: flows in use, name pool bytes used, latest timestamp seen, next slice boundary (-1:
 # not yet known), why process_packets stopped early (STOP_*), rows of D in use, rows of
@@ -145,17 +145,20 @@ P_IDLE, P_ACTIVE, P_ACTIVITY, P_GRACE, P_SLICE, P_SEEDS = range(6)
 ST_FLOWS, ST_POOL, ST_LATEST, ST_BOUNDARY, ST_STOP, ST_DNS, ST_SROWS, ST_DSEEDS = range(8)
 STOP_BOUNDARY, STOP_DNS_FULL, STOP_SROWS = 1, 2, 3
 
-# Seeds. Most open flows of a flood or a scan never see a third packet (a probe, a
-# spoofed SYN, a SYN answered by a SYN-ACK, an echo and its reply), and a row of S (1 kB)
-# is most of what a flow costs. A flow's accumulators therefore live in a row of S only
-# from its third packet on (``srow[f]``, the row; ``owner[r]``, its flow); until then
-# (``srow[f]`` < 0) its packets are kept in three words each of ``seed[f]``, and the row
-# it would have had is rebuilt from them, by the same code, whenever it is needed (a
-# third packet, an interim record, the flow's end, a carry). ``srow[f]`` says how many
-# packets and where a cut at a window boundary fell: ``SEED`` one packet, ``SEED_CUT``
-# one packet then a cut, ``SEED2`` two packets, ``SEED2_CUT`` two packets then a cut (a
-# seed cut after its first packet gets its row at its second). Packets whose fields do
-# not fit the words get a row at once.
+# Seeds. Most open flows of a flood or a scan never see a fourth packet (a probe, a
+# spoofed SYN, a SYN answered by a SYN-ACK, an echo and its reply, a handshake left idle
+# or a connection flood's), and a row of S (1 kB) is most of what a flow costs. A flow's
+# accumulators therefore live in a row of S only from its fourth packet on (``srow[f]``,
+# the row; ``owner[r]``, its flow); until then (``srow[f]`` < 0) its packets are kept in
+# three words each of ``seed[f]``, and the row it would have had is rebuilt from them, by
+# the same code, whenever it is needed (a fourth packet, an interim record, the flow's
+# end, a carry). ``srow[f]`` says how many packets and where a cut at a window boundary
+# fell: ``SEED`` one packet, ``SEED_CUT`` one packet then a cut, ``SEED2`` two packets,
+# ``SEED2_CUT`` two packets then a cut, ``SEED3``/``SEED3_CUT`` three (a seed cut gets
+# its row at its next packet). Packets whose fields do not fit the words get a row at
+# once. A third packet stays in the seed only when it cannot change the flow's status
+# (an open flow, no FIN or RST) and carries no DNS (its DNS would need a third part of
+# the seed's row of DS): a handshake's ACK, a keep-alive, a third probe.
 #
 # A seed's DNS packets (most DNS flows are one query and its answer) keep what their
 # DNS adds to the row and to its row of D in a row of the side table ``DS``
@@ -165,12 +168,14 @@ STOP_BOUNDARY, STOP_DNS_FULL, STOP_SROWS = 1, 2, 3
 # bits: which message, its name's length and labels, where its name went, the sketch
 # registers it sets), the name's offset in the pool, its entropy (the decoder's) and
 # the entropy of its labels left of the registered domain.
-SEED, SEED_CUT, SEED2, SEED2_CUT = -1, -2, -3, -4
+SEED, SEED_CUT, SEED2, SEED2_CUT, SEED3, SEED3_CUT = -1, -2, -3, -4, -5, -6
+SEED_KINDS = (SEED, SEED_CUT, SEED2, SEED2_CUT, SEED3, SEED3_CUT)
 SEEDS = True  # the default (tests compare both ways)
 SD_TS, SD_LEN, SD_MISC = 0, 1, 2  # time; payload | wire << 32; the rest (see _plant)
 SD_SECOND = 3  # the second packet's words start here
 SD_DNS = 6  # row of DS with the seed's DNS (-1: none)
-NSD = 7
+SD_THIRD = 7  # the third packet's words start here
+NSD = 10
 DS_CODE, DS_POFF, DS_PE, DS_ENT = range(4)  # per packet, the second's from NDS_PACKET
 NDS_PACKET = 4
 NDS = 2 * NDS_PACKET
@@ -273,8 +278,11 @@ def _ts(S, srow, seed, f, col):
     if r >= 0:
         return S[r, col]
     t = seed[f, SD_TS]
-    if col == S_LAST_TS and r <= SEED2 and seed[f, SD_SECOND + SD_TS] > t:
-        t = seed[f, SD_SECOND + SD_TS]
+    if col == S_LAST_TS and r <= SEED2:
+        if seed[f, SD_SECOND + SD_TS] > t:
+            t = seed[f, SD_SECOND + SD_TS]
+        if r <= SEED3 and seed[f, SD_THIRD + SD_TS] > t:
+            t = seed[f, SD_THIRD + SD_TS]
     return float(t)
 
 
@@ -777,7 +785,7 @@ def _replay(S, r, seed, f, at, pr, activity, status1, DN, DS, dn_row):
         activity,
     )
     x = seed[f, SD_DNS]
-    if x < 0:
+    if x < 0 or at == SD_THIRD:  # a third packet has no DNS
         return False
     b = NDS_PACKET if at == SD_SECOND else 0
     code = np.int64(DS[x, b + DS_CODE])
@@ -801,10 +809,14 @@ def _grow_seed(S, r, seed, f, kind, pr, activity, status1, DN, DS, dn_row):
     made = _replay(S, r, seed, f, 0, pr, activity, status1, DN, DS, dn_row)
     if kind == SEED_CUT:
         _rebase_row(S, r, DN)
-    if kind in (SEED2, SEED2_CUT):
+    if kind <= SEED2:
         if _replay(S, r, seed, f, SD_SECOND, pr, activity, status1, DN, DS, dn_row):
             made = True
         if kind == SEED2_CUT:
+            _rebase_row(S, r, DN)
+    if kind <= SEED3:
+        _replay(S, r, seed, f, SD_THIRD, pr, activity, status1, DN, DS, dn_row)
+        if kind == SEED3_CUT:
             _rebase_row(S, r, DN)
     return made
 
@@ -1016,6 +1028,18 @@ def process_packets(
             if status[f] == FLOW_CLOSED:
                 _append(links, lru, f, 2)
             continue
+        if (
+            r == SEED2
+            and seeds
+            and not dns
+            and status[f] == FLOW_OPEN
+            and (pr != 6 or (P[i, D.F_FLAGS] & 5) == 0)  # no FIN or RST: it stays open
+            and _seedable(P, i)
+        ):  # a third packet that changes nothing but the accumulators: still a seed
+            fwd_is_a = ((seed[f, SD_MISC] >> 59) & 1) != 0
+            _plant(seed, f, P, i, 0 if fwd_is_a == src_is_a else 1, fwd_is_a, SD_THIRD)
+            srow[f] = SEED3
+            continue
         if r < 0:
             r = _take_row(S, srow, seed, owner, st, f, pr, activity, DN, DS, status1)
         fwd_is_a = S[r, S_FWD_IS_A] != 0.0
@@ -1053,7 +1077,7 @@ def _in_slice(S, srow, f):
     r = srow[f]
     if r >= 0:
         return S[r, S_SL_FIRST] >= 0
-    return r in (SEED, SEED2)
+    return r in (SEED, SEED2, SEED3)
 
 
 @njit(cache=True)
@@ -1083,6 +1107,8 @@ def rebase(S, srow, rows, DN):
             srow[f] = SEED_CUT
         elif r == SEED2:
             srow[f] = SEED2_CUT
+        elif r == SEED3:
+            srow[f] = SEED3_CUT
 
 
 @njit(cache=True, nogil=True)
@@ -1395,7 +1421,7 @@ class FlowTable:
     ended early to respect it. ``slice_s`` > 0 cuts the flows still open at every
     multiple of ``slice_s`` seconds since the epoch (the window boundaries) into interim
     records (``REC_SLICE``); a flow that was cut ends as its last slice and its whole.
-    ``seeds`` (default :data:`SEEDS`) keeps flows of one or two packets without a row of
+    ``seeds`` (default :data:`SEEDS`) keeps flows of up to three packets without a row of
     accumulators (see Seeds above); the flows and records are the same either way.
     """
 
@@ -1624,7 +1650,7 @@ class FlowTable:
         """:func:`_ended` for ``flows``. A seed that was cut has no packet since (its next
         packet gives it a row)."""
         r = self.srow[flows]
-        cut = np.isin(r, (SEED_CUT, SEED2_CUT))
+        cut = np.isin(r, (SEED_CUT, SEED2_CUT, SEED3_CUT))
         since = np.zeros(len(flows), dtype=bool)
         has = r >= 0
         if has.any():
@@ -1914,10 +1940,14 @@ def _checked_state(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
             S = _widen(S)
     elif srow is None or seed is None:
         raise ValueError("invalid carry state: seeds without their rows or the reverse")
-    elif seed.dtype == np.int64 and seed.ndim == 2 and seed.shape[1] in (SD_SECOND, SD_DNS):
-        # saved when seeds held one packet (room for the second), or no DNS (none)
+    elif (
+        seed.dtype == np.int64 and seed.ndim == 2 and seed.shape[1] in (SD_SECOND, SD_DNS, SD_THIRD)
+    ):
+        # saved when seeds held one packet (room for the second), no DNS (none) or two
+        # packets (room for the third)
         more = np.zeros((len(seed), NSD - seed.shape[1]), np.int64)
-        more[:, SD_DNS - seed.shape[1]] = -1
+        if seed.shape[1] <= SD_DNS:
+            more[:, SD_DNS - seed.shape[1]] = -1
         seed = np.concatenate([seed, more], 1)
     slots = S[:, S_DNS_SLOT] if S.ndim == 2 and S.shape[1:] == (NS,) else np.zeros(0)
     if (
@@ -1941,7 +1971,7 @@ def _checked_state(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
         raise ValueError("invalid carry state: bad flow status")
     if (
         not np.array_equal(np.sort(srow[srow >= 0]), np.arange(len(S)))
-        or ((srow < 0) & ~np.isin(srow, (SEED, SEED_CUT, SEED2, SEED2_CUT))).any()
+        or ((srow < 0) & ~np.isin(srow, SEED_KINDS)).any()
     ):
         raise ValueError("invalid carry state: bad accumulator rows")
     if not _owned_once(dns, ND, slots):
