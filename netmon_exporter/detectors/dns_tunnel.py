@@ -50,6 +50,7 @@ from ..detection import Detection
 from ..flow_schema import FlowBatch, addr_to_str
 from .base import HorizonStore, addr_words, mix64, unique_columns
 from .catalog import DnsTunnelConfig
+from .dns_names import NameDescriber
 from .features import UDP, col, combine, factorize_addrs, group, num
 
 # Second-level labels under which registrations happen one level deeper (co.uk, com.au, ...).
@@ -76,11 +77,16 @@ def registered_domain(name: str) -> str:
 
 
 def shannon_entropy(text: str) -> float:
-    """Return the Shannon entropy of the characters of ``text`` in bits per character."""
+    """Return the Shannon entropy of the characters of ``text`` in bits per character
+    (summed in the order characters first occur: the compiled
+    :func:`.dns_names.describe` gives the same bits)."""
     if not text:
         return 0.0
     n = len(text)
-    return -sum(c / n * math.log2(c / n) for c in Counter(text).values())
+    total = 0.0
+    for c in Counter(text).values():
+        total += c / n * math.log2(c / n)
+    return -total
 
 
 def zone_suffixes(zones: tuple[str, ...]) -> tuple[str, ...]:
@@ -154,6 +160,7 @@ class DnsTunnelDetector:
         self.store = HorizonStore(cfg.horizon_seconds, cfg.max_state_rows)
         self.resolvers = ObservedResolvers(cfg.horizon_seconds, cfg.resolver_min_clients)
         self._zones = frozenset(zone_suffixes(cfg.reputation_zones))
+        self._describer = NameDescriber(_SECOND_LEVEL, self._zones)
         # name -> (name id, domain id, ignored, suspicious, length, entropy, subdomain chars);
         # ids only ever grow, so ids in the history stay valid when the cache is cleared.
         self._names: dict[str, tuple[int, int, bool, bool, int, float, int]] = {}
@@ -177,6 +184,8 @@ class DnsTunnelDetector:
         return got
 
     def _describe(self, name: str) -> tuple[int, int, bool, bool, int, float, int]:
+        """One name, described by the per-name functions (the reference for
+        :meth:`_describe_all`, which gives the same)."""
         got = self._names.get(name)
         if got is None:
             if len(self._names) >= _NAME_CACHE_LIMIT:
@@ -198,6 +207,42 @@ class DnsTunnelDetector:
             self._names[name] = got
         return got
 
+    def _describe_all(self, names: list[str]) -> list[tuple[int, int, bool, bool, int, float, int]]:
+        """:meth:`_describe` of each name, the new ones described in one compiled pass
+        (:mod:`.dns_names`): the same tuples, ids given in the same order."""
+        cache = self._names
+        got = [cache.get(q) for q in names]
+        new = [i for i, g in enumerate(got) if g is None]
+        if not new:
+            return got  # type: ignore[return-value]
+        fresh = [names[i] for i in new]
+        d = self._describer.describe(fresh)
+        min_len, min_ent = self.cfg.min_qname_length, self.cfg.min_entropy
+        for j, (name, ent, d0, d1, sub, zoned) in enumerate(
+            zip(
+                fresh,
+                d["entropy"].tolist(),
+                d["domain_start"].tolist(),
+                d["domain_end"].tolist(),
+                d["sub_chars"].tolist(),
+                d["in_zones"].tolist(),
+                strict=True,
+            )
+        ):
+            if len(cache) >= _NAME_CACHE_LIMIT:
+                cache.clear()
+            one = (
+                self._new_id(),
+                self._domain_id(name[d0:d1]),
+                not name or name.endswith(_IGNORED_SUFFIXES) or zoned,
+                len(name) >= min_len and ent >= min_ent,
+                len(name),
+                ent,
+                sub,
+            )
+            cache[name] = got[new[j]] = one
+        return got  # type: ignore[return-value]
+
     # ------------------------------------------------------------------ per window
 
     def _window_rows(self, flows: FlowBatch) -> dict[str, np.ndarray]:
@@ -212,7 +257,7 @@ class DnsTunnelDetector:
         if len(idx) == 0:
             return {}
         uniq, inv = np.unique(qname[idx].astype(str), return_inverse=True)
-        info = [self._describe(q) for q in uniq.tolist()]
+        info = self._describe_all(uniq.tolist())
         name_id, domain_id, ignored, suspicious, length, entropy, sub = (
             np.array(c) for c in zip(*info, strict=True)
         )

@@ -116,13 +116,17 @@ def warm_detectors() -> None:
     as a program. The scan detectors' contact merge: the store takes the compiled path
     from its second update on, with the same argument types as a store of a million rows
     (a read-only store, writable new rows). The windows' row packing: float32 and
-    float64 columns in every form (see :func:`warm_row_pack`)."""
+    float64 columns in every form (see :func:`warm_row_pack`). The DNS tunnel
+    detector's description of query names in bulk."""
     import numpy as np
 
+    from ..detectors.catalog import DnsTunnelConfig
+    from ..detectors.dns_tunnel import DnsTunnelDetector
     from ..detectors.scan_probes import ContactStore
     from ..flow_schema import str_to_addrs
 
     warm_row_pack()
+    DnsTunnelDetector(DnsTunnelConfig())._describe_all(["a.b.example.co.uk"])  # names in bulk
 
     store = ContactStore(60.0, 10, sums=("n",))
     store.merge_kernel_rows = 1
