@@ -139,7 +139,14 @@ def _bits(t: tuple) -> tuple:
     return (*t[:5], np.float64(t[5]).view(np.uint64), t[6])
 
 
-def test_the_detector_describes_names_in_bulk_as_one_by_one() -> None:
+@pytest.fixture
+def bulk_always(monkeypatch: pytest.MonkeyPatch) -> None:
+    from netmon_exporter.detectors import dns_names
+
+    monkeypatch.setattr(dns_names, "BULK_FROM", 1)
+
+
+def test_the_detector_describes_names_in_bulk_as_one_by_one(bulk_always: None) -> None:
     one, bulk = DnsTunnelDetector(DnsTunnelConfig()), DnsTunnelDetector(DnsTunnelConfig())
     for names in _batches():
         want = [one._describe(n) for n in names]
@@ -148,7 +155,7 @@ def test_the_detector_describes_names_in_bulk_as_one_by_one() -> None:
 
 
 def test_a_full_name_cache_is_cleared_and_names_keep_their_descriptions(
-    monkeypatch: pytest.MonkeyPatch,
+    bulk_always: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from netmon_exporter.detectors import dns_tunnel
 
@@ -182,10 +189,30 @@ warm_detectors()
 compiled = list(dns_names._describe.signatures)
 det = DnsTunnelDetector(DnsTunnelConfig(reputation_zones=()))
 for names in ([], [""], ["x.spamhaus.org", "é.例え.jp", "😀.co.uk"], ["a"] * 3):
-    det._describe_all(names)
+    det._describer.describe(names)
 assert compiled and list(dns_names._describe.signatures) == compiled, (
     compiled, dns_names._describe.signatures
 )
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_a_quiet_site_never_loads_the_compiled_code() -> None:
+    """Fewer new names in a window than ``BULK_FROM`` are described one by one: the main
+    process does not pay numba's runtime (~30 MB) for them. In a fresh process."""
+    import subprocess
+    import sys
+
+    code = """
+from netmon_exporter.detectors import dns_names
+from netmon_exporter.detectors.catalog import DnsTunnelConfig
+from netmon_exporter.detectors.dns_tunnel import DnsTunnelDetector
+det = DnsTunnelDetector(DnsTunnelConfig())
+det._describe_all([f"h{i}.example.com" for i in range(dns_names.BULK_FROM - 1)])
+assert not dns_names._describe.signatures, dns_names._describe.signatures
+det._describe_all([f"n{i}.example.com" for i in range(dns_names.BULK_FROM)])
+assert dns_names._describe.signatures  # a flood of new names: in bulk
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -10,6 +10,10 @@ characters (code points, so any text), with the same results as the per-name
 functions of :mod:`.dns_tunnel` bit for bit (``tests/test_dns_names.py`` compares them
 on hostile names); the per-name functions stay as the reference.
 
+Loading the compiled code costs a process ~30 MB the first time (numba's runtime), so
+the detector describes only large batches of new names this way (``BULK_FROM``) and
+smaller ones one by one: a quiet site's main process never loads it.
+
 A name is in a zone when it is the zone or ends with ``.`` and the zone
 (:func:`.dns_tunnel.in_zones`); here each of its suffixes after a dot is hashed, the
 hashes are looked up among the zones' and a name with a hit is confirmed by the exact
@@ -24,6 +28,7 @@ from collections.abc import Collection, Sequence
 import numpy as np
 from numba import njit
 
+BULK_FROM = 5_000  # new names in one window from which they are described in bulk
 _DOT = 46  # "."
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
@@ -149,11 +154,21 @@ class NameDescriber:
     def __init__(self, second_level: Collection[str], zones: Collection[str]) -> None:
         self.levels, self.level_lens = _levels(second_level)
         self.zones = frozenset(zones)
-        chars, starts = code_points(sorted(self.zones))
-        _, _, _, _, hashes, owners = _describe(chars, starts, self.levels, self.level_lens)
-        whole = np.ones(len(owners), bool)  # each zone's first hash is of the whole zone
-        whole[1:] = owners[1:] != owners[:-1]
-        self.zone_hashes = np.unique(hashes[whole])
+        self._zone_hashes: np.ndarray | None = None  # at the first call: loads the kernel
+
+    @property
+    def zone_hashes(self) -> np.ndarray:
+        if self._zone_hashes is None:
+            chars, starts = code_points(sorted(self.zones))
+            _, _, _, _, hashes, owners = _describe(chars, starts, self.levels, self.level_lens)
+            whole = np.ones(len(owners), bool)  # each zone's first hash is of the whole zone
+            whole[1:] = owners[1:] != owners[:-1]
+            self._zone_hashes = np.unique(hashes[whole])
+        return self._zone_hashes
+
+    @zone_hashes.setter
+    def zone_hashes(self, value: np.ndarray) -> None:
+        self._zone_hashes = value
 
     def describe(self, names: Sequence[str]) -> dict[str, np.ndarray]:
         """Per name: ``entropy`` (bits per character), ``domain_start``/``domain_end``

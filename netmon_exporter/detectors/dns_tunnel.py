@@ -48,6 +48,7 @@ import numpy as np
 
 from ..detection import Detection
 from ..flow_schema import FlowBatch, addr_to_str
+from . import dns_names
 from .base import HorizonStore, addr_words, mix64, unique_columns
 from .catalog import DnsTunnelConfig
 from .dns_names import NameDescriber
@@ -215,6 +216,10 @@ class DnsTunnelDetector:
         new = [i for i, g in enumerate(got) if g is None]
         if not new:
             return got  # type: ignore[return-value]
+        if len(new) < dns_names.BULK_FROM:  # not worth loading the compiled code
+            return [
+                g if g is not None else self._describe(q) for g, q in zip(got, names, strict=True)
+            ]
         fresh = [names[i] for i in new]
         d = self._describer.describe(fresh)
         min_len, min_ent = self.cfg.min_qname_length, self.cfg.min_entropy

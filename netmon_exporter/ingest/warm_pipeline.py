@@ -126,7 +126,7 @@ def warm_detectors() -> None:
     from ..flow_schema import str_to_addrs
 
     warm_row_pack()
-    DnsTunnelDetector(DnsTunnelConfig())._describe_all(["a.b.example.co.uk"])  # names in bulk
+    DnsTunnelDetector(DnsTunnelConfig())._describer.describe(["a.b.example.co.uk"])  # in bulk
 
     store = ContactStore(60.0, 10, sums=("n",))
     store.merge_kernel_rows = 1
