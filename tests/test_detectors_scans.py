@@ -229,8 +229,9 @@ def test_contact_store_one_pass_merge_equals_sorting_everything_again(seed: int)
 def test_the_warm_up_compiles_the_merge_a_large_store_uses() -> None:
     """`python -m netmon_exporter.ingest.warm_pipeline` (run by `make`) compiles the very
     specialization of the contact merge that a store past the threshold runs (read-only
-    store columns, writable new rows): the daemon's first scan-heavy window must not
-    compile it while holding the GIL. In a fresh process: nothing else compiled it."""
+    store columns, writable new rows), and of the hash of keys of many rows: the
+    daemon's first scan-heavy window must not compile them while holding the GIL. In a
+    fresh process: nothing else compiled them."""
     import subprocess
     import sys
 
@@ -258,6 +259,12 @@ for w in range(3):
     }
     store.update(new, 60.0 * w + 60)
 assert compiled >= 1 and len(merge_positions.signatures) == compiled, merge_positions.signatures
+from netmon_exporter.detectors import scan_probes
+from netmon_exporter.detectors.hash_kernels import hash_words
+hashed = list(hash_words.signatures)
+n = scan_probes.HASH_KERNEL_ROWS
+scan_probes.group_ids(str_to_addrs(["10.0.0.1"] * n), np.arange(n), np.ones(n, np.uint16))
+assert hashed and list(hash_words.signatures) == hashed, hash_words.signatures
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -576,3 +583,52 @@ def test_group_ids_numbers_groups_as_np_unique_does(seed: int) -> None:
     assert [len(x) for x in group_ids(src[:0], svc[:0])] == [0, 0, 0]
     one = group_ids(src[:1], svc[:1])
     assert [list(x) for x in one] == [[0], [0], [1]]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_keys_of_many_rows_hash_as_the_numpy_chain_does(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compiled hash (keys of HASH_KERNEL_ROWS rows or more) gives the numpy chain's
+    values for every kind of key column: addresses, signed services (negative too),
+    narrow and wide unsigned integers, flags."""
+    from netmon_exporter.detectors import scan_probes
+    from netmon_exporter.flow_schema import str_to_addrs
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 5000))
+    addrs = str_to_addrs(
+        [f"10.{k % 7}.{k // 250 % 250}.{k % 250}" for k in range(50)] + ["2001:db8::1", "::"]
+    )
+    parts = [
+        addrs[rng.integers(0, len(addrs), n)],
+        rng.integers(-(2**40), 2**40, n),
+        rng.integers(0, 2**16, n).astype(np.uint16),
+        rng.integers(-(2**31), 2**31, n).astype(np.int32),
+        rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True),
+        rng.integers(0, 2, n).astype(bool),
+        addrs[rng.integers(0, len(addrs), n)],
+    ]
+    for k in (1, 2, 3, len(parts)):
+        chosen = [parts[i] for i in rng.permutation(len(parts))[:k]]
+        want = scan_probes.key_hash(*chosen)  # n < HASH_KERNEL_ROWS: numpy
+        monkeypatch.setattr(scan_probes, "HASH_KERNEL_ROWS", 1)
+        got = scan_probes.key_hash(*chosen)
+        monkeypatch.undo()
+        assert got.dtype == np.uint64 and np.array_equal(got, want), k
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_stable_order_is_the_stable_argsort(seed: int) -> None:
+    from netmon_exporter.detectors.scan_probes import stable_order
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 5000))
+    for gid in (
+        rng.integers(0, max(1, n // 3), n),
+        rng.integers(0, 2, n),
+        np.zeros(n, np.int64),
+        np.arange(n)[::-1].copy(),
+        rng.integers(0, 2**62, n),  # keys that would not fit: numpy's stable sort
+    ):
+        assert np.array_equal(stable_order(gid), np.argsort(gid, kind="stable"))

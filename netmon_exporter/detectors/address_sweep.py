@@ -49,6 +49,7 @@ from .scan_probes import (
     scan_detection,
     select,
     service_name,
+    stable_order,
     tiers,
 )
 
@@ -237,7 +238,7 @@ class AddressSweepDetector:
         again = (rows["probes"] + rows["success"] >= 2) | ((rows["kinds"] & ECHO) != 0)
         revisited = count(again & (rows["last"] - rows["first"] >= cfg.revisit_seconds))
         peers = count(rows["content"] >= cfg.p2p_min_peer_bytes)
-        order = np.argsort(gid, kind="stable")
+        order = stable_order(gid)
         starts = np.flatnonzero(np.r_[True, gid[order][1:] != gid[order][:-1]]) if n else order
         first_seen = np.minimum.reduceat(rows["first"][order], starts) if n else np.zeros(0)
         svc = rows["svc"][first]

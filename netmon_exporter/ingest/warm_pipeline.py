@@ -117,15 +117,17 @@ def warm_detectors() -> None:
     from its second update on, with the same argument types as a store of a million rows
     (a read-only store, writable new rows). The windows' row packing: float32 and
     float64 columns in every form (see :func:`warm_row_pack`). The DNS tunnel
-    detector's description of query names in bulk."""
+    detector's description of query names in bulk; the scan detectors' key hashes."""
     import numpy as np
 
     from ..detectors.catalog import DnsTunnelConfig
     from ..detectors.dns_tunnel import DnsTunnelDetector
+    from ..detectors.hash_kernels import hash_words
     from ..detectors.scan_probes import ContactStore
     from ..flow_schema import str_to_addrs
 
     warm_row_pack()
+    hash_words(np.zeros((2, 1), np.uint64))  # keys of many rows
     DnsTunnelDetector(DnsTunnelConfig())._describer.describe(["a.b.example.co.uk"])  # in bulk
 
     store = ContactStore(60.0, 10, sums=("n",))
