@@ -260,11 +260,14 @@ for w in range(3):
     store.update(new, 60.0 * w + 60)
 assert compiled >= 1 and len(merge_positions.signatures) == compiled, merge_positions.signatures
 from netmon_exporter.detectors import scan_probes
-from netmon_exporter.detectors.hash_kernels import hash_words
-hashed = list(hash_words.signatures)
+from netmon_exporter.detectors.hash_kernels import mix_first, mix_next
+hashed = list(mix_first.signatures) + list(mix_next.signatures)
 n = scan_probes.HASH_KERNEL_ROWS
-scan_probes.group_ids(str_to_addrs(["10.0.0.1"] * n), np.arange(n), np.ones(n, np.uint16))
-assert hashed and list(hash_words.signatures) == hashed, hash_words.signatures
+addrs = str_to_addrs(["10.0.0.1"] * n)
+scan_probes.group_ids(addrs, np.arange(n), np.ones(n, np.uint16))
+addrs.flags.writeable = False  # a store's columns
+scan_probes.group_ids(np.arange(n), addrs)
+assert hashed and list(mix_first.signatures) + list(mix_next.signatures) == hashed, hashed
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

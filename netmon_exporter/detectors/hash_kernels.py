@@ -5,7 +5,8 @@ words, services, networks) with the SplitMix64 finaliser (:func:`.base.mix64`), 
 word. In numpy that is about ten passes over every word's column and a temporary per
 step; the address sweep groups its contact store (up to a million rows) several times
 a window, and on scan-heavy traffic those passes were a third of the main process's
-analysis. :func:`hash_words` computes the same 64-bit values in one pass. Loading
+analysis. :func:`mix_first` and :func:`mix_next` compute the same 64-bit values in one pass per
+word, without temporaries. Loading
 compiled code costs a process numba's runtime (~30 MB) the first time, so only keys of
 ``scan_probes.HASH_KERNEL_ROWS`` rows or more take this path (by then the contact merge
 and the windows' row packing have loaded it).
@@ -30,15 +31,26 @@ def _mix(z):
 
 
 @njit(cache=True, nogil=True)
-def hash_words(words):
-    """Per column ``i`` of ``words`` (k rows of uint64, one per word of the key):
-    ``mix64(w0)``, then ``h = mix64(h ^ mix64(w))`` for each further word, as
-    :func:`.scan_probes.key_hash` chains them."""
-    k, n = words.shape
-    out = np.empty(n, np.uint64)
-    for i in range(n):
-        h = _mix(words[0, i])
-        for j in range(1, k):
-            h = _mix(h ^ _mix(words[j, i]))
-        out[i] = h
+def mix_first(w):
+    """``mix64(w)``: the hash of a key's first word."""
+    out = np.empty(len(w), np.uint64)
+    for i in range(len(w)):
+        out[i] = _mix(w[i])
     return out
+
+
+@njit(cache=True, nogil=True)
+def mix_next(h, w):
+    """``h = mix64(h ^ mix64(w))`` in place: the next word of the key."""
+    for i in range(len(w)):
+        h[i] = _mix(h[i] ^ _mix(w[i]))
+
+
+def warm() -> None:
+    """Compile (or load) the forms :func:`.scan_probes.key_hash` runs: words contiguous
+    or strided (an address's halves), writable or read-only (a store's columns)."""
+    pairs = np.zeros((2, 2), np.uint64)
+    frozen = pairs.copy()
+    frozen.flags.writeable = False
+    for w in (pairs[:, 0], frozen[:, 0], pairs[0], frozen[0]):
+        mix_next(mix_first(w), w)

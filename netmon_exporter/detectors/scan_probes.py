@@ -181,19 +181,22 @@ def key_hash(*parts: np.ndarray) -> np.ndarray:
     for p in parts:
         if p.dtype.kind == "V":
             words += addr_words(p)
+        elif p.dtype == np.int64:
+            words.append(p.view(np.uint64))  # the bits astype would give, no copy
         else:
             words.append(p.astype(np.uint64, copy=False))
-    n = len(words[0])
-    if n >= HASH_KERNEL_ROWS:
-        from .hash_kernels import hash_words
-
-        table = np.empty((len(words), n), np.uint64)
-        for j, w in enumerate(words):
-            table[j] = w
-        return hash_words(table)
     h: np.ndarray | None = None
-    for w in words:
-        h = mix64(w) if h is None else mix64(h ^ mix64(w))
+    if len(words[0]) >= HASH_KERNEL_ROWS:
+        from .hash_kernels import mix_first, mix_next
+
+        for w in words:
+            if h is None:
+                h = mix_first(w)
+            else:
+                mix_next(h, w)
+    else:
+        for w in words:
+            h = mix64(w) if h is None else mix64(h ^ mix64(w))
     assert h is not None
     return h
 

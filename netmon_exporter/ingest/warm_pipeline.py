@@ -122,12 +122,12 @@ def warm_detectors() -> None:
 
     from ..detectors.catalog import DnsTunnelConfig
     from ..detectors.dns_tunnel import DnsTunnelDetector
-    from ..detectors.hash_kernels import hash_words
+    from ..detectors.hash_kernels import warm as warm_key_hashes
     from ..detectors.scan_probes import ContactStore
     from ..flow_schema import str_to_addrs
 
     warm_row_pack()
-    hash_words(np.zeros((2, 1), np.uint64))  # keys of many rows
+    warm_key_hashes()  # keys of many rows
     DnsTunnelDetector(DnsTunnelConfig())._describer.describe(["a.b.example.co.uk"])  # in bulk
 
     store = ContactStore(60.0, 10, sums=("n",))
