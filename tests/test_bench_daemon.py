@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,10 @@ def test_bench_daemon_runs_and_its_tables_parse(tmp_path: Path) -> None:
         assert int(m["n"]) > 0 and int(m["errors"]) == 0
         assert 0 < float(m["p50"]) <= float(m["p99"]) <= float(m["max"])
     assert RATIO.search(out), out
+    if shutil.which("taskset"):
+        assert re.search(
+            r"^daemon \(1 worker\) / one-shot on one core packets/s:\s+[\d.]+x", out, re.M
+        )
     roles = {m.group(1) for m in PROCESS.finditer(out)}
     assert roles == {"main", "fork server", "worker"}, out
     # every packet reached a window or is still held in an open flow carried to the next file
