@@ -635,3 +635,21 @@ def test_stable_order_is_the_stable_argsort(seed: int) -> None:
         rng.integers(0, 2**62, n),  # keys that would not fit: numpy's stable sort
     ):
         assert np.array_equal(stable_order(gid), np.argsort(gid, kind="stable"))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_member_of_is_isin(seed: int) -> None:
+    from netmon_exporter.detectors.base import member_of
+
+    rng = np.random.default_rng(seed)
+    of = rng.integers(0, 2**64 - 1, int(rng.integers(0, 3000)), dtype=np.uint64, endpoint=True)
+    of = np.concatenate([of, of[: len(of) // 3]])  # repeated hashes
+    values = np.concatenate(
+        [
+            of[rng.integers(0, max(len(of), 1), int(rng.integers(0, 500)))] if len(of) else of,
+            rng.integers(0, 2**64 - 1, 300, dtype=np.uint64, endpoint=True),
+            np.array([0, 2**64 - 1], np.uint64),
+        ]
+    )
+    assert np.array_equal(member_of(values, of), np.isin(values, of))
+    assert np.array_equal(member_of(values[:0], of), np.isin(values[:0], of))

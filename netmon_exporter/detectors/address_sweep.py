@@ -27,7 +27,7 @@ import numpy as np
 
 from ..detection import Detection
 from ..flow_schema import FlowBatch, addrs_to_str
-from .base import HorizonStore, top_counts
+from .base import HorizonStore, member_of, top_counts
 from .catalog import AddressSweepConfig
 from .features import UDP
 from .scan_probes import (
@@ -88,6 +88,7 @@ class AddressSweepDetector:
         )
         self.overlay = HorizonStore(horizon, cfg.max_state_rows)
         self._prev_end: float | None = None
+        self._grouped: list[tuple[dict[str, np.ndarray], float, dict[str, np.ndarray]]] = []
         self._overlay_members = np.zeros(0, dtype=np.uint64)
 
     # ------------------------------------------------------------------ state
@@ -107,10 +108,10 @@ class AddressSweepDetector:
             keys = np.concatenate([keys, key_hash(old["src"][had], old["svc"][had])])
         ok = c["success"] & c["known"] & ~c["group_dst"]
         out_ok = np.flatnonzero(ok)
-        out_ok = out_ok[np.isin(key_hash(flows["src_ip"][out_ok], c["svc"][out_ok]), keys)]
+        out_ok = out_ok[member_of(key_hash(flows["src_ip"][out_ok], c["svc"][out_ok]), keys)]
         # Content the source served on its own service counts for a peer service too.
         in_ok = np.flatnonzero(ok & (c["content"] >= self.cfg.p2p_min_peer_bytes))
-        in_ok = in_ok[np.isin(key_hash(flows["dst_ip"][in_ok], c["svc"][in_ok]), keys)]
+        in_ok = in_ok[member_of(key_hash(flows["dst_ip"][in_ok], c["svc"][in_ok]), keys)]
         outcome = c["outcome"]
         parts = []
         for idx, src, dst, is_probe in (
@@ -213,17 +214,34 @@ class AddressSweepDetector:
         out: list[Detection] = []
         reported: set[int] = set()
         window = (window_start, window_end)
-        for horizon, threshold, live, fresh in by_tier(rows, touched, self.tiers, window_end):
-            out += self._single(
-                live, fresh, new_keys, horizon, threshold, reported, window, prev_end
-            )
-        if self.cfg.distributed_min_sources:
-            for horizon, _, live, fresh in by_tier(rows, touched, self.tiers[:1], window_end):
-                out += self._distributed(live, fresh, horizon, window)
-        return out
+        # the first tier's groups serve the distributed rule too: it is judged right after
+        # that tier (its findings still come last), and each tier's groups let go after it
+        distributed: list[Detection] = []
+        try:
+            for k, (horizon, threshold, live, fresh) in enumerate(
+                by_tier(rows, touched, self.tiers, window_end)
+            ):
+                out += self._single(
+                    live, fresh, new_keys, horizon, threshold, reported, window, prev_end
+                )
+                if k == 0 and self.cfg.distributed_min_sources:
+                    distributed = self._distributed(live, fresh, horizon, window)
+                self._grouped.clear()
+        finally:
+            self._grouped.clear()
+        return out + distributed
 
     def _groups(self, rows: dict[str, np.ndarray], now: float) -> dict[str, np.ndarray]:
-        """Per (source, service): swept hosts and the tests that exempt or hold it."""
+        """Per (source, service): swept hosts and the tests that exempt or hold it (kept
+        for the rows of this call to ``detect``: the same rows are grouped once)."""
+        for seen, at, g in self._grouped:
+            if seen is rows and at == now:
+                return g
+        g = self._grouping(rows, now)
+        self._grouped.append((rows, now, g))
+        return g
+
+    def _grouping(self, rows: dict[str, np.ndarray], now: float) -> dict[str, np.ndarray]:
         cfg = self.cfg
         gid, first, contacted = group_ids(rows["src"], rows["svc"])
         n = len(first)

@@ -64,6 +64,18 @@ def mix64(x: np.ndarray) -> np.ndarray:
     return z
 
 
+def member_of(values: np.ndarray, of: np.ndarray) -> np.ndarray:
+    """``np.isin(values, of)`` for uint64 hashes: ``of`` sorted (numpy's vectorised sort)
+    and searched. ``np.isin`` first makes ``of`` unique by hashing it, ~5x slower on the
+    million hashes of a contact store."""
+    if len(values) == 0 or len(of) == 0:
+        return np.zeros(len(values), dtype=bool)
+    ordered = np.sort(of)
+    pos = np.searchsorted(ordered, values)
+    pos[pos == len(ordered)] = 0
+    return ordered[pos] == values
+
+
 def addr_pairs(addrs: np.ndarray) -> np.ndarray:
     """``V16`` addresses as an (n, 2) uint64 array, one row per address (a view)."""
     return np.ascontiguousarray(addrs).view(np.uint64).reshape(-1, 2)
