@@ -238,11 +238,12 @@ def test_the_warm_up_compiles_the_merge_a_large_store_uses() -> None:
     code = """
 import numpy as np
 from netmon_exporter.ingest.warm_pipeline import warm_detectors
-from netmon_exporter.detectors.contact_merge import merge_positions
-from netmon_exporter.detectors.scan_probes import ContactStore
+from netmon_exporter.detectors.contact_merge import merge_column, merge_positions
+from netmon_exporter.detectors.scan_probes import COUNT, KINDS, ContactStore
 from netmon_exporter.flow_schema import str_to_addrs
 warm_detectors()
 compiled = len(merge_positions.signatures)
+columns = list(merge_column.signatures)
 store = ContactStore(600, 10**6, sums=("n",), maxes=("content",), ors=("kinds",))
 store.merge_kernel_rows = 0
 for w in range(3):
@@ -253,12 +254,13 @@ for w in range(3):
         "svc": np.arange(n),
         "first": np.full(n, 60.0 * w),
         "last": np.full(n, 60.0 * w),
-        "n": np.ones(n, dtype=np.int64),
+        "n": np.ones(n, dtype=COUNT),
         "content": np.zeros(n),
-        "kinds": np.ones(n, dtype=np.int64),
+        "kinds": np.ones(n, dtype=KINDS),
     }
     store.update(new, 60.0 * w + 60)
 assert compiled >= 1 and len(merge_positions.signatures) == compiled, merge_positions.signatures
+assert len(columns) >= 2 and list(merge_column.signatures) == columns, merge_column.signatures
 from netmon_exporter.detectors import scan_probes
 from netmon_exporter.detectors.hash_kernels import mix_first, mix_next
 hashed = list(mix_first.signatures) + list(mix_next.signatures)
@@ -653,3 +655,60 @@ def test_member_of_is_isin(seed: int) -> None:
     )
     assert np.array_equal(member_of(values, of), np.isin(values, of))
     assert np.array_equal(member_of(values[:0], of), np.isin(values[:0], of))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_merged_columns_in_one_pass_equal_numpys(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compiled merge of a column (min, max, bitwise or, saturated sum) against numpy's
+    (``ufunc.at`` and the ufunc), with the stores' own dtypes: int32 counters near their
+    limit (held there), int16 probe kinds, float64 times and content (NaN too)."""
+    from netmon_exporter.detectors import scan_probes
+    from netmon_exporter.detectors.scan_probes import COUNT, KINDS
+
+    rng = np.random.default_rng(seed)
+    args = dict(sums=("n",), maxes=("content",), ors=("kinds",))
+    compiled, plain = ContactStore(300, 400, **args), ContactStore(300, 400, **args)
+    compiled.merge_kernel_rows = plain.merge_kernel_rows = 0
+    pool_src = str_to_addrs([f"10.0.{i // 250}.{i % 250}" for i in range(30)] + ["2001:db8::1"])
+    pool_dst = str_to_addrs([f"192.168.1.{i}" for i in range(20)] + ["::1"])
+    top = np.iinfo(COUNT).max
+    merged: list[bool] = []
+
+    def spy(*a: object) -> bool:
+        merged.append(scan_probes.__dict__["_real_merge_column"](*a))
+        return merged[-1]
+
+    monkeypatch.setitem(scan_probes.__dict__, "_real_merge_column", scan_probes.merge_column)
+    for w in range(10):
+        n = int(rng.integers(0, 300))
+        ts = 1000.0 + 60 * w + rng.uniform(0, 60, n)
+        content = rng.uniform(0, 1e6, n)
+        content[rng.random(n) < 0.02] = np.nan
+        first = ts.copy()
+        first[rng.random(n) < 0.01] = np.nan  # never so in a store; NaN wins as in numpy
+        new = {
+            "src": pool_src[rng.integers(0, len(pool_src), n)],
+            "dst": pool_dst[rng.integers(0, len(pool_dst), n)],
+            "svc": rng.integers(-3, 20, n),
+            "first": first,
+            "last": ts + rng.uniform(0, 5, n),
+            "n": rng.choice([1, 2, top // 3, top - 1, top], n).astype(COUNT),
+            "content": content,
+            "kinds": rng.choice([1, 2, 4, 32, -(2**15)], n).astype(KINDS),
+        }
+        now = 1060.0 + 60 * w
+        with monkeypatch.context() as m:  # the compiled merge, and it did merge
+            m.setattr(scan_probes, "merge_column", spy)
+            got, touched = compiled.update(new, now)
+        with monkeypatch.context() as m, np.errstate(invalid="ignore"):  # numpy's merge
+            m.setattr(scan_probes, "merge_column", lambda *a: False)
+            want, want_touched = plain.update(new, now)
+        for k in want:
+            assert got[k].dtype == want[k].dtype, k
+            assert np.array_equal(got[k], want[k], equal_nan=got[k].dtype.kind == "f"), (w, k)
+        assert np.array_equal(touched, want_touched)
+        assert (got["n"] >= 0).all()  # held at the limit, never wrapped
+    assert (got["n"] == top).any()
+    assert len(merged) >= 20 and all(merged)  # first, last, n and content, each window

@@ -76,3 +76,64 @@ def merge_positions(as_, ad, av, bs, bd, bv):
             j += 1
         ls, ld, lv, last = s, d, v, r
     return dest_a, dest_b, k + 1
+
+
+# How rows of one key combine in a merged column (:func:`merge_column`; bit masks are
+# merged by numpy: ``|`` would not type for the float columns the same code serves).
+MIN, MAX, SUM = 0, 1, 3
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _combined(op, acc, x):
+    if op == MIN:
+        # as np.minimum / np.maximum: NaN wins
+        if acc != acc:
+            return acc
+        return x if (x != x or x < acc) else acc
+    if acc != acc:  # MAX
+        return acc
+    return x if (x != x or x > acc) else acc
+
+
+@njit(cache=True, nogil=True)
+def merge_column(old, fresh, dest_old, dest_new, out, op, lo, hi):
+    """Column of the merged store, in one pass: each position of ``out`` combines the new
+    rows placed there (a run: the new rows are sorted by key) and then the store's row
+    placed there (at most one), in that order, as ``np.<op>.at`` on the new rows and
+    then ``np.<op>`` with the store's row would (``op``: MIN, MAX or SUM). Counters (``op`` SUM) add up in int64
+    and are held within [``lo``, ``hi``] (the column's integer range). Returns False,
+    having written nothing that counts, if the positions are not in order (the caller
+    then merges with numpy)."""
+    n, m = len(dest_old), len(dest_new)
+    for j in range(1, m):
+        if dest_new[j] < dest_new[j - 1]:
+            return False
+    for i in range(1, n):
+        if dest_old[i] <= dest_old[i - 1]:
+            return False
+    i = j = 0
+    for p in range(len(out)):
+        if op == SUM:
+            total = np.int64(0)
+            while j < m and dest_new[j] == p:
+                total += np.int64(fresh[j])
+                j += 1
+            if i < n and dest_old[i] == p:
+                total += np.int64(old[i])
+                i += 1
+            out[p] = min(max(total, lo), hi)
+            continue
+        have = False
+        acc = out[p]
+        while j < m and dest_new[j] == p:
+            acc = _combined(op, acc, fresh[j]) if have else fresh[j]
+            have = True
+            j += 1
+        if i < n and dest_old[i] == p:
+            acc = _combined(op, acc, old[i]) if have else old[i]
+            have = True
+            i += 1
+        if not have:  # a position no row was placed at: not a merge's
+            return False
+        out[p] = acc
+    return i == n and j == m

@@ -39,7 +39,7 @@ import numpy as np
 from ..detection import Detection
 from ..flow_schema import PROTOCOLS, FlowBatch
 from .base import addr_pairs, addr_words, mix64
-from .contact_merge import key_words, merge_positions
+from .contact_merge import MAX, MIN, SUM, key_words, merge_column, merge_positions
 from .features import (
     ICMP,
     ICMPV6,
@@ -371,6 +371,19 @@ class ContactStore:
             out[dest_new] = fresh[k]
             out[dest_old] = old[k]
             return out
+        code = _MERGE_CODES.get(_combine(k, self))
+        if (
+            code is not None
+            and old[k].dtype == fresh[k].dtype == dtype
+            and (dtype.kind in "iu" if code == SUM else dtype.kind in "iuf")
+            and dtype.itemsize <= 8
+            and (dtype.kind != "u" or code != SUM or dtype.itemsize < 8)
+        ):
+            info = np.iinfo(dtype) if dtype.kind in "iu" else None
+            lo, hi = (int(info.min), int(info.max)) if info is not None else (0, 0)
+            out = np.empty(size, dtype)
+            if merge_column(old[k], fresh[k], dest_old, dest_new, out, code, lo, hi):
+                return out
         combine = _combine(k, self)
         # counters add up in int64 and are saturated back to their own type
         work = np.dtype(np.int64) if k in self.sums and dtype.kind in "iu" else dtype
@@ -393,6 +406,9 @@ def _sort_keys(cols: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
     """``np.lexsort`` keys (last one first) in the order :mod:`.contact_merge` merges."""
     s, d, v = _words(cols)
     return (v, d[:, 1], d[:, 0], s[:, 1], s[:, 0])
+
+
+_MERGE_CODES = {np.minimum: MIN, np.maximum: MAX, np.add: SUM}
 
 
 def _combine(name: str, store: ContactStore) -> np.ufunc:

@@ -123,14 +123,15 @@ def warm_detectors() -> None:
     from ..detectors.catalog import DnsTunnelConfig
     from ..detectors.dns_tunnel import DnsTunnelDetector
     from ..detectors.hash_kernels import warm as warm_key_hashes
-    from ..detectors.scan_probes import ContactStore
+    from ..detectors.scan_probes import COUNT, KINDS, ContactStore
     from ..flow_schema import str_to_addrs
 
     warm_row_pack()
     warm_key_hashes()  # keys of many rows
     DnsTunnelDetector(DnsTunnelConfig())._describer.describe(["a.b.example.co.uk"])  # in bulk
 
-    store = ContactStore(60.0, 10, sums=("n",))
+    # the stores' own dtypes: int32 counters, float64 times and content, int16 kinds
+    store = ContactStore(60.0, 10, sums=("n",), maxes=("content",), ors=("kinds",))
     store.merge_kernel_rows = 1
     for t in (0.0, 1.0):
         two = str_to_addrs(["10.0.0.1", "10.0.0.2"])
@@ -142,7 +143,9 @@ def warm_detectors() -> None:
                 "svc": np.array([1, 2]),
                 "first": times,
                 "last": times,
-                "n": np.ones(2, np.int64),
+                "n": np.ones(2, COUNT),
+                "content": np.zeros(2),
+                "kinds": np.ones(2, KINDS),
             },
             t,
         )
