@@ -408,7 +408,7 @@ def _sort_keys(cols: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
     return (v, d[:, 1], d[:, 0], s[:, 1], s[:, 0])
 
 
-_MERGE_CODES = {np.minimum: MIN, np.maximum: MAX, np.add: SUM}
+_MERGE_CODES: dict[np.ufunc, int] = {np.minimum: MIN, np.maximum: MAX, np.add: SUM}
 
 
 def _combine(name: str, store: ContactStore) -> np.ufunc:
