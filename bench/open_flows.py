@@ -73,16 +73,21 @@ print(json.dumps({"open": table.open_flows, "rows": table.state_bytes() / n,
 """
 
 
-def _flood(out: Path, flows: int) -> Path:
-    path = out / f"flood-{flows}.pcap"
+def _generated(path: Path, *args: str) -> Path:
+    """``path``, written by ``python -m ARGS... PATH ...`` (a tests/ generator) unless there."""
     if not path.exists():
+        module, *rest = args
         subprocess.run(
-            [sys.executable, "-m", "tests.flood_capture", str(path), str(flows)],
+            [sys.executable, "-m", module, str(path), *rest],
             cwd=ROOT,
             check=True,
             capture_output=True,
         )
     return path
+
+
+def _flood(out: Path, flows: int) -> Path:
+    return _generated(out / f"flood-{flows}.pcap", "tests.flood_capture", str(flows))
 
 
 def _synth(out: Path, packets: int) -> Path:
@@ -96,27 +101,11 @@ def _synth(out: Path, packets: int) -> Path:
 
 
 def _dns(out: Path, count: int) -> Path:
-    path = out / f"dns-{count}.pcap"
-    if not path.exists():
-        subprocess.run(
-            [sys.executable, "-m", "tests.dns_capture", str(path), str(count), "100"],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-        )
-    return path
+    return _generated(out / f"dns-{count}.pcap", "tests.dns_capture", str(count), "100")
 
 
 def _idle(out: Path, conns: int) -> Path:
-    path = out / f"idle-{conns}.pcap"
-    if not path.exists():
-        subprocess.run(
-            [sys.executable, "-m", "tests.flood_capture", str(path), str(conns), "--handshakes"],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-        )
-    return path
+    return _generated(out / f"idle-{conns}.pcap", "tests.flood_capture", str(conns), "--handshakes")
 
 
 def _case(path: Path, seeds: bool, limit: int) -> dict[str, float]:

@@ -191,6 +191,22 @@ def test_contact_counters_saturate_instead_of_wrapping(merge_kernel_rows: int) -
     assert rows["n"].tolist() == [top]
 
 
+def _random_contacts(
+    rng: np.random.Generator, w: int, pool_src: np.ndarray, pool_dst: np.ndarray, services: int
+) -> dict[str, np.ndarray]:
+    """Up to 300 contacts of window ``w`` between addresses of the pools (repeats within
+    the window and across windows), services from -3 (negative too) up."""
+    n = int(rng.integers(0, 300))
+    ts = 1000.0 + 60 * w + rng.uniform(0, 60, n)
+    return {
+        "src": pool_src[rng.integers(0, len(pool_src), n)],
+        "dst": pool_dst[rng.integers(0, len(pool_dst), n)],
+        "svc": rng.integers(-3, services, n),
+        "first": ts,
+        "last": ts + rng.uniform(0, 5, n),
+    }
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_contact_store_one_pass_merge_equals_sorting_everything_again(seed: int) -> None:
     """Windows of random contacts (repeats within and across windows, IPv4 and IPv6,
@@ -204,18 +220,13 @@ def test_contact_store_one_pass_merge_equals_sorting_everything_again(seed: int)
     pool_src = str_to_addrs([f"10.0.{i // 250}.{i % 250}" for i in range(60)] + ["2001:db8::1"])
     pool_dst = str_to_addrs([f"192.168.1.{i}" for i in range(40)] + ["2001:db8::ff", "::1"])
     for w in range(12):
-        n = int(rng.integers(0, 300))
-        ts = 1000.0 + 60 * w + rng.uniform(0, 60, n)
-        new = {
-            "src": pool_src[rng.integers(0, len(pool_src), n)],
-            "dst": pool_dst[rng.integers(0, len(pool_dst), n)],
-            "svc": rng.integers(-3, 40, n),
-            "first": ts,
-            "last": ts + rng.uniform(0, 5, n),
-            "n": rng.integers(1, 4, n),
-            "content": rng.uniform(0, 1e6, n),
-            "kinds": rng.choice([1, 2, 4, 32], n),
-        }
+        new = _random_contacts(rng, w, pool_src, pool_dst, 40)
+        n = len(new["last"])
+        new.update(
+            n=rng.integers(1, 4, n),
+            content=rng.uniform(0, 1e6, n),
+            kinds=rng.choice([1, 2, 4, 32], n),
+        )
         now = 1060.0 + 60 * w
         want, want_touched = sorting.update(new, now)
         got, touched = one_pass.update(new, now)
@@ -682,22 +693,16 @@ def test_merged_columns_in_one_pass_equal_numpys(
 
     monkeypatch.setitem(scan_probes.__dict__, "_real_merge_column", scan_probes.merge_column)
     for w in range(10):
-        n = int(rng.integers(0, 300))
-        ts = 1000.0 + 60 * w + rng.uniform(0, 60, n)
+        new = _random_contacts(rng, w, pool_src, pool_dst, 20)
+        n = len(new["last"])
         content = rng.uniform(0, 1e6, n)
         content[rng.random(n) < 0.02] = np.nan
-        first = ts.copy()
-        first[rng.random(n) < 0.01] = np.nan  # never so in a store; NaN wins as in numpy
-        new = {
-            "src": pool_src[rng.integers(0, len(pool_src), n)],
-            "dst": pool_dst[rng.integers(0, len(pool_dst), n)],
-            "svc": rng.integers(-3, 20, n),
-            "first": first,
-            "last": ts + rng.uniform(0, 5, n),
-            "n": rng.choice([1, 2, top // 3, top - 1, top], n).astype(COUNT),
-            "content": content,
-            "kinds": rng.choice([1, 2, 4, 32, -(2**15)], n).astype(KINDS),
-        }
+        new["first"][rng.random(n) < 0.01] = np.nan  # never so in a store; NaN wins as in numpy
+        new.update(
+            n=rng.choice([1, 2, top // 3, top - 1, top], n).astype(COUNT),
+            content=content,
+            kinds=rng.choice([1, 2, 4, 32, -(2**15)], n).astype(KINDS),
+        )
         now = 1060.0 + 60 * w
         with monkeypatch.context() as m:  # the compiled merge, and it did merge
             m.setattr(scan_probes, "merge_column", spy)

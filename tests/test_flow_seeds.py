@@ -408,26 +408,33 @@ def test_an_open_one_packet_flow_costs_under_400_bytes(tmp_path: Path) -> None:
     _same(with_seeds.finish(), without.finish())
 
 
-def test_an_open_idle_connection_costs_under_400_bytes(tmp_path: Path) -> None:
-    # 30,000 connections that completed their handshake in 10 s and stay idle: all open
-    path = tmp_path / "idle.pcap"
-    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
-    path.write_bytes(header + handshake_records(30_000, seconds=10.0))
+def _open_cost(path: Path, flows: int) -> tuple[FlowTable, FlowTable]:
+    """``path`` fed with and without seeds, every one of its ``flows`` still open: with
+    seeds an open flow costs at most 400 B, without more than 1 kB (a row), and both end
+    with the same records."""
 
     def table(seeds: bool) -> FlowTable:
         t = FlowTable(*_TIMES, 0, 60.0, seeds=seeds)
         for c in CaptureReader(path, max_packets=1 << 15):
             t.add(c.P, c.PE, c.buf)
-        assert t.open_flows == 30_000
+        assert t.open_flows == flows
         return t
 
-    with_seeds = table(True)
+    with_seeds, without = table(True), table(False)
     per_flow = with_seeds.state_bytes() / with_seeds.open_flows
     assert per_flow <= 400, per_flow
+    assert without.state_bytes() / without.open_flows > 1000
+    return with_seeds, without
+
+
+def test_an_open_idle_connection_costs_under_400_bytes(tmp_path: Path) -> None:
+    # 30,000 connections that completed their handshake in 10 s and stay idle: all open
+    path = tmp_path / "idle.pcap"
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    path.write_bytes(header + handshake_records(30_000, seconds=10.0))
+    with_seeds, without = _open_cost(path, 30_000)
     assert int(with_seeds.st[T.ST_SROWS]) == 0
     assert (with_seeds.srow[:30_000] == T.SEED3).all()
-    without = table(False)
-    assert without.state_bytes() / without.open_flows > 1000
     done = with_seeds.finish()
     _same(done, without.finish())
     assert (done.S[:, T.S_PKTS] == 3).all()
@@ -676,21 +683,10 @@ def test_names_that_find_the_pool_full_are_the_same_with_and_without_seeds(
 
 
 def test_an_open_dns_exchange_costs_under_400_bytes(tmp_path: Path) -> None:
-    # 20,000 exchanges in 10 s: all still open (the idle timeout is 20 s)
+    # 20,000 exchanges in 10 s: all still open (the idle timeout is 20 s); without seeds
+    # each has a row and a DNS row
     path = _resolver(tmp_path / "busy.pcap", 20_000, 10.0, 1_700_000_001.0)
-
-    def table(seeds: bool) -> FlowTable:
-        t = FlowTable(*_TIMES, 0, 60.0, seeds=seeds)
-        for c in CaptureReader(path, max_packets=1 << 15):
-            t.add(c.P, c.PE, c.buf)
-        assert t.open_flows == 20_000
-        return t
-
-    with_seeds = table(True)
-    per_flow = with_seeds.state_bytes() / with_seeds.open_flows
-    assert per_flow <= 400, per_flow
-    without = table(False)
-    assert without.state_bytes() / without.open_flows > 1000  # a row and a DNS row
+    with_seeds, without = _open_cost(path, 20_000)
     _same(with_seeds.finish(), without.finish())
 
 
