@@ -646,6 +646,8 @@ def test_stable_order_is_the_stable_argsort(seed: int) -> None:
         np.zeros(n, np.int64),
         np.arange(n)[::-1].copy(),
         rng.integers(0, 2**62, n),  # keys that would not fit: numpy's stable sort
+        rng.integers(-5, 5, n),  # (group ids are never negative; still the same order)
+        rng.integers(-(2**62), 0, n),
     ):
         assert np.array_equal(stable_order(gid), np.argsort(gid, kind="stable"))
 

@@ -91,6 +91,9 @@ def test_known_names() -> None:
         "\x00\x00.example.com\x00",
         "😀😀😀.co.uk",
         "a" * 255,
+        "".join(map(chr, range(1, 256))),  # every character below 256, once
+        "".join(chr(0x100 + i) for i in range(255)),  # 255 distinct, none below 256
+        "".join(chr(0x100 + i % 7) + chr(i % 200) for i in range(120)) + ".co.uk",
     ]
     assert _bulk(names) == [_reference(n) for n in names]
     d = _DESCRIBER.describe(names)

@@ -66,24 +66,39 @@ def _describe(chars, starts, levels, level_lens):
             dots += 1
     hashes = np.empty(n + dots, np.uint64)
     owners = np.empty(n + dots, np.int64)
-    distinct = np.empty(max(len(chars), 1), np.uint32)
-    counts = np.empty(max(len(chars), 1), np.int64)
+    longest = 1
+    for i in range(n):
+        longest = max(longest, starts[i + 1] - starts[i])
+    distinct = np.empty(longest, np.uint32)
+    counts = np.empty(longest, np.int64)
+    slot = np.full(256, -1, np.int64)  # where a character below 256 is counted
     k = 0
     for i in range(n):
         a, b = starts[i], starts[i + 1]
         length = b - a
-        # entropy: counts in order of first occurrence, summed in that order
+        # entropy: counts in order of first occurrence, summed in that order; characters
+        # below 256 found at once, others by a scan of those seen (a name has at most a
+        # few hundred characters)
         m = 0
         for j in range(a, b):
             c = chars[j]
-            q = 0
-            while q < m and distinct[q] != c:
-                q += 1
+            if c < 256:
+                q = slot[c]
+                if q < 0:
+                    q = m
+                    slot[c] = m
+            else:
+                q = 0
+                while q < m and distinct[q] != c:
+                    q += 1
             if q == m:
                 distinct[m] = c
                 counts[m] = 0
                 m += 1
             counts[q] += 1
+        for q in range(m):
+            if distinct[q] < 256:
+                slot[distinct[q]] = -1
         total = 0.0
         for q in range(m):
             p = counts[q] / length

@@ -494,7 +494,7 @@ def stable_order(gid: np.ndarray) -> np.ndarray:
     rows of a group in row order. Each row's key (group, row) is unique, so numpy's
     default vectorised sort gives the one stable order."""
     n = len(gid)
-    if n == 0 or int(gid.max()) >= 2**62 // n:  # the keys would not fit
+    if n == 0 or max(int(gid.max()), -int(gid.min())) >= 2**62 // n:  # keys would not fit
         return np.argsort(gid, kind="stable")
     key = gid.astype(np.int64) * n
     key += np.arange(n, dtype=np.int64)
