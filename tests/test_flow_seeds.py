@@ -162,6 +162,16 @@ def _mix(path: Path) -> Path:
                 _tcp(cli, srv, cp, 443, flags, pay) if out else _tcp(srv, cli, 443, cp, flags, pay)
             )
             pkts.append((t + dt, frame))
+    # a DNS exchange, then a third packet on its port that is not DNS (too short to
+    # parse): the seed keeps it, its DNS from the first two
+    for k in range(20):
+        t = T0 + 12 + k * 3.0
+        name = f"q{k}.example.net"
+        sp = 21000 + k
+        pkts.append((t, _udp(cli, dns, sp, 53, bytes(DNS(id=k, rd=1, qd=DNSQR(qname=name))))))
+        answer = DNS(id=k, qr=1, qd=DNSQR(qname=name), an=DNSRR(rrname=name, rdata="10.9.9.8"))
+        pkts.append((t + 0.01, _udp(dns, cli, 53, sp, bytes(answer))))
+        pkts.append((t + 0.5, _udp(cli, dns, sp, 53, b"\x00\x01")))
     for k in range(60):
         t = T0 + 30 + k * 1.1
         dst = f"10.0.2.{k + 1}"
