@@ -748,3 +748,29 @@ def test_carries_saved_when_seeds_were_narrower_still_load(
     got = FlowTable.from_arrays(old, *args).finish()
     _same(got, FlowTable.from_arrays(arrays, *args).finish())
     assert len(got) >= len(srow)  # every flow ended (a cut one as its tail and its whole)
+
+
+def test_the_closed_list_stays_in_order_of_last_packets(tmp_path: Path) -> None:
+    # a connection refused (closed), another refused, then a late ACK of the first within
+    # the close grace: the first's third packet moves it behind the second (a closed
+    # seed's third packet gives it a row; kept as a seed it would stay in front, and
+    # the grace of the flows behind it would be read from the wrong one)
+    c, s, t = "10.0.0.1", "10.0.0.2", 1_700_000_001.0
+    path = _pcap(
+        tmp_path / "refused.pcap",
+        [
+            (t, _tcp(c, s, 40000, 443, S_)),
+            (t + 0.01, _tcp(s, c, 443, 40000, RA)),
+            (t + 0.2, _tcp(c, s, 40001, 443, S_)),
+            (t + 0.21, _tcp(s, c, 443, 40001, RA)),
+            (t + 1.0, _tcp(c, s, 40000, 443, A_)),  # a late ACK: within the grace, the same flow
+        ],
+    )
+    table = FlowTable(*_TIMES)
+    for chunk in CaptureReader(path, max_packets=1):
+        table.add(chunk.P, chunk.PE, chunk.buf)
+    n = table.open_flows
+    closed = T.list_order(table.links, table.lru, n, 2)
+    last = T.last_times(table.S, table.srow, table.seed, n)
+    assert len(closed) == 2 and list(last[closed]) == sorted(last[closed]), last[closed]
+    _same(_run(path, True, 1), _run(path, False, 1))
