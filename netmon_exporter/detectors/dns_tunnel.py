@@ -80,7 +80,7 @@ def registered_domain(name: str) -> str:
 def shannon_entropy(text: str) -> float:
     """Return the Shannon entropy of the characters of ``text`` in bits per character
     (summed in the order characters first occur: the compiled
-    :func:`.dns_names.describe` gives the same bits)."""
+    :meth:`.dns_names.NameDescriber.describe` gives the same bits)."""
     if not text:
         return 0.0
     n = len(text)
@@ -209,8 +209,10 @@ class DnsTunnelDetector:
         return got
 
     def _describe_all(self, names: list[str]) -> list[tuple[int, int, bool, bool, int, float, int]]:
-        """:meth:`_describe` of each name, the new ones described in one compiled pass
-        (:mod:`.dns_names`): the same tuples, ids given in the same order."""
+        """:meth:`_describe` of each name: the same tuples, ids given in the same order
+        (but for one case: a name already known keeps its id even when the cache fills
+        and is cleared within the call). From ``dns_names.BULK_FROM`` new names on, the
+        new ones are described in one compiled pass (:mod:`.dns_names`)."""
         cache = self._names
         got = [cache.get(q) for q in names]
         new = [i for i, g in enumerate(got) if g is None]
