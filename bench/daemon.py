@@ -140,9 +140,10 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
-def status_kib(pid: int, name: str) -> int:
+def _proc_kib(pid: int, file: str, name: str) -> int:
+    """The kiB figure ``name`` of ``/proc/PID/FILE`` (0 when the process is gone)."""
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(f"/proc/{pid}/{file}") as f:
             for line in f:
                 if line.startswith(name + ":"):
                     return int(line.split()[1])
@@ -151,18 +152,15 @@ def status_kib(pid: int, name: str) -> int:
     return 0
 
 
+def status_kib(pid: int, name: str) -> int:
+    return _proc_kib(pid, "status", name)
+
+
 def pss_kib(pid: int) -> int:
     """A process's proportional set size: its private pages and its share of pages it
     shares (libraries, the fork server's copy-on-write pages), so that the PSS of a group
     of processes adds up to the memory they use together, unlike their RSS."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return _proc_kib(pid, "smaps_rollup", "Pss")
 
 
 def cmdline(pid: int) -> str:

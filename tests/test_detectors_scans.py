@@ -666,8 +666,22 @@ def test_member_of_is_isin(seed: int) -> None:
             np.array([0, 2**64 - 1], np.uint64),
         ]
     )
-    assert np.array_equal(member_of(values, of), np.isin(values, of))
-    assert np.array_equal(member_of(values[:0], of), np.isin(values[:0], of))
+    ordered = np.sort(of)
+    assert np.array_equal(member_of(values, ordered), np.isin(values, of))
+    assert np.array_equal(member_of(values[:0], ordered), np.isin(values[:0], of))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_count_in_counts_each_wanted_hash(seed: int) -> None:
+    from netmon_exporter.detectors.scan_probes import count_in
+
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(0, 50, int(rng.integers(0, 3000))).astype(np.uint64)
+    keys[: len(keys) // 4] = np.uint64(2**64 - 1)  # the largest hash, repeated
+    wanted = np.concatenate([np.arange(60, dtype=np.uint64), np.array([2**64 - 1], np.uint64)])
+    want = np.array([int((keys == w).sum()) for w in wanted])
+    assert np.array_equal(count_in(keys, wanted), want)
+    assert np.array_equal(count_in(keys[:0], wanted), np.zeros(len(wanted)))
 
 
 @pytest.mark.parametrize("seed", range(6))

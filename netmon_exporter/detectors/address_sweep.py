@@ -88,7 +88,6 @@ class AddressSweepDetector:
         )
         self.overlay = HorizonStore(horizon, cfg.max_state_rows)
         self._prev_end: float | None = None
-        self._grouped: list[tuple[dict[str, np.ndarray], float, dict[str, np.ndarray]]] = []
         self._overlay_members = np.zeros(0, dtype=np.uint64)
 
     # ------------------------------------------------------------------ state
@@ -106,6 +105,7 @@ class AddressSweepDetector:
         if len(old.get("last", ())):
             had = old["probes"] > 0
             keys = np.concatenate([keys, key_hash(old["src"][had], old["svc"][had])])
+        keys.sort()
         ok = c["success"] & c["known"] & ~c["group_dst"]
         out_ok = np.flatnonzero(ok)
         out_ok = out_ok[member_of(key_hash(flows["src_ip"][out_ok], c["svc"][out_ok]), keys)]
@@ -217,31 +217,21 @@ class AddressSweepDetector:
         # the first tier's groups serve the distributed rule too: it is judged right after
         # that tier (its findings still come last), and each tier's groups let go after it
         distributed: list[Detection] = []
-        try:
-            for k, (horizon, threshold, live, fresh) in enumerate(
-                by_tier(rows, touched, self.tiers, window_end)
-            ):
-                out += self._single(
-                    live, fresh, new_keys, horizon, threshold, reported, window, prev_end
-                )
-                if k == 0 and self.cfg.distributed_min_sources:
-                    distributed = self._distributed(live, fresh, horizon, window)
-                self._grouped.clear()
-        finally:
-            self._grouped.clear()
+        for k, (horizon, threshold, live, fresh) in enumerate(
+            by_tier(rows, touched, self.tiers, window_end)
+        ):
+            if not len(live["last"]):
+                continue
+            g = self._groups(live, window_end)
+            out += self._single(
+                live, fresh, g, new_keys, horizon, threshold, reported, window, prev_end
+            )
+            if k == 0 and self.cfg.distributed_min_sources:
+                distributed = self._distributed(live, fresh, g, horizon, window)
         return out + distributed
 
     def _groups(self, rows: dict[str, np.ndarray], now: float) -> dict[str, np.ndarray]:
-        """Per (source, service): swept hosts and the tests that exempt or hold it (kept
-        for the rows of this call to ``detect``: the same rows are grouped once)."""
-        for seen, at, g in self._grouped:
-            if seen is rows and at == now:
-                return g
-        g = self._grouping(rows, now)
-        self._grouped.append((rows, now, g))
-        return g
-
-    def _grouping(self, rows: dict[str, np.ndarray], now: float) -> dict[str, np.ndarray]:
+        """Per (source, service): swept hosts and the tests that exempt or hold it."""
         cfg = self.cfg
         gid, first, contacted = group_ids(rows["src"], rows["svc"])
         n = len(first)
@@ -289,6 +279,7 @@ class AddressSweepDetector:
         self,
         rows: dict[str, np.ndarray],
         touched: np.ndarray,
+        g: dict[str, np.ndarray],
         new_keys: np.ndarray,
         horizon: float,
         threshold: int,
@@ -296,10 +287,8 @@ class AddressSweepDetector:
         window: tuple[float, float],
         prev_end: float | None,
     ) -> list[Detection]:
-        if not len(rows["last"]):
-            return []
+        """Single sources sweeping a service; ``g``: the rows' groups (:meth:`_groups`)."""
         window_end = window[1]
-        g = self._groups(rows, window_end)
         gid, first = g["gid"], g["first"]
         n = len(first)
         has_new = np.bincount(gid[touched & (rows["probes"] > 0)], minlength=n) > 0
@@ -345,14 +334,13 @@ class AddressSweepDetector:
         self,
         rows: dict[str, np.ndarray],
         touched: np.ndarray,
+        g: dict[str, np.ndarray],
         horizon: float,
         window: tuple[float, float],
     ) -> list[Detection]:
-        """Many sources, each probing a few hosts of one network on one service."""
+        """Many sources, each probing a few hosts of one network on one service; ``g``:
+        the rows' groups (:meth:`_groups`)."""
         cfg = self.cfg
-        if not len(rows["last"]):
-            return []
-        g = self._groups(rows, window[1])
         per_row_swept = g["swept"][g["gid"]]
         # Only hosts that never answered the source count: many clients pinging or trying
         # the same few live servers is a busy network, not a sweep (Zeek: failed only).

@@ -64,13 +64,12 @@ def mix64(x: np.ndarray) -> np.ndarray:
     return z
 
 
-def member_of(values: np.ndarray, of: np.ndarray) -> np.ndarray:
-    """``np.isin(values, of)`` for uint64 hashes: ``of`` sorted (numpy's vectorised sort)
-    and searched. ``np.isin`` first makes ``of`` unique by hashing it, ~5x slower on the
-    million hashes of a contact store."""
-    if len(values) == 0 or len(of) == 0:
+def member_of(values: np.ndarray, ordered: np.ndarray) -> np.ndarray:
+    """``np.isin(values, ordered)`` for ``ordered`` sorted: one binary search per value.
+    ``np.isin`` first makes its second array unique by hashing it, ~5x slower on the
+    million hashes of a contact store than sorting it once (numpy's vectorised sort)."""
+    if len(values) == 0 or len(ordered) == 0:
         return np.zeros(len(values), dtype=bool)
-    ordered = np.sort(of)
     pos = np.searchsorted(ordered, values)
     pos[pos == len(ordered)] = 0
     return ordered[pos] == values

@@ -22,11 +22,14 @@ per-name test, so a hash collision costs a lookup, never a wrong answer.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Collection, Sequence
 
 import numpy as np
 from numba import njit
+
+from .base import member_of
 
 BULK_FROM = 5_000  # new names in one window from which they are described in bulk
 _DOT = 46  # "."
@@ -169,21 +172,15 @@ class NameDescriber:
     def __init__(self, second_level: Collection[str], zones: Collection[str]) -> None:
         self.levels, self.level_lens = _levels(second_level)
         self.zones = frozenset(zones)
-        self._zone_hashes: np.ndarray | None = None  # at the first call: loads the kernel
 
-    @property
+    @functools.cached_property
     def zone_hashes(self) -> np.ndarray:
-        if self._zone_hashes is None:
-            chars, starts = code_points(sorted(self.zones))
-            _, _, _, _, hashes, owners = _describe(chars, starts, self.levels, self.level_lens)
-            whole = np.ones(len(owners), bool)  # each zone's first hash is of the whole zone
-            whole[1:] = owners[1:] != owners[:-1]
-            self._zone_hashes = np.unique(hashes[whole])
-        return self._zone_hashes
-
-    @zone_hashes.setter
-    def zone_hashes(self, value: np.ndarray) -> None:
-        self._zone_hashes = value
+        """The zones' hashes, made at the first call (it loads the compiled code)."""
+        chars, starts = code_points(sorted(self.zones))
+        _, _, _, _, hashes, owners = _describe(chars, starts, self.levels, self.level_lens)
+        whole = np.ones(len(owners), bool)  # each zone's first hash is of the whole zone
+        whole[1:] = owners[1:] != owners[:-1]
+        return np.unique(hashes[whole])
 
     def describe(self, names: Sequence[str]) -> dict[str, np.ndarray]:
         """Per name: ``entropy`` (bits per character), ``domain_start``/``domain_end``
@@ -194,7 +191,7 @@ class NameDescriber:
         ent, d0, d1, sub, hashes, owners = _describe(chars, starts, self.levels, self.level_lens)
         zoned = np.zeros(len(names), bool)
         if len(self.zone_hashes) and len(hashes):
-            hit = np.unique(owners[np.isin(hashes, self.zone_hashes)])
+            hit = np.unique(owners[member_of(hashes, self.zone_hashes)])
             from .dns_tunnel import in_zones  # the exact test, for the few names with a hit
 
             zoned[hit] = [in_zones(names[i], self.zones) for i in hit.tolist()]
