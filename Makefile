@@ -21,12 +21,14 @@ system-deps:
 
 ## run: the exporter on the bundled sample captures, serving http://localhost:9864/metrics
 run: $(STAMP)
+	$(PY) -m netmon_exporter.ingest.warm_pipeline
 	mkdir -p captures
 	cp -p -n samples/*.pcap samples/*.pcapng captures/ 2>/dev/null || true
 	$(VENV)/bin/netmon-exporter --config.file=config.yaml --web.listen-address=$(LISTEN)
 
 ## test: the whole test suite, including the integration tests on real Prometheus/Alertmanager
 test: $(STAMP) system-deps
+	$(PY) -m netmon_exporter.ingest.warm_pipeline
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)

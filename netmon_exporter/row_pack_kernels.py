@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from .compiled import njit
 from .row_pack import CONST, RAW, U8, U16, U32
 
 _EXACT = 9007199254740992.0  # 2**53: whole floats up to it convert to int64 and back exactly

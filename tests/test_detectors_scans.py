@@ -8,6 +8,7 @@ case (all modules) with the shipped config: no scan or brute-force finding.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,10 @@ MINE = ("port_scan", "address_sweep", "brute_force")
 # A probe without SYN, answered by a reset (a closed port).
 STEALTH = {"fwd": 1, "bwd": 1, "fwd_bytes": 0, "bwd_bytes": 0, "fwd_syn": 0, "bwd_syn": 0}
 STEALTH_RST = {**STEALTH, "bwd_rst": 1}
+
+# numba's JIT only: what the install step compiled into its cache (the fallback of the
+# kernels built ahead of time, tests/test_compiled.py)
+_JIT = {**os.environ, "NETMON_KERNELS": "jit"}
 
 
 def with_cols(batch: FlowBatch, **cols: object) -> FlowBatch:
@@ -282,7 +287,9 @@ addrs.flags.writeable = False  # a store's columns
 scan_probes.group_ids(np.arange(n), addrs)
 assert hashed and list(mix_first.signatures) + list(mix_next.signatures) == hashed, hashed
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=_JIT
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 

@@ -4,6 +4,8 @@ either way, ids included."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -40,6 +42,10 @@ _NAME = st.one_of(
 )
 
 _DESCRIBER = NameDescriber(_SECOND_LEVEL, ZONES)
+
+# numba's JIT only: what the install step compiled into its cache (the fallback of the
+# kernels built ahead of time, tests/test_compiled.py)
+_JIT = {**os.environ, "NETMON_KERNELS": "jit"}
 
 
 def _reference(name: str) -> tuple[int, str, int, bool]:
@@ -197,7 +203,9 @@ assert compiled and list(dns_names._describe.signatures) == compiled, (
     compiled, dns_names._describe.signatures
 )
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=_JIT
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -217,5 +225,7 @@ assert not dns_names._describe.signatures, dns_names._describe.signatures
 det._describe_all([f"n{i}.example.com" for i in range(dns_names.BULK_FROM)])
 assert dns_names._describe.signatures  # a flood of new names: in bulk
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=_JIT
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -9,6 +9,7 @@ out exactly the rows, weights and tally an unpacked one does, thinning included.
 from __future__ import annotations
 
 import importlib.util
+import os
 import pickle
 import threading
 from pathlib import Path
@@ -42,6 +43,10 @@ from .test_memory_rows import T0, _chunks, mixed_traffic
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data" / "pcaps"
+
+# numba's JIT only: what the install step compiled into its cache (the fallback of the
+# kernels built ahead of time, tests/test_compiled.py)
+_JIT = {**os.environ, "NETMON_KERNELS": "jit"}
 
 
 def _same(a: FlowBatch, b: FlowBatch) -> None:
@@ -492,6 +497,11 @@ now = {f: len(getattr(K, f).signatures) for f in compiled}
 assert now == compiled, (compiled, now)  # what the loader ran is what packing uses
 """
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=ROOT
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env=_JIT,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -34,25 +34,31 @@ def test_no_compiled_kernel_uses_linear_algebra() -> None:
             assert not _LINALG.search(code), f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
 
 
-def _python(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """``python ARGS`` in ``tmp_path`` on this checkout alone; it must succeed."""
+def _python(
+    tmp_path: Path, *args: str, timeout: float = 300, jit: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` in ``tmp_path`` on this checkout alone; it must succeed. ``jit``:
+    with numba's JIT only (``NETMON_KERNELS=jit``), not the kernels built ahead of time."""
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    if jit:
+        env["NETMON_KERNELS"] = "jit"
     run = subprocess.run(
         [sys.executable, *args],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        env=env,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     return run
 
 
-def _run(code: str, tmp_path: Path) -> None:
-    _python(tmp_path, "-c", code)
+def _run(code: str, tmp_path: Path, jit: bool = False) -> None:
+    _python(tmp_path, "-c", code, jit=jit)
 
 
-def test_the_flows_command_starts_without_scipy(tmp_path: Path) -> None:
+def _flows_command_modules(tmp_path: Path, jit: bool) -> set[str]:
     """What `python -m netmon_exporter flows` loads, listed when the process ends."""
     _run(
         "import atexit, json, sys\n"
@@ -60,9 +66,22 @@ def test_the_flows_command_starts_without_scipy(tmp_path: Path) -> None:
         "from netmon_exporter.cli import main\n"
         f"raise SystemExit(main(['flows', {str(PCAP)!r}, '-o', 'out.csv']))\n",
         tmp_path,
+        jit=jit,
     )
     assert (tmp_path / "out.csv").stat().st_size > 0
-    loaded = set(json.loads((tmp_path / "modules.json").read_text()))
+    return set(json.loads((tmp_path / "modules.json").read_text()))
+
+
+def test_the_flows_command_starts_without_numba(tmp_path: Path) -> None:
+    """Its kernels built ahead of time (the install step builds them): no numba, llvmlite
+    or SciPy."""
+    loaded = _flows_command_modules(tmp_path, jit=False)
+    assert {"netmon_exporter.lean_start", "netmon_exporter.pipeline"} <= loaded
+    assert not {m for m in loaded if m.startswith(("numba", "llvmlite", "scipy", "sklearn"))}
+
+
+def test_the_flows_command_starts_without_scipy_under_the_jit(tmp_path: Path) -> None:
+    loaded = _flows_command_modules(tmp_path, jit=True)
     assert {"netmon_exporter.lean_start", "numba", "netmon_exporter.pipeline"} <= loaded
     assert not {m for m in loaded if m.startswith(("scipy.linalg.", "sklearn"))}
 
@@ -91,10 +110,12 @@ assert "scipy.linalg" not in sys.modules and "numba" not in sys.modules
 from netmon_exporter import lean_start
 lean_start.skip_blas_probe()
 assert "scipy.linalg.cython_blas" not in sys.modules  # no stub left behind
+assert "numba" not in sys.modules  # not until a kernel needs numba's JIT
+from netmon_exporter import row_pack
+row_pack.exercise()  # numba imported here (NETMON_KERNELS=jit), its probe run lean
 import numba.np.arraymath
 assert not numba.np.arraymath._HAVE_BLAS
-from netmon_exporter import row_pack
-row_pack.exercise()
+assert "scipy.linalg.cython_blas" not in sys.modules  # no stub left behind
 assert not [m for m, v in sys.modules.items() if v and m.startswith(("scipy.linalg", "numpy.f2py"))]
 import sklearn.ensemble
 from netmon_exporter.models import load_model, save_model, train_anomaly
@@ -106,7 +127,7 @@ assert len(model.score(flows)) == 200
 assert sys.modules.get("scipy.linalg.cython_blas") is not None
 print("ok")
 """
-    assert _python(tmp_path, "-c", code).stdout.strip() == "ok"
+    assert _python(tmp_path, "-c", code, jit=True).stdout.strip() == "ok"
 
 
 def test_workers_are_forked_from_a_lean_fork_server() -> None:
@@ -122,8 +143,9 @@ def test_the_flow_engine_compiles_ahead_of_time(tmp_path: Path) -> None:
     """`make` and the image build run this once, so no process pays a first compile; it
     covers the CSV writer and reader too (workers compiled those on their first file), and
     the scan detectors' contact merge (the daemon's first window compiled it)."""
-    run = _python(tmp_path, "-m", "netmon_exporter.ingest.warm_pipeline", timeout=600)
+    run = _python(tmp_path, "-m", "netmon_exporter.ingest.warm_pipeline", timeout=900)
     assert "flow engine and detector kernels compiled and cached" in run.stdout
+    assert "kernels built ahead of time" in run.stdout, run.stdout  # built, or up to date
     makefile = (ROOT / "Makefile").read_text()
     assert "-m netmon_exporter.ingest.warm_pipeline" in makefile
     assert "python -m netmon_exporter.ingest.warm_pipeline" in (ROOT / "Dockerfile").read_text()
@@ -163,7 +185,8 @@ def test_cached_kernels_load_without_refreshing_numbas_compiler(tmp_path: Path) 
     pcaps = [str(data / n) for n in ("dns-edns-ecs.pcap", "icmp6.pcap", "pppoe.pcap")]
 
     def run(lean: bool) -> dict:
-        return dict(json.loads(_python(tmp_path, "-c", _LEAN_RUN, str(int(lean)), *pcaps).stdout))
+        out = _python(tmp_path, "-c", _LEAN_RUN, str(int(lean)), *pcaps, jit=True).stdout
+        return dict(json.loads(out))
 
     run(True)  # compiles what the cache lacks (a fresh checkout), as numba does
     lean, full = run(True), run(False)
@@ -180,7 +203,7 @@ def test_kernels_missing_from_the_cache_still_compile_when_loads_are_lean(tmp_pa
     compiler refreshes itself), then loads from the cache in the next lean process."""
     (tmp_path / "kern.py").write_text(
         "import numpy as np\n"
-        "from numba import njit\n"
+        "from netmon_exporter.compiled import njit\n"
         "@njit(cache=True)\n"
         "def f(a):\n"
         "    d = {np.int64(0): 0.0}\n"
@@ -206,7 +229,12 @@ def test_kernels_missing_from_the_cache_still_compile_when_loads_are_lean(tmp_pa
             capture_output=True,
             text=True,
             timeout=300,
-            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "7"},
+            env={
+                "PYTHONPATH": str(ROOT),
+                "PATH": "/usr/bin:/bin",
+                "PYTHONHASHSEED": "7",
+                "NETMON_KERNELS": "jit",
+            },
         )
         assert out.returncode == 0, out.stderr[-2000:]
         return out.stdout.split()
@@ -218,10 +246,9 @@ def test_kernels_missing_from_the_cache_still_compile_when_loads_are_lean(tmp_pa
 
 
 _WORKER_RUN = """
-import gc, sys
+import gc, os, sys
 import netmon_exporter.lean_start
 from pathlib import Path
-from numba.core.registry import CPUDispatcher
 from netmon_exporter.flows.flow_table import FlowTable
 from netmon_exporter.ingest import carry_store
 from netmon_exporter.pipeline import FlowSettings, finish_carry, process_file
@@ -238,12 +265,19 @@ for path in [resolver, flood, *sys.argv[1:]]:
             finish_carry(r.carry, s)
             t = FlowTable.from_bytes(r.carry, *s.table_args())
             carry_store.load(".", carry_store.save_arrays(".", 1, t.state_arrays()))
-compiled = sorted(
-    f"{o.py_func.__module__}.{o.py_func.__name__}"
-    for o in gc.get_objects()
-    if isinstance(o, CPUDispatcher) and sum(o.stats.cache_misses.values())
-)
-print("compiled:", compiled)
+if os.environ.get("NETMON_KERNELS") == "jit":
+    from numba.core.registry import CPUDispatcher
+    compiled = sorted(
+        f"{o.py_func.__module__}.{o.py_func.__name__}"
+        for o in gc.get_objects()
+        if isinstance(o, CPUDispatcher) and sum(o.stats.cache_misses.values())
+    )
+    print("compiled:", compiled)
+else:
+    from netmon_exporter import compiled
+    jit = sorted(k.name for k in compiled.kernels() if k.jit_calls)
+    aot = sum(k.aot_calls for k in compiled.kernels())
+    print("jit:", jit, "numba:", "numba" in sys.modules, "aot calls:", aot > 100)
 """
 
 
@@ -276,6 +310,9 @@ def test_workers_compile_nothing_that_the_install_step_did_not(tmp_path: Path) -
     run("-m", "netmon_exporter.ingest.warm_pipeline")
     pcaps = [str(p) for p in sorted(data.glob("*.pcap*"))]
     assert any(p.endswith(".pcapng") for p in pcaps) and len(pcaps) > 5
+    # what the install step built ahead of time covers it all: numba is never imported
+    assert "jit: [] numba: False aot calls: True" in run("-c", _WORKER_RUN, *pcaps)
+    env["NETMON_KERNELS"] = "jit"  # and numba's cache, where the build would not serve
     assert "compiled: []" in run("-c", _WORKER_RUN, *pcaps)
 
 
@@ -299,5 +336,5 @@ s = flow_table.process_packets.stats
 print(failed, r.flow_count, sum(s.cache_misses.values()), "numba.np.arraymath" in sys.modules)
 """
     _python(tmp_path, "-m", "netmon_exporter.ingest.warm_pipeline", timeout=600)  # cached
-    out = _python(tmp_path, "-c", code, str(PCAP)).stdout.split()
+    out = _python(tmp_path, "-c", code, str(PCAP), jit=True).stdout.split()
     assert out == ["[1]", "1", "0", "True"]  # failed once, then loaded (refreshed), not compiled

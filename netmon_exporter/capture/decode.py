@@ -12,7 +12,8 @@ unsigned types (which would silently promote to float64).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from ..compiled import njit
 
 # Packet-table columns -----------------------------------------------------------
 F_TS = 0  # timestamp, microseconds since the epoch

@@ -17,8 +17,8 @@ reads them).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from ..compiled import njit
 from .base import addr_pairs
 
 

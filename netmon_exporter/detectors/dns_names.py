@@ -27,8 +27,8 @@ import math
 from collections.abc import Collection, Sequence
 
 import numpy as np
-from numba import njit
 
+from ..compiled import njit
 from .base import member_of
 
 BULK_FROM = 5_000  # new names in one window from which they are described in bulk

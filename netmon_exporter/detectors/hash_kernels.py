@@ -15,7 +15,8 @@ and the windows' row packing have loaded it).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from ..compiled import njit
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from ..compiled import njit
 from ..text_safety import csv_cell
 
 ROWS_PER_CALL = 4096

@@ -38,9 +38,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
 from ..capture import decode as D
+from ..compiled import njit
 
 # Accumulator columns ----------------------------------------------------------------
 S_FIRST_TS = 0
@@ -1836,13 +1836,20 @@ class FlowTable:
             dns = self.DN[slots[has]]
         else:  # compacted already (every chunk ends so): the rows in use, as they are
             dns = self.DN[:used]
-        seed = self.seed[:n]
+        # words a flow never wrote (the arrays are allocated uninitialised): zero, so that no
+        # leftover memory goes into carry files and the same open flows give the same bytes
+        seed = self.seed[:n].copy()
+        seed[has_row] = 0  # a flow with a row: no seed
+        seed[has_row, SD_DNS] = -1
+        kind = np.where(has_row, 0, srow)
+        one = (kind == SEED) | (kind == SEED_CUT)
+        seed[one, SD_SECOND : SD_SECOND + 3] = 0
+        seed[one | (kind == SEED2) | (kind == SEED2_CUT), SD_THIRD : SD_THIRD + 3] = 0
         x = np.where(srow < 0, seed[:, SD_DNS], -1)
         has = x >= 0
         used = int(has.sum())
         if used and (used != self.st[ST_DSEEDS] or x[has].max() >= used):
-            seed = seed.copy()  # rows of ended or grown seeds in between: the open seeds'
-            seed[:, SD_DNS] = -1
+            seed[:, SD_DNS] = -1  # rows of ended or grown seeds in between: the open seeds'
             seed[has, SD_DNS] = np.arange(used)
             dns_seeds = self.DS[x[has]]
         else:  # compacted already: as they are

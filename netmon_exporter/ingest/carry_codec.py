@@ -25,7 +25,8 @@ Two compiled passes write it (one to choose the kinds, one to pack) and one read
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from ..compiled import njit
 
 CONST, U8, U16, U32, F32, RAW = range(6)
 _REGION = (-1, 4, 3, 2, 1, 0)  # kind -> region: 0 raw, 1 float32, 2 uint32, 3 uint16, 4 uint8
