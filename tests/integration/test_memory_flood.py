@@ -131,8 +131,9 @@ print(rss() - before)
 
 
 def compiled_runtime_mib(root: Path = ROOT) -> float:
-    """What loading numba and the row-packing kernels adds to a process like the daemon's
-    main process (once, at the first window of 50 k rows or more; it stays loaded)."""
+    """What loading the row-packing kernels adds to a process like the daemon's main
+    process (once, at the first window of 50 k rows or more; it stays loaded): their
+    modules built ahead of time, or numba's JIT and runtime (``NETMON_KERNELS=jit``)."""
     import subprocess
     import sys
 
@@ -229,10 +230,12 @@ def test_daemon_memory_on_a_1_5m_flow_syn_flood(tmp_path: Path) -> None:
     assert got["worker_peak_mib"] < 300, got
     assert got["main_peak_mib"] < 450, got
     assert got["total_peak_mib"] < 900, got
-    # the window is let go: what stays is the compiled runtime (loaded for the flood's
-    # window, ~100 MB next to scikit-learn) and little else
+    # the window is let go: what stays is the compiled kernels (loaded for the flood's
+    # window: ~4 MiB built ahead of time, ~100 MiB with numba's JIT) and ~45-50 MiB more,
+    # measured both ways since the main process no longer imports numba at start (which
+    # hid it); the window's 1.5 M flows alone would be hundreds of MiB
     held = got["main_after_window_mib"] - got["main_baseline_mib"]
-    assert held < got["main_compiled_runtime_mib"] + 30, got
+    assert held < got["main_compiled_runtime_mib"] + 60, got
 
 
 def main() -> int:
