@@ -740,3 +740,64 @@ def test_merged_columns_in_one_pass_equal_numpys(
         assert (got["n"] >= 0).all()  # held at the limit, never wrapped
     assert (got["n"] == top).any()
     assert len(merged) >= 20 and all(merged)  # first, last, n and content, each window
+
+
+_M = (1 << 64) - 1
+
+
+def _mix(z: int) -> int:
+    z = (z + 0x9E3779B97F4A7C15) & _M
+    z ^= z >> 30
+    z = (z * 0xBF58476D1CE4E5B9) & _M
+    z ^= z >> 27
+    z = (z * 0x94D049BB133111EB) & _M
+    return z ^ (z >> 31)
+
+
+def _unmix(z: int) -> int:
+    """The inverse of SplitMix64's finaliser (what an attacker computes)."""
+
+    def unshift(y: int, s: int) -> int:
+        x = y
+        for _ in range(64 // s + 1):
+            x = y ^ (x >> s)
+        return x & _M
+
+    z = unshift(z, 31)
+    z = (z * pow(0x94D049BB133111EB, -1, 1 << 64)) & _M
+    z = unshift(z, 27)
+    z = (z * pow(0xBF58476D1CE4E5B9, -1, 1 << 64)) & _M
+    z = unshift(z, 30)
+    return (z - 0x9E3779B97F4A7C15) & _M
+
+
+@pytest.mark.parametrize("background", [0, 5000])
+def test_crafted_hash_collisions_do_not_merge_groups(background: int) -> None:
+    """Keys are grouped by an unkeyed, invertible hash: from another /64 an attacker can
+    pick an address whose (address, service) key hashes like a victim's. The two stay
+    apart, and every group holds one key (checked against grouping by the keys)."""
+    from netmon_exporter.detectors.base import addr_words
+    from netmon_exporter.detectors.scan_probes import group_ids, key_hash
+
+    victim = str_to_addrs(["2001:db8:1::25"])
+    hi0, lo0 = (int(w[0]) for w in addr_words(victim))
+    hi1 = hi0 ^ 0x5A5A  # the attacker's own prefix
+    lo1 = _unmix(_mix(hi0) ^ _mix(lo0) ^ _mix(hi1))
+    assert (hi1, lo1) != (hi0, lo0) and _mix(_mix(hi1) ^ _mix(lo1)) == _mix(_mix(hi0) ^ _mix(lo0))
+    rng = np.random.default_rng(3)
+    words = np.array([[hi0, lo0], [hi1, lo1]], dtype=np.uint64)
+    noise = rng.integers(0, 2**63, (background, 2), dtype=np.int64).view(np.uint64)
+    words = np.concatenate([words, noise[rng.integers(0, max(background // 4, 1), background)]])
+    src = np.ascontiguousarray(words).view("V16").ravel()
+    svc = np.concatenate([[22, 22], rng.integers(20, 24, background)])
+    h = key_hash(src, svc)
+    assert h[0] == h[1]  # the crafted collision
+    gid, first, counts = group_ids(src, svc)
+    assert gid[0] != gid[1]
+    keys = np.column_stack([words, svc.astype(np.uint64)])
+    assert (keys == keys[first[gid]]).all()  # one key a group
+    n_keys = len(np.unique(keys, axis=0))
+    assert len(first) == len(counts) == n_keys and counts.sum() == len(src)
+    assert np.array_equal(np.bincount(gid), counts) and np.array_equal(
+        gid[first], np.arange(n_keys)
+    )

@@ -177,14 +177,7 @@ HASH_KERNEL_ROWS = 100_000
 
 def key_hash(*parts: np.ndarray) -> np.ndarray:
     """Hash equal-length key columns (``V16`` addresses or integers) into one uint64."""
-    words: list[np.ndarray] = []
-    for p in parts:
-        if p.dtype.kind == "V":
-            words += addr_words(p)
-        elif p.dtype == np.int64:
-            words.append(p.view(np.uint64))  # the bits astype would give, no copy
-        else:
-            words.append(p.astype(np.uint64, copy=False))
+    words = _key_words(parts)  # int64: the bits astype would give, no copy
     h: np.ndarray | None = None
     if len(words[0]) >= HASH_KERNEL_ROWS:
         from .hash_kernels import mix_first, mix_next
@@ -468,11 +461,60 @@ def group_ids(*parts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     its contact store's million rows several times a window). The hashes are sorted by
     numpy's default (vectorised, not stable) sort, ~5x faster than a stable one on a
     million rows; a group's first row is then its smallest row number, found per group.
+
+    The hash is not keyed, and SplitMix64 can be inverted: an attacker who chooses
+    addresses (an IPv6 /64, ports) can make two different keys hash alike. So every row's
+    key is compared with its group's first row's (a gather and a compare per key word);
+    should any differ, the rows are grouped by their keys themselves instead
+    (:func:`_exact_group_ids`: groups then numbered in key order).
     """
     n = len(parts[0])
     if n == 0:
         z = np.zeros(0, dtype=np.int64)
         return z, z, z
+    gid, first, counts = _hashed_group_ids(parts, n)
+    rep = first[gid]  # each row's group's first row
+    for w in _key_words(parts):
+        if not np.array_equal(w, w[rep]):
+            return _exact_group_ids(parts, n)
+    return gid, first, counts
+
+
+def _key_words(parts: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+    """The key columns as the uint64 words they are hashed from (views where they can)."""
+    words: list[np.ndarray] = []
+    for p in parts:
+        if p.dtype.kind == "V":
+            words += addr_words(p)
+        elif p.dtype == np.int64:
+            words.append(p.view(np.uint64))
+        else:
+            words.append(p.astype(np.uint64, copy=False))
+    return words
+
+
+def _exact_group_ids(
+    parts: tuple[np.ndarray, ...], n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`group_ids` by the keys' words themselves (sorted, first word first)."""
+    words = _key_words(parts)
+    order = np.lexsort(words[::-1])
+    starts = np.zeros(n, dtype=bool)
+    starts[0] = True
+    for w in words:
+        sw = w[order]
+        starts[1:] |= sw[1:] != sw[:-1]
+    at = np.flatnonzero(starts)
+    first = np.minimum.reduceat(order, at)
+    gid = np.empty(n, dtype=np.int64)
+    gid[order] = np.cumsum(starts) - 1
+    counts = np.diff(np.append(at, n))
+    return gid, first, counts
+
+
+def _hashed_group_ids(
+    parts: tuple[np.ndarray, ...], n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     h = key_hash(*parts)
     order = np.argsort(h)
     sorted_h = h[order]
