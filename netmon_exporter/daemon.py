@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from . import heap, recording
+from . import compiled, heap, recording
 from .build_info import build_info
 from .config import ConfigError
 from .health import HealthReport
@@ -585,6 +585,10 @@ def _log_start(
             "pid": os.getpid(),
             "config": str(holder.path),
         },
+    )
+    status = compiled.aot_status()  # kernels built ahead of time, or why numba's JIT runs them
+    (log.info if status.startswith("in use") else log.warning)(
+        "compiled kernels", extra={"ahead_of_time": status}
     )
 
 

@@ -318,3 +318,21 @@ def test_kernels_marked_nogil_release_the_gil_when_built() -> None:
         if name in by_name:
             want = bool(by_name[name].options.get("nogil"))
             assert {e["nogil"] for e in exports} == {want}, name
+
+
+def test_the_daemon_says_at_start_whether_the_build_runs_its_kernels(caplog) -> None:
+    import logging
+    from types import SimpleNamespace
+
+    from netmon_exporter import daemon
+
+    args = SimpleNamespace(telemetry_path="/metrics")
+    server = SimpleNamespace(address="127.0.0.1:1", scheme="http")
+    holder = SimpleNamespace(path=Path("config.yaml"))
+    with caplog.at_level(logging.INFO, logger=daemon.log.name):
+        daemon._log_start(args, server, holder, ("", "/"))  # type: ignore[arg-type]
+    (record,) = [r for r in caplog.records if r.getMessage() == "compiled kernels"]
+    assert record.ahead_of_time == compiled.aot_status()  # type: ignore[attr-defined]
+    assert record.levelno == (
+        logging.INFO if compiled.aot_status().startswith("in use") else logging.WARNING
+    )
