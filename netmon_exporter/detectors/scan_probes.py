@@ -504,6 +504,14 @@ def _exact_group_ids(
     for w in words:
         sw = w[order]
         starts[1:] |= sw[1:] != sw[:-1]
+    return _groups(order, starts, n)
+
+
+def _groups(
+    order: np.ndarray, starts: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(group id per row, first row per group, rows per group) from rows in sorted order
+    (``order``) and where a new key starts among them (``starts``)."""
     at = np.flatnonzero(starts)
     first = np.minimum.reduceat(order, at)
     gid = np.empty(n, dtype=np.int64)
@@ -523,12 +531,7 @@ def _hashed_group_ids(
     starts[0] = True
     np.not_equal(sorted_h[1:], sorted_h[:-1], out=starts[1:])
     del sorted_h
-    at = np.flatnonzero(starts)
-    first = np.minimum.reduceat(order, at)
-    gid = np.empty(n, dtype=np.int64)
-    gid[order] = np.cumsum(starts) - 1
-    counts = np.diff(np.append(at, n))
-    return gid, first, counts
+    return _groups(order, starts, n)
 
 
 def stable_order(gid: np.ndarray) -> np.ndarray:
