@@ -32,14 +32,15 @@ RUN /opt/netmon-exporter/bin/pip install --no-compile --no-deps --no-build-isola
       --no-index . \
  && /opt/netmon-exporter/bin/pip check \
  && /opt/netmon-exporter/bin/netmon-exporter --version
-# Build the kernels ahead of time into the installed package (netmon_exporter/_aot):
+# Build the kernels ahead of time into the installed package (netmon_exporter/_aot), for
+# the architecture's generic CPU (the image runs on other machines than it is built on):
 # numba's pycc needs a C compiler, which only this stage has. Processes then run them
 # without importing numba (compiled.py); the runtime stage warms numba's cache too, for
 # whatever the build does not serve.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/* \
- && NUMBA_CACHE_DIR=/tmp/numba-build /opt/netmon-exporter/bin/python \
+ && NUMBA_CACHE_DIR=/tmp/numba-build NETMON_AOT_CPU=generic /opt/netmon-exporter/bin/python \
       -m netmon_exporter.ingest.warm_pipeline \
  && test -f /opt/netmon-exporter/lib/python3.11/site-packages/netmon_exporter/_aot/manifest.json \
  && rm -rf /tmp/numba-build

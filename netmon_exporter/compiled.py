@@ -219,6 +219,20 @@ def platform_tag() -> dict[str, str]:
     }
 
 
+def cpu_flags() -> str:
+    """A hash of this machine's CPU features (Linux's ``/proc/cpuinfo`` flags; "" where
+    there is none): code built for this CPU runs only where it is the same."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    words = sorted(set(line.split(":", 1)[1].split()))
+                    return hashlib.sha256(" ".join(words).encode()).hexdigest()[:16]
+    except OSError:
+        pass
+    return ""
+
+
 def aot_status() -> str:
     """Whether the ahead-of-time build is in use, and if not why (loads it if not yet)."""
     _aot_table()
@@ -253,6 +267,9 @@ def read_build() -> tuple[dict[str, Any] | None, str]:
         return None, "not used: a build of another format"
     if manifest.get("platform") != platform_tag():
         return None, f"not used: built for {manifest.get('platform')}, this is {platform_tag()}"
+    cpu = manifest.get("cpu", {})
+    if cpu.get("target") != "generic" and cpu.get("flags") != cpu_flags():
+        return None, "not used: built for another CPU (run the install step on this machine)"
     if manifest.get("numba") != _numba_version():
         return None, (
             f"not used: built with numba {manifest.get('numba')}, installed {_numba_version()}"

@@ -286,9 +286,17 @@ def test_a_build_of_other_source_or_numba_is_not_used(tmp_path: Path) -> None:
     decode.write_text(decode.read_text().replace("W_CORRUPT = 2", "W_CORRUPT = 1"))
     manifest_path = root / "netmon_exporter" / "_aot" / compiled.MANIFEST
     manifest = json.loads(manifest_path.read_text())
-    for key, value in (("numba", "0.1"), ("platform", {"ext_suffix": ".so"}), ("format", 0)):
+    for key, value in (
+        ("numba", "0.1"),
+        ("platform", {"ext_suffix": ".so"}),
+        ("format", 0),
+        ("cpu", {"target": "host", "flags": "another CPU"}),  # code built for this CPU
+    ):
         manifest_path.write_text(json.dumps({**manifest, key: value}))
         assert _python(tmp_path, _STATUS, root=root).startswith("not used"), key
+    # code built for the generic CPU runs on any (the image's)
+    manifest_path.write_text(json.dumps({**manifest, "cpu": {"target": "generic", "flags": ""}}))
+    assert _python(tmp_path, _STATUS, root=root).startswith("in use")
     manifest_path.write_text("{not json")
     assert "cannot be loaded" in _python(tmp_path, _STATUS, root=root)
     manifest_path.unlink()
@@ -336,3 +344,15 @@ def test_the_daemon_says_at_start_whether_the_build_runs_its_kernels(caplog) -> 
     assert record.levelno == (
         logging.INFO if compiled.aot_status().startswith("in use") else logging.WARNING
     )
+
+
+def test_the_build_is_for_this_cpu_unless_asked_for_the_generic_one(monkeypatch) -> None:
+    from netmon_exporter import aot_build
+
+    for value, want in (("", "host"), ("host", "host"), (" Generic ", "generic")):
+        monkeypatch.setenv(aot_build.CPU_ENV, value)
+        assert aot_build.target_cpu() == want
+    monkeypatch.setenv(aot_build.CPU_ENV, "skylake")
+    with pytest.raises(ValueError, match="NETMON_AOT_CPU='skylake': expected host or generic"):
+        aot_build.target_cpu()
+    assert len(compiled.cpu_flags()) == 16  # Linux: /proc/cpuinfo's flags, hashed
