@@ -23,7 +23,8 @@ memory), so a call is matched first: each argument's type is computed as numba's
 writable and aligned; a scalar's numba type), and only an exact match to a built
 signature runs the build. A build is used only when it was made from the package's
 current source (a hash of every file compiled into it), by this numba and numpy, for
-this Python: anything else falls back to the JIT, and :func:`aot_status` says why.
+this Python and, unless built for the generic CPU, for a CPU with these features:
+anything else falls back to the JIT, and :func:`aot_status` says why.
 
 When the JIT is needed, every kernel gets its dispatcher at once, and each module's
 globals that name kernels are pointed at the dispatchers: numba compiles a kernel's
