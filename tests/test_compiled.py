@@ -319,13 +319,25 @@ def test_the_build_covers_every_file_its_kernels_are_compiled_from() -> None:
 
 
 def test_kernels_marked_nogil_release_the_gil_when_built() -> None:
+    """As declared, and in the built code: a module's wrappers release the GIL (they call
+    ``PyEval_SaveThread``) exactly when its kernels are marked ``nogil``."""
     manifest, why = compiled.read_build()
     assert manifest is not None, why
+    import netmon_exporter.flows.flow_table  # noqa: F401  # kernels of both kinds
+
     by_name = {k.name: k for k in compiled.kernels()}
+    modules: dict[str, set[bool]] = {}
     for name, exports in manifest["kernels"].items():
+        for e in exports:
+            modules.setdefault(e["module"], set()).add(e["nogil"])
         if name in by_name:
             want = bool(by_name[name].options.get("nogil"))
             assert {e["nogil"] for e in exports} == {want}, name
+    assert {True, False} <= set().union(*modules.values())
+    for module, nogil in modules.items():
+        assert len(nogil) == 1, module
+        (path,) = compiled.AOT_DIR.glob(f"{module}.*")
+        assert (b"PyEval_SaveThread" in path.read_bytes()) == nogil.pop(), module
 
 
 def test_the_daemon_says_at_start_whether_the_build_runs_its_kernels(caplog) -> None:
