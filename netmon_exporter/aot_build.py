@@ -57,10 +57,8 @@ def collect() -> Signatures:
     called only by kernels are built too: the warm-up cannot tell them apart)."""
     found: Signatures = []
     for kernel in compiled.kernels():
-        if kernel._dispatcher is None or not kernel.signatures:
-            continue
-        if kernel.options.get("inline") == "always":  # helpers, compiled into their callers
-            continue
+        if not kernel.signatures or kernel.options.get("inline") == "always":
+            continue  # not run, or a helper compiled into its callers
         found.append(
             (
                 kernel.py_func.__module__,
@@ -108,10 +106,10 @@ def build_in_subprocess(signatures: Signatures, jobs: int = 0, timeout: float = 
     out = Path(tempfile.mkdtemp(prefix="_aot.new-", dir=parent))
     log: list[str] = []
     kernels: dict[str, list[dict[str, Any]]] = {}
+    runs: list[subprocess.Popen[str]] = []
     try:
         (out / "__init__.py").write_text('"""Kernels built ahead of time (generated)."""\n')
         env = dict(os.environ, **{compiled.ENV: "jit"})
-        runs = []
         for i, part in enumerate(bins):
             path = out / f"signatures-{i}.pickle"
             path.write_bytes(pickle.dumps(part))
@@ -150,7 +148,7 @@ def build_in_subprocess(signatures: Signatures, jobs: int = 0, timeout: float = 
         out.rename(compiled.AOT_DIR)
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:
-        for run in runs if "runs" in locals() else []:
+        for run in runs:
             run.kill()
         shutil.rmtree(out, ignore_errors=True)
         raise

@@ -51,7 +51,7 @@ PACKAGE = Path(__file__).resolve().parent
 AOT_DIR = PACKAGE / "_aot"  # the build: extension modules and manifest.json
 MANIFEST = "manifest.json"
 FORMAT = 1
-ENV = "NETMON_KERNELS"  # "jit": never use the ahead-of-time build
+ENV = "NETMON_KERNELS"  # "jit": never use the ahead-of-time build; "auto" (default): use it
 
 _KERNELS: list[Kernel] = []
 _LOCK = threading.RLock()
@@ -85,10 +85,14 @@ class Kernel:
         with _LOCK:
             _KERNELS.append(self)
 
+    def _table(self) -> dict[tuple[Any, ...], Callable[..., Any]]:
+        """The build's functions of this kernel by argument types (looked up once)."""
+        if self._built is None:
+            self._built = _aot_table().get(self.name, {})
+        return self._built
+
     def __call__(self, *args: Any) -> Any:
-        built = self._built
-        if built is None:
-            built = self._built = _aot_table().get(self.name, {})
+        built = self._table()
         if built:
             try:
                 fn = built.get(tuple(map(arg_type, args)))
@@ -119,9 +123,7 @@ class Kernel:
     @property
     def built_signatures(self) -> int:
         """How many signatures of this kernel the ahead-of-time build holds (in use)."""
-        if self._built is None:
-            self._built = _aot_table().get(self.name, {})
-        return len(self._built)
+        return len(self._table())
 
     def __repr__(self) -> str:
         return f"<Kernel {self.name}>"
@@ -284,8 +286,11 @@ def read_build() -> tuple[dict[str, Any] | None, str]:
 
 
 def _load(table: dict[str, dict[tuple[Any, ...], Callable[..., Any]]]) -> str:
-    if os.environ.get(ENV, "").strip().lower() == "jit":
+    mode = os.environ.get(ENV, "").strip().lower()
+    if mode == "jit":
         return f"not used: {ENV}=jit"
+    if mode not in ("", "auto"):  # a typo: numba's JIT, which works everywhere, and say so
+        return f"not used: {ENV}={mode!r} is neither jit nor auto"
     manifest, why = read_build()
     if manifest is None:
         return why

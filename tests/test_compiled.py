@@ -10,32 +10,20 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from netmon_exporter import compiled
 
+from .test_start_up import _python as run_python
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data" / "pcaps"
 
 
 def _python(cwd: Path, code: str, *args: str, jit: bool = False, root: Path = ROOT) -> str:
-    env = {"PYTHONPATH": f"{root}:{ROOT}", "PATH": "/usr/bin:/bin"}
-    if jit:
-        env[compiled.ENV] = "jit"
-    run = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    return run.stdout
+    return run_python(cwd, "-c", code, *args, timeout=600, jit=jit, root=root).stdout
 
 
 def test_the_install_step_built_the_kernels() -> None:
@@ -188,8 +176,7 @@ cases = {
     "uint32": w.astype(np.uint32),      # a dtype it was not built for
     "strided": wide[::2],               # not contiguous
     "read-only": ro,                    # a store's columns
-    "misaligned": np.frombuffer(np.zeros(8 * 1001, np.uint8)[1:].tobytes() and
-                                np.zeros(8 * 1001 + 1, np.uint8)[1:].data, np.uint64),
+    "misaligned": np.frombuffer(np.zeros(8 * 1000 + 1, np.uint8).data, np.uint64, 1000, 1),
 }
 built = {key[0] for key in compiled._aot_table()["netmon_exporter.detectors.hash_kernels.mix_first"]}
 went_jit = []
@@ -202,6 +189,7 @@ for name, arg in cases.items():
     went_jit.append(name) if by_jit else None
     if name in ("strided", "read-only"):
         assert np.array_equal(got, want), name
+assert not cases["misaligned"].flags.aligned
 assert {"uint32", "misaligned"} <= set(went_jit), went_jit
 # a byte order, a number of dimensions or a layout of its own is another type
 assert len({compiled.arg_type(a) for a in (w, w.astype(">u8"), w.reshape(10, 100), wide[::2])}) == 4
@@ -267,6 +255,15 @@ from netmon_exporter import compiled
 from netmon_exporter.detectors import hash_kernels
 print(compiled.aot_status(), "|", hash_kernels.mix_first.built_signatures)
 """
+
+
+def test_a_mistyped_kernels_setting_is_reported_not_ignored(tmp_path: Path) -> None:
+    code = "from netmon_exporter import compiled; print(compiled.aot_status())"
+    env = {compiled.ENV: "aot"}
+    out = run_python(tmp_path, "-c", code, env=env).stdout
+    assert out.strip() == f"not used: {compiled.ENV}='aot' is neither jit nor auto"
+    env = {compiled.ENV: " Auto "}
+    assert run_python(tmp_path, "-c", code, env=env).stdout.startswith("in use")
 
 
 def test_a_build_of_other_source_or_numba_is_not_used(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ algebra and a model loaded later still finds SciPy whole.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -35,20 +36,28 @@ def test_no_compiled_kernel_uses_linear_algebra() -> None:
 
 
 def _python(
-    tmp_path: Path, *args: str, timeout: float = 300, jit: bool = False
+    tmp_path: Path,
+    *args: str,
+    timeout: float = 300,
+    jit: bool = False,
+    root: Path = ROOT,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``python ARGS`` in ``tmp_path`` on this checkout alone; it must succeed. ``jit``:
-    with numba's JIT only (``NETMON_KERNELS=jit``), not the kernels built ahead of time."""
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    """``python ARGS`` in ``tmp_path`` on the package of checkout ``root`` (this one's
+    tests importable) and nothing else; it must succeed. ``jit``: with numba's JIT only
+    (``NETMON_KERNELS=jit``), not the kernels built ahead of time; ``env``: more
+    variables."""
+    path = os.pathsep.join(dict.fromkeys([str(root), str(ROOT)]))
+    environ = {"PYTHONPATH": path, "PATH": "/usr/bin:/bin", **(env or {})}
     if jit:
-        env["NETMON_KERNELS"] = "jit"
+        environ["NETMON_KERNELS"] = "jit"
     run = subprocess.run(
         [sys.executable, *args],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=env,
+        env=environ,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     return run
@@ -289,31 +298,18 @@ def test_workers_compile_nothing_that_the_install_step_did_not(tmp_path: Path) -
     query was a seed, and pcapng files were both compiled by the first worker to meet
     them)."""
     data = Path(__file__).parent / "data" / "pcaps"
-    env = {
-        "PYTHONPATH": str(ROOT),
-        "PATH": "/usr/bin:/bin",
-        "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"),
-    }
+    cache = {"NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
 
-    def run(*args: str) -> str:
-        out = subprocess.run(
-            [sys.executable, *args],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            env=env,
-        )
-        assert out.returncode == 0, out.stderr[-2000:]
-        return out.stdout
+    def run(*args: str, jit: bool = False) -> str:
+        return _python(tmp_path, *args, timeout=900, jit=jit, env=cache).stdout
 
     run("-m", "netmon_exporter.ingest.warm_pipeline")
     pcaps = [str(p) for p in sorted(data.glob("*.pcap*"))]
     assert any(p.endswith(".pcapng") for p in pcaps) and len(pcaps) > 5
     # what the install step built ahead of time covers it all: numba is never imported
     assert "jit: [] numba: False aot calls: True" in run("-c", _WORKER_RUN, *pcaps)
-    env["NETMON_KERNELS"] = "jit"  # and numba's cache, where the build would not serve
-    assert "compiled: []" in run("-c", _WORKER_RUN, *pcaps)
+    # and numba's cache, where the build would not serve
+    assert "compiled: []" in run("-c", _WORKER_RUN, *pcaps, jit=True)
 
 
 def test_a_cached_kernel_that_fails_to_load_leanly_loads_numbas_way(tmp_path: Path) -> None:
