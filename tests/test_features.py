@@ -378,3 +378,35 @@ def test_query_names_are_read_from_the_pool_as_bytes_decode_to_text() -> None:
     want = [name.decode("ascii", "backslashreplace") for name in names]
     want += ["", pool[len(pool) - 3 :].tobytes().decode("ascii", "backslashreplace"), ""]
     assert list(_query_names(done)) == want
+
+
+@pytest.mark.parametrize("m", [16, 64])
+def test_sketch_estimates_are_the_textbook_hyperloglog(m: int) -> None:
+    """The table-driven estimate equals HyperLogLog's formula (Flajolet et al., 2007,
+    with linear counting for small counts) register by register, whatever the columns'
+    unused slots hold, on sketches from empty to saturated."""
+    from netmon_exporter.flows import features as F
+    from netmon_exporter.flows import flow_table as T
+
+    rng = np.random.default_rng(m)
+    n, per, bits = 3000, T.HLL_PER_COL, T.HLL_BITS
+    cols = -(-m // per)
+    fill = rng.random((n, 1)) ** 3  # most sketches sparse, some full
+    regs = rng.integers(1, 1 << bits, (n, cols * per)) * (rng.random((n, cols * per)) < fill)
+    regs[:, m:] = rng.integers(0, 1 << bits, (n, cols * per - m))  # not the sketch's
+    words = (regs.reshape(n, cols, per) << (bits * np.arange(per))).sum(axis=2)
+    DN = np.zeros((n, cols + 5))
+    DN[:, 2 : 2 + cols] = words
+    rows = rng.random(n) < 0.8
+    got = F._hll_estimate(DN, 2, m, rows)
+    want = np.zeros(n)
+    alpha = {16: 0.673, 64: 0.709}[m]
+    for i in np.flatnonzero(rows):
+        r = regs[i, :m]
+        est = alpha * m * m / sum(2.0 ** -int(x) for x in r)
+        zeros = int((r == 0).sum())
+        if est <= 2.5 * m and zeros:
+            est = m * math.log(m / zeros)
+        want[i] = round(est)
+    assert np.array_equal(got, want)
+    assert (got[~rows] == 0).all() and got[rows].max() > 4 * m  # full sketches were made

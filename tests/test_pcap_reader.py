@@ -451,3 +451,55 @@ def test_a_consumer_that_stops_early_stops_the_reading_thread(tmp_path: Path) ->
         for _ in CaptureReader(f, read_ahead=True, read_size=256, max_packets=3):
             raise RuntimeError("the flow table failed")
     assert {t.name for t in threading.enumerate()} <= before
+
+
+def test_buffers_serve_the_next_reader_never_two_at_once(tmp_path: Path) -> None:
+    """A reader that is done hands its buffers to the next one (no fresh 15 MB per file),
+    and readers iterated side by side never share them: each gives what it gives alone,
+    whatever file the buffers held before (a longer one, a gzip one, one cut short)."""
+    files = []
+    for i, n in enumerate((300, 40, 120)):
+        f = tmp_path / f"f{i}.pcap"
+        _write_pcap(
+            f, [(1.0 + k, _tcp(sport=2000 + 7 * i + k, payload=b"y" * (k % 90))) for k in range(n)]
+        )
+        files.append(f)
+    gz = tmp_path / "g.pcap.gz"
+    gz.write_bytes(gzip.compress(files[0].read_bytes()))
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(files[0].read_bytes()[:-25])
+    files += [gz, cut, *sorted(DATA.glob("*.pcap*"))[:3]]
+    alone = [_chunks_held(CaptureReader(f, read_size=512, max_packets=11)) for f in files]
+
+    def same(a: list, b: list) -> bool:
+        return len(a) == len(b) and all(
+            np.array_equal(x[0], y[0]) and x[2].tolist() == y[2].tolist()
+            for x, y in zip(a, b, strict=True)
+        )
+
+    first = CaptureReader(files[0], read_size=512, max_packets=11)
+    bufs = {id(c.buf) for c in first}
+    second = CaptureReader(files[1], read_size=512, max_packets=11)
+    assert {id(c.buf) for c in second} == bufs  # reused, not made anew
+    for ahead in (False, True):
+        readers = [CaptureReader(f, read_size=512, max_packets=11, read_ahead=ahead) for f in files]
+        its = [iter(r) for r in readers]
+        got: list[list] = [[] for _ in files]
+        live = set(range(len(files)))
+        while live:  # one chunk of each reader in turn, all of them open together
+            held = {}
+            for i in sorted(live):
+                chunk = next(its[i], None)
+                if chunk is None:
+                    live.discard(i)
+                    continue
+                held[i] = chunk
+            for i, chunk in held.items():
+                P = chunk.P.copy()
+                names = [
+                    bytes(chunk.buf[q : q + n + 2]) for q, n in P[:, [D.F_QOFF, D.F_QLEN]] if q >= 0
+                ]
+                got[i].append((P, None, np.array(names, dtype=object)))
+            assert len({id(c.buf) for c in held.values()}) == len(held)  # never shared
+        for f, a, b in zip(files, alone, got, strict=True):
+            assert same(a, b), (f.name, ahead)

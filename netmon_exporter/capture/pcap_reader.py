@@ -9,6 +9,11 @@ With ``read_ahead`` a thread of the reader's own reads and decodes the next chun
 while the consumer works on the current one (the walkers run without the GIL): two
 buffers and packet tables take turns, and a chunk stays valid until the consumer asks
 for the next one, as without it.
+
+The buffers and packet tables (~15 MB a set) are kept for the process's next file
+(:class:`_Spares`) once a reader's iteration is over: made anew for every file they
+were mapped, zeroed (numpy asks for huge pages at that size) and faulted in again each
+time, which cost a worker ~10 % of its time on a stream of 5-second files.
 """
 
 from __future__ import annotations
@@ -41,6 +46,33 @@ GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_READ_SIZE = 4 << 20
 DEFAULT_MAX_PACKETS = 1 << 15
 _TURNS = 2  # buffers and packet tables taking turns when reading ahead
+
+
+class _Spares:
+    """Buffer sets (block buffer, packet table, entropy column) of readers that are
+    done, for the next reader of the same sizes; at most ``_TURNS`` sets are kept."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sets: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def take(self, buf_len: int, max_packets: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        with self._lock:
+            for i, (buf, P, _) in enumerate(self._sets):
+                if len(buf) == buf_len and len(P) == max_packets:
+                    return self._sets.pop(i)
+        return (
+            np.empty(buf_len, dtype=np.uint8),
+            np.empty((max_packets, D.N_FIELDS), dtype=np.int64),
+            np.empty(max_packets, dtype=np.float64),
+        )
+
+    def give(self, sets: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        with self._lock:
+            self._sets = (sets + self._sets)[:_TURNS]
+
+
+_SPARES = _Spares()
 
 
 class CaptureError(Exception):
@@ -142,11 +174,28 @@ class CaptureReader:
         self.bytes_read = 0
         self.packets = 0
         self.frag = np.zeros((D.FRAG_SLOTS, 9), dtype=np.int64)
+        self._sets: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # in use
 
     def __iter__(self) -> Iterator[PacketChunk]:
-        if self.read_ahead:
-            return self._ahead()
-        return self._chunks()
+        try:
+            yield from self._ahead() if self.read_ahead else self._chunks()
+        finally:
+            # the consumer is done with every chunk: the buffers serve the next reader
+            # (those grown for a long record are let go)
+            base = max(2 * self.read_size, 4096)
+            _SPARES.give([s for s in self._sets if len(s[0]) == base])
+            self._sets = []
+
+    def _buffers(self, turn: int, buf_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Turn ``turn``'s buffer (at least ``buf_len`` bytes), packet table and entropy
+        column."""
+        if turn == len(self._sets):
+            self._sets.append(_SPARES.take(max(2 * self.read_size, 4096), self.max_packets))
+        buf, P, PE = self._sets[turn]
+        if len(buf) < buf_len:
+            buf = np.empty(buf_len, dtype=np.uint8)
+            self._sets[turn] = (buf, P, PE)
+        return buf, P, PE
 
     def _ahead(self) -> Iterator[PacketChunk]:
         """The chunks, read and decoded one ahead by a thread of their own."""
@@ -290,11 +339,8 @@ class CaptureReader:
         turns = _TURNS if claim is not None else 1
         if claim is not None and not claim():
             return
-        bufs = [np.empty(max(2 * self.read_size, 4096), dtype=np.uint8) for _ in range(turns)]
-        Ps = [np.empty((self.max_packets, D.N_FIELDS), dtype=np.int64) for _ in range(turns)]
-        PEs = [np.empty(self.max_packets, dtype=np.float64) for _ in range(turns)]
         turn = 0
-        buf, P, PE = bufs[0], Ps[0], PEs[0]
+        buf, P, PE = self._buffers(0, 0)
         filled = len(prefix)
         buf[:filled] = np.frombuffer(prefix, dtype=np.uint8)
         res = np.zeros(3, dtype=np.int64)
@@ -320,9 +366,7 @@ class CaptureReader:
                     return
                 turn = (turn + 1) % turns
                 rest = buf[pos:filled]
-                if len(bufs[turn]) < len(buf):
-                    bufs[turn] = np.empty(len(buf), dtype=np.uint8)
-                buf, P, PE = bufs[turn], Ps[turn], PEs[turn]
+                buf, P, PE = self._buffers(turn, len(buf))
                 buf[: filled - pos] = rest
                 filled -= pos
                 consumed += pos
@@ -346,7 +390,8 @@ class CaptureReader:
                     )
                 bigger = np.empty(2 * len(buf), dtype=np.uint8)
                 bigger[:filled] = buf[:filled]
-                buf = bufs[turn] = bigger
+                buf = bigger
+                self._sets[turn] = (buf, P, PE)
             filled, eof = self._fill(fh, buf, filled)
 
 

@@ -262,12 +262,21 @@ def _query_names(done: T.FinishedFlows) -> np.ndarray:
 
 
 _HLL_ALPHA = {16: 0.673, 32: 0.697, 64: 0.709}
+# Four registers (16 bits of a sketch word) at a time: the sum of 2**-register over them,
+# and how many of them are zero. Sums of such powers of two are exact in float64 in any
+# order, so the estimate is the textbook one to the bit.
+_NIBBLES = (np.arange(1 << 16)[:, None] >> (4 * np.arange(4))) & 15  # (65536, 4)
+_QUAD_POW = np.exp2(-_NIBBLES.astype(np.float64)).sum(axis=1)
+_QUAD_ZEROS = (_NIBBLES == 0).sum(axis=1).astype(np.int8)
+if T.HLL_BITS != 4 or T.HLL_PER_COL % 4:
+    raise ImportError("_hll_estimate reads four 4-bit registers at a time")
 
 
 def _hll_estimate(DN: np.ndarray, base: int, m: int, rows: np.ndarray) -> np.ndarray:
     """Distinct-count estimate of the HyperLogLog sketches of ``m`` registers at ``base``.
 
-    Registers are packed as in ``flow_table._hll_put``; small counts use linear counting
+    Registers are packed as in ``flow_table._hll_put`` (``HLL_PER_COL`` registers of
+    ``HLL_BITS`` bits in the low bits of each column); small counts use linear counting
     (Flajolet et al., 2007). Relative standard error about 1.04 / sqrt(m) (13 % for the
     64 registers of a name sketch). Only ``rows`` are estimated (0 elsewhere).
     """
@@ -276,11 +285,15 @@ def _hll_estimate(DN: np.ndarray, base: int, m: int, rows: np.ndarray) -> np.nda
     if not len(idx):
         return out
     per, bits = T.HLL_PER_COL, T.HLL_BITS
-    words = DN[idx, base : base + -(-m // per)].astype(np.int64)
-    j = np.arange(m)
-    regs = (words[:, j // per] >> (bits * (j % per))) & ((1 << bits) - 1)
-    est = _HLL_ALPHA[m] * m * m / np.exp2(-regs.astype(np.float64)).sum(axis=1)
-    zeros = (regs == 0).sum(axis=1)
+    cols = -(-m // per)
+    words = DN[idx, base : base + cols].astype("<i8")  # whole numbers below 2**48
+    words[:, -1] &= (1 << (bits * (m - (cols - 1) * per))) - 1  # slots past m read as 0
+    quads = words.view("<u2").reshape(len(idx), cols, 4)[:, :, : per // 4]
+    quads = quads.reshape(len(idx), cols * per // 4)
+    unused = cols * per - m  # zero registers that are not the sketch's: 2**-0 each
+    total = _QUAD_POW[quads].sum(axis=1) - unused
+    zeros = _QUAD_ZEROS[quads].sum(axis=1, dtype=np.int64) - unused
+    est = _HLL_ALPHA[m] * m * m / total
     small = (est <= 2.5 * m) & (zeros > 0)
     est[small] = m * np.log(m / zeros[small])
     out[idx] = np.round(est)
