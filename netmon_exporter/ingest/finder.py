@@ -83,14 +83,30 @@ class Finder:
 
     def in_scope(self, path: str) -> bool:
         """Whether a path from an event is one of ours (directory, exclusions, patterns)."""
+        return self.scope()(path)
+
+    def scope(self) -> Callable[[str], bool]:
+        """:meth:`in_scope` for the paths of one round of events: the capture and
+        excluded directories, and each event's directory, are resolved once for all of
+        them (``realpath`` walks every component of a path; a burst of files brings
+        several events each)."""
         c = self._cfg.capture
         root = os.path.realpath(c.directory)
-        real = os.path.realpath(os.path.dirname(path))
-        if not (real == root or (c.recursive and real.startswith(root + os.sep))):
-            return False
-        if any((real + os.sep).startswith(os.path.realpath(p) + os.sep) for p in self._excluded()):
-            return False
-        return self.owned(path)
+        excluded = [os.path.realpath(p) + os.sep for p in self._excluded()]
+        dirs: dict[str, bool] = {}
+
+        def check(path: str) -> bool:
+            folder = os.path.dirname(path)
+            ok = dirs.get(folder)
+            if ok is None:
+                real = os.path.realpath(folder)
+                ok = (real == root or (c.recursive and real.startswith(root + os.sep))) and not any(
+                    (real + os.sep).startswith(p) for p in excluded
+                )
+                dirs[folder] = ok
+            return ok and self.owned(path)
+
+        return check
 
     # ------------------------------------------------------------------ looking
     def look(self, path: str) -> Identity | None:

@@ -131,13 +131,17 @@ class SchedulerLoop:
         if now >= self._next_housekeeping:
             full = True
             self._housekeeping(now)
-        for path, note in changed.items():
-            if note is not None and self.finder.in_scope(path):
+        ours: list[str] = []
+        if changed:
+            in_scope = self.finder.scope()  # resolves the directories once for all of them
+            ours = [p for p in changed if in_scope(p)]
+        for path in ours:
+            if (note := changed[path]) is not None:
                 self._gate.note(path, note, now)
         if full:
             self._full_scan(now)
         elif changed:
-            self._look_at([p for p in changed if self.finder.in_scope(p)], now)
+            self._look_at(ours, now)
         if now >= self._next_relook:
             self._next_relook = now + RELOOK_SECONDS
             self._look_at([f.path for f in self._core.unripe()], now)
