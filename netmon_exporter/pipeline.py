@@ -62,6 +62,9 @@ class FlowSettings:
     # read and decode the next packets on a thread of their own (a process with a core
     # to spare: the flows command; workers are processes side by side already)
     read_ahead: bool = False
+    # the distinct-name sketches' hash key for new flow tables (flow_table.ST_KEY): 0 for
+    # the same estimates every run; the daemon draws a secret one at start
+    sketch_key: int = 0
 
     def table_args(self) -> tuple[float, float, float, float, int, float]:
         """The flow table's settings, in :class:`FlowTable`'s argument order."""
@@ -75,7 +78,7 @@ class FlowSettings:
         )
 
     def table(self) -> FlowTable:
-        return FlowTable(*self.table_args())
+        return FlowTable(*self.table_args(), sketch_key=self.sketch_key)
 
 
 # Open flows carried from one file of a series to the next: serialised (``to_bytes``),
@@ -331,9 +334,10 @@ def _load_carry(carry: CarryState | None, settings: FlowSettings) -> FlowTable:
             if carry.runs_with(*args):
                 return carry
             return FlowTable.from_arrays(carry.state_arrays(), *args)  # settings reloaded
+        key = settings.sketch_key  # for state saved before keys: the table keeps its own
         if isinstance(carry, bytes):
-            return FlowTable.from_bytes(carry, *args)
-        return FlowTable.from_arrays(carry, *args)
+            return FlowTable.from_bytes(carry, *args, sketch_key=key)
+        return FlowTable.from_arrays(carry, *args, sketch_key=key)
     except ValueError as exc:
         raise CaptureFormatError(str(exc), "internal") from exc
 

@@ -141,8 +141,16 @@ FLOW_FREE, FLOW_OPEN, FLOW_CLOSED, FLOW_DONE = 0, 1, 2, 3
 P_IDLE, P_ACTIVE, P_ACTIVITY, P_GRACE, P_SLICE, P_SEEDS = range(6)
 # st: flows in use, name pool bytes used, latest timestamp seen, next slice boundary (-1:
 # not yet known), why process_packets stopped early (STOP_*), rows of D in use, rows of
-# S in use, rows of DS (the DNS of seeds) in use
+# S in use, rows of DS (the DNS of seeds) in use, the key of the name sketches' hash
 ST_FLOWS, ST_POOL, ST_LATEST, ST_BOUNDARY, ST_STOP, ST_DNS, ST_SROWS, ST_DSEEDS = range(8)
+# The distinct-name sketches (HyperLogLog) hash each query name from a starting value
+# mixed with this key. Unkeyed, an attacker can search names offline for ones that all
+# fall into one register with the lowest rank (one name in 128 does for 64 registers), so
+# that a tunnel of thousands of names counts as one; a key the attacker does not know
+# leaves no such search. 0 (the default, and in state saved before keys): the plain hash,
+# the same estimates every run. The daemon draws a key at start; a table keeps its own
+# (saved with its carry), so one flow's sketch is never built with two.
+ST_KEY = 8
 STOP_BOUNDARY, STOP_DNS_FULL, STOP_SROWS = 1, 2, 3
 
 # Seeds. Most open flows of a flood or a scan never see a fourth packet (a probe, a
@@ -484,15 +492,16 @@ def _query_put(DN, f, qlen, ent, code):
 
 
 @njit(cache=True)
-def _query_measure(buf, qoff, labels, hist):
+def _query_measure(buf, qoff, labels, hist, key):
     """Measure the query name at ``buf[qoff]`` (``labels`` wire labels): the entropy of
     its labels left of the registered domain (the last two labels; the whole name when it
-    has no more), and the sketch registers its name and domain set (DC_* fields).
+    has no more), and the sketch registers its name and domain set (DC_* fields), hashed
+    with ``key`` (``ST_KEY``).
     """
     zone_from = labels - 2 if labels > 2 else 0
     counted = labels - 2 if labels > 2 else labels
     prime = np.int64(1099511628211)
-    h = np.int64(-3750763034362895579)  # FNV-1a offset basis
+    h = np.int64(-3750763034362895579) ^ key  # FNV-1a offset basis, keyed
     hz = h
     p = qoff
     n = 0
@@ -654,7 +663,7 @@ def _dns_measure(P, i, buf, pool, st, first_name, hist):
     # the decoder keeps names to 255 characters (so at most 128 labels): 9 bits each
     code |= DC_NAMED | (P[i, D.F_QLEN] << DC_QLEN) | (P[i, D.F_QLABELS] << DC_LABELS)
     if P[i, D.F_DNS] == 0:
-        ent, regs = _query_measure(buf, qoff, P[i, D.F_QLABELS], hist)
+        ent, regs = _query_measure(buf, qoff, P[i, D.F_QLABELS], hist, st[ST_KEY])
         code |= regs
     if first_name:
         used = st[ST_POOL]
@@ -1423,6 +1432,7 @@ class FlowTable:
     records (``REC_SLICE``); a flow that was cut ends as its last slice and its whole.
     ``seeds`` (default :data:`SEEDS`) keeps flows of up to three packets without a row of
     accumulators (see Seeds above); the flows and records are the same either way.
+    ``sketch_key`` keys the hash of the distinct-name sketches (``ST_KEY``).
     """
 
     def __init__(
@@ -1435,6 +1445,7 @@ class FlowTable:
         slice_s: float = 0.0,
         *,
         seeds: bool | None = None,
+        sketch_key: int = 0,
     ) -> None:
         self.params, self.max_open = _settings(
             idle_s, active_s, activity_s, grace_s, max_open, slice_s, seeds=seeds
@@ -1444,7 +1455,7 @@ class FlowTable:
         self.pool = np.zeros(POOL_BYTES, dtype=np.uint8)
         self.pool2 = np.zeros(POOL_BYTES, dtype=np.uint8)
         self.table = np.zeros(0, dtype=np.int64)
-        self.st = np.array([0, 0, 0, -1, 0, 0, 0, 0], dtype=np.int64)  # ST_*
+        self.st = np.array([0, 0, 0, -1, 0, 0, 0, 0, sketch_key], dtype=np.int64)  # ST_*
         self.DN = np.zeros((0, ND), dtype=np.float64)  # per-query DNS rows (ST_DNS in use)
         self.DS = np.zeros((0, NDS), dtype=np.float64)  # seeds' DNS (ST_DSEEDS in use)
         self.lru = np.array([-1, -1, 0, 0, self.max_open, -1, -1, 0], dtype=np.int64)  # L_*
@@ -1873,22 +1884,31 @@ class FlowTable:
         }
 
     @classmethod
-    def from_bytes(cls, data: bytes, *args: float, seeds: bool | None = None) -> FlowTable:
+    def from_bytes(
+        cls, data: bytes, *args: float, seeds: bool | None = None, sketch_key: int = 0
+    ) -> FlowTable:
         """Restore open flows saved by :meth:`to_bytes`; raise ValueError if malformed."""
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 arrays = {name: z[name] for name in z.files}
         except Exception as exc:  # np.load raises many types for garbage input
             raise ValueError(f"invalid carry state: {exc}") from exc
-        return cls.from_arrays(arrays, *args, seeds=seeds)
+        return cls.from_arrays(arrays, *args, seeds=seeds, sketch_key=sketch_key)
 
     @classmethod
     def from_arrays(
-        cls, arrays: Mapping[str, np.ndarray], *args: float, seeds: bool | None = None
+        cls,
+        arrays: Mapping[str, np.ndarray],
+        *args: float,
+        seeds: bool | None = None,
+        sketch_key: int = 0,
     ) -> FlowTable:
         """Restore open flows saved by :meth:`state_arrays`; raise ValueError if malformed.
 
-        ``args`` are this class's own arguments (timeouts, cap, slice length).
+        ``args`` are this class's own arguments (timeouts, cap, slice length). The table
+        keeps the saved name-sketch key (``ST_KEY``); ``sketch_key`` serves state saved
+        before keys (its sketches' registers go on under the new key: a name seen on both
+        sides of the upgrade may count twice in that flow's estimate, once).
 
         The least-recently-active and closed orders are restored too (rebuilt from the
         flows' last packet times for state saved before they were kept), and state saved
@@ -1914,6 +1934,7 @@ class FlowTable:
         t.pool[: len(pool)] = pool
         t.st[:3] = st[:3]
         t.st[ST_BOUNDARY] = st[ST_BOUNDARY] if len(st) > ST_BOUNDARY else -1
+        t.st[ST_KEY] = st[ST_KEY] if len(st) > ST_KEY else sketch_key
         t.st[ST_STOP] = 0
         t.DN = np.array(dns, dtype=np.float64)
         t.st[ST_DNS] = len(dns)
@@ -1938,7 +1959,7 @@ def _checked_state(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
     dns = arrays.get("dns", np.zeros((0, ND)))
     DS = arrays.get("dns_seeds", np.zeros((0, NDS)))
     srow, seed = arrays.get("srow"), arrays.get("seed")
-    n = int(st[0]) if st.shape in ((3,), (6,), (7,), (8,)) and st.dtype == np.int64 else -1
+    n = int(st[0]) if st.shape in ((3,), (6,), (7,), (8,), (9,)) and st.dtype == np.int64 else -1
     if srow is None and seed is None:
         # saved before seeds: every flow has its row, in flow order
         srow = np.arange(max(n, 0), dtype=np.int64)

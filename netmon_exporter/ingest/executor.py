@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,10 @@ from .scheduler import Scheduler
 log = logging.getLogger("netmon_exporter.ingest")
 
 _FAIL_CATEGORY = {"io": "io", "internal": "internal"}  # everything else is "parse"
+# The key of the flow tables' distinct-name sketches (flow_table.ST_KEY), drawn once per
+# daemon and never shown: names cannot be searched offline for ones that hide in a sketch.
+# A series' table keeps the key it was made with (it is saved with its carry).
+SKETCH_KEY = secrets.randbits(64) - (1 << 63)
 
 
 def flow_settings(cfg: Config) -> FlowSettings:
@@ -57,6 +62,7 @@ def flow_settings(cfg: Config) -> FlowSettings:
         max_open_flows=f.max_open_flows,
         interim_seconds=cfg.windows.length_seconds,  # flows cut where windows are
         csv_interim=cfg.output.flows_csv_interim,
+        sketch_key=SKETCH_KEY,
     )
 
 
