@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from . import compiled, heap, recording
+from . import compiled, hash_key, heap, recording
 from .build_info import build_info
 from .config import ConfigError
 from .health import HealthReport
@@ -597,6 +597,7 @@ def run_daemon(argv: list[str]) -> int:
     if args.config_check:
         return check_config(args.config_file, args.web_config_file, CHECK_TIMEOUT_SECONDS)
     setup_logging(args.log_level, args.log_format)
+    hash_key.draw()  # before anything hashes traffic (workers get it with their tasks)
     try:
         holder, web = _load_startup_config(args)
         external_url, route_prefix = _check_paths(args, web)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import row_pack
+from . import hash_key, row_pack
 from .flow_schema import (
     FEATURE_COLUMNS,
     KEY_COLUMNS,
@@ -282,15 +282,19 @@ def _words(addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def group_keys(rows: FlowBatch) -> np.ndarray:
-    """Hash (destination address, destination port, protocol): the groups that get thinned."""
+    """Hash (destination address, destination port, protocol): the groups that get thinned
+    (keyed, hash_key.py)."""
     hi, lo = _words(rows["dst_ip"])
     svc = (rows["dst_port"].astype(np.uint64) << np.uint64(8)) | rows["protocol"].astype(np.uint64)
     with np.errstate(over="ignore"):
-        return _mix(_mix(_mix(svc) ^ hi) ^ lo)
+        return _mix(_mix(_mix(svc ^ hash_key.word()) ^ hi) ^ lo)
 
 
 def priorities(rows: FlowBatch) -> np.ndarray:
-    """A uniform number in [0, 1) per flow, from a hash of its key and first packet time."""
+    """A uniform number in [0, 1) per flow, from a hash of its key and first packet time.
+
+    Keyed (hash_key.py): unkeyed, a sender could pick source ports and times whose flows
+    rank last, and so are thinned away first wherever their group is thinned."""
     shi, slo = _words(rows["src_ip"])
     dhi, dlo = _words(rows["dst_ip"])
     ports = (rows["src_port"].astype(np.uint64) << np.uint64(24)) | (
@@ -299,7 +303,7 @@ def priorities(rows: FlowBatch) -> np.ndarray:
     ports |= rows["protocol"].astype(np.uint64)
     t = np.ascontiguousarray(rows["first_ts"], dtype=np.float64).view(np.uint64)
     with np.errstate(over="ignore"):
-        h = _mix(ports ^ _mix(t))
+        h = _mix(ports ^ _mix(t ^ hash_key.word()))
         for part in (shi, slo, dhi, dlo):
             h = _mix(h ^ part)
     return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))

@@ -62,9 +62,10 @@ class FlowSettings:
     # read and decode the next packets on a thread of their own (a process with a core
     # to spare: the flows command; workers are processes side by side already)
     read_ahead: bool = False
-    # the distinct-name sketches' hash key for new flow tables (flow_table.ST_KEY): 0 for
-    # the same estimates every run; the daemon draws a secret one at start
-    sketch_key: int = 0
+    # the hash key (hash_key.py): of the distinct-name sketches of new flow tables
+    # (flow_table.ST_KEY) and, in a worker, of the flow sample; 0 for the same values every
+    # run, the daemon's secret one in its tasks
+    hash_key: int = 0
 
     def table_args(self) -> tuple[float, float, float, float, int, float]:
         """The flow table's settings, in :class:`FlowTable`'s argument order."""
@@ -78,7 +79,7 @@ class FlowSettings:
         )
 
     def table(self) -> FlowTable:
-        return FlowTable(*self.table_args(), sketch_key=self.sketch_key)
+        return FlowTable(*self.table_args(), sketch_key=self.hash_key)
 
 
 # Open flows carried from one file of a series to the next: serialised (``to_bytes``),
@@ -334,7 +335,7 @@ def _load_carry(carry: CarryState | None, settings: FlowSettings) -> FlowTable:
             if carry.runs_with(*args):
                 return carry
             return FlowTable.from_arrays(carry.state_arrays(), *args)  # settings reloaded
-        key = settings.sketch_key  # for state saved before keys: the table keeps its own
+        key = settings.hash_key  # for state saved before keys: the table keeps its own
         if isinstance(carry, bytes):
             return FlowTable.from_bytes(carry, *args, sketch_key=key)
         return FlowTable.from_arrays(carry, *args, sketch_key=key)

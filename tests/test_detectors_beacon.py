@@ -348,3 +348,51 @@ def test_evasive_beacon_is_found(tmp_path: Path, name: str):
 
 def found_one(d, r) -> bool:
     return any(matches(d, t) for t in r.scenario.truths)
+
+
+def _c2_sharing_the_key_of(src: str, dst: str, dport: int, prefix: str) -> str:
+    """An address in ``prefix`` (a /64 of the attacker's) whose pair with ``src`` hashes,
+    unkeyed, like (``src``, ``dst``, TCP ``dport``): what an attacker computes with the
+    inverse of SplitMix64's finaliser to hide a beacon in a benign pair's timing."""
+    from netmon_exporter.detectors.base import addr_words
+    from netmon_exporter.flow_schema import str_to_addrs
+    from tests.test_detectors_scans import _mix, _unmix
+
+    (dh_b,), (dl_b,) = (w.tolist() for w in addr_words(str_to_addrs([dst])))
+    (dh_a,), _ = (w.tolist() for w in addr_words(str_to_addrs([prefix])))
+    svc = (6 << 16) | dport
+    h1_b = _mix(_mix(svc) ^ dl_b)
+    dl_a = _unmix(h1_b ^ dh_b ^ dh_a) ^ _mix(svc)
+    raw = dh_a.to_bytes(8, "little") + dl_a.to_bytes(8, "little")
+    return str(ipaddress.IPv6Address(raw))
+
+
+def test_a_c2_address_crafted_to_share_a_benign_pairs_hash_does_not_hide_the_beacon():
+    """Unkeyed, the C2's pair and a benign pair of the same implant get one key and one
+    timing series, and the beacon is lost in the benign pair's irregular connections.
+    Keyed with a secret the attacker does not have (hash_key.py), they stay apart."""
+    from netmon_exporter import hash_key
+    from netmon_exporter.detectors.beacon import pair_hash
+
+    implant, cdn = "2001:db8:a::66", "2001:db8:cd0::10"
+    c2 = _c2_sharing_the_key_of(implant, cdn, 443, "2001:db8:bad:1::")
+    assert ipaddress.ip_address(c2) in ipaddress.ip_network("2001:db8:bad:1::/64")
+    rng = np.random.default_rng(5)
+    beats = series(cs_sleeps(rng, 45.0, 0.2, 40), src=implant, dst=c2)
+    browsing = series(
+        rng.exponential(30.0, 60), rng.lognormal(np.log(3000), 1.0, 60), src=implant, dst=cdn
+    )
+    rows = sorted(beats + browsing, key=lambda r: r["ts"])
+    pairs = batch([beats[0], browsing[0]])
+    before = hash_key.current()
+    try:
+        hash_key.use(0)
+        assert pair_hash(pairs)[0] == pair_hash(pairs)[1]  # the crafted collision
+        assert not [d for d in windows(rows) if c2 in d.target]  # hidden, unkeyed
+        hash_key.use(0x9D2C_5680_1F3B_A7E5)
+        assert pair_hash(pairs)[0] != pair_hash(pairs)[1]
+        found = [d for d in windows(rows) if c2 in d.target]
+        assert found and {d.source for d in found} == {implant}
+    finally:
+        hash_key.use(before)
+    assert windows(beats)  # the beacon alone is found (the case is a fair one)

@@ -52,9 +52,14 @@ class HorizonStore:
         self._cols = {}
 
 
-def mix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser: a well-spread 64-bit hash of uint64 values (wrapping arithmetic)."""
+def mix64(x: np.ndarray, key: np.uint64 | None = None) -> np.ndarray:
+    """SplitMix64 finaliser: a well-spread 64-bit hash of uint64 values (wrapping arithmetic).
+
+    ``key`` (``hash_key.word()``) is mixed in first: the first step of a hash of what
+    traffic controls is keyed (see hash_key.py); the steps after it need not be."""
     z = x.astype(np.uint64, copy=True)
+    if key is not None:
+        z ^= key
     z += np.uint64(0x9E3779B97F4A7C15)
     z ^= z >> np.uint64(30)
     z *= np.uint64(0xBF58476D1CE4E5B9)

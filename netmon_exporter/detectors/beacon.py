@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import hash_key
 from ..detection import Detection, host_port
 from ..flow_schema import FlowBatch, addr_to_str
 from .base import HorizonStore, addr_words, mix64, unique_columns
@@ -96,13 +97,15 @@ def is_private(addrs: np.ndarray) -> np.ndarray:
 
 
 def pair_hash(flows: FlowBatch) -> np.ndarray:
-    """Hash (src, dst, protocol, dst port) into 64 bits; collisions are negligible at 2^-64."""
+    """Hash (src, dst, protocol, dst port) into 64 bits, keyed (hash_key.py): collisions
+    are negligible at 2^-64, and cannot be computed (a C2 address in the attacker's /64
+    made to share a benign pair's key, and so its timing)."""
     sh, sl = addr_words(flows["src_ip"])
     dh, dl = addr_words(flows["dst_ip"])
     svc = (flows["protocol"].astype(np.uint64) << np.uint64(16)) | flows["dst_port"].astype(
         np.uint64
     )
-    h = mix64(svc)
+    h = mix64(svc, hash_key.word())
     for part in (dl, dh, sl, sh):
         h = mix64(h ^ part)
     return h

@@ -46,6 +46,7 @@ from collections.abc import Collection
 
 import numpy as np
 
+from .. import hash_key
 from ..detection import Detection
 from ..flow_schema import FlowBatch, addr_to_str
 from . import dns_names
@@ -118,9 +119,9 @@ def in_zones(name: str, zones: Collection[str]) -> bool:
 
 
 def addr_hash(addrs: np.ndarray) -> np.ndarray:
-    """Hash ``V16`` addresses into 64 bits."""
+    """Hash ``V16`` addresses into 64 bits (keyed: hash_key.py)."""
     hi, lo = addr_words(addrs)
-    return mix64(mix64(lo) ^ hi)
+    return mix64(mix64(lo, hash_key.word()) ^ hi)
 
 
 class ObservedResolvers:

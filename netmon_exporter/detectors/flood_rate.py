@@ -28,6 +28,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .. import hash_key
 from ..detection import Detection
 from ..flow_sample import weights
 from ..flow_schema import FlowBatch
@@ -42,10 +43,11 @@ RATIO = "ratio"  # SYN: most of the port's connections half-open
 
 
 def victim_keys(addrs: np.ndarray, ports: np.ndarray | None = None) -> np.ndarray:
-    """A 64-bit key per victim address (and port): stable across windows."""
+    """A 64-bit key per victim address (and port): stable across windows (keyed with the
+    process's key, hash_key.py)."""
     hi, lo = addr_words(addrs)
     with np.errstate(over="ignore"):
-        key = mix64(mix64(hi) ^ lo)
+        key = mix64(mix64(hi, hash_key.word()) ^ lo)
         if ports is not None:
             key = mix64(key ^ ports.astype(np.uint64))
     return key

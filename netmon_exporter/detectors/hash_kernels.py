@@ -32,11 +32,11 @@ def _mix(z):
 
 
 @njit(cache=True, nogil=True)
-def mix_first(w):
-    """``mix64(w)``: the hash of a key's first word."""
+def mix_first(w, key):
+    """``mix64(w, key)``: the hash of a key's first word, keyed."""
     out = np.empty(len(w), np.uint64)
     for i in range(len(w)):
-        out[i] = _mix(w[i])
+        out[i] = _mix(w[i] ^ key)
     return out
 
 
@@ -54,4 +54,4 @@ def warm() -> None:
     frozen = pairs.copy()
     frozen.flags.writeable = False
     for w in (pairs[:, 0], frozen[:, 0], pairs[0], frozen[0]):
-        mix_next(mix_first(w), w)
+        mix_next(mix_first(w, np.uint64(0)), w)

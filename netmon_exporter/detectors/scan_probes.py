@@ -36,6 +36,7 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
+from .. import hash_key
 from ..detection import Detection
 from ..flow_schema import PROTOCOLS, FlowBatch
 from .base import addr_pairs, addr_words, mix64
@@ -176,20 +177,22 @@ HASH_KERNEL_ROWS = 100_000
 
 
 def key_hash(*parts: np.ndarray) -> np.ndarray:
-    """Hash equal-length key columns (``V16`` addresses or integers) into one uint64."""
+    """Hash equal-length key columns (``V16`` addresses or integers) into one uint64,
+    keyed (hash_key.py)."""
     words = _key_words(parts)  # int64: the bits astype would give, no copy
+    key = hash_key.word()
     h: np.ndarray | None = None
     if len(words[0]) >= HASH_KERNEL_ROWS:
         from .hash_kernels import mix_first, mix_next
 
         for w in words:
             if h is None:
-                h = mix_first(w)
+                h = mix_first(w, key)
             else:
                 mix_next(h, w)
     else:
         for w in words:
-            h = mix64(w) if h is None else mix64(h ^ mix64(w))
+            h = mix64(w, key) if h is None else mix64(h ^ mix64(w))
     assert h is not None
     return h
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import hash_key
 from ..config import Config
 from ..flow_schema import protocol_counts
 from ..metrics import FILE_KINDS
@@ -45,10 +45,6 @@ from .scheduler import Scheduler
 log = logging.getLogger("netmon_exporter.ingest")
 
 _FAIL_CATEGORY = {"io": "io", "internal": "internal"}  # everything else is "parse"
-# The key of the flow tables' distinct-name sketches (flow_table.ST_KEY), drawn once per
-# daemon and never shown: names cannot be searched offline for ones that hide in a sketch.
-# A series' table keeps the key it was made with (it is saved with its carry).
-SKETCH_KEY = secrets.randbits(64) - (1 << 63)
 
 
 def flow_settings(cfg: Config) -> FlowSettings:
@@ -62,7 +58,7 @@ def flow_settings(cfg: Config) -> FlowSettings:
         max_open_flows=f.max_open_flows,
         interim_seconds=cfg.windows.length_seconds,  # flows cut where windows are
         csv_interim=cfg.output.flows_csv_interim,
-        sketch_key=SKETCH_KEY,
+        hash_key=hash_key.current(),  # the daemon's secret (drawn at start)
     )
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import hash_key
 from ..flow_sample import FILE_ROW_CAP, FlowSample, SampledFlows, narrow, progress_tally
 from ..flow_schema import FlowBatch
 from ..heap import map_large_blocks, release_free_memory
@@ -126,6 +127,7 @@ def _die_with_parent() -> None:
 def _run(process: ProcessFn, task: Task, streams: bool) -> tuple[FileResult, FlowSample | None]:
     """Process ``task``'s file; with ``streams``, keep only what analysis needs of its flows."""
     extra: dict[str, Any] = {"csv_path": Path(task.csv_path)} if task.csv_path else {}
+    hash_key.use(task.settings.hash_key)  # the daemon's: rows ranked as the main process ranks them
     sample = FlowSample(FILE_ROW_CAP) if streams else None
     if sample is not None:
         extra.update(collect=False, on_flows=sample.add)

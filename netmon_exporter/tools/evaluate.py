@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import hash_key
 from ..analysis import Analyzer
 from ..config import DetectorsConfig, ModelsConfig, WindowsConfig
 from ..detection import Detection
@@ -61,10 +62,10 @@ EXPECTED_REAL: dict[str, dict[str, int]] = {
 }
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".pcap.gz", ".csv")
 RECALL_BAR = 0.95
-# The flow tables' name-sketch key here, as the daemon draws one (``executor.SKETCH_KEY``):
-# fixed so that every run prints the same, and not the unkeyed hash that cases such as
-# ``dns_tunnel_names_hidden_in_sketch`` search names against, as an attacker would.
-SKETCH_KEY = 0x5EC12E7_C0FFEE
+# The hash key here (hash_key.py), as the daemon draws one: fixed so that every run prints
+# the same, and not 0 (the unkeyed hashes that cases such as
+# ``dns_tunnel_names_hidden_in_sketch`` search names against, as an attacker would).
+HASH_KEY = 0x5EC12E7_C0FFEE
 
 
 @dataclass
@@ -97,7 +98,7 @@ def analyse_capture(path: Path, detectors: DetectorsConfig) -> tuple[FlowBatch, 
     whole flows are returned.
     """
     windows = WindowsConfig()
-    settings = FlowSettings(interim_seconds=windows.length_seconds, sketch_key=SKETCH_KEY)
+    settings = FlowSettings(interim_seconds=windows.length_seconds, hash_key=hash_key.current())
     flows = process_file(path, settings).flows
     with tempfile.TemporaryDirectory(prefix="netmon-eval-") as tmp:
         analyzer = Analyzer(detectors, ModelsConfig(), Path(tmp))
@@ -234,7 +235,7 @@ def evaluate_models(
         for seed in seeds:
             for kind in kinds:
                 sc = generate(kind, seed, work_dir)
-                flows = process_file(sc.path, FlowSettings(sketch_key=SKETCH_KEY)).flows
+                flows = process_file(sc.path, FlowSettings(hash_key=hash_key.current())).flows
                 sc.path.unlink(missing_ok=True)
                 batches.append(flows)
                 labels.append(label_flows(flows, sc))
@@ -609,6 +610,7 @@ def _detectors_config(path: Path | None) -> DetectorsConfig:
 def run(args: argparse.Namespace) -> int:
     from ..config import ConfigError
 
+    hash_key.use(HASH_KEY)
     try:
         detectors = _detectors_config(args.config)
     except ConfigError as exc:
