@@ -63,6 +63,11 @@ _NAME_CACHE_LIMIT = 200_000
 DNS_PORT = 53
 MIN_ZONE_NAMES = 3  # spread rule: long random names a domain needs to count
 MIN_FLOW_QUERIES = 10  # a one-socket flow with this many queries is judged as a stream
+# A one-socket record whose names span a few domains (a tunnel alternating between two)
+# is counted too when each has this many distinct names on average: a stub resolver or
+# an application that reuses its socket asks a few names of many domains.
+MAX_SHARED_ZONES = 4
+MIN_NAMES_PER_ZONE = 10
 DNS_OVERHEAD = 18  # bytes of a query besides its name: header, type, class, length octets
 MAX_RESOLVER_ROWS = 200_000
 SPREAD_TARGET = "many"  # the target of a tunnel spread over several domains
@@ -306,12 +311,16 @@ class DnsTunnelDetector:
         """Queries of each record, and for records of several distinct names their shape.
 
         The engine counts each record's distinct names, their lengths and label entropy
-        (``dns_qnames``, ``dns_qname_len_total``, ``dns_label_entropy``). A record whose
-        names span several domains (``dns_zones``, a forwarder) or that comes from port
-        53 (a resolver) is not counted this way: its names are not all under the first
-        name's domain. Without the statistics (flows from CSV files) a one-socket stream
-        is recognised by its sizes: at least :data:`MIN_FLOW_QUERIES` queries that vary
-        (different messages) and are long on average, all taken as distinct names.
+        (``dns_qnames``, ``dns_qname_len_total``, ``dns_label_entropy``). The record
+        stands for its names under its first name's domain. One whose names span a few
+        domains (``dns_zones``, at most :data:`MAX_SHARED_ZONES`) with at least
+        :data:`MIN_NAMES_PER_ZONE` names each on average (a tunnel that alternates between
+        domains) stands for its share of them (the names over the domains). One whose names
+        span more domains, or fewer names a domain (a forwarder, a stub resolver), or that
+        comes from port 53 (a resolver), is not counted this way. Without the statistics
+        (flows from CSV files) a one-socket stream is recognised by its sizes: at least
+        :data:`MIN_FLOW_QUERIES` queries that vary (different messages) and are long on
+        average, all taken as distinct names.
         """
         udp = flows["protocol"][idx] == UDP
         not_resolver = flows["src_port"][idx] != DNS_PORT
@@ -324,12 +333,10 @@ class DnsTunnelDetector:
         with np.errstate(invalid="ignore", divide="ignore"):
             mean_len = col(flows, "dns_qname_len_total")[idx] / queries
         label_entropy = col(flows, "dns_label_entropy")[idx]
-        counted = (
-            known
-            & (np.round(distinct) >= 2)
-            & ~(zones > 1.5)  # NaN (unknown) passes
-            & not_resolver
-        )
+        n_zones = np.where(zones > 1.5, np.round(zones), 1.0)  # NaN (unknown): one
+        distinct_n = np.round(distinct)
+        few_zones = (n_zones <= MAX_SHARED_ZONES) & (distinct_n >= MIN_NAMES_PER_ZONE * n_zones)
+        counted = known & (distinct_n >= 2) & ((n_zones == 1) | few_zones) & not_resolver
         # Fallback: a stream recognised by its sizes.
         mean_query = col(flows, "Fwd Pkt Len Mean")[idx]
         varied = (col(flows, "Fwd Pkt Len Max")[idx] - mean_query > 1) | (
@@ -344,7 +351,7 @@ class DnsTunnelDetector:
             & (mean_query - DNS_OVERHEAD >= self.cfg.min_qname_length)
         )
         length = np.where(counted, mean_len, mean_query - DNS_OVERHEAD)
-        names = np.where(counted, np.round(distinct), fwd_pkts)
+        names = np.where(counted, np.round(distinct_n / n_zones), fwd_pkts)
         return {
             "multi": counted | stream,
             "queries": queries,

@@ -228,17 +228,17 @@ def dns_tunnel_single_socket(
     return (Truth("dns_tunnel", client, domain),)
 
 
-@case("hard", "dns_tunnel_names_hidden_in_sketch")
-def dns_tunnel_names_hidden_in_sketch(
-    cap: _Capture, site: _Site, start: float, duration: float
+def _iodine_to_public_resolver(
+    cap: _Capture, site: _Site, start: float, duration: float, domains: int, hide: bool
 ) -> tuple[Truth, ...]:
-    """iodine-style to a public resolver (the site resolver's side is not seen), every
-    name with a label chosen so that, under an unkeyed sketch hash, all its names count
-    as one (:func:`hide_in_sketch`)."""
+    """iodine's pattern (one socket, bursts of full queries, idle polls, TXT downstream)
+    straight to a public resolver, whose side the sensor does not see: each name under
+    the next of ``domains`` domains, and with ``hide`` a label that makes it fall where
+    every other falls in an unkeyed sketch (:func:`hide_in_sketch`)."""
     rng = cap.rng
     client = str(rng.choice(site.clients[1:12]))
     public = _outsider(rng)
-    domain = _domain(rng)
+    zones = [_domain(rng) for _ in range(domains)]
     sport = int(rng.integers(20000, 65000))
     t = start + float(rng.uniform(0, 60))
     serial = 0
@@ -247,14 +247,33 @@ def dns_tunnel_names_hidden_in_sketch(
         for _ in range(int(rng.integers(5, 40)) if busy else 1):
             label = _b32(rng.bytes(int(rng.integers(60, 110)) if busy else 6))
             data = [label[j : j + 63] for j in range(0, len(label), 63)]
-            after = [f"{serial:x}", *domain.split(".")]
-            name = ".".join([*data, hide_in_sketch(rng, data, after), *after])
+            after = [f"{serial:x}", *zones[serial % domains].split(".")]
+            hidden = [hide_in_sketch(rng, data, after)] if hide else []
+            name = ".".join([*data, *hidden, *after])
             down = rng.bytes(int(rng.integers(20, 600)))
             dns_exchange(cap, t, client, public, name, sport, "TXT", down, rtt=0.03)
             serial += 1
             t += float(rng.exponential(0.15))
         t += float(rng.uniform(1, 4))
-    return (Truth("dns_tunnel", client, domain),)
+    return (Truth("dns_tunnel", client, zones[0] if domains == 1 else ""),)
+
+
+@case("hard", "dns_tunnel_names_hidden_in_sketch")
+def dns_tunnel_names_hidden_in_sketch(
+    cap: _Capture, site: _Site, start: float, duration: float
+) -> tuple[Truth, ...]:
+    """iodine-style to a public resolver, every name with a label chosen so that, under an
+    unkeyed sketch hash, all its names count as one (:func:`hide_in_sketch`)."""
+    return _iodine_to_public_resolver(cap, site, start, duration, 1, hide=True)
+
+
+@case("hard", "dns_tunnel_single_socket_two_domains")
+def dns_tunnel_single_socket_two_domains(
+    cap: _Capture, site: _Site, start: float, duration: float
+) -> tuple[Truth, ...]:
+    """iodine-style to a public resolver, names alternating between two domains (a record
+    whose names span several domains once looked like a forwarder's and was not counted)."""
+    return _iodine_to_public_resolver(cap, site, start, duration, 2, hide=False)
 
 
 def _poisson_tunnel(
