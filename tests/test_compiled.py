@@ -101,7 +101,7 @@ for k in sorted(described):
     digest(f"names {k}", np.ascontiguousarray(described[k]).tobytes())
 from netmon_exporter.detectors.hash_kernels import mix_first, mix_next
 w = rng.integers(0, 2**63, 200_000, dtype=np.int64).view(np.uint64)
-h = mix_first(w)
+h = mix_first(w, np.uint64(0x5EC12E7))  # keyed (hash_key.py)
 mix_next(h, w[::-1].copy())  # in place
 digest("key hashes", h.tobytes())
 from netmon_exporter.detectors.scan_probes import COUNT, KINDS, ContactStore
@@ -168,7 +168,7 @@ from netmon_exporter import compiled
 from netmon_exporter.detectors.hash_kernels import mix_first, mix_next
 from netmon_exporter.row_pack_kernels import plan_float
 w = np.arange(1, 1001, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-want = mix_first(w)
+want = mix_first(w, np.uint64(0))
 assert mix_first.aot_calls == 1 and mix_first.jit_calls == 0
 ro = w.copy(); ro.flags.writeable = False
 wide = np.zeros(2000, np.uint64); wide[::2] = w
@@ -182,7 +182,7 @@ built = {key[0] for key in compiled._aot_table()["netmon_exporter.detectors.hash
 went_jit = []
 for name, arg in cases.items():
     before = (mix_first.aot_calls, mix_first.jit_calls)
-    got = mix_first(arg)
+    got = mix_first(arg, np.uint64(0))
     by_jit = mix_first.jit_calls == before[1] + 1
     assert by_jit != (mix_first.aot_calls == before[0] + 1), name
     assert by_jit == (compiled.arg_type(arg) not in built), name  # run as built, or by the JIT

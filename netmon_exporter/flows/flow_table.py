@@ -34,6 +34,7 @@ fall does not change the flows.
 from __future__ import annotations
 
 import io
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -151,6 +152,14 @@ ST_FLOWS, ST_POOL, ST_LATEST, ST_BOUNDARY, ST_STOP, ST_DNS, ST_SROWS, ST_DSEEDS 
 # the same estimates every run. The daemon draws a key at start; a table keeps its own
 # (saved with its carry), so one flow's sketch is never built with two.
 ST_KEY = 8
+# The key of the hash table's hash (``_hash``), drawn for each table object and never
+# saved (a carry saves 0; the table is rebuilt, under its new key, when loaded). Unkeyed,
+# or with only its starting value keyed, an FNV-style chain's low bits depend only on the
+# words' low bits: flows whose addresses differ only in their top bits (the top of an IPv6
+# interface id, 8192 sources of any /64) took one slot, and every lookup walked all of
+# them (64,000 such SYNs took 2.75 s instead of 0.12). The key and a full finaliser leave
+# an attacker no way to tell which flows share a slot. The slots never show in results.
+ST_TKEY = 9
 STOP_BOUNDARY, STOP_DNS_FULL, STOP_SROWS = 1, 2, 3
 
 # Seeds. Most open flows of a flood or a scan never see a fourth packet (a probe, a
@@ -223,27 +232,31 @@ def _stat(S, f, base, x):
 
 
 @njit(cache=True, inline="always")
-def _hash(ahi, alo, bhi, blo, ap, bp, pr, aux):
-    h = np.int64(-7046029254386353131)
+def _hash(ahi, alo, bhi, blo, ap, bp, pr, aux, key):
+    """The hash table's hash of a flow key, keyed (``ST_TKEY``); its low bits (the slot)
+    depend on every bit of every word (MurmurHash3's finaliser)."""
+    h = np.int64(-7046029254386353131) ^ key
     h = (h ^ ahi) * np.int64(1099511628211)
     h = (h ^ alo) * np.int64(1099511628211)
     h = (h ^ bhi) * np.int64(1099511628211)
     h = (h ^ blo) * np.int64(1099511628211)
     h = (h ^ (ap << 16 | bp)) * np.int64(1099511628211)
     h = (h ^ (pr << 32 | aux)) * np.int64(1099511628211)
-    return h ^ (h >> 31)
+    return _mix64(h)
 
 
 @njit(cache=True, nogil=True)
-def rebuild_table(K, status, nflows, table):
-    """Index every open flow of ``K[:nflows]`` in ``table`` (size a power of two)."""
+def rebuild_table(K, status, nflows, table, key):
+    """Index every open flow of ``K[:nflows]`` in ``table`` (size a power of two), hashed
+    with ``key`` (``ST_TKEY``)."""
     mask = len(table) - 1
     for s in range(len(table)):
         table[s] = -1
     for f in range(nflows):
         if status[f] != FLOW_OPEN and status[f] != FLOW_CLOSED:
             continue
-        h = _hash(K[f, 0], K[f, 1], K[f, 2], K[f, 3], K[f, 4], K[f, 5], K[f, 6], K[f, 7]) & mask
+        h = _hash(K[f, 0], K[f, 1], K[f, 2], K[f, 3], K[f, 4], K[f, 5], K[f, 6], K[f, 7], key)
+        h &= mask
         while table[h] != -1:
             h = (h + 1) & mask
         table[h] = f
@@ -906,6 +919,7 @@ def process_packets(
     ``owner``/``DS``: see Seeds above.
     """
     mask = len(table) - 1
+    tkey = st[ST_TKEY]
     nflows = st[0]
     slice_us = np.int64(params[P_SLICE])
     seeds = params[P_SEEDS] > 0
@@ -958,7 +972,7 @@ def process_packets(
             ahi, alo, ap, bhi, blo, bp = shi, slo, sp, dhi, dlo, dp
         else:
             ahi, alo, ap, bhi, blo, bp = dhi, dlo, dp, shi, slo, sp
-        h = _hash(ahi, alo, bhi, blo, ap, bp, pr, aux) & mask
+        h = _hash(ahi, alo, bhi, blo, ap, bp, pr, aux, tkey) & mask
         while True:
             f = table[h]
             if f == -1:
@@ -1455,7 +1469,8 @@ class FlowTable:
         self.pool = np.zeros(POOL_BYTES, dtype=np.uint8)
         self.pool2 = np.zeros(POOL_BYTES, dtype=np.uint8)
         self.table = np.zeros(0, dtype=np.int64)
-        self.st = np.array([0, 0, 0, -1, 0, 0, 0, 0, sketch_key], dtype=np.int64)  # ST_*
+        tkey = secrets.randbits(64) - (1 << 63)
+        self.st = np.array([0, 0, 0, -1, 0, 0, 0, 0, sketch_key, tkey], dtype=np.int64)  # ST_*
         self.DN = np.zeros((0, ND), dtype=np.float64)  # per-query DNS rows (ST_DNS in use)
         self.DS = np.zeros((0, NDS), dtype=np.float64)  # seeds' DNS (ST_DSEEDS in use)
         self.lru = np.array([-1, -1, 0, 0, self.max_open, -1, -1, 0], dtype=np.int64)  # L_*
@@ -1546,7 +1561,7 @@ class FlowTable:
         size = _pow2(2 * len(self.status) + 2)
         if len(self.table) < size or len(self.table) > 4 * size:
             self.table = np.empty(size, dtype=np.int64)
-        rebuild_table(self.K, self.status, int(self.st[0]), self.table)
+        rebuild_table(self.K, self.status, int(self.st[0]), self.table, self.st[ST_TKEY])
 
     def add(
         self,
@@ -1866,6 +1881,7 @@ class FlowTable:
         else:  # compacted already: as they are
             dns_seeds = self.DS[:used]
         st = self.st.copy()
+        st[ST_TKEY] = 0  # never saved (see ST_TKEY)
         st[ST_SROWS] = len(S)
         st[ST_DSEEDS] = used
         return {
@@ -1959,7 +1975,8 @@ def _checked_state(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
     dns = arrays.get("dns", np.zeros((0, ND)))
     DS = arrays.get("dns_seeds", np.zeros((0, NDS)))
     srow, seed = arrays.get("srow"), arrays.get("seed")
-    n = int(st[0]) if st.shape in ((3,), (6,), (7,), (8,), (9,)) and st.dtype == np.int64 else -1
+    shapes = ((3,), (6,), (7,), (8,), (9,), (10,))
+    n = int(st[0]) if st.shape in shapes and st.dtype == np.int64 else -1
     if srow is None and seed is None:
         # saved before seeds: every flow has its row, in flow order
         srow = np.arange(max(n, 0), dtype=np.int64)
