@@ -265,9 +265,14 @@ _HLL_ALPHA = {16: 0.673, 32: 0.697, 64: 0.709}
 # Four registers (16 bits of a sketch word) at a time: the sum of 2**-register over them,
 # and how many of them are zero. Sums of such powers of two are exact in float64 in any
 # order, so the estimate is the textbook one to the bit.
-_NIBBLES = (np.arange(1 << 16)[:, None] >> (4 * np.arange(4))) & 15  # (65536, 4)
-_QUAD_POW = np.exp2(-_NIBBLES.astype(np.float64)).sum(axis=1)
-_QUAD_ZEROS = (_NIBBLES == 0).sum(axis=1).astype(np.int8)
+_QUAD = np.arange(1 << 16, dtype=np.uint16)
+_NIBBLES = [(_QUAD >> np.uint16(4 * k)) & np.uint16(15) for k in range(4)]
+_QUAD_POW = np.exp2(-np.arange(16.0))[_NIBBLES[0]]
+_QUAD_ZEROS = (_NIBBLES[0] == 0).astype(np.int8)
+for _n in _NIBBLES[1:]:
+    _QUAD_POW += np.exp2(-np.arange(16.0))[_n]
+    _QUAD_ZEROS += (_n == 0).astype(np.int8)
+del _QUAD, _NIBBLES, _n
 if T.HLL_BITS != 4 or T.HLL_PER_COL % 4:
     raise ImportError("_hll_estimate reads four 4-bit registers at a time")
 
