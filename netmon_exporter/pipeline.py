@@ -64,8 +64,8 @@ class FlowSettings:
     read_ahead: bool = False
     # the hash key (hash_key.py): of the distinct-name sketches of new flow tables
     # (flow_table.ST_KEY) and, in a worker, of the flow sample; 0 for the same values every
-    # run, the daemon's secret one in its tasks
-    hash_key: int = 0
+    # run, the daemon's secret one in its tasks (never in a repr, so never in a log line)
+    hash_key: int = field(default=0, repr=False)
 
     def table_args(self) -> tuple[float, float, float, float, int, float]:
         """The flow table's settings, in :class:`FlowTable`'s argument order."""

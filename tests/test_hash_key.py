@@ -114,7 +114,9 @@ def test_each_start_draws_its_own_key_and_tasks_carry_it() -> None:
     try:
         hash_key.use(2**64 - 5)  # any integer: its low 64 bits, as int64 holds them
         assert hash_key.current() == -5 and hash_key.word() == np.uint64(2**64 - 5)
-        assert executor.flow_settings(Config()).hash_key == -5  # what workers get
+        settings = executor.flow_settings(Config())
+        assert settings.hash_key == -5  # what workers get ...
+        assert "-5" not in repr(settings) and "hash_key" not in repr(settings)  # ... unlogged
     finally:
         hash_key.use(before)
 

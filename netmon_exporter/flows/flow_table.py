@@ -142,7 +142,8 @@ FLOW_FREE, FLOW_OPEN, FLOW_CLOSED, FLOW_DONE = 0, 1, 2, 3
 P_IDLE, P_ACTIVE, P_ACTIVITY, P_GRACE, P_SLICE, P_SEEDS = range(6)
 # st: flows in use, name pool bytes used, latest timestamp seen, next slice boundary (-1:
 # not yet known), why process_packets stopped early (STOP_*), rows of D in use, rows of
-# S in use, rows of DS (the DNS of seeds) in use, the key of the name sketches' hash
+# S in use, rows of DS (the DNS of seeds) in use, the keys of the name sketches' hash and
+# of the hash table's
 ST_FLOWS, ST_POOL, ST_LATEST, ST_BOUNDARY, ST_STOP, ST_DNS, ST_SROWS, ST_DSEEDS = range(8)
 # The distinct-name sketches (HyperLogLog) hash each query name from a starting value
 # mixed with this key. Unkeyed, an attacker can search names offline for ones that all
