@@ -176,7 +176,7 @@ def endpoints(det: Detection) -> Endpoints:
         value = det.evidence.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536:
             ports.add(value)
-    return Endpoints(_address(det.source), destination, frozenset(ports), name)
+    return Endpoints(_source(det.source), destination, frozenset(ports), name)
 
 
 def _address(text: str) -> IPAddress | None:
@@ -184,6 +184,19 @@ def _address(text: str) -> IPAddress | None:
         return ipaddress.ip_address(text.strip())
     except ValueError:
         return None
+
+
+def _source(text: str) -> IPAddress | None:
+    """A detection's source: an address, or a network's first address (a port scan from
+    the addresses of one IPv6 /64 is reported as ``<prefix>::/64``; an allow-list entry
+    matches it when it holds that whole network's start, e.g. the /64 itself)."""
+    addr = _address(text)
+    if addr is None and "/" in text:
+        try:
+            return ipaddress.ip_network(text.strip(), strict=True).network_address
+        except ValueError:
+            return None
+    return addr
 
 
 def _port(text: str) -> int | None:

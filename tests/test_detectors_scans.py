@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from netmon_exporter.config import DetectorsConfig
-from netmon_exporter.detectors.address_sweep import AddressSweepDetector, network_of
+from netmon_exporter.detectors.address_sweep import AddressSweepDetector
+from netmon_exporter.detectors.base import network_of
 from netmon_exporter.detectors.port_scan import PortScanDetector
 from netmon_exporter.detectors.scan_probes import ContactStore, classify, service_name
 from netmon_exporter.flow_schema import FlowBatch, addrs_to_str, str_to_addrs
@@ -800,4 +801,60 @@ def test_crafted_hash_collisions_do_not_merge_groups(background: int) -> None:
     assert len(first) == len(counts) == n_keys and counts.sum() == len(src)
     assert np.array_equal(np.bincount(gid), counts) and np.array_equal(
         gid[first], np.arange(n_keys)
+    )
+
+
+def test_an_ipv6_scanner_that_changes_address_every_probe_is_found_by_its_64():
+    """Each probe from another address of one /64: no address probes more than one port,
+    the /64 probes them all. Reported once, as the /64, with its addresses."""
+    rows = [
+        {**HALF_OPEN, "src": f"2001:db8:5:1:{k:x}:2:3:{k + 1:x}", "dst": "fd00:1::10"}
+        | {"dport": 100 + k, "sport": 45000, "ts": T0 + 0.5 * k}
+        for k in range(40)
+    ]
+    (d,) = run(PortScanDetector(CFG.port_scan), flows(rows))
+    assert (d.source, d.target) == ("2001:db8:5:1::/64", "fd00:1::10")
+    assert d.evidence["sources"] == 40 and d.evidence["distinct_ports"] == 40
+    assert len(d.evidence["top_sources"]) == 5
+    # two addresses probing 10 ports each: the /64 probed 20
+    two = probes("2001:db8:5:1::7", "fd00:1::10", range(100, 110), **HALF_OPEN)
+    two += probes("2001:db8:5:1::8", "fd00:1::10", range(110, 120), **HALF_OPEN)
+    (d,) = run(PortScanDetector(CFG.port_scan), flows(two))
+    assert d.source == "2001:db8:5:1::/64" and d.evidence["distinct_ports"] == 20
+    # one address that scans is reported as itself, once, whatever its /64 adds
+    single = probes("2001:db8:5:1::7", "fd00:1::10", range(100, 140), **HALF_OPEN)
+    single += probes("2001:db8:5:1::8", "fd00:1::10", [9], **HALF_OPEN)
+    (d,) = run(PortScanDetector(CFG.port_scan), flows(single))
+    assert d.source == "2001:db8:5:1::7"
+
+
+def test_many_addresses_of_a_64_reaching_a_few_ports_or_of_many_64s_are_not_a_scan():
+    office = [
+        {**HALF_OPEN, "src": f"2001:db8:5:1::{k + 1:x}", "dst": "fd00:1::10"}
+        | {"dport": (80, 443, 8080, 8443)[k % 4], "sport": 45000 + k, "ts": T0 + 0.2 * k}
+        for k in range(300)
+    ]
+    assert run(PortScanDetector(CFG.port_scan), flows(office)) == []
+    others = [
+        {**HALF_OPEN, "src": f"2001:db8:{k + 1:x}:1::9", "dst": "fd00:1::10"}
+        | {"dport": 100 + k, "sport": 45000, "ts": T0 + 0.5 * k}
+        for k in range(40)
+    ]
+    assert run(PortScanDetector(CFG.port_scan), flows(others)) == []
+
+
+def test_a_64_on_the_allow_list_silences_its_finding():
+    from netmon_exporter.config import IgnoreConfig
+    from netmon_exporter.suppression import IgnoreRules, endpoints
+
+    rows = [
+        {**HALF_OPEN, "src": f"2001:db8:5:1::{k + 1:x}", "dst": "fd00:1::10"}
+        | {"dport": 100 + k, "sport": 45000, "ts": T0 + 0.5 * k}
+        for k in range(40)
+    ]
+    (d,) = run(PortScanDetector(CFG.port_scan), flows(rows))
+    assert str(endpoints(d).source) == "2001:db8:5:1::"
+    assert IgnoreRules.from_config(IgnoreConfig(sources=("2001:db8:5::/48",))).match(endpoints(d))
+    assert not IgnoreRules.from_config(IgnoreConfig(sources=("2001:db8:5:1::3/128",))).match(
+        endpoints(d)
     )

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..detection import Detection
 from ..flow_schema import FlowBatch, addrs_to_str
-from .base import HorizonStore, member_of, top_counts
+from .base import HorizonStore, member_of, network_of, network_text, top_counts
 from .catalog import AddressSweepConfig
 from .features import UDP
 from .scan_probes import (
@@ -55,21 +55,6 @@ from .scan_probes import (
 
 _SUMS = ("probes", "unanswered", "reset", "answered", "success")
 _UDP_CODE = 1
-
-
-def network_of(addrs: np.ndarray) -> np.ndarray:
-    """Return each ``V16`` address's /24 (IPv4-mapped) or /64 (IPv6) network address."""
-    raw = np.frombuffer(np.ascontiguousarray(addrs).tobytes(), dtype=np.uint8).reshape(-1, 16)
-    raw = raw.copy()
-    v4 = (raw[:, :10] == 0).all(axis=1) & (raw[:, 10] == 0xFF) & (raw[:, 11] == 0xFF)
-    raw[v4, 15] = 0
-    raw[~v4, 8:] = 0
-    return raw.view(addrs.dtype).reshape(-1) if len(raw) else addrs[:0]
-
-
-def network_text(net: np.ndarray) -> str:
-    text = addrs_to_str(net)[0]
-    return f"{text}/64" if ":" in text else f"{text}/24"
 
 
 class AddressSweepDetector:

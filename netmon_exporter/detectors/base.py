@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..flow_schema import addrs_to_str
+
 
 class HorizonStore:
     """Rows (equal-length numpy columns, one of them ``ts``) remembered for a time horizon.
@@ -83,6 +85,27 @@ def member_of(values: np.ndarray, ordered: np.ndarray) -> np.ndarray:
 def addr_pairs(addrs: np.ndarray) -> np.ndarray:
     """``V16`` addresses as an (n, 2) uint64 array, one row per address (a view)."""
     return np.ascontiguousarray(addrs).view(np.uint64).reshape(-1, 2)
+
+
+def is_v4_mapped(addrs: np.ndarray) -> np.ndarray:
+    """Whether each ``V16`` address is an IPv4 one (``::ffff:a.b.c.d``)."""
+    raw = np.frombuffer(np.ascontiguousarray(addrs).tobytes(), dtype=np.uint8).reshape(-1, 16)
+    return (raw[:, :10] == 0).all(axis=1) & (raw[:, 10] == 0xFF) & (raw[:, 11] == 0xFF)
+
+
+def network_of(addrs: np.ndarray) -> np.ndarray:
+    """Return each ``V16`` address's /24 (IPv4-mapped) or /64 (IPv6) network address."""
+    raw = np.frombuffer(np.ascontiguousarray(addrs).tobytes(), dtype=np.uint8).reshape(-1, 16)
+    raw = raw.copy()
+    v4 = is_v4_mapped(addrs)
+    raw[v4, 15] = 0
+    raw[~v4, 8:] = 0
+    return raw.view(addrs.dtype).reshape(-1) if len(raw) else addrs[:0]
+
+
+def network_text(net: np.ndarray) -> str:
+    text = addrs_to_str(net)[0]
+    return f"{text}/64" if ":" in text else f"{text}/24"
 
 
 def addr_words(addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

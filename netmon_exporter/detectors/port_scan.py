@@ -7,7 +7,10 @@ within 5 minutes (15 by default). This detector does the same with more probe ki
 ``slow_horizon_seconds``), so a scan paced under the fast tier, or in bursts kept
 under it, still adds up. A target-centric view (Snort's distributed portscan)
 finds many sources each probing a few ports of one host: the source is reported as
-``many`` with the top sources in the evidence.
+``many`` with the top sources in the evidence. An IPv6 source is also counted with the
+other addresses of its /64 (one host or one site picks them all: a scanner can send each
+probe from another one, and then no address, nor any few of them, probes enough ports):
+such a /64 is reported as ``<prefix>::/64`` with its addresses in the evidence.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 
 from ..detection import Detection
 from ..flow_schema import FlowBatch, addrs_to_str
-from .base import top_counts
+from .base import is_v4_mapped, member_of, network_of, network_text, top_counts
 from .catalog import PortScanConfig
 from .scan_probes import (
     ANSWERED,
@@ -93,6 +96,14 @@ class PortScanDetector:
             out += self._single(
                 select(rows, idx), touched[idx], new_keys, horizon, threshold, reported, window
             )
+        v6 = np.flatnonzero(~is_v4_mapped(rows["src"]))
+        if len(v6) and touched[v6].any():
+            # only (/64, host) pairs a new contact touched can be reported: their rows alone
+            net = network_of(rows["src"][v6])
+            keys = key_hash(net, rows["dst"][v6])
+            hot = member_of(keys, np.sort(keys[touched[v6]]))
+            v6, net = v6[hot], net[hot]
+            out += self._by_prefix(select(rows, v6), net, touched[v6], window_end, reported, window)
         if self.cfg.distributed_min_sources and self.tiers:
             cfg, horizon = self.cfg, self.tiers[0][0]
             live = rows["last"] >= window_end - horizon
@@ -143,6 +154,73 @@ class PortScanDetector:
                     self.name, self.cfg.severity, source, target, ev, (1, top), summary, window
                 )
             )
+        return out
+
+    def _by_prefix(
+        self,
+        rows: dict[str, np.ndarray],
+        net: np.ndarray,
+        touched: np.ndarray,
+        window_end: float,
+        reported: set[tuple[bytes, bytes]],
+        window: tuple[float, float],
+    ) -> list[Detection]:
+        """IPv6 sources counted by /64 (``rows``: contacts of IPv6 sources, ``net``: each
+        one's /64), tier by tier: a /64 whose addresses together probed a tier's number
+        of distinct ports of one host within its horizon, none of them that many by
+        itself (that address is :meth:`_single`'s finding), with a contact new this
+        window. The groups are made once for every tier."""
+        if not touched.any():
+            return []
+        gid, first, _ = group_ids(net, rows["dst"])
+        n = len(first)
+        port, port_first, _ = group_ids(net, rows["dst"], rows["svc"])
+        addr, addr_first, _ = group_ids(rows["src"], rows["dst"])
+        has_new = np.bincount(gid[touched], minlength=n) > 0
+        members = Members(gid, n)
+        out = []
+        for horizon, threshold in self.tiers:
+            alive = rows["last"] >= window_end - horizon
+            # distinct ports (a port probed from two addresses counts once) and addresses
+            # per (/64, host) within the horizon, and the most ports of one address
+            live_port = np.zeros(len(port_first), bool)
+            live_port[port[alive]] = True
+            ports = np.bincount(gid[port_first[live_port]], minlength=n)
+            addr_ports = np.bincount(addr[alive], minlength=len(addr_first))
+            addrs = np.bincount(gid[addr_first[addr_ports > 0]], minlength=n)
+            most = np.zeros(n, np.int64)
+            np.maximum.at(most, gid[addr_first], addr_ports)
+            hits = np.flatnonzero((ports >= threshold) & (most < threshold) & has_new)
+            for g in hits.tolist():
+                key = (net[first[g]].tobytes() + b"/64", rows["dst"][first[g]].tobytes())
+                if key in reported:  # found by a faster tier this window
+                    continue
+                reported.add(key)
+                m = members(g)
+                m = m[alive[m]]
+                hr = select(rows, m)
+                source = network_text(net[first[g] : first[g] + 1])
+                target = addrs_to_str(rows["dst"][first[g] : first[g] + 1])[0]
+                _, a_first, a_rows = group_ids(hr["src"])
+                top = top_counts(addrs_to_str(hr["src"][a_first]), a_rows)
+                ev = self._evidence(hr, threshold, horizon, int(touched[m].sum()))
+                summary = (
+                    f"{int(addrs[g])} addresses of {source} probed {int(ports[g])} distinct "
+                    f"ports on {target} within {horizon:g} s (a source that changes address "
+                    f"within its /64; top: {top[0]['value']})"
+                )
+                out.append(
+                    scan_detection(
+                        self.name,
+                        self.cfg.severity,
+                        source,
+                        target,
+                        ev,
+                        (int(addrs[g]), top),
+                        summary,
+                        window,
+                    )
+                )
         return out
 
     def _distributed(

@@ -107,6 +107,25 @@ def udp_scan(cap: _Capture, site: _Site, start: float, duration: float) -> tuple
     return (Truth("port_scan", attacker, victim),)
 
 
+@case("hard", "ipv6_port_scan_rotating_sources")
+def ipv6_port_scan_rotating_sources(
+    cap: _Capture, site: _Site, start: float, duration: float
+) -> tuple[Truth, ...]:
+    """An IPv6 scanner that sends each probe from another address of its /64 (no address
+    probes more than one port): 40-200 ports of an IPv6 host over 20-200 s."""
+    rng = cap.rng
+    victim = str(rng.choice(site.clients[12:]))
+    prefix = f"2001:db8:{int(rng.integers(0x100, 0xFFF)):x}:{int(rng.integers(1, 0xFFFF)):x}"
+    n = int(rng.integers(40, 200))
+    span = float(rng.uniform(20, 200))
+    t0 = start + float(rng.uniform(0, duration - span))
+    for i, p in enumerate(rng.choice(np.arange(1, 10000), n, replace=False).tolist()):
+        iid = ":".join(f"{int(x):x}" for x in rng.integers(0, 0x10000, 4))
+        answer = "open" if p in (22, 80, 443) else str(rng.choice(["closed", "filtered"]))
+        _probe(cap, t0 + span * i / n, f"{prefix}:{iid}", victim, int(p), answer)
+    return (Truth("port_scan", f"{prefix}::/64", victim),)
+
+
 @case("hard", "distributed_port_scan")
 def distributed_port_scan(
     cap: _Capture, site: _Site, start: float, duration: float
