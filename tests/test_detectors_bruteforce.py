@@ -147,3 +147,20 @@ def test_every_hard_brute_force_case_is_found_with_the_right_attacker(case, tmp_
     assert r.scenario.truths and found(r, matches), [
         (d.detector, d.source, d.target) for d in r.detections
     ]
+
+
+def test_an_ipv6_server_is_bracketed_before_its_port_and_allow_lists_read_it():
+    """``fd00::22:22`` would read as another address (and no port): the target is
+    ``[fd00::22]:22``, so a destination or port allow-list entry matches it."""
+    from netmon_exporter.config import IgnoreConfig
+    from netmon_exporter.suppression import IgnoreRules, endpoints
+
+    batch = sessions(
+        8, sent=2310, received=2120, pkts=42, step=12, src="2001:db8::7", dst="fd00::22"
+    )
+    (d,) = run(BruteForceDetector(CFG.brute_force), batch)
+    assert (d.source, d.target) == ("2001:db8::7", "[fd00::22]:22")
+    ends = endpoints(d)
+    assert str(ends.destination) == "fd00::22" and ends.ports == {22}
+    assert IgnoreRules.from_config(IgnoreConfig(destinations=("fd00::22/128",))).match(ends)
+    assert IgnoreRules.from_config(IgnoreConfig(ports=(22,))).match(ends)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..detection import Detection
+from ..detection import Detection, host_port
 from ..flow_schema import FlowBatch, addrs_to_str
 from .base import HorizonStore, top_counts
 from .catalog import BruteForceConfig
@@ -237,7 +237,7 @@ class BruteForceDetector:
             detector=self.name,
             severity=self.cfg.severity,
             source=source,
-            target=f"{server}:{port}",
+            target=host_port(server, port),  # [IPv6]:port, read back by suppression
             window_start=window_start,
             window_end=window_end,
             evidence=ev,

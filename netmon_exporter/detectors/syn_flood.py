@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..detection import Detection
+from ..detection import Detection, host_port
 from ..flow_sample import weights
 from ..flow_schema import FlowBatch
 from .base import top_counts
@@ -247,7 +247,7 @@ class SynFloodDetector:
             window_start=window_start,
             window_end=window_end,
             evidence=evidence,
-            summary=self._summary(p, reason, source, spoofed, f"{victim}:{vport}"),
+            summary=self._summary(p, reason, source, spoofed, host_port(victim, vport)),
         )
 
     @staticmethod

@@ -112,7 +112,10 @@ def analyse_capture(path: Path, detectors: DetectorsConfig) -> tuple[FlowBatch, 
 
 
 def _host(target: str) -> str:
-    """Strip a ``:port`` from ``addr:port`` targets (IPv6 addresses keep their colons)."""
+    """Strip a ``:port`` from ``addr:port`` and ``[IPv6]:port`` targets (IPv6 addresses
+    keep their colons)."""
+    if target.startswith("[") and "]" in target:
+        return target[1 : target.index("]")]
     if target.count(":") == 1:
         return target.split(":")[0]
     if target.count(":") > 1 and "." not in target and target.rsplit(":", 1)[-1].isdigit():
