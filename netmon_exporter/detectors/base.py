@@ -89,14 +89,13 @@ def addr_pairs(addrs: np.ndarray) -> np.ndarray:
 
 def is_v4_mapped(addrs: np.ndarray) -> np.ndarray:
     """Whether each ``V16`` address is an IPv4 one (``::ffff:a.b.c.d``)."""
-    raw = np.frombuffer(np.ascontiguousarray(addrs).tobytes(), dtype=np.uint8).reshape(-1, 16)
+    raw = np.ascontiguousarray(addrs).view(np.uint8).reshape(-1, 16)  # a view, not a copy
     return (raw[:, :10] == 0).all(axis=1) & (raw[:, 10] == 0xFF) & (raw[:, 11] == 0xFF)
 
 
 def network_of(addrs: np.ndarray) -> np.ndarray:
     """Return each ``V16`` address's /24 (IPv4-mapped) or /64 (IPv6) network address."""
-    raw = np.frombuffer(np.ascontiguousarray(addrs).tobytes(), dtype=np.uint8).reshape(-1, 16)
-    raw = raw.copy()
+    raw = np.ascontiguousarray(addrs).view(np.uint8).reshape(-1, 16).copy()
     v4 = is_v4_mapped(addrs)
     raw[v4, 15] = 0
     raw[~v4, 8:] = 0
