@@ -34,7 +34,9 @@ def _packet_info(pkt, frags: dict) -> tuple | None:  # noqa: ANN001
     """Key fields of one packet by scapy: ((src, sport), (dst, dport), proto, ...).
 
     A later IPv4 fragment belongs to the flow of its first fragment (same addresses,
-    protocol and IP id), with its bytes as payload.
+    protocol and IP id), with its bytes as payload; but for TCP, the bytes that fall
+    within the segment's header are header, and every fragment carries the segment's
+    flags and window once a fragment so far held them (docs/flow-features.md).
     """
     ip = pkt.getlayer(IP) or pkt.getlayer(IPv6)
     if ip is None:
@@ -42,21 +44,50 @@ def _packet_info(pkt, frags: dict) -> tuple | None:  # noqa: ANN001
     if isinstance(ip, IP):
         fkey = (ip.src, ip.dst, ip.proto, ip.id)
         if ip.frag:
-            ports = frags.get(fkey)
-            if ports is None:
+            known = frags.get(fkey)
+            if known is None:
                 return None
+            ports, head, first = known
+            size, off = ip.len - ip.ihl * 4, ip.frag * 8
+            hdr = flags = win = 0
+            if ip.proto == 6:
+                data = bytes(ip.payload)[:size]
+                had = set(head)
+                for k, byte in enumerate(data):  # what this fragment adds of the header
+                    head.setdefault(off + k, byte)
+                if 13 in head and 13 not in had:  # the first fragment gets them too
+                    first[6] = head[13]
+                if 14 in head and 15 in head and not {14, 15} <= had:
+                    first[7] = head[14] << 8 | head[15]
+                hl = max((head[12] >> 4) * 4, 20) if 12 in head else 20
+                hdr = max(0, min(hl - off, size))
+                flags = head.get(13, 0)
+                win = (head[14] << 8 | head[15]) if 14 in head and 15 in head else 0
             return (
                 (ip.src, ports[0]),
                 (ip.dst, ports[1]),
                 ip.proto,
                 int(pkt.time * 1_000_000),
-                ip.len - ip.ihl * 4,
-                0,
-                0,
-                0,
+                size - hdr,
+                hdr,
+                flags,
+                win,
             )
-        if ip.flags.MF and isinstance(ip.payload, (TCP, UDP)):
-            frags[fkey] = (int(ip.payload.sport), int(ip.payload.dport))
+        if ip.flags.MF and ip.proto == 6:  # scapy leaves a header cut short as Raw
+            size = ip.len - ip.ihl * 4
+            raw = bytes(ip.payload)[:size]
+            ports = (raw[0] << 8 | raw[1], raw[2] << 8 | raw[3])
+            head = dict(enumerate(raw[:60]))
+            hl = max((raw[12] >> 4) * 4, 20) if len(raw) > 12 else 20
+            flags = raw[13] if len(raw) > 13 else 0
+            win = (raw[14] << 8 | raw[15]) if len(raw) > 15 else 0
+            ts = int(pkt.time * 1_000_000)
+            hdr = min(hl, size)
+            info = [(ip.src, ports[0]), (ip.dst, ports[1]), 6, ts, size - hdr, hdr, flags, win]
+            frags[fkey] = (ports, head, info)
+            return info  # type: ignore[return-value] - patched by later fragments
+        if ip.flags.MF and isinstance(ip.payload, UDP):
+            frags[fkey] = ((int(ip.payload.sport), int(ip.payload.dport)), {}, None)
         l4 = ip.payload
         ip_payload = ip.len - ip.ihl * 4
     else:
@@ -268,6 +299,45 @@ def test_every_cic_feature_matches_the_scapy_slow_path(path: Path) -> None:
             assert fl[name][i] == pytest.approx(r[name], rel=1e-9, abs=1e-6), (key, name)
         compared += 1
     assert compared >= 1
+
+
+def test_fragmented_tcp_features_match_the_scapy_slow_path(tmp_path: Path) -> None:
+    # nmap -f probes (8-byte fragments), a --mtu 16 probe, and a session whose segments
+    # are cut into 16- and 24-byte fragments: header bytes, flags and windows are the
+    # segment's (see _packet_info), in every CIC feature.
+    from scapy.layers.inet import fragment
+
+    pkts: list[tuple[float, object]] = []
+    t = 10.0
+
+    def send(seg: object, src: str, dst: str, size: int) -> None:
+        nonlocal t
+        ip = IP(src=src, dst=dst, id=int(t * 100) & 0xFFFF) / seg
+        for f in fragment(ip, fragsize=size) if size else [ip]:
+            pkts.append((t, Ether() / f))
+            t += 0.0003
+        t += 0.01
+
+    for k, port in enumerate((21, 22, 23, 8080)):
+        send(TCP(sport=41000, dport=port, flags="S", seq=k, window=1024), C, S, 8)
+        send(TCP(sport=port, dport=41000, flags="RA", ack=k + 1), S, C, 0)
+    send(TCP(sport=41001, dport=443, flags="S", seq=7, window=1024), C, S, 16)
+    send(TCP(sport=41002, dport=80, flags="S", seq=1, window=29200), C, S, 0)
+    send(TCP(sport=80, dport=41002, flags="SA", seq=9, ack=2, window=65160), S, C, 0)
+    send(TCP(sport=41002, dport=80, flags="A", seq=2, ack=10, window=229), C, S, 0)
+    for n in (40, 300, 7):
+        send(TCP(sport=41002, dport=80, flags="PA", seq=2, ack=10) / (b"q" * n), C, S, 24)
+        send(TCP(sport=80, dport=41002, flags="PA", seq=10, ack=2) / (b"r" * 3 * n), S, C, 16)
+    path = _write(tmp_path / "fragmented.pcap", pkts)
+    fl = process_file(
+        path, FlowSettings(idle_timeout_seconds=1e6, active_timeout_seconds=1e7)
+    ).flows
+    ours, ref = _ours_by_tuple(fl), reference_flows(path)
+    assert len(ref) == 6
+    for key, r in ref.items():
+        (i,) = ours[key]
+        for name in CIC_FEATURES:
+            assert fl[name][i] == pytest.approx(r[name], rel=1e-9, abs=1e-6), (key, name)
 
 
 def _write(path: Path, pkts: list[tuple[float, object]]) -> Path:

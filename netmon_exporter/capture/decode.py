@@ -11,6 +11,8 @@ unsigned types (which would silently promote to float64).
 
 from __future__ import annotations
 
+import secrets
+
 import numpy as np
 
 from ..compiled import njit
@@ -55,6 +57,13 @@ W_CORRUPT = 1  # record/block header that cannot be right; cannot resync
 MAX_RECORD = 1 << 24  # larger pcap records / pcapng blocks are corrupt
 MAX_IFACES = 256
 FRAG_SLOTS = 4096  # direct-mapped cache: first fragment's ports by IP id
+# Fragment cache columns (one row per slot, and a last row whose FR_ADDR holds the key of
+# the slot hash): the datagram (addresses, protocol, IP identification), its ports, a
+# mark, then what is known of its TCP header (-1 until a fragment covering it came) and
+# where its first fragment sits in the packet table (row, timestamp).
+FR_ADDR, FR_PROTO, FR_IDENT, FR_SPORT, FR_DPORT, FR_USED = 0, 4, 5, 6, 7, 8
+FR_FLAGS, FR_HLEN, FR_WIN, FR_ROW, FR_TS = 9, 10, 11, 12, 13
+FRAG_COLS = 14
 
 V4_MAPPED_HI = 0
 V4_MAPPED_LO_PREFIX = 0xFFFF << 32
@@ -151,11 +160,91 @@ def _parse_dns(b, d, end, P, PE, i, hist):
         hist[c] = 0
 
 
+def fragment_cache(key: int | None = None) -> np.ndarray:
+    """A reader's fragment cache, its slot hash keyed by ``key`` (default: a random key
+    per cache, so that nobody can choose datagrams that evict another's first fragment)."""
+    frag = np.zeros((FRAG_SLOTS + 1, FRAG_COLS), dtype=np.int64)
+    frag[FRAG_SLOTS, 0] = secrets.randbits(63) if key is None else key
+    return frag
+
+
 @njit(cache=True)
-def _frag_slot(shi, slo, dhi, dlo, proto, ident):
-    h = (shi * 31 + slo) * 1000003 + (dhi * 31 + dlo) * 7919 + proto * 131 + ident
-    h ^= h >> 29
+def _frag_slot(shi, slo, dhi, dlo, proto, ident, key):
+    h = ((shi * 31 + slo) * 1000003 + (dhi * 31 + dlo) * 7919 + proto * 131 + ident) ^ key
+    h ^= (h >> 33) & np.int64(0x7FFFFFFF)  # MurmurHash3's finaliser: every bit counts
+    h *= np.int64(-49064778989728563)
+    h ^= (h >> 33) & np.int64(0x7FFFFFFF)
+    h *= np.int64(-4265267296055464877)
+    h ^= (h >> 33) & np.int64(0x7FFFFFFF)
     return h & (FRAG_SLOTS - 1)
+
+
+@njit(cache=True)
+def _same_datagram(frag, s, P, i, proto, ident):
+    return (
+        frag[s, FR_USED] == 1
+        and frag[s, 0] == P[i, F_SHI]
+        and frag[s, 1] == P[i, F_SLO]
+        and frag[s, 2] == P[i, F_DHI]
+        and frag[s, 3] == P[i, F_DLO]
+        and frag[s, FR_PROTO] == proto
+        and frag[s, FR_IDENT] == ident
+    )
+
+
+@njit(cache=True)
+def _first_row(frag, s, P, i):
+    """The row of the datagram's first fragment in this packet table (-1: not in it)."""
+    r = frag[s, FR_ROW]
+    if (
+        r >= 0
+        and r < i
+        and P[r, F_FRAG] == 1
+        and P[r, F_TS] == frag[s, FR_TS]
+        and P[r, F_SHI] == frag[s, 0]
+        and P[r, F_SLO] == frag[s, 1]
+        and P[r, F_DHI] == frag[s, 2]
+        and P[r, F_DLO] == frag[s, 3]
+        and P[r, F_PROTO] == frag[s, FR_PROTO]
+        and P[r, F_SPORT] == frag[s, FR_SPORT]
+        and P[r, F_DPORT] == frag[s, FR_DPORT]
+    ):
+        return r
+    return -1
+
+
+@njit(cache=True)
+def _tcp_fragment(b, l4, end, ip_pay, off, P, i, frag, s):
+    """A later fragment of a TCP segment: the header fields the first fragment did not
+    hold (``nmap -f`` cuts the header into 8-byte pieces, so the flags come second) are
+    read from here and given to the first fragment too (when it is in this packet table);
+    each fragment carries the segment's flags; header bytes count as header, not payload."""
+    have = end - l4  # bytes of this fragment captured
+    if have > ip_pay:
+        have = ip_pay
+    r = _first_row(frag, s, P, i)
+    if frag[s, FR_HLEN] < 0 and off <= 12 and off + have > 12:
+        hl = (np.int64(b[l4 + 12 - off]) >> 4) * 4
+        frag[s, FR_HLEN] = hl if hl >= 20 else 20
+    if frag[s, FR_FLAGS] < 0 and off <= 13 and off + have > 13:
+        frag[s, FR_FLAGS] = np.int64(b[l4 + 13 - off])
+        if r >= 0:
+            P[r, F_FLAGS] = frag[s, FR_FLAGS]
+    if frag[s, FR_WIN] < 0 and off <= 14 and off + have > 15:
+        frag[s, FR_WIN] = _u16(b, l4 + 14 - off)
+        if r >= 0:
+            P[r, F_WIN] = frag[s, FR_WIN]
+    if frag[s, FR_FLAGS] >= 0:
+        P[i, F_FLAGS] = frag[s, FR_FLAGS]
+    if frag[s, FR_WIN] >= 0:
+        P[i, F_WIN] = frag[s, FR_WIN]
+    hl = frag[s, FR_HLEN] if frag[s, FR_HLEN] >= 0 else 20
+    head = hl - off  # header bytes still to come at this fragment's offset
+    if head > ip_pay:
+        head = ip_pay
+    if head > 0:
+        P[i, F_HDR] = head
+        P[i, F_PAY] = ip_pay - head
 
 
 @njit(cache=True)
@@ -237,6 +326,7 @@ def decode_packet(b, o, caplen, wirelen, linktype, ts, P, PE, i, frag, hist):
     # ---- network layer ------------------------------------------------------------
     fragstate = 0
     ident = np.int64(0)
+    foff = np.int64(0)  # a fragment's offset in its datagram's transport bytes
     if ipv == 4:
         if p + 20 > end:
             P[i, F_STATUS] = ST_TRUNCATED
@@ -264,6 +354,7 @@ def decode_packet(b, o, caplen, wirelen, linktype, ts, P, PE, i, frag, hist):
         l4 = p + ihl
         if fo != 0:
             fragstate = 2
+            foff = fo * 8
         elif mf != 0:
             fragstate = 1
     else:
@@ -302,6 +393,7 @@ def decode_packet(b, o, caplen, wirelen, linktype, ts, P, PE, i, frag, hist):
                 ident = _u32(b, l4 + 4)
                 if (fw & 0xFFF8) != 0:
                     fragstate = 2
+                    foff = fw & 0xFFF8
                 elif fw & 1:
                     fragstate = 1
                 l4 += 8
@@ -330,18 +422,13 @@ def decode_packet(b, o, caplen, wirelen, linktype, ts, P, PE, i, frag, hist):
     if fragstate == 2:
         P[i, F_PAY] = ip_pay
         if proto == 6 or proto == 17:
-            s = _frag_slot(P[i, F_SHI], P[i, F_SLO], P[i, F_DHI], P[i, F_DLO], proto, ident)
-            if (
-                frag[s, 0] == P[i, F_SHI]
-                and frag[s, 1] == P[i, F_SLO]
-                and frag[s, 2] == P[i, F_DHI]
-                and frag[s, 3] == P[i, F_DLO]
-                and frag[s, 4] == proto
-                and frag[s, 5] == ident
-                and frag[s, 8] == 1
-            ):
-                P[i, F_SPORT] = frag[s, 6]
-                P[i, F_DPORT] = frag[s, 7]
+            key = frag[FRAG_SLOTS, 0]
+            s = _frag_slot(P[i, F_SHI], P[i, F_SLO], P[i, F_DHI], P[i, F_DLO], proto, ident, key)
+            if _same_datagram(frag, s, P, i, proto, ident):
+                P[i, F_SPORT] = frag[s, FR_SPORT]
+                P[i, F_DPORT] = frag[s, FR_DPORT]
+                if proto == 6:
+                    _tcp_fragment(b, l4, end, ip_pay, foff, P, i, frag, s)
         return
     cap_l4 = end - l4  # transport bytes actually captured
     # ---- transport layer ----------------------------------------------------------
@@ -403,16 +490,25 @@ def decode_packet(b, o, caplen, wirelen, linktype, ts, P, PE, i, frag, hist):
     else:
         P[i, F_PAY] = ip_pay
     if fragstate == 1 and (proto == 6 or proto == 17):
-        s = _frag_slot(P[i, F_SHI], P[i, F_SLO], P[i, F_DHI], P[i, F_DLO], proto, ident)
+        key = frag[FRAG_SLOTS, 0]
+        s = _frag_slot(P[i, F_SHI], P[i, F_SLO], P[i, F_DHI], P[i, F_DLO], proto, ident, key)
         frag[s, 0] = P[i, F_SHI]
         frag[s, 1] = P[i, F_SLO]
         frag[s, 2] = P[i, F_DHI]
         frag[s, 3] = P[i, F_DLO]
-        frag[s, 4] = proto
-        frag[s, 5] = ident
-        frag[s, 6] = P[i, F_SPORT]
-        frag[s, 7] = P[i, F_DPORT]
-        frag[s, 8] = 1
+        frag[s, FR_PROTO] = proto
+        frag[s, FR_IDENT] = ident
+        frag[s, FR_SPORT] = P[i, F_SPORT]
+        frag[s, FR_DPORT] = P[i, F_DPORT]
+        frag[s, FR_USED] = 1
+        # what this fragment held of the TCP header (cap_l4: its transport bytes captured)
+        tcp = proto == 6
+        hl = (np.int64(b[l4 + 12]) >> 4) * 4 if tcp and cap_l4 >= 13 and ip_pay >= 13 else -1
+        frag[s, FR_HLEN] = hl
+        frag[s, FR_FLAGS] = P[i, F_FLAGS] if tcp and cap_l4 >= 14 and ip_pay >= 14 else -1
+        frag[s, FR_WIN] = P[i, F_WIN] if tcp and cap_l4 >= 16 and ip_pay >= 16 else -1
+        frag[s, FR_ROW] = i
+        frag[s, FR_TS] = P[i, F_TS]
 
 
 @njit(cache=True, nogil=True)

@@ -173,7 +173,7 @@ class CaptureReader:
         self.truncated_tail = 0
         self.bytes_read = 0
         self.packets = 0
-        self.frag = np.zeros((D.FRAG_SLOTS, 9), dtype=np.int64)
+        self.frag = D.fragment_cache()
         self._sets: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # in use
 
     def __iter__(self) -> Iterator[PacketChunk]:

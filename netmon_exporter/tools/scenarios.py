@@ -91,8 +91,18 @@ class _Capture:
         return ipaddress.ip_address(ip).packed
 
     def _frame(
-        self, t: float, src: str, dst: str, proto: int, l4: bytes, csum_at: int | None
+        self,
+        t: float,
+        src: str,
+        dst: str,
+        proto: int,
+        l4: bytes,
+        csum_at: int | None,
+        frag: int = 0,
     ) -> None:
+        """Append one IP packet carrying ``l4``; ``frag`` (a multiple of 8): cut it into
+        fragments of that many transport bytes (as ``nmap -f`` does with 8), sent in
+        order 10 us apart."""
         if self.tagging:
             self.attack_pairs.add((src, dst))
         s, d = self._addr(src), self._addr(dst)
@@ -103,18 +113,32 @@ class _Capture:
                 pseudo = s + d + struct.pack("!IxxxB", len(l4), proto)
             c = _checksum(pseudo + l4) or 0xFFFF
             l4 = l4[:csum_at] + struct.pack("!H", c) + l4[csum_at + 2 :]
+        ethertype = 0x0800 if len(s) == 4 else 0x86DD
+        eth = b"\x02\x00" + d[-4:] + b"\x02\x00" + s[-4:] + struct.pack("!H", ethertype)
         if len(s) == 4:
             self._ip_id = (self._ip_id + 1) & 0xFFFF
-            hdr = struct.pack(
-                "!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), self._ip_id, 0x4000, 64, proto, 0, s, d
-            )
-            hdr = hdr[:10] + struct.pack("!H", _checksum(hdr)) + hdr[12:]
-            ethertype = 0x0800
-        else:
-            hdr = struct.pack("!IHBB16s16s", 0x60000000, len(l4), proto, 64, s, d)
-            ethertype = 0x86DD
-        eth = b"\x02\x00" + d[-4:] + b"\x02\x00" + s[-4:] + struct.pack("!H", ethertype)
-        self.frames.append((float(t), eth + hdr + l4))
+        if frag <= 0 or frag % 8 or len(l4) <= frag:
+            self.frames.append((float(t), eth + self._ip_header(s, d, proto, len(l4)) + l4))
+            return
+        ident = self._ip_id if len(s) == 4 else int(self.rng.integers(1, 2**32))
+        for k, off in enumerate(range(0, len(l4), frag)):
+            piece, more = l4[off : off + frag], off + frag < len(l4)
+            if len(s) == 4:
+                hdr = self._ip_header(s, d, proto, len(piece), (more << 13) | (off // 8), ident)
+            else:  # a fragment extension header before the piece
+                fh = struct.pack("!BBHI", proto, 0, off | more, ident)
+                hdr = self._ip_header(s, d, 44, len(fh) + len(piece)) + fh
+            self.frames.append((float(t) + k * 1e-5, eth + hdr + piece))
+
+    def _ip_header(
+        self, s: bytes, d: bytes, proto: int, size: int, frag: int = 0x4000, ident: int = -1
+    ) -> bytes:
+        """An IPv4 (``frag``: flags and offset; DF by default) or IPv6 header."""
+        if len(s) != 4:
+            return struct.pack("!IHBB16s16s", 0x60000000, size, proto, 64, s, d)
+        ident = self._ip_id if ident < 0 else ident
+        hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + size, ident, frag, 64, proto, 0, s, d)
+        return hdr[:10] + struct.pack("!H", _checksum(hdr)) + hdr[12:]
 
     def tcp(
         self,
@@ -128,6 +152,7 @@ class _Capture:
         ack: int = 0,
         payload: bytes = b"",
         window: int = 64240,
+        frag: int = 0,
     ) -> None:
         bits = sum(_TCP_FLAGS[f] for f in flags)
         l4 = (
@@ -145,7 +170,7 @@ class _Capture:
             )
             + payload
         )
-        self._frame(t, src, dst, 6, l4, 16)
+        self._frame(t, src, dst, 6, l4, 16, frag)
 
     def udp(
         self, t: float, src: str, dst: str, sport: int, dport: int, payload: bytes = b""

@@ -42,6 +42,7 @@ CASE_MODULES: tuple[str, ...] = (
     "netmon_exporter.tools.cases_floods",
     "netmon_exporter.tools.cases_scans",
     "netmon_exporter.tools.cases_bruteforce",
+    "netmon_exporter.tools.cases_evasion",
 )
 
 
