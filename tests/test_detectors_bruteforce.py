@@ -33,7 +33,7 @@ def sessions(
     start: float = T0,
     step: float = 5.0,
     pkts: int = 30,
-    largest: float = 1400,
+    largest: float | np.ndarray = 1400,
 ) -> FlowBatch:
     """``n`` completed sessions; ``largest`` is the biggest client segment (Fwd Pkt Len Max)."""
     sent_a = np.broadcast_to(np.asarray(sent, float), (n,))
@@ -55,7 +55,8 @@ def sessions(
             for i in range(n)
         ]
     )
-    return FlowBatch({**batch.columns, "Fwd Pkt Len Max": np.full(n, float(largest))})
+    largest_a = np.broadcast_to(np.asarray(largest, float), (n,)).copy()
+    return FlowBatch({**batch.columns, "Fwd Pkt Len Max": largest_a})
 
 
 def test_six_passwords_per_connection_over_the_old_packet_cap():
@@ -164,3 +165,157 @@ def test_an_ipv6_server_is_bracketed_before_its_port_and_allow_lists_read_it():
     assert str(ends.destination) == "fd00::22" and ends.ports == {22}
     assert IgnoreRules.from_config(IgnoreConfig(destinations=("fd00::22/128",))).match(ends)
     assert IgnoreRules.from_config(IgnoreConfig(ports=(22,))).match(ends)
+
+
+# ------------------------------------------------------------------ IPv6 /64 sources
+
+
+def _lan(n: int, first: int = 1) -> list[str]:
+    """``n`` addresses of one /64 with random-looking interface ids (privacy addresses)."""
+    return [
+        f"2001:db8:5:1:{k * 7919 % 65536:x}:{k + 3:x}:2:{k + 1:x}" for k in range(first, first + n)
+    ]
+
+
+def test_an_ipv6_guesser_that_changes_address_every_attempt_is_found_by_its_64():
+    """One attempt every 30 s, each from a new address of one /64: no address reaches a
+    tier, the distributed view sees 4 attempts a fast horizon. The /64 reaches the slow
+    tier (30 alike attempts in 30 minutes) with its 30th attempt, not before."""
+    det = BruteForceDetector(CFG.brute_force)
+    addrs = _lan(80)
+    rng = np.random.default_rng(1)
+    found_at = None
+    for k in range(40):
+        start = T0 + 60 * k
+        batch = sessions(
+            2,
+            sent=1850 + 8 * rng.integers(0, 3, 2),
+            received=1720 + 8 * rng.integers(0, 3, 2),
+            src=addrs[2 * k : 2 * k + 2],
+            dst="fd00::22",
+            start=start + 10,
+            step=30,
+        )
+        got = run(det, batch, start)
+        if got:
+            found_at = (k, got)
+            break
+    assert found_at is not None
+    k, (d,) = found_at
+    assert k == 14  # attempts 29 and 30
+    assert (d.source, d.target) == ("2001:db8:5:1::/64", "[fd00::22]:22")
+    assert d.evidence["horizon_seconds"] == CFG.brute_force.slow_horizon_seconds
+    assert d.evidence["attempts"] == 30 and d.evidence["sources"] == 30
+    assert len(d.evidence["top_sources"]) == 5 and d.evidence["attempts_in_window"] == 2
+    assert d.summary.startswith("30 addresses of 2001:db8:5:1::/64 made 30 similar short ssh")
+
+
+def test_a_64_at_the_fast_tier_is_found_once_and_not_also_as_many():
+    # five attempts from five addresses within 120 s: the fast tier; four are not
+    five = sessions(5, src=_lan(5), dst="fd00::22", step=20)
+    (d,) = run(BruteForceDetector(CFG.brute_force), five)
+    assert d.source == "2001:db8:5:1::/64" and d.evidence["attempts"] == 5
+    assert d.evidence["horizon_seconds"] == CFG.brute_force.horizon_seconds
+    four = sessions(4, src=_lan(4), dst="fd00::22", step=25)
+    assert run(BruteForceDetector(CFG.brute_force), four) == []
+    # 40 addresses in a minute also make a distributed guess: reported once, as the /64
+    fast = sessions(40, src=_lan(40), dst="fd00::22", step=1.4)
+    (d,) = run(BruteForceDetector(CFG.brute_force), fast)
+    assert d.source == "2001:db8:5:1::/64" and d.evidence["sources"] == 40
+    # with a botnet beside it, the botnet is still "many" (without the /64's sessions)
+    bots = [f"198.51.100.{i % 12 + 1}" for i in range(24)]
+    both = sessions(64, src=_lan(40) + bots, dst="fd00::22", step=0.9)
+    found = {d.source: d for d in run(BruteForceDetector(CFG.brute_force), both)}
+    assert set(found) == {"2001:db8:5:1::/64", "many"}
+    assert found["many"].evidence["sources"] == 12
+
+
+def test_one_guessing_address_of_a_64_is_reported_as_itself_once():
+    src = ["2001:db8:5:1::7"] * 8 + ["2001:db8:5:1::8"]
+    (d,) = run(BruteForceDetector(CFG.brute_force), sessions(9, src=src, dst="fd00::22", step=6))
+    assert d.source == "2001:db8:5:1::7" and d.evidence["attempts"] == 8
+
+
+def test_addresses_of_many_64s_or_of_ipv4_networks_are_not_added_up():
+    others = [f"2001:db8:{k + 1:x}:1::9" for k in range(8)]
+    assert run(BruteForceDetector(CFG.brute_force), sessions(8, src=others, step=10)) == []
+    v4 = [f"203.0.113.{k + 1}" for k in range(8)]  # one /24: IPv4 addresses are not rotated
+    assert run(BruteForceDetector(CFG.brute_force), sessions(8, src=v4, step=10)) == []
+
+
+def _imaps_logins(
+    rng: np.random.Generator, n: int, mail: float, resumed: float
+) -> dict[str, np.ndarray]:
+    """Sizes of ``n`` IMAPS logins that work (TLS, LOGIN, SELECT, maybe FETCH, LOGOUT):
+    the client's hello varies with its software, resumed TLS skips the certificate, new
+    mail adds headers and bodies (as ``cases_bruteforce._imap_poll`` writes them); the
+    largest client segment is the hello."""
+    hello = np.array([517, 583, 646, 259])[rng.integers(0, 4, n)] + 2 * rng.integers(0, 4, n)
+    tls = rng.random(n) < resumed
+    sent = hello + np.where(tls, 80, 126) + 76 + rng.integers(0, 30, n)
+    received = np.where(tls, 230, 4200) + 640 + rng.integers(0, 490, n)
+    new = rng.random(n) < mail
+    sent = sent + 110 * new
+    body = np.clip(rng.lognormal(np.log(4500), 0.9, n), 900, 400_000).astype(int)
+    received = received + new * (rng.integers(1500, 9000, n) + (rng.random(n) < 0.7) * body)
+    return {"sent": sent, "received": received, "largest": hello}
+
+
+def test_hosts_of_a_64_lan_logging_in_once_each_are_not_guessing():
+    """A NAT-less IPv6 site: 60 hosts of one /64 (privacy addresses), each one login
+    that works within ten minutes, then 120 more within half an hour. Half find new mail
+    (larger, varied responses), some resume TLS: the alike share stays far under 70 %."""
+    rng = np.random.default_rng(7)
+    det = BruteForceDetector(CFG.brute_force)
+    logins = _imaps_logins(rng, 60, mail=0.55, resumed=0.4)
+    lan = sessions(60, **logins, src=_lan(60), dst="fd00::25", port=993, step=10)
+    assert run(det, lan, length=600) == []
+    for w in range(1, 4):
+        logins = _imaps_logins(rng, 40, mail=0.55, resumed=0.4)
+        start = T0 + 600 * w
+        more = sessions(40, **logins, src=_lan(40, 100 * w), dst="fd00::25", port=993, start=start)
+        assert run(det, more, start, 600) == []
+
+
+def test_a_quiet_64_lan_whose_polls_are_mostly_alike_stays_under_the_share():
+    """Near the share: no new mail, so every poll is alike but for TLS resumption (four
+    in ten resume): 66 logins in 30 minutes, 34 of them alike (52 %), under 70 %."""
+    rng = np.random.default_rng(11)
+    logins = _imaps_logins(rng, 66, mail=0.0, resumed=0.4)
+    lan = sessions(66, **logins, src=_lan(66), dst="fd00::25", port=993, step=27)
+    det = BruteForceDetector(CFG.brute_force)
+    assert run(det, lan, length=1800) == []
+    # the same LAN with guesses instead (alike, no resumption) is found
+    guesses = sessions(66, 900, 5000, _lan(66), "fd00::25", 993, step=27, largest=517)
+    (d,) = run(BruteForceDetector(CFG.brute_force), guesses, length=1800)
+    assert d.source == "2001:db8:5:1::/64"
+
+
+def test_an_allow_list_entry_covering_the_64_silences_its_finding():
+    from netmon_exporter.config import IgnoreConfig
+    from netmon_exporter.suppression import IgnoreRules, endpoints
+
+    (d,) = run(BruteForceDetector(CFG.brute_force), sessions(8, src=_lan(8), dst="fd00::22"))
+    ends = endpoints(d)
+    assert str(ends.source) == "2001:db8:5:1::" and ends.ports == {22}
+    assert IgnoreRules.from_config(IgnoreConfig(sources=("2001:db8:5::/48",))).match(ends)
+    assert IgnoreRules.from_config(IgnoreConfig(sources=("2001:db8:5:1::/64",))).match(ends)
+    assert not IgnoreRules.from_config(IgnoreConfig(sources=(_lan(1)[0] + "/128",))).match(ends)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_similar_test_of_all_groups_at_once_is_the_test_of_each_group(seed: int):
+    """``_similar_by`` (every /64 group in one sort) marks what ``_similar`` marks per group."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    gid = rng.integers(0, int(rng.integers(1, 30)), n)
+    rows = {
+        "sent": rng.choice([800.0, 1700.0, 5000.0], n) + rng.integers(0, 900, n),
+        "received": rng.integers(100, 20000, n).astype(float),
+        "pkts": rng.integers(4, 500, n).astype(float),
+    }
+    det = BruteForceDetector(CFG.brute_force)
+    got = det._similar_by(rows, gid, int(gid.max()) + 1)
+    for g in np.unique(gid):
+        m = gid == g
+        assert np.array_equal(got[m], det._similar({k: v[m] for k, v in rows.items()})), g

@@ -858,3 +858,102 @@ def test_a_64_on_the_allow_list_silences_its_finding():
     assert not IgnoreRules.from_config(IgnoreConfig(sources=("2001:db8:5:1::3/128",))).match(
         endpoints(d)
     )
+
+
+def _sweep6(
+    n: int, per_address: int = 1, start: float = T0, step: float = 0.5, first: int = 1
+) -> list[dict]:
+    """``n`` probes of tcp/22 on distinct hosts of fd00:2::/64, ``per_address`` from each
+    address of 2001:db8:5:1::/64 (privacy-style interface ids; ``first``: the first one)."""
+    return [
+        {**UNANSWERED, "src": f"2001:db8:5:1:{a * 7919 % 65536:x}:{a + 3:x}:2:{a + 1:x}"}
+        | {"dst": f"fd00:2::{k + 1:x}", "dport": 22, "sport": 45000, "ts": start + step * k}
+        for k in range(n)
+        for a in [first + k // per_address]
+    ]
+
+
+def test_an_ipv6_sweep_from_an_address_per_probe_is_found_by_its_64():
+    """Each probe from another address of one /64: no address probes two hosts (the
+    distributed view needs 2 each), the /64 probes them all. Near the fast tier: 25
+    hosts within 300 s are found, 24 are not."""
+    (d,) = run(AddressSweepDetector(CFG.address_sweep), flows(_sweep6(25, step=11)), length=300)
+    assert (d.source, d.target) == ("2001:db8:5:1::/64", "tcp/22")
+    assert d.evidence["distinct_hosts"] == 25 and d.evidence["sources"] == 25
+    assert d.evidence["horizon_seconds"] == CFG.address_sweep.horizon_seconds
+    assert len(d.evidence["top_sources"]) == 5 and d.summary.startswith("25 addresses of")
+    assert run(AddressSweepDetector(CFG.address_sweep), flows(_sweep6(24, step=12)), T0, 300) == []
+
+
+def test_an_ipv6_sweep_at_one_host_a_minute_from_new_addresses_is_found_by_the_slow_tier():
+    det = AddressSweepDetector(CFG.address_sweep)
+    probes6 = _sweep6(60, step=60.0, start=T0 + 30)
+    found_at = None
+    for k in range(60):
+        got = run(det, flows(probes6[k : k + 1]), T0 + 60 * k)
+        if got:
+            found_at = (k, got)
+            break
+    assert found_at is not None
+    k, (d,) = found_at
+    assert k == 39 and d.source == "2001:db8:5:1::/64"  # the 40th host: the slow tier
+    assert d.evidence["horizon_seconds"] == CFG.address_sweep.slow_horizon_seconds
+
+
+def test_an_ipv6_sweep_from_a_64_is_reported_once_not_also_as_many():
+    """Two hosts per address (30 addresses) is also a distributed sweep of fd00:2::/64:
+    reported once, as the /64. One address that sweeps is reported as itself, once."""
+    (d,) = run(AddressSweepDetector(CFG.address_sweep), flows(_sweep6(60, per_address=2)))
+    assert d.source == "2001:db8:5:1::/64" and d.evidence["sources"] == 30
+    single = _sweep6(40, per_address=40) + _sweep6(1, start=T0 + 30, first=2)
+    (d,) = run(AddressSweepDetector(CFG.address_sweep), flows(single))
+    assert d.source == "2001:db8:5:1:1eef:4:2:2" and d.evidence["distinct_hosts"] == 40
+
+
+def test_a_64_lan_whose_browsers_fail_on_a_few_servers_each_is_not_a_sweep():
+    """A NAT-less IPv6 LAN: 60 hosts of one /64 browse (completed connections on 443),
+    and each has two or three connections blocked (unanswered SYNs to distinct servers):
+    150 failing hosts from the /64 in 5 minutes. An address a server answered on a
+    service is not a rotating prober's: only addresses no host answered add up."""
+    rows = []
+    for a in range(60):
+        src = f"2001:db8:5:1:{a * 7919 % 65536:x}:{a + 3:x}:2:{a + 1:x}"
+        for j in range(8):
+            rows.append({"src": src, "dst": f"2001:db8:99::{a * 8 + j + 1:x}", "dport": 443})
+            rows[-1] |= {"sport": 40000 + j, "ts": T0 + 4 * a + j * 0.3}
+        for j in range(2 + a % 2):
+            dst = f"2001:db8:{0x700 + a * 3 + j:x}::10"  # trackers, in their own networks
+            rows.append({**UNANSWERED, "src": src, "dst": dst})
+            rows[-1] |= {"dport": 443, "sport": 41000 + j, "ts": T0 + 4 * a + 2 + j}
+    batch = flows(rows)
+    assert run(AddressSweepDetector(CFG.address_sweep), batch, length=300) == []
+    # the same failures from addresses that did nothing else are a sweep
+    failed = flows([r for r in rows if "bwd" in r])  # the UNANSWERED rows
+    (d,) = run(AddressSweepDetector(CFG.address_sweep), failed, length=300)
+    assert d.source == "2001:db8:5:1::/64" and d.evidence["distinct_hosts"] == 150
+
+
+def test_many_addresses_of_a_64_on_few_hosts_or_of_many_64s_are_not_a_sweep():
+    office = [
+        {**UNANSWERED, "src": f"2001:db8:5:1::{k + 1:x}", "dst": f"fd00:2::{k % 20 + 1:x}"}
+        | {"dport": 22, "sport": 45000 + k, "ts": T0 + 0.2 * k}
+        for k in range(300)
+    ]
+    assert run(AddressSweepDetector(CFG.address_sweep), flows(office)) == []
+    others = [
+        {**UNANSWERED, "src": f"2001:db8:{k + 1:x}:1::9", "dst": f"fd00:2::{k + 1:x}"}
+        | {"dport": 22, "sport": 45000, "ts": T0 + 0.5 * k}
+        for k in range(40)
+    ]
+    assert run(AddressSweepDetector(CFG.address_sweep), flows(others)) == []
+
+
+def test_a_64_on_the_allow_list_silences_its_sweep():
+    from netmon_exporter.config import IgnoreConfig
+    from netmon_exporter.suppression import IgnoreRules, endpoints
+
+    (d,) = run(AddressSweepDetector(CFG.address_sweep), flows(_sweep6(40)))
+    assert str(endpoints(d).source) == "2001:db8:5:1::"
+    assert IgnoreRules.from_config(IgnoreConfig(sources=("2001:db8:5::/48",))).match(endpoints(d))
+    inside = _sweep6(1)[0]["src"] + "/128"
+    assert not IgnoreRules.from_config(IgnoreConfig(sources=(inside,))).match(endpoints(d))

@@ -6,7 +6,14 @@ of :mod:`.scan_probes` (ICMP echo counts answered or not), in two time tiers (fa
 ``min_hosts`` in ``horizon_seconds``; slow: ``slow_min_hosts`` in
 ``slow_horizon_seconds``), plus a network-centric view for sweeps split over many
 sources (Snort's distributed portsweep: source ``many``, target the /24 or /64 and
-the service, top sources in the evidence).
+the service, top sources in the evidence). An IPv6 source is also counted with the
+other addresses of its /64 (a sweeper can send each probe from another one, and then
+no address probes enough hosts, nor two of one network): the hosts its addresses
+probed together on one service, in both tiers, only where no address reached the tier
+by itself and only from addresses that no host answered on that service (a LAN's
+hosts that mostly reach their servers do not add up their few failures). Such a /64
+is reported as ``<prefix>::/64`` with its addresses in the evidence, and its probes
+are left out of the distributed view.
 
 Ordinary traffic that touches many hosts on one service is told apart per swept
 service, never per source, so noise elsewhere buys nothing:
@@ -27,7 +34,7 @@ import numpy as np
 
 from ..detection import Detection
 from ..flow_schema import FlowBatch, addrs_to_str
-from .base import HorizonStore, member_of, network_of, network_text, top_counts
+from .base import HorizonStore, is_v4_mapped, member_of, network_of, network_text, top_counts
 from .catalog import AddressSweepConfig
 from .features import UDP
 from .scan_probes import (
@@ -58,7 +65,8 @@ _UDP_CODE = 1
 
 
 class AddressSweepDetector:
-    """Distinct probed hosts per (source, service) in two tiers, and per network over sources."""
+    """Distinct probed hosts per (source, service) and per (IPv6 /64, service) in two
+    tiers, and per network over sources."""
 
     name = "address_sweep"
 
@@ -198,7 +206,9 @@ class AddressSweepDetector:
         new_keys = key_hash(new["src"][new_probe], new["svc"][new_probe])
         out: list[Detection] = []
         reported: set[int] = set()
+        nets: set[int] = set()  # (/64, service) hashes reported this window
         window = (window_start, window_end)
+        hot = self._hot_prefixes(rows, touched)
         # the first tier's groups serve the distributed rule too: it is judged right after
         # that tier (its findings still come last), and each tier's groups let go after it
         distributed: list[Detection] = []
@@ -211,9 +221,25 @@ class AddressSweepDetector:
             out += self._single(
                 live, fresh, g, new_keys, horizon, threshold, reported, window, prev_end
             )
+            if hot is not None:
+                tier_hot = hot[rows["last"] >= window_end - horizon]  # by_tier's rows
+                out += self._by_prefix(live, fresh, g, tier_hot, horizon, threshold, nets, window)
             if k == 0 and self.cfg.distributed_min_sources:
-                distributed = self._distributed(live, fresh, g, horizon, window)
+                skip = np.sort(np.fromiter(nets, dtype=np.uint64, count=len(nets)))
+                distributed = self._distributed(live, fresh, g, horizon, window, skip)
         return out + distributed
+
+    @staticmethod
+    def _hot_prefixes(rows: dict[str, np.ndarray], touched: np.ndarray) -> np.ndarray | None:
+        """Mark the probes of IPv6 sources whose (/64, service) a probe of this window
+        touched (None if there is none): only those groups are counted per /64."""
+        v6 = np.flatnonzero(~is_v4_mapped(rows["src"]) & (rows["probes"] > 0))
+        if len(v6) == 0 or not touched[v6].any():
+            return None
+        keys = key_hash(network_of(rows["src"][v6]), rows["svc"][v6])
+        hot = np.zeros(len(touched), dtype=bool)
+        hot[v6[member_of(keys, np.sort(keys[touched[v6]]))]] = True
+        return hot
 
     def _groups(self, rows: dict[str, np.ndarray], now: float) -> dict[str, np.ndarray]:
         """Per (source, service): swept hosts and the tests that exempt or hold it."""
@@ -315,6 +341,73 @@ class AddressSweepDetector:
             )
         return out
 
+    def _by_prefix(
+        self,
+        rows: dict[str, np.ndarray],
+        touched: np.ndarray,
+        g: dict[str, np.ndarray],
+        hot: np.ndarray,
+        horizon: float,
+        threshold: int,
+        reported: set[int],
+        window: tuple[float, float],
+    ) -> list[Detection]:
+        """IPv6 sources counted by /64: a (/64, service) whose addresses together probed
+        ``threshold`` distinct hosts, none of them that many by itself (that address is
+        :meth:`_single`'s finding), with a probe new this window. ``rows``: the tier's
+        contacts; ``hot``: the probes of (/64, service) groups this window touched; ``g``:
+        the rows' groups (:meth:`_groups`). An address counts only if no host answered it
+        on the service and it is not exempt (peer-to-peer, poller)."""
+        gid = g["gid"]
+        idx = np.flatnonzero(hot & (g["answered"][gid] == 0) & ~g["exempt"][gid])
+        if len(idx) == 0:
+            return []
+        r = select(rows, idx)
+        net, fresh = network_of(r["src"]), touched[idx]
+        grp, first, _ = group_ids(net, r["svc"])
+        n = len(first)
+        _, host_first, _ = group_ids(net, r["svc"], r["dst"])
+        hosts = np.bincount(grp[host_first], minlength=n)
+        most = np.zeros(n)
+        np.maximum.at(most, grp, g["swept"][gid[idx]])
+        has_new = np.bincount(grp[fresh], minlength=n) > 0
+        hits = np.flatnonzero((hosts >= threshold) & (most < threshold) & has_new)
+        if len(hits) == 0:
+            return []
+        members = Members(grp, n)
+        keys = key_hash(net[first[hits]], r["svc"][first[hits]])
+        out = []
+        for i, key in zip(hits.tolist(), keys.tolist(), strict=True):
+            if key in reported:  # found by a faster tier this window
+                continue
+            reported.add(key)
+            m = members(i)
+            pr = select(r, m)
+            source = network_text(net[first[i] : first[i] + 1])
+            target = service_name(int(r["svc"][first[i]]))
+            _, a_first, a_hosts = group_ids(pr["src"])  # rows: distinct (address, host)
+            top = top_counts(addrs_to_str(pr["src"][a_first]), a_hosts)
+            ev = self._evidence(pr, threshold, horizon, int(fresh[m].sum()), 0)
+            summary = (
+                f"{len(a_first)} addresses of {source} probed {target} on "
+                f"{ev['distinct_hosts']} distinct hosts within {horizon:g} s (a source that "
+                f"changes address within its /64; {ev['unanswered']} unanswered; "
+                f"top: {top[0]['value']})"
+            )
+            out.append(
+                scan_detection(
+                    self.name,
+                    self.cfg.severity,
+                    source,
+                    target,
+                    ev,
+                    (len(a_first), top),
+                    summary,
+                    window,
+                )
+            )
+        return out
+
     def _distributed(
         self,
         rows: dict[str, np.ndarray],
@@ -322,15 +415,21 @@ class AddressSweepDetector:
         g: dict[str, np.ndarray],
         horizon: float,
         window: tuple[float, float],
+        skip: np.ndarray,
     ) -> list[Detection]:
         """Many sources, each probing a few hosts of one network on one service; ``g``:
-        the rows' groups (:meth:`_groups`)."""
+        the rows' groups (:meth:`_groups`); ``skip``: (/64, service) hashes reported by
+        :meth:`_by_prefix` this window (sorted), whose probes are not counted again."""
         cfg = self.cfg
         per_row_swept = g["swept"][g["gid"]]
         # Only hosts that never answered the source count: many clients pinging or trying
         # the same few live servers is a busy network, not a sweep (Zeek: failed only).
         failed = (rows["probes"] > 0) & (rows["answered"] == 0) & (rows["success"] == 0)
         ok = failed & ~g["exempt"][g["gid"]] & (per_row_swept < cfg.min_hosts)
+        if len(skip):
+            v6 = np.flatnonzero(ok & ~is_v4_mapped(rows["src"]))
+            keys = key_hash(network_of(rows["src"][v6]), rows["svc"][v6])
+            ok[v6[member_of(keys, skip)]] = False
         if not ok.any():
             return []
         rows, touched = select(rows, ok), touched[ok]

@@ -18,11 +18,16 @@ get their own, varied and often larger responses. So, per (source, server, port)
   up at least ``min_similar_share`` of all the pair's sessions remembered (the slow
   horizon: a relay's varied messages are not judged on the few of the last minutes).
 
-The same test per (server, port) over all sources, within ``horizon_seconds``, finds
-distributed guessing
-(``distributed_min_sources`` sources): the source is reported as ``many`` with the
-top sources in the evidence. Thresholds follow Emerging Threats (5 SSH attempts in
-120 s) and Zeek (30 failed logins in 30 minutes).
+An IPv6 source is also judged with the other addresses of its /64 (one host or one
+site picks them all: a guesser can make each attempt from another one, and then no
+address makes enough): the same test per (/64, server, port), in both tiers, only where
+no address of that /64 made the tier's attempts to that server and port by itself
+(that address is reported as itself); the /64 is reported as ``<prefix>::/64`` with
+its addresses in the evidence. The same test per (server, port) over all sources,
+within ``horizon_seconds``, finds distributed guessing (``distributed_min_sources``
+sources; the sessions of a /64 reported this window left out): the source is reported
+as ``many`` with the top sources in the evidence. Thresholds follow Emerging Threats
+(5 SSH attempts in 120 s) and Zeek (30 failed logins in 30 minutes).
 """
 
 from __future__ import annotations
@@ -31,10 +36,10 @@ import numpy as np
 
 from ..detection import Detection, host_port
 from ..flow_schema import FlowBatch, addrs_to_str
-from .base import HorizonStore, top_counts
+from .base import HorizonStore, is_v4_mapped, member_of, network_of, network_text, top_counts
 from .catalog import BruteForceConfig
 from .features import TCP, num, tcp_outcomes
-from .scan_probes import Members, group_ids, select, tiers
+from .scan_probes import Members, group_ids, key_hash, select, tiers
 
 SERVICE_NAMES = {
     21: "ftp",
@@ -51,8 +56,24 @@ SERVICE_NAMES = {
 }
 
 
+def _medians(values: np.ndarray, gid: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+    """The median of ``values[mask]`` in each of ``n`` groups (``gid``: each row's), as
+    ``np.median`` gives it (NaN for a group with no such row): one sort for all."""
+    idx = np.flatnonzero(mask)
+    order = idx[np.lexsort((values[idx], gid[idx]))]
+    counts = np.bincount(gid[idx], minlength=n)
+    starts = np.cumsum(counts) - counts
+    has = counts > 0
+    v = values[order].astype(np.float64)
+    med = np.full(n, np.nan)
+    lo, hi = starts[has] + (counts[has] - 1) // 2, starts[has] + counts[has] // 2
+    med[has] = (v[lo] + v[hi]) / 2
+    return med
+
+
 class BruteForceDetector:
-    """Similar small sessions per (source, server, port) in two tiers, and per (server, port)."""
+    """Similar small sessions per (source, server, port) and per (IPv6 /64, server, port)
+    in two tiers, and per (server, port)."""
 
     name = "brute_force"
 
@@ -106,16 +127,35 @@ class BruteForceDetector:
             out &= np.abs(rows[side] - med) <= tol
         return out
 
+    def _similar_by(self, rows: dict[str, np.ndarray], gid: np.ndarray, n: int) -> np.ndarray:
+        """:meth:`_similar` within each of ``n`` groups (``gid``: each row's), all at once
+        (one sort per side, no loop over groups)."""
+        cfg = self.cfg
+        attempt = (rows["received"] <= cfg.max_server_bytes) & (
+            rows["pkts"] <= cfg.max_flow_packets
+        )
+        out = attempt.copy()
+        for side in ("sent", "received"):
+            med = _medians(rows[side], gid, attempt, n)[gid]  # NaN: a group without attempts
+            tol = np.maximum(cfg.similar_tolerance * med, cfg.similar_min_bytes)
+            out &= np.abs(rows[side] - med) <= tol
+        return out
+
     def detect(self, flows: FlowBatch, window_start: float, window_end: float) -> list[Detection]:
         if not self.cfg.enabled or not self.tiers:
             return []
         rows, is_new = self.store.update(self._sessions(flows), window_end)
         if not is_new.any():
             return []
-        out = self._pairs(rows, is_new, window_start, window_end)
+        pair = group_ids(rows["src"], rows["dst"], rows["port"])
+        out = self._pairs(rows, is_new, pair, window_start, window_end)
+        found, nets = self._by_prefix(rows, is_new, pair[0], window_start, window_end)
+        out += found
         if self.cfg.distributed_min_sources:
             horizon = self.tiers[0][0]
             live = (rows["ts"] >= window_end - horizon) | is_new
+            if len(nets):  # a /64 reported this window is not also part of ``many``
+                live = self._without_nets(rows, live, nets)
             out += self._distributed(
                 select(rows, live), is_new[live], horizon, window_start, window_end
             )
@@ -125,6 +165,7 @@ class BruteForceDetector:
         self,
         rows: dict[str, np.ndarray],
         is_new: np.ndarray,
+        pair: tuple[np.ndarray, np.ndarray, np.ndarray],
         window_start: float,
         window_end: float,
     ) -> list[Detection]:
@@ -132,9 +173,10 @@ class BruteForceDetector:
 
         The share of alike attempts is taken over every session of the pair within the
         slow horizon, so a relay's varied messages are not judged on the ten of them
-        that fell in the last two minutes; the attempts are counted per tier.
+        that fell in the last two minutes; the attempts are counted per tier. ``pair``:
+        the rows' (source, server, port) groups (:func:`.scan_probes.group_ids`).
         """
-        gid, first, _ = group_ids(rows["src"], rows["dst"], rows["port"])
+        gid, first, _ = pair
         n = len(first)
         has_new = np.bincount(gid[is_new], minlength=n) > 0
         lives = [(rows["ts"] >= window_end - h) | is_new for h, _ in self.tiers]
@@ -161,6 +203,76 @@ class BruteForceDetector:
                 ev["top_sources"] = [{"value": source, "count": k}]
                 out.append(self._detection(source, pr, ev, horizon, window_start, window_end))
                 break
+        return out
+
+    def _by_prefix(
+        self,
+        rows: dict[str, np.ndarray],
+        is_new: np.ndarray,
+        pair: np.ndarray,
+        window_start: float,
+        window_end: float,
+    ) -> tuple[list[Detection], np.ndarray]:
+        """IPv6 sources judged per (/64, server, port), as :meth:`_pairs` judges a pair:
+        the share of alike attempts over the group's sessions within the slow horizon,
+        then each tier's count, where no address of the /64 made that many alike
+        attempts by itself (that address is :meth:`_pairs`' finding). Only groups a
+        session of this window touched are grouped, and all of them are judged at once
+        (a LAN's /64 makes many groups). ``pair``: each row's (source, server, port)
+        group. Returns the findings and the sorted (/64, server, port) hashes of the
+        groups reported."""
+        none = np.zeros(0, dtype=np.uint64)
+        v6 = np.flatnonzero(~is_v4_mapped(rows["src"]))
+        if len(v6) == 0 or not is_new[v6].any():
+            return [], none
+        net = network_of(rows["src"][v6])
+        keys = key_hash(net, rows["dst"][v6], rows["port"][v6])
+        hot = member_of(keys, np.sort(keys[is_new[v6]]))
+        v6, net, keys = v6[hot], net[hot], keys[hot]
+        pr, new = select(rows, v6), is_new[v6]
+        gid, first, sessions = group_ids(net, pr["dst"], pr["port"])
+        n = len(first)
+        similar = self._similar_by(pr, gid, n)
+        share = np.bincount(gid, weights=similar, minlength=n) / sessions
+        addr = pair[v6]  # each row's address's sessions to the group's server and port
+        n_addr = int(addr.max()) + 1
+        tier = np.full(n, -1)  # the first tier each group is reported in
+        for t, (horizon, threshold) in enumerate(self.tiers):
+            alike = similar & ((pr["ts"] >= window_end - horizon) | new)
+            per_addr = np.bincount(addr[alike], minlength=n_addr)
+            most = np.zeros(n, dtype=np.int64)
+            np.maximum.at(most, gid, per_addr[addr])
+            hit = (np.bincount(gid[alike], minlength=n) >= threshold) & (most < threshold)
+            tier[hit & (tier < 0) & (share >= self.cfg.min_similar_share)] = t
+        hits = np.flatnonzero(tier >= 0)
+        if len(hits) == 0:
+            return [], none
+        members = Members(gid, n)
+        out: list[Detection] = []
+        for g in hits.tolist():
+            horizon, threshold = self.tiers[tier[g]]
+            m = members(g)
+            gr = select(pr, m)
+            alike = similar[m] & ((gr["ts"] >= window_end - horizon) | new[m])
+            _, a_first, per_addr = group_ids(gr["src"][alike])
+            ev = self._evidence(gr, alike, new[m], threshold, horizon)
+            ev["similar_share"] = round(float(share[g]), 3)
+            ev["sources"] = len(a_first)
+            ev["top_sources"] = top_counts(addrs_to_str(gr["src"][alike][a_first]), per_addr)
+            source = network_text(net[first[g] : first[g] + 1])
+            out.append(self._detection(source, gr, ev, horizon, window_start, window_end))
+        return out, np.sort(keys[first[hits]])
+
+    @staticmethod
+    def _without_nets(
+        rows: dict[str, np.ndarray], mask: np.ndarray, nets: np.ndarray
+    ) -> np.ndarray:
+        """``mask`` less the sessions of IPv6 sources whose (/64, server, port) hash is
+        one of ``nets`` (sorted)."""
+        v6 = np.flatnonzero(mask & ~is_v4_mapped(rows["src"]))
+        keys = key_hash(network_of(rows["src"][v6]), rows["dst"][v6], rows["port"][v6])
+        out = mask.copy()
+        out[v6[member_of(keys, nets)]] = False
         return out
 
     def _distributed(
@@ -232,7 +344,11 @@ class BruteForceDetector:
     ) -> Detection:
         server = addrs_to_str(rows["dst"][:1])[0]
         port = int(rows["port"][0])
-        who = f"{ev['sources']} sources" if source == "many" else source
+        who = source
+        if source == "many":
+            who = f"{ev['sources']} sources"
+        elif source.endswith("/64"):
+            who = f"{ev['sources']} addresses of {source}"
         return Detection(
             detector=self.name,
             severity=self.cfg.severity,

@@ -15,7 +15,8 @@ sessions vary (usernames, mailbox contents, messages).
   some submit mail on 587;
 * hard: SSH guessing at one attempt per 30 s, six passwords per connection (over
   the old 40-packet cap), 40 sources at one attempt a minute each against one
-  server, and SMTP AUTH guessing over STARTTLS on 587.
+  server, SMTP AUTH guessing over STARTTLS on 587, and SSH guessing at one attempt
+  per 30 s, each from a new address of one IPv6 /64.
 """
 
 from __future__ import annotations
@@ -291,6 +292,29 @@ def smtp_auth_guessing(
             rng.exponential(4.0)
         )
     return (Truth("brute_force", attacker, site.mail_server),)
+
+
+def _privacy_address(rng: np.random.Generator, prefix: str) -> str:
+    """A random interface id in ``prefix`` (``"2001:db8:1:2"`` for its /64): RFC 8981."""
+    return prefix + ":" + ":".join(f"{int(x):x}" for x in rng.integers(0, 0x10000, 4))
+
+
+@case("hard", "ipv6_brute_force_rotating_sources_slow", duration=1200.0)
+def ipv6_brute_force_rotating_sources_slow(
+    cap: _Capture, site: _Site, start: float, duration: float
+) -> tuple[Truth, ...]:
+    """SSH guessing at one attempt per 30 s (jittered), each from a new address of one
+    IPv6 /64, against an IPv6 host, for 20 minutes."""
+    rng = cap.rng
+    victim = str(rng.choice(site.clients[12:]))
+    prefix = f"2001:db8:{int(rng.integers(0x100, 0xFFF)):x}:{int(rng.integers(1, 0xFFFF)):x}"
+    t0 = start + float(rng.uniform(0, 60))
+    times = t0 + np.cumsum(rng.uniform(25, 35, 40))
+    for t in times[times < start + duration - 20]:
+        steps = _ssh_login(rng, 1)
+        rtt = 0.02 + rng.random() * 0.08
+        exchange_session(cap, float(t), _privacy_address(rng, prefix), victim, 22, steps, rtt)
+    return (Truth("brute_force", f"{prefix}::/64", victim),)
 
 
 def _guessing_at(per_minute: float) -> CaseFn:

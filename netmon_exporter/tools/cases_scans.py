@@ -9,7 +9,8 @@
 * benign ``cdn_browser``: a browser on a heavy site: hundreds of servers on 443,
   completed, QUIC beside TCP, a few connections blocked (unanswered SYNs);
 * hard: FIN, NULL, Xmas, ACK and Maimon scans of 1,000 ports; a UDP scan; 25 sources
-  scanning 12 ports each of one host; 30 sources sweeping a /24 on 445; a scan at
+  scanning 12 ports each of one host; an IPv6 scan and an IPv6 sweep that send each
+  probe from another address of one /64; 30 sources sweeping a /24 on 445; a scan at
   one port per 30 s; a sweep at one host per 20 s; 14-port bursts every 5.5
   minutes; a SIP sweep hidden among unanswered UDP to random ports.
 
@@ -124,6 +125,27 @@ def ipv6_port_scan_rotating_sources(
         answer = "open" if p in (22, 80, 443) else str(rng.choice(["closed", "filtered"]))
         _probe(cap, t0 + span * i / n, f"{prefix}:{iid}", victim, int(p), answer)
     return (Truth("port_scan", f"{prefix}::/64", victim),)
+
+
+@case("hard", "ipv6_address_sweep_rotating_sources", duration=1200.0)
+def ipv6_address_sweep_rotating_sources(
+    cap: _Capture, site: _Site, start: float, duration: float
+) -> tuple[Truth, ...]:
+    """An IPv6 sweep of tcp/22 that sends each probe from another address of its /64 (no
+    address probes two hosts): 45-80 low-numbered hosts of the site's /64 (``::1``,
+    ``::2``, ...: how IPv6 sweeps guess), one every 4-14 s (about 33 in 5 minutes)."""
+    rng = cap.rng
+    prefix = f"2001:db8:{int(rng.integers(0x100, 0xFFF)):x}:{int(rng.integers(1, 0xFFFF)):x}"
+    lan = site.clients[12].rsplit("::", 1)[0]  # fd00:1::/64
+    live = {int(c.rsplit("::", 1)[1], 16) for c in site.clients[12:]}
+    n = int(rng.integers(45, 80))
+    t = start + float(rng.uniform(0, duration - 14 * n - 10))
+    for h in rng.choice(np.arange(1, 0x100), n, replace=False).tolist():
+        iid = ":".join(f"{int(x):x}" for x in rng.integers(0, 0x10000, 4))
+        answer = str(rng.choice(["open", "closed"])) if h in live else "filtered"
+        _probe(cap, t, f"{prefix}:{iid}", f"{lan}::{h:x}", 22, answer)
+        t += float(rng.uniform(4, 14))
+    return (Truth("address_sweep", f"{prefix}::/64", "tcp/22"),)
 
 
 @case("hard", "distributed_port_scan")
