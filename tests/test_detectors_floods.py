@@ -161,6 +161,13 @@ def test_syn_flood_severity_is_critical_only_at_the_critical_rate() -> None:
     assert d.severity == "critical" and d.evidence["half_open_per_second"] == 10
 
 
+def test_a_syn_flood_whose_syns_carry_data_is_a_syn_flood() -> None:
+    # hping3 -S -d 120 --flood: every SYN carries bytes; it opens no connection all the same
+    rows = [{**r, "fwd_bytes": 120} for r in syns(600, T0, T0 + W)]
+    (d,) = run(SynFloodDetector(CFG.syn_flood), flows(rows), 0)
+    assert d.evidence["half_open"] == 600
+
+
 # ---------------------------------------------------------------- UDP floods
 
 NVR = "10.0.9.20"

@@ -71,6 +71,37 @@ def test_probes_without_syn_count(fin, psh, kind):
     assert d.evidence["probe_kinds"] == {kind: 20} and d.evidence["reset"] == 20
 
 
+def test_probes_carrying_data_still_count():
+    """Guards docs/detectors.md: "SYNs and probes without SYN may carry data"."""
+    # nmap --data-length N: every SYN (closed ports reset it) or FIN carries N bytes.
+    syn_data = {**HALF_OPEN, "fwd_bytes": 40}
+    fin_data = {**STEALTH_RST, "fwd_bytes": 40}
+    for shape, kind in ((syn_data, "syn"), (fin_data, "fin")):
+        batch = with_cols(
+            flows(probes("10.0.0.66", "10.0.0.9", range(1, 21), **shape)),
+            FIN_Flag_Cnt=int(kind == "fin"),
+            PSH_Flag_Cnt=0,
+        )
+        (d,) = run(PortScanDetector(CFG.port_scan), batch)
+        assert d.evidence["probe_kinds"] == {kind: 20}, kind
+
+
+def test_tcp_fast_open_and_answered_data_are_not_probes():
+    # TCP Fast Open: data in the SYN, the server's SYN-ACK, the client's ACK and more:
+    # a connection, not a half-open probe. A client's FIN with data that the server
+    # answers with data (a connection seen from its middle) is no probe either.
+    tfo = {"fwd": 3, "bwd": 2, "fwd_bytes": 300, "fwd_syn": 1, "bwd_syn": 1}
+    mid = {**STEALTH_RST, "fwd_bytes": 40, "bwd": 2, "bwd_bytes": 900}
+    for shape in (tfo, mid):
+        batch = with_cols(
+            flows(probes("10.0.0.66", "10.0.0.9", range(1, 21), **shape)),
+            FIN_Flag_Cnt=1,
+            PSH_Flag_Cnt=0,
+        )
+        assert classify(batch)["kinds"].sum() == 0
+        assert run(PortScanDetector(CFG.port_scan), batch) == []
+
+
 def test_unanswered_stealth_probes_and_connect_scans_count():
     unanswered = {**STEALTH, "bwd": 0, "fwd": 2}
     connect_reset = {"fwd": 3, "bwd": 1, "fwd_bytes": 0, "bwd_bytes": 0, "fwd_rst": 1}

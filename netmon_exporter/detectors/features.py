@@ -155,8 +155,10 @@ def _tcp_outcomes(flows: FlowBatch) -> dict[str, np.ndarray]:
     fwd_rst = num(flows, "fwd_rst_cnt")
     bwd_syn = num(flows, "bwd_syn_cnt")
     bwd_rst = num(flows, "bwd_rst_cnt")
-    # Half-open: the client sent SYN(s) and maybe a RST, never an ACK-bearing packet or data.
-    exact = (fwd_syn >= 1) & (fwd_bytes == 0) & (fwd_pkts - fwd_syn - fwd_rst <= 0)
+    # Half-open: the client sent SYN(s) and maybe a RST, never an ACK-bearing packet. Data
+    # in a SYN does not open a connection (nmap --data-length, hping3 -d floods; TCP Fast
+    # Open's data is followed by the client's ACK), so the SYNs may carry some.
+    exact = (fwd_syn >= 1) & (fwd_pkts - fwd_syn - fwd_rst <= 0)
     # Flow CSVs without direction flag counts: SYN seen, no client data, at most SYN+RST sent.
     syn_any = num(flows, "SYN Flag Cnt") >= 1
     approx = syn_any & (fwd_bytes == 0) & (fwd_pkts <= 2) & (bwd_pkts <= 1)

@@ -113,6 +113,8 @@ def _classify(flows: FlowBatch) -> dict[str, np.ndarray]:
     syn = t["half_open"] | connect_reset
     resets_only = (bwd == 0) | ((bwd <= bwd_rst) & (bwd_bytes == 0))
     server_tail = (sport < dport) & (dport >= 1024)
+    # A probe without SYN may carry data (nmap --data-length): the target's answer is
+    # what tells (nothing, or resets without data)
     stealth = (
         tcp
         & have_dir
@@ -121,7 +123,6 @@ def _classify(flows: FlowBatch) -> dict[str, np.ndarray]:
         & (fwd_rst == 0)
         & (fwd >= 1)
         & (fwd <= 3)
-        & no_data
         & resets_only
         & ~server_tail
         & ~group_dst

@@ -41,20 +41,32 @@ def _attacker_victim(rng: np.random.Generator, site: _Site) -> tuple[str, str]:
 
 
 def stealth_probe(
-    cap: _Capture, t: float, src: str, dst: str, sport: int, dport: int, flags: str, answer: bool
+    cap: _Capture,
+    t: float,
+    src: str,
+    dst: str,
+    sport: int,
+    dport: int,
+    flags: str,
+    answer: bool,
+    data: bytes = b"",
 ) -> None:
-    """One probe without SYN; a closed port answers with a reset, else nmap retries once."""
+    """One probe without SYN (carrying ``data``, as nmap --data-length sends); a closed
+    port answers with a reset, else nmap retries once."""
     rng = cap.rng
     seq, ack = int(rng.integers(1, 2**31)), int(rng.integers(1, 2**31))
-    cap.tcp(t, src, dst, sport, dport, flags, seq, ack if "A" in flags else 0, window=1024)
+    a = ack if "A" in flags else 0
+    cap.tcp(t, src, dst, sport, dport, flags, seq, a, payload=data, window=1024)
     if answer:
         rtt = 0.001 + float(rng.random()) * 0.05
         if "A" in flags:  # RFC 793: a reset to an ACK-bearing segment carries no ACK
             cap.tcp(t + rtt, dst, src, dport, sport, "R", ack)
         else:
-            cap.tcp(t + rtt, dst, src, dport, sport, "RA", 0, seq + 1 + ("F" in flags))
+            end = seq + len(data) + ("F" in flags)
+            cap.tcp(t + rtt, dst, src, dport, sport, "RA", 0, end)
     else:
-        cap.tcp(t + 1.0 + float(rng.random()) * 0.3, src, dst, sport, dport, flags, seq, 0)
+        retry = t + 1.0 + float(rng.random()) * 0.3
+        cap.tcp(retry, src, dst, sport, dport, flags, seq, 0, payload=data)
 
 
 def _stealth_scan(flags: str, answers_closed: float) -> CaseFn:
