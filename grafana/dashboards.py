@@ -868,6 +868,14 @@ def traffic() -> db.Dashboard:
             "netmon_packets_skipped_total",
             "reason",
         ),
+        by_label(
+            "Packets decapsulated",
+            "Packets decoded from inside a tunnel (their flows are the inner packets'), by the "
+            "outermost tunnel: a tap on a WAN, VXLAN from AWS Traffic Mirroring, ERSPAN.",
+            "pps",
+            "netmon_packets_decapsulated_total",
+            "tunnel",
+        ),
         counters(
             "IP fragments and CSV rows",
             "IPv4/IPv6 fragments seen; rows written to flow CSV files.",
@@ -881,7 +889,6 @@ def traffic() -> db.Dashboard:
             "Flows ended before their timeout because a worker's flow table reached "
             "flows.max_open_flows (alert NetmonFlowsEvicted): their features are cut short.",
             {"evicted": "netmon_flows_evicted_total"},
-            width=24,
         ),
     ]
     return with_rows(d, {"Volume": volume, "Top talkers": top_talkers, "Parsing": parsing})

@@ -33,6 +33,7 @@ PROTOCOLS = flow_schema.PROTOCOLS  # tcp, udp, icmp, icmpv6, other
 FILE_KINDS = ("pcap", "pcapng", "csv")
 FAIL_REASONS = ("format", "truncated", "io", "timeout", "worker_crash", "too_large", "internal")
 SKIP_REASONS = ("non_ip", "truncated", "malformed", "unsupported_link")
+TUNNELS = ("ip-in-ip", "gre", "erspan", "vxlan", "geneve")  # capture.decode.TUNNEL_NAMES
 ERROR_CATEGORIES = ("parse", "io", "ledger", "model", "llm", "alertmanager", "config", "internal")
 RETRY_STAGES = ("parse", "output", "llm", "alertmanager")
 IGNORE_REASONS = ("symlink", "special")
@@ -62,6 +63,7 @@ RESTORED_COUNTERS = (
     "bytes",
     "packets_skipped",
     "ip_fragments",
+    "packets_decapsulated",
     "flows",
     "flows_evicted",
     "flow_csv_rows",
@@ -134,6 +136,7 @@ class Metrics:
     bytes: Counter
     packets_skipped: Counter
     ip_fragments: Counter
+    packets_decapsulated: Counter
     flows: Counter
     flows_evicted: Counter
     flow_csv_rows: Counter
@@ -270,6 +273,12 @@ def build_metrics(registry: CollectorRegistry) -> Metrics:
             "packets_skipped", "Packets not turned into flows, by reason.", ("reason",)
         ),
         ip_fragments=counter("ip_fragments", "IPv4/IPv6 fragments seen."),
+        packets_decapsulated=counter(
+            "packets_decapsulated",
+            "Packets decoded from inside a tunnel (IP in IP, GRE, ERSPAN, VXLAN, Geneve), by "
+            "the outermost tunnel: their flows are the inner packets'.",
+            ("tunnel",),
+        ),
         flows=counter("flows", "Flows completed, by transport protocol.", ("protocol",)),
         flows_evicted=counter(
             "flows_evicted",
@@ -414,6 +423,8 @@ def _preinitialise(m: Metrics) -> None:
         m.flows.labels(proto)
     for reason in SKIP_REASONS:
         m.packets_skipped.labels(reason)
+    for tunnel in TUNNELS:
+        m.packets_decapsulated.labels(tunnel)
     for det in DETECTORS:
         m.detections_active.labels(det)
         for sev in SEVERITIES:

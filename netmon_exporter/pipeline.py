@@ -101,6 +101,8 @@ class FileResult:
     bytes_by_protocol: dict[str, int] = field(default_factory=dict)
     skipped_by_reason: dict[str, int] = field(default_factory=dict)  # metrics.SKIP_REASONS
     ip_fragments: int = 0
+    # packets decoded from inside a tunnel, by the outermost (capture.decode.TUNNEL_NAMES)
+    decapsulated_by_tunnel: dict[str, int] = field(default_factory=dict)
     # opaque open-flow state for the next file of the series (from a worker: a
     # reference to it in ingest.carry_store)
     carry: bytes | None = None
@@ -139,6 +141,7 @@ class _Counts:
         self.byts = np.zeros(5, dtype=np.int64)
         self.skip = dict.fromkeys(_SKIP_REASONS, 0)
         self.frags = 0
+        self.tunnels = np.zeros(len(D.TUNNEL_NAMES), dtype=np.int64)
         self.first: float | None = None
         self.last: float | None = None
 
@@ -154,6 +157,9 @@ class _Counts:
                 if code != D.ST_OK and n:
                     self.skip[_STATUS_REASON[code]] += int(n)
         self.frags += int(np.count_nonzero(P[:, D.F_FRAG]))
+        tun = P[:, D.F_TUNNEL]
+        if tun.any():
+            self.tunnels += np.bincount(tun, minlength=len(D.TUNNEL_NAMES))
         ts = P[:, D.F_TS]
         lo, hi = float(ts.min()) / 1e6, float(ts.max()) / 1e6
         self.first = lo if self.first is None else min(self.first, lo)
@@ -220,6 +226,9 @@ def process_file(
         bytes_by_protocol={p: int(v) for p, v in zip(PROTOCOLS, counts.byts, strict=True)},
         skipped_by_reason=dict(counts.skip),
         ip_fragments=counts.frags,
+        decapsulated_by_tunnel={
+            name: int(n) for name, n in zip(D.TUNNEL_NAMES[1:], counts.tunnels[1:], strict=True)
+        },
         carry=out_carry,
         csv_path=str(csv_path) if out.writer is not None else None,
         csv_rows=out.writer.rows if out.writer is not None else 0,

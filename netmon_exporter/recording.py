@@ -21,6 +21,7 @@ from .metrics import (
     SETTINGS,
     SEVERITIES,
     SKIP_REASONS,
+    TUNNELS,
     Metrics,
 )
 
@@ -66,6 +67,9 @@ def record_file_done(m: Metrics, result: Any, kind: str, lag_seconds: float | No
         m.packets_skipped.labels(_label(reason, SKIP_REASONS, "malformed")).inc(int(n))
     if result.ip_fragments:
         m.ip_fragments.inc(int(result.ip_fragments))
+    for tunnel, n in (getattr(result, "decapsulated_by_tunnel", None) or {}).items():
+        if tunnel in TUNNELS and n:
+            m.packets_decapsulated.labels(tunnel).inc(int(n))
     if result.csv_rows:
         m.flow_csv_rows.inc(int(result.csv_rows))
     # exact even when result.flows is the sample a worker kept for analysis
@@ -205,6 +209,9 @@ def seed_from_totals(m: Metrics, totals: Totals) -> None:
         m.packets_skipped.labels(_label(reason, SKIP_REASONS, "malformed")).inc(int(n))
     if totals.ip_fragments:
         m.ip_fragments.inc(int(totals.ip_fragments))
+    for tunnel, n in totals.decapsulated_by_tunnel.items():
+        if tunnel in TUNNELS and n:
+            m.packets_decapsulated.labels(tunnel).inc(int(n))
     for proto, n in totals.flows_by_protocol.items():
         m.flows.labels(_label(proto, PROTOCOLS, "other")).inc(int(n))
     if totals.flows_evicted:

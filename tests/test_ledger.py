@@ -174,6 +174,7 @@ def test_every_restored_count_survives_and_prune_keeps_totals(ledger: Ledger) ->
         "flows_by_protocol": {"tcp": 4},
         "flows_evicted": 1,
         "csv_rows": 4,
+        "decapsulated": {"vxlan": 5, "gre": 1},
     }
     for i in range(2):
         e = _ready(ledger, path=f"/c/a-{i}.pcap")
@@ -195,6 +196,7 @@ def test_every_restored_count_survives_and_prune_keeps_totals(ledger: Ledger) ->
         11,
     )
     assert before.flows_by_protocol == {"tcp": 8, "udp": 3}
+    assert before.decapsulated_by_tunnel == {"vxlan": 10, "gre": 2}
     assert before.last_done_at == 8.0
     # every finished file is gone from disk: its row is forgotten, not what it counted
     assert ledger.prune(100.0, exists=lambda p: False) == 3

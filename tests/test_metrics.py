@@ -190,6 +190,7 @@ def test_seeding_restores_exactly_the_restored_counters() -> None:
             ip_fragments=5,
             flows_evicted=6,
             last_done_at=1_700_000_000.0,
+            decapsulated_by_tunnel={"vxlan": 7},
         ),
     )
     for family in r.collect():

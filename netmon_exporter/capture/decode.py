@@ -42,13 +42,25 @@ F_QOFF = 20  # offset of the first query-name label in the buffer, -1 if none
 F_QLEN = 21  # query-name length (dotted, no trailing dot)
 F_QLABELS = 22  # number of labels
 F_IPV = 23  # 4 or 6, 0 if not IP
-N_FIELDS = 24
+F_TUNNEL = 24  # TUN_*: the packet was decoded from inside this tunnel (0: none)
+N_FIELDS = 25
 
 ST_OK = 0
 ST_NON_IP = 1
 ST_TRUNCATED = 2
 ST_MALFORMED = 3
 ST_UNSUPPORTED_LINK = 4
+
+# Tunnels decoded through (the outermost is kept in F_TUNNEL), as Zeek and Suricata do:
+# IP in IP (IPv4 or IPv6 in IPv4 or IPv6, protocols 4 and 41), GRE (RFC 2784/2890,
+# version 0: IP, transparent Ethernet bridging, ERSPAN types I-III), VXLAN (UDP 4789,
+# AWS VPC Traffic Mirroring's) and Geneve (UDP 6081). Up to MAX_TUNNEL_DEPTH tunnels
+# deep (Zeek's Tunnel::max_depth); a tunnel whose inner IP header is not all captured,
+# or of another kind, is decoded as the outer packet.
+TUN_NONE, TUN_IP, TUN_GRE, TUN_ERSPAN, TUN_VXLAN, TUN_GENEVE = 0, 1, 2, 3, 4, 5
+TUNNEL_NAMES = ("", "ip-in-ip", "gre", "erspan", "vxlan", "geneve")
+MAX_TUNNEL_DEPTH = 2
+VXLAN_PORT, GENEVE_PORT = 4789, 6081
 
 # Walker return codes.
 W_OK = 0  # stopped because the buffer or the packet table ran out
@@ -248,6 +260,102 @@ def _tcp_fragment(b, l4, end, ip_pay, off, P, i, frag, s):
 
 
 @njit(cache=True)
+def _ether(b, p, end):
+    """An Ethernet frame at ``b[p]`` (VLAN and QinQ tags, PPPoE session, an MPLS label
+    stack): (where its IP packet starts, its version: 4 or 6; 0 when it holds none, -1
+    when the captured bytes end inside its headers)."""
+    if p + 14 > end:
+        return p, -1
+    et = _u16(b, p + 12)
+    q = p + 14
+    while (et == 0x8100 or et == 0x88A8 or et == 0x9100) and q + 4 <= end:
+        et = _u16(b, q + 2)
+        q += 4
+    if et == 0x8100 or et == 0x88A8 or et == 0x9100:
+        return q, -1
+    if et == 0x8864:  # PPPoE session
+        if q + 8 > end:
+            return q, -1
+        ppp = _u16(b, q + 6)
+        q += 8
+        et = 0x0800 if ppp == 0x21 else (0x86DD if ppp == 0x57 else 0)
+    if et == 0x8847 or et == 0x8848:  # MPLS: labels down to the bottom of the stack
+        for _ in range(16):
+            if q + 4 > end:
+                return q, -1
+            bottom = np.int64(b[q + 2]) & 1
+            q += 4
+            if bottom:
+                break
+        if q >= end:
+            return q, -1
+        v = np.int64(b[q]) >> 4  # no payload type in MPLS: IP says its version
+        return q, (4 if v == 4 else (6 if v == 6 else 0))
+    if et == 0x0800:
+        return q, 4
+    if et == 0x86DD:
+        return q, 6
+    return q, 0
+
+
+@njit(cache=True)
+def _inner_ip(b, q, v, end):
+    """``v`` (4 or 6) when a whole IP header of that version is captured at ``b[q]``."""
+    if v == 4 and q + 20 <= end and (np.int64(b[q]) >> 4) == 4:
+        return 4
+    if v == 6 and q + 40 <= end and (np.int64(b[q]) >> 4) == 6:
+        return 6
+    return 0
+
+
+@njit(cache=True)
+def _tunnel(b, proto, l4, end):
+    """A tunnel's inner IP packet, if this is one: (start, version, TUN_*; version 0:
+    not a tunnel this decoder opens, or its inner header not all captured)."""
+    if proto == 4 or proto == 41:
+        return l4, _inner_ip(b, l4, 4 if proto == 4 else 6, end), TUN_IP
+    if proto == 47:  # GRE, version 0 (1 is PPTP's, carrying PPP); no source routing
+        if l4 + 4 > end:
+            return l4, 0, TUN_NONE
+        fl = _u16(b, l4)
+        if (fl & 7) != 0 or (fl & 0x4000) != 0:
+            return l4, 0, TUN_NONE
+        q = l4 + 4 + (4 if fl & 0x8000 else 0) + (4 if fl & 0x2000 else 0)
+        seq = (fl & 0x1000) != 0
+        q += 4 if seq else 0
+        pt = _u16(b, l4 + 2)
+        if pt == 0x0800 or pt == 0x86DD:
+            return q, _inner_ip(b, q, 4 if pt == 0x0800 else 6, end), TUN_GRE
+        kind = TUN_GRE
+        if pt == 0x88BE:  # ERSPAN type II (8-byte header, with a sequence number) or I
+            kind = TUN_ERSPAN
+            q += 8 if seq else 0
+        elif pt == 0x22EB:  # ERSPAN type III: 12 bytes, 8 more with the O flag
+            kind = TUN_ERSPAN
+            if q + 12 > end:
+                return q, 0, TUN_NONE
+            q += 20 if (np.int64(b[q + 11]) & 1) else 12
+        elif pt != 0x6558:  # transparent Ethernet bridging
+            return q, 0, TUN_NONE
+        e, v = _ether(b, q, end)
+        return e, (_inner_ip(b, e, v, end) if v > 0 else 0), kind
+    if proto == 17 and l4 + 16 <= end:
+        dport = _u16(b, l4 + 2)
+        if dport == VXLAN_PORT and (np.int64(b[l4 + 8]) & 0x08) != 0:
+            e, v = _ether(b, l4 + 16, end)
+            return e, (_inner_ip(b, e, v, end) if v > 0 else 0), TUN_VXLAN
+        if dport == GENEVE_PORT and (np.int64(b[l4 + 8]) >> 6) == 0:
+            q = l4 + 16 + (np.int64(b[l4 + 8]) & 0x3F) * 4
+            pt = _u16(b, l4 + 10)
+            if pt == 0x6558:
+                e, v = _ether(b, q, end)
+                return e, (_inner_ip(b, e, v, end) if v > 0 else 0), TUN_GENEVE
+            if pt == 0x0800 or pt == 0x86DD:
+                return q, _inner_ip(b, q, 4 if pt == 0x0800 else 6, end), TUN_GENEVE
+    return l4, 0, TUN_NONE
+
+
+@njit(cache=True)
 def decode_packet(b, o, caplen, wirelen, linktype, ts, P, PE, i, frag, hist):
     """Decode one frame starting at ``b[o]`` into row ``i`` of the packet table."""
     for k in range(N_FIELDS):
@@ -265,28 +373,10 @@ def decode_packet(b, o, caplen, wirelen, linktype, ts, P, PE, i, frag, hist):
     ipv = 0
     # ---- link layer -------------------------------------------------------------
     if linktype == 1:  # Ethernet
-        if caplen < 14:
+        p, ipv = _ether(b, o, end)
+        if ipv < 0:
             P[i, F_STATUS] = ST_TRUNCATED
             return
-        et = _u16(b, o + 12)
-        p = o + 14
-        while (et == 0x8100 or et == 0x88A8 or et == 0x9100) and p + 4 <= end:
-            et = _u16(b, p + 2)
-            p += 4
-        if et == 0x8100 or et == 0x88A8 or et == 0x9100:
-            P[i, F_STATUS] = ST_TRUNCATED
-            return
-        if et == 0x8864:  # PPPoE session
-            if p + 8 > end:
-                P[i, F_STATUS] = ST_TRUNCATED
-                return
-            ppp = _u16(b, p + 6)
-            p += 8
-            et = 0x0800 if ppp == 0x21 else (0x86DD if ppp == 0x57 else 0)
-        if et == 0x0800:
-            ipv = 4
-        elif et == 0x86DD:
-            ipv = 6
     elif linktype == 113:  # Linux cooked v1
         if caplen < 16:
             P[i, F_STATUS] = ST_TRUNCATED
@@ -322,97 +412,109 @@ def decode_packet(b, o, caplen, wirelen, linktype, ts, P, PE, i, frag, hist):
     if ipv == 0:
         P[i, F_STATUS] = ST_NON_IP
         return
-    P[i, F_IPV] = ipv
-    # ---- network layer ------------------------------------------------------------
-    fragstate = 0
-    ident = np.int64(0)
-    foff = np.int64(0)  # a fragment's offset in its datagram's transport bytes
-    if ipv == 4:
-        if p + 20 > end:
-            P[i, F_STATUS] = ST_TRUNCATED
-            return
-        if (np.int64(b[p]) >> 4) != 4:
-            P[i, F_STATUS] = ST_MALFORMED
-            return
-        ihl = (np.int64(b[p]) & 15) * 4
-        tot = _u16(b, p + 2)
-        if tot == 0:  # TSO / segmentation offload: trust the capture
-            tot = wirelen - (p - o)
-        if ihl < 20 or tot < ihl:
-            P[i, F_STATUS] = ST_MALFORMED
-            return
-        ff = _u16(b, p + 6)
-        fo = ff & 0x1FFF
-        mf = ff & 0x2000
-        ident = _u16(b, p + 4)
-        proto = np.int64(b[p + 9])
-        P[i, F_SHI] = 0
-        P[i, F_SLO] = (np.int64(0xFFFF) << 32) | _u32(b, p + 12)
-        P[i, F_DHI] = 0
-        P[i, F_DLO] = (np.int64(0xFFFF) << 32) | _u32(b, p + 16)
-        ip_end = p + tot
-        l4 = p + ihl
-        if fo != 0:
-            fragstate = 2
-            foff = fo * 8
-        elif mf != 0:
-            fragstate = 1
-    else:
-        if p + 40 > end:
-            P[i, F_STATUS] = ST_TRUNCATED
-            return
-        if (np.int64(b[p]) >> 4) != 6:
-            P[i, F_STATUS] = ST_MALFORMED
-            return
-        plen = _u16(b, p + 4)
-        if plen == 0:  # jumbogram or offload
-            plen = wirelen - (p - o) - 40
-        nh = np.int64(b[p + 6])
-        P[i, F_SHI] = _u64(b, p + 8)
-        P[i, F_SLO] = _u64(b, p + 16)
-        P[i, F_DHI] = _u64(b, p + 24)
-        P[i, F_DLO] = _u64(b, p + 32)
-        ip_end = p + 40 + plen
-        l4 = p + 40
-        for _ in range(16):
-            if nh == 0 or nh == 43 or nh == 60 or nh == 135 or nh == 139 or nh == 140:
-                if l4 + 2 > end:
-                    P[i, F_PROTO] = nh
-                    P[i, F_STATUS] = ST_TRUNCATED
-                    return
-                nxt = np.int64(b[l4])
-                l4 += (np.int64(b[l4 + 1]) + 1) * 8
-                nh = nxt
-            elif nh == 44:
-                if l4 + 8 > end:
-                    P[i, F_PROTO] = nh
-                    P[i, F_STATUS] = ST_TRUNCATED
-                    return
-                nxt = np.int64(b[l4])
-                fw = _u16(b, l4 + 2)
-                ident = _u32(b, l4 + 4)
-                if (fw & 0xFFF8) != 0:
-                    fragstate = 2
-                    foff = fw & 0xFFF8
-                elif fw & 1:
-                    fragstate = 1
-                l4 += 8
-                nh = nxt
-            elif nh == 51:
-                if l4 + 2 > end:
-                    P[i, F_PROTO] = nh
-                    P[i, F_STATUS] = ST_TRUNCATED
-                    return
-                nxt = np.int64(b[l4])
-                l4 += (np.int64(b[l4 + 1]) + 2) * 4
-                nh = nxt
-            else:
-                break
-        proto = nh
-        if l4 > ip_end:
-            P[i, F_PROTO] = proto
-            P[i, F_STATUS] = ST_MALFORMED
-            return
+    # ---- network layer (and tunnels: the packet inside is the one decoded) ----------
+    for depth in range(MAX_TUNNEL_DEPTH + 1):
+        P[i, F_IPV] = ipv
+        fragstate = 0
+        ident = np.int64(0)
+        foff = np.int64(0)  # a fragment's offset in its datagram's transport bytes
+        if ipv == 4:
+            if p + 20 > end:
+                P[i, F_STATUS] = ST_TRUNCATED
+                return
+            if (np.int64(b[p]) >> 4) != 4:
+                P[i, F_STATUS] = ST_MALFORMED
+                return
+            ihl = (np.int64(b[p]) & 15) * 4
+            tot = _u16(b, p + 2)
+            if tot == 0:  # TSO / segmentation offload: trust the capture
+                tot = wirelen - (p - o)
+            if ihl < 20 or tot < ihl:
+                P[i, F_STATUS] = ST_MALFORMED
+                return
+            ff = _u16(b, p + 6)
+            fo = ff & 0x1FFF
+            mf = ff & 0x2000
+            ident = _u16(b, p + 4)
+            proto = np.int64(b[p + 9])
+            P[i, F_SHI] = 0
+            P[i, F_SLO] = (np.int64(0xFFFF) << 32) | _u32(b, p + 12)
+            P[i, F_DHI] = 0
+            P[i, F_DLO] = (np.int64(0xFFFF) << 32) | _u32(b, p + 16)
+            ip_end = p + tot
+            l4 = p + ihl
+            if fo != 0:
+                fragstate = 2
+                foff = fo * 8
+            elif mf != 0:
+                fragstate = 1
+        else:
+            if p + 40 > end:
+                P[i, F_STATUS] = ST_TRUNCATED
+                return
+            if (np.int64(b[p]) >> 4) != 6:
+                P[i, F_STATUS] = ST_MALFORMED
+                return
+            plen = _u16(b, p + 4)
+            if plen == 0:  # jumbogram or offload
+                plen = wirelen - (p - o) - 40
+            nh = np.int64(b[p + 6])
+            P[i, F_SHI] = _u64(b, p + 8)
+            P[i, F_SLO] = _u64(b, p + 16)
+            P[i, F_DHI] = _u64(b, p + 24)
+            P[i, F_DLO] = _u64(b, p + 32)
+            ip_end = p + 40 + plen
+            l4 = p + 40
+            for _ in range(16):
+                if nh == 0 or nh == 43 or nh == 60 or nh == 135 or nh == 139 or nh == 140:
+                    if l4 + 2 > end:
+                        P[i, F_PROTO] = nh
+                        P[i, F_STATUS] = ST_TRUNCATED
+                        return
+                    nxt = np.int64(b[l4])
+                    l4 += (np.int64(b[l4 + 1]) + 1) * 8
+                    nh = nxt
+                elif nh == 44:
+                    if l4 + 8 > end:
+                        P[i, F_PROTO] = nh
+                        P[i, F_STATUS] = ST_TRUNCATED
+                        return
+                    nxt = np.int64(b[l4])
+                    fw = _u16(b, l4 + 2)
+                    ident = _u32(b, l4 + 4)
+                    if (fw & 0xFFF8) != 0:
+                        fragstate = 2
+                        foff = fw & 0xFFF8
+                    elif fw & 1:
+                        fragstate = 1
+                    l4 += 8
+                    nh = nxt
+                elif nh == 51:
+                    if l4 + 2 > end:
+                        P[i, F_PROTO] = nh
+                        P[i, F_STATUS] = ST_TRUNCATED
+                        return
+                    nxt = np.int64(b[l4])
+                    l4 += (np.int64(b[l4 + 1]) + 2) * 4
+                    nh = nxt
+                else:
+                    break
+            proto = nh
+            if l4 > ip_end:
+                P[i, F_PROTO] = proto
+                P[i, F_STATUS] = ST_MALFORMED
+                return
+        if fragstate != 0 or depth == MAX_TUNNEL_DEPTH:
+            break
+        lim = end if end < ip_end else ip_end  # this packet's bytes, as captured
+        inner, iv, kind = _tunnel(b, proto, l4, lim)
+        if iv == 0:
+            break
+        if P[i, F_TUNNEL] == 0:
+            P[i, F_TUNNEL] = kind  # the outermost tunnel
+        p = inner
+        ipv = iv
+        end = lim
     P[i, F_PROTO] = proto
     P[i, F_FRAG] = fragstate
     ip_pay = ip_end - l4

@@ -73,6 +73,7 @@ def summary(result: FileResult) -> dict[str, Any]:
         "bytes": dict(result.bytes_by_protocol),
         "skipped": {k: int(v) for k, v in result.skipped_by_reason.items() if v},
         "ip_fragments": int(result.ip_fragments),
+        "decapsulated": {k: int(v) for k, v in result.decapsulated_by_tunnel.items() if v},
         "flows": int(result.flow_count),
         "flows_by_protocol": result.flow_counts(),  # exact: ``flows`` may be a sample
         "flows_evicted": int(result.flows_evicted),

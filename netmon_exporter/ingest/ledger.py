@@ -88,7 +88,7 @@ CREATE TABLE IF NOT EXISTS tallies (
 # ``quarantined`` and ``failed`` (kind, reason), and the summary keys below.
 Tally = dict[tuple[str, tuple[str, ...]], int]
 # Summary keys holding {label: count} and plain counts (what executor.summary() writes).
-_LABELLED = ("packets", "bytes", "skipped", "flows_by_protocol")
+_LABELLED = ("packets", "bytes", "skipped", "flows_by_protocol", "decapsulated")
 _PLAIN = ("flows", "csv_rows", "ip_fragments", "flows_evicted")
 
 
@@ -112,6 +112,7 @@ class Totals:
     ip_fragments: int = 0
     flows_evicted: int = 0
     last_done_at: float | None = None  # when the latest file was marked done
+    decapsulated_by_tunnel: dict[str, int] = field(default_factory=dict)
 
     @staticmethod
     def of(tally: Tally, last_done_at: float | None = None) -> Totals:
@@ -137,6 +138,7 @@ class Totals:
             ip_fragments=plain("ip_fragments"),
             flows_evicted=plain("flows_evicted"),
             last_done_at=last_done_at,
+            decapsulated_by_tunnel=by("decapsulated"),
         )
 
 

@@ -106,7 +106,7 @@ def syn_flood_with_payload(
     for t in np.sort(rng.uniform(start, start + duration, int(duration / 60 * 40))).tolist():
         client = str(rng.choice(site.clients))  # the server's ordinary users, all along
         cap.session(
-            t, client, victim, port, int(rng.integers(200, 900)), int(rng.integers(1e3, 4e4))
+            t, client, victim, port, int(rng.integers(200, 900)), int(rng.integers(1_000, 40_000))
         )
     size = int(rng.integers(64, 513))
     per_minute = float(rng.uniform(600, 1200))
