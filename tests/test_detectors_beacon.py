@@ -215,6 +215,87 @@ def test_the_poller_rule_remembers_destinations_across_windows():
     assert windows(rows) == []
 
 
+MAIL = "203.0.113.25"  # a mail provider's IMAPS server, outside
+
+
+def lan_pollers(n: int, seed: int = 4) -> list:
+    """``n`` LAN hosts (10.0.2.1 on) each polling :data:`MAIL`'s IMAPS on its own
+    schedule (every 60 or 90 s, a timer's jitter, its own phase): ordinary mail clients,
+    each a pair the detector would report on its own."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for h in range(1, n + 1):
+        period = float(rng.choice([60.0, 90.0]))
+        beats = series(period + rng.normal(0, 2, int(900 / period)), 700 + rng.integers(0, 20))
+        phase = rng.uniform(0, 60)
+        for r in beats:
+            r.update(src=f"10.0.2.{h}", dst=MAIL, dport=993, ts=r["ts"] + phase)
+        rows += beats
+    return rows
+
+
+def _pairs(found: list) -> set:
+    return {(d.source, d.target) for d in found}
+
+
+def test_a_service_many_lan_hosts_poll_is_not_a_beacon():
+    """The prevalence rule: 20 hosts of the site poll one mail server, each on its own
+    schedule; each pair alone is a beacon, the service is one the site polls."""
+    n = CFG.prevalence_min_sources
+    assert windows(lan_pollers(2 * n)) == []
+    alone = windows([r for r in lan_pollers(2 * n) if r["src"] == "10.0.2.1"])
+    assert _pairs(alone) == {("10.0.2.1", f"{MAIL}:993")}
+
+
+def test_one_source_fewer_than_prevalence_min_sources_is_still_reported():
+    """At the threshold the pollers are quiet; one host fewer and every pair is reported
+    (the rule does not reach below its threshold)."""
+    n = CFG.prevalence_min_sources
+    assert windows(lan_pollers(n)) == []
+    fewer = windows(lan_pollers(n - 1))
+    assert _pairs(fewer) == {(f"10.0.2.{h}", f"{MAIL}:993") for h in range(1, n)}
+
+
+@pytest.mark.parametrize("hosts", [1, 3, 5])
+def test_a_few_hosts_beaconing_to_one_c2_are_found_amid_lan_pollers(hosts: int):
+    """One to five hosts infected by one campaign, one sleep (30 % jitter), each its own
+    phase, on a LAN whose 20 hosts (the infected among them) poll their mail server: the
+    infected are reported, the mail pollers are not."""
+    rng = np.random.default_rng(9)
+    rows = lan_pollers(2 * CFG.prevalence_min_sources)
+    infected = [f"10.0.2.{h}" for h in (3, 7, 11, 15, 19)[:hosts]]
+    for host in infected:
+        phase = rng.uniform(0, 50)
+        for r in series(cs_sleeps(rng, 50.0, 0.3, 18), 420 + rng.integers(0, 30, 18), src=host):
+            r["ts"] += phase
+            rows.append(r)
+    assert _pairs(windows(rows)) == {(h, f"{C2}:443") for h in infected}
+
+
+def test_the_prevalence_rule_can_be_switched_off():
+    rows = lan_pollers(2 * CFG.prevalence_min_sources)
+    assert windows(rows) == []
+    off = windows(rows, dataclasses.replace(CFG, prevalence_min_sources=0))
+    assert len(_pairs(off)) >= CFG.prevalence_min_sources
+    assert {t for _, t in _pairs(off)} == {f"{MAIL}:993"}
+
+
+def test_random_contacts_of_many_hosts_do_not_make_a_service_polled():
+    """A popular address (a CDN's) that 40 hosts contact at random, four times each: a
+    random series of four looks regular to the timing score's 0.7 one time in three,
+    so sources count for prevalence only on a timer's schedule (0.9), and a beacon to
+    that address from one more host is still reported."""
+    rng = np.random.default_rng(21)
+    rows = []
+    for h in range(1, 41):
+        phase = rng.uniform(0, 300)
+        for r in series(rng.exponential(150, 4), rng.lognormal(np.log(400), 0.05, 4)):
+            r.update(src=f"10.0.3.{h}", ts=r["ts"] + phase)
+            rows.append(r)
+    beacon = series(cs_sleeps(rng, 45.0, 0.3, 20), 420 + rng.integers(0, 30, 20))
+    assert _pairs(windows(rows + beacon)) == {(IMPLANT, f"{C2}:443")}
+
+
 def test_infrastructure_services_broadcast_and_resolvers_are_not_beacons():
     ntp = series(np.full(20, 64.0), proto=17, dport=123)
     ntpd = series(np.full(20, 64.0), proto=17, dport=123, sport=123)
@@ -325,11 +406,14 @@ def test_busy_benign_roles_raise_no_beacon_or_dns_tunnel(tmp_path: Path):
         "update_and_telemetry",
         "mail_reputation_lookups",
         "busy_site",
+        "ipv6_lan_mail_users",
+        "lan_mail_users",
     }
     assert _ours(results) == []
 
 
 BEACON_CASES = [
+    "beacon_few_hosts_one_c2_among_lan_pollers",
     "beacon_jitter_30",
     "beacon_jitter_50",
     "beacon_jitter_symmetric_25",

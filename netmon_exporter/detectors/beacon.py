@@ -35,16 +35,40 @@ or a slow password guesser, which ``brute_force`` judges); a host talking to its
 UDP to or from the infrastructure ports in ``ignore_udp_ports`` (NTP, DHCP, discovery
 protocols); DNS to a resolver (a host that answered DNS for at least
 ``resolver_min_clients`` clients within the horizon) and a resolver's own queries
-upstream; and the periodic contacts of a *poller*: a source with periodic contacts
+upstream; the periodic contacts of a *poller*: a source with periodic contacts
 to at least ``poller_min_destinations`` destinations on the same period (within
 ``poller_period_tolerance``) is monitoring infrastructure, and none of its contacts
-on that period is reported (an implant beacons to one or two peers).
+on that period is reported (an implant beacons to one or two peers); and, its
+mirror, contacts to a *polled service*: a destination service (address, protocol,
+port) that at least ``prevalence_min_sources`` sources contact periodically within
+the horizon is a service the site polls (every mail client of a LAN polling its
+provider's IMAPS, update and management agents checking in), and no contact to it is
+reported. This is RITA's *prevalence* ("a low percentage of internal hosts
+communicating with an external one can be suspicious") made a rule: a C2 has one or a
+few implants calling it. A source counts for a service from
+:data:`PREVALENCE_MIN_CONNECTIONS` check-ins on a timer's schedule (timing score at
+least :data:`PREVALENCE_MIN_TIMING`; with two or three intervals a random series
+passes ``min_timing_score`` one time in three, so a popular address contacted at
+random, a CDN's, would count as polled). Why a cut-off rather than a timing bar raised
+per other source (as for a busy source's destinations): mail clients' timing scores
+(0.95 to 0.99) sit above what jittered implants score, so a margin that silences them
+at 10 sources (a bar over 0.99 at 8 check-ins: 0.016 a source) puts five hosts
+beaconing with 50 % jitter (about 0.89) under their bar (0.91) more often than not;
+the cut-off judges 1 to ``prevalence_min_sources - 1`` infected hosts exactly as it
+judges one. *The blind spot*: a C2 that at least ``prevalence_min_sources`` of the
+site's hosts beacon to on a timer's schedule (an outbreak, a worm) is not reported by
+this detector, nor is a C2 sharing an address and port with a service that many hosts
+poll (a fronting CDN's edge), nor one whose implant forges periodic contacts to it from
+that many other addresses of its LAN (raw sockets; the sources are counted, not
+vouched for: IP source guard or uRPF on the LAN stops it). Set the key to 0 to judge
+every pair alone.
 
 State, bounded by the horizon and by row caps: the connection history (pair hash,
 time, bytes: 24 bytes a connection, at most ``max_state_rows``), the periodic contacts
-seen (for the poller rule; 32 bytes each, at most :data:`MAX_PERIODIC_ROWS`) and the
-(resolver, client) pairs of answered DNS (24 bytes each, at most
-:data:`.dns_tunnel.MAX_RESOLVER_ROWS`).
+seen (for the poller and prevalence rules: source, destination and service hashes,
+period, which rule they count for: 42 bytes each, at most :data:`MAX_PERIODIC_ROWS`,
+one per periodic pair seen in a window) and the (resolver, client) pairs of answered
+DNS (24 bytes each, at most :data:`.dns_tunnel.MAX_RESOLVER_ROWS`).
 """
 
 from __future__ import annotations
@@ -71,12 +95,17 @@ LAPSE = 1.6  # an interval of more typical ones is a lapse (beats lost), not jit
 FAN_OUT_MARGIN = 0.02  # the timing bar is raised by this per other same-period destination
 SMALL_SAMPLE_MARGIN = 1.0  # the timing bar is raised by this / intervals (chance regularity)
 PERIOD_MIN_CONNECTIONS = 4  # enough to tell a pair's period for the poller rule
+PREVALENCE_MIN_CONNECTIONS = 3  # check-ins (two intervals) that count a source for prevalence
+PREVALENCE_MIN_TIMING = 0.9  # ... on a timer's schedule (15 % of random triples pass, 4 % of 4)
 erf = np.vectorize(math.erf, otypes=[np.float64])
 _NO_PERIODIC: dict[str, np.ndarray] = {
     "ts": np.zeros(0),
     "src": np.zeros(0, np.uint64),
     "dst": np.zeros(0, np.uint64),
+    "service": np.zeros(0, np.uint64),
     "period": np.zeros(0),
+    "poller": np.zeros(0, bool),
+    "prevalence": np.zeros(0, bool),
 }
 
 
@@ -94,6 +123,12 @@ def is_private(addrs: np.ndarray) -> np.ndarray:
     )
     private6 = ((raw[:, 0] & 0xFE) == 0xFC) | ((raw[:, 0] == 0xFE) & ((raw[:, 1] & 0xC0) == 0x80))
     return np.where(v4, private4, private6)
+
+
+def service_hash(dst_h: np.ndarray, protocol: np.ndarray, port: np.ndarray) -> np.ndarray:
+    """Hash a destination service: (destination address hash, protocol, port)."""
+    svc = (protocol.astype(np.uint64) << np.uint64(16)) | port.astype(np.uint64)
+    return mix64(dst_h ^ svc)
 
 
 def pair_hash(flows: FlowBatch) -> np.ndarray:
@@ -215,6 +250,12 @@ class BeaconDetector:
         self._periodic = HorizonStore(cfg.horizon_seconds, MAX_PERIODIC_ROWS)
         self._resolvers = ObservedResolvers(cfg.horizon_seconds, cfg.resolver_min_clients)
         self._udp_ports = np.unique(np.asarray(cfg.ignore_udp_ports, dtype=np.int64))
+        # Pairs with a few connections tell their period (poller and prevalence rules);
+        # they are judged from ``min_connections`` on.
+        tell = PERIOD_MIN_CONNECTIONS
+        if cfg.prevalence_min_sources:
+            tell = min(tell, PREVALENCE_MIN_CONNECTIONS)
+        self._min_history = min(tell, cfg.min_connections)
 
     def __len__(self) -> int:
         return len(self._key)
@@ -311,6 +352,7 @@ class BeaconDetector:
             "duration": self._duration_score(last - first),
             "in_connection": np.zeros(n_groups, dtype=bool),
             "judged": beats >= self.cfg.min_connections,
+            "history": n_rows.astype(np.float64),  # connections remembered
         }
 
     def _history(
@@ -325,9 +367,7 @@ class BeaconDetector:
         pairs = sorted_keys[np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]]
         lo = np.searchsorted(self._key, pairs, side="left")
         hi = np.searchsorted(self._key, pairs, side="right")
-        # Pairs with a few connections already tell their period (for the poller rule);
-        # they are judged from ``min_connections`` on.
-        cand = np.flatnonzero(hi - lo >= min(PERIOD_MIN_CONNECTIONS, self.cfg.min_connections))
+        cand = np.flatnonzero(hi - lo >= self._min_history)
         if len(cand) == 0:
             return None
         n_rows = hi[cand] - lo[cand]
@@ -404,40 +444,83 @@ class BeaconDetector:
             "in_connection": np.ones(n, dtype=bool),
             # Keep-alives tell a period (for the poller rule) but are not judged.
             "judged": per_burst[cand] >= self.cfg.min_burst_bytes,
+            "history": gaps[cand] + 1,
         }
 
     def _remember_periodic(self, new: dict[str, np.ndarray], now: float) -> dict[str, np.ndarray]:
         kept, _ = self._periodic.update(new, now)
         return kept
 
-    def _same_period_destinations(
+    def _periodic_counts(
         self, flows: FlowBatch, found: dict[str, np.ndarray], now: float
-    ) -> np.ndarray:
-        """Per candidate: distinct destinations its source contacts on the same period.
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per candidate: the distinct destinations its source contacts on the same period
+        (the poller rule) and the distinct sources that poll its destination service
+        (the prevalence rule).
 
-        Every periodic pair (timing score at least ``min_timing_score``, from
-        :data:`PERIOD_MIN_CONNECTIONS` connections on) is remembered for the horizon as
-        (source, destination, log period), so a poller whose destinations come and go
-        across windows is still recognised.
+        Periodic pairs are remembered for the horizon as (source, destination, service,
+        log period, which rule they count for), so a poller whose destinations come and
+        go across windows, or a service whose pollers show up in different windows, is
+        still recognised. A pair counts for the poller rule from
+        :data:`PERIOD_MIN_CONNECTIONS` connections on with a timing score of at least
+        ``min_timing_score``; for the prevalence rule from
+        :data:`PREVALENCE_MIN_CONNECTIONS` check-ins on with a timing score of at least
+        :data:`PREVALENCE_MIN_TIMING` (a timer's schedule: few intervals, so a stricter
+        bar, or a popular address contacted at random would count as polled).
         """
         rows = found["row"]
-        periodic = (found["timing"] >= self.cfg.min_timing_score) & np.isfinite(found["interval"])
+        regular = np.isfinite(found["interval"])
+        poller = regular & (found["timing"] >= self.cfg.min_timing_score)
+        poller &= found["history"] >= min(PERIOD_MIN_CONNECTIONS, self.cfg.min_connections)
+        prevalence = np.zeros(len(rows), dtype=bool)
+        if self.cfg.prevalence_min_sources:
+            bar = max(self.cfg.min_timing_score, PREVALENCE_MIN_TIMING)
+            prevalence = regular & (found["timing"] >= bar)
+            prevalence &= found["connections"] >= PREVALENCE_MIN_CONNECTIONS
         src_h = addr_hash(flows["src_ip"][rows])
+        dst_h = addr_hash(flows["dst_ip"][rows])
+        service = service_hash(dst_h, flows["protocol"][rows], flows["dst_port"][rows])
         log_period = np.log(np.maximum(np.nan_to_num(found["interval"]), 1e-3))
+        new = poller | prevalence
         kept = self._remember_periodic(
             {
-                "ts": np.full(int(periodic.sum()), now),
-                "src": src_h[periodic],
-                "dst": addr_hash(flows["dst_ip"][rows][periodic]),
-                "period": log_period[periodic],
+                "ts": np.full(int(new.sum()), now),
+                "src": src_h[new],
+                "dst": dst_h[new],
+                "service": service[new],
+                "period": log_period[new],
+                "poller": poller[new],
+                "prevalence": prevalence[new],
             },
             now,
         )
+        told = kept["poller"]
+        fan_out = self._same_period(
+            kept["src"][told], kept["dst"][told], kept["period"][told], src_h, log_period
+        )
+        # Distinct sources per service: one entry per (service, source).
+        polled = kept["prevalence"]
+        (services, _), _ = unique_columns(kept["service"][polled], kept["src"][polled])
+        sources = np.searchsorted(services, service, side="right") - np.searchsorted(
+            services, service, side="left"
+        )
+        return fan_out, sources
+
+    def _same_period(
+        self,
+        src: np.ndarray,
+        dst: np.ndarray,
+        period: np.ndarray,
+        src_h: np.ndarray,
+        log_period: np.ndarray,
+    ) -> np.ndarray:
+        """Per candidate (``src_h``, ``log_period``): the distinct remembered destinations
+        (``src``, ``dst``, ``period``) of its source on the same period."""
         tol = math.log1p(self.cfg.poller_period_tolerance)
         # One entry per (source, destination, period band): a destination counts once.
-        band = np.floor(kept["period"] / tol).astype(np.int64).view(np.uint64)
-        _, once = unique_columns(kept["src"], kept["dst"], band)
-        s, p = kept["src"][once], kept["period"][once]
+        band = np.floor(period / tol).astype(np.int64).view(np.uint64)
+        _, once = unique_columns(src, dst, band)
+        s, p = src[once], period[once]
         _, code = np.unique(np.concatenate([s, src_h]), return_inverse=True)
         stride = 100.0  # larger than any log period: keys of two sources never interleave
         keys = np.sort(code[: len(s)] * stride + p)
@@ -458,7 +541,7 @@ class BeaconDetector:
             self._remember_periodic(_NO_PERIODIC, window_end)
             return []
         found = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        fan_out = self._same_period_destinations(flows, found, window_end)
+        fan_out, prevalence = self._periodic_counts(flows, found, window_end)
         size = np.where(np.isnan(found["size"]), 1.0, found["size"])
         score = np.where(
             found["in_connection"],
@@ -480,6 +563,7 @@ class BeaconDetector:
             & (size >= self.cfg.min_size_score)
             & (score >= self.cfg.min_score)
             & (fan_out < self.cfg.poller_min_destinations)
+            & (prevalence < (self.cfg.prevalence_min_sources or np.inf))
         )
         out: dict[tuple[str, str], Detection] = {}
         for g in hits[np.argsort(-score[hits], kind="stable")]:

@@ -838,6 +838,17 @@ class BeaconConfig:
     poller_period_tolerance: float = _f(
         0.1, "Periods within this relative difference are the same period.", min=0.01, max=1
     )
+    prevalence_min_sources: int = _f(
+        10,
+        "A destination (address, protocol, port) that this many sources contact on a "
+        "timer's schedule within the horizon (each from 3 check-ins, timing score 0.9) "
+        "is a service the site polls (mail clients, update and management agents), not "
+        "a command-and-control server: contacts to it are not reported. So is a C2 that "
+        "this many hosts beacon to (an outbreak: the rule's blind spot). 0 disables the "
+        "rule.",
+        min=0,
+        max=1000000,
+    )
     ignore_udp_ports: tuple[int, ...] = _f(
         (67, 68, 123, 137, 138, 546, 547, 1900, 3702, 5353, 5355, 5678, 10001),
         "UDP infrastructure services whose schedules are not beacons, matched on either "

@@ -5,13 +5,17 @@ minus a random share of up to ``jitter`` of ``S`` (so intervals are uniform in
 ``[S(1 - j), S]``); others draw symmetric jitter (``S(1 ± j)``). Check-ins are
 constant-size requests answered by a small constant response; now and then the
 operator tasks the implant (a bigger response, then a POST of the output a few
-seconds later) and now and then a beat is lost (host asleep, network down).
+seconds later) and now and then a beat is lost (host asleep, network down). Several
+hosts of one campaign call one C2 at one sleep, each on its own phase, amid a LAN whose
+hosts all poll one mail server (the beacon detector's prevalence rule must tell them
+apart).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .cases_bruteforce import mail_users
 from .scenarios import Truth, _Capture, _outsider, _Site
 from .suites import CaseFn, Sweep, case, sweep
 
@@ -98,6 +102,25 @@ def _implant(
     client, c2 = _implant_and_c2(cap, site)
     port = int(rng.choice([443, 443, 80, 8443]))
     s = float(rng.uniform(*sleep))
+    _check_ins(cap, client, c2, port, s, jitter, start, duration, symmetric)
+    return (Truth("beacon", client, c2),)
+
+
+def _check_ins(
+    cap: _Capture,
+    client: str,
+    c2: str,
+    port: int,
+    s: float,
+    jitter: float,
+    start: float,
+    duration: float,
+    symmetric: bool = False,
+) -> None:
+    """An implant's HTTP(S) check-ins, a sleep of ``s`` seconds with ``jitter``
+    (:func:`cs_sleeps`) between them, a connection each, tasked now and then (output
+    POSTed a few seconds later), a beat lost now and then."""
+    rng = cap.rng
     request, response = int(rng.integers(200, 600)), int(rng.integers(60, 400))
     t = start + float(rng.uniform(0, s))
     end = start + duration
@@ -122,7 +145,6 @@ def _implant(
         else:
             cap.session(t, client, c2, port, request=request, response=response, rtt=rtt)
         t += float(gap)
-    return (Truth("beacon", client, c2),)
 
 
 def _implant_case(jitter: float, doc: str, symmetric: bool = False) -> CaseFn:
@@ -156,6 +178,26 @@ _IMPLANT_CASES = (
 )
 for _name, _jitter, _symmetric, _doc in _IMPLANT_CASES:
     case("hard", _name)(_implant_case(_jitter, _doc, symmetric=_symmetric))
+
+
+@case("hard", "beacon_few_hosts_one_c2_among_lan_pollers")
+def beacon_few_hosts_one_c2_among_lan_pollers(
+    cap: _Capture, site: _Site, start: float, duration: float
+) -> tuple[Truth, ...]:
+    """3 to 5 hosts of a LAN infected by one campaign beacon to one C2 at the same sleep
+    (20-70 s, 30 % jitter), each on its own phase; the LAN's 30 hosts, the infected ones
+    among them, poll their provider's IMAPS (the prevalence rule's benign service)."""
+    rng = cap.rng
+    hosts = [
+        f"{site.lan_prefix}{int(h)}" for h in rng.choice(np.arange(200, 255), 30, replace=False)
+    ]
+    mail_users(cap, start, duration, lambda user, t: hosts[user], _outsider(rng))
+    infected = [str(h) for h in rng.choice(hosts, int(rng.integers(3, 6)), replace=False)]
+    c2, port = _outsider(rng), int(rng.choice([443, 443, 80, 8443]))
+    sleep = float(rng.uniform(20, 70))
+    for client in infected:
+        _check_ins(cap, client, c2, port, sleep, 0.3, start, duration)
+    return tuple(Truth("beacon", client, c2) for client in infected)
 
 
 @case("hard", "beacon_in_one_tls_connection")

@@ -13,6 +13,12 @@ sessions vary (usernames, mailbox contents, messages).
 * benign ``nat_mail_users``: 30 users behind one NAT address poll IMAPS (logins that
   work, then mailbox data: larger, varied responses), a few keep IDLE sessions, and
   some submit mail on 587;
+* benign ``ipv6_lan_mail_users``: the same users on a NAT-less IPv6 LAN, each host
+  with its own (privacy) address of the site's /64, some taking a new one mid-way,
+  polling their provider's IMAPS server outside; ``lan_mail_users``: the same on the
+  site's IPv4 LAN, seen inside the NAT (each host its own private address). Each
+  client polls on a timer, and each pair alone would be a beacon: the beacon
+  detector's prevalence rule keeps them quiet;
 * hard: SSH guessing at one attempt per 30 s, six passwords per connection (over
   the old 40-packet cap), 40 sources at one attempt a minute each against one
   server, SMTP AUTH guessing over STARTTLS on 587, and SSH guessing at one attempt
@@ -21,7 +27,7 @@ sessions vary (usernames, mailbox contents, messages).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -117,6 +123,11 @@ def _message_size(rng: np.random.Generator) -> int:
     return int(min(max(rng.lognormal(np.log(4500), 0.9), 900), 400_000))
 
 
+def _privacy_address(rng: np.random.Generator, prefix: str) -> str:
+    """A random interface id in ``prefix`` (``"2001:db8:1:2"`` for its /64): RFC 8981."""
+    return prefix + ":" + ":".join(f"{int(x):x}" for x in rng.integers(0, 0x10000, 4))
+
+
 # ----------------------------------------------------------------------------- benign
 
 
@@ -178,8 +189,53 @@ def _imap_poll(rng: np.random.Generator, kind: int, resumed: bool, cert: int) ->
 @case("benign", "nat_mail_users")
 def nat_mail_users(cap: _Capture, site: _Site, start: float, duration: float) -> tuple[Truth, ...]:
     """30 users behind one NAT address poll IMAPS, hold IDLE sessions and submit mail."""
+    nat = _outsider(cap.rng)
+    mail_users(cap, start, duration, lambda user, t: nat, site.mail_server)
+    return ()
+
+
+@case("benign", "ipv6_lan_mail_users")
+def ipv6_lan_mail_users(
+    cap: _Capture, site: _Site, start: float, duration: float
+) -> tuple[Truth, ...]:
+    """30 hosts of an IPv6 LAN (no NAT) poll their provider's IMAPS and submit mail."""
     rng = cap.rng
-    nat = _outsider(rng)
+    lan = site.clients[12].rsplit("::", 1)[0] + ":0:0"  # fd00:1::/64, written out
+    hosts = [_privacy_address(rng, lan) for _ in range(30)]
+    renewed = {u: _privacy_address(rng, lan) for u in range(30) if rng.random() < 0.3}
+    switch = start + float(rng.uniform(0.3, 0.7)) * duration
+
+    def address(user: int, t: float) -> str:
+        return renewed[user] if user in renewed and t >= switch else hosts[user]
+
+    server = f"2001:db8:{int(rng.integers(0x100, 0xFFF)):x}::993"
+    mail_users(cap, start, duration, address, server)
+    return ()
+
+
+@case("benign", "lan_mail_users")
+def lan_mail_users(cap: _Capture, site: _Site, start: float, duration: float) -> tuple[Truth, ...]:
+    """30 hosts of the IPv4 LAN, seen inside the NAT (each its own private address),
+    poll their provider's IMAPS and submit mail."""
+    rng = cap.rng
+    hosts = [
+        f"{site.lan_prefix}{int(h)}" for h in rng.choice(np.arange(200, 255), 30, replace=False)
+    ]
+    mail_users(cap, start, duration, lambda user, t: hosts[user], _outsider(rng))
+    return ()
+
+
+def mail_users(
+    cap: _Capture,
+    start: float,
+    duration: float,
+    address: Callable[[int, float], str],
+    server: str,
+) -> None:
+    """30 users poll IMAPS on ``server`` (every 2, 5 or 10 minutes, each on its own
+    schedule), some hold IDLE sessions, some submit mail on 587; ``address(user, t)``
+    is the address a user's session at ``t`` comes from."""
+    rng = cap.rng
     cert = int(rng.integers(3600, 4800))
     for user in range(30):
         kind = int(rng.integers(0, 4))
@@ -191,15 +247,14 @@ def nat_mail_users(cap: _Capture, site: _Site, start: float, duration: float) ->
                 gap = float(rng.uniform(240, 290))  # re-IDLE before the 29-minute limit
                 steps += [("c", 10, gap), ("s", 30 + int(rng.integers(0, 200)), 0.01)]
                 t += gap
-            exchange_session(
-                cap, start + float(rng.uniform(0, 30)), nat, site.mail_server, 993, steps
-            )
+            t = start + float(rng.uniform(0, 30))
+            exchange_session(cap, t, address(user, t), server, 993, steps)
             continue
         period = float(rng.choice([120.0, 300.0, 600.0]))
         t = start + float(rng.uniform(0, period))
         while t < start + duration:
             steps = _imap_poll(rng, kind, bool(resumes and rng.random() < 0.8), cert)
-            exchange_session(cap, t, nat, site.mail_server, 993, steps, rtt=0.03)
+            exchange_session(cap, t, address(user, t), server, 993, steps, rtt=0.03)
             t += period + float(rng.normal(0, 5))
         if rng.random() < 0.3:  # a message submitted on 587 (STARTTLS, AUTH, DATA)
             t = start + float(rng.uniform(0, duration - 30))
@@ -209,8 +264,7 @@ def nat_mail_users(cap: _Capture, site: _Site, start: float, duration: float) ->
             steps += [("c", 50, 0.0), ("s", 30, 0.0), ("c", 40, 0.0), ("s", 30, 0.0)]
             steps += [("c", 10, 0.0), ("s", 50, 0.0), ("c", _message_size(rng) * 4, 0.0)]
             steps += [("s", 70, 0.1), ("c", 10, 0.0), ("s", 40, 0.0)]
-            exchange_session(cap, t, nat, site.mail_server, 587, steps)
-    return ()
+            exchange_session(cap, t, address(user, t), server, 587, steps)
 
 
 # ----------------------------------------------------------------------------- hard
@@ -292,11 +346,6 @@ def smtp_auth_guessing(
             rng.exponential(4.0)
         )
     return (Truth("brute_force", attacker, site.mail_server),)
-
-
-def _privacy_address(rng: np.random.Generator, prefix: str) -> str:
-    """A random interface id in ``prefix`` (``"2001:db8:1:2"`` for its /64): RFC 8981."""
-    return prefix + ":" + ":".join(f"{int(x):x}" for x in rng.integers(0, 0x10000, 4))
 
 
 @case("hard", "ipv6_brute_force_rotating_sources_slow", duration=1200.0)
