@@ -534,6 +534,68 @@ def test_slow_sweep_found_by_the_slow_tier():
     assert d.evidence["distinct_hosts"] >= CFG.address_sweep.slow_min_hosts
 
 
+def _recursion(resolver: str, unanswered: int, start: float, clients: int = 5) -> FlowBatch:
+    """Clients asking ``resolver``; it asks 300 authoritative servers, ``unanswered`` of
+    them (new ones each call) in vain: down, lame or rate limiting."""
+    asked = {"proto": 17, "fwd": 1, "bwd": 1, "fwd_bytes": 40, "bwd_bytes": 120}
+    lost = {"proto": 17, "fwd": 1, "bwd": 0, "fwd_bytes": 40, "bwd_bytes": 0}
+    udp = {"fwd_syn": 0, "bwd_syn": 0, "dport": 53, "dur": 0.05}
+    rows = [
+        {**asked, **udp, "src": f"10.0.1.{c + 1}", "dst": resolver, "ts": start + c}
+        for c in range(clients)
+    ]
+    first = int(start - T0) // 60 * 10
+    rows += [  # other servers each minute: names of other zones
+        {
+            **asked,
+            **udp,
+            "src": resolver,
+            "dst": f"198.{first}.{k // 200}.{k % 200 + 1}",
+            "ts": start,
+        }
+        for k in range(300)
+    ]
+    rows += [
+        {**lost, **udp, "src": resolver, "dst": f"203.0.113.{first + k + 1}", "ts": start + k}
+        for k in range(unanswered)
+    ]
+    return flows(rows)
+
+
+def _recursing(det: AddressSweepDetector, resolver: str, clients: int) -> list:
+    """Ten minutes of recursion, 10 unanswered authoritative servers a minute (more than
+    the fast tier's 25 in any 5 minutes), as 1-minute windows; the findings."""
+    found = []
+    for k in range(10):
+        start = T0 + 60 * k
+        found += run(det, _recursion(resolver, 10, start, clients), start)
+    return found
+
+
+def test_a_recursive_resolvers_unanswered_queries_are_not_a_sweep():
+    """Guards docs/detectors.md: "the authoritative servers it queries on port 53 while"."""
+    assert _recursing(AddressSweepDetector(CFG.address_sweep), "10.0.0.53", 5) == []
+    # the same host seen answering fewer clients than resolver_min_clients: a sweep
+    few = CFG.address_sweep.resolver_min_clients - 1
+    found = _recursing(AddressSweepDetector(CFG.address_sweep), "10.0.0.53", few)
+    assert found and {(d.source, d.target) for d in found} == {("10.0.0.53", "udp/53")}
+    off = dataclasses.replace(CFG.address_sweep, resolver_min_clients=0)
+    assert _recursing(AddressSweepDetector(off), "10.0.0.53", 5)
+
+
+def test_a_resolver_sweeping_another_service_is_still_a_sweep():
+    # the exemption is port 53's: the resolver's host probing tcp/22 on 30 hosts is found
+    ssh = flows(
+        [
+            {**UNANSWERED, "src": "10.0.0.53", "dst": f"10.9.0.{k + 1}", "dport": 22, "ts": T0 + k}
+            for k in range(30)
+        ]
+    )
+    both = FlowBatch.concat([_recursion("10.0.0.53", 0, T0), ssh])
+    (d,) = run(AddressSweepDetector(CFG.address_sweep), both)
+    assert (d.source, d.target) == ("10.0.0.53", "tcp/22")
+
+
 def test_tiers_can_be_switched_off():
     cfg = dataclasses.replace(CFG.port_scan, slow_min_ports=0, distributed_min_sources=0)
     det = PortScanDetector(cfg)

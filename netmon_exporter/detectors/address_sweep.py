@@ -22,6 +22,9 @@ service, never per source, so noise elsewhere buys nothing:
   (``p2p_min_peer_bytes``) on that same service (Delivery Optimization on tcp/7680,
   BitTorrent peers on a common port); for UDP, a source whose *answered* UDP went to
   many distinct unprivileged ports, about one per peer (a DHT or Gnutella overlay).
+* **Resolvers**: a host seen answering DNS for ``resolver_min_clients`` clients recurses
+  for them: the authoritative servers it queries on port 53 are thousands, a few
+  percent of them down, lame or rate limiting, and those are not probes.
 * **Pollers**: a source that comes back to the same hosts on a schedule and mostly
   gets answers (a monitoring server) is not sweeping them. A sweep whose hosts mostly
   answered is held for ``poller_hold_seconds`` after its first contact so a poller's
@@ -36,6 +39,7 @@ from ..detection import Detection
 from ..flow_schema import FlowBatch, addrs_to_str
 from .base import HorizonStore, is_v4_mapped, member_of, network_of, network_text, top_counts
 from .catalog import AddressSweepConfig
+from .dns_tunnel import DNS_PORT, ObservedResolvers, addr_hash
 from .features import UDP
 from .scan_probes import (
     ANSWERED,
@@ -80,19 +84,37 @@ class AddressSweepDetector:
             horizon, cfg.max_state_rows, sums=_SUMS, maxes=("content",), ors=("kinds",)
         )
         self.overlay = HorizonStore(horizon, cfg.max_state_rows)
+        self.resolvers = (
+            ObservedResolvers(horizon, cfg.resolver_min_clients)
+            if cfg.resolver_min_clients
+            else None
+        )
         self._prev_end: float | None = None
         self._overlay_members = np.zeros(0, dtype=np.uint64)
 
     # ------------------------------------------------------------------ state
 
-    def _new_rows(self, flows: FlowBatch) -> dict[str, np.ndarray]:
-        """Probe rows, plus contacts that worked for the (source, service) keys with probes."""
+    def _new_rows(
+        self, flows: FlowBatch, resolvers: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """Probe rows, plus contacts that worked for the (source, service) keys with probes.
+
+        ``resolvers``: the sorted address hashes of the hosts seen answering DNS for
+        clients (:class:`.dns_tunnel.ObservedResolvers`); their unanswered queries to
+        port 53 are recursion (authoritative servers down, lame or rate limiting), not
+        probes."""
         c = classify(flows)
         ts = np.asarray(flows["first_ts"], dtype=np.float64)
         # A flow's own span counts as a revisit: a poller's echo requests to one host
         # with one identifier (or a long poll) are one flow over many minutes.
         last = np.maximum(np.asarray(flows["last_ts"], dtype=np.float64), ts)
         probe = np.flatnonzero((c["kinds"] != 0) & c["known"])
+        if resolvers is not None and len(resolvers) and len(probe):
+            svc = c["svc"][probe]
+            dns = (svc == _UDP_CODE * 65536 + DNS_PORT) | (svc == DNS_PORT)  # udp/53, tcp/53
+            if dns.any():
+                recursing = member_of(addr_hash(flows["src_ip"][probe]), resolvers)
+                probe = probe[~(dns & recursing)]
         keys = key_hash(flows["src_ip"][probe], c["svc"][probe])
         old = self.store.rows
         if len(old.get("last", ())):
@@ -195,7 +217,8 @@ class AddressSweepDetector:
     def detect(self, flows: FlowBatch, window_start: float, window_end: float) -> list[Detection]:
         if not self.cfg.enabled:
             return []
-        new = self._new_rows(flows)
+        resolvers = self.resolvers.update(flows, window_end) if self.resolvers else None
+        new = self._new_rows(flows, resolvers)
         self._update_overlay(flows, window_end)
         rows, touched = self.store.update(new, window_end)
         prev_end, self._prev_end = self._prev_end, window_end

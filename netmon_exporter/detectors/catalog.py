@@ -251,6 +251,14 @@ class AddressSweepConfig:
         min=1,
         max=1_000_000_000,
     )
+    resolver_min_clients: int = _f(
+        3,
+        "A host that answered DNS for this many clients within slow_horizon_seconds is a "
+        "resolver: the authoritative servers it queries on port 53 while recursing "
+        "(thousands, a few percent of them not answering) are not swept (0 disables this).",
+        min=0,
+        max=1000000,
+    )
     revisit_seconds: float = _f(
         10.0,
         "A host contacted again at least this long after the first contact is revisited "

@@ -384,3 +384,42 @@ sweep(
         duration=3600.0,
     )
 )
+
+
+@case("benign", "recursive_resolver")
+def recursive_resolver(
+    cap: _Capture, site: _Site, start: float, duration: float
+) -> tuple[Truth, ...]:
+    """The site resolver doing its own recursion for a busy office: ~3 cache misses a
+    second, each walked from a root server (13) through a TLD server (60) to one of the
+    zone's authoritative servers (3,000 across the internet); 3 % of authoritative
+    queries time out (a server down, rate limits, a lost packet) and are retried at
+    another server of the zone after 800 ms, and 40 lame servers never answer."""
+    rng = cap.rng
+    roots = [_outsider(rng) for _ in range(13)]
+    tlds = [_outsider(rng) for _ in range(60)]
+    auth = [_outsider(rng) for _ in range(3000)]
+    lame = set(rng.choice(len(auth), 40, replace=False).tolist())
+    resolver = site.resolver
+    t = start + float(rng.uniform(0, 2))
+    while t < start + duration - 5:
+        name = f"{''.join(rng.choice(_LETTERS, 8))}.example{int(rng.integers(0, 900))}.com"
+        client = str(rng.choice(site.clients[:12]))  # who asked (answered when it is done)
+        dns_exchange(cap, t, client, resolver, name, rtt=0.15)
+        if rng.random() < 0.1:  # the TLD's servers expired from the cache too
+            up = str(rng.choice(roots))
+            dns_exchange(cap, t, resolver, up, name, rtt=0.02 + float(rng.exponential(0.01)))
+            t += 0.03
+        dns_exchange(cap, t, resolver, str(rng.choice(tlds)), name, rtt=0.03)
+        t += 0.035
+        for _ in range(3):  # the zone's servers, until one answers
+            k = int(rng.integers(0, len(auth)))
+            if k in lame or rng.random() < 0.03:
+                sport = int(rng.integers(20000, 65000))
+                cap.udp(t, resolver, auth[k], sport, 53, bytes(40 + len(name)))
+                t += 0.8
+                continue
+            dns_exchange(cap, t, resolver, auth[k], name, rtt=0.01 + float(rng.exponential(0.04)))
+            break
+        t += float(rng.exponential(1 / 3.0))
+    return ()
