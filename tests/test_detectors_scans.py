@@ -574,12 +574,16 @@ def _recursing(det: AddressSweepDetector, resolver: str, clients: int) -> list:
 
 def test_a_recursive_resolvers_unanswered_queries_are_not_a_sweep():
     """Guards docs/detectors.md: "the authoritative servers it queries on port 53 while"."""
-    assert _recursing(AddressSweepDetector(CFG.address_sweep), "10.0.0.53", 5) == []
+    # the resolver rule alone (its answered queries would also make it a client of
+    # port 53 by client_min_success_ratio, which a resolver whose IPv6 is broken, half
+    # of its queries lost, would not be)
+    cfg = dataclasses.replace(CFG.address_sweep, client_min_success_ratio=0)
+    assert _recursing(AddressSweepDetector(cfg), "10.0.0.53", 5) == []
     # the same host seen answering fewer clients than resolver_min_clients: a sweep
-    few = CFG.address_sweep.resolver_min_clients - 1
-    found = _recursing(AddressSweepDetector(CFG.address_sweep), "10.0.0.53", few)
+    few = cfg.resolver_min_clients - 1
+    found = _recursing(AddressSweepDetector(cfg), "10.0.0.53", few)
     assert found and {(d.source, d.target) for d in found} == {("10.0.0.53", "udp/53")}
-    off = dataclasses.replace(CFG.address_sweep, resolver_min_clients=0)
+    off = dataclasses.replace(cfg, resolver_min_clients=0)
     assert _recursing(AddressSweepDetector(off), "10.0.0.53", 5)
 
 
@@ -594,6 +598,51 @@ def test_a_resolver_sweeping_another_service_is_still_a_sweep():
     both = FlowBatch.concat([_recursion("10.0.0.53", 0, T0), ssh])
     (d,) = run(AddressSweepDetector(CFG.address_sweep), both)
     assert (d.source, d.target) == ("10.0.0.53", "tcp/22")
+
+
+def _delivering(det: AddressSweepDetector, delivered: int, answered_syns: int = 0) -> list:
+    """Ten minutes of a mail server delivering to ``delivered`` new MX hosts a minute
+    (completed sessions with a message) and failing on 8 new ones a minute (more than the
+    fast tier's 25 in 5 minutes), plus ``answered_syns`` half-open probes a minute that
+    hosts answered (a scanner's SYN-ACKs); the findings."""
+    sent = {"fwd": 12, "bwd": 10, "fwd_bytes": 9000, "bwd_bytes": 900, "dport": 25}
+    found = []
+    for k in range(10):
+        start = T0 + 60 * k
+        rows = [
+            {**sent, "src": "10.0.0.25", "dst": f"198.{k}.{j // 200}.{j % 200 + 1}", "ts": start}
+            for j in range(delivered)
+        ]
+        rows += [
+            {**UNANSWERED, "src": "10.0.0.25", "dst": f"203.0.{k}.{j + 1}", "dport": 25}
+            | {"ts": start + j}
+            for j in range(8)
+        ]
+        rows += [
+            {**HALF_OPEN, "src": "10.0.0.25", "dst": f"192.0.{k}.{j + 1}", "dport": 25}
+            | {"bwd_syn": 1, "bwd_rst": 0, "fwd_rst": 1, "ts": start}
+            for j in range(answered_syns)
+        ]
+        found += run(det, flows(rows), start)
+    return found
+
+
+def test_a_mail_server_delivering_to_mx_hosts_is_not_a_sweep():
+    """Guards docs/detectors.md: "on the swept service (content both ways) reached `client_min_success_ratio` (10)"."""
+    ratio = CFG.address_sweep.client_min_success_ratio
+    # 40 failing hosts in 5 minutes beside 400 delivered to: a client of the service
+    assert _delivering(AddressSweepDetector(CFG.address_sweep), int(8 * ratio)) == []
+    # fewer completed exchanges than the ratio: a sweep
+    found = _delivering(AddressSweepDetector(CFG.address_sweep), int(8 * ratio) - 8)
+    assert found and {(d.source, d.target) for d in found} == {("10.0.0.25", "tcp/25")}
+    off = dataclasses.replace(CFG.address_sweep, client_min_success_ratio=0)
+    assert _delivering(AddressSweepDetector(off), int(8 * ratio))
+
+
+def test_a_scanners_answered_syns_are_no_completed_exchanges():
+    # 100 hosts a minute answering half-open SYNs do not make the sweeper a client
+    found = _delivering(AddressSweepDetector(CFG.address_sweep), 0, answered_syns=100)
+    assert found and found[0].source == "10.0.0.25"
 
 
 def test_tiers_can_be_switched_off():

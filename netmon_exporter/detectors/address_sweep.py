@@ -25,6 +25,11 @@ service, never per source, so noise elsewhere buys nothing:
 * **Resolvers**: a host seen answering DNS for ``resolver_min_clients`` clients recurses
   for them: the authoritative servers it queries on port 53 are thousands, a few
   percent of them down, lame or rate limiting, and those are not probes.
+* **Clients of a service spread over many hosts**: a source whose completed exchanges
+  on the service (content both ways) reached ``client_min_success_ratio`` times as many
+  distinct hosts as it probed: a mail server delivering to its recipients' MX hosts, a
+  few percent of them down. Half-open and reset-at-once probes are not completed
+  exchanges, so a scanner's answered SYNs buy nothing.
 * **Pollers**: a source that comes back to the same hosts on a schedule and mostly
   gets answers (a monitoring server) is not sweeping them. A sweep whose hosts mostly
   answered is held for ``poller_hold_seconds`` after its first contact so a poller's
@@ -280,6 +285,7 @@ class AddressSweepDetector:
         again = (rows["probes"] + rows["success"] >= 2) | ((rows["kinds"] & ECHO) != 0)
         revisited = count(again & (rows["last"] - rows["first"] >= cfg.revisit_seconds))
         peers = count(rows["content"] >= cfg.p2p_min_peer_bytes)
+        served = count(rows["success"] > 0)
         order = stable_order(gid)
         starts = np.flatnonzero(np.r_[True, gid[order][1:] != gid[order][:-1]]) if n else order
         first_seen = np.minimum.reduceat(rows["first"][order], starts) if n else np.zeros(0)
@@ -299,13 +305,15 @@ class AddressSweepDetector:
         mostly_answered = answered >= share * contacted
         poller = (share < 1) & mostly_answered & (revisited >= share * contacted)
         held = mostly_answered & (now - first_seen < cfg.poller_hold_seconds)
+        ratio = cfg.client_min_success_ratio
+        client = np.zeros(n, dtype=bool) if ratio <= 0 else served >= ratio * swept
         return {
             "gid": gid,
             "first": first,
             "swept": swept,
             "answered": answered,
             "first_seen": first_seen,
-            "exempt": p2p | poller,
+            "exempt": p2p | poller | client,
             "held": held,
         }
 

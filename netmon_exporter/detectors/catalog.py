@@ -259,6 +259,15 @@ class AddressSweepConfig:
         min=0,
         max=1000000,
     )
+    client_min_success_ratio: float = _f(
+        10.0,
+        "A source whose completed exchanges on the swept service reached at least this "
+        "many times as many distinct hosts as it probed is a client of a service spread "
+        "over many hosts (a mail server delivering to recipients' MX hosts, a crawler): "
+        "its failures are not a sweep (0 disables this).",
+        min=0,
+        max=1000000,
+    )
     revisit_seconds: float = _f(
         10.0,
         "A host contacted again at least this long after the first contact is revisited "

@@ -390,3 +390,41 @@ sweep(
         duration=1800.0,
     )
 )
+
+
+@case("benign", "outbound_mta")
+def outbound_mta(cap: _Capture, site: _Site, start: float, duration: float) -> tuple[Truth, ...]:
+    """The site's mail server delivering outbound mail (a busy company, or a newsletter
+    run): about two messages a second, each to the MX of its recipient's domain (3,000
+    across the internet); 3 % of MX hosts do not answer (down, firewalled: three SYNs,
+    then the next MX of the domain) and 1 % refuse (a reset)."""
+    rng = cap.rng
+    mx = [_outsider(rng) for _ in range(3000)]
+    cert = int(rng.integers(3600, 4800))
+    t = start + float(rng.exponential(0.5))
+    while t < start + duration - 20:
+        for _ in range(3):  # the domain's MX hosts, by preference, until one takes it
+            host = mx[int(rng.integers(0, len(mx)))]
+            sport = int(rng.integers(32768, 61000))
+            fate = rng.random()
+            if fate < 0.03:  # no answer: the SYN and its retransmissions
+                seq = int(rng.integers(1, 2**31))
+                for back in (0.0, 1.0, 3.0):
+                    cap.tcp(t + back, site.mail_server, host, sport, 25, "S", seq)
+                t += 7.0
+                continue
+            if fate < 0.04:  # refused
+                seq = int(rng.integers(1, 2**31))
+                cap.tcp(t, site.mail_server, host, sport, 25, "S", seq)
+                cap.tcp(t + 0.03, host, site.mail_server, 25, sport, "RA", 0, seq + 1)
+                t += 0.05
+                continue
+            steps: list[Step] = [("s", 60 + int(rng.integers(0, 40)), 0.0), ("c", 30, 0.01)]
+            steps += [("s", 150 + int(rng.integers(0, 80)), 0.0), ("c", 10, 0.0), ("s", 30, 0.0)]
+            steps += [("c", _tls_client_hello(rng, 0), 0.0), ("s", cert, 0.002)]
+            steps += [("c", 126, 0.0), ("s", 250, 0.0), ("c", 100, 0.0), ("s", 90, 0.005)]
+            steps += [("c", _message_size(rng), 0.0), ("s", 60, 0.05), ("c", 28, 0.0)]
+            exchange_session(cap, t, site.mail_server, host, 25, steps, sport=sport)
+            break
+        t += float(rng.exponential(0.5))
+    return ()
