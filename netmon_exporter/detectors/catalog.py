@@ -788,6 +788,75 @@ DNS_TUNNEL = DetectorSpec(
 
 
 @dataclass(frozen=True)
+class IcmpTunnelConfig:
+    enabled: bool = _f(
+        True,
+        "ICMP echo carrying data between two hosts: replies that are not echoes of the "
+        "requests (more data than the requests, or less than the answered requests "
+        "carried), in sizes that vary (ptunnel, pingtunnel, hans, icmpsh).",
+    )
+    min_payload_bytes: int = _f(
+        16384,
+        "Echo payload (requests and replies) of the exchanges whose replies are not "
+        "echoes, from one source to one destination within the horizon (a few commands' "
+        "output through icmpsh; ping's replies return exactly what it sent, so no amount "
+        "of ordinary ping counts).",
+        min=1,
+        max=1_000_000_000_000,
+    )
+    min_packets: int = _f(
+        50,
+        "Echo messages (requests and replies) of those exchanges: a few odd exchanges "
+        "are not a channel.",
+        min=1,
+        max=1_000_000_000,
+    )
+    horizon_seconds: float = _f(
+        3600.0,
+        "Exchanges are accumulated over this many seconds (a slow interactive session adds up).",
+        min=60,
+        max=86400,
+    )
+    max_state_rows: int = _f(
+        200_000,
+        "Upper bound of records remembered (one per flow and window whose replies are not "
+        "echoes, about 100 bytes each; ordinary pings leave none).",
+        min=1000,
+        max=100_000_000,
+    )
+    severity: str = _f("warning", "Severity of detections.", choices=SEVERITIES)
+
+
+ICMP_TUNNEL = DetectorSpec(
+    name="icmp_tunnel",
+    settings=IcmpTunnelConfig,
+    help="ICMP tunnelling.",
+    implementation=_HERE + ".icmp_tunnel:IcmpTunnelDetector",
+    evidence={
+        "payload_bytes": "Echo payload (both directions) of the exchanges whose replies are "
+        "not echoes, within the horizon.",
+        "threshold": "The threshold crossed (min_payload_bytes).",
+        "messages": "Echo messages of those exchanges (requests and replies).",
+        "requests": "Requests the source sent in them.",
+        "replies": "Replies the destination sent in them.",
+        "request_bytes": "Payload of the requests.",
+        "reply_bytes": "Payload of the replies (an echo returns what its request carried).",
+        "max_request_bytes": "Largest request payload of their flows.",
+        "max_reply_bytes": "Largest reply payload of their flows.",
+        "size_spread_bytes": "How much message sizes vary: a direction's largest payload "
+        "minus its smallest mean over a flow's window (ping sends one size).",
+        "reason": "replies_carry_more (than the requests), replies_carry_less (than the "
+        "answered requests carried) or both.",
+        "records": "Flow records (a flow's messages within one window) counted.",
+        "horizon_seconds": _HORIZON,
+        "first_seen": _FIRST_SEEN,
+        "last_seen": _LAST_SEEN,
+    },
+    peak_evidence="payload_bytes",
+)
+
+
+@dataclass(frozen=True)
 class BeaconConfig:
     enabled: bool = _f(
         True, "A host contacting one peer on a schedule (RITA-style score, jitter tolerated)."
@@ -927,5 +996,6 @@ REGISTRY: dict[str, DetectorSpec] = registry(
     ICMP_FLOOD,
     BRUTE_FORCE,
     DNS_TUNNEL,
+    ICMP_TUNNEL,
     BEACON,
 )

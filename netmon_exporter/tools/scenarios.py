@@ -733,6 +733,24 @@ def _beacon(cap: _Capture, site: _Site, start: float, duration: float) -> tuple[
     return (Truth("beacon", client, c2),)
 
 
+def _icmp_tunnel(cap: _Capture, site: _Site, start: float, duration: float) -> tuple[Truth, ...]:
+    """A TCP session through an ICMP tunnel (ptunnel's 28-byte header on every message):
+    the client's requests carry its data and acks, the server's replies its own data."""
+    rng = cap.rng
+    client, server = str(rng.choice(site.clients[1:12])), _outsider(rng)
+    ident, rtt = int(rng.integers(1, 65000)), 0.02 + 0.08 * rng.random()
+    upload = bool(rng.random() < 0.5)  # the data goes out (requests) or comes in (replies)
+    n = int(rng.integers(80, 400))
+    span = duration * (0.2 + 0.6 * rng.random())
+    t0 = start + rng.random() * (duration - span)
+    for i in range(n):
+        t = t0 + span * i / n
+        data, ack = 28 + int(rng.integers(40, 1025)), 28
+        cap._icmp(t, client, server, 8, ident, i, rng.bytes(data if upload else ack))
+        cap._icmp(t + rtt, server, client, 0, ident, i, rng.bytes(ack if upload else data))
+    return (Truth("icmp_tunnel", client, server),)
+
+
 Attack = Callable[[_Capture, _Site, float, float], tuple[Truth, ...]]
 
 # Scenario kind -> the attack written over the benign background, each naming in its
@@ -751,6 +769,7 @@ ATTACKS: dict[str, Attack] = {
     "brute_force": _brute_force,
     "dns_tunnel": _dns_tunnel,
     "beacon": _beacon,
+    "icmp_tunnel": _icmp_tunnel,
 }
 KINDS: tuple[str, ...] = ("benign", *ATTACKS)
 

@@ -43,6 +43,7 @@ CASE_MODULES: tuple[str, ...] = (
     "netmon_exporter.tools.cases_scans",
     "netmon_exporter.tools.cases_bruteforce",
     "netmon_exporter.tools.cases_evasion",
+    "netmon_exporter.tools.cases_icmp",
 )
 
 
