@@ -230,9 +230,9 @@ class QuickStartServer:
 
 @pytest.fixture
 def quick_start(tmp_path: Path) -> Iterator[QuickStartServer]:
-    server = QuickStartServer(repository_copy(tmp_path / "repo")).start()
-    try:
-        yield server
+    server = QuickStartServer(repository_copy(tmp_path / "repo"))
+    try:  # a server that never got ready is stopped too (it would outlive the test)
+        yield server.start()
     finally:
         server.stop()
 
