@@ -2,7 +2,7 @@
 
 The real daemon processes captures that exercise every counter the ledger restores
 (files done, failed and quarantined; packets and bytes; skipped packets; IP
-fragments; flows, evicted flows and flows ended with no next file of their series;
+fragments; packets decapsulated; flows, evicted flows and flows ended with no next file of their series;
 CSV rows), stops cleanly, starts again on the same state, and is scraped before and
 after. Before the fix ``flows_total{tcp}`` dropped, ``packets_skipped_total`` and
 ``ip_fragments_total`` restarted at 0 and ``netmon_windows_kept`` read 0 with reports
@@ -74,6 +74,24 @@ def _catalogue() -> list[Metric]:
     return list(registry.collect())
 
 
+def tunnel_capture(path: Path) -> None:
+    """A TCP exchange seen through GRE, VXLAN and IP in IP (packets decapsulated)."""
+    from scapy.layers.inet import GRE, IP, TCP, UDP, Ether
+    from scapy.layers.vxlan import VXLAN
+    from scapy.utils import wrpcap
+
+    outer = IP(src="192.0.2.1", dst="192.0.2.2")
+    inner = IP(src="10.1.1.1", dst="10.2.2.2") / TCP(sport=41000, dport=443, flags="S")
+    pkts = [
+        Ether() / outer / GRE() / inner,
+        Ether() / outer / UDP(sport=49152, dport=4789) / VXLAN(vni=7) / Ether() / inner,
+        Ether() / outer / inner,
+    ]
+    for k, pkt in enumerate(pkts):
+        pkt.time = T0 + k
+    wrpcap(str(path), pkts)
+
+
 def family(samples: Samples, name: str) -> Samples:
     return {k: v for k, v in samples.items() if k[0] == name}
 
@@ -90,6 +108,7 @@ def test_counters_survive_a_clean_restart(tmp_path: Path) -> None:
     for src in CAPTURES:
         shutil.copyfile(src, cap / src.name)
     (cap / "junk.pcap").write_bytes(b"not a capture, quarantined at once " * 4)
+    tunnel_capture(cap / "tunnels.pcap")
     # a rotation series whose last flows stay open: ended after the idle timeout
     series_capture(cap / "sensor-0001.pcap", T0, 30)
     series_capture(cap / "sensor-0002.pcap", T0 + 6.0, 30)
@@ -100,7 +119,7 @@ def test_counters_survive_a_clean_restart(tmp_path: Path) -> None:
     try:
         d.wait_for(
             lambda: (
-                metric_sum(d, "netmon_files_processed_total") == len(CAPTURES) + 2
+                metric_sum(d, "netmon_files_processed_total") == len(CAPTURES) + 3
                 and metric_sum(d, "netmon_files_quarantined_total") == 1
                 and list((tmp_path / "out" / "flows").glob("*_end_Flow.csv"))
                 # the end-of-series flows are counted once their CSV rows are
