@@ -314,7 +314,7 @@ def test_fragmented_tcp_features_match_the_scapy_slow_path(tmp_path: Path) -> No
         nonlocal t
         ip = IP(src=src, dst=dst, id=int(t * 100) & 0xFFFF) / seg
         for f in fragment(ip, fragsize=size) if size else [ip]:
-            pkts.append((t, Ether() / f))
+            pkts.append((t, Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / f))
             t += 0.0003
         t += 0.01
 

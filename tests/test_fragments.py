@@ -27,6 +27,9 @@ from netmon_exporter.detectors.scan_probes import SYN, classify
 from netmon_exporter.pipeline import FlowSettings, process_file
 from netmon_exporter.tools.scenarios import _Capture
 
+# explicit addresses: scapy would otherwise look up (ARP) a MAC for each packet
+ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+
 MSS_OPTS = [
     ("MSS", 1460),
     ("NOP", None),
@@ -54,7 +57,7 @@ def _v4(
         pkts.append(p)
     if reply:
         r = (
-            Ether()
+            ETH
             / IP(src="10.0.0.5", dst="198.51.100.7")
             / TCP(sport=segment.dport, dport=segment.sport, flags=reply, ack=segment.seq + 1)
         )
@@ -149,7 +152,7 @@ def test_later_fragments_before_their_first_stay_portless(tmp_path: Path) -> Non
     frags = fragment(IP(src="198.51.100.7", dst="10.0.0.5", id=9) / _syn(), fragsize=8)
     pkts = []
     for k, f in enumerate([frags[1], frags[2], frags[0]]):
-        p = Ether() / f
+        p = ETH / f
         p.time = 100.0 + k * 1e-5
         pkts.append(p)
     path = tmp_path / "reordered.pcap"
@@ -178,7 +181,7 @@ def test_the_fragment_cache_slot_is_keyed(tmp_path: Path) -> None:
     other = fragment(IP(src="198.51.100.7", dst="10.0.0.5", id=decoy) / _syn(), fragsize=8)
     pkts = []
     for k, f in enumerate([frags[0], other[0], frags[1], frags[2]]):
-        p = Ether() / f
+        p = ETH / f
         p.time = 100.0 + k * 1e-5
         pkts.append(p)
     path = tmp_path / "decoy.pcap"

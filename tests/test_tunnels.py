@@ -28,6 +28,9 @@ from netmon_exporter.detectors.port_scan import PortScanDetector
 from netmon_exporter.metrics import TUNNELS
 from netmon_exporter.pipeline import FlowSettings, process_file
 
+# explicit addresses: scapy would otherwise look up (ARP) a MAC for each packet
+ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+
 OUTER = IP(src="192.0.2.1", dst="192.0.2.2")
 OUTER6 = IPv6(src="2001:db8:ffff::1", dst="2001:db8:ffff::2")
 INNER4 = IP(src="10.1.1.1", dst="10.2.2.2") / TCP(sport=41234, dport=22, flags="S", window=1024)
@@ -56,43 +59,43 @@ def _is_inner4(row: np.ndarray) -> bool:
 
 
 ENCAPSULATED = {
-    "ipip": (Ether() / OUTER / INNER4, D.TUN_IP),
-    "4in6": (Ether() / OUTER6 / INNER4, D.TUN_IP),
-    "gre": (Ether() / OUTER / GRE() / INNER4, D.TUN_GRE),
+    "ipip": (ETH / OUTER / INNER4, D.TUN_IP),
+    "4in6": (ETH / OUTER6 / INNER4, D.TUN_IP),
+    "gre": (ETH / OUTER / GRE() / INNER4, D.TUN_GRE),
     "gre-key-seq-csum": (
-        Ether()
+        ETH
         / OUTER
         / GRE(chksum_present=1, key_present=1, key=77, seqnum_present=1, sequence_number=9)
         / INNER4,
         D.TUN_GRE,
     ),
     "gre-ethernet-vlan": (
-        Ether() / OUTER / GRE(proto=0x6558) / Ether() / Dot1Q(vlan=12) / INNER4,
+        ETH / OUTER / GRE(proto=0x6558) / ETH / Dot1Q(vlan=12) / INNER4,
         D.TUN_GRE,
     ),
     "erspan-ii": (
-        Ether() / OUTER / GRE(seqnum_present=1) / ERSPAN_II(session_id=3) / Ether() / INNER4,
+        ETH / OUTER / GRE(seqnum_present=1) / ERSPAN_II(session_id=3) / ETH / INNER4,
         D.TUN_ERSPAN,
     ),
-    "erspan-iii": (Ether() / OUTER / GRE() / ERSPAN_III() / Ether() / INNER4, D.TUN_ERSPAN),
+    "erspan-iii": (ETH / OUTER / GRE() / ERSPAN_III() / ETH / INNER4, D.TUN_ERSPAN),
     "vxlan": (
-        Ether() / OUTER / UDP(sport=49152, dport=4789) / VXLAN(vni=42) / Ether() / INNER4,
+        ETH / OUTER / UDP(sport=49152, dport=4789) / VXLAN(vni=42) / ETH / INNER4,
         D.TUN_VXLAN,
     ),
     "vxlan-over-ipv6": (
-        Ether() / OUTER6 / UDP(sport=49152, dport=4789) / VXLAN(vni=42) / Ether() / INNER4,
+        ETH / OUTER6 / UDP(sport=49152, dport=4789) / VXLAN(vni=42) / ETH / INNER4,
         D.TUN_VXLAN,
     ),
     "geneve": (
-        Ether() / OUTER / UDP(sport=49152, dport=6081) / GENEVE(proto=0x6558) / Ether() / INNER4,
+        ETH / OUTER / UDP(sport=49152, dport=6081) / GENEVE(proto=0x6558) / ETH / INNER4,
         D.TUN_GENEVE,
     ),
     "vxlan-then-gre": (
-        Ether()
+        ETH
         / OUTER
         / UDP(sport=49152, dport=4789)
         / VXLAN(vni=42)
-        / Ether()
+        / ETH
         / IP(src="172.16.0.1", dst="172.16.0.2")
         / GRE()
         / INNER4,
@@ -114,8 +117,11 @@ def test_ipv6_inside_ipv4_and_mpls_labels(tmp_path: Path) -> None:
     six_in_four, mpls = _read(
         tmp_path,
         [
-            Ether() / OUTER / INNER6,
-            Ether(type=0x8847) / MPLS(label=100, s=0) / MPLS(label=200, s=1) / INNER4,
+            ETH / OUTER / INNER6,
+            Ether(src=ETH.src, dst=ETH.dst, type=0x8847)
+            / MPLS(label=100, s=0)
+            / MPLS(label=200, s=1)
+            / INNER4,
         ],
     )
     assert (six_in_four[D.F_IPV], six_in_four[D.F_PROTO]) == (6, 17)
@@ -129,15 +135,20 @@ def test_what_is_not_a_tunnel_this_decoder_opens_stays_the_outer_packet(tmp_path
         tmp_path,
         [
             # UDP to 4789 without VXLAN's I flag: an application's datagram
-            Ether() / OUTER / UDP(sport=5000, dport=4789) / (b"\x00" * 8 + bytes(INNER4)),
+            ETH / OUTER / UDP(sport=5000, dport=4789) / (b"\x00" * 8 + bytes(INNER4)),
             # GRE version 1 (PPTP's enhanced GRE, carrying PPP)
-            Ether() / OUTER / GRE(version=1, proto=0x880B) / (b"\x00" * 8),
+            ETH / OUTER / GRE(version=1, proto=0x880B) / (b"\x00" * 8),
             # GRE with a payload type it does not read (WCCP)
-            Ether() / OUTER / GRE(proto=0x883E) / bytes(INNER4),
+            ETH / OUTER / GRE(proto=0x883E) / bytes(INNER4),
             # VXLAN whose inner frame is ARP, not IP
-            Ether() / OUTER / UDP(dport=4789) / VXLAN() / Ether(type=0x0806) / (b"\x00" * 28),
+            ETH
+            / OUTER
+            / UDP(dport=4789)
+            / VXLAN()
+            / Ether(src=ETH.src, dst=ETH.dst, type=0x0806)
+            / (b"\x00" * 28),
             # IP in IP fragmented: its first fragment (the inner packet arrives in pieces)
-            Ether() / IP(src="192.0.2.1", dst="192.0.2.2", flags="MF", proto=4) / bytes(INNER4),
+            ETH / IP(src="192.0.2.1", dst="192.0.2.2", flags="MF", proto=4) / bytes(INNER4),
         ],
     )
     assert [int(r[D.F_PROTO]) for r in rows] == [17, 47, 47, 17, 4]
@@ -148,7 +159,7 @@ def test_what_is_not_a_tunnel_this_decoder_opens_stays_the_outer_packet(tmp_path
 def test_an_inner_header_cut_by_the_snapshot_length_leaves_the_outer_packet(
     tmp_path: Path,
 ) -> None:
-    pkt = Ether() / OUTER / GRE() / INNER4
+    pkt = ETH / OUTER / GRE() / INNER4
     path = tmp_path / "snap.pcap"
     from scapy.utils import RawPcapWriter
 
@@ -161,7 +172,7 @@ def test_an_inner_header_cut_by_the_snapshot_length_leaves_the_outer_packet(
 
 
 def test_tunnels_deeper_than_the_limit_are_left_as_they_are(tmp_path: Path) -> None:
-    deep = Ether() / OUTER / GRE() / IP(src="172.16.0.1", dst="172.16.0.2") / GRE() / OUTER
+    deep = ETH / OUTER / GRE() / IP(src="172.16.0.1", dst="172.16.0.2") / GRE() / OUTER
     (row,) = _read(tmp_path, [deep / GRE() / INNER4])
     assert D.MAX_TUNNEL_DEPTH == 2
     assert (row[D.F_PROTO], row[D.F_TUNNEL]) == (47, D.TUN_GRE)  # two opened, a third not
@@ -172,7 +183,7 @@ def test_a_mirrored_session_is_one_flow_of_the_inner_addresses(tmp_path: Path) -
     # AWS VPC Traffic Mirroring: each packet of the session, both ways, inside VXLAN from
     # the mirror source's ENI to the target; a scan seen only that way is a scan.
     def mirrored(inner: object) -> object:
-        return Ether() / OUTER / UDP(sport=65000, dport=4789) / VXLAN(vni=5) / Ether() / inner
+        return ETH / OUTER / UDP(sport=65000, dport=4789) / VXLAN(vni=5) / ETH / inner
 
     c, s = "10.0.0.5", "10.0.0.9"
     session = [

@@ -80,12 +80,13 @@ def tunnel_capture(path: Path) -> None:
     from scapy.layers.vxlan import VXLAN
     from scapy.utils import wrpcap
 
+    ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")  # no ARP lookups
     outer = IP(src="192.0.2.1", dst="192.0.2.2")
     inner = IP(src="10.1.1.1", dst="10.2.2.2") / TCP(sport=41000, dport=443, flags="S")
     pkts = [
-        Ether() / outer / GRE() / inner,
-        Ether() / outer / UDP(sport=49152, dport=4789) / VXLAN(vni=7) / Ether() / inner,
-        Ether() / outer / inner,
+        ETH / outer / GRE() / inner,
+        ETH / outer / UDP(sport=49152, dport=4789) / VXLAN(vni=7) / ETH / inner,
+        ETH / outer / inner,
     ]
     for k, pkt in enumerate(pkts):
         pkt.time = T0 + k
