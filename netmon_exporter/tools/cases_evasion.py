@@ -20,34 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from .cases_scans import _scan_ports, stealth_probe
-from .scenarios import SPOOFED, Truth, _Capture, _outsider, _outsider6, _Site
+from .scenarios import SPOOFED, Truth, _Capture, _outsider, _outsider6, _probe, _Site
 from .suites import CaseFn, case
-
-
-def fragmented_probe(
-    cap: _Capture,
-    t: float,
-    src: str,
-    dst: str,
-    sport: int,
-    dport: int,
-    answer: str,
-    frag: int = 0,
-    data: bytes = b"",
-) -> None:
-    """One SYN probe, sent in ``frag``-byte fragments (0: whole) and carrying ``data``;
-    the target answers ('open': SYN-ACK, which acknowledges the SYN, not its data; then
-    the prober's kernel resets; 'closed': RST-ACK of the whole segment; 'filtered':
-    nothing) in whole packets."""
-    rng = cap.rng
-    seq = int(rng.integers(1, 2**31))
-    cap.tcp(t, src, dst, sport, dport, "S", seq, payload=data, window=1024, frag=frag)
-    rtt = 0.001 + float(rng.random()) * 0.05
-    if answer == "open":
-        cap.tcp(t + rtt, dst, src, dport, sport, "SA", int(rng.integers(1, 2**31)), seq + 1)
-        cap.tcp(t + rtt + 0.0002, src, dst, sport, dport, "R", seq + 1)
-    elif answer == "closed":
-        cap.tcp(t + rtt, dst, src, dport, sport, "RA", 0, seq + 1 + len(data))
 
 
 def _fragmented_scan(frag: int) -> CaseFn:
@@ -65,7 +39,7 @@ def _fragmented_scan(frag: int) -> CaseFn:
         closed = str(rng.choice(["closed", "filtered"]))
         for i, p in enumerate(ports):
             answer = "open" if p in (22, 25, 80, 443) else closed
-            fragmented_probe(cap, t0 + span * i / n, attacker, victim, sport, int(p), answer, frag)
+            _probe(cap, t0 + span * i / n, attacker, victim, int(p), answer, sport, frag)
         return (Truth("port_scan", attacker, victim),)
 
     return build
@@ -91,7 +65,7 @@ def syn_scan_with_data(
     for i, p in enumerate(rng.choice(np.arange(1, 10000), n, replace=False).tolist()):
         answer = "open" if p in (22, 25, 53, 443) else closed
         data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
-        fragmented_probe(cap, t0 + span * i / n, attacker, victim, sport, p, answer, data=data)
+        _probe(cap, t0 + span * i / n, attacker, victim, p, answer, sport, data=data)
     return (Truth("port_scan", attacker, victim),)
 
 

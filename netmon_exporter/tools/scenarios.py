@@ -526,18 +526,31 @@ def _outsider6(rng: np.random.Generator) -> str:
     return f"2001:db8:{int(rng.integers(0x100, 0xFFF)):x}::{int(rng.integers(1, 0xFFFF)):x}"
 
 
-def _probe(cap: _Capture, t: float, src: str, dst: str, dport: int, answer: str) -> None:
-    """One SYN probe; the target answers 'open' (SYN-ACK, prober RSTs), 'closed' or 'filtered'."""
+def _probe(
+    cap: _Capture,
+    t: float,
+    src: str,
+    dst: str,
+    dport: int,
+    answer: str,
+    sport: int | None = None,
+    frag: int = 0,
+    data: bytes = b"",
+) -> None:
+    """One SYN probe (from a random source port unless ``sport``; sent in ``frag``-byte
+    fragments, 0: whole; carrying ``data``); the target answers 'open' (SYN-ACK, which
+    acknowledges the SYN, not its data; the prober's kernel resets), 'closed' (RST-ACK
+    of the whole segment) or 'filtered' (nothing), in whole packets."""
     rng = cap.rng
-    sport = int(rng.integers(32768, 61000))
+    sport = int(rng.integers(32768, 61000)) if sport is None else sport
     seq = int(rng.integers(1, 2**31))
-    cap.tcp(t, src, dst, sport, dport, "S", seq, window=1024)
+    cap.tcp(t, src, dst, sport, dport, "S", seq, payload=data, window=1024, frag=frag)
     rtt = 0.001 + rng.random() * 0.05
     if answer == "open":
         cap.tcp(t + rtt, dst, src, dport, sport, "SA", int(rng.integers(1, 2**31)), seq + 1)
         cap.tcp(t + rtt + 0.0002, src, dst, sport, dport, "R", seq + 1)
     elif answer == "closed":
-        cap.tcp(t + rtt, dst, src, dport, sport, "RA", 0, seq + 1)
+        cap.tcp(t + rtt, dst, src, dport, sport, "RA", 0, seq + 1 + len(data))
 
 
 def _port_scan(
