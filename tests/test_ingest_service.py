@@ -1198,6 +1198,37 @@ def test_flow_csv_names_are_deterministic_and_unique_per_identity(tmp_path: Path
     )
 
 
+def test_flow_csv_names_of_distinct_paths_never_meet(tmp_path: Path) -> None:
+    """Joining folders with ``__`` must not give two captures one CSV (the later would
+    overwrite the earlier's flows): names a hostile or careless writer can choose."""
+    from netmon_exporter.ingest.disposal import flow_csv_name
+
+    cap = tmp_path / "cap"
+    t = 1_790_000_000 * 10**9
+    rels = [
+        "a/b.pcap", "a__b.pcap", "a_/b.pcap", "a/_b.pcap", "a___b.pcap", "a/b.pcap~x",
+        "a__b.pcap~1f2e3d4c5b6a", "_/a/b.pcap", "a/b__.pcap", "a/b/c.pcap", "a__b__c.pcap",
+        "a/b__c.pcap", "a__b/c.pcap", "x" * 240 + "/b.pcap", "x" * 240 + "__b.pcap",
+        "east/eth0.pcap", "east__eth0.pcap", "~/a.pcap", "a~/b.pcap",
+    ]  # fmt: skip
+    names = {r: flow_csv_name(cap / r, cap, t) for r in rels}
+    assert len(set(names.values())) == len(rels), names
+    for r in rels:  # and with the series-end part
+        assert flow_csv_name(cap / r, cap, t, "_end") not in names.values()
+    # ordinary names are as documented (docs/ingestion.md), no hash
+    assert names["a/b.pcap"] == "a__b.pcap_20260921T141320Z_Flow.csv"
+    assert names["east/eth0.pcap"] == "east__eth0.pcap_20260921T141320Z_Flow.csv"
+    # deterministic: a redo after a crash rewrites the same CSV
+    assert flow_csv_name(cap / "a__b.pcap", cap, t) == names["a__b.pcap"]
+    # x.pcap.gz is x.pcap compressed in place (gzip keeps the mtime): one CSV
+    assert flow_csv_name(cap / "a__b.pcap.gz", cap, t) == names["a__b.pcap"]
+    # undecodable bytes in a folder name are hashed as bytes
+    odd = cap / os.fsdecode(b"\xff__") / "b.pcap"
+    assert flow_csv_name(odd, cap, t) != flow_csv_name(
+        cap / os.fsdecode(b"\xfe__") / "b.pcap", cap, t
+    )
+
+
 def test_ring_buffer_name_reused_keeps_both_flow_csvs(tmp_path: Path) -> None:
     cfg = make_config(tmp_path)
     cap = tmp_path / "cap"

@@ -136,14 +136,26 @@ def flow_csv_name(path: Path, capture_directory: Path, mtime_ns: int, part: str 
     the name, so equal names in different folders do not clash. ``part`` marks
     a second CSV of the same capture (``_end``: flows still open when its
     rotation series ended). Long names are shortened by :func:`fit_name`.
+
+    Joining the folders with ``__`` must not make two captures one name (``a/b.pcap``
+    and a top-level ``a__b.pcap``, or ``a_/b`` and ``a/_b``, modified in the same second,
+    would share a CSV and the later would overwrite the earlier). So a path whose parts
+    could be split back more than one way (a part holding ``__`` or ``~``, or starting or
+    ending with ``_``) gets ``~`` and 12 hex digits of its SHA-256 appended. Other names
+    hold no ``~`` at all, so the two kinds never meet (and :func:`fit_name`'s shortened
+    names carry a hash of the whole name too).
     """
     try:
         rel = path.relative_to(capture_directory)
     except ValueError:
         rel = Path(path.name)
-    name = "__".join(rel.parts)
-    if name.endswith(".gz"):
-        name = name[:-3]
+    parts = list(rel.parts)
+    if parts and parts[-1].endswith(".gz"):
+        parts[-1] = parts[-1][:-3]  # x.pcap.gz is x.pcap compressed (gzip keeps the mtime)
+    name = "__".join(parts)
+    if any("__" in p or "~" in p or p.startswith("_") or p.endswith("_") for p in parts):
+        raw = b"/".join(os.fsencode(p) for p in parts)
+        name += "~" + hashlib.sha256(raw).hexdigest()[:12]
     try:
         stamp = dt.datetime.fromtimestamp(mtime_ns // 1_000_000_000, dt.UTC)
         when = f"{stamp:%Y%m%dT%H%M%S}Z"
