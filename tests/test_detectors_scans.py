@@ -23,6 +23,7 @@ from netmon_exporter.flow_schema import FlowBatch, addrs_to_str, str_to_addrs
 from netmon_exporter.tools.evaluate import analyse_capture, matches
 from netmon_exporter.tools.evaluate_suites import found, run_cases
 from netmon_exporter.tools.suites import cases, load_cases
+from tests.helpers import hard_case_found
 
 from .test_detectors import CFG, HALF_OPEN, T0, UNANSWERED, flows, run
 
@@ -534,9 +535,11 @@ def test_slow_sweep_found_by_the_slow_tier():
     assert d.evidence["distinct_hosts"] >= CFG.address_sweep.slow_min_hosts
 
 
-def _recursion(resolver: str, unanswered: int, start: float, clients: int = 5) -> FlowBatch:
-    """Clients asking ``resolver``; it asks 300 authoritative servers, ``unanswered`` of
-    them (new ones each call) in vain: down, lame or rate limiting."""
+def _recursion(
+    resolver: str, unanswered: int, start: float, clients: int = 5, answered: int = 300
+) -> FlowBatch:
+    """Clients asking ``resolver``; it asks ``answered`` authoritative servers, and
+    ``unanswered`` more (new ones each call) in vain: down, lame or rate limiting."""
     asked = {"proto": 17, "fwd": 1, "bwd": 1, "fwd_bytes": 40, "bwd_bytes": 120}
     lost = {"proto": 17, "fwd": 1, "bwd": 0, "fwd_bytes": 40, "bwd_bytes": 0}
     udp = {"fwd_syn": 0, "bwd_syn": 0, "dport": 53, "dur": 0.05}
@@ -553,12 +556,13 @@ def _recursion(resolver: str, unanswered: int, start: float, clients: int = 5) -
             "dst": f"198.{first}.{k // 200}.{k % 200 + 1}",
             "ts": start,
         }
-        for k in range(300)
+        for k in range(answered)
     ]
     rows += [
-        {**lost, **udp, "src": resolver, "dst": f"203.0.113.{first + k + 1}", "ts": start + k}
+        {**lost, **udp, "src": resolver, "dst": f"203.{first // 250}.{first % 250}.{k + 1}",
+         "ts": start + k}
         for k in range(unanswered)
-    ]
+    ]  # fmt: skip
     return flows(rows)
 
 
@@ -585,6 +589,57 @@ def test_a_recursive_resolvers_unanswered_queries_are_not_a_sweep():
     assert found and {(d.source, d.target) for d in found} == {("10.0.0.53", "udp/53")}
     off = dataclasses.replace(cfg, resolver_min_clients=0)
     assert _recursing(AddressSweepDetector(off), "10.0.0.53", 5)
+
+
+def test_a_host_answering_dns_for_a_few_clients_may_not_sweep_port_53():
+    """Guards docs/detectors.md: "as long as at least `resolver_min_answered_share`"."""
+    cfg = dataclasses.replace(CFG.address_sweep, client_min_success_ratio=0)
+
+    def minutes(det: AddressSweepDetector, answered: int, unanswered: int, n: int = 10) -> list:
+        found = []
+        for k in range(n):
+            start = T0 + 60 * k
+            batch = _recursion("10.0.0.53", unanswered, start, 5, answered)
+            found += run(det, batch, start)
+        return found
+
+    # a forwarder (two upstreams answer) sweeping 10 hosts a minute of which none answer
+    found = minutes(AddressSweepDetector(cfg), 2, 10)
+    assert found and {(d.source, d.target) for d in found} == {("10.0.0.53", "udp/53")}
+    # share 0: every resolver's port-53 queries exempt, as before the share
+    assert (
+        minutes(
+            AddressSweepDetector(dataclasses.replace(cfg, resolver_min_answered_share=0)), 2, 10
+        )
+        == []
+    )
+    # a resolver whose IPv6 is broken: every dual-stacked server's v6 address unanswered,
+    # about as many hosts unanswered as answered; not a sweep
+    assert minutes(AddressSweepDetector(cfg), 30, 30) == []
+    # ... and just under the share (3 answered of 11), it is
+    assert cfg.resolver_min_answered_share == 0.3
+    assert minutes(AddressSweepDetector(cfg), 3, 8, 4)
+    assert minutes(AddressSweepDetector(cfg), 3, 7, 4) == []
+
+
+def test_udp53_sweep_from_a_lan_forwarder_is_found(tmp_path: Path):
+    """The hard case: a host answering DNS for six neighbours sweeps udp/53 over a /16."""
+    r = hard_case_found(tmp_path, "udp53_sweep_from_lan_forwarder")
+    assert {d.detector for d in r.detections} == {"address_sweep"}
+
+
+def test_a_resolvers_uplink_outage_is_not_a_sweep():
+    """Within the hour its answered queries outweigh five minutes of nothing answered."""
+    cfg = dataclasses.replace(CFG.address_sweep, client_min_success_ratio=0)
+    det = AddressSweepDetector(cfg)
+    found = []
+    for k in range(20):
+        start = T0 + 60 * k
+        down = 10 <= k < 15  # the uplink is down: 40 servers a minute tried in vain
+        found += run(
+            det, _recursion("10.0.0.53", 40 if down else 3, start, 5, 0 if down else 100), start
+        )
+    assert found == []
 
 
 def test_a_resolver_sweeping_another_service_is_still_a_sweep():

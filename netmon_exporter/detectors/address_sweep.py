@@ -24,7 +24,9 @@ service, never per source, so noise elsewhere buys nothing:
   many distinct unprivileged ports, about one per peer (a DHT or Gnutella overlay).
 * **Resolvers**: a host seen answering DNS for ``resolver_min_clients`` clients recurses
   for them: the authoritative servers it queries on port 53 are thousands, a few
-  percent of them down, lame or rate limiting, and those are not probes.
+  percent of them down, lame or rate limiting, and those are not probes, as long as
+  most of them answer (``resolver_min_answered_share``): answering DNS for three
+  clients does not license a sweep of port 53 over hosts that mostly run no DNS.
 * **Clients of a service spread over many hosts**: a source whose completed exchanges
   on the service (content both ways) reached ``client_min_success_ratio`` times as many
   distinct hosts as it probed: a mail server delivering to its recipients' MX hosts, a
@@ -95,31 +97,19 @@ class AddressSweepDetector:
             else None
         )
         self._prev_end: float | None = None
+        self._recursing = np.zeros(0, dtype=np.uint64)  # see _recursing_services
         self._overlay_members = np.zeros(0, dtype=np.uint64)
 
     # ------------------------------------------------------------------ state
 
-    def _new_rows(
-        self, flows: FlowBatch, resolvers: np.ndarray | None = None
-    ) -> dict[str, np.ndarray]:
-        """Probe rows, plus contacts that worked for the (source, service) keys with probes.
-
-        ``resolvers``: the sorted address hashes of the hosts seen answering DNS for
-        clients (:class:`.dns_tunnel.ObservedResolvers`); their unanswered queries to
-        port 53 are recursion (authoritative servers down, lame or rate limiting), not
-        probes."""
+    def _new_rows(self, flows: FlowBatch) -> dict[str, np.ndarray]:
+        """Probe rows, plus contacts that worked for the (source, service) keys with probes."""
         c = classify(flows)
         ts = np.asarray(flows["first_ts"], dtype=np.float64)
         # A flow's own span counts as a revisit: a poller's echo requests to one host
         # with one identifier (or a long poll) are one flow over many minutes.
         last = np.maximum(np.asarray(flows["last_ts"], dtype=np.float64), ts)
         probe = np.flatnonzero((c["kinds"] != 0) & c["known"])
-        if resolvers is not None and len(resolvers) and len(probe):
-            svc = c["svc"][probe]
-            dns = (svc == _UDP_CODE * 65536 + DNS_PORT) | (svc == DNS_PORT)  # udp/53, tcp/53
-            if dns.any():
-                recursing = member_of(addr_hash(flows["src_ip"][probe]), resolvers)
-                probe = probe[~(dns & recursing)]
         keys = key_hash(flows["src_ip"][probe], c["svc"][probe])
         old = self.store.rows
         if len(old.get("last", ())):
@@ -223,9 +213,10 @@ class AddressSweepDetector:
         if not self.cfg.enabled:
             return []
         resolvers = self.resolvers.update(flows, window_end) if self.resolvers else None
-        new = self._new_rows(flows, resolvers)
+        new = self._new_rows(flows)
         self._update_overlay(flows, window_end)
         rows, touched = self.store.update(new, window_end)
+        self._recursing = self._recursing_services(rows, resolvers)
         prev_end, self._prev_end = self._prev_end, window_end
         self._overlay_members = self._overlay_sources(window_end, self.store.horizon)
         if len(touched) == 0 or not (rows["probes"] > 0).any():
@@ -256,6 +247,32 @@ class AddressSweepDetector:
                 skip = np.sort(np.fromiter(nets, dtype=np.uint64, count=len(nets)))
                 distributed = self._distributed(live, fresh, g, horizon, window, skip)
         return out + distributed
+
+    def _recursing_services(
+        self, rows: dict[str, np.ndarray], resolvers: np.ndarray | None
+    ) -> np.ndarray:
+        """Keys (source, service) of resolvers recursing on port 53, sorted.
+
+        ``resolvers``: address hashes of the hosts seen answering DNS for clients
+        (:class:`.dns_tunnel.ObservedResolvers`). Their unanswered queries to port 53
+        are recursion (authoritative servers down, lame or rate limiting), not probes,
+        while most of the hosts they queried there (``resolver_min_answered_share``,
+        over every contact remembered, so a short outage of the resolver's uplink does
+        not end it) answered: a host that answers DNS for a few clients and sweeps port 53
+        over hosts that mostly do not run DNS is still a sweeper."""
+        empty = np.zeros(0, dtype=np.uint64)
+        if resolvers is None or not len(resolvers) or not len(rows.get("svc", ())):
+            return empty
+        svc = rows["svc"]
+        idx = np.flatnonzero((svc == _UDP_CODE * 65536 + DNS_PORT) | (svc == DNS_PORT))
+        idx = idx[member_of(addr_hash(rows["src"][idx]), resolvers)]
+        if not len(idx):
+            return empty
+        keys, inv = np.unique(key_hash(rows["src"][idx], svc[idx]), return_inverse=True)
+        answered = (rows["answered"][idx] > 0) | (rows["success"][idx] > 0)
+        contacted = np.bincount(inv, minlength=len(keys))
+        got = np.bincount(inv, weights=answered, minlength=len(keys))
+        return keys[got >= self.cfg.resolver_min_answered_share * contacted]
 
     @staticmethod
     def _hot_prefixes(rows: dict[str, np.ndarray], touched: np.ndarray) -> np.ndarray | None:
@@ -307,6 +324,9 @@ class AddressSweepDetector:
         held = mostly_answered & (now - first_seen < cfg.poller_hold_seconds)
         ratio = cfg.client_min_success_ratio
         client = np.zeros(n, dtype=bool) if ratio <= 0 else served >= ratio * swept
+        if len(self._recursing):
+            keys = key_hash(rows["src"][first], svc)
+            client |= member_of(keys, self._recursing)
         return {
             "gid": gid,
             "first": first,

@@ -259,6 +259,17 @@ class AddressSweepConfig:
         min=0,
         max=1000000,
     )
+    resolver_min_answered_share: float = _f(
+        0.3,
+        "... while at least this share of the hosts the resolver queried on port 53 "
+        "(within slow_horizon_seconds) answered it: a host that answers DNS for a few "
+        "clients and sweeps port 53 over hosts that mostly do not run DNS (a few percent "
+        "answer) is still reported, while a resolver whose IPv6 is broken (about half "
+        "of the servers' addresses unanswered) is not (0: every resolver's queries are "
+        "exempt).",
+        min=0,
+        max=1,
+    )
     client_min_success_ratio: float = _f(
         10.0,
         "A source whose completed exchanges on the swept service reached at least this "

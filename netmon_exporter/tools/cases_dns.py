@@ -1,4 +1,6 @@
-"""DNS roles: a mail server's reputation lookups (benign) and evasive tunnels (hard).
+"""DNS roles: a mail server's reputation lookups and the site's recursive resolver
+(benign); evasive tunnels, and a udp/53 sweep from a host that answers DNS for a few
+neighbours (hard).
 
 Clients resolve through the site resolver, which forwards what it has not cached to
 authoritative servers from a port of its own, as a recursive resolver does; so every
@@ -423,3 +425,40 @@ def recursive_resolver(
             break
         t += float(rng.exponential(1 / 3.0))
     return ()
+
+
+@case("hard", "udp53_sweep_from_lan_forwarder", duration=1200.0)
+def udp53_sweep_from_lan_forwarder(
+    cap: _Capture, site: _Site, start: float, duration: float
+) -> tuple[Truth, ...]:
+    """A LAN host that answers DNS for six of its neighbours (a compromised forwarder,
+    or one the attacker set up so the host counts as a resolver) sweeps udp/53 over a
+    /16 for open resolvers at one host every 20 s (±20 %) for 20 minutes: under the
+    fast tier's 25 hosts in 5 minutes, over the slow tier's 40 in the hour; 5 % of the
+    swept hosts run DNS and answer. Its clients' queries go to two public resolvers,
+    answered."""
+    rng = cap.rng
+    lan = site.lan_prefix
+    used = {int(c.rsplit(".", 1)[1]) for c in site.clients if c.startswith(lan)}
+    used |= {int(h.rsplit(".", 1)[1]) for h in (site.resolver, site.ssh_server, site.mail_server)}
+    forwarder = f"{lan}{int(rng.choice(sorted(set(range(200, 250)) - used)))}"
+    upstream = [_outsider(rng), _outsider(rng)]
+    clients = [str(c) for c in rng.choice([c for c in site.clients if c.startswith(lan)], 6)]
+    t = start + float(rng.uniform(0, 5))
+    while t < start + duration - 2:  # its clients' lookups, forwarded upstream
+        name = f"{''.join(rng.choice(_LETTERS, 7))}.example{int(rng.integers(0, 300))}.com"
+        dns_exchange(cap, t, str(rng.choice(clients)), forwarder, name, rtt=0.05)
+        dns_exchange(cap, t + 0.005, forwarder, str(rng.choice(upstream)), name, rtt=0.03)
+        t += float(rng.exponential(8.0))
+    net = f"{int(rng.integers(100, 200))}.{int(rng.integers(0, 255))}."
+    n = int((duration - 30) / 20.0)
+    times = start + 10 + np.cumsum(20.0 * rng.uniform(0.8, 1.2, n))
+    hosts = rng.choice(65024, len(times), replace=False) + 256
+    for tt, h in zip(times[times < start + duration - 5], hosts, strict=False):
+        dst = f"{net}{int(h) // 256}.{int(h) % 256 or 1}"
+        if rng.random() < 0.05:  # an open resolver answers
+            dns_exchange(cap, float(tt), forwarder, dst, "version.bind", qtype="TXT")
+        else:
+            sport = int(rng.integers(20000, 65000))
+            cap.udp(float(tt), forwarder, dst, sport, 53, bytes(29))
+    return (Truth("address_sweep", forwarder, "udp/53"),)
