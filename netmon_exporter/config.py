@@ -158,6 +158,16 @@ class FlowsConfig:
         min=1000,
         max=100000000,
     )
+    tunnel_depth: int = _f(
+        2,
+        "Tunnels opened to reach the packet inside (IP in IP, GRE, ERSPAN, VXLAN on 4789, "
+        "Geneve on 6081), as Zeek and Suricata do: its flow is the inner packet's, counted "
+        "in netmon_packets_decapsulated_total. 1 opens only the outermost, 0 none: every "
+        "packet is the flow of its outer header (a site that runs such tunnels to outside "
+        "hosts and wants to see them as flows of their own).",
+        min=0,
+        max=2,
+    )
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,8 @@ class FlowSettings:
     # read and decode the next packets on a thread of their own (a process with a core
     # to spare: the flows command; workers are processes side by side already)
     read_ahead: bool = False
+    # tunnels opened to reach the inner packet (capture/decode.py; 0: the outer flows)
+    tunnel_depth: int = D.MAX_TUNNEL_DEPTH
     # the hash key (hash_key.py): of the distinct-name sketches of new flow tables
     # (flow_table.ST_KEY) and, in a worker, of the flow sample; 0 for the same values every
     # run, the daemon's secret one in its tasks (never in a repr, so never in a log line)
@@ -368,7 +370,7 @@ def _process_capture(
     table = _load_carry(carry, settings)
     evicted_before = table.evicted  # a live table kept from the last file counted those
     counts = _Counts()
-    reader = CaptureReader(path, read_ahead=settings.read_ahead)
+    reader = CaptureReader(path, read_ahead=settings.read_ahead, tunnel_depth=settings.tunnel_depth)
     try:
         for chunk in reader:
             counts.add(chunk)

@@ -23,7 +23,7 @@ from scapy.layers.vxlan import VXLAN
 from scapy.utils import wrpcap
 
 from netmon_exporter.capture import decode as D
-from netmon_exporter.capture.pcap_reader import read_all
+from netmon_exporter.capture.pcap_reader import CaptureReader, read_all
 from netmon_exporter.detectors.port_scan import PortScanDetector
 from netmon_exporter.metrics import TUNNELS
 from netmon_exporter.pipeline import FlowSettings, process_file
@@ -179,6 +179,41 @@ def test_tunnels_deeper_than_the_limit_are_left_as_they_are(tmp_path: Path) -> N
     assert row[D.F_SLO] == (0xFFFF << 32) | 0xC0000201
 
 
+def test_tunnel_depth_opens_fewer_tunnels_or_none(tmp_path: Path) -> None:
+    """Guards docs/flow-features.md: "`flows.tunnel_depth`"."""
+    two = ENCAPSULATED["vxlan-then-gre"][0]
+    pkts = [two, ENCAPSULATED["gre"][0]]
+    for k, p in enumerate(pkts):
+        p.time = 1_700_000_000 + k
+    path = tmp_path / "t.pcap"
+    wrpcap(str(path), pkts)
+
+    def rows(depth: int) -> np.ndarray:
+        reader = CaptureReader(path, tunnel_depth=depth)
+        return np.concatenate([c.P.copy() for c in reader])
+
+    deep, one, none = rows(2), rows(1), rows(0)
+    assert all(_is_inner4(r) for r in deep)
+    # depth 1: the VXLAN opened, the GRE inside it not; the plain GRE opened
+    assert (one[0, D.F_PROTO], one[0, D.F_TUNNEL]) == (47, D.TUN_VXLAN)
+    assert one[0, D.F_SLO] == (0xFFFF << 32) | 0xAC100001  # 172.16.0.1
+    assert _is_inner4(one[1])
+    # depth 0: every packet is its outer header's (UDP to 4789, GRE)
+    assert [(r[D.F_PROTO], r[D.F_DPORT], r[D.F_TUNNEL]) for r in none] == [
+        (17, 4789, 0),
+        (47, 0, 0),
+    ]
+    assert all(r[D.F_SLO] == (0xFFFF << 32) | 0xC0000201 for r in none)
+    # through the pipeline: flows of the outer header, nothing decapsulated
+    res = process_file(path, FlowSettings(tunnel_depth=0))
+    assert sum(res.decapsulated_by_tunnel.values()) == 0
+    assert res.packets_by_protocol["udp"] == 1 and res.packets_by_protocol["other"] == 1
+    res = process_file(path, FlowSettings())
+    assert res.decapsulated_by_tunnel["vxlan"] == 1 and res.decapsulated_by_tunnel["gre"] == 1
+    with pytest.raises(ValueError, match="tunnel_depth"):
+        CaptureReader(path, tunnel_depth=3)
+
+
 def test_a_mirrored_session_is_one_flow_of_the_inner_addresses(tmp_path: Path) -> None:
     # AWS VPC Traffic Mirroring: each packet of the session, both ways, inside VXLAN from
     # the mirror source's ENI to the target; a scan seen only that way is a scan.
@@ -225,3 +260,35 @@ def _cfg():  # noqa: ANN202
 
 def test_the_tunnel_names_are_the_metric_labels() -> None:
     assert D.TUNNEL_NAMES[1:] == TUNNELS
+
+
+def test_flows_tunnel_depth_reaches_the_workers_settings() -> None:
+    from netmon_exporter.config import ConfigError, parse_config
+    from netmon_exporter.ingest.executor import flow_settings
+
+    text = "capture:\n  directory: /tmp\nflows:\n  tunnel_depth: {}\n"
+    assert flow_settings(parse_config(text.format(0), check_paths=False)).tunnel_depth == 0
+    assert flow_settings(parse_config(text.format(2), check_paths=False)).tunnel_depth == 2
+    with pytest.raises(ConfigError, match="flows.tunnel_depth"):
+        parse_config(text.format(3), check_paths=False)
+
+
+def test_the_flows_command_takes_tunnel_depth(tmp_path: Path) -> None:
+    import csv
+
+    from netmon_exporter.cli import main
+
+    pkts = [ENCAPSULATED["vxlan"][0]]
+    pkts[0].time = 1_700_000_000
+    path = tmp_path / "v.pcap"
+    wrpcap(str(path), pkts)
+    for depth, dport in ((2, "22"), (0, "4789")):
+        out = tmp_path / f"d{depth}.csv"
+        assert (
+            main(
+                ["flows", str(path), "-o", str(out), "--tunnel-depth", str(depth), "--no-progress"]
+            )
+            == 0
+        )
+        (row,) = list(csv.DictReader(out.open()))
+        assert row["Dst Port"] == dport

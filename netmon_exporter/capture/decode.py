@@ -55,8 +55,9 @@ ST_UNSUPPORTED_LINK = 4
 # IP in IP (IPv4 or IPv6 in IPv4 or IPv6, protocols 4 and 41), GRE (RFC 2784/2890,
 # version 0: IP, transparent Ethernet bridging, ERSPAN types I-III), VXLAN (UDP 4789,
 # AWS VPC Traffic Mirroring's) and Geneve (UDP 6081). Up to MAX_TUNNEL_DEPTH tunnels
-# deep (Zeek's Tunnel::max_depth); a tunnel whose inner IP header is not all captured,
-# or of another kind, is decoded as the outer packet.
+# deep (Zeek's Tunnel::max_depth; fewer, or none, per reader: ``fragment_cache``'s
+# ``tunnel_depth``, ``flows.tunnel_depth``); a tunnel whose inner IP header is not all
+# captured, or of another kind, is decoded as the outer packet.
 TUN_NONE, TUN_IP, TUN_GRE, TUN_ERSPAN, TUN_VXLAN, TUN_GENEVE = 0, 1, 2, 3, 4, 5
 TUNNEL_NAMES = ("", "ip-in-ip", "gre", "erspan", "vxlan", "geneve")
 MAX_TUNNEL_DEPTH = 2
@@ -69,13 +70,14 @@ W_CORRUPT = 1  # record/block header that cannot be right; cannot resync
 MAX_RECORD = 1 << 24  # larger pcap records / pcapng blocks are corrupt
 MAX_IFACES = 256
 FRAG_SLOTS = 4096  # direct-mapped cache: first fragment's ports by IP id
-# Fragment cache columns (one row per slot, and a last row whose FR_ADDR holds the key of
-# the slot hash): the datagram (addresses, protocol, IP identification), its ports, a
+# Fragment cache columns (one row per slot, and a last row of the reader's settings: the
+# key of the slot hash in FR_ADDR, the tunnel depth in FR_TUNNEL_DEPTH): the datagram (addresses, protocol, IP identification), its ports, a
 # mark, then what is known of its TCP header (-1 until a fragment covering it came) and
 # where its first fragment sits in the packet table (row, timestamp).
 FR_ADDR, FR_PROTO, FR_IDENT, FR_SPORT, FR_DPORT, FR_USED = 0, 4, 5, 6, 7, 8
 FR_FLAGS, FR_HLEN, FR_WIN, FR_ROW, FR_TS = 9, 10, 11, 12, 13
 FRAG_COLS = 14
+FR_TUNNEL_DEPTH = 1  # in the last row
 
 V4_MAPPED_HI = 0
 V4_MAPPED_LO_PREFIX = 0xFFFF << 32
@@ -172,11 +174,18 @@ def _parse_dns(b, d, end, P, PE, i, hist):
         hist[c] = 0
 
 
-def fragment_cache(key: int | None = None) -> np.ndarray:
+def fragment_cache(key: int | None = None, tunnel_depth: int = MAX_TUNNEL_DEPTH) -> np.ndarray:
     """A reader's fragment cache, its slot hash keyed by ``key`` (default: a random key
-    per cache, so that nobody can choose datagrams that evict another's first fragment)."""
+    per cache, so that nobody can choose datagrams that evict another's first fragment).
+
+    Its last row also holds the reader's settings for the decoder: the key, and how
+    many tunnels deep packets are opened (``tunnel_depth``, 0 to ``MAX_TUNNEL_DEPTH``;
+    0 decodes every packet as its outermost header says)."""
+    if not 0 <= tunnel_depth <= MAX_TUNNEL_DEPTH:
+        raise ValueError(f"tunnel_depth must be 0 to {MAX_TUNNEL_DEPTH}, not {tunnel_depth}")
     frag = np.zeros((FRAG_SLOTS + 1, FRAG_COLS), dtype=np.int64)
     frag[FRAG_SLOTS, 0] = secrets.randbits(63) if key is None else key
+    frag[FRAG_SLOTS, FR_TUNNEL_DEPTH] = tunnel_depth
     return frag
 
 
@@ -504,7 +513,7 @@ def decode_packet(b, o, caplen, wirelen, linktype, ts, P, PE, i, frag, hist):
                 P[i, F_PROTO] = proto
                 P[i, F_STATUS] = ST_MALFORMED
                 return
-        if fragstate != 0 or depth == MAX_TUNNEL_DEPTH:
+        if fragstate != 0 or depth >= frag[FRAG_SLOTS, FR_TUNNEL_DEPTH]:
             break
         lim = end if end < ip_end else ip_end  # this packet's bytes, as captured
         inner, iv, kind = _tunnel(b, proto, l4, lim)

@@ -164,6 +164,7 @@ class CaptureReader:
         read_size: int = DEFAULT_READ_SIZE,
         max_packets: int = DEFAULT_MAX_PACKETS,
         read_ahead: bool = False,
+        tunnel_depth: int = D.MAX_TUNNEL_DEPTH,
     ) -> None:
         self.path = Path(path)
         self.read_size = int(read_size)
@@ -173,7 +174,7 @@ class CaptureReader:
         self.truncated_tail = 0
         self.bytes_read = 0
         self.packets = 0
-        self.frag = D.fragment_cache()
+        self.frag = D.fragment_cache(tunnel_depth=tunnel_depth)
         self._sets: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # in use
 
     def __iter__(self) -> Iterator[PacketChunk]:

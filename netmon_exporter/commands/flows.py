@@ -68,6 +68,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="the files are consecutive parts of one capture: continue open flows",
     )
     p.add_argument(
+        "--tunnel-depth",
+        type=int,
+        choices=(0, 1, 2),
+        default=2,
+        help="tunnels (IP in IP, GRE, ERSPAN, VXLAN, Geneve) opened to reach the inner "
+        "packet; 0: every packet is the flow of its outer header (default 2)",
+    )
+    p.add_argument(
         "--progress",
         dest="progress",
         action="store_true",
@@ -127,6 +135,7 @@ def _settings(args: argparse.Namespace) -> FlowSettings | str:
         active_timeout_seconds=args.active_timeout,
         activity_timeout_seconds=args.activity_timeout,
         carry_across_files=args.rotated,
+        tunnel_depth=args.tunnel_depth,
         read_ahead=True,  # with the CSV written on a thread too: up to three cores busy
     )
 

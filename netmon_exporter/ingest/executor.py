@@ -56,6 +56,7 @@ def flow_settings(cfg: Config) -> FlowSettings:
         activity_timeout_seconds=f.activity_timeout_seconds,
         carry_across_files=f.carry_across_files,
         max_open_flows=f.max_open_flows,
+        tunnel_depth=f.tunnel_depth,
         interim_seconds=cfg.windows.length_seconds,  # flows cut where windows are
         csv_interim=cfg.output.flows_csv_interim,
         hash_key=hash_key.current(),  # the daemon's secret (drawn at start)
