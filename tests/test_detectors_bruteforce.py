@@ -319,3 +319,25 @@ def test_the_similar_test_of_all_groups_at_once_is_the_test_of_each_group(seed: 
     for g in np.unique(gid):
         m = gid == g
         assert np.array_equal(got[m], det._similar({k: v[m] for k, v in rows.items()})), g
+
+
+KNOWN = [c for c in cases("known") if "cases_bruteforce" in c.build.__module__]
+
+
+@pytest.mark.parametrize("case", KNOWN, ids=lambda c: c.name)
+def test_automated_key_logins_are_a_known_false_alarm_the_allow_list_answers(case, tmp_path: Path):
+    """Guards docs/detectors.md: "`ci_git_polling_over_ssh`"; a CI server polling its
+    git server and check_by_ssh are still reported by brute_force (a key login that
+    works is, in sizes and timing, a password that fails), no longer as beacons (both
+    ends inside the site); listing the source in ``ignore.brute_force.sources`` silences
+    them. When this test fails because nothing is raised, move the case to "benign"."""
+    from netmon_exporter.config import parse_config
+    from netmon_exporter.suppression import SuppressionRules, suppress
+
+    (r,) = run_cases([case], [1], tmp_path, DetectorsConfig(), analyse_capture)
+    assert r.detections and {d.detector for d in r.detections} == {"brute_force"}
+    (source,) = {d.source for d in r.detections}
+    text = f"capture:\n  directory: /tmp\nignore:\n  brute_force:\n    sources: ['{source}']\n"
+    rules = SuppressionRules.from_config(parse_config(text, check_paths=False).ignore)
+    kept, gone = suppress(r.detections, rules)
+    assert kept == [] and len(gone) == len(r.detections)

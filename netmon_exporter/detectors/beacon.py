@@ -31,7 +31,11 @@ Two kinds of evidence, one decision:
 
 What is *not* a beacon, whatever its regularity: traffic to broadcast and multicast
 addresses; inbound traffic (a public source to a private address: a remote client,
-or a slow password guesser, which ``brute_force`` judges); a host talking to itself;
+or a slow password guesser, which ``brute_force`` judges); traffic between two
+site-internal addresses (RFC 1918, IPv6 ULA and link-local; RITA, too, judges only
+internal-to-external pairs: inside a site, timers drive monitoring, CI polling its git
+server, backups and directory replication; ``judge_internal`` turns it back on, for an
+implant that calls home through an internal relay); a host talking to itself;
 UDP to or from the infrastructure ports in ``ignore_udp_ports`` (NTP, DHCP, discovery
 protocols); DNS to a resolver (a host that answered DNS for at least
 ``resolver_min_clients`` clients within the horizon) and a resolver's own queries
@@ -109,8 +113,9 @@ _NO_PERIODIC: dict[str, np.ndarray] = {
 }
 
 
-def is_private(addrs: np.ndarray) -> np.ndarray:
-    """Site-internal addresses: RFC 1918, CGNAT, link-local, IPv6 ULA and link-local."""
+def is_private(addrs: np.ndarray, cgnat: bool = True) -> np.ndarray:
+    """Site-internal addresses: RFC 1918, CGNAT (unless ``cgnat`` is False: a carrier's
+    or an overlay VPN's space rather than a site's), link-local, IPv6 ULA and link-local."""
     raw = np.frombuffer(np.ascontiguousarray(addrs).tobytes(), dtype=np.uint8).reshape(-1, 16)
     v4 = (raw[:, :10] == 0).all(axis=1) & (raw[:, 10] == 0xFF) & (raw[:, 11] == 0xFF)
     a, b = raw[:, 12], raw[:, 13]
@@ -118,7 +123,7 @@ def is_private(addrs: np.ndarray) -> np.ndarray:
         (a == 10)
         | ((a == 172) & ((b & 0xF0) == 16))
         | ((a == 192) & (b == 168))
-        | ((a == 100) & ((b & 0xC0) == 64))
+        | ((a == 100) & ((b & 0xC0) == 64) & cgnat)
         | ((a == 169) & (b == 254))
     )
     private6 = ((raw[:, 0] & 0xFE) == 0xFC) | ((raw[:, 0] == 0xFE) & ((raw[:, 1] & 0xC0) == 0x80))
@@ -303,8 +308,15 @@ class BeaconDetector:
         # Inbound (a public source to a private address) is a client of ours, not an
         # implant calling home (RITA filters external-to-internal the same way).
         inbound = ~is_private(flows["src_ip"]) & is_private(flows["dst_ip"])
+        # Both ends inside the site (RFC 1918, ULA): monitoring, CI polling its git server,
+        # backups, directory replication; RITA judges internal-to-external pairs only.
+        internal = np.zeros(len(flows), dtype=bool)
+        if not self.cfg.judge_internal:
+            internal = is_private(flows["src_ip"], cgnat=False) & is_private(
+                flows["dst_ip"], cgnat=False
+            )
         group = _is_multicast_or_broadcast(flows["dst_ip"])
-        return ~(group | infra | to_resolver | to_itself | inbound)
+        return ~(group | infra | to_resolver | to_itself | inbound | internal)
 
     # ------------------------------------------------------------------ scoring
 

@@ -946,6 +946,14 @@ class BeaconConfig:
         min=0,
         max=1000000,
     )
+    judge_internal: bool = _f(
+        False,
+        "Also judge pairs whose two ends are site-internal (RFC 1918, IPv6 ULA and "
+        "link-local): off, as RITA, because what runs on a timer inside a site is "
+        "monitoring, CI polling its git server, backups and directory replication; on "
+        "finds an implant whose command channel goes through an internal relay, at the "
+        "cost of those.",
+    )
     ignore_udp_ports: tuple[int, ...] = _f(
         (67, 68, 123, 137, 138, 546, 547, 1900, 3702, 5353, 5355, 5678, 10001),
         "UDP infrastructure services whose schedules are not beacons, matched on either "

@@ -19,6 +19,12 @@ sessions vary (usernames, mailbox contents, messages).
   site's IPv4 LAN, seen inside the NAT (each host its own private address). Each
   client polls on a timer, and each pair alone would be a beacon: the beacon
   detector's prevalence rule keeps them quiet;
+* known (still reported by ``brute_force``: a key login that works looks like a
+  password that fails, in sizes and timing, to a detector that cannot see inside SSH):
+  ``ci_git_polling_over_ssh``, a CI server polling eight repositories on the site's git
+  server over SSH every minute (a key login and a ref advertisement each);
+  ``nagios_check_by_ssh``, a monitoring server running five checks on each of 12 hosts
+  through check_by_ssh every 5 minutes, a key login per check;
 * hard: SSH guessing at one attempt per 30 s, six passwords per connection (over
   the old 40-packet cap), 40 sources at one attempt a minute each against one
   server, SMTP AUTH guessing over STARTTLS on 587, and SSH guessing at one attempt
@@ -265,6 +271,82 @@ def mail_users(
             steps += [("c", 10, 0.0), ("s", 50, 0.0), ("c", _message_size(rng) * 4, 0.0)]
             steps += [("s", 70, 0.1), ("c", 10, 0.0), ("s", 40, 0.0)]
             exchange_session(cap, t, address(user, t), server, 587, steps)
+
+
+def _ssh_exec(rng: np.random.Generator, output: int, work: float) -> list[Step]:
+    """An OpenSSH session that logs in with a key and runs one command: versions, key
+    exchange, the public key offered and accepted (PK_OK, then the signature), a
+    channel, ``exec``, ``output`` bytes back after ``work`` seconds, exit status, close."""
+    steps: list[Step] = [
+        ("s", 41, 0.0),
+        ("c", 33, 0.001),
+        ("c", 1420, 0.0),  # KEXINIT
+        ("s", 1080, 0.0),
+        ("c", 48, 0.0),  # ECDH init
+        ("s", 580 + int(rng.integers(0, 3)) * 8, float(rng.uniform(0.002, 0.01))),
+        ("c", 16, 0.0),  # NEWKEYS
+        ("c", 52, 0.0),  # SERVICE_REQUEST
+        ("s", 52, 0.0),
+        ("c", 148, 0.0),  # USERAUTH_REQUEST, publickey, no signature
+        ("s", 132, 0.002),  # PK_OK
+        ("c", 244, 0.0),  # ... with the signature
+        ("s", 28, 0.004),  # USERAUTH_SUCCESS
+        ("c", 68, 0.0),  # CHANNEL_OPEN session
+        ("s", 44, 0.001),  # OPEN_CONFIRMATION
+        ("c", 116 + 8 * int(rng.integers(0, 4)), 0.0),  # exec "<command>"
+        ("s", 44, 0.001),  # WINDOW_ADJUST, CHANNEL_SUCCESS
+        ("s", 36 + output + (-output % 16), work),  # the output
+        ("s", 148, 0.0),  # exit-status, EOF, CLOSE
+        ("c", 68, 0.0),  # EOF, CLOSE
+    ]
+    return steps
+
+
+@case("known", "ci_git_polling_over_ssh")
+def ci_git_polling_over_ssh(
+    cap: _Capture, site: _Site, start: float, duration: float
+) -> tuple[Truth, ...]:
+    """A CI server polls eight repositories on the site's git server over SSH every
+    minute (Jenkins' "H/1" SCM polling, each job at its own offset): a key login, then
+    ``git-upload-pack`` advertises the repository's refs (the same each poll while
+    nothing is pushed; a push now and then adds a few bytes) and the client hangs up.
+    240 alike, short SSH sessions in 30 minutes from one source to one server."""
+    rng = cap.rng
+    ci = str(site.clients[3])
+    refs = [int(rng.integers(300, 6000)) for _ in range(8)]
+    for repo, size in enumerate(refs):
+        t = start + float(rng.uniform(0, 60))
+        while t < start + duration - 5:
+            if rng.random() < 0.02:  # a push: one more branch or tag
+                refs[repo] = size = size + int(rng.integers(50, 70))
+            steps = _ssh_exec(rng, size, float(rng.uniform(0.02, 0.08)))
+            steps += [("c", 36, 0.0)]  # the flush packet: nothing wanted
+            exchange_session(cap, t, ci, site.ssh_server, 22, steps, rtt=0.002)
+            t += 60.0 + float(rng.uniform(-0.5, 0.5))
+    return ()
+
+
+@case("known", "nagios_check_by_ssh")
+def nagios_check_by_ssh(
+    cap: _Capture, site: _Site, start: float, duration: float
+) -> tuple[Truth, ...]:
+    """A monitoring server runs five checks on each of 12 LAN hosts through
+    check_by_ssh (load, disk, processes, swap, users), each every 5 minutes (Nagios'
+    default), one SSH login per check: 30 short key-login sessions per host in 30
+    minutes, the outputs a line of perfdata each."""
+    rng = cap.rng
+    monitor = str(site.clients[5])
+    hosts = [f"{site.lan_prefix}{int(h)}" for h in rng.choice(np.arange(2, 200), 12, replace=False)]
+    outputs = (90, 140, 75, 80, 60)  # check_load, check_disk, check_procs, check_swap, check_users
+    for host in hosts:
+        for check, out in enumerate(outputs):
+            t = start + float(rng.uniform(0, 300))
+            while t < start + duration - 5:
+                size = out + int(rng.integers(-6, 7))  # the values in the line vary
+                work = (0.05, 0.4, 0.15, 0.02, 0.03)[check] * float(rng.uniform(0.7, 1.5))
+                exchange_session(cap, t, monitor, host, 22, _ssh_exec(rng, size, work), rtt=0.001)
+                t += 300.0 + float(rng.uniform(-2, 2))
+    return ()
 
 
 # ----------------------------------------------------------------------------- hard
