@@ -448,6 +448,7 @@ def _ssh(
                 "bwd": pkts // 2,
                 "bwd_bytes": received,
                 "ts": start + i * step,
+                "dur": 2.4,  # a refused password: PAM's 2-s failure delay inside
             }
             for i in range(n)
         ]
@@ -693,7 +694,12 @@ def test_beacon_history_stays_sorted_and_bounded():
         start = T0 + 60 * w
         batch = flows(
             [
-                {"src": f"10.0.{i % 7}.{i % 5}", "dport": int(p), "ts": start + float(t)}
+                {
+                    "src": f"10.0.{i % 7}.{i % 5}",
+                    "dst": "198.51.100.2",  # outside: pairs inside the site are not judged
+                    "dport": int(p),
+                    "ts": start + float(t),
+                }
                 for i, (p, t) in enumerate(
                     zip(rng.integers(1, 9, 400), rng.uniform(0, 60, 400), strict=True)
                 )

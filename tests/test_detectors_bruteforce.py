@@ -34,6 +34,7 @@ def sessions(
     step: float = 5.0,
     pkts: int = 30,
     largest: float | np.ndarray = 1400,
+    dur: float = 0.5,
 ) -> FlowBatch:
     """``n`` completed sessions; ``largest`` is the biggest client segment (Fwd Pkt Len Max)."""
     sent_a = np.broadcast_to(np.asarray(sent, float), (n,))
@@ -51,6 +52,7 @@ def sessions(
                 "fwd_bytes": float(sent_a[i]),
                 "bwd_bytes": float(recv_a[i]),
                 "ts": start + i * step,
+                "dur": dur,
             }
             for i in range(n)
         ]
@@ -313,6 +315,9 @@ def test_the_similar_test_of_all_groups_at_once_is_the_test_of_each_group(seed: 
         "sent": rng.choice([800.0, 1700.0, 5000.0], n) + rng.integers(0, 900, n),
         "received": rng.integers(100, 20000, n).astype(float),
         "pkts": rng.integers(4, 500, n).astype(float),
+        "dur": rng.uniform(0, 3, n),
+        "internal": rng.random(n) < 0.5,
+        "port": rng.choice([22, 3389], n),
     }
     det = BruteForceDetector(CFG.brute_force)
     got = det._similar_by(rows, gid, int(gid.max()) + 1)
@@ -321,23 +326,48 @@ def test_the_similar_test_of_all_groups_at_once_is_the_test_of_each_group(seed: 
         assert np.array_equal(got[m], det._similar({k: v[m] for k, v in rows.items()})), g
 
 
-KNOWN = [c for c in cases("known") if "cases_bruteforce" in c.build.__module__]
+AUTOMATION = [
+    c for c in cases("benign") if c.name in ("ci_git_polling_over_ssh", "nagios_check_by_ssh")
+]
 
 
-@pytest.mark.parametrize("case", KNOWN, ids=lambda c: c.name)
-def test_automated_key_logins_are_a_known_false_alarm_the_allow_list_answers(case, tmp_path: Path):
-    """Guards docs/detectors.md: "`ci_git_polling_over_ssh`"; a CI server polling its
-    git server and check_by_ssh are still reported by brute_force (a key login that
-    works is, in sizes and timing, a password that fails), no longer as beacons (both
-    ends inside the site); listing the source in ``ignore.brute_force.sources`` silences
-    them. When this test fails because nothing is raised, move the case to "benign"."""
-    from netmon_exporter.config import parse_config
-    from netmon_exporter.suppression import SuppressionRules, suppress
-
+@pytest.mark.parametrize("case", AUTOMATION, ids=lambda c: c.name)
+def test_a_sites_automated_key_logins_are_not_guessing(case, tmp_path: Path):
+    """Guards docs/detectors.md: "`internal_min_attempt_seconds`". A CI server polling its
+    git server over SSH every minute and check_by_ssh: in sizes each session is a failed
+    password; without the failure delay's floor they are reported (as they were)."""
+    assert len(AUTOMATION) == 2
     (r,) = run_cases([case], [1], tmp_path, DetectorsConfig(), analyse_capture)
+    assert r.detections == []
+    off = DetectorsConfig(
+        brute_force=dataclasses.replace(CFG.brute_force, internal_min_attempt_seconds=0)
+    )
+    (r,) = run_cases([case], [1], tmp_path, off, analyse_capture)
     assert r.detections and {d.detector for d in r.detections} == {"brute_force"}
-    (source,) = {d.source for d in r.detections}
-    text = f"capture:\n  directory: /tmp\nignore:\n  brute_force:\n    sources: ['{source}']\n"
-    rules = SuppressionRules.from_config(parse_config(text, check_paths=False).ignore)
-    kept, gone = suppress(r.detections, rules)
-    assert kept == [] and len(gone) == len(r.detections)
+
+
+def test_inside_the_site_a_quick_session_is_no_attempt_unless_rdp():
+    """The floor holds only between two internal addresses, and not for RDP."""
+    cfg = CFG.brute_force
+    floor = cfg.internal_min_attempt_seconds
+    assert floor == 1.0
+
+    def found(src: str, dst: str, dur: float, port: int = 22) -> bool:
+        batch = sessions(
+            8, sent=2310, received=2120, pkts=42, step=12, src=src, dst=dst, port=port, dur=dur
+        )
+        return bool(run(BruteForceDetector(cfg), batch))
+
+    assert not found("10.0.0.7", "10.0.0.22", 0.3)  # a key login, no failure delay
+    assert found("10.0.0.7", "10.0.0.22", floor + 0.5)  # a password refused after PAM's delay
+    assert not found("fd00::7", "fd00::22", 0.3)
+    assert found("10.0.0.7", "10.0.0.22", 0.3, port=3389)  # NLA refuses at once
+    assert found("198.51.100.7", "10.0.0.22", 0.3)  # from outside: every session counts
+    assert found("10.0.0.7", "100.70.0.22", 0.3)  # a carrier's space is not the site's
+    off = dataclasses.replace(cfg, internal_min_attempt_seconds=0)
+    assert run(
+        BruteForceDetector(off),
+        sessions(
+            8, sent=2310, received=2120, pkts=42, step=12, src="10.0.0.7", dst="10.0.0.22", dur=0.3
+        ),
+    )

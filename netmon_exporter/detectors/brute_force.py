@@ -10,7 +10,15 @@ get their own, varied and often larger responses. So, per (source, server, port)
 * a *session* is a TCP connection to a login port that the client completed and
   in which it sent at least two data segments (banner checks are not sessions);
 * an *attempt* is a session with at most ``max_server_bytes`` from the server and
-  at most ``max_flow_packets`` packets;
+  at most ``max_flow_packets`` packets and, between two site-internal addresses (RFC
+  1918, IPv6 ULA and link-local) on a port other than RDP's, lasting at least
+  ``internal_min_attempt_seconds``. A failed password costs the guesser the server's
+  failure delay (PAM's 2 s for sshd, Dovecot's 2 s, busybox login's 3 s), while the
+  automated key logins of a site's own hosts (check_by_ssh, a CI server polling its
+  git server over SSH every minute) are over in a fraction of a second and are, in
+  sizes, exactly what a failed login looks like. Inside the site, guessing a server
+  without such a delay (Dropbear's ~0.3 s, a BSD sshd without PAM) is therefore not
+  counted; from outside, every session is;
 * attempts are *similar* when both their client and server bytes lie within
   ``similar_tolerance`` (or ``similar_min_bytes``) of the attempts' medians;
 * a finding needs ``min_attempts`` similar attempts within ``horizon_seconds`` (or
@@ -37,6 +45,7 @@ import numpy as np
 from ..detection import Detection, host_port
 from ..flow_schema import FlowBatch, addrs_to_str
 from .base import HorizonStore, is_v4_mapped, member_of, network_of, network_text, top_counts
+from .beacon import is_private
 from .catalog import BruteForceConfig
 from .features import TCP, num, tcp_outcomes
 from .scan_probes import Members, group_ids, key_hash, select, tiers
@@ -54,6 +63,7 @@ SERVICE_NAMES = {
     995: "pop3s",
     3389: "rdp",
 }
+RDP_PORT = 3389  # NLA refuses at once: no failure delay to tell a failed login by
 
 
 def _medians(values: np.ndarray, gid: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
@@ -110,14 +120,25 @@ class BruteForceDetector:
             "dur": num(flows, "Flow Duration")[idx] / 1e6,
             "reset": num(flows, "bwd_rst_cnt")[idx],
             "ts": np.asarray(flows["first_ts"], dtype=np.float64)[idx],
+            "internal": is_private(flows["src_ip"][idx], cgnat=False)
+            & is_private(flows["dst_ip"][idx], cgnat=False),
         }
 
-    def _similar(self, rows: dict[str, np.ndarray]) -> np.ndarray:
-        """Mark the attempts near the attempts' median size on both sides."""
+    def _attempts(self, rows: dict[str, np.ndarray]) -> np.ndarray:
+        """Mark the sessions that may be login attempts (see the module docstring)."""
         cfg = self.cfg
         attempt = (rows["received"] <= cfg.max_server_bytes) & (
             rows["pkts"] <= cfg.max_flow_packets
         )
+        if cfg.internal_min_attempt_seconds > 0 and len(attempt):
+            quick = rows["internal"] & (rows["dur"] < cfg.internal_min_attempt_seconds)
+            attempt &= ~(quick & (rows["port"] != RDP_PORT))
+        return attempt
+
+    def _similar(self, rows: dict[str, np.ndarray]) -> np.ndarray:
+        """Mark the attempts near the attempts' median size on both sides."""
+        cfg = self.cfg
+        attempt = self._attempts(rows)
         if not attempt.any():
             return attempt
         out = attempt.copy()
@@ -131,9 +152,7 @@ class BruteForceDetector:
         """:meth:`_similar` within each of ``n`` groups (``gid``: each row's), all at once
         (one sort per side, no loop over groups)."""
         cfg = self.cfg
-        attempt = (rows["received"] <= cfg.max_server_bytes) & (
-            rows["pkts"] <= cfg.max_flow_packets
-        )
+        attempt = self._attempts(rows)
         out = attempt.copy()
         for side in ("sent", "received"):
             med = _medians(rows[side], gid, attempt, n)[gid]  # NaN: a group without attempts

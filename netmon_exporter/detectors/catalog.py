@@ -627,6 +627,17 @@ class BruteForceConfig:
         min=0,
         max=1_000_000,
     )
+    internal_min_attempt_seconds: float = _f(
+        1.0,
+        "Between two site-internal addresses (RFC 1918, IPv6 ULA), a session to a login "
+        "port other than RDP is an attempt only if it lasted this long: a failed password "
+        "costs the server's failure delay (PAM and Dovecot 2 s, busybox login 3 s), while "
+        "a site's automated key logins (check_by_ssh, CI polling git over SSH) take a "
+        "fraction of a second. Guessing a server without a failure delay from inside is "
+        "then not counted (0: every session counts).",
+        min=0,
+        max=3600,
+    )
     min_similar_share: float = _f(
         0.7,
         "Share of all the pair's sessions within slow_horizon_seconds (distributed: of the "

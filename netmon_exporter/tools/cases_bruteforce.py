@@ -19,12 +19,11 @@ sessions vary (usernames, mailbox contents, messages).
   site's IPv4 LAN, seen inside the NAT (each host its own private address). Each
   client polls on a timer, and each pair alone would be a beacon: the beacon
   detector's prevalence rule keeps them quiet;
-* known (still reported by ``brute_force``: a key login that works looks like a
-  password that fails, in sizes and timing, to a detector that cannot see inside SSH):
-  ``ci_git_polling_over_ssh``, a CI server polling eight repositories on the site's git
-  server over SSH every minute (a key login and a ref advertisement each);
-  ``nagios_check_by_ssh``, a monitoring server running five checks on each of 12 hosts
-  through check_by_ssh every 5 minutes, a key login per check;
+* benign ``ci_git_polling_over_ssh``: a CI server polling eight repositories on the
+  site's git server over SSH every minute (a key login and a ref advertisement each);
+  ``nagios_check_by_ssh``: a monitoring server running five checks on each of 12 hosts
+  through check_by_ssh every 5 minutes, a key login per check. In sizes each session is
+  what a failed password looks like; what differs is the failure delay it lacks;
 * hard: SSH guessing at one attempt per 30 s, six passwords per connection (over
   the old 40-packet cap), 40 sources at one attempt a minute each against one
   server, SMTP AUTH guessing over STARTTLS on 587, and SSH guessing at one attempt
@@ -302,7 +301,7 @@ def _ssh_exec(rng: np.random.Generator, output: int, work: float) -> list[Step]:
     return steps
 
 
-@case("known", "ci_git_polling_over_ssh")
+@case("benign", "ci_git_polling_over_ssh")
 def ci_git_polling_over_ssh(
     cap: _Capture, site: _Site, start: float, duration: float
 ) -> tuple[Truth, ...]:
@@ -326,7 +325,7 @@ def ci_git_polling_over_ssh(
     return ()
 
 
-@case("known", "nagios_check_by_ssh")
+@case("benign", "nagios_check_by_ssh")
 def nagios_check_by_ssh(
     cap: _Capture, site: _Site, start: float, duration: float
 ) -> tuple[Truth, ...]:

@@ -382,7 +382,7 @@ def evaluate(
         )
         case_results = [
             r
-            for suite in ("benign", "hard", "known")
+            for suite in ("benign", "hard")
             if suite in suites
             for r in run_cases(
                 suite_cases(suite), seeds, work, detectors, analyse_capture, keep=args.keep
@@ -528,12 +528,6 @@ def format_report(ev: Evaluation, pcaps: Path | None) -> list[str]:
         extra += format_benign([r for r in ev.cases if r.case.suite == "benign"])
     if any(r.case.suite == "hard" for r in ev.cases):
         extra += format_hard([r for r in ev.cases if r.case.suite == "hard"], matches)
-    if any(r.case.suite == "known" for r in ev.cases):
-        extra += format_benign(
-            [r for r in ev.cases if r.case.suite == "known"],
-            "Known false alarms (ordinary roles still reported; not a bar: list the source "
-            "in ignore.<detector>.sources, docs/detectors.md)",
-        )
     if ev.sweeps:
         extra += format_sweeps(ev.sweeps)
     if not ev.results:
@@ -596,10 +590,9 @@ def add_parser(subparsers: Any) -> None:
         "--suite",
         nargs="+",
         default=["standard"],
-        choices=("standard", "benign", "hard", "known", "sweeps"),
+        choices=("standard", "benign", "hard", "sweeps"),
         help="What to run: standard (one plain attack per scenario), benign (busy benign "
         "roles, 15 minutes each: every finding is a false alarm), hard (evasive attacks), "
-        "known (ordinary roles a detector still reports: printed, not a bar), "
         "sweeps (detection probability against attack rate near each threshold). "
         "Default: standard.",
     )

@@ -62,10 +62,8 @@ def hard_misses(results: Sequence[CaseResult], match: Match) -> list[CaseResult]
     return [r for r in results if r.case.suite == "hard" and not found(r, match)]
 
 
-def format_benign(
-    results: Sequence[CaseResult], title: str = "Busy benign roles (every finding is a false alarm)"
-) -> list[str]:
-    lines = [f"\n{title}:"]
+def format_benign(results: Sequence[CaseResult]) -> list[str]:
+    lines = ["\nBusy benign roles (every finding is a false alarm):"]
     by_case: dict[str, list[CaseResult]] = {}
     for r in results:
         by_case.setdefault(r.case.key, []).append(r)

@@ -222,8 +222,12 @@ class _Capture:
         rtt: float = 0.02,
         sport: int | None = None,
         exchanges: int = 1,
+        refusal_delay: float = 0.0,
     ) -> float:
-        """A complete TCP connection: handshake, request/response exchanges, FIN close."""
+        """A complete TCP connection: handshake, request/response exchanges, FIN close.
+
+        ``refusal_delay``: seconds the server waits before each answer after the first
+        (a login server's failure delay: PAM's 2 s, Dovecot's 2 s, vsftpd's 1 s)."""
         sport = sport or int(self.rng.integers(32768, 61000))
         c_seq, s_seq = int(self.rng.integers(1, 2**31)), int(self.rng.integers(1, 2**31))
         self.tcp(t, client, server, sport, dport, "S", c_seq)
@@ -231,12 +235,12 @@ class _Capture:
         t += rtt
         self.tcp(t, client, server, sport, dport, "A", c_seq + 1, s_seq + 1)
         c_seq, s_seq = c_seq + 1, s_seq + 1
-        for _ in range(exchanges):
+        for k in range(exchanges):
             t += 0.001 + self.rng.random() * 0.01
             req = max(int(request * (0.8 + 0.4 * self.rng.random())), 1)
             self.tcp(t, client, server, sport, dport, "PA", c_seq, s_seq, bytes(min(req, 1400)))
             c_seq += min(req, 1400)
-            t += rtt / 2
+            t += rtt / 2 + (refusal_delay if k else 0.0)
             left = max(int(response * (0.8 + 0.4 * self.rng.random())), 1)
             segs = 0
             while left > 0:
@@ -681,6 +685,9 @@ def _brute_force(cap: _Capture, site: _Site, start: float, duration: float) -> t
         attacker, victim = _outsider6(rng), str(rng.choice(site.clients[12:]))
     n = int(rng.integers(8, 60))
     t = start + rng.random() * duration * 0.3
+    # the server's failure delay before each refusal (after the banner or greeting):
+    # PAM's for sshd, busybox login's, vsftpd's, Dovecot's for mail; none for RDP (NLA)
+    refusal = {22: 2.0, 23: 3.0, 21: 1.0, 587: 2.0, 143: 2.0, 110: 2.0}.get(port, 0.0)
     for _ in range(n):
         end = cap.session(
             t,
@@ -691,6 +698,7 @@ def _brute_force(cap: _Capture, site: _Site, start: float, duration: float) -> t
             response=int(rng.integers(40, 300)),
             rtt=0.005 + rng.random() * 0.05,
             exchanges=int(rng.integers(2, 6)),
+            refusal_delay=refusal,
         )
         t = end + rng.exponential(float(rng.uniform(0.3, 4.0)))
     return (Truth("brute_force", attacker, victim),)
