@@ -33,6 +33,10 @@ ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
 
 OUTER = IP(src="192.0.2.1", dst="192.0.2.2")
 OUTER6 = IPv6(src="2001:db8:ffff::1", dst="2001:db8:ffff::2")
+# VXLAN and Geneve are opened between site-internal outer addresses only (a mirror
+# session's source and target, an overlay's nodes)
+MIRROR = IP(src="10.99.0.1", dst="10.99.0.2")
+MIRROR6 = IPv6(src="fd00:99::1", dst="fd00:99::2")
 INNER4 = IP(src="10.1.1.1", dst="10.2.2.2") / TCP(sport=41234, dport=22, flags="S", window=1024)
 INNER6 = IPv6(src="2001:db8:1::1", dst="2001:db8:2::2") / UDP(sport=5300, dport=53) / (b"q" * 12)
 
@@ -79,20 +83,20 @@ ENCAPSULATED = {
     ),
     "erspan-iii": (ETH / OUTER / GRE() / ERSPAN_III() / ETH / INNER4, D.TUN_ERSPAN),
     "vxlan": (
-        ETH / OUTER / UDP(sport=49152, dport=4789) / VXLAN(vni=42) / ETH / INNER4,
+        ETH / MIRROR / UDP(sport=49152, dport=4789) / VXLAN(vni=42) / ETH / INNER4,
         D.TUN_VXLAN,
     ),
     "vxlan-over-ipv6": (
-        ETH / OUTER6 / UDP(sport=49152, dport=4789) / VXLAN(vni=42) / ETH / INNER4,
+        ETH / MIRROR6 / UDP(sport=49152, dport=4789) / VXLAN(vni=42) / ETH / INNER4,
         D.TUN_VXLAN,
     ),
     "geneve": (
-        ETH / OUTER / UDP(sport=49152, dport=6081) / GENEVE(proto=0x6558) / ETH / INNER4,
+        ETH / MIRROR / UDP(sport=49152, dport=6081) / GENEVE(proto=0x6558) / ETH / INNER4,
         D.TUN_GENEVE,
     ),
     "vxlan-then-gre": (
         ETH
-        / OUTER
+        / MIRROR
         / UDP(sport=49152, dport=4789)
         / VXLAN(vni=42)
         / ETH
@@ -171,6 +175,33 @@ def test_an_inner_header_cut_by_the_snapshot_length_leaves_the_outer_packet(
     assert (row[D.F_STATUS], row[D.F_PROTO], row[D.F_TUNNEL]) == (D.ST_OK, 47, 0)
 
 
+def test_vxlan_and_geneve_across_the_internet_are_flows_of_their_own(tmp_path: Path) -> None:
+    """Guards docs/flow-features.md: "opened only between site-internal"; a channel to
+    an outside host shaped like VXLAN (UDP 4789, the I flag, an inner frame) or Geneve
+    is the flow it is, not the inner packets it claims to carry."""
+    out4 = IP(src="10.0.0.5", dst="203.0.113.9")
+    out6 = IPv6(src="fd00::5", dst="2001:db8:9::9")
+    pkts = [
+        ETH / out4 / UDP(sport=40000, dport=4789) / VXLAN(vni=1) / ETH / INNER4,
+        ETH / out6 / UDP(sport=40000, dport=4789) / VXLAN(vni=1) / ETH / INNER4,
+        ETH / IP(src="203.0.113.9", dst="10.0.0.5") / UDP(sport=6081, dport=6081)
+        / GENEVE(proto=0x6558) / ETH / INNER4,
+        ETH / OUTER / UDP(sport=40000, dport=4789) / VXLAN(vni=1) / ETH / INNER4,  # 192.0.2/24
+        # between internal addresses (CGNAT, link-local, ULA): a mirror or an overlay
+        ETH / IP(src="100.64.0.1", dst="172.16.0.9") / UDP(dport=4789) / VXLAN() / ETH / INNER4,
+        ETH / IPv6(src="fe80::1", dst="fd12::9") / UDP(dport=6081) / GENEVE(proto=0x6558)
+        / ETH / INNER4,
+    ]  # fmt: skip
+    rows = _read(tmp_path, pkts)
+    for r in rows[:4]:
+        assert (r[D.F_PROTO], r[D.F_TUNNEL]) == (17, 0) and r[D.F_DPORT] in (4789, 6081)
+    assert [r[D.F_TUNNEL] for r in rows[4:]] == [D.TUN_VXLAN, D.TUN_GENEVE]
+    assert all(_is_inner4(r) for r in rows[4:])
+    # GRE and IP in IP between public addresses (site-to-site tunnels) are still opened
+    gre = _read(tmp_path, [ENCAPSULATED["gre"][0], ENCAPSULATED["ipip"][0]])
+    assert all(_is_inner4(r) for r in gre)
+
+
 def test_tunnels_deeper_than_the_limit_are_left_as_they_are(tmp_path: Path) -> None:
     deep = ETH / OUTER / GRE() / IP(src="172.16.0.1", dst="172.16.0.2") / GRE() / OUTER
     (row,) = _read(tmp_path, [deep / GRE() / INNER4])
@@ -203,7 +234,8 @@ def test_tunnel_depth_opens_fewer_tunnels_or_none(tmp_path: Path) -> None:
         (17, 4789, 0),
         (47, 0, 0),
     ]
-    assert all(r[D.F_SLO] == (0xFFFF << 32) | 0xC0000201 for r in none)
+    assert none[0, D.F_SLO] == (0xFFFF << 32) | 0x0A630001  # the mirror's 10.99.0.1
+    assert none[1, D.F_SLO] == (0xFFFF << 32) | 0xC0000201  # the GRE's 192.0.2.1
     # through the pipeline: flows of the outer header, nothing decapsulated
     res = process_file(path, FlowSettings(tunnel_depth=0))
     assert sum(res.decapsulated_by_tunnel.values()) == 0
@@ -218,7 +250,7 @@ def test_a_mirrored_session_is_one_flow_of_the_inner_addresses(tmp_path: Path) -
     # AWS VPC Traffic Mirroring: each packet of the session, both ways, inside VXLAN from
     # the mirror source's ENI to the target; a scan seen only that way is a scan.
     def mirrored(inner: object) -> object:
-        return ETH / OUTER / UDP(sport=65000, dport=4789) / VXLAN(vni=5) / ETH / inner
+        return ETH / MIRROR / UDP(sport=65000, dport=4789) / VXLAN(vni=5) / ETH / inner
 
     c, s = "10.0.0.5", "10.0.0.9"
     session = [

@@ -57,7 +57,11 @@ ST_UNSUPPORTED_LINK = 4
 # AWS VPC Traffic Mirroring's) and Geneve (UDP 6081). Up to MAX_TUNNEL_DEPTH tunnels
 # deep (Zeek's Tunnel::max_depth; fewer, or none, per reader: ``fragment_cache``'s
 # ``tunnel_depth``, ``flows.tunnel_depth``); a tunnel whose inner IP header is not all
-# captured, or of another kind, is decoded as the outer packet.
+# captured, or of another kind, is decoded as the outer packet. VXLAN and Geneve are
+# opened only between site-internal outer addresses (a mirror session, an overlay):
+# UDP to 4789 or 6081 across the internet is a flow of its own, else a channel shaped
+# like VXLAN would show as whatever inner packets it carries (hiding its own endpoint,
+# its schedule and its volume) instead of as itself.
 TUN_NONE, TUN_IP, TUN_GRE, TUN_ERSPAN, TUN_VXLAN, TUN_GENEVE = 0, 1, 2, 3, 4, 5
 TUNNEL_NAMES = ("", "ip-in-ip", "gre", "erspan", "vxlan", "geneve")
 MAX_TUNNEL_DEPTH = 2
@@ -317,6 +321,25 @@ def _inner_ip(b, q, v, end):
     return 0
 
 
+@njit(cache=True, inline="always")
+def _internal(hi, lo):
+    """Whether an address (two int64 halves; IPv4 mapped) is site-internal: RFC 1918,
+    CGNAT, link-local, loopback, IPv6 ULA and link-local."""
+    if hi == 0 and (lo >> 32) == 0xFFFF:
+        a = (lo >> 24) & 0xFF
+        b = (lo >> 16) & 0xFF
+        return (
+            a == 10
+            or a == 127
+            or (a == 172 and (b & 0xF0) == 16)
+            or (a == 192 and b == 168)
+            or (a == 100 and (b & 0xC0) == 64)
+            or (a == 169 and b == 254)
+        )
+    top = (hi >> 48) & 0xFFFF
+    return (top & 0xFE00) == 0xFC00 or (top & 0xFFC0) == 0xFE80
+
+
 @njit(cache=True)
 def _tunnel(b, proto, l4, end):
     """A tunnel's inner IP packet, if this is one: (start, version, TUN_*; version 0:
@@ -519,6 +542,10 @@ def decode_packet(b, o, caplen, wirelen, linktype, ts, P, PE, i, frag, hist):
         inner, iv, kind = _tunnel(b, proto, l4, lim)
         if iv == 0:
             break
+        if (kind == TUN_VXLAN or kind == TUN_GENEVE) and not (  # noqa: SIM109 - compiled
+            _internal(P[i, F_SHI], P[i, F_SLO]) and _internal(P[i, F_DHI], P[i, F_DLO])
+        ):
+            break  # UDP to 4789/6081 across the internet: a flow of its own, not a mirror
         if P[i, F_TUNNEL] == 0:
             P[i, F_TUNNEL] = kind  # the outermost tunnel
         p = inner

@@ -81,7 +81,7 @@ def tunnel_capture(path: Path) -> None:
     from scapy.utils import wrpcap
 
     ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")  # no ARP lookups
-    outer = IP(src="192.0.2.1", dst="192.0.2.2")
+    outer = IP(src="10.9.0.1", dst="10.9.0.2")  # VXLAN is opened between internal ends
     inner = IP(src="10.1.1.1", dst="10.2.2.2") / TCP(sport=41000, dport=443, flags="S")
     pkts = [
         ETH / outer / GRE() / inner,

@@ -24,6 +24,8 @@ HERE = Path(__file__).resolve().parent
 ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
 OUT4 = IP(src="192.0.2.1", dst="192.0.2.2")
 OUT6 = IPv6(src="2001:db8:ffff::1", dst="2001:db8:ffff::2")
+MIR4 = IP(src="10.99.0.1", dst="10.99.0.2")  # VXLAN and Geneve: opened between these
+MIR6 = IPv6(src="fd00:99::1", dst="fd00:99::2")
 
 
 def _inner() -> list:
@@ -47,11 +49,12 @@ def tunnels() -> list:
             ETH / OUT4 / GRE(seqnum_present=1) / ERSPAN_II(session_id=3) / ETH / inner,
             ETH / OUT4 / GRE() / ERSPAN_III() / ETH / inner,
             ETH / OUT4 / UDP(sport=49152, dport=4789) / VXLAN(vni=42) / ETH / inner,
-            ETH / OUT6 / UDP(sport=49152, dport=4789) / VXLAN(vni=42) / ETH / inner,
-            ETH / OUT4 / UDP(sport=49152, dport=6081) / GENEVE(proto=0x6558) / ETH / inner,
+            ETH / MIR4 / UDP(sport=49152, dport=4789) / VXLAN(vni=42) / ETH / inner,
+            ETH / MIR6 / UDP(sport=49152, dport=4789) / VXLAN(vni=42) / ETH / inner,
+            ETH / MIR4 / UDP(sport=49152, dport=6081) / GENEVE(proto=0x6558) / ETH / inner,
             ETH / MPLS(label=100, s=0) / MPLS(label=200, s=1) / inner,
             ETH
-            / OUT4
+            / MIR4
             / UDP(sport=49152, dport=4789)
             / VXLAN(vni=42)
             / ETH
