@@ -3,7 +3,8 @@
 Benign: IP cameras streaming RTP to a recorder (issue 13: a *critical* ``udp_flood``
 before), a nightly backup and a UDP file transfer with its feedback channel, a group
 video call through a media server, a busy web server with short connections and a few
-failed ones. Hard: floods that the window-per-flow engine used to report only when
+failed ones, application servers warming up database connection pools (1,500
+connections to one port in seconds, kept open and idle). Hard: floods that the window-per-flow engine used to report only when
 their flow ended (``ping -f`` on one identifier for 8 minutes, a UDP flood on one fixed
 5-tuple), SYN floods cut in two by minute boundaries, and a SYN flood at a server that
 keeps serving its clients (67 % half-open). Each hard truth has a deadline: the flood
@@ -168,6 +169,49 @@ def _web_visits(
 def busy_web_server(cap: _Capture, site: _Site, start: float, duration: float) -> tuple[Truth, ...]:
     """A web server with ~400 short connections a minute in visits, ~2 % failed SYNs."""
     _web_visits(cap, site.mail_server, start, duration, 400)
+    return ()
+
+
+@case("benign", "connection_pool_warmup")
+def connection_pool_warmup(
+    cap: _Capture, site: _Site, start: float, duration: float
+) -> tuple[Truth, ...]:
+    """Application servers warm up their database connection pools: one opens 1,000
+    connections to a PostgreSQL server in 3 s (handshake, startup, authentication),
+    then keeps them open and idle, a few in use now and then; a second one restarts
+    mid-way and opens another 500 in 2 s. 1,500 SYNs to one port of one host in
+    seconds, every one answered and kept."""
+    rng = cap.rng
+    db = f"{site.lan_prefix}{int(rng.integers(200, 250))}"
+    apps = [str(site.clients[7]), str(site.clients[8])]
+    for app, n, t0, span in (
+        (apps[0], 1000, start + 5.0, 3.0),
+        (apps[1], 500, start + duration / 2, 2.0),
+    ):
+        used = []
+        for k in range(n):
+            t = t0 + span * k / n + float(rng.uniform(0, 0.002))
+            sport = 20000 + k
+            cs, ss = int(rng.integers(1, 2**31)), int(rng.integers(1, 2**31))
+            cap.tcp(t, app, db, sport, 5432, "S", cs)
+            cap.tcp(t + 0.0004, db, app, 5432, sport, "SA", ss, cs + 1)
+            cs, ss = cs + 1, ss + 1
+            cap.tcp(t + 0.0008, app, db, sport, 5432, "A", cs, ss)
+            for who, size in (("c", 8), ("s", 1), ("c", 41), ("s", 24), ("c", 109), ("s", 328)):
+                t += 0.001
+                if who == "c":  # SSLRequest / startup / SCRAM messages, and the answers
+                    cap.tcp(t, app, db, sport, 5432, "PA", cs, ss, bytes(size))
+                    cs += size
+                else:
+                    cap.tcp(t, db, app, 5432, sport, "PA", ss, cs, bytes(size))
+                    ss += size
+            used.append((sport, cs, ss))
+        for sport, cs, ss in used[:: max(1, n // 40)]:  # a few carry queries later
+            t = t0 + span + float(rng.uniform(5, duration / 2 - 10))
+            cap.tcp(t, app, db, sport, 5432, "PA", cs, ss, bytes(int(rng.integers(60, 400))))
+            cap.tcp(
+                t + 0.002, db, app, 5432, sport, "PA", ss, cs, bytes(int(rng.integers(100, 4000)))
+            )
     return ()
 
 
