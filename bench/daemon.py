@@ -13,6 +13,8 @@ place. Each run starts a fresh daemon (fresh ledger, outputs and windows):
   flow CSVs are all there, then every 50 ms until the metrics account for them).
 * ``burst+scrapes``: the same, after an idle phase, with 4 threads scraping
   ``/metrics`` every 100 ms throughout: scrape latency at idle and under full load.
+  Between the two, one scraper every 2 s for 8 visits, as Prometheus scrapes (every
+  visit past the render's 1-s max_age): what a Prometheus scrape waits at idle.
 * ``rate``: files renamed in at ``--rate`` packets/s (a file is dropped when its last
   packet would have been captured at that rate): sustained load and file lag.
 
@@ -351,6 +353,9 @@ def lag_buckets(samples: dict[str, list[tuple[str, float]]]) -> list[tuple[float
     return out
 
 
+SCHEDULED_PERIOD, SCHEDULED_VISITS = 2.0, 8  # one scraper, as Prometheus (shortened)
+
+
 class Scrapers:
     """``threads`` clients scraping ``/metrics`` every ``period`` seconds (keep-alive)."""
 
@@ -554,6 +559,7 @@ class RunResult:
     window_late: int
     carried: int  # flows the one-shot has that the daemon still holds (open at a series' end)
     scrapes_idle: dict[str, float] | None = None
+    scrapes_scheduled: dict[str, float] | None = None  # one scraper on a schedule, idle
     scrapes_load: dict[str, float] | None = None
     idle_main_cpu_per_scrape_ms: float = math.nan
     held_rows: int = 0
@@ -661,7 +667,7 @@ def run_daemon(
     try:
         warm_workers(d, workers)
         sampler = Sampler(d.proc.pid)
-        idle_stats = None
+        idle_stats = scheduled = None
         per_scrape = math.nan
         if scrape:
             sampler.sample()
@@ -671,6 +677,11 @@ def run_daemon(
             idle_stats = s.stop()
             used = (cpu_seconds(d.proc.pid) or 0.0) - main0
             per_scrape = used / max(1, idle_stats["n"]) * 1e3
+            # as Prometheus scrapes (its interval, shortened): each visit past the render's
+            # max_age, so without a render made ahead each one waits for a render
+            scheduled_stats = Scrapers(d.address, threads=1, period=SCHEDULED_PERIOD).start()
+            time.sleep(SCHEDULED_PERIOD * SCHEDULED_VISITS - SCHEDULED_PERIOD / 2)
+            scheduled = scheduled_stats.stop()
         csvs = CsvWatcher(site / "out" / "flows").start()
         sampler.begin_phase()
         sampler.start()
@@ -803,6 +814,7 @@ def run_daemon(
             window_late=win_late,
             carried=max(0, one - flows_done) if one >= 0 else -1,
             scrapes_idle=idle_stats,
+            scrapes_scheduled=scheduled,
             scrapes_load=load_stats if scrape else None,
             idle_main_cpu_per_scrape_ms=per_scrape,
             held_rows=held_rows,
@@ -1181,12 +1193,19 @@ def print_results(cap: Capture, runs: list[RunResult]) -> None:
     scraped = [r for r in runs if r.scrapes_idle is not None]
     if scraped:
         print()
-        print("/metrics scrapes: 4 threads, every 100 ms each, keep-alive connections")
+        print(
+            "/metrics scrapes: 4 threads, every 100 ms each, keep-alive connections; then, "
+            f"idle, one scraper every {SCHEDULED_PERIOD:g} s (Prometheus' schedule, shortened)"
+        )
         print(
             f"{'phase':22}{'workers':>8}{'scrapes':>9}{'errors':>7}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}"
         )
         for r in scraped:
-            for phase, s in (("idle", r.scrapes_idle), ("under full load", r.scrapes_load)):
+            for phase, s in (
+                ("idle", r.scrapes_idle),
+                (f"idle, 1 every {SCHEDULED_PERIOD:g} s", r.scrapes_scheduled),
+                ("under full load", r.scrapes_load),
+            ):
                 if s is None:
                     continue
                 print(

@@ -274,6 +274,18 @@ class Routes:
             return None, refresh
         return self._metrics_response(variant, entry, want_gzip), refresh
 
+    def ahead(self, req: Request) -> tuple[float, MetricsVariant, Callable[[], None]] | None:
+        """For a scrape just answered: when to render ahead of that scraper's next visit
+        (seconds from now), the variant and the render to run (on a worker thread), or
+        None (see :meth:`RenderCache.visited`)."""
+        if req.path != self._metrics_path or req.method not in ("GET", "HEAD"):
+            return None
+        variant, want_gzip = self._variant(req)
+        delay = self.renders.visited(variant)
+        if delay is None:
+            return None
+        return delay, variant, lambda: self.renders.refresh(variant, want_gzip)
+
     def _variant(self, req: Request) -> tuple[MetricsVariant, bool]:
         # As prometheus-client's own WSGI app: content negotiation, gzip, name[] filters;
         # an Accept header it cannot parse (a version that is not a number) gets the
@@ -482,6 +494,7 @@ class _CappedServer(_TornadoServer):
 
 
 _REFRESH_DELAY = 0.02  # seconds; well inside the render's max_age - refresh_after
+_MAX_AHEAD = 16  # variants with a render planned ahead at once (as RenderCache's entries)
 
 
 def _log_failure(fut: asyncio.Future[None]) -> None:
@@ -540,6 +553,8 @@ class HttpServer:
         self._started = threading.Event()
         self._server: _CappedServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # renders planned ahead of a scraper's next visit, one per variant
+        self._ahead: dict[MetricsVariant, asyncio.TimerHandle] = {}
         if not log.isEnabledFor(logging.DEBUG):
             # Tornado logs each broken client (bad TLS, malformed request) at info/warning:
             # hostile clients must not be able to flood the log.
@@ -627,6 +642,7 @@ class HttpServer:
         verdict = None if web is None else _quick_verdict(req, web)
         tried = False
         if web is not None and verdict is True:
+            self._plan_ahead(req)  # as it arrives: the schedule is of arrivals
             # A scrape with a fresh render is answered right here, in this loop iteration:
             # under load every further iteration (a task step, a hop to a worker thread
             # and back) waits for the GIL, which is most of a scrape's latency.
@@ -648,6 +664,29 @@ class HttpServer:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _plan_ahead(self, req: Request) -> None:
+        """Render ahead of this scraper's next visit if its visits keep a schedule."""
+        try:
+            plan = self._routes.ahead(req)
+        except Exception:  # planning is an optimisation: never fail a scrape for it
+            log.exception("planning a render ahead failed")
+            return
+        if plan is None:
+            return
+        delay, variant, refresh = plan
+        old = self._ahead.pop(variant, None)
+        if old is not None:
+            old.cancel()
+        if len(self._ahead) >= _MAX_AHEAD:
+            return
+        loop = asyncio.get_running_loop()
+
+        def start() -> None:
+            self._ahead.pop(variant, None)
+            loop.run_in_executor(self._workers, refresh).add_done_callback(_log_failure)
+
+        self._ahead[variant] = loop.call_later(delay, start)
 
     def _start_refresh(self, refresh: Callable[[], None] | None) -> None:
         if refresh is None:
@@ -675,6 +714,8 @@ class HttpServer:
             return
         if verdict is None:
             verdict = await self._verify(req, web)
+            if verdict:
+                self._plan_ahead(req)  # just authorised (bcrypt)
         if verdict:
             try:
                 resp = await self._respond(req, tried_now)

@@ -743,3 +743,60 @@ def test_a_slow_refresh_never_holds_up_scrapes() -> None:
         assert server.metrics_renders == 2
     finally:
         server.stop()
+
+
+def test_visits_on_a_schedule_get_a_render_planned_ahead() -> None:
+    """Guards docs/architecture.md: "a render ahead of the next visit"."""
+    clock = Clock()
+    cache: RenderCache[str] = RenderCache(lambda key: b"x", max_age=1.0, clock=clock)
+
+    def visits(key: str, gaps: list[float]) -> list[float | None]:
+        out = []
+        for gap in gaps:
+            clock.now += gap
+            out.append(cache.visited(key))
+        return out
+
+    # Prometheus every 15 s: from the third visit, a render 50 ms before the next one
+    assert visits("p", [0, 15, 15]) == [None, None, pytest.approx(14.95)]
+    assert visits("p", [15.2]) == [pytest.approx(15.15)]  # 15.2 vs 15: within 2 % + 20 ms
+    assert visits("p", [17]) == [None]  # off schedule: nothing planned
+    # an HA pair, 4 s apart, both every 15 s: the next visit is the other's, 4 s on
+    assert visits("ha", [0, 4, 11, 4, 11]) == [None, None, None, None, pytest.approx(3.95)]
+    # visits closer than AHEAD_MIN_INTERVAL find a fresh render through refresh_after
+    assert visits("fast", [0, 1, 1, 1]) == [None, None, None, None]
+    # the lead grows with the last render's time (twice it, plus 30 ms)
+    slow: RenderCache[str] = RenderCache(
+        lambda key: (setattr(clock, "now", clock.now + 0.2), b"y")[1], max_age=1.0, clock=clock
+    )
+    slow.get("k")
+    for _ in range(2):
+        slow.visited("k")
+        clock.now += 10
+    assert slow.visited("k") == pytest.approx(10 - 0.43)
+    # what a client can choose (name[] filters) is bounded: max_entries keys remembered
+    for k in range(100):
+        cache.visited(f"v{k}")
+    assert len(cache._visits) <= cache.max_entries
+
+
+def test_a_scraper_on_a_schedule_is_served_a_render_made_ahead() -> None:
+    """Scrapes every 2 s (longer than max_age, so each found its render expired and
+    waited for a new one): from the fourth, the render is made before the scrape comes."""
+    registry = CollectorRegistry()
+    slow = SlowCollector()
+    registry.register(slow)
+    slow.delay = 0.3
+    server, base = serve_registry(registry, max_age=1.0)
+    try:
+        t0, took = time.monotonic(), []
+        for k in range(6):
+            time.sleep(max(0.0, t0 + 2.0 * k - time.monotonic()))
+            t = time.monotonic()
+            assert fetch(base + "/metrics")[0] == 200
+            took.append(time.monotonic() - t)
+        assert min(took[:3]) >= 0.3  # each waited for its render
+        assert max(took[3:]) < 0.25, took  # made ahead, served at once
+        assert server.metrics_renders == 6  # one render a scrape, as before: none wasted
+    finally:
+        server.stop()
