@@ -23,8 +23,8 @@ The rules that make ingestion correct live here:
 from __future__ import annotations
 
 import bisect
-import collections
 import heapq
+import itertools
 import os
 import re
 from collections.abc import Callable, Collection
@@ -112,6 +112,9 @@ def _natural(name: str) -> tuple[Any, ...]:
     return tuple(int(p) if p.isdigit() else p for p in _DIGITS.split(name))
 
 
+# Entries a lazy heap may hold beyond twice the followed files before it is compacted.
+HEAP_SLACK = 1024
+
 # Series heads ready within this many seconds of each other run in capture-time order.
 TOGETHER_SECONDS = 60.0
 
@@ -161,10 +164,22 @@ class Scheduler:
         self._rng = rng
         self._files: dict[str, TrackedFile] = {}
         # the followed files of each series in time order, (order, path), and those of no
-        # series: what `due` and `follow_ups` look at, so a backlog of a hundred thousand
-        # files costs them the number of series, not of files
+        # series (their order is the heap below): what `due` and `follow_ups` look at
         self._series: dict[str, list[tuple[tuple[Any, ...], str]]] = {}
         self._loose: set[str] = set()
+        # the followed files by state, and three heaps read lazily (an entry stands only
+        # while its file is still followed, in that state, with those times): the loose
+        # files waiting for a worker by (ready_at, order), the loose files waiting for a
+        # retry by next_retry, every ready file by ready_at. What each round asks (what is
+        # due, how much waits, since when) then costs the series and the files it takes,
+        # not every file followed: a backlog of files of no series (hosts' captures
+        # copied in, an outage) would otherwise cost each round all of them, and the
+        # backlog the square of its length.
+        self._by_state: dict[FileState, dict[str, TrackedFile]] = {s: {} for s in FileState}
+        self._loose_waiting: list[tuple[float, tuple[Any, ...], int, TrackedFile]] = []
+        self._loose_retrying: list[tuple[float, int, TrackedFile]] = []
+        self._ready_since: list[tuple[float, int, TrackedFile]] = []
+        self._pushes = itertools.count()
         self._running: dict[int, TrackedFile] = {}
         self._finished: dict[str, Identity] = {}  # done files still in place: not looked at
         self._set_aside: dict[str, Identity] = {}  # contained after an error, until changed
@@ -193,6 +208,7 @@ class Scheduler:
         path = f.info.path
         self._untrack(path)
         self._files[path] = f
+        self._by_state[f.state][path] = f
         series = f.info.series
         if series is None:
             self._loose.add(path)
@@ -203,6 +219,7 @@ class Scheduler:
         f = self._files.pop(path, None)
         if f is None:
             return None
+        del self._by_state[f.state][path]
         series = f.info.series
         if series is None:
             self._loose.discard(path)
@@ -254,7 +271,7 @@ class Scheduler:
 
     def unripe(self) -> list[FileInfo]:
         """Files waiting for the age gate."""
-        return [f.info for f in self._files.values() if f.state is FileState.UNRIPE]
+        return [f.info for f in self._by_state[FileState.UNRIPE].values()]
 
     def paths(self) -> set[str]:
         return set(self._files)
@@ -277,9 +294,10 @@ class Scheduler:
             q = Quarantine(f.key, info, reason, message, entry.attempts, now, recovered=True)
             return [*self._drop(info.path), q]
         if entry.state == FAILED:
-            f.state, f.next_retry = FileState.RETRY, entry.next_retry or now
+            f.next_retry = entry.next_retry or now
+            self._set_state(f, FileState.RETRY)
         else:
-            f.state = FileState.READY
+            self._set_state(f, FileState.READY)
         return []
 
     # ------------------------------------------------------------------ dispatching
@@ -297,7 +315,7 @@ class Scheduler:
         if slots <= 0:
             return []
         busy = {f.info.series for f in self._running.values()}
-        candidates = [self._files[p] for p in self._loose]
+        candidates = self._loose_due(now, slots)  # the earliest; every one is not ahead
         candidates += [
             self._files[files[0][1]] for series, files in self._series.items() if series not in busy
         ]
@@ -318,6 +336,84 @@ class Scheduler:
 
         chosen = heapq.nsmallest(slots, ready, key=key)
         return [StartFile(f.key, f.info, self._uses_carry(f.info), f.attempts + 1) for f in chosen]
+
+    # ------------------------------------------------------------------ the lazy heaps
+    def _set_state(self, f: TrackedFile, state: FileState) -> None:
+        path = f.info.path
+        if self._files.get(path) is f:
+            del self._by_state[f.state][path]
+            self._by_state[state][path] = f
+        f.state = state
+        if state is FileState.READY:
+            self._push(self._ready_since, (f.ready_at, next(self._pushes), f))
+        if f.info.series is not None:
+            return
+        if state is FileState.READY:
+            self._push(self._loose_waiting, (f.ready_at, f.order, next(self._pushes), f))
+        elif state is FileState.RETRY:
+            self._push(self._loose_retrying, (f.next_retry, next(self._pushes), f))
+
+    def _followed(self, f: TrackedFile) -> bool:
+        return self._files.get(f.info.path) is f
+
+    def _stands(self, heap: list[Any], entry: tuple[Any, ...]) -> bool:
+        """Whether ``entry`` of ``heap`` still speaks for its file (``now`` aside)."""
+        f, when = entry[-1], entry[0]
+        if not self._followed(f):
+            return False
+        if heap is self._loose_retrying:
+            return f.state is FileState.RETRY and f.next_retry == when
+        if heap is self._loose_waiting:
+            return f.ready_at == when and f.state in (FileState.READY, FileState.RETRY)
+        return f.state is FileState.READY and f.ready_at == when
+
+    def _push(self, heap: list[Any], entry: tuple[Any, ...]) -> None:
+        heapq.heappush(heap, entry)
+        if len(heap) > 2 * len(self._files) + HEAP_SLACK:  # left behind: keep those standing
+            seen: set[int] = set()
+            kept = []
+            for e in heap:
+                if id(e[-1]) not in seen and self._stands(heap, e):
+                    seen.add(id(e[-1]))
+                    kept.append(e)
+            heap[:] = kept
+            heapq.heapify(heap)
+
+    def _loose_due(self, now: float, k: int) -> list[TrackedFile]:
+        """The ``k`` earliest loose files that may start now, by (ready_at, order)."""
+        retrying, waiting = self._loose_retrying, self._loose_waiting
+        while retrying and retrying[0][0] <= now:
+            retry = heapq.heappop(retrying)
+            if self._stands(retrying, retry):
+                f = retry[2]
+                self._push(waiting, (f.ready_at, f.order, next(self._pushes), f))
+        taken: list[tuple[float, tuple[Any, ...], int, TrackedFile]] = []
+        out: list[TrackedFile] = []
+        seen: set[int] = set()
+        while waiting and len(out) < k:
+            entry = heapq.heappop(waiting)
+            f = entry[3]
+            if (
+                id(f) in seen
+                or not self._stands(waiting, entry)
+                or (f.state is FileState.RETRY and f.next_retry > now)
+            ):
+                continue  # stale: a newer entry stands for it, if anything does
+            taken.append(entry)
+            out.append(f)
+            seen.add(id(f))
+        for entry in taken:
+            heapq.heappush(waiting, entry)
+        return out
+
+    def _oldest_ready(self, now: float) -> float:
+        """When the file ready longest became ready (``now`` if none is)."""
+        heap = self._ready_since
+        while heap:
+            if self._stands(heap, heap[0]):
+                return float(heap[0][0])
+            heapq.heappop(heap)
+        return now
 
     def follow_ups(self, now: float, limit: int) -> list[StartFile]:
         """Up to ``limit`` files to queue behind the running file of their series.
@@ -412,7 +508,8 @@ class Scheduler:
         f = self._files.get(start.file.path)
         if f is None or f.key != start.key:
             return
-        f.state, f.use_carry = FileState.RUNNING, start.use_carry
+        f.use_carry = start.use_carry
+        self._set_state(f, FileState.RUNNING)
         self._running[f.key] = f
 
     @property
@@ -441,7 +538,7 @@ class Scheduler:
         if isinstance(result, Interrupted):
             return [HandBack(key, f.info), *self._drop(f.info.path)]
         if isinstance(result, NotRun):
-            f.state = FileState.READY  # waits for its turn again, as it was
+            self._set_state(f, FileState.READY)  # waits for its turn again, as it was
             return [HandBack(key, f.info, again=True)]
         assert isinstance(result, Vanished)
         return self._drop(f.info.path, Why.VANISHED)
@@ -461,7 +558,8 @@ class Scheduler:
         f.output_failures += 1
         base = self.rules.retry_delay_seconds * 2 ** (f.output_failures - 1)
         delay = min(base, MAX_OUTPUT_BACKOFF_SECONDS) * self._rng.uniform(1.0, 1.25)
-        f.state, f.next_retry = FileState.RETRY, now + delay
+        f.next_retry = now + delay
+        self._set_state(f, FileState.RETRY)
         return [RetryOutput(f.key, f.info, message, delay)]
 
     def _failed(self, f: TrackedFile, failure: Failed, now: float) -> list[Decision]:
@@ -470,7 +568,8 @@ class Scheduler:
         if attempt <= self.rules.max_retries:
             base = self.rules.retry_delay_seconds * 2 ** (attempt - 1)
             delay = min(base, MAX_BACKOFF_SECONDS) * self._rng.uniform(1.0, 1.5)
-            f.state, f.attempts, f.next_retry = FileState.RETRY, attempt, now + delay
+            f.attempts, f.next_retry = attempt, now + delay
+            self._set_state(f, FileState.RETRY)
             return [RecordRetry(f.key, f.info, reason, message, attempt, delay)]
         out: list[Decision] = [RecordQuarantine(f.key, f.info, reason, message, attempt)]
         series = f.info.series
@@ -520,11 +619,7 @@ class Scheduler:
 
     # ------------------------------------------------------------------ status
     def backlog(self, now: float) -> Backlog:
-        states = collections.Counter(f.state for f in self._files.values())
-        first_ready = min(
-            (f.ready_at for f in self._files.values() if f.state is FileState.READY),
-            default=now,
-        )
-        waiting = states[FileState.READY] + states[FileState.RETRY]
-        oldest = max(0.0, now - first_ready)
-        return Backlog(waiting, len(self._running), states[FileState.UNRIPE], oldest)
+        n = {state: len(files) for state, files in self._by_state.items()}
+        waiting = n[FileState.READY] + n[FileState.RETRY]
+        oldest = max(0.0, now - self._oldest_ready(now))
+        return Backlog(waiting, len(self._running), n[FileState.UNRIPE], oldest)
