@@ -257,9 +257,17 @@ class WindowAggregator:
         return build_report(window, analysis, summary, self.cfg.top_talkers)
 
     def _reports(self) -> list[Path]:
-        if not self.report_dir.is_dir():
+        """The reports on disk, oldest first (their names sort by window time)."""
+        try:
+            with os.scandir(self.report_dir) as entries:
+                names = sorted(
+                    e.name
+                    for e in entries
+                    if e.name.startswith(REPORT_PREFIX) and e.name.endswith(".json") and e.is_file()
+                )
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        return sorted(p for p in self.report_dir.glob(f"{REPORT_PREFIX}*.json") if p.is_file())
+        return [self.report_dir / name for name in names]
 
     def prune(self) -> int:
         """Delete the oldest reports beyond ``max_windows``; return how many were deleted."""

@@ -54,6 +54,7 @@ log = logging.getLogger("netmon_exporter.ingest")
 LEDGER_KEEP_SECONDS = 7 * 86400  # finished files that no longer exist are forgotten after this
 RELOOK_SECONDS = 0.5  # how often files not yet ready are looked at again
 LOOP_SECONDS = 0.2  # longest sleep of the scheduler loop (real time)
+TICK_SECONDS = 0.5  # how often carries are looked at for ending
 OUTPUT_REASON = "output"  # a failure of the outputs, not of the capture (pipeline)
 
 
@@ -93,6 +94,7 @@ class SchedulerLoop:
         self._pool = WorkerPool(process, concurrency(cfg))
         self._next_housekeeping = 0.0
         self._next_relook = 0.0
+        self._next_tick = 0.0
         # files queued behind another (ledger row -> the row before it), and rows before
         # them whose done mark is committed: a queued file's result counts only then
         self._behind: dict[int, int] = {}
@@ -154,8 +156,12 @@ class SchedulerLoop:
         if outcomes:  # a series' next file goes out now, not after another round of looks
             self._dispatch(self._clock())
         self._inbox.drain()
-        if self._ledger.ledger is not None:  # carries are ended through the ledger
-            self._exec.apply(self._core.tick(self._clock()))
+        now = self._clock()
+        # carries are ended through the ledger; twice a second is often enough for an
+        # idle timeout of minutes, and each look costs every carried series
+        if self._ledger.ledger is not None and now >= self._next_tick:
+            self._next_tick = now + TICK_SECONDS
+            self._exec.apply(self._core.tick(now))
         self._publish()
 
     def _shutdown(self) -> None:

@@ -114,6 +114,14 @@ def _natural(name: str) -> tuple[Any, ...]:
 
 # Entries a lazy heap may hold beyond twice the followed files before it is compacted.
 HEAP_SLACK = 1024
+# Heap entries a scheduling question may look at before it looks at every series instead
+# (their heads' ready times and capture times in no helpful order; the answer is the same).
+LOOK_BUDGET = 256
+
+
+class _OverBudget(Exception):
+    """A question of the heaps looked at more than ``LOOK_BUDGET`` entries."""
+
 
 # Series heads ready within this many seconds of each other run in capture-time order.
 TOGETHER_SECONDS = 60.0
@@ -179,7 +187,14 @@ class Scheduler:
         self._loose_waiting: list[tuple[float, tuple[Any, ...], int, TrackedFile]] = []
         self._loose_retrying: list[tuple[float, int, TrackedFile]] = []
         self._ready_since: list[tuple[float, int, TrackedFile]] = []
+        # the series' heads (earliest followed file) likewise: waiting for a worker by
+        # (ready_at, order) and by order alone, and ready or running by (mtime, series)
+        self._heads_waiting: list[tuple[float, tuple[Any, ...], int, TrackedFile]] = []
+        self._heads_by_order: list[tuple[tuple[Any, ...], int, TrackedFile]] = []
+        self._heads_active: list[tuple[int, str, int, TrackedFile]] = []
         self._pushes = itertools.count()
+        self._looks = -1  # heap entries a question may still look at (-1: no limit)
+        self.full_scans = 0  # questions answered by looking at every series instead
         self._running: dict[int, TrackedFile] = {}
         self._finished: dict[str, Identity] = {}  # done files still in place: not looked at
         self._set_aside: dict[str, Identity] = {}  # contained after an error, until changed
@@ -213,6 +228,8 @@ class Scheduler:
         if series is None:
             self._loose.add(path)
         else:
+            # a new file is unripe: it enters the heads' heaps when it is ready (or when
+            # it becomes the head, if later); the head it displaces leaves them
             bisect.insort(self._series.setdefault(series, []), (f.order, path))
 
     def _untrack(self, path: str) -> TrackedFile | None:
@@ -229,6 +246,8 @@ class Scheduler:
         del files[at]
         if not files:
             del self._series[series]
+        elif at == 0:
+            self._heads(self._files[files[0][1]])
         return f
 
     # ------------------------------------------------------------------ looking
@@ -315,19 +334,16 @@ class Scheduler:
         if slots <= 0:
             return []
         busy = {f.info.series for f in self._running.values()}
-        candidates = self._loose_due(now, slots)  # the earliest; every one is not ahead
-        candidates += [
-            self._files[files[0][1]] for series, files in self._series.items() if series not in busy
-        ]
-        ahead = self._ahead()
-        ready = [
-            f
-            for f in candidates
-            if (f.state is FileState.READY or (f.state is FileState.RETRY and f.next_retry <= now))
-            and not ahead(f)
-        ]
-        heads_ready = [f.ready_at for f in ready if f.info.series is not None]
-        together = min(heads_ready) if heads_ready else 0.0
+        ready = self._loose_due(now, slots)
+        self._looks = LOOK_BUDGET + 8 * slots
+        try:
+            heads, together = self._heads_due(now, slots, busy)
+        except _OverBudget:  # the heaps' order says little here: look at every series
+            self.full_scans += 1
+            heads, together = self._heads_due_by_scan(now, busy)
+        finally:
+            self._looks = -1
+        ready += heads
 
         def key(f: TrackedFile) -> tuple[Any, ...]:
             if f.info.series is not None and f.ready_at - together <= TOGETHER_SECONDS:
@@ -336,6 +352,53 @@ class Scheduler:
 
         chosen = heapq.nsmallest(slots, ready, key=key)
         return [StartFile(f.key, f.info, self._uses_carry(f.info), f.attempts + 1) for f in chosen]
+
+    def _heads_due(
+        self, now: float, slots: int, busy: set[str | None]
+    ) -> tuple[list[TrackedFile], float]:
+        """The series heads that may start, earliest first (see :meth:`due`), from the
+        heaps: the first sets ``together``; those ready by ``together`` +
+        ``TOGETHER_SECONDS`` in capture-time order, then (too few of them) the later
+        ones by ready time."""
+
+        def startable(f: TrackedFile) -> bool:
+            return (
+                f.info.series not in busy
+                and (f.state is FileState.READY or f.next_retry <= now)
+                and not self._ahead_of(f)
+            )
+
+        first = self._take(self._heads_waiting, 1, startable)
+        if not first:
+            return [], 0.0
+        together = first[0].ready_at
+        group = self._take(
+            self._heads_by_order,
+            slots,
+            lambda f: f.ready_at - together <= TOGETHER_SECONDS and startable(f),
+        )
+        if len(group) < slots:
+            group += self._take(
+                self._heads_waiting,
+                slots - len(group),
+                lambda f: f.ready_at - together > TOGETHER_SECONDS and startable(f),
+            )
+        return group, together
+
+    def _heads_due_by_scan(
+        self, now: float, busy: set[str | None]
+    ) -> tuple[list[TrackedFile], float]:
+        """:meth:`_heads_due` by looking at every series' head (every one that may start)."""
+        ahead = self._ahead_by_scan()
+        ready = [
+            f
+            for f in (
+                self._files[files[0][1]] for s, files in self._series.items() if s not in busy
+            )
+            if (f.state is FileState.READY or (f.state is FileState.RETRY and f.next_retry <= now))
+            and not ahead(f)
+        ]
+        return ready, min((f.ready_at for f in ready), default=0.0)
 
     # ------------------------------------------------------------------ the lazy heaps
     def _set_state(self, f: TrackedFile, state: FileState) -> None:
@@ -347,6 +410,8 @@ class Scheduler:
         if state is FileState.READY:
             self._push(self._ready_since, (f.ready_at, next(self._pushes), f))
         if f.info.series is not None:
+            if self._is_head(f):
+                self._heads(f)
             return
         if state is FileState.READY:
             self._push(self._loose_waiting, (f.ready_at, f.order, next(self._pushes), f))
@@ -355,6 +420,47 @@ class Scheduler:
 
     def _followed(self, f: TrackedFile) -> bool:
         return self._files.get(f.info.path) is f
+
+    def _is_head(self, f: TrackedFile) -> bool:
+        files = self._series.get(f.info.series) if f.info.series is not None else None
+        return bool(files) and files[0][1] == f.info.path and self._followed(f)  # type: ignore[index]
+
+    def _heads(self, f: TrackedFile) -> None:
+        """``f`` is its series' head now, or changed state as its head: enter it."""
+        n = next(self._pushes)
+        if f.state in (FileState.READY, FileState.RETRY):
+            self._push(self._heads_waiting, (f.ready_at, f.order, n, f))
+            self._push(self._heads_by_order, (f.order, n, f))
+        if f.state in (FileState.READY, FileState.RUNNING):
+            series = f.info.series
+            assert series is not None
+            self._push(self._heads_active, (f.info.identity.mtime_ns, series, n, f))
+
+    def _take(
+        self, heap: list[Any], k: int, wanted: Callable[[TrackedFile], bool]
+    ) -> list[TrackedFile]:
+        """Up to ``k`` files of ``heap``'s standing entries, in its order, that are
+        ``wanted``; what stands is put back, what no longer does is dropped."""
+        popped: list[Any] = []
+        out: list[TrackedFile] = []
+        seen: set[int] = set()
+        try:
+            while heap and len(out) < k:
+                if self._looks == 0:
+                    raise _OverBudget
+                self._looks -= 1
+                entry = heapq.heappop(heap)
+                f = entry[-1]
+                if id(f) in seen or not self._stands(heap, entry):
+                    continue
+                seen.add(id(f))
+                popped.append(entry)
+                if wanted(f):
+                    out.append(f)
+        finally:
+            for entry in popped:
+                heapq.heappush(heap, entry)
+        return out
 
     def _stands(self, heap: list[Any], entry: tuple[Any, ...]) -> bool:
         """Whether ``entry`` of ``heap`` still speaks for its file (``now`` aside)."""
@@ -365,7 +471,13 @@ class Scheduler:
             return f.state is FileState.RETRY and f.next_retry == when
         if heap is self._loose_waiting:
             return f.ready_at == when and f.state in (FileState.READY, FileState.RETRY)
-        return f.state is FileState.READY and f.ready_at == when
+        if heap is self._ready_since:
+            return f.state is FileState.READY and f.ready_at == when
+        if not self._is_head(f):
+            return False
+        if heap is self._heads_active:
+            return f.state in (FileState.READY, FileState.RUNNING)
+        return f.state in (FileState.READY, FileState.RETRY)  # waiting, by_order
 
     def _push(self, heap: list[Any], entry: tuple[Any, ...]) -> None:
         heapq.heappush(heap, entry)
@@ -430,7 +542,6 @@ class Scheduler:
         if limit <= 0 or self.due(now, 1):
             return []
         out: list[StartFile] = []
-        ahead = self._ahead()
         for head in list(self._running.values()):
             series = head.info.series
             files = self._series.get(series) if series is not None else None
@@ -442,14 +553,24 @@ class Scheduler:
                 and second.state is FileState.READY
                 and second.attempts == 0
                 and self._uses_carry(second.info)
-                and not ahead(second)
+                and not self._ahead_of_budgeted(second)
             ):
                 out.append(StartFile(second.key, second.info, True, 1, after=head.key))
                 if len(out) == limit:
                     break
         return out
 
-    def _ahead(self) -> Callable[[TrackedFile], bool]:
+    def _ahead_of_budgeted(self, f: TrackedFile) -> bool:
+        self._looks = LOOK_BUDGET
+        try:
+            return self._ahead_of(f)
+        except _OverBudget:
+            self.full_scans += 1
+            return self._ahead_by_scan()(f)
+        finally:
+            self._looks = -1
+
+    def _ahead_of(self, f: TrackedFile) -> bool:
         """Whether starting a file would take its series more than the allowed lead
         (``Rules.series_lead_seconds``) ahead of another series whose earliest file is
         ready or running and became ready no later than ``TOGETHER_SECONDS`` after it.
@@ -463,6 +584,22 @@ class Scheduler:
         flooding the directory: it waits its turn, see :meth:`due`), or is more than
         ``Rules.backfill_seconds`` behind (a backfill gets windows of its own).
         """
+        series = f.info.series
+        if series is None:
+            return False
+        limit = f.ready_at + TOGETHER_SECONDS
+        # the earliest capture among the other series' heads ready (or running) by then
+        behind = self._take(
+            self._heads_active, 1, lambda h: h.info.series != series and h.ready_at <= limit
+        )
+        if not behind:
+            return False
+        gap = f.info.identity.mtime_ns - behind[0].info.identity.mtime_ns
+        lead = int(self.rules.series_lead_seconds * 1e9)
+        return lead < gap <= int(self.rules.backfill_seconds * 1e9)
+
+    def _ahead_by_scan(self) -> Callable[[TrackedFile], bool]:
+        """:meth:`_ahead_of` for any file, from every series' head (sorted once)."""
         heads: list[tuple[float, int, str]] = []
         for series, files in self._series.items():
             f = self._files[files[0][1]]
@@ -602,10 +739,9 @@ class Scheduler:
     # ------------------------------------------------------------------ carried flows
     def tick(self, now: float) -> list[Decision]:
         """End the carries whose series has no pending file and has been idle long enough."""
-        pending = set(self._series)  # series with a file followed
         out: list[Decision] = []
         for series, stored in list(self._carries.items()):
-            if series in pending:
+            if series in self._series:  # a file of the series is followed
                 continue
             if self.rules.carry_across_files and now - stored < self.rules.carry_idle_seconds:
                 continue
