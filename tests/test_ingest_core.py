@@ -99,6 +99,13 @@ def ident(path: str, mtime: float, size: int = 100) -> Identity:
     return Identity(1, zlib.crc32(os.fsencode(path)), size, int(mtime * 1e9))
 
 
+def seen_row(key: int, info: dn.FileInfo, ready_at: float) -> Entry:
+    """The ledger's row for a file seen for the first time."""
+    return Entry(
+        key, info.path, info.identity, info.series, info.kind, SEEN, 0, None, None, None, ready_at
+    )
+
+
 def see(path: str, mtime: float = 1.0, size: int = 100) -> Step:
     """A look found the file with this mtime and size."""
 
@@ -787,19 +794,7 @@ def test_the_series_index_answers_as_a_scan_of_every_file_would(
         elif op < 0.7:
             for info in core.unripe():
                 key = keys.setdefault(info.path, len(keys) + 1)
-                row = Entry(
-                    key,
-                    info.path,
-                    info.identity,
-                    info.series,
-                    info.kind,
-                    SEEN,
-                    0,
-                    None,
-                    None,
-                    None,
-                    now,
-                )
+                row = seen_row(key, info, now)
                 core.admitted(info, row, now)
         elif op < 0.85:
             for s in core.due(now, rng.randint(1, 3)):
@@ -838,7 +833,7 @@ def test_a_loose_file_failed_twice_waits_for_its_second_retry() -> None:
     for path in ("/c/host-a.pcap", "/c/host-b.pcap"):
         core.observe(path, ident(path, 1.0))
     for key, info in enumerate(core.unripe(), 1):
-        row = Entry(key, info.path, info.identity, None, info.kind, SEEN, 0, None, None, None, 0.0)
+        row = seen_row(key, info, 0.0)
         core.admitted(info, row, float(key))
     (s,) = core.due(1.0, 1)
     assert s.key == 1
@@ -868,7 +863,7 @@ def test_a_backlog_of_loose_files_leaves_no_heap_behind(
         path = f"/c/host-{chr(97 + i % 26)}{chr(97 + i // 26 % 26)}{chr(97 + i // 676)}.pcap"
         core.observe(path, ident(path, 1.0))
     for n, info in enumerate(core.unripe()):
-        row = Entry(n + 1, info.path, info.identity, None, info.kind, SEEN, 0, None, None, None, n)
+        row = seen_row(n + 1, info, n)
         core.admitted(info, row, float(n))
     started: list[int] = []
     starts: list[int] = []
@@ -920,7 +915,7 @@ def test_files_gone_from_a_backlog_leave_no_heap_entries_behind(
     for path in paths:
         core.observe(path, ident(path, 1.0))
     for n, info in enumerate(core.unripe()):
-        row = Entry(n + 1, info.path, info.identity, None, info.kind, SEEN, 0, None, None, None, n)
+        row = seen_row(n + 1, info, n)
         core.admitted(info, row, float(n))
     for info in [f.info for f in core._files.values()][5:]:
         core.observe(info.path, None)
@@ -929,7 +924,7 @@ def test_files_gone_from_a_backlog_leave_no_heap_entries_behind(
     (info,) = core.unripe()
     core.admitted(
         info,
-        Entry(9999, late, info.identity, None, info.kind, SEEN, 0, None, None, None, 5000.0),
+        seen_row(9999, info, 5000.0),
         5000.0,
     )
     assert len(core._loose_waiting) == len(core._ready_since) == 6
@@ -960,19 +955,7 @@ def test_a_round_over_a_long_backlog_looks_at_the_files_it_takes_not_at_every_fi
     for n, info in enumerate(core.unripe()):
         assert (info.series is None) == (naming == "loose")
         ready_at = n // 1000 if naming == "a series per host" else n  # within seconds, or not
-        row = Entry(
-            n + 1,
-            info.path,
-            info.identity,
-            info.series,
-            info.kind,
-            SEEN,
-            0,
-            None,
-            None,
-            None,
-            ready_at,
-        )
+        row = seen_row(n + 1, info, ready_at)
         core.admitted(info, row, float(ready_at))
     looked = 0
     stands = core._stands

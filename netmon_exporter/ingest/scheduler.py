@@ -422,8 +422,9 @@ class Scheduler:
         return self._files.get(f.info.path) is f
 
     def _is_head(self, f: TrackedFile) -> bool:
-        files = self._series.get(f.info.series) if f.info.series is not None else None
-        return bool(files) and files[0][1] == f.info.path and self._followed(f)  # type: ignore[index]
+        series = f.info.series
+        files = self._series.get(series) if series is not None else None
+        return files is not None and files[0][1] == f.info.path and self._followed(f)
 
     def _heads(self, f: TrackedFile) -> None:
         """``f`` is its series' head now, or changed state as its head: enter it."""
@@ -499,24 +500,7 @@ class Scheduler:
             if self._stands(retrying, retry):
                 f = retry[2]
                 self._push(waiting, (f.ready_at, f.order, next(self._pushes), f))
-        taken: list[tuple[float, tuple[Any, ...], int, TrackedFile]] = []
-        out: list[TrackedFile] = []
-        seen: set[int] = set()
-        while waiting and len(out) < k:
-            entry = heapq.heappop(waiting)
-            f = entry[3]
-            if (
-                id(f) in seen
-                or not self._stands(waiting, entry)
-                or (f.state is FileState.RETRY and f.next_retry > now)
-            ):
-                continue  # stale: a newer entry stands for it, if anything does
-            taken.append(entry)
-            out.append(f)
-            seen.add(id(f))
-        for entry in taken:
-            heapq.heappush(waiting, entry)
-        return out
+        return self._take(waiting, k, lambda f: f.state is FileState.READY or f.next_retry <= now)
 
     def _oldest_ready(self, now: float) -> float:
         """When the file ready longest became ready (``now`` if none is)."""
